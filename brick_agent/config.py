@@ -1,0 +1,92 @@
+"""oslo.config options of brick_agent.
+
+Nothing is registered at import time: call :func:`register_opts` on the
+ConfigOpts you own (or use :func:`new_conf` for a private one).
+"""
+
+from __future__ import annotations
+
+from oslo_config import cfg
+
+GROUP = "brick_agent"
+
+connection_opts = [
+    cfg.StrOpt("lock_path", default="/var/lib/brick_agent/locks",
+               help="Directory of the external (file) locks that serialise work on one "
+                    "target or device across processes of this host."),
+    cfg.IntOpt("max_concurrent_operations", default=16, min=1,
+                help="Host-wide bound on attach/detach operations running at once."),
+    cfg.FloatOpt("device_wait_timeout", default=30.0, min=0.1,
+                 help="Seconds an attach waits for its device(s) to appear (one deadline "
+                      "budget for every path)."),
+    cfg.FloatOpt("login_timeout", default=15.0, min=0.1,
+                 help="Seconds one iSCSI login or NVMe connect may take before the portal "
+                      "counts as unreachable."),
+    cfg.FloatOpt("device_removal_timeout", default=20.0, min=0.1,
+                 help="Seconds a detach waits for the kernel to remove a device."),
+    cfg.FloatOpt("flush_timeout", default=60.0, min=0.1,
+                 help="Seconds a buffer flush of a device (or multipath map) may take."),
+    cfg.FloatOpt("command_timeout", default=60.0, min=0.1,
+                 help="Default timeout of an external command."),
+    cfg.StrOpt("ledger_path", default="/var/lib/brick_agent/attachments.json",
+               help="Attachment ledger (what brick_agent attached), written atomically."),
+]
+
+multipath_opts = [
+    cfg.BoolOpt("use_multipath", default=False,
+                help="Attach through every path and build a dm-multipath map."),
+    cfg.BoolOpt("enforce_multipath", default=False,
+                help="Fail an attach instead of falling back to a single path when "
+                     "multipathd is not running."),
+    cfg.FloatOpt("multipath_wait_timeout", default=20.0, min=0.1,
+                 help="Seconds to wait for a multipath map to be built."),
+]
+
+nvme_opts = [
+    cfg.IntOpt("nvme_ctrl_loss_tmo", default=600, min=-1,
+               help="Seconds the kernel keeps retrying a lost NVMe-oF controller before "
+                    "removing it; -1 retries forever."),
+    cfg.IntOpt("nvme_reconnect_delay", default=10, min=1,
+               help="Seconds between NVMe-oF reconnect attempts."),
+    cfg.IntOpt("nvme_keep_alive_tmo", default=None, min=1,
+               help="NVMe-oF keep-alive timeout in seconds (kernel default when unset)."),
+]
+
+privsep_opts = [
+    cfg.BoolOpt("privsep_in_process", default=False,
+                help="Run privileged entrypoints in this process (the process must "
+                     "already be root). For tests and tools only."),
+]
+
+gate_opts = [
+    cfg.BoolOpt("gate_enabled", default=False,
+                help="Allow the gate-only HTTP app to start. Never enable on production "
+                     "hosts."),
+    cfg.HostAddressOpt("gate_host", default="127.0.0.1",
+                       help="Address the gate app binds to."),
+    cfg.PortOpt("gate_port", default=8776, help="Port the gate app binds to."),
+    cfg.StrOpt("gate_token", default=None, secret=True,
+               help="Bearer token required by the gate app; mandatory for a "
+                    "non-loopback bind."),
+]
+
+ALL_OPTS = connection_opts + multipath_opts + nvme_opts + privsep_opts + gate_opts
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    """Register every brick_agent option in ``conf`` under ``[brick_agent]``."""
+    conf.register_opts(ALL_OPTS, group=GROUP)
+
+
+def new_conf(args: list[str] | None = None,
+             config_files: list[str] | None = None) -> cfg.ConfigOpts:
+    """A private, parsed ConfigOpts with brick_agent's options."""
+    conf = cfg.ConfigOpts()
+    register_opts(conf)
+    conf(args=args or [], project="brick_agent", default_config_files=config_files or [])
+    return conf
+
+
+def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
+    """Entry point for oslo-config-generator."""
+    return [(GROUP, ALL_OPTS)]
