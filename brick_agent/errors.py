@@ -73,3 +73,7 @@ class LockTimeout(BrickError):
 
 class NotSupported(BrickError):
     """The host lacks what the operation needs (kernel module, tool, transport)."""
+
+
+class InvalidConnectorProtocol(BrickError, ValueError):
+    """The factory was asked for a protocol brick_agent has no connector for."""
