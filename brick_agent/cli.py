@@ -1,0 +1,214 @@
+"""The ``brick-agent`` command: attach, detach and inspect volumes from a shell.
+
+Machine-readable JSON on stdout by default (``--human`` for a table), progress and
+errors on stderr, and exit codes a script can branch on (see ``EXIT_CODES``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+from brick_agent import errors
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_IDENTITY = 4
+EXIT_UNREACHABLE = 5
+EXIT_LEFTOVERS = 6
+
+EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (errors.InvalidConnectionProperties, EXIT_USAGE),
+    (errors.InvalidArgument, EXIT_USAGE),
+    (errors.InvalidConnectorProtocol, EXIT_USAGE),
+    (errors.DeviceNotFound, EXIT_NOT_FOUND),
+    (errors.VolumeIdentityMismatch, EXIT_IDENTITY),
+    (errors.TargetUnreachable, EXIT_UNREACHABLE),
+    (errors.AuthenticationFailed, EXIT_UNREACHABLE),
+    (errors.LeftoversRemain, EXIT_LEFTOVERS),
+)
+
+
+def _exit_code(exc: BaseException) -> int:
+    for cls, code in EXIT_CODES:
+        if isinstance(exc, cls):
+            return code
+    return EXIT_ERROR
+
+
+def _load_json(source: str, what: str, stdin: TextIO) -> Any:
+    try:
+        if source == "-":
+            return json.load(stdin)
+        with open(source, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise errors.InvalidArgument(f"cannot read {what} from {source}: {exc}") from None
+
+
+def _connection_properties(args: argparse.Namespace, stdin: TextIO) -> dict[str, Any]:
+    data = _load_json(args.properties, "connection properties", stdin)
+    # Accept both the bare properties and Cinder's {'driver_volume_type', 'data'} envelope.
+    if isinstance(data, dict) and isinstance(data.get("data"), dict):
+        data = data["data"]
+    if not isinstance(data, dict):
+        raise errors.InvalidArgument("connection properties must be a JSON object")
+    return data
+
+
+def _connector(args: argparse.Namespace):
+    from brick_agent.connectors import factory
+    return factory(args.protocol, use_multipath=args.multipath or None,
+                   conf=_conf(args))
+
+
+def _conf(args: argparse.Namespace):
+    from brick_agent import config
+    from brick_agent.connectors.base import set_default_conf
+    conf = config.new_conf(config_files=args.config_file or [])
+    set_default_conf(conf)
+    return conf
+
+
+def cmd_connector(args: argparse.Namespace, stdin: TextIO) -> Any:
+    from brick_agent.connector_properties import get_connector_properties
+    _conf(args)
+    return get_connector_properties(my_ip=args.my_ip, multipath=args.multipath,
+                                    enforce_multipath=args.enforce_multipath,
+                                    host=args.host)
+
+
+def cmd_connect(args: argparse.Namespace, stdin: TextIO) -> Any:
+    props = _connection_properties(args, stdin)
+    connector = _connector(args)
+    _progress(f"attaching {args.protocol} volume...")
+    return connector.connect_volume(props)
+
+
+def cmd_disconnect(args: argparse.Namespace, stdin: TextIO) -> Any:
+    props = _connection_properties(args, stdin)
+    device_info = (_load_json(args.device_info, "device info", stdin)
+                   if args.device_info else None)
+    connector = _connector(args)
+    _progress(f"detaching {args.protocol} volume...")
+    connector.disconnect_volume(props, device_info, force=args.force,
+                                ignore_errors=args.ignore_errors)
+    return {"disconnected": True}
+
+
+def cmd_extend(args: argparse.Namespace, stdin: TextIO) -> Any:
+    props = _connection_properties(args, stdin)
+    return {"size_bytes": _connector(args).extend_volume(props)}
+
+
+def cmd_paths(args: argparse.Namespace, stdin: TextIO) -> Any:
+    props = _connection_properties(args, stdin)
+    return _connector(args).get_volume_paths(props)
+
+
+def cmd_volumes(args: argparse.Namespace, stdin: TextIO) -> Any:
+    from brick_agent.connectors import PROTOCOLS
+    protocols = [args.protocol] if args.protocol else list(PROTOCOLS)
+    result: dict[str, Any] = {}
+    for protocol in protocols:
+        args.protocol = protocol
+        result[protocol] = _connector(args).get_all_available_volumes()
+    return result
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _human(value: Any, out: TextIO) -> None:
+    """A readable rendering: key/value lines for objects, one row per item for lists."""
+    if isinstance(value, dict):
+        width = max((len(str(k)) for k in value), default=0)
+        for key, item in value.items():
+            if isinstance(item, (list, dict)):
+                print(f"{key}:", file=out)
+                _human(item, out)
+            else:
+                print(f"{str(key).ljust(width)}  {item}", file=out)
+    elif isinstance(value, list):
+        if not value:
+            print("  (none)", file=out)
+        for item in value:
+            if isinstance(item, dict):
+                print("  " + "  ".join(f"{k}={v}" for k, v in item.items()), file=out)
+            else:
+                print(f"  {item}", file=out)
+    else:
+        print(value, file=out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="brick-agent", description=__doc__.splitlines()[0])
+    parser.add_argument("--config-file", action="append", metavar="PATH",
+                        help="oslo.config file with a [brick_agent] section (repeatable)")
+    parser.add_argument("--human", action="store_true", help="readable output instead of JSON")
+    parser.add_argument("--debug", action="store_true", help="debug logging on stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func: Callable, help_text: str, protocol: bool = True,
+            properties: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        p.add_argument("--multipath", action="store_true", help="use every path (dm-multipath)")
+        if protocol:
+            p.add_argument("protocol", help="ISCSI, NVMEOF or FIBRE_CHANNEL")
+        if properties:
+            p.add_argument("properties", nargs="?", default="-",
+                           help="JSON file of connection properties ('-' or absent: stdin)")
+        return p
+
+    p = add("connector", cmd_connector, "print this host's connector properties",
+            protocol=False, properties=False)
+    p.add_argument("--my-ip", default=None)
+    p.add_argument("--host", default=None)
+    p.add_argument("--enforce-multipath", action="store_true")
+    add("connect", cmd_connect, "attach a volume and print its device info")
+    p = add("disconnect", cmd_disconnect, "detach a volume")
+    p.add_argument("--device-info", metavar="FILE", help="JSON device info returned by connect")
+    p.add_argument("--force", action="store_true", help="keep going past errors")
+    p.add_argument("--ignore-errors", action="store_true",
+                   help="exit 0 even when something was left behind")
+    add("extend", cmd_extend, "make the host see a volume's new size")
+    add("paths", cmd_paths, "print the device paths of a volume present on this host")
+    p = add("volumes", cmd_volumes, "list attached volumes", protocol=False, properties=False)
+    p.add_argument("--protocol", default=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None,
+         stdout: TextIO | None = None) -> int:
+    stdin = stdin or sys.stdin
+    stdout = stdout or sys.stdout
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        result = args.func(args, stdin)
+    except errors.BrickError as exc:
+        print(f"brick-agent: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if isinstance(exc, errors.LeftoversRemain):
+            json.dump({"error": type(exc).__name__, "leftovers": exc.leftovers}, stdout)
+            stdout.write("\n")
+        return _exit_code(exc)
+    if args.human:
+        _human(result, stdout)
+    else:
+        json.dump(result, stdout, indent=2, sort_keys=True, default=str)
+        stdout.write("\n")
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

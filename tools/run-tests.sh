@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The test command (README): fast unit suite on this host, then the real-kernel stage
+# in the kernel lab VM. Installs what it needs (apt via the lab, pip into .venv).
+# Usage: bash tools/run-tests.sh [--unit-only|--lab-only] [extra pytest args for the lab stage]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+mode=all
+case "${1:-}" in
+  --unit-only) mode=unit; shift ;;
+  --lab-only) mode=lab; shift ;;
+esac
+
+# pytest exit code 5 means "no tests collected": a stage that legitimately selects nothing.
+pytest_rc() { local rc=$1; [ "$rc" -eq 5 ] && rc=0; return "$rc"; }
+
+bash tools/setup-venv.sh
+mkdir -p results
+
+status=0
+if [ "$mode" != lab ]; then
+  echo "=== unit tests (host) ==="
+  rc=0; .venv/bin/python -m pytest tests/unit -q -p no:cacheprovider \
+      --junitxml=results/unit.xml || rc=$?
+  pytest_rc "$rc" || status=$rc
+fi
+if [ "$mode" != unit ]; then
+  echo "=== real-kernel tests (kernel lab VM) ==="
+  bash tools/kernel-lab/lab setup
+  rc=0; bash tools/kernel-lab/lab run --timeout "${BRICK_LAB_TIMEOUT:-1500}" -- \
+      tools/kernel-lab/guest-pytest tests/functional -m realkernel -q \
+      --junitxml="$repo/results/functional.xml" "$@" || rc=$?
+  pytest_rc "$rc" || status=$rc
+fi
+exit "$status"
