@@ -1,0 +1,246 @@
+"""Read-only view of open-iscsi sessions from sysfs (no iscsiadm).
+
+Layout read (iscsi_tcp, kernel 6.x)::
+
+    /sys/class/iscsi_session/sessionS -> ../../devices/platform/hostH/sessionS/iscsi_session/sessionS
+        targetname, tpgt, state (LOGGED_IN / FAILED / FREE), ifacename, initiatorname
+        device -> ../../../sessionS          (the session device: holds targetH:C:T/H:C:T:L)
+    /sys/class/iscsi_connection/connectionS:0
+        persistent_address, persistent_port  (portal used to log in)
+        address, port                        (current, may differ after a redirect)
+        state
+
+The session's SCSI host number is the ``hostH`` component of the resolved
+session path.  Credentials attributes (username/password) are never read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+
+from brick_agent.host import sysfs
+from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
+from brick_agent.host.scsi import HCTL, ScsiDevice, read_scsi_device, scsi_devices
+
+_SESSION_RE = re.compile(r"session(\d+)")
+_HOST_RE = re.compile(r"host(\d+)")
+_TARGET_RE = re.compile(r"target(\d+):(\d+):(\d+)")
+_LUN_RE = re.compile(r"\d+:\d+:\d+:\d+")
+
+
+@dataclasses.dataclass(frozen=True)
+class IscsiSession:
+    sid: int
+    target_iqn: str | None
+    tpgt: int | None
+    portal_address: str | None     # persistent (login) address, as the kernel prints it (no brackets)
+    portal_port: int | None
+    state: str | None              # 'LOGGED_IN', 'FAILED', 'FREE'
+    host_number: int | None
+    iface_name: str | None
+    sysfs_path: str                # resolved .../sessionS/iscsi_session/sessionS
+    device_path: str | None = None  # resolved .../hostH/sessionS (parent of targetH:C:T)
+    current_address: str | None = None
+    current_port: int | None = None
+    connection_state: str | None = None
+    initiator_name: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"session{self.sid}"
+
+    @property
+    def portal(self) -> str | None:
+        """``'addr:port'`` with brackets around IPv6 addresses."""
+        if self.portal_address is None:
+            return None
+        return format_portal(self.portal_address, self.portal_port)
+
+    @property
+    def logged_in(self) -> bool:
+        return self.state == "LOGGED_IN"
+
+
+def normalize_address(address: str | None) -> str | None:
+    """Comparable form of an address: brackets/zone dropped for IP literals, IPs canonical, names lowercased."""
+    if address is None:
+        return None
+    a = address.strip()
+    if a.startswith("[") and a.endswith("]"):
+        a = a[1:-1]
+    try:
+        return ipaddress.ip_address(a.split("%", 1)[0]).compressed
+    except ValueError:
+        return a.lower()
+
+
+def split_portal(portal: str, default_port: int = 3260) -> tuple[str, int]:
+    """``'10.0.0.1:3260'``, ``'[fe80::1]:3260'``, ``'fe80::1'``, ``'host'`` -> (address, port).
+
+    Raises ``ValueError`` on a non-numeric port.  A trailing ``,tpgt`` is ignored.
+    """
+    p = portal.strip().split(",", 1)[0]
+    if p.startswith("["):
+        addr, _, rest = p[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+        return addr, int(port) if port else default_port
+    if p.count(":") == 1:
+        addr, _, port = p.partition(":")
+        return addr, int(port) if port else default_port
+    return p, default_port  # bare IPv6 without port, or bare host
+
+
+def format_portal(address: str, port: int | None) -> str:
+    addr = address
+    if ":" in addr and not addr.startswith("["):
+        addr = f"[{addr}]"
+    return addr if port is None else f"{addr}:{port}"
+
+
+def _host_number(path: str | None) -> int | None:
+    if not path:
+        return None
+    for part in reversed(path.split(os.sep)):
+        m = _HOST_RE.fullmatch(part)
+        if m:
+            return int(m.group(1))
+    return None
+
+
+def _connection_dir(roots: HostRoots, sid: int, device_path: str | None) -> str | None:
+    cls = roots.sysfs("class", "iscsi_connection")
+    names = sysfs.list_dir(cls, re.compile(rf"connection{sid}:\d+"))
+    if names:
+        return os.path.join(cls, names[0])
+    if device_path:  # fall back to the device tree: sessionS/connectionS:0/iscsi_connection/connectionS:0
+        for entry in sysfs.list_dir(device_path, re.compile(rf"connection{sid}:\d+")):
+            candidate = os.path.join(device_path, entry, "iscsi_connection", entry)
+            if os.path.isdir(candidate):
+                return candidate
+    return None
+
+
+def read_session(roots: HostRoots, sid: int) -> IscsiSession | None:
+    """Session ``sid`` or ``None`` if it does not exist (or vanished)."""
+    link = roots.sysfs("class", "iscsi_session", f"session{sid}")
+    real = sysfs.resolve(link)
+    if real is None:
+        return None
+
+    def attr(name: str) -> str | None:
+        value = sysfs.read_attr(os.path.join(real, name))
+        return value if value not in ("", "<NULL>", "(null)") else None
+
+    device_path = sysfs.resolve(os.path.join(real, "device"))
+    conn = _connection_dir(roots, sid, device_path)
+
+    def cattr(name: str) -> str | None:
+        if conn is None:
+            return None
+        value = sysfs.read_attr(os.path.join(conn, name))
+        return value if value not in ("", "<NULL>", "(null)") else None
+
+    def as_int(text: str | None) -> int | None:
+        try:
+            return int(text) if text is not None else None
+        except ValueError:
+            return None
+
+    current_address, current_port = cattr("address"), as_int(cattr("port"))
+    portal_address = cattr("persistent_address") or current_address
+    portal_port = as_int(cattr("persistent_port"))
+    if portal_port is None:
+        portal_port = current_port
+    return IscsiSession(
+        sid=sid,
+        target_iqn=attr("targetname"),
+        tpgt=as_int(attr("tpgt")),
+        portal_address=portal_address,
+        portal_port=portal_port,
+        state=attr("state"),
+        host_number=_host_number(device_path or real),
+        iface_name=attr("ifacename"),
+        sysfs_path=real,
+        device_path=device_path,
+        current_address=current_address,
+        current_port=current_port,
+        connection_state=cattr("state"),
+        initiator_name=attr("initiatorname"),
+    )
+
+
+def iscsi_sessions(roots: HostRoots = DEFAULT_ROOTS) -> list[IscsiSession]:
+    """All iSCSI sessions, by session id."""
+    out = []
+    for entry in sysfs.list_dir(roots.sysfs("class", "iscsi_session"), _SESSION_RE):
+        session = read_session(roots, int(entry[len("session"):]))
+        if session is not None:
+            out.append(session)
+    return out
+
+
+def session_targets(session: IscsiSession) -> list[tuple[int, int, int]]:
+    """(host, channel, target) of the ``targetH:C:T`` directories under the session."""
+    if not session.device_path:
+        return []
+    out = []
+    for entry in sysfs.list_dir(session.device_path, _TARGET_RE):
+        m = _TARGET_RE.fullmatch(entry)
+        out.append(tuple(int(g) for g in m.groups()))
+    return out
+
+
+def session_devices(roots: HostRoots, session: IscsiSession) -> list[ScsiDevice]:
+    """SCSI LUNs reached through ``session``.
+
+    Reads the ``targetH:C:T/H:C:T:L`` directories below the session device
+    (exact even when an offload HBA carries several sessions on one host).
+    When the session's device directory is unknown, falls back to the LUNs
+    of the session's SCSI host.
+    """
+    if session.device_path and os.path.isdir(session.device_path):
+        out = []
+        for entry in sysfs.list_dir(session.device_path, _TARGET_RE):
+            tdir = os.path.join(session.device_path, entry)
+            for lun in sysfs.list_dir(tdir, _LUN_RE):
+                dev = read_scsi_device(os.path.join(tdir, lun), HCTL.parse(lun))
+                if dev is not None:
+                    out.append(dev)
+        return sorted(out, key=lambda d: d.hctl)
+    if session.host_number is None:
+        return []
+    return scsi_devices(roots, host=session.host_number)
+
+
+def find_sessions(roots: HostRoots, iqn: str, portal_address: str | None = None,
+                  portal_port: int | None = None, iface_name: str | None = None) -> list[IscsiSession]:
+    """Sessions to ``iqn`` (optionally at a portal and through an iface), by sid.
+
+    Addresses are compared normalised (IPv6 brackets, zero-compression, case);
+    the persistent (login) and the current address both count as a match.
+    """
+    want_addr = normalize_address(portal_address)
+    out = []
+    for s in iscsi_sessions(roots):
+        if s.target_iqn is None or s.target_iqn.lower() != iqn.strip().lower():
+            continue
+        if want_addr is not None:
+            pairs = {(normalize_address(s.portal_address), s.portal_port),
+                     (normalize_address(s.current_address), s.current_port)}
+            if not any(a == want_addr and (portal_port is None or p == int(portal_port))
+                       for a, p in pairs):
+                continue
+        if iface_name is not None and s.iface_name not in (iface_name, None):
+            continue
+        out.append(s)
+    return out
+
+
+def find_session(roots: HostRoots, iqn: str, portal_address: str | None = None,
+                 portal_port: int | None = None, iface_name: str | None = None) -> IscsiSession | None:
+    """The first (lowest sid) session matching, see :func:`find_sessions`."""
+    found = find_sessions(roots, iqn, portal_address, portal_port, iface_name)
+    return found[0] if found else None

@@ -1,0 +1,401 @@
+"""Read-only view of NVMe subsystems, controllers and namespaces from sysfs (no nvme-cli).
+
+Layout read (kernel 6.x)::
+
+    /sys/class/nvme/nvmeC -> ../../devices/virtual/nvme-fabrics/ctl/nvmeC   (fabrics; PCIe under pci)
+        subsysnqn, transport (tcp/rdma/fc/loop/pcie), address, state, cntlid, hostnqn, hostid
+        nvmeScCnN/   per-path namespace device (native multipath, hidden from /dev)
+        nvmeCnN/     the namespace device itself (native multipath disabled)
+    /sys/class/nvme-subsystem/nvme-subsysS -> ../../devices/virtual/nvme-subsystem/nvme-subsysS
+        subsysnqn, model, serial, iopolicy
+        nvmeC -> controller links;  nvmeSnN/  namespace head (the /dev/nvmeSnN users open)
+    namespace dirs: nsid, uuid, nguid, wwid, eui, size (512-byte sectors); paths also ana_state, ana_grpid
+    /sys/module/nvme_core/parameters/multipath: 'Y' when native multipath is on
+
+Naming: a head is ``nvme<subsys instance>n<ns instance>``; its path through
+controller C is ``nvme<subsys>c<C>n<ns>`` (so dropping ``c<C>`` gives the head).
+
+Formats confirmed in the kernel's drivers/nvme/host sysfs code:
+
+* ``address``: comma-separated ``key=value``: ``traddr=..`` then ``trsvcid=..``,
+  ``host_traddr=..``, ``host_iface=..`` when set, and for a live TCP queue
+  ``src_addr=<local ip>`` (newer kernels).  FC: ``traddr=nn-0x<16 hex>:pn-0x<16 hex>``
+  and ``host_traddr`` in the same form, no trsvcid.  RDMA: like TCP without src_addr.
+  Values are what was passed to ``nvme connect`` (FC case kept as given).
+* ``nguid``: printed with ``%pU``: 16 bytes as a lowercase hyphenated UUID-style
+  string ``xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx``; the attribute is hidden when the
+  NGUID is all zero.  Canonical form here: 32 lowercase hex digits, no hyphens.
+* ``uuid``: ``%pU`` lowercase hyphenated; **when the namespace has no UUID the
+  kernel prints the NGUID here** (backward compatibility).  We report
+  ``uuid=None`` in that case (detected from ``wwid``, which starts with
+  ``uuid.`` only when a real UUID exists).
+* ``wwid``: ``uuid.<uuid>``, else ``eui.<32 hex nguid>``, else ``eui.<16 hex eui64>``,
+  else ``nvme.<vid>-<serial hex>-<model hex>-<nsid>``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import uuid as uuidlib
+
+from brick_agent.host import sysfs
+from brick_agent.host.iscsi import normalize_address
+from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
+
+SECTOR = 512
+_CTRL_RE = re.compile(r"nvme(\d+)")
+_SUBSYS_RE = re.compile(r"nvme-subsys(\d+)")
+_HEAD_RE = re.compile(r"nvme(\d+)n(\d+)")
+_PATH_RE = re.compile(r"nvme(\d+)c(\d+)n(\d+)")
+_NS_RE = re.compile(r"nvme\d+(?:c\d+)?n\d+")
+
+
+@dataclasses.dataclass(frozen=True)
+class NvmeController:
+    name: str                  # 'nvme0'
+    subsysnqn: str | None
+    transport: str | None      # 'tcp', 'rdma', 'fc', 'loop', 'pcie'
+    traddr: str | None
+    trsvcid: str | None
+    host_traddr: str | None
+    host_iface: str | None
+    state: str | None          # 'live', 'connecting', 'resetting', 'deleting', 'dead', ...
+    cntlid: int | None
+    hostnqn: str | None
+    address: str | None        # raw 'address' attribute
+    subsystem_name: str | None  # 'nvme-subsys0'
+    src_addr: str | None = None
+    hostid: str | None = None
+    namespaces: tuple[str, ...] = ()   # block devices under the controller ('nvme0c0n1' or 'nvme0n1')
+    sysfs_path: str | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.state == "live"
+
+
+@dataclasses.dataclass(frozen=True)
+class NvmePath:
+    """One controller's view of a namespace (``nvme0c1n1``, or ``nvme1n1`` without native multipath)."""
+
+    name: str
+    controller: str
+    head: str | None          # the head's name under native multipath, else None
+    nsid: int | None
+    ana_state: str | None     # 'optimized', 'non-optimized', 'inaccessible', ... (ANA only)
+    ana_grpid: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class NvmeNamespace:
+    name: str                  # the device users open: head 'nvme0n1' (native) or 'nvme1n1' (per controller)
+    nsid: int | None
+    uuid: str | None           # lowercase hyphenated, None if the namespace has none
+    nguid: str | None          # 32 lowercase hex, None if absent/zero
+    wwid: str | None
+    size_bytes: int | None
+    subsystem_name: str | None
+    controllers: tuple[str, ...]
+    paths: tuple[str, ...]     # per-path devices (native) or (name,) (non-native)
+    native_multipath: bool = False
+    devpath: str | None = None
+    sysfs_path: str | None = None
+    eui64: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class NvmeSubsystem:
+    name: str                  # 'nvme-subsys0'
+    nqn: str | None
+    controllers: tuple[str, ...]
+    namespaces: tuple[str, ...]  # head devices (native multipath); empty otherwise
+    model: str | None = None
+    serial: str | None = None
+    iopolicy: str | None = None
+    sysfs_path: str | None = None
+
+
+# ---------------------------------------------------------------- formats
+
+def parse_address(raw: str | None) -> dict[str, str]:
+    """``'traddr=127.0.0.1,trsvcid=4420,src_addr=127.0.0.1'`` -> dict (unknown keys kept)."""
+    out: dict[str, str] = {}
+    if not raw:
+        return out
+    for item in raw.strip().split(","):
+        key, sep, value = item.partition("=")
+        if sep and key.strip():
+            out[key.strip()] = value.strip()
+    return out
+
+
+def canonical_uuid(text: str | None) -> str | None:
+    """Lowercase hyphenated UUID; ``None`` if empty, invalid or all zero."""
+    if not text:
+        return None
+    t = text.strip()
+    if t.lower().startswith("uuid."):
+        t = t[5:]
+    try:
+        u = uuidlib.UUID(t)
+    except ValueError:
+        return None
+    return None if u.int == 0 else str(u)
+
+
+def canonical_nguid(text: str | None) -> str | None:
+    """32 lowercase hex digits (hyphens/``eui.`` dropped); ``None`` if empty, invalid or zero."""
+    if not text:
+        return None
+    t = text.strip().lower()
+    if t.startswith("eui."):
+        t = t[4:]
+    t = t.replace("-", "").replace(":", "")
+    if len(t) != 32 or not re.fullmatch(r"[0-9a-f]{32}", t) or int(t, 16) == 0:
+        return None
+    return t
+
+
+def normalize_traddr(traddr: str | None, transport: str | None = None) -> str | None:
+    """Comparable traddr: IP literals canonical, FC ``nn-0x..:pn-0x..`` lowercased."""
+    if traddr is None:
+        return None
+    if (transport or "").lower() == "fc" or traddr.lower().startswith("nn-"):
+        return traddr.strip().lower()
+    return normalize_address(traddr)
+
+
+def head_name(path_name: str) -> str:
+    """``nvme0c1n1`` -> ``nvme0n1``; other names unchanged."""
+    m = _PATH_RE.fullmatch(path_name)
+    return f"nvme{m.group(1)}n{m.group(3)}" if m else path_name
+
+
+def native_multipath_enabled(roots: HostRoots = DEFAULT_ROOTS) -> bool:
+    """nvme_core's ``multipath`` parameter is ``Y`` (False when the module is absent)."""
+    value = sysfs.read_attr(roots.sysfs("module", "nvme_core", "parameters", "multipath"))
+    return (value or "").upper() in ("Y", "1")
+
+
+# ---------------------------------------------------------------- readers
+
+def _subsystem_dirs(roots: HostRoots) -> dict[str, str]:
+    base = roots.sysfs("class", "nvme-subsystem")
+    return {e: os.path.join(base, e) for e in sysfs.list_dir(base, _SUBSYS_RE)}
+
+
+def _controller_to_subsystem(roots: HostRoots) -> dict[str, str]:
+    mapping = {}
+    for sname, sdir in _subsystem_dirs(roots).items():
+        for entry in sysfs.list_dir(sdir, _CTRL_RE):
+            mapping[entry] = sname
+    return mapping
+
+
+def read_controller(roots: HostRoots, name: str, subsystem_name: str | None = None) -> NvmeController | None:
+    real = sysfs.resolve(roots.sysfs("class", "nvme", name))
+    if real is None:
+        return None
+
+    def attr(n: str) -> str | None:
+        return sysfs.read_attr(os.path.join(real, n)) or None
+
+    raw = attr("address")
+    addr = parse_address(raw)
+    if subsystem_name is None:
+        subsystem_name = _controller_to_subsystem(roots).get(name)
+    return NvmeController(
+        name=name,
+        subsysnqn=attr("subsysnqn"),
+        transport=attr("transport"),
+        traddr=addr.get("traddr"),
+        trsvcid=addr.get("trsvcid"),
+        host_traddr=addr.get("host_traddr"),
+        host_iface=addr.get("host_iface"),
+        state=attr("state"),
+        cntlid=sysfs.read_int(os.path.join(real, "cntlid")),
+        hostnqn=attr("hostnqn"),
+        address=raw,
+        subsystem_name=subsystem_name,
+        src_addr=addr.get("src_addr"),
+        hostid=attr("hostid"),
+        namespaces=tuple(e for e in sysfs.list_dir(real, _NS_RE)
+                         if os.path.isdir(os.path.join(real, e))),
+        sysfs_path=real,
+    )
+
+
+def nvme_controllers(roots: HostRoots = DEFAULT_ROOTS) -> list[NvmeController]:
+    """All NVMe controllers (fabrics and PCIe), by number; vanished ones skipped."""
+    mapping = _controller_to_subsystem(roots)
+    out = []
+    for name in sysfs.list_dir(roots.sysfs("class", "nvme"), _CTRL_RE):
+        ctrl = read_controller(roots, name, mapping.get(name))
+        if ctrl is not None:
+            out.append(ctrl)
+    return out
+
+
+def nvme_subsystems(roots: HostRoots = DEFAULT_ROOTS) -> list[NvmeSubsystem]:
+    out = []
+    for sname, sdir in _subsystem_dirs(roots).items():
+        real = sysfs.resolve(sdir)
+        if real is None:
+            continue
+        out.append(NvmeSubsystem(
+            name=sname,
+            nqn=sysfs.read_attr(os.path.join(real, "subsysnqn")) or None,
+            controllers=tuple(sysfs.list_dir(real, _CTRL_RE)),
+            namespaces=tuple(e for e in sysfs.list_dir(real, _HEAD_RE)
+                             if os.path.isdir(os.path.join(real, e))),
+            model=sysfs.read_attr(os.path.join(real, "model")) or None,
+            serial=sysfs.read_attr(os.path.join(real, "serial")) or None,
+            iopolicy=sysfs.read_attr(os.path.join(real, "iopolicy")) or None,
+            sysfs_path=real,
+        ))
+    return out
+
+
+def _ns_identity(path: str) -> tuple[int | None, str | None, str | None, str | None, str | None]:
+    """(nsid, uuid, nguid, wwid, eui64) of a namespace directory, canonical."""
+    nsid = sysfs.read_int(os.path.join(path, "nsid"))
+    wwid = sysfs.read_attr(os.path.join(path, "wwid")) or None
+    nguid = canonical_nguid(sysfs.read_attr(os.path.join(path, "nguid")))
+    raw_uuid = sysfs.read_attr(os.path.join(path, "uuid"))
+    uuid = canonical_uuid(raw_uuid)
+    if uuid is not None:
+        if wwid is not None:
+            if not wwid.lower().startswith("uuid."):
+                uuid = None  # the kernel printed the NGUID as uuid (no real UUID)
+        elif nguid is not None and uuid.replace("-", "") == nguid:
+            uuid = None
+    eui = sysfs.read_attr(os.path.join(path, "eui"))
+    eui64 = eui.replace(" ", "").lower() if eui else None
+    if eui64 is not None and (not re.fullmatch(r"[0-9a-f]+", eui64) or int(eui64, 16) == 0):
+        eui64 = None
+    return nsid, uuid, nguid, wwid, eui64
+
+
+def nvme_paths(roots: HostRoots = DEFAULT_ROOTS) -> list[NvmePath]:
+    """Every per-controller namespace device, with its ANA state."""
+    out = []
+    for name in sysfs.list_dir(roots.sysfs("class", "nvme"), _CTRL_RE):
+        cdir = sysfs.resolve(roots.sysfs("class", "nvme", name))
+        if cdir is None:
+            continue
+        for entry in sysfs.list_dir(cdir, _NS_RE):
+            pdir = os.path.join(cdir, entry)
+            if not os.path.isdir(pdir):
+                continue
+            out.append(NvmePath(
+                name=entry,
+                controller=name,
+                head=head_name(entry) if _PATH_RE.fullmatch(entry) else None,
+                nsid=sysfs.read_int(os.path.join(pdir, "nsid")),
+                ana_state=sysfs.read_attr(os.path.join(pdir, "ana_state")) or None,
+                ana_grpid=sysfs.read_int(os.path.join(pdir, "ana_grpid")),
+            ))
+    return out
+
+
+def nvme_namespaces(roots: HostRoots = DEFAULT_ROOTS) -> list[NvmeNamespace]:
+    """The namespace devices users open.
+
+    Native multipath: one entry per head (``nvme0n1`` under the subsystem) with
+    its per-controller path devices.  Without it: one entry per controller
+    namespace device (``nvme1n1``), with itself as the only path.
+    """
+    paths = nvme_paths(roots)
+    out = []
+    for sub in nvme_subsystems(roots):
+        for head in sub.namespaces:
+            hdir = os.path.join(sub.sysfs_path, head)
+            if not os.path.isdir(hdir):
+                continue
+            nsid, uuid, nguid, wwid, eui64 = _ns_identity(hdir)
+            mine = [p for p in paths if p.head == head and p.controller in sub.controllers]
+            out.append(NvmeNamespace(
+                name=head, nsid=nsid, uuid=uuid, nguid=nguid, wwid=wwid,
+                size_bytes=_size(hdir), subsystem_name=sub.name,
+                controllers=tuple(p.controller for p in mine),
+                paths=tuple(p.name for p in mine),
+                native_multipath=True, devpath=roots.devfs(head), sysfs_path=hdir, eui64=eui64,
+            ))
+    mapping = _controller_to_subsystem(roots)
+    for p in paths:
+        if p.head is not None:
+            continue
+        cdir = sysfs.resolve(roots.sysfs("class", "nvme", p.controller))
+        if cdir is None:
+            continue
+        ndir = os.path.join(cdir, p.name)
+        if not os.path.isdir(ndir):
+            continue
+        nsid, uuid, nguid, wwid, eui64 = _ns_identity(ndir)
+        out.append(NvmeNamespace(
+            name=p.name, nsid=nsid, uuid=uuid, nguid=nguid, wwid=wwid,
+            size_bytes=_size(ndir), subsystem_name=mapping.get(p.controller),
+            controllers=(p.controller,), paths=(p.name,),
+            native_multipath=False, devpath=roots.devfs(p.name), sysfs_path=ndir, eui64=eui64,
+        ))
+    return out
+
+
+def _size(path: str) -> int | None:
+    sectors = sysfs.read_int(os.path.join(path, "size"))
+    return None if sectors is None else sectors * SECTOR
+
+
+# ---------------------------------------------------------------- lookups
+
+def find_controllers(roots: HostRoots = DEFAULT_ROOTS, nqn: str | None = None,
+                     traddr: str | None = None, trsvcid: str | int | None = None,
+                     transport: str | None = None, hostnqn: str | None = None,
+                     host_traddr: str | None = None) -> list[NvmeController]:
+    """Controllers matching every given criterion (addresses compared normalised).
+
+    A controller that does not expose ``hostnqn`` matches any ``hostnqn``.
+    """
+    out = []
+    for c in nvme_controllers(roots):
+        if nqn is not None and c.subsysnqn != nqn:
+            continue
+        if transport is not None and (c.transport or "").lower() != transport.lower():
+            continue
+        if traddr is not None and normalize_traddr(c.traddr, c.transport) != normalize_traddr(traddr, transport or c.transport):
+            continue
+        if trsvcid is not None and c.trsvcid != str(trsvcid):
+            continue
+        if host_traddr is not None and normalize_traddr(c.host_traddr, c.transport) != normalize_traddr(host_traddr, transport or c.transport):
+            continue
+        if hostnqn is not None and c.hostnqn is not None and c.hostnqn != hostnqn:
+            continue
+        out.append(c)
+    return out
+
+
+def find_namespaces(roots: HostRoots = DEFAULT_ROOTS, nqn: str | None = None,
+                    uuid: str | None = None, nguid: str | None = None,
+                    nsid: int | None = None) -> list[NvmeNamespace]:
+    """Namespaces matching every given identity (uuid/nguid compared canonical)."""
+    want_uuid = canonical_uuid(uuid) if uuid is not None else None
+    want_nguid = canonical_nguid(nguid) if nguid is not None else None
+    if uuid is not None and want_uuid is None:
+        return []
+    if nguid is not None and want_nguid is None:
+        return []
+    nqn_of = {s.name: s.nqn for s in nvme_subsystems(roots)} if nqn is not None else {}
+    out = []
+    for ns in nvme_namespaces(roots):
+        if nqn is not None and nqn_of.get(ns.subsystem_name) != nqn:
+            continue
+        if want_uuid is not None and ns.uuid != want_uuid:
+            continue
+        if want_nguid is not None and ns.nguid != want_nguid:
+            continue
+        if nsid is not None and ns.nsid != int(nsid):
+            continue
+        out.append(ns)
+    return out

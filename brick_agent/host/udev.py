@@ -1,0 +1,245 @@
+"""Event-driven waits for devices, with a sysfs re-check and a bounded polling safety net.
+
+Usage: open the watch *before* the action that makes the device appear, so
+no event can be missed, then wait on a cheap sysfs predicate::
+
+    with DeviceWatch(subsystems=("block",)) as watch:
+        privileged.scan(...)
+        dev = watch.wait_for(lambda: find_my_disk(roots), Deadline.after(20), what="LUN 1")
+
+The predicate runs on entry, after every udev event and at least every
+``poll_interval`` seconds (so a lost event, or a host without udev, never
+stalls the wait beyond that), until the deadline; then :class:`DeviceNotFound`.
+
+Event sources, in order (``watch.mode`` records which one was used, for logs):
+
+* ``injected``: a monitor-like object given by the caller (tests, shared monitors):
+  anything with ``poll(timeout) -> event | None``;
+* ``netlink-udev``: pyudev monitor on udev's netlink group (events after udev
+  processed the device: links and properties exist). Used when udevd runs
+  (``/run/udev/control`` exists under roots.run);
+* ``netlink-kernel``: pyudev monitor on raw kernel uevents (no udevd on the host);
+* ``poll``: no netlink socket available: sleep ``poll_interval`` between checks.
+
+Nothing here acts on devices; pyudev is only used to listen.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol, TypeVar
+
+from brick_agent.deadline import Deadline
+from brick_agent.errors import DeviceNotFound
+from brick_agent.host import sysfs
+from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
+
+LOG = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DEFAULT_POLL_INTERVAL = 0.5
+_MAX_DRAIN = 256          # events coalesced into one re-check
+_MAX_MONITOR_ERRORS = 3   # then fall back to polling
+
+
+class MonitorLike(Protocol):
+    def poll(self, timeout: float | None = None) -> Any: ...
+
+
+class DeviceWatch:
+    """Listen for device events while waiting on a predicate (see module doc)."""
+
+    def __init__(self, subsystems: Iterable[str] = ("block",), context: Any = None,
+                 monitor: MonitorLike | None = None, poll_interval: float = DEFAULT_POLL_INTERVAL,
+                 roots: HostRoots = DEFAULT_ROOTS, source: str | None = None,
+                 use_netlink: bool = True, sleep: Callable[[float], None] = time.sleep) -> None:
+        if poll_interval <= 0:
+            raise ValueError("poll_interval must be positive")
+        self.subsystems = tuple(subsystems)
+        self.poll_interval = poll_interval
+        self.roots = roots
+        self._context = context
+        self._monitor: Any = monitor
+        self._injected = monitor is not None
+        self._source = source
+        self._use_netlink = use_netlink
+        self._sleep = sleep
+        self._errors = 0
+        self.mode = "closed"
+        self.events_seen = 0
+        self.checks = 0
+        self.last_event: Any = None
+        self.open_error: str | None = None
+
+    # ------------------------------------------------------------ lifecycle
+    def __enter__(self) -> "DeviceWatch":
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def open(self) -> None:
+        """Start listening (idempotent). Falls back to polling if netlink is unavailable."""
+        if self.mode != "closed":
+            return
+        if self._injected:
+            self.mode = "injected"
+            return
+        if not self._use_netlink:
+            self.mode = "poll"
+            return
+        source = self._source or ("udev" if udev_running(self.roots) else "kernel")
+        try:
+            import pyudev  # local import: no import-time side effects, optional at runtime
+
+            context = self._context or pyudev.Context()
+            monitor = pyudev.Monitor.from_netlink(context, source=source)
+            for subsystem in self.subsystems:
+                monitor.filter_by(subsystem)
+            monitor.start()
+        except Exception as exc:  # ImportError, OSError (no netlink in a container), ...
+            self.open_error = f"{type(exc).__name__}: {exc}"
+            LOG.debug("udev monitor unavailable (%s); polling every %.2fs", self.open_error, self.poll_interval)
+            self._monitor = None
+            self.mode = "poll"
+            return
+        self._monitor = monitor
+        self.mode = f"netlink-{source}"
+
+    def close(self) -> None:
+        if not self._injected:
+            self._monitor = None
+        self.mode = "closed"
+
+    # ------------------------------------------------------------ waiting
+    def _wait_event(self, timeout: float) -> bool:
+        """Block up to ``timeout`` for an event; True if one (or more) arrived."""
+        if self._monitor is None or self.mode == "poll":
+            if timeout > 0:
+                self._sleep(timeout)
+            return False
+        try:
+            event = self._monitor.poll(timeout=timeout)
+        except (OSError, ValueError) as exc:  # e.g. ENOBUFS after an event storm: re-check anyway
+            self._errors += 1
+            LOG.debug("udev monitor error %s (%d)", exc, self._errors)
+            if self._errors >= _MAX_MONITOR_ERRORS:
+                LOG.debug("too many udev monitor errors; switching to polling")
+                self.mode = "poll"
+            return True
+        if event is None:
+            return False
+        self._note(event)
+        for _ in range(_MAX_DRAIN):  # coalesce a burst into one re-check
+            try:
+                more = self._monitor.poll(timeout=0)
+            except (OSError, ValueError):
+                break
+            if more is None:
+                break
+            self._note(more)
+        return True
+
+    def _note(self, event: Any) -> None:
+        self.events_seen += 1
+        self.last_event = event
+
+    def wait_for(self, predicate: Callable[[], T | None], deadline: Deadline,
+                 what: str = "device") -> T:
+        """Return the first non-``None`` result of ``predicate``; :class:`DeviceNotFound` at the deadline."""
+        if self.mode == "closed":
+            self.open()
+        started = time.monotonic()
+        events_before, checks_before = self.events_seen, self.checks
+        while True:
+            self.checks += 1
+            result = predicate()
+            if result is not None:
+                LOG.debug("%s found after %.3fs (mode=%s, events=%d, checks=%d)", what,
+                          time.monotonic() - started, self.mode,
+                          self.events_seen - events_before, self.checks - checks_before)
+                return result
+            left = deadline.remaining()
+            if left <= 0:
+                raise DeviceNotFound(
+                    f"{what} not found within {deadline.budget:.1f}s "
+                    f"(waited {time.monotonic() - started:.1f}s, mode={self.mode}, "
+                    f"events={self.events_seen - events_before}, checks={self.checks - checks_before})")
+            self._wait_event(min(self.poll_interval, left))
+
+    def wait_gone(self, present: Callable[[], object], deadline: Deadline,
+                  what: str = "device") -> None:
+        """Wait until ``present()`` is falsy (device removed); :class:`DeviceNotFound` if it stays."""
+        try:
+            self.wait_for(lambda: True if not present() else None, deadline, what=f"removal of {what}")
+        except DeviceNotFound as exc:
+            raise DeviceNotFound(f"{what} still present: {exc}") from None
+
+
+# ---------------------------------------------------------------- udev database
+
+def udev_running(roots: HostRoots = DEFAULT_ROOTS) -> bool:
+    """True if a udev daemon serves this host (its control socket exists)."""
+    return os.path.exists(roots.runfs("udev", "control"))
+
+
+def udev_db_path(roots: HostRoots, name: str) -> str | None:
+    """/run/udev/data/b<M>:<m> for block device ``name``; ``None`` if its dev number is unknown."""
+    devnum = sysfs.read_attr(roots.sysfs("class", "block", os.path.basename(name), "dev"))
+    if not devnum or ":" not in devnum:
+        return None
+    return roots.runfs("udev", "data", f"b{devnum}")
+
+
+def _read_db(roots: HostRoots, name: str) -> list[str] | None:
+    path = udev_db_path(roots, name)
+    if path is None or not os.path.exists(path):
+        return None
+    return sysfs.read_lines(path)
+
+
+def udev_properties(roots: HostRoots, name: str) -> dict[str, str] | None:
+    """udev's properties for a block device (ID_SERIAL, ID_WWN, DM_UUID, ...) from its database
+    entry; ``None`` if udev has not processed it (or there is no udev)."""
+    lines = _read_db(roots, name)
+    if lines is None:
+        return None
+    props = {}
+    for line in lines:
+        if line.startswith("E:"):
+            key, _, value = line[2:].partition("=")
+            props[key] = value
+    return props
+
+
+def udev_links(roots: HostRoots, name: str) -> tuple[str, ...]:
+    """The /dev symlinks udev made for a block device (under roots.dev), from its database entry."""
+    lines = _read_db(roots, name) or []
+    return tuple(roots.devfs(line[2:]) for line in lines if line.startswith("S:"))
+
+
+def udev_settled_for(roots: HostRoots, name: str, deadline: Deadline,
+                     watch: DeviceWatch | None = None) -> bool:
+    """Wait until udev has processed block device ``name`` (its database entry exists,
+    so its /dev/disk links are in place).
+
+    Returns False at once when the host has no udev (nothing will ever settle),
+    True when settled; raises :class:`DeviceNotFound` at the deadline.  Never
+    runs a host-wide ``udevadm settle``.
+    """
+    if not os.path.isdir(roots.runfs("udev")):
+        LOG.debug("no udev database under %s; not waiting for %s", roots.run, name)
+        return False
+
+    def settled() -> bool | None:
+        path = udev_db_path(roots, name)
+        return True if path is not None and os.path.exists(path) else None
+
+    if watch is not None:
+        return watch.wait_for(settled, deadline, what=f"udev processing of {name}")
+    with DeviceWatch(roots=roots, use_netlink=False, poll_interval=0.1) as poller:
+        return poller.wait_for(settled, deadline, what=f"udev processing of {name}")
