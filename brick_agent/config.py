@@ -56,6 +56,13 @@ privsep_opts = [
     cfg.BoolOpt("privsep_in_process", default=False,
                 help="Run privileged entrypoints in this process (the process must "
                      "already be root). For tests and tools only."),
+    cfg.StrOpt("privsep_helper_command", default=None,
+               help="Command that starts brick_agent's privsep daemon, e.g. "
+                    "'sudo brick-agent-rootwrap /etc/brick_agent/rootwrap.conf "
+                    "privsep-helper' or, when already root, 'privsep-helper'. "
+                    "brick_agent's --config-file arguments, --privsep_context and "
+                    "--privsep_sock_path are appended. Unset: oslo.privsep's default "
+                    "('sudo privsep-helper' or [brick_agent_privileged]/helper_command)."),
 ]
 
 gate_opts = [

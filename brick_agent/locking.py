@@ -1,0 +1,449 @@
+"""Locks of brick_agent: guard_connection, per-target and per-device locks, a host limit.
+
+* :func:`guard_connection` — the compute-service-facing lock around "map on the
+  array + connect" and "disconnect + unmap", keyed by the backend's service
+  uuid, with the tri-state ``shared_targets`` semantics of os-brick/Cinder.
+* :func:`target_lock` / :func:`device_lock` — connector-internal external locks
+  per target (portal+IQN, NQN, WWPN set) and per device operation.  There is
+  deliberately no single host-wide lock around every attach.
+* :class:`HostConcurrencyLimit` — at most N operations at once on the host,
+  across processes (N slot files, ``flock``).
+* :class:`SingleFlight` — concurrent identical operations in one process
+  (e.g. two logins to one portal) run once; the others wait for its result.
+
+External locks are oslo.concurrency file locks (an in-process semaphore plus an
+``fcntl`` lock on ``<lock_path>/<name>``), so threads and processes of the host
+agree.  Lock names are built here and are always safe file names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from typing import Any, TypeVar
+
+from oslo_concurrency import lockutils
+
+from brick_agent import commands
+from brick_agent.errors import CommandFailed, InvalidArgument, LockTimeout
+
+LOG = logging.getLogger(__name__)
+T = TypeVar("T")
+
+LOCK_PREFIX = "brick_agent-"
+#: Used when neither an explicit lock_path nor :func:`configure` gave one
+#: (same default as the ``[brick_agent]/lock_path`` option).
+FALLBACK_LOCK_PATH = "/var/lib/brick_agent/locks"
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+_KIND = re.compile(r"^[a-z][a-z0-9_]{0,15}$")
+_DEVICE = re.compile(r"^(sd[a-z]{1,4}|nvme\d{1,4}(c\d{1,4})?n\d{1,5}|dm-\d{1,6}|"
+                     r"nvme\d{1,4}|md\d{1,5}|[0-9a-f]{3,64}|mpath[a-z]{1,4})$")
+
+_configured_lock_path: str | None = None
+
+
+# --------------------------------------------------------------------------- config
+def configure(conf: Any) -> None:
+    """Take ``lock_path`` from a ConfigOpts with brick_agent's options registered."""
+    set_default_lock_path(conf.brick_agent.lock_path)
+
+
+def set_default_lock_path(path: str | None) -> None:
+    """Lock directory used when a call gives no ``lock_path`` (None: fallback)."""
+    global _configured_lock_path
+    if path is not None and not os.path.isabs(path):
+        raise InvalidArgument(f"lock_path must be absolute: {path!r}")
+    _configured_lock_path = path
+
+
+def _lock_path(lock_path: str | None) -> str:
+    path = lock_path or _configured_lock_path or FALLBACK_LOCK_PATH
+    if not os.path.isabs(path):
+        raise InvalidArgument(f"lock_path must be absolute: {path!r}")
+    return path
+
+
+def safe_lock_name(*parts: str) -> str:
+    """A file-name-safe lock name from ``parts`` with a readable prefix.
+
+    Parts already safe are kept verbatim; otherwise a sanitised, truncated copy
+    plus a hash of the exact value keeps names unique.
+    """
+    out = []
+    for part in parts:
+        if not isinstance(part, str) or not part:
+            raise InvalidArgument(f"lock name part must be a non-empty string: {part!r}")
+        if _SAFE_NAME.match(part):
+            out.append(part)
+        else:
+            readable = _UNSAFE_CHARS.sub("_", part).strip("._-")[:40] or "x"
+            digest = hashlib.sha256(part.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+            out.append(f"{readable}-{digest}")
+    return LOCK_PREFIX + "-".join(out)
+
+
+# --------------------------------------------------------------------------- external lock
+@contextlib.contextmanager
+def external_lock(name: str, *, lock_path: str | None = None,
+                  timeout: float | None = None) -> Iterator[None]:
+    """Hold the external (file) lock ``name`` (already a safe name).
+
+    Threads of this process serialise on lockutils' per-name semaphore, other
+    processes on the lock file.  ``timeout`` (seconds, None = wait forever)
+    raises :class:`LockTimeout`.
+    """
+    if "/" in name or name in (".", "..") or not name:
+        raise InvalidArgument(f"bad lock name {name!r}")
+    path = _lock_path(lock_path)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    start = time.monotonic()
+    sem = lockutils.internal_lock(name)  # threading.Semaphore shared per name
+    if not sem.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+        raise LockTimeout(f"lock {name} not acquired within {timeout}s (held in this process)")
+    try:
+        ext = lockutils.external_lock(name, lock_path=path)
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not ext.acquire(delay=0.005, max_delay=0.05, timeout=remaining):
+            raise LockTimeout(f"lock {name} not acquired within {timeout}s "
+                              f"(held by another process)")
+        acquired = time.monotonic()
+        LOG.debug("lock %s acquired after waiting %.3fs", name, acquired - start)
+        try:
+            yield
+        finally:
+            ext.release()
+            LOG.debug("lock %s released after holding %.3fs", name,
+                      time.monotonic() - acquired)
+    finally:
+        sem.release()
+
+
+# --------------------------------------------------------------------------- manual scan
+_scan_lock = threading.Lock()
+_scan_cached: bool | None = None
+_scan_override: bool | None = None
+
+#: open-iscsi release that added ``node.session.scan`` (manual scans).
+MANUAL_SCAN_MIN_VERSION = (2, 0, 876)
+_VERSION = re.compile(r"iscsiadm version (\d+(?:\.\d+)+)")
+
+
+def parse_iscsiadm_version(text: str) -> tuple[int, ...] | None:
+    """open-iscsi version tuple from ``iscsiadm --version`` output.
+
+    Red Hat's iscsi-initiator-utils prefix the upstream version with ``6.``
+    (``6.2.0.874-10``) — mapped to ``(2, 0, 874)``.
+    """
+    m = _VERSION.search(text)
+    if not m:
+        return None
+    nums = tuple(int(x) for x in m.group(1).split("."))
+    if len(nums) >= 4 and nums[0] == 6:
+        nums = nums[1:]
+    return nums
+
+
+def probe_manual_scan(run: Callable[..., commands.CommandResult] = commands.run,
+                      iscsiadm: str = "iscsiadm", timeout: float = 10.0) -> bool:
+    """Ask iscsiadm itself whether it supports ``node.session.scan = manual``.
+
+    The probe is ``iscsiadm --version``: read-only, needs no iscsid, no node
+    records and no network, and open-iscsi has had a stable ``iscsiadm version
+    X`` line for its whole history.  Manual scan is supported from 2.0.876.
+    A missing or failing iscsiadm, or an unparseable answer, means False — the
+    safe answer (guard_connection then locks).  Distribution backports to
+    older versions are reported False here and corrected by
+    :func:`note_manual_scan_result` once a login's ``node.session.scan``
+    update succeeds.
+    """
+    try:
+        result = run([iscsiadm, "--version"], timeout=timeout)
+    except CommandFailed as exc:
+        LOG.info("iscsiadm unavailable or failing (%s): assuming no manual scan support",
+                 exc)
+        return False
+    version = parse_iscsiadm_version(result.stdout + "\n" + result.stderr)
+    if version is None:
+        LOG.warning("cannot parse iscsiadm version from %r: assuming no manual scan "
+                    "support", result.stdout.strip()[:200])
+        return False
+    supported = version >= MANUAL_SCAN_MIN_VERSION
+    LOG.debug("iscsiadm %s: manual scan %ssupported", ".".join(map(str, version)),
+              "" if supported else "not ")
+    return supported
+
+
+def iscsi_manual_scan_supported(
+        probe: Callable[[], bool] | None = None) -> bool:
+    """Whether this host's iSCSI initiator supports manual scans.
+
+    Probed once per process on first use (thread-safe), never at import.  An
+    override set by :func:`set_manual_scan_override` wins.
+    """
+    global _scan_cached
+    if _scan_override is not None:
+        return _scan_override
+    cached = _scan_cached
+    if cached is not None:
+        return cached
+    with _scan_lock:
+        if _scan_cached is None:
+            _scan_cached = bool((probe or probe_manual_scan)())
+        return _scan_cached
+
+
+def set_manual_scan_override(value: bool | None) -> None:
+    """Force the manual-scan answer (tests, tools); None removes the override."""
+    global _scan_override
+    _scan_override = value
+
+
+def note_manual_scan_result(supported: bool) -> None:
+    """Record direct evidence (a ``node.session.scan`` update did or did not work)."""
+    global _scan_cached
+    with _scan_lock:
+        if _scan_cached != supported:
+            LOG.info("iSCSI manual scan support now known to be %s", supported)
+        _scan_cached = bool(supported)
+
+
+def reset_manual_scan_cache() -> None:
+    """Forget the probed answer (next use probes again)."""
+    global _scan_cached
+    with _scan_lock:
+        _scan_cached = None
+
+
+# --------------------------------------------------------------------------- guard_connection
+_MISSING = object()
+
+
+def _field(volume: Any, key: str) -> Any:
+    if isinstance(volume, dict):
+        return volume.get(key, _MISSING)
+    getter = getattr(volume, "get", None)
+    if callable(getter) and not hasattr(volume, key):
+        try:
+            return getter(key, _MISSING)
+        except TypeError:
+            pass
+    return getattr(volume, key, _MISSING)
+
+
+def guard_lock_name(service_uuid: Any) -> str:
+    """Lock name of guard_connection for a backend's service uuid."""
+    if not isinstance(service_uuid, str) or not service_uuid.strip():
+        raise InvalidArgument("guard_connection needs the volume's service_uuid "
+                              f"to lock, got {service_uuid!r}")
+    return safe_lock_name("guard", service_uuid.strip())
+
+
+def needs_guard_lock(shared_targets: Any,
+                     manual_scan_supported: Callable[[], bool] | bool | None = None) -> bool:
+    """The tri-state decision: False → no lock, True → lock unless manual scans, None → lock."""
+    if shared_targets is _MISSING or shared_targets is False:
+        return False
+    if shared_targets is None:
+        return True
+    if shared_targets is True:
+        if isinstance(manual_scan_supported, bool):
+            supported = manual_scan_supported
+        elif callable(manual_scan_supported):
+            supported = bool(manual_scan_supported())
+        else:
+            supported = iscsi_manual_scan_supported()
+        return not supported
+    raise InvalidArgument(f"shared_targets must be True, False or None, "
+                          f"got {shared_targets!r}")
+
+
+@contextlib.contextmanager
+def guard_connection(volume: Any, *, lock_path: str | None = None,
+                     manual_scan_supported: Callable[[], bool] | bool | None = None,
+                     timeout: float | None = None) -> Iterator[bool]:
+    """Serialise connect/disconnect of volumes of one backend when targets are shared.
+
+    ``volume`` is a dict or an object with ``shared_targets`` and
+    ``service_uuid``.  ``shared_targets`` False or missing: no lock; True: lock
+    only when the iSCSI initiator lacks manual scans; None: always lock.
+    Yields whether a lock is held.
+    """
+    if not needs_guard_lock(_field(volume, "shared_targets"), manual_scan_supported):
+        yield False
+        return
+    name = guard_lock_name(_field(volume, "service_uuid"))
+    with external_lock(name, lock_path=lock_path, timeout=timeout):
+        yield True
+
+
+# --------------------------------------------------------------------------- connector locks
+def iscsi_target_key(portal: str, iqn: str) -> str:
+    return f"{portal.strip().lower()}|{iqn.strip()}"
+
+
+def fc_target_key(wwpns: Iterable[str]) -> str:
+    norm = sorted({w.strip().lower().replace(":", "").removeprefix("0x") for w in wwpns})
+    if not norm:
+        raise InvalidArgument("empty WWPN set")
+    return ",".join(norm)
+
+
+def target_lock_name(kind: str, key: str) -> str:
+    if not isinstance(kind, str) or not _KIND.match(kind):
+        raise InvalidArgument(f"bad lock kind {kind!r}")
+    if not isinstance(key, str) or not key:
+        raise InvalidArgument("target lock key must be a non-empty string")
+    readable = _UNSAFE_CHARS.sub("_", key).strip("._-")[:40] or "x"
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{LOCK_PREFIX}target-{kind}-{readable}-{digest}"
+
+
+def target_lock(kind: str, key: str, *, lock_path: str | None = None,
+                timeout: float | None = None) -> contextlib.AbstractContextManager[None]:
+    """External lock of one target: ``kind`` 'iscsi'/'nvme'/'fc', ``key`` its identity.
+
+    Use :func:`iscsi_target_key` / :func:`fc_target_key` (NVMe: the subsystem
+    NQN) to build keys so equal targets always map to the same lock.
+    """
+    return external_lock(target_lock_name(kind, key), lock_path=lock_path, timeout=timeout)
+
+
+def device_lock(name: str, *, lock_path: str | None = None,
+                timeout: float | None = None) -> contextlib.AbstractContextManager[None]:
+    """External lock of one device operation (``sdb``, ``nvme0n1``, ``dm-3``, a WWID...)."""
+    if not isinstance(name, str) or not _DEVICE.match(name):
+        raise InvalidArgument(f"bad device name for a lock: {name!r}")
+    return external_lock(f"{LOCK_PREFIX}device-{name}", lock_path=lock_path,
+                         timeout=timeout)
+
+
+# --------------------------------------------------------------------------- host limit
+class HostConcurrencyLimit:
+    """At most ``n`` holders at once on the host, across threads and processes.
+
+    ``n`` slot files ``<lock_path>/brick_agent-slot-<i>``; a holder owns one by
+    ``flock`` on its own open file (flock locks belong to the open file, so
+    threads of one process exclude each other too).  All processes must use
+    the same ``n`` and ``lock_path``.  Waiting polls with capped backoff.
+    """
+
+    def __init__(self, n: int, lock_path: str | None = None, *,
+                 name: str = "slot", max_backoff: float = 0.05) -> None:
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise InvalidArgument(f"concurrency limit must be a positive int, got {n!r}")
+        if not _SAFE_NAME.match(name):
+            raise InvalidArgument(f"bad limit name {name!r}")
+        self.n = n
+        self._lock_path = lock_path
+        self._name = name
+        self._max_backoff = max_backoff
+
+    def _slot_path(self, i: int) -> str:
+        return os.path.join(_lock_path(self._lock_path), f"{LOCK_PREFIX}{self._name}-{i}")
+
+    def _try_once(self) -> int | None:
+        directory = _lock_path(self._lock_path)
+        os.makedirs(directory, exist_ok=True)
+        first = random.randrange(self.n)
+        for j in range(self.n):
+            i = (first + j) % self.n
+            fd = os.open(self._slot_path(i), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            except BaseException:
+                os.close(fd)
+                raise
+            return fd
+        return None
+
+    @contextlib.contextmanager
+    def slot(self, timeout: float | None = None) -> Iterator[None]:
+        """Hold one slot for the ``with`` body; :class:`LockTimeout` after ``timeout``."""
+        start = time.monotonic()
+        delay = 0.002
+        while True:
+            fd = self._try_once()
+            if fd is not None:
+                break
+            if timeout is not None and time.monotonic() - start >= timeout:
+                raise LockTimeout(f"no free slot of {self.n} within {timeout}s")
+            time.sleep(delay)
+            delay = min(delay * 2, self._max_backoff)
+        LOG.debug("host slot acquired after %.3fs", time.monotonic() - start)
+        try:
+            yield
+        finally:
+            os.close(fd)  # closing the last descriptor releases the flock
+
+
+# --------------------------------------------------------------------------- single flight
+class _Call:
+    __slots__ = ("done", "result", "error", "waiters")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.waiters = 0
+
+
+class SingleFlight:
+    """Merge concurrent identical operations in one process.
+
+    ``do(key, fn)``: the first caller for ``key`` runs ``fn``; callers arriving
+    while it runs wait and get the same result (or the same exception).  A call
+    after it finished runs ``fn`` again.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: dict[Hashable, _Call] = {}
+
+    def do(self, key: Hashable, fn: Callable[..., T], *args: Any,
+           timeout: float | None = None, **kwargs: Any) -> T:
+        result, _shared = self.do_ex(key, fn, *args, timeout=timeout, **kwargs)
+        return result
+
+    def do_ex(self, key: Hashable, fn: Callable[..., T], *args: Any,
+              timeout: float | None = None, **kwargs: Any) -> tuple[T, bool]:
+        """Like :meth:`do`; also returns whether the result came from another caller."""
+        with self._lock:
+            call = self._calls.get(key)
+            leader = call is None
+            if leader:
+                call = self._calls[key] = _Call()
+            else:
+                call.waiters += 1
+        if not leader:
+            if not call.done.wait(timeout):
+                raise LockTimeout(f"merged operation {key!r} did not finish in {timeout}s")
+            if call.error is not None:
+                raise call.error
+            return call.result, True
+        try:
+            call.result = fn(*args, **kwargs)
+            return call.result, False
+        except BaseException as exc:
+            call.error = exc
+            raise
+        finally:
+            with self._lock:
+                del self._calls[key]
+            call.done.set()
+
+    def in_flight(self, key: Hashable) -> bool:
+        with self._lock:
+            return key in self._calls

@@ -1,0 +1,217 @@
+"""Privileged iscsiadm operations with validated arguments.
+
+Only node records (create/update/login/logout/delete) and sendtargets
+discovery are offered; parameter names come from an allow-list and CHAP
+values are passed as secrets (masked in logs and errors).  Secret values are
+given to iscsiadm as ``--value=<secret>`` so they can never be parsed as an
+option, whatever they start with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from brick_agent import commands
+from brick_agent.errors import InvalidArgument
+from brick_agent.privileged import _validate as v
+from brick_agent.privileged import entrypoint
+
+Runner = Callable[..., commands.CommandResult]
+
+ISCSIADM = "iscsiadm"
+#: iscsiadm exit codes: session already exists / no matching records.
+ERR_SESS_EXISTS = 15
+ERR_NO_OBJS_FOUND = 21
+
+_AUTH_METHODS = {"None", "CHAP"}
+_STARTUP = {"manual", "automatic", "onboot"}
+_SCAN = {"manual", "auto"}
+_BOOL = {"Yes", "No"}
+
+
+def _int_text(lo: int, hi: int) -> Callable[[str], bool]:
+    def check(value: str) -> bool:
+        return value.lstrip("-").isdigit() and lo <= int(value) <= hi
+    return check
+
+
+def _one_of(choices: set[str]) -> Callable[[str], bool]:
+    return lambda value: value in choices
+
+
+def _username(value: str) -> bool:
+    return 0 < len(value) <= 255
+
+
+#: Node parameters we may set, with a value check.  Secret ones are masked.
+NODE_PARAMS: dict[str, Callable[[str], bool]] = {
+    "node.session.scan": _one_of(_SCAN),
+    "node.startup": _one_of(_STARTUP),
+    "node.conn[0].startup": _one_of(_STARTUP),
+    "node.session.auth.authmethod": _one_of(_AUTH_METHODS),
+    "node.session.auth.username": _username,
+    "node.session.auth.username_in": _username,
+    "node.session.auth.password": _username,
+    "node.session.auth.password_in": _username,
+    "node.session.timeo.replacement_timeout": _int_text(0, 86400),
+    "node.session.initial_login_retry_max": _int_text(0, 1000),
+    "node.conn[0].timeo.login_timeout": _int_text(1, 3600),
+    "node.conn[0].timeo.logout_timeout": _int_text(1, 3600),
+    "node.conn[0].timeo.noop_out_interval": _int_text(0, 3600),
+    "node.conn[0].timeo.noop_out_timeout": _int_text(0, 3600),
+    "node.session.cmds_max": _int_text(2, 2048),
+    "node.session.queue_depth": _int_text(1, 1024),
+    "node.session.iscsi.FastAbort": _one_of(_BOOL),
+}
+DISCOVERY_PARAMS: dict[str, Callable[[str], bool]] = {
+    "discovery.sendtargets.auth.authmethod": _one_of(_AUTH_METHODS),
+    "discovery.sendtargets.auth.username": _username,
+    "discovery.sendtargets.auth.username_in": _username,
+    "discovery.sendtargets.auth.password": _username,
+    "discovery.sendtargets.auth.password_in": _username,
+}
+SECRET_PARAMS = frozenset(n for n in (*NODE_PARAMS, *DISCOVERY_PARAMS)
+                          if n.endswith((".password", ".password_in")))
+#: usernames may hold characters refused in plain arguments; they go as --value=.
+_FREEFORM = frozenset(n for n in (*NODE_PARAMS, *DISCOVERY_PARAMS)
+                      if ".auth.username" in n or ".auth.password" in n)
+
+
+def _settings(settings: Mapping[str, str] | list, allowed: dict[str, Callable[[str], bool]]
+              ) -> list[tuple[str, str]]:
+    items = list(settings.items()) if isinstance(settings, Mapping) else list(settings)
+    if not items:
+        raise InvalidArgument("no settings given")
+    out = []
+    for item in items:
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
+            raise InvalidArgument("settings must be (name, value) pairs")
+        name, value = item
+        if not isinstance(name, str) or name not in allowed:
+            raise InvalidArgument(f"iscsiadm parameter not allowed: {name!r}")
+        if name in _FREEFORM:
+            value = v.secret_value(value, name)
+        else:
+            value = v.plain_str(value, name)
+        if not allowed[name](value):
+            shown = "***" if name in SECRET_PARAMS else repr(value)
+            raise InvalidArgument(f"bad value {shown} for {name}")
+        out.append((name, value))
+    return out
+
+
+def _node_argv(target_iqn: str, portal: str, iface: str) -> list[str]:
+    return [ISCSIADM, "-m", "node", "-T", v.iqn(target_iqn, "target IQN"),
+            "-p", v.portal(portal), "-I", v.iface(iface)]
+
+
+def _update_argv(base: list[str], name: str, value: str) -> list[str]:
+    if name in _FREEFORM:
+        return base + ["--op", "update", "-n", name, f"--value={value}"]
+    return base + ["--op", "update", "-n", name, "-v", value]
+
+
+def _result(res: commands.CommandResult) -> dict:
+    return {"returncode": res.returncode, "stdout": res.stdout, "stderr": res.stderr,
+            "duration": res.duration}
+
+
+def do_node_create(target_iqn: str, portal: str, iface: str = "default", *,
+                   timeout: float = 30.0, run: Runner = commands.run) -> dict:
+    """``iscsiadm -m node -T IQN -p PORTAL -I IFACE --op new``."""
+    argv = _node_argv(target_iqn, portal, iface) + ["--op", "new"]
+    return _result(run(argv, timeout=v.timeout_arg(timeout)))
+
+
+def do_node_update(target_iqn: str, portal: str, iface: str,
+                   settings: Mapping[str, str] | list, *, timeout: float = 30.0,
+                   run: Runner = commands.run) -> list[dict]:
+    """One ``--op update -n NAME -v VALUE`` per allowed setting, in order."""
+    base = _node_argv(target_iqn, portal, iface)
+    timeout = v.timeout_arg(timeout)
+    items = _settings(settings, NODE_PARAMS)
+    secrets = [value for name, value in items if name in SECRET_PARAMS]
+    return [_result(run(_update_argv(base, name, value), timeout=timeout, secrets=secrets))
+            for name, value in items]
+
+
+def do_node_login(target_iqn: str, portal: str, iface: str = "default", *,
+                  timeout: float = 30.0, run: Runner = commands.run) -> dict:
+    """``--login``; an existing session (exit 15) counts as success."""
+    argv = _node_argv(target_iqn, portal, iface) + ["--login"]
+    return _result(run(argv, timeout=v.timeout_arg(timeout),
+                       ok_codes=(0, ERR_SESS_EXISTS)))
+
+
+def do_node_logout(target_iqn: str, portal: str, iface: str = "default", *,
+                   timeout: float = 30.0, run: Runner = commands.run) -> dict:
+    """``--logout``; no session (exit 21) counts as success."""
+    argv = _node_argv(target_iqn, portal, iface) + ["--logout"]
+    return _result(run(argv, timeout=v.timeout_arg(timeout),
+                       ok_codes=(0, ERR_NO_OBJS_FOUND)))
+
+
+def do_node_delete(target_iqn: str, portal: str, iface: str = "default", *,
+                   timeout: float = 30.0, run: Runner = commands.run) -> dict:
+    """``--op delete``; no record (exit 21) counts as success."""
+    argv = _node_argv(target_iqn, portal, iface) + ["--op", "delete"]
+    return _result(run(argv, timeout=v.timeout_arg(timeout),
+                       ok_codes=(0, ERR_NO_OBJS_FOUND)))
+
+
+def do_discover(portal: str, iface: str = "default",
+                settings: Mapping[str, str] | list | None = None, *,
+                timeout: float = 30.0, run: Runner = commands.run) -> dict:
+    """SendTargets discovery of ``portal``; returns iscsiadm's output for the caller to parse.
+
+    Without ``settings``: ``iscsiadm -m discovery -t sendtargets``.  With
+    discovery CHAP settings: a discoverydb record is created, updated, then
+    ``--discover`` runs.
+    """
+    timeout = v.timeout_arg(timeout)
+    base = [ISCSIADM, "-m", "discoverydb" if settings else "discovery",
+            "-t", "sendtargets", "-p", v.portal(portal), "-I", v.iface(iface)]
+    if not settings:
+        return _result(run(base, timeout=timeout))
+    items = _settings(settings, DISCOVERY_PARAMS)
+    secrets = [value for name, value in items if name in SECRET_PARAMS]
+    run(base + ["--op", "new"], timeout=timeout)
+    for name, value in items:
+        run(_update_argv(base, name, value), timeout=timeout, secrets=secrets)
+    return _result(run(base + ["--discover"], timeout=timeout, secrets=secrets))
+
+
+@entrypoint
+def node_create(target_iqn: str, portal: str, iface: str = "default",
+                timeout: float = 30.0) -> dict:
+    return do_node_create(target_iqn, portal, iface, timeout=timeout)
+
+
+@entrypoint
+def node_update(target_iqn: str, portal: str, iface: str, settings: list,
+                timeout: float = 30.0) -> list[dict]:
+    return do_node_update(target_iqn, portal, iface, settings, timeout=timeout)
+
+
+@entrypoint
+def node_login(target_iqn: str, portal: str, iface: str = "default",
+               timeout: float = 30.0) -> dict:
+    return do_node_login(target_iqn, portal, iface, timeout=timeout)
+
+
+@entrypoint
+def node_logout(target_iqn: str, portal: str, iface: str = "default",
+                timeout: float = 30.0) -> dict:
+    return do_node_logout(target_iqn, portal, iface, timeout=timeout)
+
+
+@entrypoint
+def node_delete(target_iqn: str, portal: str, iface: str = "default",
+                timeout: float = 30.0) -> dict:
+    return do_node_delete(target_iqn, portal, iface, timeout=timeout)
+
+
+@entrypoint
+def discover(portal: str, iface: str = "default", settings: list | None = None,
+             timeout: float = 30.0) -> dict:
+    return do_discover(portal, iface, settings, timeout=timeout)

@@ -1,0 +1,49 @@
+"""Privileged SCSI sysfs writes: targeted host scan, device delete, device rescan."""
+
+from __future__ import annotations
+
+from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
+from brick_agent.privileged import _validate as v
+from brick_agent.privileged import entrypoint
+from brick_agent.privileged._files import write_attr
+
+
+def do_scan_scsi_target(roots: HostRoots, host_number: int, channel: int | str,
+                        target: int | str, lun: int | str) -> str:
+    """Write ``"C T L"`` to ``<sys>/class/scsi_host/host<H>/scan`` ('-' = wildcard)."""
+    host = v.int_arg(host_number, "SCSI host number", minimum=0, maximum=2**31 - 1)
+    triple = " ".join((v.scan_element(channel, "channel"), v.scan_element(target, "target"),
+                       v.scan_element(lun, "LUN")))
+    return write_attr(roots.sys, roots.sysfs("class", "scsi_host", f"host{host}", "scan"),
+                      triple)
+
+
+def _device_attr(roots: HostRoots, hctl: object, attr: str) -> str:
+    h, c, t, l = v.hctl(hctl)
+    return roots.sysfs("class", "scsi_device", f"{h}:{c}:{t}:{l}", "device", attr)
+
+
+def do_delete_scsi_device(roots: HostRoots, hctl: object) -> str:
+    """Write ``1`` to ``<sys>/class/scsi_device/H:C:T:L/device/delete``."""
+    return write_attr(roots.sys, _device_attr(roots, hctl, "delete"), "1")
+
+
+def do_rescan_scsi_device(roots: HostRoots, hctl: object) -> str:
+    """Write ``1`` to ``<sys>/class/scsi_device/H:C:T:L/device/rescan`` (size change)."""
+    return write_attr(roots.sys, _device_attr(roots, hctl, "rescan"), "1")
+
+
+@entrypoint
+def scan_scsi_target(host_number: int, channel: int | str, target: int | str,
+                     lun: int | str) -> str:
+    return do_scan_scsi_target(DEFAULT_ROOTS, host_number, channel, target, lun)
+
+
+@entrypoint
+def delete_scsi_device(hctl: str) -> str:
+    return do_delete_scsi_device(DEFAULT_ROOTS, hctl)
+
+
+@entrypoint
+def rescan_scsi_device(hctl: str) -> str:
+    return do_rescan_scsi_device(DEFAULT_ROOTS, hctl)
