@@ -122,8 +122,8 @@ class DeviceWatch:
             if timeout > 0:
                 self._sleep(timeout)
             return False
-        try:
-            event = self._monitor.poll(timeout=timeout)
+        try:  # pyudev rounds to whole milliseconds: never ask for a 0 ms (busy) wait
+            event = self._monitor.poll(timeout=max(timeout, 0.001))
         except (OSError, ValueError) as exc:  # e.g. ENOBUFS after an event storm: re-check anyway
             self._errors += 1
             LOG.debug("udev monitor error %s (%d)", exc, self._errors)

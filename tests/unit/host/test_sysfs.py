@@ -1,0 +1,87 @@
+import os
+
+from brick_agent.host import sysfs
+
+
+def test_read_attr_strips_and_tolerates_missing(tmp_path):
+    f = tmp_path / "state"
+    f.write_text("running\n")
+    assert sysfs.read_attr(str(f)) == "running"
+    assert sysfs.read_attr(str(tmp_path / "gone")) is None
+    assert sysfs.read_attr(str(tmp_path / "gone" / "deeper")) is None
+
+
+def test_read_attr_unreadable_directory_is_none(tmp_path):
+    (tmp_path / "wwid").mkdir()
+    assert sysfs.read_attr(str(tmp_path / "wwid")) is None
+
+
+def test_read_attr_under_a_file_is_none(tmp_path):
+    (tmp_path / "f").write_text("x")
+    assert sysfs.read_attr(str(tmp_path / "f" / "child")) is None  # ENOTDIR
+
+
+def test_read_int(tmp_path):
+    (tmp_path / "n").write_text("42\n")
+    (tmp_path / "h").write_text("0x1f\n")
+    (tmp_path / "bad").write_text("off\n")
+    assert sysfs.read_int(str(tmp_path / "n")) == 42
+    assert sysfs.read_int(str(tmp_path / "h"), base=0) == 31
+    assert sysfs.read_int(str(tmp_path / "bad")) is None
+    assert sysfs.read_int(str(tmp_path / "none")) is None
+
+
+def test_read_lines_skips_blank(tmp_path):
+    (tmp_path / "w").write_text("# c\n\n/a/\n /b/ \n")
+    assert sysfs.read_lines(str(tmp_path / "w")) == ["# c", "/a/", "/b/"]
+    assert sysfs.read_lines(str(tmp_path / "missing")) == []
+
+
+def test_list_dir_natural_order_and_pattern(tmp_path):
+    for n in ("host10", "host2", "host1", "other"):
+        (tmp_path / n).mkdir()
+    assert sysfs.list_dir(str(tmp_path)) == ["host1", "host2", "host10", "other"]
+    assert sysfs.list_dir(str(tmp_path), r"host\d+") == ["host1", "host2", "host10"]
+    assert sysfs.list_dir(str(tmp_path / "missing")) == []
+    (tmp_path / "file").write_text("")
+    assert sysfs.list_dir(str(tmp_path / "file")) == []
+
+
+def test_resolve_and_link_name(tmp_path):
+    (tmp_path / "devices" / "dm-0").mkdir(parents=True)
+    (tmp_path / "holders").mkdir()
+    os.symlink("../devices/dm-0", tmp_path / "holders" / "dm-0")
+    os.symlink("../devices/gone", tmp_path / "holders" / "dm-9")
+    assert sysfs.resolve(str(tmp_path / "holders" / "dm-0")) == str((tmp_path / "devices" / "dm-0").resolve())
+    assert sysfs.resolve(str(tmp_path / "holders" / "dm-9")) is None
+    assert sysfs.link_name(str(tmp_path / "holders" / "dm-0")) == "dm-0"
+    assert sysfs.link_name(str(tmp_path / "devices")) is None
+
+
+def test_rebase():
+    assert sysfs.rebase("/dev/sdb", "/dev", "/t/dev") == "/t/dev/sdb"
+    assert sysfs.rebase("/dev", "/dev", "/t/dev") == "/t/dev"
+    assert sysfs.rebase("/t/dev/sdb", "/dev", "/t/dev") == "/t/dev/sdb"
+    assert sysfs.rebase("/devices/x", "/dev", "/t/dev") == "/devices/x"
+    assert sysfs.rebase("/dev/sdb", "/dev", "/dev") == "/dev/sdb"
+
+
+def test_resolve_within_relative_absolute_and_loops(tmp_path):
+    dev = tmp_path / "dev"
+    (dev / "disk" / "by-id").mkdir(parents=True)
+    (dev / "mapper").mkdir()
+    (dev / "sdb").write_text("")
+    (dev / "dm-0").write_text("")
+    os.symlink("../../sdb", dev / "disk" / "by-id" / "scsi-36001")
+    os.symlink("/dev/dm-0", dev / "mapper" / "mpatha")          # absolute target, real-host spelling
+    os.symlink("../../sdz", dev / "disk" / "by-id" / "dangling")
+    os.symlink("loop2", dev / "loop1")
+    os.symlink("loop1", dev / "loop2")
+    base = str(dev)
+    assert sysfs.resolve_within("/dev/disk/by-id/scsi-36001", "/dev", base) == str(dev / "sdb")
+    assert sysfs.resolve_within(str(dev / "disk/by-id/scsi-36001"), "/dev", base) == str(dev / "sdb")
+    assert sysfs.resolve_within("/dev/mapper/mpatha", "/dev", base) == str(dev / "dm-0")
+    assert sysfs.resolve_within("/dev/sdb", "/dev", base) == str(dev / "sdb")
+    assert sysfs.resolve_within("/dev/disk/by-id/dangling", "/dev", base) is None
+    assert sysfs.resolve_within("/dev/loop1", "/dev", base) is None
+    assert sysfs.resolve_within("/dev/nothing", "/dev", base) is None
