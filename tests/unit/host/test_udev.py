@@ -1,0 +1,203 @@
+import threading
+import time
+
+import pytest
+
+from brick_agent.deadline import Deadline
+from brick_agent.errors import DeviceNotFound
+from brick_agent.host import udev
+from brick_agent.host.udev import DeviceWatch
+
+
+class FakeMonitor:
+    """Monitor-like: delivers queued events; ``on_event`` runs as each is delivered."""
+
+    def __init__(self, events=(), on_event=None, fail=0):
+        self.events = list(events)
+        self.on_event = on_event
+        self.fail = fail
+        self.polls = []
+
+    def poll(self, timeout=None):
+        self.polls.append(timeout)
+        if self.fail:
+            self.fail -= 1
+            raise OSError(105, "No buffer space available")
+        if self.events:
+            ev = self.events.pop(0)
+            if self.on_event:
+                self.on_event(ev)
+            return ev
+        if timeout:
+            time.sleep(timeout)
+        return None
+
+
+def test_predicate_true_on_entry_needs_no_event():
+    mon = FakeMonitor()
+    with DeviceWatch(monitor=mon) as w:
+        assert w.mode == "injected"
+        assert w.wait_for(lambda: "sdb", Deadline.after(1)) == "sdb"
+    assert mon.polls == [] and w.checks == 1
+
+
+def test_event_triggers_recheck():
+    state = {"present": False}
+
+    def deliver(ev):
+        if ev == "add sdb":
+            state["present"] = True
+
+    mon = FakeMonitor(events=["change sda", "add sdb"], on_event=deliver)
+    w = DeviceWatch(monitor=mon, poll_interval=5)
+    t0 = time.monotonic()
+    assert w.wait_for(lambda: "/dev/sdb" if state["present"] else None, Deadline.after(5)) == "/dev/sdb"
+    assert time.monotonic() - t0 < 0.5          # driven by events, not by the 5 s poll interval
+    assert w.events_seen == 2 and w.last_event == "add sdb"
+
+
+def test_burst_is_coalesced_into_one_check():
+    mon = FakeMonitor(events=[f"ev{i}" for i in range(10)])
+    calls = []
+
+    def pred():
+        calls.append(1)
+        return True if len(calls) >= 2 else None
+
+    w = DeviceWatch(monitor=mon, poll_interval=1)
+    assert w.wait_for(pred, Deadline.after(2)) is True
+    assert len(calls) == 2 and w.events_seen == 10
+    assert mon.polls[1:] == [0] * 10     # drained without blocking
+
+
+def test_deadline_expiry_raises_device_not_found():
+    w = DeviceWatch(monitor=FakeMonitor(), poll_interval=0.05)
+    t0 = time.monotonic()
+    with pytest.raises(DeviceNotFound) as exc:
+        w.wait_for(lambda: None, Deadline.after(0.2), what="LUN 1 of iqn.x")
+    took = time.monotonic() - t0
+    assert 0.2 <= took < 0.5
+    msg = str(exc.value)
+    assert "LUN 1 of iqn.x" in msg and "mode=injected" in msg and "0.2s" in msg
+
+
+def test_safety_net_poll_catches_missed_event():
+    """No event ever arrives, the device appears anyway: found within ~poll_interval."""
+    appear_at = time.monotonic() + 0.1
+    w = DeviceWatch(monitor=FakeMonitor(), poll_interval=0.05)
+    t0 = time.monotonic()
+    assert w.wait_for(lambda: 1 if time.monotonic() >= appear_at else None, Deadline.after(2)) == 1
+    assert time.monotonic() - t0 < 0.3
+
+
+def test_pure_poll_mode():
+    slept = []
+    appear = iter([None, None, "dev"])
+    w = DeviceWatch(use_netlink=False, poll_interval=0.25, sleep=slept.append)
+    with w:
+        assert w.mode == "poll"
+        assert w.wait_for(lambda: next(appear), Deadline.after(10)) == "dev"
+    assert slept == [0.25, 0.25]
+    assert w.mode == "closed"
+
+
+def test_poll_never_sleeps_past_deadline():
+    slept = []
+    w = DeviceWatch(use_netlink=False, poll_interval=10, sleep=lambda s: (slept.append(s), time.sleep(s)))
+    with pytest.raises(DeviceNotFound):
+        w.wait_for(lambda: None, Deadline.after(0.05))
+    assert slept and all(s <= 0.05 for s in slept)
+
+
+def test_monitor_errors_fall_back_to_polling():
+    mon = FakeMonitor(fail=5)
+    appear = iter([None, None, None, None, "x"])
+    w = DeviceWatch(monitor=mon, poll_interval=0.01)
+    assert w.wait_for(lambda: next(appear), Deadline.after(2)) == "x"
+    assert w.mode == "poll"
+    assert len(mon.polls) == 3      # gave up on the monitor after 3 errors
+
+
+def test_wait_gone():
+    present = {"sdb": True}
+    mon = FakeMonitor(events=["remove sdb"], on_event=lambda ev: present.update(sdb=False))
+    w = DeviceWatch(monitor=mon, poll_interval=1)
+    assert w.wait_gone(lambda: present["sdb"], Deadline.after(2), what="sdb") is None
+    w2 = DeviceWatch(monitor=FakeMonitor(), poll_interval=0.02)
+    with pytest.raises(DeviceNotFound, match="sdb still present"):
+        w2.wait_gone(lambda: True, Deadline.after(0.05), what="sdb")
+
+
+def test_real_netlink_or_poll_open_and_wait():
+    """Opening the real monitor works here (netlink) or degrades to polling; both answer."""
+    with DeviceWatch(subsystems=("block", "scsi"), poll_interval=0.05) as w:
+        assert w.mode in ("netlink-udev", "netlink-kernel", "poll")
+        assert w.wait_for(lambda: "ok", Deadline.after(1)) == "ok"
+        with pytest.raises(DeviceNotFound):
+            w.wait_for(lambda: None, Deadline.after(0.1))
+
+
+def test_invalid_poll_interval():
+    with pytest.raises(ValueError):
+        DeviceWatch(poll_interval=0)
+
+
+# ---------------------------------------------------------------- udev database
+
+def _disk(fake):
+    hdir = fake.scsi_host(2, "iscsi_tcp")
+    fake.scsi_disk(f"{hdir}/session1", "2:0:0:1", "sdb", wwid="naa.6001405c6b7f3d2e8a1b4c5d6e7f8091")
+    return fake.p("sys/class/block/sdb/dev").read_text().strip()
+
+
+def test_udev_db_and_properties(fake):
+    devnum = _disk(fake)
+    assert udev.udev_db_path(fake.roots, "sdb") == fake.roots.runfs("udev", "data", f"b{devnum}")
+    assert udev.udev_db_path(fake.roots, "sdz") is None
+    assert udev.udev_properties(fake.roots, "sdb") is None
+    fake.attr(f"run/udev/data/b{devnum}",
+              "S:disk/by-id/scsi-36001405c6b7f3d2e8a1b4c5d6e7f8091\n"
+              "S:disk/by-id/wwn-0x6001405c6b7f3d2e8a1b4c5d6e7f8091\n"
+              "L:0\nI:123456\n"
+              "E:ID_SERIAL=36001405c6b7f3d2e8a1b4c5d6e7f8091\n"
+              "E:ID_WWN=0x6001405c6b7f3d2e\n"
+              "E:ID_WWN_WITH_EXTENSION=0x6001405c6b7f3d2e8a1b4c5d6e7f8091\n"
+              "E:DEVLINKS=/dev/disk/by-id/scsi-36001405c6b7f3d2e8a1b4c5d6e7f8091 /dev/disk/by-id/wwn-0x6001405c6b7f3d2e8a1b4c5d6e7f8091\n"
+              "G:systemd\n")
+    props = udev.udev_properties(fake.roots, "sdb")
+    assert props["ID_SERIAL"] == "36001405c6b7f3d2e8a1b4c5d6e7f8091"
+    assert props["ID_WWN_WITH_EXTENSION"] == "0x6001405c6b7f3d2e8a1b4c5d6e7f8091"
+    assert udev.udev_links(fake.roots, "/dev/sdb") == (
+        fake.roots.devfs("disk/by-id/scsi-36001405c6b7f3d2e8a1b4c5d6e7f8091"),
+        fake.roots.devfs("disk/by-id/wwn-0x6001405c6b7f3d2e8a1b4c5d6e7f8091"))
+
+
+def test_udev_settled_without_udev_returns_false(fake):
+    _disk(fake)
+    t0 = time.monotonic()
+    assert udev.udev_settled_for(fake.roots, "sdb", Deadline.after(5)) is False
+    assert time.monotonic() - t0 < 0.1
+    assert udev.udev_running(fake.roots) is False
+
+
+def test_udev_settled_waits_for_db_entry(fake):
+    devnum = _disk(fake)
+    fake.mkdir("run/udev/data")
+    timer = threading.Timer(0.15, lambda: fake.attr(f"run/udev/data/b{devnum}", "E:ID_SERIAL=x"))
+    timer.start()
+    try:
+        t0 = time.monotonic()
+        assert udev.udev_settled_for(fake.roots, "sdb", Deadline.after(3)) is True
+        assert 0.1 <= time.monotonic() - t0 < 0.6
+    finally:
+        timer.cancel()
+
+
+def test_udev_settled_times_out(fake):
+    _disk(fake)
+    fake.mkdir("run/udev/data")
+    with pytest.raises(DeviceNotFound, match="udev processing of sdb"):
+        udev.udev_settled_for(fake.roots, "sdb", Deadline.after(0.1))
+    w = DeviceWatch(monitor=FakeMonitor(), poll_interval=0.02)
+    with pytest.raises(DeviceNotFound):
+        udev.udev_settled_for(fake.roots, "sdb", Deadline.after(0.05), watch=w)
