@@ -1,0 +1,339 @@
+"""The gate app: a read-only JSON view of this host's volumes for CI gates.
+
+Meant for check/gate jobs only (e.g. verifying after a live migration that the
+source host kept no orphaned device); it never attaches or detaches anything.
+Safety rules, enforced by :func:`create_app`:
+
+* it refuses to start unless ``[brick_agent] gate_enabled`` is true;
+* a bind to anything but loopback needs ``gate_token``; when a token is set,
+  every endpoint except ``/health`` needs ``Authorization: Bearer <token>``;
+* every error is a JSON body ``{"error": <TypeName>, "message": ..., "key": ...}``
+  (400 for bad requests, never a traceback) and request secrets are scrubbed
+  from every response.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import ipaddress
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from flask import Flask, Response, g, jsonify, request
+from flask.json.provider import DefaultJSONProvider
+from oslo_config import cfg
+from werkzeug.exceptions import HTTPException
+
+import brick_agent
+from brick_agent import config, errors
+from brick_agent.connectors.base import Connector
+from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
+from brick_agent.secrets import MASK, Secret, mask_text
+
+LOG = logging.getLogger(__name__)
+
+ConnectorFactory = Callable[..., Connector]
+
+MAX_BODY_BYTES = 1 << 20
+
+# Keys of connection properties whose values are secrets (CHAP, DH-HMAC-CHAP).
+_SECRET_KEY_PARTS = ("password", "secret", "dhchap", "psk", "token")
+
+# HTTP status of each typed error (first match wins; unlisted BrickErrors -> 500).
+_STATUS: tuple[tuple[type[BaseException], int], ...] = (
+    (errors.InvalidConnectionProperties, 400),
+    (errors.InvalidArgument, 400),
+    (errors.InvalidConnectorProtocol, 400),
+    (errors.DeviceNotFound, 404),
+    (errors.VolumeIdentityMismatch, 409),
+    (errors.DeviceBusy, 409),
+    (errors.NotSupported, 501),
+    (errors.TargetUnreachable, 502),
+    (errors.AuthenticationFailed, 502),
+    (errors.LockTimeout, 503),
+)
+
+
+class GateConfigurationError(errors.BrickError):
+    """The gate app refuses to start with this configuration."""
+
+
+class GateDisabled(GateConfigurationError):
+    """``[brick_agent] gate_enabled`` is false (the default)."""
+
+
+class InvalidRequest(errors.InvalidArgument):
+    """The HTTP request itself is malformed (body, content type, parameters)."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        self.key = key
+        super().__init__(message)
+
+
+class Unauthorized(errors.BrickError):
+    """Missing or wrong bearer token."""
+
+
+def is_loopback(host: str) -> bool:
+    """True if binding to ``host`` only accepts connections from this host."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: may resolve to anything
+
+
+def gate_options(conf: cfg.ConfigOpts | None) -> tuple[cfg.ConfigOpts, Any]:
+    """``conf`` (a fresh default one if None) and its ``[brick_agent]`` group."""
+    if conf is None:
+        conf = config.new_conf()
+    try:
+        opts = conf.brick_agent
+        opts.gate_enabled  # noqa: B018 - raises if the options are not registered
+    except (cfg.NoSuchOptError, AttributeError):
+        config.register_opts(conf)
+        opts = conf.brick_agent
+    return conf, opts
+
+
+def check_gate_config(conf: cfg.ConfigOpts | None) -> tuple[cfg.ConfigOpts, Any]:
+    """Raise :class:`GateConfigurationError` unless ``conf`` allows the gate to run."""
+    conf, opts = gate_options(conf)
+    if not opts.gate_enabled:
+        raise GateDisabled(
+            "the gate app is disabled: set [brick_agent] gate_enabled = true (gate/CI hosts "
+            "only, never production)")
+    if not is_loopback(str(opts.gate_host)) and not opts.gate_token:
+        raise GateConfigurationError(
+            f"refusing to bind the gate app to non-loopback address {opts.gate_host!r} "
+            "without [brick_agent] gate_token")
+    return conf, opts
+
+
+class _GateJSONProvider(DefaultJSONProvider):
+    """JSON that never fails on what connectors return, and never reveals a Secret."""
+
+    sort_keys = True
+
+    @staticmethod
+    def default(o: Any) -> Any:  # noqa: D102
+        if isinstance(o, Secret):
+            return MASK
+        if dataclasses.is_dataclass(o) and not isinstance(o, type):
+            return dataclasses.asdict(o)
+        if isinstance(o, (set, frozenset, tuple)):
+            return list(o)
+        if hasattr(o, "to_dict"):
+            return o.to_dict()
+        return str(o)
+
+
+def _secret_values(value: Any, key: str = "") -> list[str]:
+    """String values stored under secret-looking keys anywhere in ``value``."""
+    out: list[str] = []
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            out += _secret_values(v, str(k))
+    elif isinstance(value, list):
+        for v in value:
+            out += _secret_values(v, key)
+    elif isinstance(value, str) and value and any(p in key.lower() for p in _SECRET_KEY_PARTS):
+        out.append(value)
+    return out
+
+
+def _status_of(exc: BaseException) -> int:
+    for cls, status in _STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def error_body(exc: BaseException, message: str | None = None) -> dict[str, Any]:
+    """The JSON body of an error response."""
+    return {"error": type(exc).__name__,
+            "message": str(exc) if message is None else message,
+            "key": getattr(exc, "key", None)}
+
+
+def _protocol_arg(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRequest(f"{where} must be a protocol name (ISCSI, NVMEOF, FIBRE_CHANNEL)",
+                             key="protocol")
+    return value.strip().upper()
+
+
+def _json_object() -> dict[str, Any]:
+    """The request body as a JSON object, or :class:`InvalidRequest`."""
+    if not request.is_json:
+        raise InvalidRequest("request body must be JSON (Content-Type: application/json)",
+                             key="Content-Type")
+    data = request.get_json(silent=True)
+    if data is None:
+        raise InvalidRequest("request body is not valid JSON", key="body")
+    if not isinstance(data, dict):
+        raise InvalidRequest("request body must be a JSON object", key="body")
+    g.gate_secrets = _secret_values(data)
+    return data
+
+
+def create_app(conf: cfg.ConfigOpts | None = None, roots: HostRoots = DEFAULT_ROOTS,
+               connector_factory: ConnectorFactory | None = None) -> Flask:
+    """Build the gate app for the host at ``roots``.
+
+    ``connector_factory(protocol, conf=..., roots=...)`` builds connectors
+    (default :func:`brick_agent.connectors.factory`); it must raise
+    :class:`~brick_agent.errors.InvalidConnectorProtocol` for unknown protocols.
+    Raises :class:`GateConfigurationError` when ``conf`` does not allow the gate.
+    """
+    conf, opts = check_gate_config(conf)
+    if connector_factory is None:
+        from brick_agent.connectors import factory as connector_factory
+    token: str | None = opts.gate_token or None
+    make_connector: ConnectorFactory = connector_factory
+
+    app = Flask("brick_agent.gate")
+    app.json = _GateJSONProvider(app)
+    app.config["BRICK_ROOTS"] = roots
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+
+    def connector_for(protocol: str) -> Connector:
+        try:
+            return make_connector(protocol, conf=conf, roots=roots)
+        except ImportError as exc:
+            LOG.warning("no connector module for %s: %s", protocol, exc)
+            raise errors.NotSupported(
+                f"the {protocol} connector is not available on this build") from None
+
+    # ------------------------------------------------------------------ auth
+    @app.before_request
+    def _authorize() -> None:
+        g.gate_secrets = []
+        if token is None or request.path == "/health":
+            return
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode("utf-8"), token.encode("utf-8")):
+            raise Unauthorized("missing or wrong bearer token")
+
+    @app.after_request
+    def _scrub(response: Response) -> Response:
+        secrets = list(getattr(g, "gate_secrets", [])) + ([token] if token else [])
+        if secrets and response.mimetype == "application/json" and not response.direct_passthrough:
+            text = response.get_data(as_text=True)
+            cleaned = mask_text(text, secrets)
+            if cleaned != text:
+                response.set_data(cleaned)
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    # ---------------------------------------------------------------- errors
+    @app.errorhandler(Unauthorized)
+    def _unauthorized(exc: Unauthorized):
+        resp = jsonify(error_body(exc))
+        resp.status_code = 401
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="brick_agent gate"'
+        return resp
+
+    @app.errorhandler(errors.BrickError)
+    def _brick_error(exc: errors.BrickError):
+        status = _status_of(exc)
+        if status >= 500:
+            LOG.error("gate request %s %s failed: %s", request.method, request.path,
+                      mask_text(str(exc), g.get("gate_secrets", [])))
+        return jsonify(error_body(exc)), status
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        body = {"error": type(exc).__name__, "message": exc.description, "key": None}
+        resp = jsonify(body)
+        resp.status_code = exc.code or 500
+        if exc.code == 405 and exc.valid_methods:  # type: ignore[attr-defined]
+            resp.headers["Allow"] = ", ".join(exc.valid_methods)
+        return resp
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        LOG.exception("gate request %s %s failed unexpectedly", request.method, request.path)
+        return jsonify({"error": "InternalError",
+                        "message": "internal error; the gate's log has the details",
+                        "key": None}), 500
+
+    # ------------------------------------------------------------- endpoints
+    @app.get("/health")
+    def health():
+        return jsonify({"status": "ok", "version": brick_agent.__version__})
+
+    @app.get("/openapi.json")
+    def openapi():
+        from brick_agent.gate.openapi import openapi_spec
+        return jsonify(openapi_spec())
+
+    @app.get("/v1/connector")
+    def connector_properties():
+        from brick_agent import connector_properties as cp
+        props = cp.get_connector_properties(
+            multipath=bool(opts.use_multipath), enforce_multipath=bool(opts.enforce_multipath),
+            roots=roots, create_nvme_identity=False)
+        return jsonify(props)
+
+    @app.get("/v1/volumes")
+    def volumes():
+        from brick_agent.connectors import PROTOCOLS
+        asked = request.args.getlist("protocol")
+        if len(asked) > 1:
+            raise InvalidRequest("give at most one protocol", key="protocol")
+        if asked:
+            protocol = _protocol_arg(asked[0], "query parameter 'protocol'")
+            found = connector_for(protocol).get_all_available_volumes()
+            return jsonify({"volumes": {protocol: list(found)}, "errors": {}})
+        result: dict[str, Any] = {}
+        failures: dict[str, Any] = {}
+        for protocol in PROTOCOLS:
+            try:
+                result[protocol] = list(connector_for(protocol).get_all_available_volumes())
+            except errors.BrickError as exc:
+                failures[protocol] = error_body(exc)
+        return jsonify({"volumes": result, "errors": failures})
+
+    @app.post("/v1/paths")
+    def paths():
+        data = _json_object()
+        unknown = sorted(set(data) - {"protocol", "connection_properties"})
+        if unknown:
+            raise InvalidRequest(f"unknown field(s): {', '.join(unknown)}", key=unknown[0])
+        protocol = _protocol_arg(data.get("protocol"), "field 'protocol'")
+        props = data.get("connection_properties")
+        if not isinstance(props, dict):
+            raise InvalidRequest("field 'connection_properties' must be a JSON object",
+                                 key="connection_properties")
+        # Cinder's {'driver_volume_type': ..., 'data': {...}} envelope is accepted too.
+        if isinstance(props.get("data"), dict) and "driver_volume_type" in props:
+            props = props["data"]
+        connector = connector_for(protocol)
+        found = list(connector.get_volume_paths(props))
+        return jsonify({"protocol": protocol, "paths": found, "present": bool(found),
+                        "search_path": connector.get_search_path()})
+
+    @app.route("/v1/audit", methods=["GET", "POST"])
+    def audit():
+        from brick_agent import audit as audit_mod
+        expected = None
+        if request.method == "POST":
+            data = _json_object()
+            unknown = sorted(set(data) - {"expected"})
+            if unknown:
+                raise InvalidRequest(f"unknown field(s): {', '.join(unknown)}", key=unknown[0])
+            raw = data.get("expected")
+            if not isinstance(raw, list):
+                raise InvalidRequest("field 'expected' must be a list of volumes", key="expected")
+            expected = [audit_mod.ExpectedVolume.from_dict(item, index=i)
+                        for i, item in enumerate(raw)]
+        report = audit_mod.audit(roots=roots, expected=expected)
+        return jsonify(report.to_dict())
+
+    return app
