@@ -1,0 +1,561 @@
+"""NVMe over Fabrics (TCP, RDMA, FC) connector.
+
+Attach: per subsystem NQN (an external lock, not a host-wide one) reuse live
+controllers to the target's portals (and rescan them: a backend may not send
+an AEN), connect the missing portals (all of them with native multipath or
+``use_multipath``, else until one works), then wait for the namespace by UUID,
+then NGUID, then NSID on one deadline budget, verify its identity and return
+``/dev/nvmeXnY``.  A stale namespace (same NSID, other UUID) is never returned:
+controllers are rescanned (the kernel drops a namespace whose ids changed and
+adds the new one on the next scan) and the attach fails with
+:class:`VolumeIdentityMismatch` when the deadline passes.
+
+Detach: flush, then delete each of the subsystem's controllers (ours, by host
+NQN) that exposes no namespace other than this volume's.  The rule is the safe
+one: any other namespace present on a controller keeps it, whether or not some
+process holds it open -- sysfs cannot tell "attached to a guest" from "mapped
+but unused", and deleting a controller under a namespace in use loses I/O.
+The backend unmapping a namespace makes it disappear from the controller, so
+the last detach of a shared subsystem removes the controller.
+
+Replicated volumes: each replica is attached as above; an md RAID1 named after
+the alias (``/dev/md/<alias>``) is created or assembled over them (degraded
+when a replica is unreachable).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
+
+from brick_agent import locking, nvme_identity
+from brick_agent.connectors.base import Connector, DeviceInfo
+from brick_agent.deadline import Deadline
+from brick_agent.connectors.nvmeof_actions import (AlreadyConnected, ConnectRequest,
+                                                   NvmeActions, PrivilegedNvmeActions)
+from brick_agent.errors import (BrickError, DeviceNotFound, LeftoversRemain,
+                                TargetUnreachable, VolumeIdentityMismatch)
+from brick_agent.host import nvme as hostnvme
+from brick_agent.host.udev import DeviceWatch
+from brick_agent.properties import NVMeOFProperties, NVMePortal, NVMeTarget, parse_nvmeof
+
+LOG = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: States in which a controller is on its way to live (do not connect again).
+_PENDING_STATES = frozenset({"new", "connecting", "resetting"})
+#: How long extend_volume waits for the kernel to report a new size.
+_EXTEND_SETTLE = 3.0
+
+
+def _poll(predicate: Callable[[], T | None], deadline: Deadline,
+          first: float = 0.005, cap: float = 0.1) -> T | None:
+    """Call ``predicate`` until it returns something or the deadline passes (short waits
+    where no kernel event announces the change, e.g. a capacity update)."""
+    delay = first
+    while True:
+        result = predicate()
+        if result is not None or deadline.expired:
+            return result
+        time.sleep(min(delay, deadline.remaining()))
+        delay = min(cap, delay * 2)
+
+
+@dataclasses.dataclass
+class _Topology:
+    """One consistent read of the subsystem's controllers and namespaces."""
+
+    controllers: list[hostnvme.NvmeController]
+    namespaces: list[hostnvme.NvmeNamespace]
+
+
+def _identity_of(target: NVMeTarget) -> str:
+    for key in ("uuid", "nguid", "nsid"):
+        value = getattr(target, key)
+        if value is not None:
+            return f"{key}={value}"
+    return "no identity"
+
+
+def matches(ns: hostnvme.NvmeNamespace, target: NVMeTarget) -> bool:
+    """Does ``ns`` carry the target's identity?  UUID first, then NGUID, then NSID.
+
+    Every identifier the target gives and the namespace reports must agree; the
+    strongest one the target has must be present on the namespace.
+    """
+    if target.uuid is not None and ns.uuid != target.uuid:
+        return False
+    if target.nguid is not None and ns.nguid is not None and ns.nguid != target.nguid:
+        return False
+    if target.uuid is None and target.nguid is not None and ns.nguid != target.nguid:
+        return False
+    if target.nsid is not None and ns.nsid is not None and ns.nsid != target.nsid:
+        # a namespace whose uuid/nguid matches under another nsid is still ours
+        # only when the target identified it by uuid/nguid
+        return target.uuid is not None or target.nguid is not None
+    if target.uuid is None and target.nguid is None and target.nsid is None:
+        return False
+    return True
+
+
+def is_stale(ns: hostnvme.NvmeNamespace, target: NVMeTarget) -> bool:
+    """Same NSID as the target but another UUID/NGUID: an old namespace in its slot."""
+    if target.nsid is not None and ns.nsid != target.nsid:
+        return False
+    if target.uuid is not None and ns.uuid is not None and ns.uuid != target.uuid:
+        return target.nsid is not None or ns.nguid is None or ns.nguid != target.nguid
+    if target.nguid is not None and ns.nguid is not None and ns.nguid != target.nguid:
+        return target.nsid is not None
+    return False
+
+
+class NVMeOFConnector(Connector):
+    """Attach/detach NVMe-oF namespaces (os-brick ``NVMeOFConnector`` compatible)."""
+
+    protocol = "NVMEOF"
+    #: Seconds between rescans of the live controllers while a namespace is awaited.
+    rescan_interval = 0.5
+
+    def __init__(self, root_helper: str | None = None, driver: Any = None, *,
+                 actions: NvmeActions | None = None,
+                 watch_factory: Callable[[], DeviceWatch] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(root_helper, driver, **kwargs)
+        self._watch_factory = watch_factory
+        self.actions: NvmeActions = (actions if actions is not None
+                                     else PrivilegedNvmeActions(self.roots))
+        self._identity: nvme_identity.HostIdentity | None = None
+
+    # ------------------------------------------------------------------ helpers
+    def supports_multipath(self) -> bool:
+        return True
+
+    def host_identity(self) -> nvme_identity.HostIdentity:
+        """This host's NQN and host ID (created once if missing)."""
+        if self._identity is None:
+            self._identity = nvme_identity.ensure_identity(
+                self.roots, self.actions.write_host_identity)
+        return self._identity
+
+    def _hostnqn(self, target: NVMeTarget) -> str:
+        return target.host_nqn or self.host_identity().hostnqn
+
+    @contextlib.contextmanager
+    def _lock(self, target: NVMeTarget) -> Iterator[None]:
+        with locking.target_lock("nvme", target.nqn, lock_path=self.opts.lock_path):
+            yield
+
+    def _topology(self, nqn: str, hostnqn: str | None) -> _Topology:
+        subsystems = {s.name: s for s in hostnvme.nvme_subsystems(self.roots)
+                      if s.nqn == nqn}
+        ctrls = [c for c in hostnvme.nvme_controllers(self.roots)
+                 if c.subsysnqn == nqn and c.transport != "pcie"
+                 and (hostnqn is None or c.hostnqn in (None, hostnqn))]
+        names = {c.name for c in ctrls}
+        nss = [n for n in hostnvme.nvme_namespaces(self.roots)
+               if n.subsystem_name in subsystems and (not n.controllers
+                                                     or names.intersection(n.controllers))]
+        return _Topology(ctrls, nss)
+
+    @staticmethod
+    def _portal_matches(ctrl: hostnvme.NvmeController, portal: NVMePortal) -> bool:
+        if (ctrl.transport or "").lower() != portal.transport:
+            return False
+        if (hostnvme.normalize_traddr(ctrl.traddr, ctrl.transport)
+                != hostnvme.normalize_traddr(portal.address, portal.transport)):
+            return False
+        if portal.transport == "fc":
+            return True
+        return (ctrl.trsvcid or "") == portal.trsvcid
+
+    def _request(self, target: NVMeTarget, portal: NVMePortal, hostnqn: str) -> ConnectRequest:
+        return ConnectRequest(
+            subsysnqn=target.nqn, transport=portal.transport, traddr=portal.address,
+            trsvcid=None if portal.transport == "fc" else portal.trsvcid,
+            hostnqn=hostnqn, hostid=self.host_identity().hostid,
+            host_traddr=self._host_traddr(portal),
+            ctrl_loss_tmo=self.opts.nvme_ctrl_loss_tmo,
+            reconnect_delay=self.opts.nvme_reconnect_delay,
+            keep_alive_tmo=self.opts.nvme_keep_alive_tmo,
+            timeout=self.opts.login_timeout)
+
+    def _host_traddr(self, portal: NVMePortal) -> str | None:
+        """Local FC port (``nn-0x..:pn-0x..``) for NVMe/FC; None for IP transports."""
+        if portal.transport != "fc":
+            return None
+        from brick_agent.host import fc as hostfc
+        for host in hostfc.fc_hosts(self.roots):
+            if (host.port_state or "").lower() == "online":
+                return f"nn-0x{_wwn(host.node_name)}:pn-0x{_wwn(host.port_name)}"
+        return None
+
+    # ------------------------------------------------------------------ attach
+    def connect_volume(self, connection_properties: Mapping[str, Any]) -> DeviceInfo:
+        props = parse_nvmeof(connection_properties)
+        deadline = Deadline.after(self.opts.device_wait_timeout)
+        start = time.monotonic()
+        if props.replicated and props.replica_count > 1:
+            path = self._connect_replicated(props, deadline)
+        else:
+            target = props.targets[0]
+            with self._lock(target):
+                path = self.roots.devfs(self._attach_target(target, deadline).name)
+        LOG.info("attached NVMe-oF volume at %s in %.3fs", path, time.monotonic() - start)
+        return {"type": "block", "path": path}
+
+    def _attach_target(self, target: NVMeTarget, deadline: Deadline) -> hostnvme.NvmeNamespace:
+        if not target.identified:
+            raise DeviceNotFound(f"target {target.nqn} names no namespace (no uuid, nguid "
+                                 f"or ns_id): refusing to guess")
+        hostnqn = self._hostnqn(target)
+        native = hostnvme.native_multipath_enabled(self.roots)
+        all_paths = native or self.use_multipath
+        topo = self._topology(target.nqn, hostnqn)
+        present: dict[NVMePortal, hostnvme.NvmeController] = {}
+        for portal in target.portals:
+            for ctrl in topo.controllers:
+                if self._portal_matches(ctrl, portal) and ctrl.state != "deleting":
+                    present[portal] = ctrl
+                    break
+        live = [c for c in present.values() if c.live]
+        missing = [p for p in target.portals if p not in present]
+        created: list[str] = []
+        errors: dict[str, str] = {}
+        with self._watch() as watch:  # opened before acting: no event can be missed
+            try:
+                for ctrl in live:  # the backend may not have sent an AEN
+                    self._safe_rescan(ctrl.name)
+                if missing and (all_paths or not live):
+                    created = self._connect_portals(target, missing, hostnqn, all_paths,
+                                                    deadline, errors)
+                if not live and not created and not any(
+                        c.state in _PENDING_STATES for c in present.values()):
+                    raise TargetUnreachable(
+                        f"no path to {target.nqn}: " +
+                        "; ".join(f"{k}: {v}" for k, v in errors.items()))
+                return self._wait_namespace(watch, target, hostnqn, deadline)
+            except BaseException:
+                self._undo_created(created)
+                raise
+
+    def _connect_portals(self, target: NVMeTarget, portals: list[NVMePortal], hostnqn: str,
+                         all_paths: bool, deadline: Deadline,
+                         errors: dict[str, str]) -> list[str]:
+        """Connect ``portals`` (in parallel when all are wanted); names of new controllers."""
+        requests = [self._request(target, p, hostnqn) for p in portals]
+        created: list[str] = []
+        if not all_paths or len(requests) == 1:
+            for req in requests:
+                name = self._connect_one(req, errors)
+                if name:
+                    created.append(name)
+                    if not all_paths:
+                        break
+            return created
+        timeout = max(0.1, min(self.opts.login_timeout, deadline.remaining()))
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(requests)))
+        try:
+            futures = {pool.submit(self._connect_one, req, errors): req for req in requests}
+            done, pending = concurrent.futures.wait(futures, timeout=timeout)
+            for fut in done:
+                if fut.result():
+                    created.append(fut.result())
+            for fut in pending:
+                errors[futures[fut].describe()] = f"connect still running after {timeout:.1f}s"
+        finally:
+            pool.shutdown(wait=False)
+        return sorted(created)
+
+    def _connect_one(self, req: ConnectRequest, errors: dict[str, str]) -> str | None:
+        start = time.monotonic()
+        try:
+            name = self.actions.connect(req)
+        except AlreadyConnected:
+            LOG.debug("%s already connected (raced with another attach)", req.describe())
+            return None
+        except BrickError as exc:
+            LOG.warning("connect %s failed after %.3fs: %s", req.describe(),
+                        time.monotonic() - start, exc)
+            errors[req.describe()] = str(exc)
+            return None
+        LOG.debug("connected %s as %s in %.3fs", req.describe(), name,
+                  time.monotonic() - start)
+        return name
+
+    def _safe_rescan(self, ctrl: str) -> None:
+        try:
+            self.actions.rescan(ctrl)
+        except BrickError as exc:
+            LOG.warning("rescan of %s failed: %s", ctrl, exc)
+
+    def _watch(self) -> DeviceWatch:
+        """Kernel uevents are enough: the predicate reads sysfs and devtmpfs nodes."""
+        if self._watch_factory is not None:
+            return self._watch_factory()
+        return DeviceWatch(subsystems=("block", "nvme"), roots=self.roots, source="kernel",
+                           poll_interval=0.25)
+
+    def _wait_namespace(self, watch: DeviceWatch, target: NVMeTarget, hostnqn: str,
+                        deadline: Deadline) -> hostnvme.NvmeNamespace:
+        stale_seen: list[str] = []
+        last_rescan = [time.monotonic()]
+
+        def probe() -> hostnvme.NvmeNamespace | None:
+            topo = self._topology(target.nqn, hostnqn)
+            live = {c.name for c in topo.controllers if c.live}
+            found = [ns for ns in topo.namespaces if matches(ns, target)
+                     and os.path.exists(self.roots.devfs(ns.name))]
+            # prefer a device reachable through a live controller
+            found.sort(key=lambda ns: (not live.intersection(ns.controllers),
+                                       hostnvme.sysfs.natural_key(ns.name)))
+            if found:
+                return found[0]
+            stale = [ns.name for ns in topo.namespaces if is_stale(ns, target)]
+            if stale and not stale_seen:
+                LOG.warning("namespace slot of %s on %s holds another volume (%s): "
+                            "rescanning", _identity_of(target), target.nqn, ", ".join(stale))
+            if stale:
+                stale_seen[:] = stale
+            # Not there yet: rescan now and then.  A missed AEN is covered, and the
+            # kernel drops a namespace whose ids changed on one scan and adds its
+            # successor only on the next one.
+            if time.monotonic() - last_rescan[0] >= self.rescan_interval:
+                last_rescan[0] = time.monotonic()
+                for name in sorted(live):
+                    self._safe_rescan(name)
+            return None
+
+        try:
+            ns = watch.wait_for(probe, deadline, what=f"namespace {_identity_of(target)}")
+        except DeviceNotFound:
+            ns = None
+        if ns is None:
+            if stale_seen:
+                raise VolumeIdentityMismatch(
+                    f"{target.nqn}: namespace device(s) {', '.join(stale_seen)} carry "
+                    f"another identity than {_identity_of(target)}")
+            raise DeviceNotFound(f"namespace {_identity_of(target)} of {target.nqn} did not "
+                                 f"appear within {self.opts.device_wait_timeout}s")
+        self._verify(ns, target)
+        return ns
+
+    def _verify(self, ns: hostnvme.NvmeNamespace, target: NVMeTarget) -> None:
+        """Re-read the device's identity right before returning it."""
+        again = [n for n in hostnvme.nvme_namespaces(self.roots) if n.name == ns.name]
+        if not again or not matches(again[0], target):
+            raise VolumeIdentityMismatch(
+                f"{ns.name} changed identity while attaching {_identity_of(target)}")
+
+    def _undo_created(self, created: list[str]) -> None:
+        """Delete the controllers this failed attach created.
+
+        Unconditional: they appeared under our subsystem lock, so nothing else can
+        use their namespaces yet (with native multipath a namespace also reachable
+        through an older controller only loses the new path).
+        """
+        for name in created:
+            try:
+                self.actions.disconnect(name)
+            except BrickError as exc:
+                LOG.warning("could not undo controller %s: %s", name, exc)
+
+    # ------------------------------------------------------------------ replicated
+    def _md_path(self, alias: str) -> str:
+        return self.roots.devfs("md", alias)
+
+    def _connect_replicated(self, props: NVMeOFProperties, deadline: Deadline) -> str:
+        alias = props.alias or ""
+        devices: list[str | None] = []
+        failures = []
+        for target in props.targets:
+            try:
+                with self._lock(target):
+                    devices.append(self.roots.devfs(self._attach_target(target, deadline).name))
+            except (DeviceNotFound, TargetUnreachable) as exc:
+                LOG.warning("replica %s of %s unavailable: %s", target.nqn, alias, exc)
+                failures.append(exc)
+                devices.append(None)
+        if not any(devices):
+            raise failures[0]
+        if os.path.exists(self._md_path(alias)):
+            return self._md_path(alias)
+        self.actions.md_create(alias, [d for d in devices])
+        md = _poll(lambda: self._md_path(alias) if os.path.exists(self._md_path(alias))
+                   else None, deadline)
+        if md is None:
+            raise DeviceNotFound(f"RAID device {self._md_path(alias)} did not appear")
+        return md
+
+    # ------------------------------------------------------------------ detach
+    def disconnect_volume(self, connection_properties: Mapping[str, Any],
+                          device_info: Mapping[str, Any] | None, force: bool = False,
+                          ignore_errors: bool = False) -> None:
+        props = parse_nvmeof(connection_properties)
+        leftovers: list[str] = []
+        errors: list[str] = []
+        if props.replicated and props.replica_count > 1 and props.alias:
+            md = self._md_path(props.alias)
+            if os.path.exists(md):
+                if not self._flush(md, force, errors):
+                    return self._finish(leftovers + [md], errors, ignore_errors)
+                try:
+                    self.actions.md_stop(props.alias)
+                except BrickError as exc:
+                    errors.append(f"stop {md}: {exc}")
+                    if not force:
+                        return self._finish([md], errors, ignore_errors)
+        for target in props.targets:
+            with self._lock(target):
+                leftovers += self._detach_target(target, props, force, errors,
+                                                 flush=not props.replicated)
+        self._finish(leftovers, errors, ignore_errors)
+
+    def _finish(self, leftovers: list[str], errors: list[str], ignore_errors: bool) -> None:
+        if not leftovers and not errors:
+            return
+        if ignore_errors:
+            LOG.warning("NVMe-oF detach left %s (errors: %s)", ", ".join(leftovers) or
+                        "nothing", "; ".join(errors) or "none")
+            return
+        raise LeftoversRemain("; ".join(errors) or "NVMe-oF detach incomplete", leftovers)
+
+    def _flush(self, path: str, force: bool, errors: list[str]) -> bool:
+        try:
+            self.actions.flush(path)
+            return True
+        except BrickError as exc:
+            errors.append(f"flush {path}: {exc}")
+            return force
+
+    def _detach_target(self, target: NVMeTarget, props: NVMeOFProperties, force: bool,
+                       errors: list[str], flush: bool) -> list[str]:
+        hostnqn = self._hostnqn(target)
+        topo = self._topology(target.nqn, hostnqn)
+        ours = [ns for ns in topo.namespaces if matches(ns, target)] if target.identified else []
+        if flush:
+            for ns in ours:
+                if not self._flush(self.roots.devfs(ns.name), force, errors):
+                    return [self.roots.devfs(ns.name)]
+        doomed = []
+        for ctrl in topo.controllers:
+            foreign = self._foreign_namespaces(ctrl, topo, [target])
+            if foreign:
+                LOG.info("keeping controller %s of %s: namespace(s) %s of other volumes",
+                         ctrl.name, target.nqn, ", ".join(foreign))
+                continue
+            doomed.append(ctrl.name)
+            try:
+                self.actions.disconnect(ctrl.name)
+            except BrickError as exc:
+                errors.append(f"disconnect {ctrl.name}: {exc}")
+        # what is left that should have gone
+        after = self._topology(target.nqn, hostnqn)
+        left = [f"controller {c.name}" for c in after.controllers if c.name in doomed]
+        left += [self.roots.devfs(ns.name) for ns in after.namespaces
+                 if matches(ns, target) and ns.controllers
+                 and set(ns.controllers) <= set(doomed)]
+        return left
+
+    def _foreign_namespaces(self, ctrl: hostnvme.NvmeController, topo: _Topology,
+                            targets: list[NVMeTarget]) -> list[str]:
+        """Namespaces on ``ctrl`` that belong to none of ``targets``."""
+        out = []
+        for ns in topo.namespaces:
+            if ctrl.name not in ns.controllers:
+                continue
+            if not any(t.identified and matches(ns, t) for t in targets):
+                out.append(ns.name)
+        # entries under the controller not (yet) resolved to a namespace device
+        known = {p for ns in topo.namespaces for p in ns.paths}
+        out += [p for p in ctrl.namespaces if p not in known]
+        return out
+
+    # ------------------------------------------------------------------ queries
+    def get_volume_paths(self, connection_properties: Mapping[str, Any]) -> list[str]:
+        props = parse_nvmeof(connection_properties)
+        if props.replicated and props.replica_count > 1 and props.alias:
+            md = self._md_path(props.alias)
+            return [md] if os.path.exists(md) else []
+        paths = []
+        for target in props.targets:
+            if not target.identified:
+                continue
+            topo = self._topology(target.nqn, None)
+            paths += [self.roots.devfs(ns.name) for ns in topo.namespaces
+                      if matches(ns, target) and os.path.exists(self.roots.devfs(ns.name))]
+        return paths
+
+    def get_all_available_volumes(
+            self, connection_properties: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        nqn = None
+        if connection_properties is not None:
+            nqn = parse_nvmeof(connection_properties).targets[0].nqn
+        subsystems = {s.name: s for s in hostnvme.nvme_subsystems(self.roots)}
+        ctrls = {c.name: c for c in hostnvme.nvme_controllers(self.roots)}
+        out = []
+        for ns in hostnvme.nvme_namespaces(self.roots):
+            sub = subsystems.get(ns.subsystem_name or "")
+            subnqn = sub.nqn if sub else None
+            if nqn is not None and subnqn != nqn:
+                continue
+            members = [ctrls[c] for c in ns.controllers if c in ctrls]
+            if any(c.transport == "pcie" for c in members):
+                continue  # local PCIe drives are not volumes
+            out.append({
+                "path": ns.devpath or self.roots.devfs(ns.name),
+                "name": ns.name, "subsysnqn": subnqn, "uuid": ns.uuid, "nguid": ns.nguid,
+                "nsid": ns.nsid, "size": ns.size_bytes,
+                "native_multipath": ns.native_multipath,
+                "controllers": [{"name": c.name, "transport": c.transport,
+                                 "traddr": c.traddr, "trsvcid": c.trsvcid,
+                                 "host_traddr": c.host_traddr, "state": c.state,
+                                 "hostnqn": c.hostnqn} for c in members],
+            })
+        return out
+
+    def get_search_path(self) -> str | None:
+        return self.roots.dev
+
+    # ------------------------------------------------------------------ extend
+    def extend_volume(self, connection_properties: Mapping[str, Any]) -> int:
+        props = parse_nvmeof(connection_properties)
+        targets = list(props.targets)
+        before = {}
+        for target in targets:
+            topo = self._topology(target.nqn, self._hostnqn(target))
+            for ns in topo.namespaces:
+                if target.identified and matches(ns, target):
+                    before[ns.name] = (target, ns.size_bytes or 0)
+            for ctrl in topo.controllers:
+                if ctrl.live:
+                    self._safe_rescan(ctrl.name)
+        if not before:
+            raise DeviceNotFound("extend: the volume's namespace is not attached")
+        deadline = Deadline.after(min(_EXTEND_SETTLE, self.opts.device_wait_timeout))
+
+        def sizes() -> dict[str, int]:
+            return {ns.name: ns.size_bytes or 0 for ns in hostnvme.nvme_namespaces(self.roots)
+                    if ns.name in before}
+
+        def grown() -> dict[str, int] | None:
+            now = sizes()
+            changed = any(now.get(n, 0) != old for n, (_, old) in before.items())
+            return now if changed else None
+
+        current = _poll(grown, deadline) or sizes()
+        new_size = max(current.values()) if current else 0
+        if props.replicated and props.replica_count > 1 and props.alias:
+            LOG.warning("extend of RAID %s: members grew to %d bytes; growing md is not "
+                        "implemented", props.alias, new_size)
+        LOG.info("NVMe-oF volume now %d bytes (%s)", new_size, ", ".join(sorted(current)))
+        return new_size
+
+
+def _wwn(value: str | None) -> str:
+    return (value or "").lower().removeprefix("0x").replace(":", "")

@@ -1,0 +1,153 @@
+"""The privileged actions the NVMe-oF connector needs, behind one small interface.
+
+The connector decides; an ``NvmeActions`` object acts.  Production uses
+:class:`PrivilegedNvmeActions` (a thin adapter over ``brick_agent.privileged``);
+unit tests pass a fake that changes a fake sysfs tree the way the kernel would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Protocol
+
+from brick_agent.errors import CommandFailed, NotSupported, TargetUnreachable
+from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
+
+
+class AlreadyConnected(Exception):
+    """The kernel refused a connect because an identical controller exists (EALREADY)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectRequest:
+    """One fabrics connect: the options written to ``/dev/nvme-fabrics``."""
+
+    subsysnqn: str
+    transport: str  # tcp | rdma | fc
+    traddr: str
+    trsvcid: str | None
+    hostnqn: str
+    hostid: str
+    host_traddr: str | None = None
+    ctrl_loss_tmo: int | None = None
+    reconnect_delay: int | None = None
+    keep_alive_tmo: int | None = None
+    timeout: float = 30.0  # seconds the connect may take (login_timeout)
+
+    def options(self) -> str:
+        """The comma separated option string the kernel parses (``nvmf_parse_options``)."""
+        parts = [f"nqn={self.subsysnqn}", f"transport={self.transport}",
+                 f"traddr={self.traddr}"]
+        if self.trsvcid and self.transport != "fc":
+            parts.append(f"trsvcid={self.trsvcid}")
+        if self.host_traddr:
+            parts.append(f"host_traddr={self.host_traddr}")
+        parts += [f"hostnqn={self.hostnqn}", f"hostid={self.hostid}"]
+        for key in ("ctrl_loss_tmo", "reconnect_delay", "keep_alive_tmo"):
+            value = getattr(self, key)
+            if value is not None:
+                parts.append(f"{key}={int(value)}")
+        return ",".join(parts)
+
+    def describe(self) -> str:
+        port = f":{self.trsvcid}" if self.trsvcid else ""
+        return f"{self.transport}://{self.traddr}{port}/{self.subsysnqn}"
+
+
+class NvmeActions(Protocol):
+    """What the connector asks privileged code to do (nothing here decides)."""
+
+    def connect(self, request: ConnectRequest) -> str:
+        """Create a controller; return its name (``nvme3``).
+
+        Raises :class:`AlreadyConnected` when the kernel says EALREADY, another
+        ``BrickError`` (TargetUnreachable, CommandFailed...) otherwise.
+        """
+
+    def disconnect(self, controller: str) -> None:
+        """Delete controller ``nvmeN`` (``delete_controller``); returns once it is gone."""
+
+    def rescan(self, controller: str) -> None:
+        """Ask controller ``nvmeN`` to rescan its namespaces (``rescan_controller``)."""
+
+    def flush(self, device: str) -> None:
+        """Flush the buffers of block device ``device`` (a /dev path)."""
+
+    def write_host_identity(self, hostnqn: str, hostid: str) -> None:
+        """Create /etc/nvme/hostnqn and hostid, each only when missing (never overwrite)."""
+
+    def md_create(self, name: str, devices: list[str | None]) -> None:
+        """Create (or assemble) RAID1 ``/dev/md/<name>`` of ``devices`` (None = missing member)."""
+
+    def md_stop(self, name: str) -> None:
+        """Stop RAID ``/dev/md/<name>``."""
+
+
+class PrivilegedNvmeActions:
+    """Default actions: each call goes to one narrow ``brick_agent.privileged`` entrypoint.
+
+    The privileged connect runs ``nvme connect`` (nvme-cli); its output is not
+    parsed: the new controller is found in sysfs by its subsystem, address and
+    host NQN, and a failed connect whose controller already exists is EALREADY.
+    """
+
+    def __init__(self, roots: HostRoots = DEFAULT_ROOTS) -> None:
+        self.roots = roots
+
+    def _matching(self, req: ConnectRequest) -> set[str]:
+        from brick_agent.host import nvme as hostnvme
+        return {c.name for c in hostnvme.find_controllers(
+            self.roots, nqn=req.subsysnqn, transport=req.transport, traddr=req.traddr,
+            trsvcid=req.trsvcid if req.transport != "fc" else None, hostnqn=req.hostnqn)
+            if c.state != "deleting"}
+
+    def connect(self, request: ConnectRequest) -> str:
+        from brick_agent.privileged import nvme
+        before = self._matching(request)
+        try:
+            nvme.connect(request.transport, request.traddr,
+                         request.trsvcid if request.transport != "fc" else None,
+                         request.subsysnqn, hostnqn=request.hostnqn, hostid=request.hostid,
+                         host_traddr=request.host_traddr,
+                         ctrl_loss_tmo=request.ctrl_loss_tmo,
+                         reconnect_delay=request.reconnect_delay,
+                         keep_alive_tmo=request.keep_alive_tmo,
+                         timeout=request.timeout)
+        except CommandFailed as exc:
+            if before or self._matching(request):
+                raise AlreadyConnected(request.describe()) from None
+            if exc.timed_out:
+                raise TargetUnreachable(f"connect {request.describe()} timed out after "
+                                        f"{request.timeout:.1f}s") from None
+            raise TargetUnreachable(f"connect {request.describe()} failed "
+                                    f"(exit {exc.returncode}): {exc.stderr.strip()}") from None
+        new = sorted(self._matching(request) - before, key=lambda n: int(n[4:]))
+        if not new:
+            if before:
+                raise AlreadyConnected(request.describe())
+            raise TargetUnreachable(f"connect {request.describe()}: no controller appeared")
+        return new[-1]
+
+    def disconnect(self, controller: str) -> None:
+        from brick_agent.privileged import nvme
+        nvme.disconnect(controller)
+
+    def rescan(self, controller: str) -> None:
+        from brick_agent.privileged import nvme
+        nvme.rescan_controller(controller)
+
+    def flush(self, device: str) -> None:
+        from brick_agent.privileged import block
+        block.flush_block_device(os.path.basename(device))
+
+    def write_host_identity(self, hostnqn: str, hostid: str) -> None:
+        from brick_agent.privileged import nvme
+        nvme.write_host_identity(hostnqn, hostid)
+
+    def md_create(self, name: str, devices: list[str | None]) -> None:
+        raise NotSupported("no privileged mdadm entrypoint yet: replicated NVMe-oF "
+                           "volumes need brick_agent.privileged.md")
+
+    def md_stop(self, name: str) -> None:
+        raise NotSupported("no privileged mdadm entrypoint yet")

@@ -1,0 +1,268 @@
+"""A fake NVMe-oF kernel for unit tests: NvmeActions that change a fake sysfs/dev tree.
+
+The tree follows the layout brick_agent.host.nvme reads (kernel 6.1, checked
+against the lab's captured tree): ``/sys/class/nvme/nvmeC`` (attributes and
+per-path namespace dirs), ``/sys/class/nvme-subsystem/nvme-subsysS`` (controller
+links and, with native multipath, head dirs), ``/dev/nvmeXnY`` nodes.  Kernel
+behaviours that matter to the connector are modelled: lowest free controller
+instance, subsystem instance = first controller's instance, EALREADY for an
+identical controller, a refused portal, a namespace whose identifiers changed
+is dropped on one scan and its successor added on the next.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import threading
+
+from brick_agent.connectors.nvmeof_actions import AlreadyConnected, ConnectRequest
+from brick_agent.errors import DeviceBusy, TargetUnreachable
+from brick_agent.host.roots import HostRoots
+
+
+@dataclasses.dataclass
+class FakeNs:
+    nsid: int
+    uuid: str | None
+    nguid: str | None  # 32 hex
+    size: int = 1 << 30
+
+
+@dataclasses.dataclass
+class FakeSubsys:
+    nqn: str
+    namespaces: dict[int, FakeNs]
+    portals: set[tuple[str, str, str]]  # (transport, traddr, trsvcid) reachable
+
+
+def _hyph(hex32: str) -> str:
+    return f"{hex32[:8]}-{hex32[8:12]}-{hex32[12:16]}-{hex32[16:20]}-{hex32[20:]}"
+
+
+def _write(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as fh:
+        fh.write(text + "\n")
+
+
+class FakeNvmeKernel:
+    """Fake targets + the host kernel's NVMe fabrics behaviour, acting on ``roots``."""
+
+    def __init__(self, roots: HostRoots, native: bool = True) -> None:
+        self.roots = roots
+        self.native = native
+        self.subsystems: dict[str, FakeSubsys] = {}
+        self.ctrls: dict[int, dict] = {}         # instance -> {nqn, req, subsys}
+        self.subsys_inst: dict[str, int] = {}    # nqn -> subsystem instance
+        self.heads: dict[str, dict[int, tuple[int, FakeNs]]] = {}  # nqn -> nsid -> (inst, ns)
+        self.requests: list[ConnectRequest] = []
+        self.flushed: list[str] = []
+        self.rescans: list[str] = []
+        self.fail_flush: set[str] = set()
+        self.fail_disconnect: set[str] = set()
+        self.lock = threading.Lock()
+        _write(roots.sysfs("module", "nvme_core", "parameters", "multipath"),
+               "Y" if native else "N")
+        for d in (roots.sysfs("class", "nvme"), roots.sysfs("class", "nvme-subsystem"),
+                  roots.sysfs("class", "block"), roots.dev, roots.etc):
+            os.makedirs(d, exist_ok=True)
+
+    # ---------------------------------------------------------------- target side
+    def add_target(self, nqn: str, portals: list[tuple[str, str, str]],
+                   namespaces: list[FakeNs]) -> FakeSubsys:
+        sub = FakeSubsys(nqn, {n.nsid: n for n in namespaces}, set(portals))
+        self.subsystems[nqn] = sub
+        return sub
+
+    # ---------------------------------------------------------------- actions
+    def connect(self, req: ConnectRequest) -> str:
+        with self.lock:
+            self.requests.append(req)
+            sub = self.subsystems.get(req.subsysnqn)
+            if sub is None or (req.transport, req.traddr, req.trsvcid or "") not in sub.portals:
+                raise TargetUnreachable(f"connect {req.describe()}: Connection refused")
+            for c in self.ctrls.values():
+                r = c["req"]
+                if (r.subsysnqn, r.transport, r.traddr, r.trsvcid, r.hostnqn) == (
+                        req.subsysnqn, req.transport, req.traddr, req.trsvcid, req.hostnqn):
+                    raise AlreadyConnected(req.describe())
+            inst = next(i for i in range(1000) if i not in self.ctrls)
+            self.ctrls[inst] = {"nqn": req.subsysnqn, "req": req}
+            name = f"nvme{inst}"
+            cdir = self._real_ctrl_dir(name)
+            addr = f"traddr={req.traddr}"
+            if req.transport != "fc":
+                addr += f",trsvcid={req.trsvcid}"
+            if req.host_traddr:
+                addr += f",host_traddr={req.host_traddr}"
+            if req.transport == "tcp":
+                addr += ",src_addr=127.0.0.1"
+            for attr, value in (("subsysnqn", req.subsysnqn), ("transport", req.transport),
+                                ("address", addr), ("state", "live"), ("hostnqn", req.hostnqn),
+                                ("hostid", req.hostid), ("cntlid", str(inst + 1)),
+                                ("ctrl_loss_tmo", str(req.ctrl_loss_tmo)),
+                                ("reconnect_delay", str(req.reconnect_delay))):
+                _write(os.path.join(cdir, attr), value)
+            os.symlink(cdir, self.roots.sysfs("class", "nvme", name))
+            if req.subsysnqn not in self.subsys_inst:
+                self.subsys_inst[req.subsysnqn] = inst
+                self.heads[req.subsysnqn] = {}
+                sdir = self._subsys_dir(req.subsysnqn)
+                _write(os.path.join(sdir, "subsysnqn"), req.subsysnqn)
+                os.symlink(sdir, self.roots.sysfs("class", "nvme-subsystem",
+                                                  os.path.basename(sdir)))
+            os.symlink(cdir, os.path.join(self._subsys_dir(req.subsysnqn), name))
+            self._scan(inst, passes=2)
+            return name
+
+    def disconnect(self, controller: str) -> None:
+        with self.lock:
+            if controller in self.fail_disconnect:
+                raise DeviceBusy(f"delete_controller {controller}: busy")
+            inst = int(controller[4:])
+            c = self.ctrls.pop(inst)
+            nqn = c["nqn"]
+            for nsid in list(self.heads[nqn]):
+                self._remove_path(inst, nqn, nsid)
+            os.unlink(self.roots.sysfs("class", "nvme", controller))
+            os.unlink(os.path.join(self._subsys_dir(nqn), controller))
+            shutil.rmtree(self._real_ctrl_dir(controller))
+            if not any(x["nqn"] == nqn for x in self.ctrls.values()):
+                for nsid in list(self.heads[nqn]):
+                    self._remove_head(nqn, nsid)
+                sdir = self._subsys_dir(nqn)
+                os.unlink(self.roots.sysfs("class", "nvme-subsystem", os.path.basename(sdir)))
+                shutil.rmtree(sdir)
+                del self.subsys_inst[nqn]
+                del self.heads[nqn]
+
+    def rescan(self, controller: str) -> None:
+        with self.lock:
+            self.rescans.append(controller)
+            self._scan(int(controller[4:]), passes=1)
+
+    def flush(self, device: str) -> None:
+        if device in self.fail_flush:
+            raise DeviceBusy(f"flush {device}: device busy")
+        self.flushed.append(device)
+
+    def write_host_identity(self, hostnqn: str | None, hostid: str | None) -> None:
+        for name, value in (("hostnqn", hostnqn), ("hostid", hostid)):
+            path = self.roots.etcfs("nvme", name)
+            if value is not None and not os.path.exists(path):
+                _write(path, value)
+
+    def md_create(self, name: str, devices: list[str | None]) -> None:
+        self.md_members = list(devices)
+        _write(self.roots.devfs("md", name), "md")
+
+    def md_stop(self, name: str) -> None:
+        os.unlink(self.roots.devfs("md", name))
+
+    # ---------------------------------------------------------------- host-side tree
+    def _real_ctrl_dir(self, name: str) -> str:
+        return self.roots.sysfs("devices", "virtual", "nvme-fabrics", "ctl", name)
+
+    def _subsys_dir(self, nqn: str) -> str:
+        return self.roots.sysfs("devices", "virtual", "nvme-subsystem",
+                                f"nvme-subsys{self.subsys_inst[nqn]}")
+
+    def _ns_attrs(self, path: str, ns: FakeNs) -> None:
+        _write(os.path.join(path, "nsid"), str(ns.nsid))
+        if ns.uuid:
+            _write(os.path.join(path, "uuid"), ns.uuid)
+            _write(os.path.join(path, "wwid"), f"uuid.{ns.uuid}")
+        elif ns.nguid:
+            _write(os.path.join(path, "uuid"), _hyph(ns.nguid))  # kernel compat quirk
+            _write(os.path.join(path, "wwid"), f"eui.{ns.nguid}")
+        if ns.nguid:
+            _write(os.path.join(path, "nguid"), _hyph(ns.nguid))
+        _write(os.path.join(path, "size"), str(ns.size // 512))
+        os.makedirs(os.path.join(path, "holders"), exist_ok=True)
+
+    def _path_name(self, inst: int, nqn: str, head_inst: int) -> str:
+        if self.native:
+            return f"nvme{self.subsys_inst[nqn]}c{inst}n{head_inst}"
+        return f"nvme{inst}n{head_inst}"
+
+    def _scan(self, inst: int, passes: int) -> None:
+        """One namespace scan of controller ``inst`` (kernel nvme_scan_work)."""
+        nqn = self.ctrls[inst]["nqn"]
+        sub = self.subsystems[nqn]
+        for _ in range(passes):
+            heads = self.heads[nqn]
+            dropped = set()
+            for nsid, (hinst, known) in list(heads.items()):
+                cur = sub.namespaces.get(nsid)
+                if cur is None or (cur.uuid, cur.nguid) != (known.uuid, known.nguid):
+                    # gone, or identifiers changed: the kernel removes it (and adds
+                    # a successor only on the next scan)
+                    for other in list(self.ctrls):
+                        if self.ctrls[other]["nqn"] == nqn:
+                            self._remove_path(other, nqn, nsid)
+                    self._remove_head(nqn, nsid)
+                    dropped.add(nsid)
+                elif cur.size != known.size:
+                    for path in self._ns_dirs(nqn, nsid):
+                        _write(os.path.join(path, "size"), str(cur.size // 512))
+                    heads[nsid] = (hinst, dataclasses.replace(cur))
+            for nsid, ns in sub.namespaces.items():
+                if nsid in dropped:
+                    continue
+                if nsid not in heads:
+                    used = {h for h, _ in heads.values()}
+                    hinst = next(i for i in range(1, 1000) if i not in used)
+                    heads[nsid] = (hinst, dataclasses.replace(ns))
+                    if self.native:
+                        head = f"nvme{self.subsys_inst[nqn]}n{hinst}"
+                        hdir = os.path.join(self._subsys_dir(nqn), head)
+                        self._ns_attrs(hdir, ns)
+                        os.symlink(hdir, self.roots.sysfs("class", "block", head))
+                        _write(self.roots.devfs(head), "")
+                hinst = heads[nsid][0]
+                pname = self._path_name(inst, nqn, hinst)
+                pdir = os.path.join(self._real_ctrl_dir(f"nvme{inst}"), pname)
+                if os.path.isdir(pdir):
+                    continue
+                self._ns_attrs(pdir, ns)
+                os.symlink(pdir, self.roots.sysfs("class", "block", pname))
+                if not self.native:
+                    _write(self.roots.devfs(pname), "")
+
+    def _ns_dirs(self, nqn: str, nsid: int) -> list[str]:
+        hinst = self.heads[nqn][nsid][0]
+        out = []
+        if self.native:
+            out.append(os.path.join(self._subsys_dir(nqn), f"nvme{self.subsys_inst[nqn]}n{hinst}"))
+        for inst, c in self.ctrls.items():
+            if c["nqn"] == nqn:
+                p = os.path.join(self._real_ctrl_dir(f"nvme{inst}"),
+                                 self._path_name(inst, nqn, hinst))
+                if os.path.isdir(p):
+                    out.append(p)
+        return out
+
+    def _remove_path(self, inst: int, nqn: str, nsid: int) -> None:
+        if nsid not in self.heads[nqn]:
+            return
+        pname = self._path_name(inst, nqn, self.heads[nqn][nsid][0])
+        pdir = os.path.join(self._real_ctrl_dir(f"nvme{inst}"), pname)
+        if os.path.isdir(pdir):
+            shutil.rmtree(pdir)
+            os.unlink(self.roots.sysfs("class", "block", pname))
+            if not self.native:
+                os.unlink(self.roots.devfs(pname))
+
+    def _remove_head(self, nqn: str, nsid: int) -> None:
+        hinst, _ = self.heads[nqn].pop(nsid)
+        if self.native:
+            head = f"nvme{self.subsys_inst[nqn]}n{hinst}"
+            shutil.rmtree(os.path.join(self._subsys_dir(nqn), head))
+            os.unlink(self.roots.sysfs("class", "block", head))
+            os.unlink(self.roots.devfs(head))
+
+    # ---------------------------------------------------------------- inspection
+    def controller_names(self, nqn: str | None = None) -> list[str]:
+        return sorted(f"nvme{i}" for i, c in self.ctrls.items() if nqn in (None, c["nqn"]))

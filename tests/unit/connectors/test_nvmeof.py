@@ -1,0 +1,356 @@
+"""NVMeOFConnector against a fake NVMe kernel acting on a fake sysfs/dev tree."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from brick_agent import config
+from brick_agent.connectors import factory
+from brick_agent.connectors.nvmeof import NVMeOFConnector
+from brick_agent.errors import (DeviceNotFound, InvalidConnectionProperties, LeftoversRemain,
+                                TargetUnreachable, VolumeIdentityMismatch)
+from brick_agent.host import nvme as hostnvme
+from brick_agent.host.roots import HostRoots
+from brick_agent.host.udev import DeviceWatch
+from tests.unit.connectors.nvmeof_fakes import FakeNs, FakeNvmeKernel
+
+NQN = "nqn.2014-08.org.example:subsys-a"
+NQN2 = "nqn.2014-08.org.example:subsys-b"
+U1, U2, U3 = (str(uuid.UUID(int=i + 0x1111)) for i in range(3))
+G1 = "a1" * 16
+P1 = ("127.0.0.1", 4420, "tcp")
+P2 = ("127.0.0.2", 4420, "tcp")
+
+
+def _conf(tmp_path, **overrides):
+    conf = config.new_conf()
+    conf.set_override("lock_path", str(tmp_path / "locks"), group="brick_agent")
+    conf.set_override("device_wait_timeout", 1.0, group="brick_agent")
+    conf.set_override("nvme_ctrl_loss_tmo", -1, group="brick_agent")
+    for key, value in overrides.items():
+        conf.set_override(key, value, group="brick_agent")
+    return conf
+
+
+@pytest.fixture
+def roots(tmp_path):
+    return HostRoots.under(str(tmp_path / "host"))
+
+
+def make(tmp_path, roots, native=True, use_multipath=None, **overrides):
+    kernel = FakeNvmeKernel(roots, native=native)
+    conn = NVMeOFConnector(
+        None, None, use_multipath=use_multipath, conf=_conf(tmp_path, **overrides),
+        roots=roots, actions=kernel,
+        watch_factory=lambda: DeviceWatch(use_netlink=False, poll_interval=0.01, roots=roots))
+    return kernel, conn
+
+
+def props(nqn=NQN, vol_uuid=U1, portals=(P1,), **extra):
+    d = {"target_nqn": nqn, "vol_uuid": vol_uuid, "portals": [list(p) for p in portals]}
+    d.update(extra)
+    return d
+
+
+def tcp(addr="127.0.0.1", port="4420"):
+    return ("tcp", addr, port)
+
+
+def nvme_dirs(roots):
+    return sorted(os.listdir(roots.sysfs("class", "nvme")))
+
+
+# ------------------------------------------------------------------- attach
+
+def test_attach_single_portal_returns_verified_namespace_and_stable_identity(tmp_path, roots):
+    kernel, conn = make(tmp_path, roots)
+    kernel.add_target(NQN, [tcp()], [FakeNs(1, U1, G1)])
+    given = props()
+    snapshot = {k: (list(v) if isinstance(v, list) else v) for k, v in given.items()}
+
+    info = conn.connect_volume(given)
+
+    assert info == {"type": "block", "path": roots.devfs("nvme0n1")}
+    assert given == snapshot  # caller's dict untouched
+    ns = [n for n in hostnvme.nvme_namespaces(roots) if n.name == "nvme0n1"][0]
+    assert ns.uuid == U1 and ns.controllers == ("nvme0",)
+    # the identity used for the connect was created once and persisted
+    hostnqn = open(roots.etcfs("nvme", "hostnqn")).read().strip()
+    hostid = open(roots.etcfs("nvme", "hostid")).read().strip()
+    req = kernel.requests[0]
+    assert (req.hostnqn, req.hostid) == (hostnqn, hostid)
+    assert req.ctrl_loss_tmo == -1 and req.reconnect_delay == 10
+    assert "ctrl_loss_tmo=-1" in req.options() and "trsvcid=4420" in req.options()
+    ctrl = hostnvme.find_controllers(roots, nqn=NQN)[0]
+    assert (ctrl.traddr, ctrl.trsvcid, ctrl.hostnqn) == ("127.0.0.1", "4420", hostnqn)
+
+
+def test_attach_reuses_live_controller_and_rescans(tmp_path, roots):
+    kernel, conn = make(tmp_path, roots)
+    sub = kernel.add_target(NQN, [tcp()], [FakeNs(1, U1, None)])
+    conn.connect_volume(props())
+    sub.namespaces[2] = FakeNs(2, U2, None)  # mapped later, no AEN
+
+    info = conn.connect_volume(props(vol_uuid=U2))
+
+    assert len(kernel.requests) == 1  # no second connect
+    assert kernel.rescans == ["nvme0"]
+    assert info["path"] == roots.devfs("nvme0n2")
+    assert nvme_dirs(roots) == ["nvme0"]
+
+
+def test_attach_finds_by_nguid_then_nsid_old_format(tmp_path, roots):
+    kernel, conn = make(tmp_path, roots)
+    kernel.add_target(NQN, [tcp()], [FakeNs(1, None, G1), FakeNs(7, U2, None)])
+    by_nguid = conn.connect_volume({"nqn": NQN, "transport_type": "tcp",
+                                    "target_portal": "127.0.0.1", "target_port": 4420,
+                                    "volume_nguid": G1.upper()})
+    by_nsid = conn.connect_volume({"nqn": NQN, "transport_type": "tcp",
+                                   "target_portal": "127.0.0.1", "target_port": 4420,
+                                   "ns_id": 7})
+    names = {n.name: n for n in hostnvme.nvme_namespaces(roots)}
+    assert names[os.path.basename(by_nguid["path"])].nguid == G1
+    assert names[os.path.basename(by_nsid["path"])].nsid == 7
+
+
+def test_target_without_identity_is_refused(tmp_path, roots):
+    kernel, conn = make(tmp_path, roots)
+    kernel.add_target(NQN, [tcp()], [FakeNs(1, U1, None)])
+    with pytest.raises(DeviceNotFound, match="refusing to guess"):
+        conn.connect_volume({"nqn": NQN, "transport_type": "tcp",
+                             "target_portal": "127.0.0.1", "target_port": 4420})
+    assert kernel.requests == []
+
+
+def test_invalid_properties_raise_before_any_action(tmp_path, roots):
+    kernel, conn = make(tmp_path, roots)
+    with pytest.raises(InvalidConnectionProperties):
+        conn.connect_volume({"target_nqn": NQN, "portals": [["127.0.0.1", "x", "tcp"]]})
+    assert kernel.requests == []
+
+
+def test_native_multipath_connects_all_portals_one_device(tmp_path, roots):
+    kernel, conn = make(tmp_path, roots, native=True)
+    kernel.add_target(NQN, [tcp(), tcp("127.0.0.2")], [FakeNs(1, U1, None)])
+    info = conn.connect_volume(props(portals=(P1, P2)))
+    assert info["path"] == roots.devfs("nvme0n1")
+    assert kernel.controller_names(NQN) == ["nvme0", "nvme1"]
+    ns = [n for n in hostnvme.nvme_namespaces(roots) if n.uuid == U1]
+    assert len(ns) == 1 and ns[0].controllers == ("nvme0", "nvme1")
+
+
+def test_non_native_single_path_connects_first_working_portal_only(tmp_path, roots):
+    kernel, conn = make(tmp_path, roots, native=False)
+    kernel.add_target(NQN, [tcp(), tcp("127.0.0.2")], [FakeNs(1, U1, None)])
+    info = conn.connect_volume(props(portals=(P1, P2)))
+    assert info["path"] == roots.devfs("nvme0n1")
+    assert kernel.controller_names() == ["nvme0"]
+
+
+def test_non_native_with_use_multipath_one_device_per_controller(tmp_path, roots):
+    kernel, conn = make(tmp_path, roots, native=False, use_multipath=True)
+    kernel.add_target(NQN, [tcp(), tcp("127.0.0.2")], [FakeNs(1, U1, None)])
+    info = conn.connect_volume(props(portals=(P1, P2)))
+    assert kernel.controller_names() == ["nvme0", "nvme1"]
+    assert sorted(conn.get_volume_paths(props(portals=(P1, P2)))) == [
+        roots.devfs("nvme0n1"), roots.devfs("nvme1n1")]
+    assert info["path"] in conn.get_volume_paths(props())
+
+
+def test_unreachable_portal_does_not_fail_attach(tmp_path, roots):
+    kernel, conn = make(tmp_path, roots, native=True)
+    kernel.add_target(NQN, [tcp("127.0.0.2")], [FakeNs(1, U1, None)])  # .1 refuses
+    info = conn.connect_volume(props(portals=(P1, P2)))
+    assert info["path"] == roots.devfs("nvme0n1")
+    assert {r.traddr for r in kernel.requests} == {"127.0.0.1", "127.0.0.2"}
+    assert [c.traddr for c in hostnvme.find_controllers(roots, nqn=NQN)] == ["127.0.0.2"]
+
+
+def test_all_portals_unreachable_raises_and_leaves_nothing(tmp_path, roots):
+    kernel, conn = make(tmp_path, roots)
+    kernel.add_target(NQN, [], [FakeNs(1, U1, None)])
+    with pytest.raises(TargetUnreachable, match="127.0.0.1:4420"):
+        conn.connect_volume(props(portals=(P1, P2)))
+    assert nvme_dirs(roots) == []
+
+
+def test_namespace_never_appears_undoes_created_controller(tmp_path, roots):
+    kernel, conn = make(tmp_path, roots, device_wait_timeout=0.2)
+    kernel.add_target(NQN, [tcp()], [FakeNs(1, U2, None)])
+    with pytest.raises(DeviceNotFound):
+        conn.connect_volume(props(vol_uuid=U3, ns_id=5))
+    assert nvme_dirs(roots) == []
+
+
+def test_failed_attach_keeps_controller_serving_other_volume(tmp_path, roots):
+    kernel, conn = make(tmp_path, roots, device_wait_timeout=0.2)
+    kernel.add_target(NQN, [tcp()], [FakeNs(1, U1, None)])
+    conn.connect_volume(props())
+    with pytest.raises(DeviceNotFound):
+        conn.connect_volume(props(vol_uuid=U3, ns_id=9))
+    assert nvme_dirs(roots) == ["nvme0"]
+
+
+def test_stale_namespace_with_other_uuid_is_never_returned(tmp_path, roots):
+    kernel, conn = make(tmp_path, roots)
+    sub = kernel.add_target(NQN, [tcp()], [FakeNs(1, U1, None)])
+    conn.connect_volume(props())  # host now has nsid 1 = U1
+    sub.namespaces[1] = FakeNs(1, U2, None)  # backend reused nsid 1 for another volume
+
+    info = conn.connect_volume(props(vol_uuid=U2, ns_id=1))
+
+    ns = [n for n in hostnvme.nvme_namespaces(roots) if roots.devfs(n.name) == info["path"]]
+    assert ns[0].uuid == U2
+    assert not [n for n in hostnvme.nvme_namespaces(roots) if n.uuid == U1]
+
+
+def test_stale_namespace_that_stays_raises_identity_mismatch(tmp_path, roots):
+    kernel, conn = make(tmp_path, roots, device_wait_timeout=0.3)
+    kernel.add_target(NQN, [tcp()], [FakeNs(1, U1, None)])
+    conn.connect_volume(props())
+    with pytest.raises(VolumeIdentityMismatch):
+        conn.connect_volume(props(vol_uuid=U2, ns_id=1))
+    # the other volume's controller was not torn down
+    assert nvme_dirs(roots) == ["nvme0"]
+
+
+def test_host_nqn_from_properties_is_used(tmp_path, roots):
+    kernel, conn = make(tmp_path, roots)
+    kernel.add_target(NQN, [tcp()], [FakeNs(1, U1, None)])
+    other = "nqn.2014-08.org.nvmexpress:uuid:" + U3
+    conn.connect_volume(props(host_nqn=other))
+    assert kernel.requests[0].hostnqn == other
+
+
+# ------------------------------------------------------------------- detach
+
+def test_detach_flushes_and_removes_controller(tmp_path, roots):
+    kernel, conn = make(tmp_path, roots)
+    kernel.add_target(NQN, [tcp()], [FakeNs(1, U1, None)])
+    info = conn.connect_volume(props())
+    conn.disconnect_volume(props(), info)
+    assert kernel.flushed == [info["path"]]
+    assert nvme_dirs(roots) == []
+    assert not os.path.exists(info["path"])
+
+
+def test_shared_subsystem_detach_keeps_controller_until_last(tmp_path, roots):
+    kernel, conn = make(tmp_path, roots)
+    sub = kernel.add_target(NQN, [tcp()], [FakeNs(1, U1, None), FakeNs(2, U2, None)])
+    a = conn.connect_volume(props(vol_uuid=U1))
+    b = conn.connect_volume(props(vol_uuid=U2))
+    assert len(kernel.requests) == 1
+
+    conn.disconnect_volume(props(vol_uuid=U1), a)
+    assert nvme_dirs(roots) == ["nvme0"]
+    assert os.path.exists(b["path"])
+    # the backend unmaps volume 1 (terminate_connection); AEN -> kernel rescan
+    del sub.namespaces[1]
+    kernel.rescan("nvme0")
+    conn.disconnect_volume(props(vol_uuid=U2), b)
+    assert nvme_dirs(roots) == []
+
+
+def test_detach_flush_failure_without_force_keeps_everything(tmp_path, roots):
+    kernel, conn = make(tmp_path, roots)
+    kernel.add_target(NQN, [tcp()], [FakeNs(1, U1, None)])
+    info = conn.connect_volume(props())
+    kernel.fail_flush.add(info["path"])
+    with pytest.raises(LeftoversRemain) as err:
+        conn.disconnect_volume(props(), info)
+    assert err.value.leftovers == [info["path"]]
+    assert nvme_dirs(roots) == ["nvme0"]
+
+
+def test_detach_force_disconnects_despite_flush_failure_and_reports(tmp_path, roots):
+    kernel, conn = make(tmp_path, roots)
+    kernel.add_target(NQN, [tcp()], [FakeNs(1, U1, None)])
+    info = conn.connect_volume(props())
+    kernel.fail_flush.add(info["path"])
+    with pytest.raises(LeftoversRemain, match="flush"):
+        conn.disconnect_volume(props(), info, force=True)
+    assert nvme_dirs(roots) == []
+
+
+def test_detach_disconnect_failure_reports_leftover_unless_ignored(tmp_path, roots):
+    kernel, conn = make(tmp_path, roots)
+    kernel.add_target(NQN, [tcp()], [FakeNs(1, U1, None)])
+    info = conn.connect_volume(props())
+    kernel.fail_disconnect.add("nvme0")
+    with pytest.raises(LeftoversRemain) as err:
+        conn.disconnect_volume(props(), info)
+    assert "controller nvme0" in err.value.leftovers
+    conn.disconnect_volume(props(), info, force=True, ignore_errors=True)  # no raise
+    kernel.fail_disconnect.clear()
+    conn.disconnect_volume(props(), info)
+    assert nvme_dirs(roots) == []
+
+
+def test_detach_of_absent_volume_is_a_no_op(tmp_path, roots):
+    kernel, conn = make(tmp_path, roots)
+    conn.disconnect_volume(props(), None)
+    assert kernel.flushed == []
+
+
+# ------------------------------------------------------------------- replicated
+
+def test_replicated_volume_builds_md_at_alias_degraded_when_replica_missing(tmp_path, roots):
+    kernel, conn = make(tmp_path, roots)
+    kernel.add_target(NQN, [tcp()], [FakeNs(1, U1, None)])
+    kernel.add_target(NQN2, [], [FakeNs(1, U2, None)])  # replica 2 unreachable
+    rprops = {"vol_uuid": U3, "alias": "vol-x", "replica_count": 2,
+              "volume_replicas": [props(), props(nqn=NQN2, vol_uuid=U2, portals=(P2,))]}
+    info = conn.connect_volume(rprops)
+    assert info["path"] == roots.devfs("md", "vol-x")
+    assert kernel.md_members == [roots.devfs("nvme0n1"), None]
+    assert conn.get_volume_paths(rprops) == [info["path"]]
+    conn.disconnect_volume(rprops, info)
+    assert not os.path.exists(info["path"]) and nvme_dirs(roots) == []
+
+
+# ------------------------------------------------------------------- queries / extend
+
+def test_get_volume_paths_accepts_plain_dicts_of_every_format(tmp_path, roots):
+    kernel, conn = make(tmp_path, roots)
+    kernel.add_target(NQN, [tcp()], [FakeNs(1, U1, G1)])
+    assert conn.get_volume_paths(props()) == []
+    info = conn.connect_volume(props())
+    old = {"nqn": NQN, "transport_type": "tcp", "target_portal": "127.0.0.1",
+           "target_port": "4420", "volume_nguid": G1}
+    assert conn.get_volume_paths(props()) == [info["path"]]
+    assert conn.get_volume_paths(old) == [info["path"]]
+    assert conn.get_volume_paths(props(vol_uuid=U2)) == []
+
+
+def test_get_all_available_volumes_lists_nvme_namespaces_with_controllers(tmp_path, roots):
+    kernel, conn = make(tmp_path, roots)
+    kernel.add_target(NQN, [tcp(), tcp("127.0.0.2")], [FakeNs(1, U1, G1)])
+    kernel.add_target(NQN2, [tcp()], [FakeNs(3, U2, None)])
+    conn.connect_volume(props(portals=(P1, P2)))
+    conn.connect_volume(props(nqn=NQN2, vol_uuid=U2))
+    vols = conn.get_all_available_volumes()
+    assert [(v["subsysnqn"], v["uuid"], v["nsid"]) for v in vols] == [
+        (NQN, U1, 1), (NQN2, U2, 3)]
+    assert vols[0]["nguid"] == G1
+    assert [(c["traddr"], c["state"], c["transport"]) for c in vols[0]["controllers"]] == [
+        ("127.0.0.1", "live", "tcp"), ("127.0.0.2", "live", "tcp")]
+    assert [v["uuid"] for v in conn.get_all_available_volumes(props(nqn=NQN2))] == [U2]
+    assert conn.get_search_path() == roots.dev
+
+
+def test_extend_volume_rescans_and_returns_new_size(tmp_path, roots):
+    kernel, conn = make(tmp_path, roots)
+    sub = kernel.add_target(NQN, [tcp()], [FakeNs(1, U1, None, size=1 << 30)])
+    conn.connect_volume(props())
+    sub.namespaces[1].size = 3 << 30
+    assert conn.extend_volume(props()) == 3 << 30
+    with pytest.raises(DeviceNotFound):
+        conn.extend_volume(props(vol_uuid=U2))
+
+
+def test_factory_builds_nvmeof_connector(tmp_path, roots):
+    conn = factory("NVMEOF", conf=_conf(tmp_path), roots=roots)
+    assert isinstance(conn, NVMeOFConnector) and conn.supports_multipath()
