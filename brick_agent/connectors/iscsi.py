@@ -1,0 +1,715 @@
+"""iSCSI connector: log in, scan exactly one LUN, verify identity, build the map; and back.
+
+Attach (:meth:`ISCSIConnector.connect_volume`):
+
+1. Validate the properties (nothing runs before that).
+2. Per path (one target, or every portal with multipath, in parallel), under
+   the target's lock (portal+IQN): reuse a session or log in once (manual
+   scan when supported; concurrent logins to one portal+IQN are merged),
+   re-validate a LUN that is already there (LUN reuse), else write
+   ``"c t l"`` to the session host's scan file.
+3. Wait for every device with a udev watch opened before the scan, all paths
+   under one deadline budget (``device_wait_timeout``).
+4. Check every path reports the same WWID (fail closed otherwise); with
+   multipath, wait for the dm map ``mpath-<wwid>`` holding the paths.
+5. On any failure undo what this call created: devices it scanned, sessions
+   it logged in that carry no other LUN.
+
+Detach finds the volume's devices by session+LUN *and* WWID, flushes the
+device that was used, removes the map, deletes each SCSI device, waits for
+them to go, and logs out of sessions left without LUNs.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from brick_agent import locking
+from brick_agent.connectors.base import Connector, DeviceInfo
+from brick_agent.connectors.iscsi_actions import ISCSIActions, NodeSettings
+from brick_agent.connectors import iscsi_view as view
+from brick_agent.errors import (AuthenticationFailed, BrickError, DeviceBusy, DeviceNotFound,
+                                LeftoversRemain, NotSupported,
+                                TargetUnreachable, VolumeIdentityMismatch)
+from brick_agent.deadline import Deadline
+from brick_agent.host import sysfs
+from brick_agent.host.block import block_device_for_path
+from brick_agent.host.iscsi import (IscsiSession, find_sessions, iscsi_sessions, read_session,
+                                    session_devices, session_targets)
+from brick_agent.host.roots import HostRoots
+from brick_agent.host.scsi import HCTL, ScsiDevice, same_wwid, scsi_device, scsi_device_by_name
+from brick_agent.host.udev import DeviceWatch
+from brick_agent.properties.iscsi import ISCSIProperties, ISCSITarget, Portal, parse_iscsi
+
+LOG = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SEARCH_DIR = ("disk", "by-path")
+_LIVE_STATES = (None, "LOGGED_IN")
+
+
+# ----------------------------------------------------------------------------- helpers
+def initiator_name(roots: HostRoots) -> str | None:
+    """This host's iSCSI initiator IQN from /etc/iscsi/initiatorname.iscsi (None if unset)."""
+    try:
+        with open(roots.etcfs("iscsi", "initiatorname.iscsi"), encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        line = line.strip()
+        if line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        if key.strip() == "InitiatorName" and value.strip():
+            return value.strip()
+    return None
+
+
+def _watch_for(roots: HostRoots) -> Callable[[], DeviceWatch]:
+    def make() -> DeviceWatch:
+        return DeviceWatch(subsystems=("block", "scsi"), roots=roots, poll_interval=0.25)
+    return make
+
+
+@dataclasses.dataclass
+class _AttachRecord:
+    """What one connect call created, so a failure can undo exactly that."""
+
+    logins: list[tuple[ISCSITarget, int]] = dataclasses.field(default_factory=list)  # (target, sid)
+    scanned: list[HCTL] = dataclasses.field(default_factory=list)
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Path:
+    target: ISCSITarget
+    session: IscsiSession
+    device: ScsiDevice
+    wwid: str
+
+
+_LOGINS = locking.SingleFlight()
+
+
+# ----------------------------------------------------------------------------- connector
+class ISCSIConnector(Connector):
+    """Attach/detach iSCSI volumes (os-brick compatible ``ISCSIConnector``)."""
+
+    protocol = "ISCSI"
+
+    def __init__(self, root_helper: str | None = None, driver: Any = None, *,
+                 transport: str | None = "default", actions: ISCSIActions | None = None,
+                 watch_factory: Callable[[], Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(root_helper, driver, **kwargs)
+        self.transport = transport or "default"
+        self.iface = "default" if self.transport in ("default", "tcp") else self.transport
+        self._actions = actions
+        self._watch_factory = watch_factory or _watch_for(self.roots)
+        self._limit: locking.HostConcurrencyLimit | None = None
+
+    # ---------------------------------------------------------------- plumbing
+    @property
+    def actions(self) -> ISCSIActions:
+        if self._actions is None:
+            from brick_agent.connectors.iscsi_privileged import PrivilegedISCSIActions
+            self._actions = PrivilegedISCSIActions(self.conf)
+        return self._actions
+
+    def _parse(self, props: Mapping[str, Any]) -> ISCSIProperties:
+        return parse_iscsi(props, use_multipath=self.use_multipath)
+
+    def _lock_timeout(self) -> float:
+        # bounded: a stuck holder must not hang every later attach of that target
+        return (self.opts.login_timeout + self.opts.device_wait_timeout
+                + self.opts.command_timeout)
+
+    def _target_lock(self, target: ISCSITarget):
+        return locking.target_lock("iscsi", locking.iscsi_target_key(target.portal.address,
+                                                                      target.iqn),
+                                   lock_path=self.opts.lock_path,
+                                   timeout=self._lock_timeout())
+
+    def _host_slot(self):
+        if self._limit is None:
+            self._limit = locking.HostConcurrencyLimit(self.opts.max_concurrent_operations,
+                                                       self.opts.lock_path)
+        return self._limit.slot(timeout=self._lock_timeout())
+
+    def _sessions(self, target: ISCSITarget) -> list[IscsiSession]:
+        found = find_sessions(self.roots, target.iqn, target.portal.host, target.portal.port)
+        return [s for s in found if s.state in _LIVE_STATES] or found
+
+    # ---------------------------------------------------------------- attach
+    def connect_volume(self, connection_properties: Mapping[str, Any]) -> DeviceInfo:
+        props = self._parse(connection_properties)
+        deadline = Deadline.after(self.opts.device_wait_timeout)
+        record = _AttachRecord()
+        start = time.monotonic()
+        with self._host_slot():
+            try:
+                if props.use_multipath:
+                    info = self._connect_multipath(props, deadline, record)
+                else:
+                    info = self._connect_single(props, deadline, record)
+            except BaseException as exc:
+                LOG.warning("iSCSI attach of %s failed (%s: %s); undoing what it created",
+                            self._describe(props), type(exc).__name__, exc)
+                self._undo(record)
+                raise
+        LOG.info("iSCSI attach of %s -> %s in %.3fs", self._describe(props), info["path"],
+                 time.monotonic() - start)
+        return info
+
+    @staticmethod
+    def _describe(props: ISCSIProperties) -> str:
+        t = props.primary
+        return f"{t.iqn} lun {t.lun} via {t.portal.address}"
+
+    def _connect_single(self, props: ISCSIProperties, deadline: Deadline,
+                        record: _AttachRecord) -> DeviceInfo:
+        ordered = [props.primary] + [t for t in props.targets if t != props.primary]
+        errors: list[BaseException] = []
+        for target in ordered:
+            try:
+                path = self._attach_path(props, target, deadline, record)
+            except (AuthenticationFailed, VolumeIdentityMismatch):
+                raise
+            except BrickError as exc:
+                errors.append(exc)
+                if deadline.expired:
+                    break
+                continue
+            return {"type": "block", "path": self.roots.devfs(path.device.name),
+                    "scsi_wwn": path.wwid}
+        raise _best_error(errors)
+
+    def _targets_for_multipath(self, props: ISCSIProperties,
+                               deadline: Deadline) -> list[ISCSITarget]:
+        if not props.needs_discovery:
+            return list(props.targets)
+        primary = props.primary
+        found = self.actions.discover(primary.portal.address, self.iface,
+                                      props.discovery_auth,
+                                      min(self.opts.login_timeout, deadline.remaining()))
+        same_iqn = [(p, q) for p, q in found if q == primary.iqn]
+        chosen = same_iqn or found
+        targets = [primary]
+        for portal_text, iqn in chosen:
+            portal = _portal(portal_text)
+            if portal is None:
+                continue
+            t = ISCSITarget(portal, iqn, primary.lun)
+            if t not in targets:
+                targets.append(t)
+        LOG.debug("sendtargets at %s gave %d path(s)", primary.portal.address, len(targets))
+        return targets
+
+    def _connect_multipath(self, props: ISCSIProperties, deadline: Deadline,
+                           record: _AttachRecord) -> DeviceInfo:
+        targets = self._targets_for_multipath(props, deadline)
+        paths: list[_Path] = []
+        errors: list[BaseException] = []
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(targets),
+                                                   thread_name_prefix="iscsi-path") as pool:
+            futures = [pool.submit(self._attach_path, props, t, deadline, record)
+                       for t in targets]
+            for fut in futures:
+                try:
+                    paths.append(fut.result())
+                except BaseException as exc:  # noqa: BLE001 - collected and re-raised below
+                    errors.append(exc)
+        for exc in errors:
+            if isinstance(exc, VolumeIdentityMismatch):
+                raise exc
+        if not paths:
+            raise _best_error(errors)
+        if errors:
+            LOG.warning("iSCSI multipath attach continues with %d of %d paths (%s)",
+                        len(paths), len(targets), "; ".join(str(e) for e in errors))
+        wwid = paths[0].wwid
+        for p in paths[1:]:
+            if not same_wwid(p.wwid, wwid):
+                raise VolumeIdentityMismatch(
+                    f"paths of one volume disagree on its WWID: {paths[0].device.name}="
+                    f"{wwid}, {p.device.name}={p.wwid}")
+        names = [p.device.name for p in paths]
+        if not self.actions.multipathd_running():
+            if props.enforce_multipath or self.opts.enforce_multipath:
+                raise NotSupported("multipath enforced but multipathd is not running")
+            LOG.warning("multipathd is not running: returning single path %s", names[0])
+            return {"type": "block", "path": self.roots.devfs(names[0]), "scsi_wwn": wwid}
+        mpath = self._wait_for_map(wwid, names, deadline)
+        return {"type": "block", "path": self.roots.devfs(mpath.dm_name), "scsi_wwn": wwid,
+                "multipath_id": wwid}
+
+    def _wait_for_map(self, wwid: str, names: list[str], deadline: Deadline) -> view.MultipathMap:
+        budget = Deadline.after(min(deadline.remaining(), self.opts.multipath_wait_timeout))
+
+        def complete() -> view.MultipathMap | None:
+            m = view.map_for_wwid(self.roots, wwid)
+            if m is not None and set(names) <= set(m.slaves) and \
+                    view.dev_node_exists(self.roots, m.dm_name):
+                return m
+            return None
+
+        m = complete()
+        if m is None:
+            with self._watch_factory() as watch:
+                self.actions.multipath_add(wwid, names)
+                try:
+                    m = watch.wait_for(complete, budget, what=f"multipath map of {wwid}")
+                except DeviceNotFound:
+                    m = None
+        if m is None:
+            partial = view.map_for_wwid(self.roots, wwid)
+            if partial is None or not set(partial.slaves) & set(names):
+                raise DeviceNotFound(f"no multipath map mpath-{wwid} with paths "
+                                     f"{', '.join(names)} within {budget.budget:.1f}s")
+            LOG.warning("multipath map %s has paths %s of %s", partial.dm_name,
+                        ", ".join(partial.slaves), ", ".join(names))
+            m = partial
+        for s in m.slaves:  # the map must not mix in a path of another LUN
+            if s in names:
+                continue
+            dev = self._scsi_by_name(s)
+            if dev is not None and dev.wwid and not same_wwid(dev.wwid, wwid):
+                raise VolumeIdentityMismatch(f"map {m.dm_name} holds {s} with WWID {dev.wwid}")
+        return m
+
+    def _scsi_by_name(self, name: str) -> ScsiDevice | None:
+        return scsi_device_by_name(self.roots, name)
+
+    # one path ---------------------------------------------------------------
+    def _attach_path(self, props: ISCSIProperties, target: ISCSITarget, deadline: Deadline,
+                     record: _AttachRecord) -> _Path:
+        lun = props.scsi_lun(target.lun)
+        with self._watch_factory() as watch:
+            with self._target_lock(target):
+                session = self._ensure_session(props, target, deadline, record)
+                existing = view.session_lun(self.roots, session, lun)
+                if existing is not None:
+                    existing = self._revalidate(existing)
+                if existing is None:
+                    self._scan(session, lun, record)
+            try:
+                device = watch.wait_for(lambda: self._ready(session, lun), deadline,
+                                        what=f"LUN {target.lun} of {target.iqn} via "
+                                             f"{target.portal.address}")
+            except DeviceNotFound as exc:
+                raise DeviceNotFound(
+                    f"LUN {target.lun} of {target.iqn} did not appear via "
+                    f"{target.portal.address} within {deadline.budget:.1f}s") from exc
+        wwid = view.udev_wwid(device)
+        if not wwid:
+            raise VolumeIdentityMismatch(
+                f"{device.name} ({device.hctl}) has no WWID (VPD page 0x83): cannot verify "
+                "it is the volume")
+        return _Path(target, session, device, wwid)
+
+    def _ready(self, session: IscsiSession, lun: int) -> ScsiDevice | None:
+        dev = view.session_lun(self.roots, session, lun)
+        if dev is None or not dev.name or not view.dev_node_exists(self.roots, dev.name):
+            return None
+        return dev
+
+    def _scan(self, session: IscsiSession, lun: int, record: _AttachRecord) -> None:
+        targets = session_targets(session)
+        if targets:
+            channel, target_id = targets[0][1], targets[0][2]
+        else:
+            tid = sysfs.read_int(os.path.join(session.sysfs_path, "target_id"))
+            channel, target_id = (0, tid) if tid is not None else (None, None)
+        if session.host_number is None:
+            raise DeviceNotFound(f"session{session.sid} has no SCSI host")
+        if channel is not None and target_id is not None:
+            with record.lock:
+                record.scanned.append(HCTL(session.host_number, channel, target_id, lun))
+        self.actions.scan_lun(session.host_number, channel, target_id, lun)
+        if channel is None:
+            dev = view.session_lun(self.roots, session, lun)
+            if dev is not None:
+                with record.lock:
+                    record.scanned.append(dev.hctl)
+
+    def _revalidate(self, dev: ScsiDevice) -> ScsiDevice | None:
+        """A LUN that was already there: make sure it is still what the target exports.
+
+        The kernel caches VPD pages; a rescan re-reads them.  When the WWID
+        changed (the target now exports another volume at this LUN), the old
+        device is stale: delete it if nothing holds it (the caller then scans
+        afresh), else fail closed.
+        """
+        before = dev.wwid
+        self.actions.rescan_device(dev.hctl)
+        now = scsi_device(self.roots, dev.hctl)
+        if now is None:
+            return None
+        if before == now.wwid or before is None:
+            return now
+        holders = view.map_for_slave(self.roots, now.name) if now.name else None
+        if holders is not None:
+            raise VolumeIdentityMismatch(
+                f"{now.name} ({now.hctl}) changed identity from {before} to {now.wwid} and is "
+                f"still held by {holders.dm_name}; refusing to use it")
+        LOG.warning("%s (%s) is stale: WWID was %s, target now reports %s; removing it",
+                    now.name, now.hctl, before, now.wwid)
+        self.actions.delete_device(now.hctl)
+        return None
+
+    def _ensure_session(self, props: ISCSIProperties, target: ISCSITarget, deadline: Deadline,
+                        record: _AttachRecord) -> IscsiSession:
+        found = self._sessions(target)
+        if found:
+            return found[0]
+        key = (target.portal.address, target.iqn, self.iface)
+
+        def login() -> IscsiSession:
+            again = self._sessions(target)
+            if again:
+                return again[0]
+            timeout = min(self.opts.login_timeout, max(deadline.remaining(), 0.1))
+            self.actions.login(NodeSettings(
+                portal=target.portal.address, iqn=target.iqn, iface=self.iface,
+                auth=props.auth, manual_scan=self.actions.manual_scan_supported(),
+                login_timeout=timeout))
+            with self._watch_factory() as watch:
+                try:
+                    session = watch.wait_for(
+                        lambda: next(iter(self._sessions(target)), None),
+                        Deadline.after(min(2.0, max(deadline.remaining(), 0.1))),
+                        what=f"session to {target.iqn}")
+                except DeviceNotFound:
+                    raise TargetUnreachable(
+                        f"login to {target.iqn} at {target.portal.address} reported success "
+                        "but no session appeared") from None
+            with record.lock:
+                record.logins.append((target, session.sid))
+            LOG.debug("logged in to %s at %s: session%d (host%s)", target.iqn,
+                      target.portal.address, session.sid, session.host_number)
+            return session
+
+        return _LOGINS.do(key, login)
+
+    def _undo(self, record: _AttachRecord) -> None:
+        """Delete devices this attach scanned; log out sessions it created that are empty."""
+        for hctl in record.scanned:
+            if scsi_device(self.roots, hctl) is None:
+                continue
+            try:
+                dev = scsi_device(self.roots, hctl)
+                if dev is not None and dev.name:
+                    m = view.map_for_slave(self.roots, dev.name)
+                    if m is not None and set(m.slaves) <= {dev.name}:
+                        self.actions.multipath_remove(m.name or m.dm_name, m.wwid)
+                self.actions.delete_device(hctl)
+            except BrickError as exc:
+                LOG.warning("undo: could not delete %s: %s", hctl, exc)
+        for target, sid in record.logins:
+            try:
+                with self._target_lock(target):
+                    session = read_session(self.roots, sid)
+                    if session is None or session_devices(self.roots, session):
+                        continue
+                    self.actions.logout(target.portal.address, target.iqn, self.iface)
+            except BrickError as exc:
+                LOG.warning("undo: could not log out of %s at %s: %s", target.iqn,
+                            target.portal.address, exc)
+
+    # ---------------------------------------------------------------- detach
+    def _volume_devices(self, props: ISCSIProperties,
+                        wwid: str | None) -> tuple[list[tuple[IscsiSession, ScsiDevice]],
+                                                   list[IscsiSession]]:
+        """(session, LUN) pairs at this volume's targets, and every session looked at."""
+        seen: dict[tuple[int, HCTL], tuple[IscsiSession, ScsiDevice]] = {}
+        looked: dict[int, IscsiSession] = {}
+        iqns = {t.iqn for t in props.targets}
+        want: list[tuple[IscsiSession, int]] = []
+        for t in props.targets:
+            for s in self._sessions(t):
+                want.append((s, props.scsi_lun(t.lun)))
+        if props.use_multipath:
+            lun = props.scsi_lun()
+            for s in iscsi_sessions(self.roots):
+                if s.target_iqn in iqns:
+                    want.append((s, lun))
+        for s, lun in want:
+            looked[s.sid] = s
+            dev = view.session_lun(self.roots, s, lun)
+            if dev is not None:
+                seen[(s.sid, dev.hctl)] = (s, dev)
+        if wwid:  # every iSCSI path of the map (portals found by discovery included)
+            m = view.map_for_wwid(self.roots, wwid)
+            if m is not None:
+                by_host = {s.host_number: s for s in iscsi_sessions(self.roots)}
+                for slave in m.slaves:
+                    dev = self._scsi_by_name(slave)
+                    if dev is not None and dev.hctl.host in by_host:
+                        s = by_host[dev.hctl.host]
+                        looked[s.sid] = s
+                        seen.setdefault((s.sid, dev.hctl), (s, dev))
+        return list(seen.values()), list(looked.values())
+
+    def disconnect_volume(self, connection_properties: Mapping[str, Any],
+                          device_info: Mapping[str, Any] | None, force: bool = False,
+                          ignore_errors: bool = False) -> None:
+        props = self._parse(connection_properties)
+        info = dict(device_info or {})
+        start = time.monotonic()
+        with self._host_slot():
+            leftovers = self._disconnect(props, info, force)
+        if leftovers:
+            LOG.warning("iSCSI detach of %s left behind: %s", self._describe(props),
+                        ", ".join(leftovers))
+            if not ignore_errors:
+                raise LeftoversRemain("iSCSI detach incomplete", leftovers)
+        else:
+            LOG.info("iSCSI detach of %s done in %.3fs", self._describe(props),
+                     time.monotonic() - start)
+
+    def _expected_wwid(self, info: Mapping[str, Any],
+                       found: list[tuple[IscsiSession, ScsiDevice]]) -> str | None:
+        for key in ("scsi_wwn", "multipath_id"):
+            value = info.get(key)
+            if isinstance(value, str) and value.strip():
+                return value.strip()
+        path = info.get("path")
+        if isinstance(path, str) and path:
+            dev = block_device_for_path(self.roots, path)
+            if dev is not None and dev.dm_uuid and dev.dm_uuid.startswith("mpath-"):
+                return dev.dm_uuid[len("mpath-"):]
+            if dev is not None and dev.wwid:
+                return view.scsi_wwid_to_udev(dev.wwid)
+        wwids = {view.udev_wwid(d) for _, d in found if d.wwid}
+        if len(wwids) == 1:
+            return wwids.pop()
+        if len(wwids) > 1:
+            raise VolumeIdentityMismatch(
+                "devices at this volume's LUN disagree on the WWID and device_info names "
+                f"none: {', '.join(sorted(w for w in wwids if w))}; refusing to guess")
+        return None
+
+    def _disconnect(self, props: ISCSIProperties, info: dict[str, Any], force: bool) -> list[str]:
+        leftovers: list[str] = []
+        found, _ = self._volume_devices(props, None)
+        wwid = self._expected_wwid(info, found)
+        found, looked = self._volume_devices(props, wwid)
+        ours: list[tuple[IscsiSession, ScsiDevice]] = []
+        for s, d in found:
+            if wwid and d.wwid and same_wwid(d.wwid, wwid):
+                ours.append((s, d))
+            elif d.wwid is None and force:
+                ours.append((s, d))   # unreadable identity: only removed when forced
+            else:
+                LOG.warning("leaving %s (%s): WWID %s is not the volume's %s", d.name, d.hctl,
+                            d.wwid, wwid)
+                if d.wwid is None:
+                    leftovers.append(f"{d.hctl} (WWID unreadable; use force)")
+        mpath = view.map_for_wwid(self.roots, wwid) if wwid else None
+        if mpath is None:
+            for _, d in ours:
+                if d.name:
+                    mpath = view.map_for_slave(self.roots, d.name)
+                    if mpath is not None:
+                        break
+
+        # 1. flush what was used
+        used = self._used_device(info, mpath, ours)
+        if used is not None:
+            try:
+                self.actions.flush(self.roots.devfs(used))
+            except BrickError as exc:
+                if not force:
+                    raise DeviceBusy(f"cannot flush {used}: {exc}") from exc
+                leftovers.append(f"{used} (flush failed: {exc})")
+        # 2. the multipath map
+        if mpath is not None:
+            try:
+                with self._watch_factory() as watch:
+                    self.actions.multipath_remove(mpath.name or mpath.dm_name, mpath.wwid)
+                    watch.wait_gone(lambda: view.read_map(self.roots, mpath.dm_name),
+                                    Deadline.after(self.opts.device_removal_timeout),
+                                    what=f"map {mpath.dm_name}")
+            except BrickError as exc:
+                if not force:
+                    raise
+                leftovers.append(f"{mpath.dm_name} (map removal failed: {exc})")
+        # 3. the SCSI devices, under their target's lock; then empty sessions
+        by_sid: dict[int, IscsiSession] = {s.sid: s for s in looked}
+        with self._watch_factory() as watch:
+            for s, d in ours:
+                try:
+                    with self._session_lock(s):
+                        self.actions.delete_device(d.hctl)
+                except BrickError as exc:
+                    if not force:
+                        raise
+                    leftovers.append(f"{d.name or d.hctl} (delete failed: {exc})")
+            hctls = [d.hctl for _, d in ours]
+            try:
+                watch.wait_gone(lambda: any(scsi_device(self.roots, h) for h in hctls),
+                                Deadline.after(self.opts.device_removal_timeout),
+                                what="SCSI devices " + ", ".join(map(str, hctls)))
+            except DeviceNotFound:
+                for h in hctls:
+                    if scsi_device(self.roots, h) is not None:
+                        leftovers.append(f"{h} (still present)")
+        for sid, s in sorted(by_sid.items()):
+            if not self._touches(props, s, ours):
+                continue
+            try:
+                with self._session_lock(s):
+                    now = read_session(self.roots, sid)
+                    if now is None:
+                        continue
+                    remaining = session_devices(self.roots, now)
+                    if remaining:
+                        LOG.debug("session%d keeps %d other LUN(s): staying logged in", sid,
+                                  len(remaining))
+                        continue
+                    self.actions.logout(now.portal or "", now.target_iqn or "", self.iface)
+            except BrickError as exc:
+                if not force:
+                    raise
+                leftovers.append(f"session{sid} (logout failed: {exc})")
+        return leftovers
+
+    @staticmethod
+    def _touches(props: ISCSIProperties, session: IscsiSession,
+                 ours: list[tuple[IscsiSession, ScsiDevice]]) -> bool:
+        """Log out only of sessions of this volume: ones we deleted from, or its targets."""
+        if any(s.sid == session.sid for s, _ in ours):
+            return True
+        return any(t.iqn == session.target_iqn for t in props.targets)
+
+    def _session_lock(self, session: IscsiSession):
+        portal = session.portal or "unknown"
+        return locking.target_lock("iscsi", locking.iscsi_target_key(portal,
+                                                                      session.target_iqn or "?"),
+                                   lock_path=self.opts.lock_path,
+                                   timeout=self._lock_timeout())
+
+    def _used_device(self, info: Mapping[str, Any], mpath: view.MultipathMap | None,
+                     ours: list[tuple[IscsiSession, ScsiDevice]]) -> str | None:
+        names = {d.name for _, d in ours if d.name}
+        path = info.get("path")
+        if isinstance(path, str) and path:
+            dev = block_device_for_path(self.roots, path)
+            if dev is not None and (dev.name in names or
+                                    (mpath is not None and dev.name == mpath.dm_name)):
+                return dev.name
+        if mpath is not None:
+            return mpath.dm_name
+        if len(names) == 1:
+            return next(iter(names))
+        return None
+
+    # ---------------------------------------------------------------- queries
+    def get_volume_paths(self, connection_properties: Mapping[str, Any]) -> list[str]:
+        props = self._parse(connection_properties)
+        found, _ = self._volume_devices(props, None)
+        out = []
+        for s, d in found:
+            if not d.name:
+                continue
+            link = self.roots.devfs(*SEARCH_DIR, _by_path_name(s, d))
+            out.append(link if os.path.lexists(link) else self.roots.devfs(d.name))
+        return out
+
+    def get_all_available_volumes(
+            self, connection_properties: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        iqns = None
+        if connection_properties is not None:
+            iqns = {t.iqn for t in self._parse(connection_properties).targets}
+        out = []
+        for s in iscsi_sessions(self.roots):
+            if iqns is not None and s.target_iqn not in iqns:
+                continue
+            for d in session_devices(self.roots, s):
+                mpath = view.map_for_slave(self.roots, d.name) if d.name else None
+                out.append({
+                    "portal": s.portal, "iqn": s.target_iqn, "lun": d.hctl.lun,
+                    "hctl": str(d.hctl), "session": s.sid,
+                    "wwid": view.udev_wwid(d),
+                    "path": self.roots.devfs(d.name) if d.name else None,
+                    "multipath": self.roots.devfs(mpath.dm_name) if mpath else None,
+                })
+        return out
+
+    def get_search_path(self) -> str:
+        return self.roots.devfs(*SEARCH_DIR)
+
+    def supports_multipath(self) -> bool:
+        return self.actions.multipathd_running()
+
+    def extend_volume(self, connection_properties: Mapping[str, Any]) -> int:
+        props = self._parse(connection_properties)
+        found, _ = self._volume_devices(props, None)
+        found = [(s, d) for s, d in found if d.name]
+        if not found:
+            raise DeviceNotFound(f"no device of {self._describe(props)} to extend")
+        wwids = {view.udev_wwid(d) for _, d in found}
+        if len(wwids) != 1 or None in wwids:
+            raise VolumeIdentityMismatch(f"paths of {self._describe(props)} disagree on the "
+                                         f"WWID: {sorted(str(w) for w in wwids)}")
+        wwid = wwids.pop()
+        for _, d in found:
+            self.actions.rescan_device(d.hctl)
+        sizes = {d.name: view.block_size(self.roots, d.name) for _, d in found}
+        if len(set(sizes.values())) != 1 or None in sizes.values():
+            raise BrickError(f"paths of {self._describe(props)} disagree on the size after a "
+                             f"rescan: {sizes}")
+        size = next(iter(sizes.values()))
+        mpath = view.map_for_wwid(self.roots, wwid)
+        if mpath is not None:
+            with self._watch_factory() as watch:
+                self.actions.multipath_resize(mpath.name or mpath.dm_name)
+                try:
+                    watch.wait_for(
+                        lambda: True if view.block_size(self.roots, mpath.dm_name) == size
+                        else None, Deadline.after(self.opts.multipath_wait_timeout),
+                        what=f"map {mpath.dm_name} at {size} bytes")
+                except DeviceNotFound:
+                    raise BrickError(
+                        f"map {mpath.dm_name} did not grow to {size} bytes (now "
+                        f"{view.block_size(self.roots, mpath.dm_name)})") from None
+        LOG.info("iSCSI extend of %s: %d bytes", self._describe(props), size)
+        return int(size)
+
+
+# ----------------------------------------------------------------------------- module helpers
+def _portal(text: str) -> Portal | None:
+    from brick_agent.properties.iscsi import parse_portal
+    try:
+        return parse_portal(text.split(",", 1)[0], "discovered portal")
+    except (BrickError, ValueError):
+        LOG.warning("ignoring unparseable discovered portal %r", text)
+        return None
+
+
+def _by_path_name(session: IscsiSession, dev: ScsiDevice) -> str:
+    lun = dev.hctl.lun
+    lun_text = str(lun) if lun < 256 else f"0x{lun & 0xffff:04x}{(lun >> 16) & 0xffff:04x}00000000"
+    return f"ip-{session.portal}-iscsi-{session.target_iqn}-lun-{lun_text}"
+
+
+def _best_error(errors: list[BaseException]) -> BaseException:
+    """The most telling error of several failed paths (auth > identity > not found > unreachable)."""
+    for kind in (AuthenticationFailed, VolumeIdentityMismatch, DeviceNotFound,
+                 TargetUnreachable, NotSupported):
+        for exc in errors:
+            if isinstance(exc, kind):
+                return exc
+    if errors:
+        return errors[0]
+    return DeviceNotFound("no path to the volume")
+
+
+__all__ = ["ISCSIConnector", "initiator_name"]

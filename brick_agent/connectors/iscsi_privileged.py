@@ -1,0 +1,183 @@
+"""Production :class:`~brick_agent.connectors.iscsi_actions.ISCSIActions`: the privileged entrypoints.
+
+A thin adapter: it turns connector intents into calls of
+``brick_agent.privileged.{iscsi,scsi,block,multipath}`` and iscsiadm exit
+codes into typed errors.  It decides nothing about which device or session
+to touch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+
+from oslo_config import cfg
+
+from brick_agent import locking, privileged
+from brick_agent.connectors.iscsi_actions import NodeSettings
+from brick_agent.errors import AuthenticationFailed, CommandFailed, TargetUnreachable
+from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
+from brick_agent.host.scsi import HCTL
+from brick_agent.properties.iscsi import ChapCredentials
+
+LOG = logging.getLogger(__name__)
+
+#: iscsiadm exit codes (open-iscsi include/iscsi_err.h).
+ERR_TRANS = 4                 # connection/transport failure
+ERR_LOGIN = 5                 # generic login failure
+ERR_TRANS_TIMEOUT = 8
+ERR_PDU_TIMEOUT = 11
+ERR_FATAL_LOGIN = 19          # target refused the login (e.g. not authorised)
+ERR_LOGIN_AUTH_FAILED = 24    # CHAP rejected
+UNREACHABLE = {ERR_TRANS, ERR_TRANS_TIMEOUT, ERR_PDU_TIMEOUT, ERR_LOGIN}
+
+_init_lock = threading.Lock()
+_initialised = False
+
+
+def _ensure_privsep(conf: cfg.ConfigOpts) -> None:
+    global _initialised
+    with _init_lock:
+        if not _initialised:
+            privileged.init(conf)
+            _initialised = True
+
+
+def _chap_settings(prefix: str, auth: ChapCredentials | None) -> list[tuple[str, str]]:
+    if auth is None:
+        return [(f"{prefix}.authmethod", "None")]
+    return [(f"{prefix}.authmethod", "CHAP"), (f"{prefix}.username", auth.username),
+            (f"{prefix}.password", auth.password.reveal())]
+
+
+def _login_error(exc: CommandFailed, portal: str, iqn: str) -> Exception:
+    where = f"{iqn} at {portal}"
+    if exc.returncode == ERR_LOGIN_AUTH_FAILED:
+        return AuthenticationFailed(f"CHAP authentication to {where} was rejected")
+    if exc.timed_out or exc.returncode in UNREACHABLE:
+        what = "timed out" if exc.timed_out else f"failed (iscsiadm exit {exc.returncode})"
+        return TargetUnreachable(f"login to {where} {what}")
+    if exc.returncode == ERR_FATAL_LOGIN:
+        return AuthenticationFailed(f"target {where} refused the login "
+                                    "(initiator not authorised)")
+    return exc
+
+
+class PrivilegedISCSIActions:
+    """ISCSIActions over brick_agent.privileged (daemon or in-process per config)."""
+
+    def __init__(self, conf: cfg.ConfigOpts, roots: HostRoots = DEFAULT_ROOTS) -> None:
+        self.conf = conf
+        self.opts = conf.brick_agent
+        self.roots = roots
+        _ensure_privsep(conf)
+
+    # iscsiadm -----------------------------------------------------------------
+    def manual_scan_supported(self) -> bool:
+        return locking.iscsi_manual_scan_supported()
+
+    def discover(self, portal: str, iface: str, auth: ChapCredentials | None,
+                 timeout: float) -> list[tuple[str, str]]:
+        from brick_agent.privileged import iscsi as piscsi
+        settings = _chap_settings("discovery.sendtargets.auth", auth) if auth else None
+        try:
+            res = piscsi.discover(portal, iface, settings, timeout=max(1.0, timeout))
+        except CommandFailed as exc:
+            raise _login_error(exc, portal, "sendtargets discovery") from None
+        return parse_sendtargets(res["stdout"])
+
+    def login(self, node: NodeSettings) -> None:
+        from brick_agent.privileged import iscsi as piscsi
+        timeout = max(1.0, node.login_timeout)
+        per_try = max(1, math.ceil(timeout / 2))
+        settings = [("node.session.initial_login_retry_max", "1"),
+                    ("node.conn[0].timeo.login_timeout", str(per_try))]
+        if node.manual_scan:
+            settings.insert(0, ("node.session.scan", "manual"))
+        if node.auth is not None:
+            settings += _chap_settings("node.session.auth", node.auth)
+        piscsi.node_create(node.iqn, node.portal, node.iface, timeout=timeout)
+        try:
+            piscsi.node_update(node.iqn, node.portal, node.iface, settings, timeout=timeout)
+            piscsi.node_login(node.iqn, node.portal, node.iface, timeout=timeout + 5)
+        except CommandFailed as exc:
+            err = _login_error(exc, node.portal, node.iqn)
+            try:  # leave no node record behind for a login that never worked
+                piscsi.node_delete(node.iqn, node.portal, node.iface, timeout=10)
+            except CommandFailed as cleanup:
+                LOG.warning("could not delete node record %s %s: %s", node.iqn, node.portal,
+                            cleanup)
+            if err is exc:
+                raise
+            raise err from None
+
+    def logout(self, portal: str, iqn: str, iface: str) -> None:
+        from brick_agent.privileged import iscsi as piscsi
+        piscsi.node_logout(iqn, portal, iface, timeout=self.opts.command_timeout)
+        piscsi.node_delete(iqn, portal, iface, timeout=self.opts.command_timeout)
+
+    # SCSI / block ----------------------------------------------------------------
+    def scan_lun(self, host: int, channel: int | None, target: int | None, lun: int) -> None:
+        from brick_agent.privileged import scsi
+        scsi.scan_scsi_target(host, "-" if channel is None else channel,
+                              "-" if target is None else target, lun)
+
+    def rescan_device(self, hctl: HCTL) -> None:
+        from brick_agent.privileged import scsi
+        scsi.rescan_scsi_device(str(hctl))
+
+    def delete_device(self, hctl: HCTL) -> None:
+        from brick_agent.privileged import scsi
+        scsi.delete_scsi_device(str(hctl))
+
+    def flush(self, device: str) -> None:
+        from brick_agent.privileged import block
+        block.flush_block_device(os.path.basename(device), timeout=self.opts.flush_timeout)
+
+    # multipath ---------------------------------------------------------------------
+    def multipath_add(self, wwid: str, devices: list[str]) -> None:
+        from brick_agent.privileged import multipath
+        multipath.add_wwid(wwid)
+        for dev in devices:
+            multipath.add_path(dev)
+
+    def multipath_remove(self, map_name: str, wwid: str | None = None) -> None:
+        from brick_agent.privileged import multipath
+        multipath.flush_map(map_name, timeout=self.opts.flush_timeout)
+        if wwid:
+            try:
+                multipath.remove_wwid(wwid)
+            except CommandFailed as exc:
+                LOG.warning("could not remove %s from the wwids file: %s", wwid, exc)
+
+    def multipath_resize(self, map_name: str) -> None:
+        from brick_agent.privileged import multipath
+        multipath.resize_map(map_name)
+
+    def multipathd_running(self) -> bool:
+        return multipathd_running(self.roots)
+
+
+def multipathd_running(roots: HostRoots) -> bool:
+    """multipathd's pid file names a live process."""
+    try:
+        with open(roots.runfs("multipathd.pid"), encoding="ascii") as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return False
+    return os.path.exists(f"/proc/{pid}")
+
+
+def parse_sendtargets(text: str) -> list[tuple[str, str]]:
+    """``'10.0.0.1:3260,1 iqn.x'`` lines -> ``[('10.0.0.1:3260', 'iqn.x')]`` (tpgt dropped)."""
+    out = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) != 2:
+            continue
+        portal = parts[0].rsplit(",", 1)[0]
+        if (portal, parts[1]) not in out:
+            out.append((portal, parts[1]))
+    return out

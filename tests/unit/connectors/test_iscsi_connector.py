@@ -1,0 +1,411 @@
+"""ISCSIConnector on a fake host tree mutated by a kernel-like fake (see test_iscsi_fakehost)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+
+import pytest
+
+from brick_agent import config
+from brick_agent.connectors import factory
+from brick_agent.connectors.iscsi import ISCSIConnector, initiator_name
+from brick_agent.errors import (AuthenticationFailed, DeviceBusy, DeviceNotFound,
+                                InvalidConnectionProperties, LeftoversRemain, NotSupported,
+                                TargetUnreachable, VolumeIdentityMismatch)
+from brick_agent.host import multipath as host_mpath
+from brick_agent.host.udev import DeviceWatch
+from tests.unit.connectors.test_iscsi_fakehost import (IQN_A, IQN_B, P1, P2, FakeArray,
+                                                       FakeISCSI, FakeLun, udev_of, wwid_of)
+from tests.unit.host.fakehost import FakeHost
+
+SECRET = "s3cr3t-Pa55w0rd"
+EMPTY = {"sessions": [], "devices": [], "maps": []}
+
+
+@pytest.fixture
+def conf(tmp_path):
+    c = config.new_conf()
+    c.set_override("lock_path", str(tmp_path / "locks"), group="brick_agent")
+    c.set_override("device_wait_timeout", 1.0, group="brick_agent")
+    c.set_override("device_removal_timeout", 1.0, group="brick_agent")
+    c.set_override("multipath_wait_timeout", 1.0, group="brick_agent")
+    return c
+
+
+@pytest.fixture
+def host(tmp_path):
+    h = FakeHost(tmp_path / "host")
+    (tmp_path / "host" / "etc" / "iscsi").mkdir(parents=True)
+    return h
+
+
+@pytest.fixture
+def array():
+    a = FakeArray()
+    a.add(IQN_A, [P1, P2], {0: FakeLun(wwid_of(1)), 1: FakeLun(wwid_of(2)),
+                            2: FakeLun(wwid_of(3)), 3: FakeLun(wwid_of(4))})
+    a.add(IQN_B, [P1], {n: FakeLun(wwid_of(10 + n)) for n in range(4)})
+    return a
+
+
+@pytest.fixture
+def fake(host, array):
+    return FakeISCSI(host, array)
+
+
+def make(conf, host, fake, **kw):
+    def watch():
+        return DeviceWatch(roots=host.roots, use_netlink=False, poll_interval=0.005)
+    return ISCSIConnector(conf=conf, roots=host.roots, actions=fake, watch_factory=watch, **kw)
+
+
+def props(lun=0, iqn=IQN_A, portal=P1, **extra):
+    return {"target_portal": portal, "target_iqn": iqn, "target_lun": lun,
+            "volume_id": "vol-1", **extra}
+
+
+def mp_props(lun=0, portals=(P1, P2), iqns=(IQN_A, IQN_A), **extra):
+    return {"target_portals": list(portals), "target_iqns": list(iqns),
+            "target_luns": [lun] * len(portals), **extra}
+
+
+# ---------------------------------------------------------------- single path
+def test_single_path_attach_returns_the_scanned_lun_and_detach_leaves_nothing(conf, host, fake):
+    c = make(conf, host, fake)
+    info = c.connect_volume(props(lun=1))
+    assert info == {"type": "block", "path": host.roots.devfs("sda"), "scsi_wwn": udev_of(2)}
+    # manual scan: exactly one targeted scan, channel 0 target 0 LUN 1
+    assert [e for e in fake.log if e[0] == "scan"] == [("scan", 10, 0, 0, 1)]
+    assert fake.state()["devices"] == ["sda"]
+    c.disconnect_volume(props(lun=1), info)
+    assert fake.state() == EMPTY
+    assert ("flush", "sda") in fake.log
+
+
+def test_connect_does_not_mutate_the_callers_dict(conf, host, fake):
+    p = props(lun=0)
+    before = dict(p)
+    make(conf, host, fake).connect_volume(p)
+    assert p == before
+
+
+def test_bad_properties_are_rejected_before_any_action(conf, host, fake):
+    c = make(conf, host, fake)
+    for bad in ({"target_portal": P1}, {"target_portal": "nope", "target_iqn": IQN_A},
+                props(lun=-1), {"target_portals": [P1, P2], "target_iqns": [IQN_A]}):
+        with pytest.raises(InvalidConnectionProperties):
+            c.connect_volume(bad)
+        with pytest.raises(InvalidConnectionProperties):
+            c.disconnect_volume(bad, None)
+    assert fake.log == []
+
+
+def test_existing_session_is_reused_not_logged_in_twice(conf, host, fake):
+    c = make(conf, host, fake)
+    a = c.connect_volume(props(lun=0))
+    b = c.connect_volume(props(lun=1))
+    assert fake.count("login") == 1
+    assert (a["scsi_wwn"], b["scsi_wwn"]) == (udev_of(1), udev_of(2))
+    assert a["path"] != b["path"]
+
+
+def test_shared_target_detach_keeps_session_and_other_volume(conf, host, fake):
+    c = make(conf, host, fake)
+    a = c.connect_volume(props(lun=0))
+    b = c.connect_volume(props(lun=1))
+    c.disconnect_volume(props(lun=0), a)
+    state = fake.state()
+    assert state["sessions"] == [(P1, IQN_A)]
+    assert state["devices"] == [os.path.basename(b["path"])]
+    assert fake.count("logout") == 0
+    c.disconnect_volume(props(lun=1), b)
+    assert fake.state() == EMPTY
+
+
+def test_detach_deletes_only_this_volumes_device(conf, host, fake):
+    c = make(conf, host, fake)
+    infos = [c.connect_volume(props(lun=n)) for n in range(3)]
+    c.disconnect_volume(props(lun=1), infos[1])
+    deleted = [e[1] for e in fake.log if e[0] == "delete"]
+    assert deleted == ["10:0:0:1"]
+    assert fake.state()["devices"] == sorted(os.path.basename(i["path"]) for i in (infos[0], infos[2]))
+
+
+def test_detach_refuses_a_device_whose_wwid_is_not_the_volumes(conf, host, fake, array):
+    c = make(conf, host, fake)
+    info = c.connect_volume(props(lun=0))
+    # device_info says the volume had another WWID: LUN 0 now holds someone else's data
+    stale_info = dict(info, scsi_wwn=udev_of(99))
+    c.disconnect_volume(props(lun=0), stale_info)
+    assert fake.count("delete") == 0 and fake.count("logout") == 0
+    assert fake.state()["devices"] == ["sda"]
+
+
+def test_detach_is_idempotent(conf, host, fake):
+    c = make(conf, host, fake)
+    info = c.connect_volume(props(lun=0))
+    c.disconnect_volume(props(lun=0), info)
+    c.disconnect_volume(props(lun=0), info)
+    assert fake.state() == EMPTY
+
+
+def test_detach_without_device_info_uses_current_wwid(conf, host, fake):
+    c = make(conf, host, fake)
+    c.connect_volume(props(lun=0))
+    c.disconnect_volume(props(lun=0), None)
+    assert fake.state() == EMPTY
+
+
+# ---------------------------------------------------------------- failures
+def test_missing_lun_fails_within_deadline_and_logs_out(conf, host, fake):
+    conf.set_override("device_wait_timeout", 0.3, group="brick_agent")
+    c = make(conf, host, fake)
+    with pytest.raises(DeviceNotFound, match="LUN 7"):
+        c.connect_volume(props(lun=7))
+    assert fake.state() == EMPTY
+    assert fake.count("logout") == 1
+
+
+def test_missing_lun_on_shared_session_keeps_the_session(conf, host, fake):
+    conf.set_override("device_wait_timeout", 0.3, group="brick_agent")
+    c = make(conf, host, fake)
+    c.connect_volume(props(lun=0))
+    with pytest.raises(DeviceNotFound):
+        c.connect_volume(props(lun=7))
+    assert fake.state()["sessions"] == [(P1, IQN_A)] and fake.state()["devices"] == ["sda"]
+
+
+def test_unreachable_portal_raises_target_unreachable_and_leaves_nothing(conf, host, fake, array):
+    array.unreachable.add(P1)
+    c = make(conf, host, fake)
+    with pytest.raises(TargetUnreachable):
+        c.connect_volume(props(lun=0))
+    assert fake.state() == EMPTY
+
+
+def test_single_path_fails_over_to_the_next_portal(conf, host, fake, array):
+    array.unreachable.add(P1)
+    c = make(conf, host, fake)
+    info = c.connect_volume(dict(mp_props(lun=0), target_portal=P1, target_iqn=IQN_A))
+    assert info["scsi_wwn"] == udev_of(1)
+    assert fake.state()["sessions"] == [(P2, IQN_A)]
+
+
+def test_chap_rejected_is_authentication_error_without_secret(conf, host, fake, array, caplog):
+    array.targets[0].chap = ("user", "right-secret")
+    c = make(conf, host, fake)
+    caplog.set_level(logging.DEBUG)
+    p = props(lun=0, auth_method="CHAP", auth_username="user", auth_password=SECRET)
+    with pytest.raises(AuthenticationFailed) as err:
+        c.connect_volume(p)
+    assert SECRET not in str(err.value) and SECRET not in repr(err.value)
+    assert SECRET not in caplog.text
+    assert fake.passwords_seen == [SECRET]  # it did reach the (fake) privileged side
+    assert fake.state() == EMPTY
+
+
+def test_chap_accepted_attaches_and_secret_never_logged(conf, host, fake, array, caplog):
+    array.targets[0].chap = ("user", SECRET)
+    caplog.set_level(logging.DEBUG)
+    c = make(conf, host, fake)
+    p = props(lun=0, auth_method="CHAP", auth_username="user", auth_password=SECRET)
+    info = c.connect_volume(p)
+    c.disconnect_volume(p, info)
+    assert SECRET not in caplog.text
+    assert fake.state() == EMPTY
+
+
+# ---------------------------------------------------------------- LUN reuse
+def _leave_stale_lun0(c, fake, array):
+    """Attach LUN 0 (wwid 1), 'fail' the detach, then the array maps another volume at LUN 0."""
+    info = c.connect_volume(props(lun=0))
+    array.targets[0].luns[0] = FakeLun(wwid_of(50))
+    return info
+
+
+def test_lun_reuse_never_returns_the_stale_device(conf, host, fake, array):
+    c = make(conf, host, fake)
+    old = _leave_stale_lun0(c, fake, array)
+    new = c.connect_volume(props(lun=0))
+    assert new["scsi_wwn"] == udev_of(50)
+    assert ("rescan", "10:0:0:0") in fake.log
+    assert fake.count("delete") == 1             # the stale sd was removed, then rescanned
+    assert new["path"] != old["path"]
+
+
+def test_lun_reuse_fails_closed_when_the_stale_device_is_held(conf, host, fake, array):
+    c = make(conf, host, fake)
+    _leave_stale_lun0(c, fake, array)
+    fake.multipath_add(udev_of(1), ["sda"])      # something still holds the old device
+    with pytest.raises(VolumeIdentityMismatch, match="changed identity"):
+        c.connect_volume(props(lun=0))
+    assert fake.count("delete") == 0
+
+
+def test_same_volume_attached_twice_keeps_its_device(conf, host, fake):
+    c = make(conf, host, fake)
+    a = c.connect_volume(props(lun=0))
+    b = c.connect_volume(props(lun=0))
+    assert a == b and fake.count("delete") == 0
+
+
+# ---------------------------------------------------------------- multipath
+def test_multipath_attach_builds_map_and_detach_removes_everything(conf, host, fake):
+    c = make(conf, host, fake, use_multipath=True)
+    info = c.connect_volume(mp_props(lun=1))
+    m = host_mpath.map_for_wwid(host.roots, udev_of(2))
+    assert info == {"type": "block", "path": host.roots.devfs(m.dm_name),
+                    "scsi_wwn": udev_of(2), "multipath_id": udev_of(2)}
+    assert sorted(m.slaves) == ["sda", "sdb"]
+    assert fake.count("login") == 2
+    c.disconnect_volume(mp_props(lun=1), info)
+    assert fake.state() == EMPTY
+    assert ("flush", m.dm_name) in fake.log
+
+
+def test_multipath_paths_disagreeing_on_wwid_fail_closed(conf, host, fake, array):
+    array.add("iqn.2003-01.org.linux-iscsi.lab:other", [P2], {1: FakeLun(wwid_of(77))})
+    c = make(conf, host, fake, use_multipath=True)
+    with pytest.raises(VolumeIdentityMismatch, match="disagree"):
+        c.connect_volume(mp_props(lun=1, iqns=(IQN_A, "iqn.2003-01.org.linux-iscsi.lab:other")))
+    assert fake.state() == EMPTY
+
+
+def test_multipath_with_one_dead_portal_attaches_on_the_other(conf, host, fake, array):
+    array.unreachable.add(P2)
+    c = make(conf, host, fake, use_multipath=True)
+    info = c.connect_volume(mp_props(lun=0))
+    m = host_mpath.map_for_wwid(host.roots, udev_of(1))
+    assert info["multipath_id"] == udev_of(1) and m.slaves == ("sda",)
+
+
+def test_multipath_discovery_from_a_single_portal(conf, host, fake):
+    c = make(conf, host, fake, use_multipath=True)
+    info = c.connect_volume(props(lun=0))
+    assert fake.count("discover") == 1
+    m = host_mpath.map_for_wwid(host.roots, udev_of(1))
+    assert sorted(m.slaves) == ["sda", "sdb"] and info["path"].endswith(m.dm_name)
+    # detach without the discovered portals in the props still finds both paths (map slaves)
+    c.disconnect_volume(props(lun=0), info)
+    assert fake.state() == EMPTY
+
+
+def test_multipath_without_multipathd_falls_back_or_enforces(conf, host, fake):
+    fake.multipathd = False
+    c = make(conf, host, fake, use_multipath=True)
+    info = c.connect_volume(mp_props(lun=0))
+    assert "multipath_id" not in info and info["path"].startswith(host.roots.devfs("sd"))
+    c.disconnect_volume(mp_props(lun=0), info)
+    with pytest.raises(NotSupported):
+        c.connect_volume(mp_props(lun=0, enforce_multipath=True))
+    assert fake.state() == EMPTY
+
+
+# ---------------------------------------------------------------- force / leftovers
+def test_flush_failure_without_force_touches_nothing(conf, host, fake):
+    c = make(conf, host, fake)
+    info = c.connect_volume(props(lun=0))
+    fake.fail_flush.add("sda")
+    with pytest.raises(DeviceBusy):
+        c.disconnect_volume(props(lun=0), info)
+    assert fake.state()["devices"] == ["sda"] and fake.count("delete") == 0
+
+
+def test_force_keeps_going_and_reports_leftovers(conf, host, fake):
+    c = make(conf, host, fake)
+    info = c.connect_volume(props(lun=0))
+    fake.fail_flush.add("sda")
+    with pytest.raises(LeftoversRemain) as err:
+        c.disconnect_volume(props(lun=0), info, force=True)
+    assert any("sda" in item and "flush" in item for item in err.value.leftovers)
+    assert fake.state() == EMPTY
+
+
+def test_force_ignore_errors_reports_undeletable_device_without_raising(conf, host, fake, caplog):
+    c = make(conf, host, fake)
+    info = c.connect_volume(props(lun=0))
+    fake.fail_delete.add("10:0:0:0")
+    c.disconnect_volume(props(lun=0), info, force=True, ignore_errors=True)
+    assert fake.state()["devices"] == ["sda"]
+    assert fake.count("logout") == 0           # session still carries the LUN
+    assert "left behind" in caplog.text
+
+
+# ---------------------------------------------------------------- queries
+def test_get_all_available_volumes_lists_iscsi_devices_only(conf, host, fake):
+    host.scsi_host(0, "ata_piix")
+    host.scsi_disk("sys/devices/platform/host0", "0:0:0:0", "vda", wwid="t10.ATA disk")
+    c = make(conf, host, fake, use_multipath=True)
+    info = c.connect_volume(mp_props(lun=2))
+    vols = c.get_all_available_volumes()
+    assert sorted(v["path"] for v in vols) == [host.roots.devfs("sda"), host.roots.devfs("sdb")]
+    assert all(v["iqn"] == IQN_A and v["lun"] == 2 and v["wwid"] == udev_of(3) for v in vols)
+    assert {v["portal"] for v in vols} == {P1, P2}
+    assert {v["multipath"] for v in vols} == {info["path"]}
+    assert not any(v["path"].endswith("vda") for v in vols)
+
+
+def test_get_volume_paths_and_search_path(conf, host, fake):
+    c = make(conf, host, fake)
+    assert c.get_volume_paths(props(lun=0)) == []
+    c.connect_volume(props(lun=0))
+    assert c.get_volume_paths(props(lun=0)) == [host.roots.devfs("sda")]
+    host.disk_link("by-path", f"ip-{P1}-iscsi-{IQN_A}-lun-0", "sda")
+    assert c.get_volume_paths(props(lun=0)) == [
+        host.roots.devfs("disk", "by-path", f"ip-{P1}-iscsi-{IQN_A}-lun-0")]
+    assert c.get_search_path() == host.roots.devfs("disk", "by-path")
+
+
+def test_extend_single_and_multipath(conf, host, fake, array):
+    c = make(conf, host, fake, use_multipath=True)
+    info = c.connect_volume(mp_props(lun=0))
+    array.targets[0].luns[0].sectors = 4096
+    assert c.extend_volume(mp_props(lun=0)) == 4096 * 512
+    m = host_mpath.map_for_wwid(host.roots, udev_of(1))
+    assert m.size_bytes == 4096 * 512 and info["path"].endswith(m.dm_name)
+
+
+def test_extend_refuses_paths_of_different_sizes(conf, host, fake, array):
+    c = make(conf, host, fake, use_multipath=True)
+    c.connect_volume(mp_props(lun=0))
+    array.targets[0].luns[0].sectors = 4096
+    real_rescan = fake.rescan_device
+    fake.rescan_device = lambda hctl: real_rescan(hctl) if hctl.host == 10 else None
+    with pytest.raises(Exception, match="disagree on the size"):
+        c.extend_volume(mp_props(lun=0))
+
+
+# ---------------------------------------------------------------- concurrency
+def test_eight_volumes_from_two_targets_concurrently(conf, host, fake):
+    c = make(conf, host, fake)
+    jobs = [(IQN_A, n, udev_of(1 + n)) for n in range(4)] + \
+           [(IQN_B, n, udev_of(10 + n)) for n in range(4)]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda j: c.connect_volume(props(lun=j[1], iqn=j[0])), jobs))
+    assert [r["scsi_wwn"] for r in results] == [j[2] for j in jobs]
+    assert len({r["path"] for r in results}) == 8
+    assert fake.count("login") == 2
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda jr: c.disconnect_volume(props(lun=jr[0][1], iqn=jr[0][0]), jr[1]),
+                      zip(jobs, results)))
+    assert fake.state() == EMPTY
+
+
+# ---------------------------------------------------------------- misc contract
+def test_initiator_name(tmp_path):
+    from brick_agent.host.roots import HostRoots
+    roots = HostRoots.under(str(tmp_path))
+    assert initiator_name(roots) is None
+    (tmp_path / "etc" / "iscsi").mkdir(parents=True)
+    (tmp_path / "etc" / "iscsi" / "initiatorname.iscsi").write_text(
+        "## comment\n#InitiatorName=iqn.wrong\nInitiatorName=iqn.1993-08.org.debian:01:abc\n")
+    assert initiator_name(roots) == "iqn.1993-08.org.debian:01:abc"
+
+
+def test_factory_builds_iscsi_and_iser(conf, host, fake):
+    c = factory("ISCSI", None, conf=conf, roots=host.roots, actions=fake)
+    assert isinstance(c, ISCSIConnector) and c.iface == "default"
+    c = factory("ISER", None, conf=conf, roots=host.roots, actions=fake)
+    assert c.iface == "iser"

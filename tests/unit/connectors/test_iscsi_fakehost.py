@@ -1,0 +1,352 @@
+"""A fake iSCSI host for the connector's unit tests, and checks that it reads like a real one.
+
+:class:`FakeISCSI` implements the connector's ``ISCSIActions`` by mutating a
+fake sysfs/dev tree the way the kernel, iscsid and multipathd would: a login
+creates a session (and a SCSI host); a ``c t l`` scan creates the LUN's
+``sdX`` if the target exports that LUN; a delete removes it; a logout removes
+the session; ``multipath_add`` builds a ``dm-N`` map.  The target side is a
+small model (:class:`FakeArray`): portals, IQNs, LUNs with WWIDs and sizes,
+CHAP secrets, reachability.  Tests assert on the tree, not on calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from brick_agent.errors import AuthenticationFailed, CommandFailed, TargetUnreachable
+from brick_agent.host import iscsi as host_iscsi
+from brick_agent.host import multipath as host_mpath
+from brick_agent.host.scsi import HCTL, scsi_device
+from brick_agent.connectors.iscsi_actions import NodeSettings
+from tests.unit.host.fakehost import FakeHost
+
+IQN_A = "iqn.2003-01.org.linux-iscsi.lab:tgt-a"
+IQN_B = "iqn.2003-01.org.linux-iscsi.lab:tgt-b"
+P1 = "127.0.0.1:3260"
+P2 = "127.0.0.2:3260"
+
+
+@dataclasses.dataclass
+class FakeLun:
+    wwid: str                 # kernel form 'naa.6001405...'
+    sectors: int = 2048
+
+
+@dataclasses.dataclass
+class FakeTarget:
+    iqn: str
+    portals: list[str]
+    luns: dict[int, FakeLun]
+    chap: tuple[str, str] | None = None
+    discovery_chap: tuple[str, str] | None = None
+
+
+class FakeArray:
+    """The storage side: which targets, LUNs and credentials exist."""
+
+    def __init__(self) -> None:
+        self.targets: list[FakeTarget] = []
+        self.unreachable: set[str] = set()
+
+    def add(self, iqn: str, portals: list[str], luns: dict[int, FakeLun],
+            chap: tuple[str, str] | None = None) -> FakeTarget:
+        t = FakeTarget(iqn, list(portals), dict(luns), chap)
+        self.targets.append(t)
+        return t
+
+    def find(self, portal: str, iqn: str) -> FakeTarget | None:
+        for t in self.targets:
+            if t.iqn == iqn and portal in t.portals:
+                return t
+        return None
+
+
+def wwid_of(n: int) -> str:
+    return f"naa.6001405{n:025x}"
+
+
+def udev_of(n: int) -> str:
+    return "3" + wwid_of(n)[4:]
+
+
+class FakeISCSI:
+    """ISCSIActions acting on a FakeHost tree (see module doc)."""
+
+    def __init__(self, host: FakeHost, array: FakeArray, *, manual_scan: bool = True,
+                 multipathd: bool = True, auto_map: bool = False) -> None:
+        self.h = host
+        self.array = array
+        self.manual = manual_scan
+        self.multipathd = multipathd
+        self.auto_map = auto_map
+        self.lock = threading.RLock()
+        self.log: list[tuple] = []            # what was done, for diagnostics and counts
+        self.fail_flush: set[str] = set()
+        self.fail_delete: set[str] = set()
+        self.fail_map_remove = False
+        self.passwords_seen: list[str] = []
+        self._sid = 0
+        self._host = 9
+        self._sd = 0
+        self._dm = 0
+        self.sessions: dict[int, tuple[int, str, str]] = {}   # sid -> (host, portal, iqn)
+
+    # ------------------------------------------------------------ helpers
+    def _next_sd(self) -> str:
+        n = self._sd
+        self._sd += 1
+        letters = ""
+        n += 1
+        while n:
+            n, r = divmod(n - 1, 26)
+            letters = chr(ord("a") + r) + letters
+        return "sd" + letters
+
+    def _session_dir(self, sid: int) -> str:
+        host, _, _ = self.sessions[sid]
+        return f"sys/devices/platform/host{host}/session{sid}"
+
+    def _sid_for_host(self, host: int) -> int | None:
+        for sid, (h, _, _) in self.sessions.items():
+            if h == host:
+                return sid
+        return None
+
+    def add_lun_device(self, sid: int, lun: int, wwid: str, sectors: int) -> str:
+        """Create the SCSI device of ``lun`` under session ``sid`` (what a scan does)."""
+        host, _, _ = self.sessions[sid]
+        name = self._next_sd()
+        self.h.scsi_disk(self._session_dir(sid), f"{host}:0:0:{lun}", name, wwid=wwid,
+                         sectors=sectors)
+        return name
+
+    # ------------------------------------------------------------ ISCSIActions
+    def manual_scan_supported(self) -> bool:
+        return self.manual
+
+    def discover(self, portal, iface, auth, timeout):
+        with self.lock:
+            self.log.append(("discover", portal))
+            if portal in self.array.unreachable:
+                raise TargetUnreachable(f"discovery at {portal} failed")
+            out = []
+            for t in self.array.targets:
+                if portal in t.portals:
+                    out += [(p, t.iqn) for p in t.portals]
+            return out
+
+    def login(self, node: NodeSettings) -> None:
+        with self.lock:
+            self.log.append(("login", node.portal, node.iqn))
+            if node.auth is not None:
+                self.passwords_seen.append(node.auth.password.reveal())
+            if node.portal in self.array.unreachable:
+                raise TargetUnreachable(f"login to {node.iqn} at {node.portal} timed out")
+            t = self.array.find(node.portal, node.iqn)
+            if t is None:
+                raise CommandFailed(["iscsiadm", "--login"], 21, "no records found")
+            if t.chap is not None:
+                given = (node.auth.username, node.auth.password.reveal()) if node.auth else None
+                if given != t.chap:
+                    raise AuthenticationFailed(f"CHAP authentication to {node.iqn} at "
+                                               f"{node.portal} was rejected")
+            for sid, (_, portal, iqn) in self.sessions.items():
+                if portal == node.portal and iqn == node.iqn:
+                    return  # iscsiadm exit 15: already logged in
+            self._sid += 1
+            self._host += 1
+            sid, host = self._sid, self._host
+            addr, port = node.portal.rsplit(":", 1)
+            self.h.iscsi_session(sid, host, node.iqn, addr, int(port))
+            self.h.attr(f"sys/devices/platform/host{host}/session{sid}/iscsi_session/"
+                        f"session{sid}/target_id", 0)
+            self.sessions[sid] = (host, node.portal, node.iqn)
+            if not node.manual_scan:
+                for lun, l in t.luns.items():
+                    self.add_lun_device(sid, lun, l.wwid, l.sectors)
+
+    def logout(self, portal, iqn, iface) -> None:
+        with self.lock:
+            self.log.append(("logout", portal, iqn))
+            for sid, (host, p, q) in list(self.sessions.items()):
+                if p == portal and q == iqn:
+                    for dev in host_iscsi.session_devices(self.h.roots, host_iscsi.read_session(
+                            self.h.roots, sid)):
+                        self._remove_lun(dev.hctl)
+                    shutil.rmtree(self.h.p(f"sys/devices/platform/host{host}"))
+                    for rel in (f"sys/class/iscsi_session/session{sid}",
+                                f"sys/class/iscsi_connection/connection{sid}:0",
+                                f"sys/class/scsi_host/host{host}",
+                                f"sys/bus/scsi/devices/host{host}"):
+                        if os.path.lexists(self.h.p(rel)):
+                            os.unlink(self.h.p(rel))
+                    del self.sessions[sid]
+
+    def scan_lun(self, host, channel, target, lun) -> None:
+        with self.lock:
+            self.log.append(("scan", host, channel, target, lun))
+            sid = self._sid_for_host(host)
+            assert sid is not None, f"scan of host{host} without a session"
+            _, portal, iqn = self.sessions[sid]
+            t = self.array.find(portal, iqn)
+            if lun not in t.luns or scsi_device(self.h.roots, HCTL(host, 0, 0, lun)):
+                return
+            name = self.add_lun_device(sid, lun, t.luns[lun].wwid, t.luns[lun].sectors)
+            if self.auto_map and self.multipathd:
+                self._maybe_map(t.luns[lun].wwid, name)
+
+    def rescan_device(self, hctl: HCTL) -> None:
+        with self.lock:
+            self.log.append(("rescan", str(hctl)))
+            sid = self._sid_for_host(hctl.host)
+            _, portal, iqn = self.sessions[sid]
+            lun = self.array.find(portal, iqn).luns.get(hctl.lun)
+            dev = scsi_device(self.h.roots, hctl)
+            if lun is None or dev is None:
+                return
+            Path(dev.sysfs_path, "wwid").write_text(lun.wwid + "\n")
+            if dev.name:
+                Path(dev.sysfs_path, "block", dev.name, "size").write_text(f"{lun.sectors}\n")
+
+    def _remove_lun(self, hctl: HCTL) -> None:
+        dev = scsi_device(self.h.roots, hctl)
+        if dev is None:
+            return
+        if dev.name:
+            m = host_mpath.map_for_slave(self.h.roots, dev.name)
+            if m is not None:  # the kernel drops the path from the map's slaves
+                os.unlink(self.h.p(f"sys/devices/virtual/block/{m.dm_name}/slaves/{dev.name}"))
+            devnum = Path(dev.sysfs_path, "block", dev.name, "dev").read_text().strip()
+            for rel in (f"sys/class/block/{dev.name}", f"sys/dev/block/{devnum}", f"dev/{dev.name}"):
+                if os.path.lexists(self.h.p(rel)):
+                    os.unlink(self.h.p(rel))
+        for rel in (f"sys/bus/scsi/devices/{hctl}", f"sys/class/scsi_device/{hctl}"):
+            if os.path.lexists(self.h.p(rel)):
+                os.unlink(self.h.p(rel))
+        tdir = os.path.dirname(dev.sysfs_path)
+        shutil.rmtree(dev.sysfs_path)
+        if not os.listdir(tdir):
+            os.rmdir(tdir)   # the kernel reaps a target without LUNs
+
+    def delete_device(self, hctl: HCTL) -> None:
+        with self.lock:
+            self.log.append(("delete", str(hctl)))
+            if str(hctl) in self.fail_delete:
+                raise CommandFailed(["tee", "delete"], 1, "device busy")
+            self._remove_lun(hctl)
+
+    def flush(self, device: str) -> None:
+        with self.lock:
+            name = os.path.basename(device)
+            self.log.append(("flush", name))
+            if name in self.fail_flush:
+                raise CommandFailed(["blockdev", "--flushbufs", device], 1, "I/O error")
+
+    def _maybe_map(self, wwid: str, name: str) -> None:
+        udev = "3" + wwid[4:]
+        m = host_mpath.map_for_wwid(self.h.roots, udev)
+        if m is None:
+            self._dm += 1
+            sectors = int(Path(self.h.p(f"sys/class/block/{name}/size")).read_text())
+            self.h.dm(self._dm - 1, udev, f"mpath-{udev}", [name], sectors=sectors)
+        elif name not in m.slaves:
+            bdir = f"sys/devices/virtual/block/{m.dm_name}"
+            sreal = os.path.relpath(os.path.realpath(self.h.p(f"sys/class/block/{name}")),
+                                    self.h.base)
+            self.h.link(f"{bdir}/slaves/{name}", sreal)
+            self.h.link(f"{sreal}/holders/{m.dm_name}", bdir)
+
+    def multipath_add(self, wwid: str, devices: list[str]) -> None:
+        with self.lock:
+            self.log.append(("multipath_add", wwid, tuple(devices)))
+            for name in devices:
+                dev = host_mpath  # noqa: F841 - readability
+                kernel_wwid = Path(self.h.p(f"sys/class/block/{name}/device/wwid")).read_text().strip()
+                self._maybe_map(kernel_wwid, name)
+
+    def multipath_remove(self, map_name: str, wwid: str | None = None) -> None:
+        with self.lock:
+            self.log.append(("multipath_remove", map_name))
+            if self.fail_map_remove:
+                raise CommandFailed(["multipath", "-f", map_name], 1, "map in use")
+            m = host_mpath.map_by_name(self.h.roots, map_name)
+            if m is None:
+                return
+            bdir = f"sys/devices/virtual/block/{m.dm_name}"
+            for slave in m.slaves:
+                holder = self.h.p(f"sys/class/block/{slave}/holders/{m.dm_name}")
+                if os.path.lexists(holder):
+                    os.unlink(holder)
+            devnum = Path(self.h.p(f"{bdir}/dev")).read_text().strip()
+            for rel in (f"sys/class/block/{m.dm_name}", f"sys/dev/block/{devnum}",
+                        f"dev/{m.dm_name}", f"dev/mapper/{map_name}"):
+                if os.path.lexists(self.h.p(rel)):
+                    os.unlink(self.h.p(rel))
+            shutil.rmtree(self.h.p(bdir))
+
+    def multipath_resize(self, map_name: str) -> None:
+        with self.lock:
+            self.log.append(("multipath_resize", map_name))
+            m = host_mpath.map_by_name(self.h.roots, map_name)
+            size = Path(self.h.p(f"sys/class/block/{m.slaves[0]}/size")).read_text()
+            Path(self.h.p(f"sys/devices/virtual/block/{m.dm_name}/size")).write_text(size)
+
+    def multipathd_running(self) -> bool:
+        return self.multipathd
+
+    # ------------------------------------------------------------ test conveniences
+    def count(self, op: str) -> int:
+        return sum(1 for entry in self.log if entry[0] == op)
+
+    def state(self) -> dict:
+        """What the host has now: sessions, SCSI devices, maps."""
+        roots = self.h.roots
+        return {
+            "sessions": sorted((s.portal, s.target_iqn) for s in host_iscsi.iscsi_sessions(roots)),
+            "devices": sorted(d for d in os.listdir(self.h.p("sys/class/block"))
+                              if d.startswith("sd")),
+            "maps": [m.dm_name for m in host_mpath.multipath_maps(roots)],
+        }
+
+
+# ---------------------------------------------------------------- the fake's own checks
+@pytest.fixture
+def fake(tmp_path):
+    host = FakeHost(tmp_path)
+    array = FakeArray()
+    array.add(IQN_A, [P1, P2], {0: FakeLun(wwid_of(1)), 1: FakeLun(wwid_of(2))})
+    return FakeISCSI(host, array)
+
+
+def test_login_scan_delete_logout_read_back_like_the_kernel(fake):
+    fake.login(NodeSettings(P1, IQN_A))
+    [s] = host_iscsi.find_sessions(fake.h.roots, IQN_A, "127.0.0.1", 3260)
+    assert s.logged_in and s.host_number == 10
+    assert host_iscsi.session_devices(fake.h.roots, s) == []
+    fake.scan_lun(10, 0, 0, 1)
+    [dev] = host_iscsi.session_devices(fake.h.roots, s)
+    assert (str(dev.hctl), dev.name, dev.wwid) == ("10:0:0:1", "sda", wwid_of(2))
+    assert os.path.exists(fake.h.roots.devfs("sda"))
+    fake.delete_device(dev.hctl)
+    assert host_iscsi.session_devices(fake.h.roots, s) == []
+    assert fake.state()["devices"] == []
+    fake.logout(P1, IQN_A, "default")
+    assert fake.state()["sessions"] == []
+
+
+def test_map_of_two_paths(fake):
+    fake.login(NodeSettings(P1, IQN_A))
+    fake.login(NodeSettings(P2, IQN_A))
+    fake.scan_lun(10, 0, 0, 0)
+    fake.scan_lun(11, 0, 0, 0)
+    fake.multipath_add(udev_of(1), ["sda", "sdb"])
+    m = host_mpath.map_for_wwid(fake.h.roots, udev_of(1))
+    assert m is not None and m.slaves == ("sda", "sdb") and m.uuid == "mpath-" + udev_of(1)
+    fake.multipath_remove(m.name)
+    assert host_mpath.multipath_maps(fake.h.roots) == []
