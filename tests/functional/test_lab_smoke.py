@@ -1,0 +1,167 @@
+"""Proves the lab: real iSCSI, NVMe/TCP and FCoE attach/detach in the VM kernel.
+
+Assertions read raw sysfs on purpose (independent of brick_agent.host.*).
+Each scenario cleans up and checks the kernel is back to where it started.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+
+import pytest
+
+from tests.functional.lab import FcoeTarget, LioIscsiTarget, NvmetSubsystem, wait_for
+
+pytestmark = pytest.mark.realkernel
+
+
+def sh(*argv: str, check: bool = True) -> str:
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} exited {p.returncode}: {p.stderr}")
+    return p.stdout
+
+
+def read(path: str) -> str:
+    with open(path) as f:
+        return f.read().strip()
+
+
+def sd_disks_with_wwid(wwid: str) -> list[str]:
+    found = []
+    for w in glob.glob("/sys/block/sd*/device/wwid"):
+        try:
+            if read(w) == wwid:
+                found.append(w.split("/")[3])
+        except OSError:
+            continue
+    return sorted(found)
+
+
+def iscsi_sessions(iqn: str) -> list[str]:
+    out = []
+    for s in glob.glob("/sys/class/iscsi_session/session*"):
+        try:
+            if read(f"{s}/targetname") == iqn:
+                out.append(os.path.basename(s))
+        except OSError:
+            continue
+    return sorted(out)
+
+
+def nvme_ctrls(nqn: str) -> list[str]:
+    out = []
+    for c in glob.glob("/sys/class/nvme/nvme*"):
+        try:
+            if read(f"{c}/subsysnqn") == nqn:
+                out.append(os.path.basename(c))
+        except OSError:
+            continue
+    return sorted(out)
+
+
+def nvme_disk_with_uuid(uuid: str) -> str | None:
+    for u in glob.glob("/sys/block/nvme*/uuid"):
+        try:
+            if read(u) == uuid:
+                return u.split("/")[3]
+        except OSError:
+            continue
+    return None
+
+
+def test_iscsi_login_logout() -> None:
+    with LioIscsiTarget(luns=1) as t:
+        lun, portal = t.luns[0], t.portals[0]
+        disc = sh("iscsiadm", "-m", "discovery", "-t", "sendtargets", "-p", portal)
+        assert f"{portal},1 {t.iqn}" in disc
+        sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", portal, "--login")
+        try:
+            sessions = wait_for(lambda: iscsi_sessions(t.iqn), 20, "iSCSI session")
+            assert len(sessions) == 1
+            s = sessions[0]
+            assert read(f"/sys/class/iscsi_session/{s}/state") == "LOGGED_IN"
+            conn = glob.glob(f"/sys/class/iscsi_session/{s}/device/connection*/iscsi_connection/*")
+            assert conn and read(f"{conn[0]}/persistent_address") == portal.split(":")[0]
+            disks = wait_for(lambda: sd_disks_with_wwid(lun.wwid), 30, f"disk with {lun.wwid}")
+            assert len(disks) == 1
+            sd = disks[0]
+            assert int(read(f"/sys/block/{sd}/size")) * 512 == lun.size
+            link = f"/dev/disk/by-path/ip-{portal}-iscsi-{t.iqn}-lun-0"
+            wait_for(lambda: os.path.exists(link), 20, link)
+            assert os.path.realpath(link) == f"/dev/{sd}"
+            by_id = f"/dev/disk/by-id/wwn-0x{lun.naa}"
+            wait_for(lambda: os.path.exists(by_id), 20, by_id)
+            assert os.path.realpath(by_id) == f"/dev/{sd}"
+            with open(f"/dev/{sd}", "rb") as dev:
+                assert len(dev.read(4096)) == 4096
+            # grow the LUN: LIO reports the new size after an initiator rescan
+            t.resize_lun(0, lun.size * 2)
+            with open(f"/sys/block/{sd}/device/rescan", "w") as f:
+                f.write("1")
+            wait_for(lambda: int(read(f"/sys/block/{sd}/size")) * 512 == lun.size, 20, "resized disk")
+        finally:
+            sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", portal, "--logout", check=False)
+            sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", portal, "-o", "delete", check=False)
+        wait_for(lambda: not iscsi_sessions(t.iqn), 20, "session removal")
+        wait_for(lambda: not sd_disks_with_wwid(lun.wwid), 20, "disk removal")
+        assert not os.path.exists(f"/dev/disk/by-path/ip-{portal}-iscsi-{t.iqn}-lun-0")
+    assert not os.path.exists(t.target_dir)
+    assert not glob.glob("/sys/kernel/config/target/core/fileio_*/brick_" + t.token + "_*")
+
+
+def test_nvme_tcp_connect_disconnect() -> None:
+    with NvmetSubsystem(namespaces=1) as s:
+        ns, port = s.namespaces[1], s.ports[0]
+        sh("nvme", "connect", "-t", "tcp", "-a", port.traddr, "-s", port.trsvcid, "-n", s.nqn)
+        try:
+            ctrls = wait_for(lambda: nvme_ctrls(s.nqn), 20, "NVMe controller")
+            assert len(ctrls) == 1
+            c = ctrls[0]
+            assert read(f"/sys/class/nvme/{c}/transport") == "tcp"
+            assert read(f"/sys/class/nvme/{c}/state") == "live"
+            assert f"traddr={port.traddr}" in read(f"/sys/class/nvme/{c}/address")
+            assert read(f"/sys/class/nvme/{c}/hostnqn") == read("/etc/nvme/hostnqn")
+            disk = wait_for(lambda: nvme_disk_with_uuid(ns.uuid), 20, f"namespace {ns.uuid}")
+            assert int(read(f"/sys/block/{disk}/size")) * 512 == ns.size
+            assert read(f"/sys/block/{disk}/nguid").replace("-", "") == ns.nguid.replace("-", "")
+            assert os.path.exists(f"/dev/{disk}")
+            wait_for(lambda: os.path.exists(f"/dev/disk/by-id/nvme-uuid.{ns.uuid}"), 20, "by-id link")
+            # grow the namespace: the host updates the size on the AEN
+            s.resize_namespace(1, ns.size * 2)
+            wait_for(lambda: int(read(f"/sys/block/{disk}/size")) * 512 == ns.size, 20,
+                     "resized namespace")
+        finally:
+            sh("nvme", "disconnect", "-n", s.nqn, check=False)
+        wait_for(lambda: not nvme_ctrls(s.nqn), 20, "controller removal")
+        assert nvme_disk_with_uuid(ns.uuid) is None
+    assert not os.path.exists(s.subsys_dir)
+
+
+def test_fcoe_fc_host_and_luns() -> None:
+    with FcoeTarget(luns=2) as t:
+        f = t.fabrics[0]
+        host = f.initiator_host
+        assert read(f"/sys/class/fc_host/{host}/port_state") == "Online"
+        assert read(f"/sys/class/fc_host/{host}/port_name") == "0x" + f.initiator_wwpn
+        rp = t.target_rport(f)
+        assert rp is not None
+        assert "FCP Target" in read(f"/sys/class/fc_remote_ports/{rp}/roles")
+        assert read(f"/sys/class/fc_remote_ports/{rp}/node_name") == "0x" + f.target_wwnn
+        d0 = wait_for(lambda: sd_disks_with_wwid(t.luns[0].wwid), 30, "LUN 0 disk")
+        assert len(d0) == 1
+        # the disk sits under the initiator's scsi host
+        assert f"/{host}/" in os.path.realpath(f"/sys/block/{d0[0]}")
+        if not sd_disks_with_wwid(t.luns[1].wwid):
+            t.scan_lun(1)
+        d1 = wait_for(lambda: sd_disks_with_wwid(t.luns[1].wwid), 30, "LUN 1 disk")
+        assert len(d1) == 1
+        wwn_link = f"/dev/disk/by-id/wwn-0x{t.luns[1].naa}"
+        wait_for(lambda: os.path.exists(wwn_link), 20, wwn_link)
+        wwids = [lun.wwid for lun in t.luns.values()]
+    assert not os.path.exists(f"/sys/class/fc_host/{host}")
+    for wwid in wwids:
+        assert not sd_disks_with_wwid(wwid)
+    assert not glob.glob(f"/sys/class/net/{f.initiator_if}")
