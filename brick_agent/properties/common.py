@@ -113,7 +113,8 @@ def parse_addressing(props: Mapping[str, Any]) -> AddressingMode:
     for mode in AddressingMode:
         if mode.value.lower() == text.lower():
             return mode
-    c.fail("addressing_mode", f"must be one of SAM, transparent, SAM2, SAM3-flat; got {c.shown(text)}")
+    c.fail("addressing_mode",
+           f"must be one of SAM, transparent, SAM2, SAM3-flat; got {c.shown(text)}")
 
 
 def jsonable(value: Any) -> Any:

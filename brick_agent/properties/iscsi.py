@@ -116,7 +116,8 @@ def parse_portal(value: Any, path: str) -> Portal:
 
 
 def parse_iqn(value: Any, path: str) -> str:
-    """An iSCSI name: ``iqn.YYYY-MM.reversed.domain[:suffix]``, ``eui.<16 hex>``, ``naa.<16|32 hex>``."""
+    """An iSCSI name: ``iqn.YYYY-MM.reversed.domain[:suffix]``, ``eui.<16 hex>`` or
+    ``naa.<16|32 hex>``; case is kept (iscsiadm and the kernel compare names exactly)."""
     text = c.string(value, path, MAX_IQN)
     if len(text.encode()) > MAX_IQN:
         c.fail(path, f"is longer than {MAX_IQN} bytes")

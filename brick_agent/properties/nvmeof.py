@@ -103,10 +103,13 @@ def hyphenate(hex32: str) -> str:
 
 
 def canonical_id(text: str) -> str | None:
-    """32 lower hex from sysfs text: ``uuid``/``nguid`` (hyphenated) or ``wwid`` ('eui.<32hex>')."""
+    """32 lower hex from sysfs text: ``uuid``/``nguid`` (hyphenated) or ``wwid``
+    ('uuid.<uuid>' or 'eui.<32 hex>'); None for anything else (eui64, 'nvme.' wwids)."""
     text = text.strip().lower()
-    if text.startswith("eui."):
-        text = text[4:]
+    for prefix in ("eui.", "uuid."):
+        if text.startswith(prefix):
+            text = text[len(prefix):]
+            break
     text = text.replace("-", "")
     if len(text) == 32 and all(ch in "0123456789abcdef" for ch in text):
         return text

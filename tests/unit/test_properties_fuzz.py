@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -21,7 +22,8 @@ from tests.unit.test_properties_support import (DISC_SECRET, LVM_LIO_ISCSI, LVM_
                                                 PURE_FC, PURE_ISCSI, PURE_NVME, REPLICATED_NVME,
                                                 SECRET, SPDK_OLD_NVME)
 
-FUZZ = settings(max_examples=int(__import__("os").environ.get("BRICK_FUZZ_EXAMPLES", "100")), deadline=None,
+# BRICK_FUZZ_EXAMPLES=5000 for a long run; the default keeps the unit suite fast.
+FUZZ = settings(max_examples=int(os.environ.get("BRICK_FUZZ_EXAMPLES", "100")), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 KNOWN_KEYS = sorted({k for d in (LVM_LIO_ISCSI, NETAPP_ISCSI, PURE_ISCSI, LVM_NVMET, PURE_NVME,

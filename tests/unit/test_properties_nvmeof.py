@@ -135,6 +135,8 @@ def test_sysfs_id_matching():
     assert not sysfs_id_matches("0" * 32, "00000000-0000-0000-0000-000000000000")
     uuid = parse_nvmeof(LVM_NVMET).target.uuid
     assert sysfs_id_matches(uuid, VOL + "\n")
+    assert sysfs_id_matches(uuid, f"uuid.{VOL}\n")  # wwid on kernels that prefer the UUID
+    assert not sysfs_id_matches(uuid, "eui.0024a93701aa4f0b\n")  # EUI-64 is 8 bytes
     assert canonical_id("nvme.1b36-3132-514-00000001") is None
 
 
@@ -178,7 +180,8 @@ def test_bad_vol_uuid(value):
     invalid(parse_nvmeof, with_(NEW, vol_uuid=value), "vol_uuid")
 
 
-@pytest.mark.parametrize("value", ["0024a93701aa4f0b", "0" * 32, "g" * 32, 5, "eui.0024a93701aa4f0bbd15f4c90000a4c2"])
+@pytest.mark.parametrize("value", ["0024a93701aa4f0b", "0" * 32, "g" * 32, 5,
+                                   "eui.0024a93701aa4f0bbd15f4c90000a4c2"])
 def test_bad_nguid(value):
     invalid(parse_nvmeof, with_(NEW, volume_nguid=value), "volume_nguid")
 
@@ -221,7 +224,8 @@ def test_replicated_errors_have_nested_paths():
             "volume_replicas[1].portals[2].transport")
     reps = copy.deepcopy(REPLICATED_NVME["volume_replicas"])
     reps[0]["vol_uuid"] = "nope"
-    invalid(parse_nvmeof, with_(REPLICATED_NVME, volume_replicas=reps), "volume_replicas[0].vol_uuid")
+    invalid(parse_nvmeof, with_(REPLICATED_NVME, volume_replicas=reps),
+            "volume_replicas[0].vol_uuid")
     reps = copy.deepcopy(REPLICATED_NVME["volume_replicas"])
     del reps[0]["target_nqn"]
     invalid(parse_nvmeof, with_(REPLICATED_NVME, volume_replicas=reps),
