@@ -4,7 +4,8 @@ Targets come from the singular keys ``target_portal``/``target_iqn``/``target_lu
 (LUN default 0) and/or the plural keys ``target_portals``/``target_iqns``/
 ``target_luns`` (if ``target_luns`` is missing, ``target_lun`` is repeated).
 
-* ``targets``: every (portal, iqn, lun) -- the plurals if given, else the singular one.
+* ``targets``: every distinct (portal, iqn, lun) -- the plurals if given, else the
+  singular one.
 * ``primary``: the singular target if given, else ``targets[0]``.
 
 os-brick logs into all plural targets only with multipath; without multipath it
@@ -172,11 +173,11 @@ def _targets(props: Mapping[str, Any], mode: AddressingMode
         lun = props.get("target_lun")
         luns = (0 if lun is None else lun,) * len(portals)
         lun_paths = ["target_lun"] * len(portals)
-    plural = tuple(
+    plural = tuple(dict.fromkeys(  # duplicates dropped, order kept
         ISCSITarget(parse_portal(p, f"target_portals[{i}]"),
                     parse_iqn(q, f"target_iqns[{i}]"),
                     parse_lun(l, lun_paths[i], mode))
-        for i, (p, q, l) in enumerate(zip(portals, iqns, luns)))
+        for i, (p, q, l) in enumerate(zip(portals, iqns, luns))))
     return single, plural
 
 

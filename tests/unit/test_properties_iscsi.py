@@ -68,6 +68,12 @@ def test_pure_plural_only_ipv6_sam2():
     assert props.scsi_lun() == 300 + 16384
 
 
+def test_duplicate_plural_targets_dropped():
+    props = parse_iscsi({"target_portals": ["10.0.0.1:3260", "10.0.0.2:3260", "10.0.0.1:3260"],
+                         "target_iqns": [IQN] * 3, "target_luns": [1, 1, 1]})
+    assert [t.portal.host for t in props.targets] == ["10.0.0.1", "10.0.0.2"]
+
+
 def test_plural_without_target_luns_repeats_target_lun():
     props = parse_iscsi({"target_portals": ["10.0.0.1:3260", "10.0.0.2:3260"],
                          "target_iqns": [IQN, IQN], "target_lun": 7})
