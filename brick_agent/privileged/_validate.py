@@ -36,8 +36,11 @@ _WWID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 _FC_ADDR = re.compile(r"^nn-0x[0-9a-fA-F]{16}:pn-0x[0-9a-fA-F]{16}$")
 
 
-def plain_str(value: object, what: str, *, max_len: int = 255) -> str:
-    """A non-empty str that cannot act as an option and holds no metacharacter."""
+def plain_str(value: object, what: str, *, max_len: int = 255, allow: str = "") -> str:
+    """A non-empty str that cannot act as an option and holds no metacharacter.
+
+    ``allow`` lists metacharacters accepted here (e.g. the brackets of an IPv6 portal).
+    """
     if not isinstance(value, str):
         raise InvalidArgument(f"{what} must be a string")
     if not value:
@@ -46,7 +49,8 @@ def plain_str(value: object, what: str, *, max_len: int = 255) -> str:
         raise InvalidArgument(f"{what} is longer than {max_len} characters")
     if value.startswith("-"):
         raise InvalidArgument(f"{what} must not start with '-': {value!r}")
-    if _META.search(value):
+    checked = value.translate({ord(c): None for c in allow}) if allow else value
+    if _META.search(checked):
         raise InvalidArgument(f"{what} contains a forbidden character: {value!r}")
     return value
 
@@ -132,7 +136,7 @@ def nqn(value: object, what: str = "NQN") -> str:
 
 def host_address(value: object, what: str = "address") -> str:
     """An IPv4/IPv6 address or a DNS name (IPv6 may come in brackets)."""
-    value = plain_str(value, what, max_len=253)
+    value = plain_str(value, what, max_len=253, allow="[]")
     bare = value[1:-1] if value.startswith("[") and value.endswith("]") else value
     try:
         ipaddress.ip_address(bare.split("%", 1)[0])
@@ -154,7 +158,7 @@ def port(value: object, what: str = "port") -> int:
 
 def portal(value: object) -> str:
     """``ip:port``, ``[ipv6]:port`` or ``host:port`` → normalised ``ip:port`` form."""
-    value = plain_str(value, "portal", max_len=300)
+    value = plain_str(value, "portal", max_len=300, allow="[]")
     if value.startswith("["):
         addr, sep, rest = value[1:].partition("]:")
         if not sep:

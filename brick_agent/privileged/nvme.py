@@ -104,10 +104,11 @@ def do_write_host_identity(roots: HostRoots, hostnqn: str,
                            hostid: str | None = None) -> dict[str, bool]:
     """Create ``<etc>/nvme/hostnqn`` (and ``hostid``) only if missing; never overwrite."""
     hostnqn = v.nqn(hostnqn, "host NQN")
+    if hostid is not None:
+        hostid = v.uuid_str(hostid, "host id")
     written = {"hostnqn": create_file_if_missing(roots.etc, roots.etcfs("nvme", "hostnqn"),
                                                  hostnqn + "\n")}
     if hostid is not None:
-        hostid = v.uuid_str(hostid, "host id")
         written["hostid"] = create_file_if_missing(roots.etc, roots.etcfs("nvme", "hostid"),
                                                    hostid + "\n")
     return written
