@@ -200,7 +200,7 @@ def _ids(props: Mapping[str, Any], path: str, uuid_key: str | None) -> dict[str,
         out["nguid"] = c.nguid_text(props["volume_nguid"], c.join(path, "volume_nguid"))
     if c.present(props, "ns_id"):
         nsid = props["ns_id"]
-        if isinstance(nsid, str) and nsid.isdecimal() and len(nsid) <= 10:
+        if isinstance(nsid, str) and re.fullmatch(r"[0-9]{1,10}", nsid):
             nsid = int(nsid)
         out["nsid"] = c.integer(nsid, c.join(path, "ns_id"), 1, MAX_NSID)
     if c.present(props, "host_nqn"):

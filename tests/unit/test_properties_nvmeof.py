@@ -80,6 +80,11 @@ def test_old_format_without_identifier_is_unidentified():
     assert not props.target.identified
 
 
+def test_new_format_without_identifier_is_unidentified():
+    props = parse_nvmeof(with_(NEW, vol_uuid=None))
+    assert props.vol_uuid is None and not props.target.identified
+
+
 def test_fc_transport_portal():
     props = parse_nvmeof(with_(NEW, portals=[
         ["nn-0x20000090FA123456:pn-0x10000090fa123456", None, "FC"],
@@ -186,7 +191,8 @@ def test_bad_nguid(value):
     invalid(parse_nvmeof, with_(NEW, volume_nguid=value), "volume_nguid")
 
 
-@pytest.mark.parametrize("value", [0, -1, 2 ** 32 - 1, 2 ** 32, True, 1.5, "x1", "99999999999"])
+@pytest.mark.parametrize("value", [0, -1, 2 ** 32 - 1, 2 ** 32, True, 1.5, "x1", "99999999999",
+                                   "\u0661", " 1"])
 def test_bad_nsid(value):
     invalid(parse_nvmeof, with_(NEW, ns_id=value), "ns_id")
 
