@@ -108,7 +108,7 @@ def external_lock(name: str, *, lock_path: str | None = None,
     deadline = None if timeout is None else time.monotonic() + timeout
     start = time.monotonic()
     sem = lockutils.internal_lock(name)  # threading.Semaphore shared per name
-    if not sem.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+    if not sem.acquire(timeout=None if timeout is None else max(0.0, timeout)):
         raise LockTimeout(f"lock {name} not acquired within {timeout}s (held in this process)")
     try:
         ext = lockutils.external_lock(name, lock_path=path)

@@ -167,6 +167,30 @@ def test_guard_timeout_and_threads_serialise(lock_dir):
         assert held
 
 
+def test_threads_without_timeout_wait_their_turn(lock_dir):
+    vol = {"shared_targets": None, "service_uuid": SERVICE}
+    intervals = []
+    mu = threading.Lock()
+
+    def worker():
+        with locking.guard_connection(vol, lock_path=lock_dir) as held:
+            assert held
+            start = time.monotonic()
+            time.sleep(0.05)
+            with mu:
+                intervals.append((start, time.monotonic()))
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(5)
+    assert len(intervals) == 4
+    intervals.sort()
+    for (_, prev_end), (start, _) in zip(intervals, intervals[1:]):
+        assert start >= prev_end
+
+
 # ------------------------------------------------------------------ manual-scan probe
 def _fake_iscsiadm(directory, script):
     directory.mkdir(exist_ok=True)
