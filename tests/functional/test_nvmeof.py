@@ -1,0 +1,309 @@
+"""NVMe-oF connector on the lab's real kernel against nvmet (issue 4 scenarios).
+
+Each test builds its own nvmet subsystem(s) and must leave no controller
+behind.  Assertions read raw sysfs (independent of brick_agent.host).
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from brick_agent import config, privileged
+from brick_agent.connectors.nvmeof import NVMeOFConnector
+from brick_agent.errors import DeviceNotFound, VolumeIdentityMismatch
+from tests.functional.lab import NvmetSubsystem
+
+pytestmark = pytest.mark.realkernel
+MiB = 1024 * 1024
+
+
+# ------------------------------------------------------------------ helpers
+
+def read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def ctrls(nqn: str) -> list[str]:
+    return sorted(os.path.basename(c) for c in glob.glob("/sys/class/nvme/nvme*")
+                  if read(f"{c}/subsysnqn") == nqn)
+
+
+def wait_until(pred, timeout: float = 15.0, what: str = "condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def dev_uuid(path: str) -> str | None:
+    return read(f"/sys/class/block/{os.path.basename(os.path.realpath(path))}/uuid")
+
+
+def io_roundtrip(path: str, offset_mib: int = 1, size_mib: int = 2) -> None:
+    """Write random data with O_DIRECT, read it back, compare."""
+    data = os.urandom(size_mib * MiB)
+    src = f"/tmp/nvme-io-{os.getpid()}-{threading.get_ident()}"
+    with open(src, "wb") as f:
+        f.write(data)
+    try:
+        subprocess.run(["dd", f"if={src}", f"of={path}", "bs=1M", f"seek={offset_mib}",
+                        f"count={size_mib}", "oflag=direct", "conv=fsync,notrunc",
+                        "status=none"], check=True, timeout=60)
+        out = subprocess.run(["dd", f"if={path}", "bs=1M", f"skip={offset_mib}",
+                              f"count={size_mib}", "iflag=direct", "status=none"],
+                             check=True, timeout=60, capture_output=True).stdout
+    finally:
+        os.unlink(src)
+    assert hashlib.sha256(out).digest() == hashlib.sha256(data).digest(), f"I/O mismatch on {path}"
+
+
+def make_conf(tmp_path, **overrides):
+    conf = config.new_conf()
+    conf.set_override("lock_path", str(tmp_path / "locks"), group="brick_agent")
+    conf.set_override("privsep_in_process", True, group="brick_agent")
+    conf.set_override("device_wait_timeout", 20.0, group="brick_agent")
+    conf.set_override("nvme_ctrl_loss_tmo", -1, group="brick_agent")
+    conf.set_override("nvme_reconnect_delay", 1, group="brick_agent")
+    for k, v in overrides.items():
+        conf.set_override(k, v, group="brick_agent")
+    return conf
+
+
+@pytest.fixture
+def connector(tmp_path):
+    conf = make_conf(tmp_path)
+    privileged.init(conf)
+    return NVMeOFConnector(None, None, conf=conf)
+
+
+def props(sub: NvmetSubsystem, nsid: int = 1, portals=None, **extra) -> dict:
+    ns = sub.namespaces[nsid]
+    d = {"target_nqn": sub.nqn, "vol_uuid": ns.uuid, "volume_nguid": ns.nguid, "ns_id": nsid,
+         "portals": [[p.traddr, int(p.trsvcid), "tcp"] for p in sub.ports]
+         if portals is None else portals}
+    d.update(extra)
+    return d
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_controllers():
+    before = set(glob.glob("/sys/class/nvme/nvme*"))
+    yield
+    after = set(glob.glob("/sys/class/nvme/nvme*"))
+    extra = after - before
+    for c in extra:  # clean up for the next test, then fail this one
+        with open(f"{c}/delete_controller", "w") as f:
+            f.write("1")
+    assert not extra, f"controllers left behind: {sorted(extra)}"
+
+
+# ------------------------------------------------------------------ 1: single portal
+
+def test_1_tcp_single_portal_attach_io_detach(connector, nvmet_subsystem):
+    sub = nvmet_subsystem
+    p = props(sub)
+    t0 = time.monotonic()
+    info = connector.connect_volume(p)
+    attach = time.monotonic() - t0
+    assert info["type"] == "block" and info["path"].startswith("/dev/nvme")
+    assert dev_uuid(info["path"]) == sub.namespaces[1].uuid
+    assert len(ctrls(sub.nqn)) == 1
+    c = ctrls(sub.nqn)[0]
+    assert read(f"/sys/class/nvme/{c}/hostnqn") == connector.host_identity().hostnqn
+    assert connector.get_volume_paths(p) == [info["path"]]
+    assert connector.check_valid_device(info["path"])
+    io_roundtrip(info["path"])
+    vols = [v for v in connector.get_all_available_volumes() if v["subsysnqn"] == sub.nqn]
+    assert [v["uuid"] for v in vols] == [sub.namespaces[1].uuid]
+    assert vols[0]["controllers"][0]["traddr"] == "127.0.0.1"
+    assert vols[0]["controllers"][0]["state"] == "live"
+    t0 = time.monotonic()
+    connector.disconnect_volume(p, info)
+    detach = time.monotonic() - t0
+    assert ctrls(sub.nqn) == []
+    assert not os.path.exists(info["path"])
+    assert connector.get_volume_paths(p) == []
+    print(f"\nscenario1 attach {attach:.2f}s detach {detach:.2f}s")
+
+
+def test_1b_old_format_and_reattach_reuses_identity(connector, nvmet_subsystem):
+    sub = nvmet_subsystem
+    old = {"nqn": sub.nqn, "transport_type": "tcp", "target_portal": "127.0.0.1",
+           "target_port": 4420, "volume_nguid": sub.namespaces[1].nguid}
+    info = connector.connect_volume(old)
+    hostnqn = read(f"/sys/class/nvme/{ctrls(sub.nqn)[0]}/hostnqn")
+    assert dev_uuid(info["path"]) == sub.namespaces[1].uuid
+    connector.disconnect_volume(old, info)
+    info = connector.connect_volume(old)  # same identity on the second connect
+    assert read(f"/sys/class/nvme/{ctrls(sub.nqn)[0]}/hostnqn") == hostnqn
+    connector.disconnect_volume(old, info)
+    assert ctrls(sub.nqn) == []
+
+
+# ------------------------------------------------------------------ 2: shared subsystem
+
+def test_2_shared_subsystem_detach_keeps_controller_for_other_namespace(connector):
+    with NvmetSubsystem(namespaces=2) as sub:
+        pa, pb = props(sub, 1), props(sub, 2)
+        a = connector.connect_volume(pa)
+        b = connector.connect_volume(pb)
+        assert a["path"] != b["path"]
+        assert len(ctrls(sub.nqn)) == 1
+        io_roundtrip(a["path"])
+        io_roundtrip(b["path"])
+
+        connector.disconnect_volume(pa, a)
+        assert len(ctrls(sub.nqn)) == 1  # namespace 2 still needs it
+        io_roundtrip(b["path"])
+        # the backend unmaps volume A after the detach (terminate_connection):
+        sub.remove_namespace(1)
+        wait_until(lambda: not os.path.exists(a["path"]), what="namespace 1 removal")
+        io_roundtrip(b["path"])
+
+        connector.disconnect_volume(pb, b)
+        assert ctrls(sub.nqn) == []
+
+
+# ------------------------------------------------------------------ 5: namespace reuse
+
+def test_5_stale_namespace_with_other_uuid_is_never_returned(tmp_path):
+    conf = make_conf(tmp_path, device_wait_timeout=4.0)
+    privileged.init(conf)
+    connector = NVMeOFConnector(None, None, conf=conf)
+    with NvmetSubsystem(namespaces=2) as sub:
+        keep = connector.connect_volume(props(sub, 2))  # keeps the controller alive
+        old = props(sub, 1)
+        old_info = connector.connect_volume(old)
+        old_uuid = sub.namespaces[1].uuid
+        # backend: volume 1 deleted, nsid 1 reused by a new volume, host not told
+        connector.disconnect_volume(old, old_info)
+        sub.remove_namespace(1)
+        sub.add_namespace(nsid=1)
+        new = props(sub, 1)
+        assert new["vol_uuid"] != old_uuid
+
+        info = connector.connect_volume(new)
+        assert dev_uuid(info["path"]) == new["vol_uuid"]
+        # asking for the old volume never yields the new one
+        with pytest.raises((DeviceNotFound, VolumeIdentityMismatch)):
+            connector.connect_volume(old)
+        assert dev_uuid(info["path"]) == new["vol_uuid"]
+
+        connector.disconnect_volume(new, info)
+        sub.remove_namespace(1)
+        wait_until(lambda: not os.path.exists(info["path"]), what="namespace 1 removal")
+        connector.disconnect_volume(props(sub, 2), keep)
+        assert ctrls(sub.nqn) == []
+
+
+# ------------------------------------------------------------------ 4: one portal down
+
+def test_4_unreachable_portal_does_not_fail_attach(connector, nvmet_subsystem):
+    sub = nvmet_subsystem
+    p = props(sub, portals=[["127.0.0.2", 4421, "tcp"], ["127.0.0.1", 4420, "tcp"]])
+    t0 = time.monotonic()
+    info = connector.connect_volume(p)
+    took = time.monotonic() - t0
+    assert dev_uuid(info["path"]) == sub.namespaces[1].uuid
+    assert [read(f"/sys/class/nvme/{c}/address").split(",")[0] for c in ctrls(sub.nqn)] == [
+        "traddr=127.0.0.1"]
+    io_roundtrip(info["path"])
+    connector.disconnect_volume(p, info)
+    assert ctrls(sub.nqn) == []
+    print(f"\nscenario4 attach with a dead portal {took:.2f}s")
+
+
+# ------------------------------------------------------------------ 3: two portals
+
+def test_3_native_multipath_survives_port_removal(connector, nvmet_multipath_subsystem):
+    sub = nvmet_multipath_subsystem
+    if read("/sys/module/nvme_core/parameters/multipath") != "Y":
+        pytest.skip("native NVMe multipath is off in this kernel")
+    p = props(sub, 1)
+    info = connector.connect_volume(p)
+    assert len(ctrls(sub.nqn)) == 2
+    assert connector.get_volume_paths(p) == [info["path"]]  # one head device
+    io_roundtrip(info["path"])
+    sub.remove_port("127.0.0.2:4420")
+    io_roundtrip(info["path"], offset_mib=8)  # I/O keeps going over the other path
+    connector.disconnect_volume(p, info)
+    assert ctrls(sub.nqn) == []
+
+
+def _reload_nvme_core(multipath: str) -> None:
+    mods = ["nvme_tcp", "nvme_fabrics", "nvme_core"]
+    subprocess.run(["modprobe", "-r", *mods], check=True, timeout=60)
+    subprocess.run(["modprobe", "nvme_core", f"multipath={multipath}"], check=True, timeout=60)
+    subprocess.run(["modprobe", "nvme_tcp"], check=True, timeout=60)
+
+
+def test_3b_non_native_one_device_per_controller(tmp_path):
+    if glob.glob("/sys/class/nvme/nvme*"):
+        pytest.skip("controllers exist: cannot reload nvme_core")
+    _reload_nvme_core("N")
+    try:
+        conf = make_conf(tmp_path, use_multipath=True)
+        privileged.init(conf)
+        connector = NVMeOFConnector(None, None, conf=conf)
+        with NvmetSubsystem(namespaces=1,
+                            ports=("127.0.0.1:4420", "127.0.0.2:4420")) as sub:
+            p = props(sub, 1)
+            info = connector.connect_volume(p)
+            paths = connector.get_volume_paths(p)
+            assert len(ctrls(sub.nqn)) == 2 and len(paths) == 2
+            assert info["path"] in paths
+            assert {dev_uuid(x) for x in paths} == {sub.namespaces[1].uuid}
+            io_roundtrip(info["path"])
+            connector.disconnect_volume(p, info)
+            assert ctrls(sub.nqn) == [] and not any(os.path.exists(x) for x in paths)
+    finally:
+        if not glob.glob("/sys/class/nvme/nvme*"):
+            _reload_nvme_core("Y")
+
+
+# ------------------------------------------------------------------ 7: extend
+
+def test_7_extend_returns_new_size(connector, nvmet_subsystem):
+    sub = nvmet_subsystem
+    p = props(sub)
+    info = connector.connect_volume(p)
+    old = int(read(f"/sys/class/block/{os.path.basename(info['path'])}/size")) * 512
+    sub.resize_namespace(1, old + 32 * MiB)
+    new = connector.extend_volume(p)
+    assert new == old + 32 * MiB
+    connector.disconnect_volume(p, info)
+
+
+# ------------------------------------------------------------------ privsep daemon
+
+def test_attach_detach_through_the_privsep_daemon(tmp_path, nvmet_subsystem):
+    helper = os.path.join(os.path.dirname(sys.executable), "privsep-helper")
+    if not os.path.exists(helper):
+        pytest.skip("privsep-helper not installed in this venv")
+    conf = make_conf(tmp_path, privsep_in_process=False, privsep_helper_command=helper)
+    privileged.init(conf)
+    try:
+        connector = NVMeOFConnector(None, None, conf=conf)
+        p = props(nvmet_subsystem)
+        info = connector.connect_volume(p)
+        assert dev_uuid(info["path"]) == nvmet_subsystem.namespaces[1].uuid
+        io_roundtrip(info["path"])
+        connector.disconnect_volume(p, info)
+        assert ctrls(nvmet_subsystem.nqn) == []
+    finally:
+        privileged.set_in_process(True)
