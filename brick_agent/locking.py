@@ -217,6 +217,19 @@ def note_manual_scan_result(supported: bool) -> None:
         _scan_cached = bool(supported)
 
 
+def note_manual_scan_update(error: CommandFailed | None) -> None:
+    """Learn from the outcome of ``iscsiadm ... --op update -n node.session.scan -v manual``.
+
+    ``None`` (it worked) proves support.  iscsiadm without the parameter exits
+    7 (ISCSI_ERR_INVAL) with "Cannot modify node.session.scan. Invalid param
+    name": that proves the opposite.  Any other failure says nothing.
+    """
+    if error is None:
+        note_manual_scan_result(True)
+    elif error.returncode == 7 and "node.session.scan" in (error.stderr or ""):
+        note_manual_scan_result(False)
+
+
 def reset_manual_scan_cache() -> None:
     """Forget the probed answer (next use probes again)."""
     global _scan_cached
@@ -347,6 +360,11 @@ class HostConcurrencyLimit:
         self._lock_path = lock_path
         self._name = name
         self._max_backoff = max_backoff
+
+    @classmethod
+    def from_conf(cls, conf: Any) -> "HostConcurrencyLimit":
+        """The limit of ``[brick_agent]/max_concurrent_operations`` in its lock_path."""
+        return cls(conf.brick_agent.max_concurrent_operations, conf.brick_agent.lock_path)
 
     def _slot_path(self, i: int) -> str:
         return os.path.join(_lock_path(self._lock_path), f"{LOCK_PREFIX}{self._name}-{i}")

@@ -19,7 +19,9 @@ from brick_agent.privileged import entrypoint
 Runner = Callable[..., commands.CommandResult]
 
 ISCSIADM = "iscsiadm"
-#: iscsiadm exit codes: session already exists / no matching records.
+#: iscsiadm exit codes: invalid parameter (e.g. node.session.scan unknown to an
+#: old iscsiadm) / session already exists / no matching records.
+ERR_INVAL = 7
 ERR_SESS_EXISTS = 15
 ERR_NO_OBJS_FOUND = 21
 

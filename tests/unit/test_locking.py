@@ -287,6 +287,31 @@ def test_note_result_overrides_probe():
     assert locking.iscsi_manual_scan_supported(lambda: pytest.fail("re-probed")) is True
 
 
+def test_manual_scan_evidence_from_node_update():
+    from brick_agent.errors import CommandFailed
+    locking.iscsi_manual_scan_supported(lambda: True)
+    # what iscsiadm 2.1.8 prints for a parameter it does not know (seen on this host)
+    locking.note_manual_scan_update(CommandFailed(
+        ["iscsiadm"], 7, "iscsiadm: Cannot modify node.session.scan. Invalid param name.\n"
+        "iscsiadm: Could not execute operation on all records: invalid parameter"))
+    assert locking.iscsi_manual_scan_supported() is False
+    locking.note_manual_scan_update(CommandFailed(["iscsiadm"], 21, "No records found"))
+    assert locking.iscsi_manual_scan_supported() is False
+    locking.note_manual_scan_update(None)
+    assert locking.iscsi_manual_scan_supported() is True
+
+
+def test_host_limit_from_conf(tmp_path):
+    from brick_agent import config
+    conf = config.new_conf()
+    conf.set_override("lock_path", str(tmp_path), group="brick_agent")
+    conf.set_override("max_concurrent_operations", 3, group="brick_agent")
+    limit = locking.HostConcurrencyLimit.from_conf(conf)
+    assert limit.n == 3
+    with limit.slot(timeout=1):
+        assert any(f.startswith("brick_agent-slot-") for f in os.listdir(tmp_path))
+
+
 # ------------------------------------------------------------------ target/device locks
 def test_target_lock_names():
     a = locking.target_lock_name("iscsi", locking.iscsi_target_key("10.0.0.1:3260",
