@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import threading
 
 from oslo_config import cfg
 
@@ -33,16 +32,9 @@ ERR_FATAL_LOGIN = 19          # target refused the login (e.g. not authorised)
 ERR_LOGIN_AUTH_FAILED = 24    # CHAP rejected
 UNREACHABLE = {ERR_TRANS, ERR_TRANS_TIMEOUT, ERR_PDU_TIMEOUT, ERR_LOGIN}
 
-_init_lock = threading.Lock()
-_initialised = False
-
-
 def _ensure_privsep(conf: cfg.ConfigOpts) -> None:
-    global _initialised
-    with _init_lock:
-        if not _initialised:
-            privileged.init(conf)
-            _initialised = True
+    """Apply the privsep mode of ``conf`` (daemon or in-process); idempotent."""
+    privileged.init(conf)
 
 
 def _chap_settings(prefix: str, auth: ChapCredentials | None) -> list[tuple[str, str]]:

@@ -1,0 +1,221 @@
+"""ISCSIConnector against LIO in the lab VM's real kernel (issue 3 scenarios).
+
+Run: tools/kernel-lab/lab run -- tools/kernel-lab/guest-pytest tests/functional/test_iscsi.py -x -q
+
+Leftover checks read raw sysfs and /dev (independent of brick_agent.host).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import glob
+import logging
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from brick_agent import config, locking, privileged
+from brick_agent.connectors.iscsi import ISCSIConnector
+from brick_agent.errors import AuthenticationFailed, DeviceNotFound, TargetUnreachable
+from tests.functional.lab import LioIscsiTarget
+
+pytestmark = pytest.mark.realkernel
+
+SECRET = "Brick-Lab-Secret-42"
+BLOCK = 4096
+
+
+# ---------------------------------------------------------------- raw views
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def sessions_of(iqn: str) -> list[str]:
+    return sorted(os.path.basename(s) for s in glob.glob("/sys/class/iscsi_session/session*")
+                  if _read(f"{s}/targetname") == iqn)
+
+
+def disks_with(wwid: str) -> list[str]:
+    return sorted(w.split("/")[3] for w in glob.glob("/sys/block/sd*/device/wwid")
+                  if _read(w) == wwid)
+
+
+def maps_with(scsi_id: str) -> list[str]:
+    return sorted(u.split("/")[3] for u in glob.glob("/sys/block/dm-*/dm/uuid")
+                  if _read(u) == f"mpath-{scsi_id}")
+
+
+def links_of(iqn: str) -> list[str]:
+    return sorted(glob.glob(f"/dev/disk/by-path/*{iqn}*"))
+
+
+def node_records(iqn: str) -> list[str]:
+    p = subprocess.run(["iscsiadm", "-m", "node"], capture_output=True, text=True, timeout=30)
+    return [line for line in p.stdout.splitlines() if iqn in line]
+
+
+def leftovers(t: LioIscsiTarget) -> dict[str, list[str]]:
+    """Everything of target ``t`` still on the host (udev links may lag: wait briefly)."""
+    deadline = time.monotonic() + 5
+    while True:
+        state = {"sessions": sessions_of(t.iqn),
+                 "disks": [d for lun in t.luns.values() for d in disks_with(lun.wwid)],
+                 "maps": [m for lun in t.luns.values() for m in maps_with(lun.scsi_id)],
+                 "links": links_of(t.iqn)}
+        if not any(state.values()) or time.monotonic() > deadline:
+            return {k: v for k, v in state.items() if v}
+        time.sleep(0.1)
+
+
+def write_read(path: str, seed: int, backing: str | None = None) -> None:
+    """O_DIRECT write+read of one block through ``path``; optionally check the target's file."""
+    data = bytes((seed + i) % 251 for i in range(BLOCK))
+    import mmap
+    buf = mmap.mmap(-1, BLOCK)
+    buf.write(data)
+    fd = os.open(path, os.O_RDWR | os.O_DIRECT)
+    try:
+        assert os.pwritev(fd, [buf], 0) == BLOCK
+        os.fsync(fd)
+        back = mmap.mmap(-1, BLOCK)
+        assert os.preadv(fd, [back], 0) == BLOCK
+        assert bytes(back) == data
+    finally:
+        os.close(fd)
+    if backing:
+        with open(backing, "rb") as f:
+            assert f.read(BLOCK) == data, "data did not reach the target's backing file"
+
+
+# ---------------------------------------------------------------- fixtures
+@pytest.fixture
+def conf(tmp_path):
+    c = config.new_conf()
+    c.set_override("lock_path", str(tmp_path / "locks"), group="brick_agent")
+    c.set_override("privsep_in_process", True, group="brick_agent")
+    c.set_override("device_wait_timeout", 20.0, group="brick_agent")
+    c.set_override("login_timeout", 10.0, group="brick_agent")
+    return c
+
+
+@pytest.fixture
+def connector(conf):
+    return ISCSIConnector(conf=conf)
+
+
+def props_for(t: LioIscsiTarget, lun: int = 0, portal: int = 0, **extra) -> dict:
+    return {"target_portal": t.portals[portal], "target_iqn": t.iqn, "target_lun": lun,
+            "volume_id": f"vol-{lun}", **extra}
+
+
+# ---------------------------------------------------------------- 1. single path
+def test_1_single_path_attach_io_detach(connector):
+    with LioIscsiTarget(luns=1) as t:
+        lun = t.luns[0]
+        start = time.monotonic()
+        info = connector.connect_volume(props_for(t))
+        attach = time.monotonic() - start
+        assert info["type"] == "block" and info["scsi_wwn"] == lun.scsi_id
+        assert "multipath_id" not in info
+        assert os.path.basename(info["path"]) == disks_with(lun.wwid)[0]
+        write_read(info["path"], 1, lun.path)
+        assert connector.get_volume_paths(props_for(t))
+        start = time.monotonic()
+        connector.disconnect_volume(props_for(t), info)
+        detach = time.monotonic() - start
+        assert leftovers(t) == {}
+        assert node_records(t.iqn) == []
+        print(f"\nsingle path: attach {attach:.2f}s detach {detach:.2f}s")
+
+
+# ---------------------------------------------------------------- 2. shared target
+def test_2_shared_target_detach_one_keeps_the_other(connector):
+    with LioIscsiTarget(luns=2) as t:
+        a = connector.connect_volume(props_for(t, 0))
+        b = connector.connect_volume(props_for(t, 1))
+        assert len(sessions_of(t.iqn)) == 1
+        assert a["scsi_wwn"] == t.luns[0].scsi_id and b["scsi_wwn"] == t.luns[1].scsi_id
+        connector.disconnect_volume(props_for(t, 0), a)
+        assert disks_with(t.luns[0].wwid) == []
+        assert len(sessions_of(t.iqn)) == 1
+        write_read(b["path"], 2, t.luns[1].path)
+        connector.disconnect_volume(props_for(t, 1), b)
+        assert leftovers(t) == {}
+
+
+# ---------------------------------------------------------------- 4. CHAP
+def test_4_chap_right_secret_attaches_wrong_one_fails_cleanly(connector, caplog):
+    caplog.set_level(logging.DEBUG)
+    with LioIscsiTarget(luns=1, chap=("brickuser", SECRET)) as t:
+        good = props_for(t, auth_method="CHAP", auth_username="brickuser",
+                         auth_password=SECRET)
+        info = connector.connect_volume(good)
+        write_read(info["path"], 4, t.luns[0].path)
+        connector.disconnect_volume(good, info)
+        assert leftovers(t) == {}
+
+        wrong = props_for(t, auth_method="CHAP", auth_username="brickuser",
+                          auth_password=SECRET + "-wrong")
+        with pytest.raises(AuthenticationFailed) as err:
+            connector.connect_volume(wrong)
+        assert SECRET not in str(err.value)
+        assert leftovers(t) == {}
+        assert node_records(t.iqn) == []
+    assert SECRET not in caplog.text
+
+
+# ---------------------------------------------------------------- 6. unreachable / missing LUN
+def test_6_missing_lun_fails_within_deadline_and_leaves_nothing(conf):
+    conf.set_override("device_wait_timeout", 4.0, group="brick_agent")
+    connector = ISCSIConnector(conf=conf)
+    with LioIscsiTarget(luns=1) as t:
+        start = time.monotonic()
+        with pytest.raises(DeviceNotFound):
+            connector.connect_volume(props_for(t, 5))
+        took = time.monotonic() - start
+        assert took < 4.0 + 6.0, took   # budget + login/logout of the session it created
+        assert leftovers(t) == {}
+        assert node_records(t.iqn) == []
+
+
+def test_6_unreachable_portal_fails_within_login_timeout(conf):
+    conf.set_override("login_timeout", 4.0, group="brick_agent")
+    connector = ISCSIConnector(conf=conf)
+    with LioIscsiTarget(luns=1) as t:
+        bad = dict(props_for(t), target_portal="127.0.0.1:3261")   # nothing listens there
+        start = time.monotonic()
+        with pytest.raises(TargetUnreachable):
+            connector.connect_volume(bad)
+        took = time.monotonic() - start
+        assert took < 4.0 + 6.0, took
+        assert leftovers(t) == {}
+        assert node_records(t.iqn) == []
+
+
+# ---------------------------------------------------------------- privsep daemon
+def test_single_path_through_the_privsep_daemon(tmp_path):
+    """Same flow with privileged work in a separate privsep daemon process."""
+    c = config.new_conf()
+    c.set_override("lock_path", str(tmp_path / "locks"), group="brick_agent")
+    c.set_override("privsep_in_process", False, group="brick_agent")
+    helper = os.path.join(os.path.dirname(sys.executable), "privsep-helper")
+    c.set_override("privsep_helper_command", helper, group="brick_agent")
+    connector = ISCSIConnector(conf=c)
+    try:
+        with LioIscsiTarget(luns=1) as t:
+            info = connector.connect_volume(props_for(t))
+            from brick_agent.privileged import diag
+            ident = diag.identity()
+            assert ident["pid"] != os.getpid()
+            write_read(info["path"], 9, t.luns[0].path)
+            connector.disconnect_volume(props_for(t), info)
+            assert leftovers(t) == {}
+    finally:
+        privileged.set_in_process(True)
