@@ -28,7 +28,8 @@ pytestmark = pytest.mark.skipif(
 def daemon():
     conf = config.new_conf()
     conf.set_override("privsep_helper_command",
-                      f"env PYTHONPATH={REPO} privsep-helper", group="brick_agent")
+                      f"env PYTHONPATH={REPO} privsep-helper --debug",
+                      group="brick_agent")
     privileged.init(conf)
     assert privileged.default.client_mode
     yield privileged.default
@@ -70,3 +71,19 @@ def test_command_failure_crosses_the_channel(daemon):
 def test_roots_cannot_be_passed_to_the_daemon(daemon):
     with pytest.raises(TypeError):
         scsi.scan_scsi_target(0, 0, 0, 0, roots="/")
+
+
+@pytest.mark.skipif(shutil.which("iscsiadm") is None, reason="no iscsiadm")
+def test_chap_secret_never_logged_through_the_daemon(daemon, caplog):
+    import logging
+    secret = "Daemon-CHAP-s3cret"
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(CommandFailed) as ei:   # no such node record: exit 21, no side effect
+        iscsi.node_update("iqn.2026-01.invalid.brick-agent:no-such-target", "192.0.2.1:3260",
+                          "default", [["node.session.auth.password", secret]], timeout=10)
+    assert ei.value.returncode == iscsi.ERR_NO_OBJS_FOUND
+    assert secret not in str(ei.value) and secret not in " ".join(ei.value.argv)
+    assert "--value=***" in ei.value.argv
+    daemon_lines = [r.getMessage() for r in caplog.records]
+    assert any("iscsiadm" in m for m in daemon_lines), "daemon command log not forwarded"
+    assert all(secret not in m for m in daemon_lines)
