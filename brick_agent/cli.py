@@ -65,7 +65,12 @@ def _connection_properties(args: argparse.Namespace, stdin: TextIO) -> dict[str,
 def _connector(args: argparse.Namespace):
     from brick_agent.connectors import factory
     return factory(args.protocol, use_multipath=args.multipath or None,
-                   conf=_conf(args))
+                   conf=_conf(args), roots=_roots(args))
+
+
+def _roots(args: argparse.Namespace):
+    from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
+    return HostRoots.under(args.host_root) if args.host_root else DEFAULT_ROOTS
 
 
 def _conf(args: argparse.Namespace):
@@ -81,7 +86,8 @@ def cmd_connector(args: argparse.Namespace, stdin: TextIO) -> Any:
     _conf(args)
     return get_connector_properties(my_ip=args.my_ip, multipath=args.multipath,
                                     enforce_multipath=args.enforce_multipath,
-                                    host=args.host)
+                                    host=args.host, roots=_roots(args),
+                                    create_nvme_identity=not args.host_root)
 
 
 def cmd_connect(args: argparse.Namespace, stdin: TextIO) -> Any:
@@ -154,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="oslo.config file with a [brick_agent] section (repeatable)")
     parser.add_argument("--human", action="store_true", help="readable output instead of JSON")
     parser.add_argument("--debug", action="store_true", help="debug logging on stderr")
+    parser.add_argument("--host-root", metavar="DIR",
+                        help="read a host tree (DIR/sys, DIR/dev, DIR/etc) instead of this "
+                             "host, e.g. one captured for a bug report")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, func: Callable, help_text: str, protocol: bool = True,
