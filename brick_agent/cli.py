@@ -74,10 +74,16 @@ def _roots(args: argparse.Namespace):
 
 
 def _conf(args: argparse.Namespace):
-    from brick_agent import config
+    """Parse the configuration once per invocation and apply it process-wide."""
+    if getattr(args, "conf", None) is not None:
+        return args.conf
+    from brick_agent import config, locking, privileged
     from brick_agent.connectors.base import set_default_conf
     conf = config.new_conf(config_files=args.config_file or [])
     set_default_conf(conf)
+    locking.configure(conf)
+    privileged.init(conf)
+    args.conf = conf
     return conf
 
 
