@@ -23,6 +23,15 @@ id, whitespace runs replaced by one ``_``), ``8<name>`` (SCSI name string).
 ``ID_WWN`` is ``0x`` + the first 16 hex digits of the NAA and
 ``ID_WWN_WITH_EXTENSION`` ``0x`` + all of it.  :func:`wwid_candidates` lists
 all these spellings so a WWID from any source can be matched against sysfs.
+
+Observed on the lab kernel (6.1, LIO fileio LUN with vpd_unit_serial): sysfs
+``wwid`` ``naa.6001405aa6d2dc160f6b68a70cef7b43``; udev ``ID_SERIAL``
+``36001405aa6d2dc160f6b68a70cef7b43``, ``ID_WWN`` ``0x6001405aa6d2dc16``,
+``ID_WWN_WITH_EXTENSION`` ``0x6001405aa6d2dc160f6b68a70cef7b43``; by-id links
+``scsi-<ID_SERIAL>``, ``wwn-0x<naa hex>``, ``scsi-1LIO-ORG_FILEIO:<serial>`` (the
+T10 designator) and ``scsi-SLIO-ORG_FILEIO_<serial>`` (page 0x80); dm map uuid
+``mpath-<ID_SERIAL>``; once multipath owns the paths, udev moves ``scsi-3...``
+and ``wwn-0x...`` to the dm device.
 """
 
 from __future__ import annotations
