@@ -140,8 +140,12 @@ class ExpectedVolume:
                                         key=str(unknown[0]))
         for key in fields:
             value = data.get(key)
-            if value is not None and not isinstance(value, str):
-                raise InvalidExpectedVolume(f"{where}: {key!r} must be a string", key=key)
+            if key == "name" or key not in data:
+                if value is not None and not isinstance(value, str):
+                    raise InvalidExpectedVolume(f"{where}: {key!r} must be a string", key=key)
+            elif not isinstance(value, str) or not value:
+                raise InvalidExpectedVolume(f"{where}: {key!r} must be a non-empty string",
+                                            key=key)
         if not data.get("protocol"):
             raise InvalidExpectedVolume(f"{where}: 'protocol' is required", key="protocol")
         try:

@@ -29,6 +29,7 @@ from werkzeug.exceptions import HTTPException
 import brick_agent
 from brick_agent import config, errors
 from brick_agent.connectors.base import Connector
+from brick_agent.gate.openapi import PROTOCOL_NAMES, openapi_spec
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
 from brick_agent.secrets import MASK, Secret, mask_text
 
@@ -84,6 +85,19 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
     except ValueError:
         return False  # a host name: may resolve to anything
+
+
+def available_protocols() -> tuple[str, ...]:
+    """Protocol names whose connector this build has (its module imports)."""
+    from brick_agent.connectors import connector_class
+    out = []
+    for name in PROTOCOL_NAMES:
+        try:
+            connector_class(name)
+        except ImportError:
+            continue
+        out.append(name)
+    return tuple(out)
 
 
 def gate_options(conf: cfg.ConfigOpts | None) -> tuple[cfg.ConfigOpts, Any]:
@@ -192,6 +206,9 @@ def create_app(conf: cfg.ConfigOpts | None = None, roots: HostRoots = DEFAULT_RO
     conf, opts = check_gate_config(conf)
     if connector_factory is None:
         from brick_agent.connectors import factory as connector_factory
+        protocols: tuple[str, ...] = available_protocols()
+    else:
+        protocols = PROTOCOL_NAMES
     token: str | None = opts.gate_token or None
     make_connector: ConnectorFactory = connector_factory
 
@@ -270,8 +287,7 @@ def create_app(conf: cfg.ConfigOpts | None = None, roots: HostRoots = DEFAULT_RO
 
     @app.get("/openapi.json")
     def openapi():
-        from brick_agent.gate.openapi import openapi_spec
-        return jsonify(openapi_spec())
+        return jsonify(openapi_spec(protocols))
 
     @app.get("/v1/connector")
     def connector_properties():

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from typing import Any
 
 import brick_agent
 
-PROTOCOL_NAMES = ["ISCSI", "ISER", "NVMEOF", "NVME", "FIBRE_CHANNEL", "FC"]
+PROTOCOL_NAMES = ("ISCSI", "ISER", "NVMEOF", "NVME", "FIBRE_CHANNEL", "FC")
+_SCSI_PROTOCOLS = ["ISCSI", "ISER", "FIBRE_CHANNEL", "FC"]
+_NVME_PROTOCOLS = ["NVMEOF", "NVME"]
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -53,7 +56,7 @@ _SPEC: dict[str, Any] = {
                             "description": "offending property or field, when known"},
                 },
             },
-            "Protocol": {"type": "string", "enum": PROTOCOL_NAMES},
+            "Protocol": {"type": "string", "enum": list(PROTOCOL_NAMES)},
             "PathsRequest": {
                 "type": "object",
                 "required": ["protocol", "connection_properties"],
@@ -89,15 +92,26 @@ _SPEC: dict[str, Any] = {
                 },
             },
             "ExpectedVolume": {
-                "type": "object",
-                "required": ["protocol"],
-                "properties": {
-                    "protocol": {"$ref": "#/components/schemas/Protocol"},
-                    "wwid": {"type": "string"},
-                    "uuid": {"type": "string"},
-                    "nguid": {"type": "string"},
-                    "name": {"type": "string"},
-                },
+                "description": "a volume that should be attached: a SCSI protocol with its "
+                               "WWID, or NVMe-oF with its UUID, NGUID or WWID",
+                "oneOf": [
+                    {"type": "object", "required": ["protocol", "wwid"],
+                     "additionalProperties": False,
+                     "properties": {
+                         "protocol": {"type": "string", "enum": _SCSI_PROTOCOLS},
+                         "wwid": {"type": "string", "minLength": 1},
+                         "name": {"type": "string", "nullable": True}}},
+                    {"type": "object", "required": ["protocol"],
+                     "additionalProperties": False,
+                     "anyOf": [{"required": ["uuid"]}, {"required": ["nguid"]},
+                               {"required": ["wwid"]}],
+                     "properties": {
+                         "protocol": {"type": "string", "enum": _NVME_PROTOCOLS},
+                         "wwid": {"type": "string", "minLength": 1},
+                         "uuid": {"type": "string", "minLength": 1},
+                         "nguid": {"type": "string", "minLength": 1},
+                         "name": {"type": "string", "nullable": True}}},
+                ],
             },
             "AuditRequest": {
                 "type": "object",
@@ -201,6 +215,13 @@ _SPEC: dict[str, Any] = {
 }
 
 
-def openapi_spec() -> dict[str, Any]:
-    """A fresh copy of the OpenAPI document."""
-    return copy.deepcopy(_SPEC)
+def openapi_spec(protocols: Iterable[str] | None = None) -> dict[str, Any]:
+    """A fresh copy of the OpenAPI document.
+
+    ``protocols``: the protocol names this build can serve (the ``Protocol``
+    enum); default every name brick_agent knows.
+    """
+    spec = copy.deepcopy(_SPEC)
+    if protocols is not None:
+        spec["components"]["schemas"]["Protocol"]["enum"] = list(protocols)
+    return spec

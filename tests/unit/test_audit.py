@@ -341,6 +341,10 @@ def test_broken_view_is_reported_not_raised(tmp_path, monkeypatch):
     ({"protocol": "ISCSI"}, "wwid"),
     ({"protocol": "NVMEOF"}, "uuid"),
     ({"protocol": "ISCSI", "wwid": 5}, "wwid"),
+    ({"protocol": "NVMEOF", "uuid": None, "nguid": "0" * 31 + "1"}, "uuid"),
+    ({"protocol": None, "wwid": "x"}, "protocol"),
+    ({"protocol": "NVMEOF", "uuid": "u", "nguid": ""}, "nguid"),
+    ({"protocol": "ISCSI", "wwid": ""}, "wwid"),
     ({"protocol": "ISCSI", "wwid": "x", "color": "red"}, "color"),
 ])
 def test_expected_volume_validation(data, key):
