@@ -52,6 +52,9 @@ LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SEARCH_DIR = ("disk", "by-path")
+#: With multipath, a dead session fails its I/O after this many seconds so dm
+#: retries it on another path (open-iscsi's default of 120 s stalls the volume).
+MULTIPATH_REPLACEMENT_TIMEOUT = 15
 _LIVE_STATES = (None, "LOGGED_IN")
 
 
@@ -379,7 +382,9 @@ class ISCSIConnector(Connector):
             self.actions.login(NodeSettings(
                 portal=target.portal.address, iqn=target.iqn, iface=self.iface,
                 auth=props.auth, manual_scan=self.actions.manual_scan_supported(),
-                login_timeout=timeout))
+                login_timeout=timeout,
+                replacement_timeout=MULTIPATH_REPLACEMENT_TIMEOUT if props.use_multipath
+                else None))
             with self._watch_factory() as watch:
                 try:
                     session = watch.wait_for(

@@ -33,6 +33,7 @@ class NodeSettings:
     auth: ChapCredentials | None = None
     manual_scan: bool = True         # node.session.scan = manual
     login_timeout: float = 15.0      # seconds the login may take
+    replacement_timeout: int | None = None   # seconds I/O waits for a dead session (multipath: short)
 
 
 class ISCSIActions(Protocol):

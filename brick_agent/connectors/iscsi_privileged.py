@@ -88,6 +88,9 @@ class PrivilegedISCSIActions:
                     ("node.conn[0].timeo.login_timeout", str(per_try))]
         if node.manual_scan:
             settings.insert(0, ("node.session.scan", "manual"))
+        if node.replacement_timeout is not None:
+            settings.append(("node.session.timeo.replacement_timeout",
+                             str(int(node.replacement_timeout))))
         if node.auth is not None:
             settings += _chap_settings("node.session.auth", node.auth)
         piscsi.node_create(node.iqn, node.portal, node.iface, timeout=timeout)

@@ -219,3 +219,121 @@ def test_single_path_through_the_privsep_daemon(tmp_path):
             assert leftovers(t) == {}
     finally:
         privileged.set_in_process(True)
+
+
+# ---------------------------------------------------------------- 3 + 7. multipath, extend
+@pytest.fixture
+def multipathd():
+    tool = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "kernel-lab",
+                        "guest-multipathd")
+    subprocess.run([tool, "start"], check=True, capture_output=True, timeout=60)
+    yield
+    subprocess.run([tool, "stop"], capture_output=True, timeout=60)
+
+
+def _session_states(iqn: str) -> list[str]:
+    return [_read(f"/sys/class/iscsi_session/{s}/state") or "?" for s in sessions_of(iqn)]
+
+
+def _wait(pred, timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_3_7_multipath_two_portals_survives_a_dead_path_and_extends(conf, multipathd):
+    conf.set_override("use_multipath", True, group="brick_agent")
+    connector = ISCSIConnector(conf=conf)
+    assert connector.supports_multipath()
+    with LioIscsiTarget(luns=1, portals=("127.0.0.1:3260", "127.0.0.2:3260"),
+                        initiators=["local"]) as t:
+        lun = t.luns[0]
+        props = {"target_portals": t.portals, "target_iqns": [t.iqn] * 2,
+                 "target_luns": [0, 0]}
+        start = time.monotonic()
+        info = connector.connect_volume(props)
+        attach = time.monotonic() - start
+        assert info["multipath_id"] == lun.scsi_id == info["scsi_wwn"]
+        dm = os.path.basename(info["path"])
+        assert maps_with(lun.scsi_id) == [dm]
+        assert sorted(os.listdir(f"/sys/block/{dm}/slaves")) == disks_with(lun.wwid)
+        assert len(disks_with(lun.wwid)) == 2
+        write_read(info["path"], 3, lun.path)
+
+        # 7: grow the LUN; extend returns the new size and the map follows
+        new_size = lun.size * 2
+        t.resize_lun(0, new_size)
+        assert connector.extend_volume(props) == new_size
+        assert int(_read(f"/sys/block/{dm}/size")) * 512 == new_size
+
+        # 3: one portal dies; I/O through the map still completes
+        t.portal_down("127.0.0.2:3260")
+        io_start = time.monotonic()
+        write_read(info["path"], 33, lun.path)
+        print(f"\nI/O with one dead portal took {time.monotonic() - io_start:.1f}s")
+        t.portal_up("127.0.0.2:3260")
+        _wait(lambda: _session_states(t.iqn) == ["LOGGED_IN", "LOGGED_IN"], 60,
+              "the second session to recover")
+
+        start = time.monotonic()
+        connector.disconnect_volume(props, info)
+        detach = time.monotonic() - start
+        assert leftovers(t) == {}
+        print(f"multipath: attach {attach:.2f}s detach {detach:.2f}s")
+
+
+def test_7_extend_single_path(connector):
+    with LioIscsiTarget(luns=1) as t:
+        info = connector.connect_volume(props_for(t))
+        t.resize_lun(0, t.luns[0].size + 32 * 1024 * 1024)
+        assert connector.extend_volume(props_for(t)) == t.luns[0].size
+        connector.disconnect_volume(props_for(t), info)
+        assert leftovers(t) == {}
+
+
+# ---------------------------------------------------------------- 5. LUN reuse
+def test_5_lun_reuse_never_returns_the_stale_device(connector):
+    with LioIscsiTarget(luns=1) as t:
+        old_lun = t.luns[0]
+        old = connector.connect_volume(props_for(t))
+        old_disk = os.path.basename(old["path"])
+        # the detach "failed": the host keeps old_disk; the array reuses LUN 0 for a new volume
+        t.remove_lun(0)
+        new_lun = t.add_lun(0)
+        assert new_lun.wwid != old_lun.wwid
+        new = connector.connect_volume(props_for(t))
+        assert new["scsi_wwn"] == new_lun.scsi_id
+        assert _read(f"/sys/block/{os.path.basename(new['path'])}/device/wwid") == new_lun.wwid
+        assert disks_with(old_lun.wwid) == []          # the stale device is gone
+        write_read(new["path"], 5, new_lun.path)       # and data lands in the new volume
+        connector.disconnect_volume(props_for(t), new)
+        assert leftovers(t) == {}
+        assert not os.path.exists(f"/sys/block/{old_disk}") or \
+            _read(f"/sys/block/{old_disk}/device/wwid") != old_lun.wwid
+
+
+# ---------------------------------------------------------------- 8. concurrency
+def test_8_eight_volumes_from_two_targets_concurrently(connector):
+    with LioIscsiTarget(luns=4) as a, LioIscsiTarget(luns=4) as b:
+        jobs = [(t, n) for t in (a, b) for n in range(4)]
+        start = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            infos = list(pool.map(lambda j: connector.connect_volume(props_for(j[0], j[1])),
+                                  jobs))
+        attach = time.monotonic() - start
+        for (t, n), info in zip(jobs, infos):
+            assert info["scsi_wwn"] == t.luns[n].scsi_id
+            assert disks_with(t.luns[n].wwid) == [os.path.basename(info["path"])]
+        assert len(sessions_of(a.iqn)) == 1 and len(sessions_of(b.iqn)) == 1
+        for i, info in enumerate(infos):
+            t, n = jobs[i]
+            write_read(info["path"], 80 + i, t.luns[n].path)
+        start = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda ji: connector.disconnect_volume(props_for(ji[0][0], ji[0][1]),
+                                                                 ji[1]), zip(jobs, infos)))
+        detach = time.monotonic() - start
+        assert leftovers(a) == {} and leftovers(b) == {}
+        print(f"\n8 volumes: attach {attach:.2f}s detach {detach:.2f}s")

@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Benchmark iSCSI attach/detach of ISCSIConnector against a bare-script floor (lab VM only).
+
+    tools/kernel-lab/lab run -- .venv/bin/python tools/bench_iscsi.py [-n 5] [--multipath]
+
+Floor (what a minimal shell script would do, no checks):
+  attach: ``iscsiadm -m node --op new`` + ``--login`` (automatic LUN scan) + wait for the
+          /dev/disk/by-path link (multipath: both logins + wait for the dm-uuid link);
+  detach: ``iscsiadm --logout`` + ``--op delete`` (multipath: ``multipath -f`` first).
+Ours: ISCSIConnector.connect_volume / disconnect_volume with in-process privsep.
+Prints medians, the ratio ours/floor, and a JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from brick_agent import config  # noqa: E402
+from brick_agent.connectors.iscsi import ISCSIConnector  # noqa: E402
+from tests.functional.lab import LioIscsiTarget  # noqa: E402
+
+
+def sh(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True, timeout=120)
+
+
+def wait_path(path: str, present: bool, timeout: float = 60.0) -> None:
+    end = time.monotonic() + timeout
+    while os.path.exists(path) != present:
+        if time.monotonic() > end:
+            raise RuntimeError(f"{path} {'never appeared' if present else 'never went away'}")
+        time.sleep(0.005)
+
+
+def floor_attach(t: LioIscsiTarget, portals: list[str]) -> None:
+    for p in portals:
+        sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", p, "--op", "new")
+        sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", p, "--login")
+    if len(portals) == 1:
+        wait_path(f"/dev/disk/by-path/ip-{portals[0]}-iscsi-{t.iqn}-lun-0", True)
+    else:
+        wait_path(f"/dev/disk/by-id/dm-uuid-mpath-{t.luns[0].scsi_id}", True)
+
+
+def floor_detach(t: LioIscsiTarget, portals: list[str]) -> None:
+    if len(portals) > 1:
+        sh("multipath", "-f", t.luns[0].scsi_id)
+    for p in portals:
+        sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", p, "--logout")
+        sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", p, "--op", "delete")
+
+
+def timed(fn, *args) -> float:
+    start = time.monotonic()
+    fn(*args)
+    return time.monotonic() - start
+
+
+def bench(n: int, multipath: bool) -> dict:
+    conf = config.new_conf()
+    conf.set_override("lock_path", "/tmp/bench-iscsi-locks", group="brick_agent")
+    conf.set_override("privsep_in_process", True, group="brick_agent")
+    conf.set_override("use_multipath", multipath, group="brick_agent")
+    connector = ISCSIConnector(conf=conf)
+    portals = ["127.0.0.1:3260", "127.0.0.2:3260"] if multipath else ["127.0.0.1:3260"]
+    out: dict[str, list[float]] = {"floor_attach": [], "floor_detach": [],
+                                   "ours_attach": [], "ours_detach": []}
+    with LioIscsiTarget(luns=1, portals=portals, initiators=["local"]) as t:
+        props = {"target_portals": portals, "target_iqns": [t.iqn] * len(portals),
+                 "target_luns": [0] * len(portals)} if multipath else \
+            {"target_portal": portals[0], "target_iqn": t.iqn, "target_lun": 0}
+        # warm-up (first login loads modules, first python call imports): not measured
+        connector.disconnect_volume(props, connector.connect_volume(props))
+        for i in range(n):
+            # alternate the order so neither side always runs on a warmer system
+            order = ("floor", "ours") if i % 2 == 0 else ("ours", "floor")
+            for who in order:
+                if who == "floor":
+                    out["floor_attach"].append(timed(floor_attach, t, portals))
+                    out["floor_detach"].append(timed(floor_detach, t, portals))
+                else:
+                    start = time.monotonic()
+                    info = connector.connect_volume(props)
+                    out["ours_attach"].append(time.monotonic() - start)
+                    out["ours_detach"].append(timed(connector.disconnect_volume, props, info))
+    med = {k: statistics.median(v) for k, v in out.items()}
+    return {"mode": "multipath" if multipath else "single", "n": n,
+            "median": {k: round(v, 3) for k, v in med.items()},
+            "ratio_attach": round(med["ours_attach"] / med["floor_attach"], 2),
+            "ratio_detach": round(med["ours_detach"] / med["floor_detach"], 2),
+            "samples": {k: [round(x, 3) for x in v] for k, v in out.items()}}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-n", type=int, default=5)
+    ap.add_argument("--multipath", action="store_true", help="also run the multipath case")
+    args = ap.parse_args()
+    modes = [False, True] if args.multipath else [False]
+    if args.multipath:
+        tool = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernel-lab",
+                            "guest-multipathd")
+        subprocess.run([tool, "start"], check=True, capture_output=True, timeout=60)
+    for mp in modes:
+        r = bench(args.n, mp)
+        m = r["median"]
+        print(f"{r['mode']:9s} attach: ours {m['ours_attach']:.3f}s floor {m['floor_attach']:.3f}s "
+              f"ratio {r['ratio_attach']}  |  detach: ours {m['ours_detach']:.3f}s "
+              f"floor {m['floor_detach']:.3f}s ratio {r['ratio_detach']}")
+        print("BENCH_JSON " + json.dumps(r))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
