@@ -1,3 +1,4 @@
+import os
 import threading
 import time
 
@@ -201,3 +202,25 @@ def test_udev_settled_times_out(fake):
     w = DeviceWatch(monitor=FakeMonitor(), poll_interval=0.02)
     with pytest.raises(DeviceNotFound):
         udev.udev_settled_for(fake.roots, "sdb", Deadline.after(0.05), watch=w)
+
+
+def test_real_kernel_uevent_wakes_the_watch():
+    """A real uevent (``change`` on /sys/class/mem/null) reaches the pyudev monitor and
+    triggers the re-check long before the poll interval."""
+    trigger = "/sys/class/mem/null/uevent"
+    if not os.access(trigger, os.W_OK):
+        pytest.skip("cannot write uevent here (not root)")
+    with DeviceWatch(subsystems=("mem",), source="kernel", poll_interval=5) as w:
+        if not w.mode.startswith("netlink"):
+            pytest.skip(f"no netlink uevent socket ({w.open_error})")
+        timer = threading.Timer(0.05, lambda: open(trigger, "w").write("change"))
+        timer.start()
+        t0 = time.monotonic()
+        try:
+            seen = w.wait_for(lambda: w.last_event if w.events_seen else None, Deadline.after(3))
+        except DeviceNotFound:
+            pytest.skip("uevents are not delivered in this environment (network namespace)")
+        finally:
+            timer.cancel()
+        assert time.monotonic() - t0 < 2
+        assert seen.subsystem == "mem" and seen.action == "change" and seen.sys_name == "null"
