@@ -230,19 +230,22 @@ def test_4_unreachable_portal_does_not_fail_attach(connector, nvmet_subsystem):
 
 # ------------------------------------------------------------------ 3: two portals
 
-def test_3_native_multipath_survives_port_removal(connector, nvmet_multipath_subsystem):
-    sub = nvmet_multipath_subsystem
+def test_3_native_multipath_survives_port_removal(connector):
     if read("/sys/module/nvme_core/parameters/multipath") != "Y":
         pytest.skip("native NVMe multipath is off in this kernel")
-    p = props(sub, 1)
-    info = connector.connect_volume(p)
-    assert len(ctrls(sub.nqn)) == 2
-    assert connector.get_volume_paths(p) == [info["path"]]  # one head device
-    io_roundtrip(info["path"])
-    sub.remove_port("127.0.0.2:4420")
-    io_roundtrip(info["path"], offset_mib=8)  # I/O keeps going over the other path
-    connector.disconnect_volume(p, info)
-    assert ctrls(sub.nqn) == []
+    with NvmetSubsystem(namespaces=1, ports=("127.0.0.1:4420", "127.0.0.2:4420")) as sub:
+        p = props(sub, 1)
+        info = connector.connect_volume(p)
+        assert len(ctrls(sub.nqn)) == 2
+        assert connector.get_volume_paths(p) == [info["path"]]  # one head device
+        io_roundtrip(info["path"])
+        sub.remove_port("127.0.0.2:4420")
+        io_roundtrip(info["path"], offset_mib=8)  # I/O keeps going over the other path
+        states = {read(f"/sys/class/nvme/{c}/state") for c in ctrls(sub.nqn)}
+        assert "live" in states
+        # the dead path's controller (reconnecting forever: ctrl_loss_tmo=-1) goes too
+        connector.disconnect_volume(p, info)
+        assert ctrls(sub.nqn) == []
 
 
 def _reload_nvme_core(multipath: str) -> None:
