@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import subprocess
 
 import pytest
@@ -63,7 +64,10 @@ def nvme_ctrls(nqn: str) -> list[str]:
 
 
 def nvme_disk_with_uuid(uuid: str) -> str | None:
+    """The namespace (head) disk nvmeXnY; 6.1 also lists the per-path nvmeXcYnZ."""
     for u in glob.glob("/sys/block/nvme*/uuid"):
+        if not re.fullmatch(r"nvme\d+n\d+", u.split("/")[3]):
+            continue
         try:
             if read(u) == uuid:
                 return u.split("/")[3]
