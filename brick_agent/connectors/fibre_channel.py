@@ -1,0 +1,326 @@
+"""Fibre Channel connector: scan exactly the volume's LUN on the right rports, verify, map; and back.
+
+Attach (:meth:`FibreChannelConnector.connect_volume`):
+
+1. Validate the properties (nothing runs before that).
+2. Usable HBAs: online ``fc_host`` ports the ``initiator_target_map`` allows.
+   For each (HBA, target WWPN) find the SCSI channel/target id from
+   ``fc_remote_ports`` (``scsi_target_id``) and ``fc_transport``.
+3. Under the lock of the target WWPN set, with a udev watch already open:
+   re-validate LUNs that are already there (LUN reuse), else write
+   ``"c t l"`` to the HBA's scan file.  A wildcard ``"- - l"`` scan is sent
+   only when no target of the volume is known on any usable HBA and ``enable_wildcard_scan``
+   is true; devices it pulls in for other targets are deleted again.  Never a LIP.
+4. Wait (one deadline, ``device_wait_timeout``) until every device present at
+   the volume's addresses is a ready disk; rports that log in during the wait
+   are scanned when they appear.
+5. All paths must share one WWID; with multipath, wait for ``mpath-<wwid>``.
+6. Any failure undoes what this call created (devices it scanned).
+
+Return: ``{'type': 'block', 'path', 'scsi_wwn'}`` (+ ``'multipath_id'``);
+the path is ``/dev/disk/by-id/wwn-0x...`` when udev made it, else ``/dev/sdX``,
+or the map (``/dev/disk/by-id/dm-uuid-mpath-...``).  ``/dev/disk/by-path`` is
+never required: virtual HBAs have no PCI parent and get no such link.
+
+Detach flushes what was used, removes the map, deletes exactly the volume's
+SCSI devices (WWID confirmed) and waits for the kernel to drop them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from brick_agent import locking
+from brick_agent.connectors import fc_view
+from brick_agent.connectors.base import Connector, DeviceInfo
+from brick_agent.connectors.scsi_volume import ScsiActions, ScsiVolumeOps, udev_wwid
+from brick_agent.deadline import Deadline
+from brick_agent.errors import (BrickError, DeviceNotFound, LeftoversRemain, TargetUnreachable)
+from brick_agent.host.block import links_for
+from brick_agent.host.fc import fc_hosts
+from brick_agent.host.roots import HostRoots
+from brick_agent.host.scsi import HCTL, ScsiDevice, same_wwid, scsi_device, scsi_device_by_name
+from brick_agent.host.udev import DeviceWatch
+from brick_agent.properties.fc import FCProperties, parse_fc
+
+LOG = logging.getLogger(__name__)
+
+SEARCH_DIR = ("disk", "by-path")
+
+
+def _watch_for(roots: HostRoots) -> Callable[[], DeviceWatch]:
+    def make() -> DeviceWatch:
+        return DeviceWatch(subsystems=("block", "scsi"), roots=roots, poll_interval=0.25)
+    return make
+
+
+@dataclasses.dataclass
+class _AttachRecord:
+    """What one connect call did, so a failure can undo exactly that."""
+
+    created: list[HCTL] = dataclasses.field(default_factory=list)      # devices our scans made
+    byproducts: list[HCTL] = dataclasses.field(default_factory=list)   # wildcard catch of others
+    scanned: set[HCTL] = dataclasses.field(default_factory=set)
+    wildcards: list[tuple[int, int]] = dataclasses.field(default_factory=list)
+
+
+class FibreChannelConnector(Connector):
+    """Attach/detach Fibre Channel volumes (os-brick compatible ``FibreChannelConnector``)."""
+
+    protocol = "FIBRE_CHANNEL"
+
+    def __init__(self, root_helper: str | None = None, driver: Any = None, *,
+                 actions: ScsiActions | None = None,
+                 watch_factory: Callable[[], Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(root_helper, driver, **kwargs)
+        self._actions = actions
+        self._watch_factory = watch_factory or _watch_for(self.roots)
+        self._ops: ScsiVolumeOps | None = None
+        self._limit: locking.HostConcurrencyLimit | None = None
+
+    # ---------------------------------------------------------------- plumbing
+    @property
+    def actions(self) -> ScsiActions:
+        if self._actions is None:
+            # its SCSI/block/multipath methods are transport-neutral
+            from brick_agent.connectors.iscsi_privileged import PrivilegedISCSIActions
+            self._actions = PrivilegedISCSIActions(self.conf, self.roots)
+        return self._actions
+
+    @property
+    def ops(self) -> ScsiVolumeOps:
+        if self._ops is None:
+            self._ops = ScsiVolumeOps(self.roots, self.actions, self._watch_factory,
+                                      multipath_wait_timeout=self.opts.multipath_wait_timeout,
+                                      device_removal_timeout=self.opts.device_removal_timeout)
+        return self._ops
+
+    def _lock_timeout(self) -> float:
+        return self.opts.device_wait_timeout + self.opts.command_timeout
+
+    def _target_lock(self, props: FCProperties):
+        return locking.target_lock("fc", locking.fc_target_key(props.target_wwpns),
+                                   lock_path=self.opts.lock_path, timeout=self._lock_timeout())
+
+    def _scan_lock(self, host: int):
+        """Serialises wildcard scans of one HBA so the before/after diff is ours."""
+        return locking.target_lock("fc_scan", f"host{host}", lock_path=self.opts.lock_path,
+                                   timeout=self._lock_timeout())
+
+    def _host_slot(self):
+        if self._limit is None:
+            self._limit = locking.HostConcurrencyLimit(self.opts.max_concurrent_operations,
+                                                       self.opts.lock_path)
+        return self._limit.slot(timeout=self._lock_timeout())
+
+    @staticmethod
+    def _describe(props: FCProperties) -> str:
+        return ", ".join(f"{t.wwpn} lun {t.lun}" for t in props.targets)
+
+    # ---------------------------------------------------------------- attach
+    def connect_volume(self, connection_properties: Mapping[str, Any]) -> DeviceInfo:
+        props = parse_fc(connection_properties)
+        deadline = Deadline.after(self.opts.device_wait_timeout)
+        record = _AttachRecord()
+        start = time.monotonic()
+        with self._host_slot():
+            try:
+                info = self._connect(props, deadline, record)
+            except BaseException as exc:
+                LOG.warning("FC attach of %s failed (%s: %s); undoing what it created",
+                            self._describe(props), type(exc).__name__, exc)
+                with self._target_lock(props):
+                    left = self.ops.delete_created(record.created + record.byproducts)
+                if left:
+                    LOG.warning("FC attach undo left behind: %s", ", ".join(left))
+                raise
+            if record.byproducts:
+                left = self.ops.delete_created(record.byproducts)
+                if left:
+                    LOG.warning("wildcard scan by-products left behind: %s", ", ".join(left))
+        LOG.info("FC attach of %s -> %s in %.3fs", self._describe(props), info["path"],
+                 time.monotonic() - start)
+        return info
+
+    def _connect(self, props: FCProperties, deadline: Deadline,
+                 record: _AttachRecord) -> DeviceInfo:
+        plan = fc_view.plan(self.roots, props)
+        if not plan.hbas:
+            raise TargetUnreachable(
+                "no online FC HBA" + (" allowed by initiator_target_map"
+                                      if props.initiator_target_map is not None else ""))
+        hbas = list(plan.hbas)
+        with self._watch_factory() as watch:
+            with self._target_lock(props):
+                self._scan_known(list(plan.addresses), record)
+                for host, lun in plan.wildcards(props):
+                    self._scan_wildcard(props, host, lun, record)
+
+            def found() -> list[ScsiDevice] | None:
+                return self._paths(props, hbas, record, require_all=True)
+
+            what = f"{self._describe(props)} on {', '.join(f'host{h.host_number}' for h in hbas)}"
+            try:
+                devices = watch.wait_for(found, deadline, what=what)
+            except DeviceNotFound as exc:
+                devices = self._paths(props, hbas, record, require_all=False)
+                if not devices:
+                    if not plan.addresses and not self._known(props, hbas):
+                        raise TargetUnreachable(
+                            f"target port(s) {', '.join(props.target_wwpns)} not seen by any "
+                            f"usable HBA within {deadline.budget:.1f}s") from exc
+                    raise DeviceNotFound(f"{self._describe(props)} did not appear within "
+                                         f"{deadline.budget:.1f}s") from exc
+                LOG.warning("FC attach continues with %d ready path(s): %s", len(devices),
+                            ", ".join(f"{d.name} ({d.hctl})" for d in devices))
+        wwid = self.ops.common_wwid(devices)
+        return self.ops.device_info(
+            devices, wwid, use_multipath=self.use_multipath,
+            enforce_multipath=bool(props.enforce_multipath or self.opts.enforce_multipath),
+            deadline=deadline)
+
+    def _known(self, props: FCProperties, hbas: list) -> bool:
+        addrs, _ = fc_view.addresses_for(self.roots, props, hbas)
+        return bool(addrs)
+
+    def _scan_known(self, addresses: list[fc_view.FcAddress], record: _AttachRecord) -> None:
+        """``c t l`` scan of each address not yet scanned (existing LUNs re-validated)."""
+        for a in addresses:
+            hctl = a.hctl
+            if hctl in record.scanned:
+                continue
+            record.scanned.add(hctl)
+            existing = scsi_device(self.roots, hctl)
+            if existing is not None:
+                if self.ops.revalidate(existing) is not None:
+                    continue
+            record.created.append(hctl)   # undo skips it if the scan made nothing
+            self.actions.scan_lun(a.host, a.channel, a.target_id, a.lun)
+
+    def _scan_wildcard(self, props: FCProperties, host: int, lun: int,
+                       record: _AttachRecord) -> None:
+        wanted = set(props.target_wwpns)
+        with self._scan_lock(host):
+            before = fc_view.host_luns(self.roots, host, lun)
+            LOG.info("FC: target not known on any HBA; wildcard scan '- - %d' on host%d", lun,
+                     host)
+            self.actions.scan_lun(host, None, None, lun)
+            record.wildcards.append((host, lun))
+            for hctl in sorted(fc_view.host_luns(self.roots, host, lun) - before):
+                dev = scsi_device(self.roots, hctl)
+                if dev is None:
+                    continue
+                if fc_view.target_wwpn_of(self.roots, dev) in wanted:
+                    record.created.append(hctl)
+                    record.scanned.add(hctl)
+                else:
+                    record.byproducts.append(hctl)
+
+    def _paths(self, props: FCProperties, hbas: list, record: _AttachRecord,
+               require_all: bool) -> list[ScsiDevice] | None:
+        """Ready devices at the volume's addresses (scanning rports that appeared meanwhile).
+
+        ``require_all``: None until every present device is ready.
+        """
+        addrs, _ = fc_view.addresses_for(self.roots, props, hbas)
+        fresh = [a for a in addrs if a.hctl not in record.scanned]
+        if fresh:
+            LOG.debug("FC: new target address(es) %s; scanning", [str(a.hctl) for a in fresh])
+            with self._target_lock(props):
+                self._scan_known(fresh, record)
+        present = [d for _, d in fc_view.devices_at(self.roots, addrs)]
+        ready = [d for d in (self.ops.disk_ready(d) for d in present) if d is not None]
+        if require_all and (not present or len(ready) < len(present)):
+            return None
+        return ready
+
+    # ---------------------------------------------------------------- detach
+    def _volume_devices(self, props: FCProperties, wwid: str | None) -> list[ScsiDevice]:
+        """Devices at the volume's addresses on every fc_host (online or not), plus map paths."""
+        hbas = [h for h in fc_hosts(self.roots)
+                if h.port_name and props.targets_for_initiator(h.port_name)]
+        addrs, _ = fc_view.addresses_for(self.roots, props, hbas)
+        found = {d.hctl: d for _, d in fc_view.devices_at(self.roots, addrs)}
+        if wwid:
+            m = self.ops.volume_map(wwid, list(found.values()))
+            fc_numbers = {h.host_number for h in hbas}
+            for slave in (m.slaves if m is not None else ()):
+                dev = scsi_device_by_name(self.roots, slave)
+                if dev is not None and dev.hctl.host in fc_numbers:
+                    found.setdefault(dev.hctl, dev)
+        return [found[h] for h in sorted(found)]
+
+    def disconnect_volume(self, connection_properties: Mapping[str, Any],
+                          device_info: Mapping[str, Any] | None, force: bool = False,
+                          ignore_errors: bool = False) -> None:
+        props = parse_fc(connection_properties)
+        info = dict(device_info or {})
+        start = time.monotonic()
+        with self._host_slot(), self._target_lock(props):
+            found = self._volume_devices(props, None)
+            wwid = self.ops.expected_wwid(info, found)
+            found = self._volume_devices(props, wwid)
+            ours, leftovers = self.ops.confirmed(found, wwid, force)
+            leftovers += self.ops.remove_volume(ours, wwid, info, force)
+        if leftovers:
+            LOG.warning("FC detach of %s left behind: %s", self._describe(props),
+                        ", ".join(leftovers))
+            if not ignore_errors:
+                raise LeftoversRemain("FC detach incomplete", leftovers)
+        else:
+            LOG.info("FC detach of %s done in %.3fs (%d device(s))", self._describe(props),
+                     time.monotonic() - start, len(ours))
+
+    # ---------------------------------------------------------------- queries
+    def get_volume_paths(self, connection_properties: Mapping[str, Any]) -> list[str]:
+        props = parse_fc(connection_properties)
+        out = []
+        for d in self._volume_devices(props, None):
+            if not d.name:
+                continue
+            links = links_for(self.roots, d.name, ("by-path",))
+            out.append(links[0] if links else self.roots.devfs(d.name))
+        return out
+
+    def get_all_available_volumes(
+            self, connection_properties: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        wanted = None
+        if connection_properties is not None:
+            wanted = set(parse_fc(connection_properties).target_wwpns)
+        out = []
+        for hba, d, target_wwpn in fc_view.fc_scsi_devices(self.roots):
+            if wanted is not None and target_wwpn not in wanted:
+                continue
+            mpath = self.ops.volume_map(None, [d]) if d.name else None
+            out.append({
+                "hba": f"host{hba.host_number}", "hba_wwpn": hba.port_name,
+                "target_wwpn": target_wwpn, "lun": d.hctl.lun, "hctl": str(d.hctl),
+                "wwid": udev_wwid(d),
+                "path": self.roots.devfs(d.name) if d.name else None,
+                "multipath": self.roots.devfs(mpath.dm_name) if mpath else None,
+            })
+        return out
+
+    def get_search_path(self) -> str:
+        return self.roots.devfs(*SEARCH_DIR)
+
+    def supports_multipath(self) -> bool:
+        return self.actions.multipathd_running()
+
+    def extend_volume(self, connection_properties: Mapping[str, Any]) -> int:
+        props = parse_fc(connection_properties)
+        devices = self._volume_devices(props, None)
+        if not devices:
+            raise DeviceNotFound(f"no device of {self._describe(props)} to extend")
+        wwid = self.ops.common_wwid([d for d in devices if d.name])
+        devices = [d for d in devices if d.wwid and same_wwid(d.wwid, wwid)]
+        size = self.ops.extend(devices, self._describe(props))
+        LOG.info("FC extend of %s: %d bytes", self._describe(props), size)
+        return size
+
+
+__all__ = ["FibreChannelConnector"]

@@ -1,0 +1,425 @@
+"""SCSI-level volume steps shared by the SCSI transports (Fibre Channel; iSCSI can adopt them).
+
+A transport connector finds *which* SCSI devices (H:C:T:L) belong to a volume
+and makes them appear (iSCSI login + ``c t l`` scan, FC rport lookup + scan).
+Everything after that is the same for every SCSI transport and lives here:
+
+* readiness of a disk (bound to ``sd``, ``/dev`` node present, udev done),
+* identity: every path must report one WWID (fail closed otherwise),
+  re-validation of a LUN that already existed (LUN reuse),
+* the dm-multipath map ``mpath-<wwid>`` holding the paths,
+* the ``device_info`` returned to callers (stable paths),
+* undo of devices an attach created,
+* detach: flush what was used, remove the map, delete exactly the volume's
+  devices (WWID confirmed), wait for the kernel to drop them,
+* extend: rescan every path, check they agree, resize the map.
+
+:class:`ScsiVolumeOps` holds the host seams (roots, actions, the udev watch
+factory, timeouts); it decides nothing about transports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, ContextManager, Protocol
+
+from brick_agent.deadline import Deadline
+from brick_agent.errors import (BrickError, DeviceBusy, DeviceNotFound, NotSupported,
+                                VolumeIdentityMismatch)
+from brick_agent.host import udev
+from brick_agent.host.block import block_device_for_path, read_block_device
+from brick_agent.host.multipath import MultipathMap, map_for_slave, map_for_wwid, read_map
+from brick_agent.host.roots import HostRoots
+from brick_agent.host.scsi import (HCTL, ScsiDevice, same_wwid, scsi_device,
+                                   scsi_device_by_name, scsi_wwid_to_udev)
+from brick_agent.host.udev import DeviceWatch
+
+LOG = logging.getLogger(__name__)
+
+DeviceInfo = dict[str, Any]
+
+
+class ScsiActions(Protocol):
+    """The protocol-neutral privileged operations (a subset of ``ISCSIActions``).
+
+    Production: :class:`brick_agent.connectors.iscsi_privileged.PrivilegedISCSIActions`
+    (its SCSI/block/multipath methods are transport-neutral).
+    """
+
+    def scan_lun(self, host: int, channel: int | None, target: int | None, lun: int) -> None:
+        """Write ``"c t l"`` to the host's scan file (None means the '-' wildcard)."""
+
+    def rescan_device(self, hctl: HCTL) -> None:
+        """Re-read a LUN's capacity and VPD pages."""
+
+    def delete_device(self, hctl: HCTL) -> None:
+        """Remove a SCSI device from the kernel."""
+
+    def flush(self, device: str) -> None:
+        """Flush a block device's buffers."""
+
+    def multipath_add(self, wwid: str, devices: list[str]) -> None:
+        """Ask multipathd to build the map of ``wwid`` from ``devices``."""
+
+    def multipath_remove(self, map_name: str, wwid: str | None = None) -> None:
+        """Flush and remove a map; forget ``wwid`` in the wwids file."""
+
+    def multipath_resize(self, map_name: str) -> None:
+        """Resize a map after its paths grew."""
+
+    def multipathd_running(self) -> bool:
+        """True when multipathd answers."""
+
+
+def udev_wwid(dev: ScsiDevice) -> str | None:
+    """WWID in udev/multipath spelling ('36001405...'); None when unreadable."""
+    return scsi_wwid_to_udev(dev.wwid) if dev.wwid else None
+
+
+def wwn_link_name(wwid: str) -> str | None:
+    """udev's ``/dev/disk/by-id`` ``wwn-0x...`` link name of an NAA WWID, else None."""
+    for cand in _candidates(wwid):
+        if cand.startswith("0x"):
+            return "wwn-" + cand
+    return None
+
+
+def _candidates(wwid: str) -> tuple[str, ...]:
+    from brick_agent.host.scsi import wwid_candidates
+    return wwid_candidates(wwid)
+
+
+@dataclasses.dataclass
+class ScsiVolumeOps:
+    """SCSI volume steps bound to one host (see module doc)."""
+
+    roots: HostRoots
+    actions: ScsiActions
+    watch_factory: Callable[[], DeviceWatch]
+    multipath_wait_timeout: float = 20.0
+    device_removal_timeout: float = 20.0
+    wait_for_udev: bool = True
+
+    # ------------------------------------------------------------ readiness / identity
+    def disk_ready(self, dev: ScsiDevice | None) -> ScsiDevice | None:
+        """``dev`` once it is a usable disk: ``sdX`` bound, /dev node made, udev done (if running)."""
+        if dev is None or not dev.name or not os.path.exists(self.roots.devfs(dev.name)):
+            return None
+        if self.wait_for_udev and udev.udev_running(self.roots):
+            path = udev.udev_db_path(self.roots, dev.name)
+            if path is None or not os.path.exists(path):
+                return None
+        return dev
+
+    def ready_at(self, hctl: HCTL) -> ScsiDevice | None:
+        return self.disk_ready(scsi_device(self.roots, hctl))
+
+    @staticmethod
+    def require_wwid(dev: ScsiDevice) -> str:
+        """The udev-form WWID of ``dev``; VolumeIdentityMismatch when it has none."""
+        wwid = udev_wwid(dev)
+        if not wwid:
+            raise VolumeIdentityMismatch(
+                f"{dev.name} ({dev.hctl}) has no WWID (VPD page 0x83): cannot verify it is "
+                "the volume")
+        return wwid
+
+    def common_wwid(self, devices: Sequence[ScsiDevice]) -> str:
+        """The one WWID all ``devices`` report; VolumeIdentityMismatch if they disagree."""
+        if not devices:
+            raise DeviceNotFound("no device to identify")
+        first = self.require_wwid(devices[0])
+        for dev in devices[1:]:
+            other = self.require_wwid(dev)
+            if not same_wwid(other, first):
+                raise VolumeIdentityMismatch(
+                    f"paths of one volume disagree on its WWID: {devices[0].name} "
+                    f"({devices[0].hctl})={first}, {dev.name} ({dev.hctl})={other}")
+        return first
+
+    def revalidate(self, dev: ScsiDevice) -> ScsiDevice | None:
+        """A LUN that was already there: rescan it; a changed identity makes it stale.
+
+        Stale and unheld: deleted, ``None`` returned (the caller scans afresh).
+        Stale and held by a map: VolumeIdentityMismatch (fail closed).
+        """
+        before = dev.wwid
+        self.actions.rescan_device(dev.hctl)
+        now = scsi_device(self.roots, dev.hctl)
+        if now is None:
+            return None
+        if before is None or before == now.wwid:
+            return now
+        holder = map_for_slave(self.roots, now.name) if now.name else None
+        if holder is not None:
+            raise VolumeIdentityMismatch(
+                f"{now.name} ({now.hctl}) changed identity from {before} to {now.wwid} and is "
+                f"still held by {holder.dm_name}; refusing to use it")
+        LOG.warning("%s (%s) is stale: WWID was %s, target now reports %s; removing it",
+                    now.name, now.hctl, before, now.wwid)
+        self.actions.delete_device(now.hctl)
+        return None
+
+    # ------------------------------------------------------------ multipath
+    def wait_for_map(self, wwid: str, names: Sequence[str], deadline: Deadline) -> MultipathMap:
+        """The map ``mpath-<wwid>`` holding ``names``; asks multipathd to build it if needed.
+
+        A map holding only some of ``names`` at the deadline is accepted with a
+        warning; a map holding a path of another LUN is refused.
+        """
+        budget = deadline.capped(self.multipath_wait_timeout)
+        wanted = set(names)
+
+        def complete() -> MultipathMap | None:
+            m = map_for_wwid(self.roots, wwid)
+            if m is not None and wanted <= set(m.slaves) and \
+                    os.path.exists(self.roots.devfs(m.dm_name)):
+                return m
+            return None
+
+        m = complete()
+        if m is None:
+            with self.watch_factory() as watch:
+                self.actions.multipath_add(wwid, list(names))
+                try:
+                    m = watch.wait_for(complete, budget, what=f"multipath map of {wwid}")
+                except DeviceNotFound:
+                    m = None
+        if m is None:
+            partial = map_for_wwid(self.roots, wwid)
+            if partial is None or not set(partial.slaves) & wanted:
+                raise DeviceNotFound(f"no multipath map mpath-{wwid} with paths "
+                                     f"{', '.join(names)} within {budget.budget:.1f}s")
+            LOG.warning("multipath map %s has paths %s of %s", partial.dm_name,
+                        ", ".join(partial.slaves), ", ".join(names))
+            m = partial
+        for slave in m.slaves:
+            if slave in wanted:
+                continue
+            dev = scsi_device_by_name(self.roots, slave)
+            if dev is not None and dev.wwid and not same_wwid(dev.wwid, wwid):
+                raise VolumeIdentityMismatch(f"map {m.dm_name} holds {slave} with WWID "
+                                             f"{dev.wwid}")
+        return m
+
+    # ------------------------------------------------------------ results
+    def stable_disk_path(self, dev: ScsiDevice) -> str:
+        """``/dev/disk/by-id/wwn-0x...`` when udev made it for ``dev``, else ``/dev/sdX``."""
+        name = wwn_link_name(dev.wwid) if dev.wwid else None
+        if name:
+            link = self.roots.devfs("disk", "by-id", name)
+            target = block_device_for_path(self.roots, link)
+            if target is not None and target.name == dev.name:
+                return link
+        return self.roots.devfs(dev.name or "")
+
+    def map_path(self, m: MultipathMap) -> str:
+        """``/dev/disk/by-id/dm-uuid-mpath-<wwid>`` if present, else /dev/mapper/<name>, else /dev/dm-N."""
+        for path in (self.roots.devfs("disk", "by-id", f"dm-uuid-{m.uuid}"), m.mapper_path):
+            if path and os.path.lexists(path):
+                target = block_device_for_path(self.roots, path)
+                if target is not None and target.name == m.dm_name:
+                    return path
+        return self.roots.devfs(m.dm_name)
+
+    def device_info(self, devices: Sequence[ScsiDevice], wwid: str, *, use_multipath: bool,
+                    enforce_multipath: bool, deadline: Deadline) -> DeviceInfo:
+        """os-brick's ``device_info`` for verified ``devices`` (first one preferred)."""
+        if use_multipath:
+            if self.actions.multipathd_running():
+                m = self.wait_for_map(wwid, [d.name for d in devices if d.name], deadline)
+                return {"type": "block", "path": self.map_path(m), "scsi_wwn": wwid,
+                        "multipath_id": wwid}
+            if enforce_multipath:
+                raise NotSupported("multipath enforced but multipathd is not running")
+            LOG.warning("multipathd is not running: returning single path %s", devices[0].name)
+        return {"type": "block", "path": self.stable_disk_path(devices[0]), "scsi_wwn": wwid}
+
+    # ------------------------------------------------------------ undo
+    def delete_created(self, hctls: Iterable[HCTL], wait: bool = True) -> list[str]:
+        """Delete devices an attach created (unless a map of other paths holds them).
+
+        Returns what could not be removed.
+        """
+        todo: list[HCTL] = []
+        left: list[str] = []
+        with self.watch_factory() as watch:
+            for hctl in dict.fromkeys(hctls):
+                dev = scsi_device(self.roots, hctl)
+                if dev is None:
+                    continue
+                try:
+                    if dev.name:
+                        m = map_for_slave(self.roots, dev.name)
+                        if m is not None:
+                            if not set(m.slaves) <= {dev.name}:
+                                left.append(f"{hctl} (held by {m.dm_name})")
+                                continue
+                            self.actions.multipath_remove(m.name or m.dm_name, m.wwid)
+                    self.actions.delete_device(hctl)
+                    todo.append(hctl)
+                except BrickError as exc:
+                    LOG.warning("undo: could not delete %s: %s", hctl, exc)
+                    left.append(f"{hctl} (delete failed: {exc})")
+            if wait and todo:
+                left += self._wait_removed(watch, todo)
+        return left
+
+    def _wait_removed(self, watch: DeviceWatch, hctls: Sequence[HCTL]) -> list[str]:
+        try:
+            watch.wait_gone(lambda: any(scsi_device(self.roots, h) for h in hctls),
+                            Deadline.after(self.device_removal_timeout),
+                            what="SCSI devices " + ", ".join(map(str, hctls)))
+        except DeviceNotFound:
+            return [f"{h} (still present)" for h in hctls
+                    if scsi_device(self.roots, h) is not None]
+        return []
+
+    # ------------------------------------------------------------ detach
+    def expected_wwid(self, info: Mapping[str, Any], found: Sequence[ScsiDevice]) -> str | None:
+        """The volume's WWID: from device_info, else its path, else the devices if they agree."""
+        for key in ("scsi_wwn", "multipath_id"):
+            value = info.get(key)
+            if isinstance(value, str) and value.strip():
+                return value.strip()
+        path = info.get("path")
+        if isinstance(path, str) and path:
+            dev = block_device_for_path(self.roots, path)
+            if dev is not None and dev.dm_uuid and dev.dm_uuid.startswith("mpath-"):
+                return dev.dm_uuid[len("mpath-"):]
+            if dev is not None and dev.wwid:
+                return scsi_wwid_to_udev(dev.wwid)
+        wwids = {udev_wwid(d) for d in found if d.wwid}
+        if len(wwids) == 1:
+            return wwids.pop()
+        if len(wwids) > 1:
+            raise VolumeIdentityMismatch(
+                "devices at this volume's address disagree on the WWID and device_info names "
+                f"none: {', '.join(sorted(w for w in wwids if w))}; refusing to guess")
+        return None
+
+    def confirmed(self, found: Sequence[ScsiDevice], wwid: str | None,
+                  force: bool) -> tuple[list[ScsiDevice], list[str]]:
+        """(devices that are the volume, leftovers notes): WWID must match; unreadable only if forced."""
+        ours: list[ScsiDevice] = []
+        notes: list[str] = []
+        for d in found:
+            if wwid and d.wwid and same_wwid(d.wwid, wwid):
+                ours.append(d)
+            elif d.wwid is None and force:
+                ours.append(d)
+            else:
+                LOG.warning("leaving %s (%s): WWID %s is not the volume's %s", d.name, d.hctl,
+                            d.wwid, wwid)
+                if d.wwid is None:
+                    notes.append(f"{d.hctl} (WWID unreadable; use force)")
+        return ours, notes
+
+    def volume_map(self, wwid: str | None, ours: Sequence[ScsiDevice]) -> MultipathMap | None:
+        m = map_for_wwid(self.roots, wwid) if wwid else None
+        if m is None:
+            for d in ours:
+                if d.name:
+                    m = map_for_slave(self.roots, d.name)
+                    if m is not None:
+                        break
+        return m
+
+    def used_device(self, info: Mapping[str, Any], mpath: MultipathMap | None,
+                    ours: Sequence[ScsiDevice]) -> str | None:
+        """Kernel name of the device the caller used (to flush): its path, the map, or the only disk."""
+        names = {d.name for d in ours if d.name}
+        path = info.get("path")
+        if isinstance(path, str) and path:
+            dev = block_device_for_path(self.roots, path)
+            if dev is not None and (dev.name in names or
+                                    (mpath is not None and dev.name == mpath.dm_name)):
+                return dev.name
+        if mpath is not None:
+            return mpath.dm_name
+        if len(names) == 1:
+            return next(iter(names))
+        return None
+
+    def remove_volume(self, ours: Sequence[ScsiDevice], wwid: str | None,
+                      info: Mapping[str, Any], force: bool,
+                      lock_for: Callable[[ScsiDevice], ContextManager[Any]] | None = None
+                      ) -> list[str]:
+        """Flush what was used, remove the map, delete ``ours``, wait; return leftovers.
+
+        Without ``force`` the first failure raises (DeviceBusy for a failed flush).
+        """
+        leftovers: list[str] = []
+        mpath = self.volume_map(wwid, ours)
+        used = self.used_device(info, mpath, ours)
+        if used is not None:
+            try:
+                self.actions.flush(self.roots.devfs(used))
+            except BrickError as exc:
+                if not force:
+                    raise DeviceBusy(f"cannot flush {used}: {exc}") from exc
+                leftovers.append(f"{used} (flush failed: {exc})")
+        if mpath is not None:
+            try:
+                with self.watch_factory() as watch:
+                    self.actions.multipath_remove(mpath.name or mpath.dm_name, mpath.wwid)
+                    watch.wait_gone(lambda: read_map(self.roots, mpath.dm_name),
+                                    Deadline.after(self.device_removal_timeout),
+                                    what=f"map {mpath.dm_name}")
+            except BrickError as exc:
+                if not force:
+                    raise
+                leftovers.append(f"{mpath.dm_name} (map removal failed: {exc})")
+        deleted: list[HCTL] = []
+        with self.watch_factory() as watch:
+            for d in ours:
+                try:
+                    if lock_for is not None:
+                        with lock_for(d):
+                            self.actions.delete_device(d.hctl)
+                    else:
+                        self.actions.delete_device(d.hctl)
+                    deleted.append(d.hctl)
+                except BrickError as exc:
+                    if not force:
+                        raise
+                    leftovers.append(f"{d.name or d.hctl} (delete failed: {exc})")
+            if deleted:
+                leftovers += self._wait_removed(watch, deleted)
+        return leftovers
+
+    # ------------------------------------------------------------ extend
+    def extend(self, devices: Sequence[ScsiDevice], what: str) -> int:
+        """Rescan every path, require one WWID and one size, resize the map; new size in bytes."""
+        devices = [d for d in devices if d.name]
+        if not devices:
+            raise DeviceNotFound(f"no device of {what} to extend")
+        wwid = self.common_wwid(devices)
+        for d in devices:
+            self.actions.rescan_device(d.hctl)
+        sizes = {d.name: self.block_size(d.name) for d in devices}
+        if len(set(sizes.values())) != 1 or None in sizes.values():
+            raise BrickError(f"paths of {what} disagree on the size after a rescan: {sizes}")
+        size = int(next(iter(sizes.values())))
+        m = map_for_wwid(self.roots, wwid)
+        if m is not None:
+            with self.watch_factory() as watch:
+                self.actions.multipath_resize(m.name or m.dm_name)
+                try:
+                    watch.wait_for(lambda: True if self.block_size(m.dm_name) == size else None,
+                                   Deadline.after(self.multipath_wait_timeout),
+                                   what=f"map {m.dm_name} at {size} bytes")
+                except DeviceNotFound:
+                    raise BrickError(f"map {m.dm_name} did not grow to {size} bytes (now "
+                                     f"{self.block_size(m.dm_name)})") from None
+        return size
+
+    def block_size(self, name: str) -> int | None:
+        dev = read_block_device(self.roots, name)
+        return None if dev is None else dev.size_bytes
+
+
+__all__ = ["DeviceInfo", "ScsiActions", "ScsiVolumeOps", "udev_wwid", "wwn_link_name"]

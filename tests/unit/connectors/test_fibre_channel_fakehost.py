@@ -1,0 +1,254 @@
+"""A fake FC host for the FC connector's unit tests: a kernel-like ``ScsiActions``.
+
+:class:`FakeFC` mutates a host tree (hand-built with ``FakeHost`` or captured
+from the lab) the way the kernel, udev and multipathd would:
+
+* ``scan_lun(h, c, t, l)`` creates ``sdX`` under ``rport-H:C-R/targetH:C:T`` of
+  every matching remote port (``c``/``t`` None = wildcard over the host's FCP
+  targets) whose array exports LUN ``l``;
+* ``delete_device`` removes it (and the path from a map);
+* ``rescan_device`` re-reads the WWID and size from the array model;
+* ``multipath_add``/``multipath_remove``/``multipath_resize`` build/remove/resize
+  ``dm-N`` maps; ``udev=True`` also writes the udev database entry and the
+  ``by-id/wwn-0x...`` (and, under a PCI parent, ``by-path``) links.
+
+The array model is ``{target_wwpn: {lun: FakeLun}}``.  Tests assert on the tree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import re
+import shutil
+import threading
+from pathlib import Path
+
+from brick_agent.errors import CommandFailed
+from brick_agent.host import multipath as host_mpath
+from brick_agent.host.scsi import HCTL, scsi_device
+from tests.unit.host.fakehost import FakeHost
+
+_PCI_RE = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-9a-f]")
+
+
+@dataclasses.dataclass
+class FakeLun:
+    wwid: str                 # kernel form 'naa.6001405...'
+    sectors: int = 2048
+
+
+def wwid_of(n: int) -> str:
+    return f"naa.6001405{n:025x}"
+
+
+def udev_of(n: int) -> str:
+    return "3" + wwid_of(n)[4:]
+
+
+class FakeFC:
+    """ScsiActions over a fake tree (see module doc)."""
+
+    def __init__(self, host: FakeHost, array: dict[str, dict[int, FakeLun]], *,
+                 udev: bool = True, multipathd: bool = True) -> None:
+        self.h = host
+        self.array = array
+        self.udev = udev
+        self.multipathd = multipathd
+        self.lock = threading.RLock()
+        self.log: list[tuple] = []
+        self.fail_flush: set[str] = set()
+        self.fail_delete: set[str] = set()
+        self._dm = 0
+        if udev:
+            self.h.attr("run/udev/control", "")
+
+    # ------------------------------------------------------------ raw tree reads
+    def _read(self, rel: str) -> str | None:
+        try:
+            return self.h.p(rel).read_text().strip()
+        except OSError:
+            return None
+
+    def rports(self, host: int) -> list[tuple[str, int, int, str]]:
+        """(rport real dir relative to base, channel, scsi_target_id, port_name) of FCP targets."""
+        out = []
+        for link in sorted(glob.glob(str(self.h.p(f"sys/class/fc_remote_ports/rport-{host}:*")))):
+            cls = os.path.realpath(link)
+            tid = int(self._read(os.path.relpath(os.path.join(cls, "scsi_target_id"),
+                                                 self.h.base)) or -1)
+            if tid < 0:
+                continue
+            name = os.path.basename(cls)
+            channel = int(name.split(":")[1].split("-")[0])
+            port = (self._read(os.path.relpath(os.path.join(cls, "port_name"), self.h.base))
+                    or "").removeprefix("0x").zfill(16)
+            rdir = os.path.relpath(os.path.dirname(os.path.dirname(cls)), self.h.base)
+            out.append((rdir, channel, tid, port))
+        return out
+
+    def _next_sd(self) -> str:
+        used = {n for n in os.listdir(self.h.p("sys/class/block")) if n.startswith("sd")}
+        i = 0
+        while True:
+            n, letters = i + 1, ""
+            while n:
+                n, r = divmod(n - 1, 26)
+                letters = chr(ord("a") + r) + letters
+            if "sd" + letters not in used:
+                return "sd" + letters
+            i += 1
+
+    def devices(self) -> list[str]:
+        return sorted(n for n in os.listdir(self.h.p("sys/class/block")) if n.startswith("sd"))
+
+    def hctls(self) -> list[str]:
+        return sorted(n for n in os.listdir(self.h.p("sys/bus/scsi/devices"))
+                      if re.fullmatch(r"\d+:\d+:\d+:\d+", n))
+
+    # ------------------------------------------------------------ udev model
+    def _udev_add(self, name: str, wwid: str, hctl: str, port: str, rdir: str) -> None:
+        devnum = self._read(f"sys/class/block/{name}/dev")
+        ident = wwid[4:] if wwid.startswith("naa.") else None
+        links = []
+        if ident:
+            self.h.disk_link("by-id", f"wwn-0x{ident}", name)
+            links.append(f"disk/by-id/wwn-0x{ident}")
+        pci = [p for p in rdir.split("/") if _PCI_RE.fullmatch(p)]
+        if pci:
+            lun = int(hctl.split(":")[3])
+            link = f"pci-{pci[-1]}-fc-0x{port}-lun-{lun}"
+            self.h.disk_link("by-path", link, name)
+            links.append(f"disk/by-path/{link}")
+        body = "".join(f"S:{s}\n" for s in links) + f"E:ID_SERIAL=3{ident}\n"
+        self.h.attr(f"run/udev/data/b{devnum}", body.rstrip("\n"))
+
+    def _udev_remove(self, name: str, devnum: str | None) -> None:
+        for kind in ("by-id", "by-path"):
+            for link in glob.glob(str(self.h.p(f"dev/disk/{kind}/*"))):
+                if os.path.islink(link) and os.path.basename(os.readlink(link)) == name:
+                    os.unlink(link)
+        if devnum and os.path.exists(self.h.p(f"run/udev/data/b{devnum}")):
+            os.unlink(self.h.p(f"run/udev/data/b{devnum}"))
+
+    # ------------------------------------------------------------ ScsiActions
+    def scan_lun(self, host, channel, target, lun) -> None:
+        with self.lock:
+            self.log.append(("scan", host, channel, target, lun))
+            for rdir, c, t, port in self.rports(host):
+                if (channel is not None and c != channel) or (target is not None and t != target):
+                    continue
+                luns = self.array.get(port, {})
+                hctl = f"{host}:{c}:{t}:{lun}"
+                if lun not in luns or scsi_device(self.h.roots, hctl) is not None:
+                    continue
+                name = self._next_sd()
+                self.h.scsi_disk(rdir, hctl, name, wwid=luns[lun].wwid, sectors=luns[lun].sectors)
+                if self.udev:
+                    self._udev_add(name, luns[lun].wwid, hctl, port, rdir)
+
+    def _port_of(self, hctl: HCTL) -> str | None:
+        for _, c, t, port in self.rports(hctl.host):
+            if (c, t) == (hctl.channel, hctl.target):
+                return port
+        return None
+
+    def rescan_device(self, hctl: HCTL) -> None:
+        with self.lock:
+            self.log.append(("rescan", str(hctl)))
+            lun = self.array.get(self._port_of(hctl) or "", {}).get(hctl.lun)
+            dev = scsi_device(self.h.roots, hctl)
+            if lun is None or dev is None:
+                return
+            Path(dev.sysfs_path, "wwid").write_text(lun.wwid + "\n")
+            if dev.name:
+                Path(dev.sysfs_path, "block", dev.name, "size").write_text(f"{lun.sectors}\n")
+
+    def delete_device(self, hctl: HCTL) -> None:
+        with self.lock:
+            self.log.append(("delete", str(hctl)))
+            if str(hctl) in self.fail_delete:
+                raise CommandFailed(["tee", "delete"], 1, "device busy")
+            dev = scsi_device(self.h.roots, hctl)
+            if dev is None:
+                return
+            if dev.name:
+                m = host_mpath.map_for_slave(self.h.roots, dev.name)
+                if m is not None:
+                    os.unlink(self.h.p(f"sys/devices/virtual/block/{m.dm_name}/slaves/{dev.name}"))
+                devnum = Path(dev.sysfs_path, "block", dev.name, "dev").read_text().strip()
+                self._udev_remove(dev.name, devnum)
+                for rel in (f"sys/class/block/{dev.name}", f"sys/dev/block/{devnum}",
+                            f"dev/{dev.name}"):
+                    if os.path.lexists(self.h.p(rel)):
+                        os.unlink(self.h.p(rel))
+            for rel in (f"sys/bus/scsi/devices/{hctl}", f"sys/class/scsi_device/{hctl}"):
+                if os.path.lexists(self.h.p(rel)):
+                    os.unlink(self.h.p(rel))
+            shutil.rmtree(dev.sysfs_path)
+
+    def flush(self, device: str) -> None:
+        with self.lock:
+            name = os.path.basename(device)
+            self.log.append(("flush", name))
+            if name in self.fail_flush:
+                raise CommandFailed(["blockdev", "--flushbufs", device], 1, "I/O error")
+
+    def multipath_add(self, wwid: str, devices: list[str]) -> None:
+        with self.lock:
+            self.log.append(("multipath_add", wwid, tuple(devices)))
+            for name in devices:
+                kernel = self._read(f"sys/class/block/{name}/device/wwid") or ""
+                udev = "3" + kernel[4:]
+                m = host_mpath.map_for_wwid(self.h.roots, udev)
+                if m is None:
+                    sectors = int(self._read(f"sys/class/block/{name}/size") or 0)
+                    self.h.dm(self._dm, udev, f"mpath-{udev}", [name], sectors=sectors)
+                    self.h.link(f"dev/disk/by-id/dm-uuid-mpath-{udev}", f"dev/dm-{self._dm}")
+                    self._dm += 1
+                elif name not in m.slaves:
+                    bdir = f"sys/devices/virtual/block/{m.dm_name}"
+                    sreal = os.path.relpath(os.path.realpath(self.h.p(f"sys/class/block/{name}")),
+                                            self.h.base)
+                    self.h.link(f"{bdir}/slaves/{name}", sreal)
+                    self.h.link(f"{sreal}/holders/{m.dm_name}", bdir)
+
+    def multipath_remove(self, map_name: str, wwid: str | None = None) -> None:
+        with self.lock:
+            self.log.append(("multipath_remove", map_name))
+            m = host_mpath.map_by_name(self.h.roots, map_name)
+            if m is None:
+                return
+            bdir = f"sys/devices/virtual/block/{m.dm_name}"
+            for slave in m.slaves:
+                holder = self.h.p(f"sys/class/block/{slave}/holders/{m.dm_name}")
+                if os.path.lexists(holder):
+                    os.unlink(holder)
+            devnum = self._read(f"{bdir}/dev")
+            for rel in (f"sys/class/block/{m.dm_name}", f"sys/dev/block/{devnum}",
+                        f"dev/{m.dm_name}", f"dev/mapper/{map_name}",
+                        f"dev/disk/by-id/dm-uuid-{m.uuid}"):
+                if os.path.lexists(self.h.p(rel)):
+                    os.unlink(self.h.p(rel))
+            shutil.rmtree(self.h.p(bdir))
+
+    def multipath_resize(self, map_name: str) -> None:
+        with self.lock:
+            self.log.append(("multipath_resize", map_name))
+            m = host_mpath.map_by_name(self.h.roots, map_name)
+            size = self._read(f"sys/class/block/{m.slaves[0]}/size")
+            Path(self.h.p(f"sys/devices/virtual/block/{m.dm_name}/size")).write_text(f"{size}\n")
+
+    def multipathd_running(self) -> bool:
+        return self.multipathd
+
+    # ------------------------------------------------------------ conveniences
+    def scans(self) -> list[tuple]:
+        return [e[1:] for e in self.log if e[0] == "scan"]
+
+    def ops(self, op: str) -> list[tuple]:
+        return [e[1:] for e in self.log if e[0] == op]
+
+    def maps(self) -> list[str]:
+        return [m.dm_name for m in host_mpath.multipath_maps(self.h.roots)]
