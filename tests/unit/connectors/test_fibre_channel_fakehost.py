@@ -252,3 +252,24 @@ class FakeFC:
 
     def maps(self) -> list[str]:
         return [m.dm_name for m in host_mpath.multipath_maps(self.h.roots)]
+
+
+# ---------------------------------------------------------------- the fake's own checks
+def test_fake_scan_creates_disk_under_the_rport_target_and_delete_removes_it(tmp_path):
+    from brick_agent.host import fc as host_fc
+    h = FakeHost(tmp_path)
+    d = h.fc_host(4, "0x1000000000000004", "0x2000000000000004")
+    h.rport(d, 4, 0, 1, "0x500a098100000a01", "0x500a098000000a00", scsi_target_id=2)
+    fake = FakeFC(h, {"500a098100000a01": {3: FakeLun(wwid_of(3))}})
+    fake.scan_lun(4, 0, 2, 3)
+    fake.scan_lun(4, 0, 2, 4)                       # no such LUN: nothing
+    dev = scsi_device(h.roots, "4:0:2:3")
+    assert dev is not None and dev.name == "sda" and dev.wwid == wwid_of(3)
+    assert "/rport-4:0-1/target4:0:2/4:0:2:3" in dev.sysfs_path
+    assert host_fc.fc_targets_for(h.roots, 4, "500a098100000a01") == [(0, 2)]
+    assert os.path.islink(h.p(f"dev/disk/by-id/wwn-0x{wwid_of(3)[4:]}"))
+    fake.delete_device(HCTL(4, 0, 2, 3))
+    assert fake.hctls() == [] and fake.devices() == []
+    assert not os.path.lexists(h.p(f"dev/disk/by-id/wwn-0x{wwid_of(3)[4:]}"))
+    fake.scan_lun(4, None, None, 3)                 # wildcard reaches the same LUN
+    assert fake.hctls() == ["4:0:2:3"]
