@@ -231,12 +231,23 @@ class ScsiVolumeOps:
         if use_multipath:
             if self.actions.multipathd_running():
                 m = self.wait_for_map(wwid, [d.name for d in devices if d.name], deadline)
+                self._settle(m.dm_name, deadline)
                 return {"type": "block", "path": self.map_path(m), "scsi_wwn": wwid,
                         "multipath_id": wwid}
             if enforce_multipath:
                 raise NotSupported("multipath enforced but multipathd is not running")
             LOG.warning("multipathd is not running: returning single path %s", devices[0].name)
         return {"type": "block", "path": self.stable_disk_path(devices[0]), "scsi_wwn": wwid}
+
+    def _settle(self, name: str, deadline: Deadline) -> None:
+        """Let udev finish ``name`` (its links) within the budget; no-op without udev."""
+        if not (self.wait_for_udev and udev.udev_running(self.roots)):
+            return
+        with self.watch_factory() as watch:
+            try:
+                udev.udev_settled_for(self.roots, name, deadline.capped(5.0), watch)
+            except DeviceNotFound:
+                LOG.debug("udev has not processed %s yet; returning its kernel name", name)
 
     # ------------------------------------------------------------ undo
     def delete_created(self, hctls: Iterable[HCTL], wait: bool = True) -> list[str]:

@@ -127,6 +127,7 @@ def test_captured_detach_deletes_only_that_volume(conf, captured):
 
 
 def test_captured_wrong_wwpn_fails_within_deadline_and_leaves_nothing(conf, captured):
+    conf.set_override("device_wait_timeout", 0.3, group="brick_agent")
     host, fake = captured
     fake.delete_device(HCTL(1, 0, 0, 1))
     before = fake.hctls()
@@ -140,6 +141,7 @@ def test_captured_wrong_wwpn_fails_within_deadline_and_leaves_nothing(conf, capt
 
 
 def test_captured_wrong_wwpn_without_wildcard_scans_nothing(conf, captured):
+    conf.set_override("device_wait_timeout", 0.3, group="brick_agent")
     host, fake = captured
     with pytest.raises(TargetUnreachable):
         make(conf, host, fake).connect_volume(
@@ -158,6 +160,7 @@ def test_captured_initiator_target_map_restricts_hbas(conf, captured):
 
 
 def test_captured_missing_lun_fails_and_leaves_nothing(conf, captured):
+    conf.set_override("device_wait_timeout", 0.3, group="brick_agent")
     host, fake = captured
     with pytest.raises(DeviceNotFound):
         make(conf, host, fake).connect_volume(cap_props(7))

@@ -206,6 +206,10 @@ class FakeFC:
                     sectors = int(self._read(f"sys/class/block/{name}/size") or 0)
                     self.h.dm(self._dm, udev, f"mpath-{udev}", [name], sectors=sectors)
                     self.h.link(f"dev/disk/by-id/dm-uuid-mpath-{udev}", f"dev/dm-{self._dm}")
+                    if self.udev:
+                        devnum = self._read(f"sys/class/block/dm-{self._dm}/dev")
+                        self.h.attr(f"run/udev/data/b{devnum}",
+                                    f"S:disk/by-id/dm-uuid-mpath-{udev}\nE:DM_UUID=mpath-{udev}")
                     self._dm += 1
                 elif name not in m.slaves:
                     bdir = f"sys/devices/virtual/block/{m.dm_name}"
