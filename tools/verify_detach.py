@@ -8,6 +8,10 @@ nothing behind on the source.  This asks each host's gate app
     verify_detach.py --protocol ISCSI --properties vol.json \\
         --present http://dest:8776 --absent http://src:8776 [--token T]
 
+With ``--audit`` every ``--absent`` host must also pass the gate's leftover
+audit (``GET /v1/audit``): no orphaned session, device, map, controller or link,
+even one the volume's own paths no longer show.
+
 Prints a JSON verdict on stdout.  Exit status: 0 pass, 1 fail (present where it
 should be absent or the reverse), 2 usage error or a host unreachable / answering
 with an error.  Standard library only (urllib), so it runs on any CI node.
@@ -33,18 +37,10 @@ class HostError(Exception):
     """A gate could not be asked (unreachable, HTTP error, not JSON)."""
 
 
-def ask_paths(base_url: str, protocol: str, properties: dict[str, Any],
-              token: str | None = None, timeout: float = 10.0) -> dict[str, Any]:
-    """The gate's ``/v1/paths`` answer for this volume at ``base_url``."""
-    body = json.dumps({"protocol": protocol, "connection_properties": properties}).encode()
-    req = urllib.request.Request(base_url.rstrip("/") + "/v1/paths", data=body, method="POST",
-                                 headers={"Content-Type": "application/json",
-                                          "Accept": "application/json"})
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
+def _call(req: urllib.request.Request, timeout: float) -> Any:
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            data = json.load(resp)
+            return json.load(resp)
     except urllib.error.HTTPError as exc:
         try:
             detail = json.load(exc)
@@ -55,6 +51,34 @@ def ask_paths(base_url: str, protocol: str, properties: dict[str, Any],
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise HostError(f"unreachable: {reason}") from None
+
+
+def _request(url: str, token: str | None, body: dict[str, Any] | None = None
+             ) -> urllib.request.Request:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method="GET" if body is None else "POST",
+                                 headers={"Accept": "application/json"})
+    if body is not None:
+        req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    return req
+
+
+def ask_audit(base_url: str, token: str | None = None, timeout: float = 10.0) -> dict[str, Any]:
+    """The gate's leftover audit report of the host at ``base_url``."""
+    data = _call(_request(base_url.rstrip("/") + "/v1/audit", token), timeout)
+    if not isinstance(data, dict) or not isinstance(data.get("findings"), list):
+        raise HostError("answer is not an audit report")
+    return data
+
+
+def ask_paths(base_url: str, protocol: str, properties: dict[str, Any],
+              token: str | None = None, timeout: float = 10.0) -> dict[str, Any]:
+    """The gate's ``/v1/paths`` answer for this volume at ``base_url``."""
+    req = _request(base_url.rstrip("/") + "/v1/paths", token,
+                   {"protocol": protocol, "connection_properties": properties})
+    data = _call(req, timeout)
     if not isinstance(data, dict) or not isinstance(data.get("paths"), list):
         raise HostError("answer is not a paths document")
     return data
@@ -62,7 +86,7 @@ def ask_paths(base_url: str, protocol: str, properties: dict[str, Any],
 
 def verify(present: Sequence[str], absent: Sequence[str], protocol: str,
            properties: dict[str, Any], token: str | None = None,
-           timeout: float = 10.0) -> tuple[int, dict[str, Any]]:
+           timeout: float = 10.0, audit: bool = False) -> tuple[int, dict[str, Any]]:
     """Ask every host; return (exit status, verdict document)."""
     hosts: list[dict[str, Any]] = []
     status = EXIT_PASS
@@ -78,6 +102,17 @@ def verify(present: Sequence[str], absent: Sequence[str], protocol: str,
                 paths = [str(p) for p in answer["paths"]]
                 ok = bool(paths) if role == "present" else not paths
                 entry.update(ok=ok, paths=paths)
+                if audit and role == "absent":
+                    try:
+                        report = ask_audit(url, token, timeout)
+                    except HostError as exc:
+                        entry.update(ok=False, error=f"audit: {exc}")
+                        status = EXIT_ERROR
+                    else:
+                        entry["findings"] = report["findings"]
+                        if report.get("errors"):
+                            entry["audit_errors"] = report["errors"]
+                        entry["ok"] = ok = ok and report.get("clean") is True
                 if not ok and status == EXIT_PASS:
                     status = EXIT_FAIL
             hosts.append(entry)
@@ -115,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="JSON connection properties ('-' for stdin)")
     parser.add_argument("--token", default=os.environ.get("BRICK_GATE_TOKEN"),
                         help="bearer token of the gates (default $BRICK_GATE_TOKEN)")
+    parser.add_argument("--audit", action="store_true",
+                        help="also require a clean leftover audit on every --absent host")
     parser.add_argument("--timeout", type=float, default=10.0,
                         help="seconds per request (default 10)")
     return parser
@@ -138,7 +175,7 @@ def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None,
         print(f"verify_detach.py: cannot read properties: {exc}", file=sys.stderr)
         return EXIT_ERROR
     status, verdict = verify(args.present, args.absent, args.protocol, properties,
-                             args.token, args.timeout)
+                             args.token, args.timeout, audit=args.audit)
     json.dump(verdict, stdout, indent=2, sort_keys=True)
     stdout.write("\n")
     return status

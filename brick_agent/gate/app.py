@@ -180,6 +180,25 @@ def _protocol_arg(value: Any, where: str) -> str:
     return value.strip().upper()
 
 
+MAX_NVME_GRACE = 60.0
+
+
+def _grace_arg(values: list[str]) -> float:
+    """The audit's ``nvme_grace`` query parameter: seconds, 0 to MAX_NVME_GRACE."""
+    if not values:
+        return 0.0
+    if len(values) > 1:
+        raise InvalidRequest("give nvme_grace at most once", key="nvme_grace")
+    try:
+        grace = float(values[0])
+    except ValueError:
+        grace = -1.0
+    if not 0.0 <= grace <= MAX_NVME_GRACE:  # also rejects nan
+        raise InvalidRequest(f"nvme_grace must be a number of seconds from 0 to "
+                             f"{MAX_NVME_GRACE:g}", key="nvme_grace")
+    return grace
+
+
 def _json_object() -> dict[str, Any]:
     """The request body as a JSON object, or :class:`InvalidRequest`."""
     if not request.is_json:
@@ -349,7 +368,8 @@ def create_app(conf: cfg.ConfigOpts | None = None, roots: HostRoots = DEFAULT_RO
                 raise InvalidRequest("field 'expected' must be a list of volumes", key="expected")
             expected = [audit_mod.ExpectedVolume.from_dict(item, index=i)
                         for i, item in enumerate(raw)]
-        report = audit_mod.audit(roots=roots, expected=expected)
+        grace = _grace_arg(request.args.getlist("nvme_grace"))
+        report = audit_mod.audit(roots=roots, expected=expected, nvme_grace=grace)
         return jsonify(report.to_dict())
 
     return app

@@ -191,13 +191,19 @@ _SPEC: dict[str, Any] = {
                 **_error_responses("400", "401", "413", "500", "501")},
         }},
         "/v1/audit": {
+            "parameters": [{
+                "name": "nvme_grace", "in": "query", "required": False,
+                "description": "seconds to wait before re-reading NVMe controllers found "
+                               "connecting/resetting/deleting; only those still in that "
+                               "state are reported (default 0)",
+                "schema": {"type": "number", "minimum": 0, "maximum": 60}}],
             "get": {
                 "operationId": "audit",
                 "summary": "Leftover audit of the host",
                 "responses": {"200": {"description": "audit report", "content": {
                     "application/json": {"schema": {
                         "$ref": "#/components/schemas/AuditReport"}}}},
-                    **_error_responses("401", "500")},
+                    **_error_responses("400", "401", "500")},
             },
             "post": {
                 "operationId": "auditExpected",

@@ -26,8 +26,10 @@ from brick_agent.gate.app import create_app  # noqa: E402
 from brick_agent.gate.openapi import openapi_spec  # noqa: E402
 from tests.unit.gate.conftest import host_with_volume, make_conf  # noqa: E402
 
-OPERATIONS = [(path, method.upper(), bool(op.get("parameters") or op.get("requestBody")))
-              for path, ops in openapi_spec()["paths"].items() for method, op in ops.items()]
+OPERATIONS = [(path, method.upper(),
+               bool(ops.get("parameters") or op.get("parameters") or op.get("requestBody")))
+              for path, ops in openapi_spec()["paths"].items()
+              for method, op in ops.items() if method != "parameters"]
 # Negative cases need an input to break: operations without any have none.
 CASES = [(p, m, mode) for p, m, has_input in OPERATIONS
          for mode in ([GenerationMode.POSITIVE, GenerationMode.NEGATIVE] if has_input

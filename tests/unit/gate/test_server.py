@@ -186,6 +186,29 @@ def test_verifier_after_broken_detach(tmp_path, props_file, factory):
         assert kinds == {"iscsi_session_without_luns", "dangling_link"}
 
 
+def test_verifier_audit_option(tmp_path, props_file, factory):
+    """--audit: the absent host must also have no leftovers at all."""
+    dest = host_with_volume(tmp_path / "dest")
+    src = host_with_volume(tmp_path / "src")
+    src.remove_lun("2:0:0:1")  # paths gone, session and links left
+    clean = FakeHost(tmp_path / "clean")
+    conf = make_conf()
+    with running(conf, dest.roots, factory) as dest_url, \
+            running(conf, src.roots, factory) as src_url, \
+            running(conf, clean.roots, factory) as clean_url:
+        base = ["--protocol", "ISCSI", "--properties", props_file, "--present", dest_url]
+        code, verdict = _verify(base + ["--absent", src_url])
+        assert code == 0
+        code, verdict = _verify(base + ["--absent", src_url, "--absent", clean_url, "--audit"])
+        assert code == 1 and verdict["verdict"] == "fail"
+        present, leftover, ok = verdict["hosts"]
+        assert "findings" not in present  # the audit is for absent hosts only
+        assert leftover["ok"] is False and leftover["paths"] == []
+        assert {f["kind"] for f in leftover["findings"]} == {"iscsi_session_without_luns",
+                                                             "dangling_link"}
+        assert ok["ok"] is True and ok["findings"] == []
+
+
 def test_verifier_with_token(two_hosts, props_file):
     dest, src = two_hosts
     conf = make_conf(gate_token="tok-9")
