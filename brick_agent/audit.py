@@ -465,9 +465,7 @@ def _present_volumes(snap: _Snapshot) -> list[PresentVolume]:
                if (c.transport or "").lower() not in ("pcie", "")}
     for ns in snap.namespaces or []:
         if ns.controllers and not set(ns.controllers) & fabrics:
-            continue  # a local PCIe namespace
-        if not ns.controllers and snap.controllers is not None and not fabrics:
-            continue
+            continue  # a local PCIe namespace (a head without any path counts: stale fabric)
         vols.append(PresentVolume("NVMEOF", (ns.name,), wwid=ns.wwid, uuid=ns.uuid,
                                   nguid=ns.nguid))
     return vols

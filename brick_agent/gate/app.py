@@ -231,7 +231,7 @@ def create_app(conf: cfg.ConfigOpts | None = None, roots: HostRoots = DEFAULT_RO
     token: str | None = opts.gate_token or None
     make_connector: ConnectorFactory = connector_factory
 
-    app = Flask("brick_agent.gate")
+    app = Flask("brick_agent.gate", static_folder=None)
     app.json = _GateJSONProvider(app)
     app.config["BRICK_ROOTS"] = roots
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES

@@ -189,7 +189,10 @@ def test_discovery_controller_and_pcie_are_not_leftovers(tmp_path):
     h = FakeHost(tmp_path)
     h.nvme_controller(0, 0, A.NVME_DISCOVERY_NQN)
     h.nvme_controller(1, 1, "nqn.2014.08.org.nvmexpress:local", transport="pcie")
-    assert audit(h.roots).clean
+    h.nvme_namespace(1, [1], 1, "5b2a0c9e-3333-4d6f-8e3a-0123456789ab")
+    report = audit(h.roots, [])
+    assert report.clean, report.findings
+    assert report.volumes == []  # a local PCIe namespace is no volume
 
 
 @pytest.mark.parametrize("state", ["connecting", "resetting", "deleting", "dead"])
