@@ -133,10 +133,21 @@ class PrivilegedISCSIActions:
 
     # multipath ---------------------------------------------------------------------
     def multipath_add(self, wwid: str, devices: list[str]) -> None:
+        """Best effort: record the wwid and hand multipathd the paths.
+
+        multipathd may already be adding a path from its uevent (``add path``
+        then fails); the caller waits for the map either way.
+        """
         from brick_agent.privileged import multipath
-        multipath.add_wwid(wwid)
+        try:
+            multipath.add_wwid(wwid)
+        except CommandFailed as exc:
+            LOG.debug("multipath -a %s failed: %s", wwid, exc)
         for dev in devices:
-            multipath.add_path(dev)
+            try:
+                multipath.add_path(dev)
+            except CommandFailed as exc:
+                LOG.debug("multipathd add path %s failed: %s", dev, exc)
 
     def multipath_remove(self, map_name: str, wwid: str | None = None) -> None:
         from brick_agent.privileged import multipath
