@@ -232,16 +232,29 @@ def audit(roots: HostRoots = DEFAULT_ROOTS, expected: Iterable[ExpectedVolume] |
     """
     report = AuditReport()
     snap = _read(roots, report)
-    _check_iscsi(snap, report)
-    _check_scsi(snap, report)
-    _check_multipath(snap, report)
-    _check_wwids(snap, report)
-    _check_nvme(roots, snap, report, nvme_grace, sleep)
-    _check_links(roots, snap, report)
-    report.volumes = _present_volumes(snap)
+    checks: list[tuple[str, Callable[[], Any]]] = [
+        ("iscsi", lambda: _check_iscsi(snap, report)),
+        ("scsi", lambda: _check_scsi(snap, report)),
+        ("multipath", lambda: _check_multipath(snap, report)),
+        ("wwids", lambda: _check_wwids(snap, report)),
+        ("nvme", lambda: _check_nvme(roots, snap, report, nvme_grace, sleep)),
+        ("links", lambda: _check_links(roots, snap, report)),
+    ]
+    for name, check in checks:
+        _guard(report, f"check {name}", check)
+    report.volumes = _guard(report, "volumes", lambda: _present_volumes(snap)) or []
     if expected is not None:
         _compare(report, list(expected))
     return report
+
+
+def _guard(report: AuditReport, what: str, func: Callable[[], Any]) -> Any:
+    """Run one part of the audit; a failure becomes an entry of ``report.errors``."""
+    try:
+        return func()
+    except Exception as exc:  # noqa: BLE001 - the rest of the audit must still run
+        report.errors.append(f"{what}: {type(exc).__name__}: {exc}")
+        return None
 
 
 # ---------------------------------------------------------------- reading
@@ -252,11 +265,7 @@ def _read(roots: HostRoots, report: AuditReport) -> _Snapshot:
     snap = _Snapshot()
 
     def view(what: str, func: Callable[[], Any]) -> Any:
-        try:
-            return func()
-        except Exception as exc:  # noqa: BLE001 - one broken view must not hide the others
-            report.errors.append(f"{what}: {type(exc).__name__}: {exc}")
-            return None
+        return _guard(report, what, func)
 
     snap.sessions = view("iscsi sessions", lambda: iscsi.iscsi_sessions(roots))
     snap.scsi_hosts = view("scsi hosts", lambda: {h.number: h for h in scsi.scsi_hosts(roots)})
@@ -430,10 +439,11 @@ def _check_links(roots: HostRoots, snap: _Snapshot, report: AuditReport) -> None
         base = roots.devfs("disk", kind)
         for entry in sysfs.list_dir(base):
             link = os.path.join(base, entry)
-            if not os.path.islink(link):
-                continue
+            try:
+                target = os.readlink(link)
+            except OSError:
+                continue  # not a link, or removed while we read
             shown = f"/dev/disk/{kind}/{entry}"
-            target = os.readlink(link)
             final = resolve_dev_path(roots, link)
             if final is None:
                 report.add(DANGLING_LINK, shown, f"{shown} -> {target} points to nothing")

@@ -337,6 +337,18 @@ def test_broken_view_is_reported_not_raised(tmp_path, monkeypatch):
     assert report.findings == []  # everything else still audited and fine
 
 
+def test_broken_check_is_reported_not_raised(tmp_path, monkeypatch):
+    def boom(*args):
+        raise TypeError("bug")
+
+    monkeypatch.setattr(A, "_check_wwids", boom)
+    h = _healthy(tmp_path)
+    h.iscsi_session(7, 9, "iqn.2003-01.org.test:other")
+    report = audit(h.roots)
+    assert report.errors == ["check wwids: TypeError: bug"] and not report.clean
+    assert [f.name for f in report.findings] == ["session7"]  # other checks still ran
+
+
 @pytest.mark.parametrize("data,key", [
     ("nope", "expected"),
     ({}, "protocol"),
