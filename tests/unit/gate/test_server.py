@@ -79,6 +79,51 @@ def test_host_override_obeys_the_token_rule(tmp_path):
         make_server(make_conf(), FakeHost(tmp_path).roots, host="0.0.0.0", port=0)
 
 
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_in_a_process_until_sigterm(tmp_path):
+    """serve(): the blocking entry point `brick-agent gate` uses; SIGTERM stops it cleanly."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    host = host_with_volume(tmp_path / "h")
+    port = _free_port()
+    conf_file = tmp_path / "gate.conf"
+    conf_file.write_text(f"[brick_agent]\ngate_enabled = true\ngate_port = {port}\n")
+    code = ("import sys; from brick_agent import config; from brick_agent.gate.server import serve;"
+            "from brick_agent.host.roots import HostRoots;"
+            f"serve(config.new_conf(config_files=[{str(conf_file)!r}]),"
+            f" roots=HostRoots.under({str(host.base)!r}))")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=str(REPO),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                status, _, text = _request(f"http://127.0.0.1:{port}/v1/audit")
+                break
+            except urllib.error.URLError:
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline, "server did not come up"
+                time.sleep(0.1)
+        assert status == 200 and json.loads(text)["clean"] is True
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err  # a clean stop
+    assert f"listening on http://127.0.0.1:{port}" in err
+    assert "Traceback" not in err
+
+
 def test_over_http(tmp_path):
     h = host_with_volume(tmp_path / "h")
     with running(make_conf(), h.roots, link_factory) as url:
