@@ -57,7 +57,6 @@ PROTOCOL_ALIASES = {"ISCSI": "ISCSI", "ISER": "ISCSI", "NVMEOF": "NVMEOF", "NVME
 
 _SESSION_RE = re.compile(r"session(\d+)")
 _RPORT_RE = re.compile(r"rport-\d+:\d+-\d+")
-_HEX_RE = re.compile(r"[0-9a-f]+")
 
 
 class InvalidExpectedVolume(errors.InvalidArgument):
