@@ -107,6 +107,8 @@ class ISCSIConnector(Connector):
     """Attach/detach iSCSI volumes (os-brick compatible ``ISCSIConnector``)."""
 
     protocol = "ISCSI"
+    #: seconds to let multipathd build a map from uevents before asking it explicitly
+    multipath_grace = 1.0
 
     def __init__(self, root_helper: str | None = None, driver: Any = None, *,
                  transport: str | None = "default", actions: ISCSIActions | None = None,
@@ -266,11 +268,17 @@ class ISCSIConnector(Connector):
         m = complete()
         if m is None:
             with self._watch_factory() as watch:
-                self.actions.multipath_add(wwid, names)
+                # multipathd usually builds the map from the paths' uevents on its own;
+                # give it a moment before paying for multipath -a / multipathd add path
                 try:
-                    m = watch.wait_for(complete, budget, what=f"multipath map of {wwid}")
+                    m = watch.wait_for(complete, budget.capped(self.multipath_grace),
+                                       what=f"multipath map of {wwid} (by multipathd)")
                 except DeviceNotFound:
-                    m = None
+                    self.actions.multipath_add(wwid, names)
+                    try:
+                        m = watch.wait_for(complete, budget, what=f"multipath map of {wwid}")
+                    except DeviceNotFound:
+                        m = None
         if m is None:
             partial = view.map_for_wwid(self.roots, wwid)
             if partial is None or not set(partial.slaves) & set(names):
@@ -566,25 +574,37 @@ class ISCSIConnector(Connector):
                 for h in hctls:
                     if scsi_device(self.roots, h) is not None:
                         leftovers.append(f"{h} (still present)")
-        for sid, s in sorted(by_sid.items()):
-            if not self._touches(props, s, ours):
+        candidates = [s for _, s in sorted(by_sid.items()) if self._touches(props, s, ours)]
+        if len(candidates) > 1:   # independent sessions (multipath): log out in parallel
+            with concurrent.futures.ThreadPoolExecutor(
+                    max_workers=len(candidates), thread_name_prefix="iscsi-logout") as pool:
+                results = list(pool.map(self._logout_if_empty, candidates))
+        else:
+            results = [self._logout_if_empty(s) for s in candidates]
+        for s, exc in zip(candidates, results):
+            if exc is None:
                 continue
-            try:
-                with self._session_lock(s):
-                    now = read_session(self.roots, sid)
-                    if now is None:
-                        continue
-                    remaining = session_devices(self.roots, now)
-                    if remaining:
-                        LOG.debug("session%d keeps %d other LUN(s): staying logged in", sid,
-                                  len(remaining))
-                        continue
-                    self.actions.logout(now.portal or "", now.target_iqn or "", self.iface)
-            except BrickError as exc:
-                if not force:
-                    raise
-                leftovers.append(f"session{sid} (logout failed: {exc})")
+            if not force:
+                raise exc
+            leftovers.append(f"session{s.sid} (logout failed: {exc})")
         return leftovers
+
+    def _logout_if_empty(self, session: IscsiSession) -> BrickError | None:
+        """Log out of ``session`` if it carries no LUN any more; the error, if any."""
+        try:
+            with self._session_lock(session):
+                now = read_session(self.roots, session.sid)
+                if now is None:
+                    return None
+                remaining = session_devices(self.roots, now)
+                if remaining:
+                    LOG.debug("session%d keeps %d other LUN(s): staying logged in",
+                              session.sid, len(remaining))
+                    return None
+                self.actions.logout(now.portal or "", now.target_iqn or "", self.iface)
+        except BrickError as exc:
+            return exc
+        return None
 
     @staticmethod
     def _touches(props: ISCSIProperties, session: IscsiSession,

@@ -58,7 +58,9 @@ def fake(host, array):
 def make(conf, host, fake, **kw):
     def watch():
         return DeviceWatch(roots=host.roots, use_netlink=False, poll_interval=0.005)
-    return ISCSIConnector(conf=conf, roots=host.roots, actions=fake, watch_factory=watch, **kw)
+    c = ISCSIConnector(conf=conf, roots=host.roots, actions=fake, watch_factory=watch, **kw)
+    c.multipath_grace = 0.02
+    return c
 
 
 def props(lun=0, iqn=IQN_A, portal=P1, **extra):
@@ -409,3 +411,13 @@ def test_factory_builds_iscsi_and_iser(conf, host, fake):
     assert isinstance(c, ISCSIConnector) and c.iface == "default"
     c = factory("ISER", None, conf=conf, roots=host.roots, actions=fake)
     assert c.iface == "iser"
+
+
+def test_multipath_map_built_by_multipathd_needs_no_explicit_add(conf, host, fake):
+    fake.auto_map = True   # multipathd reacts to the paths' uevents by itself
+    c = make(conf, host, fake, use_multipath=True)
+    info = c.connect_volume(mp_props(lun=0))
+    assert info["multipath_id"] == udev_of(1)
+    assert fake.count("multipath_add") == 0
+    c.disconnect_volume(mp_props(lun=0), info)
+    assert fake.state() == EMPTY
