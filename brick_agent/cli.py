@@ -27,6 +27,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (errors.InvalidConnectionProperties, EXIT_USAGE),
     (errors.InvalidArgument, EXIT_USAGE),
     (errors.InvalidConnectorProtocol, EXIT_USAGE),
+    (errors.ConfigurationError, EXIT_USAGE),
     (errors.DeviceNotFound, EXIT_NOT_FOUND),
     (errors.VolumeIdentityMismatch, EXIT_IDENTITY),
     (errors.TargetUnreachable, EXIT_UNREACHABLE),
@@ -134,6 +135,25 @@ def cmd_volumes(args: argparse.Namespace, stdin: TextIO) -> Any:
     return result
 
 
+def cmd_audit(args: argparse.Namespace, stdin: TextIO) -> Any:
+    from brick_agent.audit import ExpectedVolume, audit
+    expected = None
+    if args.expected:
+        data = _load_json(args.expected, "expected volumes", stdin)
+        if not isinstance(data, list):
+            raise errors.InvalidArgument("expected volumes must be a JSON list")
+        expected = [ExpectedVolume.from_dict(item, index=i) for i, item in enumerate(data)]
+    report = audit(_roots(args), expected=expected)
+    args.exit_code = EXIT_OK if report.clean else EXIT_LEFTOVERS
+    return report.to_dict()
+
+
+def cmd_gate(args: argparse.Namespace, stdin: TextIO) -> Any:
+    from brick_agent.gate.server import serve
+    serve(_conf(args), roots=_roots(args))
+    return None
+
+
 def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -198,6 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("paths", cmd_paths, "print the device paths of a volume present on this host")
     p = add("volumes", cmd_volumes, "list attached volumes", protocol=False, properties=False)
     p.add_argument("--protocol", default=None)
+    p = add("audit", cmd_audit, "look for leftovers (orphaned sessions, devices, maps, "
+            "links); exit 6 when any", protocol=False, properties=False)
+    p.add_argument("--expected", metavar="FILE",
+                   help="JSON list of volumes that should be attached "
+                        "({protocol, wwid|uuid|nguid}); '-' for stdin")
+    add("gate", cmd_gate, "run the gate-only HTTP app (needs [brick_agent] gate_enabled)",
+        protocol=False, properties=False)
     return parser
 
 
@@ -217,12 +244,14 @@ def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None,
             json.dump({"error": type(exc).__name__, "leftovers": exc.leftovers}, stdout)
             stdout.write("\n")
         return _exit_code(exc)
+    if result is None:
+        return EXIT_OK
     if args.human:
         _human(result, stdout)
     else:
         json.dump(result, stdout, indent=2, sort_keys=True, default=str)
         stdout.write("\n")
-    return EXIT_OK
+    return getattr(args, "exit_code", EXIT_OK)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -77,3 +77,7 @@ class NotSupported(BrickError):
 
 class InvalidConnectorProtocol(BrickError, ValueError):
     """The factory was asked for a protocol brick_agent has no connector for."""
+
+
+class ConfigurationError(BrickError):
+    """The configuration does not allow what was asked (e.g. the gate app is disabled)."""

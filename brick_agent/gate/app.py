@@ -57,7 +57,7 @@ _STATUS: tuple[tuple[type[BaseException], int], ...] = (
 )
 
 
-class GateConfigurationError(errors.BrickError):
+class GateConfigurationError(errors.ConfigurationError):
     """The gate app refuses to start with this configuration."""
 
 
