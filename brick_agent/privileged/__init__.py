@@ -44,7 +44,9 @@ process (tests and tools that are already root).
 from __future__ import annotations
 
 import functools
+import os
 import shlex
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -105,11 +107,24 @@ def helper_command(conf: cfg.ConfigOpts) -> str | None:
     """
     base = conf.brick_agent.privsep_helper_command
     if not base:
+        base = _root_helper_default()
+    if not base:
         return None
     cmd = shlex.split(base)
     for path in getattr(conf, "config_file", None) or []:
         cmd += ["--config-file", path]
     return shlex.join(cmd)
+
+
+def _root_helper_default() -> str | None:
+    """Already root: start the ``privsep-helper`` installed beside this Python, no sudo.
+
+    Otherwise None, and oslo.privsep's own default (``sudo privsep-helper``) applies.
+    """
+    if os.geteuid() != 0:
+        return None
+    helper = os.path.join(os.path.dirname(sys.executable), "privsep-helper")
+    return shlex.quote(helper) if os.access(helper, os.X_OK) else None
 
 
 def init(conf: cfg.ConfigOpts) -> None:

@@ -119,6 +119,19 @@ def test_init_applies_config(tmp_path):
         privileged.set_in_process(False)
 
 
+def test_helper_command_default_as_root_skips_sudo(monkeypatch, tmp_path):
+    from brick_agent import config
+    helper = tmp_path / "privsep-helper"
+    helper.write_text("#!/bin/sh\n")
+    helper.chmod(0o755)
+    monkeypatch.setattr(privileged.sys, "executable", str(tmp_path / "python3"))
+    conf = config.new_conf()
+    monkeypatch.setattr(privileged.os, "geteuid", lambda: 0)
+    assert privileged.helper_command(conf) == str(helper)
+    monkeypatch.setattr(privileged.os, "geteuid", lambda: 1000)
+    assert privileged.helper_command(conf) is None  # oslo.privsep's sudo default applies
+
+
 # ------------------------------------------------------------------ scsi
 def test_scan_writes_triple(roots):
     scan = _mkfile(roots.sysfs("class", "scsi_host", "host3", "scan"))
