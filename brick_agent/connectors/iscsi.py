@@ -41,8 +41,7 @@ from brick_agent.errors import (AuthenticationFailed, BrickError, DeviceBusy, De
 from brick_agent.deadline import Deadline
 from brick_agent.host import sysfs
 from brick_agent.host.block import block_device_for_path
-from brick_agent.host.iscsi import (IscsiSession, find_sessions, iscsi_sessions, read_session,
-                                    session_devices, session_targets)
+from brick_agent.host.iscsi import IscsiSession, session_devices, session_targets
 from brick_agent.host.roots import HostRoots
 from brick_agent.host.scsi import HCTL, ScsiDevice, same_wwid, scsi_device, scsi_device_by_name
 from brick_agent.host.udev import DeviceWatch
@@ -149,7 +148,7 @@ class ISCSIConnector(Connector):
         return self._limit.slot(timeout=self._lock_timeout())
 
     def _sessions(self, target: ISCSITarget) -> list[IscsiSession]:
-        found = find_sessions(self.roots, target.iqn, target.portal.host, target.portal.port)
+        found = view.find_sessions(self.roots, target.iqn, target.portal.host, target.portal.port)
         return [s for s in found if s.state in _LIVE_STATES] or found
 
     # ---------------------------------------------------------------- attach
@@ -428,7 +427,7 @@ class ISCSIConnector(Connector):
         for target, sid in record.logins:
             try:
                 with self._target_lock(target):
-                    session = read_session(self.roots, sid)
+                    session = view.read_session(self.roots, sid)
                     if session is None or session_devices(self.roots, session):
                         continue
                     self.actions.logout(target.portal.address, target.iqn, self.iface)
@@ -450,7 +449,7 @@ class ISCSIConnector(Connector):
                 want.append((s, props.scsi_lun(t.lun)))
         if props.use_multipath:
             lun = props.scsi_lun()
-            for s in iscsi_sessions(self.roots):
+            for s in view.iscsi_sessions(self.roots):
                 if s.target_iqn in iqns:
                     want.append((s, lun))
         for s, lun in want:
@@ -461,7 +460,7 @@ class ISCSIConnector(Connector):
         if wwid:  # every iSCSI path of the map (portals found by discovery included)
             m = view.map_for_wwid(self.roots, wwid)
             if m is not None:
-                by_host = {s.host_number: s for s in iscsi_sessions(self.roots)}
+                by_host = {s.host_number: s for s in view.iscsi_sessions(self.roots)}
                 for slave in m.slaves:
                     dev = self._scsi_by_name(slave)
                     if dev is not None and dev.hctl.host in by_host:
@@ -593,7 +592,7 @@ class ISCSIConnector(Connector):
         """Log out of ``session`` if it carries no LUN any more; the error, if any."""
         try:
             with self._session_lock(session):
-                now = read_session(self.roots, session.sid)
+                now = view.read_session(self.roots, session.sid)
                 if now is None:
                     return None
                 remaining = session_devices(self.roots, now)
@@ -654,7 +653,7 @@ class ISCSIConnector(Connector):
         if connection_properties is not None:
             iqns = {t.iqn for t in self._parse(connection_properties).targets}
         out = []
-        for s in iscsi_sessions(self.roots):
+        for s in view.iscsi_sessions(self.roots):
             if iqns is not None and s.target_iqn not in iqns:
                 continue
             for d in session_devices(self.roots, s):

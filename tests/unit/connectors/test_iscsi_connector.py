@@ -421,3 +421,22 @@ def test_multipath_map_built_by_multipathd_needs_no_explicit_add(conf, host, fak
     assert fake.count("multipath_add") == 0
     c.disconnect_volume(mp_props(lun=0), info)
     assert fake.state() == EMPTY
+
+
+def test_a_session_whose_connection_is_down_does_not_break_attach(conf, host, fake, monkeypatch):
+    """Reading a down connection's current 'address' fails with ENOTCONN on a real kernel."""
+    import errno
+    from brick_agent.host import sysfs
+    c = make(conf, host, fake)
+    c.connect_volume(props(lun=0, iqn=IQN_B))     # another session, soon "down"
+    real_read = sysfs.read_attr
+
+    def read_attr(path, *a, **kw):
+        if "connection1:0" in path and path.endswith(("/address", "/port")):
+            raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
+        return real_read(path, *a, **kw)
+
+    monkeypatch.setattr(sysfs, "read_attr", read_attr)
+    info = c.connect_volume(props(lun=1))
+    assert info["scsi_wwn"] == udev_of(2)
+    assert len(c.get_all_available_volumes()) == 2
