@@ -402,8 +402,7 @@ class NVMeOFConnector(Connector):
         if props.replicated and props.replica_count > 1 and props.alias:
             md = self._md_path(props.alias)
             if os.path.exists(md):
-                if not self._flush(md, force, errors):
-                    return self._finish(leftovers + [md], errors, ignore_errors)
+                # stopping an array flushes it (STOP_ARRAY syncs the md device)
                 try:
                     self.actions.md_stop(props.alias)
                 except BrickError as exc:

@@ -139,7 +139,7 @@ class PrivilegedNvmeActions:
 
     def flush(self, device: str) -> None:
         from brick_agent.privileged import block
-        block.flush_block_device(os.path.basename(device))
+        block.flush_block_device(os.path.basename(os.path.realpath(device)))
 
     def write_host_identity(self, hostnqn: str, hostid: str) -> None:
         from brick_agent.privileged import nvme

@@ -310,3 +310,107 @@ def test_attach_detach_through_the_privsep_daemon(tmp_path, nvmet_subsystem):
         assert ctrls(nvmet_subsystem.nqn) == []
     finally:
         privileged.set_in_process(True)
+
+
+# ------------------------------------------------------------------ 6: replicated (md RAID1)
+
+class MdadmActions:
+    """Test-only: the default privileged actions plus md create/stop by running mdadm
+    here (root in the lab).  brick_agent.privileged has no mdadm entrypoint yet."""
+
+    def __init__(self):
+        from brick_agent.connectors.nvmeof_actions import PrivilegedNvmeActions
+        self._base = PrivilegedNvmeActions()
+        self.created: list[list[str | None]] = []
+
+    def __getattr__(self, name):
+        return getattr(self._base, name)
+
+    def md_create(self, name, devices):
+        self.created.append(list(devices))
+        members = [d for d in devices if d]
+        subprocess.run(["mdadm", "--create", f"/dev/md/{name}", "--run", "--level=1",
+                        f"--raid-devices={len(devices)}", "--metadata=1.2", "--assume-clean",
+                        "--bitmap=internal", *[d or "missing" for d in devices]],
+                       check=True, timeout=60, input="y\n", text=True, capture_output=True)
+        assert members
+
+    def md_stop(self, name):
+        subprocess.run(["mdadm", "--stop", f"/dev/md/{name}"], check=True, timeout=60,
+                       capture_output=True)
+
+
+def _md_members(path: str) -> list[str]:
+    md = os.path.basename(os.path.realpath(path))
+    return sorted(os.listdir(f"/sys/block/{md}/slaves"))
+
+
+@pytest.mark.parametrize("degraded", [False, True])
+def test_6_replicated_volume_md_raid1_at_alias(tmp_path, degraded):
+    conf = make_conf(tmp_path, device_wait_timeout=10.0, login_timeout=5.0)
+    privileged.init(conf)
+    actions = MdadmActions()
+    connector = NVMeOFConnector(None, None, conf=conf, actions=actions)
+    with NvmetSubsystem(namespaces=1) as a, \
+            NvmetSubsystem(namespaces=1, ports=("127.0.0.1:4421",)) as b:
+        rb = props(b)
+        if degraded:
+            rb["portals"] = [["127.0.0.1", 4499, "tcp"]]  # nothing listens there
+        alias = f"vol-{a.token}"
+        rp = {"vol_uuid": a.namespaces[1].uuid, "alias": alias, "replica_count": 2,
+              "volume_replicas": [props(a), rb]}
+        info = connector.connect_volume(rp)
+        assert info["path"] == f"/dev/md/{alias}" and os.path.exists(info["path"])
+        assert len(_md_members(info["path"])) == (1 if degraded else 2)
+        assert (actions.created[0][1] is None) == degraded
+        io_roundtrip(info["path"])
+        assert connector.get_volume_paths(rp) == [info["path"]]
+        connector.disconnect_volume(rp, info)
+        assert not os.path.exists(info["path"])
+        assert ctrls(a.nqn) == [] and ctrls(b.nqn) == []
+
+
+# ------------------------------------------------------------------ nvme-cli contract
+
+def test_privileged_connect_contract_with_nvme_cli(tmp_path, nvmet_subsystem):
+    """What the default actions rely on: nvme-cli 2.3 exits non-zero on a duplicate
+    connect (mapped to AlreadyConnected from sysfs) and on a refused portal."""
+    from brick_agent.connectors.nvmeof_actions import (AlreadyConnected, ConnectRequest,
+                                                       PrivilegedNvmeActions)
+    from brick_agent.errors import TargetUnreachable
+    privileged.init(make_conf(tmp_path))
+    conn = NVMeOFConnector(None, None, conf=make_conf(tmp_path))
+    ident = conn.host_identity()
+    actions = PrivilegedNvmeActions()
+    req = ConnectRequest(nvmet_subsystem.nqn, "tcp", "127.0.0.1", "4420", ident.hostnqn,
+                         ident.hostid, ctrl_loss_tmo=-1, reconnect_delay=2, keep_alive_tmo=7)
+    name = actions.connect(req)
+    try:
+        assert read(f"/sys/class/nvme/{name}/subsysnqn") == nvmet_subsystem.nqn
+        assert read(f"/sys/class/nvme/{name}/ctrl_loss_tmo") == "off"
+        assert read(f"/sys/class/nvme/{name}/reconnect_delay") == "2"
+        assert read(f"/sys/class/nvme/{name}/kato") == "7"
+        dup = subprocess.run(["nvme", "connect", "-t", "tcp", "-a", "127.0.0.1", "-s", "4420",
+                              "-n", nvmet_subsystem.nqn, "-q", ident.hostnqn, "-I", ident.hostid],
+                             capture_output=True, text=True, timeout=60)
+        print(f"\nnvme-cli duplicate connect: rc={dup.returncode} stderr={dup.stderr!r} "
+              f"stdout={dup.stdout!r}")
+        assert dup.returncode != 0
+        with pytest.raises(AlreadyConnected):
+            actions.connect(req)
+        bad = dataclasses_replace(req, trsvcid="4499")
+        refused = subprocess.run(["nvme", "connect", "-t", "tcp", "-a", "127.0.0.1", "-s", "4499",
+                                  "-n", nvmet_subsystem.nqn, "-q", ident.hostnqn],
+                                 capture_output=True, text=True, timeout=60)
+        print(f"nvme-cli refused connect: rc={refused.returncode} stderr={refused.stderr!r}")
+        assert refused.returncode != 0
+        with pytest.raises(TargetUnreachable):
+            actions.connect(bad)
+    finally:
+        actions.disconnect(name)
+    assert ctrls(nvmet_subsystem.nqn) == []
+
+
+def dataclasses_replace(obj, **changes):
+    import dataclasses
+    return dataclasses.replace(obj, **changes)
