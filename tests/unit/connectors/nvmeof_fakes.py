@@ -16,6 +16,7 @@ import dataclasses
 import os
 import shutil
 import threading
+import time
 
 from brick_agent.connectors.nvmeof_actions import AlreadyConnected, ConnectRequest
 from brick_agent.errors import DeviceBusy, TargetUnreachable
@@ -63,6 +64,9 @@ class FakeNvmeKernel:
         self.fail_flush: set[str] = set()
         self.fail_disconnect: set[str] = set()
         self.lock = threading.Lock()
+        self.connect_delay = 0.0   # seconds a connect takes (outside the kernel lock)
+        self.in_connect = 0
+        self.max_in_connect = 0
         _write(roots.sysfs("module", "nvme_core", "parameters", "multipath"),
                "Y" if native else "N")
         for d in (roots.sysfs("class", "nvme"), roots.sysfs("class", "nvme-subsystem"),
@@ -78,6 +82,17 @@ class FakeNvmeKernel:
 
     # ---------------------------------------------------------------- actions
     def connect(self, req: ConnectRequest) -> str:
+        with self.lock:
+            self.in_connect += 1
+            self.max_in_connect = max(self.max_in_connect, self.in_connect)
+        try:
+            time.sleep(self.connect_delay)
+            return self._connect(req)
+        finally:
+            with self.lock:
+                self.in_connect -= 1
+
+    def _connect(self, req: ConnectRequest) -> str:
         with self.lock:
             self.requests.append(req)
             sub = self.subsystems.get(req.subsysnqn)

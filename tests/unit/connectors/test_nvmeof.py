@@ -354,3 +354,42 @@ def test_extend_volume_rescans_and_returns_new_size(tmp_path, roots):
 def test_factory_builds_nvmeof_connector(tmp_path, roots):
     conn = factory("NVMEOF", conf=_conf(tmp_path), roots=roots)
     assert isinstance(conn, NVMeOFConnector) and conn.supports_multipath()
+
+
+# ------------------------------------------------------------------- locking scope
+
+def test_attaches_to_different_subsystems_run_concurrently(tmp_path, roots):
+    """The lock is per subsystem NQN: two subsystems connect at the same time."""
+    import threading
+    kernel, conn = make(tmp_path, roots)
+    kernel.add_target(NQN, [tcp()], [FakeNs(1, U1, None)])
+    kernel.add_target(NQN2, [tcp()], [FakeNs(1, U2, None)])
+    conn.host_identity()
+    kernel.connect_delay = 0.3
+    results = {}
+    threads = [threading.Thread(target=lambda k, p: results.__setitem__(k, conn.connect_volume(p)),
+                                args=(k, p))
+               for k, p in (("a", props()), ("b", props(nqn=NQN2, vol_uuid=U2)))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert kernel.max_in_connect == 2
+    assert {os.path.basename(r["path"]) for r in results.values()} == {"nvme0n1", "nvme1n1"}
+
+
+def test_attaches_to_one_subsystem_are_serialised_and_share_the_controller(tmp_path, roots):
+    import threading
+    kernel, conn = make(tmp_path, roots)
+    kernel.add_target(NQN, [tcp()], [FakeNs(1, U1, None), FakeNs(2, U2, None)])
+    conn.host_identity()
+    kernel.connect_delay = 0.2
+    results = {}
+    threads = [threading.Thread(target=lambda k, p: results.__setitem__(k, conn.connect_volume(p)),
+                                args=(k, p)) for k, p in (("a", props()), ("b", props(vol_uuid=U2)))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(kernel.requests) == 1 and kernel.max_in_connect == 1
+    assert sorted(os.path.basename(r["path"]) for r in results.values()) == ["nvme0n1", "nvme0n2"]
