@@ -39,7 +39,7 @@ from brick_agent.connectors import fc_view
 from brick_agent.connectors.base import Connector, DeviceInfo
 from brick_agent.connectors.scsi_volume import ScsiActions, ScsiVolumeOps, udev_wwid
 from brick_agent.deadline import Deadline
-from brick_agent.errors import (BrickError, DeviceNotFound, LeftoversRemain, TargetUnreachable)
+from brick_agent.errors import DeviceNotFound, LeftoversRemain, TargetUnreachable
 from brick_agent.host.block import links_for
 from brick_agent.host.fc import fc_hosts
 from brick_agent.host.roots import HostRoots

@@ -4,8 +4,9 @@ Run: tools/kernel-lab/lab run -- tools/kernel-lab/guest-pytest tests/functional/
 
 One FCoE target with 3 LUNs over two veth "fabrics" is built once for the
 module (FCoE setup costs ~20 s under emulation); each test leaves the host as
-it found it (the kernel auto-scans LUN 0 on both initiator ports at login;
-those two devices belong to the fixture).  Leftover checks read raw sysfs.
+it found it.  The kernel scans every LUN when an rport logs in; the fixture
+deletes LUNs 1 and 2 again so tests start with only LUN 0 (the fixture's)
+present.  Leftover checks read raw sysfs.
 """
 
 from __future__ import annotations
@@ -64,15 +65,29 @@ def settle_to(t: FcoeTarget, want: dict[str, list[str]], timeout: float = 5.0) -
         time.sleep(0.1)
 
 
+def _wait(pred, timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
 def fc():
+    """The kernel scans every LUN (REPORT LUNS) when the rport logs in: wait for that
+    to finish, then delete LUNs 1 and 2 so each test starts with them unscanned."""
     with FcoeTarget(luns=3, fabrics=2) as t:
-        for f in range(2):       # LUN 0 is auto-scanned at login; wait until both have it
-            host = t.initiator_hosts[f]
-            end = time.monotonic() + 30
-            while not any(d.endswith(":0") for d in devices_of(host)):
-                assert time.monotonic() < end, f"LUN 0 never appeared on {host}"
-                time.sleep(0.2)
+        for host in t.initiator_hosts:
+            n = host[len("host"):]
+            _wait(lambda: {d.rsplit(":", 1)[1] for d in devices_of(host)} >= {"0", "1", "2"},
+                  30, f"the login scan of {host}")
+            for d in devices_of(host):
+                if not d.endswith(":0"):
+                    with open(f"/sys/bus/scsi/devices/{d}/delete", "w") as f:
+                        f.write("1")
+            _wait(lambda: devices_of(host) == [f"{n}:0:0:0"] or
+                  [x.rsplit(":", 1)[1] for x in devices_of(host)] == ["0"], 30,
+                  f"LUNs 1-2 of {host} to go")
         yield t
 
 
@@ -170,11 +185,13 @@ def test_4_wrong_target_wwpn_fails_within_deadline_leaves_nothing(fc, conf, base
 
 # ---------------------------------------------------------------- 5. two HBAs + multipath
 @pytest.fixture
-def multipathd():
+def multipathd(fc):
     tool = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "kernel-lab",
                         "guest-multipathd")
     subprocess.run([tool, "start"], check=True, capture_output=True, timeout=60)
     yield
+    # multipathd maps the fixture's LUN 0 (two paths) on its own: not ours, but remove it
+    subprocess.run(["multipath", "-f", fc.luns[0].scsi_id], capture_output=True, timeout=60)
     subprocess.run([tool, "stop"], capture_output=True, timeout=60)
 
 
