@@ -105,13 +105,12 @@ def matches(ns: hostnvme.NvmeNamespace, target: NVMeTarget) -> bool:
 
 
 def is_stale(ns: hostnvme.NvmeNamespace, target: NVMeTarget) -> bool:
-    """Same NSID as the target but another UUID/NGUID: an old namespace in its slot."""
-    if target.nsid is not None and ns.nsid != target.nsid:
-        return False
-    if target.uuid is not None and ns.uuid is not None and ns.uuid != target.uuid:
-        return target.nsid is not None or ns.nguid is None or ns.nguid != target.nguid
-    if target.nguid is not None and ns.nguid is not None and ns.nguid != target.nguid:
-        return target.nsid is not None
+    """An old namespace in the target's slot (same NSID, other identity), or one whose
+    UUID and NGUID disagree with the target's about being the same volume."""
+    if target.nsid is not None and ns.nsid == target.nsid:
+        return not matches(ns, target)
+    if target.uuid and target.nguid and ns.uuid and ns.nguid:
+        return (ns.uuid == target.uuid) != (ns.nguid == target.nguid)
     return False
 
 
