@@ -72,6 +72,7 @@ class FibreChannelConnector(Connector):
     """Attach/detach Fibre Channel volumes (os-brick compatible ``FibreChannelConnector``)."""
 
     protocol = "FIBRE_CHANNEL"
+    multipath_grace = 1.0   # seconds multipathd gets to map new paths by itself
 
     def __init__(self, root_helper: str | None = None, driver: Any = None, *,
                  actions: ScsiActions | None = None,
@@ -96,7 +97,8 @@ class FibreChannelConnector(Connector):
         if self._ops is None:
             self._ops = ScsiVolumeOps(self.roots, self.actions, self._watch_factory,
                                       multipath_wait_timeout=self.opts.multipath_wait_timeout,
-                                      device_removal_timeout=self.opts.device_removal_timeout)
+                                      device_removal_timeout=self.opts.device_removal_timeout,
+                                      multipath_grace=self.multipath_grace)
         return self._ops
 
     def _lock_timeout(self) -> float:

@@ -102,6 +102,7 @@ class ScsiVolumeOps:
     multipath_wait_timeout: float = 20.0
     device_removal_timeout: float = 20.0
     wait_for_udev: bool = True
+    multipath_grace: float = 1.0     # let multipathd map the paths itself before poking it
 
     # ------------------------------------------------------------ readiness / identity
     def disk_ready(self, dev: ScsiDevice | None) -> ScsiDevice | None:
@@ -167,6 +168,9 @@ class ScsiVolumeOps:
     def wait_for_map(self, wwid: str, names: Sequence[str], deadline: Deadline) -> MultipathMap:
         """The map ``mpath-<wwid>`` holding ``names``; asks multipathd to build it if needed.
 
+        multipathd normally maps new paths on its own (find_multipaths); only
+        after ``multipath_grace`` seconds are the paths added explicitly.
+
         A map holding only some of ``names`` at the deadline is accepted with a
         warning; a map holding a path of another LUN is refused.
         """
@@ -183,11 +187,15 @@ class ScsiVolumeOps:
         m = complete()
         if m is None:
             with self.watch_factory() as watch:
-                self.actions.multipath_add(wwid, list(names))
-                try:
-                    m = watch.wait_for(complete, budget, what=f"multipath map of {wwid}")
+                try:  # multipathd usually builds the map from the paths' uevents itself
+                    m = watch.wait_for(complete, budget.capped(self.multipath_grace),
+                                       what=f"multipath map of {wwid} (by multipathd)")
                 except DeviceNotFound:
-                    m = None
+                    self.actions.multipath_add(wwid, list(names))
+                    try:
+                        m = watch.wait_for(complete, budget, what=f"multipath map of {wwid}")
+                    except DeviceNotFound:
+                        m = None
         if m is None:
             partial = map_for_wwid(self.roots, wwid)
             if partial is None or not set(partial.slaves) & wanted:

@@ -56,8 +56,10 @@ def conf(tmp_path):
 def make(conf, host: FakeHost, fake: FakeFC, **kw) -> FibreChannelConnector:
     def watch():
         return DeviceWatch(roots=host.roots, use_netlink=False, poll_interval=0.005)
-    return FibreChannelConnector(conf=conf, roots=host.roots, actions=fake,
+    conn = FibreChannelConnector(conf=conf, roots=host.roots, actions=fake,
                                  watch_factory=watch, **kw)
+    conn.multipath_grace = 0.02
+    return conn
 
 
 # ---------------------------------------------------------------- captured FCoE tree
@@ -389,3 +391,11 @@ def test_concurrent_attaches_of_two_luns(conf, fabrics):
                                               for n in (1, 2)])
     assert {a["scsi_wwn"], b["scsi_wwn"]} == {udev_of(1), udev_of(2)}
     assert fake.hctls() == ["5:0:0:1", "5:0:0:2"]
+
+
+def test_map_built_by_multipathd_itself_is_used_without_poking_it(conf, fabrics):
+    h, fake = fabrics
+    fake.auto_map = True
+    info = make(conf, h, fake, use_multipath=True).connect_volume(two(1))
+    assert info["multipath_id"] == udev_of(1) and len(fake.maps()) == 1
+    assert fake.ops("multipath_add") == []

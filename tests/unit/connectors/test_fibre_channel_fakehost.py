@@ -51,11 +51,12 @@ class FakeFC:
     """ScsiActions over a fake tree (see module doc)."""
 
     def __init__(self, host: FakeHost, array: dict[str, dict[int, FakeLun]], *,
-                 udev: bool = True, multipathd: bool = True) -> None:
+                 udev: bool = True, multipathd: bool = True, auto_map: bool = False) -> None:
         self.h = host
         self.array = array
         self.udev = udev
         self.multipathd = multipathd
+        self.auto_map = auto_map      # multipathd maps a path on its own (find_multipaths)
         self.lock = threading.RLock()
         self.log: list[tuple] = []
         self.fail_flush: set[str] = set()
@@ -147,6 +148,8 @@ class FakeFC:
                 self.h.scsi_disk(rdir, hctl, name, wwid=luns[lun].wwid, sectors=luns[lun].sectors)
                 if self.udev:
                     self._udev_add(name, luns[lun].wwid, hctl, port, rdir)
+                if self.auto_map and self.multipathd:
+                    self._map_path(name)
 
     def _port_of(self, hctl: HCTL) -> str | None:
         for _, c, t, port in self.rports(hctl.host):
@@ -199,24 +202,29 @@ class FakeFC:
         with self.lock:
             self.log.append(("multipath_add", wwid, tuple(devices)))
             for name in devices:
-                kernel = self._read(f"sys/class/block/{name}/device/wwid") or ""
-                udev = "3" + kernel[4:]
-                m = host_mpath.map_for_wwid(self.h.roots, udev)
-                if m is None:
-                    sectors = int(self._read(f"sys/class/block/{name}/size") or 0)
-                    self.h.dm(self._dm, udev, f"mpath-{udev}", [name], sectors=sectors)
-                    self.h.link(f"dev/disk/by-id/dm-uuid-mpath-{udev}", f"dev/dm-{self._dm}")
-                    if self.udev:
-                        devnum = self._read(f"sys/class/block/dm-{self._dm}/dev")
-                        self.h.attr(f"run/udev/data/b{devnum}",
-                                    f"S:disk/by-id/dm-uuid-mpath-{udev}\nE:DM_UUID=mpath-{udev}")
-                    self._dm += 1
-                elif name not in m.slaves:
-                    bdir = f"sys/devices/virtual/block/{m.dm_name}"
-                    sreal = os.path.relpath(os.path.realpath(self.h.p(f"sys/class/block/{name}")),
-                                            self.h.base)
-                    self.h.link(f"{bdir}/slaves/{name}", sreal)
-                    self.h.link(f"{sreal}/holders/{m.dm_name}", bdir)
+                self._map_path(name)
+
+    def _map_path(self, name: str) -> None:
+        """Add path ``name`` to the map of its WWID (creating it), as multipathd would."""
+        with self.lock:
+            kernel = self._read(f"sys/class/block/{name}/device/wwid") or ""
+            udev = "3" + kernel[4:]
+            m = host_mpath.map_for_wwid(self.h.roots, udev)
+            if m is None:
+                sectors = int(self._read(f"sys/class/block/{name}/size") or 0)
+                self.h.dm(self._dm, udev, f"mpath-{udev}", [name], sectors=sectors)
+                self.h.link(f"dev/disk/by-id/dm-uuid-mpath-{udev}", f"dev/dm-{self._dm}")
+                if self.udev:
+                    devnum = self._read(f"sys/class/block/dm-{self._dm}/dev")
+                    self.h.attr(f"run/udev/data/b{devnum}",
+                                f"S:disk/by-id/dm-uuid-mpath-{udev}\nE:DM_UUID=mpath-{udev}")
+                self._dm += 1
+            elif name not in m.slaves:
+                bdir = f"sys/devices/virtual/block/{m.dm_name}"
+                sreal = os.path.relpath(os.path.realpath(self.h.p(f"sys/class/block/{name}")),
+                                        self.h.base)
+                self.h.link(f"{bdir}/slaves/{name}", sreal)
+                self.h.link(f"{sreal}/holders/{m.dm_name}", bdir)
 
     def multipath_remove(self, map_name: str, wwid: str | None = None) -> None:
         with self.lock:

@@ -28,7 +28,8 @@ def env(tmp_path):
                       TB: {1: FakeLun(wwid_of(1)), 2: FakeLun(wwid_of(3))}})
     ops = ScsiVolumeOps(h.roots, fake,
                         lambda: DeviceWatch(roots=h.roots, use_netlink=False, poll_interval=0.005),
-                        multipath_wait_timeout=0.5, device_removal_timeout=0.5)
+                        multipath_wait_timeout=0.5, device_removal_timeout=0.5,
+                        multipath_grace=0.02)
     return h, fake, ops
 
 
