@@ -240,6 +240,9 @@ class NVMeOFConnector(Connector):
                         "; ".join(f"{k}: {v}" for k, v in errors.items()))
                 return self._wait_namespace(watch, target, hostnqn, deadline)
             except BaseException:
+                LOG.warning("NVMe-oF attach of %s on %s failed; host saw: %s",
+                            _identity_of(target), target.nqn,
+                            self._snapshot(target.nqn, errors))
                 self._undo_created(created)
                 raise
 
@@ -350,6 +353,22 @@ class NVMeOFConnector(Connector):
         if not again or not matches(again[0], target):
             raise VolumeIdentityMismatch(
                 f"{ns.name} changed identity while attaching {_identity_of(target)}")
+
+    def _snapshot(self, nqn: str, errors: Mapping[str, str]) -> dict[str, Any]:
+        """What the kernel shows for subsystem ``nqn`` (for the failure log)."""
+        try:
+            topo = self._topology(nqn, None)
+        except Exception as exc:  # noqa: BLE001 - diagnostics must not mask the error
+            return {"error": repr(exc)}
+        return {
+            "controllers": [{"name": c.name, "state": c.state, "transport": c.transport,
+                             "traddr": c.traddr, "trsvcid": c.trsvcid, "hostnqn": c.hostnqn,
+                             "paths": list(c.namespaces)} for c in topo.controllers],
+            "namespaces": [{"name": n.name, "nsid": n.nsid, "uuid": n.uuid, "nguid": n.nguid,
+                            "controllers": list(n.controllers)} for n in topo.namespaces],
+            "connect_errors": dict(errors),
+            "native_multipath": hostnvme.native_multipath_enabled(self.roots),
+        }
 
     def _undo_created(self, created: list[str]) -> None:
         """Delete the controllers this failed attach created.

@@ -416,3 +416,13 @@ def test_identity_rules():
     only_nsid = NVMeTarget(NQN, (), nsid=3)
     assert matches(ns(3, U2, None), only_nsid) and not matches(ns(2), only_nsid)
     assert not matches(ns(1), NVMeTarget(NQN, ()))  # nothing to identify by: never
+
+
+def test_failed_attach_logs_a_snapshot_of_the_subsystem(tmp_path, roots, caplog):
+    kernel, conn = make(tmp_path, roots, device_wait_timeout=0.2)
+    kernel.add_target(NQN, [tcp()], [FakeNs(1, U1, None)])
+    conn.connect_volume(props())
+    with caplog.at_level("WARNING"), pytest.raises(DeviceNotFound):
+        conn.connect_volume(props(vol_uuid=U3, ns_id=4))
+    text = caplog.text
+    assert "host saw" in text and "'nvme0'" in text and U1 in text and "'live'" in text
