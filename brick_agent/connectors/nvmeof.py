@@ -173,26 +173,26 @@ class NVMeOFConnector(Connector):
             return True
         return (ctrl.trsvcid or "") == portal.trsvcid
 
-    def _request(self, target: NVMeTarget, portal: NVMePortal, hostnqn: str) -> ConnectRequest:
-        return ConnectRequest(
+    def _requests(self, target: NVMeTarget, portal: NVMePortal,
+                  hostnqn: str) -> list[ConnectRequest]:
+        """Connect requests for one portal: one per online local FC port for NVMe/FC."""
+        host_traddrs: list[str | None] = [None]
+        if portal.transport == "fc":
+            host_traddrs = list(self._fc_local_ports())
+        return [ConnectRequest(
             subsysnqn=target.nqn, transport=portal.transport, traddr=portal.address,
             trsvcid=None if portal.transport == "fc" else portal.trsvcid,
-            hostnqn=hostnqn, hostid=self.host_identity().hostid,
-            host_traddr=self._host_traddr(portal),
+            hostnqn=hostnqn, hostid=self.host_identity().hostid, host_traddr=host_traddr,
             ctrl_loss_tmo=self.opts.nvme_ctrl_loss_tmo,
             reconnect_delay=self.opts.nvme_reconnect_delay,
             keep_alive_tmo=self.opts.nvme_keep_alive_tmo,
-            timeout=self.opts.login_timeout)
+            timeout=self.opts.login_timeout) for host_traddr in host_traddrs]
 
-    def _host_traddr(self, portal: NVMePortal) -> str | None:
-        """Local FC port (``nn-0x..:pn-0x..``) for NVMe/FC; None for IP transports."""
-        if portal.transport != "fc":
-            return None
+    def _fc_local_ports(self) -> list[str]:
+        """Online local FC ports as NVMe/FC host addresses (``nn-0x..:pn-0x..``)."""
         from brick_agent.host import fc as hostfc
-        for host in hostfc.fc_hosts(self.roots):
-            if (host.port_state or "").lower() == "online":
-                return f"nn-0x{_wwn(host.node_name)}:pn-0x{_wwn(host.port_name)}"
-        return None
+        return [f"nn-0x{_wwn(h.node_name)}:pn-0x{_wwn(h.port_name)}"
+                for h in hostfc.fc_hosts(self.roots) if h.online and h.port_name and h.node_name]
 
     # ------------------------------------------------------------------ attach
     def connect_volume(self, connection_properties: Mapping[str, Any]) -> DeviceInfo:
@@ -250,9 +250,14 @@ class NVMeOFConnector(Connector):
                          all_paths: bool, deadline: Deadline,
                          errors: dict[str, str]) -> list[str]:
         """Connect ``portals`` (in parallel when all are wanted); names of new controllers."""
-        requests = [self._request(target, p, hostnqn) for p in portals]
+        requests = []
+        for portal in portals:
+            reqs = self._requests(target, portal, hostnqn)
+            if not reqs:
+                errors[f"fc://{portal.address}"] = "no online local FC port"
+            requests += reqs
         created: list[str] = []
-        if not all_paths or len(requests) == 1:
+        if not all_paths or len(requests) <= 1:
             for req in requests:
                 name = self._connect_one(req, errors)
                 if name:

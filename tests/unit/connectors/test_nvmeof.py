@@ -426,3 +426,35 @@ def test_failed_attach_logs_a_snapshot_of_the_subsystem(tmp_path, roots, caplog)
         conn.connect_volume(props(vol_uuid=U3, ns_id=4))
     text = caplog.text
     assert "host saw" in text and "'nvme0'" in text and U1 in text and "'live'" in text
+
+
+def test_nvme_fc_connects_from_each_online_local_port(tmp_path, roots):
+    kernel, conn = make(tmp_path, roots)
+    remote = "nn-0x20000090fa000001:pn-0x10000090fa000001"
+    local = []
+    for n, (wwnn, wwpn, state) in enumerate((("20000090fab00001", "10000090fab00001", "Online"),
+                                             ("20000090fab00002", "10000090fab00002", "Online"),
+                                             ("20000090fab00003", "10000090fab00003", "Linkdown"))):
+        base = roots.sysfs("class", "fc_host", f"host{n}")
+        os.makedirs(base)
+        for attr, value in (("node_name", "0x" + wwnn), ("port_name", "0x" + wwpn),
+                            ("port_state", state)):
+            with open(os.path.join(base, attr), "w") as fh:
+                fh.write(value + "\n")
+        local.append(f"nn-0x{wwnn}:pn-0x{wwpn}")
+    kernel.add_target(NQN, [("fc", remote, "")], [FakeNs(1, U1, None)])
+    info = conn.connect_volume({"target_nqn": NQN, "vol_uuid": U1,
+                                "portals": [[remote, None, "fc"]]})
+    assert info["path"] == roots.devfs("nvme0n1")
+    assert [(r.transport, r.traddr, r.trsvcid, r.host_traddr) for r in kernel.requests] == [
+        ("fc", remote, None, local[0]), ("fc", remote, None, local[1])]
+    assert "trsvcid" not in kernel.requests[0].options()
+
+
+def test_nvme_fc_without_local_port_is_unreachable(tmp_path, roots):
+    kernel, conn = make(tmp_path, roots)
+    remote = "nn-0x20000090fa000001:pn-0x10000090fa000001"
+    kernel.add_target(NQN, [("fc", remote, "")], [FakeNs(1, U1, None)])
+    with pytest.raises(TargetUnreachable, match="no online local FC port"):
+        conn.connect_volume({"target_nqn": NQN, "vol_uuid": U1, "portals": [[remote, None, "fc"]]})
+    assert kernel.requests == []
