@@ -8,9 +8,12 @@ to touch.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import math
 import os
+from collections.abc import Iterator
 
 from oslo_config import cfg
 
@@ -67,6 +70,25 @@ class PrivilegedISCSIActions:
         _ensure_privsep(conf)
 
     # iscsiadm -----------------------------------------------------------------
+    @contextlib.contextmanager
+    def _node_db(self, iqn: str, exclusive: bool) -> Iterator[None]:
+        """Guard iscsiadm's node database of one target IQN across threads and processes.
+
+        iscsiadm iterates every record of the IQN (all portals) on each call; a
+        concurrent ``--op new``/``--op delete`` of a sibling record makes it fail
+        with "iSCSI database failure" (exit 6).  Record changes take the lock
+        exclusively, logins/logouts shared (so multipath logins stay parallel).
+        """
+        directory = self.opts.lock_path
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(directory, locking.safe_lock_name("iscsi-nodedb", iqn))
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
+
     def manual_scan_supported(self) -> bool:
         return locking.iscsi_manual_scan_supported()
 
@@ -93,14 +115,17 @@ class PrivilegedISCSIActions:
                              str(int(node.replacement_timeout))))
         if node.auth is not None:
             settings += _chap_settings("node.session.auth", node.auth)
-        piscsi.node_create(node.iqn, node.portal, node.iface, timeout=timeout)
         try:
-            piscsi.node_update(node.iqn, node.portal, node.iface, settings, timeout=timeout)
-            piscsi.node_login(node.iqn, node.portal, node.iface, timeout=timeout + 5)
+            with self._node_db(node.iqn, exclusive=True):
+                piscsi.node_create(node.iqn, node.portal, node.iface, timeout=timeout)
+                piscsi.node_update(node.iqn, node.portal, node.iface, settings, timeout=timeout)
+            with self._node_db(node.iqn, exclusive=False):
+                piscsi.node_login(node.iqn, node.portal, node.iface, timeout=timeout + 5)
         except CommandFailed as exc:
             err = _login_error(exc, node.portal, node.iqn)
             try:  # leave no node record behind for a login that never worked
-                piscsi.node_delete(node.iqn, node.portal, node.iface, timeout=10)
+                with self._node_db(node.iqn, exclusive=True):
+                    piscsi.node_delete(node.iqn, node.portal, node.iface, timeout=10)
             except CommandFailed as cleanup:
                 LOG.warning("could not delete node record %s %s: %s", node.iqn, node.portal,
                             cleanup)
@@ -110,8 +135,10 @@ class PrivilegedISCSIActions:
 
     def logout(self, portal: str, iqn: str, iface: str) -> None:
         from brick_agent.privileged import iscsi as piscsi
-        piscsi.node_logout(iqn, portal, iface, timeout=self.opts.command_timeout)
-        piscsi.node_delete(iqn, portal, iface, timeout=self.opts.command_timeout)
+        with self._node_db(iqn, exclusive=False):
+            piscsi.node_logout(iqn, portal, iface, timeout=self.opts.command_timeout)
+        with self._node_db(iqn, exclusive=True):
+            piscsi.node_delete(iqn, portal, iface, timeout=self.opts.command_timeout)
 
     # SCSI / block ----------------------------------------------------------------
     def scan_lun(self, host: int, channel: int | None, target: int | None, lun: int) -> None:

@@ -1,0 +1,69 @@
+"""The production actions adapter: iscsiadm outcome mapping, sendtargets parsing, node-DB lock."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from brick_agent import config
+from brick_agent.connectors import iscsi_privileged as ip
+from brick_agent.errors import AuthenticationFailed, CommandFailed, TargetUnreachable
+from brick_agent.host.roots import HostRoots
+
+IQN = "iqn.2003-01.org.linux-iscsi.lab:tgt"
+
+
+def test_parse_sendtargets_drops_tpgt_and_duplicates():
+    out = ("127.0.0.1:3260,1 iqn.2003-01.org.x:a\n"
+           "[fe80::1]:3260,1 iqn.2003-01.org.x:a\n"
+           "127.0.0.1:3260,1 iqn.2003-01.org.x:a\n"
+           "garbage line with words\n")
+    assert ip.parse_sendtargets(out) == [("127.0.0.1:3260", "iqn.2003-01.org.x:a"),
+                                         ("[fe80::1]:3260", "iqn.2003-01.org.x:a")]
+
+
+@pytest.mark.parametrize("code,timed_out,kind", [
+    (24, False, AuthenticationFailed), (19, False, AuthenticationFailed),
+    (8, False, TargetUnreachable), (4, False, TargetUnreachable),
+    (None, True, TargetUnreachable), (6, False, CommandFailed)])
+def test_login_errors_are_typed(code, timed_out, kind):
+    exc = CommandFailed(["iscsiadm", "--login"], code, "boom", timed_out=timed_out)
+    err = ip._login_error(exc, "127.0.0.1:3260", IQN)
+    assert type(err) is kind or (kind is CommandFailed and err is exc)
+    assert IQN in str(err) or err is exc
+
+
+def test_multipathd_running_reads_the_pid_file(tmp_path):
+    roots = HostRoots.under(str(tmp_path))
+    assert not ip.multipathd_running(roots)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "multipathd.pid").write_text("999999999\n")
+    assert not ip.multipathd_running(roots)
+    import os
+    (tmp_path / "run" / "multipathd.pid").write_text(f"{os.getpid()}\n")
+    assert ip.multipathd_running(roots)
+
+
+def test_node_db_lock_is_shared_for_logins_exclusive_for_record_changes(tmp_path):
+    conf = config.new_conf()
+    conf.set_override("lock_path", str(tmp_path), group="brick_agent")
+    conf.set_override("privsep_in_process", True, group="brick_agent")
+    a = ip.PrivilegedISCSIActions(conf)
+    events: list[str] = []
+    with a._node_db(IQN, exclusive=False):
+        with a._node_db(IQN, exclusive=False):   # two readers at once
+            events.append("two readers")
+
+    def writer():
+        with a._node_db(IQN, exclusive=True):
+            events.append("writer")
+
+    with a._node_db(IQN, exclusive=False):
+        t = threading.Thread(target=writer)
+        t.start()
+        time.sleep(0.1)
+        events.append("reader done")
+    t.join(5)
+    assert events == ["two readers", "reader done", "writer"]
