@@ -35,7 +35,8 @@ from brick_agent import locking
 from brick_agent.connectors.base import Connector, DeviceInfo
 from brick_agent.connectors.iscsi_actions import ISCSIActions, NodeSettings
 from brick_agent.connectors import iscsi_view as view
-from brick_agent.errors import (AuthenticationFailed, BrickError, DeviceBusy, DeviceNotFound,
+from brick_agent.errors import (AuthenticationFailed, BrickError, CommandFailed, DeviceBusy,
+                                DeviceNotFound,
                                 LeftoversRemain, NotSupported,
                                 TargetUnreachable, VolumeIdentityMismatch)
 from brick_agent.deadline import Deadline
@@ -545,7 +546,12 @@ class ISCSIConnector(Connector):
         if mpath is not None:
             try:
                 with self._watch_factory() as watch:
-                    self.actions.multipath_remove(mpath.name or mpath.dm_name, mpath.wwid)
+                    # udev/blkid may still hold a fresh map open for a moment: retry
+                    _retry(lambda: self.actions.multipath_remove(mpath.name or mpath.dm_name,
+                                                                 mpath.wwid),
+                           Deadline.after(self.opts.flush_timeout),
+                           until=lambda: view.read_map(self.roots, mpath.dm_name) is None,
+                           what=f"removal of map {mpath.dm_name}")
                     watch.wait_gone(lambda: view.read_map(self.roots, mpath.dm_name),
                                     Deadline.after(self.opts.device_removal_timeout),
                                     what=f"map {mpath.dm_name}")
@@ -693,14 +699,18 @@ class ISCSIConnector(Connector):
         size = next(iter(sizes.values()))
         mpath = view.map_for_wwid(self.roots, wwid)
         if mpath is not None:
+            budget = Deadline.after(self.opts.multipath_wait_timeout)
             with self._watch_factory() as watch:
-                self.actions.multipath_resize(mpath.name or mpath.dm_name)
                 try:
+                    # multipathd refuses until it has processed the paths' change uevents
+                    _retry(lambda: self.actions.multipath_resize(mpath.name or mpath.dm_name),
+                           budget, until=lambda: view.block_size(self.roots,
+                                                                 mpath.dm_name) == size,
+                           what=f"resize of map {mpath.dm_name}")
                     watch.wait_for(
                         lambda: True if view.block_size(self.roots, mpath.dm_name) == size
-                        else None, Deadline.after(self.opts.multipath_wait_timeout),
-                        what=f"map {mpath.dm_name} at {size} bytes")
-                except DeviceNotFound:
+                        else None, budget, what=f"map {mpath.dm_name} at {size} bytes")
+                except (DeviceNotFound, CommandFailed):
                     raise BrickError(
                         f"map {mpath.dm_name} did not grow to {size} bytes (now "
                         f"{view.block_size(self.roots, mpath.dm_name)})") from None
@@ -722,6 +732,24 @@ def _by_path_name(session: IscsiSession, dev: ScsiDevice) -> str:
     lun = dev.hctl.lun
     lun_text = str(lun) if lun < 256 else f"0x{lun & 0xffff:04x}{(lun >> 16) & 0xffff:04x}00000000"
     return f"ip-{session.portal}-iscsi-{session.target_iqn}-lun-{lun_text}"
+
+
+def _retry(action: Callable[[], object], deadline: Deadline, *, until: Callable[[], bool],
+           what: str, first_delay: float = 0.1, max_delay: float = 1.0) -> None:
+    """Run ``action`` until it succeeds or ``until()`` holds; re-raise its error at the deadline."""
+    delay = first_delay
+    while True:
+        try:
+            action()
+            return
+        except BrickError as exc:
+            if until():
+                return
+            if deadline.remaining() <= 0:
+                raise
+            LOG.debug("%s failed (%s); retrying in %.2fs", what, exc, delay)
+            time.sleep(min(delay, deadline.remaining()))
+            delay = min(delay * 2, max_delay)
 
 
 def _best_error(errors: list[BaseException]) -> BaseException:

@@ -31,6 +31,7 @@ def conf(tmp_path):
     c.set_override("device_wait_timeout", 1.0, group="brick_agent")
     c.set_override("device_removal_timeout", 1.0, group="brick_agent")
     c.set_override("multipath_wait_timeout", 1.0, group="brick_agent")
+    c.set_override("flush_timeout", 0.5, group="brick_agent")
     return c
 
 
@@ -440,3 +441,24 @@ def test_a_session_whose_connection_is_down_does_not_break_attach(conf, host, fa
     info = c.connect_volume(props(lun=1))
     assert info["scsi_wwn"] == udev_of(2)
     assert len(c.get_all_available_volumes()) == 2
+
+
+def test_map_briefly_in_use_is_retried_then_removed(conf, host, fake):
+    c = make(conf, host, fake, use_multipath=True)
+    info = c.connect_volume(mp_props(lun=0))
+    fake.fail_map_remove = 2          # udev still probing the fresh map
+    c.disconnect_volume(mp_props(lun=0), info)
+    assert fake.count("multipath_remove") == 3
+    assert fake.state() == EMPTY
+
+
+def test_map_stuck_in_use_stops_detach_unless_forced(conf, host, fake):
+    c = make(conf, host, fake, use_multipath=True)
+    info = c.connect_volume(mp_props(lun=0))
+    fake.fail_map_remove = -1
+    with pytest.raises(Exception, match="map in use"):
+        c.disconnect_volume(mp_props(lun=0), info)
+    assert len(fake.state()["devices"]) == 2          # paths untouched without force
+    with pytest.raises(LeftoversRemain) as err:
+        c.disconnect_volume(mp_props(lun=0), info, force=True)
+    assert any("map removal failed" in item for item in err.value.leftovers)

@@ -89,7 +89,7 @@ class FakeISCSI:
         self.log: list[tuple] = []            # what was done, for diagnostics and counts
         self.fail_flush: set[str] = set()
         self.fail_delete: set[str] = set()
-        self.fail_map_remove = False
+        self.fail_map_remove = 0            # next N removals fail ("map in use"); -1: all
         self.passwords_seen: list[str] = []
         self._sid = 0
         self._host = 9
@@ -274,6 +274,7 @@ class FakeISCSI:
         with self.lock:
             self.log.append(("multipath_remove", map_name))
             if self.fail_map_remove:
+                self.fail_map_remove -= 1 if self.fail_map_remove > 0 else 0
                 raise CommandFailed(["multipath", "-f", map_name], 1, "map in use")
             m = host_mpath.map_by_name(self.h.roots, map_name)
             if m is None:
