@@ -43,6 +43,7 @@ from brick_agent.errors import DeviceNotFound, LeftoversRemain, TargetUnreachabl
 from brick_agent.host.block import links_for
 from brick_agent.host.fc import fc_hosts
 from brick_agent.host.roots import HostRoots
+from brick_agent.host.snapshot import host_snapshot
 from brick_agent.host.scsi import HCTL, ScsiDevice, same_wwid, scsi_device, scsi_device_by_name
 from brick_agent.host.udev import DeviceWatch
 from brick_agent.properties.fc import FCProperties, parse_fc
@@ -133,8 +134,10 @@ class FibreChannelConnector(Connector):
             try:
                 info = self._connect(props, deadline, record)
             except BaseException as exc:
-                LOG.warning("FC attach of %s failed (%s: %s); undoing what it created",
-                            self._describe(props), type(exc).__name__, exc)
+                LOG.warning("FC attach of %s failed (%s: %s); undoing what it created; "
+                            "scanned %s, wildcards %s; host saw: %s", self._describe(props),
+                            type(exc).__name__, exc, sorted(map(str, record.scanned)),
+                            record.wildcards, self._snapshot())
                 with self._target_lock(props):
                     left = self.ops.delete_created(record.created + record.byproducts)
                 if left:
@@ -240,6 +243,13 @@ class FibreChannelConnector(Connector):
             return None
         return ready
 
+    def _snapshot(self) -> dict[str, Any]:
+        """FC ports, SCSI LUNs and maps as the host shows them (for failure logs)."""
+        try:
+            return host_snapshot(self.roots, ("fc", "scsi", "multipath"))
+        except Exception as exc:  # noqa: BLE001 - diagnostics must not mask the error
+            return {"error": repr(exc)}
+
     # ---------------------------------------------------------------- detach
     def _volume_devices(self, props: FCProperties, wwid: str | None) -> list[ScsiDevice]:
         """Devices at the volume's addresses on every fc_host (online or not), plus map paths."""
@@ -269,8 +279,8 @@ class FibreChannelConnector(Connector):
             ours, leftovers = self.ops.confirmed(found, wwid, force)
             leftovers += self.ops.remove_volume(ours, wwid, info, force)
         if leftovers:
-            LOG.warning("FC detach of %s left behind: %s", self._describe(props),
-                        ", ".join(leftovers))
+            LOG.warning("FC detach of %s left behind: %s; host saw: %s", self._describe(props),
+                        ", ".join(leftovers), self._snapshot())
             if not ignore_errors:
                 raise LeftoversRemain("FC detach incomplete", leftovers)
         else:

@@ -399,3 +399,14 @@ def test_map_built_by_multipathd_itself_is_used_without_poking_it(conf, fabrics)
     info = make(conf, h, fake, use_multipath=True).connect_volume(two(1))
     assert info["multipath_id"] == udev_of(1) and len(fake.maps()) == 1
     assert fake.ops("multipath_add") == []
+
+
+def test_failed_attach_logs_what_the_host_saw(conf, captured, caplog):
+    import logging
+    host, fake = captured
+    conf.set_override("device_wait_timeout", 0.2, group="brick_agent")
+    caplog.set_level(logging.WARNING, logger="brick_agent")
+    with pytest.raises(DeviceNotFound):
+        make(conf, host, fake).connect_volume(cap_props(7))
+    text = caplog.text
+    assert "1:0:0:7" in text and CAP_TGT in text and "remote_ports" in text
