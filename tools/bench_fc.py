@@ -58,7 +58,7 @@ def timed(fn, *args) -> float:
     return time.monotonic() - start
 
 
-def bench(n: int, trace: bool = False) -> dict:
+def bench(n: int, trace: bool = False, profile: bool = False) -> dict:
     conf = config.new_conf()
     conf.set_override("lock_path", "/tmp/bench-fc-locks", group="brick_agent")
     conf.set_override("privsep_in_process", True, group="brick_agent")
@@ -111,6 +111,15 @@ def bench(n: int, trace: bool = False) -> dict:
                     assert info["path"] == link, info
                     out["ours_detach"].append(timed(connector.disconnect_volume, props, info))
                 wait(lambda: not os.path.lexists(link), what="link removal")
+        if profile:   # one attach/detach under cProfile, after the measurements
+            import cProfile
+            import pstats
+            prof = cProfile.Profile()
+            prof.enable()
+            info = connector.connect_volume(props)
+            connector.disconnect_volume(props, info)
+            prof.disable()
+            pstats.Stats(prof, stream=sys.stderr).sort_stats("cumulative").print_stats(35)
         if trace:   # one more attach/detach with debug logs, after the measurements
             import logging
             logging.getLogger().setLevel(logging.DEBUG)
@@ -135,12 +144,14 @@ def main() -> int:
     ap.add_argument("-n", type=int, default=7)
     ap.add_argument("-v", action="store_true",
                     help="after measuring, one attach/detach with timestamped debug logs")
+    ap.add_argument("--profile", action="store_true",
+                    help="after measuring, one attach/detach under cProfile")
     args = ap.parse_args()
     if args.v:
         import logging
         logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                             format="%(relativeCreated)8.0f %(name)s %(message)s")
-    r = bench(args.n, args.v)
+    r = bench(args.n, args.v, args.profile)
     m = r["median"]
     print(f"FC attach: ours {m['ours_attach']:.3f}s floor {m['floor_attach']:.3f}s "
           f"ratio {r['ratio_attach']}  |  detach: ours {m['ours_detach']:.3f}s "

@@ -41,7 +41,7 @@ from brick_agent.connectors.scsi_volume import ScsiActions, ScsiVolumeOps, udev_
 from brick_agent.deadline import Deadline
 from brick_agent.errors import DeviceNotFound, LeftoversRemain, TargetUnreachable
 from brick_agent.host.block import links_for
-from brick_agent.host.fc import fc_hosts
+from brick_agent.host.fc import fc_hosts, fc_targets_for
 from brick_agent.host.roots import HostRoots
 from brick_agent.host.snapshot import host_snapshot
 from brick_agent.host.scsi import HCTL, ScsiDevice, same_wwid, scsi_device, scsi_device_by_name
@@ -67,6 +67,8 @@ class _AttachRecord:
     byproducts: list[HCTL] = dataclasses.field(default_factory=list)   # wildcard catch of others
     scanned: set[HCTL] = dataclasses.field(default_factory=set)
     wildcards: list[tuple[int, int]] = dataclasses.field(default_factory=list)
+    addresses: list[fc_view.FcAddress] = dataclasses.field(default_factory=list)
+    unknown: list[tuple[Any, Any]] = dataclasses.field(default_factory=list)  # (FcHost, FCTarget)
 
 
 class FibreChannelConnector(Connector):
@@ -159,6 +161,8 @@ class FibreChannelConnector(Connector):
                 "no online FC HBA" + (" allowed by initiator_target_map"
                                       if props.initiator_target_map is not None else ""))
         hbas = list(plan.hbas)
+        record.addresses = list(plan.addresses)
+        record.unknown = list(plan.unknown)
         with self._watch_factory() as watch:
             with self._target_lock(props):
                 self._scan_known(list(plan.addresses), record)
@@ -166,13 +170,13 @@ class FibreChannelConnector(Connector):
                     self._scan_wildcard(props, host, lun, record)
 
             def found() -> list[ScsiDevice] | None:
-                return self._paths(props, hbas, record, require_all=True)
+                return self._paths(props, record, require_all=True)
 
             what = f"{self._describe(props)} on {', '.join(f'host{h.host_number}' for h in hbas)}"
             try:
                 devices = watch.wait_for(found, deadline, what=what)
             except DeviceNotFound as exc:
-                devices = self._paths(props, hbas, record, require_all=False)
+                devices = self._paths(props, record, require_all=False)
                 if not devices:
                     if not plan.addresses and not self._known(props, hbas):
                         raise TargetUnreachable(
@@ -225,19 +229,32 @@ class FibreChannelConnector(Connector):
                 else:
                     record.byproducts.append(hctl)
 
-    def _paths(self, props: FCProperties, hbas: list, record: _AttachRecord,
+    def _paths(self, props: FCProperties, record: _AttachRecord,
                require_all: bool) -> list[ScsiDevice] | None:
-        """Ready devices at the volume's addresses (scanning rports that appeared meanwhile).
+        """Ready devices at the volume's addresses; scans targets that logged in meanwhile.
 
-        ``require_all``: None until every present device is ready.
+        Only (HBA, target) pairs unknown so far are looked up again, so a
+        re-check costs a few sysfs reads.  ``require_all``: None until every
+        present device is ready.
         """
-        addrs, _ = fc_view.addresses_for(self.roots, props, hbas)
-        fresh = [a for a in addrs if a.hctl not in record.scanned]
-        if fresh:
-            LOG.debug("FC: new target address(es) %s; scanning", [str(a.hctl) for a in fresh])
-            with self._target_lock(props):
-                self._scan_known(fresh, record)
-        present = [d for _, d in fc_view.devices_at(self.roots, addrs)]
+        if record.unknown:
+            still: list[tuple[Any, Any]] = []
+            fresh: list[fc_view.FcAddress] = []
+            for hba, target in record.unknown:
+                pairs = fc_targets_for(self.roots, hba.host_number, target.wwpn)
+                if not pairs:
+                    still.append((hba, target))
+                for channel, tid in pairs:
+                    fresh.append(fc_view.FcAddress(hba.host_number, hba.port_name, target.wwpn,
+                                                   channel, tid, props.scsi_lun(target.lun)))
+            record.unknown = still
+            fresh = [a for a in fresh if a not in record.addresses]
+            if fresh:
+                LOG.debug("FC: target(s) logged in: %s; scanning", [str(a.hctl) for a in fresh])
+                record.addresses += fresh
+                with self._target_lock(props):
+                    self._scan_known(fresh, record)
+        present = [d for _, d in fc_view.devices_at(self.roots, record.addresses)]
         ready = [d for d in (self.ops.disk_ready(d) for d in present) if d is not None]
         if require_all and (not present or len(ready) < len(present)):
             return None
@@ -251,20 +268,25 @@ class FibreChannelConnector(Connector):
             return {"error": repr(exc)}
 
     # ---------------------------------------------------------------- detach
-    def _volume_devices(self, props: FCProperties, wwid: str | None) -> list[ScsiDevice]:
-        """Devices at the volume's addresses on every fc_host (online or not), plus map paths."""
+    def _volume_devices(self, props: FCProperties) -> tuple[list[ScsiDevice], set[int]]:
+        """Devices at the volume's addresses on every fc_host (online or not), and those hosts."""
         hbas = [h for h in fc_hosts(self.roots)
                 if h.port_name and props.targets_for_initiator(h.port_name)]
         addrs, _ = fc_view.addresses_for(self.roots, props, hbas)
-        found = {d.hctl: d for _, d in fc_view.devices_at(self.roots, addrs)}
+        found = [d for _, d in fc_view.devices_at(self.roots, addrs)]
+        return found, {h.host_number for h in hbas}
+
+    def _with_map_paths(self, found: list[ScsiDevice], fc_numbers: set[int],
+                        wwid: str | None) -> list[ScsiDevice]:
+        """``found`` plus the FC paths of the volume's map (paths of other targets included)."""
+        out = {d.hctl: d for d in found}
         if wwid:
-            m = self.ops.volume_map(wwid, list(found.values()))
-            fc_numbers = {h.host_number for h in hbas}
+            m = self.ops.volume_map(wwid, found)
             for slave in (m.slaves if m is not None else ()):
                 dev = scsi_device_by_name(self.roots, slave)
                 if dev is not None and dev.hctl.host in fc_numbers:
-                    found.setdefault(dev.hctl, dev)
-        return [found[h] for h in sorted(found)]
+                    out.setdefault(dev.hctl, dev)
+        return [out[h] for h in sorted(out)]
 
     def disconnect_volume(self, connection_properties: Mapping[str, Any],
                           device_info: Mapping[str, Any] | None, force: bool = False,
@@ -273,9 +295,9 @@ class FibreChannelConnector(Connector):
         info = dict(device_info or {})
         start = time.monotonic()
         with self._host_slot(), self._target_lock(props):
-            found = self._volume_devices(props, None)
+            found, fc_numbers = self._volume_devices(props)
             wwid = self.ops.expected_wwid(info, found)
-            found = self._volume_devices(props, wwid)
+            found = self._with_map_paths(found, fc_numbers, wwid)
             ours, leftovers = self.ops.confirmed(found, wwid, force)
             leftovers += self.ops.remove_volume(ours, wwid, info, force)
         if leftovers:
@@ -291,7 +313,7 @@ class FibreChannelConnector(Connector):
     def get_volume_paths(self, connection_properties: Mapping[str, Any]) -> list[str]:
         props = parse_fc(connection_properties)
         out = []
-        for d in self._volume_devices(props, None):
+        for d in self._volume_devices(props)[0]:
             if not d.name:
                 continue
             links = links_for(self.roots, d.name, ("by-path",))
@@ -325,7 +347,7 @@ class FibreChannelConnector(Connector):
 
     def extend_volume(self, connection_properties: Mapping[str, Any]) -> int:
         props = parse_fc(connection_properties)
-        devices = self._volume_devices(props, None)
+        devices = self._volume_devices(props)[0]
         if not devices:
             raise DeviceNotFound(f"no device of {self._describe(props)} to extend")
         wwid = self.ops.common_wwid([d for d in devices if d.name])
