@@ -124,9 +124,13 @@ class NVMeOFConnector(Connector):
     def __init__(self, root_helper: str | None = None, driver: Any = None, *,
                  actions: NvmeActions | None = None,
                  watch_factory: Callable[[], DeviceWatch] | None = None,
+                 fc_local_ports: list[str] | None = None,
                  **kwargs: Any) -> None:
         super().__init__(root_helper, driver, **kwargs)
         self._watch_factory = watch_factory
+        #: NVMe/FC host addresses (``nn-0x..:pn-0x..``) to connect from; None: every
+        #: online SCSI fc_host port (an HBA's FC port serves both protocols).
+        self.fc_local_ports = list(fc_local_ports) if fc_local_ports is not None else None
         self.actions: NvmeActions = (actions if actions is not None
                                      else PrivilegedNvmeActions(self.roots))
         self._identity: nvme_identity.HostIdentity | None = None
@@ -190,6 +194,8 @@ class NVMeOFConnector(Connector):
 
     def _fc_local_ports(self) -> list[str]:
         """Online local FC ports as NVMe/FC host addresses (``nn-0x..:pn-0x..``)."""
+        if self.fc_local_ports is not None:
+            return list(self.fc_local_ports)
         from brick_agent.host import fc as hostfc
         return [f"nn-0x{_wwn(h.node_name)}:pn-0x{_wwn(h.port_name)}"
                 for h in hostfc.fc_hosts(self.roots) if h.online and h.port_name and h.node_name]
