@@ -19,7 +19,8 @@ from oslo_config import cfg
 
 from brick_agent import locking, privileged
 from brick_agent.connectors.iscsi_actions import NodeSettings
-from brick_agent.errors import AuthenticationFailed, CommandFailed, TargetUnreachable
+from brick_agent.errors import (AuthenticationFailed, CommandFailed, DeviceNotFound,
+                                TargetUnreachable)
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
 from brick_agent.host.scsi import HCTL
 from brick_agent.properties.iscsi import ChapCredentials
@@ -118,8 +119,9 @@ class PrivilegedISCSIActions:
         try:
             with self._node_db(node.iqn, exclusive=True):
                 piscsi.node_create(node.iqn, node.portal, node.iface, timeout=timeout)
-                piscsi.node_update(node.iqn, node.portal, node.iface, settings, timeout=timeout)
             with self._node_db(node.iqn, exclusive=False):
+                # updates rewrite this portal's record only: siblings may proceed
+                piscsi.node_update(node.iqn, node.portal, node.iface, settings, timeout=timeout)
                 piscsi.node_login(node.iqn, node.portal, node.iface, timeout=timeout + 5)
         except CommandFailed as exc:
             err = _login_error(exc, node.portal, node.iqn)
@@ -155,8 +157,28 @@ class PrivilegedISCSIActions:
         scsi.delete_scsi_device(str(hctl))
 
     def flush(self, device: str) -> None:
-        from brick_agent.privileged import block
-        block.flush_block_device(os.path.basename(device), timeout=self.opts.flush_timeout)
+        """fsync the device when this process may open it, else the privileged flush.
+
+        fsync(2) on a block device writes its dirty pages and sends a cache flush;
+        doing it here saves a privsep round trip and a ``blockdev`` exec.
+        """
+        try:
+            fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except PermissionError:
+            fd = None
+        except FileNotFoundError:
+            raise DeviceNotFound(f"{device} does not exist") from None
+        if fd is None:
+            from brick_agent.privileged import block
+            block.flush_block_device(os.path.basename(device),
+                                     timeout=self.opts.flush_timeout)
+            return
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            raise CommandFailed(["fsync", device], exc.errno, exc.strerror or str(exc)) from None
+        finally:
+            os.close(fd)
 
     # multipath ---------------------------------------------------------------------
     def multipath_add(self, wwid: str, devices: list[str]) -> None:

@@ -67,3 +67,14 @@ def test_node_db_lock_is_shared_for_logins_exclusive_for_record_changes(tmp_path
         events.append("reader done")
     t.join(5)
     assert events == ["two readers", "reader done", "writer"]
+
+
+def test_flush_fsyncs_a_device_this_process_can_open(tmp_path):
+    conf = config.new_conf()
+    conf.set_override("privsep_in_process", True, group="brick_agent")
+    a = ip.PrivilegedISCSIActions(conf)
+    dev = tmp_path / "sdz"
+    dev.write_bytes(b"x" * 4096)
+    a.flush(str(dev))                      # a regular file stands in for the node
+    with pytest.raises(Exception, match="does not exist"):
+        a.flush(str(tmp_path / "missing"))
