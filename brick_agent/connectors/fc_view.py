@@ -11,7 +11,8 @@ import dataclasses
 import os
 import re
 
-from brick_agent.host.fc import (FcHost, FcRemotePort, fc_hosts, fc_targets_for,
+from brick_agent.host import sysfs
+from brick_agent.host.fc import (FcHost, FcRemotePort, fc_hosts, normalize_wwn,
                                  read_remote_port)
 from brick_agent.host.roots import HostRoots
 from brick_agent.host.scsi import HCTL, ScsiDevice, scsi_device, scsi_devices
@@ -72,6 +73,35 @@ def usable_hbas(roots: HostRoots, props: FCProperties) -> list[FcHost]:
     return out
 
 
+def target_ids(roots: HostRoots, host: int, wwpn: str) -> list[tuple[int, int]]:
+    """(channel, target id) at which SCSI host ``host`` sees target port ``wwpn``.
+
+    Same answer as :func:`brick_agent.host.fc.fc_targets_for` (remote ports
+    with a ``scsi_target_id``, plus ``fc_transport`` targets: bug 2051237 taught
+    that either may lack a target), read lean: two attributes per remote port
+    of this host through the class links, no path resolution.  Attaches call
+    this on every re-check of a wait, where the full view costs ~10 ms under
+    emulation.
+    """
+    want = normalize_wwn(wwpn)
+    found: set[tuple[int, int]] = set()
+    if want is None:
+        return []
+    base = roots.sysfs("class", "fc_remote_ports")
+    for name in sysfs.list_dir(base, rf"rport-{host}:\d+-\d+"):
+        if normalize_wwn(sysfs.read_attr(os.path.join(base, name, "port_name"))) != want:
+            continue
+        tid = sysfs.read_int(os.path.join(base, name, "scsi_target_id"))
+        if tid is not None and tid >= 0:
+            found.add((int(name.split(":")[1].split("-")[0]), tid))
+    base = roots.sysfs("class", "fc_transport")
+    for name in sysfs.list_dir(base, rf"target{host}:\d+:\d+"):
+        if normalize_wwn(sysfs.read_attr(os.path.join(base, name, "port_name"))) == want:
+            _, c, t = name[len("target"):].split(":")
+            found.add((int(c), int(t)))
+    return sorted(found)
+
+
 def addresses_for(roots: HostRoots, props: FCProperties,
                   hbas: list[FcHost]) -> tuple[list[FcAddress], list[tuple[FcHost, FCTarget]]]:
     """Known addresses of the volume on ``hbas``, and (HBA, target) pairs not known there."""
@@ -79,7 +109,7 @@ def addresses_for(roots: HostRoots, props: FCProperties,
     unknown: list[tuple[FcHost, FCTarget]] = []
     for hba in hbas:
         for target in props.targets_for_initiator(hba.port_name or ""):
-            pairs = fc_targets_for(roots, hba.host_number, target.wwpn)
+            pairs = target_ids(roots, hba.host_number, target.wwpn)
             if not pairs:
                 unknown.append((hba, target))
             for channel, tid in pairs:

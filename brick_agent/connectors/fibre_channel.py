@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -41,7 +42,7 @@ from brick_agent.connectors.scsi_volume import ScsiActions, ScsiVolumeOps, udev_
 from brick_agent.deadline import Deadline
 from brick_agent.errors import DeviceNotFound, LeftoversRemain, TargetUnreachable
 from brick_agent.host.block import links_for
-from brick_agent.host.fc import fc_hosts, fc_targets_for
+from brick_agent.host.fc import fc_hosts
 from brick_agent.host.roots import HostRoots
 from brick_agent.host.snapshot import host_snapshot
 from brick_agent.host.scsi import HCTL, ScsiDevice, same_wwid, scsi_device, scsi_device_by_name
@@ -51,11 +52,31 @@ from brick_agent.properties.fc import FCProperties, parse_fc
 LOG = logging.getLogger(__name__)
 
 SEARCH_DIR = ("disk", "by-path")
+UNKNOWN_RECHECK = 0.5   # seconds between looks for targets not yet logged in during a wait
+
+
+_UDEV = threading.local()
+
+
+def _udev_context() -> Any:
+    """One pyudev Context per thread: creating one loads libudev through ctypes'
+    find_library (an ldconfig run, ~35 ms under emulation) every time."""
+    ctx = getattr(_UDEV, "context", None)
+    if ctx is None:
+        try:
+            import pyudev
+            ctx = pyudev.Context()
+        except Exception as exc:  # noqa: BLE001 - DeviceWatch falls back to polling
+            LOG.debug("no pyudev context: %s", exc)
+            return None
+        _UDEV.context = ctx
+    return ctx
 
 
 def _watch_for(roots: HostRoots) -> Callable[[], DeviceWatch]:
     def make() -> DeviceWatch:
-        return DeviceWatch(subsystems=("block", "scsi"), roots=roots, poll_interval=0.25)
+        return DeviceWatch(subsystems=("block", "scsi"), roots=roots, poll_interval=0.25,
+                           context=_udev_context())
     return make
 
 
@@ -69,6 +90,7 @@ class _AttachRecord:
     wildcards: list[tuple[int, int]] = dataclasses.field(default_factory=list)
     addresses: list[fc_view.FcAddress] = dataclasses.field(default_factory=list)
     unknown: list[tuple[Any, Any]] = dataclasses.field(default_factory=list)  # (FcHost, FCTarget)
+    unknown_checked: float = 0.0    # monotonic time of the last look for them
 
 
 class FibreChannelConnector(Connector):
@@ -163,6 +185,7 @@ class FibreChannelConnector(Connector):
         hbas = list(plan.hbas)
         record.addresses = list(plan.addresses)
         record.unknown = list(plan.unknown)
+        record.unknown_checked = time.monotonic()
         with self._watch_factory() as watch:
             with self._target_lock(props):
                 self._scan_known(list(plan.addresses), record)
@@ -237,11 +260,13 @@ class FibreChannelConnector(Connector):
         re-check costs a few sysfs reads.  ``require_all``: None until every
         present device is ready.
         """
-        if record.unknown:
+        now = time.monotonic()
+        if record.unknown and now - record.unknown_checked >= UNKNOWN_RECHECK:
+            record.unknown_checked = now
             still: list[tuple[Any, Any]] = []
             fresh: list[fc_view.FcAddress] = []
             for hba, target in record.unknown:
-                pairs = fc_targets_for(self.roots, hba.host_number, target.wwpn)
+                pairs = fc_view.target_ids(self.roots, hba.host_number, target.wwpn)
                 if not pairs:
                     still.append((hba, target))
                 for channel, tid in pairs:

@@ -410,3 +410,21 @@ def test_failed_attach_logs_what_the_host_saw(conf, captured, caplog):
         make(conf, host, fake).connect_volume(cap_props(7))
     text = caplog.text
     assert "1:0:0:7" in text and CAP_TGT in text and "remote_ports" in text
+
+
+def test_lean_target_lookup_agrees_with_the_host_view(conf, captured, fabrics):
+    from brick_agent.connectors import fc_view
+    from brick_agent.host.fc import fc_targets_for
+    host, _ = captured
+    for h in (0, 1):
+        for w in (CAP_TGT, CAP_INIT, "2000aaaaaaaaaaaa"):
+            assert fc_view.target_ids(host.roots, h, w) == fc_targets_for(host.roots, h, w)
+    h, _ = fabrics
+    # a target only in fc_transport (rport lost its id) and one only as an rport
+    h.p("sys/class/fc_remote_ports/rport-5:0-2/scsi_target_id").write_text("-1\n")
+    os.unlink(h.p("sys/class/fc_transport/target6:0:3"))
+    for n in (5, 6):
+        for w in (TA, TB, TX):
+            assert fc_view.target_ids(h.roots, n, w) == fc_targets_for(h.roots, n, w)
+    assert fc_view.target_ids(h.roots, 5, TA) == [(0, 0)]
+    assert fc_view.target_ids(h.roots, 6, TB) == [(0, 3)]
