@@ -421,7 +421,8 @@ class ISCSIConnector(Connector):
                 if dev is not None and dev.name:
                     m = view.map_for_slave(self.roots, dev.name)
                     if m is not None and set(m.slaves) <= {dev.name}:
-                        self.actions.multipath_remove(m.name or m.dm_name, m.wwid)
+                        self.actions.multipath_remove(m.name or m.dm_name)
+                        self._forget_wwid(m.wwid)
                 self.actions.delete_device(hctl)
             except BrickError as exc:
                 LOG.warning("undo: could not delete %s: %s", hctl, exc)
@@ -437,10 +438,10 @@ class ISCSIConnector(Connector):
                             target.portal.address, exc)
 
     # ---------------------------------------------------------------- detach
-    def _volume_devices(self, props: ISCSIProperties,
-                        wwid: str | None) -> tuple[list[tuple[IscsiSession, ScsiDevice]],
-                                                   list[IscsiSession]]:
-        """(session, LUN) pairs at this volume's targets, and every session looked at."""
+    def _volume_devices(self, props: ISCSIProperties, mpath: view.MultipathMap | None = None
+                        ) -> tuple[list[tuple[IscsiSession, ScsiDevice]], list[IscsiSession]]:
+        """(session, LUN) pairs at this volume's targets (plus ``mpath``'s iSCSI paths),
+        and every session looked at."""
         seen: dict[tuple[int, HCTL], tuple[IscsiSession, ScsiDevice]] = {}
         looked: dict[int, IscsiSession] = {}
         iqns = {t.iqn for t in props.targets}
@@ -458,16 +459,14 @@ class ISCSIConnector(Connector):
             dev = view.session_lun(self.roots, s, lun)
             if dev is not None:
                 seen[(s.sid, dev.hctl)] = (s, dev)
-        if wwid:  # every iSCSI path of the map (portals found by discovery included)
-            m = view.map_for_wwid(self.roots, wwid)
-            if m is not None:
-                by_host = {s.host_number: s for s in view.iscsi_sessions(self.roots)}
-                for slave in m.slaves:
-                    dev = self._scsi_by_name(slave)
-                    if dev is not None and dev.hctl.host in by_host:
-                        s = by_host[dev.hctl.host]
-                        looked[s.sid] = s
-                        seen.setdefault((s.sid, dev.hctl), (s, dev))
+        if mpath is not None:  # every iSCSI path of the map (discovered portals included)
+            by_host = {s.host_number: s for s in view.iscsi_sessions(self.roots)}
+            for slave in mpath.slaves:
+                dev = self._scsi_by_name(slave)
+                if dev is not None and dev.hctl.host in by_host:
+                    s = by_host[dev.hctl.host]
+                    looked[s.sid] = s
+                    seen.setdefault((s.sid, dev.hctl), (s, dev))
         return list(seen.values()), list(looked.values())
 
     def disconnect_volume(self, connection_properties: Mapping[str, Any],
@@ -511,9 +510,11 @@ class ISCSIConnector(Connector):
 
     def _disconnect(self, props: ISCSIProperties, info: dict[str, Any], force: bool) -> list[str]:
         leftovers: list[str] = []
-        found, _ = self._volume_devices(props, None)
+        found, looked = self._volume_devices(props)
         wwid = self._expected_wwid(info, found)
-        found, looked = self._volume_devices(props, wwid)
+        mpath = view.map_for_wwid(self.roots, wwid) if wwid else None
+        if mpath is not None:
+            found, looked = self._volume_devices(props, mpath)
         ours: list[tuple[IscsiSession, ScsiDevice]] = []
         for s, d in found:
             if wwid and d.wwid and same_wwid(d.wwid, wwid):
@@ -525,7 +526,6 @@ class ISCSIConnector(Connector):
                             d.wwid, wwid)
                 if d.wwid is None:
                     leftovers.append(f"{d.hctl} (WWID unreadable; use force)")
-        mpath = view.map_for_wwid(self.roots, wwid) if wwid else None
         if mpath is None:
             for _, d in ours:
                 if d.name:
@@ -547,8 +547,7 @@ class ISCSIConnector(Connector):
             try:
                 with self._watch_factory() as watch:
                     # udev/blkid may still hold a fresh map open for a moment: retry
-                    _retry(lambda: self.actions.multipath_remove(mpath.name or mpath.dm_name,
-                                                                 mpath.wwid),
+                    _retry(lambda: self.actions.multipath_remove(mpath.name or mpath.dm_name),
                            Deadline.after(self.opts.flush_timeout),
                            until=lambda: view.read_map(self.roots, mpath.dm_name) is None,
                            what=f"removal of map {mpath.dm_name}")
@@ -580,10 +579,15 @@ class ISCSIConnector(Connector):
                     if scsi_device(self.roots, h) is not None:
                         leftovers.append(f"{h} (still present)")
         candidates = [s for _, s in sorted(by_sid.items()) if self._touches(props, s, ours)]
-        if len(candidates) > 1:   # independent sessions (multipath): log out in parallel
+        forget = mpath.wwid if mpath is not None and view.read_map(self.roots,
+                                                                 mpath.dm_name) is None else None
+        if len(candidates) > 1 or forget:   # independent work: log out (and forget) in parallel
             with concurrent.futures.ThreadPoolExecutor(
-                    max_workers=len(candidates), thread_name_prefix="iscsi-logout") as pool:
+                    max_workers=len(candidates) + 1, thread_name_prefix="iscsi-logout") as pool:
+                forgotten = pool.submit(self._forget_wwid, forget) if forget else None
                 results = list(pool.map(self._logout_if_empty, candidates))
+                if forgotten is not None:
+                    forgotten.result()
         else:
             results = [self._logout_if_empty(s) for s in candidates]
         for s, exc in zip(candidates, results):
@@ -593,6 +597,13 @@ class ISCSIConnector(Connector):
                 raise exc
             leftovers.append(f"session{s.sid} (logout failed: {exc})")
         return leftovers
+
+    def _forget_wwid(self, wwid: str) -> None:
+        """Drop the wwids-file entry of a removed map (best effort: it is only a hint)."""
+        try:
+            self.actions.multipath_forget(wwid)
+        except BrickError as exc:
+            LOG.warning("could not remove %s from the multipath wwids file: %s", wwid, exc)
 
     def _logout_if_empty(self, session: IscsiSession) -> BrickError | None:
         """Log out of ``session`` if it carries no LUN any more; the error, if any."""
@@ -644,7 +655,7 @@ class ISCSIConnector(Connector):
     # ---------------------------------------------------------------- queries
     def get_volume_paths(self, connection_properties: Mapping[str, Any]) -> list[str]:
         props = self._parse(connection_properties)
-        found, _ = self._volume_devices(props, None)
+        found, _ = self._volume_devices(props)
         out = []
         for s, d in found:
             if not d.name:
@@ -681,7 +692,7 @@ class ISCSIConnector(Connector):
 
     def extend_volume(self, connection_properties: Mapping[str, Any]) -> int:
         props = self._parse(connection_properties)
-        found, _ = self._volume_devices(props, None)
+        found, _ = self._volume_devices(props)
         found = [(s, d) for s, d in found if d.name]
         if not found:
             raise DeviceNotFound(f"no device of {self._describe(props)} to extend")

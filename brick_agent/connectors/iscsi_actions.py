@@ -71,8 +71,11 @@ class ISCSIActions(Protocol):
     def multipath_add(self, wwid: str, devices: list[str]) -> None:
         """Ask multipathd to build a map for ``wwid`` from ``devices`` ('sdb', ...)."""
 
-    def multipath_remove(self, map_name: str, wwid: str | None = None) -> None:
-        """Flush and remove a multipath map (by its dm name); forget ``wwid`` in the wwids file."""
+    def multipath_remove(self, map_name: str) -> None:
+        """Flush and remove a multipath map (by its dm name)."""
+
+    def multipath_forget(self, wwid: str) -> None:
+        """Remove ``wwid`` from multipath's wwids file."""
 
     def multipath_resize(self, map_name: str) -> None:
         """Make multipathd resize a map after its paths grew."""

@@ -198,14 +198,13 @@ class PrivilegedISCSIActions:
             except CommandFailed as exc:
                 LOG.debug("multipathd add path %s failed: %s", dev, exc)
 
-    def multipath_remove(self, map_name: str, wwid: str | None = None) -> None:
+    def multipath_remove(self, map_name: str) -> None:
         from brick_agent.privileged import multipath
         multipath.flush_map(map_name, timeout=self.opts.flush_timeout)
-        if wwid:
-            try:
-                multipath.remove_wwid(wwid)
-            except CommandFailed as exc:
-                LOG.warning("could not remove %s from the wwids file: %s", wwid, exc)
+
+    def multipath_forget(self, wwid: str) -> None:
+        from brick_agent.privileged import multipath
+        multipath.remove_wwid(wwid)
 
     def multipath_resize(self, map_name: str) -> None:
         from brick_agent.privileged import multipath

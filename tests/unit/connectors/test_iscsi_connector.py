@@ -266,6 +266,7 @@ def test_multipath_attach_builds_map_and_detach_removes_everything(conf, host, f
     c.disconnect_volume(mp_props(lun=1), info)
     assert fake.state() == EMPTY
     assert ("flush", m.dm_name) in fake.log
+    assert ("multipath_forget", udev_of(2)) in fake.log
 
 
 def test_multipath_paths_disagreeing_on_wwid_fail_closed(conf, host, fake, array):

@@ -270,7 +270,11 @@ class FakeISCSI:
                 kernel_wwid = Path(self.h.p(f"sys/class/block/{name}/device/wwid")).read_text().strip()
                 self._maybe_map(kernel_wwid, name)
 
-    def multipath_remove(self, map_name: str, wwid: str | None = None) -> None:
+    def multipath_forget(self, wwid: str) -> None:
+        with self.lock:
+            self.log.append(("multipath_forget", wwid))
+
+    def multipath_remove(self, map_name: str) -> None:
         with self.lock:
             self.log.append(("multipath_remove", map_name))
             if self.fail_map_remove:
