@@ -64,8 +64,11 @@ class ScsiActions(Protocol):
     def multipath_add(self, wwid: str, devices: list[str]) -> None:
         """Ask multipathd to build the map of ``wwid`` from ``devices``."""
 
-    def multipath_remove(self, map_name: str, wwid: str | None = None) -> None:
-        """Flush and remove a map; forget ``wwid`` in the wwids file."""
+    def multipath_remove(self, map_name: str) -> None:
+        """Flush and remove a multipath map (by its dm name)."""
+
+    def multipath_forget(self, wwid: str) -> None:
+        """Remove ``wwid`` from multipath's wwids file."""
 
     def multipath_resize(self, map_name: str) -> None:
         """Resize a map after its paths grew."""
@@ -277,7 +280,8 @@ class ScsiVolumeOps:
                             if not set(m.slaves) <= {dev.name}:
                                 left.append(f"{hctl} (held by {m.dm_name})")
                                 continue
-                            self.actions.multipath_remove(m.name or m.dm_name, m.wwid)
+                            self.actions.multipath_remove(m.name or m.dm_name)
+                            self.forget(m.wwid)
                     self.actions.delete_device(hctl)
                     todo.append(hctl)
                 except BrickError as exc:
@@ -286,6 +290,13 @@ class ScsiVolumeOps:
             if wait and todo:
                 left += self._wait_removed(watch, todo)
         return left
+
+    def forget(self, wwid: str) -> None:
+        """Best effort: drop ``wwid`` from the wwids file (a stale entry only costs a lookup)."""
+        try:
+            self.actions.multipath_forget(wwid)
+        except BrickError as exc:
+            LOG.warning("could not remove %s from the wwids file: %s", wwid, exc)
 
     def _wait_removed(self, watch: DeviceWatch, hctls: Sequence[HCTL]) -> list[str]:
         try:
@@ -384,10 +395,11 @@ class ScsiVolumeOps:
         if mpath is not None:
             try:
                 with self.watch_factory() as watch:
-                    self.actions.multipath_remove(mpath.name or mpath.dm_name, mpath.wwid)
+                    self.actions.multipath_remove(mpath.name or mpath.dm_name)
                     watch.wait_gone(lambda: read_map(self.roots, mpath.dm_name),
                                     Deadline.after(self.device_removal_timeout),
                                     what=f"map {mpath.dm_name}")
+                self.forget(mpath.wwid)
             except BrickError as exc:
                 if not force:
                     raise

@@ -212,7 +212,7 @@ def test_multipath_attach_scans_each_fabric_narrowly_and_builds_one_map(conf, fa
         h.roots.devfs("disk", "by-path", f"pci-0000:06:00.0-fc-0x{TB}-lun-1")]
     conn.disconnect_volume(two(1), info)
     assert fake.maps() == [] and fake.hctls() == ["5:0:1:1"]   # TX's LUN untouched
-    assert fake.ops("flush") == [("dm-0",)]
+    assert fake.ops("flush") == [("dm-0",)] and fake.ops("multipath_forget") == [(udev_of(1),)]
 
 
 def test_single_path_attach_returns_the_wwn_link(conf, fabrics):

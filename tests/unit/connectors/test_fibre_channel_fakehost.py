@@ -226,7 +226,11 @@ class FakeFC:
                 self.h.link(f"{bdir}/slaves/{name}", sreal)
                 self.h.link(f"{sreal}/holders/{m.dm_name}", bdir)
 
-    def multipath_remove(self, map_name: str, wwid: str | None = None) -> None:
+    def multipath_forget(self, wwid: str) -> None:
+        with self.lock:
+            self.log.append(("multipath_forget", wwid))
+
+    def multipath_remove(self, map_name: str) -> None:
         with self.lock:
             self.log.append(("multipath_remove", map_name))
             m = host_mpath.map_by_name(self.h.roots, map_name)

@@ -181,3 +181,20 @@ def test_udev_wwid_helper(env):
     h, fake, ops = env
     fake.scan_lun(1, 0, 0, 1)
     assert udev_wwid(dev(h, "1:0:0:1")) == udev_of(1)
+
+
+def test_production_actions_and_the_fake_implement_scsi_actions():
+    """The connector's production adapter must keep ScsiActions' signatures (a drift broke
+    multipath_remove once); so must the fake the unit tests rely on."""
+    import inspect
+
+    from brick_agent.connectors.iscsi_privileged import PrivilegedISCSIActions
+    from brick_agent.connectors.scsi_volume import ScsiActions
+    names = [n for n, v in vars(ScsiActions).items()
+             if callable(v) and not n.startswith("_")]
+    assert "multipath_forget" in names and "scan_lun" in names
+    for impl in (PrivilegedISCSIActions, FakeFC):
+        for n in names:
+            want = list(inspect.signature(getattr(ScsiActions, n)).parameters)
+            got = list(inspect.signature(getattr(impl, n)).parameters)
+            assert got == want, (impl.__name__, n, got, want)
