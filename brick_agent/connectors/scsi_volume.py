@@ -262,31 +262,33 @@ class ScsiVolumeOps:
 
     # ------------------------------------------------------------ undo
     def delete_created(self, hctls: Iterable[HCTL], wait: bool = True) -> list[str]:
-        """Delete devices an attach created (unless a map of other paths holds them).
+        """Delete devices an attach created; a map made only of them goes first.
 
-        Returns what could not be removed.
+        A device that a map also built from other paths holds is left (and
+        reported).  Returns what could not be removed.
         """
+        devs = [d for d in (scsi_device(self.roots, h) for h in dict.fromkeys(hctls))
+                if d is not None]
+        names = {d.name for d in devs if d.name}
         todo: list[HCTL] = []
         left: list[str] = []
+        removed_maps: set[str] = set()
         with self.watch_factory() as watch:
-            for hctl in dict.fromkeys(hctls):
-                dev = scsi_device(self.roots, hctl)
-                if dev is None:
-                    continue
+            for dev in devs:
                 try:
-                    if dev.name:
-                        m = map_for_slave(self.roots, dev.name)
-                        if m is not None:
-                            if not set(m.slaves) <= {dev.name}:
-                                left.append(f"{hctl} (held by {m.dm_name})")
-                                continue
-                            self.actions.multipath_remove(m.name or m.dm_name)
-                            self.forget(m.wwid)
-                    self.actions.delete_device(hctl)
-                    todo.append(hctl)
+                    m = map_for_slave(self.roots, dev.name) if dev.name else None
+                    if m is not None and m.dm_name not in removed_maps:
+                        if not set(m.slaves) <= names:
+                            left.append(f"{dev.hctl} (held by {m.dm_name})")
+                            continue
+                        self.actions.multipath_remove(m.name or m.dm_name)
+                        removed_maps.add(m.dm_name)
+                        self.forget(m.wwid)
+                    self.actions.delete_device(dev.hctl)
+                    todo.append(dev.hctl)
                 except BrickError as exc:
-                    LOG.warning("undo: could not delete %s: %s", hctl, exc)
-                    left.append(f"{hctl} (delete failed: {exc})")
+                    LOG.warning("undo: could not delete %s: %s", dev.hctl, exc)
+                    left.append(f"{dev.hctl} (delete failed: {exc})")
             if wait and todo:
                 left += self._wait_removed(watch, todo)
         return left

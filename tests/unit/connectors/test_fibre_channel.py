@@ -428,3 +428,23 @@ def test_lean_target_lookup_agrees_with_the_host_view(conf, captured, fabrics):
             assert fc_view.target_ids(h.roots, n, w) == fc_targets_for(h.roots, n, w)
     assert fc_view.target_ids(h.roots, 5, TA) == [(0, 0)]
     assert fc_view.target_ids(h.roots, 6, TB) == [(0, 3)]
+
+
+def test_map_holding_a_foreign_path_fails_the_attach_and_touches_no_foreign_device(conf, fabrics,
+                                                                                  caplog):
+    h, fake = fabrics
+    fake.scan_lun(5, 0, 1, 1)                       # TX's LUN 1: another volume
+    orig = fake.multipath_add
+
+    def add(wwid, devices):                         # multipathd mixes in the wrong path
+        orig(wwid, devices)
+        m = fake.maps()[0]
+        h.link(f"sys/devices/virtual/block/{m}/slaves/sda", "sys/class/block/sda")
+    fake.multipath_add = add
+    with pytest.raises(VolumeIdentityMismatch, match="holds sda"):
+        make(conf, h, fake, use_multipath=True).connect_volume(two(1))
+    # fail closed: the other volume's device stays; the mixed map (and the paths it holds)
+    # is not torn down blindly but reported
+    assert "5:0:1:1" in fake.hctls() and ("5:0:1:1",) not in fake.ops("delete")
+    assert fake.ops("multipath_remove") == []
+    assert "held by dm-0" in caplog.text

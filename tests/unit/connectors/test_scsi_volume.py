@@ -198,3 +198,13 @@ def test_production_actions_and_the_fake_implement_scsi_actions():
             want = list(inspect.signature(getattr(ScsiActions, n)).parameters)
             got = list(inspect.signature(getattr(impl, n)).parameters)
             assert got == want, (impl.__name__, n, got, want)
+
+
+def test_delete_created_removes_a_map_made_only_of_its_devices(env):
+    h, fake, ops = env
+    fake.scan_lun(1, 0, 0, 1)
+    fake.scan_lun(2, 0, 0, 1)
+    fake.multipath_add(udev_of(1), ["sda", "sdb"])
+    assert ops.delete_created([HCTL(1, 0, 0, 1), HCTL(2, 0, 0, 1)]) == []
+    assert fake.maps() == [] and fake.hctls() == []
+    assert fake.ops("multipath_forget") == [(udev_of(1),)]
