@@ -72,17 +72,18 @@ class PrivilegedISCSIActions:
 
     # iscsiadm -----------------------------------------------------------------
     @contextlib.contextmanager
-    def _node_db(self, iqn: str, exclusive: bool) -> Iterator[None]:
-        """Guard iscsiadm's node database of one target IQN across threads and processes.
+    def _node_db(self, exclusive: bool) -> Iterator[None]:
+        """Guard iscsiadm's node database across threads and processes of this host.
 
-        iscsiadm iterates every record of the IQN (all portals) on each call; a
-        concurrent ``--op new``/``--op delete`` of a sibling record makes it fail
-        with "iSCSI database failure" (exit 6).  Record changes take the lock
-        exclusively, logins/logouts shared (so multipath logins stay parallel).
+        Every ``iscsiadm -m node -T .. -p ..`` call (login, logout, delete) reads
+        *all* node records of the host to find its match; a concurrent
+        ``--op new``/``update``/``delete`` of any other record makes it fail with
+        "iSCSI database failure" (exit 6).  Record changes take this lock
+        exclusively, logins and logouts shared (so they still run in parallel).
         """
         directory = self.opts.lock_path
         os.makedirs(directory, exist_ok=True)
-        path = os.path.join(directory, locking.safe_lock_name("iscsi-nodedb", iqn))
+        path = os.path.join(directory, locking.safe_lock_name("iscsi-nodedb"))
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
@@ -98,7 +99,8 @@ class PrivilegedISCSIActions:
         from brick_agent.privileged import iscsi as piscsi
         settings = _chap_settings("discovery.sendtargets.auth", auth) if auth else None
         try:
-            res = piscsi.discover(portal, iface, settings, timeout=max(1.0, timeout))
+            with self._node_db(exclusive=True):   # sendtargets writes node records
+                res = piscsi.discover(portal, iface, settings, timeout=max(1.0, timeout))
         except CommandFailed as exc:
             raise _login_error(exc, portal, "sendtargets discovery") from None
         return parse_sendtargets(res["stdout"])
@@ -117,16 +119,15 @@ class PrivilegedISCSIActions:
         if node.auth is not None:
             settings += _chap_settings("node.session.auth", node.auth)
         try:
-            with self._node_db(node.iqn, exclusive=True):
+            with self._node_db(exclusive=True):
                 piscsi.node_create(node.iqn, node.portal, node.iface, timeout=timeout)
-            with self._node_db(node.iqn, exclusive=False):
-                # updates rewrite this portal's record only: siblings may proceed
                 piscsi.node_update(node.iqn, node.portal, node.iface, settings, timeout=timeout)
+            with self._node_db(exclusive=False):
                 piscsi.node_login(node.iqn, node.portal, node.iface, timeout=timeout + 5)
         except CommandFailed as exc:
             err = _login_error(exc, node.portal, node.iqn)
             try:  # leave no node record behind for a login that never worked
-                with self._node_db(node.iqn, exclusive=True):
+                with self._node_db(exclusive=True):
                     piscsi.node_delete(node.iqn, node.portal, node.iface, timeout=10)
             except CommandFailed as cleanup:
                 LOG.warning("could not delete node record %s %s: %s", node.iqn, node.portal,
@@ -137,9 +138,9 @@ class PrivilegedISCSIActions:
 
     def logout(self, portal: str, iqn: str, iface: str) -> None:
         from brick_agent.privileged import iscsi as piscsi
-        with self._node_db(iqn, exclusive=False):
+        with self._node_db(exclusive=False):
             piscsi.node_logout(iqn, portal, iface, timeout=self.opts.command_timeout)
-        with self._node_db(iqn, exclusive=True):
+        with self._node_db(exclusive=True):
             piscsi.node_delete(iqn, portal, iface, timeout=self.opts.command_timeout)
 
     # SCSI / block ----------------------------------------------------------------

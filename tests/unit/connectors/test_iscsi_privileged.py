@@ -52,15 +52,15 @@ def test_node_db_lock_is_shared_for_logins_exclusive_for_record_changes(tmp_path
     conf.set_override("privsep_in_process", True, group="brick_agent")
     a = ip.PrivilegedISCSIActions(conf)
     events: list[str] = []
-    with a._node_db(IQN, exclusive=False):
-        with a._node_db(IQN, exclusive=False):   # two readers at once
+    with a._node_db(exclusive=False):
+        with a._node_db(exclusive=False):   # two readers at once
             events.append("two readers")
 
     def writer():
-        with a._node_db(IQN, exclusive=True):
+        with a._node_db(exclusive=True):
             events.append("writer")
 
-    with a._node_db(IQN, exclusive=False):
+    with a._node_db(exclusive=False):
         t = threading.Thread(target=writer)
         t.start()
         time.sleep(0.1)
