@@ -1,6 +1,6 @@
 """The lab fixtures' extra knobs work on the real kernel: CHAP, ACLs, portal
 down/up, LUN add/remove, dm-multipath, nvmet ANA states and port removal,
-two FCoE fabrics."""
+two FCoE fabrics, NVMe over FC with fcloop (6.12 kernel only)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import subprocess
 
 import pytest
 
-from tests.functional.lab import (FcoeTarget, LabError, LioIscsiTarget, NvmetSubsystem,
-                                  local_initiator_iqn, wait_for)
+from tests.functional.lab import (FcLoop, FcoeTarget, LabError, LioIscsiTarget,
+                                  NvmetSubsystem, fcloop_available, local_initiator_iqn,
+                                  wait_for)
 
 pytestmark = pytest.mark.realkernel
 LAB_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "kernel-lab")
@@ -175,3 +176,27 @@ def test_destroy_after_partial_failure() -> None:
         t.create()
     assert not os.path.exists(t.target_dir)
     assert not glob.glob(f"/sys/kernel/config/target/core/{t.hba}")
+
+
+def test_nvme_over_fc_loop() -> None:
+    if not fcloop_available():
+        pytest.skip("nvme-fcloop needs the 6.12 lab kernel (lab run --kernel 6.12)")
+    with FcLoop() as fc, NvmetSubsystem(namespaces=1, ports=()) as s:
+        s.add_port(fc.target_traddr, trtype="fc")
+        sh("nvme", "connect", "-t", "fc", "-a", fc.target_traddr, "-w", fc.host_traddr, "-n", s.nqn)
+        try:
+            def ctrl() -> str | None:
+                for c in glob.glob("/sys/class/nvme/nvme*"):
+                    if read(f"{c}/subsysnqn") == s.nqn and read(f"{c}/state") == "live":
+                        return c
+                return None
+            c = wait_for(ctrl, 30, "live FC controller")
+            assert read(f"{c}/transport") == "fc"
+            assert f"traddr={fc.target_traddr}" in read(f"{c}/address")
+            uuid = s.namespaces[1].uuid
+            wait_for(lambda: [u for u in glob.glob("/sys/block/nvme*n*/uuid") if read(u) == uuid],
+                     20, "namespace")
+        finally:
+            sh("nvme", "disconnect", "-n", s.nqn, check=False)
+        wait_for(lambda: ctrl() is None, 30, "disconnect")
+        s.remove_port(fc.target_traddr)

@@ -96,6 +96,8 @@ class Teardown:
             if exc.errno != errno.ENOENT:
                 self.errors.append(f"{getattr(fn, '__name__', fn)}{args}: {exc}")
         except Exception as exc:  # noqa: BLE001 - collected and re-raised below
+            if isinstance(exc.__cause__, FileNotFoundError):
+                return  # already gone
             self.errors.append(f"{getattr(fn, '__name__', fn)}{args}: {exc}")
 
     def rmdir(self, path: str) -> None:

@@ -40,7 +40,7 @@ class NvmetPort:
 
     @property
     def portal(self) -> str:
-        return f"{self.traddr}:{self.trsvcid}"
+        return self.traddr if self.trtype == "fc" else f"{self.traddr}:{self.trsvcid}"
 
 
 class NvmetSubsystem:
@@ -163,14 +163,23 @@ class NvmetSubsystem:
             n += 1
         return n
 
-    def add_port(self, portal: str) -> NvmetPort:
-        traddr, _, trsvcid = portal.rpartition(":")
-        port = NvmetPort(self._free_port_id(), traddr, trsvcid)
+    def add_port(self, portal: str, trtype: str = "tcp") -> NvmetPort:
+        """Export on ``portal``: "ip:port" for tcp, "nn-0x..:pn-0x.." (the
+        target port's names, see :class:`FcLoop`) for fc."""
+        if trtype == "tcp":
+            traddr, _, trsvcid = portal.rpartition(":")
+            adrfam = "ipv4"
+        elif trtype == "fc":
+            traddr, trsvcid, adrfam = portal, "none", "fc"
+            modprobe("nvmet_fc")
+        else:
+            raise ValueError("trtype must be tcp or fc")
+        port = NvmetPort(self._free_port_id(), traddr, trsvcid, trtype)
         d = os.path.join(NVMET, "ports", str(port.port_id))
         mkdir(d)
         self.ports.append(port)
-        write(os.path.join(d, "addr_trtype"), "tcp")
-        write(os.path.join(d, "addr_adrfam"), "ipv4")
+        write(os.path.join(d, "addr_trtype"), trtype)
+        write(os.path.join(d, "addr_adrfam"), adrfam)
         write(os.path.join(d, "addr_traddr"), traddr)
         write(os.path.join(d, "addr_trsvcid"), trsvcid)
         for g in range(2, self.ana_groups + 1):
