@@ -24,8 +24,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
+import ipaddress
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -149,7 +152,11 @@ class ISCSIConnector(Connector):
         return self._limit.slot(timeout=self._lock_timeout())
 
     def _sessions(self, target: ISCSITarget) -> list[IscsiSession]:
-        found = view.find_sessions(self.roots, target.iqn, target.portal.host, target.portal.port)
+        found: list[IscsiSession] = []
+        for address in _portal_addresses(target.portal.host):
+            for s in view.find_sessions(self.roots, target.iqn, address, target.portal.port):
+                if all(s.sid != f.sid for f in found):
+                    found.append(s)
         return [s for s in found if s.state in _LIVE_STATES] or found
 
     # ---------------------------------------------------------------- attach
@@ -737,6 +744,27 @@ def _portal(text: str) -> Portal | None:
     except (BrickError, ValueError):
         LOG.warning("ignoring unparseable discovered portal %r", text)
         return None
+
+
+@functools.lru_cache(maxsize=256)
+def _portal_addresses(host: str) -> tuple[str, ...]:
+    """The portal host and, for a host name, its IP addresses (sysfs shows IPs)."""
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+        return (host,)
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except OSError as exc:
+        LOG.debug("cannot resolve portal host %s: %s", host, exc)
+        return (host,)
+    addresses = [host]
+    for info in infos:
+        addr = str(info[4][0])
+        if addr not in addresses:
+            addresses.append(addr)
+    return tuple(addresses)
 
 
 def _by_path_name(session: IscsiSession, dev: ScsiDevice) -> str:

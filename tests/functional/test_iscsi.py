@@ -142,6 +142,10 @@ def test_2_shared_target_detach_one_keeps_the_other(connector):
         b = connector.connect_volume(props_for(t, 1))
         assert len(sessions_of(t.iqn)) == 1
         assert a["scsi_wwn"] == t.luns[0].scsi_id and b["scsi_wwn"] == t.luns[1].scsi_id
+        vols = {v["lun"]: v for v in connector.get_all_available_volumes(props_for(t))}
+        assert sorted(vols) == [0, 1]
+        assert vols[1]["wwid"] == t.luns[1].scsi_id and vols[1]["path"] == b["path"]
+        assert vols[0]["portal"] == t.portals[0] and vols[0]["iqn"] == t.iqn
         connector.disconnect_volume(props_for(t, 0), a)
         assert disks_with(t.luns[0].wwid) == []
         assert len(sessions_of(t.iqn)) == 1

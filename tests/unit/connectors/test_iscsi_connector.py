@@ -463,3 +463,19 @@ def test_map_stuck_in_use_stops_detach_unless_forced(conf, host, fake):
     with pytest.raises(LeftoversRemain) as err:
         c.disconnect_volume(mp_props(lun=0), info, force=True)
     assert any("map removal failed" in item for item in err.value.leftovers)
+
+
+def test_portal_given_by_host_name_matches_the_sessions_ip(conf, host, fake, array):
+    array.add("iqn.2003-01.org.linux-iscsi.lab:named", ["127.0.0.1:3261"],
+              {0: FakeLun(wwid_of(60))})
+    c = make(conf, host, fake)
+    p = props(lun=0, iqn="iqn.2003-01.org.linux-iscsi.lab:named", portal="localhost:3261")
+    fake_login = fake.login
+
+    def login(node):   # iscsiadm resolves the name; the kernel shows the IP
+        fake_login(type(node)(**{**node.__dict__, "portal": "127.0.0.1:3261"}))
+    fake.login = login
+    info = c.connect_volume(p)
+    assert info["scsi_wwn"] == udev_of(60)
+    c.connect_volume(p)
+    assert fake.count("login") == 1
