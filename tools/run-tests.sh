@@ -15,6 +15,7 @@ esac
 pytest_rc() { local rc=$1; [ "$rc" -eq 5 ] && rc=0; return "$rc"; }
 
 bash tools/setup-venv.sh
+export PATH="$repo/.venv/bin:$PATH"  # brick-agent, privsep-helper
 mkdir -p results
 
 status=0
