@@ -200,3 +200,19 @@ def test_nvme_over_fc_loop() -> None:
             sh("nvme", "disconnect", "-n", s.nqn, check=False)
         wait_for(lambda: ctrl() is None, 30, "disconnect")
         s.remove_port(fc.target_traddr)
+
+
+def test_two_subsystems_share_a_portal() -> None:
+    with NvmetSubsystem() as a, NvmetSubsystem() as b:
+        assert a.ports[0].port_id == b.ports[0].port_id
+        for s in (a, b):
+            sh("nvme", "connect", "-t", "tcp", "-a", "127.0.0.1", "-s", "4420", "-n", s.nqn)
+        try:
+            for s in (a, b):
+                wait_for(lambda: any(read(f"{c}/subsysnqn") == s.nqn
+                                     for c in glob.glob("/sys/class/nvme/nvme*")), 20, s.nqn)
+        finally:
+            for s in (a, b):
+                sh("nvme", "disconnect", "-n", s.nqn, check=False)
+        port_dir = f"/sys/kernel/config/nvmet/ports/{a.ports[0].port_id}"
+    assert not os.path.exists(port_dir)

@@ -49,6 +49,8 @@ class NvmetSubsystem:
         with NvmetSubsystem(namespaces=2, ports=("127.0.0.1:4420", "127.0.0.2:4420")) as s:
             s.nqn, s.namespaces[1].uuid, s.ports
 
+    A port already listening on the same address (another subsystem's) is
+    shared, and removed by whichever subsystem unexports from it last.
     ``ana_groups`` > 1 creates groups 2..n on every port (namespace i goes to
     group ``((i-1) % ana_groups) + 1``); set states with :meth:`set_ana_state`.
     """
@@ -174,18 +176,39 @@ class NvmetSubsystem:
             modprobe("nvmet_fc")
         else:
             raise ValueError("trtype must be tcp or fc")
-        port = NvmetPort(self._free_port_id(), traddr, trsvcid, trtype)
-        d = os.path.join(NVMET, "ports", str(port.port_id))
-        mkdir(d)
-        self.ports.append(port)
-        write(os.path.join(d, "addr_trtype"), trtype)
-        write(os.path.join(d, "addr_adrfam"), adrfam)
-        write(os.path.join(d, "addr_traddr"), traddr)
-        write(os.path.join(d, "addr_trsvcid"), trsvcid)
+        existing = self._find_port(trtype, traddr, trsvcid)
+        if existing is not None:
+            # another subsystem already listens there: share its port (a second
+            # port on the same address would fail to bind)
+            port = NvmetPort(existing, traddr, trsvcid, trtype)
+            d = os.path.join(NVMET, "ports", str(port.port_id))
+            self.ports.append(port)
+        else:
+            port = NvmetPort(self._free_port_id(), traddr, trsvcid, trtype)
+            d = os.path.join(NVMET, "ports", str(port.port_id))
+            mkdir(d)
+            self.ports.append(port)
+            write(os.path.join(d, "addr_trtype"), trtype)
+            write(os.path.join(d, "addr_adrfam"), adrfam)
+            write(os.path.join(d, "addr_traddr"), traddr)
+            write(os.path.join(d, "addr_trsvcid"), trsvcid)
         for g in range(2, self.ana_groups + 1):
             mkdir(os.path.join(d, "ana_groups", str(g)))
         symlink(self.subsys_dir, os.path.join(d, "subsystems", self.nqn))
         return port
+
+    @staticmethod
+    def _find_port(trtype: str, traddr: str, trsvcid: str) -> int | None:
+        for pid in subdirs(os.path.join(NVMET, "ports")):
+            d = os.path.join(NVMET, "ports", pid)
+            try:
+                if (read(os.path.join(d, "addr_trtype")) == trtype
+                        and read(os.path.join(d, "addr_traddr")) == traddr
+                        and read(os.path.join(d, "addr_trsvcid")) == trsvcid):
+                    return int(pid)
+            except (OSError, ValueError):
+                continue
+        return None
 
     def port_for(self, portal: str) -> NvmetPort:
         for p in self.ports:
@@ -209,10 +232,13 @@ class NvmetSubsystem:
         link = os.path.join(d, "subsystems", self.nqn)
         if os.path.islink(link):
             td.step(os.unlink, link)
-        for g in subdirs(os.path.join(d, "ana_groups")):
-            if g != "1":
-                td.rmdir(os.path.join(d, "ana_groups", g))
-        td.rmdir(d)
+        subsys_dir = os.path.join(d, "subsystems")
+        if os.path.isdir(subsys_dir) and not os.listdir(subsys_dir):
+            # last subsystem on this port: remove it
+            for g in subdirs(os.path.join(d, "ana_groups")):
+                if g != "1":
+                    td.rmdir(os.path.join(d, "ana_groups", g))
+            td.rmdir(d)
         if port in self.ports:
             self.ports.remove(port)
 
