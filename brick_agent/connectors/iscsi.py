@@ -90,6 +90,7 @@ class _AttachRecord:
     """What one connect call created, so a failure can undo exactly that."""
 
     logins: list[tuple[ISCSITarget, int]] = dataclasses.field(default_factory=list)  # (target, sid)
+    prepared: set[tuple[str, str]] = dataclasses.field(default_factory=set)  # (portal, iqn)
     scanned: list[HCTL] = dataclasses.field(default_factory=list)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
@@ -227,6 +228,13 @@ class ISCSIConnector(Connector):
     def _connect_multipath(self, props: ISCSIProperties, deadline: Deadline,
                            record: _AttachRecord) -> DeviceInfo:
         targets = self._targets_for_multipath(props, deadline)
+        need_login = [t for t in targets if not self._sessions(t)]
+        if len(need_login) > 1:
+            # write every node record in one go, so the parallel logins do not queue
+            # one by one behind each other's record writes (node-DB lock)
+            self.actions.prepare_nodes([self._node_settings(props, t, deadline)
+                                        for t in need_login])
+            record.prepared.update((t.portal.address, t.iqn) for t in need_login)
         paths: list[_Path] = []
         errors: list[BaseException] = []
         with concurrent.futures.ThreadPoolExecutor(max_workers=len(targets),
@@ -382,6 +390,14 @@ class ISCSIConnector(Connector):
         self.actions.delete_device(now.hctl)
         return None
 
+    def _node_settings(self, props: ISCSIProperties, target: ISCSITarget,
+                       deadline: Deadline) -> NodeSettings:
+        return NodeSettings(
+            portal=target.portal.address, iqn=target.iqn, iface=self.iface, auth=props.auth,
+            manual_scan=self.actions.manual_scan_supported(),
+            login_timeout=min(self.opts.login_timeout, max(deadline.remaining(), 0.1)),
+            replacement_timeout=MULTIPATH_REPLACEMENT_TIMEOUT if props.use_multipath else None)
+
     def _ensure_session(self, props: ISCSIProperties, target: ISCSITarget, deadline: Deadline,
                         record: _AttachRecord) -> IscsiSession:
         found = self._sessions(target)
@@ -393,13 +409,8 @@ class ISCSIConnector(Connector):
             again = self._sessions(target)
             if again:
                 return again[0]
-            timeout = min(self.opts.login_timeout, max(deadline.remaining(), 0.1))
-            self.actions.login(NodeSettings(
-                portal=target.portal.address, iqn=target.iqn, iface=self.iface,
-                auth=props.auth, manual_scan=self.actions.manual_scan_supported(),
-                login_timeout=timeout,
-                replacement_timeout=MULTIPATH_REPLACEMENT_TIMEOUT if props.use_multipath
-                else None))
+            prepared = (target.portal.address, target.iqn) in record.prepared
+            self.actions.login(self._node_settings(props, target, deadline), prepared=prepared)
             with self._watch_factory() as watch:
                 try:
                     session = watch.wait_for(

@@ -46,9 +46,13 @@ class ISCSIActions(Protocol):
                  timeout: float) -> list[tuple[str, str]]:
         """SendTargets discovery at ``portal``; ``[(portal 'ip:port', iqn), ...]``."""
 
-    def login(self, node: NodeSettings) -> None:
+    def prepare_nodes(self, nodes: list[NodeSettings]) -> None:
+        """Create/update the node records of several targets (before parallel logins)."""
+
+    def login(self, node: NodeSettings, prepared: bool = False) -> None:
         """Create/update the node record (scan mode, CHAP) and log in.
 
+        ``prepared``: :meth:`prepare_nodes` already wrote the record.
         Already-logged-in is success.  Raises AuthenticationFailed /
         TargetUnreachable / CommandFailed.
         """

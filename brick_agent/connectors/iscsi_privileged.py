@@ -34,6 +34,7 @@ ERR_TRANS_TIMEOUT = 8
 ERR_PDU_TIMEOUT = 11
 ERR_FATAL_LOGIN = 19          # target refused the login (e.g. not authorised)
 ERR_LOGIN_AUTH_FAILED = 24    # CHAP rejected
+ERR_NO_RECORDS = 21           # no node record matches
 UNREACHABLE = {ERR_TRANS, ERR_TRANS_TIMEOUT, ERR_PDU_TIMEOUT, ERR_LOGIN}
 
 def _ensure_privsep(conf: cfg.ConfigOpts) -> None:
@@ -105,8 +106,8 @@ class PrivilegedISCSIActions:
             raise _login_error(exc, portal, "sendtargets discovery") from None
         return parse_sendtargets(res["stdout"])
 
-    def login(self, node: NodeSettings) -> None:
-        from brick_agent.privileged import iscsi as piscsi
+    @staticmethod
+    def _node_settings(node: NodeSettings) -> list[tuple[str, str]]:
         timeout = max(1.0, node.login_timeout)
         per_try = max(1, math.ceil(timeout / 2))
         settings = [("node.session.initial_login_retry_max", "1"),
@@ -118,10 +119,38 @@ class PrivilegedISCSIActions:
                              str(int(node.replacement_timeout))))
         if node.auth is not None:
             settings += _chap_settings("node.session.auth", node.auth)
+        return settings
+
+    def _write_node(self, node: NodeSettings) -> None:
+        """``--op new`` + the settings (caller holds the exclusive node-DB lock)."""
+        from brick_agent.privileged import iscsi as piscsi
+        timeout = max(1.0, node.login_timeout)
+        piscsi.node_create(node.iqn, node.portal, node.iface, timeout=timeout)
+        piscsi.node_update(node.iqn, node.portal, node.iface, self._node_settings(node),
+                           timeout=timeout)
+
+    def prepare_nodes(self, nodes: list[NodeSettings]) -> None:
+        with self._node_db(exclusive=True):
+            for node in nodes:
+                self._write_node(node)
+
+    def login(self, node: NodeSettings, prepared: bool = False) -> None:
+        from brick_agent.privileged import iscsi as piscsi
+        timeout = max(1.0, node.login_timeout)
         try:
+            if prepared:
+                try:
+                    with self._node_db(exclusive=False):
+                        piscsi.node_login(node.iqn, node.portal, node.iface,
+                                          timeout=timeout + 5)
+                    return
+                except CommandFailed as exc:
+                    if exc.returncode != ERR_NO_RECORDS:
+                        raise
+                    LOG.debug("node record of %s %s vanished; writing it again", node.iqn,
+                              node.portal)
             with self._node_db(exclusive=True):
-                piscsi.node_create(node.iqn, node.portal, node.iface, timeout=timeout)
-                piscsi.node_update(node.iqn, node.portal, node.iface, settings, timeout=timeout)
+                self._write_node(node)
             with self._node_db(exclusive=False):
                 piscsi.node_login(node.iqn, node.portal, node.iface, timeout=timeout + 5)
         except CommandFailed as exc:

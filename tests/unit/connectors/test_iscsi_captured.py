@@ -33,7 +33,10 @@ class TreeActions:
     def manual_scan_supported(self):
         return True
 
-    def login(self, node):
+    def prepare_nodes(self, nodes):
+        raise AssertionError("unexpected node records: sessions exist")
+
+    def login(self, node, prepared=False):
         raise AssertionError(f"unexpected login to {node.iqn} {node.portal}: a session exists")
 
     def discover(self, *a):

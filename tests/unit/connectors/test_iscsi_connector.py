@@ -263,6 +263,7 @@ def test_multipath_attach_builds_map_and_detach_removes_everything(conf, host, f
                     "scsi_wwn": udev_of(2), "multipath_id": udev_of(2)}
     assert sorted(m.slaves) == ["sda", "sdb"]
     assert fake.count("login") == 2
+    assert ("prepare_nodes", (P1, P2)) in fake.log   # records written once, logins in parallel
     c.disconnect_volume(mp_props(lun=1), info)
     assert fake.state() == EMPTY
     assert ("flush", m.dm_name) in fake.log
@@ -472,7 +473,7 @@ def test_portal_given_by_host_name_matches_the_sessions_ip(conf, host, fake, arr
     p = props(lun=0, iqn="iqn.2003-01.org.linux-iscsi.lab:named", portal="localhost:3261")
     fake_login = fake.login
 
-    def login(node):   # iscsiadm resolves the name; the kernel shows the IP
+    def login(node, prepared=False):   # iscsiadm resolves the name; the kernel shows the IP
         fake_login(type(node)(**{**node.__dict__, "portal": "127.0.0.1:3261"}))
     fake.login = login
     info = c.connect_volume(p)

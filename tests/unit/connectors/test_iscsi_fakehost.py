@@ -141,7 +141,11 @@ class FakeISCSI:
                     out += [(p, t.iqn) for p in t.portals]
             return out
 
-    def login(self, node: NodeSettings) -> None:
+    def prepare_nodes(self, nodes: list[NodeSettings]) -> None:
+        with self.lock:
+            self.log.append(("prepare_nodes", tuple(n.portal for n in nodes)))
+
+    def login(self, node: NodeSettings, prepared: bool = False) -> None:
         with self.lock:
             self.log.append(("login", node.portal, node.iqn))
             if node.auth is not None:
