@@ -23,6 +23,7 @@ pytestmark = pytest.mark.realkernel
 LOCAL = ("0x10001100aa000001", "0x20001100aa000001")
 REMOTE = ("0x10001100ab000001", "0x20001100ab000001")
 CTL = "/sys/class/fcloop/ctl"
+NVME_TARGET_ROLE = 0x20  # FC_PORT_ROLE_NVME_TARGET
 
 
 def fc_addr(wwnn: str, wwpn: str) -> str:
@@ -42,7 +43,8 @@ def fc_target():
     _w(f"{CTL}/add_target_port", f"wwnn={REMOTE[0]},wwpn={REMOTE[1]}")
     _w(f"{CTL}/add_local_port", f"wwnn={LOCAL[0]},wwpn={LOCAL[1]}")
     _w(f"{CTL}/add_remote_port",
-       f"wwnn={REMOTE[0]},wwpn={REMOTE[1]},lpwwnn={LOCAL[0]},lpwwpn={LOCAL[1]}")
+       f"wwnn={REMOTE[0]},wwpn={REMOTE[1]},lpwwnn={LOCAL[0]},lpwwpn={LOCAL[1]},"
+       f"roles={NVME_TARGET_ROLE}")  # without the role nvme-fc refuses (EBADR)
     sub = NvmetSubsystem(namespaces=1, ports=()).create()
     port = os.path.join("/sys/kernel/config/nvmet/ports", str(sub._free_port_id()))
     os.mkdir(port)
@@ -58,9 +60,12 @@ def fc_target():
             os.unlink(link)
         os.rmdir(port)
         sub.destroy()
-        _w(f"{CTL}/del_local_port", f"wwnn={LOCAL[0]},wwpn={LOCAL[1]}")
-        _w(f"{CTL}/del_remote_port", f"wwnn={REMOTE[0]},wwpn={REMOTE[1]}")
-        _w(f"{CTL}/del_target_port", f"wwnn={REMOTE[0]},wwpn={REMOTE[1]}")
+        for ctl, ids in (("del_local_port", LOCAL), ("del_remote_port", REMOTE),
+                         ("del_target_port", REMOTE)):
+            try:
+                _w(f"{CTL}/{ctl}", f"wwnn={ids[0]},wwpn={ids[1]}")
+            except FileNotFoundError:  # already gone with its peer
+                pass
 
 
 def test_8_nvme_fc_attach_io_detach(tmp_path, fc_target):
