@@ -112,7 +112,7 @@ class ISCSIConnector(Connector):
 
     protocol = "ISCSI"
     #: seconds to let multipathd build a map from uevents before asking it explicitly
-    multipath_grace = 1.0
+    multipath_grace = 0.5
 
     def __init__(self, root_helper: str | None = None, driver: Any = None, *,
                  transport: str | None = "default", actions: ISCSIActions | None = None,
@@ -289,6 +289,8 @@ class ISCSIConnector(Connector):
                     m = watch.wait_for(complete, budget.capped(self.multipath_grace),
                                        what=f"multipath map of {wwid} (by multipathd)")
                 except DeviceNotFound:
+                    LOG.debug("no complete map of %s after %.2fs: asking multipathd", wwid,
+                              self.multipath_grace)
                     self.actions.multipath_add(wwid, names)
                     try:
                         m = watch.wait_for(complete, budget, what=f"multipath map of {wwid}")

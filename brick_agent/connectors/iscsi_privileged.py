@@ -8,6 +8,7 @@ to touch.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import fcntl
 import logging
@@ -218,15 +219,23 @@ class PrivilegedISCSIActions:
         then fails); the caller waits for the map either way.
         """
         from brick_agent.privileged import multipath
-        try:
-            multipath.add_wwid(wwid)
-        except CommandFailed as exc:
-            LOG.debug("multipath -a %s failed: %s", wwid, exc)
-        for dev in devices:
+
+        def add_path(dev: str) -> None:
             try:
                 multipath.add_path(dev)
             except CommandFailed as exc:
                 LOG.debug("multipathd add path %s failed: %s", dev, exc)
+
+        try:
+            multipath.add_wwid(wwid)
+        except CommandFailed as exc:
+            LOG.debug("multipath -a %s failed: %s", wwid, exc)
+        if len(devices) > 1:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=len(devices)) as pool:
+                list(pool.map(add_path, devices))
+        else:
+            for dev in devices:
+                add_path(dev)
 
     def multipath_remove(self, map_name: str) -> None:
         from brick_agent.privileged import multipath
