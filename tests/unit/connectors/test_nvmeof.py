@@ -458,3 +458,26 @@ def test_nvme_fc_without_local_port_is_unreachable(tmp_path, roots):
     with pytest.raises(TargetUnreachable, match="no online local FC port"):
         conn.connect_volume({"target_nqn": NQN, "vol_uuid": U1, "portals": [[remote, None, "fc"]]})
     assert kernel.requests == []
+
+
+def test_reconnecting_controller_is_waited_for_not_duplicated(tmp_path, roots):
+    """All paths 'connecting' (array reboot, ctrl_loss_tmo=-1): no second controller;
+    the namespace device that stays present (I/O queued) is returned."""
+    kernel, conn = make(tmp_path, roots)
+    kernel.add_target(NQN, [tcp()], [FakeNs(1, U1, None)])
+    info = conn.connect_volume(props())
+    with open(roots.sysfs("class", "nvme", "nvme0", "state"), "w") as fh:
+        fh.write("connecting\n")
+    assert conn.connect_volume(props()) == info
+    assert len(kernel.requests) == 1 and kernel.rescans == []
+
+
+def test_reconnecting_controller_without_namespace_times_out_cleanly(tmp_path, roots):
+    kernel, conn = make(tmp_path, roots, device_wait_timeout=0.2)
+    kernel.add_target(NQN, [tcp()], [FakeNs(1, U1, None)])
+    conn.connect_volume(props())
+    with open(roots.sysfs("class", "nvme", "nvme0", "state"), "w") as fh:
+        fh.write("connecting\n")
+    with pytest.raises(DeviceNotFound):
+        conn.connect_volume(props(vol_uuid=U2, ns_id=2))
+    assert len(kernel.requests) == 1 and nvme_dirs(roots) == ["nvme0"]
