@@ -6,7 +6,8 @@
 Floor (what a minimal shell script would do, no checks):
   attach: ``iscsiadm -m node --op new`` + ``--login`` (automatic LUN scan) + wait for the
           /dev/disk/by-path link (multipath: both logins + wait for the dm-uuid link);
-  detach: ``iscsiadm --logout`` + ``--op delete`` (multipath: ``multipath -f`` first).
+  detach: ``iscsiadm --logout`` + ``--op delete`` (multipath: ``multipath -f`` and
+          ``multipath -w`` first, so both sides leave the same clean host).
 Ours: ISCSIConnector.connect_volume / disconnect_volume with in-process privsep.
 Prints medians, the ratio ours/floor, and a JSON line.
 """
@@ -53,6 +54,7 @@ def floor_attach(t: LioIscsiTarget, portals: list[str]) -> None:
 def floor_detach(t: LioIscsiTarget, portals: list[str]) -> None:
     if len(portals) > 1:
         sh("multipath", "-f", t.luns[0].scsi_id)
+        sh("multipath", "-w", t.luns[0].scsi_id)   # leave no wwids entry (ours does the same)
     for p in portals:
         sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", p, "--logout")
         sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", p, "--op", "delete")
