@@ -35,6 +35,7 @@ ERR_TRANS_TIMEOUT = 8
 ERR_PDU_TIMEOUT = 11
 ERR_FATAL_LOGIN = 19          # target refused the login (e.g. not authorised)
 ERR_LOGIN_AUTH_FAILED = 24    # CHAP rejected
+ERR_INVAL = 7                 # invalid argument (e.g. an unknown node parameter)
 ERR_NO_RECORDS = 21           # no node record matches
 UNREACHABLE = {ERR_TRANS, ERR_TRANS_TIMEOUT, ERR_PDU_TIMEOUT, ERR_LOGIN}
 
@@ -127,8 +128,21 @@ class PrivilegedISCSIActions:
         from brick_agent.privileged import iscsi as piscsi
         timeout = max(1.0, node.login_timeout)
         piscsi.node_create(node.iqn, node.portal, node.iface, timeout=timeout)
-        piscsi.node_update(node.iqn, node.portal, node.iface, self._node_settings(node),
-                           timeout=timeout)
+        settings = self._node_settings(node)
+        try:
+            piscsi.node_update(node.iqn, node.portal, node.iface, settings, timeout=timeout)
+        except CommandFailed as exc:
+            if not node.manual_scan or exc.returncode != ERR_INVAL:
+                raise
+            # an iscsiadm without node.session.scan (gobrick's "exit 7" case): fall back
+            # to automatic scans and remember it (guard_connection then locks)
+            LOG.warning("iscsiadm rejected node.session.scan (%s): automatic LUN scans", exc)
+            locking.note_manual_scan_result(False)
+            settings = [item for item in settings if item[0] != "node.session.scan"]
+            piscsi.node_update(node.iqn, node.portal, node.iface, settings, timeout=timeout)
+        else:
+            if node.manual_scan:
+                locking.note_manual_scan_result(True)
 
     def prepare_nodes(self, nodes: list[NodeSettings]) -> None:
         with self._node_db(exclusive=True):

@@ -78,3 +78,30 @@ def test_flush_fsyncs_a_device_this_process_can_open(tmp_path):
     a.flush(str(dev))                      # a regular file stands in for the node
     with pytest.raises(Exception, match="does not exist"):
         a.flush(str(tmp_path / "missing"))
+
+
+def test_iscsiadm_without_manual_scan_falls_back_and_is_remembered(tmp_path, monkeypatch):
+    from brick_agent import locking
+    from brick_agent.connectors.iscsi_actions import NodeSettings
+    from brick_agent.privileged import iscsi as piscsi
+    conf = config.new_conf()
+    conf.set_override("lock_path", str(tmp_path), group="brick_agent")
+    conf.set_override("privsep_in_process", True, group="brick_agent")
+    a = ip.PrivilegedISCSIActions(conf)
+    updates: list[list[str]] = []
+
+    def node_update(iqn, portal, iface, settings, timeout=30.0):
+        names = [n for n, _ in settings]
+        if "node.session.scan" in names:
+            raise CommandFailed(["iscsiadm", "--op", "update"], 7, "unknown parameter")
+        updates.append(names)
+        return []
+
+    monkeypatch.setattr(piscsi, "node_create", lambda *a, **k: {})
+    monkeypatch.setattr(piscsi, "node_update", node_update)
+    monkeypatch.setattr(piscsi, "node_login", lambda *a, **k: {})
+    noted: list[bool] = []
+    monkeypatch.setattr(locking, "note_manual_scan_result", noted.append)
+    a.login(NodeSettings("127.0.0.1:3260", IQN, manual_scan=True))
+    assert noted == [False]
+    assert updates and "node.session.scan" not in updates[0]
