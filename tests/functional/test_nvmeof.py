@@ -248,17 +248,21 @@ def test_3_native_multipath_survives_port_removal(connector):
         assert ctrls(sub.nqn) == []
 
 
-def _reload_nvme_core(multipath: str) -> None:
-    mods = ["nvme_tcp", "nvme_fabrics", "nvme_core"]
-    subprocess.run(["modprobe", "-r", *mods], check=True, timeout=60)
+def _reload_nvme_core(multipath: str) -> bool:
+    """Reload nvme_core with ``multipath``; False (modules restored) when it is in use."""
+    removed = subprocess.run(["modprobe", "-r", "nvme_tcp", "nvme_fabrics", "nvme_core"],
+                             capture_output=True, text=True, timeout=60)
+    if removed.returncode != 0:
+        subprocess.run(["modprobe", "nvme_tcp"], check=True, timeout=60)
+        return False
     subprocess.run(["modprobe", "nvme_core", f"multipath={multipath}"], check=True, timeout=60)
     subprocess.run(["modprobe", "nvme_tcp"], check=True, timeout=60)
+    return True
 
 
 def test_3b_non_native_one_device_per_controller(tmp_path):
-    if glob.glob("/sys/class/nvme/nvme*"):
-        pytest.skip("controllers exist: cannot reload nvme_core")
-    _reload_nvme_core("N")
+    if glob.glob("/sys/class/nvme/nvme*") or not _reload_nvme_core("N"):
+        pytest.skip("nvme_core is in use: cannot reload it with multipath=N")
     try:
         conf = make_conf(tmp_path, use_multipath=True)
         privileged.init(conf)
@@ -277,6 +281,7 @@ def test_3b_non_native_one_device_per_controller(tmp_path):
     finally:
         if not glob.glob("/sys/class/nvme/nvme*"):
             _reload_nvme_core("Y")
+        subprocess.run(["modprobe", "nvme_tcp"], check=True, timeout=60)
 
 
 # ------------------------------------------------------------------ 7: extend
