@@ -284,6 +284,29 @@ def test_3b_non_native_one_device_per_controller(tmp_path):
         subprocess.run(["modprobe", "nvme_tcp"], check=True, timeout=60)
 
 
+def test_3c_ana_inaccessible_path_is_tolerated_and_all_inaccessible_fails_clean(tmp_path):
+    """ANA: one path inaccessible -> attach and I/O over the other; every path
+    inaccessible -> no head device, DeviceNotFound, and no controller left."""
+    if read("/sys/module/nvme_core/parameters/multipath") != "Y":
+        pytest.skip("native NVMe multipath is off in this kernel")
+    conf = make_conf(tmp_path, device_wait_timeout=3.0)
+    privileged.init(conf)
+    connector = NVMeOFConnector(None, None, conf=conf)
+    with NvmetSubsystem(namespaces=1, ports=("127.0.0.1:4420", "127.0.0.2:4420")) as sub:
+        sub.set_ana_state("127.0.0.1:4420", "inaccessible")
+        p = props(sub, 1)
+        info = connector.connect_volume(p)
+        assert dev_uuid(info["path"]) == sub.namespaces[1].uuid
+        io_roundtrip(info["path"])
+        connector.disconnect_volume(p, info)
+        assert ctrls(sub.nqn) == []
+
+        sub.set_ana_state("127.0.0.2:4420", "inaccessible")
+        with pytest.raises(DeviceNotFound):
+            connector.connect_volume(p)
+        assert ctrls(sub.nqn) == []
+
+
 # ------------------------------------------------------------------ 7: extend
 
 def test_7_extend_returns_new_size(connector, nvmet_subsystem):
