@@ -462,7 +462,7 @@ class NVMeOFConnector(Connector):
 
     def _flush(self, path: str, force: bool, errors: list[str]) -> bool:
         try:
-            self.actions.flush(path)
+            self.actions.flush(path, self.opts.flush_timeout)
             return True
         except BrickError as exc:
             errors.append(f"flush {path}: {exc}")

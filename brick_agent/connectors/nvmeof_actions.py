@@ -71,8 +71,8 @@ class NvmeActions(Protocol):
     def rescan(self, controller: str) -> None:
         """Ask controller ``nvmeN`` to rescan its namespaces (``rescan_controller``)."""
 
-    def flush(self, device: str) -> None:
-        """Flush the buffers of block device ``device`` (a /dev path)."""
+    def flush(self, device: str, timeout: float) -> None:
+        """Flush the buffers of block device ``device`` (a /dev path) within ``timeout``."""
 
     def write_host_identity(self, hostnqn: str, hostid: str) -> None:
         """Create /etc/nvme/hostnqn and hostid, each only when missing (never overwrite)."""
@@ -137,9 +137,9 @@ class PrivilegedNvmeActions:
         from brick_agent.privileged import nvme
         nvme.rescan_controller(controller)
 
-    def flush(self, device: str) -> None:
+    def flush(self, device: str, timeout: float) -> None:
         from brick_agent.privileged import block
-        block.flush_block_device(os.path.basename(os.path.realpath(device)))
+        block.flush_block_device(os.path.basename(os.path.realpath(device)), timeout=timeout)
 
     def write_host_identity(self, hostnqn: str, hostid: str) -> None:
         from brick_agent.privileged import nvme

@@ -158,7 +158,8 @@ class FakeNvmeKernel:
             self.rescans.append(controller)
             self._scan(int(controller[4:]), passes=1)
 
-    def flush(self, device: str) -> None:
+    def flush(self, device: str, timeout: float) -> None:
+        assert timeout > 0
         if device in self.fail_flush:
             raise DeviceBusy(f"flush {device}: device busy")
         self.flushed.append(device)

@@ -45,7 +45,7 @@ class TreeActions:
     def rescan(self, controller):
         priv_nvme.do_rescan_controller(self.roots, controller)
 
-    def flush(self, device):
+    def flush(self, device, timeout):
         self.flushed.append(device)
 
     def write_host_identity(self, hostnqn, hostid):
