@@ -36,9 +36,9 @@ from typing import Any, TypeVar
 
 from brick_agent import locking, nvme_identity
 from brick_agent.connectors.base import Connector, DeviceInfo
-from brick_agent.deadline import Deadline
 from brick_agent.connectors.nvmeof_actions import (AlreadyConnected, ConnectRequest,
                                                    NvmeActions, PrivilegedNvmeActions)
+from brick_agent.deadline import Deadline
 from brick_agent.errors import (BrickError, DeviceNotFound, LeftoversRemain,
                                 TargetUnreachable, VolumeIdentityMismatch)
 from brick_agent.host import nvme as hostnvme

@@ -1,6 +1,7 @@
 """Scenario 8: NVMe over FC through nvme-fcloop (lab kernel 6.12 only).
 
-    tools/kernel-lab/lab run --kernel 6.12 -- tools/kernel-lab/guest-pytest tests/functional/test_nvmeof_fc.py -q
+    tools/kernel-lab/lab run --kernel 6.12 -- \
+        tools/kernel-lab/guest-pytest tests/functional/test_nvmeof_fc.py -q
 
 fcloop has no SCSI fc_host, so the local port is given to the connector
 (``fc_local_ports``); on real HBAs it comes from /sys/class/fc_host.

@@ -386,7 +386,8 @@ def test_attaches_to_one_subsystem_are_serialised_and_share_the_controller(tmp_p
     kernel.connect_delay = 0.2
     results = {}
     threads = [threading.Thread(target=lambda k, p: results.__setitem__(k, conn.connect_volume(p)),
-                                args=(k, p)) for k, p in (("a", props()), ("b", props(vol_uuid=U2)))]
+                                args=(k, p))
+               for k, p in (("a", props()), ("b", props(vol_uuid=U2)))]
     for t in threads:
         t.start()
     for t in threads:
