@@ -1,0 +1,412 @@
+#!/usr/bin/env python3
+"""brick_agent vs os-brick, same lab VM, same targets, same run (guest side; see bench_compare.sh).
+
+    tools/kernel-lab/lab run -- .venv/bin/python tools/bench_compare.py \
+        --osbrick-python /var/tmp/brick-bench/osbrick-venv/bin/python [-n 7] [--sections ...]
+    .venv/bin/python tools/bench_compare.py --synthetic     # host: fake sysfs/dev trees only
+
+Each tool runs in its own long-lived worker process (tools/bench/worker.py) under its own
+venv's python; times are taken inside the worker around the library call (no interpreter
+start).  Floors are the bare scripts of tools/bench_iscsi.py / tools/bench_nvmeof.py.
+Privileged work runs in-process for both tools (``--daemon``: both through privsep daemons).
+Prints a markdown table and a ``BENCH_JSON`` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any, Callable
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.abspath(os.path.join(HERE, "..")))
+
+from tools.bench import leftovers as lo  # noqa: E402
+from tools.bench.client import Worker, WorkerTimeout  # noqa: E402
+
+TOOLS = ("ours", "osbrick")
+FAIL_CAP = 60.0          # seconds: a failure attempt still running then is reported as "> cap"
+ROWS: list[dict[str, Any]] = []
+LEFT: dict[str, dict[str, list[str]]] = {}
+
+
+def p(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))]
+
+
+def row(section: str, what: str, **vals: Any) -> None:
+    ROWS.append({"section": section, "what": what, **vals})
+    print(f"  [{section}] {what}: " + ", ".join(f"{k}={v}" for k, v in vals.items()), flush=True)
+
+
+def fmt(x: Any) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.3f}"
+    return str(x)
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}" if a and b else "–"
+
+
+def check(section: str, tool: str, before: dict[str, Any]) -> None:
+    after = lo.snapshot()
+    LEFT.setdefault(section, {})[tool] = lo.leftovers(before, after)
+    lo.cleanup()
+
+
+def ok(r: dict[str, Any], what: str) -> dict[str, Any]:
+    if not r.get("ok"):
+        raise RuntimeError(f"{what}: {r.get('error') or r}")
+    return r
+
+
+# ------------------------------------------------------------------ 1. latency
+def latency(workers: dict[str, Worker], n: int) -> None:
+    from tests.functional.lab import LioIscsiTarget, NvmetSubsystem
+    import tools.bench_iscsi as bi
+    import tools.bench_nvmeof as bn
+
+    with LioIscsiTarget(luns=1, lun_size=1 << 20, initiators=["local"]) as t:
+        portals = ["127.0.0.1:3260"]
+        props = {"target_portal": portals[0], "target_iqn": t.iqn, "target_lun": 0}
+        samples: dict[str, list[float]] = {f"{w}_{op}": [] for w in ("floor",) + TOOLS
+                                           for op in ("attach", "detach")}
+        before = lo.snapshot()
+        for i in range(n + 1):                   # round 0 = warm-up, not recorded
+            order = ["floor", *TOOLS]
+            order = order[i % 3:] + order[:i % 3]   # rotate so no one always goes first
+            for who in order:
+                if who == "floor":
+                    a, d = bi.timed(bi.floor_attach, t, portals), bi.timed(bi.floor_detach, t, portals)
+                else:
+                    ra = ok(workers[who].call({"op": "attach", "protocol": "ISCSI", "props": props}),
+                            f"{who} iSCSI attach")
+                    rd = ok(workers[who].call({"op": "detach", "protocol": "ISCSI", "props": props,
+                                               "info": ra["info"]}), f"{who} iSCSI detach")
+                    a, d = ra["t"], rd["t"]
+                if i:
+                    samples[f"{who}_attach"].append(a)
+                    samples[f"{who}_detach"].append(d)
+        check("1 iSCSI latency", "both", before)
+        _latency_rows("iSCSI single-path", samples)
+
+    with NvmetSubsystem(namespaces=1, ns_size=1 << 20) as sub:
+        ns = sub.namespaces[1]
+        props = {"target_nqn": sub.nqn, "vol_uuid": ns.uuid, "ns_id": 1,
+                 "portals": [["127.0.0.1", 4420, "tcp"]]}
+        env = {"NQN": sub.nqn, "UUID": ns.uuid,
+               "HOSTNQN": open("/etc/nvme/hostnqn").read().strip(),
+               "HOSTID": open("/etc/nvme/hostid").read().strip()}
+        samples = {f"{w}_{op}": [] for w in ("floor",) + TOOLS for op in ("attach", "detach")}
+        before = lo.snapshot()
+        for i in range(n + 1):
+            order = ["floor", *TOOLS]
+            order = order[i % 3:] + order[:i % 3]
+            for who in order:
+                if who == "floor":
+                    t0, t1, _ = bn._bash(bn.FLOOR_ATTACH, env)
+                    d0, d1 = bn._bash(bn.FLOOR_DETACH, env)
+                    a, d = float(t1) - float(t0), float(d1) - float(d0)
+                else:
+                    ra = ok(workers[who].call({"op": "attach", "protocol": "NVME", "props": props}),
+                            f"{who} NVMe attach")
+                    rd = ok(workers[who].call({"op": "detach", "protocol": "NVME", "props": props,
+                                               "info": ra["info"]}), f"{who} NVMe detach")
+                    a, d = ra["t"], rd["t"]
+                if i:
+                    samples[f"{who}_attach"].append(a)
+                    samples[f"{who}_detach"].append(d)
+        check("1 NVMe latency", "both", before)
+        _latency_rows("NVMe/TCP", samples)
+
+
+def _latency_rows(label: str, s: dict[str, list[float]]) -> None:
+    for op in ("attach", "detach"):
+        med = {w: statistics.median(s[f"{w}_{op}"]) for w in ("floor",) + TOOLS}
+        row("1 latency", f"{label} {op} (n={len(s['floor_' + op])})",
+            floor=med["floor"], ours=med["ours"], osbrick=med["osbrick"],
+            ours_p95=p(s[f"ours_{op}"], 0.95), osbrick_p95=p(s[f"osbrick_{op}"], 0.95),
+            ours_vs_floor=ratio(med["ours"], med["floor"]),
+            ours_vs_osbrick=ratio(med["ours"], med["osbrick"]),
+            samples={k: [round(x, 3) for x in v] for k, v in s.items() if k.endswith(op)})
+
+
+# ------------------------------------------------------------------ 2. concurrency
+def concurrency(workers: dict[str, Worker], protocol: str) -> None:
+    from tests.functional.lab import LioIscsiTarget, NvmetSubsystem
+    if protocol == "ISCSI":
+        targets = [LioIscsiTarget(luns=8, lun_size=1 << 20, initiators=["local"],
+                                  portals=(f"127.0.0.{k + 1}:3260",)) for k in range(2)]
+        for t in targets:
+            t.create()
+        items = [{"props": {"target_portal": t.portals[0], "target_iqn": t.iqn, "target_lun": lun}}
+                 for t in targets for lun in range(8)]
+    else:
+        targets = [NvmetSubsystem(namespaces=8, ns_size=1 << 20) for _ in range(2)]
+        for t in targets:
+            t.create()
+        items = [{"props": {"target_nqn": t.nqn, "vol_uuid": ns.uuid, "ns_id": nsid,
+                            "portals": [["127.0.0.1", 4420, "tcp"]]}}
+                 for t in targets for nsid, ns in sorted(t.namespaces.items())]
+    try:
+        for who in TOOLS:
+            before = lo.snapshot()
+            ra = workers[who].call({"op": "attach_many", "protocol": protocol, "items": items},
+                                   timeout=300)
+            infos = [dict(it, info=r.get("info")) for it, r in zip(items, ra["results"])]
+            rd = workers[who].call({"op": "detach_many", "protocol": protocol, "items": infos},
+                                   timeout=300)
+            fails = sum(not r["ok"] for r in ra["results"] + rd["results"])
+            errs = sorted({r["error"] for r in ra["results"] + rd["results"] if not r["ok"]})
+            for op, r in (("attach", ra), ("detach", rd)):
+                ts = [x["t"] for x in r["results"]]
+                row("2 concurrency", f"{protocol} 16 volumes {op} [{who}]", wall=r["t"],
+                    p50=statistics.median(ts), p95=p(ts, 0.95), failures=fails,
+                    errors=errs[:2])
+            check(f"2 concurrency {protocol}", who, before)
+    finally:
+        for t in targets:
+            t.destroy()
+
+
+# ------------------------------------------------------------------ 3. failure latency
+def failures(workers: dict[str, Worker]) -> None:
+    from tests.functional.lab import LioIscsiTarget
+    with LioIscsiTarget(luns=1, lun_size=1 << 20, initiators=["local"]) as t:
+        cases = {
+            "iSCSI refused portal (closed port)":
+                ("ISCSI", {"target_portal": "127.0.0.1:3261", "target_iqn": t.iqn, "target_lun": 0}),
+            "iSCSI missing LUN":
+                ("ISCSI", {"target_portal": "127.0.0.1:3260", "target_iqn": t.iqn, "target_lun": 7}),
+            "NVMe/TCP refused portal (closed port)":
+                ("NVME", {"target_nqn": "nqn.2014-08.org.bench:none",
+                          "vol_uuid": "8f0b1c7e-0000-4000-8000-00000000beef",
+                          "portals": [["127.0.0.1", 4499, "tcp"]]}),
+        }
+        for label, (proto, props) in cases.items():
+            vals: dict[str, Any] = {}
+            for who in TOOLS:
+                before = lo.snapshot()
+                try:
+                    r = workers[who].call({"op": "attach", "protocol": proto, "props": props},
+                                          timeout=FAIL_CAP)
+                    vals[who] = r["t"]
+                    vals[f"{who}_error"] = "attached?!" if r["ok"] else r["error"][:120]
+                except WorkerTimeout:
+                    vals[who] = f">{FAIL_CAP:.0f} (capped)"
+                    vals[f"{who}_error"] = "none within cap"
+                check(f"3 {label}", who, before)
+            row("3 failure", label, **vals)
+
+
+# ------------------------------------------------------------------ 4. discovery
+def discovery_lab(workers: dict[str, Worker], sizes: list[int]) -> None:
+    import subprocess
+    from tests.functional.lab import LioIscsiTarget
+    with LioIscsiTarget(luns=sizes[0], lun_size=1 << 20, initiators=["local"]) as t:
+        portal = "127.0.0.1:3260"
+        props = {"target_portal": portal, "target_iqn": t.iqn, "target_lun": 0}
+        base = f"/dev/disk/by-path/ip-{portal}-iscsi-{t.iqn}-lun-"
+        subprocess.run(["iscsiadm", "-m", "node", "-T", t.iqn, "-p", portal, "--op", "new"],
+                       check=True, capture_output=True)
+        subprocess.run(["iscsiadm", "-m", "node", "-T", t.iqn, "-p", portal, "--login"],
+                       check=True, capture_output=True)
+        try:
+            for size in sizes:
+                while len(t.luns) < size:
+                    t.add_lun(size=1 << 20)
+                subprocess.run(["iscsiadm", "-m", "session", "-R"], capture_output=True)
+                end = time.monotonic() + 120
+                while sum(os.path.exists(base + str(i)) for i in range(size)) < size:
+                    if time.monotonic() > end:
+                        raise RuntimeError(f"only some of {size} LUNs appeared")
+                    time.sleep(0.05)
+                vals: dict[str, Any] = {}
+                for who in TOOLS:
+                    r = ok(workers[who].call({"op": "discover", "protocol": "ISCSI",
+                                              "props": props, "repeat": 5}), f"{who} discover")
+                    vals[f"{who}_all"] = r["all"]["median"]
+                    vals[f"{who}_all_n"] = r["all"]["count"]
+                    vals[f"{who}_paths"] = r["paths"]["median"]
+                row("4 discovery lab", f"{size} LUNs, 1 session", **vals)
+        finally:
+            lo.cleanup()
+
+
+def discovery_synthetic(ours_python: str, osbrick_python: str | None, sizes: list[int],
+                        lock_dir: str) -> None:
+    from tools.bench import synthetic
+    for size in sizes:
+        base = tempfile.mkdtemp(prefix=f"bench-syn-{size}-", dir="/var/tmp")
+        try:
+            props = synthetic.build(base, size)
+            vals: dict[str, Any] = {}
+            w = Worker("ours", ours_python, lock_dir, roots=base)
+            try:
+                r = ok(w.call({"op": "discover", "protocol": "ISCSI", "props": props,
+                               "repeat": 5}), "ours synthetic")
+            finally:
+                w.close()
+            vals.update(ours_all=r["all"]["median"], ours_all_n=r["all"]["count"],
+                        ours_paths=r["paths"]["median"])
+            if osbrick_python:
+                # os-brick has no injectable root: get_all_available_volumes globs its search
+                # path, which we point at the fake by-path dir; get_volume_paths only stats
+                # hard-coded /dev paths, so it is not measured here.
+                w = Worker("osbrick", osbrick_python, lock_dir)
+                try:
+                    r = ok(w.call({"op": "discover", "protocol": "ISCSI", "props": props,
+                                   "repeat": 5,
+                                   "search_dir": os.path.join(base, "dev/disk/by-path")}),
+                           "osbrick synthetic")
+                finally:
+                    w.close()
+                vals.update(osbrick_all=r["all"]["median"], osbrick_all_n=r["all"]["count"])
+            row("4 discovery synthetic", f"{size} paths", **vals)
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ table
+def table(meta: dict[str, Any]) -> str:
+    L = [f"brick_agent vs os-brick {meta['osbrick_version']} — {meta['date']}, kernel "
+         f"{meta['kernel']}, {meta['where']}, privileged work {meta['privsep']}", ""]
+    lat = [r for r in ROWS if r["section"] == "1 latency"]
+    if lat:
+        L += ["| 1. latency (median s) | floor | brick_agent | os-brick | ours/floor | "
+              "ours/os-brick | p95 ours | p95 os-brick |", "|---|---|---|---|---|---|---|---|"]
+        L += [f"| {r['what']} | {fmt(r['floor'])} | {fmt(r['ours'])} | {fmt(r['osbrick'])} | "
+              f"{r['ours_vs_floor']} | {r['ours_vs_osbrick']} | {fmt(r['ours_p95'])} | "
+              f"{fmt(r['osbrick_p95'])} |" for r in lat]
+        L.append("")
+    con = [r for r in ROWS if r["section"] == "2 concurrency"]
+    if con:
+        L += ["| 2. concurrency (s) | wall | per-volume p50 | per-volume p95 | failures |",
+              "|---|---|---|---|---|"]
+        L += [f"| {r['what']} | {fmt(r['wall'])} | {fmt(r['p50'])} | {fmt(r['p95'])} | "
+              f"{r['failures']} |" for r in con]
+        for proto in ("ISCSI", "NVME"):
+            w = {who: next((r["wall"] for r in con if r["what"] ==
+                            f"{proto} 16 volumes attach [{who}]"), None) for who in TOOLS}
+            if w["ours"] and w["osbrick"]:
+                L.append(f"| {proto} attach speed-up os-brick/ours | "
+                         f"{w['osbrick'] / w['ours']:.1f}x | | | |")
+        L.append("")
+    fail = [r for r in ROWS if r["section"] == "3 failure"]
+    if fail:
+        L += ["| 3. failure: time to error (s) | brick_agent | os-brick | brick_agent error | "
+              "os-brick error |", "|---|---|---|---|---|"]
+        L += [f"| {r['what']} | {fmt(r['ours'])} | {fmt(r['osbrick'])} | "
+              f"{r['ours_error'][:60]} | {r['osbrick_error'][:60]} |" for r in fail]
+        L.append("")
+    disc = [r for r in ROWS if r["section"].startswith("4 discovery")]
+    if disc:
+        L += ["| 4. discovery (median ms) | ours all | os-brick all | ours paths | "
+              "os-brick paths | found (ours/os-brick) |", "|---|---|---|---|---|---|"]
+        ms = lambda v: f"{v * 1000:.2f}" if isinstance(v, float) else "n/a"  # noqa: E731
+        L += [f"| {r['section'][12:]}: {r['what']} | {ms(r.get('ours_all'))} | "
+              f"{ms(r.get('osbrick_all'))} | {ms(r.get('ours_paths'))} | "
+              f"{ms(r.get('osbrick_paths'))} | {r.get('ours_all_n')}/{r.get('osbrick_all_n', '–')} |"
+              for r in disc]
+        L.append("")
+    if LEFT:
+        L += ["| 5. leftovers (audit + raw counts, after the section) | brick_agent | os-brick |",
+              "|---|---|---|"]
+        for sec, d in LEFT.items():
+            if "both" in d:
+                L.append(f"| {sec} (all tools + floor in one loop) | "
+                         f"{', '.join(d['both']) or 'none'} | (same) |")
+            else:
+                L.append(f"| {sec} | {', '.join(d.get('ours', [])) or 'none'} | "
+                         f"{', '.join(d.get('osbrick', [])) or 'none'} |")
+    return "\n".join(L)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-n", type=int, default=7)
+    ap.add_argument("--osbrick-python", default="/var/tmp/brick-bench/osbrick-venv/bin/python")
+    ap.add_argument("--sections", default="latency,concurrency,failures,discovery",
+                    help="comma list of latency,concurrency,concurrency-nvme,failures,discovery")
+    ap.add_argument("--discovery-sizes", default="16,32,64")
+    ap.add_argument("--synthetic", action="store_true",
+                    help="host only: synthetic sysfs/dev trees (no VM needed)")
+    ap.add_argument("--synthetic-sizes", default="256,512,1024,2048,4096")
+    ap.add_argument("--daemon", action="store_true", help="both tools through privsep daemons")
+    ap.add_argument("--json-out", help="also write rows/leftovers as JSON here")
+    args = ap.parse_args()
+    osb_ver = "?"
+    try:
+        import subprocess
+        osb_ver = subprocess.run([args.osbrick_python, "-c",
+                                  "import importlib.metadata as m;print(m.version('os-brick'))"],
+                                 capture_output=True, text=True).stdout.strip() or "?"
+    except OSError:
+        pass
+    meta = {"date": datetime.date.today().isoformat(), "kernel": platform.release(),
+            "osbrick_version": osb_ver, "privsep": "through privsep daemons" if args.daemon
+            else "in-process", "where": "software-emulated QEMU TCG, 2 vCPU"
+            if os.environ.get("BRICK_LAB") else "host (synthetic trees)"}
+    lock_dir = tempfile.mkdtemp(prefix="bench-locks-", dir="/var/tmp")
+    t_start = time.monotonic()
+    if args.synthetic:
+        discovery_synthetic(sys.executable, args.osbrick_python,
+                            [int(x) for x in args.synthetic_sizes.split(",")], lock_dir)
+    else:
+        if not os.environ.get("BRICK_LAB"):
+            print("run inside the lab VM (tools/bench_compare.sh), or use --synthetic")
+            return 2
+        sections = args.sections.split(",")
+        workers = {"ours": Worker("ours", sys.executable, os.path.join(lock_dir, "ours"),
+                                  args.daemon),
+                   "osbrick": Worker("osbrick", args.osbrick_python,
+                                     os.path.join(lock_dir, "osbrick"), args.daemon)}
+        steps: list[tuple[str, Callable[[], None]]] = [
+            ("latency", lambda: latency(workers, args.n)),
+            ("concurrency", lambda: concurrency(workers, "ISCSI")),
+            ("concurrency-nvme", lambda: concurrency(workers, "NVME")),
+            ("failures", lambda: failures(workers)),
+            ("discovery", lambda: discovery_lab(
+                workers, [int(x) for x in args.discovery_sizes.split(",")])),
+        ]
+        try:
+            for name, fn in steps:
+                if name in sections:
+                    t0 = time.monotonic()
+                    print(f"== {name}", flush=True)
+                    try:
+                        fn()
+                    except Exception as exc:  # noqa: BLE001 - keep the other sections
+                        print(f"!! {name} failed: {type(exc).__name__}: {exc}", flush=True)
+                        row(name, "FAILED", error=f"{type(exc).__name__}: {exc}"[:300])
+                        lo.cleanup()
+                    print(f"== {name} took {time.monotonic() - t0:.1f}s", flush=True)
+        finally:
+            for w in workers.values():
+                w.close()
+    print()
+    print(table(meta))
+    print(f"\n(total {time.monotonic() - t_start:.0f}s)")
+    doc = {"meta": meta, "rows": ROWS, "leftovers": LEFT}
+    print("BENCH_JSON " + json.dumps(doc, default=str))
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(doc, f, indent=1, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
