@@ -112,9 +112,8 @@ class FibreChannelConnector(Connector):
     @property
     def actions(self) -> ScsiActions:
         if self._actions is None:
-            # its SCSI/block/multipath methods are transport-neutral
-            from brick_agent.connectors.iscsi_privileged import PrivilegedISCSIActions
-            self._actions = PrivilegedISCSIActions(self.conf, self.roots)
+            from brick_agent.connectors.scsi_privileged import PrivilegedScsiActions
+            self._actions = PrivilegedScsiActions(self.conf, self.roots)
         return self._actions
 
     @property

@@ -2,7 +2,8 @@
 
 The connector decides; an :class:`ISCSIActions` object acts.  Production uses
 :class:`PrivilegedISCSIActions`, a thin adapter over the privileged entrypoints
-(``brick_agent.privileged``: iscsiadm, SCSI scan/delete, flush, multipath).
+(``brick_agent.privileged``: iscsiadm here; SCSI scan/delete, flush, multipath
+through :class:`~brick_agent.connectors.scsi_volume.ScsiActions`).
 Unit tests pass an object with the same methods that mutates a fake sysfs tree
 the way the kernel would, so tests assert outcomes on the tree.
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Protocol
 
-from brick_agent.host.scsi import HCTL
+from brick_agent.connectors.scsi_volume import ScsiActions
 from brick_agent.properties.iscsi import ChapCredentials
 
 
@@ -36,8 +37,9 @@ class NodeSettings:
     replacement_timeout: int | None = None   # seconds I/O waits for a dead session (multipath: short)
 
 
-class ISCSIActions(Protocol):
-    """Privileged operations used by :class:`~brick_agent.connectors.iscsi.ISCSIConnector`."""
+class ISCSIActions(ScsiActions, Protocol):
+    """Privileged operations used by :class:`~brick_agent.connectors.iscsi.ISCSIConnector`:
+    iscsiadm's, on top of the SCSI/block/multipath ones of :class:`ScsiActions`."""
 
     def manual_scan_supported(self) -> bool:
         """True when iscsiadm knows ``node.session.scan`` (detected once, cached)."""
@@ -59,30 +61,3 @@ class ISCSIActions(Protocol):
 
     def logout(self, portal: str, iqn: str, iface: str) -> None:
         """Log out of the session and delete the node record."""
-
-    def scan_lun(self, host: int, channel: int | None, target: int | None, lun: int) -> None:
-        """Write ``"c t l"`` to the SCSI host's scan file (None means the '-' wildcard)."""
-
-    def rescan_device(self, hctl: HCTL) -> None:
-        """Re-read a LUN's capacity and VPD pages (``device/rescan``)."""
-
-    def delete_device(self, hctl: HCTL) -> None:
-        """Remove a SCSI device from the kernel (``device/delete``)."""
-
-    def flush(self, device: str) -> None:
-        """Flush a block device's buffers (``/dev/sdX`` or ``/dev/dm-N``)."""
-
-    def multipath_add(self, wwid: str, devices: list[str]) -> None:
-        """Ask multipathd to build a map for ``wwid`` from ``devices`` ('sdb', ...)."""
-
-    def multipath_remove(self, map_name: str) -> None:
-        """Flush and remove a multipath map (by its dm name)."""
-
-    def multipath_forget(self, wwid: str) -> None:
-        """Remove ``wwid`` from multipath's wwids file."""
-
-    def multipath_resize(self, map_name: str) -> None:
-        """Make multipathd resize a map after its paths grew."""
-
-    def multipathd_running(self) -> bool:
-        """True when multipathd answers (needed to build maps)."""

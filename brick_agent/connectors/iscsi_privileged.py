@@ -1,14 +1,13 @@
-"""Production :class:`~brick_agent.connectors.iscsi_actions.ISCSIActions`: the privileged entrypoints.
+"""Production :class:`~brick_agent.connectors.iscsi_actions.ISCSIActions`: iscsiadm on top of
+:class:`~brick_agent.connectors.scsi_privileged.PrivilegedScsiActions`.
 
 A thin adapter: it turns connector intents into calls of
-``brick_agent.privileged.{iscsi,scsi,block,multipath}`` and iscsiadm exit
-codes into typed errors.  It decides nothing about which device or session
-to touch.
+``brick_agent.privileged.iscsi`` and iscsiadm exit codes into typed errors.
+It decides nothing about which device or session to touch.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import fcntl
 import logging
@@ -16,14 +15,10 @@ import math
 import os
 from collections.abc import Iterator
 
-from oslo_config import cfg
-
-from brick_agent import locking, privileged
+from brick_agent import locking
 from brick_agent.connectors.iscsi_actions import NodeSettings
-from brick_agent.errors import (AuthenticationFailed, CommandFailed, DeviceNotFound,
-                                TargetUnreachable)
-from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
-from brick_agent.host.scsi import HCTL
+from brick_agent.connectors.scsi_privileged import PrivilegedScsiActions, multipathd_running
+from brick_agent.errors import AuthenticationFailed, CommandFailed, TargetUnreachable
 from brick_agent.properties.iscsi import ChapCredentials
 
 LOG = logging.getLogger(__name__)
@@ -38,11 +33,6 @@ ERR_LOGIN_AUTH_FAILED = 24    # CHAP rejected
 ERR_INVAL = 7                 # invalid argument (e.g. an unknown node parameter)
 ERR_NO_RECORDS = 21           # no node record matches
 UNREACHABLE = {ERR_TRANS, ERR_TRANS_TIMEOUT, ERR_PDU_TIMEOUT, ERR_LOGIN}
-
-def _ensure_privsep(conf: cfg.ConfigOpts) -> None:
-    """Apply the privsep mode of ``conf`` (daemon or in-process); idempotent."""
-    privileged.init(conf)
-
 
 def _chap_settings(prefix: str, auth: ChapCredentials | None) -> list[tuple[str, str]]:
     if auth is None:
@@ -64,14 +54,8 @@ def _login_error(exc: CommandFailed, portal: str, iqn: str) -> Exception:
     return exc
 
 
-class PrivilegedISCSIActions:
+class PrivilegedISCSIActions(PrivilegedScsiActions):
     """ISCSIActions over brick_agent.privileged (daemon or in-process per config)."""
-
-    def __init__(self, conf: cfg.ConfigOpts, roots: HostRoots = DEFAULT_ROOTS) -> None:
-        self.conf = conf
-        self.opts = conf.brick_agent
-        self.roots = roots
-        _ensure_privsep(conf)
 
     # iscsiadm -----------------------------------------------------------------
     @contextlib.contextmanager
@@ -187,95 +171,6 @@ class PrivilegedISCSIActions:
         with self._node_db(exclusive=True):
             piscsi.node_delete(iqn, portal, iface, timeout=self.opts.command_timeout)
 
-    # SCSI / block ----------------------------------------------------------------
-    def scan_lun(self, host: int, channel: int | None, target: int | None, lun: int) -> None:
-        from brick_agent.privileged import scsi
-        scsi.scan_scsi_target(host, "-" if channel is None else channel,
-                              "-" if target is None else target, lun)
-
-    def rescan_device(self, hctl: HCTL) -> None:
-        from brick_agent.privileged import scsi
-        scsi.rescan_scsi_device(str(hctl))
-
-    def delete_device(self, hctl: HCTL) -> None:
-        from brick_agent.privileged import scsi
-        scsi.delete_scsi_device(str(hctl))
-
-    def flush(self, device: str) -> None:
-        """fsync the device when this process may open it, else the privileged flush.
-
-        fsync(2) on a block device writes its dirty pages and sends a cache flush;
-        doing it here saves a privsep round trip and a ``blockdev`` exec.
-        """
-        try:
-            fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-        except PermissionError:
-            fd = None
-        except FileNotFoundError:
-            raise DeviceNotFound(f"{device} does not exist") from None
-        if fd is None:
-            from brick_agent.privileged import block
-            block.flush_block_device(os.path.basename(device),
-                                     timeout=self.opts.flush_timeout)
-            return
-        try:
-            os.fsync(fd)
-        except OSError as exc:
-            raise CommandFailed(["fsync", device], exc.errno, exc.strerror or str(exc)) from None
-        finally:
-            os.close(fd)
-
-    # multipath ---------------------------------------------------------------------
-    def multipath_add(self, wwid: str, devices: list[str]) -> None:
-        """Best effort: record the wwid and hand multipathd the paths.
-
-        multipathd may already be adding a path from its uevent (``add path``
-        then fails); the caller waits for the map either way.
-        """
-        from brick_agent.privileged import multipath
-
-        def add_path(dev: str) -> None:
-            try:
-                multipath.add_path(dev)
-            except CommandFailed as exc:
-                LOG.debug("multipathd add path %s failed: %s", dev, exc)
-
-        try:
-            multipath.add_wwid(wwid)
-        except CommandFailed as exc:
-            LOG.debug("multipath -a %s failed: %s", wwid, exc)
-        if len(devices) > 1:
-            with concurrent.futures.ThreadPoolExecutor(max_workers=len(devices)) as pool:
-                list(pool.map(add_path, devices))
-        else:
-            for dev in devices:
-                add_path(dev)
-
-    def multipath_remove(self, map_name: str) -> None:
-        from brick_agent.privileged import multipath
-        multipath.flush_map(map_name, timeout=self.opts.flush_timeout)
-
-    def multipath_forget(self, wwid: str) -> None:
-        from brick_agent.privileged import multipath
-        multipath.remove_wwid(wwid)
-
-    def multipath_resize(self, map_name: str) -> None:
-        from brick_agent.privileged import multipath
-        multipath.resize_map(map_name)
-
-    def multipathd_running(self) -> bool:
-        return multipathd_running(self.roots)
-
-
-def multipathd_running(roots: HostRoots) -> bool:
-    """multipathd's pid file names a live process."""
-    try:
-        with open(roots.runfs("multipathd.pid"), encoding="ascii") as f:
-            pid = int(f.read().strip())
-    except (OSError, ValueError):
-        return False
-    return os.path.exists(f"/proc/{pid}")
-
 
 def parse_sendtargets(text: str) -> list[tuple[str, str]]:
     """``'10.0.0.1:3260,1 iqn.x'`` lines -> ``[('10.0.0.1:3260', 'iqn.x')]`` (tpgt dropped)."""
@@ -288,3 +183,6 @@ def parse_sendtargets(text: str) -> list[tuple[str, str]]:
         if (portal, parts[1]) not in out:
             out.append((portal, parts[1]))
     return out
+
+
+__all__ = ["PrivilegedISCSIActions", "multipathd_running", "parse_sendtargets"]

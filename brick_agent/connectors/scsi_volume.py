@@ -1,4 +1,4 @@
-"""SCSI-level volume steps shared by the SCSI transports (Fibre Channel; iSCSI can adopt them).
+"""SCSI-level volume steps shared by the SCSI transports (iSCSI and Fibre Channel).
 
 A transport connector finds *which* SCSI devices (H:C:T:L) belong to a volume
 and makes them appear (iSCSI login + ``c t l`` scan, FC rport lookup + scan).
@@ -23,12 +23,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ContextManager, Protocol
 
 from brick_agent.deadline import Deadline
-from brick_agent.errors import (BrickError, DeviceBusy, DeviceNotFound, NotSupported,
-                                VolumeIdentityMismatch)
+from brick_agent.errors import (BrickError, CommandFailed, DeviceBusy, DeviceNotFound,
+                                NotSupported, VolumeIdentityMismatch)
 from brick_agent.host import udev
 from brick_agent.host.block import block_device_for_path, read_block_device
 from brick_agent.host.multipath import MultipathMap, map_for_slave, map_for_wwid, read_map
@@ -43,10 +44,10 @@ DeviceInfo = dict[str, Any]
 
 
 class ScsiActions(Protocol):
-    """The protocol-neutral privileged operations (a subset of ``ISCSIActions``).
+    """The protocol-neutral privileged operations every SCSI transport needs.
 
-    Production: :class:`brick_agent.connectors.iscsi_privileged.PrivilegedISCSIActions`
-    (its SCSI/block/multipath methods are transport-neutral).
+    Production: :class:`brick_agent.connectors.scsi_privileged.PrivilegedScsiActions`
+    (iSCSI's adapter extends it with iscsiadm).
     """
 
     def scan_lun(self, host: int, channel: int | None, target: int | None, lun: int) -> None:
@@ -106,6 +107,10 @@ class ScsiVolumeOps:
     device_removal_timeout: float = 20.0
     wait_for_udev: bool = True
     multipath_grace: float = 1.0     # let multipathd map the paths itself before poking it
+    map_removal_timeout: float = 20.0   # retry a map removal this long while it is in use
+    #: device_info paths: True gives udev's stable links (by-id/wwn-0x..., by-id/dm-uuid-mpath-..),
+    #: False the kernel names (/dev/sdX, /dev/dm-N) as os-brick's iSCSI connector returns them
+    stable_paths: bool = True
 
     # ------------------------------------------------------------ readiness / identity
     def disk_ready(self, dev: ScsiDevice | None) -> ScsiDevice | None:
@@ -243,12 +248,14 @@ class ScsiVolumeOps:
             if self.actions.multipathd_running():
                 m = self.wait_for_map(wwid, [d.name for d in devices if d.name], deadline)
                 self._settle(m.dm_name, deadline)
-                return {"type": "block", "path": self.map_path(m), "scsi_wwn": wwid,
-                        "multipath_id": wwid}
+                path = self.map_path(m) if self.stable_paths else self.roots.devfs(m.dm_name)
+                return {"type": "block", "path": path, "scsi_wwn": wwid, "multipath_id": wwid}
             if enforce_multipath:
                 raise NotSupported("multipath enforced but multipathd is not running")
             LOG.warning("multipathd is not running: returning single path %s", devices[0].name)
-        return {"type": "block", "path": self.stable_disk_path(devices[0]), "scsi_wwn": wwid}
+        path = (self.stable_disk_path(devices[0]) if self.stable_paths
+                else self.roots.devfs(devices[0].name or ""))
+        return {"type": "block", "path": path, "scsi_wwn": wwid}
 
     def _settle(self, name: str, deadline: Deadline) -> None:
         """Let udev finish ``name`` (its links) within the budget; no-op without udev."""
@@ -378,11 +385,14 @@ class ScsiVolumeOps:
 
     def remove_volume(self, ours: Sequence[ScsiDevice], wwid: str | None,
                       info: Mapping[str, Any], force: bool,
-                      lock_for: Callable[[ScsiDevice], ContextManager[Any]] | None = None
-                      ) -> list[str]:
+                      lock_for: Callable[[ScsiDevice], ContextManager[Any]] | None = None,
+                      forget: bool = True) -> list[str]:
         """Flush what was used, remove the map, delete ``ours``, wait; return leftovers.
 
         Without ``force`` the first failure raises (DeviceBusy for a failed flush).
+        A map still briefly held (udev/blkid probing a fresh map) is retried for
+        ``map_removal_timeout``.  ``forget=False`` leaves the wwids entry to the
+        caller (iSCSI drops it in parallel with its logouts).
         """
         leftovers: list[str] = []
         mpath = self.volume_map(wwid, ours)
@@ -397,11 +407,15 @@ class ScsiVolumeOps:
         if mpath is not None:
             try:
                 with self.watch_factory() as watch:
-                    self.actions.multipath_remove(mpath.name or mpath.dm_name)
+                    retry(lambda: self.actions.multipath_remove(mpath.name or mpath.dm_name),
+                          Deadline.after(self.map_removal_timeout),
+                          until=lambda: read_map(self.roots, mpath.dm_name) is None,
+                          what=f"removal of map {mpath.dm_name}")
                     watch.wait_gone(lambda: read_map(self.roots, mpath.dm_name),
                                     Deadline.after(self.device_removal_timeout),
                                     what=f"map {mpath.dm_name}")
-                self.forget(mpath.wwid)
+                if forget:
+                    self.forget(mpath.wwid)
             except BrickError as exc:
                 if not force:
                     raise
@@ -439,13 +453,16 @@ class ScsiVolumeOps:
         size = int(next(iter(sizes.values())))
         m = map_for_wwid(self.roots, wwid)
         if m is not None:
+            budget = Deadline.after(self.multipath_wait_timeout)
             with self.watch_factory() as watch:
-                self.actions.multipath_resize(m.name or m.dm_name)
                 try:
+                    # multipathd refuses until it has processed the paths' change uevents
+                    retry(lambda: self.actions.multipath_resize(m.name or m.dm_name), budget,
+                          until=lambda: self.block_size(m.dm_name) == size,
+                          what=f"resize of map {m.dm_name}")
                     watch.wait_for(lambda: True if self.block_size(m.dm_name) == size else None,
-                                   Deadline.after(self.multipath_wait_timeout),
-                                   what=f"map {m.dm_name} at {size} bytes")
-                except DeviceNotFound:
+                                   budget, what=f"map {m.dm_name} at {size} bytes")
+                except (DeviceNotFound, CommandFailed):
                     raise BrickError(f"map {m.dm_name} did not grow to {size} bytes (now "
                                      f"{self.block_size(m.dm_name)})") from None
         return size
@@ -455,4 +472,22 @@ class ScsiVolumeOps:
         return None if dev is None else dev.size_bytes
 
 
-__all__ = ["DeviceInfo", "ScsiActions", "ScsiVolumeOps", "udev_wwid", "wwn_link_name"]
+def retry(action: Callable[[], object], deadline: Deadline, *, until: Callable[[], bool],
+          what: str, first_delay: float = 0.1, max_delay: float = 1.0) -> None:
+    """Run ``action`` until it succeeds or ``until()`` holds; re-raise its error at the deadline."""
+    delay = first_delay
+    while True:
+        try:
+            action()
+            return
+        except BrickError as exc:
+            if until():
+                return
+            if deadline.remaining() <= 0:
+                raise
+            LOG.debug("%s failed (%s); retrying in %.2fs", what, exc, delay)
+            time.sleep(min(delay, deadline.remaining()))
+            delay = min(delay * 2, max_delay)
+
+
+__all__ = ["DeviceInfo", "ScsiActions", "ScsiVolumeOps", "retry", "udev_wwid", "wwn_link_name"]

@@ -6,7 +6,7 @@ import pytest
 
 from brick_agent.connectors.scsi_volume import ScsiVolumeOps, udev_wwid, wwn_link_name
 from brick_agent.deadline import Deadline
-from brick_agent.errors import (DeviceBusy, DeviceNotFound, NotSupported,
+from brick_agent.errors import (CommandFailed, DeviceBusy, DeviceNotFound, NotSupported,
                                 VolumeIdentityMismatch)
 from brick_agent.host.scsi import HCTL, scsi_device
 from brick_agent.host.udev import DeviceWatch
@@ -101,6 +101,72 @@ def test_device_info_with_and_without_multipathd(env):
     assert "multipath_id" not in single
 
 
+def test_device_info_kernel_names_when_stable_paths_are_off(env):
+    """iSCSI's output (os-brick's): /dev/sdX for one path, /dev/dm-N for the map."""
+    h, fake, ops = env
+    ops.stable_paths = False
+    fake.scan_lun(1, 0, 0, 1)
+    fake.scan_lun(2, 0, 0, 1)
+    devs = [dev(h, "1:0:0:1"), dev(h, "2:0:0:1")]
+    info = ops.device_info(devs, udev_of(1), use_multipath=True, enforce_multipath=False,
+                           deadline=Deadline.after(1))
+    assert info == {"type": "block", "path": h.roots.devfs("dm-0"), "scsi_wwn": udev_of(1),
+                    "multipath_id": udev_of(1)}
+    single = ops.device_info(devs, udev_of(1), use_multipath=False, enforce_multipath=False,
+                             deadline=Deadline.after(1))
+    assert single == {"type": "block", "path": h.roots.devfs("sda"), "scsi_wwn": udev_of(1)}
+
+
+def _fail_first(fake, name: str, times: int) -> list[int]:
+    """Make ``fake.<name>`` fail ``times`` times ("in use"), then act; returns the call count."""
+    real, calls = getattr(fake, name), [0]
+
+    def flaky(*args):
+        calls[0] += 1
+        if calls[0] <= times:
+            raise CommandFailed([name], 1, "map in use")
+        return real(*args)
+    setattr(fake, name, flaky)
+    return calls
+
+
+def test_remove_volume_retries_a_map_still_in_use(env):
+    h, fake, ops = env
+    ops.map_removal_timeout = 2.0
+    fake.scan_lun(1, 0, 0, 1)
+    fake.scan_lun(2, 0, 0, 1)
+    fake.multipath_add(udev_of(1), ["sda", "sdb"])
+    calls = _fail_first(fake, "multipath_remove", 2)
+    ours, _ = ops.confirmed([dev(h, "1:0:0:1"), dev(h, "2:0:0:1")], udev_of(1), force=False)
+    assert ops.remove_volume(ours, udev_of(1), {}, force=False, forget=False) == []
+    assert calls[0] == 3 and fake.maps() == [] and fake.hctls() == []
+    assert fake.ops("multipath_forget") == []      # forget=False: left to the caller
+
+
+def test_remove_volume_reports_a_map_that_stays_in_use(env):
+    h, fake, ops = env
+    ops.map_removal_timeout = 0.2
+    fake.scan_lun(1, 0, 0, 1)
+    fake.multipath_add(udev_of(1), ["sda"])
+    _fail_first(fake, "multipath_remove", 10 ** 6)
+    ours = [dev(h, "1:0:0:1")]
+    with pytest.raises(CommandFailed):
+        ops.remove_volume(ours, udev_of(1), {}, force=False)
+    left = ops.remove_volume(ours, udev_of(1), {}, force=True)
+    assert any("map removal failed" in x for x in left)
+
+
+def test_extend_retries_the_resize_until_multipathd_accepts(env):
+    h, fake, ops = env
+    fake.scan_lun(1, 0, 0, 1)
+    fake.scan_lun(2, 0, 0, 1)
+    fake.multipath_add(udev_of(1), ["sda", "sdb"])
+    fake.array[TA][1].sectors = fake.array[TB][1].sectors = 8192
+    calls = _fail_first(fake, "multipath_resize", 1)
+    assert ops.extend([dev(h, "1:0:0:1"), dev(h, "2:0:0:1")], "vol") == 8192 * 512
+    assert calls[0] == 2 and ops.block_size("dm-0") == 8192 * 512
+
+
 def test_map_holding_a_foreign_path_is_refused(env):
     h, fake, ops = env
     fake.scan_lun(1, 0, 0, 1)
@@ -189,11 +255,13 @@ def test_production_actions_and_the_fake_implement_scsi_actions():
     import inspect
 
     from brick_agent.connectors.iscsi_privileged import PrivilegedISCSIActions
+    from brick_agent.connectors.scsi_privileged import PrivilegedScsiActions
     from brick_agent.connectors.scsi_volume import ScsiActions
+    from tests.unit.connectors.test_iscsi_fakehost import FakeISCSI
     names = [n for n, v in vars(ScsiActions).items()
              if callable(v) and not n.startswith("_")]
     assert "multipath_forget" in names and "scan_lun" in names
-    for impl in (PrivilegedISCSIActions, FakeFC):
+    for impl in (PrivilegedScsiActions, PrivilegedISCSIActions, FakeFC, FakeISCSI):
         for n in names:
             want = list(inspect.signature(getattr(ScsiActions, n)).parameters)
             got = list(inspect.signature(getattr(impl, n)).parameters)
