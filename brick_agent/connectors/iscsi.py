@@ -12,6 +12,8 @@ Attach (:meth:`ISCSIConnector.connect_volume`):
    under one deadline budget (``device_wait_timeout``).
 4. Check every path reports the same WWID (fail closed otherwise); with
    multipath, wait for the dm map ``mpath-<wwid>`` holding the paths.
+   (Steps after the scan are the SCSI-level ones of
+   :class:`~brick_agent.connectors.scsi_volume.ScsiVolumeOps`, shared with FC.)
 5. On any failure undo what this call created: devices it scanned, sessions
    it logged in that carry no other LUN.
 
@@ -38,16 +40,16 @@ from brick_agent import locking
 from brick_agent.connectors.base import Connector, DeviceInfo
 from brick_agent.connectors.iscsi_actions import ISCSIActions, NodeSettings
 from brick_agent.connectors import iscsi_view as view
-from brick_agent.errors import (AuthenticationFailed, BrickError, CommandFailed, DeviceBusy,
-                                DeviceNotFound,
+from brick_agent.connectors.scsi_volume import ScsiVolumeOps, udev_wwid
+from brick_agent.errors import (AuthenticationFailed, BrickError, DeviceNotFound,
                                 LeftoversRemain, NotSupported,
                                 TargetUnreachable, VolumeIdentityMismatch)
 from brick_agent.deadline import Deadline
 from brick_agent.host import sysfs
-from brick_agent.host.block import block_device_for_path
 from brick_agent.host.iscsi import IscsiSession, session_devices, session_targets
+from brick_agent.host.multipath import MultipathMap, map_for_slave, map_for_wwid, read_map
 from brick_agent.host.roots import HostRoots
-from brick_agent.host.scsi import HCTL, ScsiDevice, same_wwid, scsi_device, scsi_device_by_name
+from brick_agent.host.scsi import HCTL, ScsiDevice, scsi_device_by_name
 from brick_agent.host.udev import DeviceWatch
 from brick_agent.properties.iscsi import ISCSIProperties, ISCSITarget, Portal, parse_iscsi
 
@@ -122,6 +124,7 @@ class ISCSIConnector(Connector):
         self.iface = "default" if self.transport in ("default", "tcp") else self.transport
         self._actions = actions
         self._watch_factory = watch_factory or _watch_for(self.roots)
+        self._ops: ScsiVolumeOps | None = None
         self._limit: locking.HostConcurrencyLimit | None = None
 
     # ---------------------------------------------------------------- plumbing
@@ -131,6 +134,19 @@ class ISCSIConnector(Connector):
             from brick_agent.connectors.iscsi_privileged import PrivilegedISCSIActions
             self._actions = PrivilegedISCSIActions(self.conf)
         return self._actions
+
+    @property
+    def ops(self) -> ScsiVolumeOps:
+        """The SCSI-level steps; iSCSI keeps os-brick's kernel-name paths (/dev/sdX, /dev/dm-N)
+        and does not wait for udev (the returned path is the kernel's node)."""
+        if self._ops is None:
+            self._ops = ScsiVolumeOps(self.roots, self.actions, self._watch_factory,
+                                      multipath_wait_timeout=self.opts.multipath_wait_timeout,
+                                      device_removal_timeout=self.opts.device_removal_timeout,
+                                      map_removal_timeout=self.opts.flush_timeout,
+                                      multipath_grace=self.multipath_grace,
+                                      wait_for_udev=False, stable_paths=False)
+        return self._ops
 
     def _parse(self, props: Mapping[str, Any]) -> ISCSIProperties:
         return parse_iscsi(props, use_multipath=self.use_multipath)
@@ -200,8 +216,8 @@ class ISCSIConnector(Connector):
                 if deadline.expired:
                     break
                 continue
-            return {"type": "block", "path": self.roots.devfs(path.device.name),
-                    "scsi_wwn": path.wwid}
+            return self.ops.device_info([path.device], path.wwid, use_multipath=False,
+                                        enforce_multipath=False, deadline=deadline)
         raise _best_error(errors)
 
     def _targets_for_multipath(self, props: ISCSIProperties,
@@ -254,66 +270,11 @@ class ISCSIConnector(Connector):
         if errors:
             LOG.warning("iSCSI multipath attach continues with %d of %d paths (%s)",
                         len(paths), len(targets), "; ".join(str(e) for e in errors))
-        wwid = paths[0].wwid
-        for p in paths[1:]:
-            if not same_wwid(p.wwid, wwid):
-                raise VolumeIdentityMismatch(
-                    f"paths of one volume disagree on its WWID: {paths[0].device.name}="
-                    f"{wwid}, {p.device.name}={p.wwid}")
-        names = [p.device.name for p in paths]
-        if not self.actions.multipathd_running():
-            if props.enforce_multipath or self.opts.enforce_multipath:
-                raise NotSupported("multipath enforced but multipathd is not running")
-            LOG.warning("multipathd is not running: returning single path %s", names[0])
-            return {"type": "block", "path": self.roots.devfs(names[0]), "scsi_wwn": wwid}
-        mpath = self._wait_for_map(wwid, names, deadline)
-        return {"type": "block", "path": self.roots.devfs(mpath.dm_name), "scsi_wwn": wwid,
-                "multipath_id": wwid}
-
-    def _wait_for_map(self, wwid: str, names: list[str], deadline: Deadline) -> view.MultipathMap:
-        budget = Deadline.after(min(deadline.remaining(), self.opts.multipath_wait_timeout))
-
-        def complete() -> view.MultipathMap | None:
-            m = view.map_for_wwid(self.roots, wwid)
-            if m is not None and set(names) <= set(m.slaves) and \
-                    view.dev_node_exists(self.roots, m.dm_name):
-                return m
-            return None
-
-        m = complete()
-        if m is None:
-            with self._watch_factory() as watch:
-                # multipathd usually builds the map from the paths' uevents on its own;
-                # give it a moment before paying for multipath -a / multipathd add path
-                try:
-                    m = watch.wait_for(complete, budget.capped(self.multipath_grace),
-                                       what=f"multipath map of {wwid} (by multipathd)")
-                except DeviceNotFound:
-                    LOG.debug("no complete map of %s after %.2fs: asking multipathd", wwid,
-                              self.multipath_grace)
-                    self.actions.multipath_add(wwid, names)
-                    try:
-                        m = watch.wait_for(complete, budget, what=f"multipath map of {wwid}")
-                    except DeviceNotFound:
-                        m = None
-        if m is None:
-            partial = view.map_for_wwid(self.roots, wwid)
-            if partial is None or not set(partial.slaves) & set(names):
-                raise DeviceNotFound(f"no multipath map mpath-{wwid} with paths "
-                                     f"{', '.join(names)} within {budget.budget:.1f}s")
-            LOG.warning("multipath map %s has paths %s of %s", partial.dm_name,
-                        ", ".join(partial.slaves), ", ".join(names))
-            m = partial
-        for s in m.slaves:  # the map must not mix in a path of another LUN
-            if s in names:
-                continue
-            dev = self._scsi_by_name(s)
-            if dev is not None and dev.wwid and not same_wwid(dev.wwid, wwid):
-                raise VolumeIdentityMismatch(f"map {m.dm_name} holds {s} with WWID {dev.wwid}")
-        return m
-
-    def _scsi_by_name(self, name: str) -> ScsiDevice | None:
-        return scsi_device_by_name(self.roots, name)
+        devices = [p.device for p in paths]
+        return self.ops.device_info(
+            devices, self.ops.common_wwid(devices), use_multipath=True,
+            enforce_multipath=bool(props.enforce_multipath or self.opts.enforce_multipath),
+            deadline=deadline)
 
     # one path ---------------------------------------------------------------
     def _attach_path(self, props: ISCSIProperties, target: ISCSITarget, deadline: Deadline,
@@ -324,29 +285,20 @@ class ISCSIConnector(Connector):
                 session = self._ensure_session(props, target, deadline, record)
                 existing = view.session_lun(self.roots, session, lun)
                 if existing is not None:
-                    existing = self._revalidate(existing)
+                    existing = self.ops.revalidate(existing)
                 if existing is None:
                     self._scan(session, lun, record)
             try:
-                device = watch.wait_for(lambda: self._ready(session, lun), deadline,
+                device = watch.wait_for(
+                    lambda: self.ops.disk_ready(view.session_lun(self.roots, session, lun)),
+                    deadline,
                                         what=f"LUN {target.lun} of {target.iqn} via "
                                              f"{target.portal.address}")
             except DeviceNotFound as exc:
                 raise DeviceNotFound(
                     f"LUN {target.lun} of {target.iqn} did not appear via "
                     f"{target.portal.address} within {deadline.budget:.1f}s") from exc
-        wwid = view.udev_wwid(device)
-        if not wwid:
-            raise VolumeIdentityMismatch(
-                f"{device.name} ({device.hctl}) has no WWID (VPD page 0x83): cannot verify "
-                "it is the volume")
-        return _Path(target, session, device, wwid)
-
-    def _ready(self, session: IscsiSession, lun: int) -> ScsiDevice | None:
-        dev = view.session_lun(self.roots, session, lun)
-        if dev is None or not dev.name or not view.dev_node_exists(self.roots, dev.name):
-            return None
-        return dev
+        return _Path(target, session, device, self.ops.require_wwid(device))
 
     def _scan(self, session: IscsiSession, lun: int, record: _AttachRecord) -> None:
         targets = session_targets(session)
@@ -366,31 +318,6 @@ class ISCSIConnector(Connector):
             if dev is not None:
                 with record.lock:
                     record.scanned.append(dev.hctl)
-
-    def _revalidate(self, dev: ScsiDevice) -> ScsiDevice | None:
-        """A LUN that was already there: make sure it is still what the target exports.
-
-        The kernel caches VPD pages; a rescan re-reads them.  When the WWID
-        changed (the target now exports another volume at this LUN), the old
-        device is stale: delete it if nothing holds it (the caller then scans
-        afresh), else fail closed.
-        """
-        before = dev.wwid
-        self.actions.rescan_device(dev.hctl)
-        now = scsi_device(self.roots, dev.hctl)
-        if now is None:
-            return None
-        if before == now.wwid or before is None:
-            return now
-        holders = view.map_for_slave(self.roots, now.name) if now.name else None
-        if holders is not None:
-            raise VolumeIdentityMismatch(
-                f"{now.name} ({now.hctl}) changed identity from {before} to {now.wwid} and is "
-                f"still held by {holders.dm_name}; refusing to use it")
-        LOG.warning("%s (%s) is stale: WWID was %s, target now reports %s; removing it",
-                    now.name, now.hctl, before, now.wwid)
-        self.actions.delete_device(now.hctl)
-        return None
 
     def _node_settings(self, props: ISCSIProperties, target: ISCSITarget,
                        deadline: Deadline) -> NodeSettings:
@@ -433,19 +360,9 @@ class ISCSIConnector(Connector):
 
     def _undo(self, record: _AttachRecord) -> None:
         """Delete devices this attach scanned; log out sessions it created that are empty."""
-        for hctl in record.scanned:
-            if scsi_device(self.roots, hctl) is None:
-                continue
-            try:
-                dev = scsi_device(self.roots, hctl)
-                if dev is not None and dev.name:
-                    m = view.map_for_slave(self.roots, dev.name)
-                    if m is not None and set(m.slaves) <= {dev.name}:
-                        self.actions.multipath_remove(m.name or m.dm_name)
-                        self._forget_wwid(m.wwid)
-                self.actions.delete_device(hctl)
-            except BrickError as exc:
-                LOG.warning("undo: could not delete %s: %s", hctl, exc)
+        left = self.ops.delete_created(record.scanned)
+        if left:
+            LOG.warning("iSCSI attach undo left behind: %s", ", ".join(left))
         for target, sid in record.logins:
             try:
                 with self._target_lock(target):
@@ -458,7 +375,7 @@ class ISCSIConnector(Connector):
                             target.portal.address, exc)
 
     # ---------------------------------------------------------------- detach
-    def _volume_devices(self, props: ISCSIProperties, mpath: view.MultipathMap | None = None
+    def _volume_devices(self, props: ISCSIProperties, mpath: MultipathMap | None = None
                         ) -> tuple[list[tuple[IscsiSession, ScsiDevice]], list[IscsiSession]]:
         """(session, LUN) pairs at this volume's targets (plus ``mpath``'s iSCSI paths),
         and every session looked at."""
@@ -482,7 +399,7 @@ class ISCSIConnector(Connector):
         if mpath is not None:  # every iSCSI path of the map (discovered portals included)
             by_host = {s.host_number: s for s in view.iscsi_sessions(self.roots)}
             for slave in mpath.slaves:
-                dev = self._scsi_by_name(slave)
+                dev = scsi_device_by_name(self.roots, slave)
                 if dev is not None and dev.hctl.host in by_host:
                     s = by_host[dev.hctl.host]
                     looked[s.sid] = s
@@ -506,105 +423,31 @@ class ISCSIConnector(Connector):
             LOG.info("iSCSI detach of %s done in %.3fs", self._describe(props),
                      time.monotonic() - start)
 
-    def _expected_wwid(self, info: Mapping[str, Any],
-                       found: list[tuple[IscsiSession, ScsiDevice]]) -> str | None:
-        for key in ("scsi_wwn", "multipath_id"):
-            value = info.get(key)
-            if isinstance(value, str) and value.strip():
-                return value.strip()
-        path = info.get("path")
-        if isinstance(path, str) and path:
-            dev = block_device_for_path(self.roots, path)
-            if dev is not None and dev.dm_uuid and dev.dm_uuid.startswith("mpath-"):
-                return dev.dm_uuid[len("mpath-"):]
-            if dev is not None and dev.wwid:
-                return view.scsi_wwid_to_udev(dev.wwid)
-        wwids = {view.udev_wwid(d) for _, d in found if d.wwid}
-        if len(wwids) == 1:
-            return wwids.pop()
-        if len(wwids) > 1:
-            raise VolumeIdentityMismatch(
-                "devices at this volume's LUN disagree on the WWID and device_info names "
-                f"none: {', '.join(sorted(w for w in wwids if w))}; refusing to guess")
-        return None
-
     def _disconnect(self, props: ISCSIProperties, info: dict[str, Any], force: bool) -> list[str]:
-        leftovers: list[str] = []
         found, looked = self._volume_devices(props)
-        wwid = self._expected_wwid(info, found)
-        mpath = view.map_for_wwid(self.roots, wwid) if wwid else None
+        wwid = self.ops.expected_wwid(info, [d for _, d in found])
+        mpath = map_for_wwid(self.roots, wwid) if wwid else None
         if mpath is not None:
             found, looked = self._volume_devices(props, mpath)
-        ours: list[tuple[IscsiSession, ScsiDevice]] = []
-        for s, d in found:
-            if wwid and d.wwid and same_wwid(d.wwid, wwid):
-                ours.append((s, d))
-            elif d.wwid is None and force:
-                ours.append((s, d))   # unreadable identity: only removed when forced
-            else:
-                LOG.warning("leaving %s (%s): WWID %s is not the volume's %s", d.name, d.hctl,
-                            d.wwid, wwid)
-                if d.wwid is None:
-                    leftovers.append(f"{d.hctl} (WWID unreadable; use force)")
+        session_of = {d.hctl: s for s, d in found}
+        ours, leftovers = self.ops.confirmed([d for _, d in found], wwid, force)
         if mpath is None:
-            for _, d in ours:
-                if d.name:
-                    mpath = view.map_for_slave(self.roots, d.name)
-                    if mpath is not None:
-                        break
-
-        # 1. flush what was used
-        used = self._used_device(info, mpath, ours)
-        if used is not None:
-            try:
-                self.actions.flush(self.roots.devfs(used))
-            except BrickError as exc:
-                if not force:
-                    raise DeviceBusy(f"cannot flush {used}: {exc}") from exc
-                leftovers.append(f"{used} (flush failed: {exc})")
-        # 2. the multipath map
-        if mpath is not None:
-            try:
-                with self._watch_factory() as watch:
-                    # udev/blkid may still hold a fresh map open for a moment: retry
-                    _retry(lambda: self.actions.multipath_remove(mpath.name or mpath.dm_name),
-                           Deadline.after(self.opts.flush_timeout),
-                           until=lambda: view.read_map(self.roots, mpath.dm_name) is None,
-                           what=f"removal of map {mpath.dm_name}")
-                    watch.wait_gone(lambda: view.read_map(self.roots, mpath.dm_name),
-                                    Deadline.after(self.opts.device_removal_timeout),
-                                    what=f"map {mpath.dm_name}")
-            except BrickError as exc:
-                if not force:
-                    raise
-                leftovers.append(f"{mpath.dm_name} (map removal failed: {exc})")
-        # 3. the SCSI devices, under their target's lock; then empty sessions
+            mpath = self.ops.volume_map(None, ours)
+        # flush, map, then the SCSI devices under their target's lock
+        leftovers += self.ops.remove_volume(
+            ours, wwid, info, force, lock_for=lambda d: self._session_lock(session_of[d.hctl]),
+            forget=False)
+        # then sessions left without LUNs
+        ours_sids = {session_of[d.hctl].sid for d in ours}
         by_sid: dict[int, IscsiSession] = {s.sid: s for s in looked}
-        with self._watch_factory() as watch:
-            for s, d in ours:
-                try:
-                    with self._session_lock(s):
-                        self.actions.delete_device(d.hctl)
-                except BrickError as exc:
-                    if not force:
-                        raise
-                    leftovers.append(f"{d.name or d.hctl} (delete failed: {exc})")
-            hctls = [d.hctl for _, d in ours]
-            try:
-                watch.wait_gone(lambda: any(scsi_device(self.roots, h) for h in hctls),
-                                Deadline.after(self.opts.device_removal_timeout),
-                                what="SCSI devices " + ", ".join(map(str, hctls)))
-            except DeviceNotFound:
-                for h in hctls:
-                    if scsi_device(self.roots, h) is not None:
-                        leftovers.append(f"{h} (still present)")
-        candidates = [s for _, s in sorted(by_sid.items()) if self._touches(props, s, ours)]
-        forget = mpath.wwid if mpath is not None and view.read_map(self.roots,
-                                                                 mpath.dm_name) is None else None
+        candidates = [s for _, s in sorted(by_sid.items())
+                      if self._touches(props, s, ours_sids)]
+        forget = mpath.wwid if mpath is not None and read_map(self.roots,
+                                                            mpath.dm_name) is None else None
         if len(candidates) > 1 or forget:   # independent work: log out (and forget) in parallel
             with concurrent.futures.ThreadPoolExecutor(
                     max_workers=len(candidates) + 1, thread_name_prefix="iscsi-logout") as pool:
-                forgotten = pool.submit(self._forget_wwid, forget) if forget else None
+                forgotten = pool.submit(self.ops.forget, forget) if forget else None
                 results = list(pool.map(self._logout_if_empty, candidates))
                 if forgotten is not None:
                     forgotten.result()
@@ -617,13 +460,6 @@ class ISCSIConnector(Connector):
                 raise exc
             leftovers.append(f"session{s.sid} (logout failed: {exc})")
         return leftovers
-
-    def _forget_wwid(self, wwid: str) -> None:
-        """Drop the wwids-file entry of a removed map (best effort: it is only a hint)."""
-        try:
-            self.actions.multipath_forget(wwid)
-        except BrickError as exc:
-            LOG.warning("could not remove %s from the multipath wwids file: %s", wwid, exc)
 
     def _logout_if_empty(self, session: IscsiSession) -> BrickError | None:
         """Log out of ``session`` if it carries no LUN any more; the error, if any."""
@@ -643,10 +479,9 @@ class ISCSIConnector(Connector):
         return None
 
     @staticmethod
-    def _touches(props: ISCSIProperties, session: IscsiSession,
-                 ours: list[tuple[IscsiSession, ScsiDevice]]) -> bool:
+    def _touches(props: ISCSIProperties, session: IscsiSession, ours_sids: set[int]) -> bool:
         """Log out only of sessions of this volume: ones we deleted from, or its targets."""
-        if any(s.sid == session.sid for s, _ in ours):
+        if session.sid in ours_sids:
             return True
         return any(t.iqn == session.target_iqn for t in props.targets)
 
@@ -656,21 +491,6 @@ class ISCSIConnector(Connector):
                                                                       session.target_iqn or "?"),
                                    lock_path=self.opts.lock_path,
                                    timeout=self._lock_timeout())
-
-    def _used_device(self, info: Mapping[str, Any], mpath: view.MultipathMap | None,
-                     ours: list[tuple[IscsiSession, ScsiDevice]]) -> str | None:
-        names = {d.name for _, d in ours if d.name}
-        path = info.get("path")
-        if isinstance(path, str) and path:
-            dev = block_device_for_path(self.roots, path)
-            if dev is not None and (dev.name in names or
-                                    (mpath is not None and dev.name == mpath.dm_name)):
-                return dev.name
-        if mpath is not None:
-            return mpath.dm_name
-        if len(names) == 1:
-            return next(iter(names))
-        return None
 
     # ---------------------------------------------------------------- queries
     def get_volume_paths(self, connection_properties: Mapping[str, Any]) -> list[str]:
@@ -694,11 +514,11 @@ class ISCSIConnector(Connector):
             if iqns is not None and s.target_iqn not in iqns:
                 continue
             for d in session_devices(self.roots, s):
-                mpath = view.map_for_slave(self.roots, d.name) if d.name else None
+                mpath = map_for_slave(self.roots, d.name) if d.name else None
                 out.append({
                     "portal": s.portal, "iqn": s.target_iqn, "lun": d.hctl.lun,
                     "hctl": str(d.hctl), "session": s.sid,
-                    "wwid": view.udev_wwid(d),
+                    "wwid": udev_wwid(d),
                     "path": self.roots.devfs(d.name) if d.name else None,
                     "multipath": self.roots.devfs(mpath.dm_name) if mpath else None,
                 })
@@ -713,40 +533,9 @@ class ISCSIConnector(Connector):
     def extend_volume(self, connection_properties: Mapping[str, Any]) -> int:
         props = self._parse(connection_properties)
         found, _ = self._volume_devices(props)
-        found = [(s, d) for s, d in found if d.name]
-        if not found:
-            raise DeviceNotFound(f"no device of {self._describe(props)} to extend")
-        wwids = {view.udev_wwid(d) for _, d in found}
-        if len(wwids) != 1 or None in wwids:
-            raise VolumeIdentityMismatch(f"paths of {self._describe(props)} disagree on the "
-                                         f"WWID: {sorted(str(w) for w in wwids)}")
-        wwid = wwids.pop()
-        for _, d in found:
-            self.actions.rescan_device(d.hctl)
-        sizes = {d.name: view.block_size(self.roots, d.name) for _, d in found}
-        if len(set(sizes.values())) != 1 or None in sizes.values():
-            raise BrickError(f"paths of {self._describe(props)} disagree on the size after a "
-                             f"rescan: {sizes}")
-        size = next(iter(sizes.values()))
-        mpath = view.map_for_wwid(self.roots, wwid)
-        if mpath is not None:
-            budget = Deadline.after(self.opts.multipath_wait_timeout)
-            with self._watch_factory() as watch:
-                try:
-                    # multipathd refuses until it has processed the paths' change uevents
-                    _retry(lambda: self.actions.multipath_resize(mpath.name or mpath.dm_name),
-                           budget, until=lambda: view.block_size(self.roots,
-                                                                 mpath.dm_name) == size,
-                           what=f"resize of map {mpath.dm_name}")
-                    watch.wait_for(
-                        lambda: True if view.block_size(self.roots, mpath.dm_name) == size
-                        else None, budget, what=f"map {mpath.dm_name} at {size} bytes")
-                except (DeviceNotFound, CommandFailed):
-                    raise BrickError(
-                        f"map {mpath.dm_name} did not grow to {size} bytes (now "
-                        f"{view.block_size(self.roots, mpath.dm_name)})") from None
+        size = self.ops.extend([d for _, d in found], self._describe(props))
         LOG.info("iSCSI extend of %s: %d bytes", self._describe(props), size)
-        return int(size)
+        return size
 
 
 # ----------------------------------------------------------------------------- module helpers
@@ -784,24 +573,6 @@ def _by_path_name(session: IscsiSession, dev: ScsiDevice) -> str:
     lun = dev.hctl.lun
     lun_text = str(lun) if lun < 256 else f"0x{lun & 0xffff:04x}{(lun >> 16) & 0xffff:04x}00000000"
     return f"ip-{session.portal}-iscsi-{session.target_iqn}-lun-{lun_text}"
-
-
-def _retry(action: Callable[[], object], deadline: Deadline, *, until: Callable[[], bool],
-           what: str, first_delay: float = 0.1, max_delay: float = 1.0) -> None:
-    """Run ``action`` until it succeeds or ``until()`` holds; re-raise its error at the deadline."""
-    delay = first_delay
-    while True:
-        try:
-            action()
-            return
-        except BrickError as exc:
-            if until():
-                return
-            if deadline.remaining() <= 0:
-                raise
-            LOG.debug("%s failed (%s); retrying in %.2fs", what, exc, delay)
-            time.sleep(min(delay, deadline.remaining()))
-            delay = min(delay * 2, max_delay)
 
 
 def _best_error(errors: list[BaseException]) -> BaseException:

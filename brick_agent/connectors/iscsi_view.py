@@ -8,15 +8,11 @@ import re
 
 from brick_agent.host import iscsi as host_iscsi
 from brick_agent.host import sysfs
-from brick_agent.host.block import read_block_device
 from brick_agent.host.iscsi import IscsiSession, normalize_address, session_devices
-from brick_agent.host.multipath import MultipathMap, map_for_slave, map_for_wwid, read_map
 from brick_agent.host.roots import HostRoots
-from brick_agent.host.scsi import ScsiDevice, scsi_wwid_to_udev
+from brick_agent.host.scsi import ScsiDevice
 
-__all__ = ["MultipathMap", "map_for_slave", "map_for_wwid", "read_map", "udev_wwid",
-           "session_lun", "block_size", "dev_node_exists", "scsi_wwid_to_udev",
-           "read_session", "iscsi_sessions", "find_sessions"]
+__all__ = ["session_lun", "read_session", "iscsi_sessions", "find_sessions"]
 
 # A connection whose socket is down (logging in, recovering, portal dead) fails
 # reads of its current 'address'/'port' with ENOTCONN; brick_agent.host.sysfs
@@ -95,10 +91,6 @@ def find_sessions(roots: HostRoots, iqn: str, address: str, port: int) -> list[I
             out.append(s)
     return out
 
-def udev_wwid(dev: ScsiDevice) -> str | None:
-    """WWID in udev/multipath spelling ('36001405...'); None when unreadable."""
-    return scsi_wwid_to_udev(dev.wwid) if dev.wwid else None
-
 
 def session_lun(roots: HostRoots, session: IscsiSession, lun: int) -> ScsiDevice | None:
     """The LUN ``lun`` of ``session`` (any state), or None."""
@@ -106,12 +98,3 @@ def session_lun(roots: HostRoots, session: IscsiSession, lun: int) -> ScsiDevice
         if dev.hctl.lun == lun:
             return dev
     return None
-
-
-def block_size(roots: HostRoots, name: str) -> int | None:
-    dev = read_block_device(roots, name)
-    return None if dev is None else dev.size_bytes
-
-
-def dev_node_exists(roots: HostRoots, name: str) -> bool:
-    return os.path.exists(roots.devfs(name))

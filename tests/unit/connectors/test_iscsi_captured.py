@@ -136,5 +136,7 @@ def test_detach_targets_only_the_volumes_map(tmp_path, lun, wwid):
                       "target_iqns": [SHARED_IQN] * 2, "target_luns": [lun, lun]})
     found, _ = c._volume_devices(props)
     assert {d.hctl.lun for _, d in found} == {lun}
-    assert {c._expected_wwid({"scsi_wwn": wwid}, found)} == {wwid}
+    devices = [d for _, d in found]
+    assert c.ops.expected_wwid({"scsi_wwn": wwid}, devices) == wwid
+    assert c.ops.expected_wwid({}, devices) == wwid   # the LUN's paths agree on it
     assert len(found) == 2
