@@ -17,6 +17,9 @@ Attach (:meth:`ISCSIConnector.connect_volume`):
 5. On any failure undo what this call created: devices it scanned, sessions
    it logged in that carry no other LUN.
 
+Sessions (lookup, login, discovery, logout) live in
+:mod:`brick_agent.connectors.iscsi_sessions`.
+
 Detach finds the volume's devices by session+LUN *and* WWID, flushes the
 device that was used, removes the map, deletes each SCSI device, waits for
 them to go, and logs out of sessions left without LUNs.
@@ -26,19 +29,16 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import functools
-import ipaddress
 import logging
 import os
-import socket
-import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any
 
 from brick_agent import locking
 from brick_agent.connectors.base import Connector, DeviceInfo
-from brick_agent.connectors.iscsi_actions import ISCSIActions, NodeSettings
+from brick_agent.connectors.iscsi_actions import ISCSIActions
+from brick_agent.connectors.iscsi_sessions import AttachRecord, ISCSISessions, initiator_name
 from brick_agent.connectors import iscsi_view as view
 from brick_agent.connectors.scsi_volume import ScsiVolumeOps, udev_wwid
 from brick_agent.errors import (AuthenticationFailed, BrickError, DeviceNotFound,
@@ -51,50 +51,18 @@ from brick_agent.host.multipath import MultipathMap, map_for_slave, map_for_wwid
 from brick_agent.host.roots import HostRoots
 from brick_agent.host.scsi import HCTL, ScsiDevice, scsi_device_by_name
 from brick_agent.host.udev import DeviceWatch
-from brick_agent.properties.iscsi import ISCSIProperties, ISCSITarget, Portal, parse_iscsi
+from brick_agent.properties.iscsi import ISCSIProperties, ISCSITarget, parse_iscsi
 
 LOG = logging.getLogger(__name__)
-T = TypeVar("T")
 
 SEARCH_DIR = ("disk", "by-path")
-#: With multipath, a dead session fails its I/O after this many seconds so dm
-#: retries it on another path (open-iscsi's default of 120 s stalls the volume).
-MULTIPATH_REPLACEMENT_TIMEOUT = 15
-_LIVE_STATES = (None, "LOGGED_IN")
 
 
 # ----------------------------------------------------------------------------- helpers
-def initiator_name(roots: HostRoots) -> str | None:
-    """This host's iSCSI initiator IQN from /etc/iscsi/initiatorname.iscsi (None if unset)."""
-    try:
-        with open(roots.etcfs("iscsi", "initiatorname.iscsi"), encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        line = line.strip()
-        if line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        if key.strip() == "InitiatorName" and value.strip():
-            return value.strip()
-    return None
-
-
 def _watch_for(roots: HostRoots) -> Callable[[], DeviceWatch]:
     def make() -> DeviceWatch:
         return DeviceWatch(subsystems=("block", "scsi"), roots=roots, poll_interval=0.25)
     return make
-
-
-@dataclasses.dataclass
-class _AttachRecord:
-    """What one connect call created, so a failure can undo exactly that."""
-
-    logins: list[tuple[ISCSITarget, int]] = dataclasses.field(default_factory=list)  # (target, sid)
-    prepared: set[tuple[str, str]] = dataclasses.field(default_factory=set)  # (portal, iqn)
-    scanned: list[HCTL] = dataclasses.field(default_factory=list)
-    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,9 +71,6 @@ class _Path:
     session: IscsiSession
     device: ScsiDevice
     wwid: str
-
-
-_LOGINS = locking.SingleFlight()
 
 
 # ----------------------------------------------------------------------------- connector
@@ -125,6 +90,7 @@ class ISCSIConnector(Connector):
         self._actions = actions
         self._watch_factory = watch_factory or _watch_for(self.roots)
         self._ops: ScsiVolumeOps | None = None
+        self._sessions: ISCSISessions | None = None
         self._limit: locking.HostConcurrencyLimit | None = None
 
     # ---------------------------------------------------------------- plumbing
@@ -148,39 +114,27 @@ class ISCSIConnector(Connector):
                                       wait_for_udev=False, stable_paths=False)
         return self._ops
 
+    @property
+    def sessions(self) -> ISCSISessions:
+        if self._sessions is None:
+            self._sessions = ISCSISessions(self.roots, self.actions, self.opts, self.iface,
+                                           self._watch_factory)
+        return self._sessions
+
     def _parse(self, props: Mapping[str, Any]) -> ISCSIProperties:
         return parse_iscsi(props, use_multipath=self.use_multipath)
-
-    def _lock_timeout(self) -> float:
-        # bounded: a stuck holder must not hang every later attach of that target
-        return (self.opts.login_timeout + self.opts.device_wait_timeout
-                + self.opts.command_timeout)
-
-    def _target_lock(self, target: ISCSITarget):
-        return locking.target_lock("iscsi", locking.iscsi_target_key(target.portal.address,
-                                                                      target.iqn),
-                                   lock_path=self.opts.lock_path,
-                                   timeout=self._lock_timeout())
 
     def _host_slot(self):
         if self._limit is None:
             self._limit = locking.HostConcurrencyLimit(self.opts.max_concurrent_operations,
                                                        self.opts.lock_path)
-        return self._limit.slot(timeout=self._lock_timeout())
-
-    def _sessions(self, target: ISCSITarget) -> list[IscsiSession]:
-        found: list[IscsiSession] = []
-        for address in _portal_addresses(target.portal.host):
-            for s in view.find_sessions(self.roots, target.iqn, address, target.portal.port):
-                if all(s.sid != f.sid for f in found):
-                    found.append(s)
-        return [s for s in found if s.state in _LIVE_STATES] or found
+        return self._limit.slot(timeout=self.sessions.lock_timeout())
 
     # ---------------------------------------------------------------- attach
     def connect_volume(self, connection_properties: Mapping[str, Any]) -> DeviceInfo:
         props = self._parse(connection_properties)
         deadline = Deadline.after(self.opts.device_wait_timeout)
-        record = _AttachRecord()
+        record = AttachRecord()
         start = time.monotonic()
         with self._host_slot():
             try:
@@ -203,7 +157,7 @@ class ISCSIConnector(Connector):
         return f"{t.iqn} lun {t.lun} via {t.portal.address}"
 
     def _connect_single(self, props: ISCSIProperties, deadline: Deadline,
-                        record: _AttachRecord) -> DeviceInfo:
+                        record: AttachRecord) -> DeviceInfo:
         ordered = [props.primary] + [t for t in props.targets if t != props.primary]
         errors: list[BaseException] = []
         for target in ordered:
@@ -220,37 +174,10 @@ class ISCSIConnector(Connector):
                                         enforce_multipath=False, deadline=deadline)
         raise _best_error(errors)
 
-    def _targets_for_multipath(self, props: ISCSIProperties,
-                               deadline: Deadline) -> list[ISCSITarget]:
-        if not props.needs_discovery:
-            return list(props.targets)
-        primary = props.primary
-        found = self.actions.discover(primary.portal.address, self.iface,
-                                      props.discovery_auth,
-                                      min(self.opts.login_timeout, deadline.remaining()))
-        same_iqn = [(p, q) for p, q in found if q == primary.iqn]
-        chosen = same_iqn or found
-        targets = [primary]
-        for portal_text, iqn in chosen:
-            portal = _portal(portal_text)
-            if portal is None:
-                continue
-            t = ISCSITarget(portal, iqn, primary.lun)
-            if t not in targets:
-                targets.append(t)
-        LOG.debug("sendtargets at %s gave %d path(s)", primary.portal.address, len(targets))
-        return targets
-
     def _connect_multipath(self, props: ISCSIProperties, deadline: Deadline,
-                           record: _AttachRecord) -> DeviceInfo:
-        targets = self._targets_for_multipath(props, deadline)
-        need_login = [t for t in targets if not self._sessions(t)]
-        if len(need_login) > 1:
-            # write every node record in one go, so the parallel logins do not queue
-            # one by one behind each other's record writes (node-DB lock)
-            self.actions.prepare_nodes([self._node_settings(props, t, deadline)
-                                        for t in need_login])
-            record.prepared.update((t.portal.address, t.iqn) for t in need_login)
+                           record: AttachRecord) -> DeviceInfo:
+        targets = self.sessions.discover_targets(props, deadline)
+        self.sessions.prepare(props, targets, deadline, record)
         paths: list[_Path] = []
         errors: list[BaseException] = []
         with concurrent.futures.ThreadPoolExecutor(max_workers=len(targets),
@@ -278,11 +205,11 @@ class ISCSIConnector(Connector):
 
     # one path ---------------------------------------------------------------
     def _attach_path(self, props: ISCSIProperties, target: ISCSITarget, deadline: Deadline,
-                     record: _AttachRecord) -> _Path:
+                     record: AttachRecord) -> _Path:
         lun = props.scsi_lun(target.lun)
         with self._watch_factory() as watch:
-            with self._target_lock(target):
-                session = self._ensure_session(props, target, deadline, record)
+            with self.sessions.target_lock(target):
+                session = self.sessions.ensure(props, target, deadline, record)
                 existing = view.session_lun(self.roots, session, lun)
                 if existing is not None:
                     existing = self.ops.revalidate(existing)
@@ -300,7 +227,7 @@ class ISCSIConnector(Connector):
                     f"{target.portal.address} within {deadline.budget:.1f}s") from exc
         return _Path(target, session, device, self.ops.require_wwid(device))
 
-    def _scan(self, session: IscsiSession, lun: int, record: _AttachRecord) -> None:
+    def _scan(self, session: IscsiSession, lun: int, record: AttachRecord) -> None:
         targets = session_targets(session)
         if targets:
             channel, target_id = targets[0][1], targets[0][2]
@@ -319,60 +246,12 @@ class ISCSIConnector(Connector):
                 with record.lock:
                     record.scanned.append(dev.hctl)
 
-    def _node_settings(self, props: ISCSIProperties, target: ISCSITarget,
-                       deadline: Deadline) -> NodeSettings:
-        return NodeSettings(
-            portal=target.portal.address, iqn=target.iqn, iface=self.iface, auth=props.auth,
-            manual_scan=self.actions.manual_scan_supported(),
-            login_timeout=min(self.opts.login_timeout, max(deadline.remaining(), 0.1)),
-            replacement_timeout=MULTIPATH_REPLACEMENT_TIMEOUT if props.use_multipath else None)
-
-    def _ensure_session(self, props: ISCSIProperties, target: ISCSITarget, deadline: Deadline,
-                        record: _AttachRecord) -> IscsiSession:
-        found = self._sessions(target)
-        if found:
-            return found[0]
-        key = (target.portal.address, target.iqn, self.iface)
-
-        def login() -> IscsiSession:
-            again = self._sessions(target)
-            if again:
-                return again[0]
-            prepared = (target.portal.address, target.iqn) in record.prepared
-            self.actions.login(self._node_settings(props, target, deadline), prepared=prepared)
-            with self._watch_factory() as watch:
-                try:
-                    session = watch.wait_for(
-                        lambda: next(iter(self._sessions(target)), None),
-                        Deadline.after(min(2.0, max(deadline.remaining(), 0.1))),
-                        what=f"session to {target.iqn}")
-                except DeviceNotFound:
-                    raise TargetUnreachable(
-                        f"login to {target.iqn} at {target.portal.address} reported success "
-                        "but no session appeared") from None
-            with record.lock:
-                record.logins.append((target, session.sid))
-            LOG.debug("logged in to %s at %s: session%d (host%s)", target.iqn,
-                      target.portal.address, session.sid, session.host_number)
-            return session
-
-        return _LOGINS.do(key, login)
-
-    def _undo(self, record: _AttachRecord) -> None:
+    def _undo(self, record: AttachRecord) -> None:
         """Delete devices this attach scanned; log out sessions it created that are empty."""
         left = self.ops.delete_created(record.scanned)
         if left:
             LOG.warning("iSCSI attach undo left behind: %s", ", ".join(left))
-        for target, sid in record.logins:
-            try:
-                with self._target_lock(target):
-                    session = view.read_session(self.roots, sid)
-                    if session is None or session_devices(self.roots, session):
-                        continue
-                    self.actions.logout(target.portal.address, target.iqn, self.iface)
-            except BrickError as exc:
-                LOG.warning("undo: could not log out of %s at %s: %s", target.iqn,
-                            target.portal.address, exc)
+        self.sessions.undo_logins(record)
 
     # ---------------------------------------------------------------- detach
     def _volume_devices(self, props: ISCSIProperties, mpath: MultipathMap | None = None
@@ -384,7 +263,7 @@ class ISCSIConnector(Connector):
         iqns = {t.iqn for t in props.targets}
         want: list[tuple[IscsiSession, int]] = []
         for t in props.targets:
-            for s in self._sessions(t):
+            for s in self.sessions.find(t):
                 want.append((s, props.scsi_lun(t.lun)))
         if props.use_multipath:
             lun = props.scsi_lun()
@@ -435,7 +314,7 @@ class ISCSIConnector(Connector):
             mpath = self.ops.volume_map(None, ours)
         # flush, map, then the SCSI devices under their target's lock
         leftovers += self.ops.remove_volume(
-            ours, wwid, info, force, lock_for=lambda d: self._session_lock(session_of[d.hctl]),
+            ours, wwid, info, force, lock_for=lambda d: self.sessions.session_lock(session_of[d.hctl]),
             forget=False)
         # then sessions left without LUNs
         ours_sids = {session_of[d.hctl].sid for d in ours}
@@ -448,11 +327,11 @@ class ISCSIConnector(Connector):
             with concurrent.futures.ThreadPoolExecutor(
                     max_workers=len(candidates) + 1, thread_name_prefix="iscsi-logout") as pool:
                 forgotten = pool.submit(self.ops.forget, forget) if forget else None
-                results = list(pool.map(self._logout_if_empty, candidates))
+                results = list(pool.map(self.sessions.logout_if_empty, candidates))
                 if forgotten is not None:
                     forgotten.result()
         else:
-            results = [self._logout_if_empty(s) for s in candidates]
+            results = [self.sessions.logout_if_empty(s) for s in candidates]
         for s, exc in zip(candidates, results):
             if exc is None:
                 continue
@@ -461,36 +340,12 @@ class ISCSIConnector(Connector):
             leftovers.append(f"session{s.sid} (logout failed: {exc})")
         return leftovers
 
-    def _logout_if_empty(self, session: IscsiSession) -> BrickError | None:
-        """Log out of ``session`` if it carries no LUN any more; the error, if any."""
-        try:
-            with self._session_lock(session):
-                now = view.read_session(self.roots, session.sid)
-                if now is None:
-                    return None
-                remaining = session_devices(self.roots, now)
-                if remaining:
-                    LOG.debug("session%d keeps %d other LUN(s): staying logged in",
-                              session.sid, len(remaining))
-                    return None
-                self.actions.logout(now.portal or "", now.target_iqn or "", self.iface)
-        except BrickError as exc:
-            return exc
-        return None
-
     @staticmethod
     def _touches(props: ISCSIProperties, session: IscsiSession, ours_sids: set[int]) -> bool:
         """Log out only of sessions of this volume: ones we deleted from, or its targets."""
         if session.sid in ours_sids:
             return True
         return any(t.iqn == session.target_iqn for t in props.targets)
-
-    def _session_lock(self, session: IscsiSession):
-        portal = session.portal or "unknown"
-        return locking.target_lock("iscsi", locking.iscsi_target_key(portal,
-                                                                      session.target_iqn or "?"),
-                                   lock_path=self.opts.lock_path,
-                                   timeout=self._lock_timeout())
 
     # ---------------------------------------------------------------- queries
     def get_volume_paths(self, connection_properties: Mapping[str, Any]) -> list[str]:
@@ -539,36 +394,6 @@ class ISCSIConnector(Connector):
 
 
 # ----------------------------------------------------------------------------- module helpers
-def _portal(text: str) -> Portal | None:
-    from brick_agent.properties.iscsi import parse_portal
-    try:
-        return parse_portal(text.split(",", 1)[0], "discovered portal")
-    except (BrickError, ValueError):
-        LOG.warning("ignoring unparseable discovered portal %r", text)
-        return None
-
-
-@functools.lru_cache(maxsize=256)
-def _portal_addresses(host: str) -> tuple[str, ...]:
-    """The portal host and, for a host name, its IP addresses (sysfs shows IPs)."""
-    try:
-        ipaddress.ip_address(host.split("%", 1)[0])
-        return (host,)
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except OSError as exc:
-        LOG.debug("cannot resolve portal host %s: %s", host, exc)
-        return (host,)
-    addresses = [host]
-    for info in infos:
-        addr = str(info[4][0])
-        if addr not in addresses:
-            addresses.append(addr)
-    return tuple(addresses)
-
-
 def _by_path_name(session: IscsiSession, dev: ScsiDevice) -> str:
     lun = dev.hctl.lun
     lun_text = str(lun) if lun < 256 else f"0x{lun & 0xffff:04x}{(lun >> 16) & 0xffff:04x}00000000"
@@ -587,4 +412,4 @@ def _best_error(errors: list[BaseException]) -> BaseException:
     return DeviceNotFound("no path to the volume")
 
 
-__all__ = ["ISCSIConnector", "initiator_name"]
+__all__ = ["ISCSIConnector", "initiator_name"]  # initiator_name: from iscsi_sessions

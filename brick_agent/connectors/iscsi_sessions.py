@@ -1,0 +1,236 @@
+"""iSCSI sessions for the connector: find, log in (once per portal+IQN), discover, log out.
+
+:class:`ISCSISessions` owns everything about sessions and node records: the
+per-target locks, SendTargets discovery, merged concurrent logins with manual
+scan, and logging out of sessions left without LUNs.  What happens to the
+LUNs of a session (scan, identity, maps) is the connector's business.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import ipaddress
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from brick_agent import locking
+from brick_agent.connectors import iscsi_view as view
+from brick_agent.connectors.iscsi_actions import ISCSIActions, NodeSettings
+from brick_agent.deadline import Deadline
+from brick_agent.errors import BrickError, DeviceNotFound, TargetUnreachable
+from brick_agent.host.iscsi import IscsiSession, session_devices
+from brick_agent.host.roots import HostRoots
+from brick_agent.host.scsi import HCTL
+from brick_agent.properties.iscsi import ISCSIProperties, ISCSITarget, Portal
+
+LOG = logging.getLogger(__name__)
+
+#: With multipath, a dead session fails its I/O after this many seconds so dm
+#: retries it on another path (open-iscsi's default of 120 s stalls the volume).
+MULTIPATH_REPLACEMENT_TIMEOUT = 15
+_LIVE_STATES = (None, "LOGGED_IN")
+_LOGINS = locking.SingleFlight()
+
+
+def initiator_name(roots: HostRoots) -> str | None:
+    """This host's iSCSI initiator IQN from /etc/iscsi/initiatorname.iscsi (None if unset)."""
+    try:
+        with open(roots.etcfs("iscsi", "initiatorname.iscsi"), encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        line = line.strip()
+        if line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        if key.strip() == "InitiatorName" and value.strip():
+            return value.strip()
+    return None
+
+
+@dataclasses.dataclass
+class AttachRecord:
+    """What one connect call created, so a failure can undo exactly that."""
+
+    logins: list[tuple[ISCSITarget, int]] = dataclasses.field(default_factory=list)  # (target, sid)
+    prepared: set[tuple[str, str]] = dataclasses.field(default_factory=set)  # (portal, iqn)
+    scanned: list[HCTL] = dataclasses.field(default_factory=list)
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+
+@dataclasses.dataclass
+class ISCSISessions:
+    """Session handling bound to one host, one iface and the connector's options."""
+
+    roots: HostRoots
+    actions: ISCSIActions
+    opts: Any                                   # the [brick_agent] option group
+    iface: str
+    watch_factory: Callable[[], Any]
+
+    # ---------------------------------------------------------------- locks
+    def lock_timeout(self) -> float:
+        # bounded: a stuck holder must not hang every later attach of that target
+        return (self.opts.login_timeout + self.opts.device_wait_timeout
+                + self.opts.command_timeout)
+
+    def target_lock(self, target: ISCSITarget):
+        return self._lock(target.portal.address, target.iqn)
+
+    def session_lock(self, session: IscsiSession):
+        return self._lock(session.portal or "unknown", session.target_iqn or "?")
+
+    def _lock(self, portal: str, iqn: str):
+        return locking.target_lock("iscsi", locking.iscsi_target_key(portal, iqn),
+                                   lock_path=self.opts.lock_path, timeout=self.lock_timeout())
+
+    # ---------------------------------------------------------------- lookup
+    def find(self, target: ISCSITarget) -> list[IscsiSession]:
+        """Sessions to ``target`` (portal given by name or address); live ones first choice."""
+        found: list[IscsiSession] = []
+        for address in _portal_addresses(target.portal.host):
+            for s in view.find_sessions(self.roots, target.iqn, address, target.portal.port):
+                if all(s.sid != f.sid for f in found):
+                    found.append(s)
+        return [s for s in found if s.state in _LIVE_STATES] or found
+
+    def discover_targets(self, props: ISCSIProperties, deadline: Deadline) -> list[ISCSITarget]:
+        """The volume's targets; SendTargets at the primary portal when the caller gave one."""
+        if not props.needs_discovery:
+            return list(props.targets)
+        primary = props.primary
+        found = self.actions.discover(primary.portal.address, self.iface,
+                                      props.discovery_auth,
+                                      min(self.opts.login_timeout, deadline.remaining()))
+        same_iqn = [(p, q) for p, q in found if q == primary.iqn]
+        chosen = same_iqn or found
+        targets = [primary]
+        for portal_text, iqn in chosen:
+            portal = _portal(portal_text)
+            if portal is None:
+                continue
+            t = ISCSITarget(portal, iqn, primary.lun)
+            if t not in targets:
+                targets.append(t)
+        LOG.debug("sendtargets at %s gave %d path(s)", primary.portal.address, len(targets))
+        return targets
+
+    # ---------------------------------------------------------------- login
+    def node_settings(self, props: ISCSIProperties, target: ISCSITarget,
+                      deadline: Deadline) -> NodeSettings:
+        return NodeSettings(
+            portal=target.portal.address, iqn=target.iqn, iface=self.iface, auth=props.auth,
+            manual_scan=self.actions.manual_scan_supported(),
+            login_timeout=min(self.opts.login_timeout, max(deadline.remaining(), 0.1)),
+            replacement_timeout=MULTIPATH_REPLACEMENT_TIMEOUT if props.use_multipath else None)
+
+    def prepare(self, props: ISCSIProperties, targets: list[ISCSITarget], deadline: Deadline,
+                record: AttachRecord) -> None:
+        """Write the node records of the ``targets`` without a session in one go, so the
+        parallel logins do not queue one by one behind each other's record writes."""
+        need_login = [t for t in targets if not self.find(t)]
+        if len(need_login) > 1:
+            self.actions.prepare_nodes([self.node_settings(props, t, deadline)
+                                        for t in need_login])
+            record.prepared.update((t.portal.address, t.iqn) for t in need_login)
+
+    def ensure(self, props: ISCSIProperties, target: ISCSITarget, deadline: Deadline,
+               record: AttachRecord) -> IscsiSession:
+        """A session to ``target``: an existing one, or one login shared by concurrent callers."""
+        found = self.find(target)
+        if found:
+            return found[0]
+        key = (target.portal.address, target.iqn, self.iface)
+
+        def login() -> IscsiSession:
+            again = self.find(target)
+            if again:
+                return again[0]
+            prepared = (target.portal.address, target.iqn) in record.prepared
+            self.actions.login(self.node_settings(props, target, deadline), prepared=prepared)
+            with self.watch_factory() as watch:
+                try:
+                    session = watch.wait_for(
+                        lambda: next(iter(self.find(target)), None),
+                        Deadline.after(min(2.0, max(deadline.remaining(), 0.1))),
+                        what=f"session to {target.iqn}")
+                except DeviceNotFound:
+                    raise TargetUnreachable(
+                        f"login to {target.iqn} at {target.portal.address} reported success "
+                        "but no session appeared") from None
+            with record.lock:
+                record.logins.append((target, session.sid))
+            LOG.debug("logged in to %s at %s: session%d (host%s)", target.iqn,
+                      target.portal.address, session.sid, session.host_number)
+            return session
+
+        return _LOGINS.do(key, login)
+
+    # ---------------------------------------------------------------- logout
+    def undo_logins(self, record: AttachRecord) -> None:
+        """Log out of sessions this attach created that carry no LUN."""
+        for target, sid in record.logins:
+            try:
+                with self.target_lock(target):
+                    session = view.read_session(self.roots, sid)
+                    if session is None or session_devices(self.roots, session):
+                        continue
+                    self.actions.logout(target.portal.address, target.iqn, self.iface)
+            except BrickError as exc:
+                LOG.warning("undo: could not log out of %s at %s: %s", target.iqn,
+                            target.portal.address, exc)
+
+    def logout_if_empty(self, session: IscsiSession) -> BrickError | None:
+        """Log out of ``session`` if it carries no LUN any more; the error, if any."""
+        try:
+            with self.session_lock(session):
+                now = view.read_session(self.roots, session.sid)
+                if now is None:
+                    return None
+                remaining = session_devices(self.roots, now)
+                if remaining:
+                    LOG.debug("session%d keeps %d other LUN(s): staying logged in",
+                              session.sid, len(remaining))
+                    return None
+                self.actions.logout(now.portal or "", now.target_iqn or "", self.iface)
+        except BrickError as exc:
+            return exc
+        return None
+
+
+def _portal(text: str) -> Portal | None:
+    from brick_agent.properties.iscsi import parse_portal
+    try:
+        return parse_portal(text.split(",", 1)[0], "discovered portal")
+    except (BrickError, ValueError):
+        LOG.warning("ignoring unparseable discovered portal %r", text)
+        return None
+
+
+@functools.lru_cache(maxsize=256)
+def _portal_addresses(host: str) -> tuple[str, ...]:
+    """The portal host and, for a host name, its IP addresses (sysfs shows IPs)."""
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+        return (host,)
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except OSError as exc:
+        LOG.debug("cannot resolve portal host %s: %s", host, exc)
+        return (host,)
+    addresses = [host]
+    for info in infos:
+        addr = str(info[4][0])
+        if addr not in addresses:
+            addresses.append(addr)
+    return tuple(addresses)
+
+
+__all__ = ["AttachRecord", "ISCSISessions", "MULTIPATH_REPLACEMENT_TIMEOUT", "initiator_name"]
