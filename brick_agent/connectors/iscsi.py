@@ -39,14 +39,14 @@ from brick_agent import locking
 from brick_agent.connectors.base import Connector, DeviceInfo
 from brick_agent.connectors.iscsi_actions import ISCSIActions
 from brick_agent.connectors.iscsi_sessions import AttachRecord, ISCSISessions, initiator_name
-from brick_agent.connectors import iscsi_view as view
 from brick_agent.connectors.scsi_volume import ScsiVolumeOps, udev_wwid
 from brick_agent.errors import (AuthenticationFailed, BrickError, DeviceNotFound,
                                 LeftoversRemain, NotSupported,
                                 TargetUnreachable, VolumeIdentityMismatch)
 from brick_agent.deadline import Deadline
 from brick_agent.host import sysfs
-from brick_agent.host.iscsi import IscsiSession, session_devices, session_targets
+from brick_agent.host.iscsi import (IscsiSession, iscsi_sessions, session_devices,
+                                    session_targets)
 from brick_agent.host.multipath import MultipathMap, map_for_slave, map_for_wwid, read_map
 from brick_agent.host.roots import HostRoots
 from brick_agent.host.scsi import HCTL, ScsiDevice, scsi_device_by_name
@@ -210,14 +210,14 @@ class ISCSIConnector(Connector):
         with self._watch_factory() as watch:
             with self.sessions.target_lock(target):
                 session = self.sessions.ensure(props, target, deadline, record)
-                existing = view.session_lun(self.roots, session, lun)
+                existing = _session_lun(self.roots, session, lun)
                 if existing is not None:
                     existing = self.ops.revalidate(existing)
                 if existing is None:
                     self._scan(session, lun, record)
             try:
                 device = watch.wait_for(
-                    lambda: self.ops.disk_ready(view.session_lun(self.roots, session, lun)),
+                    lambda: self.ops.disk_ready(_session_lun(self.roots, session, lun)),
                     deadline,
                                         what=f"LUN {target.lun} of {target.iqn} via "
                                              f"{target.portal.address}")
@@ -241,7 +241,7 @@ class ISCSIConnector(Connector):
                 record.scanned.append(HCTL(session.host_number, channel, target_id, lun))
         self.actions.scan_lun(session.host_number, channel, target_id, lun)
         if channel is None:
-            dev = view.session_lun(self.roots, session, lun)
+            dev = _session_lun(self.roots, session, lun)
             if dev is not None:
                 with record.lock:
                     record.scanned.append(dev.hctl)
@@ -267,16 +267,16 @@ class ISCSIConnector(Connector):
                 want.append((s, props.scsi_lun(t.lun)))
         if props.use_multipath:
             lun = props.scsi_lun()
-            for s in view.iscsi_sessions(self.roots):
+            for s in iscsi_sessions(self.roots):
                 if s.target_iqn in iqns:
                     want.append((s, lun))
         for s, lun in want:
             looked[s.sid] = s
-            dev = view.session_lun(self.roots, s, lun)
+            dev = _session_lun(self.roots, s, lun)
             if dev is not None:
                 seen[(s.sid, dev.hctl)] = (s, dev)
         if mpath is not None:  # every iSCSI path of the map (discovered portals included)
-            by_host = {s.host_number: s for s in view.iscsi_sessions(self.roots)}
+            by_host = {s.host_number: s for s in iscsi_sessions(self.roots)}
             for slave in mpath.slaves:
                 dev = scsi_device_by_name(self.roots, slave)
                 if dev is not None and dev.hctl.host in by_host:
@@ -365,7 +365,7 @@ class ISCSIConnector(Connector):
         if connection_properties is not None:
             iqns = {t.iqn for t in self._parse(connection_properties).targets}
         out = []
-        for s in view.iscsi_sessions(self.roots):
+        for s in iscsi_sessions(self.roots):
             if iqns is not None and s.target_iqn not in iqns:
                 continue
             for d in session_devices(self.roots, s):
@@ -394,6 +394,14 @@ class ISCSIConnector(Connector):
 
 
 # ----------------------------------------------------------------------------- module helpers
+def _session_lun(roots: HostRoots, session: IscsiSession, lun: int) -> ScsiDevice | None:
+    """The LUN ``lun`` of ``session`` (any state), or None."""
+    for dev in session_devices(roots, session):
+        if dev.hctl.lun == lun:
+            return dev
+    return None
+
+
 def _by_path_name(session: IscsiSession, dev: ScsiDevice) -> str:
     lun = dev.hctl.lun
     lun_text = str(lun) if lun < 256 else f"0x{lun & 0xffff:04x}{(lun >> 16) & 0xffff:04x}00000000"

@@ -18,11 +18,10 @@ from collections.abc import Callable
 from typing import Any
 
 from brick_agent import locking
-from brick_agent.connectors import iscsi_view as view
 from brick_agent.connectors.iscsi_actions import ISCSIActions, NodeSettings
 from brick_agent.deadline import Deadline
 from brick_agent.errors import BrickError, DeviceNotFound, TargetUnreachable
-from brick_agent.host.iscsi import IscsiSession, session_devices
+from brick_agent.host.iscsi import IscsiSession, find_sessions, read_session, session_devices
 from brick_agent.host.roots import HostRoots
 from brick_agent.host.scsi import HCTL
 from brick_agent.properties.iscsi import ISCSIProperties, ISCSITarget, Portal
@@ -94,7 +93,7 @@ class ISCSISessions:
         """Sessions to ``target`` (portal given by name or address); live ones first choice."""
         found: list[IscsiSession] = []
         for address in _portal_addresses(target.portal.host):
-            for s in view.find_sessions(self.roots, target.iqn, address, target.portal.port):
+            for s in find_sessions(self.roots, target.iqn, address, target.portal.port):
                 if all(s.sid != f.sid for f in found):
                     found.append(s)
         return [s for s in found if s.state in _LIVE_STATES] or found
@@ -177,7 +176,7 @@ class ISCSISessions:
         for target, sid in record.logins:
             try:
                 with self.target_lock(target):
-                    session = view.read_session(self.roots, sid)
+                    session = read_session(self.roots, sid)
                     if session is None or session_devices(self.roots, session):
                         continue
                     self.actions.logout(target.portal.address, target.iqn, self.iface)
@@ -189,7 +188,7 @@ class ISCSISessions:
         """Log out of ``session`` if it carries no LUN any more; the error, if any."""
         try:
             with self.session_lock(session):
-                now = view.read_session(self.roots, session.sid)
+                now = read_session(self.roots, session.sid)
                 if now is None:
                     return None
                 remaining = session_devices(self.roots, now)

@@ -14,11 +14,13 @@ import re
 # errno values meaning "this attribute (or its device) is not readable now":
 # ENOENT/ENOTDIR: gone (or never there); ENXIO: e.g. SCSI ``wwid`` without VPD
 # page 0x83; ENODEV/EIO: device being torn down; EACCES/EPERM: write-only or
-# root-only attribute; EINVAL/ENODATA/EAGAIN/EBUSY: driver cannot answer now.
+# root-only attribute; EINVAL/ENODATA/EAGAIN/EBUSY: driver cannot answer now;
+# ENOTCONN/ESHUTDOWN/ECONNRESET: e.g. the current ``address``/``port`` of an
+# iSCSI connection whose socket is down (logging in, recovering, portal dead).
 _UNREADABLE = frozenset({
     errno.ENOENT, errno.ENOTDIR, errno.ENXIO, errno.EIO, errno.ENODEV,
     errno.EACCES, errno.EPERM, errno.EINVAL, errno.ENODATA, errno.EAGAIN,
-    errno.EBUSY, errno.EISDIR,
+    errno.EBUSY, errno.EISDIR, errno.ENOTCONN, errno.ESHUTDOWN, errno.ECONNRESET,
 })
 
 _MAX_LINK_HOPS = 40

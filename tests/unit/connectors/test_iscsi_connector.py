@@ -432,14 +432,14 @@ def test_a_session_whose_connection_is_down_does_not_break_attach(conf, host, fa
     from brick_agent.host import sysfs
     c = make(conf, host, fake)
     c.connect_volume(props(lun=0, iqn=IQN_B))     # another session, soon "down"
-    real_read = sysfs.read_attr
+    real_open = open
 
-    def read_attr(path, *a, **kw):
-        if "connection1:0" in path and path.endswith(("/address", "/port")):
+    def kernel_open(path, *a, **kw):   # what the kernel does on reading those attributes
+        if "connection1:0" in str(path) and str(path).endswith(("/address", "/port")):
             raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
-        return real_read(path, *a, **kw)
+        return real_open(path, *a, **kw)
 
-    monkeypatch.setattr(sysfs, "read_attr", read_attr)
+    monkeypatch.setattr(sysfs, "open", kernel_open, raising=False)
     info = c.connect_volume(props(lun=1))
     assert info["scsi_wwn"] == udev_of(2)
     assert len(c.get_all_available_volumes()) == 2

@@ -21,6 +21,23 @@ def test_read_attr_under_a_file_is_none(tmp_path):
     assert sysfs.read_attr(str(tmp_path / "f" / "child")) is None  # ENOTDIR
 
 
+def test_read_attr_of_a_down_connection_is_none(tmp_path, monkeypatch):
+    """A down iSCSI connection's current 'address' fails with ENOTCONN (real kernel)."""
+    import errno
+    (tmp_path / "address").write_text("10.0.0.1\n")
+    (tmp_path / "persistent_address").write_text("10.0.0.1\n")
+    real_open = open
+
+    def kernel_open(path, *a, **kw):
+        if str(path).endswith("/address"):
+            raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
+        return real_open(path, *a, **kw)
+
+    monkeypatch.setattr(sysfs, "open", kernel_open, raising=False)
+    assert sysfs.read_attr(str(tmp_path / "address")) is None
+    assert sysfs.read_attr(str(tmp_path / "persistent_address")) == "10.0.0.1"
+
+
 def test_read_int(tmp_path):
     (tmp_path / "n").write_text("42\n")
     (tmp_path / "h").write_text("0x1f\n")
