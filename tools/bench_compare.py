@@ -339,7 +339,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=7)
     ap.add_argument("--osbrick-python", default="/var/tmp/brick-bench/osbrick-venv/bin/python")
-    ap.add_argument("--sections", default="latency,concurrency,failures,discovery",
+    ap.add_argument("--sections", default="latency,concurrency,concurrency-nvme,failures,discovery",
                     help="comma list of latency,concurrency,concurrency-nvme,failures,discovery")
     ap.add_argument("--discovery-sizes", default="16,32,64")
     ap.add_argument("--synthetic", action="store_true",

@@ -93,9 +93,8 @@ class Tool:
             brick_priv.brick_privsep_hide_output.set_client_mode(False)
         else:
             helper = os.path.join(os.path.dirname(sys.executable), "privsep-helper")
-            conf.set_override("helper_command",
-                              f"{helper} --privsep_context os_brick.privileged.default "
-                              f"--privsep_sock_path {{sock}}", group="privsep_osbrick")
+            # oslo.privsep appends --privsep_context/--privsep_sock_path itself (no sudo: root)
+            conf.set_override("helper_command", helper, group="privsep_osbrick")
 
     def _osbrick(self, protocol: str) -> Any:
         from os_brick.initiator import connector
