@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -38,15 +37,13 @@ from typing import Any
 from brick_agent import locking
 from brick_agent.connectors import fc_view
 from brick_agent.connectors.base import Connector, DeviceInfo
-from brick_agent.connectors.scsi_volume import ScsiActions, ScsiVolumeOps, udev_wwid
+from brick_agent.connectors.scsi_volume import ScsiActions, ScsiVolumeOps, scsi_watch_factory, udev_wwid
 from brick_agent.deadline import Deadline
 from brick_agent.errors import DeviceNotFound, LeftoversRemain, TargetUnreachable
 from brick_agent.host.block import links_for
 from brick_agent.host.fc import fc_hosts
-from brick_agent.host.roots import HostRoots
 from brick_agent.host.snapshot import host_snapshot
 from brick_agent.host.scsi import HCTL, ScsiDevice, same_wwid, scsi_device, scsi_device_by_name
-from brick_agent.host.udev import DeviceWatch
 from brick_agent.properties.fc import FCProperties, parse_fc
 
 LOG = logging.getLogger(__name__)
@@ -55,29 +52,6 @@ SEARCH_DIR = ("disk", "by-path")
 UNKNOWN_RECHECK = 0.5   # seconds between looks for targets not yet logged in during a wait
 
 
-_UDEV = threading.local()
-
-
-def _udev_context() -> Any:
-    """One pyudev Context per thread: creating one loads libudev through ctypes'
-    find_library (an ldconfig run, ~35 ms under emulation) every time."""
-    ctx = getattr(_UDEV, "context", None)
-    if ctx is None:
-        try:
-            import pyudev
-            ctx = pyudev.Context()
-        except Exception as exc:  # noqa: BLE001 - DeviceWatch falls back to polling
-            LOG.debug("no pyudev context: %s", exc)
-            return None
-        _UDEV.context = ctx
-    return ctx
-
-
-def _watch_for(roots: HostRoots) -> Callable[[], DeviceWatch]:
-    def make() -> DeviceWatch:
-        return DeviceWatch(subsystems=("block", "scsi"), roots=roots, poll_interval=0.25,
-                           context=_udev_context())
-    return make
 
 
 @dataclasses.dataclass
@@ -104,7 +78,7 @@ class FibreChannelConnector(Connector):
                  watch_factory: Callable[[], Any] | None = None, **kwargs: Any) -> None:
         super().__init__(root_helper, driver, **kwargs)
         self._actions = actions
-        self._watch_factory = watch_factory or _watch_for(self.roots)
+        self._watch_factory = watch_factory or scsi_watch_factory(self.roots)
         self._ops: ScsiVolumeOps | None = None
         self._limit: locking.HostConcurrencyLimit | None = None
 

@@ -39,7 +39,7 @@ from brick_agent import locking
 from brick_agent.connectors.base import Connector, DeviceInfo
 from brick_agent.connectors.iscsi_actions import ISCSIActions
 from brick_agent.connectors.iscsi_sessions import AttachRecord, ISCSISessions, initiator_name
-from brick_agent.connectors.scsi_volume import ScsiVolumeOps, udev_wwid
+from brick_agent.connectors.scsi_volume import ScsiVolumeOps, scsi_watch_factory, udev_wwid
 from brick_agent.errors import (AuthenticationFailed, BrickError, DeviceNotFound,
                                 LeftoversRemain, NotSupported,
                                 TargetUnreachable, VolumeIdentityMismatch)
@@ -50,7 +50,6 @@ from brick_agent.host.iscsi import (IscsiSession, iscsi_sessions, session_device
 from brick_agent.host.multipath import MultipathMap, map_for_slave, map_for_wwid, read_map
 from brick_agent.host.roots import HostRoots
 from brick_agent.host.scsi import HCTL, ScsiDevice, scsi_device_by_name
-from brick_agent.host.udev import DeviceWatch
 from brick_agent.properties.iscsi import ISCSIProperties, ISCSITarget, parse_iscsi
 
 LOG = logging.getLogger(__name__)
@@ -58,11 +57,6 @@ LOG = logging.getLogger(__name__)
 SEARCH_DIR = ("disk", "by-path")
 
 
-# ----------------------------------------------------------------------------- helpers
-def _watch_for(roots: HostRoots) -> Callable[[], DeviceWatch]:
-    def make() -> DeviceWatch:
-        return DeviceWatch(subsystems=("block", "scsi"), roots=roots, poll_interval=0.25)
-    return make
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +82,7 @@ class ISCSIConnector(Connector):
         self.transport = transport or "default"
         self.iface = "default" if self.transport in ("default", "tcp") else self.transport
         self._actions = actions
-        self._watch_factory = watch_factory or _watch_for(self.roots)
+        self._watch_factory = watch_factory or scsi_watch_factory(self.roots)
         self._ops: ScsiVolumeOps | None = None
         self._sessions: ISCSISessions | None = None
         self._limit: locking.HostConcurrencyLimit | None = None

@@ -78,6 +78,13 @@ class ScsiActions(Protocol):
         """True when multipathd answers."""
 
 
+def scsi_watch_factory(roots: HostRoots) -> Callable[[], DeviceWatch]:
+    """New watches of block and scsi uevents (the SCSI transports' default watch factory)."""
+    def make() -> DeviceWatch:
+        return DeviceWatch(subsystems=("block", "scsi"), roots=roots, poll_interval=0.25)
+    return make
+
+
 def udev_wwid(dev: ScsiDevice) -> str | None:
     """WWID in udev/multipath spelling ('36001405...'); None when unreadable."""
     return scsi_wwid_to_udev(dev.wwid) if dev.wwid else None
@@ -490,4 +497,4 @@ def retry(action: Callable[[], object], deadline: Deadline, *, until: Callable[[
             delay = min(delay * 2, max_delay)
 
 
-__all__ = ["DeviceInfo", "ScsiActions", "ScsiVolumeOps", "retry", "udev_wwid", "wwn_link_name"]
+__all__ = ["DeviceInfo", "ScsiActions", "ScsiVolumeOps", "retry", "scsi_watch_factory", "udev_wwid", "wwn_link_name"]

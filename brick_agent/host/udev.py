@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol, TypeVar
@@ -43,6 +44,29 @@ T = TypeVar("T")
 DEFAULT_POLL_INTERVAL = 0.5
 _MAX_DRAIN = 256          # events coalesced into one re-check
 _MAX_MONITOR_ERRORS = 3   # then fall back to polling
+
+
+_CONTEXT: Any = None
+_CONTEXT_LOCK = threading.Lock()
+
+
+def shared_context() -> Any:
+    """This process's pyudev ``Context``, created on first use (thread-safe).
+
+    Creating a Context loads libudev through ctypes' ``find_library``, which
+    execs ``ldconfig -p`` every time (35-60 ms in the lab); one per process
+    serves every watch.  Raises what pyudev raises (ImportError, OSError) when
+    libudev is unavailable; a failure is not cached.
+    """
+    global _CONTEXT
+    ctx = _CONTEXT
+    if ctx is None:
+        with _CONTEXT_LOCK:
+            if _CONTEXT is None:
+                import pyudev  # local import: no import-time side effects, optional at runtime
+                _CONTEXT = pyudev.Context()
+            ctx = _CONTEXT
+    return ctx
 
 
 class MonitorLike(Protocol):
@@ -96,8 +120,9 @@ class DeviceWatch:
         try:
             import pyudev  # local import: no import-time side effects, optional at runtime
 
-            context = self._context or pyudev.Context()
-            monitor = pyudev.Monitor.from_netlink(context, source=source)
+            context = self._context or shared_context()
+            with _CONTEXT_LOCK:   # libudev objects are not thread-safe: one creation at a time
+                monitor = pyudev.Monitor.from_netlink(context, source=source)
             for subsystem in self.subsystems:
                 monitor.filter_by(subsystem)
             monitor.start()

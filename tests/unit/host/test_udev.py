@@ -138,6 +138,47 @@ def test_real_netlink_or_poll_open_and_wait():
             w.wait_for(lambda: None, Deadline.after(0.1))
 
 
+def test_one_shared_context_per_process(monkeypatch):
+    """Every watch uses one pyudev Context (each new one costs an ldconfig exec)."""
+    pyudev = pytest.importorskip("pyudev")
+    made = []
+
+    class CountingContext:
+        def __init__(self):
+            made.append(self)
+
+    monitors = []
+
+    class FakeMonitor:
+        @classmethod
+        def from_netlink(cls, context, source):
+            monitors.append(context)
+            return cls()
+
+        def filter_by(self, subsystem):
+            pass
+
+        def start(self):
+            pass
+
+    monkeypatch.setattr(udev, "_CONTEXT", None)
+    monkeypatch.setattr(pyudev, "Context", CountingContext)
+    monkeypatch.setattr(pyudev, "Monitor", FakeMonitor)
+
+    def open_watch():
+        with udev.DeviceWatch(source="kernel") as w:
+            assert w.mode == "netlink-kernel"
+
+    threads = [threading.Thread(target=open_watch) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    open_watch()
+    assert len(made) == 1 and len(monitors) == 9
+    assert all(c is made[0] for c in monitors) and udev.shared_context() is made[0]
+
+
 def test_invalid_poll_interval():
     with pytest.raises(ValueError):
         DeviceWatch(poll_interval=0)
