@@ -11,7 +11,7 @@ import dataclasses
 import os
 from typing import Protocol
 
-from brick_agent.errors import CommandFailed, NotSupported, TargetUnreachable
+from brick_agent.errors import CommandFailed, TargetUnreachable
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
 
 
@@ -146,8 +146,10 @@ class PrivilegedNvmeActions:
         nvme.write_host_identity(hostnqn, hostid)
 
     def md_create(self, name: str, devices: list[str | None]) -> None:
-        raise NotSupported("no privileged mdadm entrypoint yet: replicated NVMe-oF "
-                           "volumes need brick_agent.privileged.md")
+        from brick_agent.privileged import md
+        md.create_or_assemble_raid1(name, [os.path.basename(d) if d else None
+                                           for d in devices])
 
     def md_stop(self, name: str) -> None:
-        raise NotSupported("no privileged mdadm entrypoint yet")
+        from brick_agent.privileged import md
+        md.stop_raid(name)

@@ -342,43 +342,35 @@ def test_attach_detach_through_the_privsep_daemon(tmp_path, nvmet_subsystem):
 
 # ------------------------------------------------------------------ 6: replicated (md RAID1)
 
-class MdadmActions:
-    """Test-only: the default privileged actions plus md create/stop by running mdadm
-    here (root in the lab).  brick_agent.privileged has no mdadm entrypoint yet."""
-
-    def __init__(self):
-        from brick_agent.connectors.nvmeof_actions import PrivilegedNvmeActions
-        self._base = PrivilegedNvmeActions()
-        self.created: list[list[str | None]] = []
-
-    def __getattr__(self, name):
-        return getattr(self._base, name)
-
-    def md_create(self, name, devices):
-        self.created.append(list(devices))
-        members = [d for d in devices if d]
-        subprocess.run(["mdadm", "--create", f"/dev/md/{name}", "--run", "--level=1",
-                        f"--raid-devices={len(devices)}", "--metadata=1.2", "--assume-clean",
-                        "--bitmap=internal", *[d or "missing" for d in devices]],
-                       check=True, timeout=60, input="y\n", text=True, capture_output=True)
-        assert members
-
-    def md_stop(self, name):
-        subprocess.run(["mdadm", "--stop", f"/dev/md/{name}"], check=True, timeout=60,
-                       capture_output=True)
-
-
 def _md_members(path: str) -> list[str]:
     md = os.path.basename(os.path.realpath(path))
     return sorted(os.listdir(f"/sys/block/{md}/slaves"))
 
 
+def _read_block(path: str, offset: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.pread(fd, 4096, offset)
+    finally:
+        os.close(fd)
+
+
+def _write_block(path: str, offset: int, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.pwrite(fd, data, offset)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @pytest.mark.parametrize("degraded", [False, True])
 def test_6_replicated_volume_md_raid1_at_alias(tmp_path, degraded):
+    """md RAID1 through the privileged mdadm entrypoints; a re-attach assembles the
+    existing array (data intact) instead of re-creating it."""
     conf = make_conf(tmp_path, device_wait_timeout=10.0, login_timeout=5.0)
     privileged.init(conf)
-    actions = MdadmActions()
-    connector = NVMeOFConnector(None, None, conf=conf, actions=actions)
+    connector = NVMeOFConnector(None, None, conf=conf)
     with NvmetSubsystem(namespaces=1) as a, \
             NvmetSubsystem(namespaces=1, ports=("127.0.0.1:4421",)) as b:
         rb = props(b)
@@ -390,10 +382,20 @@ def test_6_replicated_volume_md_raid1_at_alias(tmp_path, degraded):
         info = connector.connect_volume(rp)
         assert info["path"] == f"/dev/md/{alias}" and os.path.exists(info["path"])
         assert len(_md_members(info["path"])) == (1 if degraded else 2)
-        assert (actions.created[0][1] is None) == degraded
         io_roundtrip(info["path"])
+        marker = os.urandom(4096)
+        _write_block(info["path"], 8 * MiB, marker)
         assert connector.get_volume_paths(rp) == [info["path"]]
         connector.disconnect_volume(rp, info)
+        assert not os.path.exists(info["path"])
+        assert ctrls(a.nqn) == [] and ctrls(b.nqn) == []
+
+        again = connector.connect_volume(rp)  # members carry a superblock: assemble
+        try:
+            assert again["path"] == info["path"]
+            assert _read_block(again["path"], 8 * MiB) == marker
+        finally:
+            connector.disconnect_volume(rp, again)
         assert not os.path.exists(info["path"])
         assert ctrls(a.nqn) == [] and ctrls(b.nqn) == []
 

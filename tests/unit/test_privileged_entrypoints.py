@@ -17,7 +17,7 @@ from brick_agent import commands
 from brick_agent.errors import CommandFailed, DeviceNotFound, InvalidArgument
 from brick_agent.host.roots import HostRoots
 from brick_agent import privileged
-from brick_agent.privileged import block, diag, iscsi, multipath, nvme, scsi
+from brick_agent.privileged import block, diag, iscsi, md, multipath, nvme, scsi
 
 IQN = "iqn.2003-01.org.linux-iscsi.lab:sn.0123456789ab"
 NQN = "nqn.2014-08.org.nvmexpress:uuid:4c4c4544-0035-4b10-8044-b3c04f4b4d32"
@@ -56,7 +56,7 @@ class Recorder:
 
 
 # ------------------------------------------------------------------ structure
-ENTRYPOINT_MODULES = [scsi, block, iscsi, nvme, multipath, diag]
+ENTRYPOINT_MODULES = [scsi, block, iscsi, nvme, multipath, md, diag]
 
 
 def _entrypoints():
@@ -260,15 +260,14 @@ def test_node_update_chap_passes_password_as_secret():
         ("node.session.auth.username", "user name"),
         ("node.session.auth.password", PW),
     ], run=run)
-    argvs = [c[0] for c in run.calls]
-    assert argvs[0] == ["iscsiadm", "-m", "node", "-T", IQN, "-p", "192.0.2.10:3260",
-                        "-I", "default", "--op", "update", "-n", "node.session.scan",
-                        "-v", "manual"]
-    assert argvs[1][-2:] == ["-v", "CHAP"]
-    assert argvs[2][-1] == "--value=user name"
-    assert argvs[3][-1] == f"--value={PW}"
-    for _, kwargs in run.calls:
-        assert kwargs["secrets"] == [PW]
+    (argv, kwargs), = run.calls          # one exec for every setting
+    assert argv == ["iscsiadm", "-m", "node", "-T", IQN, "-p", "192.0.2.10:3260",
+                    "-I", "default", "--op", "update",
+                    "-n", "node.session.scan", "-v", "manual",
+                    "-n", "node.session.auth.authmethod", "-v", "CHAP",
+                    "-n", "node.session.auth.username", "--value=user name",
+                    "-n", "node.session.auth.password", f"--value={PW}"]
+    assert kwargs["secrets"] == [PW]
 
 
 def test_chap_password_masked_end_to_end(tmp_path, monkeypatch, caplog):
