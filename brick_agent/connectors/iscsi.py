@@ -57,8 +57,6 @@ LOG = logging.getLogger(__name__)
 SEARCH_DIR = ("disk", "by-path")
 
 
-
-
 @dataclasses.dataclass(frozen=True)
 class _Path:
     target: ISCSITarget
