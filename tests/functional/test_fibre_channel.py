@@ -11,7 +11,6 @@ present.  Leftover checks read raw sysfs.
 
 from __future__ import annotations
 
-import glob
 import os
 import subprocess
 import sys
@@ -23,37 +22,13 @@ from brick_agent import config, privileged
 from brick_agent.connectors.fibre_channel import FibreChannelConnector
 from brick_agent.errors import TargetUnreachable
 from tests.functional.lab import FcoeTarget
-from tests.functional.test_iscsi import write_read
+from tests.functional.rawhost import disks_with, maps_with, scsi_devices_of, wait, write_read
 
 pytestmark = pytest.mark.realkernel
 
 
-def _read(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
-def devices_of(host: str) -> list[str]:
-    """H:C:T:L of every SCSI device on SCSI host ``host`` ('host3')."""
-    n = host[len("host"):]
-    return sorted(os.path.basename(p) for p in glob.glob(f"/sys/bus/scsi/devices/{n}:*:*:*"))
-
-
-def disks_with(wwid: str) -> list[str]:
-    return sorted(w.split("/")[3] for w in glob.glob("/sys/block/sd*/device/wwid")
-                  if _read(w) == wwid)
-
-
-def maps_with(scsi_id: str) -> list[str]:
-    return sorted(u.split("/")[3] for u in glob.glob("/sys/block/dm-*/dm/uuid")
-                  if _read(u) == f"mpath-{scsi_id}")
-
-
 def snapshot(t: FcoeTarget) -> dict[str, list[str]]:
-    return {h: devices_of(h) for h in t.initiator_hosts}
+    return {h: scsi_devices_of(h) for h in t.initiator_hosts}
 
 
 def settle_to(t: FcoeTarget, want: dict[str, list[str]], timeout: float = 5.0) -> dict:
@@ -65,13 +40,6 @@ def settle_to(t: FcoeTarget, want: dict[str, list[str]], timeout: float = 5.0) -
         time.sleep(0.1)
 
 
-def _wait(pred, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def fc():
     """The kernel scans every LUN (REPORT LUNS) when the rport logs in: wait for that
@@ -79,14 +47,14 @@ def fc():
     with FcoeTarget(luns=3, fabrics=2) as t:
         for host in t.initiator_hosts:
             n = host[len("host"):]
-            _wait(lambda: {d.rsplit(":", 1)[1] for d in devices_of(host)} >= {"0", "1", "2"},
+            wait(lambda: {d.rsplit(":", 1)[1] for d in scsi_devices_of(host)} >= {"0", "1", "2"},
                   30, f"the login scan of {host}")
-            for d in devices_of(host):
+            for d in scsi_devices_of(host):
                 if not d.endswith(":0"):
                     with open(f"/sys/bus/scsi/devices/{d}/delete", "w") as f:
                         f.write("1")
-            _wait(lambda: devices_of(host) == [f"{n}:0:0:0"] or
-                  [x.rsplit(":", 1)[1] for x in devices_of(host)] == ["0"], 30,
+            wait(lambda: scsi_devices_of(host) == [f"{n}:0:0:0"] or
+                  [x.rsplit(":", 1)[1] for x in scsi_devices_of(host)] == ["0"], 30,
                   f"LUNs 1-2 of {host} to go")
         yield t
 
@@ -120,9 +88,9 @@ def test_1_attach_scans_only_that_lun_io_detach_leaves_nothing(fc, conf, baselin
     info = conn.connect_volume(props(fc, 1))
     attach = time.monotonic() - start
     host0, host1 = fc.initiator_hosts
-    new = sorted(set(devices_of(host0)) - set(baseline[host0]))
+    new = sorted(set(scsi_devices_of(host0)) - set(baseline[host0]))
     assert len(new) == 1 and new[0].endswith(":1"), new        # LUN 2 not scanned
-    assert devices_of(host1) == baseline[host1]                # other fabric untouched
+    assert scsi_devices_of(host1) == baseline[host1]                # other fabric untouched
     assert info["type"] == "block" and info["scsi_wwn"] == lun.scsi_id
     assert "multipath_id" not in info
     assert info["path"].startswith("/dev/disk/by-id/wwn-0x"), info["path"]
@@ -147,8 +115,8 @@ def test_2_initiator_target_map_restricts_to_the_mapped_hba(fc, conf, baseline):
     p = props(fc, 2, (0, 1), initiator_target_map=itmap)
     info = conn.connect_volume(p)
     host0, host1 = fc.initiator_hosts
-    assert devices_of(host0) == baseline[host0]
-    assert sorted(set(devices_of(host1)) - set(baseline[host1]))[0].endswith(":2")
+    assert scsi_devices_of(host0) == baseline[host0]
+    assert sorted(set(scsi_devices_of(host1)) - set(baseline[host1]))[0].endswith(":2")
     assert info["scsi_wwn"] == fc.luns[2].scsi_id
     write_read(info["path"], 2, fc.luns[2].path)
     conn.disconnect_volume(p, info)

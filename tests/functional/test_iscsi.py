@@ -21,37 +21,14 @@ from brick_agent import config, locking, privileged
 from brick_agent.connectors.iscsi import ISCSIConnector
 from brick_agent.errors import AuthenticationFailed, DeviceNotFound, TargetUnreachable
 from tests.functional.lab import LioIscsiTarget
+from tests.functional.rawhost import disks_with, maps_with, read, sessions_of, wait, write_read
 
 pytestmark = pytest.mark.realkernel
 
 SECRET = "Brick-Lab-Secret-42"
-BLOCK = 4096
 
 
 # ---------------------------------------------------------------- raw views
-def _read(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
-def sessions_of(iqn: str) -> list[str]:
-    return sorted(os.path.basename(s) for s in glob.glob("/sys/class/iscsi_session/session*")
-                  if _read(f"{s}/targetname") == iqn)
-
-
-def disks_with(wwid: str) -> list[str]:
-    return sorted(w.split("/")[3] for w in glob.glob("/sys/block/sd*/device/wwid")
-                  if _read(w) == wwid)
-
-
-def maps_with(scsi_id: str) -> list[str]:
-    return sorted(u.split("/")[3] for u in glob.glob("/sys/block/dm-*/dm/uuid")
-                  if _read(u) == f"mpath-{scsi_id}")
-
-
 def links_of(iqn: str) -> list[str]:
     return sorted(glob.glob(f"/dev/disk/by-path/*{iqn}*"))
 
@@ -72,26 +49,6 @@ def leftovers(t: LioIscsiTarget) -> dict[str, list[str]]:
         if not any(state.values()) or time.monotonic() > deadline:
             return {k: v for k, v in state.items() if v}
         time.sleep(0.1)
-
-
-def write_read(path: str, seed: int, backing: str | None = None) -> None:
-    """O_DIRECT write+read of one block through ``path``; optionally check the target's file."""
-    data = bytes((seed + i) % 251 for i in range(BLOCK))
-    import mmap
-    buf = mmap.mmap(-1, BLOCK)
-    buf.write(data)
-    fd = os.open(path, os.O_RDWR | os.O_DIRECT)
-    try:
-        assert os.pwritev(fd, [buf], 0) == BLOCK
-        os.fsync(fd)
-        back = mmap.mmap(-1, BLOCK)
-        assert os.preadv(fd, [back], 0) == BLOCK
-        assert bytes(back) == data
-    finally:
-        os.close(fd)
-    if backing:
-        with open(backing, "rb") as f:
-            assert f.read(BLOCK) == data, "data did not reach the target's backing file"
 
 
 # ---------------------------------------------------------------- fixtures
@@ -236,15 +193,7 @@ def multipathd():
 
 
 def _session_states(iqn: str) -> list[str]:
-    return [_read(f"/sys/class/iscsi_session/{s}/state") or "?" for s in sessions_of(iqn)]
-
-
-def _wait(pred, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
+    return [read(f"/sys/class/iscsi_session/{s}/state") or "?" for s in sessions_of(iqn)]
 
 
 def test_3_7_multipath_two_portals_survives_a_dead_path_and_extends(conf, multipathd):
@@ -270,7 +219,7 @@ def test_3_7_multipath_two_portals_survives_a_dead_path_and_extends(conf, multip
         new_size = lun.size * 2
         t.resize_lun(0, new_size)
         assert connector.extend_volume(props) == new_size
-        assert int(_read(f"/sys/block/{dm}/size")) * 512 == new_size
+        assert int(read(f"/sys/block/{dm}/size")) * 512 == new_size
 
         # 3: one portal dies; I/O through the map still completes
         t.portal_down("127.0.0.2:3260")
@@ -278,7 +227,7 @@ def test_3_7_multipath_two_portals_survives_a_dead_path_and_extends(conf, multip
         write_read(info["path"], 33, lun.path)
         print(f"\nI/O with one dead portal took {time.monotonic() - io_start:.1f}s")
         t.portal_up("127.0.0.2:3260")
-        _wait(lambda: _session_states(t.iqn) == ["LOGGED_IN", "LOGGED_IN"], 60,
+        wait(lambda: _session_states(t.iqn) == ["LOGGED_IN", "LOGGED_IN"], 60,
               "the second session to recover")
 
         start = time.monotonic()
@@ -309,13 +258,13 @@ def test_5_lun_reuse_never_returns_the_stale_device(connector):
         assert new_lun.wwid != old_lun.wwid
         new = connector.connect_volume(props_for(t))
         assert new["scsi_wwn"] == new_lun.scsi_id
-        assert _read(f"/sys/block/{os.path.basename(new['path'])}/device/wwid") == new_lun.wwid
+        assert read(f"/sys/block/{os.path.basename(new['path'])}/device/wwid") == new_lun.wwid
         assert disks_with(old_lun.wwid) == []          # the stale device is gone
         write_read(new["path"], 5, new_lun.path)       # and data lands in the new volume
         connector.disconnect_volume(props_for(t), new)
         assert leftovers(t) == {}
         assert not os.path.exists(f"/sys/block/{old_disk}") or \
-            _read(f"/sys/block/{old_disk}/device/wwid") != old_lun.wwid
+            read(f"/sys/block/{old_disk}/device/wwid") != old_lun.wwid
 
 
 # ---------------------------------------------------------------- 8. concurrency

@@ -14,6 +14,7 @@ import subprocess
 import pytest
 
 from tests.functional.lab import FcoeTarget, LioIscsiTarget, NvmetSubsystem, wait_for
+from tests.functional.rawhost import disks_with, sessions_of
 
 pytestmark = pytest.mark.realkernel
 
@@ -28,28 +29,6 @@ def sh(*argv: str, check: bool = True) -> str:
 def read(path: str) -> str:
     with open(path) as f:
         return f.read().strip()
-
-
-def sd_disks_with_wwid(wwid: str) -> list[str]:
-    found = []
-    for w in glob.glob("/sys/block/sd*/device/wwid"):
-        try:
-            if read(w) == wwid:
-                found.append(w.split("/")[3])
-        except OSError:
-            continue
-    return sorted(found)
-
-
-def iscsi_sessions(iqn: str) -> list[str]:
-    out = []
-    for s in glob.glob("/sys/class/iscsi_session/session*"):
-        try:
-            if read(f"{s}/targetname") == iqn:
-                out.append(os.path.basename(s))
-        except OSError:
-            continue
-    return sorted(out)
 
 
 def nvme_ctrls(nqn: str) -> list[str]:
@@ -83,13 +62,13 @@ def test_iscsi_login_logout() -> None:
         assert f"{portal},1 {t.iqn}" in disc
         sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", portal, "--login")
         try:
-            sessions = wait_for(lambda: iscsi_sessions(t.iqn), 20, "iSCSI session")
+            sessions = wait_for(lambda: sessions_of(t.iqn), 20, "iSCSI session")
             assert len(sessions) == 1
             s = sessions[0]
             assert read(f"/sys/class/iscsi_session/{s}/state") == "LOGGED_IN"
             conn = glob.glob(f"/sys/class/iscsi_session/{s}/device/connection*/iscsi_connection/*")
             assert conn and read(f"{conn[0]}/persistent_address") == portal.split(":")[0]
-            disks = wait_for(lambda: sd_disks_with_wwid(lun.wwid), 30, f"disk with {lun.wwid}")
+            disks = wait_for(lambda: disks_with(lun.wwid), 30, f"disk with {lun.wwid}")
             assert len(disks) == 1
             sd = disks[0]
             assert int(read(f"/sys/block/{sd}/size")) * 512 == lun.size
@@ -109,8 +88,8 @@ def test_iscsi_login_logout() -> None:
         finally:
             sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", portal, "--logout", check=False)
             sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", portal, "-o", "delete", check=False)
-        wait_for(lambda: not iscsi_sessions(t.iqn), 20, "session removal")
-        wait_for(lambda: not sd_disks_with_wwid(lun.wwid), 20, "disk removal")
+        wait_for(lambda: not sessions_of(t.iqn), 20, "session removal")
+        wait_for(lambda: not disks_with(lun.wwid), 20, "disk removal")
         assert not os.path.exists(f"/dev/disk/by-path/ip-{portal}-iscsi-{t.iqn}-lun-0")
     assert not os.path.exists(t.target_dir)
     assert not glob.glob("/sys/kernel/config/target/core/fileio_*/brick_" + t.token + "_*")
@@ -154,18 +133,18 @@ def test_fcoe_fc_host_and_luns() -> None:
         assert rp is not None
         assert "FCP Target" in read(f"/sys/class/fc_remote_ports/{rp}/roles")
         assert read(f"/sys/class/fc_remote_ports/{rp}/node_name") == "0x" + f.target_wwnn
-        d0 = wait_for(lambda: sd_disks_with_wwid(t.luns[0].wwid), 30, "LUN 0 disk")
+        d0 = wait_for(lambda: disks_with(t.luns[0].wwid), 30, "LUN 0 disk")
         assert len(d0) == 1
         # the disk sits under the initiator's scsi host
         assert f"/{host}/" in os.path.realpath(f"/sys/block/{d0[0]}")
-        if not sd_disks_with_wwid(t.luns[1].wwid):
+        if not disks_with(t.luns[1].wwid):
             t.scan_lun(1)
-        d1 = wait_for(lambda: sd_disks_with_wwid(t.luns[1].wwid), 30, "LUN 1 disk")
+        d1 = wait_for(lambda: disks_with(t.luns[1].wwid), 30, "LUN 1 disk")
         assert len(d1) == 1
         wwn_link = f"/dev/disk/by-id/wwn-0x{t.luns[1].naa}"
         wait_for(lambda: os.path.exists(wwn_link), 20, wwn_link)
         wwids = [lun.wwid for lun in t.luns.values()]
     assert not os.path.exists(f"/sys/class/fc_host/{host}")
     for wwid in wwids:
-        assert not sd_disks_with_wwid(wwid)
+        assert not disks_with(wwid)
     assert not glob.glob(f"/sys/class/net/{f.initiator_if}")

@@ -1,0 +1,77 @@
+"""Raw views of the lab VM's kernel for functional tests, independent of brick_agent.host.
+
+Leftover and identity checks must not trust the code under test, so they read
+sysfs and /dev directly here.  Also: an O_DIRECT write/read round trip and a
+polling wait that fails the test.
+"""
+
+from __future__ import annotations
+
+import glob
+import mmap
+import os
+import time
+from collections.abc import Callable
+
+BLOCK = 4096
+
+
+def read(path: str) -> str | None:
+    """Stripped text of a sysfs attribute; None when it cannot be read (gone, down, ...)."""
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def sessions_of(iqn: str) -> list[str]:
+    """iSCSI sessions ('session3') to target ``iqn``."""
+    return sorted(os.path.basename(s) for s in glob.glob("/sys/class/iscsi_session/session*")
+                  if read(f"{s}/targetname") == iqn)
+
+
+def disks_with(wwid: str) -> list[str]:
+    """SCSI disks ('sdb') whose ``device/wwid`` is ``wwid`` (kernel spelling, 'naa.…')."""
+    return sorted(w.split("/")[3] for w in glob.glob("/sys/block/sd*/device/wwid")
+                  if read(w) == wwid)
+
+
+def maps_with(scsi_id: str) -> list[str]:
+    """dm-multipath maps ('dm-0') of ``scsi_id`` (udev spelling, '36001405…')."""
+    return sorted(u.split("/")[3] for u in glob.glob("/sys/block/dm-*/dm/uuid")
+                  if read(u) == f"mpath-{scsi_id}")
+
+
+def scsi_devices_of(host: str) -> list[str]:
+    """H:C:T:L of every SCSI device on SCSI host ``host`` ('host3')."""
+    n = host[len("host"):]
+    return sorted(os.path.basename(p) for p in glob.glob(f"/sys/bus/scsi/devices/{n}:*:*:*"))
+
+
+def write_read(path: str, seed: int, backing: str | None = None) -> None:
+    """O_DIRECT write+read of one block through ``path``; optionally check the target's file."""
+    data = bytes((seed + i) % 251 for i in range(BLOCK))
+    buf = mmap.mmap(-1, BLOCK)
+    buf.write(data)
+    fd = os.open(path, os.O_RDWR | os.O_DIRECT)
+    try:
+        assert os.pwritev(fd, [buf], 0) == BLOCK
+        os.fsync(fd)
+        back = mmap.mmap(-1, BLOCK)
+        assert os.preadv(fd, [back], 0) == BLOCK
+        assert bytes(back) == data
+    finally:
+        os.close(fd)
+    if backing:
+        with open(backing, "rb") as f:
+            assert f.read(BLOCK) == data, "data did not reach the target's backing file"
+
+
+def wait(pred: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll ``pred`` every 0.2 s; fail the test (AssertionError) after ``timeout`` seconds."""
+    end = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
