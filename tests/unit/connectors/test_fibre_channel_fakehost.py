@@ -21,13 +21,12 @@ import dataclasses
 import glob
 import os
 import re
-import shutil
 import threading
 from pathlib import Path
 
-from brick_agent.errors import CommandFailed
 from brick_agent.host import multipath as host_mpath
 from brick_agent.host.scsi import HCTL, scsi_device
+from tests.unit.connectors.scsi_fakes import FakeScsiKernel
 from tests.unit.host.fakehost import FakeHost
 
 _PCI_RE = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-9a-f]")
@@ -47,7 +46,7 @@ def udev_of(n: int) -> str:
     return "3" + wwid_of(n)[4:]
 
 
-class FakeFC:
+class FakeFC(FakeScsiKernel):
     """ScsiActions over a fake tree (see module doc)."""
 
     def __init__(self, host: FakeHost, array: dict[str, dict[int, FakeLun]], *,
@@ -64,13 +63,6 @@ class FakeFC:
         self._dm = 0
         if udev:
             self.h.attr("run/udev/control", "")
-
-    # ------------------------------------------------------------ raw tree reads
-    def _read(self, rel: str) -> str | None:
-        try:
-            return self.h.p(rel).read_text().strip()
-        except OSError:
-            return None
 
     def rports(self, host: int) -> list[tuple[str, int, int, str]]:
         """(rport real dir relative to base, channel, scsi_target_id, port_name) of FCP targets."""
@@ -167,97 +159,6 @@ class FakeFC:
             Path(dev.sysfs_path, "wwid").write_text(lun.wwid + "\n")
             if dev.name:
                 Path(dev.sysfs_path, "block", dev.name, "size").write_text(f"{lun.sectors}\n")
-
-    def delete_device(self, hctl: HCTL) -> None:
-        with self.lock:
-            self.log.append(("delete", str(hctl)))
-            if str(hctl) in self.fail_delete:
-                raise CommandFailed(["tee", "delete"], 1, "device busy")
-            dev = scsi_device(self.h.roots, hctl)
-            if dev is None:
-                return
-            if dev.name:
-                m = host_mpath.map_for_slave(self.h.roots, dev.name)
-                if m is not None:
-                    os.unlink(self.h.p(f"sys/devices/virtual/block/{m.dm_name}/slaves/{dev.name}"))
-                devnum = Path(dev.sysfs_path, "block", dev.name, "dev").read_text().strip()
-                self._udev_remove(dev.name, devnum)
-                for rel in (f"sys/class/block/{dev.name}", f"sys/dev/block/{devnum}",
-                            f"dev/{dev.name}"):
-                    if os.path.lexists(self.h.p(rel)):
-                        os.unlink(self.h.p(rel))
-            for rel in (f"sys/bus/scsi/devices/{hctl}", f"sys/class/scsi_device/{hctl}"):
-                if os.path.lexists(self.h.p(rel)):
-                    os.unlink(self.h.p(rel))
-            shutil.rmtree(dev.sysfs_path)
-
-    def flush(self, device: str) -> None:
-        with self.lock:
-            name = os.path.basename(device)
-            self.log.append(("flush", name))
-            if name in self.fail_flush:
-                raise CommandFailed(["blockdev", "--flushbufs", device], 1, "I/O error")
-
-    def multipath_add(self, wwid: str, devices: list[str]) -> None:
-        with self.lock:
-            self.log.append(("multipath_add", wwid, tuple(devices)))
-            for name in devices:
-                self._map_path(name)
-
-    def _map_path(self, name: str) -> None:
-        """Add path ``name`` to the map of its WWID (creating it), as multipathd would."""
-        with self.lock:
-            kernel = self._read(f"sys/class/block/{name}/device/wwid") or ""
-            udev = "3" + kernel[4:]
-            m = host_mpath.map_for_wwid(self.h.roots, udev)
-            if m is None:
-                sectors = int(self._read(f"sys/class/block/{name}/size") or 0)
-                self.h.dm(self._dm, udev, f"mpath-{udev}", [name], sectors=sectors)
-                self.h.link(f"dev/disk/by-id/dm-uuid-mpath-{udev}", f"dev/dm-{self._dm}")
-                if self.udev:
-                    devnum = self._read(f"sys/class/block/dm-{self._dm}/dev")
-                    self.h.attr(f"run/udev/data/b{devnum}",
-                                f"S:disk/by-id/dm-uuid-mpath-{udev}\nE:DM_UUID=mpath-{udev}")
-                self._dm += 1
-            elif name not in m.slaves:
-                bdir = f"sys/devices/virtual/block/{m.dm_name}"
-                sreal = os.path.relpath(os.path.realpath(self.h.p(f"sys/class/block/{name}")),
-                                        self.h.base)
-                self.h.link(f"{bdir}/slaves/{name}", sreal)
-                self.h.link(f"{sreal}/holders/{m.dm_name}", bdir)
-
-    def multipath_forget(self, wwid: str) -> None:
-        with self.lock:
-            self.log.append(("multipath_forget", wwid))
-
-    def multipath_remove(self, map_name: str) -> None:
-        with self.lock:
-            self.log.append(("multipath_remove", map_name))
-            m = host_mpath.map_by_name(self.h.roots, map_name)
-            if m is None:
-                return
-            bdir = f"sys/devices/virtual/block/{m.dm_name}"
-            for slave in m.slaves:
-                holder = self.h.p(f"sys/class/block/{slave}/holders/{m.dm_name}")
-                if os.path.lexists(holder):
-                    os.unlink(holder)
-            devnum = self._read(f"{bdir}/dev")
-            for rel in (f"sys/class/block/{m.dm_name}", f"sys/dev/block/{devnum}",
-                        f"dev/{m.dm_name}", f"dev/mapper/{map_name}",
-                        f"dev/disk/by-id/dm-uuid-{m.uuid}"):
-                if os.path.lexists(self.h.p(rel)):
-                    os.unlink(self.h.p(rel))
-            shutil.rmtree(self.h.p(bdir))
-
-    def multipath_resize(self, map_name: str) -> None:
-        with self.lock:
-            self.log.append(("multipath_resize", map_name))
-            m = host_mpath.map_by_name(self.h.roots, map_name)
-            size = self._read(f"sys/class/block/{m.slaves[0]}/size")
-            Path(self.h.p(f"sys/devices/virtual/block/{m.dm_name}/size")).write_text(f"{size}\n")
-
-    def multipathd_running(self) -> bool:
-        return self.multipathd
 
     # ------------------------------------------------------------ conveniences
     def scans(self) -> list[tuple]:

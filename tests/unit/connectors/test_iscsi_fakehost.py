@@ -24,6 +24,7 @@ from brick_agent.host import iscsi as host_iscsi
 from brick_agent.host import multipath as host_mpath
 from brick_agent.host.scsi import HCTL, scsi_device
 from brick_agent.connectors.iscsi_actions import NodeSettings
+from tests.unit.connectors.scsi_fakes import FakeScsiKernel
 from tests.unit.host.fakehost import FakeHost
 
 IQN_A = "iqn.2003-01.org.linux-iscsi.lab:tgt-a"
@@ -75,7 +76,7 @@ def udev_of(n: int) -> str:
     return "3" + wwid_of(n)[4:]
 
 
-class FakeISCSI:
+class FakeISCSI(FakeScsiKernel):
     """ISCSIActions acting on a FakeHost tree (see module doc)."""
 
     def __init__(self, host: FakeHost, array: FakeArray, *, manual_scan: bool = True,
@@ -89,7 +90,6 @@ class FakeISCSI:
         self.log: list[tuple] = []            # what was done, for diagnostics and counts
         self.fail_flush: set[str] = set()
         self.fail_delete: set[str] = set()
-        self.fail_map_remove = 0            # next N removals fail ("map in use"); -1: all
         self.passwords_seen: list[str] = []
         self._sid = 0
         self._host = 9
@@ -182,7 +182,7 @@ class FakeISCSI:
                 if p == portal and q == iqn:
                     for dev in host_iscsi.session_devices(self.h.roots, host_iscsi.read_session(
                             self.h.roots, sid)):
-                        self._remove_lun(dev.hctl)
+                        self._remove_scsi_device(dev.hctl)
                     shutil.rmtree(self.h.p(f"sys/devices/platform/host{host}"))
                     for rel in (f"sys/class/iscsi_session/session{sid}",
                                 f"sys/class/iscsi_connection/connection{sid}:0",
@@ -203,7 +203,7 @@ class FakeISCSI:
                 return
             name = self.add_lun_device(sid, lun, t.luns[lun].wwid, t.luns[lun].sectors)
             if self.auto_map and self.multipathd:
-                self._maybe_map(t.luns[lun].wwid, name)
+                self._map_path(name)
 
     def rescan_device(self, hctl: HCTL) -> None:
         with self.lock:
@@ -217,97 +217,6 @@ class FakeISCSI:
             Path(dev.sysfs_path, "wwid").write_text(lun.wwid + "\n")
             if dev.name:
                 Path(dev.sysfs_path, "block", dev.name, "size").write_text(f"{lun.sectors}\n")
-
-    def _remove_lun(self, hctl: HCTL) -> None:
-        dev = scsi_device(self.h.roots, hctl)
-        if dev is None:
-            return
-        if dev.name:
-            m = host_mpath.map_for_slave(self.h.roots, dev.name)
-            if m is not None:  # the kernel drops the path from the map's slaves
-                os.unlink(self.h.p(f"sys/devices/virtual/block/{m.dm_name}/slaves/{dev.name}"))
-            devnum = Path(dev.sysfs_path, "block", dev.name, "dev").read_text().strip()
-            for rel in (f"sys/class/block/{dev.name}", f"sys/dev/block/{devnum}", f"dev/{dev.name}"):
-                if os.path.lexists(self.h.p(rel)):
-                    os.unlink(self.h.p(rel))
-        for rel in (f"sys/bus/scsi/devices/{hctl}", f"sys/class/scsi_device/{hctl}"):
-            if os.path.lexists(self.h.p(rel)):
-                os.unlink(self.h.p(rel))
-        tdir = os.path.dirname(dev.sysfs_path)
-        shutil.rmtree(dev.sysfs_path)
-        if not os.listdir(tdir):
-            os.rmdir(tdir)   # the kernel reaps a target without LUNs
-
-    def delete_device(self, hctl: HCTL) -> None:
-        with self.lock:
-            self.log.append(("delete", str(hctl)))
-            if str(hctl) in self.fail_delete:
-                raise CommandFailed(["tee", "delete"], 1, "device busy")
-            self._remove_lun(hctl)
-
-    def flush(self, device: str) -> None:
-        with self.lock:
-            name = os.path.basename(device)
-            self.log.append(("flush", name))
-            if name in self.fail_flush:
-                raise CommandFailed(["blockdev", "--flushbufs", device], 1, "I/O error")
-
-    def _maybe_map(self, wwid: str, name: str) -> None:
-        udev = "3" + wwid[4:]
-        m = host_mpath.map_for_wwid(self.h.roots, udev)
-        if m is None:
-            self._dm += 1
-            sectors = int(Path(self.h.p(f"sys/class/block/{name}/size")).read_text())
-            self.h.dm(self._dm - 1, udev, f"mpath-{udev}", [name], sectors=sectors)
-        elif name not in m.slaves:
-            bdir = f"sys/devices/virtual/block/{m.dm_name}"
-            sreal = os.path.relpath(os.path.realpath(self.h.p(f"sys/class/block/{name}")),
-                                    self.h.base)
-            self.h.link(f"{bdir}/slaves/{name}", sreal)
-            self.h.link(f"{sreal}/holders/{m.dm_name}", bdir)
-
-    def multipath_add(self, wwid: str, devices: list[str]) -> None:
-        with self.lock:
-            self.log.append(("multipath_add", wwid, tuple(devices)))
-            for name in devices:
-                dev = host_mpath  # noqa: F841 - readability
-                kernel_wwid = Path(self.h.p(f"sys/class/block/{name}/device/wwid")).read_text().strip()
-                self._maybe_map(kernel_wwid, name)
-
-    def multipath_forget(self, wwid: str) -> None:
-        with self.lock:
-            self.log.append(("multipath_forget", wwid))
-
-    def multipath_remove(self, map_name: str) -> None:
-        with self.lock:
-            self.log.append(("multipath_remove", map_name))
-            if self.fail_map_remove:
-                self.fail_map_remove -= 1 if self.fail_map_remove > 0 else 0
-                raise CommandFailed(["multipath", "-f", map_name], 1, "map in use")
-            m = host_mpath.map_by_name(self.h.roots, map_name)
-            if m is None:
-                return
-            bdir = f"sys/devices/virtual/block/{m.dm_name}"
-            for slave in m.slaves:
-                holder = self.h.p(f"sys/class/block/{slave}/holders/{m.dm_name}")
-                if os.path.lexists(holder):
-                    os.unlink(holder)
-            devnum = Path(self.h.p(f"{bdir}/dev")).read_text().strip()
-            for rel in (f"sys/class/block/{m.dm_name}", f"sys/dev/block/{devnum}",
-                        f"dev/{m.dm_name}", f"dev/mapper/{map_name}"):
-                if os.path.lexists(self.h.p(rel)):
-                    os.unlink(self.h.p(rel))
-            shutil.rmtree(self.h.p(bdir))
-
-    def multipath_resize(self, map_name: str) -> None:
-        with self.lock:
-            self.log.append(("multipath_resize", map_name))
-            m = host_mpath.map_by_name(self.h.roots, map_name)
-            size = Path(self.h.p(f"sys/class/block/{m.slaves[0]}/size")).read_text()
-            Path(self.h.p(f"sys/devices/virtual/block/{m.dm_name}/size")).write_text(size)
-
-    def multipathd_running(self) -> bool:
-        return self.multipathd
 
     # ------------------------------------------------------------ test conveniences
     def count(self, op: str) -> int:
