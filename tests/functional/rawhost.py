@@ -1,17 +1,19 @@
 """Raw views of the lab VM's kernel for functional tests, independent of brick_agent.host.
 
 Leftover and identity checks must not trust the code under test, so they read
-sysfs and /dev directly here.  Also: an O_DIRECT write/read round trip and a
-polling wait that fails the test.
+sysfs and /dev directly here.  Also: an O_DIRECT write/read round trip, a
+polling wait that fails the test, and multipathd started for a test.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import mmap
 import os
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 BLOCK = 4096
 
@@ -75,3 +77,17 @@ def wait(pred: Callable[[], object], timeout: float, what: str) -> None:
         if time.monotonic() > end:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.2)
+
+
+_GUEST_MULTIPATHD = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "kernel-lab",
+                                 "guest-multipathd")
+
+
+@contextlib.contextmanager
+def multipathd_running() -> Iterator[None]:
+    """multipathd runs inside the block (tools/kernel-lab/guest-multipathd start/stop)."""
+    subprocess.run([_GUEST_MULTIPATHD, "start"], check=True, capture_output=True, timeout=60)
+    try:
+        yield
+    finally:
+        subprocess.run([_GUEST_MULTIPATHD, "stop"], capture_output=True, timeout=60)

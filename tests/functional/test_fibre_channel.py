@@ -22,7 +22,8 @@ from brick_agent import config, privileged
 from brick_agent.connectors.fibre_channel import FibreChannelConnector
 from brick_agent.errors import TargetUnreachable
 from tests.functional.lab import FcoeTarget
-from tests.functional.rawhost import disks_with, maps_with, scsi_devices_of, wait, write_read
+from tests.functional.rawhost import (disks_with, maps_with, multipathd_running,
+                                      scsi_devices_of, wait, write_read)
 
 pytestmark = pytest.mark.realkernel
 
@@ -154,13 +155,10 @@ def test_4_wrong_target_wwpn_fails_within_deadline_leaves_nothing(fc, conf, base
 # ---------------------------------------------------------------- 5. two HBAs + multipath
 @pytest.fixture
 def multipathd(fc):
-    tool = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "kernel-lab",
-                        "guest-multipathd")
-    subprocess.run([tool, "start"], check=True, capture_output=True, timeout=60)
-    yield
-    # multipathd maps the fixture's LUN 0 (two paths) on its own: not ours, but remove it
-    subprocess.run(["multipath", "-f", fc.luns[0].scsi_id], capture_output=True, timeout=60)
-    subprocess.run([tool, "stop"], capture_output=True, timeout=60)
+    with multipathd_running():
+        yield
+        # multipathd maps the fixture's LUN 0 (two paths) on its own: not ours, but remove it
+        subprocess.run(["multipath", "-f", fc.luns[0].scsi_id], capture_output=True, timeout=60)
 
 
 def test_5_two_hbas_multipath_one_map_two_paths(fc, conf, baseline, multipathd):

@@ -21,7 +21,8 @@ from brick_agent import config, locking, privileged
 from brick_agent.connectors.iscsi import ISCSIConnector
 from brick_agent.errors import AuthenticationFailed, DeviceNotFound, TargetUnreachable
 from tests.functional.lab import LioIscsiTarget
-from tests.functional.rawhost import disks_with, maps_with, read, sessions_of, wait, write_read
+from tests.functional.rawhost import (disks_with, maps_with, multipathd_running, read,
+                                      sessions_of, wait, write_read)
 
 pytestmark = pytest.mark.realkernel
 
@@ -185,11 +186,8 @@ def test_single_path_through_the_privsep_daemon(tmp_path):
 # ---------------------------------------------------------------- 3 + 7. multipath, extend
 @pytest.fixture
 def multipathd():
-    tool = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "kernel-lab",
-                        "guest-multipathd")
-    subprocess.run([tool, "start"], check=True, capture_output=True, timeout=60)
-    yield
-    subprocess.run([tool, "stop"], capture_output=True, timeout=60)
+    with multipathd_running():
+        yield
 
 
 def _session_states(iqn: str) -> list[str]:
