@@ -14,6 +14,7 @@ maps' udev database entries, and ``_udev_remove`` drops a disk's links.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -21,6 +22,24 @@ from pathlib import Path
 from brick_agent.errors import CommandFailed
 from brick_agent.host import multipath as host_mpath
 from brick_agent.host.scsi import HCTL, scsi_device
+
+
+@dataclasses.dataclass
+class FakeLun:
+    """A LUN of the array model."""
+
+    wwid: str                 # kernel form 'naa.6001405...'
+    sectors: int = 2048
+
+
+def wwid_of(n: int) -> str:
+    """Kernel-form WWID of test LUN ``n``."""
+    return f"naa.6001405{n:025x}"
+
+
+def udev_of(n: int) -> str:
+    """udev/multipath-form WWID of test LUN ``n``."""
+    return "3" + wwid_of(n)[4:]
 
 
 class FakeScsiKernel:
@@ -61,6 +80,15 @@ class FakeScsiKernel:
         shutil.rmtree(dev.sysfs_path)
         if not os.listdir(tdir):
             os.rmdir(tdir)   # the kernel reaps a target without LUNs
+
+    def _reread(self, hctl: HCTL, lun: FakeLun | None) -> None:
+        """A rescan: the device re-reads ``lun``'s (the array's) WWID and size."""
+        dev = scsi_device(self.h.roots, hctl)
+        if lun is None or dev is None:
+            return
+        Path(dev.sysfs_path, "wwid").write_text(lun.wwid + "\n")
+        if dev.name:
+            Path(dev.sysfs_path, "block", dev.name, "size").write_text(f"{lun.sectors}\n")
 
     def _map_path(self, name: str) -> None:
         """Add path ``name`` to the map of its WWID (creating it), as multipathd would."""

@@ -17,33 +17,17 @@ The array model is ``{target_wwpn: {lun: FakeLun}}``.  Tests assert on the tree.
 
 from __future__ import annotations
 
-import dataclasses
 import glob
 import os
 import re
 import threading
-from pathlib import Path
 
 from brick_agent.host import multipath as host_mpath
 from brick_agent.host.scsi import HCTL, scsi_device
-from tests.unit.connectors.scsi_fakes import FakeScsiKernel
+from tests.unit.connectors.scsi_fakes import FakeLun, FakeScsiKernel, udev_of, wwid_of  # noqa: F401 (re-exported)
 from tests.unit.host.fakehost import FakeHost
 
 _PCI_RE = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-9a-f]")
-
-
-@dataclasses.dataclass
-class FakeLun:
-    wwid: str                 # kernel form 'naa.6001405...'
-    sectors: int = 2048
-
-
-def wwid_of(n: int) -> str:
-    return f"naa.6001405{n:025x}"
-
-
-def udev_of(n: int) -> str:
-    return "3" + wwid_of(n)[4:]
 
 
 class FakeFC(FakeScsiKernel):
@@ -152,13 +136,7 @@ class FakeFC(FakeScsiKernel):
     def rescan_device(self, hctl: HCTL) -> None:
         with self.lock:
             self.log.append(("rescan", str(hctl)))
-            lun = self.array.get(self._port_of(hctl) or "", {}).get(hctl.lun)
-            dev = scsi_device(self.h.roots, hctl)
-            if lun is None or dev is None:
-                return
-            Path(dev.sysfs_path, "wwid").write_text(lun.wwid + "\n")
-            if dev.name:
-                Path(dev.sysfs_path, "block", dev.name, "size").write_text(f"{lun.sectors}\n")
+            self._reread(hctl, self.array.get(self._port_of(hctl) or "", {}).get(hctl.lun))
 
     # ------------------------------------------------------------ conveniences
     def scans(self) -> list[tuple]:

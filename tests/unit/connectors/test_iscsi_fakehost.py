@@ -15,7 +15,6 @@ import dataclasses
 import os
 import shutil
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -24,19 +23,13 @@ from brick_agent.host import iscsi as host_iscsi
 from brick_agent.host import multipath as host_mpath
 from brick_agent.host.scsi import HCTL, scsi_device
 from brick_agent.connectors.iscsi_actions import NodeSettings
-from tests.unit.connectors.scsi_fakes import FakeScsiKernel
+from tests.unit.connectors.scsi_fakes import FakeLun, FakeScsiKernel, udev_of, wwid_of
 from tests.unit.host.fakehost import FakeHost
 
 IQN_A = "iqn.2003-01.org.linux-iscsi.lab:tgt-a"
 IQN_B = "iqn.2003-01.org.linux-iscsi.lab:tgt-b"
 P1 = "127.0.0.1:3260"
 P2 = "127.0.0.2:3260"
-
-
-@dataclasses.dataclass
-class FakeLun:
-    wwid: str                 # kernel form 'naa.6001405...'
-    sectors: int = 2048
 
 
 @dataclasses.dataclass
@@ -66,14 +59,6 @@ class FakeArray:
             if t.iqn == iqn and portal in t.portals:
                 return t
         return None
-
-
-def wwid_of(n: int) -> str:
-    return f"naa.6001405{n:025x}"
-
-
-def udev_of(n: int) -> str:
-    return "3" + wwid_of(n)[4:]
 
 
 class FakeISCSI(FakeScsiKernel):
@@ -210,13 +195,7 @@ class FakeISCSI(FakeScsiKernel):
             self.log.append(("rescan", str(hctl)))
             sid = self._sid_for_host(hctl.host)
             _, portal, iqn = self.sessions[sid]
-            lun = self.array.find(portal, iqn).luns.get(hctl.lun)
-            dev = scsi_device(self.h.roots, hctl)
-            if lun is None or dev is None:
-                return
-            Path(dev.sysfs_path, "wwid").write_text(lun.wwid + "\n")
-            if dev.name:
-                Path(dev.sysfs_path, "block", dev.name, "size").write_text(f"{lun.sectors}\n")
+            self._reread(hctl, self.array.find(portal, iqn).luns.get(hctl.lun))
 
     # ------------------------------------------------------------ test conveniences
     def count(self, op: str) -> int:
