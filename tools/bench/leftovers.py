@@ -34,7 +34,7 @@ def leftovers(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     out = [f"{k} +{after['raw'][k] - before['raw'][k]}" for k in after["raw"]
            if after["raw"][k] > before["raw"].get(k, 0)]
     new = [k for k in after["findings"] if k not in before["findings"]]
-    out += [f"audit:{k}" for k in new]
+    out += [f"audit:{k} x{new.count(k)}" for k in sorted(set(new))]
     if after["volumes"] > before["volumes"]:
         out.append(f"audit:volumes +{after['volumes'] - before['volumes']}")
     return out
