@@ -336,12 +336,22 @@ def table(meta: dict[str, Any]) -> str:
     disc = [r for r in ROWS if r["section"].startswith("4 discovery")]
     if disc:
         L += ["| 4. discovery (median ms) | ours all | os-brick all | ours paths | "
-              "os-brick paths | found (ours/os-brick) |", "|---|---|---|---|---|---|"]
+              "os-brick paths | found (ours/os-brick) | growth per doubling: ours all, "
+              "os-brick all |", "|---|---|---|---|---|---|---|"]
         ms = lambda v: f"{v * 1000:.2f}" if isinstance(v, float) else "n/a"  # noqa: E731
-        L += [f"| {r['section'][12:]}: {r['what']} | {ms(r.get('ours_all'))} | "
-              f"{ms(r.get('osbrick_all'))} | {ms(r.get('ours_paths'))} | "
-              f"{ms(r.get('osbrick_paths'))} | {r.get('ours_all_n')}/{r.get('osbrick_all_n', '–')} |"
-              for r in disc]
+        prev: dict[str, Any] = {}
+        for r in disc:
+            last = prev.get(r["section"])
+            grow = "–"
+            if last and r.get("ours_all_n") == 2 * last.get("ours_all_n", 0):
+                grow = (f"{r['ours_all'] / last['ours_all']:.1f}x, "
+                        + (f"{r['osbrick_all'] / last['osbrick_all']:.1f}x"
+                           if r.get("osbrick_all") and last.get("osbrick_all") else "–"))
+            prev[r["section"]] = r
+            L.append(f"| {r['section'][12:]}: {r['what']} | {ms(r.get('ours_all'))} | "
+                     f"{ms(r.get('osbrick_all'))} | {ms(r.get('ours_paths'))} | "
+                     f"{ms(r.get('osbrick_paths'))} | "
+                     f"{r.get('ours_all_n')}/{r.get('osbrick_all_n', '–')} | {grow} |")
         L.append("")
     if LEFT:
         L += ["| 5. leftovers (audit + raw counts, after the section) | brick_agent | os-brick |",
@@ -368,7 +378,15 @@ def main() -> int:
     ap.add_argument("--synthetic-sizes", default="256,512,1024,2048,4096")
     ap.add_argument("--daemon", action="store_true", help="both tools through privsep daemons")
     ap.add_argument("--json-out", help="also write rows/leftovers as JSON here")
+    ap.add_argument("--render", metavar="JSON", help="print the table of an earlier --json-out")
     args = ap.parse_args()
+    if args.render:
+        with open(args.render) as f:
+            doc = json.load(f)
+        ROWS.extend(doc["rows"])
+        LEFT.update(doc["leftovers"])
+        print(table(doc["meta"]))
+        return 0
     osb_ver = "?"
     try:
         import subprocess

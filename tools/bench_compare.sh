@@ -19,5 +19,8 @@ if [ "${BRICK_BENCH_SKIP_SYNTHETIC:-0}" != 1 ]; then
   .venv/bin/python tools/bench_compare.py --synthetic --osbrick-python "$venv/bin/python" \
     --json-out "$out/last-host.json" | tee "$out/last-host.txt"
 fi
+# (the guest's /var/tmp is a throw-away overlay: results come back through stdout)
 tools/kernel-lab/lab run --timeout 900 -- .venv/bin/python tools/bench_compare.py \
-  --osbrick-python "$venv/bin/python" --json-out "$out/last-lab.json" "$@" | tee "$out/last-lab.txt"
+  --osbrick-python "$venv/bin/python" "$@" | tee "$out/last-lab.txt"
+sed -n 's/^BENCH_JSON //p' "$out/last-lab.txt" > "$out/last-lab.json"
+echo "table again: .venv/bin/python tools/bench_compare.py --render $out/last-lab.json"
