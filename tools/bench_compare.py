@@ -226,10 +226,11 @@ def failures(workers: dict[str, Worker]) -> None:
                                           timeout=FAIL_CAP)
                     vals[who] = r["t"]
                     vals[f"{who}_error"] = "attached?!" if r["ok"] else r["error"][:120]
+                    check(f"3 {label}", who, before)
                 except WorkerTimeout:
                     vals[who] = f">{FAIL_CAP:.0f} (capped)"
                     vals[f"{who}_error"] = "none within cap"
-                check(f"3 {label}", who, before)
+                    check(f"3 {label} (worker killed at the cap, mid-attempt)", who, before)
             row("3 failure", label, **vals)
 
 
