@@ -128,7 +128,6 @@ class NVMeOFConnector(Connector):
                  **kwargs: Any) -> None:
         super().__init__(root_helper, driver, **kwargs)
         self._watch_factory = watch_factory
-        self._udev_context: Any = None
         #: NVMe/FC host addresses (``nn-0x..:pn-0x..``) to connect from; None: every
         #: online SCSI fc_host port (an HBA's FC port serves both protocols).
         self.fc_local_ports = list(fc_local_ports) if fc_local_ports is not None else None
@@ -312,14 +311,8 @@ class NVMeOFConnector(Connector):
         """Kernel uevents are enough: the predicate reads sysfs and devtmpfs nodes."""
         if self._watch_factory is not None:
             return self._watch_factory()
-        if self._udev_context is None:
-            try:  # libudev lookup (ldconfig) is costly: once per connector, not per attach
-                import pyudev
-                self._udev_context = pyudev.Context()
-            except Exception as exc:  # noqa: BLE001 - DeviceWatch falls back to polling
-                LOG.debug("no udev context: %s", exc)
         return DeviceWatch(subsystems=("block", "nvme"), roots=self.roots, source="kernel",
-                           poll_interval=0.25, context=self._udev_context)
+                           poll_interval=0.25)
 
     def _wait_namespace(self, watch: DeviceWatch, target: NVMeTarget, hostnqn: str,
                         deadline: Deadline) -> hostnvme.NvmeNamespace:

@@ -8,7 +8,6 @@ exactly what the target was configured with.  Formats observed are printed
 
 from __future__ import annotations
 
-import os
 import subprocess
 
 import pytest

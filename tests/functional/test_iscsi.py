@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from brick_agent import config, locking, privileged
+from brick_agent import config, privileged
 from brick_agent.connectors.iscsi import ISCSIConnector
 from brick_agent.errors import AuthenticationFailed, DeviceNotFound, TargetUnreachable
 from tests.functional.lab import LioIscsiTarget

@@ -12,7 +12,7 @@ import dataclasses
 import glob
 import os
 
-from ._sys import LabError, Teardown, mkdir, modprobe, read, run, token, wait_for, write
+from ._sys import LabError, Teardown, mkdir, modprobe, read, run, wait_for, write
 from .lio import CONFIGFS, MiB, LioFabricTarget
 
 FCOE_BUS = "/sys/bus/fcoe"
