@@ -38,10 +38,12 @@ from brick_agent import locking, nvme_identity
 from brick_agent.connectors.base import Connector, DeviceInfo
 from brick_agent.connectors.nvmeof_actions import (AlreadyConnected, ConnectRequest,
                                                    NvmeActions, PrivilegedNvmeActions)
+from brick_agent.connectors.nvmeof_multipath import NvmeMultipath, map_of
 from brick_agent.deadline import Deadline
-from brick_agent.errors import (BrickError, DeviceNotFound, LeftoversRemain,
+from brick_agent.errors import (BrickError, DeviceNotFound, LeftoversRemain, NotSupported,
                                 TargetUnreachable, VolumeIdentityMismatch)
 from brick_agent.host import nvme as hostnvme
+from brick_agent.host.multipath import MultipathMap
 from brick_agent.host.udev import DeviceWatch
 from brick_agent.properties import NVMeOFProperties, NVMePortal, NVMeTarget, parse_nvmeof
 
@@ -65,6 +67,14 @@ def _poll(predicate: Callable[[], T | None], deadline: Deadline,
             return result
         time.sleep(min(delay, deadline.remaining()))
         delay = min(cap, delay * 2)
+
+
+@dataclasses.dataclass
+class _MapRequest:
+    """dm-multipath wanted over non-native paths; ``result`` is the map once built."""
+
+    enforce: bool
+    result: MultipathMap | None = None
 
 
 @dataclasses.dataclass
@@ -120,6 +130,10 @@ class NVMeOFConnector(Connector):
     protocol = "NVMEOF"
     #: Seconds between rescans of the live controllers while a namespace is awaited.
     rescan_interval = 0.5
+    #: Seconds multipathd gets to map non-native paths by itself before it is asked.
+    multipath_grace = 1.0
+    #: Seconds a map removal is retried while the map is briefly held (udev probing it).
+    multipath_removal_timeout = 20.0
 
     def __init__(self, root_helper: str | None = None, driver: Any = None, *,
                  actions: NvmeActions | None = None,
@@ -209,12 +223,20 @@ class NVMeOFConnector(Connector):
             path = self._connect_replicated(props, deadline)
         else:
             target = props.targets[0]
+            mp = _MapRequest(bool(props.enforce_multipath or self.opts.enforce_multipath)) \
+                if self.use_multipath else None
             with self._lock(target):
-                path = self.roots.devfs(self._attach_target(target, deadline).name)
+                path = self.roots.devfs(self._attach_target(target, deadline, mp).name)
+            if mp is not None and mp.result is not None:
+                LOG.info("attached NVMe-oF volume at %s (map of %s) in %.3fs",
+                         self.roots.devfs(mp.result.dm_name), path, time.monotonic() - start)
+                return {"type": "block", "path": self.roots.devfs(mp.result.dm_name),
+                        "multipath_id": mp.result.wwid}
         LOG.info("attached NVMe-oF volume at %s in %.3fs", path, time.monotonic() - start)
         return {"type": "block", "path": path}
 
-    def _attach_target(self, target: NVMeTarget, deadline: Deadline) -> hostnvme.NvmeNamespace:
+    def _attach_target(self, target: NVMeTarget, deadline: Deadline,
+                       mp: _MapRequest | None = None) -> hostnvme.NvmeNamespace:
         if not target.identified:
             raise DeviceNotFound(f"target {target.nqn} names no namespace (no uuid, nguid "
                                  f"or ns_id): refusing to guess")
@@ -244,7 +266,10 @@ class NVMeOFConnector(Connector):
                     raise TargetUnreachable(
                         f"no path to {target.nqn}: " +
                         "; ".join(f"{k}: {v}" for k, v in errors.items()))
-                return self._wait_namespace(watch, target, hostnqn, deadline)
+                ns = self._wait_namespace(watch, target, hostnqn, deadline)
+                if mp is not None and not native:
+                    mp.result = self._wait_map(watch, target, hostnqn, ns, mp.enforce, deadline)
+                return ns
             except BaseException:
                 LOG.warning("NVMe-oF attach of %s on %s failed; host saw: %s",
                             _identity_of(target), target.nqn,
@@ -358,6 +383,64 @@ class NVMeOFConnector(Connector):
         self._verify(ns, target)
         return ns
 
+    # ------------------------------------------------------------------ dm-multipath
+    def _multipath(self) -> NvmeMultipath:
+        return NvmeMultipath(self.roots, self.actions, self._watch,
+                             grace=self.multipath_grace,
+                             map_timeout=self.opts.multipath_wait_timeout,
+                             removal_timeout=self.multipath_removal_timeout)
+
+    def _wait_map(self, watch: DeviceWatch, target: NVMeTarget, hostnqn: str,
+                  first: hostnvme.NvmeNamespace, enforce: bool,
+                  deadline: Deadline) -> MultipathMap | None:
+        """Non-native multipath: the dm map over every controller's device of the namespace.
+
+        Waits (briefly) for each live controller's device, requires one identity
+        across them, then waits for multipathd's map.  Without multipathd: None
+        (single device, logged), or NotSupported when multipath is enforced.
+        """
+        if not self.actions.multipathd_running():
+            if enforce:
+                raise NotSupported("multipath enforced but multipathd is not running")
+            LOG.warning("use_multipath set but multipathd is not running: returning single "
+                        "path %s of %s", first.name, target.nqn)
+            return None
+
+        def all_paths() -> list[hostnvme.NvmeNamespace] | None:
+            topo = self._topology(target.nqn, hostnqn)
+            found = [ns for ns in topo.namespaces if matches(ns, target)
+                     and os.path.exists(self.roots.devfs(ns.name))]
+            live = {c.name for c in topo.controllers if c.live}
+            covered = {c for ns in found for c in ns.controllers}
+            return found if live <= covered else None
+
+        try:
+            paths = watch.wait_for(all_paths, deadline.capped(self.multipath_grace + 2.0),
+                                   what=f"every path of {_identity_of(target)}")
+        except DeviceNotFound:
+            paths = [ns for ns in self._topology(target.nqn, hostnqn).namespaces
+                     if matches(ns, target) and os.path.exists(self.roots.devfs(ns.name))]
+            LOG.warning("%s: only %s of the live controllers' paths appeared",
+                        target.nqn, ", ".join(ns.name for ns in paths))
+        paths = sorted(paths or [first], key=lambda ns: hostnvme.sysfs.natural_key(ns.name))
+        ids = {(ns.uuid, ns.nguid, ns.wwid) for ns in paths}
+        if len(ids) != 1 or not paths[0].wwid:
+            raise VolumeIdentityMismatch(
+                f"paths of {_identity_of(target)} disagree on or lack an identity: " +
+                ", ".join(f"{ns.name}=(uuid {ns.uuid}, nguid {ns.nguid}, wwid {ns.wwid})"
+                          for ns in paths))
+        wwid = paths[0].wwid
+        names = [ns.name for ns in paths]
+        known = {ns.name: ns for ns in hostnvme.nvme_namespaces(self.roots)}
+
+        def is_ours(slave: str) -> bool:
+            ns = known.get(slave)
+            return ns is not None and matches(ns, target)
+
+        m = self._multipath().wait_for_map(wwid, names, deadline, is_ours)
+        LOG.info("multipath map %s (%s) over %s", m.dm_name, m.wwid, ", ".join(m.slaves))
+        return m
+
     def _verify(self, ns: hostnvme.NvmeNamespace, target: NVMeTarget) -> None:
         """Re-read the device's identity right before returning it."""
         again = [n for n in hostnvme.nvme_namespaces(self.roots) if n.name == ns.name]
@@ -466,6 +549,16 @@ class NVMeOFConnector(Connector):
         hostnqn = self._hostnqn(target)
         topo = self._topology(target.nqn, hostnqn)
         ours = [ns for ns in topo.namespaces if matches(ns, target)] if target.identified else []
+        mpath = map_of(self.roots, [ns.name for ns in ours if not ns.native_multipath])
+        if mpath is not None:
+            if flush and not self._flush(self.roots.devfs(mpath.dm_name), force, errors):
+                return [self.roots.devfs(mpath.dm_name)]
+            try:
+                self._multipath().remove_map(mpath)
+            except BrickError as exc:
+                errors.append(f"remove map {mpath.dm_name}: {exc}")
+                if not force:
+                    return [self.roots.devfs(mpath.dm_name)]
         if flush:
             for ns in ours:
                 if not self._flush(self.roots.devfs(ns.name), force, errors):
@@ -515,8 +608,13 @@ class NVMeOFConnector(Connector):
             if not target.identified:
                 continue
             topo = self._topology(target.nqn, None)
-            paths += [self.roots.devfs(ns.name) for ns in topo.namespaces
-                      if matches(ns, target) and os.path.exists(self.roots.devfs(ns.name))]
+            found = [ns.name for ns in topo.namespaces
+                     if matches(ns, target) and os.path.exists(self.roots.devfs(ns.name))]
+            mpath = map_of(self.roots, found)
+            if mpath is not None:  # dm-multipath over non-native paths: the map is the volume
+                paths.append(self.roots.devfs(mpath.dm_name))
+            else:
+                paths += [self.roots.devfs(n) for n in found]
         return paths
 
     def get_all_available_volumes(

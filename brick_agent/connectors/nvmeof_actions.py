@@ -8,11 +8,14 @@ unit tests pass a fake that changes a fake sysfs tree the way the kernel would.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from typing import Protocol
 
 from brick_agent.errors import CommandFailed, TargetUnreachable
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
+
+LOG = logging.getLogger(__name__)
 
 
 class AlreadyConnected(Exception):
@@ -82,6 +85,15 @@ class NvmeActions(Protocol):
 
     def md_stop(self, name: str) -> None:
         """Stop RAID ``/dev/md/<name>``."""
+
+    def multipathd_running(self) -> bool:
+        """True when multipathd is running (dm-multipath over non-native NVMe)."""
+
+    def multipath_add(self, wwid: str, devices: list[str]) -> None:
+        """Ask multipathd to map ``devices`` (namespace paths) of ``wwid``; best effort."""
+
+    def multipath_remove(self, map_name: str) -> None:
+        """Flush and remove multipath map ``map_name``."""
 
 
 class PrivilegedNvmeActions:
@@ -153,3 +165,29 @@ class PrivilegedNvmeActions:
     def md_stop(self, name: str) -> None:
         from brick_agent.privileged import md
         md.stop_raid(name)
+
+    def multipathd_running(self) -> bool:
+        from brick_agent.connectors.scsi_privileged import multipathd_running
+        return multipathd_running(self.roots)
+
+    def multipath_add(self, wwid: str, devices: list[str]) -> None:
+        """``multipath -a <wwid>`` then ``multipathd add path`` per device, each best effort.
+
+        The wwids entry alone lets ``find_multipaths`` accept the paths on their next
+        uevent; a path the privileged validation does not accept is skipped (logged).
+        """
+        from brick_agent.errors import BrickError
+        from brick_agent.privileged import multipath
+        try:
+            multipath.add_wwid(wwid)
+        except BrickError as exc:
+            LOG.debug("multipath -a %s failed: %s", wwid, exc)
+        for dev in devices:
+            try:
+                multipath.add_path(os.path.basename(dev))
+            except BrickError as exc:
+                LOG.debug("multipathd add path %s failed: %s", dev, exc)
+
+    def multipath_remove(self, map_name: str) -> None:
+        from brick_agent.privileged import multipath
+        multipath.flush_map(map_name)

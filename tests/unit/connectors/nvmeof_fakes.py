@@ -8,6 +8,12 @@ behaviours that matter to the connector are modelled: lowest free controller
 instance, subsystem instance = first controller's instance, EALREADY for an
 identical controller, a refused portal, a namespace whose identifiers changed
 is dropped on one scan and its successor added on the next.
+
+With ``native=False`` a fake multipathd can run (``multipathd=True``): it maps
+the per-controller devices of one ``wwid`` into ``dm-N`` (uuid ``mpath-<wwid>``,
+name = wwid as with ``user_friendly_names no``) when a second path appears
+(``find_multipaths yes``; ``auto_map=False`` models a multipathd that does not
+pick them up), or when asked through ``multipath_add``.
 """
 
 from __future__ import annotations
@@ -67,6 +73,11 @@ class FakeNvmeKernel:
         self.connect_delay = 0.0   # seconds a connect takes (outside the kernel lock)
         self.in_connect = 0
         self.max_in_connect = 0
+        self.multipathd = False       # fake multipathd running
+        self.auto_map = True          # it maps a second path of a wwid by itself
+        self.fail_map_remove = 0      # next N map removals fail ("map in use"); -1: all
+        self.mp_log: list[tuple] = []
+        self._dm = 0
         _write(roots.sysfs("module", "nvme_core", "parameters", "multipath"),
                "Y" if native else "N")
         for d in (roots.sysfs("class", "nvme"), roots.sysfs("class", "nvme-subsystem"),
@@ -177,6 +188,88 @@ class FakeNvmeKernel:
     def md_stop(self, name: str) -> None:
         os.unlink(self.roots.devfs("md", name))
 
+    # ---------------------------------------------------------------- fake multipathd
+    def multipathd_running(self) -> bool:
+        return self.multipathd
+
+    def multipath_add(self, wwid: str, devices: list[str]) -> None:
+        with self.lock:
+            self.mp_log.append(("add", wwid, tuple(devices)))
+            for dev in devices:
+                self._map_path(os.path.basename(dev), force=True)
+
+    def multipath_remove(self, map_name: str) -> None:
+        with self.lock:
+            self.mp_log.append(("remove", map_name))
+            if self.fail_map_remove:
+                self.fail_map_remove -= 1 if self.fail_map_remove > 0 else 0
+                raise DeviceBusy(f"multipath -f {map_name}: map in use")
+            for dm in os.listdir(self.roots.sysfs("class", "block")):
+                if dm.startswith("dm-") and self._attr(dm, "dm", "name") == map_name:
+                    self._remove_map(dm)
+
+    def maps(self) -> dict[str, list[str]]:
+        """dm name -> slaves of the fake maps."""
+        out = {}
+        for dm in sorted(os.listdir(self.roots.sysfs("class", "block"))):
+            if dm.startswith("dm-"):
+                out[dm] = sorted(os.listdir(self.roots.sysfs("class", "block", dm, "slaves")))
+        return out
+
+    def _attr(self, dev: str, *rel: str) -> str | None:
+        try:
+            with open(self.roots.sysfs("class", "block", dev, *rel)) as fh:
+                return fh.read().strip()
+        except OSError:
+            return None
+
+    def _map_path(self, name: str, force: bool = False) -> None:
+        """multipathd's reaction to path ``name`` (lock held)."""
+        wwid = self._attr(name, "wwid")
+        if not self.multipathd or not wwid:
+            return
+        same = [d for d in os.listdir(self.roots.sysfs("class", "block"))
+                if d.startswith("nvme") and self._attr(d, "wwid") == wwid]
+        dm = next((d for d in self.maps() if self._attr(d, "dm", "uuid") == f"mpath-{wwid}"),
+                  None)
+        if dm is None:
+            if not force and (not self.auto_map or len(same) < 2):
+                return
+            dm = f"dm-{self._dm}"
+            self._dm += 1
+            bdir = self.roots.sysfs("devices", "virtual", "block", dm)
+            _write(os.path.join(bdir, "dm", "uuid"), f"mpath-{wwid}")
+            _write(os.path.join(bdir, "dm", "name"), wwid)
+            _write(os.path.join(bdir, "size"), self._attr(name, "size") or "0")
+            os.makedirs(os.path.join(bdir, "slaves"))
+            os.symlink(bdir, self.roots.sysfs("class", "block", dm))
+            _write(self.roots.devfs(dm), "")
+            members = [d for d in same if force or self.auto_map]
+        else:
+            members = [name]
+        bdir = os.path.realpath(self.roots.sysfs("class", "block", dm))
+        for member in members:
+            pdir = os.path.realpath(self.roots.sysfs("class", "block", member))
+            if not os.path.lexists(os.path.join(bdir, "slaves", member)):
+                os.symlink(pdir, os.path.join(bdir, "slaves", member))
+                os.symlink(bdir, os.path.join(pdir, "holders", dm))
+
+    def _unmap_path(self, name: str) -> None:
+        """The kernel drops a removed path from its map's slaves."""
+        for dm, slaves in self.maps().items():
+            if name in slaves:
+                os.unlink(self.roots.sysfs("class", "block", dm, "slaves", name))
+
+    def _remove_map(self, dm: str) -> None:
+        bdir = os.path.realpath(self.roots.sysfs("class", "block", dm))
+        for slave in os.listdir(os.path.join(bdir, "slaves")):
+            holder = self.roots.sysfs("class", "block", slave, "holders", dm)
+            if os.path.lexists(holder):
+                os.unlink(holder)
+        os.unlink(self.roots.sysfs("class", "block", dm))
+        os.unlink(self.roots.devfs(dm))
+        shutil.rmtree(bdir)
+
     # ---------------------------------------------------------------- host-side tree
     def _real_ctrl_dir(self, name: str) -> str:
         return self.roots.sysfs("devices", "virtual", "nvme-fabrics", "ctl", name)
@@ -246,6 +339,7 @@ class FakeNvmeKernel:
                 os.symlink(pdir, self.roots.sysfs("class", "block", pname))
                 if not self.native:
                     _write(self.roots.devfs(pname), "")
+                    self._map_path(pname)
 
     def _ns_dirs(self, nqn: str, nsid: int) -> list[str]:
         hinst = self.heads[nqn][nsid][0]
@@ -266,6 +360,7 @@ class FakeNvmeKernel:
         pname = self._path_name(inst, nqn, self.heads[nqn][nsid][0])
         pdir = os.path.join(self._real_ctrl_dir(f"nvme{inst}"), pname)
         if os.path.isdir(pdir):
+            self._unmap_path(pname)
             shutil.rmtree(pdir)
             os.unlink(self.roots.sysfs("class", "block", pname))
             if not self.native:
