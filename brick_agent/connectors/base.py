@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import abc
 import errno
+import functools
 import logging
 import os
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from oslo_config import cfg
 
-from brick_agent import config
+from brick_agent import config, locking
+from brick_agent import ledger as ledgermod
+from brick_agent.host.block import block_device_for_path
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
 
 LOG = logging.getLogger(__name__)
@@ -38,9 +43,19 @@ class Connector(abc.ABC):
 
     protocol: ClassVar[str]
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Route each connector's own connect/disconnect through the attachment ledger."""
+        super().__init_subclass__(**kwargs)
+        if "connect_volume" in cls.__dict__:
+            cls.connect_volume = _ledgered_connect(cls.__dict__["connect_volume"])
+        if "disconnect_volume" in cls.__dict__:
+            cls.disconnect_volume = _ledgered_disconnect(cls.__dict__["disconnect_volume"])
+
     def __init__(self, root_helper: str | None = None, driver: Any = None, *,
                  use_multipath: bool | None = None, device_scan_attempts: int = 3,
                  conf: cfg.ConfigOpts | None = None, roots: HostRoots = DEFAULT_ROOTS,
+                 ledger: ledgermod.AttachmentLedger | bool | None = None,
+                 read_only_setter: Callable[[str, bool], Any] | None = None,
                  **kwargs: Any) -> None:
         self.conf = conf if conf is not None else default_conf()
         self.opts = self.conf.brick_agent
@@ -49,6 +64,14 @@ class Connector(abc.ABC):
                               else bool(use_multipath))
         self.device_scan_attempts = max(1, int(device_scan_attempts))
         self.driver = driver
+        # The ledger describes the real host: by default only a connector on the real
+        # roots uses [brick_agent] ledger_path; others (fake trees) need ledger=... .
+        if ledger is None:
+            ledger = roots == DEFAULT_ROOTS
+        if ledger is True:
+            ledger = ledgermod.AttachmentLedger.from_conf(self.conf)
+        self.ledger: ledgermod.AttachmentLedger | None = ledger or None
+        self._read_only_setter = read_only_setter
         if kwargs:
             LOG.debug("%s ignores os-brick arguments %s", type(self).__name__,
                       sorted(kwargs))
@@ -91,6 +114,11 @@ class Connector(abc.ABC):
     def set_driver(self, driver: Any) -> None:
         self.driver = driver
 
+    def _ledger_lookup(self, props: Mapping[str, Any]) -> list[str] | None:
+        """Ledger lookup keys of ``props`` (validates them; None: no ledger for this volume)."""
+        return ledgermod.lookup_keys(getattr(self, "protocol", ""), props,
+                                     use_multipath=self.use_multipath)
+
 
 def read_first_block(path: str, size: int = 4096) -> bool:
     """Read one block from a device; False on any I/O error or missing device."""
@@ -124,3 +152,214 @@ def set_default_conf(conf: cfg.ConfigOpts) -> None:
     """Use ``conf`` (with brick_agent options registered) for connectors built without one."""
     global _DEFAULT_CONF
     _DEFAULT_CONF = conf
+
+
+# ----------------------------------------------------------------------------- attachment ledger
+#
+# Multiattach on one host.  Every connector's own connect_volume/disconnect_volume
+# is wrapped (``Connector.__init_subclass__``) by the two functions below when
+# the connector has a ledger (:mod:`brick_agent.ledger`).  Per volume (its
+# lookup keys) one external lock serialises the whole connect/disconnect, so a
+# detach of the "last" attachment cannot race a new one.
+#
+# Reconcile rule (each call, never trusting the ledger blindly):
+# * an entry whose device is gone, or now reports another identity, is dropped;
+# * an entry with no attachment left (a detach that failed half way) is ignored
+#   and replaced: the connect runs the full, idempotent kernel path;
+# * a device present with no entry but with a pending intent of attachment A
+#   (a crash between the kernel action and the ledger write) belongs to A;
+# * a device present with neither entry nor intent (attached before the ledger
+#   existed, or by another tool) is held by an ``unknown`` rw attachment: a new
+#   attachment does not make it removable (safe: never pull a device someone may
+#   use), and ro cannot be added to it.  A disconnect whose attachment id is not
+#   in the entry releases that ``unknown`` holder; a disconnect of a volume with
+#   no entry at all removes it (the os-brick behaviour: the caller owns it).
+
+_IN_LEDGER = threading.local()
+
+
+def _ledgered_connect(func: Callable[..., DeviceInfo]) -> Callable[..., DeviceInfo]:
+    @functools.wraps(func)
+    def connect_volume(self: Connector, connection_properties: Mapping[str, Any],
+                       *args: Any, **kwargs: Any) -> DeviceInfo:
+        if self.ledger is None or getattr(_IN_LEDGER, "active", False):
+            return func(self, connection_properties, *args, **kwargs)
+        keys = self._ledger_lookup(connection_properties)
+        if not keys:
+            return func(self, connection_properties, *args, **kwargs)
+        _IN_LEDGER.active = True
+        try:
+            return _connect(self, func, connection_properties, keys, *args, **kwargs)
+        finally:
+            _IN_LEDGER.active = False
+    return connect_volume
+
+
+def _ledgered_disconnect(func: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(func)
+    def disconnect_volume(self: Connector, connection_properties: Mapping[str, Any],
+                          device_info: Mapping[str, Any] | None, *args: Any,
+                          **kwargs: Any) -> None:
+        if self.ledger is None or getattr(_IN_LEDGER, "active", False):
+            return func(self, connection_properties, device_info, *args, **kwargs)
+        keys = self._ledger_lookup(connection_properties)
+        if not keys:
+            return func(self, connection_properties, device_info, *args, **kwargs)
+        _IN_LEDGER.active = True
+        try:
+            return _disconnect(self, func, connection_properties, device_info, keys,
+                               *args, **kwargs)
+        finally:
+            _IN_LEDGER.active = False
+    return disconnect_volume
+
+
+def _volume_lock(self: Connector, keys: list[str]):
+    name = locking.safe_lock_name("volume", keys[0])
+    return locking.external_lock(name, lock_path=self.opts.lock_path,
+                                 timeout=max(60.0, self.opts.device_wait_timeout * 4))
+
+
+def _live_entry(self: Connector, data: dict[str, Any],
+                keys: list[str]) -> tuple[str, dict[str, Any]] | None:
+    """The volume's entry if its device still is what it was; stale entries are dropped."""
+    found = ledgermod.find_entry(data, keys)
+    if found is None:
+        return None
+    key, entry = found
+    path = (entry.get("device_info") or {}).get("path")
+    now = ledgermod.device_identity(self.roots, path)
+    if not ledgermod.same_identity(now, entry.get("identity")):
+        LOG.warning("ledger entry %s dropped: %s is %s now", key, path,
+                    "gone" if now is None else f"identity {now}")
+        del data["volumes"][key]
+        return None
+    if not entry.get("attachments"):
+        return None
+    return key, entry
+
+
+def _set_access(self: Connector, info: Mapping[str, Any], read_only: bool) -> None:
+    """``blockdev --setro/--setrw`` on the returned device (and a map's paths)."""
+    dev = block_device_for_path(self.roots, str(info.get("path") or ""))
+    if dev is None:
+        raise ledgermod.LedgerError(f"cannot set access mode: {info.get('path')} is gone")
+    names = [dev.name] + [s for s in dev.slaves if dev.is_dm]
+    setter = self._read_only_setter
+    if setter is None:
+        from brick_agent.privileged import block as privblock
+        setter = privblock.set_block_device_read_only
+    for name in names:
+        setter(name, read_only)
+
+
+def _connect(self: Connector, func: Callable[..., DeviceInfo], props: Mapping[str, Any],
+             keys: list[str], *args: Any, **kwargs: Any) -> DeviceInfo:
+    ledger = self.ledger
+    assert ledger is not None
+    att = ledgermod.attachment_id(props)
+    mode = ledgermod.access_mode(props)
+    with _volume_lock(self, keys):
+        reuse: dict[str, Any] | None = None
+        unknown_holder = False
+        was_ro = False
+        with ledger.transaction() as data:
+            live = _live_entry(self, data, keys)
+            if live is not None:
+                key, entry = live
+                others = {a: m for a, m in ledgermod.modes_of(entry).items() if a != att}
+                if any(m != mode for m in others.values()):
+                    raise ledgermod.AccessModeConflict(key, mode, others)
+                was_ro = "ro" in ledgermod.modes_of(entry).values()
+                reuse = dict(entry["device_info"])
+            else:
+                intents = ledgermod.pending_for(data, keys)
+                present = bool(self.get_volume_paths(props))
+                if present and not intents:
+                    unknown_holder = True
+                    if mode != "rw":
+                        raise ledgermod.AccessModeConflict(
+                            ",".join(keys), mode, {ledgermod.UNKNOWN_ATTACHMENT: "rw"})
+                ledgermod.drop_pending(data, keys)
+                data["pending"].append({"lookup": keys, "attachment_id": att,
+                                        "access_mode": mode, "since": time.time()})
+        if reuse is not None:
+            if mode == "ro" or was_ro:
+                _set_access(self, reuse, mode == "ro")
+            with ledger.transaction() as data:
+                live = _live_entry(self, data, keys)
+                if live is None:
+                    raise ledgermod.LedgerError("volume vanished while adding an attachment")
+                live[1]["attachments"][att] = {"access_mode": mode, "since": time.time()}
+            LOG.info("attachment %s added to %s (%s), device %s", att, live[0], mode,
+                     reuse.get("path"))
+            return reuse
+        try:
+            info = func(self, props, *args, **kwargs)
+            if mode == "ro":
+                _set_access(self, info, True)
+        except BaseException:
+            with ledger.transaction() as data:
+                ledgermod.drop_pending(data, keys, att)
+            raise
+        ident = ledgermod.device_identity(self.roots, info.get("path"))
+        with ledger.transaction() as data:
+            ledgermod.drop_pending(data, keys, att)
+            stale = ledgermod.find_entry(data, keys)
+            if stale is not None:
+                del data["volumes"][stale[0]]
+            if ident is None:
+                LOG.warning("%s has no identity; attachment %s not recorded", info.get("path"),
+                            att)
+                return info
+            attachments = {att: {"access_mode": mode, "since": time.time()}}
+            if unknown_holder:
+                attachments.setdefault(ledgermod.UNKNOWN_ATTACHMENT,
+                                       {"access_mode": "rw", "since": time.time()})
+            data["volumes"][ledgermod.volume_key(self.protocol, ident)] = {
+                "protocol": self.protocol, "identity": ident, "lookup": keys,
+                "device_info": _storable(info), "attachments": attachments}
+        return info
+
+
+def _storable(info: Mapping[str, Any]) -> dict[str, Any]:
+    """device_info without anything that is not plain JSON."""
+    out = {}
+    for k, v in info.items():
+        if isinstance(v, (str, int, float, bool)) or v is None:
+            out[k] = v
+        elif isinstance(v, (list, tuple)) and all(isinstance(x, (str, int)) for x in v):
+            out[k] = list(v)
+    return out
+
+
+def _disconnect(self: Connector, func: Callable[..., None], props: Mapping[str, Any],
+                device_info: Mapping[str, Any] | None, keys: list[str], *args: Any,
+                **kwargs: Any) -> None:
+    ledger = self.ledger
+    assert ledger is not None
+    att = ledgermod.attachment_id(props)
+    with _volume_lock(self, keys):
+        with ledger.transaction() as data:
+            ledgermod.drop_pending(data, keys, att)
+            live = _live_entry(self, data, keys)
+            if live is not None:
+                key, entry = live
+                atts = entry["attachments"]
+                if att in atts:
+                    del atts[att]
+                elif ledgermod.UNKNOWN_ATTACHMENT in atts:
+                    del atts[ledgermod.UNKNOWN_ATTACHMENT]
+                else:
+                    LOG.warning("disconnect of %s for attachment %s, which is not one of %s: "
+                                "nothing removed", key, att, sorted(atts))
+                    return
+                if atts:
+                    LOG.info("attachment %s of %s dropped; device kept for %s", att, key,
+                             sorted(atts))
+                    return
+        func(self, props, device_info, *args, **kwargs)
+        with ledger.transaction() as data:
+            found = ledgermod.find_entry(data, keys)
+            if found is not None and not found[1].get("attachments"):
+                del data["volumes"][found[0]]

@@ -1,0 +1,175 @@
+"""Multiattach on one host: the attachment ledger wrapped around ISCSIConnector (fake host)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+import pytest
+
+from brick_agent import ledger as ledgermod
+from brick_agent.errors import DeviceNotFound
+from brick_agent.ledger import AccessModeConflict, AttachmentLedger
+from tests.unit.connectors.test_iscsi_connector import (  # noqa: F401
+    EMPTY,
+    array,
+    conf,
+    fake,
+    host,
+    make,
+    props,
+)
+
+
+@pytest.fixture
+def led(tmp_path):
+    return AttachmentLedger(str(tmp_path / "state" / "ledger" / "attachments.json"),
+                            lock_path=str(tmp_path / "locks"))
+
+
+class RoSetter:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, bool]] = []
+
+    def __call__(self, name: str, read_only: bool) -> bool:
+        self.calls.append((name, read_only))
+        return read_only
+
+
+@pytest.fixture
+def ro():
+    return RoSetter()
+
+
+@pytest.fixture
+def conn(conf, host, fake, led, ro):  # noqa: F811
+    return make(conf, host, fake, ledger=led, read_only_setter=ro)
+
+
+def kernel_actions(fake):  # noqa: F811
+    return [e for e in fake.log if e[0] in ("login", "scan", "delete", "logout", "flush")]
+
+
+def test_second_attachment_returns_same_device_without_scan_or_login(conn, fake, led):  # noqa: F811
+    a = conn.connect_volume(props(lun=1, attachment_id="att-a"))
+    before = kernel_actions(fake)
+    b = conn.connect_volume(props(lun=1, attachment_id="att-b"))
+    assert b == a
+    assert kernel_actions(fake) == before          # no second login, scan
+    entry, = led.entries().values()
+    assert sorted(entry["attachments"]) == ["att-a", "att-b"]
+    assert entry["device_info"]["path"] == a["path"]
+    assert ledgermod.same_identity(entry["identity"], a["scsi_wwn"])
+
+
+def test_detach_of_one_of_two_keeps_device_last_detach_removes(conn, fake, led):  # noqa: F811
+    info = conn.connect_volume(props(lun=1, attachment_id="att-a"))
+    conn.connect_volume(props(lun=1, attachment_id="att-b"))
+    conn.disconnect_volume(props(lun=1, attachment_id="att-a"), info)
+    assert fake.state()["devices"] == ["sda"]
+    assert not [e for e in fake.log if e[0] in ("delete", "logout")]
+    entry, = led.entries().values()
+    assert list(entry["attachments"]) == ["att-b"]
+    conn.disconnect_volume(props(lun=1, attachment_id="att-b"), info)
+    assert fake.state() == EMPTY
+    assert led.entries() == {}
+
+
+def test_ro_and_rw_mix_is_refused_before_anything_runs(conn, fake, led, ro):  # noqa: F811
+    conn.connect_volume(props(lun=1, attachment_id="att-a"))
+    before = list(fake.log)
+    with pytest.raises(AccessModeConflict) as exc:
+        conn.connect_volume(props(lun=1, attachment_id="att-b", access_mode="ro"))
+    assert "att-a=rw" in str(exc.value)
+    assert fake.log == before and ro.calls == []
+    entry, = led.entries().values()
+    assert list(entry["attachments"]) == ["att-a"]
+
+
+def test_ro_attachment_sets_device_read_only_and_second_ro_shares_it(conn, fake, led, ro):  # noqa: F811
+    info = conn.connect_volume(props(lun=1, attachment_id="r1", access_mode="ro"))
+    assert ro.calls == [("sda", True)]
+    with pytest.raises(AccessModeConflict):
+        conn.connect_volume(props(lun=1, attachment_id="w1"))
+    assert conn.connect_volume(props(lun=1, attachment_id="r2", access_mode="ro")) == info
+    conn.disconnect_volume(props(lun=1, attachment_id="r1"), info)
+    conn.disconnect_volume(props(lun=1, attachment_id="r2"), info)
+    assert fake.state() == EMPTY
+
+
+def test_crash_after_kernel_attach_before_ledger_write_is_recovered(conn, fake, led):  # noqa: F811
+    # the kernel attach happened, the process died before the ledger recorded it:
+    # only the write-ahead intent is in the ledger
+    with led.transaction() as data:
+        data["pending"].append({"lookup": ["iscsi:" + props()["target_iqn"] + ":1"],
+                                "attachment_id": "att-a", "access_mode": "rw", "since": 0})
+    info = make_plain_attach(conn)
+    again = conn.connect_volume(props(lun=1, attachment_id="att-a"))   # the caller retries
+    assert again["path"] == info["path"]
+    entry, = led.entries().values()
+    assert list(entry["attachments"]) == ["att-a"]                      # belongs to att-a
+    assert led.read()["pending"] == []
+    conn.disconnect_volume(props(lun=1, attachment_id="att-a"), again)
+    assert fake.state() == EMPTY
+
+
+def make_plain_attach(conn):
+    """Attach through the kernel without touching the ledger (what a crash leaves)."""
+    saved, conn.ledger = conn.ledger, None
+    try:
+        return conn.connect_volume(props(lun=1))
+    finally:
+        conn.ledger = saved
+
+
+def test_device_without_entry_or_intent_is_held_by_unknown(conn, fake, led):  # noqa: F811
+    info = make_plain_attach(conn)                  # e.g. attached before the ledger existed
+    conn.connect_volume(props(lun=1, attachment_id="att-a"))
+    entry, = led.entries().values()
+    assert sorted(entry["attachments"]) == ["att-a", "unknown"]
+    conn.disconnect_volume(props(lun=1, attachment_id="att-a"), info)
+    assert fake.state()["devices"] == ["sda"]       # the unknown user keeps it
+    conn.disconnect_volume(props(lun=1), info)      # legacy caller (no id) releases it
+    assert fake.state() == EMPTY
+    assert led.entries() == {}
+
+
+def test_ro_on_a_device_of_unknown_owner_is_refused(conn, fake, ro):  # noqa: F811
+    make_plain_attach(conn)
+    with pytest.raises(AccessModeConflict):
+        conn.connect_volume(props(lun=1, attachment_id="r", access_mode="ro"))
+    assert ro.calls == []
+
+
+def test_entry_whose_device_is_gone_is_dropped(conn, fake, led):  # noqa: F811
+    info = conn.connect_volume(props(lun=1, attachment_id="att-a"))
+    saved, conn.ledger = conn.ledger, None
+    conn.disconnect_volume(props(lun=1), info)      # removed behind the ledger's back
+    conn.ledger = saved
+    assert fake.state() == EMPTY
+    info2 = conn.connect_volume(props(lun=1, attachment_id="att-b"))
+    assert [e for e in fake.log if e[0] == "scan"].__len__() == 2   # a real attach again
+    entry, = led.entries().values()
+    assert list(entry["attachments"]) == ["att-b"]
+    conn.disconnect_volume(props(lun=1, attachment_id="att-b"), info2)
+    assert fake.state() == EMPTY
+
+
+def test_failed_attach_leaves_no_intent(conn, fake, led, array):  # noqa: F811
+    with pytest.raises(DeviceNotFound):
+        conn.connect_volume(props(lun=9, attachment_id="att-a"))   # no such LUN
+    assert led.read()["pending"] == [] and led.entries() == {}
+
+
+def test_no_secret_and_no_raw_properties_stored(conn, led):
+    conn.connect_volume(props(lun=1, attachment_id="att-a", auth_method="CHAP",
+                              auth_username="u", auth_password="s3cr3t-Pa55w0rd"))
+    text = pathlib.Path(led.path).read_text()
+    assert "s3cr3t" not in text and "auth_username" not in text
+    assert oct(os.stat(os.path.dirname(led.path)).st_mode & 0o777) == "0o700"
+    assert json.loads(text)["version"] == 1
+
+
+def test_connector_on_fake_roots_has_no_ledger_unless_given(conf, host, fake):  # noqa: F811
+    assert make(conf, host, fake).ledger is None
