@@ -127,7 +127,7 @@ class ExpectedVolume:
             raise InvalidExpectedVolume(f"an {proto} volume needs 'wwid'", key="wwid")
 
     @classmethod
-    def from_dict(cls, data: Any, index: int | None = None) -> "ExpectedVolume":
+    def from_dict(cls, data: Any, index: int | None = None) -> ExpectedVolume:
         """Build from a JSON object; :class:`InvalidExpectedVolume` names the bad key."""
         where = "expected volume" if index is None else f"expected[{index}]"
         if not isinstance(data, Mapping):
@@ -217,6 +217,15 @@ class _Snapshot:
     controllers: list | None = None
     namespaces: list | None = None
     block_names: set[str] | None = None
+
+
+def expected_from_ledger(ledger: Any) -> list[ExpectedVolume]:
+    """Every volume an :class:`~brick_agent.ledger.AttachmentLedger` holds, as ``expected``.
+
+    Volumes attached right now (only a pending intent) are not listed yet.
+    """
+    return [ExpectedVolume.from_dict(item, index=i)
+            for i, item in enumerate(ledger.expected_volumes())]
 
 
 def audit(roots: HostRoots = DEFAULT_ROOTS, expected: Iterable[ExpectedVolume] | None = None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
@@ -136,9 +137,17 @@ def cmd_volumes(args: argparse.Namespace, stdin: TextIO) -> Any:
 
 
 def cmd_audit(args: argparse.Namespace, stdin: TextIO) -> Any:
-    from brick_agent.audit import ExpectedVolume, audit
+    from brick_agent.audit import ExpectedVolume, audit, expected_from_ledger
     expected = None
-    if args.expected:
+    if args.expected and args.ledger:
+        raise errors.InvalidArgument("give --expected or --ledger, not both")
+    if args.ledger:
+        from brick_agent.ledger import AttachmentLedger
+        path = args.ledger if args.ledger != "-" else _conf(args).brick_agent.ledger_path
+        if not path:
+            raise errors.InvalidArgument("no ledger: [brick_agent] ledger_path is empty")
+        expected = expected_from_ledger(AttachmentLedger(os.path.abspath(path)))
+    elif args.expected:
         data = _load_json(args.expected, "expected volumes", stdin)
         if not isinstance(data, list):
             raise errors.InvalidArgument("expected volumes must be a JSON list")
@@ -223,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expected", metavar="FILE",
                    help="JSON list of volumes that should be attached "
                         "({protocol, wwid|uuid|nguid}); '-' for stdin")
+    p.add_argument("--ledger", metavar="FILE", nargs="?", const="-", default=None,
+                   help="expect exactly the volumes of the attachment ledger "
+                        "(FILE, or [brick_agent] ledger_path when FILE is omitted); "
+                        "without --ledger/--expected only leftovers are reported")
     add("gate", cmd_gate, "run the gate-only HTTP app (needs [brick_agent] gate_enabled)",
         protocol=False, properties=False)
     return parser
