@@ -168,7 +168,7 @@ def set_default_conf(conf: cfg.ConfigOpts) -> None:
 #   and replaced: the connect runs the full, idempotent kernel path;
 # * a device present with no entry but with a pending intent of attachment A
 #   (a crash between the kernel action and the ledger write) belongs to A;
-# * a device present with neither entry nor intent (attached before the ledger
+# * a device present with neither entry (even a stale one) nor intent (attached before the ledger
 #   existed, or by another tool) is held by an ``unknown`` rw attachment: a new
 #   attachment does not make it removable (safe: never pull a device someone may
 #   use), and ro cannot be added to it.  A disconnect whose attachment id is not
@@ -220,13 +220,22 @@ def _volume_lock(self: Connector, keys: list[str]):
                                  timeout=max(60.0, self.opts.device_wait_timeout * 4))
 
 
-def _live_entry(self: Connector, data: dict[str, Any],
-                keys: list[str]) -> tuple[str, dict[str, Any]] | None:
-    """The volume's entry if its device still is what it was; stale entries are dropped."""
+def _live_entry(self: Connector, data: dict[str, Any], keys: list[str],
+                volume_id: Any = None) -> tuple[str, dict[str, Any]] | None:
+    """The volume's entry if its device still is what it was; stale entries are dropped.
+
+    A different ``volume_id`` behind the same target+LUN means the array reused the
+    LUN for another volume: the entry is stale (the full attach path revalidates).
+    """
     found = ledgermod.find_entry(data, keys)
     if found is None:
         return None
     key, entry = found
+    if volume_id and entry.get("volume_id") and entry["volume_id"] != volume_id:
+        LOG.warning("ledger entry %s dropped: it is volume %s, the target's LUN now belongs "
+                    "to volume %s", key, entry["volume_id"], volume_id)
+        del data["volumes"][key]
+        return None
     path = (entry.get("device_info") or {}).get("path")
     now = ledgermod.device_identity(self.roots, path)
     if not ledgermod.same_identity(now, entry.get("identity")):
@@ -264,7 +273,8 @@ def _connect(self: Connector, func: Callable[..., DeviceInfo], props: Mapping[st
         unknown_holder = False
         was_ro = False
         with ledger.transaction() as data:
-            live = _live_entry(self, data, keys)
+            had_entry = ledgermod.find_entry(data, keys) is not None
+            live = _live_entry(self, data, keys, props.get("volume_id"))
             if live is not None:
                 key, entry = live
                 others = {a: m for a, m in ledgermod.modes_of(entry).items() if a != att}
@@ -275,7 +285,7 @@ def _connect(self: Connector, func: Callable[..., DeviceInfo], props: Mapping[st
             else:
                 intents = ledgermod.pending_for(data, keys)
                 present = bool(self.get_volume_paths(props))
-                if present and not intents:
+                if present and not intents and not had_entry:
                     unknown_holder = True
                     if mode != "rw":
                         raise ledgermod.AccessModeConflict(
@@ -318,8 +328,13 @@ def _connect(self: Connector, func: Callable[..., DeviceInfo], props: Mapping[st
                                        {"access_mode": "rw", "since": time.time()})
             data["volumes"][ledgermod.volume_key(self.protocol, ident)] = {
                 "protocol": self.protocol, "identity": ident, "lookup": keys,
+                "volume_id": _plain_id(props.get("volume_id")),
                 "device_info": _storable(info), "attachments": attachments}
         return info
+
+
+def _plain_id(value: Any) -> str | None:
+    return value if isinstance(value, str) and 0 < len(value) <= 255 else None
 
 
 def _storable(info: Mapping[str, Any]) -> dict[str, Any]:

@@ -173,3 +173,14 @@ def test_no_secret_and_no_raw_properties_stored(conn, led):
 
 def test_connector_on_fake_roots_has_no_ledger_unless_given(conf, host, fake):  # noqa: F811
     assert make(conf, host, fake).ledger is None
+
+
+def test_other_volume_behind_the_same_lun_is_not_reused_blindly(conn, fake, led):
+    conn.connect_volume(props(lun=1, attachment_id="att-a"))
+    before = list(fake.log)
+    other = props(lun=1, attachment_id="att-b")
+    other["volume_id"] = "vol-2"                    # the array reused the LUN
+    conn.connect_volume(other)
+    assert fake.log != before                       # the full attach path ran (revalidation)
+    entry, = led.entries().values()
+    assert list(entry["attachments"]) == ["att-b"] and entry["volume_id"] == "vol-2"
