@@ -175,7 +175,7 @@ def test_connector_on_fake_roots_has_no_ledger_unless_given(conf, host, fake):  
     assert make(conf, host, fake).ledger is None
 
 
-def test_other_volume_behind_the_same_lun_is_not_reused_blindly(conn, fake, led):
+def test_other_volume_behind_the_same_lun_is_not_reused_blindly(conn, fake, led):  # noqa: F811
     conn.connect_volume(props(lun=1, attachment_id="att-a"))
     before = list(fake.log)
     other = props(lun=1, attachment_id="att-b")
