@@ -114,6 +114,28 @@ class Connector(abc.ABC):
     def set_driver(self, driver: Any) -> None:
         self.driver = driver
 
+    def _ledger_revalidate(self, device_info: Mapping[str, Any]) -> bool:
+        """Before a new attachment shares a recorded device: is it still the volume?
+
+        SCSI connectors (those with ScsiVolumeOps ``ops``) rescan every SCSI device
+        behind the path (a device rescan re-reads the identity the kernel caches; it
+        is not a target scan) — an array that reused the LUN for another volume makes
+        the device stale.  Others: the identity check of the caller suffices.
+        """
+        ops = getattr(self, "ops", None)
+        if ops is None or not hasattr(ops, "revalidate"):
+            return True
+        from brick_agent.host.scsi import scsi_device_by_name
+        dev = block_device_for_path(self.roots, str(device_info.get("path") or ""))
+        if dev is None:
+            return False
+        names = list(dev.slaves) if dev.is_dm else [dev.name]
+        for name in names:
+            sdev = scsi_device_by_name(self.roots, name)
+            if sdev is None or ops.revalidate(sdev) is None:
+                return False
+        return True
+
     def _ledger_lookup(self, props: Mapping[str, Any]) -> list[str] | None:
         """Ledger lookup keys of ``props`` (validates them; None: no ledger for this volume)."""
         return ledgermod.lookup_keys(getattr(self, "protocol", ""), props,
@@ -281,8 +303,9 @@ def _connect(self: Connector, func: Callable[..., DeviceInfo], props: Mapping[st
                 if any(m != mode for m in others.values()):
                     raise ledgermod.AccessModeConflict(key, mode, others)
                 was_ro = "ro" in ledgermod.modes_of(entry).values()
-                reuse = dict(entry["device_info"])
-            else:
+                if att not in entry["attachments"]:
+                    reuse = dict(entry["device_info"])
+            if reuse is None:
                 intents = ledgermod.pending_for(data, keys)
                 present = bool(self.get_volume_paths(props))
                 if present and not intents and not had_entry:
@@ -293,6 +316,16 @@ def _connect(self: Connector, func: Callable[..., DeviceInfo], props: Mapping[st
                 ledgermod.drop_pending(data, keys)
                 data["pending"].append({"lookup": keys, "attachment_id": att,
                                         "access_mode": mode, "since": time.time()})
+        if reuse is not None and not self._ledger_revalidate(reuse):
+            LOG.warning("%s is no longer the volume of %s; attaching afresh", reuse.get("path"),
+                        ",".join(keys))
+            with ledger.transaction() as data:
+                stale = ledgermod.find_entry(data, keys)
+                if stale is not None:
+                    del data["volumes"][stale[0]]
+                data["pending"].append({"lookup": keys, "attachment_id": att,
+                                        "access_mode": mode, "since": time.time()})
+            reuse = None
         if reuse is not None:
             if mode == "ro" or was_ro:
                 _set_access(self, reuse, mode == "ro")
@@ -315,14 +348,18 @@ def _connect(self: Connector, func: Callable[..., DeviceInfo], props: Mapping[st
         ident = ledgermod.device_identity(self.roots, info.get("path"))
         with ledger.transaction() as data:
             ledgermod.drop_pending(data, keys, att)
-            stale = ledgermod.find_entry(data, keys)
-            if stale is not None:
-                del data["volumes"][stale[0]]
+            prior: dict[str, Any] = {}
+            old = ledgermod.find_entry(data, keys)
+            if old is not None:
+                # the same device (a re-connect of a recorded attachment): keep the others
+                if ledgermod.same_identity(old[1].get("identity"), ident):
+                    prior = dict(old[1].get("attachments") or {})
+                del data["volumes"][old[0]]
             if ident is None:
                 LOG.warning("%s has no identity; attachment %s not recorded", info.get("path"),
                             att)
                 return info
-            attachments = {att: {"access_mode": mode, "since": time.time()}}
+            attachments = {**prior, att: {"access_mode": mode, "since": time.time()}}
             if unknown_holder:
                 attachments.setdefault(ledgermod.UNKNOWN_ATTACHMENT,
                                        {"access_mode": "rw", "since": time.time()})

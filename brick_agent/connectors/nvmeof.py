@@ -18,6 +18,12 @@ but unused", and deleting a controller under a namespace in use loses I/O.
 The backend unmapping a namespace makes it disappear from the controller, so
 the last detach of a shared subsystem removes the controller.
 
+dm-multipath (``use_multipath`` with native NVMe multipath off): every portal is
+connected, the per-controller devices must agree on the namespace's identity,
+and the dm map multipathd builds over them is returned (``/dev/dm-N`` with
+``multipath_id``); detach flushes and removes the map before the controllers
+go (:mod:`brick_agent.connectors.nvmeof_multipath`).
+
 Replicated volumes: each replica is attached as above; an md RAID1 named after
 the alias (``/dev/md/<alias>``) is created or assembled over them (degraded
 when a replica is unreachable).

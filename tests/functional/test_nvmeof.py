@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import logging
 import os
 import subprocess
 import sys
@@ -279,6 +280,70 @@ def test_3b_non_native_one_device_per_controller(tmp_path):
             connector.disconnect_volume(p, info)
             assert ctrls(sub.nqn) == [] and not any(os.path.exists(x) for x in paths)
     finally:
+        if not glob.glob("/sys/class/nvme/nvme*"):
+            _reload_nvme_core("Y")
+        subprocess.run(["modprobe", "nvme_tcp"], check=True, timeout=60)
+
+
+def _multipathd(cmd: str) -> None:
+    subprocess.run([os.path.join(os.environ.get("BRICK_LAB_REPO", "."), "tools", "kernel-lab",
+                                 "guest-multipathd"), cmd], check=True, timeout=60,
+                   capture_output=True)
+
+
+def _mpath_maps() -> list[str]:
+    return sorted(os.path.basename(d) for d in glob.glob("/sys/block/dm-*")
+                  if (read(f"{d}/dm/uuid") or "").startswith("mpath-"))
+
+
+def test_3d_non_native_dm_multipath_survives_port_removal(tmp_path, caplog):
+    """nvme_core multipath=N + use_multipath: one dm map over both controllers' devices,
+    I/O survives the removal of one nvmet port; detach leaves no map, no controller."""
+    if glob.glob("/sys/class/nvme/nvme*") or not _reload_nvme_core("N"):
+        pytest.skip("nvme_core is in use: cannot reload it with multipath=N")
+    caplog.set_level(logging.INFO, logger="brick_agent")
+    running = subprocess.run(["multipathd", "show", "daemon"], capture_output=True,
+                             timeout=30).returncode == 0
+    try:
+        if not running:
+            _multipathd("start")
+        maps_before = _mpath_maps()
+        conf = make_conf(tmp_path, use_multipath=True, enforce_multipath=True)
+        privileged.init(conf)
+        connector = NVMeOFConnector(None, None, conf=conf)
+        with NvmetSubsystem(namespaces=1,
+                            ports=("127.0.0.1:4420", "127.0.0.2:4420")) as sub:
+            p = props(sub, 1)
+            t0 = time.monotonic()
+            info = connector.connect_volume(p)
+            attach = time.monotonic() - t0
+            poked = "adding the paths" in caplog.text
+            dm = os.path.basename(info["path"])
+            assert dm.startswith("dm-"), info
+            slaves = sorted(os.listdir(f"/sys/block/{dm}/slaves"))
+            assert len(slaves) == 2 and len(ctrls(sub.nqn)) == 2
+            assert read(f"/sys/block/{dm}/dm/uuid") == f"mpath-{info['multipath_id']}"
+            # multipathd's WWID of an NVMe path: udev ID_WWN = the namespace's sysfs wwid
+            assert info["multipath_id"] == read(f"/sys/block/{slaves[0]}/wwid")
+            assert {dev_uuid(f"/dev/{s}") for s in slaves} == {sub.namespaces[1].uuid}
+            assert connector.get_volume_paths(p) == [info["path"]]
+            io_roundtrip(info["path"])
+            sub.remove_port("127.0.0.2:4420")
+            t0 = time.monotonic()
+            io_roundtrip(info["path"], offset_mib=8)  # over the remaining path
+            failover = time.monotonic() - t0
+            t0 = time.monotonic()
+            connector.disconnect_volume(p, info)
+            detach = time.monotonic() - t0
+            assert not os.path.exists(f"/sys/block/{dm}")
+            assert _mpath_maps() == maps_before
+            assert ctrls(sub.nqn) == []
+            print(f"\nscenario3d attach {attach:.2f}s (map {dm} {info['multipath_id']} over "
+                  f"{', '.join(slaves)}; paths added by us: {poked}) "
+                  f"I/O after port removal {failover:.2f}s detach {detach:.2f}s")
+    finally:
+        if not running:
+            _multipathd("stop")
         if not glob.glob("/sys/class/nvme/nvme*"):
             _reload_nvme_core("Y")
         subprocess.run(["modprobe", "nvme_tcp"], check=True, timeout=60)

@@ -184,3 +184,24 @@ def test_other_volume_behind_the_same_lun_is_not_reused_blindly(conn, fake, led)
     assert fake.log != before                       # the full attach path ran (revalidation)
     entry, = led.entries().values()
     assert list(entry["attachments"]) == ["att-b"] and entry["volume_id"] == "vol-2"
+
+
+def test_reconnect_of_a_recorded_attachment_runs_the_kernel_path_and_keeps_others(
+        conn, fake, led):  # noqa: F811
+    info = conn.connect_volume(props(lun=1, attachment_id="att-a"))
+    conn.connect_volume(props(lun=1, attachment_id="att-b"))
+    before = [e for e in fake.log if e[0] == "rescan"]
+    assert conn.connect_volume(props(lun=1, attachment_id="att-a")) == info
+    assert len([e for e in fake.log if e[0] == "rescan"]) > len(before)   # LUN revalidated
+    entry, = led.entries().values()
+    assert sorted(entry["attachments"]) == ["att-a", "att-b"]
+
+
+def test_new_attachment_on_a_reused_lun_gets_the_new_volume(conn, fake, led, array):  # noqa: F811
+    from tests.unit.connectors.test_iscsi_fakehost import FakeLun, udev_of, wwid_of
+    old = conn.connect_volume(props(lun=1, attachment_id="att-a"))
+    array.targets[0].luns[1] = FakeLun(wwid_of(99))     # the array reused LUN 1
+    new = conn.connect_volume(props(lun=1, attachment_id="att-b"))
+    assert new["scsi_wwn"] == udev_of(99) and new["path"] != old["path"]
+    entry, = led.entries().values()
+    assert list(entry["attachments"]) == ["att-b"]
