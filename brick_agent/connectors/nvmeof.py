@@ -682,6 +682,9 @@ class NVMeOFConnector(Connector):
 
         current = _poll(grown, deadline) or sizes()
         new_size = max(current.values()) if current else 0
+        mpath = map_of(self.roots, sorted(before))
+        if mpath is not None and new_size and mpath.size_bytes != new_size:
+            self._multipath().resize_map(mpath, new_size)
         if props.replicated and props.replica_count > 1 and props.alias:
             LOG.warning("extend of RAID %s: members grew to %d bytes; growing md is not "
                         "implemented", props.alias, new_size)

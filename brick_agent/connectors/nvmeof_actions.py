@@ -95,6 +95,9 @@ class NvmeActions(Protocol):
     def multipath_remove(self, map_name: str) -> None:
         """Flush and remove multipath map ``map_name``."""
 
+    def multipath_resize(self, map_name: str) -> None:
+        """Resize multipath map ``map_name`` after its paths grew."""
+
 
 class PrivilegedNvmeActions:
     """Default actions: each call goes to one narrow ``brick_agent.privileged`` entrypoint.
@@ -191,3 +194,7 @@ class PrivilegedNvmeActions:
     def multipath_remove(self, map_name: str) -> None:
         from brick_agent.privileged import multipath
         multipath.flush_map(map_name)
+
+    def multipath_resize(self, map_name: str) -> None:
+        from brick_agent.privileged import multipath
+        multipath.resize_map(map_name)

@@ -38,6 +38,8 @@ class MultipathActions(Protocol):
 
     def multipath_remove(self, map_name: str) -> None: ...
 
+    def multipath_resize(self, map_name: str) -> None: ...
+
 
 def map_of(roots: HostRoots, names: Sequence[str]) -> MultipathMap | None:
     """The multipath map holding any of the path devices ``names``."""
@@ -120,6 +122,25 @@ class NvmeMultipath:
                   what=f"removal of map {m.dm_name}")
             watch.wait_gone(lambda: read_map(self.roots, m.dm_name),
                             Deadline.after(self.removal_timeout), what=f"map {m.dm_name}")
+
+    def resize_map(self, m: MultipathMap, size: int) -> None:
+        """Grow ``m`` to ``size`` bytes (multipathd refuses until it saw the paths grow)."""
+        from brick_agent.connectors.scsi_volume import retry
+
+        def size_now() -> int | None:
+            now = read_map(self.roots, m.dm_name)
+            return None if now is None else now.size_bytes
+
+        budget = Deadline.after(self.map_timeout)
+        retry(lambda: self.actions.multipath_resize(m.name or m.dm_name), budget,
+              until=lambda: size_now() == size, what=f"resize of map {m.dm_name}")
+        with self.watch_factory() as watch:
+            try:
+                watch.wait_for(lambda: True if size_now() == size else None, budget,
+                               what=f"map {m.dm_name} at {size} bytes")
+            except DeviceNotFound:
+                raise BrickError(f"map {m.dm_name} did not grow to {size} bytes "
+                                 f"(now {size_now()})") from None
 
 
 __all__ = ["MultipathActions", "NvmeMultipath", "map_of"]

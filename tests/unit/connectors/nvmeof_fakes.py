@@ -208,6 +208,15 @@ class FakeNvmeKernel:
                 if dm.startswith("dm-") and self._attr(dm, "dm", "name") == map_name:
                     self._remove_map(dm)
 
+    def multipath_resize(self, map_name: str) -> None:
+        with self.lock:
+            self.mp_log.append(("resize", map_name))
+            for dm in self.maps():
+                if self._attr(dm, "dm", "name") == map_name:
+                    slave = sorted(os.listdir(self.roots.sysfs("class", "block", dm, "slaves")))[0]
+                    _write(self.roots.sysfs("class", "block", dm, "size"),
+                           self._attr(slave, "size") or "0")
+
     def maps(self) -> dict[str, list[str]]:
         """dm name -> slaves of the fake maps."""
         out = {}

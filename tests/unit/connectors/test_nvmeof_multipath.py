@@ -121,3 +121,14 @@ def test_detach_keeps_controllers_when_the_map_cannot_be_removed(tmp_path, roots
     kernel.fail_map_remove = 0
     conn.disconnect_volume(p, info)
     assert kernel.maps() == {} and kernel.controller_names() == []
+
+
+def test_extend_grows_the_paths_then_the_map(tmp_path, roots):
+    kernel, conn = setup(tmp_path, roots)
+    p = props(portals=TWO)
+    info = conn.connect_volume(p)
+    kernel.subsystems[NQN].namespaces[1].size = 2 << 30
+    assert conn.extend_volume(p) == 2 << 30
+    assert host_mpath.read_map(roots, "dm-0").size_bytes == 2 << 30
+    assert ("resize", f"uuid.{U1}") in kernel.mp_log
+    conn.disconnect_volume(p, info)
