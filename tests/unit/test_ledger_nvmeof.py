@@ -1,0 +1,42 @@
+"""Multiattach through the attachment ledger with NVMeOFConnector (fake NVMe kernel)."""
+
+from __future__ import annotations
+
+from brick_agent.connectors.nvmeof import NVMeOFConnector
+from brick_agent.host.udev import DeviceWatch
+from brick_agent.ledger import AttachmentLedger
+from tests.unit.connectors.nvmeof_fakes import FakeNs, FakeNvmeKernel
+from tests.unit.connectors.test_nvmeof import (  # noqa: F401
+    G1,
+    NQN,
+    _conf,
+    nvme_dirs,
+    props,
+    roots,
+    tcp,
+)
+
+
+def make(tmp_path, roots):  # noqa: F811
+    kernel = FakeNvmeKernel(roots, native=True)
+    led = AttachmentLedger(str(tmp_path / "ledger.json"), lock_path=str(tmp_path / "locks"))
+    conn = NVMeOFConnector(
+        None, None, conf=_conf(tmp_path), roots=roots, actions=kernel, ledger=led,
+        read_only_setter=lambda name, ro: None,
+        watch_factory=lambda: DeviceWatch(use_netlink=False, poll_interval=0.01, roots=roots))
+    kernel.add_target(NQN, [tcp()], [FakeNs(1, props()["vol_uuid"], G1)])
+    return kernel, conn, led
+
+
+def test_nvme_two_attachments_share_one_namespace_until_the_last_detach(tmp_path, roots):  # noqa: F811
+    kernel, conn, led = make(tmp_path, roots)
+    a = conn.connect_volume(props(attachment_id="a"))
+    b = conn.connect_volume(props(attachment_id="b"))
+    assert a == b and len(kernel.requests) == 1 and kernel.rescans == []
+    entry, = led.entries().values()
+    assert entry["protocol"] == "NVMEOF" and sorted(entry["attachments"]) == ["a", "b"]
+    conn.disconnect_volume(props(attachment_id="a"), a)
+    assert nvme_dirs(roots) == ["nvme0"]
+    conn.disconnect_volume(props(attachment_id="b"), b)
+    assert nvme_dirs(roots) == []
+    assert led.entries() == {}
