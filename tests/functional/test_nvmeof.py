@@ -328,6 +328,12 @@ def test_3d_non_native_dm_multipath_survives_port_removal(tmp_path, caplog):
             assert {dev_uuid(f"/dev/{s}") for s in slaves} == {sub.namespaces[1].uuid}
             assert connector.get_volume_paths(p) == [info["path"]]
             io_roundtrip(info["path"])
+            old = int(read(f"/sys/block/{dm}/size")) * 512
+            t0 = time.monotonic()
+            sub.resize_namespace(1, old + 32 * MiB)
+            assert connector.extend_volume(p) == old + 32 * MiB
+            extend = time.monotonic() - t0
+            assert int(read(f"/sys/block/{dm}/size")) * 512 == old + 32 * MiB
             sub.remove_port("127.0.0.2:4420")
             t0 = time.monotonic()
             io_roundtrip(info["path"], offset_mib=8)  # over the remaining path
@@ -340,7 +346,8 @@ def test_3d_non_native_dm_multipath_survives_port_removal(tmp_path, caplog):
             assert ctrls(sub.nqn) == []
             print(f"\nscenario3d attach {attach:.2f}s (map {dm} {info['multipath_id']} over "
                   f"{', '.join(slaves)}; paths added by us: {poked}) "
-                  f"I/O after port removal {failover:.2f}s detach {detach:.2f}s")
+                  f"extend {extend:.2f}s I/O after port removal {failover:.2f}s "
+                  f"detach {detach:.2f}s")
     finally:
         if not running:
             _multipathd("stop")
