@@ -133,7 +133,7 @@ class _GateJSONProvider(DefaultJSONProvider):
     sort_keys = True
 
     @staticmethod
-    def default(o: Any) -> Any:  # noqa: D102
+    def default(o: Any) -> Any:
         if isinstance(o, Secret):
             return MASK
         if dataclasses.is_dataclass(o) and not isinstance(o, type):
@@ -368,6 +368,18 @@ def create_app(conf: cfg.ConfigOpts | None = None, roots: HostRoots = DEFAULT_RO
                 raise InvalidRequest("field 'expected' must be a list of volumes", key="expected")
             expected = [audit_mod.ExpectedVolume.from_dict(item, index=i)
                         for i, item in enumerate(raw)]
+        source = request.args.getlist("expected")
+        if source:
+            # ?expected=ledger: the volumes of [brick_agent] ledger_path are the expected ones
+            if source != ["ledger"] or expected is not None:
+                raise InvalidRequest("query 'expected' accepts only 'ledger', once, and not "
+                                     "with a POSTed list", key="expected")
+            from brick_agent.ledger import AttachmentLedger
+            ledger = AttachmentLedger.from_conf(conf)
+            if ledger is None:
+                raise InvalidRequest("no attachment ledger: [brick_agent] ledger_path is empty",
+                                     key="expected")
+            expected = audit_mod.expected_from_ledger(ledger)
         grace = _grace_arg(request.args.getlist("nvme_grace"))
         report = audit_mod.audit(roots=roots, expected=expected, nvme_grace=grace)
         return jsonify(report.to_dict())
