@@ -86,11 +86,14 @@ def map_for_wwid(roots: HostRoots, wwid: str) -> MultipathMap | None:
 def map_for_slave(roots: HostRoots, name: str) -> MultipathMap | None:
     """The map using path device ``name`` ('sdb' or '/dev/sdb')."""
     base = os.path.basename(name.rstrip("/"))
-    for holder in sysfs.list_dir(roots.sysfs("class", "block", base, "holders"), _DM_RE):
+    holders = roots.sysfs("class", "block", base, "holders")
+    for holder in sysfs.list_dir(holders, _DM_RE):
         m = read_map(roots, holder)
         if m is not None:
             return m
-    for m in multipath_maps(roots):  # holders link missing in a partial tree
+    if os.path.isdir(holders):  # the kernel lists every holder: no map uses it
+        return None
+    for m in multipath_maps(roots):  # holders directory missing in a partial tree
         if base in m.slaves:
             return m
     return None

@@ -1,3 +1,5 @@
+import os
+
 from brick_agent.host import multipath
 
 WWID = "36001405c6b7f3d2e8a1b4c5d6e7f8091"
@@ -50,3 +52,17 @@ def test_map_vanishing_mid_read(fake):
     fake.remove_block("dm-0")
     assert multipath.multipath_maps(fake.roots) == []
     assert multipath.map_for_slave(fake.roots, "sdb") is None
+
+
+def test_map_for_slave_trusts_the_holders_directory(fake, monkeypatch):
+    """A path device whose (existing) holders directory names no map has none: the
+    lookup must not list every dm device (that made discovery quadratic)."""
+    _tree(fake)
+    r = fake.roots
+    holders = r.sysfs("class", "block", "sdb", "holders")
+    for entry in os.listdir(holders):
+        os.unlink(os.path.join(holders, entry))
+    monkeypatch.setattr(multipath, "multipath_maps",
+                        lambda roots: (_ for _ in ()).throw(AssertionError("full scan")))
+    assert multipath.map_for_slave(r, "sdb") is None
+    assert multipath.map_for_slave(r, "sdc").dm_name == "dm-0"
