@@ -56,16 +56,54 @@ def _has_superblock(device: str, run: Runner) -> bool:
     return result.returncode == 0 and result.stdout.lstrip().startswith("ARRAY ")
 
 
+def _holding_array(roots: HostRoots, members: Sequence[str]) -> str | None:
+    """The md device (``mdN``) that already holds one of ``members``, if any.
+
+    udev's incremental assembly rule (``mdadm --incremental``) grabs members that
+    carry a superblock as soon as they appear, so a re-attach may find its array
+    assembled (possibly still inactive, waiting for the other members).
+    """
+    for member in members:
+        holders = roots.sysfs("block", os.path.basename(member), "holders")
+        for holder in sorted(os.listdir(holders)) if os.path.isdir(holders) else ():
+            if re.fullmatch(r"md\d{1,6}", holder):
+                return holder
+    return None
+
+
+def _adopt(roots: HostRoots, md_name: str, run: Runner) -> str:
+    """Start an array udev assembled (inactive until ``--run``); returns 'adopted'."""
+    state = roots.sysfs("block", md_name, "md", "array_state")
+    try:
+        with open(state) as f:
+            inactive = f.read().strip() in ("inactive", "")
+    except OSError:
+        inactive = True
+    if inactive:
+        run(["mdadm", "--run", v.path_under(roots.dev, roots.devfs(md_name))], timeout=60)
+    return "adopted"
+
+
 def do_create_or_assemble_raid1(roots: HostRoots, name: str, devices: Sequence[str | None],
                                 *, run: Runner = commands.run) -> str:
     """Assemble ``/dev/md/NAME`` from members that already have a superblock, else create
-    it (``None`` slots become ``missing``: a degraded array).  Returns which was done."""
+    it (``None`` slots become ``missing``: a degraded array).  An array udev already
+    assembled from these members is started and kept.  Returns what was done."""
     name = v.matching(name, MD_NAME, "md name", max_len=64)
     members = _members(roots, devices)
     present = [m for m in members if m]
     target = v.path_under(roots.dev, roots.devfs("md", name))
+    held = _holding_array(roots, present)
+    if held:
+        return _adopt(roots, held, run)
     if any(_has_superblock(m, run) for m in present):
-        run(["mdadm", "--assemble", "--run", target, *present], timeout=60)
+        try:
+            run(["mdadm", "--assemble", "--run", target, *present], timeout=60)
+        except CommandFailed:
+            held = _holding_array(roots, present)  # udev won the race ("busy")
+            if not held:
+                raise
+            return _adopt(roots, held, run)
         return "assembled"
     run(["mdadm", "--create", target, "--level=1", f"--raid-devices={len(members)}",
          "--metadata=1.2", "--bitmap=internal", "--homehost=any", f"--name={name}",

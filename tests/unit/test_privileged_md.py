@@ -112,3 +112,49 @@ def test_stop_is_a_no_op_without_the_array_and_reports_real_failures(roots):
     with pytest.raises(CommandFailed):
         md.do_stop_raid(roots, "vol-1", run=run)
     assert run.calls[-1][0] == ["mdadm", "--stop", os.path.realpath(roots.devfs("md127"))]
+
+
+def _hold(roots, member, md_name, state):
+    os.makedirs(roots.sysfs("block", member, "holders"), exist_ok=True)
+    os.symlink(f"../../{md_name}", roots.sysfs("block", member, "holders", md_name))
+    os.makedirs(roots.sysfs("block", md_name, "md"), exist_ok=True)
+    with open(roots.sysfs("block", md_name, "md", "array_state"), "w") as f:
+        f.write(state + "\n")
+    open(roots.devfs(md_name), "w").close()
+
+
+def test_array_udev_assembled_inactive_is_started_not_recreated(roots):
+    _hold(roots, "nvme1n1", "md127", "inactive")
+    run = Mdadm(superblocks={"nvme0n1", "nvme1n1"})
+    assert md.do_create_or_assemble_raid1(roots, "vol-1", ["nvme0n1", "nvme1n1"],
+                                          run=run) == "adopted"
+    assert [argv for argv, _ in run.calls] == [
+        ["mdadm", "--run", os.path.realpath(roots.devfs("md127"))]]
+
+
+def test_array_udev_assembled_and_running_is_kept_as_is(roots):
+    _hold(roots, "nvme0n1", "md127", "clean")
+    run = Mdadm(superblocks={"nvme0n1", "nvme1n1"})
+    assert md.do_create_or_assemble_raid1(roots, "vol-1", ["nvme0n1", "nvme1n1"],
+                                          run=run) == "adopted"
+    assert run.calls == []
+
+
+def test_udev_winning_the_race_during_assemble_is_adopted(roots):
+    class Racing(Mdadm):
+        def __call__(self, argv, **kwargs):
+            if argv[1] == "--assemble":  # udev grabbed the member meanwhile
+                self.calls.append((list(argv), kwargs))
+                _hold(roots, "nvme0n1", "md126", "active")
+                raise CommandFailed(argv, 2, "mdadm: /dev/nvme0n1 is busy - skipping")
+            return super().__call__(argv, **kwargs)
+
+    run = Racing(superblocks={"nvme0n1"})
+    assert md.do_create_or_assemble_raid1(roots, "vol-1", ["nvme0n1", None],
+                                          run=run) == "adopted"
+
+
+def test_assemble_failure_without_a_holder_is_reported(roots):
+    run = Mdadm(superblocks={"nvme0n1"}, fail="--assemble")
+    with pytest.raises(CommandFailed):
+        md.do_create_or_assemble_raid1(roots, "vol-1", ["nvme0n1", "nvme1n1"], run=run)
