@@ -443,7 +443,13 @@ class NVMeOFConnector(Connector):
             ns = known.get(slave)
             return ns is not None and matches(ns, target)
 
-        m = self._multipath().wait_for_map(wwid, names, deadline, is_ours)
+        try:
+            m = self._multipath().wait_for_map(wwid, names, deadline, is_ours)
+        except DeviceNotFound as exc:
+            if enforce:
+                raise
+            LOG.warning("%s; returning single path %s of %s", exc, first.name, target.nqn)
+            return None
         LOG.info("multipath map %s (%s) over %s", m.dm_name, m.wwid, ", ".join(m.slaves))
         return m
 

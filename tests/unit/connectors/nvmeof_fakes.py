@@ -75,6 +75,7 @@ class FakeNvmeKernel:
         self.max_in_connect = 0
         self.multipathd = False       # fake multipathd running
         self.auto_map = True          # it maps a second path of a wwid by itself
+        self.add_path_works = True    # multipath_add maps the paths (else: only the wwid)
         self.fail_map_remove = 0      # next N map removals fail ("map in use"); -1: all
         self.mp_log: list[tuple] = []
         self._dm = 0
@@ -195,6 +196,8 @@ class FakeNvmeKernel:
     def multipath_add(self, wwid: str, devices: list[str]) -> None:
         with self.lock:
             self.mp_log.append(("add", wwid, tuple(devices)))
+            if not self.add_path_works:
+                return
             for dev in devices:
                 self._map_path(os.path.basename(dev), force=True)
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from brick_agent.errors import LeftoversRemain, NotSupported, VolumeIdentityMismatch
+from brick_agent.errors import DeviceNotFound, LeftoversRemain, NotSupported, VolumeIdentityMismatch
 from brick_agent.host import multipath as host_mpath
 from brick_agent.host.roots import HostRoots
 from tests.unit.connectors.nvmeof_fakes import FakeNs
@@ -132,3 +132,17 @@ def test_extend_grows_the_paths_then_the_map(tmp_path, roots):
     assert host_mpath.read_map(roots, "dm-0").size_bytes == 2 << 30
     assert ("resize", f"uuid.{U1}") in kernel.mp_log
     conn.disconnect_volume(p, info)
+
+
+def test_no_map_in_time_falls_back_to_one_device_or_fails_when_enforced(tmp_path, roots):
+    kernel, conn = setup(tmp_path, roots, multipath_wait_timeout=0.2)
+    kernel.auto_map = False
+    kernel.add_path_works = False   # e.g. a single path multipathd is not told about
+    info = conn.connect_volume(props(portals=TWO))
+    assert info == {"type": "block", "path": roots.devfs("nvme0n1")}
+    assert kernel.maps() == {}
+    conn.disconnect_volume(props(portals=TWO), info)
+
+    with pytest.raises(DeviceNotFound, match="no multipath map"):
+        conn.connect_volume(props(portals=TWO, enforce_multipath=True))
+    assert kernel.controller_names() == []
