@@ -55,8 +55,6 @@ LOG = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 LOCK_NAME = "ledger"
 DEFAULT_ATTACHMENT = "default"
-#: holder recorded for a device found attached with no ledger entry and no intent
-UNKNOWN_ATTACHMENT = "unknown"
 ACCESS_MODES = ("rw", "ro")
 #: connection-property keys that may carry the attachment id (Cinder/Nova name first)
 ATTACHMENT_ID_KEYS = ("attachment_id", "attachment")

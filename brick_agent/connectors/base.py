@@ -190,12 +190,13 @@ def set_default_conf(conf: cfg.ConfigOpts) -> None:
 #   and replaced: the connect runs the full, idempotent kernel path;
 # * a device present with no entry but with a pending intent of attachment A
 #   (a crash between the kernel action and the ledger write) belongs to A;
-# * a device present with neither entry (even a stale one) nor intent (attached before the ledger
-#   existed, or by another tool) is held by an ``unknown`` rw attachment: a new
-#   attachment does not make it removable (safe: never pull a device someone may
-#   use), and ro cannot be added to it.  A disconnect whose attachment id is not
-#   in the entry releases that ``unknown`` holder; a disconnect of a volume with
-#   no entry at all removes it (the os-brick behaviour: the caller owns it).
+# * a device present with neither entry nor intent is adopted by the attachment
+#   that connects it: presence alone says nothing about use (an NVMe controller
+#   connect or an iSCSI login exposes every namespace/LUN mapped to the host).
+#   Consequence: attachments made before the ledger existed (upgrade, os-brick)
+#   are not counted; a disconnect whose attachment id is not in the entry
+#   removes nothing (safe side), and a disconnect of a volume with no entry at
+#   all removes it (the os-brick behaviour: the caller owns it).
 
 _IN_LEDGER = threading.local()
 
@@ -292,10 +293,8 @@ def _connect(self: Connector, func: Callable[..., DeviceInfo], props: Mapping[st
     mode = ledgermod.access_mode(props)
     with _volume_lock(self, keys):
         reuse: dict[str, Any] | None = None
-        unknown_holder = False
         was_ro = False
         with ledger.transaction() as data:
-            had_entry = ledgermod.find_entry(data, keys) is not None
             live = _live_entry(self, data, keys, props.get("volume_id"))
             if live is not None:
                 key, entry = live
@@ -306,13 +305,6 @@ def _connect(self: Connector, func: Callable[..., DeviceInfo], props: Mapping[st
                 if att not in entry["attachments"]:
                     reuse = dict(entry["device_info"])
             if reuse is None:
-                intents = ledgermod.pending_for(data, keys)
-                present = bool(self.get_volume_paths(props))
-                if present and not intents and not had_entry:
-                    unknown_holder = True
-                    if mode != "rw":
-                        raise ledgermod.AccessModeConflict(
-                            ",".join(keys), mode, {ledgermod.UNKNOWN_ATTACHMENT: "rw"})
                 ledgermod.drop_pending(data, keys)
                 data["pending"].append({"lookup": keys, "attachment_id": att,
                                         "access_mode": mode, "since": time.time()})
@@ -360,9 +352,6 @@ def _connect(self: Connector, func: Callable[..., DeviceInfo], props: Mapping[st
                             att)
                 return info
             attachments = {**prior, att: {"access_mode": mode, "since": time.time()}}
-            if unknown_holder:
-                attachments.setdefault(ledgermod.UNKNOWN_ATTACHMENT,
-                                       {"access_mode": "rw", "since": time.time()})
             data["volumes"][ledgermod.volume_key(self.protocol, ident)] = {
                 "protocol": self.protocol, "identity": ident, "lookup": keys,
                 "volume_id": _plain_id(props.get("volume_id")),
@@ -400,8 +389,6 @@ def _disconnect(self: Connector, func: Callable[..., None], props: Mapping[str, 
                 atts = entry["attachments"]
                 if att in atts:
                     del atts[att]
-                elif ledgermod.UNKNOWN_ATTACHMENT in atts:
-                    del atts[ledgermod.UNKNOWN_ATTACHMENT]
                 else:
                     LOG.warning("disconnect of %s for attachment %s, which is not one of %s: "
                                 "nothing removed", key, att, sorted(atts))

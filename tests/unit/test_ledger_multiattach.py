@@ -123,23 +123,17 @@ def make_plain_attach(conn):
         conn.ledger = saved
 
 
-def test_device_without_entry_or_intent_is_held_by_unknown(conn, fake, led):  # noqa: F811
-    info = make_plain_attach(conn)                  # e.g. attached before the ledger existed
+def test_device_without_entry_or_intent_is_adopted_by_the_connecting_attachment(
+        conn, fake, led):  # noqa: F811
+    info = make_plain_attach(conn)                  # present, but nobody recorded it
     conn.connect_volume(props(lun=1, attachment_id="att-a"))
     entry, = led.entries().values()
-    assert sorted(entry["attachments"]) == ["att-a", "unknown"]
+    assert list(entry["attachments"]) == ["att-a"]
+    conn.disconnect_volume(props(lun=1, attachment_id="other"), info)   # not recorded
+    assert fake.state()["devices"] == ["sda"]       # removes nothing
     conn.disconnect_volume(props(lun=1, attachment_id="att-a"), info)
-    assert fake.state()["devices"] == ["sda"]       # the unknown user keeps it
-    conn.disconnect_volume(props(lun=1), info)      # legacy caller (no id) releases it
     assert fake.state() == EMPTY
     assert led.entries() == {}
-
-
-def test_ro_on_a_device_of_unknown_owner_is_refused(conn, fake, ro):  # noqa: F811
-    make_plain_attach(conn)
-    with pytest.raises(AccessModeConflict):
-        conn.connect_volume(props(lun=1, attachment_id="r", access_mode="ro"))
-    assert ro.calls == []
 
 
 def test_entry_whose_device_is_gone_is_dropped(conn, fake, led):  # noqa: F811

@@ -40,3 +40,20 @@ def test_nvme_two_attachments_share_one_namespace_until_the_last_detach(tmp_path
     conn.disconnect_volume(props(attachment_id="b"), b)
     assert nvme_dirs(roots) == []
     assert led.entries() == {}
+
+
+def test_nvme_second_namespace_exposed_by_the_first_connect_is_not_held_by_anyone(
+        tmp_path, roots):  # noqa: F811
+    from tests.unit.connectors.test_nvmeof import U2
+    kernel, conn, led = make(tmp_path, roots)
+    kernel.subsystems[NQN].namespaces[2] = FakeNs(2, U2, None)  # one subsystem, two volumes
+    pa, pb = props(attachment_id="a"), props(vol_uuid=U2, attachment_id="b")
+    a = conn.connect_volume(pa)
+    b = conn.connect_volume(pb)              # its namespace appeared with the controller
+    assert a != b
+    conn.disconnect_volume(pa, a)
+    assert nvme_dirs(roots) == ["nvme0"]
+    (entry,) = led.entries().values()
+    assert list(entry["attachments"]) == ["b"]          # b alone holds its namespace
+    conn.disconnect_volume(pb, b)
+    assert led.entries() == {}
