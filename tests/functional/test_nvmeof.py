@@ -356,6 +356,39 @@ def test_3d_non_native_dm_multipath_survives_port_removal(tmp_path, caplog):
         subprocess.run(["modprobe", "nvme_tcp"], check=True, timeout=60)
 
 
+def test_3e_non_native_dm_multipath_one_portal_down_at_connect(tmp_path):
+    """multipath=N, use_multipath, one of two portals dead: the attach succeeds (a map
+    over the live path, or -- multipath not enforced -- the single device) and detaches clean."""
+    if glob.glob("/sys/class/nvme/nvme*") or not _reload_nvme_core("N"):
+        pytest.skip("nvme_core is in use: cannot reload it with multipath=N")
+    running = subprocess.run(["multipathd", "show", "daemon"], capture_output=True,
+                             timeout=30).returncode == 0
+    try:
+        if not running:
+            _multipathd("start")
+        maps_before = _mpath_maps()
+        conf = make_conf(tmp_path, use_multipath=True, multipath_wait_timeout=3.0,
+                         login_timeout=5.0)
+        privileged.init(conf)
+        connector = NVMeOFConnector(None, None, conf=conf)
+        with NvmetSubsystem(namespaces=1) as sub:
+            p = props(sub, 1, portals=[["127.0.0.1", 4420, "tcp"], ["127.0.0.2", 4499, "tcp"]])
+            t0 = time.monotonic()
+            info = connector.connect_volume(p)
+            attach = time.monotonic() - t0
+            assert len(ctrls(sub.nqn)) == 1
+            io_roundtrip(info["path"])
+            connector.disconnect_volume(p, info)
+            assert _mpath_maps() == maps_before and ctrls(sub.nqn) == []
+            print(f"\nscenario3e attach {attach:.2f}s -> {info}")
+    finally:
+        if not running:
+            _multipathd("stop")
+        if not glob.glob("/sys/class/nvme/nvme*"):
+            _reload_nvme_core("Y")
+        subprocess.run(["modprobe", "nvme_tcp"], check=True, timeout=60)
+
+
 def test_3c_ana_inaccessible_path_is_tolerated_and_all_inaccessible_fails_clean(tmp_path):
     """ANA: one path inaccessible -> attach and I/O over the other; every path
     inaccessible -> no head device, DeviceNotFound, and no controller left."""
