@@ -22,7 +22,9 @@ NVME_NAMESPACE = re.compile(r"^nvme\d{1,4}(?:c\d{1,4})?n\d{1,5}$")
 NVME_CONTROLLER = re.compile(r"^nvme\d{1,4}$")
 DM_DEVICE = re.compile(r"^dm-\d{1,6}$")
 BLOCK_DEVICE = re.compile(r"^(?:sd[a-z]{1,4}|nvme\d{1,4}(?:c\d{1,4})?n\d{1,5}|dm-\d{1,6})$")
-SCSI_PATH_DEVICE = SCSI_DISK  # what multipathd accepts as a path here
+#: What multipathd may be given as a path: SCSI disks and NVMe namespace devices of a
+#: controller (non-native NVMe multipath); never dm devices or hidden nvmeXcYnZ nodes.
+MULTIPATH_PATH_DEVICE = re.compile(r"^(?:sd[a-z]{1,4}|nvme\d{1,4}n\d{1,5})$")
 
 _IQN = re.compile(r"^iqn\.\d{4}-\d{2}\.[A-Za-z0-9][A-Za-z0-9.-]*(?::[A-Za-z0-9._:-]+)?$")
 _EUI = re.compile(r"^eui\.[0-9A-Fa-f]{16}$")

@@ -22,14 +22,14 @@ def do_flush_map(name: str, *, timeout: float = 60.0, run: Runner = commands.run
 
 
 def do_add_path(device: str, *, timeout: float = 30.0, run: Runner = commands.run) -> dict:
-    """``multipathd add path sdX``."""
-    dev = v.device_name(device, v.SCSI_PATH_DEVICE, "path device")
+    """``multipathd add path DEV`` (sdX, or nvmeXnY without native NVMe multipath)."""
+    dev = v.device_name(device, v.MULTIPATH_PATH_DEVICE, "path device")
     return _res(run(["multipathd", "add", "path", dev], timeout=v.timeout_arg(timeout)))
 
 
 def do_del_path(device: str, *, timeout: float = 30.0, run: Runner = commands.run) -> dict:
-    """``multipathd del path sdX``."""
-    dev = v.device_name(device, v.SCSI_PATH_DEVICE, "path device")
+    """``multipathd del path DEV``."""
+    dev = v.device_name(device, v.MULTIPATH_PATH_DEVICE, "path device")
     return _res(run(["multipathd", "del", "path", dev], timeout=v.timeout_arg(timeout)))
 
 

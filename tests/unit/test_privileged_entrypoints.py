@@ -470,9 +470,16 @@ def test_multipath_rejects(bad):
     assert run.calls == []
 
 
-def test_multipath_path_must_be_scsi_disk():
+@pytest.mark.parametrize("device", ["dm-0", "nvme0c1n1", "nvme0", "loop0", "md127"])
+def test_multipath_path_must_be_a_scsi_disk_or_nvme_namespace(device):
     with pytest.raises(InvalidArgument):
-        multipath.do_add_path("dm-0", run=Recorder())
+        multipath.do_add_path(device, run=Recorder())
+
+
+def test_multipath_accepts_a_non_native_nvme_namespace_path():
+    run = Recorder()
+    multipath.do_add_path("nvme1n2", run=run)
+    assert run.calls[0][0] == ["multipathd", "add", "path", "nvme1n2"]
 
 
 @pytest.mark.parametrize("bad", OPTION_LIKE + META)
