@@ -199,6 +199,11 @@ _SPEC: dict[str, Any] = {
                 "schema": {"type": "number", "minimum": 0, "maximum": 60}}],
             "get": {
                 "operationId": "audit",
+                "parameters": [{
+                    "name": "expected", "in": "query", "required": False,
+                    "description": "'ledger': the volumes of the attachment ledger "
+                                   "([brick_agent] ledger_path) are the expected ones",
+                    "schema": {"type": "string", "enum": ["ledger"]}}],
                 "summary": "Leftover audit of the host",
                 "responses": {"200": {"description": "audit report", "content": {
                     "application/json": {"schema": {
