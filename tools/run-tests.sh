@@ -32,5 +32,12 @@ if [ "$mode" != unit ]; then
       tools/kernel-lab/guest-pytest tests/functional -m realkernel -q \
       --junitxml="$repo/results/functional.xml" "$@" || rc=$?
   pytest_rc "$rc" || status=$rc
+  echo "=== real-kernel tests needing Debian 13's 6.12 kernel (NVMe over FC: nvme-fcloop) ==="
+  bash tools/kernel-lab/lab setup --kernel 6.12
+  rc=0; bash tools/kernel-lab/lab run --kernel 6.12 --timeout 600 -- \
+      tools/kernel-lab/guest-pytest tests/functional/test_nvmeof_fc.py \
+      tests/functional/test_lab_fixtures.py -m realkernel -k "fc" -q \
+      --junitxml="$repo/results/functional-6.12.xml" || rc=$?
+  pytest_rc "$rc" || status=$rc
 fi
 exit "$status"

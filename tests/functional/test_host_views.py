@@ -16,6 +16,7 @@ from brick_agent.deadline import Deadline
 from brick_agent.host import block, fc, iscsi, multipath, nvme, scsi, udev
 from brick_agent.host.roots import DEFAULT_ROOTS as R
 from brick_agent.host.udev import DeviceWatch
+from tests.functional import rawhost
 
 pytestmark = pytest.mark.realkernel
 
@@ -81,9 +82,12 @@ def test_iscsi_session_lun_and_links(iscsi_target) -> None:
 
 
 def test_iscsi_two_portals_multipath_map(iscsi_multipath_target) -> None:
-    t = iscsi_multipath_target
+    with rawhost.multipathd_running():
+        _two_portals_multipath_map(iscsi_multipath_target)
+
+
+def _two_portals_multipath_map(t) -> None:
     lun = t.luns[0]
-    running = subprocess.run(["multipathd", "show", "daemon"], capture_output=True, text=True)
     with DeviceWatch(subsystems=("block",)) as watch:
         for portal in t.portals:
             sh("iscsiadm", "-m", "discovery", "-t", "sendtargets", "-p", portal)
@@ -96,8 +100,6 @@ def test_iscsi_two_portals_multipath_map(iscsi_multipath_target) -> None:
                 [d for s in sessions for d in iscsi.session_devices(R, s) if d.wwid == lun.wwid and d.name]),
                 Deadline.after(30), what="2 paths")
             assert len({d.hctl.host for d in paths}) == 2
-            if running.returncode != 0 or "pid" not in running.stdout:  # 'pid N idle|running'
-                pytest.skip("multipathd not running in this lab boot (BRICK_LAB_MULTIPATHD=1)")
             sh("multipath", "-a", lun.scsi_id, check=False)
             for d in paths:
                 sh("multipathd", "add", "path", f"/dev/{d.name}", check=False)
