@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from brick_agent.connectors import multipath_wait
 from brick_agent.deadline import Deadline
 from brick_agent.errors import BrickError, DeviceNotFound, VolumeIdentityMismatch
 from brick_agent.host.multipath import MultipathMap, map_for_slave, read_map
@@ -69,40 +69,18 @@ class NvmeMultipath:
         warning; a map holding a device ``is_ours`` rejects, or whose WWID is not
         ``wwid``, raises :class:`VolumeIdentityMismatch`.
         """
-        budget = deadline.capped(self.map_timeout)
         wanted = set(names)
 
-        def complete() -> MultipathMap | None:
-            m = map_of(self.roots, names)
-            if m is not None and wanted <= set(m.slaves) and \
-                    os.path.exists(self.roots.devfs(m.dm_name)):
-                return m
-            return None
+        def add() -> None:
+            try:
+                self.actions.multipath_add(wwid, list(names))
+            except BrickError as exc:
+                LOG.warning("multipath add of %s failed: %s", wwid, exc)
 
-        m = complete()
-        if m is None:
-            with self.watch_factory() as watch:
-                try:
-                    m = watch.wait_for(complete, budget.capped(self.grace),
-                                       what=f"multipath map of {wwid} (by multipathd)")
-                except DeviceNotFound:
-                    LOG.info("multipathd has not mapped %s after %.1fs: adding the paths",
-                             ", ".join(names), self.grace)
-                    try:
-                        self.actions.multipath_add(wwid, list(names))
-                    except BrickError as exc:
-                        LOG.warning("multipath add of %s failed: %s", wwid, exc)
-                    try:
-                        m = watch.wait_for(complete, budget, what=f"multipath map of {wwid}")
-                    except DeviceNotFound:
-                        m = None
-        if m is None:
-            m = map_of(self.roots, names)
-            if m is None or not os.path.exists(self.roots.devfs(m.dm_name)):
-                raise DeviceNotFound(f"no multipath map over {', '.join(names)} ({wwid}) "
-                                     f"within {budget.budget:.1f}s")
-            LOG.warning("multipath map %s has paths %s of %s", m.dm_name,
-                        ", ".join(m.slaves), ", ".join(names))
+        m = multipath_wait.wait_for_map(
+            self.roots, self.watch_factory, lambda: map_of(self.roots, names), names,
+            budget=deadline.capped(self.map_timeout), grace=self.grace, add=add,
+            what=f"multipath map of {wwid}")
         if m.wwid != wwid:
             raise VolumeIdentityMismatch(f"map {m.dm_name} over {', '.join(names)} has WWID "
                                          f"{m.wwid}, the namespace {wwid}")

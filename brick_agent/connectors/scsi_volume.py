@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ContextManager, Protocol
 
+from brick_agent.connectors import multipath_wait
 from brick_agent.deadline import Deadline
 from brick_agent.errors import (BrickError, CommandFailed, DeviceBusy, DeviceNotFound,
                                 NotSupported, VolumeIdentityMismatch)
@@ -189,36 +190,12 @@ class ScsiVolumeOps:
         A map holding only some of ``names`` at the deadline is accepted with a
         warning; a map holding a path of another LUN is refused.
         """
-        budget = deadline.capped(self.multipath_wait_timeout)
         wanted = set(names)
-
-        def complete() -> MultipathMap | None:
-            m = map_for_wwid(self.roots, wwid)
-            if m is not None and wanted <= set(m.slaves) and \
-                    os.path.exists(self.roots.devfs(m.dm_name)):
-                return m
-            return None
-
-        m = complete()
-        if m is None:
-            with self.watch_factory() as watch:
-                try:  # multipathd usually builds the map from the paths' uevents itself
-                    m = watch.wait_for(complete, budget.capped(self.multipath_grace),
-                                       what=f"multipath map of {wwid} (by multipathd)")
-                except DeviceNotFound:
-                    self.actions.multipath_add(wwid, list(names))
-                    try:
-                        m = watch.wait_for(complete, budget, what=f"multipath map of {wwid}")
-                    except DeviceNotFound:
-                        m = None
-        if m is None:
-            partial = map_for_wwid(self.roots, wwid)
-            if partial is None or not set(partial.slaves) & wanted:
-                raise DeviceNotFound(f"no multipath map mpath-{wwid} with paths "
-                                     f"{', '.join(names)} within {budget.budget:.1f}s")
-            LOG.warning("multipath map %s has paths %s of %s", partial.dm_name,
-                        ", ".join(partial.slaves), ", ".join(names))
-            m = partial
+        m = multipath_wait.wait_for_map(
+            self.roots, self.watch_factory, lambda: map_for_wwid(self.roots, wwid), names,
+            budget=deadline.capped(self.multipath_wait_timeout), grace=self.multipath_grace,
+            add=lambda: self.actions.multipath_add(wwid, list(names)),
+            what=f"multipath map mpath-{wwid}")
         for slave in m.slaves:
             if slave in wanted:
                 continue
