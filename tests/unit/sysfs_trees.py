@@ -56,3 +56,9 @@ def tree_meta(name: str) -> dict:
         member = tf.extractfile("capture.json")
         assert member is not None
         return json.load(member)
+
+
+def capture_note(roots: HostRoots) -> str:
+    """The scenario note of the tree ``roots`` was extracted from (its capture.json)."""
+    with open(os.path.join(os.path.dirname(roots.sys), "capture.json")) as f:
+        return json.load(f)["note"]

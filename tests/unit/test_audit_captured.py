@@ -8,42 +8,16 @@ and the audit must name each one.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
-import tarfile
 
-import pytest
 
 from brick_agent import audit as A
 from brick_agent.audit import ExpectedVolume, audit
 from brick_agent.host import sysfs
 from brick_agent.host.roots import HostRoots
-
-DATA = os.path.join(os.path.dirname(__file__), "data")
-
-
-def extract(name: str, tmp_path) -> HostRoots:
-    path = os.path.join(DATA, f"{name}.tar.gz")
-    if not os.path.exists(path):
-        pytest.skip(f"captured tree {name} not present")
-    try:
-        from tests.unit.sysfs_trees import extract_tree  # the lab helper's loader
-    except ImportError:
-        extract_tree = None
-    if extract_tree is not None:
-        return extract_tree(name, tmp_path)
-    dest = tmp_path / name
-    with tarfile.open(path) as tar:
-        tar.extractall(dest, filter="tar")
-    return HostRoots.under(str(dest))
-
-
-def note(roots: HostRoots) -> str:
-    with open(os.path.join(os.path.dirname(roots.sys), "capture.json")) as f:
-        return json.load(f)["note"]
-
+from tests.unit.sysfs_trees import capture_note, extract_tree
 
 def udev(wwid: str) -> str:
     return "3" + wwid[len("naa."):]
@@ -76,8 +50,8 @@ def kernel_delete_lun(roots: HostRoots, hctl: str) -> list[str]:
 
 
 def test_iscsi_single_is_clean(tmp_path):
-    roots = extract("iscsi-single", tmp_path)
-    (wwid,) = re.findall(r"wwid (naa\.[0-9a-f]+)", note(roots))
+    roots = extract_tree("iscsi-single", tmp_path)
+    (wwid,) = re.findall(r"wwid (naa\.[0-9a-f]+)", capture_note(roots))
     report = audit(roots)
     assert report.clean, report.to_dict()
     assert [(v.protocol, v.wwid) for v in report.volumes] == [("ISCSI", udev(wwid))]
@@ -87,8 +61,8 @@ def test_iscsi_single_is_clean(tmp_path):
 
 def test_iscsi_single_broken_detach(tmp_path):
     """LUN deleted, logout forgotten, udev never removed the links."""
-    roots = extract("iscsi-single", tmp_path)
-    (wwid,) = re.findall(r"wwid (naa\.[0-9a-f]+)", note(roots))
+    roots = extract_tree("iscsi-single", tmp_path)
+    (wwid,) = re.findall(r"wwid (naa\.[0-9a-f]+)", capture_note(roots))
     (hctl,) = sysfs.list_dir(roots.sysfs("bus", "scsi", "devices"), r"\d+:\d+:\d+:\d+")
     (disk,) = kernel_delete_lun(roots, hctl)
     report = audit(roots, [])
@@ -103,8 +77,8 @@ def test_iscsi_single_broken_detach(tmp_path):
 
 
 def test_iscsi_shared_multipath_is_clean(tmp_path):
-    roots = extract("iscsi-shared-multipath", tmp_path)
-    wwids = re.findall(r"wwid (naa\.[0-9a-f]+)", note(roots))
+    roots = extract_tree("iscsi-shared-multipath", tmp_path)
+    wwids = re.findall(r"wwid (naa\.[0-9a-f]+)", capture_note(roots))
     report = audit(roots)
     assert report.clean, report.to_dict()
     assert report.counts["multipath_maps"] == 2 and report.counts["wwids_entries"] == 2
@@ -116,8 +90,8 @@ def test_iscsi_shared_multipath_is_clean(tmp_path):
 def test_iscsi_shared_multipath_one_lun_detached_badly(tmp_path):
     """LUN 1 deleted on both paths but its map, wwids entry and links left behind;
     LUN 0 (same sessions) untouched: sessions still carry a LUN, so no session finding."""
-    roots = extract("iscsi-shared-multipath", tmp_path)
-    lun0, lun1 = re.findall(r"wwid (naa\.[0-9a-f]+)", note(roots))
+    roots = extract_tree("iscsi-shared-multipath", tmp_path)
+    lun0, lun1 = re.findall(r"wwid (naa\.[0-9a-f]+)", capture_note(roots))
     removed = []
     for hctl in sysfs.list_dir(roots.sysfs("bus", "scsi", "devices"), r"\d+:\d+:\d+:1"):
         removed += kernel_delete_lun(roots, hctl)
@@ -139,7 +113,7 @@ def test_iscsi_shared_multipath_one_lun_detached_badly(tmp_path):
 
 
 def test_iscsi_shared_multipath_all_paths_failed(tmp_path):
-    roots = extract("iscsi-shared-multipath", tmp_path)
+    roots = extract_tree("iscsi-shared-multipath", tmp_path)
     for hctl in sysfs.list_dir(roots.sysfs("bus", "scsi", "devices"), r"\d+:\d+:\d+:0"):
         state = os.path.join(sysfs.resolve(roots.sysfs("bus", "scsi", "devices", hctl)), "state")
         with open(state, "w") as f:
@@ -153,8 +127,8 @@ def test_fcoe_capture(tmp_path):
     """FC LUNs over FCoE rports are FIBRE_CHANNEL volumes.  This capture was taken in
     the VM run right after the multipath one, whose wwids entries stayed behind: the
     audit finds exactly that real leftover."""
-    roots = extract("fcoe", tmp_path)
-    wwids = re.findall(r"wwid (naa\.[0-9a-f]+)", note(roots))
+    roots = extract_tree("fcoe", tmp_path)
+    wwids = re.findall(r"wwid (naa\.[0-9a-f]+)", capture_note(roots))
     report = audit(roots, [ExpectedVolume("FC", wwid=w) for w in wwids])
     assert report.errors == []
     assert sorted(v.wwid for v in report.volumes) == sorted(udev(w) for w in wwids)
@@ -171,7 +145,7 @@ def multipath_wwids(roots: HostRoots) -> list[str]:
 
 
 def test_nvme_tcp_capture_is_clean(tmp_path):
-    roots = extract("nvme-tcp", tmp_path)
+    roots = extract_tree("nvme-tcp", tmp_path)
     report = audit(roots)
     assert report.errors == []
     assert not {f.kind for f in report.findings} & {

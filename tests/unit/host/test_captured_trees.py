@@ -8,48 +8,20 @@ from sysfs: so these tests check our readers against an independent source.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import tarfile
 
-import pytest
 
 from brick_agent.host import block, fc, iscsi, multipath, nvme, scsi
-from brick_agent.host.roots import HostRoots
-
-DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data")
-
-
-def _extract(name: str, tmp_path) -> HostRoots:
-    path = os.path.join(DATA, f"{name}.tar.gz")
-    if not os.path.exists(path):
-        pytest.skip(f"captured tree {name} not present")
-    try:
-        from tests.unit.sysfs_trees import extract_tree  # the lab helper's loader
-    except ImportError:
-        extract_tree = None
-    if extract_tree is not None:
-        return extract_tree(name, tmp_path)
-    dest = tmp_path / name
-    with tarfile.open(path) as tar:
-        tar.extractall(dest, filter="tar")
-    return HostRoots.under(str(dest))
-
-
-def _note(roots: HostRoots) -> str:
-    base = os.path.dirname(roots.sys)
-    with open(os.path.join(base, "capture.json")) as f:
-        return json.load(f)["note"]
-
+from tests.unit.sysfs_trees import capture_note, extract_tree
 
 def _wwids(note: str) -> list[str]:
     return re.findall(r"wwid (naa\.[0-9a-f]+)", note)
 
 
 def test_iscsi_single(tmp_path):
-    r = _extract("iscsi-single", tmp_path)
-    note = _note(r)
+    r = extract_tree("iscsi-single", tmp_path)
+    note = capture_note(r)
     iqn = re.search(r"to (iqn\S+) at", note).group(1)
     (wwid,) = _wwids(note)
     size = int(re.search(r"\((\d+) bytes\)", note).group(1))
@@ -76,8 +48,8 @@ def test_iscsi_single(tmp_path):
 
 
 def test_iscsi_shared_multipath(tmp_path):
-    r = _extract("iscsi-shared-multipath", tmp_path)
-    note = _note(r)
+    r = extract_tree("iscsi-shared-multipath", tmp_path)
+    note = capture_note(r)
     iqn = re.search(r"target (iqn\S+) with", note).group(1)
     wwids = _wwids(note)
     dm_of = dict(re.findall(r"wwid (naa\.[0-9a-f]+) -> (dm-\d+)", note))
@@ -105,8 +77,8 @@ def test_iscsi_shared_multipath(tmp_path):
 
 
 def test_nvme_tcp_native_multipath(tmp_path):
-    r = _extract("nvme-tcp", tmp_path)
-    note = _note(r)
+    r = extract_tree("nvme-tcp", tmp_path)
+    note = capture_note(r)
     nqn = re.search(r"subsystem (nqn\S+),", note).group(1)
     expected = {int(n): (u, g) for n, u, g in
                 re.findall(r"nsid (\d+) uuid ([0-9a-f-]+) nguid ([0-9a-f-]+)", note)}
@@ -128,8 +100,8 @@ def test_nvme_tcp_native_multipath(tmp_path):
 
 
 def test_fcoe(tmp_path):
-    r = _extract("fcoe", tmp_path)
-    note = _note(r)
+    r = extract_tree("fcoe", tmp_path)
+    note = capture_note(r)
     host_number = int(re.search(r"initiator host(\d+)", note).group(1))
     init_wwpn = re.search(r"initiator host\d+ wwpn ([0-9a-f]+)", note).group(1)
     tgt_wwpn = re.search(r"target wwpn ([0-9a-f]+)", note).group(1)
