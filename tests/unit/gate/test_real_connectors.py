@@ -18,7 +18,8 @@ from brick_agent.gate.app import create_app  # noqa: E402
 from tests.unit.gate.conftest import PASSWORD, PROPS, host_with_volume, make_conf  # noqa: E402
 from tests.unit.gate.fakehost import FakeHost  # noqa: E402
 from tests.unit.gate.test_server import running, verify_detach  # noqa: E402
-from tests.unit.test_audit_captured import extract, kernel_delete_lun, note  # noqa: E402
+from tests.unit.sysfs_trees import capture_note, extract_tree  # noqa: E402
+from tests.unit.test_audit_captured import kernel_delete_lun  # noqa: E402
 
 NQN = "nqn.2014-08.org.test:subsys1"
 UUID = "5b2a0c9e-1111-4d6f-8e3a-0123456789ab"
@@ -75,12 +76,12 @@ def test_nvme_paths_on_fake_host(tmp_path):
 
 
 def _single_props(roots) -> dict:
-    iqn = re.search(r"to (iqn\S+) at", note(roots)).group(1)
+    iqn = re.search(r"to (iqn\S+) at", capture_note(roots)).group(1)
     return {"target_portal": "127.0.0.1:3260", "target_iqn": iqn, "target_lun": 0}
 
 
 def test_captured_iscsi_single(tmp_path):
-    roots = extract("iscsi-single", tmp_path)
+    roots = extract_tree("iscsi-single", tmp_path)
     client = _client(roots)
     props = _single_props(roots)
     body = _paths(client, "ISCSI", props)
@@ -94,8 +95,8 @@ def test_captured_two_host_verification(tmp_path):
     detach that deleted the LUN but kept the session and the /dev/disk links.  The
     verifier passes (no path of the volume on the source) and the audit still names
     the leftovers."""
-    dest = extract("iscsi-single", tmp_path / "dest")
-    src = extract("iscsi-single", tmp_path / "src")
+    dest = extract_tree("iscsi-single", tmp_path / "dest")
+    src = extract_tree("iscsi-single", tmp_path / "src")
     props = _single_props(dest)
     props_file = tmp_path / "props.json"
     props_file.write_text(json.dumps(props))
