@@ -1,7 +1,9 @@
 """Target fixtures for the real-kernel lab VM (tools/kernel-lab): LIO iSCSI,
-nvmet over TCP, FCoE + tcm_fc. Configfs writes only; guest-only (root, lab kernel)."""
+nvmet over TCP, FCoE + tcm_fc, nvme-fcloop. Configfs writes only; guest-only (root,
+lab kernel). Every target is a :class:`LabTarget`: ``create()``/``destroy()`` or ``with``."""
 
 from ._sys import LabError, wait_for
+from .base import LabTarget
 from .fcloop import FcLoop, fcloop_available
 from .fcoe import FcoeFabric, FcoeTarget
 from .lio import LioIscsiTarget, LioLun, local_initiator_iqn
@@ -9,5 +11,5 @@ from .nvmet import NvmetNamespace, NvmetPort, NvmetSubsystem
 
 IN_LAB_ENV = "BRICK_LAB"
 
-__all__ = ["FcLoop", "fcloop_available", "FcoeFabric", "FcoeTarget", "IN_LAB_ENV", "LabError", "LioIscsiTarget", "LioLun",
-           "NvmetNamespace", "NvmetPort", "NvmetSubsystem", "local_initiator_iqn", "wait_for"]
+__all__ = ["FcLoop", "fcloop_available", "FcoeFabric", "FcoeTarget", "IN_LAB_ENV", "LabError", "LabTarget",
+           "LioIscsiTarget", "LioLun", "NvmetNamespace", "NvmetPort", "NvmetSubsystem", "local_initiator_iqn", "wait_for"]

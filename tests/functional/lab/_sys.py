@@ -6,10 +6,12 @@ import errno
 import os
 import secrets
 import subprocess
+import tempfile
 import time
 from typing import Callable, Iterable, TypeVar
 
 CONFIGFS = "/sys/kernel/config"
+MiB = 1024 * 1024
 T = TypeVar("T")
 
 
@@ -156,8 +158,9 @@ class Backing:
         td.step(os.unlink, self.path)
 
 
-def lab_workdir() -> str:
-    """Directory for backing files in the guest (tmpfs /tmp: never the checkout)."""
-    d = os.path.join("/tmp", "brick-lab-targets")
-    os.makedirs(d, exist_ok=True)
-    return d
+def new_workdir(prefix: str) -> str:
+    """A fresh directory for one target's backing files, under /tmp/brick-lab-targets
+    (tmpfs in the guest: never the checkout)."""
+    base = os.path.join("/tmp", "brick-lab-targets")
+    os.makedirs(base, exist_ok=True)
+    return tempfile.mkdtemp(prefix=prefix, dir=base)

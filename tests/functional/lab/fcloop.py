@@ -13,6 +13,7 @@ import os
 import secrets
 
 from ._sys import LabError, Teardown, modprobe, run, write
+from .base import LabTarget
 
 CTL = "/sys/class/fcloop/ctl"
 
@@ -26,7 +27,12 @@ def _wwn(prefix: int) -> int:
     return (prefix << 60) | secrets.randbits(48)
 
 
-class FcLoop:
+def _port_spec(wwnn: int, wwpn: int) -> str:
+    """fcloop ctl spelling of a port's names."""
+    return f"wwnn=0x{wwnn:016x},wwpn=0x{wwpn:016x}"
+
+
+class FcLoop(LabTarget):
     """One fcloop local (host) port wired to one target port."""
 
     def __init__(self) -> None:
@@ -44,39 +50,25 @@ class FcLoop:
         """The host port: ``nvme connect -w``."""
         return f"nn-0x{self.host_wwnn:016x}:pn-0x{self.host_wwpn:016x}"
 
-    def __enter__(self) -> "FcLoop":
-        return self.create()
-
-    def __exit__(self, *exc: object) -> None:
-        self.destroy()
-
-    def create(self) -> "FcLoop":
+    def _create(self) -> None:
         if not fcloop_available():
             raise LabError("nvme-fcloop is not available in this kernel (use --kernel 6.12)")
-        try:
-            modprobe("nvme-fcloop", "nvme-fc", "nvmet-fc")
-            host = f"wwnn=0x{self.host_wwnn:016x},wwpn=0x{self.host_wwpn:016x}"
-            tgt = f"wwnn=0x{self.target_wwnn:016x},wwpn=0x{self.target_wwpn:016x}"
-            write(os.path.join(CTL, "add_local_port"), host)
-            self._made.append("local")
-            write(os.path.join(CTL, "add_target_port"), tgt)
-            self._made.append("target")
-            write(os.path.join(CTL, "add_remote_port"),
-                  f"{tgt},lpwwnn=0x{self.host_wwnn:016x},lpwwpn=0x{self.host_wwpn:016x},roles=0x60")
-            self._made.append("remote")
-        except BaseException:
-            try:
-                self.destroy()
-            except LabError:
-                pass
-            raise
-        return self
+        modprobe("nvme-fcloop", "nvme-fc", "nvmet-fc")
+        host = _port_spec(self.host_wwnn, self.host_wwpn)
+        tgt = _port_spec(self.target_wwnn, self.target_wwpn)
+        write(os.path.join(CTL, "add_local_port"), host)
+        self._made.append("local")
+        write(os.path.join(CTL, "add_target_port"), tgt)
+        self._made.append("target")
+        write(os.path.join(CTL, "add_remote_port"),
+              f"{tgt},lpwwnn=0x{self.host_wwnn:016x},lpwwpn=0x{self.host_wwpn:016x},roles=0x60")
+        self._made.append("remote")
 
     def destroy(self) -> None:
         """Remove the ports (disconnect controllers and unexport first)."""
         td = Teardown()
-        host = f"wwnn=0x{self.host_wwnn:016x},wwpn=0x{self.host_wwpn:016x}"
-        tgt = f"wwnn=0x{self.target_wwnn:016x},wwpn=0x{self.target_wwpn:016x}"
+        host = _port_spec(self.host_wwnn, self.host_wwpn)
+        tgt = _port_spec(self.target_wwnn, self.target_wwpn)
         if "remote" in self._made:
             td.step(write, os.path.join(CTL, "del_remote_port"), tgt)
         if "target" in self._made:

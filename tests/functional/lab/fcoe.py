@@ -12,8 +12,8 @@ import dataclasses
 import glob
 import os
 
-from ._sys import LabError, Teardown, mkdir, modprobe, read, run, wait_for, write
-from .lio import CONFIGFS, MiB, LioFabricTarget
+from ._sys import CONFIGFS, LabError, MiB, Teardown, mkdir, modprobe, read, run, wait_for, write
+from .lio import LioFabricTarget
 
 FCOE_BUS = "/sys/bus/fcoe"
 
@@ -114,23 +114,6 @@ class FcoeTarget(LioFabricTarget):
     @property
     def initiator_hosts(self) -> list[str]:
         return [f.initiator_host for f in self.fabrics]
-
-    def __enter__(self) -> "FcoeTarget":
-        return self.create()
-
-    def __exit__(self, *exc: object) -> None:
-        self.destroy()
-
-    def create(self) -> "FcoeTarget":
-        try:
-            self._create()
-        except BaseException:
-            try:
-                self.destroy()
-            except LabError:
-                pass
-            raise
-        return self
 
     def _create(self) -> None:
         modprobe("veth", "fcoe", "tcm_fc")

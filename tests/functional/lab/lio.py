@@ -5,15 +5,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import tempfile
 from typing import Sequence
 
 from . import netblock
-from ._sys import (CONFIGFS, Backing, LabError, Teardown, mkdir, modprobe, read,
-                   subdirs, symlink, token, write)
+from ._sys import (CONFIGFS, Backing, LabError, MiB, Teardown, mkdir, modprobe, new_workdir,
+                   read, subdirs, symlink, token, write)
+from .base import LabTarget
 
 CORE = os.path.join(CONFIGFS, "target", "core")
-MiB = 1024 * 1024
 
 
 def local_initiator_iqn(path: str = "/etc/iscsi/initiatorname.iscsi") -> str:
@@ -64,7 +63,7 @@ class LioLun:
         return os.path.join(CORE, self.hba, self.name)
 
 
-class LioFabricTarget:
+class LioFabricTarget(LabTarget):
     """Common LIO plumbing: fileio backstores, TPG LUNs, ACL LUN mappings.
 
     Subclasses fill ``self.tpgs`` (tpgt_N configfs dirs; every LUN is exported
@@ -94,8 +93,7 @@ class LioFabricTarget:
     def _prepare_storage(self) -> None:
         modprobe("target_core_mod", "target_core_file")
         if self._own_workdir:
-            os.makedirs("/tmp/brick-lab-targets", exist_ok=True)
-            self.workdir = tempfile.mkdtemp(prefix=f"lio-{self.token}-", dir="/tmp/brick-lab-targets")
+            self.workdir = new_workdir(f"lio-{self.token}-")
         n = 0
         while os.path.exists(os.path.join(CORE, f"fileio_{n}")):
             n += 1
@@ -231,23 +229,6 @@ class LioIscsiTarget(LioFabricTarget):
     @property
     def target_dir(self) -> str:
         return os.path.join(CONFIGFS, "target", "iscsi", self.iqn)
-
-    def __enter__(self) -> "LioIscsiTarget":
-        return self.create()
-
-    def __exit__(self, *exc: object) -> None:
-        self.destroy()
-
-    def create(self) -> "LioIscsiTarget":
-        try:
-            self._create()
-        except BaseException:
-            try:
-                self.destroy()
-            except LabError:
-                pass
-            raise
-        return self
 
     def _create(self) -> None:
         modprobe("iscsi_target_mod")

@@ -5,16 +5,15 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import tempfile
 import uuid as uuidlib
 from typing import Sequence
 
 from . import netblock
-from ._sys import (CONFIGFS, Backing, LabError, Teardown, mkdir, modprobe, read,
-                   subdirs, symlink, token, write)
+from ._sys import (CONFIGFS, Backing, LabError, MiB, Teardown, mkdir, modprobe, new_workdir,
+                   read, subdirs, symlink, token, write)
+from .base import LabTarget
 
 NVMET = os.path.join(CONFIGFS, "nvmet")
-MiB = 1024 * 1024
 ANA_STATES = ("optimized", "non-optimized", "inaccessible", "persistent-loss", "change")
 
 
@@ -43,7 +42,7 @@ class NvmetPort:
         return self.traddr if self.trtype == "fc" else f"{self.traddr}:{self.trsvcid}"
 
 
-class NvmetSubsystem:
+class NvmetSubsystem(LabTarget):
     """An nvmet subsystem with N namespaces exported on 1..n TCP ports.
 
         with NvmetSubsystem(namespaces=2, ports=("127.0.0.1:4420", "127.0.0.2:4420")) as s:
@@ -73,39 +72,21 @@ class NvmetSubsystem:
         self.namespaces: dict[int, NvmetNamespace] = {}
         self.ports: list[NvmetPort] = []
         self.blocked: set[str] = set()
-        self._created = False
 
     @property
     def subsys_dir(self) -> str:
         return os.path.join(NVMET, "subsystems", self.nqn)
 
-    def __enter__(self) -> "NvmetSubsystem":
-        return self.create()
-
-    def __exit__(self, *exc: object) -> None:
-        self.destroy()
-
-    def create(self) -> "NvmetSubsystem":
-        try:
-            modprobe("nvmet", "nvmet_tcp")
-            if self._own_workdir:
-                os.makedirs("/tmp/brick-lab-targets", exist_ok=True)
-                self.workdir = tempfile.mkdtemp(prefix=f"nvmet-{self.token}-",
-                                                dir="/tmp/brick-lab-targets")
-            mkdir(self.subsys_dir)
-            self._created = True
-            write(os.path.join(self.subsys_dir, "attr_allow_any_host"), 1 if self.allow_any_host else 0)
-            for _ in range(self._want_ns):
-                self.add_namespace()
-            for portal in self._want_ports:
-                self.add_port(portal)
-        except BaseException:
-            try:
-                self.destroy()
-            except LabError:
-                pass
-            raise
-        return self
+    def _create(self) -> None:
+        modprobe("nvmet", "nvmet_tcp")
+        if self._own_workdir:
+            self.workdir = new_workdir(f"nvmet-{self.token}-")
+        mkdir(self.subsys_dir)
+        write(os.path.join(self.subsys_dir, "attr_allow_any_host"), 1 if self.allow_any_host else 0)
+        for _ in range(self._want_ns):
+            self.add_namespace()
+        for portal in self._want_ports:
+            self.add_port(portal)
 
     # -- namespaces ----------------------------------------------------------
     def add_namespace(self, nsid: int | None = None, size: int | None = None,
