@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 
 import pytest
 
-from brick_agent import config, privileged
+from brick_agent import privileged
 from brick_agent.connectors.fibre_channel import FibreChannelConnector
 from brick_agent.errors import TargetUnreachable
+from tests.functional.conftest import PRIVSEP_DAEMON, make_conf
 from tests.functional.lab import FcoeTarget
 from tests.functional.rawhost import (disks_with, maps_with, multipathd_running,
                                       scsi_devices_of, wait, write_read)
@@ -62,11 +62,7 @@ def fc():
 
 @pytest.fixture
 def conf(tmp_path):
-    c = config.new_conf()
-    c.set_override("lock_path", str(tmp_path / "locks"), group="brick_agent")
-    c.set_override("privsep_in_process", True, group="brick_agent")
-    c.set_override("device_wait_timeout", 15.0, group="brick_agent")
-    return c
+    return make_conf(tmp_path, device_wait_timeout=15.0)
 
 
 @pytest.fixture
@@ -185,11 +181,7 @@ def test_5_two_hbas_multipath_one_map_two_paths(fc, conf, baseline, multipathd):
 
 # ---------------------------------------------------------------- privsep daemon
 def test_attach_detach_through_the_privsep_daemon(fc, tmp_path, baseline):
-    c = config.new_conf()
-    c.set_override("lock_path", str(tmp_path / "locks"), group="brick_agent")
-    c.set_override("privsep_in_process", False, group="brick_agent")
-    helper = os.path.join(os.path.dirname(sys.executable), "privsep-helper")
-    c.set_override("privsep_helper_command", helper, group="brick_agent")
+    c = make_conf(tmp_path, **PRIVSEP_DAEMON, device_wait_timeout=None)
     conn = FibreChannelConnector(conf=c)
     try:
         info = conn.connect_volume(props(fc, 2, (1,)))

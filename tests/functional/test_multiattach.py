@@ -11,9 +11,9 @@ import os
 
 import pytest
 
-from brick_agent import config
 from brick_agent.connectors.iscsi import ISCSIConnector
 from brick_agent.ledger import AccessModeConflict, AttachmentLedger
+from tests.functional.conftest import make_conf
 from tests.functional.lab import LioIscsiTarget
 from tests.functional.rawhost import disks_with, read, sessions_of, write_read
 
@@ -28,12 +28,7 @@ def ledger(tmp_path):
 
 @pytest.fixture
 def connector(tmp_path, ledger):
-    c = config.new_conf()
-    c.set_override("lock_path", str(tmp_path / "locks"), group="brick_agent")
-    c.set_override("privsep_in_process", True, group="brick_agent")
-    c.set_override("device_wait_timeout", 20.0, group="brick_agent")
-    c.set_override("login_timeout", 10.0, group="brick_agent")
-    return ISCSIConnector(conf=c, ledger=ledger)
+    return ISCSIConnector(conf=make_conf(tmp_path, login_timeout=10.0), ledger=ledger)
 
 
 def props_for(t: LioIscsiTarget, attachment: str, **extra) -> dict:
