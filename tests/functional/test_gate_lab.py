@@ -18,7 +18,6 @@ baseline taken at the start of each test.
 
 from __future__ import annotations
 
-import glob
 import io
 import json
 import os
@@ -28,12 +27,14 @@ import urllib.request
 
 import pytest
 
-from brick_agent import config, privileged
+from brick_agent import privileged
 from brick_agent.audit import ExpectedVolume, audit
 from brick_agent.connectors.iscsi import ISCSIConnector
 from brick_agent.connectors.nvmeof import NVMeOFConnector
 from brick_agent.host.roots import DEFAULT_ROOTS
+from tests.functional.conftest import make_conf
 from tests.functional.lab import LioIscsiTarget, NvmetSubsystem
+from tests.functional.rawhost import nvme_ctrls_of
 from tests.unit.gate.fakehost import FakeHost
 from tests.unit.gate.test_server import running, verify_detach
 
@@ -42,13 +43,7 @@ pytestmark = pytest.mark.realkernel
 
 @pytest.fixture
 def conf(tmp_path):
-    c = config.new_conf()
-    c.set_override("lock_path", str(tmp_path / "locks"), group="brick_agent")
-    c.set_override("privsep_in_process", True, group="brick_agent")
-    c.set_override("device_wait_timeout", 20.0, group="brick_agent")
-    c.set_override("login_timeout", 10.0, group="brick_agent")
-    c.set_override("nvme_ctrl_loss_tmo", -1, group="brick_agent")
-    c.set_override("gate_enabled", True, group="brick_agent")
+    c = make_conf(tmp_path, login_timeout=10.0, gate_enabled=True, nvme_reconnect_delay=None)
     privileged.init(c)
     return c
 
@@ -152,8 +147,7 @@ def test_audit_names_nvme_controller_left_without_namespace(conf):
     with NvmetSubsystem(namespaces=1) as sub:
         props = nvme_props(sub)
         nvme.connect_volume(props)
-        ctrl = [os.path.basename(c) for c in glob.glob("/sys/class/nvme/nvme*")
-                if open(f"{c}/subsysnqn").read().strip() == sub.nqn]
+        ctrl = nvme_ctrls_of(sub.nqn)
         try:
             sub.remove_namespace(1)
             extra = new_findings(baseline, timeout=15)

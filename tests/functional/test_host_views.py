@@ -8,8 +8,6 @@ exactly what the target was configured with.  Formats observed are printed
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
 from brick_agent.deadline import Deadline
@@ -17,15 +15,10 @@ from brick_agent.host import block, fc, iscsi, multipath, nvme, scsi, udev
 from brick_agent.host.roots import DEFAULT_ROOTS as R
 from brick_agent.host.udev import DeviceWatch
 from tests.functional import rawhost
+from tests.functional.initiator import (iscsi_login, iscsi_logout, iscsi_node, nvme_connect,
+                                        nvme_disconnect, sh)
 
 pytestmark = pytest.mark.realkernel
-
-
-def sh(*argv: str, check: bool = True) -> str:
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-    if check and p.returncode != 0:
-        raise AssertionError(f"{' '.join(argv)} exited {p.returncode}: {p.stderr}")
-    return p.stdout
 
 
 def _lun_of(session: iscsi.IscsiSession, wwid: str) -> scsi.ScsiDevice | None:
@@ -41,7 +34,7 @@ def test_iscsi_session_lun_and_links(iscsi_target) -> None:
     address, port = iscsi.split_portal(portal)
     sh("iscsiadm", "-m", "discovery", "-t", "sendtargets", "-p", portal)
     with DeviceWatch(subsystems=("block", "scsi")) as watch:
-        sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", portal, "--login")
+        iscsi_node(t.iqn, portal, "--login")
         try:
             session = watch.wait_for(lambda: iscsi.find_session(R, t.iqn, address, port),
                                      Deadline.after(30), what="iSCSI session")
@@ -74,8 +67,7 @@ def test_iscsi_session_lun_and_links(iscsi_target) -> None:
             assert by_path in block.links_for(R, dev.name)
             assert f"/dev/disk/by-id/wwn-0x{lun.naa}" in block.links_for(R, dev.name)
         finally:
-            sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", portal, "--logout", check=False)
-            sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", portal, "-o", "delete", check=False)
+            iscsi_logout(t.iqn, portal)
         watch.wait_gone(lambda: iscsi.find_session(R, t.iqn, address, port), Deadline.after(30),
                         what="iSCSI session")
         assert not [d for d in scsi.scsi_devices(R) if d.wwid == lun.wwid]
@@ -90,8 +82,7 @@ def _two_portals_multipath_map(t) -> None:
     lun = t.luns[0]
     with DeviceWatch(subsystems=("block",)) as watch:
         for portal in t.portals:
-            sh("iscsiadm", "-m", "discovery", "-t", "sendtargets", "-p", portal)
-            sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", portal, "--login")
+            iscsi_login(t.iqn, portal)
         try:
             sessions = watch.wait_for(lambda: (lambda s: s if len(s) == 2 else None)(
                 iscsi.find_sessions(R, t.iqn)), Deadline.after(30), what="2 sessions")
@@ -117,8 +108,7 @@ def _two_portals_multipath_map(t) -> None:
                 if d.wwid == lun.scsi_id:
                     sh("multipath", "-f", d.name or d.dm_name, check=False)
             for portal in t.portals:
-                sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", portal, "--logout", check=False)
-                sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", portal, "-o", "delete", check=False)
+                iscsi_logout(t.iqn, portal)
             sh("multipath", "-w", lun.scsi_id, check=False)
         watch.wait_gone(lambda: iscsi.find_sessions(R, t.iqn), Deadline.after(30), what="sessions")
 
@@ -132,7 +122,7 @@ def test_nvme_tcp_controller_and_namespace(nvmet_subsystem) -> None:
     s = nvmet_subsystem
     ns_cfg, port = s.namespaces[1], s.ports[0]
     with DeviceWatch(subsystems=("block", "nvme"), source="kernel") as watch:
-        sh("nvme", "connect", "-t", "tcp", "-a", port.traddr, "-s", port.trsvcid, "-n", s.nqn)
+        nvme_connect(s.nqn, port)
         try:
             ns = watch.wait_for(lambda: (nvme.find_namespaces(R, nqn=s.nqn, uuid=ns_cfg.uuid) or [None])[0],
                                 Deadline.after(30), what="namespace")
@@ -160,7 +150,7 @@ def test_nvme_tcp_controller_and_namespace(nvmet_subsystem) -> None:
             sub = [x for x in nvme.nvme_subsystems(R) if x.nqn == s.nqn]
             assert len(sub) == 1 and ctrl.name in sub[0].controllers
         finally:
-            sh("nvme", "disconnect", "-n", s.nqn, check=False)
+            nvme_disconnect(s.nqn)
         watch.wait_gone(lambda: nvme.find_controllers(R, nqn=s.nqn), Deadline.after(30),
                         what="controller")
         assert not nvme.find_namespaces(R, uuid=ns_cfg.uuid)
@@ -172,7 +162,7 @@ def test_nvme_two_ports_native_multipath(nvmet_multipath_subsystem) -> None:
         pytest.skip("nvme_core multipath=N in this kernel")
     with DeviceWatch(subsystems=("block", "nvme"), source="kernel") as watch:
         for port in s.ports:
-            sh("nvme", "connect", "-t", "tcp", "-a", port.traddr, "-s", port.trsvcid, "-n", s.nqn)
+            nvme_connect(s.nqn, port)
         try:
             def both_paths():
                 found = nvme.find_namespaces(R, nqn=s.nqn)
@@ -192,7 +182,7 @@ def test_nvme_two_ports_native_multipath(nvmet_multipath_subsystem) -> None:
             print(f"ana states {states}")
             assert set(states.values()) <= {"optimized", None}
         finally:
-            sh("nvme", "disconnect", "-n", s.nqn, check=False)
+            nvme_disconnect(s.nqn)
         watch.wait_gone(lambda: nvme.find_controllers(R, nqn=s.nqn), Deadline.after(30),
                         what="controllers")
 

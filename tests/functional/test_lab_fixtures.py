@@ -6,91 +6,59 @@ from __future__ import annotations
 
 import glob
 import os
-import subprocess
 
 import pytest
 
-from tests.functional.lab import (FcLoop, FcoeTarget, LabError, LioIscsiTarget,
-                                  NvmetSubsystem, fcloop_available, local_initiator_iqn,
-                                  wait_for)
+from tests.functional import scenarios
+from tests.functional.initiator import (iscsi_login, iscsi_logout, iscsi_node, nvme_connect,
+                                        nvme_disconnect, sh)
+from tests.functional.lab import (LabError, LioIscsiTarget, NvmetSubsystem, fcloop_available,
+                                  local_initiator_iqn, wait_for)
+from tests.functional.rawhost import disks_with, maps_with, nvme_ctrls_of, read
 
 pytestmark = pytest.mark.realkernel
-LAB_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "kernel-lab")
-
-
-def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-    if check and p.returncode != 0:
-        raise AssertionError(f"{' '.join(argv)} exited {p.returncode}: {p.stderr}")
-    return p
-
-
-def read(path: str) -> str:
-    with open(path) as f:
-        return f.read().strip()
-
-
-def disks_with_wwid(wwid: str) -> list[str]:
-    out = []
-    for w in glob.glob("/sys/block/sd*/device/wwid"):
-        try:
-            if read(w) == wwid:
-                out.append(w.split("/")[3])
-        except OSError:
-            pass
-    return sorted(out)
-
-
-def iscsiadm_node(t: LioIscsiTarget, portal: str, *args: str, check: bool = True):
-    return sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", portal, *args, check=check)
-
-
-def iscsi_cleanup(t: LioIscsiTarget) -> None:
-    sh("iscsiadm", "-m", "node", "-T", t.iqn, "--logout", check=False)
-    sh("iscsiadm", "-m", "node", "-T", t.iqn, "-o", "delete", check=False)
 
 
 def test_iscsi_chap_acl() -> None:
     with LioIscsiTarget(initiators=["local"], chap=("brickuser", "s3cret-pass12")) as t:
         portal = t.portals[0]
         assert os.path.isdir(f"{t.tpg}/acls/{local_initiator_iqn()}")
-        iscsiadm_node(t, portal, "-o", "new")
+        iscsi_node(t.iqn, portal, "-o", "new")
         try:
             for k, v in (("node.session.auth.authmethod", "CHAP"),
                          ("node.session.auth.username", "brickuser"),
                          ("node.session.auth.password", "wrong-password")):
-                iscsiadm_node(t, portal, "-o", "update", "-n", k, "-v", v)
-            bad = iscsiadm_node(t, portal, "--login", check=False)
+                iscsi_node(t.iqn, portal, "-o", "update", "-n", k, "-v", v)
+            bad = iscsi_node(t.iqn, portal, "--login", check=False)
             assert bad.returncode == 24, bad.stderr  # ISCSI_ERR_LOGIN_AUTH_FAILED
-            iscsiadm_node(t, portal, "-o", "update", "-n", "node.session.auth.password",
-                          "-v", "s3cret-pass12")
-            iscsiadm_node(t, portal, "--login")
-            wait_for(lambda: disks_with_wwid(t.luns[0].wwid), 30, "disk")
+            iscsi_node(t.iqn, portal, "-o", "update", "-n", "node.session.auth.password",
+                       "-v", "s3cret-pass12")
+            iscsi_node(t.iqn, portal, "--login")
+            wait_for(lambda: disks_with(t.luns[0].wwid), 30, "disk")
         finally:
-            iscsi_cleanup(t)
+            iscsi_logout(t.iqn)
 
 
 def test_iscsi_acl_rejects_other_initiator() -> None:
     with LioIscsiTarget(initiators=["iqn.1994-05.com.example:someone-else"]) as t:
-        iscsiadm_node(t, t.portals[0], "-o", "new")
+        iscsi_node(t.iqn, t.portals[0], "-o", "new")
         try:
-            r = iscsiadm_node(t, t.portals[0], "--login", check=False)
+            r = iscsi_node(t.iqn, t.portals[0], "--login", check=False)
             assert r.returncode != 0
         finally:
-            iscsi_cleanup(t)
+            iscsi_logout(t.iqn)
 
 
 def test_iscsi_add_remove_lun_and_portal_down_up() -> None:
-    with LioIscsiTarget(luns=1, portals=("127.0.0.1:3260", "127.0.0.2:3260")) as t:
+    with LioIscsiTarget(luns=1, portals=scenarios.ISCSI_PORTALS) as t:
         p1, p2 = t.portals
-        sh("iscsiadm", "-m", "discovery", "-t", "sendtargets", "-p", p1)
-        iscsiadm_node(t, p1, "--login")
+        iscsi_login(t.iqn, p1)
         try:
-            wait_for(lambda: disks_with_wwid(t.luns[0].wwid), 30, "LUN 0")
+            wait_for(lambda: disks_with(t.luns[0].wwid), 30, "LUN 0")
             lun1 = t.add_lun()
             assert lun1.lun_id == 1
             sh("iscsiadm", "-m", "session", "--rescan")
-            wait_for(lambda: disks_with_wwid(lun1.wwid), 30, "LUN 1")
+            wait_for(lambda: disks_with(lun1.wwid), 30, "LUN 1")
             t.remove_lun(1)
             assert not os.path.exists(lun1.storage_dir)
             # portal 2 down (not listening; refused, so no long login retries): a
@@ -98,76 +66,50 @@ def test_iscsi_add_remove_lun_and_portal_down_up() -> None:
             t.portal_down(p2, drop_traffic=False)
             for k, v in (("node.session.initial_login_retry_max", "1"),
                          ("node.conn[0].timeo.login_timeout", "3")):
-                iscsiadm_node(t, p2, "-o", "update", "-n", k, "-v", v)
-            r = sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", p2, "--login", check=False)
+                iscsi_node(t.iqn, p2, "-o", "update", "-n", k, "-v", v)
+            r = iscsi_node(t.iqn, p2, "--login", check=False)
             assert r.returncode != 0
             t.portal_up(p2)
-            iscsiadm_node(t, p2, "--login")
-            wait_for(lambda: len(disks_with_wwid(t.luns[0].wwid)) == 2, 30, "2 paths")
+            iscsi_node(t.iqn, p2, "--login")
+            wait_for(lambda: len(disks_with(t.luns[0].wwid)) == 2, 30, "2 paths")
         finally:
-            iscsi_cleanup(t)
+            iscsi_logout(t.iqn)
 
 
 def test_iscsi_dm_multipath() -> None:
-    mpd = os.path.join(LAB_DIR, "guest-multipathd")
-    sh(mpd, "start")
-    try:
-        with LioIscsiTarget(luns=1, portals=("127.0.0.1:3260", "127.0.0.2:3260")) as t:
-            lun = t.luns[0]
-            for p in t.portals:
-                sh("iscsiadm", "-m", "discovery", "-t", "sendtargets", "-p", p)
-                iscsiadm_node(t, p, "--login")
-            try:
-                def dm() -> str | None:
-                    for u in glob.glob("/sys/block/dm-*/dm/uuid"):
-                        if read(u) == "mpath-" + lun.scsi_id:
-                            return u.split("/")[3]
-                    return None
-                name = wait_for(dm, 30, "multipath map")
-                wait_for(lambda: len(os.listdir(f"/sys/block/{name}/slaves")) == 2, 30, "2 slaves")
-                assert read(f"/sys/block/{name}/dm/name") == lun.scsi_id
-            finally:
-                sh("multipath", "-f", lun.scsi_id, check=False)
-                iscsi_cleanup(t)
-    finally:
-        sh(mpd, "stop", check=False)
+    with scenarios.iscsi_dm_multipath() as t:
+        lun = t.luns[0]
+        [name] = maps_with(lun.scsi_id)
+        assert len(os.listdir(f"/sys/block/{name}/slaves")) == 2
+        assert read(f"/sys/block/{name}/dm/name") == lun.scsi_id
 
 
 def test_nvme_ana_and_port_removal() -> None:
-    ports = ("127.0.0.1:4420", "127.0.0.2:4420")
-    with NvmetSubsystem(namespaces=1, ports=ports) as s:
-        for p in s.ports:
-            sh("nvme", "connect", "-t", "tcp", "-a", p.traddr, "-s", p.trsvcid, "-n", s.nqn,
-               "--ctrl-loss-tmo", "2", "--reconnect-delay", "1")
-        try:
-            def ctrls() -> dict[str, str]:
-                out = {}
-                for c in glob.glob("/sys/class/nvme/nvme*"):
-                    if read(f"{c}/subsysnqn") == s.nqn:
-                        out[os.path.basename(c)] = read(f"{c}/address")
-                return out
-            wait_for(lambda: len(ctrls()) == 2, 30, "2 controllers")
-            c2 = next(c for c, a in ctrls().items() if "traddr=127.0.0.2" in a)
-            path = wait_for(lambda: glob.glob(f"/sys/class/nvme/{c2}/nvme*c*n1"), 20, "path device")[0]
-            assert read(f"{path}/ana_state") == "optimized"
-            s.set_ana_state(ports[1], "inaccessible")
-            assert s.ana_state(ports[1]) == "inaccessible"
-            wait_for(lambda: read(f"{path}/ana_state") == "inaccessible", 20, "ANA change on host")
-            port_id = s.port_for(ports[1]).port_id
-            s.remove_port(ports[1])
-            assert not os.path.exists(f"/sys/kernel/config/nvmet/ports/{port_id}")
-            assert [p.portal for p in s.ports] == [ports[0]]
-            wait_for(lambda: c2 not in ctrls(), 60, "controller on removed port to go away")
-        finally:
-            sh("nvme", "disconnect", "-n", s.nqn, check=False)
+    ports = scenarios.NVME_PORTS
+    with scenarios.nvme_tcp_multipath(connect_opts=("--ctrl-loss-tmo", "2",
+                                                    "--reconnect-delay", "1")) as s:
+        def ctrls() -> dict[str, str]:
+            return {c: read(f"/sys/class/nvme/{c}/address") or "" for c in nvme_ctrls_of(s.nqn)}
+        assert len(ctrls()) == 2
+        c2 = next(c for c, a in ctrls().items() if "traddr=127.0.0.2" in a)
+        path = wait_for(lambda: glob.glob(f"/sys/class/nvme/{c2}/nvme*c*n1"), 20, "path device")[0]
+        assert read(f"{path}/ana_state") == "optimized"
+        s.set_ana_state(ports[1], "inaccessible")
+        assert s.ana_state(ports[1]) == "inaccessible"
+        wait_for(lambda: read(f"{path}/ana_state") == "inaccessible", 20, "ANA change on host")
+        port_id = s.port_for(ports[1]).port_id
+        s.remove_port(ports[1])
+        assert not os.path.exists(f"/sys/kernel/config/nvmet/ports/{port_id}")
+        assert [p.portal for p in s.ports] == [ports[0]]
+        wait_for(lambda: c2 not in ctrls(), 60, "controller on removed port to go away")
 
 
 def test_fcoe_two_fabrics() -> None:
-    with FcoeTarget(luns=1, fabrics=2) as t:
+    with scenarios.fcoe_luns(luns=1, fabrics=2) as t:
         assert len(set(t.initiator_hosts)) == 2
         for f in t.fabrics:
             assert t.target_rport(f) is not None
-        wait_for(lambda: len(disks_with_wwid(t.luns[0].wwid)) == 2, 40, "LUN 0 on both HBAs")
+        assert len(disks_with(t.luns[0].wwid)) == 2     # LUN 0 on both HBAs
 
 
 def test_destroy_after_partial_failure() -> None:
@@ -181,23 +123,22 @@ def test_destroy_after_partial_failure() -> None:
 def test_nvme_over_fc_loop() -> None:
     if not fcloop_available():
         pytest.skip("nvme-fcloop needs the 6.12 lab kernel (lab run --kernel 6.12)")
-    with FcLoop() as fc, NvmetSubsystem(namespaces=1, ports=()) as s:
-        s.add_port(fc.target_traddr, trtype="fc")
+    with scenarios.nvmet_over_fcloop() as (fc, s):
         sh("nvme", "connect", "-t", "fc", "-a", fc.target_traddr, "-w", fc.host_traddr, "-n", s.nqn)
         try:
             def ctrl() -> str | None:
-                for c in glob.glob("/sys/class/nvme/nvme*"):
-                    if read(f"{c}/subsysnqn") == s.nqn and read(f"{c}/state") == "live":
-                        return c
+                for c in nvme_ctrls_of(s.nqn):
+                    if read(f"/sys/class/nvme/{c}/state") == "live":
+                        return f"/sys/class/nvme/{c}"
                 return None
             c = wait_for(ctrl, 30, "live FC controller")
             assert read(f"{c}/transport") == "fc"
-            assert f"traddr={fc.target_traddr}" in read(f"{c}/address")
+            assert f"traddr={fc.target_traddr}" in (read(f"{c}/address") or "")
             uuid = s.namespaces[1].uuid
             wait_for(lambda: [u for u in glob.glob("/sys/block/nvme*n*/uuid") if read(u) == uuid],
                      20, "namespace")
         finally:
-            sh("nvme", "disconnect", "-n", s.nqn, check=False)
+            nvme_disconnect(s.nqn)
         wait_for(lambda: ctrl() is None, 30, "disconnect")
         s.remove_port(fc.target_traddr)
 
@@ -206,13 +147,12 @@ def test_two_subsystems_share_a_portal() -> None:
     with NvmetSubsystem() as a, NvmetSubsystem() as b:
         assert a.ports[0].port_id == b.ports[0].port_id
         for s in (a, b):
-            sh("nvme", "connect", "-t", "tcp", "-a", "127.0.0.1", "-s", "4420", "-n", s.nqn)
+            nvme_connect(s.nqn, s.ports[0])
         try:
             for s in (a, b):
-                wait_for(lambda: any(read(f"{c}/subsysnqn") == s.nqn
-                                     for c in glob.glob("/sys/class/nvme/nvme*")), 20, s.nqn)
+                wait_for(lambda: nvme_ctrls_of(s.nqn), 20, s.nqn)
         finally:
             for s in (a, b):
-                sh("nvme", "disconnect", "-n", s.nqn, check=False)
+                nvme_disconnect(s.nqn)
         port_dir = f"/sys/kernel/config/nvmet/ports/{a.ports[0].port_id}"
     assert not os.path.exists(port_dir)

@@ -8,59 +8,23 @@ from __future__ import annotations
 
 import glob
 import os
-import re
-import subprocess
 
 import pytest
 
-from tests.functional.lab import FcoeTarget, LioIscsiTarget, NvmetSubsystem, wait_for
-from tests.functional.rawhost import disks_with, sessions_of
+from tests.functional.initiator import iscsi_logout, iscsi_node, nvme_connect, nvme_disconnect, sh
+from tests.functional.lab import LioIscsiTarget, NvmetSubsystem, wait_for
+from tests.functional.rawhost import disks_with, nvme_ctrls_of, nvme_heads_with, read, sessions_of
+from tests.functional.scenarios import fcoe_luns
 
 pytestmark = pytest.mark.realkernel
-
-
-def sh(*argv: str, check: bool = True) -> str:
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-    if check and p.returncode != 0:
-        raise AssertionError(f"{' '.join(argv)} exited {p.returncode}: {p.stderr}")
-    return p.stdout
-
-
-def read(path: str) -> str:
-    with open(path) as f:
-        return f.read().strip()
-
-
-def nvme_ctrls(nqn: str) -> list[str]:
-    out = []
-    for c in glob.glob("/sys/class/nvme/nvme*"):
-        try:
-            if read(f"{c}/subsysnqn") == nqn:
-                out.append(os.path.basename(c))
-        except OSError:
-            continue
-    return sorted(out)
-
-
-def nvme_disk_with_uuid(uuid: str) -> str | None:
-    """The namespace (head) disk nvmeXnY; 6.1 also lists the per-path nvmeXcYnZ."""
-    for u in glob.glob("/sys/block/nvme*/uuid"):
-        if not re.fullmatch(r"nvme\d+n\d+", u.split("/")[3]):
-            continue
-        try:
-            if read(u) == uuid:
-                return u.split("/")[3]
-        except OSError:
-            continue
-    return None
 
 
 def test_iscsi_login_logout() -> None:
     with LioIscsiTarget(luns=1) as t:
         lun, portal = t.luns[0], t.portals[0]
-        disc = sh("iscsiadm", "-m", "discovery", "-t", "sendtargets", "-p", portal)
+        disc = sh("iscsiadm", "-m", "discovery", "-t", "sendtargets", "-p", portal).stdout
         assert f"{portal},1 {t.iqn}" in disc
-        sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", portal, "--login")
+        iscsi_node(t.iqn, portal, "--login")
         try:
             sessions = wait_for(lambda: sessions_of(t.iqn), 20, "iSCSI session")
             assert len(sessions) == 1
@@ -86,8 +50,7 @@ def test_iscsi_login_logout() -> None:
                 f.write("1")
             wait_for(lambda: int(read(f"/sys/block/{sd}/size")) * 512 == lun.size, 20, "resized disk")
         finally:
-            sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", portal, "--logout", check=False)
-            sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", portal, "-o", "delete", check=False)
+            iscsi_logout(t.iqn, portal)
         wait_for(lambda: not sessions_of(t.iqn), 20, "session removal")
         wait_for(lambda: not disks_with(lun.wwid), 20, "disk removal")
         assert not os.path.exists(f"/dev/disk/by-path/ip-{portal}-iscsi-{t.iqn}-lun-0")
@@ -98,18 +61,19 @@ def test_iscsi_login_logout() -> None:
 def test_nvme_tcp_connect_disconnect() -> None:
     with NvmetSubsystem(namespaces=1) as s:
         ns, port = s.namespaces[1], s.ports[0]
-        sh("nvme", "connect", "-t", "tcp", "-a", port.traddr, "-s", port.trsvcid, "-n", s.nqn)
+        nvme_connect(s.nqn, port)
         try:
-            ctrls = wait_for(lambda: nvme_ctrls(s.nqn), 20, "NVMe controller")
+            ctrls = wait_for(lambda: nvme_ctrls_of(s.nqn), 20, "NVMe controller")
             assert len(ctrls) == 1
             c = ctrls[0]
             assert read(f"/sys/class/nvme/{c}/transport") == "tcp"
             assert read(f"/sys/class/nvme/{c}/state") == "live"
-            assert f"traddr={port.traddr}" in read(f"/sys/class/nvme/{c}/address")
-            assert read(f"/sys/class/nvme/{c}/hostnqn") == read("/etc/nvme/hostnqn")
-            disk = wait_for(lambda: nvme_disk_with_uuid(ns.uuid), 20, f"namespace {ns.uuid}")
+            assert f"traddr={port.traddr}" in (read(f"/sys/class/nvme/{c}/address") or "")
+            hostnqn = read("/etc/nvme/hostnqn")
+            assert hostnqn and read(f"/sys/class/nvme/{c}/hostnqn") == hostnqn
+            [disk] = wait_for(lambda: nvme_heads_with(ns.uuid), 20, f"namespace {ns.uuid}")
             assert int(read(f"/sys/block/{disk}/size")) * 512 == ns.size
-            assert read(f"/sys/block/{disk}/nguid").replace("-", "") == ns.nguid.replace("-", "")
+            assert (read(f"/sys/block/{disk}/nguid") or "").replace("-", "") == ns.nguid.replace("-", "")
             assert os.path.exists(f"/dev/{disk}")
             wait_for(lambda: os.path.exists(f"/dev/disk/by-id/nvme-uuid.{ns.uuid}"), 20, "by-id link")
             # grow the namespace: the host updates the size on the AEN
@@ -117,30 +81,27 @@ def test_nvme_tcp_connect_disconnect() -> None:
             wait_for(lambda: int(read(f"/sys/block/{disk}/size")) * 512 == ns.size, 20,
                      "resized namespace")
         finally:
-            sh("nvme", "disconnect", "-n", s.nqn, check=False)
-        wait_for(lambda: not nvme_ctrls(s.nqn), 20, "controller removal")
-        assert nvme_disk_with_uuid(ns.uuid) is None
+            nvme_disconnect(s.nqn)
+        wait_for(lambda: not nvme_ctrls_of(s.nqn), 20, "controller removal")
+        assert nvme_heads_with(ns.uuid) == []
     assert not os.path.exists(s.subsys_dir)
 
 
 def test_fcoe_fc_host_and_luns() -> None:
-    with FcoeTarget(luns=2) as t:
+    with fcoe_luns(luns=2) as t:   # both LUNs' disks are there
         f = t.fabrics[0]
         host = f.initiator_host
         assert read(f"/sys/class/fc_host/{host}/port_state") == "Online"
         assert read(f"/sys/class/fc_host/{host}/port_name") == "0x" + f.initiator_wwpn
         rp = t.target_rport(f)
         assert rp is not None
-        assert "FCP Target" in read(f"/sys/class/fc_remote_ports/{rp}/roles")
+        assert "FCP Target" in (read(f"/sys/class/fc_remote_ports/{rp}/roles") or "")
         assert read(f"/sys/class/fc_remote_ports/{rp}/node_name") == "0x" + f.target_wwnn
-        d0 = wait_for(lambda: disks_with(t.luns[0].wwid), 30, "LUN 0 disk")
+        d0 = disks_with(t.luns[0].wwid)
         assert len(d0) == 1
         # the disk sits under the initiator's scsi host
         assert f"/{host}/" in os.path.realpath(f"/sys/block/{d0[0]}")
-        if not disks_with(t.luns[1].wwid):
-            t.scan_lun(1)
-        d1 = wait_for(lambda: disks_with(t.luns[1].wwid), 30, "LUN 1 disk")
-        assert len(d1) == 1
+        assert len(disks_with(t.luns[1].wwid)) == 1
         wwn_link = f"/dev/disk/by-id/wwn-0x{t.luns[1].naa}"
         wait_for(lambda: os.path.exists(wwn_link), 20, wwn_link)
         wwids = [lun.wwid for lun in t.luns.values()]

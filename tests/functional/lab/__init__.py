@@ -12,4 +12,5 @@ from .nvmet import NvmetNamespace, NvmetPort, NvmetSubsystem
 IN_LAB_ENV = "BRICK_LAB"
 
 __all__ = ["FcLoop", "fcloop_available", "FcoeFabric", "FcoeTarget", "IN_LAB_ENV", "LabError", "LabTarget",
-           "LioIscsiTarget", "LioLun", "NvmetNamespace", "NvmetPort", "NvmetSubsystem", "local_initiator_iqn", "wait_for"]
+           "LioIscsiTarget", "LioLun", "NvmetNamespace", "NvmetPort", "NvmetSubsystem", "local_initiator_iqn",
+           "wait_for"]

@@ -71,15 +71,16 @@ def modprobe(*modules: str) -> None:
 
 
 def wait_for(predicate: Callable[[], T], timeout: float, what: str,
-             interval: float = 0.1) -> T:
-    """Poll ``predicate`` until it returns a truthy value or ``timeout`` passes."""
+             interval: float = 0.1, error: type[Exception] = LabError) -> T:
+    """Poll ``predicate`` until it returns a truthy value, and return that; raise
+    ``error`` once ``timeout`` seconds have passed."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise LabError(f"timed out after {timeout:.0f} s waiting for {what}")
+            raise error(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
 
 
