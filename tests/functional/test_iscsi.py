@@ -12,14 +12,14 @@ import glob
 import logging
 import os
 import subprocess
-import sys
 import time
 
 import pytest
 
-from brick_agent import config, privileged
+from brick_agent import privileged
 from brick_agent.connectors.iscsi import ISCSIConnector
 from brick_agent.errors import AuthenticationFailed, DeviceNotFound, TargetUnreachable
+from tests.functional.conftest import PRIVSEP_DAEMON, make_conf
 from tests.functional.lab import LioIscsiTarget
 from tests.functional.rawhost import (disks_with, maps_with, multipathd_running, read,
                                       sessions_of, wait, write_read)
@@ -55,12 +55,7 @@ def leftovers(t: LioIscsiTarget) -> dict[str, list[str]]:
 # ---------------------------------------------------------------- fixtures
 @pytest.fixture
 def conf(tmp_path):
-    c = config.new_conf()
-    c.set_override("lock_path", str(tmp_path / "locks"), group="brick_agent")
-    c.set_override("privsep_in_process", True, group="brick_agent")
-    c.set_override("device_wait_timeout", 20.0, group="brick_agent")
-    c.set_override("login_timeout", 10.0, group="brick_agent")
-    return c
+    return make_conf(tmp_path, login_timeout=10.0)
 
 
 @pytest.fixture
@@ -164,11 +159,7 @@ def test_6_unreachable_portal_fails_within_login_timeout(conf):
 # ---------------------------------------------------------------- privsep daemon
 def test_single_path_through_the_privsep_daemon(tmp_path):
     """Same flow with privileged work in a separate privsep daemon process."""
-    c = config.new_conf()
-    c.set_override("lock_path", str(tmp_path / "locks"), group="brick_agent")
-    c.set_override("privsep_in_process", False, group="brick_agent")
-    helper = os.path.join(os.path.dirname(sys.executable), "privsep-helper")
-    c.set_override("privsep_helper_command", helper, group="brick_agent")
+    c = make_conf(tmp_path, **PRIVSEP_DAEMON, device_wait_timeout=None)
     connector = ISCSIConnector(conf=c)
     try:
         with LioIscsiTarget(luns=1) as t:
