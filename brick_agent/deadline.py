@@ -55,6 +55,21 @@ class Deadline:
         now = self._clock()
         return Deadline(min(self._end, now + max(0.0, float(seconds))), self._clock, start=now)
 
+    def reserving(self, seconds: float) -> "Deadline":
+        """This deadline moved ``seconds`` earlier (never before now).
+
+        For a step that must leave time for another one inside the same budget:
+        wait with ``d.reserving(3)``, then undo with ``d`` itself.
+        """
+        now = self._clock()
+        end = max(now, self._end - max(0.0, float(seconds)))
+        return Deadline(end, self._clock, start=self._start)
+
+    @property
+    def clock(self) -> Clock:
+        """The clock this deadline reads (for sub-deadlines on the same clock)."""
+        return self._clock
+
     def timeout(self, cap: float | None = None) -> float:
         """Remaining seconds, optionally capped (for APIs taking a timeout)."""
         left = self.remaining()

@@ -59,5 +59,6 @@ class ISCSIActions(ScsiActions, Protocol):
         TargetUnreachable / CommandFailed.
         """
 
-    def logout(self, portal: str, iqn: str, iface: str) -> None:
-        """Log out of the session and delete the node record."""
+    def logout(self, portal: str, iqn: str, iface: str, timeout: float | None = None) -> None:
+        """Log out of the session and delete the node record, both within ``timeout``
+        seconds when given (an attach's undo inside its deadline), else the command timeout."""

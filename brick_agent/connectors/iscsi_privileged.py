@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from brick_agent import locking
 from brick_agent.connectors.iscsi_actions import NodeSettings
 from brick_agent.connectors.scsi_privileged import PrivilegedScsiActions, multipathd_running
+from brick_agent.deadline import Deadline
 from brick_agent.errors import AuthenticationFailed, CommandFailed, TargetUnreachable
 from brick_agent.properties.iscsi import ChapCredentials
 
@@ -33,6 +34,18 @@ ERR_LOGIN_AUTH_FAILED = 24    # CHAP rejected
 ERR_INVAL = 7                 # invalid argument (e.g. an unknown node parameter)
 ERR_NO_RECORDS = 21           # no node record matches
 UNREACHABLE = {ERR_TRANS, ERR_TRANS_TIMEOUT, ERR_PDU_TIMEOUT, ERR_LOGIN}
+#: login attempts iscsid makes (node.session.initial_login_retry_max + 1)
+LOGIN_ATTEMPTS = 2
+#: seconds iscsiadm --login may outlive iscsid's attempts before it is killed (a safety
+#: net: killing it does not stop iscsid, whose own attempts end within the login timeout)
+LOGIN_COMMAND_SLACK = 2.0
+
+
+def login_attempt_seconds(login_timeout: float) -> int:
+    """iscsid's per-attempt ``login_timeout`` (whole seconds, at least 1) such that every
+    attempt together fits in ``login_timeout`` (when that is at least 2 s)."""
+    return max(1, math.floor(max(0.0, login_timeout) / LOGIN_ATTEMPTS))
+
 
 def _chap_settings(prefix: str, auth: ChapCredentials | None) -> list[tuple[str, str]]:
     if auth is None:
@@ -94,9 +107,11 @@ class PrivilegedISCSIActions(PrivilegedScsiActions):
 
     @staticmethod
     def _node_settings(node: NodeSettings) -> list[tuple[str, str]]:
-        timeout = max(1.0, node.login_timeout)
-        per_try = max(1, math.ceil(timeout / 2))
-        settings = [("node.session.initial_login_retry_max", "1"),
+        # iscsid makes 1 + initial_login_retry_max attempts of at most login_timeout each
+        # (a refused or silent portal uses the whole attempt): 2 whole seconds each that
+        # add up to no more than the caller's login timeout (15 s -> 2 x 7 s)
+        per_try = login_attempt_seconds(node.login_timeout)
+        settings = [("node.session.initial_login_retry_max", str(LOGIN_ATTEMPTS - 1)),
                     ("node.conn[0].timeo.login_timeout", str(per_try))]
         if node.manual_scan:
             settings.insert(0, ("node.session.scan", "manual"))
@@ -141,7 +156,7 @@ class PrivilegedISCSIActions(PrivilegedScsiActions):
                 try:
                     with self._node_db(exclusive=False):
                         piscsi.node_login(node.iqn, node.portal, node.iface,
-                                          timeout=timeout + 5)
+                                          timeout=timeout + LOGIN_COMMAND_SLACK)
                     return
                 except CommandFailed as exc:
                     if exc.returncode != ERR_NO_RECORDS:
@@ -151,7 +166,8 @@ class PrivilegedISCSIActions(PrivilegedScsiActions):
             with self._node_db(exclusive=True):
                 self._write_node(node)
             with self._node_db(exclusive=False):
-                piscsi.node_login(node.iqn, node.portal, node.iface, timeout=timeout + 5)
+                piscsi.node_login(node.iqn, node.portal, node.iface,
+                                  timeout=timeout + LOGIN_COMMAND_SLACK)
         except CommandFailed as exc:
             err = _login_error(exc, node.portal, node.iqn)
             try:  # leave no node record behind for a login that never worked
@@ -164,12 +180,19 @@ class PrivilegedISCSIActions(PrivilegedScsiActions):
                 raise
             raise err from None
 
-    def logout(self, portal: str, iqn: str, iface: str) -> None:
+    def logout(self, portal: str, iqn: str, iface: str, timeout: float | None = None) -> None:
         from brick_agent.privileged import iscsi as piscsi
+        if timeout is None:
+            with self._node_db(exclusive=False):
+                piscsi.node_logout(iqn, portal, iface, timeout=self.opts.command_timeout)
+            with self._node_db(exclusive=True):
+                piscsi.node_delete(iqn, portal, iface, timeout=self.opts.command_timeout)
+            return
+        budget = Deadline.after(timeout)
         with self._node_db(exclusive=False):
-            piscsi.node_logout(iqn, portal, iface, timeout=self.opts.command_timeout)
+            piscsi.node_logout(iqn, portal, iface, timeout=max(0.1, budget.remaining()))
         with self._node_db(exclusive=True):
-            piscsi.node_delete(iqn, portal, iface, timeout=self.opts.command_timeout)
+            piscsi.node_delete(iqn, portal, iface, timeout=max(0.1, budget.remaining()))
 
 
 def parse_sendtargets(text: str) -> list[tuple[str, str]]:

@@ -45,3 +45,16 @@ def test_timeout_and_never():
     n = Deadline.never(clock=c)
     assert not n.expired and math.isinf(n.remaining()) and repr(n) == "Deadline(never)"
     assert "remaining=5.000s" in repr(d)
+
+
+def test_reserving_ends_earlier_but_not_before_now():
+    c = Clock()
+    d = Deadline.after(30, clock=c)
+    work = d.reserving(3)
+    assert work.remaining() == 27 and work.budget == 27 and d.remaining() == 30
+    assert work.clock is c
+    c.now += 27
+    assert work.expired and d.remaining() == 3
+    late = d.reserving(5)       # less than the reserve left: expires now, not in the past
+    assert late.expired and late.remaining() == 0.0
+    assert Deadline.never(clock=c).reserving(5).remaining() == math.inf

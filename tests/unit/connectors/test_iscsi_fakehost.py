@@ -160,7 +160,7 @@ class FakeISCSI(FakeScsiKernel):
                 for lun, l in t.luns.items():
                     self.add_lun_device(sid, lun, l.wwid, l.sectors)
 
-    def logout(self, portal, iqn, iface) -> None:
+    def logout(self, portal, iqn, iface, timeout=None) -> None:
         with self.lock:
             self.log.append(("logout", portal, iqn))
             for sid, (host, p, q) in list(self.sessions.items()):

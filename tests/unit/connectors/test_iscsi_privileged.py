@@ -105,3 +105,15 @@ def test_iscsiadm_without_manual_scan_falls_back_and_is_remembered(tmp_path, mon
     a.login(NodeSettings("127.0.0.1:3260", IQN, manual_scan=True))
     assert noted == [False]
     assert updates and "node.session.scan" not in updates[0]
+
+
+@pytest.mark.parametrize("login_timeout", [2.0, 3.0, 7.5, 15.0, 15.9, 60.0])
+def test_iscsid_login_attempts_fit_in_the_login_timeout(login_timeout):
+    """A refused or silent portal costs iscsid every attempt: together within the timeout."""
+    from brick_agent.connectors.iscsi_actions import NodeSettings
+    settings = dict(ip.PrivilegedISCSIActions._node_settings(
+        NodeSettings("127.0.0.1:3260", IQN, login_timeout=login_timeout)))
+    attempts = int(settings["node.session.initial_login_retry_max"]) + 1
+    per_try = int(settings["node.conn[0].timeo.login_timeout"])
+    assert per_try >= 1
+    assert attempts * per_try <= login_timeout
