@@ -14,8 +14,11 @@ Attach (:meth:`ISCSIConnector.connect_volume`):
    multipath, wait for the dm map ``mpath-<wwid>`` holding the paths.
    (Steps after the scan are the SCSI-level ones of
    :class:`~brick_agent.connectors.scsi_volume.ScsiVolumeOps`, shared with FC.)
-5. On any failure undo what this call created: devices it scanned, sessions
-   it logged in that carry no other LUN.
+5. On any failure undo what this call created: devices it scanned that no
+   other attach holds (:data:`~brick_agent.connectors.scsi_volume.CLAIMS`),
+   sessions it logged in that carry no other LUN.  The undo fits in the same
+   ``device_wait_timeout``: the attach steps end :func:`undo_reserve` seconds
+   before it, so a failed attach raises within the configured deadline.
 
 Sessions (lookup, login, discovery, logout) live in
 :mod:`brick_agent.connectors.iscsi_sessions`.
@@ -28,6 +31,7 @@ them to go, and logs out of sessions left without LUNs.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import logging
 import os
@@ -39,12 +43,14 @@ from brick_agent import locking
 from brick_agent.connectors.base import Connector, DeviceInfo
 from brick_agent.connectors.iscsi_actions import ISCSIActions
 from brick_agent.connectors.iscsi_sessions import AttachRecord, ISCSISessions, initiator_name
-from brick_agent.connectors.scsi_volume import ScsiVolumeOps, scsi_watch_factory, udev_wwid
+from brick_agent.connectors.scsi_volume import (CLAIMS, ScsiVolumeOps, scsi_watch_factory,
+                                                udev_wwid)
 from brick_agent.errors import (AuthenticationFailed, BrickError, DeviceNotFound,
                                 LeftoversRemain, NotSupported,
                                 TargetUnreachable, VolumeIdentityMismatch)
-from brick_agent.deadline import Deadline
+from brick_agent.deadline import Clock, Deadline
 from brick_agent.host import sysfs
+from brick_agent.host.block import block_device_for_path
 from brick_agent.host.iscsi import (IscsiSession, iscsi_sessions, session_devices,
                                     session_targets)
 from brick_agent.host.multipath import MultipathMap, map_for_slave, map_for_wwid, read_map
@@ -55,6 +61,19 @@ from brick_agent.properties.iscsi import ISCSIProperties, ISCSITarget, parse_isc
 LOG = logging.getLogger(__name__)
 
 SEARCH_DIR = ("disk", "by-path")
+
+#: share of an attach's deadline kept for undoing a failure (logout, deletes), and its bounds
+UNDO_RESERVE_SHARE = 0.1
+UNDO_RESERVE_MAX = 5.0
+
+
+def undo_reserve(budget: float) -> float:
+    """Seconds of a ``budget``-second attach deadline kept for its undo (10 %, at most 5 s).
+
+    Measured in the lab (6.1, TCG): the undo of a missing LUN (a logout and the
+    node record's deletion) takes ~0.3 s; 16 concurrent logouts ~2 s.
+    """
+    return min(UNDO_RESERVE_MAX, max(0.0, budget) * UNDO_RESERVE_SHARE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,8 +94,10 @@ class ISCSIConnector(Connector):
 
     def __init__(self, root_helper: str | None = None, driver: Any = None, *,
                  transport: str | None = "default", actions: ISCSIActions | None = None,
-                 watch_factory: Callable[[], Any] | None = None, **kwargs: Any) -> None:
+                 watch_factory: Callable[[], Any] | None = None,
+                 clock: Clock = time.monotonic, **kwargs: Any) -> None:
         super().__init__(root_helper, driver, **kwargs)
+        self.clock = clock
         self.transport = transport or "default"
         self.iface = "default" if self.transport in ("default", "tcp") else self.transport
         self._actions = actions
@@ -128,19 +149,20 @@ class ISCSIConnector(Connector):
     # ---------------------------------------------------------------- attach
     def connect_volume(self, connection_properties: Mapping[str, Any]) -> DeviceInfo:
         props = self._parse(connection_properties)
-        deadline = Deadline.after(self.opts.device_wait_timeout)
+        deadline = Deadline.after(self.opts.device_wait_timeout, self.clock)
+        work = deadline.reserving(undo_reserve(deadline.budget))   # the rest is the undo's
         record = AttachRecord()
         start = time.monotonic()
         with self._host_slot():
             try:
                 if props.use_multipath:
-                    info = self._connect_multipath(props, deadline, record)
+                    info = self._connect_multipath(props, work, record)
                 else:
-                    info = self._connect_single(props, deadline, record)
+                    info = self._connect_single(props, work, record)
             except BaseException as exc:
                 LOG.warning("iSCSI attach of %s failed (%s: %s); undoing what it created",
                             self._describe(props), type(exc).__name__, exc)
-                self._undo(record)
+                self._undo(record, deadline)
                 raise
         LOG.info("iSCSI attach of %s -> %s in %.3fs", self._describe(props), info["path"],
                  time.monotonic() - start)
@@ -209,7 +231,9 @@ class ISCSIConnector(Connector):
                 if existing is not None:
                     existing = self.ops.revalidate(existing)
                 if existing is None:
-                    self._scan(session, lun, record)
+                    self._scan(session, lun, target, record)
+                else:   # held from now on: another attach's undo must not delete it
+                    CLAIMS.hold(self.roots, record.owner, existing.hctl, existing)
             try:
                 device = watch.wait_for(
                     lambda: self.ops.disk_ready(_session_lun(self.roots, session, lun)),
@@ -220,9 +244,12 @@ class ISCSIConnector(Connector):
                 raise DeviceNotFound(
                     f"LUN {target.lun} of {target.iqn} did not appear via "
                     f"{target.portal.address} within {deadline.budget:.1f}s") from exc
+        CLAIMS.hold(self.roots, record.owner, device.hctl, device)
         return _Path(target, session, device, self.ops.require_wwid(device))
 
-    def _scan(self, session: IscsiSession, lun: int, record: AttachRecord) -> None:
+    def _scan(self, session: IscsiSession, lun: int, target: ISCSITarget,
+              record: AttachRecord) -> None:
+        """``c t l`` scan of ``lun``; the address is recorded (and claimed) before the scan."""
         targets = session_targets(session)
         if targets:
             channel, target_id = targets[0][1], targets[0][2]
@@ -232,21 +259,63 @@ class ISCSIConnector(Connector):
         if session.host_number is None:
             raise DeviceNotFound(f"session{session.sid} has no SCSI host")
         if channel is not None and target_id is not None:
-            with record.lock:
-                record.scanned.append(HCTL(session.host_number, channel, target_id, lun))
+            self._note_scan(HCTL(session.host_number, channel, target_id, lun), target, record)
         self.actions.scan_lun(session.host_number, channel, target_id, lun)
         if channel is None:
             dev = _session_lun(self.roots, session, lun)
             if dev is not None:
-                with record.lock:
-                    record.scanned.append(dev.hctl)
+                self._note_scan(dev.hctl, target, record)
 
-    def _undo(self, record: AttachRecord) -> None:
-        """Delete devices this attach scanned; log out sessions it created that are empty."""
-        left = self.ops.delete_created(record.scanned)
+    def _note_scan(self, hctl: HCTL, target: ISCSITarget, record: AttachRecord) -> None:
+        with record.lock:
+            record.scanned.append(hctl)
+            record.via[hctl] = target
+        CLAIMS.hold(self.roots, record.owner, hctl)
+
+    def _undo(self, record: AttachRecord, deadline: Deadline | None = None) -> None:
+        """Delete devices this attach scanned that no one else holds; log out sessions it
+        created that are empty.  Everything ends by ``deadline`` (the attach's own)."""
+        def lock_for(dev: ScsiDevice):
+            target = record.via.get(dev.hctl)
+            if target is None:
+                return contextlib.nullcontext()
+            return self.sessions.target_lock(
+                target, None if deadline is None else deadline.remaining())
+
+        def keep(dev: ScsiDevice) -> bool:
+            return (CLAIMS.held_by_others(self.roots, record.owner, dev)
+                    or self._ledger_holds(dev))
+
+        def session_in_use(session: IscsiSession) -> bool:
+            return (session.host_number is not None and
+                    CLAIMS.others_on_host(self.roots, record.owner, session.host_number))
+
+        try:
+            left = self.ops.delete_created(record.scanned, keep=keep, lock_for=lock_for,
+                                           deadline=deadline)
+            left += self.sessions.undo_logins(record, deadline, in_use=session_in_use)
+        finally:
+            CLAIMS.release(self.roots, record.owner)
         if left:
             LOG.warning("iSCSI attach undo left behind: %s", ", ".join(left))
-        self.sessions.undo_logins(record)
+
+    def _ledger_holds(self, dev: ScsiDevice) -> bool:
+        """True when an attachment in the ledger (any process) uses ``dev`` or a map over it."""
+        if self.ledger is None or not dev.name:
+            return False
+        try:
+            entries = self.ledger.entries()
+        except (BrickError, OSError) as exc:
+            LOG.warning("undo: cannot read the ledger (%s): keeping %s", exc, dev.name)
+            return True
+        for entry in entries.values():
+            if not entry.get("attachments"):
+                continue
+            used = block_device_for_path(self.roots, str((entry.get("device_info") or {})
+                                                         .get("path") or ""))
+            if used is not None and (used.name == dev.name or dev.name in used.slaves):
+                return True
+        return False
 
     # ---------------------------------------------------------------- detach
     def _volume_devices(self, props: ISCSIProperties, mpath: MultipathMap | None = None

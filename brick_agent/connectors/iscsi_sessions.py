@@ -59,7 +59,10 @@ class AttachRecord:
     logins: list[tuple[ISCSITarget, int]] = dataclasses.field(default_factory=list)  # (target, sid)
     prepared: set[tuple[str, str]] = dataclasses.field(default_factory=set)  # (portal, iqn)
     scanned: list[HCTL] = dataclasses.field(default_factory=list)
+    via: dict[HCTL, ISCSITarget] = dataclasses.field(default_factory=dict)  # target of a scan
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    #: this call's identity in :data:`~brick_agent.connectors.scsi_volume.CLAIMS`
+    owner: object = dataclasses.field(default_factory=object)
 
 
 @dataclasses.dataclass
@@ -78,15 +81,17 @@ class ISCSISessions:
         return (self.opts.login_timeout + self.opts.device_wait_timeout
                 + self.opts.command_timeout)
 
-    def target_lock(self, target: ISCSITarget):
-        return self._lock(target.portal.address, target.iqn)
+    def target_lock(self, target: ISCSITarget, timeout: float | None = None):
+        """The lock of ``target`` (portal+IQN); ``timeout`` defaults to :meth:`lock_timeout`."""
+        return self._lock(target.portal.address, target.iqn, timeout)
 
     def session_lock(self, session: IscsiSession):
         return self._lock(session.portal or "unknown", session.target_iqn or "?")
 
-    def _lock(self, portal: str, iqn: str):
+    def _lock(self, portal: str, iqn: str, timeout: float | None = None):
         return locking.target_lock("iscsi", locking.iscsi_target_key(portal, iqn),
-                                   lock_path=self.opts.lock_path, timeout=self.lock_timeout())
+                                   lock_path=self.opts.lock_path,
+                                   timeout=self.lock_timeout() if timeout is None else timeout)
 
     # ---------------------------------------------------------------- lookup
     def find(self, target: ISCSITarget) -> list[IscsiSession]:
@@ -156,7 +161,7 @@ class ISCSISessions:
                 try:
                     session = watch.wait_for(
                         lambda: next(iter(self.find(target)), None),
-                        Deadline.after(min(2.0, max(deadline.remaining(), 0.1))),
+                        Deadline.after(min(2.0, max(deadline.remaining(), 0.1)), deadline.clock),
                         what=f"session to {target.iqn}")
                 except DeviceNotFound:
                     raise TargetUnreachable(
@@ -171,18 +176,40 @@ class ISCSISessions:
         return _LOGINS.do(key, login)
 
     # ---------------------------------------------------------------- logout
-    def undo_logins(self, record: AttachRecord) -> None:
-        """Log out of sessions this attach created that carry no LUN."""
+    def undo_logins(self, record: AttachRecord, deadline: Deadline | None = None,
+                    in_use: Callable[[IscsiSession], bool] | None = None) -> list[str]:
+        """Log out of sessions this attach created that carry no LUN; what was left.
+
+        ``deadline`` bounds the whole undo (lock waits and iscsiadm included);
+        ``in_use(session)`` keeps a session another attach is using although it
+        shows no LUN yet.
+        """
+        left: list[str] = []
         for target, sid in record.logins:
+            if deadline is not None and deadline.expired:
+                left.append(f"session{sid} (no time left to log out)")
+                continue
             try:
-                with self.target_lock(target):
+                with self.target_lock(target, None if deadline is None
+                                      else deadline.remaining()):
                     session = read_session(self.roots, sid)
                     if session is None or session_devices(self.roots, session):
                         continue
-                    self.actions.logout(target.portal.address, target.iqn, self.iface)
+                    if in_use is not None and in_use(session):
+                        LOG.info("undo: session%d is in use by another attach: staying "
+                                 "logged in", sid)
+                        continue
+                    timeout = None if deadline is None else deadline.remaining()
+                    if timeout is not None and timeout <= 0:
+                        left.append(f"session{sid} (no time left to log out)")
+                        continue
+                    self.actions.logout(target.portal.address, target.iqn, self.iface,
+                                        timeout=timeout)
             except BrickError as exc:
                 LOG.warning("undo: could not log out of %s at %s: %s", target.iqn,
                             target.portal.address, exc)
+                left.append(f"session{sid} (logout failed: {exc})")
+        return left
 
     def logout_if_empty(self, session: IscsiSession) -> BrickError | None:
         """Log out of ``session`` if it carries no LUN any more; the error, if any."""

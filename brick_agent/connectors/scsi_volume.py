@@ -20,11 +20,13 @@ factory, timeouts); it decides nothing about transports.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any, ContextManager, Protocol
 
 from brick_agent.connectors import multipath_wait
@@ -77,6 +79,68 @@ class ScsiActions(Protocol):
 
     def multipathd_running(self) -> bool:
         """True when multipathd answers."""
+
+
+class DeviceClaims:
+    """Which attach calls of this process hold which SCSI devices, in flight or returned.
+
+    The same LUN scanned by two concurrent attaches is *one* device: each
+    attach only knows "I scanned it", so a failing one must not delete what
+    the other is about to return (or returned).  An attach claims every device
+    it scans or reuses, under its target's lock, before it waits for it; it
+    keeps its claims when it succeeds and releases them when it fails.  A
+    detach forgets the claims of the devices it deleted.  An undo deletes a
+    device it scanned only when :meth:`held_by_others` says no one else holds it.
+
+    A claim taken before the device exists (scan) holds whatever appears at
+    that address; a claim on a device remembers its kernel name and WWID, so a
+    device that went away and came back at the same address (another LUN, a
+    detach in another process) is not held by it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # (sysfs root, hctl) -> owner -> (name, wwid) of the device, or None before it exists
+        self._held: dict[tuple[str, HCTL], dict[Hashable, tuple[str | None, str | None] | None]] = {}
+
+    def hold(self, roots: HostRoots, owner: Hashable, hctl: HCTL,
+             dev: ScsiDevice | None = None) -> None:
+        """``owner`` holds the device at ``hctl`` (``dev``: the device it found there)."""
+        ident = None if dev is None else (dev.name, dev.wwid)
+        with self._lock:
+            self._held.setdefault((roots.sys, hctl), {})[owner] = ident
+
+    def held_by_others(self, roots: HostRoots, owner: Hashable, dev: ScsiDevice) -> bool:
+        """True when an owner other than ``owner`` holds ``dev`` (the device now at its address)."""
+        with self._lock:
+            holders = dict(self._held.get((roots.sys, dev.hctl), {}))
+        return any(ident is None or ident == (dev.name, dev.wwid)
+                   for who, ident in holders.items() if who != owner)
+
+    def others_on_host(self, roots: HostRoots, owner: Hashable, host: int) -> bool:
+        """True when an owner other than ``owner`` holds any device of SCSI host ``host``."""
+        with self._lock:
+            return any(hctl.host == host and any(who != owner for who in holders)
+                       for (root, hctl), holders in self._held.items() if root == roots.sys)
+
+    def release(self, roots: HostRoots, owner: Hashable) -> None:
+        """Drop every claim of ``owner`` (a failed attach, after its undo)."""
+        with self._lock:
+            for key in [k for k in self._held if k[0] == roots.sys]:
+                holders = self._held[key]
+                holders.pop(owner, None)
+                if not holders:
+                    del self._held[key]
+
+    def forget(self, roots: HostRoots, hctls: Iterable[HCTL]) -> None:
+        """Drop every claim on ``hctls`` (the devices were deleted by a detach)."""
+        with self._lock:
+            for hctl in hctls:
+                self._held.pop((roots.sys, hctl), None)
+
+
+#: the claims of this process (shared by every connector instance: they share the host)
+CLAIMS = DeviceClaims()
 
 
 def scsi_watch_factory(roots: HostRoots) -> Callable[[], DeviceWatch]:
@@ -252,11 +316,17 @@ class ScsiVolumeOps:
                 LOG.debug("udev has not processed %s yet; returning its kernel name", name)
 
     # ------------------------------------------------------------ undo
-    def delete_created(self, hctls: Iterable[HCTL], wait: bool = True) -> list[str]:
+    def delete_created(self, hctls: Iterable[HCTL], wait: bool = True, *,
+                       keep: Callable[[ScsiDevice], bool] | None = None,
+                       lock_for: Callable[[ScsiDevice], ContextManager[Any]] | None = None,
+                       deadline: Deadline | None = None) -> list[str]:
         """Delete devices an attach created; a map made only of them goes first.
 
         A device that a map also built from other paths holds is left (and
-        reported).  Returns what could not be removed.
+        reported).  ``keep(dev)`` (checked under ``lock_for(dev)``, right before
+        the delete) spares a device someone else holds (not reported: it is in
+        use, not left over).  The removal wait ends at ``deadline`` (default:
+        ``device_removal_timeout``).  Returns what could not be removed.
         """
         devs = [d for d in (scsi_device(self.roots, h) for h in dict.fromkeys(hctls))
                 if d is not None]
@@ -264,24 +334,40 @@ class ScsiVolumeOps:
         todo: list[HCTL] = []
         left: list[str] = []
         removed_maps: set[str] = set()
+
+        def kept(dev: ScsiDevice) -> bool:
+            if keep is None or not keep(dev):
+                return False
+            LOG.info("undo: keeping %s (%s): another attach holds it", dev.name, dev.hctl)
+            return True
+
         with self.watch_factory() as watch:
             for dev in devs:
                 try:
-                    m = map_for_slave(self.roots, dev.name) if dev.name else None
-                    if m is not None and m.dm_name not in removed_maps:
-                        if not set(m.slaves) <= names:
-                            left.append(f"{dev.hctl} (held by {m.dm_name})")
+                    with lock_for(dev) if lock_for is not None else contextlib.nullcontext():
+                        if kept(dev):
                             continue
-                        self.actions.multipath_remove(m.name or m.dm_name)
-                        removed_maps.add(m.dm_name)
-                        self.forget(m.wwid)
-                    self.actions.delete_device(dev.hctl)
-                    todo.append(dev.hctl)
-                except BrickError as exc:
+                        m = map_for_slave(self.roots, dev.name) if dev.name else None
+                        if m is not None and m.dm_name not in removed_maps:
+                            if not set(m.slaves) <= names:
+                                left.append(f"{dev.hctl} (held by {m.dm_name})")
+                                continue
+                            others = [o for o in (scsi_device_by_name(self.roots, n)
+                                                  for n in m.slaves if n != dev.name) if o]
+                            if keep is not None and any(keep(o) for o in others):
+                                LOG.info("undo: keeping %s and map %s: another attach holds "
+                                         "a path of it", dev.name, m.dm_name)
+                                continue
+                            self.actions.multipath_remove(m.name or m.dm_name)
+                            removed_maps.add(m.dm_name)
+                            self.forget(m.wwid)
+                        self.actions.delete_device(dev.hctl)
+                        todo.append(dev.hctl)
+                except BrickError as exc:   # LockTimeout included: the device stays
                     LOG.warning("undo: could not delete %s: %s", dev.hctl, exc)
                     left.append(f"{dev.hctl} (delete failed: {exc})")
             if wait and todo:
-                left += self._wait_removed(watch, todo)
+                left += self._wait_removed(watch, todo, deadline)
         return left
 
     def forget(self, wwid: str) -> None:
@@ -291,10 +377,11 @@ class ScsiVolumeOps:
         except BrickError as exc:
             LOG.warning("could not remove %s from the wwids file: %s", wwid, exc)
 
-    def _wait_removed(self, watch: DeviceWatch, hctls: Sequence[HCTL]) -> list[str]:
+    def _wait_removed(self, watch: DeviceWatch, hctls: Sequence[HCTL],
+                      deadline: Deadline | None = None) -> list[str]:
         try:
             watch.wait_gone(lambda: any(scsi_device(self.roots, h) for h in hctls),
-                            Deadline.after(self.device_removal_timeout),
+                            deadline or Deadline.after(self.device_removal_timeout),
                             what="SCSI devices " + ", ".join(map(str, hctls)))
         except DeviceNotFound:
             return [f"{h} (still present)" for h in hctls
@@ -419,6 +506,7 @@ class ScsiVolumeOps:
                         raise
                     leftovers.append(f"{d.name or d.hctl} (delete failed: {exc})")
             if deleted:
+                CLAIMS.forget(self.roots, deleted)
                 leftovers += self._wait_removed(watch, deleted)
         return leftovers
 
@@ -474,4 +562,4 @@ def retry(action: Callable[[], object], deadline: Deadline, *, until: Callable[[
             delay = min(delay * 2, max_delay)
 
 
-__all__ = ["DeviceInfo", "ScsiActions", "ScsiVolumeOps", "retry", "scsi_watch_factory", "udev_wwid", "wwn_link_name"]
+__all__ = ["CLAIMS", "DeviceClaims", "DeviceInfo", "ScsiActions", "ScsiVolumeOps", "retry", "scsi_watch_factory", "udev_wwid", "wwn_link_name"]

@@ -480,3 +480,152 @@ def test_portal_given_by_host_name_matches_the_sessions_ip(conf, host, fake, arr
     assert info["scsi_wwn"] == udev_of(60)
     c.connect_volume(p)
     assert fake.count("login") == 1
+
+
+# ---------------------------------------------------------------- failure latency (issue 8)
+class FakeClock:
+    """Monotonic time that only moves when the code under test sleeps (or a fake acts)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def clocked(conf, host, fake, clock, **kw):
+    def watch():
+        return DeviceWatch(roots=host.roots, use_netlink=False, poll_interval=0.25,
+                           sleep=clock.sleep)
+    return ISCSIConnector(conf=conf, roots=host.roots, actions=fake, watch_factory=watch,
+                          clock=clock, **kw)
+
+
+def test_missing_lun_error_and_its_undo_end_within_the_configured_deadline(conf, host, fake):
+    conf.set_override("device_wait_timeout", 30.0, group="brick_agent")
+    clock = FakeClock()
+    start = clock.now
+    logouts = []
+    real_logout = fake.logout
+
+    def slow_logout(portal, iqn, iface, timeout=None):   # the lab's logout, slowed down
+        logouts.append((clock.now, timeout))
+        clock.now += 2.0
+        real_logout(portal, iqn, iface, timeout)
+    fake.logout = slow_logout
+    c = clocked(conf, host, fake, clock)
+    with pytest.raises(DeviceNotFound, match="LUN 7"):
+        c.connect_volume(props(lun=7))
+    assert clock.now - start <= 30.0          # raised by the deadline, undo included
+    assert fake.state() == EMPTY              # ... and the undo was done
+    [(at, timeout)] = logouts
+    assert timeout is not None and at + timeout <= start + 30.0
+
+
+def test_a_hung_undo_is_cut_at_the_deadline(conf, host, fake):
+    from brick_agent.errors import CommandFailed
+    conf.set_override("device_wait_timeout", 30.0, group="brick_agent")
+    clock = FakeClock()
+    start = clock.now
+
+    def hung_logout(portal, iqn, iface, timeout=None):   # iscsiadm killed at its timeout
+        assert timeout is not None
+        clock.now += timeout
+        raise CommandFailed(["iscsiadm", "--logout"], -9, "timed out")
+    fake.logout = hung_logout
+    c = clocked(conf, host, fake, clock)
+    with pytest.raises(DeviceNotFound, match="LUN 7"):    # the attach's error, not the undo's
+        c.connect_volume(props(lun=7))
+    assert clock.now - start <= 30.0
+
+
+# ---------------------------------------------------------------- concurrent attaches of one volume
+def _run(fn):
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    fut = pool.submit(fn)
+    pool.shutdown(wait=False)
+    return fut
+
+
+def test_failed_attach_keeps_the_device_a_concurrent_attach_returned(conf, host, fake):
+    """A scans the LUN, B reuses it and returns it, then A fails: A's undo must not delete it."""
+    import threading
+    fake.multipathd = False
+    a_found_device = threading.Event()
+    b_returned = threading.Event()
+
+    def multipathd_running():          # A, between its wait and its result
+        a_found_device.set()
+        assert b_returned.wait(5)
+        return False
+    fake.multipathd_running = multipathd_running
+    a_conn = make(conf, host, fake, use_multipath=True)
+    b_conn = make(conf, host, fake)
+    a = _run(lambda: a_conn.connect_volume(mp_props(lun=0, portals=(P1,), iqns=(IQN_A,),
+                                                    enforce_multipath=True)))
+    assert a_found_device.wait(5)
+    try:
+        info = b_conn.connect_volume(props(lun=0))
+    finally:
+        b_returned.set()
+    with pytest.raises(NotSupported):
+        a.result(5)
+    assert [e for e in fake.log if e[0] == "scan"] == [("scan", 10, 0, 0, 0)]   # A scanned
+    assert fake.count("delete") == 0 and fake.count("logout") == 0
+    assert os.path.exists(info["path"]) and fake.state()["devices"] == ["sda"]
+    b_conn.disconnect_volume(props(lun=0), info)
+    assert fake.state() == EMPTY
+
+
+def test_failed_attach_keeps_the_device_a_concurrent_attach_is_still_using(conf, host, fake):
+    """B found A's LUN and is waiting for it to be ready when A fails: B still gets it."""
+    import threading
+    fake.multipathd = False
+    b_waiting = threading.Event()
+    a_failed = threading.Event()
+
+    class BlockedWatch(DeviceWatch):   # B, after it found (and claimed) the LUN A scanned
+        def wait_for(self, predicate, deadline, what="device"):
+            b_waiting.set()
+            assert a_failed.wait(5)
+            return super().wait_for(predicate, deadline, what)
+
+    a_found_device = threading.Event()
+
+    def multipathd_running():          # A, once B holds the LUN
+        a_found_device.set()
+        assert b_waiting.wait(5)
+        return False
+    fake.multipathd_running = multipathd_running
+    a_conn = make(conf, host, fake, use_multipath=True)
+    b_conn = ISCSIConnector(conf=conf, roots=host.roots, actions=fake, watch_factory=lambda:
+                            BlockedWatch(roots=host.roots, use_netlink=False, poll_interval=0.005))
+    a = _run(lambda: a_conn.connect_volume(mp_props(lun=0, portals=(P1,), iqns=(IQN_A,),
+                                                    enforce_multipath=True)))
+    assert a_found_device.wait(5)
+    b = _run(lambda: b_conn.connect_volume(props(lun=0)))
+    try:
+        with pytest.raises(NotSupported):
+            a.result(5)
+    finally:
+        a_failed.set()
+    info = b.result(5)
+    assert fake.count("delete") == 0
+    assert os.path.exists(info["path"]) and fake.state()["devices"] == ["sda"]
+    b_conn.disconnect_volume(props(lun=0), info)
+    assert fake.state() == EMPTY
+
+
+def test_failed_attach_alone_still_deletes_what_it_scanned(conf, host, fake):
+    fake.multipathd = False
+    c = make(conf, host, fake, use_multipath=True)
+    with pytest.raises(NotSupported):
+        c.connect_volume(mp_props(lun=0, portals=(P1,), iqns=(IQN_A,), enforce_multipath=True))
+    assert fake.count("delete") == 1 and fake.state() == EMPTY
+    # a later failure of the same volume is not held back by the earlier attempt's claims
+    with pytest.raises(NotSupported):
+        c.connect_volume(mp_props(lun=0, portals=(P1,), iqns=(IQN_A,), enforce_multipath=True))
+    assert fake.state() == EMPTY
