@@ -334,6 +334,7 @@ class ScsiVolumeOps:
         todo: list[HCTL] = []
         left: list[str] = []
         removed_maps: set[str] = set()
+        entries: list[udev.UdevEntry] = []
 
         def kept(dev: ScsiDevice) -> bool:
             if keep is None or not keep(dev):
@@ -361,13 +362,14 @@ class ScsiVolumeOps:
                             self.actions.multipath_remove(m.name or m.dm_name)
                             removed_maps.add(m.dm_name)
                             self.forget(m.wwid)
+                        entries += self.udev_entries([dev.name])
                         self.actions.delete_device(dev.hctl)
                         todo.append(dev.hctl)
                 except BrickError as exc:   # LockTimeout included: the device stays
                     LOG.warning("undo: could not delete %s: %s", dev.hctl, exc)
                     left.append(f"{dev.hctl} (delete failed: {exc})")
             if wait and todo:
-                left += self._wait_removed(watch, todo, deadline)
+                left += self._wait_removed(watch, todo, deadline, entries)
         return left
 
     def forget(self, wwid: str) -> None:
@@ -377,13 +379,28 @@ class ScsiVolumeOps:
         except BrickError as exc:
             LOG.warning("could not remove %s from the wwids file: %s", wwid, exc)
 
+    def udev_entries(self, names: Iterable[str | None]) -> list[udev.UdevEntry]:
+        """udev's entries of block devices about to be deleted (none without udev)."""
+        return [e for e in (udev.udev_entry(self.roots, n) for n in names if n) if e]
+
     def _wait_removed(self, watch: DeviceWatch, hctls: Sequence[HCTL],
-                      deadline: Deadline | None = None) -> list[str]:
+                      deadline: Deadline | None = None,
+                      entries: Sequence[udev.UdevEntry] = ()) -> list[str]:
+        """Wait until the kernel dropped ``hctls`` and udev processed their removal
+        (``entries``: their links are gone), woken by the watch's events; what stayed.
+
+        Links udev has not removed by the deadline are logged, not returned: the kernel
+        side is done and udev removes them when it gets to the event."""
+        def present() -> bool:
+            return (any(scsi_device(self.roots, h) for h in hctls)
+                    or any(not udev.udev_forgot(self.roots, e) for e in entries))
         try:
-            watch.wait_gone(lambda: any(scsi_device(self.roots, h) for h in hctls),
-                            deadline or Deadline.after(self.device_removal_timeout),
+            watch.wait_gone(present, deadline or Deadline.after(self.device_removal_timeout),
                             what="SCSI devices " + ", ".join(map(str, hctls)))
         except DeviceNotFound:
+            late = [e.name for e in entries if not udev.udev_forgot(self.roots, e)]
+            if late:
+                LOG.warning("udev has not removed the links of %s yet", ", ".join(late))
             return [f"{h} (still present)" for h in hctls
                     if scsi_device(self.roots, h) is not None]
         return []
@@ -477,6 +494,7 @@ class ScsiVolumeOps:
                 leftovers.append(f"{used} (flush failed: {exc})")
         if mpath is not None:
             try:
+                map_entries = self.udev_entries([mpath.dm_name])
                 with self.watch_factory() as watch:
                     retry(lambda: self.actions.multipath_remove(mpath.name or mpath.dm_name),
                           Deadline.after(self.map_removal_timeout),
@@ -485,6 +503,13 @@ class ScsiVolumeOps:
                     watch.wait_gone(lambda: read_map(self.roots, mpath.dm_name),
                                     Deadline.after(self.device_removal_timeout),
                                     what=f"map {mpath.dm_name}")
+                    try:   # and udev's links of the map (/dev/mapper, by-id/dm-*)
+                        watch.wait_gone(lambda: any(not udev.udev_forgot(self.roots, e)
+                                                    for e in map_entries),
+                                        Deadline.after(self.device_removal_timeout),
+                                        what=f"udev links of {mpath.dm_name}")
+                    except DeviceNotFound:
+                        LOG.warning("udev has not removed the links of %s yet", mpath.dm_name)
                 if forget:
                     self.forget(mpath.wwid)
             except BrickError as exc:
@@ -492,8 +517,10 @@ class ScsiVolumeOps:
                     raise
                 leftovers.append(f"{mpath.dm_name} (map removal failed: {exc})")
         deleted: list[HCTL] = []
+        entries: list[udev.UdevEntry] = []
         with self.watch_factory() as watch:
             for d in ours:
+                entries += self.udev_entries([d.name])
                 try:
                     if lock_for is not None:
                         with lock_for(d):
@@ -507,7 +534,10 @@ class ScsiVolumeOps:
                     leftovers.append(f"{d.name or d.hctl} (delete failed: {exc})")
             if deleted:
                 CLAIMS.forget(self.roots, deleted)
-                leftovers += self._wait_removed(watch, deleted)
+                leftovers += self._wait_removed(
+                    watch, deleted, entries=[e for e in entries
+                                             if any(e.name == d.name for d in ours
+                                                    if d.hctl in deleted)])
         return leftovers
 
     # ------------------------------------------------------------ extend

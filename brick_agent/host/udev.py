@@ -22,10 +22,16 @@ Event sources, in order (``watch.mode`` records which one was used, for logs):
 * ``poll``: no netlink socket available: sleep ``poll_interval`` between checks.
 
 Nothing here acts on devices; pyudev is only used to listen.
+
+Removal: :func:`udev_entry` (read before a device is deleted) and
+:func:`udev_forgot` tell when udev has processed the device's "remove" event
+(database entry and /dev links gone), so a detach can wait on udev's events
+until nothing it deleted is left in ``/dev/disk``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -245,6 +251,44 @@ def udev_links(roots: HostRoots, name: str) -> tuple[str, ...]:
     """The /dev symlinks udev made for a block device (under roots.dev), from its database entry."""
     lines = _read_db(roots, name) or []
     return tuple(roots.devfs(line[2:]) for line in lines if line.startswith("S:"))
+
+
+@dataclasses.dataclass(frozen=True)
+class UdevEntry:
+    """What udev made for a block device: its database file and its /dev links."""
+
+    name: str                    # kernel name ('sdb', 'dm-3')
+    db_path: str                 # /run/udev/data/b<M>:<m>
+    links: tuple[str, ...]       # absolute paths under roots.dev
+
+
+def udev_entry(roots: HostRoots, name: str) -> UdevEntry | None:
+    """udev's view of block device ``name`` now (read it *before* deleting the device);
+    ``None`` without udev or when udev has not processed the device."""
+    if not udev_running(roots):
+        return None
+    path = udev_db_path(roots, name)
+    if path is None or not os.path.exists(path):
+        return None
+    return UdevEntry(os.path.basename(name), path, udev_links(roots, name))
+
+
+def udev_forgot(roots: HostRoots, entry: UdevEntry) -> bool:
+    """True once udev has processed the removal of ``entry``'s device: its database file
+    is gone and none of its links points to it any more.  A new device under the same
+    name (the kernel reuses sd names) ends the wait too: the links are then the new
+    device's business, not dangling."""
+    if os.path.exists(roots.sysfs("class", "block", entry.name)):
+        return True
+    if os.path.exists(entry.db_path):
+        return False
+    for link in entry.links:
+        try:
+            if os.path.basename(os.readlink(link)) == entry.name:
+                return False
+        except OSError:
+            continue
+    return True
 
 
 def udev_settled_for(roots: HostRoots, name: str, deadline: Deadline,

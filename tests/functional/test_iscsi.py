@@ -34,6 +34,12 @@ def links_of(iqn: str) -> list[str]:
     return sorted(glob.glob(f"/dev/disk/by-path/*{iqn}*"))
 
 
+def dangling_links() -> list[str]:
+    """/dev/disk links whose target is gone (what the audit reports as dangling_link)."""
+    return sorted(p for p in glob.glob("/dev/disk/*/*")
+                  if os.path.islink(p) and not os.path.exists(p))
+
+
 def node_records(iqn: str) -> list[str]:
     p = subprocess.run(["iscsiadm", "-m", "node"], capture_output=True, text=True, timeout=30)
     return [line for line in p.stdout.splitlines() if iqn in line]
@@ -137,7 +143,9 @@ def test_6_missing_lun_fails_within_deadline_and_leaves_nothing(conf):
         with pytest.raises(DeviceNotFound):
             connector.connect_volume(props_for(t, 5))
         took = time.monotonic() - start
-        assert took < 4.0 + 6.0, took   # budget + login/logout of the session it created
+        # the configured deadline bounds the whole call, the undo (logout) included;
+        # the slack is the bookkeeping before the deadline starts (ledger, locks)
+        assert took < 4.0 + 0.5, took
         assert leftovers(t) == {}
         assert node_records(t.iqn) == []
 
@@ -151,7 +159,7 @@ def test_6_unreachable_portal_fails_within_login_timeout(conf):
         with pytest.raises(TargetUnreachable):
             connector.connect_volume(bad)
         took = time.monotonic() - start
-        assert took < 4.0 + 6.0, took
+        assert took < 4.0 + 1.0, took   # iscsid's attempts fit in login_timeout
         assert leftovers(t) == {}
         assert node_records(t.iqn) == []
 
@@ -277,5 +285,8 @@ def test_8_eight_volumes_from_two_targets_concurrently(connector):
             list(pool.map(lambda ji: connector.disconnect_volume(props_for(ji[0][0], ji[0][1]),
                                                                  ji[1]), zip(jobs, infos)))
         detach = time.monotonic() - start
+        # right after detach, before any grace: udev has removed every link it deleted
+        assert links_of(a.iqn) == [] and links_of(b.iqn) == []
+        assert dangling_links() == []
         assert leftovers(a) == {} and leftovers(b) == {}
         print(f"\n8 volumes: attach {attach:.2f}s detach {detach:.2f}s")

@@ -154,7 +154,7 @@ class FakeScsiKernel:
             devnum = self._read(f"{bdir}/dev")
             for rel in (f"sys/class/block/{m.dm_name}", f"sys/dev/block/{devnum}",
                         f"dev/{m.dm_name}", f"dev/mapper/{map_name}",
-                        f"dev/disk/by-id/dm-uuid-{m.uuid}"):
+                        f"dev/disk/by-id/dm-uuid-{m.uuid}", f"run/udev/data/b{devnum}"):
                 if os.path.lexists(self.h.p(rel)):
                     os.unlink(self.h.p(rel))
             shutil.rmtree(self.h.p(bdir))

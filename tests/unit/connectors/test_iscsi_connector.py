@@ -629,3 +629,47 @@ def test_failed_attach_alone_still_deletes_what_it_scanned(conf, host, fake):
     with pytest.raises(NotSupported):
         c.connect_volume(mp_props(lun=0, portals=(P1,), iqns=(IQN_A,), enforce_multipath=True))
     assert fake.state() == EMPTY
+
+
+# ---------------------------------------------------------------- detach waits for udev (issue 8)
+def _dangling(host) -> list[str]:
+    out = []
+    for kind in ("by-path", "by-id"):
+        d = host.p(f"dev/disk/{kind}")
+        if d.is_dir():
+            out += [p.name for p in d.iterdir() if p.is_symlink() and not p.exists()]
+    return out
+
+
+def test_concurrent_detaches_return_after_udev_removed_their_links(conf, host, fake):
+    """udev removes a deleted disk's links late; detach waits for that on udev's "remove"
+    events (the watch's polling safety net is far longer than the whole test)."""
+    import time
+    fake.enable_udev(remove_delay=0.15)
+
+    def watch():
+        return DeviceWatch(roots=host.roots, monitor=fake.monitor(), poll_interval=30.0)
+    c = ISCSIConnector(conf=conf, roots=host.roots, actions=fake, watch_factory=watch)
+    infos = [c.connect_volume(props(lun=n)) for n in range(4)]
+    assert len(list(host.p("dev/disk/by-path").iterdir())) == 4
+    start = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda n: c.disconnect_volume(props(lun=n), infos[n]), range(4)))
+    took = time.monotonic() - start
+    assert _dangling(host) == []                              # right after detach
+    assert list(host.p("dev/disk/by-path").iterdir()) == []
+    assert fake.state() == EMPTY
+    assert took < 0.9, took      # woken by the events, not by the 1 s removal deadline
+
+
+def test_failed_attach_undo_waits_for_udev_too(conf, host, fake):
+    fake.enable_udev(remove_delay=0.1)
+    fake.multipathd = False
+
+    def watch():
+        return DeviceWatch(roots=host.roots, monitor=fake.monitor(), poll_interval=30.0)
+    c = ISCSIConnector(conf=conf, roots=host.roots, actions=fake, watch_factory=watch,
+                       use_multipath=True)
+    with pytest.raises(NotSupported):
+        c.connect_volume(mp_props(lun=0, portals=(P1,), iqns=(IQN_A,), enforce_multipath=True))
+    assert _dangling(host) == [] and list(host.p("dev/disk/by-path").iterdir()) == []

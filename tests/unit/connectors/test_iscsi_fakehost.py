@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import queue
 import shutil
 import threading
 
@@ -81,6 +82,49 @@ class FakeISCSI(FakeScsiKernel):
         self._sd = 0
         self._dm = 0
         self.sessions: dict[int, tuple[int, str, str]] = {}   # sid -> (host, portal, iqn)
+        self._monitors: list[queue.Queue] = []
+
+    # ------------------------------------------------------------ udev model
+    def enable_udev(self, remove_delay: float = 0.0) -> None:
+        """Model udevd: a disk gets its by-path link and database entry when it appears;
+        they go ``remove_delay`` seconds after the kernel removed it (udev lags), then
+        every :meth:`monitor` gets a "remove" event (udev's netlink broadcast)."""
+        self.udev = True
+        self.udev_remove_delay = remove_delay
+        self.h.attr("run/udev/control", "")
+
+    def monitor(self) -> "FakeUdevMonitor":
+        """A monitor of this fake's udev events, for ``DeviceWatch(monitor=...)``."""
+        q: queue.Queue = queue.Queue()
+        with self.lock:
+            self._monitors.append(q)
+        return FakeUdevMonitor(q)
+
+    def _udev_add(self, sid: int, lun: int, name: str) -> None:
+        _, portal, iqn = self.sessions[sid]
+        link = f"ip-{portal}-iscsi-{iqn}-lun-{lun}"
+        self.h.disk_link("by-path", link, name)
+        devnum = self._read(f"sys/class/block/{name}/dev")
+        self.h.attr(f"run/udev/data/b{devnum}", f"S:disk/by-path/{link}")
+
+    def _udev_remove(self, name: str, devnum: str | None) -> None:
+        def remove() -> None:
+            with self.lock:
+                for link in self.h.p("dev/disk/by-path").glob("*"):
+                    if link.is_symlink() and os.path.basename(os.readlink(link)) == name:
+                        link.unlink()
+                if devnum and self.h.p(f"run/udev/data/b{devnum}").exists():
+                    self.h.p(f"run/udev/data/b{devnum}").unlink()
+                for q in self._monitors:
+                    q.put(("remove", name))
+        if not self.udev:
+            return
+        if self.udev_remove_delay > 0:
+            timer = threading.Timer(self.udev_remove_delay, remove)
+            timer.daemon = True
+            timer.start()
+        else:
+            remove()
 
     # ------------------------------------------------------------ helpers
     def _next_sd(self) -> str:
@@ -109,6 +153,8 @@ class FakeISCSI(FakeScsiKernel):
         name = self._next_sd()
         self.h.scsi_disk(self._session_dir(sid), f"{host}:0:0:{lun}", name, wwid=wwid,
                          sectors=sectors)
+        if self.udev:
+            self._udev_add(sid, lun, name)
         return name
 
     # ------------------------------------------------------------ ISCSIActions
@@ -212,6 +258,19 @@ class FakeISCSI(FakeScsiKernel):
         }
 
 
+class FakeUdevMonitor:
+    """pyudev-monitor-like ``poll(timeout)`` over one subscriber queue of FakeISCSI."""
+
+    def __init__(self, q: queue.Queue) -> None:
+        self._q = q
+
+    def poll(self, timeout: float | None = None):
+        try:
+            return self._q.get(timeout=timeout) if timeout else self._q.get_nowait()
+        except queue.Empty:
+            return None
+
+
 # ---------------------------------------------------------------- the fake's own checks
 @pytest.fixture
 def fake(tmp_path):
@@ -247,3 +306,16 @@ def test_map_of_two_paths(fake):
     assert m is not None and m.slaves == ("sda", "sdb") and m.uuid == "mpath-" + udev_of(1)
     fake.multipath_remove(m.name)
     assert host_mpath.multipath_maps(fake.h.roots) == []
+
+
+def test_udev_model_makes_links_and_removes_them_late_with_an_event(fake):
+    fake.enable_udev(remove_delay=0.05)
+    mon = fake.monitor()
+    fake.login(NodeSettings(P1, IQN_A))
+    fake.scan_lun(10, 0, 0, 1)
+    link = fake.h.p(f"dev/disk/by-path/ip-{P1}-iscsi-{IQN_A}-lun-1")
+    assert os.path.realpath(link) == str(fake.h.p("dev/sda"))
+    fake.delete_device(HCTL(10, 0, 0, 1))
+    assert os.path.islink(link)                 # udev has not processed the removal yet
+    assert mon.poll(2) == ("remove", "sda")
+    assert not os.path.lexists(link)
