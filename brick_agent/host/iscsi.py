@@ -206,7 +206,8 @@ def session_devices(roots: HostRoots, session: IscsiSession) -> list[ScsiDevice]
         for entry in sysfs.list_dir(session.device_path, _TARGET_RE):
             tdir = os.path.join(session.device_path, entry)
             for lun in sysfs.list_dir(tdir, _LUN_RE):
-                dev = read_scsi_device(os.path.join(tdir, lun), HCTL.parse(lun))
+                dev = read_scsi_device(os.path.join(tdir, lun), HCTL.parse(lun),
+                                       resolved=True)
                 if dev is not None:
                     out.append(dev)
         return sorted(out, key=lambda d: d.hctl)

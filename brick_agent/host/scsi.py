@@ -236,9 +236,17 @@ def _disk_name(lun_dir: str) -> str | None:
     return None
 
 
-def read_scsi_device(lun_dir: str, hctl: HCTL) -> ScsiDevice | None:
-    """Read one LUN directory; ``None`` if it vanished."""
-    real = sysfs.resolve(lun_dir)
+def read_scsi_device(lun_dir: str, hctl: HCTL, resolved: bool = False) -> ScsiDevice | None:
+    """Read one LUN directory; ``None`` if it vanished.
+
+    ``resolved``: ``lun_dir`` is already canonical (a directory found by walking the
+    device tree), so its path is not resolved again (a realpath costs a sysfs lookup
+    per path component, ~12 for an iSCSI LUN).
+    """
+    if resolved:
+        real: str | None = lun_dir if os.path.isdir(lun_dir) else None
+    else:
+        real = sysfs.resolve(lun_dir)
     if real is None:
         return None
 
