@@ -256,6 +256,9 @@ def discovery_lab(workers: dict[str, Worker], sizes: list[int]) -> None:
                     if time.monotonic() > end:
                         raise RuntimeError(f"only some of {size} LUNs appeared")
                     time.sleep(0.05)
+                # measure a settled host: when the links exist udev is still busy with the
+                # new LUNs (15 workers on 2 TCG vCPUs), which slows every sysfs read 10-20x
+                subprocess.run(["udevadm", "settle", "--timeout=120"], capture_output=True)
                 vals: dict[str, Any] = {}
                 for who in TOOLS:
                     r = ok(workers[who].call({"op": "discover", "protocol": "ISCSI",
