@@ -9,9 +9,11 @@ Everything after that is the same for every SCSI transport and lives here:
   re-validation of a LUN that already existed (LUN reuse),
 * the dm-multipath map ``mpath-<wwid>`` holding the paths,
 * the ``device_info`` returned to callers (stable paths),
-* undo of devices an attach created,
+* undo of devices an attach created (only those no other attach holds:
+  :class:`DeviceClaims`),
 * detach: flush what was used, remove the map, delete exactly the volume's
-  devices (WWID confirmed), wait for the kernel to drop them,
+  devices (WWID confirmed), wait for the kernel to drop them and for udev to
+  remove their /dev links (on udev's events),
 * extend: rescan every path, check they agree, resize the map.
 
 :class:`ScsiVolumeOps` holds the host seams (roots, actions, the udev watch
