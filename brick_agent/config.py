@@ -50,6 +50,14 @@ nvme_opts = [
                help="Seconds between NVMe-oF reconnect attempts."),
     cfg.IntOpt("nvme_keep_alive_tmo", default=None, min=1,
                help="NVMe-oF keep-alive timeout in seconds (kernel default when unset)."),
+    cfg.IntOpt("nvme_fast_io_fail_tmo", default=5, min=-1,
+               help="For NVMe-oF controllers used under dm-multipath (native NVMe "
+                    "multipath off): seconds after a connection is lost before its "
+                    "queued I/O fails, so dm-multipath retries it on another path "
+                    "instead of waiting up to ctrl_loss_tmo (forever with -1). "
+                    "-1 keeps the kernel default (queue until the controller is "
+                    "lost). Not applied to single-path or native-multipath "
+                    "controllers, whose I/O should wait for the reconnect."),
 ]
 
 privsep_opts = [

@@ -203,13 +203,16 @@ class NVMeOFConnector(Connector):
         host_traddrs: list[str | None] = [None]
         if portal.transport == "fc":
             host_traddrs = list(self._fc_local_ports())
+        # Under dm-multipath, I/O on a lost path must fail over, not queue forever.
+        fast_io_fail = (self.opts.nvme_fast_io_fail_tmo if self.use_multipath
+                        and not hostnvme.native_multipath_enabled(self.roots) else None)
         return [ConnectRequest(
             subsysnqn=target.nqn, transport=portal.transport, traddr=portal.address,
             trsvcid=None if portal.transport == "fc" else portal.trsvcid,
             hostnqn=hostnqn, hostid=self.host_identity().hostid, host_traddr=host_traddr,
             ctrl_loss_tmo=self.opts.nvme_ctrl_loss_tmo,
             reconnect_delay=self.opts.nvme_reconnect_delay,
-            keep_alive_tmo=self.opts.nvme_keep_alive_tmo,
+            keep_alive_tmo=self.opts.nvme_keep_alive_tmo, fast_io_fail_tmo=fast_io_fail,
             timeout=self.opts.login_timeout) for host_traddr in host_traddrs]
 
     def _fc_local_ports(self) -> list[str]:

@@ -8,11 +8,12 @@ unit tests pass a fake that changes a fake sysfs tree the way the kernel would.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
 from typing import Protocol
 
-from brick_agent.errors import CommandFailed, TargetUnreachable
+from brick_agent.errors import TargetUnreachable
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
 
 LOG = logging.getLogger(__name__)
@@ -36,22 +37,22 @@ class ConnectRequest:
     ctrl_loss_tmo: int | None = None
     reconnect_delay: int | None = None
     keep_alive_tmo: int | None = None
+    #: Seconds after a lost connection before queued I/O fails (None: kernel default, off).
+    fast_io_fail_tmo: int | None = None
     timeout: float = 30.0  # seconds the connect may take (login_timeout)
 
+    def timeouts(self) -> dict[str, int | None]:
+        return {"ctrl_loss_tmo": self.ctrl_loss_tmo, "reconnect_delay": self.reconnect_delay,
+                "keep_alive_tmo": self.keep_alive_tmo,
+                "fast_io_fail_tmo": self.fast_io_fail_tmo}
+
     def options(self) -> str:
-        """The comma separated option string the kernel parses (``nvmf_parse_options``)."""
-        parts = [f"nqn={self.subsysnqn}", f"transport={self.transport}",
-                 f"traddr={self.traddr}"]
-        if self.trsvcid and self.transport != "fc":
-            parts.append(f"trsvcid={self.trsvcid}")
-        if self.host_traddr:
-            parts.append(f"host_traddr={self.host_traddr}")
-        parts += [f"hostnqn={self.hostnqn}", f"hostid={self.hostid}"]
-        for key in ("ctrl_loss_tmo", "reconnect_delay", "keep_alive_tmo"):
-            value = getattr(self, key)
-            if value is not None:
-                parts.append(f"{key}={int(value)}")
-        return ",".join(parts)
+        """The validated option string the kernel parses (``nvmf_parse_options``)."""
+        from brick_agent.privileged.nvme import fabrics_options
+        return fabrics_options(self.transport, self.traddr,
+                               None if self.transport == "fc" else self.trsvcid,
+                               self.subsysnqn, hostnqn=self.hostnqn, hostid=self.hostid,
+                               host_traddr=self.host_traddr, **self.timeouts())
 
     def describe(self) -> str:
         port = f":{self.trsvcid}" if self.trsvcid else ""
@@ -102,47 +103,31 @@ class NvmeActions(Protocol):
 class PrivilegedNvmeActions:
     """Default actions: each call goes to one narrow ``brick_agent.privileged`` entrypoint.
 
-    The privileged connect runs ``nvme connect`` (nvme-cli); its output is not
-    parsed: the new controller is found in sysfs by its subsystem, address and
-    host NQN, and a failed connect whose controller already exists is EALREADY.
+    The privileged connect writes the options to ``/dev/nvme-fabrics`` and returns
+    the kernel's answer: the new controller's instance, or the errno (``EALREADY``
+    when an identical controller exists).  No nvme-cli, no text to parse, no guess
+    from a before/after sysfs listing.
     """
 
     def __init__(self, roots: HostRoots = DEFAULT_ROOTS) -> None:
         self.roots = roots
 
-    def _matching(self, req: ConnectRequest) -> set[str]:
-        from brick_agent.host import nvme as hostnvme
-        return {c.name for c in hostnvme.find_controllers(
-            self.roots, nqn=req.subsysnqn, transport=req.transport, traddr=req.traddr,
-            trsvcid=req.trsvcid if req.transport != "fc" else None, hostnqn=req.hostnqn)
-            if c.state != "deleting"}
-
     def connect(self, request: ConnectRequest) -> str:
         from brick_agent.privileged import nvme
-        before = self._matching(request)
-        try:
-            nvme.connect(request.transport, request.traddr,
-                         request.trsvcid if request.transport != "fc" else None,
-                         request.subsysnqn, hostnqn=request.hostnqn, hostid=request.hostid,
-                         host_traddr=request.host_traddr,
-                         ctrl_loss_tmo=request.ctrl_loss_tmo,
-                         reconnect_delay=request.reconnect_delay,
-                         keep_alive_tmo=request.keep_alive_tmo,
-                         timeout=request.timeout)
-        except CommandFailed as exc:
-            if before or self._matching(request):
-                raise AlreadyConnected(request.describe()) from None
-            if exc.timed_out:
-                raise TargetUnreachable(f"connect {request.describe()} timed out after "
-                                        f"{request.timeout:.1f}s") from None
-            raise TargetUnreachable(f"connect {request.describe()} failed "
-                                    f"(exit {exc.returncode}): {exc.stderr.strip()}") from None
-        new = sorted(self._matching(request) - before, key=lambda n: int(n[4:]))
-        if not new:
-            if before:
-                raise AlreadyConnected(request.describe())
-            raise TargetUnreachable(f"connect {request.describe()}: no controller appeared")
-        return new[-1]
+        result = nvme.connect(request.transport, request.traddr,
+                              None if request.transport == "fc" else request.trsvcid,
+                              request.subsysnqn, hostnqn=request.hostnqn,
+                              hostid=request.hostid, host_traddr=request.host_traddr,
+                              timeout=request.timeout, **request.timeouts())
+        if result.get("controller"):
+            return str(result["controller"])
+        if result.get("errno") == errno.EALREADY:
+            raise AlreadyConnected(request.describe())
+        if result.get("timed_out"):
+            raise TargetUnreachable(f"connect {request.describe()} timed out after "
+                                    f"{request.timeout:.1f}s")
+        raise TargetUnreachable(f"connect {request.describe()} failed: "
+                                f"{result.get('error') or 'unknown error'}")
 
     def disconnect(self, controller: str) -> None:
         from brick_agent.privileged import nvme

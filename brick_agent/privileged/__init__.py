@@ -24,12 +24,13 @@ Deliberately not kept:
   running the daemon under a non-root ``user`` (then iscsid and multipathd,
   which check the peer uid, would refuse anyway).
 * ``CAP_NET_ADMIN`` — iscsiadm talks to iscsid over a unix socket (iscsid does
-  the iSCSI netlink work); nvme-cli writes ``/dev/nvme-fabrics``; no entrypoint
-  configures network interfaces or offload ifaces.
+  the iSCSI netlink work); the NVMe connect writes ``/dev/nvme-fabrics``
+  (root-owned, 0600); no entrypoint configures network interfaces or offload
+  ifaces.
 * ``CAP_SYS_RAWIO``, ``CAP_MKNOD``, ``CAP_CHOWN``, ``CAP_FOWNER`` — nothing here
   issues raw SCSI commands, creates nodes or changes ownership.
 
-Note: the tools the daemon execs (iscsiadm, nvme, multipath, blockdev) run as
+Note: the tools the daemon execs (iscsiadm, multipath, mdadm, blockdev) run as
 uid 0 with the *bounding* set intact, so the kernel gives them the full root
 capability set again (tests/unit/test_privileged_daemon.py shows it).  The
 capability list narrows the daemon's own Python code; what the exec'd tools

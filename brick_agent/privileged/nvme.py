@@ -1,72 +1,165 @@
-"""Privileged NVMe-oF operations: connect, disconnect, rescan, host identity files."""
+"""Privileged NVMe-oF operations: connect (a write to /dev/nvme-fabrics), disconnect, rescan,
+host identity files."""
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
+import socket
+import threading
+import time
 from collections.abc import Callable
 
-from brick_agent import commands
 from brick_agent.errors import DeviceNotFound, InvalidArgument
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
 from brick_agent.privileged import _validate as v
 from brick_agent.privileged import entrypoint
 from brick_agent.privileged._files import create_file_if_missing, write_attr
 
-Runner = Callable[..., commands.CommandResult]
+LOG = logging.getLogger(__name__)
 
-NVME = "nvme"
+
 TRANSPORTS = frozenset({"tcp", "rdma", "fc", "loop"})
 FABRIC_TRANSPORTS = TRANSPORTS
 
 
-def connect_argv(transport: str, traddr: str | None, trsvcid: int | str | None, nqn: str, *,
-                 hostnqn: str | None = None, hostid: str | None = None,
-                 host_traddr: str | None = None, ctrl_loss_tmo: int | None = None,
-                 reconnect_delay: int | None = None,
-                 keep_alive_tmo: int | None = None) -> list[str]:
-    """The validated ``nvme connect`` argument list."""
+#: Integer connect options: (name, minimum, maximum); -1 means "off"/"forever" where allowed.
+_INT_OPTIONS = (("ctrl_loss_tmo", -1, 10**7), ("reconnect_delay", 1, 3600),
+                ("keep_alive_tmo", 1, 3600), ("fast_io_fail_tmo", -1, 10**7))
+
+
+def fabrics_options(transport: str, traddr: str | None, trsvcid: int | str | None, nqn: str,
+                    *, hostnqn: str | None = None, hostid: str | None = None,
+                    host_traddr: str | None = None, **timeouts: int | None) -> str:
+    """The validated option string written to ``/dev/nvme-fabrics`` (``nvmf_parse_options``).
+
+    Every value is validated against a strict pattern, so none can carry a ``,`` or
+    ``=`` that would smuggle in another option.  ``timeouts`` are the keys of
+    ``_INT_OPTIONS`` (None = the kernel's default).
+    """
     if transport not in TRANSPORTS:
         raise InvalidArgument(f"NVMe transport not supported: {transport!r}")
-    argv = [NVME, "connect", "-t", transport, "-n", v.nqn(nqn, "subsystem NQN")]
+    unknown = set(timeouts) - {name for name, _, _ in _INT_OPTIONS}
+    if unknown:
+        raise InvalidArgument(f"unknown NVMe connect options: {sorted(unknown)}")
+    parts = [f"nqn={v.nqn(nqn, 'subsystem NQN')}", f"transport={transport}"]
     if transport == "fc":
-        argv += ["-a", v.fc_address(traddr, "traddr")]
+        parts.append(f"traddr={v.fc_address(traddr, 'traddr')}")
         if host_traddr is not None:
-            argv += ["-w", v.fc_address(host_traddr, "host_traddr")]
+            parts.append(f"host_traddr={v.fc_address(host_traddr, 'host_traddr')}")
     elif transport in ("tcp", "rdma"):
-        argv += ["-a", v.host_address(traddr, "traddr")]
-        argv += ["-s", str(v.port(4420 if trsvcid is None else trsvcid, "trsvcid"))]
+        parts.append(f"traddr={v.host_address(traddr, 'traddr')}")
+        parts.append(f"trsvcid={v.port(4420 if trsvcid is None else trsvcid, 'trsvcid')}")
         if host_traddr is not None:
-            argv += ["-w", v.host_address(host_traddr, "host_traddr")]
+            parts.append(f"host_traddr={v.host_address(host_traddr, 'host_traddr')}")
     elif traddr is not None or trsvcid is not None:
         raise InvalidArgument("loop transport takes no address")
     if hostnqn is not None:
-        argv += ["-q", v.nqn(hostnqn, "host NQN")]
+        parts.append(f"hostnqn={v.nqn(hostnqn, 'host NQN')}")
     if hostid is not None:
-        argv += ["-I", v.uuid_str(hostid, "host id")]
-    if ctrl_loss_tmo is not None:
-        argv += ["-l", str(v.int_arg(ctrl_loss_tmo, "ctrl_loss_tmo", minimum=-1,
-                                     maximum=10**7))]
-    if reconnect_delay is not None:
-        argv += ["-c", str(v.int_arg(reconnect_delay, "reconnect_delay", minimum=1,
-                                     maximum=3600))]
-    if keep_alive_tmo is not None:
-        argv += ["-k", str(v.int_arg(keep_alive_tmo, "keep_alive_tmo", minimum=1,
-                                     maximum=3600))]
-    return argv
+        parts.append(f"hostid={v.uuid_str(hostid, 'host id')}")
+    for name, low, high in _INT_OPTIONS:
+        value = timeouts.get(name)
+        if value is not None:
+            parts.append(f"{name}={v.int_arg(value, name, minimum=low, maximum=high)}")
+    return ",".join(parts)
 
 
-def do_connect(transport: str, traddr: str | None, trsvcid: int | str | None, nqn: str, *,
-               hostnqn: str | None = None, hostid: str | None = None,
-               host_traddr: str | None = None, ctrl_loss_tmo: int | None = None,
-               reconnect_delay: int | None = None, keep_alive_tmo: int | None = None,
-               timeout: float = 30.0, run: Runner = commands.run) -> dict:
-    """``nvme connect``; returns returncode/stdout/stderr (caller finds the controller in sysfs)."""
-    argv = connect_argv(transport, traddr, trsvcid, nqn, hostnqn=hostnqn, hostid=hostid,
-                        host_traddr=host_traddr, ctrl_loss_tmo=ctrl_loss_tmo,
-                        reconnect_delay=reconnect_delay, keep_alive_tmo=keep_alive_tmo)
-    res = run(argv, timeout=v.timeout_arg(timeout))
-    return {"returncode": res.returncode, "stdout": res.stdout, "stderr": res.stderr,
-            "duration": res.duration}
+def _numeric_address(options: str, resolve: Callable[[str], str]) -> str:
+    """``options`` with a DNS-name traddr/host_traddr replaced by its address (the
+    kernel only parses numeric IP addresses; nvme-cli used to resolve names)."""
+    parts = []
+    for part in options.split(","):
+        key, _, value = part.partition("=")
+        if key in ("traddr", "host_traddr") and not value.startswith("nn-0x"):
+            try:
+                ipaddress.ip_address(value.split("%", 1)[0])
+            except ValueError:
+                part = f"{key}={v.host_address(resolve(value), key)}"
+        parts.append(part)
+    return ",".join(parts)
+
+
+def _resolve(name: str) -> str:
+    try:
+        return socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)[0][4][0]
+    except OSError as exc:
+        raise InvalidArgument(f"cannot resolve NVMe address {name!r}: {exc}") from None
+
+
+def _fabrics_io(device: str, options: str) -> str:
+    """Write ``options`` to the fabrics device; the kernel's reply (``instance=N,cntlid=M``).
+
+    The write blocks until the controller is created or the connect failed (OSError).
+    """
+    fd = os.open(device, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        os.write(fd, options.encode())
+        return os.read(fd, 256).decode(errors="replace")
+    finally:
+        os.close(fd)
+
+
+def do_connect(roots: HostRoots, transport: str, traddr: str | None,
+               trsvcid: int | str | None, nqn: str, *, hostnqn: str | None = None,
+               hostid: str | None = None, host_traddr: str | None = None,
+               timeout: float = 30.0, io: Callable[[str, str], str] = _fabrics_io,
+               resolve: Callable[[str], str] = _resolve, **timeouts: int | None) -> dict:
+    """Create a fabrics controller by writing to ``<dev>/nvme-fabrics``.
+
+    Returns ``{"controller": "nvmeN"}``, or ``{"errno": E, "error": text}`` when the
+    kernel refused (``EALREADY``: an identical controller exists), or
+    ``{"timed_out": True}`` after ``timeout`` seconds.  A connect that completes
+    after its caller gave up deletes the controller it made: nobody owns it.
+    """
+    options = fabrics_options(transport, traddr, trsvcid, nqn, hostnqn=hostnqn,
+                              hostid=hostid, host_traddr=host_traddr, **timeouts)
+    timeout = v.timeout_arg(timeout)
+    options = _numeric_address(options, resolve)
+    device = roots.devfs("nvme-fabrics")
+    result: dict = {}
+    state = threading.Lock()
+    done = threading.Event()
+    abandoned = threading.Event()
+
+    def attempt() -> None:
+        started = time.monotonic()
+        try:
+            reply = io(device, options)
+            fields = dict(f.split("=", 1) for f in reply.strip().split(",") if "=" in f)
+            result["controller"] = f"nvme{int(fields['instance'])}"
+        except OSError as exc:
+            result.update(errno=exc.errno, error=os.strerror(exc.errno) if exc.errno
+                          else str(exc))
+        except (KeyError, ValueError):
+            result.update(errno=None, error="unexpected reply from nvme-fabrics")
+        result["duration"] = time.monotonic() - started
+        with state:
+            done.set()
+            late = abandoned.is_set()
+        if late and "controller" in result:
+            LOG.warning("NVMe connect %s finished after its caller gave up: deleting %s",
+                        _describe(options), result["controller"])
+            try:
+                do_disconnect(roots, result["controller"])
+            except (OSError, DeviceNotFound, InvalidArgument) as exc:
+                LOG.warning("could not delete abandoned controller %s: %s",
+                            result["controller"], exc)
+
+    threading.Thread(target=attempt, name="nvme-fabrics-connect", daemon=True).start()
+    if not done.wait(timeout):
+        with state:
+            if not done.is_set():
+                abandoned.set()
+                return {"timed_out": True, "error": f"no reply within {timeout:.1f}s"}
+    return dict(result)
+
+
+def _describe(options: str) -> str:
+    """The target part of an option string, for logs (no host identity)."""
+    keep = ("nqn", "transport", "traddr", "trsvcid")
+    return ",".join(p for p in options.split(",") if p.partition("=")[0] in keep)
 
 
 def _fabrics_controller(roots: HostRoots, controller: str) -> str:
@@ -119,11 +212,11 @@ def connect(transport: str, traddr: str | None, trsvcid: int | str | None, nqn: 
             hostnqn: str | None = None, hostid: str | None = None,
             host_traddr: str | None = None, ctrl_loss_tmo: int | None = None,
             reconnect_delay: int | None = None, keep_alive_tmo: int | None = None,
-            timeout: float = 30.0) -> dict:
-    return do_connect(transport, traddr, trsvcid, nqn, hostnqn=hostnqn, hostid=hostid,
-                      host_traddr=host_traddr, ctrl_loss_tmo=ctrl_loss_tmo,
-                      reconnect_delay=reconnect_delay, keep_alive_tmo=keep_alive_tmo,
-                      timeout=timeout)
+            fast_io_fail_tmo: int | None = None, timeout: float = 30.0) -> dict:
+    return do_connect(DEFAULT_ROOTS, transport, traddr, trsvcid, nqn, hostnqn=hostnqn,
+                      hostid=hostid, host_traddr=host_traddr, timeout=timeout,
+                      ctrl_loss_tmo=ctrl_loss_tmo, reconnect_delay=reconnect_delay,
+                      keep_alive_tmo=keep_alive_tmo, fast_io_fail_tmo=fast_io_fail_tmo)
 
 
 @entrypoint

@@ -6,10 +6,13 @@ nothing here needs root.
 
 from __future__ import annotations
 
+import errno
 import inspect
 import logging
 import os
 import stat
+import threading
+import time
 
 import pytest
 
@@ -354,38 +357,95 @@ def test_discovery_plain_and_with_chap():
 
 
 # ------------------------------------------------------------------ nvme
-def test_nvme_connect_argv():
-    run = Recorder()
-    nvme.do_connect("tcp", "192.0.2.20", 4420, NQN, hostnqn=HOSTNQN,
-                    hostid="0b9f8a34-5c1e-4a43-9f4f-2d5f0e3c1a77", ctrl_loss_tmo=-1,
-                    reconnect_delay=10, keep_alive_tmo=5, run=run)
-    assert run.calls[0][0] == [
-        "nvme", "connect", "-t", "tcp", "-n", NQN, "-a", "192.0.2.20", "-s", "4420",
-        "-q", HOSTNQN, "-I", "0b9f8a34-5c1e-4a43-9f4f-2d5f0e3c1a77",
-        "-l", "-1", "-c", "10", "-k", "5"]
-    nvme.do_connect("fc", "nn-0x200000109b1c1204:pn-0x100000109b1c1204", None, NQN,
-                    host_traddr="nn-0x200000109b1c1205:pn-0x100000109b1c1205", run=run)
-    assert run.calls[1][0][6:] == ["-a", "nn-0x200000109b1c1204:pn-0x100000109b1c1204",
-                                   "-w", "nn-0x200000109b1c1205:pn-0x100000109b1c1205"]
+HOSTID = "0b9f8a34-5c1e-4a43-9f4f-2d5f0e3c1a77"
+
+
+class FabricsDevice:
+    """Stands in for ``/dev/nvme-fabrics``: records writes, answers like the kernel."""
+
+    def __init__(self, reply="instance=3,cntlid=1\n", error=None, gate=None):
+        self.reply, self.error, self.gate = reply, error, gate
+        self.writes = []
+
+    def __call__(self, device, options):
+        self.writes.append((device, options))
+        if self.gate is not None:
+            self.gate.wait(10)
+        if self.error is not None:
+            raise OSError(self.error, os.strerror(self.error))
+        return self.reply
+
+
+def test_nvme_connect_writes_validated_options_to_dev_nvme_fabrics(roots):
+    dev = FabricsDevice()
+    res = nvme.do_connect(roots, "tcp", "192.0.2.20", 4420, NQN, hostnqn=HOSTNQN,
+                          hostid=HOSTID, ctrl_loss_tmo=-1, reconnect_delay=10,
+                          keep_alive_tmo=5, fast_io_fail_tmo=4, io=dev)
+    assert res["controller"] == "nvme3"
+    assert dev.writes == [(roots.devfs("nvme-fabrics"),
+                           f"nqn={NQN},transport=tcp,traddr=192.0.2.20,trsvcid=4420,"
+                           f"hostnqn={HOSTNQN},hostid={HOSTID},ctrl_loss_tmo=-1,"
+                           f"reconnect_delay=10,keep_alive_tmo=5,fast_io_fail_tmo=4")]
+    nvme.do_connect(roots, "fc", "nn-0x200000109b1c1204:pn-0x100000109b1c1204", None, NQN,
+                    host_traddr="nn-0x200000109b1c1205:pn-0x100000109b1c1205", io=dev)
+    assert dev.writes[1][1] == (f"nqn={NQN},transport=fc,"
+                                "traddr=nn-0x200000109b1c1204:pn-0x100000109b1c1204,"
+                                "host_traddr=nn-0x200000109b1c1205:pn-0x100000109b1c1205")
+
+
+def test_nvme_connect_resolves_a_host_name_before_the_kernel_sees_it(roots):
+    dev = FabricsDevice()
+    nvme.do_connect(roots, "tcp", "array-a.example", 4420, NQN, io=dev,
+                    resolve=lambda name: "192.0.2.33")
+    assert dev.writes[0][1] == f"nqn={NQN},transport=tcp,traddr=192.0.2.33,trsvcid=4420"
+
+
+def test_nvme_connect_reports_the_kernel_errno(roots):
+    res = nvme.do_connect(roots, "tcp", "192.0.2.20", 4420, NQN,
+                          io=FabricsDevice(error=errno.EALREADY))
+    assert res["errno"] == errno.EALREADY and "controller" not in res
+    res = nvme.do_connect(roots, "tcp", "192.0.2.20", 4420, NQN,
+                          io=FabricsDevice(error=errno.ECONNREFUSED))
+    assert res["errno"] == errno.ECONNREFUSED and res["error"] == "Connection refused"
+    res = nvme.do_connect(roots, "tcp", "192.0.2.20", 4420, NQN, io=FabricsDevice(reply="?"))
+    assert "controller" not in res and "unexpected reply" in res["error"]
+
+
+def test_nvme_connect_that_finishes_after_its_timeout_deletes_its_controller(roots):
+    """The caller was told the connect failed: a late controller would be an orphan."""
+    base = _nvme_ctrl(roots, "nvme3", "tcp")
+    gate = threading.Event()
+    dev = FabricsDevice(gate=gate)
+    res = nvme.do_connect(roots, "tcp", "192.0.2.20", 4420, NQN, io=dev, timeout=0.05)
+    assert res["timed_out"] is True
+    assert open(os.path.join(base, "delete_controller")).read() == ""
+    gate.set()
+    for _ in range(200):
+        if open(os.path.join(base, "delete_controller")).read() == "1":
+            break
+        time.sleep(0.01)
+    assert open(os.path.join(base, "delete_controller")).read() == "1"
 
 
 @pytest.mark.parametrize("kwargs", [
     dict(transport="pcie"), dict(transport="-t"), dict(traddr="-a"),
     dict(traddr="192.0.2.20;reboot"), dict(traddr="--host-traddr=x"), dict(trsvcid="-s"),
+    dict(traddr="192.0.2.20,hostnqn=nqn.2014-08.x:y"), dict(nqn=NQN + ",traddr=192.0.2.9"),
     dict(trsvcid=0), dict(trsvcid=70000), dict(nqn="--nqn"), dict(nqn="nqn.2014-08.x y"),
     dict(nqn="iqn.2003-01.org:x"), dict(hostnqn="-q"), dict(hostid="not-a-uuid"),
     dict(hostid="--hostid"), dict(ctrl_loss_tmo="600"), dict(ctrl_loss_tmo=-2),
     dict(ctrl_loss_tmo=True), dict(reconnect_delay=0), dict(keep_alive_tmo=1.5),
-    dict(transport="fc", traddr="192.0.2.20"),
+    dict(fast_io_fail_tmo=-2), dict(fast_io_fail_tmo="5"), dict(nr_io_queues=1),
+    dict(transport="fc", traddr="192.0.2.20"), dict(timeout=0),
 ])
-def test_nvme_connect_rejects(kwargs):
+def test_nvme_connect_rejects(roots, kwargs):
     args = dict(transport="tcp", traddr="192.0.2.20", trsvcid=4420, nqn=NQN)
     args.update(kwargs)
-    run = Recorder()
+    dev = FabricsDevice()
     with pytest.raises(InvalidArgument):
-        nvme.do_connect(args.pop("transport"), args.pop("traddr"), args.pop("trsvcid"),
-                        args.pop("nqn"), run=run, **args)
-    assert run.calls == []
+        nvme.do_connect(roots, args.pop("transport"), args.pop("traddr"), args.pop("trsvcid"),
+                        args.pop("nqn"), io=dev, **args)
+    assert dev.writes == []
 
 
 def _nvme_ctrl(roots, name, transport):
@@ -494,5 +554,5 @@ def test_option_like_and_meta_rejected_everywhere(roots, bad):
     with pytest.raises(InvalidArgument):
         iscsi.do_node_login(bad, "192.0.2.10:3260", run=run)
     with pytest.raises(InvalidArgument):
-        nvme.do_connect("tcp", bad, 4420, NQN, run=run)
+        nvme.do_connect(roots, "tcp", bad, 4420, NQN, io=FabricsDevice(error=errno.EIO))
     assert run.calls == []

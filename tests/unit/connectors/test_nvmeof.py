@@ -160,6 +160,21 @@ def test_non_native_with_use_multipath_one_device_per_controller(tmp_path, roots
     assert info["path"] in conn.get_volume_paths(props())
 
 
+@pytest.mark.parametrize("native, use_multipath, expected", [
+    (False, True, 5),      # dm-multipath over non-native paths: lost-path I/O must fail over
+    (False, None, None),   # single path: I/O waits for the reconnect (ctrl_loss_tmo)
+    (True, True, None),    # native multipath fails over inside the kernel
+])
+def test_fast_io_fail_only_for_dm_multipath_paths(tmp_path, roots, native, use_multipath,
+                                                  expected):
+    kernel, conn = make(tmp_path, roots, native=native, use_multipath=use_multipath)
+    kernel.add_target(NQN, [tcp()], [FakeNs(1, U1, None)])
+    conn.connect_volume(props())
+    assert [r.fast_io_fail_tmo for r in kernel.requests] == [expected]
+    if expected is not None:
+        assert f"fast_io_fail_tmo={expected}" in kernel.requests[0].options()
+
+
 def test_unreachable_portal_does_not_fail_attach(tmp_path, roots):
     kernel, conn = make(tmp_path, roots, native=True)
     kernel.add_target(NQN, [tcp("127.0.0.2")], [FakeNs(1, U1, None)])  # .1 refuses

@@ -1,19 +1,21 @@
-"""The default (privileged) NVMe actions adapter: nvme-cli results mapped from sysfs.
+"""The default (privileged) NVMe actions adapter: the kernel's answer mapped to results.
 
-nvme-cli 2.3 outputs pinned from the lab (tests/functional/test_nvmeof.py,
-test_privileged_connect_contract_with_nvme_cli): a duplicate connect exits 1
-with "already connected"; a refused portal exits 1 with
-"Failed to write to /dev/nvme-fabrics: Connection refused".  The adapter never
-parses that text: it decides from sysfs whether the controller exists.
+The privileged connect writes to ``/dev/nvme-fabrics`` and returns the new
+controller, or the kernel's errno (pinned in the lab by
+tests/functional/test_nvmeof.py::test_privileged_connect_contract_with_nvme_fabrics:
+EALREADY for a duplicate, ECONNREFUSED for a closed port).
 """
 
 from __future__ import annotations
+
+import errno
+import os
 
 import pytest
 
 from brick_agent.connectors.nvmeof_actions import (AlreadyConnected, ConnectRequest,
                                                    PrivilegedNvmeActions)
-from brick_agent.errors import CommandFailed, TargetUnreachable
+from brick_agent.errors import InvalidArgument, TargetUnreachable
 from brick_agent.host.roots import HostRoots
 from brick_agent.privileged import nvme as priv_nvme
 from tests.unit.connectors.nvmeof_fakes import FakeNs, FakeNvmeKernel
@@ -21,9 +23,8 @@ from tests.unit.connectors.nvmeof_fakes import FakeNs, FakeNvmeKernel
 NQN = "nqn.2014-08.org.example:subsys-a"
 HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-4333-8444-555555555555"
 HOSTID = "11111111-2222-4333-8444-555555555555"
-DUPLICATE = (1, "already connected\n")
-REFUSED = (1, "Failed to write to /dev/nvme-fabrics: Connection refused\n"
-              "could not add new controller: connection refused\n")
+FC_TARGET = "nn-0x1000000000000001:pn-0x2000000000000001"
+FC_HOST = "nn-0x1000000000000002:pn-0x2000000000000002"
 
 
 @pytest.fixture
@@ -34,16 +35,15 @@ def env(tmp_path, monkeypatch):
     calls = []
 
     def fake_connect(transport, traddr, trsvcid, nqn, **kw):
-        """What nvme-cli does: create the controller, or fail like 2.3 does."""
+        """What the privileged connect returns for what the kernel would do."""
         calls.append((transport, traddr, trsvcid, nqn, kw))
         req = ConnectRequest(nqn, transport, traddr, trsvcid, kw["hostnqn"], kw["hostid"])
         if any(c["req"].traddr == traddr and c["req"].trsvcid == trsvcid
                for c in kernel.ctrls.values()):
-            raise CommandFailed(["nvme", "connect"], *DUPLICATE)
+            return {"errno": errno.EALREADY, "error": os.strerror(errno.EALREADY)}
         if (transport, traddr, trsvcid) not in kernel.subsystems[nqn].portals:
-            raise CommandFailed(["nvme", "connect"], *REFUSED)
-        kernel.connect(req)
-        return {"returncode": 0, "stdout": "", "stderr": ""}
+            return {"errno": errno.ECONNREFUSED, "error": os.strerror(errno.ECONNREFUSED)}
+        return {"controller": kernel.connect(req)}
 
     monkeypatch.setattr(priv_nvme, "connect", fake_connect)
     return roots, kernel, PrivilegedNvmeActions(roots), calls
@@ -54,14 +54,14 @@ def request(port="4420", **kw):
                           reconnect_delay=5, keep_alive_tmo=15, timeout=7.5, **kw)
 
 
-def test_connect_returns_the_new_controller_found_in_sysfs(env):
+def test_connect_returns_the_controller_the_kernel_created(env):
     roots, kernel, actions, calls = env
     assert actions.connect(request()) == "nvme0"
     transport, traddr, trsvcid, nqn, kw = calls[0]
     assert (transport, traddr, trsvcid, nqn) == ("tcp", "127.0.0.1", "4420", NQN)
     assert kw == {"hostnqn": HOSTNQN, "hostid": HOSTID, "host_traddr": None,
                   "ctrl_loss_tmo": -1, "reconnect_delay": 5, "keep_alive_tmo": 15,
-                  "timeout": 7.5}
+                  "fast_io_fail_tmo": None, "timeout": 7.5}
 
 
 def test_duplicate_connect_is_already_connected(env):
@@ -81,19 +81,25 @@ def test_refused_portal_is_target_unreachable_with_the_reason(env):
 
 def test_timed_out_connect_is_target_unreachable(env, monkeypatch):
     _, _, actions, _ = env
-
-    def hang(*a, **kw):
-        raise CommandFailed(["nvme", "connect"], None, "", timed_out=True)
-
-    monkeypatch.setattr(priv_nvme, "connect", hang)
+    monkeypatch.setattr(priv_nvme, "connect", lambda *a, **kw: {"timed_out": True})
     with pytest.raises(TargetUnreachable, match="timed out after 7.5s"):
         actions.connect(request())
 
 
 def test_options_string_for_dev_nvme_fabrics():
-    assert request().options() == (
+    assert request(fast_io_fail_tmo=5).options() == (
         f"nqn={NQN},transport=tcp,traddr=127.0.0.1,trsvcid=4420,hostnqn={HOSTNQN},"
-        f"hostid={HOSTID},ctrl_loss_tmo=-1,reconnect_delay=5,keep_alive_tmo=15")
-    fc = ConnectRequest(NQN, "fc", "nn-0x1000000000000001:pn-0x2000000000000001", None,
-                        HOSTNQN, HOSTID, host_traddr="nn-0x1:pn-0x2")
-    assert "trsvcid" not in fc.options() and "host_traddr=nn-0x1:pn-0x2" in fc.options()
+        f"hostid={HOSTID},ctrl_loss_tmo=-1,reconnect_delay=5,keep_alive_tmo=15,"
+        f"fast_io_fail_tmo=5")
+    fc = ConnectRequest(NQN, "fc", FC_TARGET, "4420", HOSTNQN, HOSTID, host_traddr=FC_HOST)
+    assert fc.options() == (f"nqn={NQN},transport=fc,traddr={FC_TARGET},"
+                            f"host_traddr={FC_HOST},hostnqn={HOSTNQN},hostid={HOSTID}")
+
+
+@pytest.mark.parametrize("field", ["subsysnqn", "traddr", "hostnqn", "hostid"])
+def test_options_cannot_smuggle_another_option(field):
+    """A value carrying ``,key=value`` is refused, not written to the kernel."""
+    base = request()
+    bad = ConnectRequest(**{**base.__dict__, field: getattr(base, field) + ",hostnqn=x"})
+    with pytest.raises(InvalidArgument):
+        bad.options()
