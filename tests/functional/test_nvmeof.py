@@ -7,85 +7,27 @@ behind.  Assertions read raw sysfs (independent of brick_agent.host).
 from __future__ import annotations
 
 import glob
-import hashlib
 import logging
 import os
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
-from brick_agent import config, privileged
+from brick_agent import privileged
 from brick_agent.connectors.nvmeof import NVMeOFConnector
 from brick_agent.errors import DeviceNotFound, VolumeIdentityMismatch
+from tests.functional.conftest import PRIVSEP_DAEMON, make_conf
 from tests.functional.lab import NvmetSubsystem
+from tests.functional.rawhost import MiB, dev_uuid, io_roundtrip, read, wait
+from tests.functional.rawhost import nvme_ctrls_of as ctrls
 
 pytestmark = pytest.mark.realkernel
-MiB = 1024 * 1024
 
 
 # ------------------------------------------------------------------ helpers
 
-def read(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
-def ctrls(nqn: str) -> list[str]:
-    return sorted(os.path.basename(c) for c in glob.glob("/sys/class/nvme/nvme*")
-                  if read(f"{c}/subsysnqn") == nqn)
-
-
-def wait_until(pred, timeout: float = 15.0, what: str = "condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def dev_uuid(path: str) -> str | None:
-    return read(f"/sys/class/block/{os.path.basename(os.path.realpath(path))}/uuid")
-
-
-def io_roundtrip(path: str, offset_mib: int = 1, size_mib: int = 2) -> None:
-    """Write random data with O_DIRECT, read it back, compare."""
-    data = os.urandom(size_mib * MiB)
-    src = f"/tmp/nvme-io-{os.getpid()}-{threading.get_ident()}"
-    with open(src, "wb") as f:
-        f.write(data)
-    try:
-        subprocess.run(["dd", f"if={src}", f"of={path}", "bs=1M", f"seek={offset_mib}",
-                        f"count={size_mib}", "oflag=direct", "conv=fsync,notrunc",
-                        "status=none"], check=True, timeout=60)
-        out = subprocess.run(["dd", f"if={path}", "bs=1M", f"skip={offset_mib}",
-                              f"count={size_mib}", "iflag=direct", "status=none"],
-                             check=True, timeout=60, capture_output=True).stdout
-    finally:
-        os.unlink(src)
-    assert hashlib.sha256(out).digest() == hashlib.sha256(data).digest(), f"I/O mismatch on {path}"
-
-
-def make_conf(tmp_path, **overrides):
-    conf = config.new_conf()
-    conf.set_override("lock_path", str(tmp_path / "locks"), group="brick_agent")
-    conf.set_override("privsep_in_process", True, group="brick_agent")
-    conf.set_override("device_wait_timeout", 20.0, group="brick_agent")
-    conf.set_override("nvme_ctrl_loss_tmo", -1, group="brick_agent")
-    conf.set_override("nvme_reconnect_delay", 1, group="brick_agent")
-    for k, v in overrides.items():
-        conf.set_override(k, v, group="brick_agent")
-    return conf
-
-
-@pytest.fixture
 def connector(tmp_path):
     conf = make_conf(tmp_path)
     privileged.init(conf)
@@ -173,7 +115,7 @@ def test_2_shared_subsystem_detach_keeps_controller_for_other_namespace(connecto
         io_roundtrip(b["path"])
         # the backend unmaps volume A after the detach (terminate_connection):
         sub.remove_namespace(1)
-        wait_until(lambda: not os.path.exists(a["path"]), what="namespace 1 removal")
+        wait(lambda: not os.path.exists(a["path"]), 15.0, "namespace 1 removal")
         io_roundtrip(b["path"])
 
         connector.disconnect_volume(pb, b)
@@ -207,7 +149,7 @@ def test_5_stale_namespace_with_other_uuid_is_never_returned(tmp_path):
 
         connector.disconnect_volume(new, info)
         sub.remove_namespace(1)
-        wait_until(lambda: not os.path.exists(info["path"]), what="namespace 1 removal")
+        wait(lambda: not os.path.exists(info["path"]), 15.0, "namespace 1 removal")
         connector.disconnect_volume(props(sub, 2), keep)
         assert ctrls(sub.nqn) == []
 
@@ -490,7 +432,7 @@ def test_attach_detach_through_the_privsep_daemon(tmp_path, nvmet_subsystem):
     helper = os.path.join(os.path.dirname(sys.executable), "privsep-helper")
     if not os.path.exists(helper):
         pytest.skip("privsep-helper not installed in this venv")
-    conf = make_conf(tmp_path, privsep_in_process=False, privsep_helper_command=helper)
+    conf = make_conf(tmp_path, **PRIVSEP_DAEMON)
     privileged.init(conf)
     try:
         connector = NVMeOFConnector(None, None, conf=conf)
