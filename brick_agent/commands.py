@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -24,6 +25,10 @@ LOG = logging.getLogger("brick_agent.commands")
 
 #: Grace period between SIGTERM and SIGKILL of a timed-out process group.
 KILL_GRACE = 0.5
+#: Seconds a killed command gets to exit and close its output before it is abandoned
+#: (a process blocked in the kernel, e.g. flushing to a map that queues I/O with no
+#: path, cannot die; a detached grandchild may hold the pipes open).
+KILL_WAIT = 5.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,9 +60,10 @@ def _plain_argv(argv: Sequence[str | Secret]) -> list[str]:
     return plain
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    """SIGTERM then SIGKILL the process group led by ``proc``."""
-    for sig, wait in ((signal.SIGTERM, KILL_GRACE), (signal.SIGKILL, None)):
+def _kill_group(proc: subprocess.Popen, kill_wait: float = KILL_WAIT) -> None:
+    """SIGTERM then SIGKILL the process group led by ``proc`` (waits at most
+    ``KILL_GRACE`` + ``kill_wait`` seconds for the leader to exit)."""
+    for sig, wait in ((signal.SIGTERM, KILL_GRACE), (signal.SIGKILL, kill_wait)):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
@@ -75,17 +81,31 @@ def _kill_group(proc: subprocess.Popen) -> None:
             continue
 
 
+def _abandon(proc: subprocess.Popen) -> None:
+    """Stop waiting for ``proc``: close our ends of its pipes and reap it in the
+    background whenever it finally exits (no zombie, no blocked caller)."""
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            try:
+                pipe.close()
+            except OSError:
+                pass
+    threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
+
+
 def run(argv: Sequence[str | Secret], *, timeout: float,
         secrets: Iterable[str | Secret] = (), check: bool = True,
         input: str | None = None, env: Mapping[str, str] | None = None,
-        ok_codes: Iterable[int] = (0,)) -> CommandResult:
+        ok_codes: Iterable[int] = (0,), kill_wait: float = KILL_WAIT) -> CommandResult:
     """Run ``argv`` (no shell) and return its :class:`CommandResult`.
 
     ``secrets`` (and any :class:`Secret` inside ``argv``) are masked in the
     logged argv, the result's argv/stdout/stderr and in errors.  ``env``
     entries are added to the inherited environment.  Raises
     :class:`CommandFailed` when the command cannot be started, times out, or
-    (with ``check``) exits with a code not in ``ok_codes``.
+    (with ``check``) exits with a code not in ``ok_codes``.  The call never takes
+    much more than ``timeout`` + ``kill_wait``: a timed-out command that cannot be
+    killed (blocked in the kernel) is abandoned, reaped in the background.
     """
     if timeout is None or timeout <= 0:
         raise ValueError("timeout must be a positive number of seconds")
@@ -115,8 +135,18 @@ def run(argv: Sequence[str | Secret], *, timeout: float,
     try:
         stdout, stderr = proc.communicate(input=input, timeout=timeout)
     except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        stdout, stderr = proc.communicate()
+        _kill_group(proc, kill_wait)
+        try:
+            stdout, stderr = proc.communicate(timeout=kill_wait)
+        except subprocess.TimeoutExpired:
+            _abandon(proc)
+            duration = time.monotonic() - start
+            LOG.warning("command %s timed out after %.1fs and did not go away when killed "
+                        "(blocked in the kernel?): abandoned (pid %d)", shown, duration,
+                        proc.pid)
+            raise CommandFailed(shown, None, f"timed out after {timeout:.1f}s and could not "
+                                f"be killed (pid {proc.pid} abandoned)",
+                                timed_out=True) from None
         duration = time.monotonic() - start
         LOG.debug("command %s timed out after %.3fs (limit %.1fs), process group killed",
                   shown, duration, timeout)

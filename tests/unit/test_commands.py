@@ -97,6 +97,25 @@ def test_timeout_ignoring_sigterm_gets_sigkill():
     assert time.monotonic() - start < 3
 
 
+def test_timed_out_command_that_cannot_be_reaped_is_abandoned_in_bounded_time(tmp_path):
+    """A killed command whose output stays open (here a grandchild in its own session,
+    like a process blocked in the kernel that cannot die) must not block the caller."""
+    pidfile = tmp_path / "escaped.pid"
+    start = time.monotonic()
+    try:
+        with pytest.raises(CommandFailed, match="could not be killed") as ei:
+            commands.run(["sh", "-c", f"setsid sleep 30 & echo $! > {pidfile}; sleep 30"],
+                         timeout=0.2, kill_wait=0.3)
+        assert ei.value.timed_out
+        assert time.monotonic() - start < 3
+    finally:
+        if pidfile.exists():
+            try:
+                os.kill(int(pidfile.read_text()), 9)
+            except ProcessLookupError:
+                pass
+
+
 def test_secrets_masked_in_error_and_logs(caplog):
     caplog.set_level(logging.DEBUG, logger="brick_agent.commands")
     with pytest.raises(CommandFailed) as ei:
