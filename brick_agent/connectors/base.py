@@ -243,12 +243,33 @@ def _volume_lock(self: Connector, keys: list[str]):
                                  timeout=max(60.0, self.opts.device_wait_timeout * 4))
 
 
+def _identities_now(self: Connector, keys: list[str]) -> dict[str, str | None]:
+    """What the kernel says the volume's recorded device is now: ``{path: identity}``.
+
+    Read from a lock-free snapshot of the ledger (atomic renames make it
+    consistent) *before* the host-wide ledger lock is taken, so sysfs reads never
+    run under that lock.  Only this volume's entry can change meanwhile, and
+    every call on it holds the volume lock we hold.
+    """
+    assert self.ledger is not None
+    found = ledgermod.find_entry(self.ledger.read(), keys)
+    if found is None:
+        return {}
+    path = (found[1].get("device_info") or {}).get("path")
+    if not path:
+        return {}
+    return {path: ledgermod.device_identity(self.roots, path)}
+
+
 def _live_entry(self: Connector, data: dict[str, Any], keys: list[str],
-                volume_id: Any = None) -> tuple[str, dict[str, Any]] | None:
+                volume_id: Any = None,
+                seen: Mapping[str, str | None] | None = None) -> tuple[str, dict[str, Any]] | None:
     """The volume's entry if its device still is what it was; stale entries are dropped.
 
     A different ``volume_id`` behind the same target+LUN means the array reused the
     LUN for another volume: the entry is stale (the full attach path revalidates).
+    ``seen``: identities read before the ledger lock (:func:`_identities_now`);
+    a path not in it is read here.
     """
     found = ledgermod.find_entry(data, keys)
     if found is None:
@@ -260,7 +281,10 @@ def _live_entry(self: Connector, data: dict[str, Any], keys: list[str],
         del data["volumes"][key]
         return None
     path = (entry.get("device_info") or {}).get("path")
-    now = ledgermod.device_identity(self.roots, path)
+    if seen is not None and path in seen:
+        now = seen[path]
+    else:
+        now = ledgermod.device_identity(self.roots, path)
     if not ledgermod.same_identity(now, entry.get("identity")):
         LOG.warning("ledger entry %s dropped: %s is %s now", key, path,
                     "gone" if now is None else f"identity {now}")
@@ -294,8 +318,9 @@ def _connect(self: Connector, func: Callable[..., DeviceInfo], props: Mapping[st
     with _volume_lock(self, keys):
         reuse: dict[str, Any] | None = None
         was_ro = False
+        seen = _identities_now(self, keys)
         with ledger.transaction() as data:
-            live = _live_entry(self, data, keys, props.get("volume_id"))
+            live = _live_entry(self, data, keys, props.get("volume_id"), seen)
             if live is not None:
                 key, entry = live
                 others = {a: m for a, m in ledgermod.modes_of(entry).items() if a != att}
@@ -321,8 +346,9 @@ def _connect(self: Connector, func: Callable[..., DeviceInfo], props: Mapping[st
         if reuse is not None:
             if mode == "ro" or was_ro:
                 _set_access(self, reuse, mode == "ro")
+            seen = _identities_now(self, keys)   # read again: after the revalidation
             with ledger.transaction() as data:
-                live = _live_entry(self, data, keys)
+                live = _live_entry(self, data, keys, seen=seen)
                 if live is None:
                     raise ledgermod.LedgerError("volume vanished while adding an attachment")
                 live[1]["attachments"][att] = {"access_mode": mode, "since": time.time()}
@@ -381,9 +407,10 @@ def _disconnect(self: Connector, func: Callable[..., None], props: Mapping[str, 
     assert ledger is not None
     att = ledgermod.attachment_id(props)
     with _volume_lock(self, keys):
+        seen = _identities_now(self, keys)
         with ledger.transaction() as data:
             ledgermod.drop_pending(data, keys, att)
-            live = _live_entry(self, data, keys)
+            live = _live_entry(self, data, keys, seen=seen)
             if live is not None:
                 key, entry = live
                 atts = entry["attachments"]
