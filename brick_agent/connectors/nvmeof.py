@@ -37,7 +37,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any, TypeVar
 
 from brick_agent import locking, nvme_identity
@@ -174,16 +174,21 @@ class NVMeOFConnector(Connector):
         with locking.target_lock("nvme", target.nqn, lock_path=self.opts.lock_path):
             yield
 
-    def _topology(self, nqn: str, hostnqn: str | None) -> _Topology:
-        subsystems = {s.name: s for s in hostnvme.nvme_subsystems(self.roots)
-                      if s.nqn == nqn}
-        ctrls = [c for c in hostnvme.nvme_controllers(self.roots)
+    def _topology(self, nqn: str, hostnqn: str | None,
+                  only: NVMeTarget | None = None) -> _Topology:
+        """Our controllers of subsystem ``nqn`` and its namespaces (only that subsystem's
+        sysfs directories are read: the cost does not grow with the host's other volumes).
+
+        ``only``: namespaces that cannot be this target's (another UUID) may be left out.
+        """
+        all_ctrls, all_nss = hostnvme.subsystem_view(
+            self.roots, nqn, uuid=only.uuid if only is not None else None)
+        ctrls = [c for c in all_ctrls
                  if c.subsysnqn == nqn and c.transport != "pcie"
                  and (hostnqn is None or c.hostnqn in (None, hostnqn))]
         names = {c.name for c in ctrls}
-        nss = [n for n in hostnvme.nvme_namespaces(self.roots)
-               if n.subsystem_name in subsystems and (not n.controllers
-                                                     or names.intersection(n.controllers))]
+        nss = [n for n in all_nss
+               if not n.controllers or names.intersection(n.controllers)]
         return _Topology(ctrls, nss)
 
     @staticmethod
@@ -246,13 +251,21 @@ class NVMeOFConnector(Connector):
 
     def _attach_target(self, target: NVMeTarget, deadline: Deadline,
                        mp: _MapRequest | None = None) -> hostnvme.NvmeNamespace:
+        """Attach one target (subsystem lock held); the verified namespace device.
+
+        When no portal needs a connect and a controller already shows the namespace,
+        that is the answer: no rescan, no watch, no wait (the namespace is verified).
+        Otherwise live controllers are rescanned (a backend may not send an AEN)
+        unless the namespace is already visible, missing portals are connected and
+        the namespace is awaited.
+        """
         if not target.identified:
             raise DeviceNotFound(f"target {target.nqn} names no namespace (no uuid, nguid "
                                  f"or ns_id): refusing to guess")
         hostnqn = self._hostnqn(target)
         native = hostnvme.native_multipath_enabled(self.roots)
         all_paths = native or self.use_multipath
-        topo = self._topology(target.nqn, hostnqn)
+        topo = self._topology(target.nqn, hostnqn, only=target)
         present: dict[NVMePortal, hostnvme.NvmeController] = {}
         for portal in target.portals:
             for ctrl in topo.controllers:
@@ -261,13 +274,21 @@ class NVMeOFConnector(Connector):
                     break
         live = [c for c in present.values() if c.live]
         missing = [p for p in target.portals if p not in present]
+        connect = bool(missing and (all_paths or not live))
+        visible = self._visible(topo, target)
+        if visible is not None and not connect and (mp is None or native):
+            self._verify(visible, target)
+            LOG.debug("%s of %s already visible as %s: no rescan", _identity_of(target),
+                      target.nqn, visible.name)
+            return visible
         created: list[str] = []
         errors: dict[str, str] = {}
         with self._watch() as watch:  # opened before acting: no event can be missed
             try:
-                for ctrl in live:  # the backend may not have sent an AEN
-                    self._safe_rescan(ctrl.name)
-                if missing and (all_paths or not live):
+                if visible is None:
+                    for ctrl in live:  # the backend may not have sent an AEN
+                        self._safe_rescan(ctrl.name)
+                if connect:
                     created = self._connect_portals(target, missing, hostnqn, all_paths,
                                                     deadline, errors)
                 if not live and not created and not any(
@@ -285,6 +306,16 @@ class NVMeOFConnector(Connector):
                             self._snapshot(target.nqn, errors))
                 self._undo_created(created)
                 raise
+
+    def _visible(self, topo: _Topology, target: NVMeTarget) -> hostnvme.NvmeNamespace | None:
+        """The namespace device of ``target`` in ``topo`` whose /dev node exists, preferring
+        one reachable through a live controller (None when there is none)."""
+        live = {c.name for c in topo.controllers if c.live}
+        found = [ns for ns in topo.namespaces if matches(ns, target)
+                 and os.path.exists(self.roots.devfs(ns.name))]
+        found.sort(key=lambda ns: (not live.intersection(ns.controllers),
+                                   hostnvme.sysfs.natural_key(ns.name)))
+        return found[0] if found else None
 
     def _connect_portals(self, target: NVMeTarget, portals: list[NVMePortal], hostnqn: str,
                          all_paths: bool, deadline: Deadline,
@@ -354,15 +385,11 @@ class NVMeOFConnector(Connector):
         last_rescan = [time.monotonic()]
 
         def probe() -> hostnvme.NvmeNamespace | None:
-            topo = self._topology(target.nqn, hostnqn)
+            found = self._visible(self._topology(target.nqn, hostnqn, only=target), target)
+            if found is not None:
+                return found
+            topo = self._topology(target.nqn, hostnqn)  # every namespace: stale ones too
             live = {c.name for c in topo.controllers if c.live}
-            found = [ns for ns in topo.namespaces if matches(ns, target)
-                     and os.path.exists(self.roots.devfs(ns.name))]
-            # prefer a device reachable through a live controller
-            found.sort(key=lambda ns: (not live.intersection(ns.controllers),
-                                       hostnvme.sysfs.natural_key(ns.name)))
-            if found:
-                return found[0]
             stale = [ns.name for ns in topo.namespaces if is_stale(ns, target)]
             if stale and not stale_seen:
                 LOG.warning("namespace slot of %s on %s holds another volume (%s): "
@@ -457,9 +484,9 @@ class NVMeOFConnector(Connector):
         return m
 
     def _verify(self, ns: hostnvme.NvmeNamespace, target: NVMeTarget) -> None:
-        """Re-read the device's identity right before returning it."""
-        again = [n for n in hostnvme.nvme_namespaces(self.roots) if n.name == ns.name]
-        if not again or not matches(again[0], target):
+        """Re-read the device's identity (its own sysfs directory) right before returning it."""
+        again = hostnvme.read_namespace(self.roots, ns)
+        if again is None or not matches(again, target):
             raise VolumeIdentityMismatch(
                 f"{ns.name} changed identity while attaching {_identity_of(target)}")
 
@@ -537,10 +564,38 @@ class NVMeOFConnector(Connector):
                     if not force:
                         return self._finish([md], errors, ignore_errors)
         for target in props.targets:
+            flushed: set[str] = set()
+            if not props.replicated:
+                # the subsystem lock guards controllers, not our own buffers: flush first
+                flushed, left = self._preflush(target, force, errors)
+                if left:
+                    leftovers += left
+                    continue
             with self._lock(target):
                 leftovers += self._detach_target(target, props, force, errors,
-                                                 flush=not props.replicated)
+                                                 flush=not props.replicated, flushed=flushed)
         self._finish(leftovers, errors, ignore_errors)
+
+    def _preflush(self, target: NVMeTarget, force: bool,
+                  errors: list[str]) -> tuple[set[str], list[str]]:
+        """Flush the target's namespace devices before the subsystem lock is taken.
+
+        Returns (devices flushed, leftovers: the device whose flush failed without
+        ``force``).  A namespace under a dm-multipath map is left to the locked path
+        (the map is flushed and removed first there).
+        """
+        if not target.identified:
+            return set(), []
+        topo = self._topology(target.nqn, self._hostnqn(target), only=target)
+        ours = [ns for ns in topo.namespaces if matches(ns, target)]
+        if map_of(self.roots, [ns.name for ns in ours if not ns.native_multipath]) is not None:
+            return set(), []
+        flushed = set()
+        for ns in ours:
+            if not self._flush(self.roots.devfs(ns.name), force, errors):
+                return flushed, [self.roots.devfs(ns.name)]
+            flushed.add(ns.name)
+        return flushed, []
 
     def _finish(self, leftovers: list[str], errors: list[str], ignore_errors: bool) -> None:
         if not leftovers and not errors:
@@ -560,9 +615,12 @@ class NVMeOFConnector(Connector):
             return force
 
     def _detach_target(self, target: NVMeTarget, props: NVMeOFProperties, force: bool,
-                       errors: list[str], flush: bool) -> list[str]:
+                       errors: list[str], flush: bool,
+                       flushed: Collection[str] = ()) -> list[str]:
         hostnqn = self._hostnqn(target)
-        topo = self._topology(target.nqn, hostnqn)
+        # other volumes' namespaces need not be read: a controller entry that is not one
+        # of ours counts as foreign (_foreign_namespaces), which is all the rule needs
+        topo = self._topology(target.nqn, hostnqn, only=target)
         ours = [ns for ns in topo.namespaces if matches(ns, target)] if target.identified else []
         mpath = map_of(self.roots, [ns.name for ns in ours if not ns.native_multipath])
         if mpath is not None:
@@ -576,6 +634,8 @@ class NVMeOFConnector(Connector):
                     return [self.roots.devfs(mpath.dm_name)]
         if flush:
             for ns in ours:
+                if ns.name in flushed:
+                    continue
                 if not self._flush(self.roots.devfs(ns.name), force, errors):
                     return [self.roots.devfs(ns.name)]
         doomed = []
@@ -590,8 +650,10 @@ class NVMeOFConnector(Connector):
                 self.actions.disconnect(ctrl.name)
             except BrickError as exc:
                 errors.append(f"disconnect {ctrl.name}: {exc}")
+        if not doomed:
+            return []
         # what is left that should have gone
-        after = self._topology(target.nqn, hostnqn)
+        after = self._topology(target.nqn, hostnqn, only=target)
         left = [f"controller {c.name}" for c in after.controllers if c.name in doomed]
         left += [self.roots.devfs(ns.name) for ns in after.namespaces
                  if matches(ns, target) and ns.controllers

@@ -399,3 +399,81 @@ def find_namespaces(roots: HostRoots = DEFAULT_ROOTS, nqn: str | None = None,
             continue
         out.append(ns)
     return out
+
+
+# ---------------------------------------------------------------- one subsystem
+
+def subsystem_view(roots: HostRoots, nqn: str, uuid: str | None = None,
+                   ) -> tuple[list[NvmeController], list[NvmeNamespace]]:
+    """Controllers and namespace devices of the subsystem(s) with NQN ``nqn`` only.
+
+    Same objects as :func:`nvme_controllers` / :func:`nvme_namespaces` return for
+    that subsystem, but only its own sysfs directories are read (cost independent
+    of how many other subsystems and namespaces the host has).  Controllers are
+    the ones linked under the subsystem (the kernel links each one once it has
+    identified the subsystem, whether or not native multipath is on).
+
+    ``uuid``: only namespaces that may carry this UUID are returned; one whose
+    ``wwid`` shows it has another UUID or none is skipped after that one read.
+    """
+    ctrls: list[NvmeController] = []
+    namespaces: list[NvmeNamespace] = []
+    wanted = canonical_uuid(uuid)
+    want_wwid = None if wanted is None else f"uuid.{wanted}"
+
+    def skip(path: str) -> bool:
+        if want_wwid is None:
+            return False
+        wwid = sysfs.read_attr(os.path.join(path, "wwid"))
+        return bool(wwid) and wwid.strip().lower() != want_wwid
+
+    for sname, sdir in _subsystem_dirs(roots).items():
+        real = sysfs.resolve(sdir)
+        if real is None or (sysfs.read_attr(os.path.join(real, "subsysnqn")) or None) != nqn:
+            continue
+        mine = []
+        for cname in sysfs.list_dir(real, _CTRL_RE):
+            ctrl = read_controller(roots, cname, sname)
+            if ctrl is not None:
+                mine.append(ctrl)
+        ctrls += mine
+        heads = [e for e in sysfs.list_dir(real, _HEAD_RE) if os.path.isdir(os.path.join(real, e))]
+        for head in heads:
+            hdir = os.path.join(real, head)
+            if skip(hdir):
+                continue
+            nsid, ns_uuid, nguid, wwid, eui64 = _ns_identity(hdir)
+            paths = [(c.name, p) for c in mine for p in c.namespaces
+                     if _PATH_RE.fullmatch(p) and head_name(p) == head]
+            namespaces.append(NvmeNamespace(
+                name=head, nsid=nsid, uuid=ns_uuid, nguid=nguid, wwid=wwid,
+                size_bytes=_size(hdir), subsystem_name=sname,
+                controllers=tuple(c for c, _ in paths), paths=tuple(p for _, p in paths),
+                native_multipath=True, devpath=roots.devfs(head), sysfs_path=hdir, eui64=eui64))
+        for c in mine:
+            for p in c.namespaces:
+                if _PATH_RE.fullmatch(p) or c.sysfs_path is None:
+                    continue
+                ndir = os.path.join(c.sysfs_path, p)
+                if skip(ndir):
+                    continue
+                nsid, ns_uuid, nguid, wwid, eui64 = _ns_identity(ndir)
+                namespaces.append(NvmeNamespace(
+                    name=p, nsid=nsid, uuid=ns_uuid, nguid=nguid, wwid=wwid,
+                    size_bytes=_size(ndir), subsystem_name=sname, controllers=(c.name,),
+                    paths=(p,), native_multipath=False, devpath=roots.devfs(p),
+                    sysfs_path=ndir, eui64=eui64))
+    return ctrls, namespaces
+
+
+def read_namespace(roots: HostRoots, ns: NvmeNamespace) -> NvmeNamespace | None:
+    """``ns`` with its identity and size read again from its own sysfs directory
+    (None when the directory is gone)."""
+    path = ns.sysfs_path
+    if path is None or not os.path.isdir(path):
+        return None
+    nsid, uuid, nguid, wwid, eui64 = _ns_identity(path)
+    if nsid is None and wwid is None:
+        return None
+    return dataclasses.replace(ns, nsid=nsid, uuid=uuid, nguid=nguid, wwid=wwid,
+                               size_bytes=_size(path), eui64=eui64)

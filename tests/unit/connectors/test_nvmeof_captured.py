@@ -94,8 +94,8 @@ def test_attach_reuses_both_live_controllers_and_returns_head(tree):
     info = conn.connect_volume(props())
     assert info == {"type": "block", "path": roots.devfs("nvme0n1")}
     assert actions.connects == []  # both portals already have live controllers
-    for ctrl in ("nvme0", "nvme1"):  # rescanned (a backend may not send an AEN)
-        assert attr(roots, "class", "nvme", ctrl, "rescan_controller") == "1"
+    for ctrl in ("nvme0", "nvme1"):  # the namespace is visible on both: no rescan
+        assert attr(roots, "class", "nvme", ctrl, "rescan_controller") == ""
     # the host identity on the tree was used, not replaced
     assert conn.host_identity().hostnqn == attr(roots, "class", "nvme", "nvme0", "hostnqn")
 
