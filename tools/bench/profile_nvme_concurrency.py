@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Profile brick_agent's concurrent NVMe/TCP attach/detach in the lab VM (where the time goes).
+
+    tools/kernel-lab/lab run -- .venv/bin/python tools/bench/profile_nvme_concurrency.py [--no-ledger]
+
+Two nvmet subsystems of 8 namespaces, 16 threads attach then detach (as bench_compare's
+concurrency section).  Wraps the library's inner steps with timers (summed over threads)
+and prints, per step, calls / total / max seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import functools
+import logging
+import os
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.abspath(os.path.join(HERE, "..", "..")))
+sys.path.insert(0, HERE)
+
+STATS: dict[str, list[float]] = collections.defaultdict(list)
+_LOCK = threading.Lock()
+
+
+def _note(name: str, dt: float) -> None:
+    with _LOCK:
+        STATS[name].append(dt)
+
+
+def timed(owner: object, attr: str, name: str | None = None) -> None:
+    fn = getattr(owner, attr)
+    label = name or f"{getattr(owner, '__name__', owner)}.{attr}"
+
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        t0 = time.monotonic()
+        try:
+            return fn(*a, **kw)
+        finally:
+            _note(label, time.monotonic() - t0)
+    setattr(owner, attr, wrapper)
+
+
+def timed_cm(owner: object, attr: str, name: str) -> None:
+    """Time a context manager factory: 'wait' (enter) and 'hold' (body)."""
+    fn = getattr(owner, attr)
+
+    @functools.wraps(fn)
+    @contextlib.contextmanager
+    def wrapper(*a, **kw):
+        t0 = time.monotonic()
+        with fn(*a, **kw) as v:
+            t1 = time.monotonic()
+            _note(f"{name} wait", t1 - t0)
+            try:
+                yield v
+            finally:
+                _note(f"{name} hold", time.monotonic() - t1)
+    setattr(owner, attr, wrapper)
+
+
+def instrument() -> None:
+    from brick_agent import ledger, locking
+    from brick_agent.connectors import base, nvmeof, nvmeof_actions
+    from brick_agent.host import nvme as hostnvme
+    from brick_agent.host import udev
+    from brick_agent import privileged
+    C = nvmeof.NVMeOFConnector
+    for attr in ("_topology", "_safe_rescan", "_wait_namespace", "_verify", "_attach_target",
+                 "_detach_target", "_connect_portals", "_flush"):
+        timed(C, attr, f"nvmeof.{attr}")
+    timed_cm(C, "_lock", "nvmeof target lock")
+    timed_cm(base, "_volume_lock", "ledger volume lock")
+    timed_cm(ledger.AttachmentLedger, "transaction", "ledger transaction")
+    timed(ledger, "device_identity", "ledger.device_identity")
+    base.ledgermod = ledger
+    timed(ledger.AttachmentLedger, "_write_locked", "ledger write")
+    timed(hostnvme, "nvme_namespaces", "host.nvme_namespaces")
+    timed(hostnvme, "nvme_controllers", "host.nvme_controllers")
+    for attr in ("connect", "disconnect", "rescan", "flush"):
+        timed(nvmeof_actions.PrivilegedNvmeActions, attr, f"actions.{attr}")
+    timed(udev.DeviceWatch, "open", "DeviceWatch.open")
+    timed(udev.DeviceWatch, "wait_for", "DeviceWatch.wait_for")
+
+
+def report(title: str) -> None:
+    print(f"--- {title}: step, calls, total s, max s")
+    for name, xs in sorted(STATS.items(), key=lambda kv: -sum(kv[1])):
+        print(f"  {name:32s} {len(xs):4d} {sum(xs):8.3f} {max(xs):7.3f}")
+    STATS.clear()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--no-ledger", action="store_true")
+    ap.add_argument("--debug", action="store_true", help="library DEBUG log to stderr")
+    ap.add_argument("--rounds", type=int, default=1)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(relativeCreated)7d %(threadName)s %(name)s %(message)s")
+    from tests.functional.lab import NvmetSubsystem
+    import worker as w
+    lock_path = tempfile.mkdtemp(prefix="brick-prof-")
+    tool = w.Tool("ours", lock_path, False, None)
+    if args.no_ledger:
+        tool.conf.set_override("ledger_path", "", group="brick_agent")
+    instrument()
+    for rnd in range(args.rounds):
+        targets = [NvmetSubsystem(namespaces=8, ns_size=1 << 20) for _ in range(2)]
+        try:
+            for t in targets:
+                t.create()
+            items = [{"props": {"target_nqn": t.nqn, "vol_uuid": ns.uuid, "ns_id": nsid,
+                                "portals": [["127.0.0.1", 4420, "tcp"]]}}
+                     for t in targets for nsid, ns in sorted(t.namespaces.items())]
+            tool._conns.clear()
+            ra = w.handle(tool, {"op": "attach_many", "protocol": "NVME", "items": items})
+            ts = sorted(r["t"] for r in ra["results"])
+            print(f"round {rnd} attach wall {ra['t']:.3f} p50 {ts[len(ts) // 2]:.3f} "
+                  f"max {ts[-1]:.3f} ok={ra['ok']} {[r.get('error') for r in ra['results'] if not r['ok']][:2]}")
+            report("attach")
+            infos = [dict(it, info=r.get("info")) for it, r in zip(items, ra["results"])]
+            rd = w.handle(tool, {"op": "detach_many", "protocol": "NVME", "items": infos})
+            ts = sorted(r["t"] for r in rd["results"])
+            print(f"round {rnd} detach wall {rd['t']:.3f} p50 {ts[len(ts) // 2]:.3f} "
+                  f"max {ts[-1]:.3f} ok={rd['ok']} {[r.get('error') for r in rd['results'] if not r['ok']][:2]}")
+            report("detach")
+        finally:
+            for t in targets:
+                for nsid in sorted(t.namespaces):
+                    with contextlib.suppress(Exception):
+                        t.remove_namespace(nsid)
+            time.sleep(1.0)
+            # controllers left by the shared-subsystem rule: delete them
+            from brick_agent.host import nvme as hostnvme
+            for c in hostnvme.nvme_controllers():
+                if c.subsysnqn in {t.nqn for t in targets}:
+                    with contextlib.suppress(OSError):
+                        with open(f"/sys/class/nvme/{c.name}/delete_controller", "w") as f:
+                            f.write("1")
+            for t in targets:
+                with contextlib.suppress(Exception):
+                    t.destroy()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
