@@ -385,10 +385,12 @@ class NVMeOFConnector(Connector):
         last_rescan = [time.monotonic()]
 
         def probe() -> hostnvme.NvmeNamespace | None:
-            found = self._visible(self._topology(target.nqn, hostnqn, only=target), target)
+            topo = self._topology(target.nqn, hostnqn, only=target)
+            found = self._visible(topo, target)
             if found is not None:
                 return found
-            topo = self._topology(target.nqn, hostnqn)  # every namespace: stale ones too
+            if target.uuid is not None:   # the UUID filter applied: read stale ones too
+                topo = self._topology(target.nqn, hostnqn)
             live = {c.name for c in topo.controllers if c.live}
             stale = [ns.name for ns in topo.namespaces if is_stale(ns, target)]
             if stale and not stale_seen:
