@@ -306,23 +306,31 @@ def discovery_synthetic(ours_python: str, osbrick_python: str | None, sizes: lis
 
 
 # ------------------------------------------------------------------ table
+def _md_row(cells: list[Any]) -> str:
+    return "| " + " | ".join(map(fmt, cells)) + " |"
+
+
+def _md_table(head: list[str], body: list[list[Any]]) -> list[str]:
+    """Markdown table lines: the header, its separator, one line per row of cells (fmt)."""
+    return [_md_row(head), "|---" * len(head) + "|", *map(_md_row, body)]
+
+
 def table(meta: dict[str, Any]) -> str:
     L = [f"brick_agent vs os-brick {meta['osbrick_version']} — {meta['date']}, kernel "
          f"{meta['kernel']}, {meta['where']}, privileged work {meta['privsep']}", ""]
     lat = [r for r in ROWS if r["section"] == "1 latency"]
     if lat:
-        L += ["| 1. latency (median s) | floor | brick_agent | os-brick | ours/floor | "
-              "ours/os-brick | p95 ours | p95 os-brick |", "|---|---|---|---|---|---|---|---|"]
-        L += [f"| {r['what']} | {fmt(r['floor'])} | {fmt(r['ours'])} | {fmt(r['osbrick'])} | "
-              f"{r['ours_vs_floor']} | {r['ours_vs_osbrick']} | {fmt(r['ours_p95'])} | "
-              f"{fmt(r['osbrick_p95'])} |" for r in lat]
+        L += _md_table(["1. latency (median s)", "floor", "brick_agent", "os-brick", "ours/floor",
+                        "ours/os-brick", "p95 ours", "p95 os-brick"],
+                       [[r[k] for k in ("what", "floor", "ours", "osbrick", "ours_vs_floor",
+                                        "ours_vs_osbrick", "ours_p95", "osbrick_p95")]
+                        for r in lat])
         L.append("")
     con = [r for r in ROWS if r["section"] == "2 concurrency"]
     if con:
-        L += ["| 2. concurrency (s) | wall | per-volume p50 | per-volume p95 | failures |",
-              "|---|---|---|---|---|"]
-        L += [f"| {r['what']} | {fmt(r['wall'])} | {fmt(r['p50'])} | {fmt(r['p95'])} | "
-              f"{r['failures']} |" for r in con]
+        L += _md_table(["2. concurrency (s)", "wall", "per-volume p50", "per-volume p95",
+                        "failures"],
+                       [[r[k] for k in ("what", "wall", "p50", "p95", "failures")] for r in con])
         for proto in ("ISCSI", "NVME"):
             w = {who: next((r["wall"] for r in con if r["what"] ==
                             f"{proto} 16 volumes attach [{who}]"), None) for who in TOOLS}
@@ -332,18 +340,16 @@ def table(meta: dict[str, Any]) -> str:
         L.append("")
     fail = [r for r in ROWS if r["section"] == "3 failure"]
     if fail:
-        L += ["| 3. failure: time to error (s) | brick_agent | os-brick | brick_agent error | "
-              "os-brick error |", "|---|---|---|---|---|"]
-        L += [f"| {r['what']} | {fmt(r['ours'])} | {fmt(r['osbrick'])} | "
-              f"{r['ours_error'][:60]} | {r['osbrick_error'][:60]} |" for r in fail]
+        L += _md_table(["3. failure: time to error (s)", "brick_agent", "os-brick",
+                        "brick_agent error", "os-brick error"],
+                       [[r["what"], r["ours"], r["osbrick"], r["ours_error"][:60],
+                         r["osbrick_error"][:60]] for r in fail])
         L.append("")
     disc = [r for r in ROWS if r["section"].startswith("4 discovery")]
     if disc:
-        L += ["| 4. discovery (median ms) | ours all | os-brick all | ours paths | "
-              "os-brick paths | found (ours/os-brick) | growth per doubling: ours all, "
-              "os-brick all |", "|---|---|---|---|---|---|---|"]
         ms = lambda v: f"{v * 1000:.2f}" if isinstance(v, float) else "n/a"  # noqa: E731
         prev: dict[str, Any] = {}
+        body = []
         for r in disc:
             last = prev.get(r["section"])
             grow = "–"
@@ -352,21 +358,25 @@ def table(meta: dict[str, Any]) -> str:
                         + (f"{r['osbrick_all'] / last['osbrick_all']:.1f}x"
                            if r.get("osbrick_all") and last.get("osbrick_all") else "–"))
             prev[r["section"]] = r
-            L.append(f"| {r['section'][12:]}: {r['what']} | {ms(r.get('ours_all'))} | "
-                     f"{ms(r.get('osbrick_all'))} | {ms(r.get('ours_paths'))} | "
-                     f"{ms(r.get('osbrick_paths'))} | "
-                     f"{r.get('ours_all_n')}/{r.get('osbrick_all_n', '–')} | {grow} |")
+            body.append([f"{r['section'][12:]}: {r['what']}", ms(r.get("ours_all")),
+                         ms(r.get("osbrick_all")), ms(r.get("ours_paths")),
+                         ms(r.get("osbrick_paths")),
+                         f"{r.get('ours_all_n')}/{r.get('osbrick_all_n', '–')}", grow])
+        L += _md_table(["4. discovery (median ms)", "ours all", "os-brick all", "ours paths",
+                        "os-brick paths", "found (ours/os-brick)",
+                        "growth per doubling: ours all, os-brick all"], body)
         L.append("")
     if LEFT:
-        L += ["| 5. leftovers (audit + raw counts, after the section) | brick_agent | os-brick |",
-              "|---|---|---|"]
+        body = []
         for sec, d in LEFT.items():
             if "both" in d:
-                L.append(f"| {sec} (all tools + floor in one loop) | "
-                         f"{', '.join(d['both']) or 'none'} | (same) |")
+                body.append([f"{sec} (all tools + floor in one loop)",
+                             ", ".join(d["both"]) or "none", "(same)"])
             else:
-                L.append(f"| {sec} | {', '.join(d.get('ours', [])) or 'none'} | "
-                         f"{', '.join(d.get('osbrick', [])) or 'none'} |")
+                body.append([sec, ", ".join(d.get("ours", [])) or "none",
+                             ", ".join(d.get("osbrick", [])) or "none"])
+        L += _md_table(["5. leftovers (audit + raw counts, after the section)", "brick_agent",
+                        "os-brick"], body)
     return "\n".join(L)
 
 
