@@ -37,7 +37,7 @@ from typing import Any
 from brick_agent import locking
 from brick_agent.connectors import fc_view
 from brick_agent.connectors.base import Connector, DeviceInfo
-from brick_agent.connectors.scsi_volume import ScsiActions, ScsiVolumeOps, scsi_watch_factory, udev_wwid
+from brick_agent.connectors.scsi_volume import ScsiActions, ScsiVolumeOps, scsi_watch_factory
 from brick_agent.deadline import Deadline
 from brick_agent.errors import DeviceNotFound, LeftoversRemain, TargetUnreachable
 from brick_agent.host.block import links_for
@@ -327,14 +327,9 @@ class FibreChannelConnector(Connector):
         for hba, d, target_wwpn in fc_view.fc_scsi_devices(self.roots):
             if wanted is not None and target_wwpn not in wanted:
                 continue
-            mpath = self.ops.volume_map(None, [d]) if d.name else None
-            out.append({
-                "hba": f"host{hba.host_number}", "hba_wwpn": hba.port_name,
-                "target_wwpn": target_wwpn, "lun": d.hctl.lun, "hctl": str(d.hctl),
-                "wwid": udev_wwid(d),
-                "path": self.roots.devfs(d.name) if d.name else None,
-                "multipath": self.roots.devfs(mpath.dm_name) if mpath else None,
-            })
+            out.append({"hba": f"host{hba.host_number}", "hba_wwpn": hba.port_name,
+                        "target_wwpn": target_wwpn, "lun": d.hctl.lun, "hctl": str(d.hctl),
+                        **self.ops.listing_fields(d)})
         return out
 
     def get_search_path(self) -> str:

@@ -43,8 +43,7 @@ from brick_agent import locking
 from brick_agent.connectors.base import Connector, DeviceInfo
 from brick_agent.connectors.iscsi_actions import ISCSIActions
 from brick_agent.connectors.iscsi_sessions import AttachRecord, ISCSISessions, initiator_name
-from brick_agent.connectors.scsi_volume import (CLAIMS, ScsiVolumeOps, scsi_watch_factory,
-                                                udev_wwid)
+from brick_agent.connectors.scsi_volume import CLAIMS, ScsiVolumeOps, scsi_watch_factory
 from brick_agent.errors import (AuthenticationFailed, BrickError, DeviceNotFound,
                                 LeftoversRemain, NotSupported,
                                 TargetUnreachable, VolumeIdentityMismatch)
@@ -53,7 +52,7 @@ from brick_agent.host import sysfs
 from brick_agent.host.block import block_device_for_path
 from brick_agent.host.iscsi import (IscsiSession, iscsi_sessions, session_devices,
                                     session_targets)
-from brick_agent.host.multipath import MultipathMap, map_for_slave, map_for_wwid, read_map
+from brick_agent.host.multipath import MultipathMap, map_for_wwid, read_map
 from brick_agent.host.roots import HostRoots
 from brick_agent.host.scsi import HCTL, ScsiDevice, scsi_device_by_name
 from brick_agent.properties.iscsi import ISCSIProperties, ISCSITarget, parse_iscsi
@@ -433,14 +432,8 @@ class ISCSIConnector(Connector):
             if iqns is not None and s.target_iqn not in iqns:
                 continue
             for d in session_devices(self.roots, s):
-                mpath = map_for_slave(self.roots, d.name) if d.name else None
-                out.append({
-                    "portal": s.portal, "iqn": s.target_iqn, "lun": d.hctl.lun,
-                    "hctl": str(d.hctl), "session": s.sid,
-                    "wwid": udev_wwid(d),
-                    "path": self.roots.devfs(d.name) if d.name else None,
-                    "multipath": self.roots.devfs(mpath.dm_name) if mpath else None,
-                })
+                out.append({"portal": s.portal, "iqn": s.target_iqn, "lun": d.hctl.lun,
+                            "hctl": str(d.hctl), "session": s.sid, **self.ops.listing_fields(d)})
         return out
 
     def get_search_path(self) -> str:

@@ -457,6 +457,13 @@ class ScsiVolumeOps:
                         break
         return m
 
+    def listing_fields(self, dev: ScsiDevice) -> dict[str, Any]:
+        """``wwid``, ``path`` and ``multipath`` of one disk: the tail of a listed volume's row."""
+        mpath = map_for_slave(self.roots, dev.name) if dev.name else None
+        return {"wwid": udev_wwid(dev),
+                "path": self.roots.devfs(dev.name) if dev.name else None,
+                "multipath": self.roots.devfs(mpath.dm_name) if mpath else None}
+
     def used_device(self, info: Mapping[str, Any], mpath: MultipathMap | None,
                     ours: Sequence[ScsiDevice]) -> str | None:
         """Kernel name of the device the caller used (to flush): its path, the map, or the only disk."""
