@@ -28,6 +28,7 @@ pytestmark = pytest.mark.realkernel
 
 # ------------------------------------------------------------------ helpers
 
+@pytest.fixture
 def connector(tmp_path):
     conf = make_conf(tmp_path)
     privileged.init(conf)
