@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Callable, Sequence
 
 from brick_agent import commands
@@ -25,6 +26,8 @@ MD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 #: Replica members: NVMe namespace heads only.
 MD_MEMBER = re.compile(r"^nvme\d{1,4}n\d{1,5}$")
 MAX_MEMBERS = 8
+#: Seconds a refused ``mdadm --run`` of an array udev is assembling is retried.
+ADOPT_SETTLE = 5.0
 #: mdadm --examine exit status for a device it cannot read as a member (mdadm 4.2
 #: exits 0 with no output for a blank block device, so the output decides).
 NO_SUPERBLOCK = 1
@@ -71,16 +74,32 @@ def _holding_array(roots: HostRoots, members: Sequence[str]) -> str | None:
     return None
 
 
-def _adopt(roots: HostRoots, md_name: str, run: Runner) -> str:
-    """Start an array udev assembled (inactive until ``--run``); returns 'adopted'."""
-    state = roots.sysfs("block", md_name, "md", "array_state")
+def _array_state(roots: HostRoots, md_name: str) -> str:
     try:
-        with open(state) as f:
-            inactive = f.read().strip() in ("inactive", "")
+        with open(roots.sysfs("block", md_name, "md", "array_state")) as f:
+            return f.read().strip()
     except OSError:
-        inactive = True
-    if inactive:
-        run(["mdadm", "--run", v.path_under(roots.dev, roots.devfs(md_name))], timeout=60)
+        return ""
+
+
+def _adopt(roots: HostRoots, md_name: str, run: Runner) -> str:
+    """Start an array udev assembled (inactive until ``--run``); returns 'adopted'.
+
+    udev may still be adding the members (``mdadm --incremental``) while we look: a
+    ``--run`` refused meanwhile (EINVAL) is retried until the array is running or
+    ``ADOPT_SETTLE`` seconds have passed.
+    """
+    end = time.monotonic() + ADOPT_SETTLE
+    while _array_state(roots, md_name) in ("inactive", ""):
+        try:
+            run(["mdadm", "--run", v.path_under(roots.dev, roots.devfs(md_name))],
+                timeout=60)
+        except CommandFailed:
+            if time.monotonic() >= end:
+                raise
+            time.sleep(0.2)
+            continue
+        break
     return "adopted"
 
 

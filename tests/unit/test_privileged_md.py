@@ -140,6 +140,43 @@ def test_array_udev_assembled_and_running_is_kept_as_is(roots):
     assert run.calls == []
 
 
+class RefusingRun(Mdadm):
+    """``mdadm --run`` refused (EINVAL) while udev is still assembling; after
+    ``refusals`` attempts udev has started the array itself (``then`` state)."""
+
+    def __init__(self, roots, refusals, then=None, **kw):
+        super().__init__(**kw)
+        self.roots, self.refusals, self.then = roots, refusals, then
+
+    def __call__(self, argv, **kwargs):
+        if argv[1] == "--run":
+            self.calls.append((list(argv), kwargs))
+            self.refusals -= 1
+            if self.refusals == 0 and self.then:
+                with open(self.roots.sysfs("block", "md127", "md", "array_state"), "w") as f:
+                    f.write(self.then + "\n")
+            raise CommandFailed(argv, 1, "mdadm: failed to run array /dev/md127: "
+                                         "Invalid argument")
+        return super().__call__(argv, **kwargs)
+
+
+def test_run_refused_while_udev_assembles_is_retried_until_the_array_runs(roots):
+    _hold(roots, "nvme1n1", "md127", "inactive")
+    run = RefusingRun(roots, refusals=2, then="clean", superblocks={"nvme0n1", "nvme1n1"})
+    assert md.do_create_or_assemble_raid1(roots, "vol-1", ["nvme0n1", "nvme1n1"],
+                                          run=run) == "adopted"
+    assert [argv[1] for argv, _ in run.calls] == ["--run", "--run"]
+
+
+def test_run_refused_for_good_is_reported(roots, monkeypatch):
+    monkeypatch.setattr(md, "ADOPT_SETTLE", 0.3)
+    _hold(roots, "nvme1n1", "md127", "inactive")
+    run = RefusingRun(roots, refusals=10**6, superblocks={"nvme0n1", "nvme1n1"})
+    with pytest.raises(CommandFailed, match="Invalid argument"):
+        md.do_create_or_assemble_raid1(roots, "vol-1", ["nvme0n1", "nvme1n1"], run=run)
+    assert len(run.calls) >= 2
+
+
 def test_udev_winning_the_race_during_assemble_is_adopted(roots):
     class Racing(Mdadm):
         def __call__(self, argv, **kwargs):
