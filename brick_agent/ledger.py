@@ -47,7 +47,7 @@ from typing import Any
 from brick_agent import locking
 from brick_agent.errors import BrickError, InvalidArgument, LockTimeout
 from brick_agent.host import sysfs
-from brick_agent.host.block import block_device_for_path, resolve_dev_path
+from brick_agent.host.block import BlockDevice, block_device_for_path, resolve_dev_path
 from brick_agent.host.roots import HostRoots
 from brick_agent.host.scsi import HCTL, same_wwid
 
@@ -108,6 +108,16 @@ def access_mode(props: Mapping[str, Any]) -> str:
     return str(mode)
 
 
+def identity_of(dev: BlockDevice | None) -> str | None:
+    """A block device's volume identity: the WWID of a multipath map (from its dm uuid),
+    else the device's own WWID/UUID."""
+    if dev is None:
+        return None
+    if dev.dm_uuid and dev.dm_uuid.startswith("mpath-"):
+        return dev.dm_uuid[len("mpath-"):]
+    return dev.wwid
+
+
 def device_identity(roots: HostRoots, path: str | None) -> str | None:
     """What the kernel says the device at ``path`` is (WWID / map wwid / NVMe wwid).
 
@@ -121,12 +131,7 @@ def device_identity(roots: HostRoots, path: str | None) -> str | None:
     real = None if final is None else sysfs.resolve(
         roots.sysfs("class", "block", os.path.basename(final)))
     if real is None:   # not a kernel name (a dm node made without udev...): the slow way
-        dev = block_device_for_path(roots, path)
-        if dev is None:
-            return None
-        if dev.dm_uuid and dev.dm_uuid.startswith("mpath-"):
-            return dev.dm_uuid[len("mpath-"):]
-        return dev.wwid
+        return identity_of(block_device_for_path(roots, path))
     dm_uuid = sysfs.read_attr(os.path.join(real, "dm", "uuid"))
     if dm_uuid and dm_uuid.startswith("mpath-"):
         return dm_uuid[len("mpath-"):]

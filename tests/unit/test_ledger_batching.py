@@ -44,6 +44,15 @@ def _hold_ledger_lock(led, release: threading.Event, held: threading.Event) -> t
     return t
 
 
+
+def _wait_for_batch(led, members: int) -> None:
+    """Until ``members`` transactions are queued in the ledger's open batch (or 2 s)."""
+    for _ in range(200):
+        batch = ledgermod._OPEN_BATCHES.get(led.path)
+        if batch is not None and len(batch.members) == members:
+            return
+        threading.Event().wait(0.01)
+
 def test_concurrent_transactions_share_writes_and_lose_nothing(led):
     release, held = threading.Event(), threading.Event()
     holder = _hold_ledger_lock(led, release, held)   # everyone queues behind it
@@ -58,11 +67,7 @@ def test_concurrent_transactions_share_writes_and_lose_nothing(led):
     threads = [threading.Thread(target=add, args=(i,)) for i in range(16)]
     for t in threads:
         t.start()
-    for _ in range(200):                      # all 16 queued: one leader, 15 members
-        batch = ledgermod._OPEN_BATCHES.get(led.path)
-        if batch is not None and len(batch.members) == 16:
-            break
-        threading.Event().wait(0.01)
+    _wait_for_batch(led, 16)                  # all 16 queued: one leader, 15 members
     release.set()
     holder.join(5)
     for t in threads:
@@ -94,11 +99,7 @@ def test_a_failing_body_rolls_back_only_its_own_changes(led):
     threads = [threading.Thread(target=f) for f in (bad, good)]
     for t in threads:
         t.start()
-    for _ in range(200):
-        batch = ledgermod._OPEN_BATCHES.get(led.path)
-        if batch is not None and len(batch.members) == 2:
-            break
-        threading.Event().wait(0.01)
+    _wait_for_batch(led, 2)
     release.set()
     holder.join(5)
     for t in threads:
@@ -158,12 +159,7 @@ def test_device_identity_reads_what_the_full_block_device_view_says(tmp_path, tr
     roots = extract_tree(tree, tmp_path)
 
     def full(path):
-        dev = block_device_for_path(roots, path)
-        if dev is None:
-            return None
-        if dev.dm_uuid and dev.dm_uuid.startswith("mpath-"):
-            return dev.dm_uuid[len("mpath-"):]
-        return dev.wwid
+        return ledgermod.identity_of(block_device_for_path(roots, path))
 
     paths = [d.devpath for d in block_devices(roots)]
     by_id = roots.devfs("disk", "by-id")
