@@ -44,7 +44,6 @@ def _hold_ledger_lock(led, release: threading.Event, held: threading.Event) -> t
     return t
 
 
-
 def _wait_for_batch(led, members: int) -> None:
     """Until ``members`` transactions are queued in the ledger's open batch (or 2 s)."""
     for _ in range(200):
