@@ -6,6 +6,9 @@
 * :func:`target_lock` / :func:`device_lock` — connector-internal external locks
   per target (portal+IQN, NQN, WWPN set) and per device operation.  There is
   deliberately no single host-wide lock around every attach.
+* :func:`target_rw_lock` — the same per target, shared/exclusive
+  (:class:`ReaderWriterLock`): readers of a target's state overlap, changes
+  to it are exclusive.
 * :class:`HostConcurrencyLimit` — at most N operations at once on the host,
   across processes (N slot files, ``flock``).
 * :class:`SingleFlight` — concurrent identical operations in one process
@@ -30,6 +33,7 @@ import time
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any, TypeVar
 
+import fasteners
 from oslo_concurrency import lockutils
 
 from brick_agent import commands
@@ -329,6 +333,178 @@ def target_lock(kind: str, key: str, *, lock_path: str | None = None,
     NQN) to build keys so equal targets always map to the same lock.
     """
     return external_lock(target_lock_name(kind, key), lock_path=lock_path, timeout=timeout)
+
+
+class ReaderWriterLock:
+    """A shared/exclusive lock across threads and processes (one per lock file).
+
+    In this process a Condition tracks readers and writers; writers are
+    preferred (a waiting writer holds back new readers, so it is not starved).
+    Across processes fasteners' ``InterProcessReaderWriterLock`` (POSIX
+    ``lockf`` record locks) holds the lock file shared while this process has
+    readers, exclusive while it has a writer.  ``lockf`` locks belong to the
+    process, so only one thread at a time touches the file: the first reader
+    takes it shared for all of them, the last one releases it.  A second
+    "gate" file, held exclusively by a process while it waits for the write
+    lock and briefly by a process taking the read lock, keeps a waiting writer
+    of another process from being starved by overlapping readers.
+
+    Obtain instances through :func:`rw_lock` (one object per file per process).
+    """
+
+    _DELAY = 0.002
+    _MAX_DELAY = 0.05
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._file = fasteners.InterProcessReaderWriterLock(path)
+        self._gate = fasteners.InterProcessLock(path + ".gate")
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+        self._busy = False     # a thread is taking the file lock for the readers
+        #: exclusive sections finished in this process (tests, callers that wait)
+        self.writes = 0
+
+    # -------------------------------------------------------------- helpers
+    @staticmethod
+    def _left(deadline: float | None) -> float | None:
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+    def _wait(self, predicate: Callable[[], bool], deadline: float | None,
+              what: str) -> None:
+        if not self._cond.wait_for(predicate, self._left(deadline)):
+            raise LockTimeout(f"{what} lock {os.path.basename(self.path)} not acquired "
+                              f"in time (held in this process)")
+
+    def _take_file(self, exclusive: bool, deadline: float | None) -> None:
+        """Take the lock file (cond not held; this thread alone touches the files)."""
+        what = "exclusive" if exclusive else "shared"
+        if not self._gate.acquire(delay=self._DELAY, max_delay=self._MAX_DELAY,
+                                  timeout=self._left(deadline)):
+            raise LockTimeout(f"{what} lock {os.path.basename(self.path)} not acquired "
+                              f"in time (a writer of another process waits)")
+        try:
+            take = (self._file.acquire_write_lock if exclusive
+                    else self._file.acquire_read_lock)
+            if not take(delay=self._DELAY, max_delay=self._MAX_DELAY,
+                        timeout=self._left(deadline)):
+                raise LockTimeout(f"{what} lock {os.path.basename(self.path)} not acquired "
+                                  f"in time (held by another process)")
+        finally:
+            self._gate.release()
+
+    # -------------------------------------------------------------- shared
+    def acquire_shared(self, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            self._wait(lambda: not self._writer and not self._writers_waiting
+                       and not self._busy, deadline, "shared")
+            if self._readers == 0:
+                self._busy = True
+                self._cond.release()
+                try:
+                    self._take_file(False, deadline)
+                finally:
+                    self._cond.acquire()
+                    self._busy = False
+                    self._cond.notify_all()
+            self._readers += 1
+
+    def release_shared(self) -> None:
+        with self._cond:
+            if self._readers <= 0:
+                raise RuntimeError("release of a shared lock not held")
+            self._readers -= 1
+            if self._readers == 0:
+                self._file.release_read_lock()
+                self._cond.notify_all()
+
+    # -------------------------------------------------------------- exclusive
+    def acquire_exclusive(self, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            self._writers_waiting += 1
+            try:
+                self._wait(lambda: not self._writer and not self._readers
+                           and not self._busy, deadline, "exclusive")
+            finally:
+                self._writers_waiting -= 1
+            self._writer = True
+        try:
+            self._take_file(True, deadline)
+        except BaseException:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+            raise
+
+    def release_exclusive(self) -> None:
+        with self._cond:
+            if not self._writer:
+                raise RuntimeError("release of an exclusive lock not held")
+            self._file.release_write_lock()
+            self._writer = False
+            self.writes += 1
+            self._cond.notify_all()
+
+    def wait_for_writers(self, timeout: float | None = None) -> bool:
+        """If a thread of this process holds or awaits the exclusive lock, wait until
+        none does and return True (the protected state may have changed); else False."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            if not self._writer and not self._writers_waiting:
+                return False
+            self._wait(lambda: not self._writer and not self._writers_waiting,
+                       deadline, "wait for writers of")
+            return True
+
+    @contextlib.contextmanager
+    def shared(self, timeout: float | None = None) -> Iterator[None]:
+        """Hold the lock shared (:class:`LockTimeout` after ``timeout``)."""
+        start = time.monotonic()
+        self.acquire_shared(timeout)
+        LOG.debug("shared lock %s acquired after %.3fs", self.path, time.monotonic() - start)
+        try:
+            yield
+        finally:
+            self.release_shared()
+
+    @contextlib.contextmanager
+    def exclusive(self, timeout: float | None = None) -> Iterator[None]:
+        """Hold the lock exclusive (:class:`LockTimeout` after ``timeout``)."""
+        start = time.monotonic()
+        self.acquire_exclusive(timeout)
+        LOG.debug("exclusive lock %s acquired after %.3fs", self.path,
+                  time.monotonic() - start)
+        try:
+            yield
+        finally:
+            self.release_exclusive()
+
+
+_rw_locks: dict[str, ReaderWriterLock] = {}
+_rw_locks_guard = threading.Lock()
+
+
+def rw_lock(name: str, *, lock_path: str | None = None) -> ReaderWriterLock:
+    """The process-wide reader/writer lock ``<lock_path>/<name>`` (a safe name)."""
+    if "/" in name or name in (".", "..") or not name:
+        raise InvalidArgument(f"bad lock name {name!r}")
+    path = os.path.join(_lock_path(lock_path), name)
+    with _rw_locks_guard:
+        lock = _rw_locks.get(path)
+        if lock is None:
+            lock = _rw_locks[path] = ReaderWriterLock(path)
+        return lock
+
+
+def target_rw_lock(kind: str, key: str, *,
+                   lock_path: str | None = None) -> ReaderWriterLock:
+    """Reader/writer lock of one target (its own file, distinct from :func:`target_lock`'s:
+    the two must not be mixed for one target)."""
+    return rw_lock(target_lock_name(kind, key) + "-rw", lock_path=lock_path)
 
 
 def device_lock(name: str, *, lock_path: str | None = None,

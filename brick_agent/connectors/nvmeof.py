@@ -36,6 +36,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any, TypeVar
@@ -140,6 +141,9 @@ class NVMeOFConnector(Connector):
     multipath_grace = 1.0
     #: Seconds a map removal is retried while the map is briefly held (udev probing it).
     multipath_removal_timeout = 20.0
+    #: Times an attach waits for another thread's exclusive section and looks again
+    #: (shared) before it takes the exclusive subsystem lock itself.
+    max_shared_looks = 3
 
     def __init__(self, root_helper: str | None = None, driver: Any = None, *,
                  actions: NvmeActions | None = None,
@@ -154,6 +158,7 @@ class NVMeOFConnector(Connector):
         self.actions: NvmeActions = (actions if actions is not None
                                      else PrivilegedNvmeActions(self.roots))
         self._identity: nvme_identity.HostIdentity | None = None
+        self._identity_lock = threading.Lock()
 
     # ------------------------------------------------------------------ helpers
     def supports_multipath(self) -> bool:
@@ -162,16 +167,25 @@ class NVMeOFConnector(Connector):
     def host_identity(self) -> nvme_identity.HostIdentity:
         """This host's NQN and host ID (created once if missing)."""
         if self._identity is None:
-            self._identity = nvme_identity.ensure_identity(
-                self.roots, self.actions.write_host_identity)
+            with self._identity_lock:  # concurrent first attaches create it once
+                if self._identity is None:
+                    self._identity = nvme_identity.ensure_identity(
+                        self.roots, self.actions.write_host_identity)
         return self._identity
 
     def _hostnqn(self, target: NVMeTarget) -> str:
         return target.host_nqn or self.host_identity().hostnqn
 
+    def _rw(self, target: NVMeTarget) -> locking.ReaderWriterLock:
+        """The subsystem's lock: shared to return an already visible namespace, exclusive
+        to create or delete controllers (so a detach deleting a controller never races
+        an attach returning one of its namespaces)."""
+        return locking.target_rw_lock("nvme", target.nqn, lock_path=self.opts.lock_path)
+
     @contextlib.contextmanager
     def _lock(self, target: NVMeTarget) -> Iterator[None]:
-        with locking.target_lock("nvme", target.nqn, lock_path=self.opts.lock_path):
+        """The subsystem lock, exclusive."""
+        with self._rw(target).exclusive():
             yield
 
     def _topology(self, nqn: str, hostnqn: str | None,
@@ -239,8 +253,7 @@ class NVMeOFConnector(Connector):
             target = props.targets[0]
             mp = _MapRequest(bool(props.enforce_multipath or self.opts.enforce_multipath)) \
                 if self.use_multipath else None
-            with self._lock(target):
-                path = self.roots.devfs(self._attach_target(target, deadline, mp).name)
+            path = self.roots.devfs(self._attach_locked(target, deadline, mp).name)
             if mp is not None and mp.result is not None:
                 LOG.info("attached NVMe-oF volume at %s (map of %s) in %.3fs",
                          self.roots.devfs(mp.result.dm_name), path, time.monotonic() - start)
@@ -249,19 +262,38 @@ class NVMeOFConnector(Connector):
         LOG.info("attached NVMe-oF volume at %s in %.3fs", path, time.monotonic() - start)
         return {"type": "block", "path": path}
 
-    def _attach_target(self, target: NVMeTarget, deadline: Deadline,
+    def _attach_locked(self, target: NVMeTarget, deadline: Deadline,
                        mp: _MapRequest | None = None) -> hostnvme.NvmeNamespace:
-        """Attach one target (subsystem lock held); the verified namespace device.
+        """Attach one target: the fast path under the shared subsystem lock, else the
+        full attach under the exclusive one.
 
-        When no portal needs a connect and a controller already shows the namespace,
-        that is the answer: no rescan, no watch, no wait (the namespace is verified).
-        Otherwise live controllers are rescanned (a backend may not send an AEN)
-        unless the namespace is already visible, missing portals are connected and
-        the namespace is awaited.
+        While another thread of this process changes the subsystem (holds or awaits the
+        exclusive lock), a failed fast path waits for it and looks again instead of
+        queueing for the exclusive lock behind it.
         """
+        rw = self._rw(target)
+        for looks in range(self.max_shared_looks, -1, -1):
+            with rw.shared():
+                ns = self._fast_path(target, mp)
+            if ns is not None:
+                return ns
+            if looks and not deadline.expired and rw.wait_for_writers():
+                continue
+            with rw.exclusive():
+                return self._attach_target(target, deadline, mp)
+        raise AssertionError("unreachable: the last look takes the exclusive lock")
+
+    def _fast_path(self, target: NVMeTarget,
+                   mp: _MapRequest | None) -> hostnvme.NvmeNamespace | None:
+        """The verified namespace when it is visible through a controller and no portal
+        needs a connect (no rescan, watch or wait; a subsystem lock is held); else None."""
         if not target.identified:
-            raise DeviceNotFound(f"target {target.nqn} names no namespace (no uuid, nguid "
-                                 f"or ns_id): refusing to guess")
+            return None
+        return self._plan(target, mp)[0]
+
+    def _plan(self, target: NVMeTarget, mp: _MapRequest | None
+              ) -> tuple[hostnvme.NvmeNamespace | None, Any]:
+        """(the fast-path answer or None, the state the full attach continues from)."""
         hostnqn = self._hostnqn(target)
         native = hostnvme.native_multipath_enabled(self.roots)
         all_paths = native or self.use_multipath
@@ -280,7 +312,26 @@ class NVMeOFConnector(Connector):
             self._verify(visible, target)
             LOG.debug("%s of %s already visible as %s: no rescan", _identity_of(target),
                       target.nqn, visible.name)
-            return visible
+            return visible, None
+        return None, (hostnqn, native, all_paths, present, live, missing, connect, visible)
+
+    def _attach_target(self, target: NVMeTarget, deadline: Deadline,
+                       mp: _MapRequest | None = None) -> hostnvme.NvmeNamespace:
+        """Attach one target (subsystem lock held); the verified namespace device.
+
+        When no portal needs a connect and a controller already shows the namespace,
+        that is the answer: no rescan, no watch, no wait (the namespace is verified).
+        Otherwise live controllers are rescanned (a backend may not send an AEN)
+        unless the namespace is already visible, missing portals are connected and
+        the namespace is awaited.
+        """
+        if not target.identified:
+            raise DeviceNotFound(f"target {target.nqn} names no namespace (no uuid, nguid "
+                                 f"or ns_id): refusing to guess")
+        found, state = self._plan(target, mp)
+        if found is not None:
+            return found
+        hostnqn, native, all_paths, present, live, missing, connect, visible = state
         created: list[str] = []
         errors: dict[str, str] = {}
         with self._watch() as watch:  # opened before acting: no event can be missed

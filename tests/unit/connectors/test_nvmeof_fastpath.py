@@ -96,7 +96,7 @@ def test_detach_flushes_before_taking_the_subsystem_lock(tmp_path, roots):
         except Exception as exc:  # noqa: BLE001
             errors.append(exc)
 
-    with locking.target_lock("nvme", NQN, lock_path=conn.opts.lock_path):
+    with locking.target_rw_lock("nvme", NQN, lock_path=conn.opts.lock_path).exclusive():
         worker = threading.Thread(target=detach)
         worker.start()
         for _ in range(500):
@@ -127,3 +127,107 @@ def test_detach_of_one_of_many_keeps_the_controller_without_reading_the_others(t
     assert kernel.controller_names() == ["nvme0"]          # 7 other namespaces keep it
     assert kernel.flushed == [info["path"]]
     assert {os.path.basename(p) for p in read} == {os.path.basename(info["path"])}
+
+
+def _eight(kernel):
+    uuids = [str(__import__("uuid").UUID(int=0x100 + i)) for i in range(1, 9)]
+    kernel.add_target(NQN, [tcp()], [FakeNs(i, u, None) for i, u in enumerate(uuids, 1)])
+    return uuids
+
+
+class _Meter:
+    """Wraps a connector method: records intervals and the peak number inside at once."""
+
+    def __init__(self, fn, hold):
+        self.fn, self.hold = fn, hold
+        self.guard = threading.Lock()
+        self.inside = self.peak = 0
+        self.spans: list[tuple[float, float]] = []
+
+    def __call__(self, *args, **kwargs):
+        import time
+        with self.guard:
+            self.inside += 1
+            self.peak = max(self.peak, self.inside)
+        start = time.monotonic()
+        try:
+            time.sleep(self.hold)
+            return self.fn(*args, **kwargs)
+        finally:
+            end = time.monotonic()
+            with self.guard:
+                self.inside -= 1
+                self.spans.append((start, end))
+
+
+def _in_threads(fns):
+    results, errors = [None] * len(fns), []
+    barrier = threading.Barrier(len(fns))
+
+    def run(i):
+        barrier.wait(10)
+        try:
+            results[i] = fns[i]()
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(fns))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return results, errors
+
+
+def test_concurrent_attaches_of_visible_namespaces_overlap_under_the_shared_lock(tmp_path,
+                                                                                roots):
+    kernel, conn = make(tmp_path, roots)
+    uuids = _eight(kernel)
+    conn.connect_volume(props(vol_uuid=uuids[0]))        # the controller exists
+    meter = conn._verify = _Meter(conn._verify, 0.1)
+    conn._watch_factory = _no_watch
+
+    results, errors = _in_threads([lambda u=u: conn.connect_volume(props(vol_uuid=u))
+                                   for u in uuids])
+
+    assert errors == []
+    assert meter.peak > 1                                  # they held the lock together
+    assert [r["path"] for r in results] == [roots.devfs(f"nvme0n{i}") for i in range(1, 9)]
+    assert len(kernel.requests) == 1 and kernel.rescans == []
+
+
+def test_concurrent_first_attaches_connect_once_and_all_succeed(tmp_path, roots):
+    kernel, conn = make(tmp_path, roots)
+    uuids = _eight(kernel)
+
+    results, errors = _in_threads([lambda u=u: conn.connect_volume(props(vol_uuid=u))
+                                   for u in uuids])
+
+    assert errors == []
+    assert sorted(r["path"] for r in results) == sorted(
+        roots.devfs(f"nvme0n{i}") for i in range(1, 9))
+    assert len(kernel.requests) == 1 and kernel.controller_names() == ["nvme0"]
+
+
+def test_attach_and_detach_of_one_subsystem_never_overlap(tmp_path, roots):
+    kernel, conn = make(tmp_path, roots)
+    uuids = _eight(kernel)
+    infos = {u: conn.connect_volume(props(vol_uuid=u)) for u in uuids[:2]}
+    attach = conn._verify = _Meter(conn._verify, 0.03)
+    detach = conn._detach_target = _Meter(conn._detach_target, 0.1)
+
+    def attaches(us):
+        return lambda: [conn.connect_volume(props(vol_uuid=u)) for u in us]
+
+    _, errors = _in_threads(
+        [attaches(uuids[2:5]), attaches(uuids[5:8]), attaches(uuids[2:8:2]),
+         lambda: conn.disconnect_volume(props(vol_uuid=uuids[0]), infos[uuids[0]]),
+         lambda: conn.disconnect_volume(props(vol_uuid=uuids[1]), infos[uuids[1]])])
+
+    assert errors == []
+    assert len(detach.spans) == 2 and len(attach.spans) >= 9
+    assert attach.peak > 1 and detach.peak == 1
+    for d in detach.spans:
+        for a in attach.spans:
+            assert not (a[0] < d[1] and d[0] < a[1]), (a, d)
+    assert kernel.controller_names() == ["nvme0"]         # the others keep it
