@@ -1,6 +1,7 @@
 """Target fixtures for the real-kernel lab VM (tools/kernel-lab): LIO iSCSI,
-nvmet over TCP, FCoE + tcm_fc, nvme-fcloop. Configfs writes only; guest-only (root,
-lab kernel). Every target is a :class:`LabTarget`: ``create()``/``destroy()`` or ``with``."""
+nvmet over TCP/RDMA, FCoE + tcm_fc, nvme-fcloop, soft-RoCE (rxe). Configfs writes
+only; guest-only (root, lab kernel). Every target is a :class:`LabTarget`:
+``create()``/``destroy()`` or ``with``."""
 
 from ._sys import LabError, wait_for
 from .base import LabTarget
@@ -8,9 +9,10 @@ from .fcloop import FcLoop, fcloop_available
 from .fcoe import FcoeFabric, FcoeTarget
 from .lio import LioIscsiTarget, LioLun, local_initiator_iqn
 from .nvmet import NvmetNamespace, NvmetPort, NvmetSubsystem
+from .rxe import RxeLink, rxe_available
 
 IN_LAB_ENV = "BRICK_LAB"
 
 __all__ = ["FcLoop", "fcloop_available", "FcoeFabric", "FcoeTarget", "IN_LAB_ENV", "LabError", "LabTarget",
-           "LioIscsiTarget", "LioLun", "NvmetNamespace", "NvmetPort", "NvmetSubsystem", "local_initiator_iqn",
-           "wait_for"]
+           "LioIscsiTarget", "LioLun", "NvmetNamespace", "NvmetPort", "NvmetSubsystem", "RxeLink",
+           "local_initiator_iqn", "rxe_available", "wait_for"]

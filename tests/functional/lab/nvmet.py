@@ -147,16 +147,19 @@ class NvmetSubsystem(LabTarget):
         return n
 
     def add_port(self, portal: str, trtype: str = "tcp") -> NvmetPort:
-        """Export on ``portal``: "ip:port" for tcp, "nn-0x..:pn-0x.." (the
+        """Export on ``portal``: "ip:port" for tcp and rdma (an rdma address
+        needs an RDMA device, see :class:`RxeLink`), "nn-0x..:pn-0x.." (the
         target port's names, see :class:`FcLoop`) for fc."""
-        if trtype == "tcp":
+        if trtype in ("tcp", "rdma"):
             traddr, _, trsvcid = portal.rpartition(":")
             adrfam = "ipv4"
+            if trtype == "rdma":
+                modprobe("nvmet_rdma")
         elif trtype == "fc":
             traddr, trsvcid, adrfam = portal, "none", "fc"
             modprobe("nvmet_fc")
         else:
-            raise ValueError("trtype must be tcp or fc")
+            raise ValueError("trtype must be tcp, rdma or fc")
         existing = self._find_port(trtype, traddr, trsvcid)
         if existing is not None:
             # another subsystem already listens there: share its port (a second
