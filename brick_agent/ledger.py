@@ -128,9 +128,10 @@ def device_identity(roots: HostRoots, path: str | None) -> str | None:
     if not path:
         return None
     final = resolve_dev_path(roots, path)
-    real = None if final is None else sysfs.resolve(
-        roots.sysfs("class", "block", os.path.basename(final)))
-    if real is None:   # not a kernel name (a dm node made without udev...): the slow way
+    # read through the class link (the kernel follows it: no lstat per component)
+    real = None if final is None else roots.sysfs("class", "block", os.path.basename(final))
+    if real is None or not os.path.isdir(real):
+        # not a kernel name (a dm node made without udev...): the slow way
         return identity_of(block_device_for_path(roots, path))
     dm_uuid = sysfs.read_attr(os.path.join(real, "dm", "uuid"))
     if dm_uuid and dm_uuid.startswith("mpath-"):

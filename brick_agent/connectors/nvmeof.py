@@ -196,7 +196,8 @@ class NVMeOFConnector(Connector):
         ``only``: namespaces that cannot be this target's (another UUID) may be left out.
         """
         all_ctrls, all_nss = hostnvme.subsystem_view(
-            self.roots, nqn, uuid=only.uuid if only is not None else None)
+            self.roots, nqn, uuid=only.uuid if only is not None else None, lean=True,
+            nsid=only.nsid if only is not None else None)
         ctrls = [c for c in all_ctrls
                  if c.subsysnqn == nqn and c.transport != "pcie"
                  and (hostnqn is None or c.hostnqn in (None, hostnqn))]
@@ -538,7 +539,7 @@ class NVMeOFConnector(Connector):
 
     def _verify(self, ns: hostnvme.NvmeNamespace, target: NVMeTarget) -> None:
         """Re-read the device's identity (its own sysfs directory) right before returning it."""
-        again = hostnvme.read_namespace(self.roots, ns)
+        again = hostnvme.read_namespace(self.roots, ns, identity_only=True)
         if again is None or not matches(again, target):
             raise VolumeIdentityMismatch(
                 f"{ns.name} changed identity while attaching {_identity_of(target)}")

@@ -175,11 +175,73 @@ def head_name(path_name: str) -> str:
 
 def native_multipath_enabled(roots: HostRoots = DEFAULT_ROOTS) -> bool:
     """nvme_core's ``multipath`` parameter is ``Y`` (False when the module is absent)."""
-    value = sysfs.read_attr(roots.sysfs("module", "nvme_core", "parameters", "multipath"))
+    value = _read(roots.sysfs("module", "nvme_core", "parameters", "multipath"))
     return (value or "").upper() in ("Y", "1")
 
 
 # ---------------------------------------------------------------- readers
+
+# Lean primitives: these readers run on every attach, often from many threads at
+# once, where each syscall gives up the GIL.  Same results as sysfs.read_attr /
+# list_dir + isdir / resolve, in fewer syscalls (no fstat/ioctl per open, d_type
+# instead of a stat per entry, one readlink instead of an lstat per component).
+
+def _read(path: str) -> str | None:
+    """:func:`sysfs.read_attr` in three syscalls (a sysfs attribute is one page at most)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in sysfs._UNREADABLE:  # noqa: SLF001 - one module's policy
+            return None
+        raise
+    try:
+        data = os.read(fd, 65536)
+    except OSError as exc:
+        if exc.errno in sysfs._UNREADABLE:  # noqa: SLF001
+            return None
+        raise
+    finally:
+        os.close(fd)
+    return data.decode("utf-8", errors="replace").strip()
+
+
+def _int(path: str) -> int | None:
+    text = _read(path)
+    if text is None:
+        return None
+    try:
+        return int(text, 10)
+    except ValueError:
+        return None
+
+
+def _entries(path: str, rx: re.Pattern[str], dirs: bool = False) -> list[str]:
+    """Sorted entries of ``path`` full-matching ``rx`` (only directories, following
+    symlinks like ``os.path.isdir``, when ``dirs``); ``[]`` if missing."""
+    try:
+        with os.scandir(path) as it:
+            names = [e.name for e in it if rx.fullmatch(e.name)
+                     and (not dirs or e.is_dir())]
+    except OSError as exc:
+        if exc.errno in sysfs._UNREADABLE:  # noqa: SLF001
+            return []
+        raise
+    return sorted(names, key=sysfs.natural_key)
+
+
+def _resolve_in(real_base: str, name: str) -> str | None:
+    """Canonical directory of entry ``name`` of the canonical directory ``real_base``
+    (a class directory of links into /sys/devices): one readlink and one stat."""
+    path = os.path.join(real_base, name)
+    try:
+        link = os.readlink(path)
+    except OSError:
+        return sysfs.resolve(path)   # not a link (or gone): the general way
+    target = os.path.normpath(os.path.join(real_base, link))
+    if os.path.isabs(link) or not os.path.isdir(target):
+        return sysfs.resolve(path)
+    return target
+
 
 def _subsystem_dirs(roots: HostRoots) -> dict[str, str]:
     base = roots.sysfs("class", "nvme-subsystem")
@@ -194,35 +256,53 @@ def _controller_to_subsystem(roots: HostRoots) -> dict[str, str]:
     return mapping
 
 
-def read_controller(roots: HostRoots, name: str, subsystem_name: str | None = None) -> NvmeController | None:
-    real = sysfs.resolve(roots.sysfs("class", "nvme", name))
+#: Controller attributes an attach needs (``read_controller(..., lean=True)``).
+LEAN_CONTROLLER_FIELDS = ("subsysnqn", "transport", "address", "state", "hostnqn")
+
+
+def read_controller(roots: HostRoots, name: str, subsystem_name: str | None = None,
+                    *, lean: bool = False, subsysnqn: str | None = None,
+                    real: str | None = None) -> NvmeController | None:
+    """Controller ``name`` (None when gone).
+
+    ``lean``: only :data:`LEAN_CONTROLLER_FIELDS` and the namespace entries are read
+    (``cntlid`` and ``hostid`` are None; a controller without a readable ``state`` is
+    taken as gone: None); ``subsysnqn``, when given, is the NQN of the
+    subsystem the caller found the controller linked under (the kernel prints the
+    subsystem's NQN for the controller too), so it is not read again.
+    ``real``: the controller's canonical sysfs directory when the caller resolved it.
+    """
+    if real is None:
+        real = sysfs.resolve(roots.sysfs("class", "nvme", name))
     if real is None:
         return None
 
     def attr(n: str) -> str | None:
-        return sysfs.read_attr(os.path.join(real, n)) or None
+        return _read(os.path.join(real, n)) or None
 
+    state = attr("state")
+    if lean and state is None:
+        return None   # every controller shows a state: it is being removed
     raw = attr("address")
     addr = parse_address(raw)
     if subsystem_name is None:
         subsystem_name = _controller_to_subsystem(roots).get(name)
     return NvmeController(
         name=name,
-        subsysnqn=attr("subsysnqn"),
+        subsysnqn=subsysnqn if subsysnqn is not None else attr("subsysnqn"),
         transport=attr("transport"),
         traddr=addr.get("traddr"),
         trsvcid=addr.get("trsvcid"),
         host_traddr=addr.get("host_traddr"),
         host_iface=addr.get("host_iface"),
-        state=attr("state"),
-        cntlid=sysfs.read_int(os.path.join(real, "cntlid")),
+        state=state,
+        cntlid=None if lean else _int(os.path.join(real, "cntlid")),
         hostnqn=attr("hostnqn"),
         address=raw,
         subsystem_name=subsystem_name,
         src_addr=addr.get("src_addr"),
-        hostid=attr("hostid"),
-        namespaces=tuple(e for e in sysfs.list_dir(real, _NS_RE)
-                         if os.path.isdir(os.path.join(real, e))),
+        hostid=None if lean else attr("hostid"),
+        namespaces=tuple(_entries(real, _NS_RE, dirs=True)),
         sysfs_path=real,
     )
 
@@ -258,12 +338,15 @@ def nvme_subsystems(roots: HostRoots = DEFAULT_ROOTS) -> list[NvmeSubsystem]:
     return out
 
 
-def _ns_identity(path: str) -> tuple[int | None, str | None, str | None, str | None, str | None]:
-    """(nsid, uuid, nguid, wwid, eui64) of a namespace directory, canonical."""
-    nsid = sysfs.read_int(os.path.join(path, "nsid"))
-    wwid = sysfs.read_attr(os.path.join(path, "wwid")) or None
-    nguid = canonical_nguid(sysfs.read_attr(os.path.join(path, "nguid")))
-    raw_uuid = sysfs.read_attr(os.path.join(path, "uuid"))
+def _ns_ids(path: str, wwid: str | None = None,
+            ) -> tuple[int | None, str | None, str | None, str | None]:
+    """(nsid, uuid, nguid, wwid) of a namespace directory, canonical
+    (``wwid``: the attribute as the caller just read it)."""
+    nsid = _int(os.path.join(path, "nsid"))
+    if wwid is None:
+        wwid = _read(os.path.join(path, "wwid")) or None
+    nguid = canonical_nguid(_read(os.path.join(path, "nguid")))
+    raw_uuid = _read(os.path.join(path, "uuid"))
     uuid = canonical_uuid(raw_uuid)
     if uuid is not None:
         if wwid is not None:
@@ -271,7 +354,15 @@ def _ns_identity(path: str) -> tuple[int | None, str | None, str | None, str | N
                 uuid = None  # the kernel printed the NGUID as uuid (no real UUID)
         elif nguid is not None and uuid.replace("-", "") == nguid:
             uuid = None
-    eui = sysfs.read_attr(os.path.join(path, "eui"))
+    return nsid, uuid, nguid, wwid
+
+
+def _ns_identity(path: str, wwid: str | None = None,
+                 ) -> tuple[int | None, str | None, str | None, str | None, str | None]:
+    """(nsid, uuid, nguid, wwid, eui64) of a namespace directory, canonical
+    (``wwid``: the attribute as the caller just read it)."""
+    nsid, uuid, nguid, wwid = _ns_ids(path, wwid)
+    eui = _read(os.path.join(path, "eui"))
     eui64 = eui.replace(" ", "").lower() if eui else None
     if eui64 is not None and (not re.fullmatch(r"[0-9a-f]+", eui64) or int(eui64, 16) == 0):
         eui64 = None
@@ -344,7 +435,7 @@ def nvme_namespaces(roots: HostRoots = DEFAULT_ROOTS) -> list[NvmeNamespace]:
 
 
 def _size(path: str) -> int | None:
-    sectors = sysfs.read_int(os.path.join(path, "size"))
+    sectors = _int(os.path.join(path, "size"))
     return None if sectors is None else sectors * SECTOR
 
 
@@ -403,7 +494,8 @@ def find_namespaces(roots: HostRoots = DEFAULT_ROOTS, nqn: str | None = None,
 
 # ---------------------------------------------------------------- one subsystem
 
-def subsystem_view(roots: HostRoots, nqn: str, uuid: str | None = None,
+def subsystem_view(roots: HostRoots, nqn: str, uuid: str | None = None, *,
+                   lean: bool = False, nsid: int | None = None,
                    ) -> tuple[list[NvmeController], list[NvmeNamespace]]:
     """Controllers and namespace devices of the subsystem(s) with NQN ``nqn`` only.
 
@@ -414,50 +506,72 @@ def subsystem_view(roots: HostRoots, nqn: str, uuid: str | None = None,
     identified the subsystem, whether or not native multipath is on).
 
     ``uuid``: only namespaces that may carry this UUID are returned; one whose
-    ``wwid`` shows it has another UUID or none is skipped after that one read.
+    ``wwid`` shows it has another UUID or none is skipped after that one read, and
+    the heads' scan stops at the one that has it (``nsid``: the head to try first).
+    ``lean``: controllers are read with ``read_controller(lean=True)`` (what an
+    attach needs; ``cntlid``/``hostid`` None).
     """
     ctrls: list[NvmeController] = []
     namespaces: list[NvmeNamespace] = []
     wanted = canonical_uuid(uuid)
     want_wwid = None if wanted is None else f"uuid.{wanted}"
+    hint = nsid
 
-    def skip(path: str) -> bool:
+    def keep(path: str) -> tuple[bool, str | None]:
+        """(may carry the UUID, the wwid read to decide)."""
         if want_wwid is None:
-            return False
-        wwid = sysfs.read_attr(os.path.join(path, "wwid"))
-        return bool(wwid) and wwid.strip().lower() != want_wwid
+            return True, None
+        wwid = _read(os.path.join(path, "wwid"))
+        return (not wwid or wwid.lower() == want_wwid), (wwid or None)
 
-    for sname, sdir in _subsystem_dirs(roots).items():
-        real = sysfs.resolve(sdir)
-        if real is None or (sysfs.read_attr(os.path.join(real, "subsysnqn")) or None) != nqn:
+    class_base = sysfs.resolve(roots.sysfs("class", "nvme-subsystem"))
+    ctrl_base = sysfs.resolve(roots.sysfs("class", "nvme"))
+    if class_base is None:
+        return ctrls, namespaces
+    for sname in _entries(class_base, _SUBSYS_RE):
+        real = _resolve_in(class_base, sname)
+        if real is None or (_read(os.path.join(real, "subsysnqn")) or None) != nqn:
             continue
         mine = []
-        for cname in sysfs.list_dir(real, _CTRL_RE):
-            ctrl = read_controller(roots, cname, sname)
+        for cname in _entries(real, _CTRL_RE):
+            creal = _resolve_in(ctrl_base, cname) if ctrl_base is not None else None
+            ctrl = read_controller(roots, cname, sname, lean=lean, real=creal,
+                                   subsysnqn=nqn if lean else None) \
+                if creal is not None else None
             if ctrl is not None:
                 mine.append(ctrl)
         ctrls += mine
-        heads = [e for e in sysfs.list_dir(real, _HEAD_RE) if os.path.isdir(os.path.join(real, e))]
+        heads = _entries(real, _HEAD_RE, dirs=True)
+        if hint is not None and want_wwid is not None:
+            # the likely head first (instances follow NSIDs on a first scan)
+            guess = f"nvme{sname[len('nvme-subsys'):]}n{hint}"
+            heads.sort(key=lambda h: h != guess)
+        found: list[NvmeNamespace] = []
         for head in heads:
             hdir = os.path.join(real, head)
-            if skip(hdir):
+            ok, seen = keep(hdir)
+            if not ok:
                 continue
-            nsid, ns_uuid, nguid, wwid, eui64 = _ns_identity(hdir)
+            nsid, ns_uuid, nguid, wwid, eui64 = _ns_identity(hdir, seen)
             paths = [(c.name, p) for c in mine for p in c.namespaces
                      if _PATH_RE.fullmatch(p) and head_name(p) == head]
-            namespaces.append(NvmeNamespace(
+            found.append(NvmeNamespace(
                 name=head, nsid=nsid, uuid=ns_uuid, nguid=nguid, wwid=wwid,
                 size_bytes=_size(hdir), subsystem_name=sname,
                 controllers=tuple(c for c, _ in paths), paths=tuple(p for _, p in paths),
                 native_multipath=True, devpath=roots.devfs(head), sysfs_path=hdir, eui64=eui64))
+            if seen is not None and ns_uuid is not None:
+                break   # the kernel refuses a second head with the same UUID in a subsystem
+        namespaces += sorted(found, key=lambda ns: sysfs.natural_key(ns.name))
         for c in mine:
             for p in c.namespaces:
                 if _PATH_RE.fullmatch(p) or c.sysfs_path is None:
                     continue
                 ndir = os.path.join(c.sysfs_path, p)
-                if skip(ndir):
+                ok, seen = keep(ndir)
+                if not ok:
                     continue
-                nsid, ns_uuid, nguid, wwid, eui64 = _ns_identity(ndir)
+                nsid, ns_uuid, nguid, wwid, eui64 = _ns_identity(ndir, seen)
                 namespaces.append(NvmeNamespace(
                     name=p, nsid=nsid, uuid=ns_uuid, nguid=nguid, wwid=wwid,
                     size_bytes=_size(ndir), subsystem_name=sname, controllers=(c.name,),
@@ -466,12 +580,19 @@ def subsystem_view(roots: HostRoots, nqn: str, uuid: str | None = None,
     return ctrls, namespaces
 
 
-def read_namespace(roots: HostRoots, ns: NvmeNamespace) -> NvmeNamespace | None:
+def read_namespace(roots: HostRoots, ns: NvmeNamespace, *,
+                   identity_only: bool = False) -> NvmeNamespace | None:
     """``ns`` with its identity and size read again from its own sysfs directory
-    (None when the directory is gone)."""
+    (None when the directory is gone).  ``identity_only``: nsid, uuid, nguid and
+    wwid only (size and EUI-64 kept from ``ns``: a check before returning a device)."""
     path = ns.sysfs_path
     if path is None or not os.path.isdir(path):
         return None
+    if identity_only:
+        nsid, uuid, nguid, wwid = _ns_ids(path)
+        if nsid is None and wwid is None:
+            return None
+        return dataclasses.replace(ns, nsid=nsid, uuid=uuid, nguid=nguid, wwid=wwid)
     nsid, uuid, nguid, wwid, eui64 = _ns_identity(path)
     if nsid is None and wwid is None:
         return None

@@ -120,7 +120,7 @@ def test_detach_of_one_of_many_keeps_the_controller_without_reading_the_others(t
     info = conn.connect_volume(props(vol_uuid=mine))
     read = []
     real = hostnvme._ns_identity
-    monkeypatch.setattr(hostnvme, "_ns_identity", lambda p: read.append(p) or real(p))
+    monkeypatch.setattr(hostnvme, "_ns_identity", lambda p, *a: read.append(p) or real(p, *a))
 
     conn.disconnect_volume(props(vol_uuid=mine), info)
 
