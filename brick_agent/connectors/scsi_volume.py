@@ -395,12 +395,12 @@ class ScsiVolumeOps:
         side is done and udev removes them when it gets to the event."""
         def present() -> bool:
             return (any(scsi_device(self.roots, h) for h in hctls)
-                    or any(not udev.udev_forgot(self.roots, e) for e in entries))
+                    or any(not udev.udev_forgot(self.roots, e, watch) for e in entries))
         try:
             watch.wait_gone(present, deadline or Deadline.after(self.device_removal_timeout),
                             what="SCSI devices " + ", ".join(map(str, hctls)))
         except DeviceNotFound:
-            late = [e.name for e in entries if not udev.udev_forgot(self.roots, e)]
+            late = [e.name for e in entries if not udev.udev_forgot(self.roots, e, watch)]
             if late:
                 LOG.warning("udev has not removed the links of %s yet", ", ".join(late))
             return [f"{h} (still present)" for h in hctls
@@ -513,7 +513,7 @@ class ScsiVolumeOps:
                                     Deadline.after(self.device_removal_timeout),
                                     what=f"map {mpath.dm_name}")
                     try:   # and udev's links of the map (/dev/mapper, by-id/dm-*)
-                        watch.wait_gone(lambda: any(not udev.udev_forgot(self.roots, e)
+                        watch.wait_gone(lambda: any(not udev.udev_forgot(self.roots, e, watch)
                                                     for e in map_entries),
                                         Deadline.after(self.device_removal_timeout),
                                         what=f"udev links of {mpath.dm_name}")

@@ -26,7 +26,11 @@ Nothing here acts on devices; pyudev is only used to listen.
 Removal: :func:`udev_entry` (read before a device is deleted) and
 :func:`udev_forgot` tell when udev has processed the device's "remove" event
 (database entry and /dev links gone), so a detach can wait on udev's events
-until nothing it deleted is left in ``/dev/disk``.
+until nothing it deleted is left in ``/dev/disk``.  With a ``netlink-udev``
+watch the answer is the "remove" event itself (udev sends it once its rules
+ran); the database file and links are only a fallback: udev drops the file while
+it re-processes a device, and may still be processing the "add" of a device a
+quick detach deletes (its links then appear after the deletion).
 """
 
 from __future__ import annotations
@@ -103,6 +107,8 @@ class DeviceWatch:
         self.checks = 0
         self.last_event: Any = None
         self.open_error: str | None = None
+        #: kernel names of devices whose "remove" event this watch received
+        self.removed: set[str] = set()
 
     # ------------------------------------------------------------ lifecycle
     def __enter__(self) -> "DeviceWatch":
@@ -178,6 +184,16 @@ class DeviceWatch:
     def _note(self, event: Any) -> None:
         self.events_seen += 1
         self.last_event = event
+        if getattr(event, "action", None) == "remove":
+            name = getattr(event, "sys_name", None)
+            if name:
+                self.removed.add(name)
+
+    @property
+    def sees_udev_removals(self) -> bool:
+        """True when this watch receives udev's own events (sent after udev processed
+        a device), so a "remove" event means the device's links are gone."""
+        return self.mode == "netlink-udev"
 
     def wait_for(self, predicate: Callable[[], T | None], deadline: Deadline,
                  what: str = "device") -> T:
@@ -264,31 +280,60 @@ class UdevEntry:
 
 def udev_entry(roots: HostRoots, name: str) -> UdevEntry | None:
     """udev's view of block device ``name`` now (read it *before* deleting the device);
-    ``None`` without udev or when udev has not processed the device."""
+    ``None`` without udev or when the device is unknown.  Links come from udev's
+    database, or from ``/dev/disk`` while udev has no database file for it."""
     if not udev_running(roots):
         return None
+    name = os.path.basename(name)
     path = udev_db_path(roots, name)
-    if path is None or not os.path.exists(path):
+    if path is None:
         return None
-    return UdevEntry(os.path.basename(name), path, udev_links(roots, name))
+    links = udev_links(roots, name) if os.path.exists(path) else ()
+    return UdevEntry(name, path, links or tuple(dangling_links_to(roots, name)))
 
 
-def udev_forgot(roots: HostRoots, entry: UdevEntry) -> bool:
-    """True once udev has processed the removal of ``entry``'s device: its database file
-    is gone and none of its links points to it any more.  A new device under the same
-    name (the kernel reuses sd names) ends the wait too: the links are then the new
-    device's business, not dangling."""
+def udev_forgot(roots: HostRoots, entry: UdevEntry, watch: "DeviceWatch | None" = None) -> bool:
+    """True once udev has processed the removal of ``entry``'s device.
+
+    With a watch on udev's events (opened before the device was deleted) that is its
+    "remove" event.  Otherwise: the database file is gone and no link points to the
+    device any more.  A new device under the same name (the kernel reuses sd names)
+    ends the wait too: the links are then the new device's business, not dangling.
+    """
+    if watch is not None and watch.sees_udev_removals:
+        return entry.name in watch.removed
     if os.path.exists(roots.sysfs("class", "block", entry.name)):
         return True
     if os.path.exists(entry.db_path):
         return False
-    for link in entry.links:
+    return not any(_points_to(link, entry.name) for link in entry.links) \
+        and not dangling_links_to(roots, entry.name)
+
+
+def _points_to(link: str, name: str) -> bool:
+    try:
+        return os.path.basename(os.readlink(link)) == name
+    except OSError:
+        return False
+
+
+def dangling_links_to(roots: HostRoots, name: str) -> list[str]:
+    """Links under ``<dev>/disk/*/`` that point to block device ``name`` (dangling once
+    the device is gone: udev may remove a link its database did not list)."""
+    found = []
+    base = roots.devfs("disk")
+    try:
+        kinds = os.listdir(base)
+    except OSError:
+        return found
+    for kind in kinds:
         try:
-            if os.path.basename(os.readlink(link)) == entry.name:
-                return False
+            links = os.listdir(os.path.join(base, kind))
         except OSError:
             continue
-    return True
+        found += [os.path.join(base, kind, link) for link in links
+                  if _points_to(os.path.join(base, kind, link), name)]
+    return found
 
 
 def udev_settled_for(roots: HostRoots, name: str, deadline: Deadline,

@@ -35,9 +35,16 @@ def links_of(iqn: str) -> list[str]:
 
 
 def dangling_links() -> list[str]:
-    """/dev/disk links whose target is gone (what the audit reports as dangling_link)."""
-    return sorted(p for p in glob.glob("/dev/disk/*/*")
-                  if os.path.islink(p) and not os.path.exists(p))
+    """/dev/disk links whose target is gone (what the audit reports as dangling_link),
+    as ``link -> target``."""
+    found = []
+    for path in glob.glob("/dev/disk/*/*"):
+        try:
+            if not os.path.exists(path):
+                found.append(f"{path} -> {os.readlink(path)}")
+        except OSError:  # removed meanwhile
+            continue
+    return sorted(found)
 
 
 def node_records(iqn: str) -> list[str]:

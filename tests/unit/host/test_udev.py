@@ -265,3 +265,84 @@ def test_real_kernel_uevent_wakes_the_watch():
             timer.cancel()
         assert time.monotonic() - t0 < 2
         assert seen.subsystem == "mem" and seen.action == "change" and seen.sys_name == "null"
+
+
+def _removed_disk(tmp_path, links):
+    """A host where block device ``sdf`` is gone (no sysfs entry, no udev database file)
+    and ``links`` (relative to <dev>/disk) still point to it."""
+    from brick_agent.host.roots import HostRoots
+    roots = HostRoots.under(str(tmp_path))
+    for link in links:
+        path = roots.devfs("disk", link)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.symlink("../../sdf", path)
+    entry = udev.UdevEntry("sdf", roots.runfs("udev", "data", "b8:80"),
+                           (roots.devfs("disk", "by-path", "ip-lun-3"),))
+    return roots, entry
+
+
+def test_udev_forgot_waits_for_a_link_the_database_did_not_list(tmp_path):
+    """udev removes the database file before the links; a link not captured from the
+    database (by-diskseq) still pointing to the device means udev is not done."""
+    roots, entry = _removed_disk(tmp_path, ["by-diskseq/38"])
+    assert not udev.udev_forgot(roots, entry)
+    assert udev.dangling_links_to(roots, "sdf") == [roots.devfs("disk", "by-diskseq", "38")]
+    os.unlink(roots.devfs("disk", "by-diskseq", "38"))
+    assert udev.udev_forgot(roots, entry)
+
+
+def test_udev_forgot_waits_for_listed_links_and_accepts_a_reused_name(tmp_path):
+    roots, entry = _removed_disk(tmp_path, ["by-path/ip-lun-3"])
+    assert not udev.udev_forgot(roots, entry)
+    os.makedirs(roots.sysfs("class", "block", "sdf"))  # a new disk got the name
+    assert udev.udev_forgot(roots, entry)
+
+
+def test_udev_entry_while_udev_rewrites_the_database_takes_links_from_dev(tmp_path):
+    """Seen in the lab: during a 'change' re-processing the database file is absent
+    while the links stay; the entry must still know them, so a detach waits for them."""
+    from brick_agent.host.roots import HostRoots
+    roots = HostRoots.under(str(tmp_path))
+    os.makedirs(roots.runfs("udev"))
+    open(roots.runfs("udev", "control"), "w").close()
+    os.makedirs(roots.sysfs("class", "block", "sdf"))
+    with open(roots.sysfs("class", "block", "sdf", "dev"), "w") as f:
+        f.write("8:80\n")
+    os.makedirs(roots.devfs("disk", "by-diskseq"))
+    os.symlink("../../sdf", roots.devfs("disk", "by-diskseq", "38"))
+    entry = udev.udev_entry(roots, "sdf")
+    assert entry is not None and entry.links == (roots.devfs("disk", "by-diskseq", "38"),)
+    import shutil
+    shutil.rmtree(roots.sysfs("class", "block", "sdf"))     # the disk is deleted
+    assert not udev.udev_forgot(roots, entry)               # its link is still there
+    os.unlink(roots.devfs("disk", "by-diskseq", "38"))
+    assert udev.udev_forgot(roots, entry)
+
+
+class _Event:
+    def __init__(self, action, sys_name):
+        self.action, self.sys_name = action, sys_name
+
+
+def test_watch_records_the_devices_whose_remove_event_arrived():
+    mon = FakeMonitor(events=[_Event("add", "sdb"), _Event("remove", "sdc"),
+                              _Event("change", "sdd")])
+    with DeviceWatch(monitor=mon) as w:
+        w.wait_gone(lambda: "sdc" not in w.removed, Deadline.after(2), what="sdc")
+    assert w.removed == {"sdc"}
+
+
+def test_udev_forgot_trusts_only_the_remove_event_of_a_udev_watch(tmp_path):
+    """Seen in the lab: a detach right after an attach deletes a disk udev has not yet
+    processed; no database file, no link yet -- the links appear later, dangling. Only
+    udev's own "remove" event says udev is done with the device."""
+    roots, entry = _removed_disk(tmp_path, [])        # nothing on disk says "not done"
+
+    class UdevWatch:
+        sees_udev_removals = True
+        removed: set = set()
+    watch = UdevWatch()
+    assert udev.udev_forgot(roots, entry)              # files alone: looks done
+    assert not udev.udev_forgot(roots, entry, watch)   # udev has not said so
+    watch.removed = {"sdf"}
+    assert udev.udev_forgot(roots, entry, watch)
