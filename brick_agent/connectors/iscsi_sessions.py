@@ -28,6 +28,9 @@ from brick_agent.properties.iscsi import ISCSIProperties, ISCSITarget, Portal
 
 LOG = logging.getLogger(__name__)
 
+#: Seconds an undo's lock wait or logout gets even when the attach deadline is spent.
+UNDO_LOGOUT_MIN = 3.0
+
 #: With multipath, a dead session fails its I/O after this many seconds so dm
 #: retries it on another path (open-iscsi's default of 120 s stalls the volume).
 MULTIPATH_REPLACEMENT_TIMEOUT = 15
@@ -180,18 +183,21 @@ class ISCSISessions:
                     in_use: Callable[[IscsiSession], bool] | None = None) -> list[str]:
         """Log out of sessions this attach created that carry no LUN; what was left.
 
-        ``deadline`` bounds the whole undo (lock waits and iscsiadm included);
+        ``deadline`` bounds the whole undo (lock waits and iscsiadm included), except
+        that each step gets at least ``UNDO_LOGOUT_MIN`` seconds;
         ``in_use(session)`` keeps a session another attach is using although it
         shows no LUN yet.
         """
         left: list[str] = []
+
+        def budget() -> float | None:
+            """What is left of ``deadline``, but never less than UNDO_LOGOUT_MIN: a
+            session left behind is worse than a late error."""
+            return None if deadline is None else max(deadline.remaining(), UNDO_LOGOUT_MIN)
+
         for target, sid in record.logins:
-            if deadline is not None and deadline.expired:
-                left.append(f"session{sid} (no time left to log out)")
-                continue
             try:
-                with self.target_lock(target, None if deadline is None
-                                      else deadline.remaining()):
+                with self.target_lock(target, budget()):
                     session = read_session(self.roots, sid)
                     if session is None or session_devices(self.roots, session):
                         continue
@@ -199,12 +205,8 @@ class ISCSISessions:
                         LOG.info("undo: session%d is in use by another attach: staying "
                                  "logged in", sid)
                         continue
-                    timeout = None if deadline is None else deadline.remaining()
-                    if timeout is not None and timeout <= 0:
-                        left.append(f"session{sid} (no time left to log out)")
-                        continue
                     self.actions.logout(target.portal.address, target.iqn, self.iface,
-                                        timeout=timeout)
+                                        timeout=budget())
             except BrickError as exc:
                 LOG.warning("undo: could not log out of %s at %s: %s", target.iqn,
                             target.portal.address, exc)

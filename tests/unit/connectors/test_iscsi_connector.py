@@ -542,6 +542,50 @@ def test_a_hung_undo_is_cut_at_the_deadline(conf, host, fake):
     assert clock.now - start <= 30.0
 
 
+def test_short_deadline_keeps_enough_for_a_loaded_logout(conf, host, fake):
+    """A 4 s deadline keeps 1.5 s for the undo (not 0.4 s): a logout slowed to 1 s by a
+    loaded host still ends inside the deadline and leaves no session (seen in CI)."""
+    conf.set_override("device_wait_timeout", 4.0, group="brick_agent")
+    clock = FakeClock()
+    start = clock.now
+    real_logout = fake.logout
+
+    def loaded_logout(portal, iqn, iface, timeout=None):
+        assert timeout is not None and timeout >= 1.0
+        clock.now += 1.0
+        real_logout(portal, iqn, iface, timeout)
+    fake.logout = loaded_logout
+    c = clocked(conf, host, fake, clock)
+    with pytest.raises(DeviceNotFound, match="LUN 7"):
+        c.connect_volume(props(lun=7))
+    assert fake.state() == EMPTY
+    assert clock.now - start <= 4.0
+
+
+def test_undo_logs_out_even_when_the_deadline_is_spent(conf, host, fake):
+    """An undo that starts after the deadline still gets UNDO_LOGOUT_MIN to log out:
+    a late error is better than a session left behind."""
+    from brick_agent.connectors.iscsi_sessions import UNDO_LOGOUT_MIN
+    conf.set_override("device_wait_timeout", 4.0, group="brick_agent")
+    clock = FakeClock()
+    timeouts = []
+    real_logout, real_scan = fake.logout, fake.scan_lun
+
+    def logout(portal, iqn, iface, timeout=None):
+        timeouts.append(timeout)
+        real_logout(portal, iqn, iface, timeout)
+
+    def slow_scan(*a, **kw):       # the scan eats the whole deadline
+        clock.now += 10.0
+        return real_scan(*a, **kw)
+    fake.logout, fake.scan_lun = logout, slow_scan
+    c = clocked(conf, host, fake, clock)
+    with pytest.raises(DeviceNotFound):
+        c.connect_volume(props(lun=7))
+    assert fake.state() == EMPTY
+    assert timeouts and all(t >= UNDO_LOGOUT_MIN for t in timeouts)
+
+
 # ---------------------------------------------------------------- concurrent attaches of one volume
 def _run(fn):
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
