@@ -7,7 +7,9 @@ Floor (what a minimal shell script would do, no checks):
   attach: ``iscsiadm -m node --op new`` + ``--login`` (automatic LUN scan) + wait for the
           /dev/disk/by-path link (multipath: both logins + wait for the dm-uuid link);
   detach: ``iscsiadm --logout`` + ``--op delete`` (multipath: ``multipath -f`` and
-          ``multipath -w`` first, so both sides leave the same clean host).
+          ``multipath -w`` first, so both sides leave the same clean host) + wait until
+          udev has removed the link the attach waited for (a detach is done when nothing
+          is left in /dev/disk, as an attach is done when the link is there).
 Ours: ISCSIConnector.connect_volume / disconnect_volume with in-process privsep.
 Prints medians, the ratio ours/floor, and a JSON line.
 """
@@ -58,6 +60,10 @@ def floor_detach(t: LioIscsiTarget, portals: list[str]) -> None:
     for p in portals:
         sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", p, "--logout")
         sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", p, "--op", "delete")
+    if len(portals) == 1:
+        wait_path(f"/dev/disk/by-path/ip-{portals[0]}-iscsi-{t.iqn}-lun-0", False)
+    else:
+        wait_path(f"/dev/disk/by-id/dm-uuid-mpath-{t.luns[0].scsi_id}", False)
 
 
 def timed(fn, *args) -> float:
