@@ -6,14 +6,13 @@ wall-clock interval it held it; the parent checks overlaps.
 
 from __future__ import annotations
 
-import multiprocessing
 import time
 
 from brick_agent import locking
+from tests.unit.multiproc import run_processes
 
 SERVICE = "2b1f7d1c-5a5e-4d43-8a7e-1d9a2e0f6c33"
 HOLD = 0.25
-CTX = multiprocessing.get_context("fork")
 
 
 def _guard_worker(barrier, results, volume, lock_path, manual_scan):
@@ -49,16 +48,7 @@ def _limit_worker(barrier, results, n, lock_path):
 
 
 def _run(target, argsets):
-    results = CTX.Queue()
-    barrier = CTX.Barrier(len(argsets))
-    procs = [CTX.Process(target=target, args=(barrier, results, *a)) for a in argsets]
-    for p in procs:
-        p.start()
-    out = [results.get(timeout=20) for _ in procs]
-    for p in procs:
-        p.join(10)
-        assert p.exitcode == 0
-    return out
+    return run_processes(target, argsets, timeout=20)
 
 
 def _max_overlap(intervals):

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import threading
 import time
 
 import pytest
 
 from brick_agent import locking
+from tests.unit.multiproc import CTX, run_processes
 from brick_agent.errors import InvalidArgument, LockTimeout
 
-CTX = multiprocessing.get_context("fork")
 
 
 def _overlaps(a, b) -> bool:
@@ -185,16 +184,7 @@ def _worker(barrier, results, lock_path, name, kind, delay, hold):
 
 
 def _run(argsets):
-    results = CTX.Queue()
-    barrier = CTX.Barrier(len(argsets))
-    procs = [CTX.Process(target=_worker, args=(barrier, results, *a)) for a in argsets]
-    for p in procs:
-        p.start()
-    out = [results.get(timeout=30) for _ in procs]
-    for p in procs:
-        p.join(10)
-        assert p.exitcode == 0
-    return out
+    return run_processes(_worker, argsets)
 
 
 def test_readers_of_two_processes_overlap(tmp_path):

@@ -504,18 +504,25 @@ def clocked(conf, host, fake, clock, **kw):
                           clock=clock, **kw)
 
 
+def _slow_logouts(fake, clock, seconds: float) -> list[tuple[float, float | None]]:
+    """Make every logout of ``fake`` take ``seconds`` of ``clock``; the (start, timeout)
+    of each logout is recorded in the returned list."""
+    logouts: list[tuple[float, float | None]] = []
+    real_logout = fake.logout
+
+    def slow_logout(portal, iqn, iface, timeout=None):
+        logouts.append((clock.now, timeout))
+        clock.now += seconds
+        real_logout(portal, iqn, iface, timeout)
+    fake.logout = slow_logout
+    return logouts
+
+
 def test_missing_lun_error_and_its_undo_end_within_the_configured_deadline(conf, host, fake):
     conf.set_override("device_wait_timeout", 30.0, group="brick_agent")
     clock = FakeClock()
     start = clock.now
-    logouts = []
-    real_logout = fake.logout
-
-    def slow_logout(portal, iqn, iface, timeout=None):   # the lab's logout, slowed down
-        logouts.append((clock.now, timeout))
-        clock.now += 2.0
-        real_logout(portal, iqn, iface, timeout)
-    fake.logout = slow_logout
+    logouts = _slow_logouts(fake, clock, 2.0)          # the lab's logout, slowed down
     c = clocked(conf, host, fake, clock)
     with pytest.raises(DeviceNotFound, match="LUN 7"):
         c.connect_volume(props(lun=7))
@@ -548,18 +555,13 @@ def test_short_deadline_keeps_enough_for_a_loaded_logout(conf, host, fake):
     conf.set_override("device_wait_timeout", 4.0, group="brick_agent")
     clock = FakeClock()
     start = clock.now
-    real_logout = fake.logout
-
-    def loaded_logout(portal, iqn, iface, timeout=None):
-        assert timeout is not None and timeout >= 1.0
-        clock.now += 1.0
-        real_logout(portal, iqn, iface, timeout)
-    fake.logout = loaded_logout
+    logouts = _slow_logouts(fake, clock, 1.0)
     c = clocked(conf, host, fake, clock)
     with pytest.raises(DeviceNotFound, match="LUN 7"):
         c.connect_volume(props(lun=7))
     assert fake.state() == EMPTY
     assert clock.now - start <= 4.0
+    assert all(timeout >= 1.0 for _, timeout in logouts)
 
 
 def test_undo_logs_out_even_when_the_deadline_is_spent(conf, host, fake):
