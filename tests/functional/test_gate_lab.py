@@ -63,6 +63,17 @@ def new_findings(baseline: set, timeout: float = 5.0, expected=None) -> set[tupl
         time.sleep(0.2)
 
 
+def appeared(baseline: set, kind: str, timeout: float = 15.0) -> set[tuple[str, str]]:
+    """New findings once one of ``kind`` shows up (the kernel acts asynchronously, e.g.
+    a namespace goes only after the controller processed the array's notice)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        extra = findings(audit(DEFAULT_ROOTS)) - baseline
+        if any(k == kind for k, _ in extra) or time.monotonic() > deadline:
+            return extra
+        time.sleep(0.2)
+
+
 def http_json(url: str, body: dict | None = None) -> dict:
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
@@ -126,7 +137,7 @@ def test_audit_names_iscsi_session_left_without_lun(conf):
         try:
             with open(f"/sys/block/{disk}/device/delete", "w") as f:
                 f.write("1")
-            extra = new_findings(baseline)
+            extra = appeared(baseline, "iscsi_session_without_luns")
             kinds = {k for k, _ in extra}
             assert "iscsi_session_without_luns" in kinds, extra
             (session,) = [f for f in audit(DEFAULT_ROOTS).findings
@@ -150,7 +161,7 @@ def test_audit_names_nvme_controller_left_without_namespace(conf):
         ctrl = nvme_ctrls_of(sub.nqn)
         try:
             sub.remove_namespace(1)
-            extra = new_findings(baseline, timeout=15)
+            extra = appeared(baseline, "nvme_controller_without_namespaces")
             assert ("nvme_controller_without_namespaces", ctrl[0]) in extra, extra
         finally:
             for c in ctrl:
