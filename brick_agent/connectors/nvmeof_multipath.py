@@ -91,15 +91,11 @@ class NvmeMultipath:
         return m
 
     def remove_map(self, m: MultipathMap) -> None:
-        """Flush and remove ``m`` (retried while briefly held), then wait until it is gone."""
-        from brick_agent.connectors.scsi_volume import retry
-        with self.watch_factory() as watch:
-            retry(lambda: self.actions.multipath_remove(m.name or m.dm_name),
-                  Deadline.after(self.removal_timeout),
-                  until=lambda: read_map(self.roots, m.dm_name) is None,
-                  what=f"removal of map {m.dm_name}")
-            watch.wait_gone(lambda: read_map(self.roots, m.dm_name),
-                            Deadline.after(self.removal_timeout), what=f"map {m.dm_name}")
+        """Flush and remove ``m`` (retried while briefly held), then wait until the kernel
+        and udev are done with it (the same removal as a SCSI volume's map)."""
+        from brick_agent.connectors.scsi_volume import remove_map
+        remove_map(self.roots, self.watch_factory, self.actions.multipath_remove, m,
+                   removal_timeout=self.removal_timeout, gone_timeout=self.removal_timeout)
 
     def resize_map(self, m: MultipathMap, size: int) -> None:
         """Grow ``m`` to ``size`` bytes (multipathd refuses until it saw the paths grow)."""

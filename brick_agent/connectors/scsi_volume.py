@@ -503,22 +503,9 @@ class ScsiVolumeOps:
                 leftovers.append(f"{used} (flush failed: {exc})")
         if mpath is not None:
             try:
-                map_entries = self.udev_entries([mpath.dm_name])
-                with self.watch_factory() as watch:
-                    retry(lambda: self.actions.multipath_remove(mpath.name or mpath.dm_name),
-                          Deadline.after(self.map_removal_timeout),
-                          until=lambda: read_map(self.roots, mpath.dm_name) is None,
-                          what=f"removal of map {mpath.dm_name}")
-                    watch.wait_gone(lambda: read_map(self.roots, mpath.dm_name),
-                                    Deadline.after(self.device_removal_timeout),
-                                    what=f"map {mpath.dm_name}")
-                    try:   # and udev's links of the map (/dev/mapper, by-id/dm-*)
-                        watch.wait_gone(lambda: any(not udev.udev_forgot(self.roots, e, watch)
-                                                    for e in map_entries),
-                                        Deadline.after(self.device_removal_timeout),
-                                        what=f"udev links of {mpath.dm_name}")
-                    except DeviceNotFound:
-                        LOG.warning("udev has not removed the links of %s yet", mpath.dm_name)
+                remove_map(self.roots, self.watch_factory, self.actions.multipath_remove,
+                           mpath, removal_timeout=self.map_removal_timeout,
+                           gone_timeout=self.device_removal_timeout)
                 if forget:
                     self.forget(mpath.wwid)
             except BrickError as exc:
@@ -583,6 +570,27 @@ class ScsiVolumeOps:
         return None if dev is None else dev.size_bytes
 
 
+def remove_map(roots: HostRoots, watch_factory: Callable[[], DeviceWatch],
+               remove: Callable[[str], object], m: MultipathMap, *, removal_timeout: float,
+               gone_timeout: float) -> None:
+    """Flush and remove multipath map ``m`` with ``remove(name)`` (retried for
+    ``removal_timeout`` while briefly held), then wait, on udev events, until the kernel
+    dropped it and udev removed its links (/dev/mapper, by-id/dm-*); links still there
+    after ``gone_timeout`` are logged, not raised: the kernel side is done."""
+    entries = [e for e in [udev.udev_entry(roots, m.dm_name)] if e]
+    with watch_factory() as watch:
+        retry(lambda: remove(m.name or m.dm_name), Deadline.after(removal_timeout),
+              until=lambda: read_map(roots, m.dm_name) is None,
+              what=f"removal of map {m.dm_name}")
+        watch.wait_gone(lambda: read_map(roots, m.dm_name), Deadline.after(gone_timeout),
+                        what=f"map {m.dm_name}")
+        try:
+            watch.wait_gone(lambda: any(not udev.udev_forgot(roots, e, watch) for e in entries),
+                            Deadline.after(gone_timeout), what=f"udev links of {m.dm_name}")
+        except DeviceNotFound:
+            LOG.warning("udev has not removed the links of %s yet", m.dm_name)
+
+
 def retry(action: Callable[[], object], deadline: Deadline, *, until: Callable[[], bool],
           what: str, first_delay: float = 0.1, max_delay: float = 1.0) -> None:
     """Run ``action`` until it succeeds or ``until()`` holds; re-raise its error at the deadline."""
@@ -601,4 +609,4 @@ def retry(action: Callable[[], object], deadline: Deadline, *, until: Callable[[
             delay = min(delay * 2, max_delay)
 
 
-__all__ = ["CLAIMS", "DeviceClaims", "DeviceInfo", "ScsiActions", "ScsiVolumeOps", "retry", "scsi_watch_factory", "udev_wwid", "wwn_link_name"]
+__all__ = ["CLAIMS", "DeviceClaims", "DeviceInfo", "ScsiActions", "ScsiVolumeOps", "remove_map", "retry", "scsi_watch_factory", "udev_wwid", "wwn_link_name"]
