@@ -49,9 +49,8 @@ class ConnectRequest:
     def options(self) -> str:
         """The validated option string the kernel parses (``nvmf_parse_options``)."""
         from brick_agent.privileged.nvme import fabrics_options
-        return fabrics_options(self.transport, self.traddr,
-                               None if self.transport == "fc" else self.trsvcid,
-                               self.subsysnqn, hostnqn=self.hostnqn, hostid=self.hostid,
+        return fabrics_options(self.transport, self.traddr, self.trsvcid, self.subsysnqn,
+                               hostnqn=self.hostnqn, hostid=self.hostid,
                                host_traddr=self.host_traddr, **self.timeouts())
 
     def describe(self) -> str:
@@ -114,8 +113,7 @@ class PrivilegedNvmeActions:
 
     def connect(self, request: ConnectRequest) -> str:
         from brick_agent.privileged import nvme
-        result = nvme.connect(request.transport, request.traddr,
-                              None if request.transport == "fc" else request.trsvcid,
+        result = nvme.connect(request.transport, request.traddr, request.trsvcid,
                               request.subsysnqn, hostnqn=request.hostnqn,
                               hostid=request.hostid, host_traddr=request.host_traddr,
                               timeout=request.timeout, **request.timeouts())

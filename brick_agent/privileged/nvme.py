@@ -66,19 +66,17 @@ def fabrics_options(transport: str, traddr: str | None, trsvcid: int | str | Non
     return ",".join(parts)
 
 
-def _numeric_address(options: str, resolve: Callable[[str], str]) -> str:
-    """``options`` with a DNS-name traddr/host_traddr replaced by its address (the
-    kernel only parses numeric IP addresses; nvme-cli used to resolve names)."""
-    parts = []
-    for part in options.split(","):
-        key, _, value = part.partition("=")
-        if key in ("traddr", "host_traddr") and not value.startswith("nn-0x"):
-            try:
-                ipaddress.ip_address(value.split("%", 1)[0])
-            except ValueError:
-                part = f"{key}={v.host_address(resolve(value), key)}"
-        parts.append(part)
-    return ",".join(parts)
+def _numeric(address: str | None, what: str, resolve: Callable[[str], str]) -> str | None:
+    """A (validated) IP address or host name as a numeric address: the kernel parses
+    only numeric ones (nvme-cli used to resolve names)."""
+    if address is None:
+        return None
+    address = v.host_address(address, what)
+    try:
+        ipaddress.ip_address(address.split("%", 1)[0])
+        return address
+    except ValueError:
+        return v.host_address(resolve(address), what)
 
 
 def _resolve(name: str) -> str:
@@ -113,10 +111,18 @@ def do_connect(roots: HostRoots, transport: str, traddr: str | None,
     ``{"timed_out": True}`` after ``timeout`` seconds.  A connect that completes
     after its caller gave up deletes the controller it made: nobody owns it.
     """
-    options = fabrics_options(transport, traddr, trsvcid, nqn, hostnqn=hostnqn,
-                              hostid=hostid, host_traddr=host_traddr, **timeouts)
+    def build() -> str:
+        return fabrics_options(transport, traddr, trsvcid, nqn, hostnqn=hostnqn,
+                               hostid=hostid, host_traddr=host_traddr, **timeouts)
+
+    options = build()                  # every argument validated before any lookup
     timeout = v.timeout_arg(timeout)
-    options = _numeric_address(options, resolve)
+    if transport in ("tcp", "rdma"):
+        names = (traddr, host_traddr)
+        traddr = _numeric(traddr, "traddr", resolve)
+        host_traddr = _numeric(host_traddr, "host_traddr", resolve)
+        if (traddr, host_traddr) != names:
+            options = build()
     device = roots.devfs("nvme-fabrics")
     result: dict = {}
     state = threading.Lock()
