@@ -286,12 +286,13 @@ def _io_path(dm: str) -> str:
     return next(dev for dev, state in groups[index] if state == "A")
 
 
-def test_3d_non_native_dm_multipath_survives_port_removal(tmp_path, caplog):
-    """nvme_core multipath=N + use_multipath: one dm map over both controllers' devices,
-    I/O survives the removal of one nvmet port; detach leaves no map, no controller."""
+@pytest.fixture
+def non_native_multipath():
+    """nvme_core reloaded with multipath=N and multipathd running; yields the dm-multipath
+    maps there were before.  Afterwards what a failed test left is removed, multipathd
+    stopped (when started here) and nvme_core back to multipath=Y."""
     if glob.glob("/sys/class/nvme/nvme*") or not _reload_nvme_core("N"):
         pytest.skip("nvme_core is in use: cannot reload it with multipath=N")
-    caplog.set_level(logging.INFO, logger="brick_agent")
     running = subprocess.run(["multipathd", "show", "daemon"], capture_output=True,
                              timeout=30).returncode == 0
     maps_before: list[str] = []
@@ -299,56 +300,7 @@ def test_3d_non_native_dm_multipath_survives_port_removal(tmp_path, caplog):
         if not running:
             _multipathd("start")
         maps_before = _mpath_maps()
-        conf = make_conf(tmp_path, use_multipath=True, enforce_multipath=True)
-        privileged.init(conf)
-        connector = NVMeOFConnector(None, None, conf=conf)
-        with NvmetSubsystem(namespaces=1,
-                            ports=("127.0.0.1:4420", "127.0.0.2:4420")) as sub:
-            p = props(sub, 1)
-            t0 = time.monotonic()
-            info = connector.connect_volume(p)
-            attach = time.monotonic() - t0
-            poked = "adding the paths" in caplog.text
-            dm = os.path.basename(info["path"])
-            assert dm.startswith("dm-"), info
-            slaves = sorted(os.listdir(f"/sys/block/{dm}/slaves"))
-            assert len(slaves) == 2 and len(ctrls(sub.nqn)) == 2
-            # lost-path I/O fails over instead of queuing for ctrl_loss_tmo (-1: forever)
-            assert {read(f"/sys/class/nvme/{c}/fast_io_fail_tmo") for c in ctrls(sub.nqn)} \
-                == {"5"}
-            assert read(f"/sys/block/{dm}/dm/uuid") == f"mpath-{info['multipath_id']}"
-            # multipathd's WWID of an NVMe path: udev ID_WWN = the namespace's sysfs wwid
-            assert info["multipath_id"] == read(f"/sys/block/{slaves[0]}/wwid")
-            assert {dev_uuid(f"/dev/{s}") for s in slaves} == {sub.namespaces[1].uuid}
-            assert connector.get_volume_paths(p) == [info["path"]]
-            io_roundtrip(info["path"])
-            old = int(read(f"/sys/block/{dm}/size")) * 512
-            t0 = time.monotonic()
-            sub.resize_namespace(1, old + 32 * MiB)
-            assert connector.extend_volume(p) == old + 32 * MiB
-            extend = time.monotonic() - t0
-            assert int(read(f"/sys/block/{dm}/size")) * 512 == old + 32 * MiB
-            # remove the port of the path the I/O goes to: the I/O must fail over
-            active = _io_path(dm)
-            address = read(f"/sys/block/{active}/device/address")
-            lost = next(port for port in ("127.0.0.1:4420", "127.0.0.2:4420")
-                        if f"traddr={port.split(':')[0]}," in address + ",")
-            sub.remove_port(lost)
-            t0 = time.monotonic()
-            io_roundtrip(info["path"], offset_mib=8)
-            failover = time.monotonic() - t0
-            assert (active, "F") in [p for group in _map_paths(dm)[1] for p in group]
-            t0 = time.monotonic()
-            connector.disconnect_volume(p, info)
-            detach = time.monotonic() - t0
-            assert not os.path.exists(f"/sys/block/{dm}")
-            assert _mpath_maps() == maps_before
-            assert ctrls(sub.nqn) == []
-            print(f"\nscenario3d attach {attach:.2f}s (map {dm} {info['multipath_id']} over "
-                  f"{', '.join(slaves)}; paths added by us: {poked}) "
-                  f"extend {extend:.2f}s I/O after removing the active path's port "
-                  f"({lost}) {failover:.2f}s "
-                  f"detach {detach:.2f}s")
+        yield maps_before
     finally:
         _remove_leftovers(maps_before)
         if not running:
@@ -358,37 +310,81 @@ def test_3d_non_native_dm_multipath_survives_port_removal(tmp_path, caplog):
         subprocess.run(["modprobe", "nvme_tcp"], check=True, timeout=60)
 
 
-def test_3e_non_native_dm_multipath_one_portal_down_at_connect(tmp_path):
+def test_3d_non_native_dm_multipath_survives_port_removal(tmp_path, caplog, non_native_multipath):
+    """nvme_core multipath=N + use_multipath: one dm map over both controllers' devices,
+    I/O survives the removal of one nvmet port; detach leaves no map, no controller."""
+    caplog.set_level(logging.INFO, logger="brick_agent")
+    maps_before = non_native_multipath
+    conf = make_conf(tmp_path, use_multipath=True, enforce_multipath=True)
+    privileged.init(conf)
+    connector = NVMeOFConnector(None, None, conf=conf)
+    with NvmetSubsystem(namespaces=1,
+                        ports=("127.0.0.1:4420", "127.0.0.2:4420")) as sub:
+        p = props(sub, 1)
+        t0 = time.monotonic()
+        info = connector.connect_volume(p)
+        attach = time.monotonic() - t0
+        poked = "adding the paths" in caplog.text
+        dm = os.path.basename(info["path"])
+        assert dm.startswith("dm-"), info
+        slaves = sorted(os.listdir(f"/sys/block/{dm}/slaves"))
+        assert len(slaves) == 2 and len(ctrls(sub.nqn)) == 2
+        # lost-path I/O fails over instead of queuing for ctrl_loss_tmo (-1: forever)
+        assert {read(f"/sys/class/nvme/{c}/fast_io_fail_tmo") for c in ctrls(sub.nqn)} \
+            == {"5"}
+        assert read(f"/sys/block/{dm}/dm/uuid") == f"mpath-{info['multipath_id']}"
+        # multipathd's WWID of an NVMe path: udev ID_WWN = the namespace's sysfs wwid
+        assert info["multipath_id"] == read(f"/sys/block/{slaves[0]}/wwid")
+        assert {dev_uuid(f"/dev/{s}") for s in slaves} == {sub.namespaces[1].uuid}
+        assert connector.get_volume_paths(p) == [info["path"]]
+        io_roundtrip(info["path"])
+        old = int(read(f"/sys/block/{dm}/size")) * 512
+        t0 = time.monotonic()
+        sub.resize_namespace(1, old + 32 * MiB)
+        assert connector.extend_volume(p) == old + 32 * MiB
+        extend = time.monotonic() - t0
+        assert int(read(f"/sys/block/{dm}/size")) * 512 == old + 32 * MiB
+        # remove the port of the path the I/O goes to: the I/O must fail over
+        active = _io_path(dm)
+        address = read(f"/sys/block/{active}/device/address")
+        lost = next(port for port in ("127.0.0.1:4420", "127.0.0.2:4420")
+                    if f"traddr={port.split(':')[0]}," in address + ",")
+        sub.remove_port(lost)
+        t0 = time.monotonic()
+        io_roundtrip(info["path"], offset_mib=8)
+        failover = time.monotonic() - t0
+        assert (active, "F") in [p for group in _map_paths(dm)[1] for p in group]
+        t0 = time.monotonic()
+        connector.disconnect_volume(p, info)
+        detach = time.monotonic() - t0
+        assert not os.path.exists(f"/sys/block/{dm}")
+        assert _mpath_maps() == maps_before
+        assert ctrls(sub.nqn) == []
+        print(f"\nscenario3d attach {attach:.2f}s (map {dm} {info['multipath_id']} over "
+              f"{', '.join(slaves)}; paths added by us: {poked}) "
+              f"extend {extend:.2f}s I/O after removing the active path's port "
+              f"({lost}) {failover:.2f}s "
+              f"detach {detach:.2f}s")
+
+
+def test_3e_non_native_dm_multipath_one_portal_down_at_connect(tmp_path, non_native_multipath):
     """multipath=N, use_multipath, one of two portals dead: the attach succeeds (a map
     over the live path, or -- multipath not enforced -- the single device) and detaches clean."""
-    if glob.glob("/sys/class/nvme/nvme*") or not _reload_nvme_core("N"):
-        pytest.skip("nvme_core is in use: cannot reload it with multipath=N")
-    running = subprocess.run(["multipathd", "show", "daemon"], capture_output=True,
-                             timeout=30).returncode == 0
-    try:
-        if not running:
-            _multipathd("start")
-        maps_before = _mpath_maps()
-        conf = make_conf(tmp_path, use_multipath=True, multipath_wait_timeout=3.0,
-                         login_timeout=5.0)
-        privileged.init(conf)
-        connector = NVMeOFConnector(None, None, conf=conf)
-        with NvmetSubsystem(namespaces=1) as sub:
-            p = props(sub, 1, portals=[["127.0.0.1", 4420, "tcp"], ["127.0.0.2", 4499, "tcp"]])
-            t0 = time.monotonic()
-            info = connector.connect_volume(p)
-            attach = time.monotonic() - t0
-            assert len(ctrls(sub.nqn)) == 1
-            io_roundtrip(info["path"])
-            connector.disconnect_volume(p, info)
-            assert _mpath_maps() == maps_before and ctrls(sub.nqn) == []
-            print(f"\nscenario3e attach {attach:.2f}s -> {info}")
-    finally:
-        if not running:
-            _multipathd("stop")
-        if not glob.glob("/sys/class/nvme/nvme*"):
-            _reload_nvme_core("Y")
-        subprocess.run(["modprobe", "nvme_tcp"], check=True, timeout=60)
+    maps_before = non_native_multipath
+    conf = make_conf(tmp_path, use_multipath=True, multipath_wait_timeout=3.0,
+                     login_timeout=5.0)
+    privileged.init(conf)
+    connector = NVMeOFConnector(None, None, conf=conf)
+    with NvmetSubsystem(namespaces=1) as sub:
+        p = props(sub, 1, portals=[["127.0.0.1", 4420, "tcp"], ["127.0.0.2", 4499, "tcp"]])
+        t0 = time.monotonic()
+        info = connector.connect_volume(p)
+        attach = time.monotonic() - t0
+        assert len(ctrls(sub.nqn)) == 1
+        io_roundtrip(info["path"])
+        connector.disconnect_volume(p, info)
+        assert _mpath_maps() == maps_before and ctrls(sub.nqn) == []
+        print(f"\nscenario3e attach {attach:.2f}s -> {info}")
 
 
 def test_3c_ana_inaccessible_path_is_tolerated_and_all_inaccessible_fails_clean(tmp_path):

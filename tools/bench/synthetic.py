@@ -12,22 +12,12 @@ LUNS_PER_SESSION = 64
 IQN_FMT = "iqn.2010-10.org.bench:t{:04d}"
 
 
-def _disk_name(i: int) -> str:
-    """sda..sdz, sdaa.. (the kernel's naming), for index ``i``."""
-    s = ""
-    i += 1
-    while i:
-        i, r = divmod(i - 1, 26)
-        s = chr(ord("a") + r) + s
-    return "sd" + s
-
-
 def build(base: str, paths: int) -> dict[str, Any]:
     """Lay out ``paths`` LUNs, 64 per session (one target per session), with by-path links.
 
     Returns the connection properties of the last LUN (the one looked up).
     """
-    from tests.unit.host.fakehost import FakeHost
+    from tests.unit.host.fakehost import FakeHost, sd_name
     from pathlib import Path
     h = FakeHost(Path(base))
     props: dict[str, Any] = {}
@@ -37,7 +27,7 @@ def build(base: str, paths: int) -> dict[str, Any]:
         addr = f"10.{sess // 250}.{sess % 250}.1"
         if lun == 0:
             sdir = h.iscsi_session(sess + 1, sess + 10, iqn, addr)
-        name = _disk_name(i)
+        name = sd_name(i)
         h.scsi_disk(sdir, f"{sess + 10}:0:0:{lun}", name,
                     wwid=f"naa.6001405{i:023x}")
         h.disk_link("by-path", f"ip-{addr}:3260-iscsi-{iqn}-lun-{lun}", name)

@@ -25,7 +25,7 @@ import threading
 from brick_agent.host import multipath as host_mpath
 from brick_agent.host.scsi import HCTL, scsi_device
 from tests.unit.connectors.scsi_fakes import FakeLun, FakeScsiKernel, udev_of, wwid_of  # noqa: F401 (re-exported)
-from tests.unit.host.fakehost import FakeHost
+from tests.unit.host.fakehost import FakeHost, sd_name
 
 _PCI_RE = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-9a-f]")
 
@@ -68,14 +68,9 @@ class FakeFC(FakeScsiKernel):
     def _next_sd(self) -> str:
         used = {n for n in os.listdir(self.h.p("sys/class/block")) if n.startswith("sd")}
         i = 0
-        while True:
-            n, letters = i + 1, ""
-            while n:
-                n, r = divmod(n - 1, 26)
-                letters = chr(ord("a") + r) + letters
-            if "sd" + letters not in used:
-                return "sd" + letters
+        while sd_name(i) in used:
             i += 1
+        return sd_name(i)
 
     def devices(self) -> list[str]:
         return sorted(n for n in os.listdir(self.h.p("sys/class/block")) if n.startswith("sd"))

@@ -25,7 +25,7 @@ from brick_agent.host import multipath as host_mpath
 from brick_agent.host.scsi import HCTL, scsi_device
 from brick_agent.connectors.iscsi_actions import NodeSettings
 from tests.unit.connectors.scsi_fakes import FakeLun, FakeScsiKernel, udev_of, wwid_of
-from tests.unit.host.fakehost import FakeHost
+from tests.unit.host.fakehost import FakeHost, sd_name
 
 IQN_A = "iqn.2003-01.org.linux-iscsi.lab:tgt-a"
 IQN_B = "iqn.2003-01.org.linux-iscsi.lab:tgt-b"
@@ -130,12 +130,7 @@ class FakeISCSI(FakeScsiKernel):
     def _next_sd(self) -> str:
         n = self._sd
         self._sd += 1
-        letters = ""
-        n += 1
-        while n:
-            n, r = divmod(n - 1, 26)
-            letters = chr(ord("a") + r) + letters
-        return "sd" + letters
+        return sd_name(n)
 
     def _session_dir(self, sid: int) -> str:
         host, _, _ = self.sessions[sid]

@@ -12,6 +12,16 @@ from pathlib import Path
 from brick_agent.host.roots import HostRoots
 
 
+def sd_name(index: int) -> str:
+    """The kernel's name of the ``index``-th SCSI disk (0: sda, 25: sdz, 26: sdaa, ...)."""
+    letters = ""
+    n = index + 1
+    while n:
+        n, r = divmod(n - 1, 26)
+        letters = chr(ord("a") + r) + letters
+    return "sd" + letters
+
+
 class FakeHost:
     def __init__(self, base: Path) -> None:
         self.base = Path(base)
