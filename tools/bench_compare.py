@@ -82,26 +82,11 @@ def latency(workers: dict[str, Worker], n: int) -> None:
     with LioIscsiTarget(luns=1, lun_size=1 << 20, initiators=["local"]) as t:
         portals = ["127.0.0.1:3260"]
         props = {"target_portal": portals[0], "target_iqn": t.iqn, "target_lun": 0}
-        samples: dict[str, list[float]] = {f"{w}_{op}": [] for w in ("floor",) + TOOLS
-                                           for op in ("attach", "detach")}
-        before = lo.snapshot()
-        for i in range(n + 1):                   # round 0 = warm-up, not recorded
-            order = ["floor", *TOOLS]
-            order = order[i % 3:] + order[:i % 3]   # rotate so no one always goes first
-            for who in order:
-                if who == "floor":
-                    a, d = bi.timed(bi.floor_attach, t, portals), bi.timed(bi.floor_detach, t, portals)
-                else:
-                    ra = ok(workers[who].call({"op": "attach", "protocol": "ISCSI", "props": props}),
-                            f"{who} iSCSI attach")
-                    rd = ok(workers[who].call({"op": "detach", "protocol": "ISCSI", "props": props,
-                                               "info": ra["info"]}), f"{who} iSCSI detach")
-                    a, d = ra["t"], rd["t"]
-                if i:
-                    samples[f"{who}_attach"].append(a)
-                    samples[f"{who}_detach"].append(d)
-        check("1 iSCSI latency", "both", before)
-        _latency_rows("iSCSI single-path", samples)
+
+        def iscsi_floor() -> tuple[float, float]:
+            return bi.timed(bi.floor_attach, t, portals), bi.timed(bi.floor_detach, t, portals)
+
+        _latency_rounds(workers, n, "ISCSI", "iSCSI", "iSCSI single-path", props, iscsi_floor)
 
     with NvmetSubsystem(namespaces=1, ns_size=1 << 20) as sub:
         ns = sub.namespaces[1]
@@ -110,27 +95,39 @@ def latency(workers: dict[str, Worker], n: int) -> None:
         env = {"NQN": sub.nqn, "UUID": ns.uuid,
                "HOSTNQN": open("/etc/nvme/hostnqn").read().strip(),
                "HOSTID": open("/etc/nvme/hostid").read().strip()}
-        samples = {f"{w}_{op}": [] for w in ("floor",) + TOOLS for op in ("attach", "detach")}
-        before = lo.snapshot()
-        for i in range(n + 1):
-            order = ["floor", *TOOLS]
-            order = order[i % 3:] + order[:i % 3]
-            for who in order:
-                if who == "floor":
-                    t0, t1, _ = bn._bash(bn.FLOOR_ATTACH, env)
-                    d0, d1 = bn._bash(bn.FLOOR_DETACH, env)
-                    a, d = float(t1) - float(t0), float(d1) - float(d0)
-                else:
-                    ra = ok(workers[who].call({"op": "attach", "protocol": "NVME", "props": props}),
-                            f"{who} NVMe attach")
-                    rd = ok(workers[who].call({"op": "detach", "protocol": "NVME", "props": props,
-                                               "info": ra["info"]}), f"{who} NVMe detach")
-                    a, d = ra["t"], rd["t"]
-                if i:
-                    samples[f"{who}_attach"].append(a)
-                    samples[f"{who}_detach"].append(d)
-        check("1 NVMe latency", "both", before)
-        _latency_rows("NVMe/TCP", samples)
+
+        def nvme_floor() -> tuple[float, float]:
+            t0, t1, _ = bn._bash(bn.FLOOR_ATTACH, env)
+            d0, d1 = bn._bash(bn.FLOOR_DETACH, env)
+            return float(t1) - float(t0), float(d1) - float(d0)
+
+        _latency_rounds(workers, n, "NVME", "NVMe", "NVMe/TCP", props, nvme_floor)
+
+
+def _latency_rounds(workers: dict[str, Worker], n: int, protocol: str, name: str, label: str,
+                    props: dict[str, Any], floor: Callable[[], tuple[float, float]]) -> None:
+    """One warm-up round then ``n`` rounds of floor/ours/os-brick attach+detach (the order
+    rotated so no one always goes first); records the latency rows of ``label``."""
+    samples: dict[str, list[float]] = {f"{w}_{op}": [] for w in ("floor",) + TOOLS
+                                       for op in ("attach", "detach")}
+    before = lo.snapshot()
+    for i in range(n + 1):                   # round 0 = warm-up, not recorded
+        order = ["floor", *TOOLS]
+        order = order[i % 3:] + order[:i % 3]
+        for who in order:
+            if who == "floor":
+                a, d = floor()
+            else:
+                ra = ok(workers[who].call({"op": "attach", "protocol": protocol, "props": props}),
+                        f"{who} {name} attach")
+                rd = ok(workers[who].call({"op": "detach", "protocol": protocol, "props": props,
+                                           "info": ra["info"]}), f"{who} {name} detach")
+                a, d = ra["t"], rd["t"]
+            if i:
+                samples[f"{who}_attach"].append(a)
+                samples[f"{who}_detach"].append(d)
+    check(f"1 {name} latency", "both", before)
+    _latency_rows(label, samples)
 
 
 def _latency_rows(label: str, s: dict[str, list[float]]) -> None:
