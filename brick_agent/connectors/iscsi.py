@@ -36,8 +36,8 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from brick_agent import locking
 from brick_agent.connectors.base import Connector, DeviceInfo
@@ -52,12 +52,15 @@ from brick_agent.host import sysfs
 from brick_agent.host.block import block_device_for_path
 from brick_agent.host.iscsi import (IscsiSession, iscsi_sessions, session_devices,
                                     session_targets)
-from brick_agent.host.multipath import MultipathMap, map_for_wwid, read_map
+from brick_agent.host.multipath import MultipathMap, map_for_wwid
 from brick_agent.host.roots import HostRoots
 from brick_agent.host.scsi import HCTL, ScsiDevice, scsi_device_by_name
 from brick_agent.properties.iscsi import ISCSIProperties, ISCSITarget, parse_iscsi
 
 LOG = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 SEARCH_DIR = ("disk", "by-path")
 
@@ -379,35 +382,46 @@ class ISCSIConnector(Connector):
             found, looked = self._volume_devices(props, mpath)
         session_of = {d.hctl: s for s, d in found}
         ours, leftovers = self.ops.confirmed([d for _, d in found], wwid, force)
-        if mpath is None:
-            mpath = self.ops.volume_map(None, ours)
-        # flush, map, then the SCSI devices under their target's lock
+        # flush, map, then the LUNs: by logging out of sessions carrying only them,
+        # else deleted one by one under their target's lock
         leftovers += self.ops.remove_volume(
-            ours, wwid, info, force, lock_for=lambda d: self.sessions.session_lock(session_of[d.hctl]),
-            forget=False)
-        # then sessions left without LUNs
+            ours, wwid, info, force,
+            lock_for=lambda d: self.sessions.session_lock(session_of[d.hctl]),
+            release=lambda devices: self._log_out_of_sessions_of(devices, session_of))
+        # then this volume's other sessions left without LUNs (a path of a failed attach)
         ours_sids = {session_of[d.hctl].sid for d in ours}
         by_sid: dict[int, IscsiSession] = {s.sid: s for s in looked}
         candidates = [s for _, s in sorted(by_sid.items())
                       if self._touches(props, s, ours_sids)]
-        forget = mpath.wwid if mpath is not None and read_map(self.roots,
-                                                            mpath.dm_name) is None else None
-        if len(candidates) > 1 or forget:   # independent work: log out (and forget) in parallel
-            with concurrent.futures.ThreadPoolExecutor(
-                    max_workers=len(candidates) + 1, thread_name_prefix="iscsi-logout") as pool:
-                forgotten = pool.submit(self.ops.forget, forget) if forget else None
-                results = list(pool.map(self.sessions.logout_if_empty, candidates))
-                if forgotten is not None:
-                    forgotten.result()
-        else:
-            results = [self.sessions.logout_if_empty(s) for s in candidates]
-        for s, exc in zip(candidates, results):
+        for s, exc in zip(candidates, _each(self.sessions.logout_if_empty, candidates)):
             if exc is None:
                 continue
             if not force:
                 raise exc
             leftovers.append(f"session{s.sid} (logout failed: {exc})")
         return leftovers
+
+    def _log_out_of_sessions_of(self, devices: Sequence[ScsiDevice],
+                                session_of: Mapping[HCTL, IscsiSession]) -> set[HCTL]:
+        """Log out of each session that carries only (flushed) ``devices``; the LUNs the
+        kernel removed with them.  The kernel removes a session's LUNs on logout, so
+        this saves their deletes; a failed logout leaves them to be deleted (and the
+        logout to be retried and reported)."""
+        luns: dict[int, set[HCTL]] = {}
+        sessions: dict[int, IscsiSession] = {}
+        for d in devices:
+            s = session_of[d.hctl]
+            sessions[s.sid] = s
+            luns.setdefault(s.sid, set()).add(d.hctl)
+
+        def log_out(sid: int) -> set[HCTL]:
+            try:
+                if self.sessions.logout_if_only(sessions[sid], luns[sid]):
+                    return luns[sid]
+            except BrickError as exc:
+                LOG.warning("logout of session%d failed (%s): deleting its LUNs", sid, exc)
+            return set()
+        return set().union(*_each(log_out, list(sessions)))
 
     @staticmethod
     def _touches(props: ISCSIProperties, session: IscsiSession, ours_sids: set[int]) -> bool:
@@ -469,6 +483,16 @@ def _by_path_name(session: IscsiSession, dev: ScsiDevice) -> str:
     lun = dev.hctl.lun
     lun_text = str(lun) if lun < 256 else f"0x{lun & 0xffff:04x}{(lun >> 16) & 0xffff:04x}00000000"
     return f"ip-{session.portal}-iscsi-{session.target_iqn}-lun-{lun_text}"
+
+
+def _each(fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
+    """``fn`` over ``items``, in parallel threads when there are several (independent
+    iscsiadm calls: logouts of different sessions)."""
+    if len(items) < 2:
+        return [fn(x) for x in items]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(items),
+                                               thread_name_prefix="iscsi-logout") as pool:
+        return list(pool.map(fn, items))
 
 
 def _best_error(errors: list[BaseException]) -> BaseException:

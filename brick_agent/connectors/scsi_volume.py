@@ -22,13 +22,14 @@ factory, timeouts); it decides nothing about transports.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
 from typing import Any, ContextManager, Protocol
 
 from brick_agent.connectors import multipath_wait
@@ -483,13 +484,19 @@ class ScsiVolumeOps:
     def remove_volume(self, ours: Sequence[ScsiDevice], wwid: str | None,
                       info: Mapping[str, Any], force: bool,
                       lock_for: Callable[[ScsiDevice], ContextManager[Any]] | None = None,
-                      forget: bool = True) -> list[str]:
-        """Flush what was used, remove the map, delete ``ours``, wait; return leftovers.
+                      release: Callable[[Sequence[ScsiDevice]], Collection[HCTL]] | None = None
+                      ) -> list[str]:
+        """Flush what was used, remove the map, remove ``ours``, wait; return leftovers.
+
+        ``release(devices)`` removes what it can of ``ours`` the transport's way and
+        returns their addresses (iSCSI: logging out of a session that carries only
+        them); the rest are deleted one by one, under ``lock_for(device)``.  Then the
+        kernel must have dropped them all and udev their links.  The map's wwids
+        entry is dropped meanwhile.
 
         Without ``force`` the first failure raises (DeviceBusy for a failed flush).
         A map still briefly held (udev/blkid probing a fresh map) is retried for
-        ``map_removal_timeout``.  ``forget=False`` leaves the wwids entry to the
-        caller (iSCSI drops it in parallel with its logouts).
+        ``map_removal_timeout``.
         """
         leftovers: list[str] = []
         mpath = self.volume_map(wwid, ours)
@@ -501,39 +508,52 @@ class ScsiVolumeOps:
                 if not force:
                     raise DeviceBusy(f"cannot flush {used}: {exc}") from exc
                 leftovers.append(f"{used} (flush failed: {exc})")
-        if mpath is not None:
-            try:
-                remove_map(self.roots, self.watch_factory, self.actions.multipath_remove,
-                           mpath, removal_timeout=self.map_removal_timeout,
-                           gone_timeout=self.device_removal_timeout)
-                if forget:
-                    self.forget(mpath.wwid)
-            except BrickError as exc:
-                if not force:
-                    raise
-                leftovers.append(f"{mpath.dm_name} (map removal failed: {exc})")
-        deleted: list[HCTL] = []
-        entries: list[udev.UdevEntry] = []
-        with self.watch_factory() as watch:
-            for d in ours:
-                entries += self.udev_entries([d.name])
+        with contextlib.ExitStack() as background:
+            if mpath is not None:
                 try:
-                    if lock_for is not None:
-                        with lock_for(d):
-                            self.actions.delete_device(d.hctl)
-                    else:
-                        self.actions.delete_device(d.hctl)
-                    deleted.append(d.hctl)
+                    remove_map(self.roots, self.watch_factory, self.actions.multipath_remove,
+                               mpath, removal_timeout=self.map_removal_timeout,
+                               gone_timeout=self.device_removal_timeout)
                 except BrickError as exc:
                     if not force:
                         raise
-                    leftovers.append(f"{d.name or d.hctl} (delete failed: {exc})")
-            if deleted:
-                CLAIMS.forget(self.roots, deleted)
-                leftovers += self._wait_removed(
-                    watch, deleted, entries=[e for e in entries
-                                             if any(e.name == d.name for d in ours
-                                                    if d.hctl in deleted)])
+                    leftovers.append(f"{mpath.dm_name} (map removal failed: {exc})")
+                else:   # (a `multipath -w` exec) while the devices go
+                    pool = background.enter_context(concurrent.futures.ThreadPoolExecutor(
+                        max_workers=1, thread_name_prefix="wwid-forget"))
+                    pool.submit(self.forget, mpath.wwid)
+            leftovers += self._remove_devices(ours, force, lock_for, release)
+        return leftovers
+
+    def _remove_devices(self, ours: Sequence[ScsiDevice], force: bool,
+                        lock_for: Callable[[ScsiDevice], ContextManager[Any]] | None,
+                        release: Callable[[Sequence[ScsiDevice]], Collection[HCTL]] | None
+                        ) -> list[str]:
+        leftovers: list[str] = []
+        removed: list[HCTL] = []
+        with self.watch_factory() as watch:
+            entries = self.udev_entries([d.name for d in ours])   # before they go
+            try:
+                if release is not None and ours:
+                    released = set(release(ours))
+                    removed += [d.hctl for d in ours if d.hctl in released]
+                for d in ours:
+                    if d.hctl in removed:
+                        continue
+                    try:
+                        with lock_for(d) if lock_for is not None else contextlib.nullcontext():
+                            self.actions.delete_device(d.hctl)
+                        removed.append(d.hctl)
+                    except BrickError as exc:
+                        if not force:
+                            raise
+                        leftovers.append(f"{d.name or d.hctl} (delete failed: {exc})")
+            finally:
+                if removed:
+                    CLAIMS.forget(self.roots, removed)
+                    names = {d.name for d in ours if d.hctl in removed}
+                    leftovers += self._wait_removed(
+                        watch, removed, entries=[e for e in entries if e.name in names])
         return leftovers
 
     # ------------------------------------------------------------ extend

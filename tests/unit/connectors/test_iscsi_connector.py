@@ -11,7 +11,7 @@ import pytest
 from brick_agent import config
 from brick_agent.connectors import factory
 from brick_agent.connectors.iscsi import ISCSIConnector, initiator_name
-from brick_agent.errors import (AuthenticationFailed, DeviceBusy, DeviceNotFound,
+from brick_agent.errors import (AuthenticationFailed, CommandFailed, DeviceBusy, DeviceNotFound,
                                 InvalidConnectionProperties, LeftoversRemain, NotSupported,
                                 TargetUnreachable, VolumeIdentityMismatch)
 from brick_agent.host import multipath as host_mpath
@@ -328,14 +328,40 @@ def test_force_keeps_going_and_reports_leftovers(conf, host, fake):
     assert fake.state() == EMPTY
 
 
+def test_detach_of_a_sessions_only_lun_logs_out_instead_of_deleting(conf, host, fake):
+    c = make(conf, host, fake)
+    info = c.connect_volume(props(lun=0))
+    c.disconnect_volume(props(lun=0), info)
+    # flushed first; the kernel removes the LUN with the session: no separate delete
+    assert [e[0] for e in fake.log if e[0] in ("flush", "delete", "logout")] == [
+        "flush", "logout"]
+    assert fake.state() == EMPTY
+
+
+def test_failed_logout_falls_back_to_deleting_the_lun_and_reports_the_session(conf, host, fake):
+    c = make(conf, host, fake)
+    info = c.connect_volume(props(lun=0))
+    fake.fail_logout.add(IQN_A)
+    with pytest.raises(CommandFailed):
+        c.disconnect_volume(props(lun=0), info)
+    assert fake.state()["devices"] == [] and fake.state()["sessions"] == [(P1, IQN_A)]
+    assert [e[0] for e in fake.log if e[0] in ("delete", "logout")] == [
+        "logout", "delete", "logout"]
+    fake.fail_logout.clear()
+    c.disconnect_volume(props(lun=0), info)     # a retry finishes the job
+    assert fake.state() == EMPTY
+
+
 def test_force_ignore_errors_reports_undeletable_device_without_raising(conf, host, fake, caplog):
     c = make(conf, host, fake)
     info = c.connect_volume(props(lun=0))
+    fake.fail_logout.add(IQN_A)
     fake.fail_delete.add("10:0:0:0")
     c.disconnect_volume(props(lun=0), info, force=True, ignore_errors=True)
     assert fake.state()["devices"] == ["sda"]
-    assert fake.count("logout") == 0           # session still carries the LUN
-    assert "left behind" in caplog.text
+    # the logout failed, the fallback delete failed: the session still carries the LUN
+    assert fake.state()["sessions"] == [(P1, IQN_A)]
+    assert "left behind" in caplog.text and "delete failed" in caplog.text
 
 
 # ---------------------------------------------------------------- queries

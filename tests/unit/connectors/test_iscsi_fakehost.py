@@ -76,6 +76,7 @@ class FakeISCSI(FakeScsiKernel):
         self.log: list[tuple] = []            # what was done, for diagnostics and counts
         self.fail_flush: set[str] = set()
         self.fail_delete: set[str] = set()
+        self.fail_logout: set[str] = set()     # target IQNs whose logout fails
         self.passwords_seen: list[str] = []
         self._sid = 0
         self._host = 9
@@ -204,6 +205,8 @@ class FakeISCSI(FakeScsiKernel):
     def logout(self, portal, iqn, iface, timeout=None) -> None:
         with self.lock:
             self.log.append(("logout", portal, iqn))
+            if iqn in self.fail_logout:
+                raise CommandFailed(["iscsiadm", "--logout"], 8, "session busy")
             for sid, (host, p, q) in list(self.sessions.items()):
                 if p == portal and q == iqn:
                     for dev in host_iscsi.session_devices(self.h.roots, host_iscsi.read_session(

@@ -138,9 +138,9 @@ def test_remove_volume_retries_a_map_still_in_use(env):
     fake.multipath_add(udev_of(1), ["sda", "sdb"])
     calls = _fail_first(fake, "multipath_remove", 2)
     ours, _ = ops.confirmed([dev(h, "1:0:0:1"), dev(h, "2:0:0:1")], udev_of(1), force=False)
-    assert ops.remove_volume(ours, udev_of(1), {}, force=False, forget=False) == []
+    assert ops.remove_volume(ours, udev_of(1), {}, force=False) == []
     assert calls[0] == 3 and fake.maps() == [] and fake.hctls() == []
-    assert fake.ops("multipath_forget") == []      # forget=False: left to the caller
+    assert fake.ops("multipath_forget") == [(udev_of(1),)]   # the wwids entry goes too
 
 
 def test_remove_volume_reports_a_map_that_stays_in_use(env):
