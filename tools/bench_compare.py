@@ -83,10 +83,9 @@ def latency(workers: dict[str, Worker], n: int) -> None:
         portals = ["127.0.0.1:3260"]
         props = {"target_portal": portals[0], "target_iqn": t.iqn, "target_lun": 0}
 
-        def iscsi_floor() -> tuple[float, float]:
-            return bi.timed(bi.floor_attach, t, portals), bi.timed(bi.floor_detach, t, portals)
-
-        _latency_rounds(workers, n, "ISCSI", "iSCSI", "iSCSI single-path", props, iscsi_floor)
+        _latency_rounds(workers, n, "ISCSI", "iSCSI", "iSCSI single-path", props,
+                        (lambda: bi.timed(bi.floor_attach, t, portals),
+                         lambda: bi.timed(bi.floor_detach, t, portals)))
 
     with NvmetSubsystem(namespaces=1, ns_size=1 << 20) as sub:
         ns = sub.namespaces[1]
@@ -96,18 +95,30 @@ def latency(workers: dict[str, Worker], n: int) -> None:
                "HOSTNQN": open("/etc/nvme/hostnqn").read().strip(),
                "HOSTID": open("/etc/nvme/hostid").read().strip()}
 
-        def nvme_floor() -> tuple[float, float]:
-            t0, t1, _ = bn._bash(bn.FLOOR_ATTACH, env)
-            d0, d1 = bn._bash(bn.FLOOR_DETACH, env)
-            return float(t1) - float(t0), float(d1) - float(d0)
+        def elapsed(script: str) -> float:
+            start, end = bn._bash(script, env)[:2]
+            return float(end) - float(start)
 
-        _latency_rounds(workers, n, "NVME", "NVMe", "NVMe/TCP", props, nvme_floor)
+        _latency_rounds(workers, n, "NVME", "NVMe", "NVMe/TCP", props,
+                        (lambda: elapsed(bn.FLOOR_ATTACH), lambda: elapsed(bn.FLOOR_DETACH)))
+
+
+def udev_settle() -> None:
+    import tools.bench_iscsi as bi
+    bi.udev_settle()
 
 
 def _latency_rounds(workers: dict[str, Worker], n: int, protocol: str, name: str, label: str,
-                    props: dict[str, Any], floor: Callable[[], tuple[float, float]]) -> None:
+                    props: dict[str, Any],
+                    floor: tuple[Callable[[], float], Callable[[], float]]) -> None:
     """One warm-up round then ``n`` rounds of floor/ours/os-brick attach+detach (the order
-    rotated so no one always goes first); records the latency rows of ``label``."""
+    rotated so no one always goes first); records the latency rows of ``label``.
+
+    Every detach starts on a settled udev (untimed ``udevadm settle``), as in real use
+    where a detach comes long after its attach: an attach that returns before udev has
+    finished the new disk (ours returns the kernel's /dev/sdX at once) would otherwise
+    hand udev's tail of the attach to the detach, which must wait for udev's "remove"
+    event queued behind it.  Attach times are unchanged by this."""
     samples: dict[str, list[float]] = {f"{w}_{op}": [] for w in ("floor",) + TOOLS
                                        for op in ("attach", "detach")}
     before = lo.snapshot()
@@ -116,10 +127,13 @@ def _latency_rounds(workers: dict[str, Worker], n: int, protocol: str, name: str
         order = order[i % 3:] + order[:i % 3]
         for who in order:
             if who == "floor":
-                a, d = floor()
+                a = floor[0]()
+                udev_settle()
+                d = floor[1]()
             else:
                 ra = ok(workers[who].call({"op": "attach", "protocol": protocol, "props": props}),
                         f"{who} {name} attach")
+                udev_settle()
                 rd = ok(workers[who].call({"op": "detach", "protocol": protocol, "props": props,
                                            "info": ra["info"]}), f"{who} {name} detach")
                 a, d = ra["t"], rd["t"]

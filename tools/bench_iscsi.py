@@ -10,6 +10,7 @@ Floor (what a minimal shell script would do, no checks):
           ``multipath -w`` first, so both sides leave the same clean host) + wait until
           udev has removed the link the attach waited for (a detach is done when nothing
           is left in /dev/disk, as an attach is done when the link is there).
+Each detach (floor and ours) starts once udev has settled (untimed ``udevadm settle``).
 Ours: ISCSIConnector.connect_volume / disconnect_volume with in-process privsep.
 Prints medians, the ratio ours/floor, and a JSON line.
 """
@@ -66,6 +67,13 @@ def floor_detach(t: LioIscsiTarget, portals: list[str]) -> None:
         wait_path(f"/dev/disk/by-id/dm-uuid-mpath-{t.luns[0].scsi_id}", False)
 
 
+def udev_settle() -> None:
+    """Wait (untimed) until udev has processed every queued event: each detach starts on a
+    settled host, as in real use where it comes long after its attach (an attach that
+    returns before udev finished the disk would hand that tail to the detach)."""
+    subprocess.run(["udevadm", "settle", "--timeout=30"], check=False, timeout=60)
+
+
 def timed(fn, *args) -> float:
     start = time.monotonic()
     fn(*args)
@@ -93,11 +101,13 @@ def bench(n: int, multipath: bool) -> dict:
             for who in order:
                 if who == "floor":
                     out["floor_attach"].append(timed(floor_attach, t, portals))
+                    udev_settle()
                     out["floor_detach"].append(timed(floor_detach, t, portals))
                 else:
                     start = time.monotonic()
                     info = connector.connect_volume(props)
                     out["ours_attach"].append(time.monotonic() - start)
+                    udev_settle()
                     out["ours_detach"].append(timed(connector.disconnect_volume, props, info))
     med = {k: statistics.median(v) for k, v in out.items()}
     return {"mode": "multipath" if multipath else "single", "n": n,
