@@ -36,6 +36,7 @@ Formats confirmed in the kernel's drivers/nvme/host sysfs code:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import uuid as uuidlib
@@ -241,6 +242,20 @@ def _resolve_in(real_base: str, name: str) -> str | None:
     if os.path.isabs(link) or not os.path.isdir(target):
         return sysfs.resolve(path)
     return target
+
+
+@functools.lru_cache(maxsize=32)
+def _resolved_class_dir(path: str) -> str | None:
+    return sysfs.resolve(path)
+
+
+def _class_dir(path: str) -> str | None:
+    """Canonical path of a sysfs class directory: resolved once per process (it never
+    moves; ``realpath`` costs an lstat per path component on every attach)."""
+    real = _resolved_class_dir(path)
+    if real is None:   # not there (yet): the class appears when its module loads
+        _resolved_class_dir.cache_clear()
+    return real
 
 
 def _subsystem_dirs(roots: HostRoots) -> dict[str, str]:
@@ -524,8 +539,8 @@ def subsystem_view(roots: HostRoots, nqn: str, uuid: str | None = None, *,
         wwid = _read(os.path.join(path, "wwid"))
         return (not wwid or wwid.lower() == want_wwid), (wwid or None)
 
-    class_base = sysfs.resolve(roots.sysfs("class", "nvme-subsystem"))
-    ctrl_base = sysfs.resolve(roots.sysfs("class", "nvme"))
+    class_base = _class_dir(roots.sysfs("class", "nvme-subsystem"))
+    ctrl_base = _class_dir(roots.sysfs("class", "nvme"))
     if class_base is None:
         return ctrls, namespaces
     for sname in _entries(class_base, _SUBSYS_RE):
