@@ -156,6 +156,49 @@ def _latency_rows(label: str, s: dict[str, list[float]]) -> None:
 
 
 # ------------------------------------------------------------------ 2. concurrency
+class HostLoad:
+    """What the whole VM did while a block ran: CPU seconds (all vCPUs, from
+    /proc/stat) and the kernel's uevents by action (what udev had to process)."""
+
+    def __enter__(self) -> "HostLoad":
+        import collections
+        import threading
+        import pyudev
+        self.events: collections.Counter[str] = collections.Counter()
+        self._monitor = pyudev.Monitor.from_netlink(pyudev.Context(), source="kernel")
+        self._monitor.start()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+        self._cpu0, self._t0 = _cpu_seconds(), time.monotonic()
+        return self
+
+    def _pump(self) -> None:
+        while not self._stop.is_set():
+            dev = self._monitor.poll(timeout=0.1)
+            if dev is not None:
+                self.events[f"{dev.action} {dev.subsystem}"] += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self.busy, self.idle = [b - a for a, b in zip(self._cpu0, _cpu_seconds())]
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self, tool_cpu: float | None) -> dict[str, Any]:
+        """Row fields: the tool's CPU seconds, the VM's busy share, uevents by kind."""
+        return {"tool_cpu": tool_cpu,
+                "vm_busy": f"{100 * self.busy / ((self.busy + self.idle) or 1):.0f}%",
+                "uevents": ", ".join(f"{k}: {v}" for k, v in sorted(self.events.items()))}
+
+
+def _cpu_seconds() -> tuple[float, float]:
+    """(busy, idle) CPU seconds of all CPUs since boot (/proc/stat)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:8]]
+    hz = os.sysconf("SC_CLK_TCK")
+    return (v[0] + v[1] + v[2] + v[5] + v[6]) / hz, (v[3] + v[4]) / hz
+
+
 def concurrency(workers: dict[str, Worker], protocol: str) -> None:
     """16 volumes over 2 targets, attached then detached by 16 threads; fresh targets per tool.
 
@@ -164,7 +207,7 @@ def concurrency(workers: dict[str, Worker], protocol: str) -> None:
     read again.
     """
     from tests.functional.lab import LioIscsiTarget, NvmetSubsystem
-    for who in TOOLS:
+    for who in (("floor",) if protocol == "NVME" else ()) + TOOLS:
         if protocol == "ISCSI":
             targets: list[Any] = [LioIscsiTarget(luns=8, lun_size=1 << 20, initiators=["local"],
                                                  portals=(f"127.0.0.{k + 1}:3260",))
@@ -174,6 +217,9 @@ def concurrency(workers: dict[str, Worker], protocol: str) -> None:
         try:
             for t in targets:
                 t.create()
+            if who == "floor":
+                _nvme_floor_many(targets)
+                continue
             if protocol == "ISCSI":
                 items = [{"props": {"target_portal": t.portals[0], "target_iqn": t.iqn,
                                     "target_lun": lun}} for t in targets for lun in range(8)]
@@ -182,8 +228,9 @@ def concurrency(workers: dict[str, Worker], protocol: str) -> None:
                                     "portals": [["127.0.0.1", 4420, "tcp"]]}}
                          for t in targets for nsid, ns in sorted(t.namespaces.items())]
             before = lo.snapshot()
-            ra = workers[who].call({"op": "attach_many", "protocol": protocol, "items": items},
-                                   timeout=300)
+            with HostLoad() as load:
+                ra = workers[who].call({"op": "attach_many", "protocol": protocol,
+                                        "items": items}, timeout=300)
             infos = [dict(it, info=r.get("info")) for it, r in zip(items, ra["results"])]
             rd = workers[who].call({"op": "detach_many", "protocol": protocol, "items": infos},
                                    timeout=300)
@@ -191,9 +238,10 @@ def concurrency(workers: dict[str, Worker], protocol: str) -> None:
             errs = sorted({r["error"] for r in ra["results"] + rd["results"] if not r["ok"]})
             for op, r in (("attach", ra), ("detach", rd)):
                 ts = [x["t"] for x in r["results"]]
+                extra = load.summary(ra.get("cpu")) if op == "attach" else {}
                 row("2 concurrency", f"{protocol} 16 volumes {op} [{who}]", wall=r["t"],
                     p50=statistics.median(ts), p95=p(ts, 0.95), failures=fails,
-                    errors=errs[:2])
+                    errors=errs[:2], **extra)
             if protocol == "ISCSI":
                 check(f"2 concurrency {protocol}", who, before)
             else:
@@ -212,6 +260,24 @@ def concurrency(workers: dict[str, Worker], protocol: str) -> None:
                 except Exception as exc:  # noqa: BLE001
                     print(f"  target teardown: {exc}", flush=True)
             lo.cleanup()
+
+
+def _nvme_floor_many(targets: list[Any]) -> None:
+    """The kernel's share of the NVMe concurrency section: ``nvme connect`` of both
+    subsystems at once until all 16 namespaces are block devices, then disconnect."""
+    import tools.bench_nvmeof as bn
+    env = {"NQNS": " ".join(t.nqn for t in targets),
+           "UUIDS": " ".join(ns.uuid for t in targets for ns in t.namespaces.values()),
+           "HOSTNQN": open("/etc/nvme/hostnqn").read().strip(),
+           "HOSTID": open("/etc/nvme/hostid").read().strip()}
+    with HostLoad() as load:
+        start, end = bn._bash(bn.FLOOR_ATTACH_MANY, env)[:2]
+    udev_settle()
+    d0, d1 = bn._bash(bn.FLOOR_DETACH_MANY, env)[:2]
+    row("2 concurrency", "NVME 16 volumes attach [floor]", wall=float(end) - float(start),
+        p50=None, p95=None, failures=0, errors=[], **load.summary(None))
+    row("2 concurrency", "NVME 16 volumes detach [floor]", wall=float(d1) - float(d0),
+        p50=None, p95=None, failures=0, errors=[])
 
 
 # ------------------------------------------------------------------ 3. failure latency
@@ -340,14 +406,22 @@ def table(meta: dict[str, Any]) -> str:
     con = [r for r in ROWS if r["section"] == "2 concurrency"]
     if con:
         L += _md_table(["2. concurrency (s)", "wall", "per-volume p50", "per-volume p95",
-                        "failures"],
-                       [[r[k] for k in ("what", "wall", "p50", "p95", "failures")] for r in con])
+                        "failures", "tool CPU (s)", "VM CPU busy"],
+                       [[r.get(k) for k in ("what", "wall", "p50", "p95", "failures",
+                                            "tool_cpu", "vm_busy")] for r in con])
         for proto in ("ISCSI", "NVME"):
             w = {who: next((r["wall"] for r in con if r["what"] ==
-                            f"{proto} 16 volumes attach [{who}]"), None) for who in TOOLS}
+                            f"{proto} 16 volumes attach [{who}]"), None)
+                 for who in ("floor",) + TOOLS}
             if w["ours"] and w["osbrick"]:
                 L.append(f"| {proto} attach speed-up os-brick/ours | "
-                         f"{w['osbrick'] / w['ours']:.1f}x | | | |")
+                         f"{w['osbrick'] / w['ours']:.1f}x | | | | | |")
+            if w["ours"] and w["floor"]:
+                L.append(f"| {proto} attach ours/floor | "
+                         f"{w['ours'] / w['floor']:.2f}x | | | | | |")
+        L.append("")
+        L += [f"- kernel uevents during {r['what']}: {r['uevents']}"
+              for r in con if r.get("uevents")]
         L.append("")
     fail = [r for r in ROWS if r["section"] == "3 failure"]
     if fail:

@@ -3,7 +3,8 @@
 
     tools/kernel-lab/lab run -- .venv/bin/python tools/bench_nvmeof.py -n 10 [--daemon]
 
-Floor = a bare bash script: ``nvme connect`` then poll sysfs (builtins only, no
+Floor = a bare bash script (also ``FLOOR_*_MANY`` for bench_compare's concurrency
+section): ``nvme connect`` then poll sysfs (builtins only, no
 fork per check) until a block device with the namespace's UUID exists in /dev
 (attach); ``nvme disconnect -n``
 (detach, synchronous).  Timed inside bash ($EPOCHREALTIME) so interpreter start
@@ -48,6 +49,35 @@ FLOOR_DETACH = r'''
 set -u
 t0=$EPOCHREALTIME
 nvme disconnect -n "$NQN" >/dev/null
+echo "$t0 $EPOCHREALTIME"
+'''
+
+#: Floor of the concurrency section: connect every subsystem at once (``$NQNS``), wait
+#: until each UUID of ``$UUIDS`` is a block device in /dev.
+FLOOR_ATTACH_MANY = r'''
+set -u
+exec 9<> <(:)
+t0=$EPOCHREALTIME
+for n in $NQNS; do
+  nvme connect -t tcp -a 127.0.0.1 -s 4420 -n "$n" -q "$HOSTNQN" -I "$HOSTID" >/dev/null &
+done
+wait
+declare -A want; for u in $UUIDS; do want[$u]=1; done
+while [ ${#want[@]} -gt 0 ]; do
+  for d in /sys/class/block/nvme*n*; do
+    u=; read -r u < "$d/uuid" 2>/dev/null
+    [ -n "$u" ] && [ -n "${want[$u]:-}" ] && [ -b "/dev/${d##*/}" ] && unset "want[$u]"
+  done
+  [ ${#want[@]} -gt 0 ] && { read -r -t 0.005 -u 9 || :; }
+done
+echo "$t0 $EPOCHREALTIME"
+'''
+
+FLOOR_DETACH_MANY = r'''
+set -u
+t0=$EPOCHREALTIME
+for n in $NQNS; do nvme disconnect -n "$n" >/dev/null & done
+wait
 echo "$t0 $EPOCHREALTIME"
 '''
 

@@ -17,7 +17,8 @@ interpreter start and imports are never counted.  Requests::
     {"op": "quit"}
 
 Answers carry ``ok``, ``t`` (seconds), ``error`` ("Type: message") on failure and
-``info`` (the device info dict) on attach.  This file imports neither tool at import time.
+``info`` (the device info dict) on attach; ``*_many`` also ``cpu`` (the worker's CPU
+seconds, all threads).  This file imports neither tool at import time.
 """
 
 from __future__ import annotations
@@ -152,11 +153,11 @@ def handle(tool: Tool, req: dict[str, Any]) -> dict[str, Any]:
                 r.pop("result", None)
             return r
 
-        t0 = time.monotonic()
+        t0, cpu0 = time.monotonic(), time.process_time()
         with ThreadPoolExecutor(max_workers=len(items)) as pool:
             results = list(pool.map(one, items))
         return {"ok": all(r["ok"] for r in results), "t": time.monotonic() - t0,
-                "results": results}
+                "cpu": time.process_time() - cpu0, "results": results}
     if op == "discover":
         if req.get("search_dir"):
             conn.get_search_path = lambda: req["search_dir"]  # type: ignore[method-assign]
