@@ -26,12 +26,15 @@ sys.path.insert(0, os.path.abspath(os.path.join(HERE, "..", "..")))
 sys.path.insert(0, HERE)
 
 STATS: dict[str, list[float]] = collections.defaultdict(list)
+SPANS: list[tuple[float, float, str, str]] = []   # (start, end, thread, step)
 _LOCK = threading.Lock()
 
 
 def _note(name: str, dt: float) -> None:
+    end = time.monotonic()
     with _LOCK:
         STATS[name].append(dt)
+        SPANS.append((end - dt, end, threading.current_thread().name, name))
 
 
 def timed(owner: object, attr: str, name: str | None = None) -> None:
@@ -88,6 +91,57 @@ def instrument() -> None:
         timed(nvmeof_actions.PrivilegedNvmeActions, attr, f"actions.{attr}")
     timed(udev.DeviceWatch, "open", "DeviceWatch.open")
     timed(udev.DeviceWatch, "wait_for", "DeviceWatch.wait_for")
+    timed(udev.DeviceWatch, "_wait_event", "DeviceWatch._wait_event")
+    timed(udev.DeviceWatch, "_note", "DeviceWatch._note")
+
+
+def _host_cpu() -> list[float]:
+    """(user+nice, system, irq+softirq, idle+iowait) seconds of all CPUs from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    hz = os.sysconf("SC_CLK_TCK")
+    return [(v[0] + v[1]) / hz, v[2] / hz, (v[5] + v[6]) / hz, (v[3] + v[4]) / hz]
+
+
+class IdleSampler:
+    """The VM's idle share of each 50 ms slice (/proc/stat), while running."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        last = _host_cpu()
+        while not self._stop.wait(0.05):
+            now = _host_cpu()
+            d = [b - a for a, b in zip(last, now)]
+            total = sum(d)
+            self.samples.append((time.monotonic(), d[3] / total if total else 0.0))
+            last = now
+
+    def __enter__(self) -> "IdleSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def timeline(t0: float, idle: IdleSampler) -> None:
+    """Each step's spans (ms from t0) by thread, then the idle share per 50 ms."""
+    keep = ("nvmeof.", "actions.", "ledger transaction", "nvmeof target lock", "DeviceWatch.wait")
+    by_thread: dict[str, list[str]] = collections.defaultdict(list)
+    for start, end, thread, name in sorted(SPANS):
+        if start >= t0 and name.startswith(keep):
+            by_thread[thread].append(f"{name.split('.')[-1]}@{(start - t0) * 1000:.0f}"
+                                     f"+{(end - start) * 1000:.0f}")
+    for thread in sorted(by_thread):
+        print(f"  {thread[-6:]:>6s}: " + "  ".join(by_thread[thread]))
+    print("  idle%: " + " ".join(f"{(t - t0) * 1000:.0f}:{share * 100:.0f}"
+                                  for t, share in idle.samples if t >= t0))
+    SPANS.clear()
 
 
 def report(title: str) -> None:
@@ -102,7 +156,12 @@ def main() -> int:
     ap.add_argument("--no-ledger", action="store_true")
     ap.add_argument("--debug", action="store_true", help="library DEBUG log to stderr")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--timeline", action="store_true", help="print each thread's steps")
+    ap.add_argument("--switch-interval", type=float, default=None,
+                    help="sys.setswitchinterval (seconds) for a GIL-convoy experiment")
     args = ap.parse_args()
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(relativeCreated)7d %(threadName)s %(name)s %(message)s")
     from tests.functional.lab import NvmetSubsystem
@@ -121,9 +180,20 @@ def main() -> int:
                                 "portals": [["127.0.0.1", 4420, "tcp"]]}}
                      for t in targets for nsid, ns in sorted(t.namespaces.items())]
             tool._conns.clear()
-            ra = w.handle(tool, {"op": "attach_many", "protocol": "NVME", "items": items})
+            cpu = time.process_time()
+            host0 = _host_cpu()
+            SPANS.clear()
+            t_start = time.monotonic()
+            with IdleSampler() as idle:
+                ra = w.handle(tool, {"op": "attach_many", "protocol": "NVME", "items": items})
+            if args.timeline:
+                timeline(t_start, idle)
+            cpu = time.process_time() - cpu
+            host = [b - a for a, b in zip(host0, _host_cpu())]
+            print(f"host cpu during attach (s): user {host[0]:.2f} system {host[1]:.2f} "
+                  f"softirq {host[2]:.2f} idle {host[3]:.2f}")
             ts = sorted(r["t"] for r in ra["results"])
-            print(f"round {rnd} attach wall {ra['t']:.3f} p50 {ts[len(ts) // 2]:.3f} "
+            print(f"round {rnd} attach wall {ra['t']:.3f} cpu {cpu:.3f} p50 {ts[len(ts) // 2]:.3f} "
                   f"max {ts[-1]:.3f} ok={ra['ok']} {[r.get('error') for r in ra['results'] if not r['ok']][:2]}")
             report("attach")
             infos = [dict(it, info=r.get("info")) for it, r in zip(items, ra["results"])]
