@@ -382,46 +382,28 @@ class ISCSIConnector(Connector):
             found, looked = self._volume_devices(props, mpath)
         session_of = {d.hctl: s for s, d in found}
         ours, leftovers = self.ops.confirmed([d for _, d in found], wwid, force)
-        # flush, map, then the LUNs: by logging out of sessions carrying only them,
-        # else deleted one by one under their target's lock
-        leftovers += self.ops.remove_volume(
-            ours, wwid, info, force,
-            lock_for=lambda d: self.sessions.session_lock(session_of[d.hctl]),
-            release=lambda devices: self._log_out_of_sessions_of(devices, session_of))
-        # then this volume's other sessions left without LUNs (a path of a failed attach)
         ours_sids = {session_of[d.hctl].sid for d in ours}
         by_sid: dict[int, IscsiSession] = {s.sid: s for s in looked}
         candidates = [s for _, s in sorted(by_sid.items())
                       if self._touches(props, s, ours_sids)]
-        for s, exc in zip(candidates, _each(self.sessions.logout_if_empty, candidates)):
-            if exc is None:
-                continue
-            if not force:
-                raise exc
-            leftovers.append(f"session{s.sid} (logout failed: {exc})")
+
+        def log_out() -> list[str]:
+            """Log out of this volume's sessions left without LUNs."""
+            left = []
+            for s, exc in zip(candidates, _each(self.sessions.logout_if_empty, candidates)):
+                if exc is None:
+                    continue
+                if not force:
+                    raise exc
+                left.append(f"session{s.sid} (logout failed: {exc})")
+            return left
+
+        # flush, map, the LUNs (under their target's lock), then the logouts while udev
+        # removes the LUNs' links
+        leftovers += self.ops.remove_volume(
+            ours, wwid, info, force,
+            lock_for=lambda d: self.sessions.session_lock(session_of[d.hctl]), then=log_out)
         return leftovers
-
-    def _log_out_of_sessions_of(self, devices: Sequence[ScsiDevice],
-                                session_of: Mapping[HCTL, IscsiSession]) -> set[HCTL]:
-        """Log out of each session that carries only (flushed) ``devices``; the LUNs the
-        kernel removed with them.  The kernel removes a session's LUNs on logout, so
-        this saves their deletes; a failed logout leaves them to be deleted (and the
-        logout to be retried and reported)."""
-        luns: dict[int, set[HCTL]] = {}
-        sessions: dict[int, IscsiSession] = {}
-        for d in devices:
-            s = session_of[d.hctl]
-            sessions[s.sid] = s
-            luns.setdefault(s.sid, set()).add(d.hctl)
-
-        def log_out(sid: int) -> set[HCTL]:
-            try:
-                if self.sessions.logout_if_only(sessions[sid], luns[sid]):
-                    return luns[sid]
-            except BrickError as exc:
-                LOG.warning("logout of session%d failed (%s): deleting its LUNs", sid, exc)
-            return set()
-        return set().union(*_each(log_out, list(sessions)))
 
     @staticmethod
     def _touches(props: ISCSIProperties, session: IscsiSession, ours_sids: set[int]) -> bool:

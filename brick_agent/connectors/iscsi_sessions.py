@@ -14,7 +14,7 @@ import ipaddress
 import logging
 import socket
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from typing import Any
 
 from brick_agent import locking
@@ -216,29 +216,19 @@ class ISCSISessions:
     def logout_if_empty(self, session: IscsiSession) -> BrickError | None:
         """Log out of ``session`` if it carries no LUN any more; the error, if any."""
         try:
-            self.logout_if_only(session, ())
+            with self.session_lock(session):
+                now = read_session(self.roots, session.sid)
+                if now is None:
+                    return None
+                remaining = session_devices(self.roots, now)
+                if remaining:
+                    LOG.debug("session%d keeps %d other LUN(s): staying logged in",
+                              session.sid, len(remaining))
+                    return None
+                self.actions.logout(now.portal or "", now.target_iqn or "", self.iface)
         except BrickError as exc:
             return exc
         return None
-
-    def logout_if_only(self, session: IscsiSession, luns: Collection[HCTL]) -> bool:
-        """Log out of ``session`` if every LUN it carries is in ``luns``; whether it is gone.
-
-        Checked and done under the session's lock, so no LUN scanned in meanwhile is
-        lost: the kernel removes the session's LUNs with it (after the caller flushed
-        them).  A failed logout raises its :class:`BrickError`.
-        """
-        with self.session_lock(session):
-            now = read_session(self.roots, session.sid)
-            if now is None:
-                return True
-            others = [d for d in session_devices(self.roots, now) if d.hctl not in luns]
-            if others:
-                LOG.debug("session%d keeps %d other LUN(s): staying logged in",
-                          session.sid, len(others))
-                return False
-            self.actions.logout(now.portal or "", now.target_iqn or "", self.iface)
-        return True
 
 
 def _portal(text: str) -> Portal | None:

@@ -29,7 +29,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any, ContextManager, Protocol
 
 from brick_agent.connectors import multipath_wait
@@ -484,15 +484,12 @@ class ScsiVolumeOps:
     def remove_volume(self, ours: Sequence[ScsiDevice], wwid: str | None,
                       info: Mapping[str, Any], force: bool,
                       lock_for: Callable[[ScsiDevice], ContextManager[Any]] | None = None,
-                      release: Callable[[Sequence[ScsiDevice]], Collection[HCTL]] | None = None
-                      ) -> list[str]:
-        """Flush what was used, remove the map, remove ``ours``, wait; return leftovers.
+                      then: Callable[[], list[str]] | None = None) -> list[str]:
+        """Flush what was used, remove the map, delete ``ours``, wait; return leftovers.
 
-        ``release(devices)`` removes what it can of ``ours`` the transport's way and
-        returns their addresses (iSCSI: logging out of a session that carries only
-        them); the rest are deleted one by one, under ``lock_for(device)``.  Then the
-        kernel must have dropped them all and udev their links.  The map's wwids
-        entry is dropped meanwhile.
+        ``then()`` runs once the devices are deleted, while udev removes their links
+        (iSCSI: the logouts), and its leftovers are added; only then is the wait for
+        udev.  The map's wwids entry is dropped meanwhile.
 
         Without ``force`` the first failure raises (DeviceBusy for a failed flush).
         A map still briefly held (udev/blkid probing a fresh map) is retried for
@@ -522,38 +519,34 @@ class ScsiVolumeOps:
                     pool = background.enter_context(concurrent.futures.ThreadPoolExecutor(
                         max_workers=1, thread_name_prefix="wwid-forget"))
                     pool.submit(self.forget, mpath.wwid)
-            leftovers += self._remove_devices(ours, force, lock_for, release)
+            leftovers += self._delete_devices(ours, force, lock_for, then)
         return leftovers
 
-    def _remove_devices(self, ours: Sequence[ScsiDevice], force: bool,
+    def _delete_devices(self, ours: Sequence[ScsiDevice], force: bool,
                         lock_for: Callable[[ScsiDevice], ContextManager[Any]] | None,
-                        release: Callable[[Sequence[ScsiDevice]], Collection[HCTL]] | None
-                        ) -> list[str]:
+                        then: Callable[[], list[str]] | None) -> list[str]:
         leftovers: list[str] = []
-        removed: list[HCTL] = []
+        deleted: list[HCTL] = []
         with self.watch_factory() as watch:
             entries = self.udev_entries([d.name for d in ours])   # before they go
             try:
-                if release is not None and ours:
-                    released = set(release(ours))
-                    removed += [d.hctl for d in ours if d.hctl in released]
                 for d in ours:
-                    if d.hctl in removed:
-                        continue
                     try:
                         with lock_for(d) if lock_for is not None else contextlib.nullcontext():
                             self.actions.delete_device(d.hctl)
-                        removed.append(d.hctl)
+                        deleted.append(d.hctl)
                     except BrickError as exc:
                         if not force:
                             raise
                         leftovers.append(f"{d.name or d.hctl} (delete failed: {exc})")
+                if then is not None:
+                    leftovers += then()
             finally:
-                if removed:
-                    CLAIMS.forget(self.roots, removed)
-                    names = {d.name for d in ours if d.hctl in removed}
+                if deleted:
+                    CLAIMS.forget(self.roots, deleted)
+                    names = {d.name for d in ours if d.hctl in deleted}
                     leftovers += self._wait_removed(
-                        watch, removed, entries=[e for e in entries if e.name in names])
+                        watch, deleted, entries=[e for e in entries if e.name in names])
         return leftovers
 
     # ------------------------------------------------------------ extend

@@ -328,40 +328,57 @@ def test_force_keeps_going_and_reports_leftovers(conf, host, fake):
     assert fake.state() == EMPTY
 
 
-def test_detach_of_a_sessions_only_lun_logs_out_instead_of_deleting(conf, host, fake):
+def test_detach_deletes_the_lun_before_logging_out(conf, host, fake):
     c = make(conf, host, fake)
     info = c.connect_volume(props(lun=0))
     c.disconnect_volume(props(lun=0), info)
-    # flushed first; the kernel removes the LUN with the session: no separate delete
     assert [e[0] for e in fake.log if e[0] in ("flush", "delete", "logout")] == [
-        "flush", "logout"]
+        "flush", "delete", "logout"]
     assert fake.state() == EMPTY
 
 
-def test_failed_logout_falls_back_to_deleting_the_lun_and_reports_the_session(conf, host, fake):
+def test_logout_runs_while_udev_removes_the_links_and_detach_waits_for_both(conf, host, fake):
+    fake.enable_udev(remove_delay=0.3)
+
+    def watch():
+        return DeviceWatch(roots=host.roots, monitor=fake.monitor(), poll_interval=30.0)
+    c = ISCSIConnector(conf=conf, roots=host.roots, actions=fake, watch_factory=watch)
+    info = c.connect_volume(props(lun=0))
+    links_at_logout = []
+    real_logout = fake.logout
+
+    def logout(*args, **kwargs):
+        links_at_logout.append(list(host.p("dev/disk/by-path").iterdir()))
+        return real_logout(*args, **kwargs)
+    fake.logout = logout
+    c.disconnect_volume(props(lun=0), info)
+    # the LUN was deleted, but the logout did not wait for udev to remove its link...
+    assert fake.count("delete") == 1 and len(links_at_logout) == 1 and links_at_logout[0]
+    # ...and the detach returned only once udev had removed it
+    assert list(host.p("dev/disk/by-path").iterdir()) == [] and _dangling(host) == []
+    assert fake.state() == EMPTY
+
+
+def test_failed_logout_is_raised_after_the_lun_is_gone_and_a_retry_finishes(conf, host, fake):
     c = make(conf, host, fake)
     info = c.connect_volume(props(lun=0))
     fake.fail_logout.add(IQN_A)
     with pytest.raises(CommandFailed):
         c.disconnect_volume(props(lun=0), info)
     assert fake.state()["devices"] == [] and fake.state()["sessions"] == [(P1, IQN_A)]
-    assert [e[0] for e in fake.log if e[0] in ("delete", "logout")] == [
-        "logout", "delete", "logout"]
     fake.fail_logout.clear()
-    c.disconnect_volume(props(lun=0), info)     # a retry finishes the job
+    c.disconnect_volume(props(lun=0), info)
     assert fake.state() == EMPTY
 
 
 def test_force_ignore_errors_reports_undeletable_device_without_raising(conf, host, fake, caplog):
     c = make(conf, host, fake)
     info = c.connect_volume(props(lun=0))
-    fake.fail_logout.add(IQN_A)
     fake.fail_delete.add("10:0:0:0")
     c.disconnect_volume(props(lun=0), info, force=True, ignore_errors=True)
     assert fake.state()["devices"] == ["sda"]
-    # the logout failed, the fallback delete failed: the session still carries the LUN
-    assert fake.state()["sessions"] == [(P1, IQN_A)]
-    assert "left behind" in caplog.text and "delete failed" in caplog.text
+    assert fake.count("logout") == 0           # session still carries the LUN
+    assert "left behind" in caplog.text
 
 
 # ---------------------------------------------------------------- queries
