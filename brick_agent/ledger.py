@@ -28,6 +28,17 @@ File format (JSON, ``[brick_agent] ledger_path``, version 1)::
   device it finds belongs to that attachment (see the reconcile rule in
   :mod:`brick_agent.connectors.base`).
 
+* **Attachment ids** come from ``attachment_id`` in the connection properties.
+  Cinder's attachment API returns it in its flat ``connection_info``, but Nova
+  drops it when it rebuilds ``connection_info['data']``
+  (``nova/volume/cinder.py``, ``_translate_attachment_ref``). Nova instead decides
+  itself whether to call ``disconnect_volume`` on a multiattach volume that
+  another instance on the host still uses (the libvirt driver's
+  ``_should_disconnect_target``). Under Nova every connect is therefore the one
+  attachment ``default``: a repeated connect is idempotent, and the disconnect
+  Nova makes removes the device.  Callers that pass ``attachment_id``
+  (cinderlib-style or direct use) get per-attachment counting.
+
 An unreadable (corrupt) file is moved aside to ``<path>.corrupt-<time>`` and the
 ledger starts empty; the kernel reconcile then rebuilds what it can.
 """
