@@ -62,9 +62,14 @@ def ratio(a: float | None, b: float | None) -> str:
 
 
 def check(section: str, tool: str, before: dict[str, Any]) -> None:
-    after = lo.snapshot()
-    LEFT.setdefault(section, {})[tool] = lo.leftovers(before, after)
+    note_left(section, tool, lo.leftovers(before, lo.snapshot()))
     lo.cleanup()
+
+
+def note_left(section: str, tool: str, found: list[str]) -> None:
+    """Record leftovers; a section run several times keeps every distinct finding."""
+    seen = LEFT.setdefault(section, {}).setdefault(tool, [])
+    seen += [x for x in found if x not in seen]
 
 
 def ok(r: dict[str, Any], what: str) -> dict[str, Any]:
@@ -199,70 +204,92 @@ def _cpu_seconds() -> tuple[float, float]:
     return (v[0] + v[1] + v[2] + v[5] + v[6]) / hz, (v[3] + v[4]) / hz
 
 
-def concurrency(workers: dict[str, Worker], protocol: str) -> None:
-    """16 volumes over 2 targets, attached then detached by 16 threads; fresh targets per tool.
+def concurrency(workers: dict[str, Worker], protocol: str, rounds: int = 1) -> None:
+    """16 volumes over 2 targets, attached then detached by 16 threads; fresh targets per
+    tool and round, each round started on a settled udev; rows give the median round.
 
     NVMe: a detach keeps a controller while it shows another namespace (both tools), so as
     a backend would after a detach, the target then unmaps the namespaces and leftovers are
-    read again.
+    read again.  NVMe also has a floor: bare ``nvme connect`` of both subsystems at once.
     """
+    results: dict[str, list[dict[str, Any]]] = {}
+    for rnd in range(rounds):
+        order = (("floor",) if protocol == "NVME" else ()) + TOOLS
+        for who in order[rnd % len(order):] + order[:rnd % len(order)]:
+            results.setdefault(who, []).append(_concurrency_round(workers, protocol, who))
+    for who, runs in results.items():
+        for op in ("attach", "detach"):
+            walls = [r[op]["wall"] for r in runs]
+            mid = sorted(runs, key=lambda r: r[op]["wall"])[(len(runs) - 1) // 2][op]
+            ts = [t for r in runs for t in r[op]["times"]]
+            row("2 concurrency", f"{protocol} 16 volumes {op} [{who}]",
+                wall=statistics.median(walls), p50=statistics.median(ts) if ts else None,
+                p95=p(ts, 0.95) if ts else None, failures=sum(r["failures"] for r in runs),
+                errors=sorted({e for r in runs for e in r["errors"]})[:2],
+                **({k: mid[k] for k in ("tool_cpu", "vm_busy", "uevents") if k in mid}),
+                rounds=[round(w, 3) for w in walls])
+
+
+def _concurrency_round(workers: dict[str, Worker], protocol: str, who: str) -> dict[str, Any]:
+    """One round of one tool (or the NVMe floor): {"attach"/"detach": {"wall", "times",
+    load fields}, "failures", "errors"}; leftovers go to LEFT."""
     from tests.functional.lab import LioIscsiTarget, NvmetSubsystem
-    for who in (("floor",) if protocol == "NVME" else ()) + TOOLS:
+    if protocol == "ISCSI":
+        targets: list[Any] = [LioIscsiTarget(luns=8, lun_size=1 << 20, initiators=["local"],
+                                             portals=(f"127.0.0.{k + 1}:3260",))
+                              for k in range(2)]
+    else:
+        targets = [NvmetSubsystem(namespaces=8, ns_size=1 << 20) for _ in range(2)]
+    try:
+        for t in targets:
+            t.create()
+        udev_settle()
+        if who == "floor":
+            return _nvme_floor_many(targets)
         if protocol == "ISCSI":
-            targets: list[Any] = [LioIscsiTarget(luns=8, lun_size=1 << 20, initiators=["local"],
-                                                 portals=(f"127.0.0.{k + 1}:3260",))
-                                  for k in range(2)]
+            items = [{"props": {"target_portal": t.portals[0], "target_iqn": t.iqn,
+                                "target_lun": lun}} for t in targets for lun in range(8)]
         else:
-            targets = [NvmetSubsystem(namespaces=8, ns_size=1 << 20) for _ in range(2)]
-        try:
+            items = [{"props": {"target_nqn": t.nqn, "vol_uuid": ns.uuid, "ns_id": nsid,
+                                "portals": [["127.0.0.1", 4420, "tcp"]]}}
+                     for t in targets for nsid, ns in sorted(t.namespaces.items())]
+        before = lo.snapshot()
+        with HostLoad() as load:
+            ra = workers[who].call({"op": "attach_many", "protocol": protocol,
+                                    "items": items}, timeout=300)
+        infos = [dict(it, info=r.get("info")) for it, r in zip(items, ra["results"])]
+        udev_settle()
+        rd = workers[who].call({"op": "detach_many", "protocol": protocol, "items": infos},
+                               timeout=300)
+        out: dict[str, Any] = {
+            "attach": {"wall": ra["t"], "times": [x["t"] for x in ra["results"]],
+                       **load.summary(ra.get("cpu"))},
+            "detach": {"wall": rd["t"], "times": [x["t"] for x in rd["results"]]},
+            "failures": sum(not r["ok"] for r in ra["results"] + rd["results"]),
+            "errors": sorted({r["error"] for r in ra["results"] + rd["results"]
+                              if not r["ok"]})}
+        if protocol == "ISCSI":
+            check(f"2 concurrency {protocol}", who, before)
+        else:
+            after = lo.snapshot()
+            note_left("2 concurrency NVMe, namespaces still exported", who,
+                      lo.leftovers(before, after))
             for t in targets:
-                t.create()
-            if who == "floor":
-                _nvme_floor_many(targets)
-                continue
-            if protocol == "ISCSI":
-                items = [{"props": {"target_portal": t.portals[0], "target_iqn": t.iqn,
-                                    "target_lun": lun}} for t in targets for lun in range(8)]
-            else:
-                items = [{"props": {"target_nqn": t.nqn, "vol_uuid": ns.uuid, "ns_id": nsid,
-                                    "portals": [["127.0.0.1", 4420, "tcp"]]}}
-                         for t in targets for nsid, ns in sorted(t.namespaces.items())]
-            before = lo.snapshot()
-            with HostLoad() as load:
-                ra = workers[who].call({"op": "attach_many", "protocol": protocol,
-                                        "items": items}, timeout=300)
-            infos = [dict(it, info=r.get("info")) for it, r in zip(items, ra["results"])]
-            rd = workers[who].call({"op": "detach_many", "protocol": protocol, "items": infos},
-                                   timeout=300)
-            fails = sum(not r["ok"] for r in ra["results"] + rd["results"])
-            errs = sorted({r["error"] for r in ra["results"] + rd["results"] if not r["ok"]})
-            for op, r in (("attach", ra), ("detach", rd)):
-                ts = [x["t"] for x in r["results"]]
-                extra = load.summary(ra.get("cpu")) if op == "attach" else {}
-                row("2 concurrency", f"{protocol} 16 volumes {op} [{who}]", wall=r["t"],
-                    p50=statistics.median(ts), p95=p(ts, 0.95), failures=fails,
-                    errors=errs[:2], **extra)
-            if protocol == "ISCSI":
-                check(f"2 concurrency {protocol}", who, before)
-            else:
-                after = lo.snapshot()
-                LEFT.setdefault("2 concurrency NVMe, namespaces still exported", {})[who] = \
-                    lo.leftovers(before, after)
-                for t in targets:
-                    for nsid in sorted(t.namespaces):
-                        t.remove_namespace(nsid)
-                time.sleep(2.0)
-                check("2 concurrency NVMe, after the target unmapped them", who, before)
-        finally:
-            for t in targets:
-                try:
-                    t.destroy()
-                except Exception as exc:  # noqa: BLE001
-                    print(f"  target teardown: {exc}", flush=True)
-            lo.cleanup()
+                for nsid in sorted(t.namespaces):
+                    t.remove_namespace(nsid)
+            time.sleep(2.0)
+            check("2 concurrency NVMe, after the target unmapped them", who, before)
+        return out
+    finally:
+        for t in targets:
+            try:
+                t.destroy()
+            except Exception as exc:  # noqa: BLE001
+                print(f"  target teardown: {exc}", flush=True)
+        lo.cleanup()
 
 
-def _nvme_floor_many(targets: list[Any]) -> None:
+def _nvme_floor_many(targets: list[Any]) -> dict[str, Any]:
     """The kernel's share of the NVMe concurrency section: ``nvme connect`` of both
     subsystems at once until all 16 namespaces are block devices, then disconnect."""
     import tools.bench_nvmeof as bn
@@ -274,10 +301,10 @@ def _nvme_floor_many(targets: list[Any]) -> None:
         start, end = bn._bash(bn.FLOOR_ATTACH_MANY, env)[:2]
     udev_settle()
     d0, d1 = bn._bash(bn.FLOOR_DETACH_MANY, env)[:2]
-    row("2 concurrency", "NVME 16 volumes attach [floor]", wall=float(end) - float(start),
-        p50=None, p95=None, failures=0, errors=[], **load.summary(None))
-    row("2 concurrency", "NVME 16 volumes detach [floor]", wall=float(d1) - float(d0),
-        p50=None, p95=None, failures=0, errors=[])
+    udev_settle()
+    return {"attach": {"wall": float(end) - float(start), "times": [], **load.summary(None)},
+            "detach": {"wall": float(d1) - float(d0), "times": []},
+            "failures": 0, "errors": []}
 
 
 # ------------------------------------------------------------------ 3. failure latency
@@ -392,6 +419,11 @@ def _md_table(head: list[str], body: list[list[Any]]) -> list[str]:
     return [_md_row(head), "|---" * len(head) + "|", *map(_md_row, body)]
 
 
+def _rounds_label(r: dict[str, Any]) -> str:
+    n = len(r.get("rounds") or [])
+    return f"{r['what']} (median of {n})" if n > 1 else r["what"]
+
+
 def table(meta: dict[str, Any]) -> str:
     L = [f"brick_agent vs os-brick {meta['osbrick_version']} — {meta['date']}, kernel "
          f"{meta['kernel']}, {meta['where']}, privileged work {meta['privsep']}", ""]
@@ -407,8 +439,9 @@ def table(meta: dict[str, Any]) -> str:
     if con:
         L += _md_table(["2. concurrency (s)", "wall", "per-volume p50", "per-volume p95",
                         "failures", "tool CPU (s)", "VM CPU busy"],
-                       [[r.get(k) for k in ("what", "wall", "p50", "p95", "failures",
-                                            "tool_cpu", "vm_busy")] for r in con])
+                       [[_rounds_label(r)] + [r.get(k) for k in (
+                           "wall", "p50", "p95", "failures", "tool_cpu", "vm_busy")]
+                        for r in con])
         for proto in ("ISCSI", "NVME"):
             w = {who: next((r["wall"] for r in con if r["what"] ==
                             f"{proto} 16 volumes attach [{who}]"), None)
@@ -420,6 +453,9 @@ def table(meta: dict[str, Any]) -> str:
                 L.append(f"| {proto} attach ours/floor | "
                          f"{w['ours'] / w['floor']:.2f}x | | | | | |")
         L.append("")
+        L += [f"- walls of the rounds, {r['what']}: "
+              + ", ".join(f"{w:.3f}" for w in r["rounds"])
+              for r in con if len(r.get("rounds") or []) > 1]
         L += [f"- kernel uevents during {r['what']}: {r['uevents']}"
               for r in con if r.get("uevents")]
         L.append("")
@@ -472,6 +508,10 @@ def main() -> int:
     ap.add_argument("--sections", default="latency,concurrency,concurrency-nvme,failures,discovery",
                     help="comma list of latency,concurrency,concurrency-nvme,failures,discovery")
     ap.add_argument("--discovery-sizes", default="16,32,64")
+    ap.add_argument("--iscsi-rounds", type=int, default=1,
+                    help="rounds of the iSCSI concurrency section (os-brick needs ~35 s each)")
+    ap.add_argument("--nvme-rounds", type=int, default=3,
+                    help="rounds of the NVMe concurrency section (~6 s each per tool)")
     ap.add_argument("--synthetic", action="store_true",
                     help="host only: synthetic sysfs/dev trees (no VM needed)")
     ap.add_argument("--synthetic-sizes", default="256,512,1024,2048,4096")
@@ -514,8 +554,8 @@ def main() -> int:
                                      os.path.join(lock_dir, "osbrick"), args.daemon)}
         steps: list[tuple[str, Callable[[], None]]] = [
             ("latency", lambda: latency(workers, args.n)),
-            ("concurrency", lambda: concurrency(workers, "ISCSI")),
-            ("concurrency-nvme", lambda: concurrency(workers, "NVME")),
+            ("concurrency", lambda: concurrency(workers, "ISCSI", args.iscsi_rounds)),
+            ("concurrency-nvme", lambda: concurrency(workers, "NVME", args.nvme_rounds)),
             ("failures", lambda: failures(workers)),
             ("discovery", lambda: discovery_lab(
                 workers, [int(x) for x in args.discovery_sizes.split(",")])),
