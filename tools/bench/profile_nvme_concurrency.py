@@ -16,6 +16,7 @@ import contextlib
 import functools
 import logging
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -180,6 +181,7 @@ def main() -> int:
                                 "portals": [["127.0.0.1", 4420, "tcp"]]}}
                      for t in targets for nsid, ns in sorted(t.namespaces.items())]
             tool._conns.clear()
+            subprocess.run(["udevadm", "settle", "--timeout=30"], check=False)
             cpu = time.process_time()
             host0 = _host_cpu()
             SPANS.clear()
