@@ -80,7 +80,7 @@ def timed(fn, *args) -> float:
     return time.monotonic() - start
 
 
-def bench(n: int, multipath: bool) -> dict:
+def bench(n: int, multipath: bool, settle: bool = True) -> dict:
     conf = config.new_conf()
     conf.set_override("lock_path", "/tmp/bench-iscsi-locks", group="brick_agent")
     conf.set_override("privsep_in_process", True, group="brick_agent")
@@ -101,13 +101,15 @@ def bench(n: int, multipath: bool) -> dict:
             for who in order:
                 if who == "floor":
                     out["floor_attach"].append(timed(floor_attach, t, portals))
-                    udev_settle()
+                    if settle:
+                        udev_settle()
                     out["floor_detach"].append(timed(floor_detach, t, portals))
                 else:
                     start = time.monotonic()
                     info = connector.connect_volume(props)
                     out["ours_attach"].append(time.monotonic() - start)
-                    udev_settle()
+                    if settle:
+                        udev_settle()
                     out["ours_detach"].append(timed(connector.disconnect_volume, props, info))
     med = {k: statistics.median(v) for k, v in out.items()}
     return {"mode": "multipath" if multipath else "single", "n": n,
@@ -121,6 +123,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=5)
     ap.add_argument("--multipath", action="store_true", help="also run the multipath case")
+    ap.add_argument("--back-to-back", action="store_true",
+                    help="time each detach right after its attach (no udev settle between)")
     args = ap.parse_args()
     modes = [False, True] if args.multipath else [False]
     if args.multipath:
@@ -128,7 +132,7 @@ def main() -> int:
                             "guest-multipathd")
         subprocess.run([tool, "start"], check=True, capture_output=True, timeout=60)
     for mp in modes:
-        r = bench(args.n, mp)
+        r = bench(args.n, mp, settle=not args.back_to_back)
         m = r["median"]
         print(f"{r['mode']:9s} attach: ours {m['ours_attach']:.3f}s floor {m['floor_attach']:.3f}s "
               f"ratio {r['ratio_attach']}  |  detach: ours {m['ours_detach']:.3f}s "
