@@ -6,6 +6,9 @@ ConfigOpts you own (or use :func:`new_conf` for a private one).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from oslo_config import cfg
 
 GROUP = "brick_agent"
@@ -93,12 +96,16 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     conf.register_opts(ALL_OPTS, group=GROUP)
 
 
-def new_conf(args: list[str] | None = None,
-             config_files: list[str] | None = None) -> cfg.ConfigOpts:
-    """A private, parsed ConfigOpts with brick_agent's options."""
+def new_conf(args: list[str] | None = None, config_files: list[str] | None = None,
+             overrides: Mapping[str, Any] | None = None) -> cfg.ConfigOpts:
+    """A private, parsed ConfigOpts with brick_agent's options; ``overrides`` set
+    ``[brick_agent]`` options (a None value leaves the option as configured)."""
     conf = cfg.ConfigOpts()
     register_opts(conf)
     conf(args=args or [], project="brick_agent", default_config_files=config_files or [])
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            conf.set_override(name, value, group=GROUP)
     return conf
 
 

@@ -81,10 +81,8 @@ def timed(fn, *args) -> float:
 
 
 def bench(n: int, multipath: bool, settle: bool = True) -> dict:
-    conf = config.new_conf()
-    conf.set_override("lock_path", "/tmp/bench-iscsi-locks", group="brick_agent")
-    conf.set_override("privsep_in_process", True, group="brick_agent")
-    conf.set_override("use_multipath", multipath, group="brick_agent")
+    conf = config.new_conf(overrides={"lock_path": "/tmp/bench-iscsi-locks",
+                                      "privsep_in_process": True, "use_multipath": multipath})
     connector = ISCSIConnector(conf=conf)
     portals = ["127.0.0.1:3260", "127.0.0.2:3260"] if multipath else ["127.0.0.1:3260"]
     out: dict[str, list[float]] = {"floor_attach": [], "floor_detach": [],

@@ -95,15 +95,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="privileged calls through the privsep daemon (default: in process)")
     args = ap.parse_args(argv)
 
-    conf = config.new_conf()
-    lock_dir = tempfile.mkdtemp(prefix="bench-locks-")
-    conf.set_override("lock_path", lock_dir, group="brick_agent")
-    if args.daemon:
-        conf.set_override("privsep_helper_command",
-                          os.path.join(os.path.dirname(sys.executable), "privsep-helper"),
-                          group="brick_agent")
-    else:
-        conf.set_override("privsep_in_process", True, group="brick_agent")
+    conf = config.new_conf(overrides={"lock_path": tempfile.mkdtemp(prefix="bench-locks-"),
+                                      "privsep_in_process": not args.daemon})
     privileged.init(conf)
     conn = NVMeOFConnector(None, None, conf=conf)
     ident = conn.host_identity()

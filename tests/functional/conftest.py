@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import sys
 from typing import Iterator
 
 import pytest
@@ -28,22 +27,16 @@ LAB_CONF: dict[str, object] = {
     "nvme_ctrl_loss_tmo": -1,
     "nvme_reconnect_delay": 1,
 }
-#: Overrides that run the privileged calls in a real privsep daemon process.
-PRIVSEP_DAEMON: dict[str, object] = {
-    "privsep_in_process": False,
-    "privsep_helper_command": os.path.join(os.path.dirname(sys.executable), "privsep-helper"),
-}
+#: Overrides that run the privileged calls in a real privsep daemon process (as root, the
+#: default helper command starts the privsep-helper installed beside this Python).
+PRIVSEP_DAEMON: dict[str, object] = {"privsep_in_process": False}
 
 
 def make_conf(tmp_path: pathlib.Path, **overrides: object) -> cfg.ConfigOpts:
     """A fresh [brick_agent] conf for one lab test: locks under ``tmp_path``, :data:`LAB_CONF`,
     then ``overrides``. An override of None leaves that option at the config default."""
-    conf = config.new_conf()
-    values = {"lock_path": str(tmp_path / "locks"), **LAB_CONF, **overrides}
-    for name, value in values.items():
-        if value is not None:
-            conf.set_override(name, value, group="brick_agent")
-    return conf
+    return config.new_conf(overrides={"lock_path": str(tmp_path / "locks"), **LAB_CONF,
+                                      **overrides})
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -30,6 +30,14 @@ def test_config_file_is_read(tmp_path):
     assert opts.lock_path == "/srv/locks" and opts.nvme_ctrl_loss_tmo == -1
 
 
+def test_overrides_win_over_the_file_and_none_keeps_the_configured_value(tmp_path):
+    path = tmp_path / "brick_agent.conf"
+    path.write_text("[brick_agent]\nlock_path = /srv/locks\nnvme_ctrl_loss_tmo = -1\n")
+    opts = config.new_conf(config_files=[str(path)], overrides={
+        "lock_path": "/run/locks", "nvme_ctrl_loss_tmo": None}).brick_agent
+    assert opts.lock_path == "/run/locks" and opts.nvme_ctrl_loss_tmo == -1
+
+
 def test_every_option_is_in_the_sample_file():
     with open(SAMPLE) as f:
         sample = f.read()

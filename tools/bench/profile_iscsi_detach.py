@@ -82,9 +82,8 @@ def main() -> int:
     from brick_agent import config
     from brick_agent.connectors.iscsi import ISCSIConnector
     from tests.functional.lab import LioIscsiTarget
-    conf = config.new_conf()
-    conf.set_override("lock_path", tempfile.mkdtemp(prefix="brick-prof-"), group="brick_agent")
-    conf.set_override("privsep_in_process", True, group="brick_agent")
+    conf = config.new_conf(overrides={"lock_path": tempfile.mkdtemp(prefix="brick-prof-"),
+                                      "privsep_in_process": True})
     connector = ISCSIConnector(conf=conf)
     portal = "127.0.0.1:3260"
     with LioIscsiTarget(luns=1, portals=[portal], initiators=["local"]) as t:

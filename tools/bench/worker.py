@@ -54,16 +54,12 @@ class Tool:
     # ------------------------------------------------------------------ brick_agent
     def _init_ours(self) -> None:
         from brick_agent import config, privileged
-        conf = config.new_conf()
-        conf.set_override("lock_path", self.lock_path, group="brick_agent")
-        conf.set_override("ledger_path", os.path.join(self.lock_path, "ledger.json"),
-                          group="brick_agent")
-        if self.daemon:
-            conf.set_override("privsep_helper_command",
-                              os.path.join(os.path.dirname(sys.executable), "privsep-helper"),
-                              group="brick_agent")
-        else:
-            conf.set_override("privsep_in_process", True, group="brick_agent")
+        # daemon: as root, the default helper command starts the privsep-helper beside
+        # this Python (brick_agent.privileged.helper_command)
+        conf = config.new_conf(overrides={
+            "lock_path": self.lock_path,
+            "ledger_path": os.path.join(self.lock_path, "ledger.json"),
+            "privsep_in_process": not self.daemon})
         privileged.init(conf)
         self.conf = conf
 
