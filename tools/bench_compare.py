@@ -175,7 +175,7 @@ class HostLoad:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._pump, daemon=True)
         self._thread.start()
-        self._cpu0, self._t0 = _cpu_seconds(), time.monotonic()
+        self._cpu0 = _cpu_seconds()
         return self
 
     def _pump(self) -> None:
