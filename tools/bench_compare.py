@@ -32,6 +32,7 @@ sys.path.insert(0, os.path.abspath(os.path.join(HERE, "..")))
 
 from tools.bench import leftovers as lo  # noqa: E402
 from tools.bench.client import Worker, WorkerTimeout  # noqa: E402
+from tools.bench.host import cpu_times, udev_settle  # noqa: E402
 
 TOOLS = ("ours", "osbrick")
 FAIL_CAP = 60.0          # seconds: a failure attempt still running then is reported as "> cap"
@@ -108,11 +109,6 @@ def latency(workers: dict[str, Worker], n: int) -> None:
                         (lambda: elapsed(bn.FLOOR_ATTACH), lambda: elapsed(bn.FLOOR_DETACH)))
 
 
-def udev_settle() -> None:
-    import tools.bench_iscsi as bi
-    bi.udev_settle()
-
-
 def _latency_rounds(workers: dict[str, Worker], n: int, protocol: str, name: str, label: str,
                     props: dict[str, Any],
                     floor: tuple[Callable[[], float], Callable[[], float]]) -> None:
@@ -175,7 +171,7 @@ class HostLoad:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._pump, daemon=True)
         self._thread.start()
-        self._cpu0 = _cpu_seconds()
+        self._cpu0 = _busy_idle()
         return self
 
     def _pump(self) -> None:
@@ -185,7 +181,7 @@ class HostLoad:
                 self.events[f"{dev.action} {dev.subsystem}"] += 1
 
     def __exit__(self, *exc: object) -> None:
-        self.busy, self.idle = [b - a for a, b in zip(self._cpu0, _cpu_seconds())]
+        self.busy, self.idle = [b - a for a, b in zip(self._cpu0, _busy_idle())]
         self._stop.set()
         self._thread.join()
 
@@ -196,12 +192,10 @@ class HostLoad:
                 "uevents": ", ".join(f"{k}: {v}" for k, v in sorted(self.events.items()))}
 
 
-def _cpu_seconds() -> tuple[float, float]:
-    """(busy, idle) CPU seconds of all CPUs since boot (/proc/stat)."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:8]]
-    hz = os.sysconf("SC_CLK_TCK")
-    return (v[0] + v[1] + v[2] + v[5] + v[6]) / hz, (v[3] + v[4]) / hz
+def _busy_idle() -> tuple[float, float]:
+    """(busy, idle) CPU seconds of all CPUs since boot."""
+    user, system, irq, idle = cpu_times()
+    return user + system + irq, idle
 
 
 def concurrency(workers: dict[str, Worker], protocol: str, rounds: int = 1) -> None:
@@ -362,7 +356,7 @@ def discovery_lab(workers: dict[str, Worker], sizes: list[int]) -> None:
                     time.sleep(0.05)
                 # measure a settled host: when the links exist udev is still busy with the
                 # new LUNs (15 workers on 2 TCG vCPUs), which slows every sysfs read 10-20x
-                subprocess.run(["udevadm", "settle", "--timeout=120"], capture_output=True)
+                udev_settle(timeout=120)
                 vals: dict[str, Any] = {}
                 for who in TOOLS:
                     r = ok(workers[who].call({"op": "discover", "protocol": "ISCSI",

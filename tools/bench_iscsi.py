@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from brick_agent import config  # noqa: E402
 from brick_agent.connectors.iscsi import ISCSIConnector  # noqa: E402
 from tests.functional.lab import LioIscsiTarget  # noqa: E402
+from tools.bench.host import udev_settle  # noqa: E402
 
 
 def sh(*argv: str) -> None:
@@ -65,13 +66,6 @@ def floor_detach(t: LioIscsiTarget, portals: list[str]) -> None:
         wait_path(f"/dev/disk/by-path/ip-{portals[0]}-iscsi-{t.iqn}-lun-0", False)
     else:
         wait_path(f"/dev/disk/by-id/dm-uuid-mpath-{t.luns[0].scsi_id}", False)
-
-
-def udev_settle() -> None:
-    """Wait (untimed) until udev has processed every queued event: each detach starts on a
-    settled host, as in real use where it comes long after its attach (an attach that
-    returns before udev finished the disk would hand that tail to the detach)."""
-    subprocess.run(["udevadm", "settle", "--timeout=30"], check=False, timeout=60)
 
 
 def timed(fn, *args) -> float:

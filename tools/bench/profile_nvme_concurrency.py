@@ -16,7 +16,6 @@ import contextlib
 import functools
 import logging
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -25,6 +24,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.abspath(os.path.join(HERE, "..", "..")))
 sys.path.insert(0, HERE)
+
+from tools.bench.host import cpu_times, udev_settle  # noqa: E402
 
 STATS: dict[str, list[float]] = collections.defaultdict(list)
 SPANS: list[tuple[float, float, str, str]] = []   # (start, end, thread, step)
@@ -96,14 +97,6 @@ def instrument() -> None:
     timed(udev.DeviceWatch, "_note", "DeviceWatch._note")
 
 
-def _host_cpu() -> list[float]:
-    """(user+nice, system, irq+softirq, idle+iowait) seconds of all CPUs from /proc/stat."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    hz = os.sysconf("SC_CLK_TCK")
-    return [(v[0] + v[1]) / hz, v[2] / hz, (v[5] + v[6]) / hz, (v[3] + v[4]) / hz]
-
-
 class IdleSampler:
     """The VM's idle share of each 50 ms slice (/proc/stat), while running."""
 
@@ -113,9 +106,9 @@ class IdleSampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        last = _host_cpu()
+        last = cpu_times()
         while not self._stop.wait(0.05):
-            now = _host_cpu()
+            now = cpu_times()
             d = [b - a for a, b in zip(last, now)]
             total = sum(d)
             self.samples.append((time.monotonic(), d[3] / total if total else 0.0))
@@ -181,9 +174,9 @@ def main() -> int:
                                 "portals": [["127.0.0.1", 4420, "tcp"]]}}
                      for t in targets for nsid, ns in sorted(t.namespaces.items())]
             tool._conns.clear()
-            subprocess.run(["udevadm", "settle", "--timeout=30"], check=False)
+            udev_settle()
             cpu = time.process_time()
-            host0 = _host_cpu()
+            host0 = cpu_times()
             SPANS.clear()
             t_start = time.monotonic()
             with IdleSampler() as idle:
@@ -191,7 +184,7 @@ def main() -> int:
             if args.timeline:
                 timeline(t_start, idle)
             cpu = time.process_time() - cpu
-            host = [b - a for a, b in zip(host0, _host_cpu())]
+            host = [b - a for a, b in zip(host0, cpu_times())]
             print(f"host cpu during attach (s): user {host[0]:.2f} system {host[1]:.2f} "
                   f"softirq {host[2]:.2f} idle {host[3]:.2f}")
             ts = sorted(r["t"] for r in ra["results"])
