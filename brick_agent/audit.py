@@ -502,3 +502,36 @@ def _compare(report: AuditReport, expected: list[ExpectedVolume]) -> None:
         if i not in matched:
             report.add(MISSING_VOLUME, e.label,
                        f"{e.protocol} volume {e.label} is expected but not present")
+
+
+def present_volumes(roots: HostRoots = DEFAULT_ROOTS) -> list[PresentVolume]:
+    """The fabric volumes (iSCSI, FC LUNs, NVMe-oF namespaces) the host has now."""
+    report = AuditReport()
+    volumes = _present_volumes(_read(roots, report))
+    if report.errors:
+        raise errors.BrickError("cannot list the host's volumes: " + "; ".join(report.errors))
+    return volumes
+
+
+def audit_against_ledger(ledger: Any, roots: HostRoots = DEFAULT_ROOTS, *,
+                         nvme_grace: float = 0.0) -> AuditReport:
+    """:func:`audit` with the ledger's volumes as ``expected`` and its concerns as findings.
+
+    A ledger that cannot be read (or is corrupt) is an error of the report, never
+    an empty ``expected`` list (which would call every live volume unexpected).
+    """
+    from brick_agent.ledger import LedgerError
+    try:
+        expected: list[ExpectedVolume] | None = expected_from_ledger(ledger)
+        concerns = ledger.concerns()
+    except LedgerError as exc:
+        expected, concerns = None, []
+        failure = f"attachment ledger: {type(exc).__name__}: {exc}"
+    else:
+        failure = None
+    report = audit(roots, expected, nvme_grace=nvme_grace)
+    if failure:
+        report.errors.append(failure)
+    for kind, name, detail in concerns:
+        report.add(kind, name, detail)
+    return report

@@ -137,8 +137,7 @@ def cmd_volumes(args: argparse.Namespace, stdin: TextIO) -> Any:
 
 
 def cmd_audit(args: argparse.Namespace, stdin: TextIO) -> Any:
-    from brick_agent.audit import ExpectedVolume, audit, expected_from_ledger
-    expected = None
+    from brick_agent.audit import ExpectedVolume, audit, audit_against_ledger
     if args.expected and args.ledger:
         raise errors.InvalidArgument("give --expected or --ledger, not both")
     if args.ledger:
@@ -146,13 +145,15 @@ def cmd_audit(args: argparse.Namespace, stdin: TextIO) -> Any:
         path = args.ledger if args.ledger != "-" else _conf(args).brick_agent.ledger_path
         if not path:
             raise errors.InvalidArgument("no ledger: [brick_agent] ledger_path is empty")
-        expected = expected_from_ledger(AttachmentLedger(os.path.abspath(path)))
-    elif args.expected:
-        data = _load_json(args.expected, "expected volumes", stdin)
-        if not isinstance(data, list):
-            raise errors.InvalidArgument("expected volumes must be a JSON list")
-        expected = [ExpectedVolume.from_dict(item, index=i) for i, item in enumerate(data)]
-    report = audit(_roots(args), expected=expected)
+        report = audit_against_ledger(AttachmentLedger(os.path.abspath(path)), _roots(args))
+    else:
+        expected = None
+        if args.expected:
+            data = _load_json(args.expected, "expected volumes", stdin)
+            if not isinstance(data, list):
+                raise errors.InvalidArgument("expected volumes must be a JSON list")
+            expected = [ExpectedVolume.from_dict(item, index=i) for i, item in enumerate(data)]
+        report = audit(_roots(args), expected=expected)
     args.exit_code = EXIT_OK if report.clean else EXIT_LEFTOVERS
     return report.to_dict()
 

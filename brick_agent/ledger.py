@@ -39,8 +39,20 @@ File format (JSON, ``[brick_agent] ledger_path``, version 1)::
   Nova makes removes the device.  Callers that pass ``attachment_id``
   (cinderlib-style or direct use) get per-attachment counting.
 
-An unreadable (corrupt) file is moved aside to ``<path>.corrupt-<time>`` and the
-ledger starts empty; the kernel reconcile then rebuilds what it can.
+* **Fail closed.** A file that cannot be read (``EACCES``, ``EIO``, ``EMFILE``...)
+  raises :class:`LedgerUnreadable` and nothing is attached or detached.  Only
+  malformed content is corruption: the file is moved aside to a unique
+  ``<path>.corrupt-<time>-<pid>-<random>`` and the ledger is rebuilt from what the
+  kernel shows: every fabric volume present gets an entry whose attachments are
+  unknown (:data:`UNKNOWN_ATTACHMENT`).  Such a device is kept by every detach
+  unless forced (:class:`AttachmentsUnknown`): a live attachment is never dropped
+  silently.  Temp files of a writer that crashed (``.ledger-*.tmp``) are removed
+  by the first transaction of each process.
+* **Replaced volumes.** When a connect finds that the array reused an address
+  (target+LUN, NQN+NSID) for another volume, the old entry becomes a tombstone in
+  ``replaced`` (identity, volume id, lookup keys).  A later detach that names the
+  old volume (``volume_id``, ``device_info`` identity) removes nothing of the new
+  one; one that names neither, on a reused address, keeps the device and says so.
 """
 
 from __future__ import annotations
@@ -59,7 +71,7 @@ from brick_agent import locking
 from brick_agent.errors import BrickError, InvalidArgument, LockTimeout
 from brick_agent.host import sysfs
 from brick_agent.host.block import BlockDevice, block_device_for_path, resolve_dev_path
-from brick_agent.host.roots import HostRoots
+from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
 from brick_agent.host.scsi import HCTL, same_wwid
 
 LOG = logging.getLogger(__name__)
@@ -71,23 +83,26 @@ ACCESS_MODES = ("rw", "ro")
 #: connection-property keys that may carry the attachment id (Cinder/Nova name first)
 ATTACHMENT_ID_KEYS = ("attachment_id", "attachment")
 MAX_ID = 255
-
-
-class AccessModeConflict(InvalidArgument):
-    """ro and rw attachments of one volume on one host cannot be mixed."""
-
-    def __init__(self, volume: str, wanted: str, existing: Mapping[str, str]) -> None:
-        self.volume = volume
-        self.wanted = wanted
-        self.existing = dict(existing)
-        held = ", ".join(f"{a}={m}" for a, m in sorted(self.existing.items()))
-        super().__init__(f"volume {volume} is attached on this host as {held}; an "
-                         f"{wanted!r} attachment cannot be added (ro and rw attachments of "
-                         "one volume cannot be mixed on one host)")
+#: the attachments of a volume found on the kernel after the ledger was rebuilt
+UNKNOWN_ATTACHMENT = "<unknown>"
+#: tombstones of replaced volumes kept at most (oldest dropped first)
+MAX_REPLACED = 512
 
 
 class LedgerError(BrickError):
-    """The ledger file could not be written."""
+    """The ledger file could not be written, or a transaction failed."""
+
+
+class LedgerUnreadable(LedgerError):
+    """The ledger file exists but cannot be read (permissions, I/O): nothing is decided."""
+
+
+class LedgerCorrupt(LedgerError):
+    """The ledger file's content is malformed (a transaction rebuilds it from the kernel)."""
+
+
+class AttachmentsUnknown(LedgerError):
+    """A detach kept a device whose attachments are unknown (ledger rebuilt); force removes it."""
 
 
 def attachment_id(props: Mapping[str, Any], fallback: str | None = None) -> str:
@@ -106,6 +121,8 @@ def _check_id(value: Any, what: str) -> str:
             ord(c) < 32 for c in value):
         raise InvalidArgument(f"{what} must be a non-empty printable string of at most "
                               f"{MAX_ID} characters")
+    if value == UNKNOWN_ATTACHMENT:
+        raise InvalidArgument(f"{what} {value!r} is reserved")
     return value
 
 
@@ -166,12 +183,15 @@ class AttachmentLedger:
     """The persisted ledger at ``path`` (see the module doc for the format)."""
 
     def __init__(self, path: str, *, lock_path: str | None = None,
-                 lock_timeout: float | None = 60.0) -> None:
+                 lock_timeout: float | None = 60.0,
+                 roots: HostRoots = DEFAULT_ROOTS) -> None:
         if not path or not os.path.isabs(path):
             raise InvalidArgument(f"ledger path must be absolute: {path!r}")
         self.path = path
         self.lock_path = lock_path
         self.lock_timeout = lock_timeout
+        self.roots = roots          # the host a corrupt ledger is rebuilt from
+        self._swept = False         # crashed writers' temp files removed (once per process)
 
     @classmethod
     def from_conf(cls, conf: Any) -> AttachmentLedger | None:
@@ -183,40 +203,50 @@ class AttachmentLedger:
 
     # ------------------------------------------------------------ file
     def read(self) -> dict[str, Any]:
-        """The current content (no lock; a consistent snapshot thanks to atomic renames)."""
-        try:
-            with open(self.path, encoding="utf-8") as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            return _empty()
-        except (OSError, ValueError) as exc:
-            LOG.error("attachment ledger %s unreadable (%s)", self.path, exc)
-            return _empty()
-        if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
-            LOG.error("attachment ledger %s has an unknown format", self.path)
-            return _empty()
-        data.setdefault("volumes", {})
-        data.setdefault("pending", [])
-        return data
+        """The current content (no lock; a consistent snapshot thanks to atomic renames).
+
+        Raise :class:`LedgerUnreadable` when the file cannot be read and
+        :class:`LedgerCorrupt` when its content is malformed; a missing file is empty.
+        """
+        return _parse(self.path, _read_text(self.path))
 
     def _load_locked(self) -> dict[str, Any]:
+        if not self._swept:
+            self._sweep_temp_files()
+        text = _read_text(self.path)
         try:
-            with open(self.path, encoding="utf-8") as f:
-                data = json.load(f)
-            if isinstance(data, dict) and data.get("version") == FORMAT_VERSION:
-                data.setdefault("volumes", {})
-                data.setdefault("pending", [])
-                return data
-            raise ValueError("unknown format")
-        except FileNotFoundError:
-            return _empty()
-        except (OSError, ValueError) as exc:
-            aside = f"{self.path}.corrupt-{int(time.time())}"
-            LOG.error("attachment ledger %s unreadable (%s); moved to %s, starting empty",
-                      self.path, exc, aside)
-            with contextlib.suppress(OSError):
-                os.replace(self.path, aside)
-            return _empty()
+            return _parse(self.path, text)
+        except LedgerCorrupt as exc:
+            return self._recover(exc)
+
+    def _recover(self, exc: LedgerCorrupt) -> dict[str, Any]:
+        """Move the corrupt file aside and rebuild: kernel volumes, attachments unknown."""
+        aside = (f"{self.path}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-"
+                 f"{os.urandom(4).hex()}")
+        os.replace(self.path, aside)     # an OSError here is raised: nothing is decided
+        data = _empty()
+        now = time.time()
+        for vol in _kernel_volumes(self.roots):
+            data["volumes"][volume_key(vol["protocol"], vol["identity"])] = {
+                **vol, "lookup": [], "volume_id": None,
+                "attachments": {UNKNOWN_ATTACHMENT: {"access_mode": "rw", "since": now}}}
+        data["recovered"] = {"at": now, "aside": aside, "reason": str(exc)}
+        LOG.error("attachment ledger %s is corrupt (%s); moved to %s and rebuilt from the "
+                  "kernel: %d volume(s) present, their attachments unknown (a detach keeps "
+                  "them unless forced)", self.path, exc, aside, len(data["volumes"]))
+        self._write_locked(data)
+        return data
+
+    def _sweep_temp_files(self) -> None:
+        """Remove temp files a crashed writer left (called under the ledger lock)."""
+        directory = os.path.dirname(self.path)
+        with contextlib.suppress(FileNotFoundError):
+            for name in os.listdir(directory):
+                if name.startswith(".ledger-") and name.endswith(".tmp"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(directory, name))
+                        LOG.warning("removed %s, left by a writer that crashed", name)
+        self._swept = True
 
     def _write_locked(self, data: Mapping[str, Any]) -> None:
         directory = os.path.dirname(self.path)
@@ -321,6 +351,26 @@ class AttachmentLedger:
             out.append(item)
         return out
 
+    def concerns(self) -> list[tuple[str, str, str]]:
+        """What the audit should report about the ledger itself: (kind, name, detail).
+
+        Volumes whose attachments are unknown (rebuilt after corruption) and devices
+        a detach kept because the call could not tell whose they were.
+        """
+        data = self.read()
+        out = []
+        for key, entry in sorted(data["volumes"].items()):
+            path = (entry.get("device_info") or {}).get("path")
+            if UNKNOWN_ATTACHMENT in (entry.get("attachments") or {}):
+                out.append(("attachments_unknown", key,
+                            f"{path}: attachments unknown since the ledger was rebuilt "
+                            f"({(data.get('recovered') or {}).get('aside', '?')}); detach with "
+                            "force once no instance uses it"))
+            kept = entry.get("detach_kept")
+            if kept:
+                out.append(("detach_kept", key, f"{path}: {kept.get('why', '?')}"))
+        return out
+
 
 class _Member:
     """One transaction of a batch: its turn to run, and the end of its body."""
@@ -368,8 +418,8 @@ def _follow(batch: _Batch, me: _Member) -> Iterator[dict[str, Any]]:
 
 def _batch_failure(error: BaseException | None) -> BaseException:
     """A fresh exception for a member when the leader failed (lock timeout, write)."""
-    if isinstance(error, LockTimeout):
-        return LockTimeout(str(error))
+    if isinstance(error, (LockTimeout, LedgerError)):
+        return type(error)(str(error))
     return LedgerError(f"attachment ledger transaction failed: {error}")
 
 
@@ -380,6 +430,55 @@ def _restore(data: dict[str, Any], snapshot: str) -> None:
 
 def _empty() -> dict[str, Any]:
     return {"version": FORMAT_VERSION, "volumes": {}, "pending": []}
+
+
+def _read_text(path: str) -> str | None:
+    """The file's text, None when it does not exist; :class:`LedgerUnreadable` otherwise."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise LedgerUnreadable(f"attachment ledger {path} cannot be read: {exc}") from exc
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LedgerCorrupt(f"attachment ledger {path} is not UTF-8: {exc}") from None
+
+
+def _parse(path: str, text: str | None) -> dict[str, Any]:
+    """The ledger content of ``text``; :class:`LedgerCorrupt` when it is malformed."""
+    if text is None:
+        return _empty()
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise LedgerCorrupt(f"attachment ledger {path} is not JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
+        raise LedgerCorrupt(f"attachment ledger {path} has an unknown format")
+    data.setdefault("volumes", {})
+    data.setdefault("pending", [])
+    replaced = data.get("replaced", [])
+    if not (isinstance(data["volumes"], dict) and isinstance(data["pending"], list)
+            and isinstance(replaced, list)
+            and all(isinstance(e, dict) for e in data["volumes"].values())
+            and all(isinstance(p, dict) for p in data["pending"])
+            and all(isinstance(r, dict) for r in replaced)):
+        raise LedgerCorrupt(f"attachment ledger {path} has malformed sections")
+    return data
+
+
+def _kernel_volumes(roots: HostRoots) -> list[dict[str, Any]]:
+    """Every fabric volume the kernel shows: protocol, identity, device_info."""
+    from brick_agent.audit import present_volumes
+    out = []
+    for vol in present_volumes(roots):
+        ident = vol.wwid or vol.uuid or vol.nguid
+        if ident and vol.devices:
+            out.append({"protocol": vol.protocol, "identity": ident,
+                        "device_info": {"type": "block", "path": roots.devfs(vol.devices[0])}})
+    return out
 
 
 def _canonical(value: Any) -> str:

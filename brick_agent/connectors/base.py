@@ -186,6 +186,8 @@ def set_default_conf(conf: cfg.ConfigOpts) -> None:
 #
 # Reconcile rule (each call, never trusting the ledger blindly):
 # * an entry whose device is gone, or now reports another identity, is dropped;
+#   so is one whose ``volume_id`` differs from the connecting volume's (the array
+#   reused the address).  A dropped entry leaves a tombstone (``replaced``);
 # * an entry with no attachment left (a detach that failed half way) is ignored
 #   and replaced: the connect runs the full, idempotent kernel path;
 # * a device present with no entry but with a pending intent of attachment A
@@ -193,10 +195,20 @@ def set_default_conf(conf: cfg.ConfigOpts) -> None:
 # * a device present with neither entry nor intent is adopted by the attachment
 #   that connects it: presence alone says nothing about use (an NVMe controller
 #   connect or an iSCSI login exposes every namespace/LUN mapped to the host).
-#   Consequence: attachments made before the ledger existed (upgrade, os-brick)
-#   are not counted; a disconnect whose attachment id is not in the entry
-#   removes nothing (safe side), and a disconnect of a volume with no entry at
-#   all removes it (the os-brick behaviour: the caller owns it).
+#   A volume found by the rebuild of a corrupt ledger keeps its unknown
+#   attachment next to the adopting one.
+#
+# Identity anchors every detach: the volume the call names (``volume_id``,
+# ``device_info``'s identity, Nova's ``device_path``) must be the entry's.  A call
+# naming another volume (a stale volume whose address was reused) removes nothing;
+# a call naming none, on an address that was reused, keeps the device and says so.
+# With no ``device_info`` the connector gets the recorded one (and NVMe-oF the
+# recorded namespace UUID), never "whatever sits at that address now".
+#
+# Access mode: the device is made read-only only while every live attachment is a
+# read-only one *with an attachment id*; without ids (Nova) the device's read-only
+# flag is never touched (the hypervisor enforces ro for its guest).  A read-write
+# attachment arriving makes the device writable again before it is returned.
 
 _IN_LEDGER = threading.local()
 
@@ -221,17 +233,17 @@ def _ledgered_connect(func: Callable[..., DeviceInfo]) -> Callable[..., DeviceIn
 def _ledgered_disconnect(func: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(func)
     def disconnect_volume(self: Connector, connection_properties: Mapping[str, Any],
-                          device_info: Mapping[str, Any] | None, *args: Any,
-                          **kwargs: Any) -> None:
+                          device_info: Mapping[str, Any] | None, force: bool = False,
+                          ignore_errors: bool = False) -> None:
         if self.ledger is None or getattr(_IN_LEDGER, "active", False):
-            return func(self, connection_properties, device_info, *args, **kwargs)
+            return func(self, connection_properties, device_info, force, ignore_errors)
         keys = self._ledger_lookup(connection_properties)
         if not keys:
-            return func(self, connection_properties, device_info, *args, **kwargs)
+            return func(self, connection_properties, device_info, force, ignore_errors)
         _IN_LEDGER.active = True
         try:
             return _disconnect(self, func, connection_properties, device_info, keys,
-                               *args, **kwargs)
+                               bool(force), bool(ignore_errors))
         finally:
             _IN_LEDGER.active = False
     return disconnect_volume
@@ -249,16 +261,31 @@ def _identities_now(self: Connector, keys: list[str]) -> dict[str, str | None]:
     Read from a lock-free snapshot of the ledger (atomic renames make it
     consistent) *before* the host-wide ledger lock is taken, so sysfs reads never
     run under that lock.  Only this volume's entry can change meanwhile, and
-    every call on it holds the volume lock we hold.
+    every call on it holds the volume lock we hold.  A corrupt ledger reads as
+    nothing here (the transaction rebuilds it); an unreadable one raises.
     """
     assert self.ledger is not None
-    found = ledgermod.find_entry(self.ledger.read(), keys)
+    try:
+        found = ledgermod.find_entry(self.ledger.read(), keys)
+    except ledgermod.LedgerCorrupt:
+        return {}
     if found is None:
         return {}
     path = (found[1].get("device_info") or {}).get("path")
     if not path:
         return {}
     return {path: ledgermod.device_identity(self.roots, path)}
+
+
+def _drop_stale(data: dict[str, Any], key: str, why: str) -> None:
+    """Remove a stale entry and remember what its address carried (a tombstone)."""
+    entry = data["volumes"].pop(key)
+    LOG.warning("ledger entry %s dropped: %s", key, why)
+    data.setdefault("replaced", []).append({"lookup": list(entry.get("lookup") or ()),
+                             "identity": entry.get("identity"),
+                             "volume_id": entry.get("volume_id"), "at": time.time(),
+                             "why": why})
+    del data["replaced"][:-ledgermod.MAX_REPLACED]
 
 
 def _live_entry(self: Connector, data: dict[str, Any], keys: list[str],
@@ -276,9 +303,8 @@ def _live_entry(self: Connector, data: dict[str, Any], keys: list[str],
         return None
     key, entry = found
     if volume_id and entry.get("volume_id") and entry["volume_id"] != volume_id:
-        LOG.warning("ledger entry %s dropped: it is volume %s, the target's LUN now belongs "
-                    "to volume %s", key, entry["volume_id"], volume_id)
-        del data["volumes"][key]
+        _drop_stale(data, key, f"it is volume {entry['volume_id']}, the address now "
+                               f"belongs to volume {volume_id}")
         return None
     path = (entry.get("device_info") or {}).get("path")
     if seen is not None and path in seen:
@@ -286,13 +312,27 @@ def _live_entry(self: Connector, data: dict[str, Any], keys: list[str],
     else:
         now = ledgermod.device_identity(self.roots, path)
     if not ledgermod.same_identity(now, entry.get("identity")):
-        LOG.warning("ledger entry %s dropped: %s is %s now", key, path,
-                    "gone" if now is None else f"identity {now}")
-        del data["volumes"][key]
+        _drop_stale(data, key, f"{path} is " + ("gone" if now is None else f"identity {now}")
+                    + " now")
         return None
     if not entry.get("attachments"):
         return None
     return key, entry
+
+
+def _wants_read_only(attachments: Mapping[str, Any]) -> bool:
+    """Read-only only while every attachment is ro and was made with an attachment id."""
+    return bool(attachments) and all(
+        a not in (ledgermod.DEFAULT_ATTACHMENT, ledgermod.UNKNOWN_ATTACHMENT)
+        and (rec or {}).get("access_mode") == "ro" for a, rec in attachments.items())
+
+
+def _is_read_only(entry: Mapping[str, Any]) -> bool:
+    """The read-only flag this ledger last set on the entry's device."""
+    if "read_only" in entry:
+        return bool(entry["read_only"])
+    # entries written before the flag was recorded: ro was set for any ro attachment
+    return "ro" in ledgermod.modes_of(entry).values()
 
 
 def _set_access(self: Connector, info: Mapping[str, Any], read_only: bool) -> None:
@@ -307,6 +347,20 @@ def _set_access(self: Connector, info: Mapping[str, Any], read_only: bool) -> No
         setter = privblock.set_block_device_read_only
     for name in names:
         setter(name, read_only)
+    LOG.info("%s made %s", info.get("path"), "read-only" if read_only else "writable")
+
+
+def _apply_access(self: Connector, info: Mapping[str, Any], was_ro: bool,
+                  attachments: Mapping[str, Any]) -> bool:
+    """Make the device's read-only flag what ``attachments`` want; return the new flag."""
+    want = _wants_read_only(attachments)
+    if want != was_ro:
+        _set_access(self, info, want)
+    return want
+
+
+def _intent(keys: list[str], att: str, mode: str) -> dict[str, Any]:
+    return {"lookup": keys, "attachment_id": att, "access_mode": mode, "since": time.time()}
 
 
 def _connect(self: Connector, func: Callable[..., DeviceInfo], props: Mapping[str, Any],
@@ -315,74 +369,108 @@ def _connect(self: Connector, func: Callable[..., DeviceInfo], props: Mapping[st
     assert ledger is not None
     att = ledgermod.attachment_id(props)
     mode = ledgermod.access_mode(props)
+    record = {"access_mode": mode, "since": time.time()}
     with _volume_lock(self, keys):
         reuse: dict[str, Any] | None = None
-        was_ro = False
         seen = _identities_now(self, keys)
         with ledger.transaction() as data:
             live = _live_entry(self, data, keys, props.get("volume_id"), seen)
-            if live is not None:
-                key, entry = live
-                others = {a: m for a, m in ledgermod.modes_of(entry).items() if a != att}
-                if any(m != mode for m in others.values()):
-                    raise ledgermod.AccessModeConflict(key, mode, others)
-                was_ro = "ro" in ledgermod.modes_of(entry).values()
-                if att not in entry["attachments"]:
-                    reuse = dict(entry["device_info"])
+            if live is not None and att not in live[1]["attachments"]:
+                reuse = dict(live[1]["device_info"])
             if reuse is None:
                 ledgermod.drop_pending(data, keys)
-                data["pending"].append({"lookup": keys, "attachment_id": att,
-                                        "access_mode": mode, "since": time.time()})
+                data["pending"].append(_intent(keys, att, mode))
         if reuse is not None and not self._ledger_revalidate(reuse):
-            LOG.warning("%s is no longer the volume of %s; attaching afresh", reuse.get("path"),
-                        ",".join(keys))
             with ledger.transaction() as data:
                 stale = ledgermod.find_entry(data, keys)
                 if stale is not None:
-                    del data["volumes"][stale[0]]
-                data["pending"].append({"lookup": keys, "attachment_id": att,
-                                        "access_mode": mode, "since": time.time()})
+                    _drop_stale(data, stale[0], f"{reuse.get('path')} is no longer the volume "
+                                                "(revalidation)")
+                data["pending"].append(_intent(keys, att, mode))
             reuse = None
         if reuse is not None:
-            if mode == "ro" or was_ro:
-                _set_access(self, reuse, mode == "ro")
-            seen = _identities_now(self, keys)   # read again: after the revalidation
-            with ledger.transaction() as data:
-                live = _live_entry(self, data, keys, seen=seen)
-                if live is None:
-                    raise ledgermod.LedgerError("volume vanished while adding an attachment")
-                live[1]["attachments"][att] = {"access_mode": mode, "since": time.time()}
-            LOG.info("attachment %s added to %s (%s), device %s", att, live[0], mode,
-                     reuse.get("path"))
-            return reuse
+            return _add_attachment(self, keys, att, record, reuse)
         try:
             info = func(self, props, *args, **kwargs)
-            if mode == "ro":
-                _set_access(self, info, True)
         except BaseException:
             with ledger.transaction() as data:
                 ledgermod.drop_pending(data, keys, att)
             raise
         ident = ledgermod.device_identity(self.roots, info.get("path"))
+        prior: dict[str, Any] = {}
+        was_ro = False
+        if ident is not None:
+            snapshot = _entry_of_device(ledger.read(), self.protocol, keys, ident)
+            if snapshot is not None:
+                prior = dict(snapshot.get("attachments") or {})
+                was_ro = _is_read_only(snapshot)
+        try:
+            read_only = _apply_access(self, info, was_ro, {**prior, att: record})
+        except BaseException:
+            with ledger.transaction() as data:
+                ledgermod.drop_pending(data, keys, att)
+            raise
         with ledger.transaction() as data:
             ledgermod.drop_pending(data, keys, att)
-            prior: dict[str, Any] = {}
-            old = ledgermod.find_entry(data, keys)
-            if old is not None:
-                # the same device (a re-connect of a recorded attachment): keep the others
-                if ledgermod.same_identity(old[1].get("identity"), ident):
-                    prior = dict(old[1].get("attachments") or {})
-                del data["volumes"][old[0]]
+            old = _entry_of_device(data, self.protocol, keys, ident, pop=True)
             if ident is None:
                 LOG.warning("%s has no identity; attachment %s not recorded", info.get("path"),
                             att)
                 return info
-            attachments = {**prior, att: {"access_mode": mode, "since": time.time()}}
+            attachments = dict(old.get("attachments") or {}) if old else {}
+            attachments[att] = record
             data["volumes"][ledgermod.volume_key(self.protocol, ident)] = {
                 "protocol": self.protocol, "identity": ident, "lookup": keys,
                 "volume_id": _plain_id(props.get("volume_id")),
-                "device_info": _storable(info), "attachments": attachments}
+                "device_info": _storable(info), "attachments": attachments,
+                "read_only": read_only}
         return info
+
+
+def _entry_of_device(data: dict[str, Any], protocol: str, keys: list[str], ident: str | None,
+                     *, pop: bool = False) -> dict[str, Any] | None:
+    """The entry of the device just attached: found by lookup keys or by identity.
+
+    An entry at the keys with another identity is stale (dropped when ``pop``); one
+    found by identity alone is a rebuilt entry (attachments unknown) or the same
+    volume reached through another address.  ``pop`` removes what it returns.
+    """
+    found = ledgermod.find_entry(data, keys)
+    if found is not None and not ledgermod.same_identity(found[1].get("identity"), ident):
+        if pop:
+            _drop_stale(data, found[0], f"the address now carries {ident}")
+        found = None
+    if found is None and ident is not None:
+        found = next(((k, e) for k, e in data["volumes"].items()
+                      if e.get("protocol") == protocol
+                      and ledgermod.same_identity(e.get("identity"), ident)), None)
+    if found is None:
+        return None
+    if pop:
+        del data["volumes"][found[0]]
+    return found[1]
+
+
+def _add_attachment(self: Connector, keys: list[str], att: str, record: dict[str, Any],
+                    reuse: dict[str, Any]) -> DeviceInfo:
+    """A new attachment shares the recorded (revalidated) device."""
+    ledger = self.ledger
+    assert ledger is not None
+    found = ledgermod.find_entry(ledger.read(), keys)
+    if found is None:
+        raise ledgermod.LedgerError("volume vanished while adding an attachment")
+    read_only = _apply_access(self, reuse, _is_read_only(found[1]),
+                              {**found[1]["attachments"], att: record})
+    seen = _identities_now(self, keys)   # read again: after the revalidation
+    with ledger.transaction() as data:
+        live = _live_entry(self, data, keys, seen=seen)
+        if live is None:
+            raise ledgermod.LedgerError("volume vanished while adding an attachment")
+        live[1]["attachments"][att] = record
+        live[1]["read_only"] = read_only
+    LOG.info("attachment %s added to %s (%s), device %s", att, live[0], record["access_mode"],
+             reuse.get("path"))
+    return reuse
 
 
 def _plain_id(value: Any) -> str | None:
@@ -400,32 +488,192 @@ def _storable(info: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+# ---------------------------------------------------------------- detach
+
+class _Claim:
+    """What a disconnect call says about which volume it is for."""
+
+    def __init__(self, self_: Connector, props: Mapping[str, Any],
+                 device_info: Mapping[str, Any] | None) -> None:
+        self.volume_id = _plain_id(props.get("volume_id"))
+        info = device_info or {}
+        self.identity = next((str(info[k]) for k in ("scsi_wwn", "multipath_id")
+                              if isinstance(info.get(k), str) and info[k].strip()), None)
+        # Nova's data['device_path'] (or device_info's path): only a contradiction counts,
+        # since the kernel reuses names ('sda' can be the new volume now)
+        paths = [p for p in (info.get("path"), props.get("device_path"))
+                 if isinstance(p, str) and p.startswith("/")]
+        self.path_identities = [i for i in (ledgermod.device_identity(self_.roots, p)
+                                            for p in paths) if i]
+
+    def verdict(self, entry: Mapping[str, Any]) -> str:
+        """'same' (the entry's volume), 'other' (another volume), 'unknown' (cannot tell)."""
+        vid, ident = entry.get("volume_id"), entry.get("identity")
+        if self.volume_id and vid and self.volume_id != vid:
+            return "other"
+        if self.identity and not ledgermod.same_identity(self.identity, ident):
+            return "other"
+        if any(not ledgermod.same_identity(i, ident) for i in self.path_identities):
+            return "other"
+        if (self.volume_id and vid) or self.identity:
+            return "same"
+        return "unknown"
+
+    def names(self, tomb: Mapping[str, Any]) -> bool:
+        """Does the call name the replaced volume of tombstone ``tomb``?"""
+        if self.volume_id and tomb.get("volume_id") == self.volume_id:
+            return True
+        return bool(self.identity) and ledgermod.same_identity(self.identity,
+                                                               tomb.get("identity"))
+
+
+def _tombstones(data: Mapping[str, Any], keys: list[str]) -> list[dict[str, Any]]:
+    wanted = set(keys)
+    return [t for t in data.get("replaced", ()) if wanted & set(t.get("lookup") or ())]
+
+
+def _forget_named(data: dict[str, Any], claim: _Claim) -> None:
+    """Drop the tombstones of the volume this (finished) detach named."""
+    tombs = data.get("replaced")
+    if tombs and any(claim.names(t) for t in tombs):
+        data["replaced"] = [t for t in tombs if not claim.names(t)]
+
+
 def _disconnect(self: Connector, func: Callable[..., None], props: Mapping[str, Any],
-                device_info: Mapping[str, Any] | None, keys: list[str], *args: Any,
-                **kwargs: Any) -> None:
+                device_info: Mapping[str, Any] | None, keys: list[str], force: bool,
+                ignore_errors: bool) -> None:
     ledger = self.ledger
     assert ledger is not None
     att = ledgermod.attachment_id(props)
+    claim = _Claim(self, props, device_info)
     with _volume_lock(self, keys):
         seen = _identities_now(self, keys)
+        rebuilt_ids = _rebuilt_identities(self, props, keys)
         with ledger.transaction() as data:
             ledgermod.drop_pending(data, keys, att)
-            live = _live_entry(self, data, keys, seen=seen)
-            if live is not None:
-                key, entry = live
-                atts = entry["attachments"]
-                if att in atts:
-                    del atts[att]
-                else:
-                    LOG.warning("disconnect of %s for attachment %s, which is not one of %s: "
-                                "nothing removed", key, att, sorted(atts))
-                    return
-                if atts:
-                    LOG.info("attachment %s of %s dropped; device kept for %s", att, key,
-                             sorted(atts))
-                    return
-        func(self, props, device_info, *args, **kwargs)
+            outcome = _detach_decision(self, data, keys, att, claim, seen, rebuilt_ids, force)
+        if outcome.get("raise"):
+            if ignore_errors:
+                LOG.warning("%s", outcome["raise"])
+                return
+            raise outcome["raise"]
+        if outcome.get("keep"):
+            if outcome.get("read_only") is not None:
+                _set_access(self, outcome["device_info"], outcome["read_only"])
+            return
+        anchor = outcome.get("device_info")
+        call_props = props
+        if not device_info and anchor:
+            device_info = anchor
+            call_props = _anchored_props(self.protocol, props, outcome.get("identity"))
+        func(self, call_props, device_info, force, ignore_errors)
         with ledger.transaction() as data:
             found = ledgermod.find_entry(data, keys)
             if found is not None and not found[1].get("attachments"):
                 del data["volumes"][found[0]]
+            _forget_named(data, claim)
+
+
+def _detach_decision(self: Connector, data: dict[str, Any], keys: list[str], att: str,
+                     claim: _Claim, seen: Mapping[str, str | None], rebuilt_ids: list[str],
+                     force: bool) -> dict[str, Any]:
+    """Inside the ledger transaction: may this disconnect remove the device?
+
+    Returns ``{}`` (remove, no record: the os-brick behaviour), ``{'device_info',
+    'identity'}`` (remove the recorded device), ``{'keep': True[, 'read_only',
+    'device_info']}`` or ``{'raise': error}`` (nothing removed).
+    """
+    live = _live_entry(self, data, keys, seen=seen)
+    if live is None:
+        tombs = _tombstones(data, keys)
+        if any(claim.names(t) for t in tombs):
+            LOG.info("disconnect of %s: that volume's address was reused and its device "
+                     "already replaced; nothing to remove", ",".join(keys))
+            _forget_named(data, claim)
+            return {"keep": True}
+        return _unknown_decision(self, data, rebuilt_ids, force)
+    key, entry = live
+    verdict = claim.verdict(entry)
+    if verdict == "other":
+        LOG.warning("disconnect names another volume than %s (volume %s, %s), which this "
+                    "address carries now: nothing removed", key, entry.get("volume_id"),
+                    entry.get("identity"))
+        _forget_named(data, claim)
+        return {"keep": True}
+    if verdict == "unknown" and _tombstones(data, keys):
+        why = (f"detach of attachment {att} kept {entry['device_info'].get('path')}: its "
+               "address was reused by another volume and the call names neither volume_id "
+               "nor device_info; it may be the replaced volume's detach")
+        LOG.warning("%s", why)
+        entry["detach_kept"] = {"at": time.time(), "attachment": att, "why": why}
+        return {"keep": True}
+    atts = entry["attachments"]
+    if att not in atts:
+        LOG.warning("disconnect of %s for attachment %s, which is not one of %s: "
+                    "nothing removed", key, att, sorted(atts))
+        return {"keep": True}
+    del atts[att]
+    entry.pop("detach_kept", None)
+    if set(atts) == {ledgermod.UNKNOWN_ATTACHMENT} and not force:
+        return {"raise": ledgermod.AttachmentsUnknown(
+            f"{entry['device_info'].get('path')} ({key}) kept: the ledger was rebuilt after "
+            "corruption and other attachments of it may be live; disconnect with force=True "
+            "once no instance on this host uses it")}
+    if atts and set(atts) != {ledgermod.UNKNOWN_ATTACHMENT}:
+        LOG.info("attachment %s of %s dropped; device kept for %s", att, key, sorted(atts))
+        want = _wants_read_only(atts)
+        out: dict[str, Any] = {"keep": True}
+        if want != _is_read_only(entry):
+            entry["read_only"] = want
+            out.update(read_only=want, device_info=dict(entry["device_info"]))
+        return out
+    atts.clear()
+    return {"device_info": dict(entry["device_info"]), "identity": entry.get("identity")}
+
+
+def _rebuilt_identities(self: Connector, props: Mapping[str, Any], keys: list[str]) -> list[str]:
+    """Identities of the volume's devices now, when the ledger holds rebuilt entries.
+
+    Only then can a disconnect without an entry at its address be one of them; the
+    common case costs nothing (read before the ledger lock, like the identities).
+    A corrupt ledger is about to be rebuilt: every volume will be unknown.
+    """
+    assert self.ledger is not None
+    try:
+        data = self.ledger.read()
+    except ledgermod.LedgerCorrupt:
+        data = None
+    if data is not None and (ledgermod.find_entry(data, keys) is not None or not any(
+            ledgermod.UNKNOWN_ATTACHMENT in (e.get("attachments") or {})
+            for e in data["volumes"].values())):
+        return []
+    idents = (ledgermod.device_identity(self.roots, p) for p in self.get_volume_paths(props))
+    return [i for i in idents if i]
+
+
+def _unknown_decision(self: Connector, data: dict[str, Any], rebuilt_ids: list[str],
+                      force: bool) -> dict[str, Any]:
+    """No entry at the address: is the device one the rebuilt ledger holds as unknown?"""
+    for key, entry in list(data["volumes"].items()):
+        if (ledgermod.UNKNOWN_ATTACHMENT in (entry.get("attachments") or {})
+                and entry.get("protocol") == self.protocol
+                and any(ledgermod.same_identity(i, entry.get("identity")) for i in rebuilt_ids)):
+            if not force:
+                return {"raise": ledgermod.AttachmentsUnknown(
+                    f"{(entry.get('device_info') or {}).get('path')} ({key}) kept: the ledger "
+                    "was rebuilt after corruption and attachments of it may be live; "
+                    "disconnect with force=True once no instance on this host uses it")}
+            LOG.warning("forced disconnect of %s, whose attachments were unknown", key)
+            del data["volumes"][key]
+    return {}
+
+
+def _anchored_props(protocol: str, props: Mapping[str, Any],
+                    identity: str | None) -> Mapping[str, Any]:
+    """NVMe-oF properties naming the namespace by NSID only get the recorded UUID."""
+    if protocol != "NVMEOF" or not identity or props.get("vol_uuid"):
+        return props
+    ident = identity.strip().lower()
+    if ident.startswith("uuid.") and len(ident) == 41:
+        return {**props, "vol_uuid": ident[len("uuid."):]}
+    return props

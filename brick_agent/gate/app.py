@@ -379,7 +379,9 @@ def create_app(conf: cfg.ConfigOpts | None = None, roots: HostRoots = DEFAULT_RO
             if ledger is None:
                 raise InvalidRequest("no attachment ledger: [brick_agent] ledger_path is empty",
                                      key="expected")
-            expected = audit_mod.expected_from_ledger(ledger)
+            grace = _grace_arg(request.args.getlist("nvme_grace"))
+            report = audit_mod.audit_against_ledger(ledger, roots, nvme_grace=grace)
+            return jsonify(report.to_dict())
         grace = _grace_arg(request.args.getlist("nvme_grace"))
         report = audit_mod.audit(roots=roots, expected=expected, nvme_grace=grace)
         return jsonify(report.to_dict())

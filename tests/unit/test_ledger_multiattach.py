@@ -10,7 +10,7 @@ import pytest
 
 from brick_agent import ledger as ledgermod
 from brick_agent.errors import DeviceNotFound
-from brick_agent.ledger import AccessModeConflict, AttachmentLedger
+from brick_agent.ledger import AttachmentLedger
 from tests.unit.connectors.test_iscsi_connector import (  # noqa: F401
     EMPTY,
     array,
@@ -29,12 +29,19 @@ def led(tmp_path):
 
 
 class RoSetter:
+    """The devices' read-only flags (what ``blockdev --setro/--setrw`` would leave)."""
+
     def __init__(self) -> None:
         self.calls: list[tuple[str, bool]] = []
+        self.flags: dict[str, bool] = {}
 
     def __call__(self, name: str, read_only: bool) -> bool:
         self.calls.append((name, read_only))
+        self.flags[name] = read_only
         return read_only
+
+    def is_ro(self, name: str) -> bool:
+        return self.flags.get(name, False)
 
 
 @pytest.fixture
@@ -76,26 +83,50 @@ def test_detach_of_one_of_two_keeps_device_last_detach_removes(conn, fake, led):
     assert led.entries() == {}
 
 
-def test_ro_and_rw_mix_is_refused_before_anything_runs(conn, fake, led, ro):  # noqa: F811
-    conn.connect_volume(props(lun=1, attachment_id="att-a"))
-    before = list(fake.log)
-    with pytest.raises(AccessModeConflict) as exc:
-        conn.connect_volume(props(lun=1, attachment_id="att-b", access_mode="ro"))
-    assert "att-a=rw" in str(exc.value)
-    assert fake.log == before and ro.calls == []
-    entry, = led.entries().values()
-    assert list(entry["attachments"]) == ["att-a"]
-
-
-def test_ro_attachment_sets_device_read_only_and_second_ro_shares_it(conn, fake, led, ro):  # noqa: F811
+def test_ro_attachment_with_id_is_made_writable_when_a_rw_attachment_arrives(
+        conn, fake, led, ro):  # noqa: F811
     info = conn.connect_volume(props(lun=1, attachment_id="r1", access_mode="ro"))
-    assert ro.calls == [("sda", True)]
-    with pytest.raises(AccessModeConflict):
-        conn.connect_volume(props(lun=1, attachment_id="w1"))
-    assert conn.connect_volume(props(lun=1, attachment_id="r2", access_mode="ro")) == info
+    assert ro.is_ro("sda")
+    assert conn.connect_volume(props(lun=1, attachment_id="w1")) == info
+    assert not ro.is_ro("sda")                       # the writer can write
+    conn.disconnect_volume(props(lun=1, attachment_id="w1"), info)
+    assert ro.is_ro("sda")                           # only ro attachments left
     conn.disconnect_volume(props(lun=1, attachment_id="r1"), info)
-    conn.disconnect_volume(props(lun=1, attachment_id="r2"), info)
     assert fake.state() == EMPTY
+
+
+def test_rw_then_ro_with_ids_never_makes_the_writer_read_only(conn, fake, led, ro):  # noqa: F811
+    info = conn.connect_volume(props(lun=1, attachment_id="w1"))
+    assert conn.connect_volume(props(lun=1, attachment_id="r1", access_mode="ro")) == info
+    assert ro.calls == []                            # never read-only while w1 may write
+    entry, = led.entries().values()
+    assert ledgermod.modes_of(entry) == {"w1": "rw", "r1": "ro"}
+    conn.disconnect_volume(props(lun=1, attachment_id="r1"), info)
+    assert ro.calls == [] and fake.state()["devices"] == ["sda"]
+    conn.disconnect_volume(props(lun=1, attachment_id="w1"), info)
+    assert fake.state() == EMPTY
+
+
+@pytest.mark.parametrize("first,second", [("rw", "ro"), ("ro", "rw")])
+def test_without_attachment_ids_read_only_flag_is_never_touched(
+        conn, fake, led, ro, first, second):  # noqa: F811
+    # Nova strips attachment_id: both instances' connects are the attachment 'default'
+    a = conn.connect_volume(props(lun=1, access_mode=first))
+    b = conn.connect_volume(props(lun=1, access_mode=second))
+    assert a == b
+    assert ro.calls == [] and not ro.is_ro("sda")
+
+
+def test_device_made_ro_by_an_older_ledger_is_made_writable_for_a_writer(
+        conn, fake, led, ro):  # noqa: F811
+    info = conn.connect_volume(props(lun=1, attachment_id="r1", access_mode="ro"))
+    with led.transaction() as data:                  # an entry written before 'read_only'
+        entry, = data["volumes"].values()
+        del entry["read_only"]
+        entry["attachments"] = {"default": {"access_mode": "ro", "since": 0}}
+    conn.connect_volume(props(lun=1))                # Nova's rw connect
+    assert not ro.is_ro("sda")
+    assert conn.connect_volume(props(lun=1)) == info
 
 
 def test_crash_after_kernel_attach_before_ledger_write_is_recovered(conn, fake, led):  # noqa: F811
