@@ -1,4 +1,4 @@
-"""Multiattach of one iSCSI volume on one host, through the attachment ledger (real kernel).
+"""Multiattach of one volume on one host, through the attachment ledger (real kernel).
 
 Run: tools/kernel-lab/lab run -- tools/kernel-lab/guest-pytest tests/functional/test_multiattach.py -q
 """
@@ -11,10 +11,12 @@ import os
 
 import pytest
 
+from brick_agent import privileged
 from brick_agent.connectors.iscsi import ISCSIConnector
-from brick_agent.ledger import AccessModeConflict, AttachmentLedger
+from brick_agent.connectors.nvmeof import NVMeOFConnector
+from brick_agent.ledger import AttachmentLedger
 from tests.functional.conftest import make_conf
-from tests.functional.lab import LioIscsiTarget
+from tests.functional.lab import LioIscsiTarget, NvmetSubsystem
 from tests.functional.rawhost import disks_with, read, sessions_of, write_read
 
 pytestmark = pytest.mark.realkernel
@@ -55,24 +57,104 @@ def test_two_attachments_detach_one_keeps_device_detach_other_removes(connector,
         assert ledger.entries() == {}
 
 
-def test_ro_attachment_cannot_be_written_and_rw_is_refused(connector, ledger):
+def _write_fails(path: str) -> int:
+    buf = mmap.mmap(-1, 4096)
+    buf.write(b"x" * 4096)
+    with pytest.raises(OSError) as exc:
+        fd = os.open(path, os.O_RDWR | os.O_DIRECT)
+        try:
+            os.pwritev(fd, [buf], 0)
+        finally:
+            os.close(fd)
+    return exc.value.errno
+
+
+def test_ro_attachment_cannot_be_written_until_a_rw_attachment_arrives(connector, ledger):
     with LioIscsiTarget(luns=1) as t:
         lun = t.luns[0]
         info = connector.connect_volume(props_for(t, "ro-1", access_mode="ro"))
-        name = os.path.basename(info["path"])
+        name = os.path.basename(os.path.realpath(info["path"]))
         assert read(f"/sys/block/{name}/ro") == "1"
-        buf = mmap.mmap(-1, 4096)
-        buf.write(b"x" * 4096)
-        with pytest.raises(OSError) as exc:
-            fd = os.open(info["path"], os.O_RDWR | os.O_DIRECT)
-            try:
-                os.pwritev(fd, [buf], 0)
-            finally:
-                os.close(fd)
-        assert exc.value.errno in (errno.EPERM, errno.EROFS, errno.EACCES)
-        with pytest.raises(AccessModeConflict):
-            connector.connect_volume(props_for(t, "rw-1"))
-        assert os.path.basename(info["path"]) in disks_with(lun.wwid)
+        assert _write_fails(info["path"]) in (errno.EPERM, errno.EROFS, errno.EACCES)
+        assert connector.connect_volume(props_for(t, "rw-1")) == info
+        assert read(f"/sys/block/{name}/ro") == "0"
+        write_read(info["path"], 3, lun.path)
+        connector.disconnect_volume(props_for(t, "rw-1"), info)
+        assert read(f"/sys/block/{name}/ro") == "1"          # only ro attachments left
         connector.disconnect_volume(props_for(t, "ro-1"), info)
         assert disks_with(lun.wwid) == []
         assert ledger.entries() == {}
+
+
+class RunningWriter:
+    """An instance's open read-write descriptor: it keeps writing across other attaches."""
+
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_RDWR | os.O_DIRECT)
+        self.n = 0
+
+    def write(self) -> None:
+        self.n += 1
+        buf = mmap.mmap(-1, 4096)
+        buf.write(bytes([self.n]) * 4096)
+        assert os.pwritev(self.fd, [buf], 4096 * self.n) == 4096   # EPERM if made ro
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _access_mode_flow(connector, props_of, order: tuple[str, str], with_ids: bool) -> None:
+    """Two users of one volume: one rw (a running writer), one ro; both orders.
+
+    The writer's I/O must work after the ro connect and after the ro disconnect.
+    Without attachment ids (Nova) the ro user's disconnect is not made while the
+    writer uses the volume (Nova's own rule), so only the connects are exercised.
+    """
+    def p(mode):
+        extra = {"access_mode": mode}
+        if with_ids:
+            extra["attachment_id"] = f"att-{mode}"
+        return props_of(**extra)
+
+    first = connector.connect_volume(p(order[0]))
+    second = connector.connect_volume(p(order[1]))
+    assert first["path"] == second["path"]
+    name = os.path.basename(os.path.realpath(first["path"]))
+    writer = RunningWriter(first["path"])
+    try:
+        writer.write()
+        assert read(f"/sys/block/{name}/ro") == "0"
+        if with_ids:
+            connector.disconnect_volume(p("ro"), first)
+            writer.write()
+            assert read(f"/sys/block/{name}/ro") == "0"
+    finally:
+        writer.close()
+    connector.disconnect_volume(p("rw"), first)
+
+
+@pytest.mark.parametrize("with_ids", [True, False], ids=["ids", "nova-no-ids"])
+@pytest.mark.parametrize("order", [("rw", "ro"), ("ro", "rw")], ids=["rw-first", "ro-first"])
+def test_iscsi_ro_user_never_breaks_a_running_writer(connector, ledger, order, with_ids):
+    with LioIscsiTarget(luns=1) as t:
+        base = {k: v for k, v in props_for(t, "x").items() if k != "attachment_id"}
+        _access_mode_flow(connector, lambda **kw: {**base, **kw}, order, with_ids)
+        assert disks_with(t.luns[0].wwid) == [] and sessions_of(t.iqn) == []
+        assert ledger.entries() == {}
+
+
+@pytest.mark.parametrize("with_ids", [True, False], ids=["ids", "nova-no-ids"])
+@pytest.mark.parametrize("order", [("rw", "ro"), ("ro", "rw")], ids=["rw-first", "ro-first"])
+def test_nvme_ro_user_never_breaks_a_running_writer(tmp_path, ledger, order, with_ids):
+    conf = make_conf(tmp_path)
+    privileged.init(conf)
+    connector = NVMeOFConnector(None, None, conf=conf, ledger=ledger)
+    with NvmetSubsystem(namespaces=1) as sub:
+        ns = sub.namespaces[1]
+        base = {"target_nqn": sub.nqn, "vol_uuid": ns.uuid, "ns_id": 1,
+                "portals": [[q.traddr, int(q.trsvcid), "tcp"] for q in sub.ports]}
+        _access_mode_flow(connector, lambda **kw: {**base, **kw}, order, with_ids)
+        assert ledger.entries() == {}
+        assert not [c for c in os.listdir("/sys/class/nvme")
+                    if read(f"/sys/class/nvme/{c}/subsysnqn") == sub.nqn]
