@@ -158,3 +158,33 @@ def test_nvme_ro_user_never_breaks_a_running_writer(tmp_path, ledger, order, wit
         assert ledger.entries() == {}
         assert not [c for c in os.listdir("/sys/class/nvme")
                     if read(f"/sys/class/nvme/{c}/subsysnqn") == sub.nqn]
+
+
+def test_stale_volume_detach_after_lun_reuse_keeps_the_new_volume(connector, ledger):
+    """Issue 13 §5: A at LUN 0; the array maps B at LUN 0 (host not told); B attached;
+    then A detached as Nova does it, ``disconnect_volume(data_A, None)``."""
+    with LioIscsiTarget(luns=1) as t:
+        base = {"target_portal": t.portals[0], "target_iqn": t.iqn, "target_lun": 0}
+        data_a = {**base, "volume_id": "vol-A"}
+        a = connector.connect_volume(data_a)
+        data_a["device_path"] = a["path"]                 # what Nova stores
+        old_wwid = t.luns[0].wwid
+        t.remove_lun(0)
+        new_lun = t.add_lun(0)
+        b = connector.connect_volume({**base, "volume_id": "vol-B"})
+        assert b["scsi_wwn"] == new_lun.scsi_id and disks_with(old_wwid) == []
+        writer = RunningWriter(b["path"])
+        try:
+            connector.disconnect_volume(data_a, None)     # A's detach, Nova's shape
+            connector.disconnect_volume(data_a, a)        # and with A's device_info
+            writer.write()                                # B's I/O still works
+        finally:
+            writer.close()
+        assert disks_with(new_lun.wwid) == [os.path.basename(os.path.realpath(b["path"]))]
+        assert len(sessions_of(t.iqn)) == 1
+        (entry,) = ledger.entries().values()
+        assert entry["volume_id"] == "vol-B"
+        write_read(b["path"], 9, new_lun.path)
+        connector.disconnect_volume({**base, "volume_id": "vol-B"}, None)
+        assert disks_with(new_lun.wwid) == [] and sessions_of(t.iqn) == []
+        assert ledger.entries() == {}
