@@ -591,7 +591,19 @@ def _detach_decision(self: Connector, data: dict[str, Any], keys: list[str], att
                      "already replaced; nothing to remove", ",".join(keys))
             _forget_named(data, claim)
             return {"keep": True}
-        return _unknown_decision(self, data, rebuilt_ids, force)
+        decision = _unknown_decision(self, data, rebuilt_ids, force)
+        if decision or not tombs:
+            return decision
+        # the recorded device now carries another volume (or is gone): anchor the
+        # detach to the identity this address carried when we attached it
+        last = tombs[-1]
+        if not last.get("identity") or (self.protocol == "NVMEOF" and not _uuid_of(
+                last["identity"])):
+            LOG.warning("disconnect of %s: the recorded device is gone or reused and its "
+                        "identity cannot anchor the detach; nothing removed", ",".join(keys))
+            return {"keep": True}
+        return {"device_info": _anchor_info(self.protocol, last["identity"]),
+                "identity": last["identity"]}
     key, entry = live
     verdict = claim.verdict(entry)
     if verdict == "other":
@@ -668,12 +680,24 @@ def _unknown_decision(self: Connector, data: dict[str, Any], rebuilt_ids: list[s
     return {}
 
 
+def _uuid_of(identity: str | None) -> str | None:
+    """The namespace UUID of an NVMe wwid ``uuid.<uuid>`` (None for eui./nvme. forms)."""
+    ident = (identity or "").strip().lower()
+    return ident[len("uuid."):] if ident.startswith("uuid.") and len(ident) == 41 else None
+
+
+def _anchor_info(protocol: str, identity: str) -> dict[str, Any]:
+    """A device_info that names only the identity (SCSI: the WWID the connector verifies)."""
+    if protocol == "NVMEOF":
+        return {"type": "block"}
+    return {"type": "block", "scsi_wwn": identity}
+
+
 def _anchored_props(protocol: str, props: Mapping[str, Any],
                     identity: str | None) -> Mapping[str, Any]:
-    """NVMe-oF properties naming the namespace by NSID only get the recorded UUID."""
-    if protocol != "NVMEOF" or not identity or props.get("vol_uuid"):
+    """NVMe-oF properties (new format) naming the namespace by NSID only get the
+    recorded UUID, so the connector removes only that namespace."""
+    if protocol != "NVMEOF" or props.get("vol_uuid") or "target_nqn" not in props:
         return props
-    ident = identity.strip().lower()
-    if ident.startswith("uuid.") and len(ident) == 41:
-        return {**props, "vol_uuid": ident[len("uuid."):]}
-    return props
+    uuid = _uuid_of(identity)
+    return {**props, "vol_uuid": uuid} if uuid else props

@@ -57,3 +57,47 @@ def test_nvme_second_namespace_exposed_by_the_first_connect_is_not_held_by_anyon
     assert list(entry["attachments"]) == ["b"]          # b alone holds its namespace
     conn.disconnect_volume(pb, b)
     assert led.entries() == {}
+
+
+def _nsid_only(**extra):
+    """Properties naming the namespace by NSID only (no UUID, no NGUID)."""
+    p = props(ns_id=1, **extra)
+    del p["vol_uuid"]
+    return p
+
+
+def test_nvme_stale_volume_by_nsid_detach_keeps_the_new_namespace_and_controller(
+        tmp_path, roots):  # noqa: F811
+    from brick_agent.host import nvme as hostnvme
+    from tests.unit.connectors.test_nvmeof import U2
+    kernel, conn, led = make(tmp_path, roots)
+    a = conn.connect_volume(_nsid_only(volume_id="vol-A"))
+    kernel.subsystems[NQN].namespaces[1] = FakeNs(1, U2, None)   # nsid 1 reused for B
+    kernel.rescan("nvme0")
+    kernel.rescan("nvme0")       # the target's namespace-change event: the host rescans
+    b = conn.connect_volume(_nsid_only(volume_id="vol-B"))
+    uuid_at = {roots.devfs(n.name): n.uuid for n in hostnvme.nvme_namespaces(roots)}
+    assert uuid_at[b["path"]] == U2
+    conn.disconnect_volume(_nsid_only(volume_id="vol-A", device_path=a["path"]), None)
+    conn.disconnect_volume(_nsid_only(volume_id="vol-A"), a)
+    assert nvme_dirs(roots) == ["nvme0"]
+    assert [n.uuid for n in hostnvme.nvme_namespaces(roots)] == [U2]
+    (entry,) = led.entries().values()
+    assert entry["volume_id"] == "vol-B"
+    conn.disconnect_volume(_nsid_only(volume_id="vol-B"), None)
+    assert nvme_dirs(roots) == [] and led.entries() == {}
+
+
+def test_nvme_nsid_only_detach_without_device_info_removes_only_the_recorded_namespace(
+        tmp_path, roots):  # noqa: F811
+    from brick_agent.host import nvme as hostnvme
+    from tests.unit.connectors.test_nvmeof import U2
+    kernel, conn, led = make(tmp_path, roots)
+    conn.connect_volume(_nsid_only())
+    kernel.subsystems[NQN].namespaces[1] = FakeNs(1, U2, None)   # reused, host not told
+    kernel.rescan("nvme0")
+    kernel.rescan("nvme0")                   # the host now shows the new namespace at nsid 1
+    assert [n.uuid for n in hostnvme.nvme_namespaces(roots)] == [U2]
+    conn.disconnect_volume(_nsid_only(), None)   # the old volume's detach: no anchor but nsid
+    assert [n.uuid for n in hostnvme.nvme_namespaces(roots)] == [U2]
+    assert nvme_dirs(roots) == ["nvme0"]
