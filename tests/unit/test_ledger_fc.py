@@ -21,3 +21,25 @@ def test_fc_two_attachments_one_device_last_detach_deletes(conf, captured, tmp_p
     conn.disconnect_volume(cap_props(1, attachment_id="b"), b)
     assert fake.hctls() == ["1:0:0:0"]
     assert led.entries() == {}
+
+
+def test_fc_stale_volume_detach_after_lun_reuse_keeps_the_new_volume(conf, captured, tmp_path):  # noqa: F811
+    from brick_agent import ledger as ledgermod
+    from tests.unit.connectors.scsi_fakes import FakeLun, wwid_of
+    from tests.unit.connectors.test_fibre_channel import CAP_TGT
+    host, fake = captured
+    led = AttachmentLedger(str(tmp_path / "ledger.json"), lock_path=str(tmp_path / "locks"))
+    conn = make(conf, host, fake, ledger=led)
+    a = conn.connect_volume(cap_props(1, volume_id="vol-A"))
+    fake.array[CAP_TGT][1] = FakeLun(wwid_of(77), 65536)          # LUN 1 reused for B
+    b = conn.connect_volume(cap_props(1, volume_id="vol-B"))
+    assert ledgermod.same_identity(b["scsi_wwn"], wwid_of(77))
+    conn.disconnect_volume(cap_props(1, volume_id="vol-A", device_path=a["path"]), None)
+    conn.disconnect_volume(cap_props(1, volume_id="vol-A"), a)
+    assert fake.hctls() == ["1:0:0:0", "1:0:0:1"]                  # B's disk stays
+    assert ledgermod.same_identity(ledgermod.device_identity(host.roots, b["path"]),
+                                   wwid_of(77))
+    (entry,) = led.entries().values()
+    assert entry["volume_id"] == "vol-B"
+    conn.disconnect_volume(cap_props(1, volume_id="vol-B"), None)
+    assert fake.hctls() == ["1:0:0:0"] and led.entries() == {}
