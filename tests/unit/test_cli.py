@@ -105,3 +105,24 @@ def test_human_output_is_a_table(iscsi_host):
     code, _, text = run(["--host-root", iscsi_host, "--human", "volumes", "--protocol", "ISCSI"])
     assert code == cli.EXIT_OK
     assert "iqn=iqn.2003-01.org.brick-lab:single" in text and "lun=0" in text
+
+
+@pytest.mark.parametrize("command", [["connect", "ISCSI"], ["disconnect", "ISCSI"],
+                                     ["extend", "ISCSI"]])
+def test_state_changing_commands_refuse_a_host_root(iscsi_host, command, monkeypatch,
+                                                   capsys):
+    """--host-root reads a captured tree, but privileged actions would hit the live host."""
+    ran: list[list[str]] = []
+
+    def record(argv, **kwargs):
+        ran.append([str(a) for a in argv])
+        raise AssertionError("no command may run")
+
+    monkeypatch.setattr("brick_agent.commands.run", record)
+    props = {"target_portal": "127.0.0.1:3260", "target_iqn": "iqn.2003-01.org.brick-lab:single",
+             "target_lun": 0, "auth_password": SECRET}
+    code, data, _ = run(["--host-root", iscsi_host, *command], json.dumps(props))
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_USAGE and data is None
+    assert "--host-root" in err and command[0] in err and "Traceback" not in err
+    assert ran == []
