@@ -54,6 +54,15 @@ def _chap_settings(prefix: str, auth: ChapCredentials | None) -> list[tuple[str,
             (f"{prefix}.password", auth.password.reveal())]
 
 
+def _split_auth(settings: list[tuple[str, str]], chap: bool
+                ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(settings for iscsiadm's argv, CHAP settings for the record file)."""
+    if not chap:
+        return settings, []
+    return ([item for item in settings if ".auth." not in item[0]],
+            [item for item in settings if ".auth." in item[0]])
+
+
 def _login_error(exc: CommandFailed, portal: str, iqn: str) -> Exception:
     where = f"{iqn} at {portal}"
     if exc.returncode == ERR_LOGIN_AUTH_FAILED:
@@ -127,7 +136,10 @@ class PrivilegedISCSIActions(PrivilegedScsiActions):
         from brick_agent.privileged import iscsi as piscsi
         timeout = max(1.0, node.login_timeout)
         piscsi.node_create(node.iqn, node.portal, node.iface, timeout=timeout)
-        settings = self._node_settings(node)
+        settings, auth = _split_auth(self._node_settings(node), node.auth is not None)
+        if auth:   # CHAP goes into the record file, never on iscsiadm's argv
+            from brick_agent.privileged import iscsi_auth
+            iscsi_auth.node_set_auth(node.iqn, node.portal, node.iface, auth)
         try:
             piscsi.node_update(node.iqn, node.portal, node.iface, settings, timeout=timeout)
         except CommandFailed as exc:

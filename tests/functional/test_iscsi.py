@@ -12,6 +12,7 @@ import glob
 import logging
 import os
 import subprocess
+import threading
 import time
 
 import pytest
@@ -138,6 +139,56 @@ def test_4_chap_right_secret_attaches_wrong_one_fails_cleanly(connector, caplog)
         assert SECRET not in str(err.value)
         assert leftovers(t) == {}
         assert node_records(t.iqn) == []
+    assert SECRET not in caplog.text
+
+
+class CmdlineWatcher:
+    """Scan every /proc/*/cmdline until stopped; remember processes whose argv holds ``secret``."""
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret.encode()
+        self.hits: list[str] = []
+        self.scans = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for path in glob.glob("/proc/[0-9]*/cmdline"):
+                try:
+                    with open(path, "rb") as f:
+                        argv = f.read()
+                except OSError:
+                    continue
+                if self.secret in argv:
+                    self.hits.append(argv.replace(b"\0", b" ").decode(errors="replace"))
+            self.scans += 1
+
+    def __enter__(self) -> "CmdlineWatcher":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def test_4_chap_secret_is_never_on_a_command_line(connector, caplog):
+    """While a CHAP login runs, no process's /proc/PID/cmdline carries the password."""
+    caplog.set_level(logging.DEBUG)
+    with LioIscsiTarget(luns=1, chap=("brickuser", SECRET)) as t:
+        good = props_for(t, auth_method="CHAP", auth_username="brickuser",
+                         auth_password=SECRET)
+        with CmdlineWatcher(SECRET) as watcher:
+            info = connector.connect_volume(good)
+        write_read(info["path"], 4, t.luns[0].path)
+        records = [p for p in glob.glob(f"/etc/iscsi/nodes/{t.iqn}/**", recursive=True)
+                   if os.path.isfile(p)]
+        assert records and all(os.stat(p).st_mode & 0o077 == 0 for p in records)
+        connector.disconnect_volume(good, info)
+        assert leftovers(t) == {}
+    print(f"\ncmdline scans during the CHAP attach: {watcher.scans}")
+    assert watcher.scans > 10 and watcher.hits == []
     assert SECRET not in caplog.text
 
 
