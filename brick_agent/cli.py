@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from brick_agent import errors
+from brick_agent import errors, json_input
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -60,10 +60,10 @@ def _exit_code(exc: BaseException) -> int:
 def _load_json(source: str, what: str, stdin: TextIO) -> Any:
     try:
         if source == "-":
-            return json.load(stdin)
+            return json_input.loads(stdin.read())
         with open(source, encoding="utf-8") as handle:
-            return json.load(handle)
-    except (OSError, ValueError) as exc:
+            return json_input.loads(handle.read())
+    except (OSError, ValueError) as exc:   # JSONInputError is a ValueError
         raise errors.InvalidArgument(f"cannot read {what} from {source}: {exc}") from None
 
 
