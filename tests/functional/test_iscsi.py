@@ -12,6 +12,7 @@ import glob
 import logging
 import os
 import subprocess
+import sys
 import threading
 import time
 
@@ -19,7 +20,8 @@ import pytest
 
 from brick_agent import privileged
 from brick_agent.connectors.iscsi import ISCSIConnector
-from brick_agent.errors import AuthenticationFailed, DeviceNotFound, TargetUnreachable
+from brick_agent.errors import (AuthenticationFailed, DeviceInUse, DeviceNotFound,
+                                TargetUnreachable)
 from tests.functional.conftest import PRIVSEP_DAEMON, make_conf
 from tests.functional.lab import LioIscsiTarget
 from tests.functional.rawhost import (disks_with, maps_with, multipathd_running, read,
@@ -290,6 +292,36 @@ def test_3_7_multipath_two_portals_survives_a_dead_path_and_extends(conf, multip
         detach = time.monotonic() - start
         assert leftovers(t) == {}
         print(f"multipath: attach {attach:.2f}s detach {detach:.2f}s")
+
+
+def test_3_detach_of_an_open_map_names_the_process_holding_it(conf, multipathd):
+    """multipath refuses to remove a map a process holds open: the error names that process
+    (pid, command) and nothing is deleted; once it lets go, the detach completes."""
+    conf.set_override("use_multipath", True, group="brick_agent")
+    conf.set_override("flush_timeout", 3.0, group="brick_agent")
+    connector = ISCSIConnector(conf=conf)
+    with LioIscsiTarget(luns=1, portals=("127.0.0.1:3260", "127.0.0.2:3260"),
+                        initiators=["local"]) as t:
+        props = {"target_portals": t.portals, "target_iqns": [t.iqn] * 2,
+                 "target_luns": [0, 0]}
+        info = connector.connect_volume(props)
+        holder = subprocess.Popen(
+            [sys.executable, "-c", "import os,sys,time; fd=os.open(sys.argv[1], os.O_RDONLY); "
+             "print('open', flush=True); time.sleep(120)", info["path"]],
+            stdout=subprocess.PIPE)
+        try:
+            assert holder.stdout.readline().strip() == b"open"
+            with pytest.raises(DeviceInUse) as err:
+                connector.disconnect_volume(props, info)
+            print(f"\nrefused: {err.value}")
+            assert holder.pid in [pid for pid, _ in err.value.holders]
+            assert f"pid {holder.pid} (python" in str(err.value)
+            assert len(disks_with(t.luns[0].wwid)) == 2      # nothing was deleted
+        finally:
+            holder.kill()
+            holder.wait()
+        connector.disconnect_volume(props, info)
+        assert leftovers(t) == {}
 
 
 def test_7_extend_single_path(connector):
