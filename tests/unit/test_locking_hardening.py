@@ -3,7 +3,6 @@ neither the lock directory nor the in-process cache grows with the volumes ever 
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import gc
 import os
@@ -19,6 +18,7 @@ from brick_agent import config, locking
 from brick_agent.connectors import iscsi_privileged
 from brick_agent.errors import InvalidArgument, LockTimeout
 from tests.unit.multiproc import CTX, run_processes
+from tests.unit.test_locking_processes import _max_overlap
 
 NOBODY = 65534
 
@@ -221,23 +221,19 @@ def test_removing_lock_files_keeps_mutual_exclusion_across_processes_and_threads
 
 def test_threads_exclude_each_other_with_removal(tmp_path):
     lock_path = str(tmp_path / "locks")
-    inside, peak, count = [0], [0], [0]
-    guard = threading.Lock()
+    held: list[tuple[float, float]] = []
 
     def worker() -> None:
         for _ in range(100):
             with locking.external_lock("brick_agent-device-sdq", lock_path=lock_path):
-                with guard:
-                    inside[0] += 1
-                    peak[0] = max(peak[0], inside[0])
-                count[0] += 1
-                with guard:
-                    inside[0] -= 1
+                start = time.monotonic()
+                time.sleep(0)
+                held.append((start, time.monotonic()))
 
     workers = [threading.Thread(target=worker) for _ in range(8)]
     for w in workers:
         w.start()
     for w in workers:
         w.join(60)
-    assert peak[0] == 1 and count[0] == 800
+    assert len(held) == 800 and _max_overlap(held) == 1
     assert os.listdir(lock_path) == [] and len(locking._name_slots) == 0
