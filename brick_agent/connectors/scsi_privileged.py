@@ -57,6 +57,8 @@ class PrivilegedScsiActions:
             fd = None
         except FileNotFoundError:
             raise DeviceNotFound(f"{device} does not exist") from None
+        except OSError as exc:   # ENXIO: a transport-offline disk (dead target) refuses opens
+            raise CommandFailed(["open", device], exc.errno, exc.strerror or str(exc)) from None
         if fd is None:
             from brick_agent.privileged import block
             block.flush_block_device(os.path.basename(device),
