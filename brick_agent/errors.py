@@ -81,3 +81,8 @@ class InvalidConnectorProtocol(BrickError, ValueError):
 
 class ConfigurationError(BrickError):
     """The configuration does not allow what was asked (e.g. the gate app is disabled)."""
+
+
+class KernelActionTimeout(BrickError):
+    """A blocking kernel action (a sysfs write such as ``delete_controller``) did not finish
+    by its deadline; it was abandoned and the kernel may still complete it later."""

@@ -61,6 +61,9 @@ T = TypeVar("T")
 _PENDING_STATES = frozenset({"new", "connecting", "resetting"})
 #: How long extend_volume waits for the kernel to report a new size.
 _EXTEND_SETTLE = 3.0
+#: Seconds a detach's flush or delete_controller gets even when its deadline is spent
+#: (a healthy delete_controller takes ~0.1 s in the lab).
+KERNEL_ACTION_MIN = 0.5
 
 
 def _poll(predicate: Callable[[], T | None], deadline: Deadline,
@@ -607,6 +610,8 @@ class NVMeOFConnector(Connector):
         props = parse_nvmeof(connection_properties)
         leftovers: list[str] = []
         errors: list[str] = []
+        # every kernel action of this detach (flushes, delete_controller) ends by then
+        deadline = Deadline.after(self.opts.flush_timeout)
         if props.replicated and props.replica_count > 1 and props.alias:
             md = self._md_path(props.alias)
             if os.path.exists(md):
@@ -621,17 +626,17 @@ class NVMeOFConnector(Connector):
             flushed: set[str] = set()
             if not props.replicated:
                 # the subsystem lock guards controllers, not our own buffers: flush first
-                flushed, left = self._preflush(target, force, errors)
+                flushed, left = self._preflush(target, force, errors, deadline)
                 if left:
                     leftovers += left
                     continue
             with self._lock(target):
-                leftovers += self._detach_target(target, props, force, errors,
+                leftovers += self._detach_target(target, props, force, errors, deadline,
                                                  flush=not props.replicated, flushed=flushed)
         self._finish(leftovers, errors, ignore_errors)
 
-    def _preflush(self, target: NVMeTarget, force: bool,
-                  errors: list[str]) -> tuple[set[str], list[str]]:
+    def _preflush(self, target: NVMeTarget, force: bool, errors: list[str],
+                  deadline: Deadline) -> tuple[set[str], list[str]]:
         """Flush the target's namespace devices before the subsystem lock is taken.
 
         Returns (devices flushed, leftovers: the device whose flush failed without
@@ -646,7 +651,7 @@ class NVMeOFConnector(Connector):
             return set(), []
         flushed = set()
         for ns in ours:
-            if not self._flush(self.roots.devfs(ns.name), force, errors):
+            if not self._flush(self.roots.devfs(ns.name), force, errors, deadline):
                 return flushed, [self.roots.devfs(ns.name)]
             flushed.add(ns.name)
         return flushed, []
@@ -660,16 +665,16 @@ class NVMeOFConnector(Connector):
             return
         raise LeftoversRemain("; ".join(errors) or "NVMe-oF detach incomplete", leftovers)
 
-    def _flush(self, path: str, force: bool, errors: list[str]) -> bool:
+    def _flush(self, path: str, force: bool, errors: list[str], deadline: Deadline) -> bool:
         try:
-            self.actions.flush(path, self.opts.flush_timeout)
+            self.actions.flush(path, max(deadline.remaining(), KERNEL_ACTION_MIN))
             return True
         except BrickError as exc:
             errors.append(f"flush {path}: {exc}")
             return force
 
     def _detach_target(self, target: NVMeTarget, props: NVMeOFProperties, force: bool,
-                       errors: list[str], flush: bool,
+                       errors: list[str], deadline: Deadline, flush: bool,
                        flushed: Collection[str] = ()) -> list[str]:
         hostnqn = self._hostnqn(target)
         # other volumes' namespaces need not be read: a controller entry that is not one
@@ -678,7 +683,8 @@ class NVMeOFConnector(Connector):
         ours = [ns for ns in topo.namespaces if matches(ns, target)] if target.identified else []
         mpath = map_of(self.roots, [ns.name for ns in ours if not ns.native_multipath])
         if mpath is not None:
-            if flush and not self._flush(self.roots.devfs(mpath.dm_name), force, errors):
+            if flush and not self._flush(self.roots.devfs(mpath.dm_name), force, errors,
+                                         deadline):
                 return [self.roots.devfs(mpath.dm_name)]
             try:
                 self._multipath().remove_map(mpath)
@@ -690,7 +696,7 @@ class NVMeOFConnector(Connector):
             for ns in ours:
                 if ns.name in flushed:
                     continue
-                if not self._flush(self.roots.devfs(ns.name), force, errors):
+                if not self._flush(self.roots.devfs(ns.name), force, errors, deadline):
                     return [self.roots.devfs(ns.name)]
         doomed = []
         for ctrl in topo.controllers:
@@ -701,7 +707,8 @@ class NVMeOFConnector(Connector):
                 continue
             doomed.append(ctrl.name)
             try:
-                self.actions.disconnect(ctrl.name)
+                self.actions.disconnect(ctrl.name,
+                                        timeout=max(deadline.remaining(), KERNEL_ACTION_MIN))
             except BrickError as exc:
                 errors.append(f"disconnect {ctrl.name}: {exc}")
         if not doomed:
