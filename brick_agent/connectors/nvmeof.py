@@ -52,6 +52,7 @@ from brick_agent.errors import (BrickError, DeviceNotFound, LeftoversRemain, Not
 from brick_agent.host import nvme as hostnvme
 from brick_agent.host.multipath import MultipathMap
 from brick_agent.host.udev import DeviceWatch
+from brick_agent.host.usage import device_users
 from brick_agent.properties import NVMeOFProperties, NVMePortal, NVMeTarget, parse_nvmeof
 
 LOG = logging.getLogger(__name__)
@@ -702,9 +703,14 @@ class NVMeOFConnector(Connector):
         for ctrl in topo.controllers:
             foreign = self._foreign_namespaces(ctrl, topo, [target])
             if foreign:
-                LOG.info("keeping controller %s of %s: namespace(s) %s of other volumes",
-                         ctrl.name, target.nqn, ", ".join(foreign))
-                continue
+                users = self._users_of_others(ctrl, target, hostnqn)
+                if users:
+                    LOG.info("keeping controller %s of %s: its other namespace(s) %s are in use "
+                             "(%s)", ctrl.name, target.nqn, ", ".join(foreign), "; ".join(users))
+                    continue
+                LOG.info("deleting controller %s of %s: its other namespace(s) %s are attached "
+                         "through nobody and unused on this host", ctrl.name, target.nqn,
+                         ", ".join(foreign))
             doomed.append(ctrl.name)
             try:
                 self.actions.disconnect(ctrl.name,
@@ -720,6 +726,29 @@ class NVMeOFConnector(Connector):
                  if matches(ns, target) and ns.controllers
                  and set(ns.controllers) <= set(doomed)]
         return left
+
+    def _users_of_others(self, ctrl: hostnvme.NvmeController, target: NVMeTarget,
+                         hostnqn: str) -> list[str]:
+        """Why ``ctrl`` must stay for namespaces other than ``target``'s: attached through
+        brick_agent (the ledger, matched by identity), or used on the host (holders,
+        mounts, swap, open); ``[]`` when nobody uses them.  Fails closed: no ledger, an
+        unreadable one or an unresolved namespace entry is a reason to keep it."""
+        if self.ledger is None:
+            return ["no attachment ledger to tell whether they are attached"]
+        full = self._topology(target.nqn, hostnqn)
+        others = [ns for ns in full.namespaces
+                  if ctrl.name in ns.controllers and not matches(ns, target)]
+        known = {p for ns in full.namespaces for p in ns.paths}
+        reasons = [f"{p} not resolved to a namespace device"
+                   for p in ctrl.namespaces if p not in known]
+        try:
+            data = self.ledger.read()
+        except (BrickError, OSError) as exc:
+            return reasons + [f"attachment ledger unreadable: {exc}"]
+        reasons += ledger_claims(data, target.nqn, others)
+        for ns in others:
+            reasons += device_users(self.roots, ns.name)
+        return reasons
 
     def _foreign_namespaces(self, ctrl: hostnvme.NvmeController, topo: _Topology,
                             targets: list[NVMeTarget]) -> list[str]:
@@ -822,6 +851,33 @@ class NVMeOFConnector(Connector):
                         "implemented", props.alias, new_size)
         LOG.info("NVMe-oF volume now %d bytes (%s)", new_size, ", ".join(sorted(current)))
         return new_size
+
+
+def _identities(nqn: str, ns: hostnvme.NvmeNamespace) -> set[str]:
+    """Every spelling a ledger entry may use for ``ns``: its wwid, UUID, NGUID, and the
+    ledger's lookup keys (``nvme:<nqn>:<uuid|nguid|nsidN>``), lowercase."""
+    names = {ns.wwid, ns.uuid, ns.nguid, ns.uuid and f"uuid.{ns.uuid}",
+             ns.nguid and f"eui.{ns.nguid}", ns.nsid is not None and f"nsid{ns.nsid}"}
+    plain = {str(n).strip().lower() for n in names if n}
+    return plain | {f"nvme:{nqn.lower()}:{n}" for n in plain}
+
+
+def ledger_claims(data: Mapping[str, Any], nqn: str,
+                  namespaces: Collection[hostnvme.NvmeNamespace]) -> list[str]:
+    """Which of ``namespaces`` (of subsystem ``nqn``) the ledger content ``data``
+    (:meth:`AttachmentLedger.read`) holds, matched by identity or lookup key; an attach
+    to ``nqn`` still pending counts for all of them."""
+    out = []
+    prefix = f"nvme:{nqn.lower()}:"
+    if any(str(k).lower().startswith(prefix) for p in data.get("pending", ())
+           for k in p.get("lookup", ())):
+        out.append(f"an attach to {nqn} is pending")
+    for key, entry in data.get("volumes", {}).items():
+        said = {str(entry.get("identity") or "").strip().lower()}
+        said |= {str(k).lower() for k in entry.get("lookup", ())}
+        out += [f"{ns.name} attached through brick_agent ({key})" for ns in namespaces
+                if said & _identities(nqn, ns)]
+    return out
 
 
 def _wwn(value: str | None) -> str:
