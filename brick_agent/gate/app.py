@@ -358,6 +358,7 @@ def create_app(conf: cfg.ConfigOpts | None = None, roots: HostRoots = DEFAULT_RO
     def audit():
         from brick_agent import audit as audit_mod
         expected = None
+        ledger = None
         if request.method == "POST":
             data = _json_object()
             unknown = sorted(set(data) - {"expected"})
@@ -381,7 +382,8 @@ def create_app(conf: cfg.ConfigOpts | None = None, roots: HostRoots = DEFAULT_RO
                                      key="expected")
             expected = audit_mod.expected_from_ledger(ledger)
         grace = _grace_arg(request.args.getlist("nvme_grace"))
-        report = audit_mod.audit(roots=roots, expected=expected, nvme_grace=grace)
+        report = audit_mod.audit(roots=roots, expected=expected, nvme_grace=grace,
+                                 ledger=ledger)
         return jsonify(report.to_dict())
 
     return app
