@@ -4,11 +4,12 @@ A detach that goes wrong leaves artefacts behind: an iSCSI session with no LUN,
 a LUN whose session is gone or that went offline, a multipath map with no (or
 only dead) paths, a stale ``/etc/multipath/wwids`` entry, an NVMe-oF controller
 with no namespace or stuck out of the ``live`` state, a ``/dev/disk/by-*`` link
-to nothing, an iSCSI node record (``/etc/iscsi/nodes``) without a session.  Such leftovers later collide with a new volume that reuses the
-target's IQN/LUN or NQN/NSID and corrupt it.  :func:`audit` reads the host views
-(read-only, sysfs and /etc only) and lists them as :class:`Finding` s; given the
-volumes that *should* be attached it also names volumes present but unexpected
-and volumes expected but missing.
+to nothing, an iSCSI node record (``/etc/iscsi/nodes``) without a session.  Such
+leftovers later collide with a new volume that reuses the target's IQN/LUN or
+NQN/NSID and corrupt it.  :func:`audit` reads the host views (read-only: sysfs,
+/etc, /proc) and lists them as :class:`Finding` s; given the volumes that
+*should* be attached it also names volumes present but unexpected and volumes
+expected but missing; given the ledger, controllers whose namespaces nobody uses.
 
 The audit never acts; it is what the gate app's ``/v1/audit`` serves.
 """

@@ -85,7 +85,8 @@ def _use(roots, name, how):  # noqa: F811
         os.makedirs(roots.sysfs("class", "block", name, "holders", "dm-7"))
 
 
-def test_last_detach_removes_a_controller_whose_other_namespace_nobody_uses(tmp_path, roots):  # noqa: F811
+def test_last_detach_removes_a_controller_whose_other_namespace_nobody_uses(
+        tmp_path, roots):  # noqa: F811
     from tests.unit.connectors.test_nvmeof import U2
     kernel, conn, led = make(tmp_path, roots)
     kernel.subsystems[NQN].namespaces[2] = FakeNs(2, U2, None)  # exported, never attached
