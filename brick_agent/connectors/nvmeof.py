@@ -735,6 +735,8 @@ class NVMeOFConnector(Connector):
         unreadable one or an unresolved namespace entry is a reason to keep it."""
         if self.ledger is None:
             return ["no attachment ledger to tell whether they are attached"]
+        if not target.identified:
+            return ["the volume's own namespace cannot be told from the others"]
         full = self._topology(target.nqn, hostnqn)
         others = [ns for ns in full.namespaces
                   if ctrl.name in ns.controllers and not matches(ns, target)]
