@@ -283,13 +283,19 @@ def _record_settings(path: str) -> dict[str, str]:
 
 
 def _record(iqn: str, entry: str, iface: str, path: str) -> IscsiNodeRecord | None:
-    """``entry`` is ``ADDRESS,PORT,TPGT`` (IPv6 addresses keep their colons)."""
-    parts = entry.rsplit(",", 2)
-    if len(parts) != 3 or not parts[1].isdigit():
+    """``entry`` is ``ADDRESS,PORT,TPGT``, or ``ADDRESS,PORT`` for a record made without
+    a portal group tag (``iscsiadm -m node -o new``); IPv6 addresses keep their colons."""
+    tail = entry.rsplit(",", 2)
+    if len(tail) == 3:
+        address, port, tpgt_text = tail
+    elif len(tail) == 2:
+        (address, port), tpgt_text = tail, ""
+    else:
         return None
-    tpgt = int(parts[2]) if parts[2].lstrip("-").isdigit() else None
-    return IscsiNodeRecord(iqn, parts[0], int(parts[1]), tpgt, iface, path,
-                           _record_settings(path))
+    if not port.isdigit():
+        return None
+    tpgt = int(tpgt_text) if tpgt_text.lstrip("-").isdigit() else None
+    return IscsiNodeRecord(iqn, address, int(port), tpgt, iface, path, _record_settings(path))
 
 
 def iscsi_node_records(roots: HostRoots = DEFAULT_ROOTS) -> list[IscsiNodeRecord]:

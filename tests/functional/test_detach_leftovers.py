@@ -105,13 +105,7 @@ def test_audit_names_a_node_record_left_without_a_session():
             report = A.audit(DEFAULT_ROOTS)
             found = [f for f in report.of_kind(A.ISCSI_NODE_RECORD_WITHOUT_SESSION)
                      if t.iqn in f.name]
-            if len(found) != 1:
-                from brick_agent.host import iscsi
-                print("\nDEBUG", report.errors, iscsi.iscsi_node_records(DEFAULT_ROOTS),
-                      iscsi.iscsi_sessions(DEFAULT_ROOTS),
-                      [os.path.join(d, f) for d, _, files in os.walk("/etc/iscsi/nodes")
-                       for f in files])
-            assert len(found) == 1 and portal in found[0].name
+            assert len(found) == 1 and portal in found[0].name, report.errors
             assert found[0].detail.startswith("/etc/iscsi/nodes/")
             assert os.path.exists(found[0].detail.split(" ")[0])       # never acted on
             print(f"\n{found[0].name}: {found[0].detail}")

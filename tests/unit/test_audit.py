@@ -393,10 +393,14 @@ def test_node_records_without_a_session_are_reported_with_evidence_never_acted_o
     _node_record(h, IQN, "192.0.2.11,3260,1", iface=None)   # older layout, live too
     killed = _node_record(h, "iqn.2003-01.org.test:killed", "192.0.2.20,3260,1")
     boot = _node_record(h, "iqn.2003-01.org.test:boot", "fe80::5,3260,1", startup="automatic")
+    # `iscsiadm -m node -o new` without a portal group tag: a file named ADDRESS,PORT
+    made = _node_record(h, "iqn.2003-01.org.test:made", "192.0.2.21,3260", iface=None)
     report = audit(h.roots)
     found = {f.name: f.detail for f in report.of_kind(A.ISCSI_NODE_RECORD_WITHOUT_SESSION)}
     assert sorted(found) == ["iqn.2003-01.org.test:boot [fe80::5]:3260 default",
-                             "iqn.2003-01.org.test:killed 192.0.2.20:3260 default"]
+                             "iqn.2003-01.org.test:killed 192.0.2.20:3260 default",
+                             "iqn.2003-01.org.test:made 192.0.2.21:3260 default"]
+    assert made in found["iqn.2003-01.org.test:made 192.0.2.21:3260 default"]
     assert killed in found["iqn.2003-01.org.test:killed 192.0.2.20:3260 default"]
     assert "not brick_agent's" in found["iqn.2003-01.org.test:boot [fe80::5]:3260 default"]
     assert all("must-never-show" not in d for d in found.values())
