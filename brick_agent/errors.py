@@ -94,3 +94,8 @@ class DeviceInUse(DeviceBusy):
         self.holders = list(holders)
         shown = ", ".join(f"pid {pid} ({command})" for pid, command in self.holders)
         super().__init__(f"{message}; held open by {shown}" if shown else message)
+
+
+class KernelActionTimeout(BrickError):
+    """A blocking kernel action (a sysfs write such as ``delete_controller``) did not finish
+    by its deadline; it was abandoned and the kernel may still complete it later."""

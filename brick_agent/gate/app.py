@@ -394,6 +394,7 @@ def create_app(conf: cfg.ConfigOpts | None = None, roots: HostRoots = DEFAULT_RO
     def audit():
         from brick_agent import audit as audit_mod
         expected = None
+        ledger: Any = None
         if request.method == "POST":
             data = _json_object()
             unknown = sorted(set(data) - {"expected"})
@@ -415,12 +416,12 @@ def create_app(conf: cfg.ConfigOpts | None = None, roots: HostRoots = DEFAULT_RO
             if ledger is None:
                 raise InvalidRequest("no attachment ledger: [brick_agent] ledger_path is empty",
                                      key="expected")
-            grace = _grace_arg(request.args.getlist("nvme_grace"))
-            report = audit_mod.audit_against_ledger(ledger, roots, nvme_grace=grace)
-            return jsonify(report.to_dict())
         grace = _grace_arg(request.args.getlist("nvme_grace"))
         with _slow_slot(slow_slots, grace) if grace > 0 else contextlib.nullcontext():
-            report = audit_mod.audit(roots=roots, expected=expected, nvme_grace=grace)
+            if ledger is not None:
+                report = audit_mod.audit_against_ledger(ledger, roots, nvme_grace=grace)
+            else:
+                report = audit_mod.audit(roots=roots, expected=expected, nvme_grace=grace)
         return jsonify(report.to_dict())
 
     return app

@@ -564,3 +564,57 @@ def test_option_like_and_meta_rejected_everywhere(roots, bad):
     with pytest.raises(InvalidArgument):
         nvme.do_connect(roots, "tcp", bad, 4420, NQN, io=FabricsDevice(error=errno.EIO))
     assert run.calls == []
+
+
+def _stuck_attr(path: str) -> None:
+    """A FIFO with no reader: opening it for writing blocks, like a ``delete_controller``
+    write the kernel holds while its target is gone (60-93 s measured on 6.1)."""
+    os.unlink(path)
+    os.mkfifo(path)
+
+
+def _release(path: str) -> None:
+    """Let the abandoned writer finish (open the FIFO's read end, drain it)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        try:
+            if os.read(fd, 16):
+                break
+        except BlockingIOError:
+            pass
+        time.sleep(0.01)
+    os.close(fd)
+
+
+def test_nvme_disconnect_stuck_in_the_kernel_is_abandoned_at_its_timeout(roots):
+    from brick_agent.errors import KernelActionTimeout
+    base = _nvme_ctrl(roots, "nvme4", "tcp")
+    attr = os.path.join(base, "delete_controller")
+    _stuck_attr(attr)
+    start = time.monotonic()
+    with pytest.raises(KernelActionTimeout, match="delete_controller"):
+        nvme.do_disconnect(roots, "nvme4", timeout=0.3)
+    assert 0.3 <= time.monotonic() - start < 1.0
+    _release(attr)
+
+
+def test_scsi_delete_stuck_in_the_kernel_is_abandoned_at_its_timeout(roots):
+    from brick_agent.errors import KernelActionTimeout
+    attr = roots.sysfs("class", "scsi_device", "3:0:0:1", "device", "delete")
+    _mkfile(attr)
+    _stuck_attr(attr)
+    start = time.monotonic()
+    with pytest.raises(KernelActionTimeout):
+        scsi.do_delete_scsi_device(roots, "3:0:0:1", timeout=0.3)
+    assert time.monotonic() - start < 1.0
+    _release(attr)
+
+
+def test_bounded_write_still_raises_the_kernels_error(roots):
+    base = _nvme_ctrl(roots, "nvme5", "tcp")
+    attr = os.path.join(base, "delete_controller")
+    os.unlink(attr)
+    os.mkdir(attr)             # EISDIR, even for root: the worker's error reaches the caller
+    with pytest.raises(IsADirectoryError):
+        nvme.do_disconnect(roots, "nvme5", timeout=1.0)
