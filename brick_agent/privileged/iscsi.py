@@ -83,6 +83,8 @@ _FREEFORM = frozenset(n for n in (*NODE_PARAMS, *DISCOVERY_PARAMS)
 
 def _settings(settings: Mapping[str, str] | list, allowed: dict[str, Callable[[str], bool]]
               ) -> list[tuple[str, str]]:
+    if not isinstance(settings, (Mapping, list, tuple)):
+        raise InvalidArgument("settings must be a mapping or a list of (name, value) pairs")
     items = list(settings.items()) if isinstance(settings, Mapping) else list(settings)
     if not items:
         raise InvalidArgument("no settings given")

@@ -44,7 +44,7 @@ def fabrics_options(transport: str, traddr: str | None, trsvcid: int | str | Non
     ``=`` that would smuggle in another option.  ``timeouts`` are the keys of
     ``_INT_OPTIONS`` (None = the kernel's default).
     """
-    if transport not in TRANSPORTS:
+    if not isinstance(transport, str) or transport not in TRANSPORTS:
         raise InvalidArgument(f"NVMe transport not supported: {transport!r}")
     unknown = set(timeouts) - {name for name, _, _ in _INT_OPTIONS}
     if unknown:
