@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 import uuid
 from collections.abc import Callable
 
 from brick_agent.errors import NotSupported
-from brick_agent.nqn import nqn_problem
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
+from brick_agent.nqn import nqn_problem
 
 LOG = logging.getLogger(__name__)
 

@@ -5,7 +5,8 @@ connector attaches and detaches: the mount and the session survive, and the
 privileged delete / logout / node delete aimed at the mounted LUN directly are
 refused with NotOwned, which crosses the real privsep daemon as that type.
 
-Run: tools/kernel-lab/lab run -- tools/kernel-lab/guest-pytest tests/functional/test_ownership.py -m realkernel -q
+Run: tools/kernel-lab/lab run -- tools/kernel-lab/guest-pytest \
+         tests/functional/test_ownership.py -m realkernel -q
 """
 
 from __future__ import annotations
