@@ -75,12 +75,16 @@ def mounted_devices(roots: HostRoots = DEFAULT_ROOTS) -> dict[str, str]:
     """Kernel name -> mount point of every block device with a mounted filesystem
     (the first mount point listed; ``/`` wins)."""
     out: dict[str, str] = {}
+    names: dict[tuple[str, str | None], str | None] = {}   # bind mounts repeat a device
     for line in _read_table(roots.procfs("self", "mountinfo")):
         fields = line.split()
         if len(fields) < 7 or "-" not in fields[6:]:
             continue
         tail = fields[fields.index("-", 6) + 1:]
-        name = _device_name(roots, fields[2], _unescape(tail[1]) if len(tail) > 1 else None)
+        key = (fields[2], _unescape(tail[1]) if len(tail) > 1 else None)
+        if key not in names:
+            names[key] = _device_name(roots, *key)
+        name = names[key]
         point = _unescape(fields[4])
         if name and (name not in out or point == "/"):
             out[name] = point

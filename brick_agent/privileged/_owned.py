@@ -30,6 +30,7 @@ from brick_agent.errors import NotOwned
 from brick_agent.host import iscsi as hiscsi
 from brick_agent.host import multipath as hmultipath
 from brick_agent.host import sysfs, usage
+from brick_agent.host.nvme import head_name
 from brick_agent.host.roots import HostRoots
 from brick_agent.host.scsi import HCTL, hctl_of_path, read_scsi_device
 
@@ -40,6 +41,7 @@ FABRIC_NVME_TRANSPORTS = frozenset({"tcp", "rdma", "fc", "loop"})
 _FABRIC_LUN_PATH = re.compile(r"/(?:session\d+|rport-\d+:\d+-\d+)/")
 _SUBSYS_HEAD = re.compile(r"/nvme-subsys\d+/nvme\d+n\d+$")
 _CTRL_RE = re.compile(r"nvme\d+")
+_NS_DEV = re.compile(r"nvme\d+(?:c\d+)?n\d+")
 
 
 # ------------------------------------------------------------------ host use
@@ -150,11 +152,7 @@ def controller_devices(roots: HostRoots, name: str) -> list[str]:
     real = sysfs.resolve(roots.sysfs("class", "nvme", name))
     if real is None:
         return []
-    out = []
-    for entry in sysfs.list_dir(real, re.compile(r"nvme\d+(?:c\d+)?n\d+")):
-        m = re.fullmatch(r"nvme(\d+)c\d+n(\d+)", entry)
-        out.append(f"nvme{m.group(1)}n{m.group(2)}" if m else entry)
-    return out
+    return [head_name(entry) for entry in sysfs.list_dir(real, _NS_DEV)]
 
 
 # ------------------------------------------------------------------ block / maps

@@ -157,7 +157,7 @@ def _releasable_node_argv(roots: HostRoots, target_iqn: str, portal: str,
     """The node argv, once the record is known to be no boot target and to hold nothing
     the host uses (see :mod:`._owned`)."""
     argv = _node_argv(target_iqn, portal, iface)
-    _owned.require_releasable_node(roots, argv[4], argv[6])
+    _owned.require_releasable_node(roots, v.iqn(target_iqn, "target IQN"), v.portal(portal))
     return argv
 
 

@@ -47,22 +47,25 @@ def _fabric_path(roots: HostRoots, device: str, *, unused: bool) -> str:
 def do_flush_map(roots: HostRoots, name: str, *, timeout: float = 60.0,
                  run: Runner = commands.run) -> dict:
     """``multipath -f NAME`` (flush and remove one map)."""
+    timeout = v.timeout_arg(timeout)
     name = _fabric_map(roots, name, unused=True)
-    return _res(run(["multipath", "-f", name], timeout=v.timeout_arg(timeout)))
+    return _res(run(["multipath", "-f", name], timeout=timeout))
 
 
 def do_add_path(roots: HostRoots, device: str, *, timeout: float = 30.0,
                 run: Runner = commands.run) -> dict:
     """``multipathd add path DEV`` (sdX, or nvmeXnY without native NVMe multipath)."""
+    timeout = v.timeout_arg(timeout)
     dev = _fabric_path(roots, device, unused=False)
-    return _res(run(["multipathd", "add", "path", dev], timeout=v.timeout_arg(timeout)))
+    return _res(run(["multipathd", "add", "path", dev], timeout=timeout))
 
 
 def do_del_path(roots: HostRoots, device: str, *, timeout: float = 30.0,
                 run: Runner = commands.run) -> dict:
     """``multipathd del path DEV``."""
+    timeout = v.timeout_arg(timeout)
     dev = _fabric_path(roots, device, unused=True)
-    return _res(run(["multipathd", "del", "path", dev], timeout=v.timeout_arg(timeout)))
+    return _res(run(["multipathd", "del", "path", dev], timeout=timeout))
 
 
 def do_add_wwid(wwid: str, *, timeout: float = 30.0, run: Runner = commands.run) -> dict:
@@ -78,8 +81,9 @@ def do_remove_wwid(wwid: str, *, timeout: float = 30.0, run: Runner = commands.r
 def do_resize_map(roots: HostRoots, name: str, *, timeout: float = 60.0,
                   run: Runner = commands.run) -> dict:
     """``multipathd resize map NAME``."""
+    timeout = v.timeout_arg(timeout)
     name = _fabric_map(roots, name, unused=False)
-    return _res(run(["multipathd", "resize", "map", name], timeout=v.timeout_arg(timeout)))
+    return _res(run(["multipathd", "resize", "map", name], timeout=timeout))
 
 
 @entrypoint

@@ -1,0 +1,58 @@
+"""host.usage: what the host itself uses, read from a fake /proc and sysfs."""
+
+from __future__ import annotations
+
+from brick_agent.host import usage
+from tests.unit.host.fakehost import FakeHost
+
+
+def _host(tmp_path):
+    fh = FakeHost(tmp_path / "h")
+    sess = fh.iscsi_session(1, 2, "iqn.2003-01.org.example:t", "192.0.2.1")
+    for lun, name in ((1, "sdb"), (2, "sdc"), (3, "sdd")):
+        fh.scsi_disk(sess, f"2:0:0:{lun}", name, wwid=f"naa.6001405{lun:025x}")
+    fh.partition("sdb", "sdb1")
+    return fh
+
+
+def test_mountinfo_by_device_number_even_as_dev_root_and_escaped(tmp_path):
+    fh = _host(tmp_path)
+    devnum = (fh.p("sys/class/block/sdb1/dev").read_text().strip())
+    sdc = (fh.p("sys/class/block/sdc/dev").read_text().strip())
+    fh.attr("proc/self/mountinfo", "\n".join([
+        f"22 1 {devnum} / / rw - ext4 /dev/root rw",
+        f"23 22 {sdc} / /srv/my\\040data rw shared:2 - xfs /dev/sdc rw",
+        f"24 22 {sdc} /sub /bind rw - xfs /dev/sdc rw",                  # a bind mount
+        "25 22 0:33 / /vol rw - btrfs /dev/sdd rw",                        # anonymous dev
+        "26 22 0:5 / /dev rw - devtmpfs udev rw",
+    ]))
+    assert usage.mounted_devices(fh.roots) == {"sdb1": "/", "sdc": "/srv/my data",
+                                               "sdd": "/vol"}
+
+
+def test_swap_partitions_and_what_is_stacked_on_them(tmp_path):
+    fh = _host(tmp_path)
+    fh.swap("sdc")
+    fh.attr("proc/swaps", fh.p("proc/swaps").read_text() + "/swapfile  file  1024  0  -3\n")
+    fh.mount("sdb1", "/")
+    fh.dm(0, "mpatha", "mpath-36001405", ["sdd"])
+    fh.mount("dm-0", "/data")
+    assert usage.uses_of(fh.roots, ["sdb"]) == ["sdb1: root filesystem"]
+    assert usage.uses_of(fh.roots, ["sdc", "sdd"]) == ["sdc: swap",
+                                                       "dm-0: filesystem mounted at /data"]
+
+
+def test_no_mount_table_means_nothing_mounted(tmp_path):
+    assert usage.host_uses(_host(tmp_path).roots) == {}
+
+
+def test_boot_targets_match_by_name_then_address_when_both_are_known(tmp_path):
+    fh = _host(tmp_path)
+    fh.ibft_target(0, "iqn.2003-01.org.example:boot", "192.0.2.9", 3260)
+    iqn = "iqn.2003-01.org.example:boot"
+    assert usage.is_boot_target(fh.roots, iqn, "192.0.2.9", 3260)
+    assert usage.is_boot_target(fh.roots, iqn.upper(), "boot.example.net", 3260)
+    assert usage.is_boot_target(fh.roots, iqn, None, None)
+    assert not usage.is_boot_target(fh.roots, iqn, "192.0.2.10", 3260)
+    assert not usage.is_boot_target(fh.roots, iqn, "192.0.2.9", 3261)
+    assert not usage.is_boot_target(fh.roots, "iqn.2003-01.org.example:t", "192.0.2.9", 3260)
