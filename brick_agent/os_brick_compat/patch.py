@@ -37,6 +37,8 @@ ADDED_CONNECTORS = (
 )
 #: iSCSI transports brick_agent serves; others (iser, offload ifaces) stay os-brick's
 ISCSI_TRANSPORTS = (None, "", "default", "tcp")
+#: the os-brick release the layer is tested against (tools/compat/run-nova-tests.sh)
+TESTED_OS_BRICK = "7.1.1"
 
 _lock = threading.RLock()
 _originals: dict[str, Any] = {}
@@ -136,7 +138,19 @@ def enable(protocols: Iterable[str] | None = None) -> None:
         for path in ADDED_CONNECTORS:
             if path not in connector.unix_connector_list:
                 connector.unix_connector_list.append(path)
+    version = _os_brick_version()
+    if version != TESTED_OS_BRICK:
+        LOG.warning("os-brick %s is installed; the brick_agent compatibility layer is tested "
+                    "with %s", version, TESTED_OS_BRICK)
     LOG.info("os-brick compatibility enabled: brick_agent serves %s", ", ".join(sorted(wanted)))
+
+
+def _os_brick_version() -> str | None:
+    from importlib import metadata
+    try:
+        return metadata.version("os-brick")
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def disable() -> None:

@@ -369,3 +369,11 @@ def test_brick_agent_properties_from_a_fake_host(tmp_path, monkeypatch):
     assert props["uuid"] == "0f6b5c1e-aaaa-bbbb-cccc-8d7e6f5a4b3c"
     assert props["system uuid"] == "4c4c4544-0035-4b10-8044-b3c04f4b4d32"
     assert {"platform", "os_type", "ip", "host", "multipath", "enforce_multipath"} <= set(props)
+
+
+def test_enable_warns_about_an_untested_os_brick(monkeypatch, caplog):
+    monkeypatch.setattr(patch, "_os_brick_version", lambda: "6.10.0")
+    with caplog.at_level("WARNING", logger=patch.__name__):
+        os_brick_compat.enable()
+        os_brick_compat.disable()
+    assert "os-brick 6.10.0 is installed" in caplog.text
