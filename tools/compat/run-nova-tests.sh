@@ -11,7 +11,7 @@
 # Exit status is non-zero if any test fails with the layer on.
 #
 # Usage: tools/compat/run-nova-tests.sh [--broad] [--cinder] [--no-baseline] [--keep-enabled]
-#   --broad         also Nova's block_device, virt_drivers (OSBrickFixture) and nova-manage tests
+#   --broad         also Nova's libvirt driver, block_device, virt_drivers and nova-manage tests
 #   --cinder        also Cinder 29.0.0's tests that build or use os-brick connectors
 #                   (own venv, CINDER_VENV, default .venv-cinder)
 #   --no-baseline   skip the runs without the layer
@@ -47,6 +47,7 @@ NOVA_TESTS=(
   nova.tests.unit.virt.libvirt.volume.test_iser
 )
 NOVA_BROAD=(
+  nova.tests.unit.virt.libvirt.test_driver
   nova.tests.unit.virt.test_block_device
   nova.tests.unit.virt.test_virt_drivers
   nova.tests.unit.cmd.test_manage
@@ -116,8 +117,8 @@ if [ $cinder = 1 ]; then
 fi
 
 echo >&2
-echo "label   compat  ran  passed  failures  errors  skipped  seconds" >&2
+echo "label         compat  ran   passed  failures  errors  skipped  seconds" >&2
 for r in "${results[@]}"; do
-  "$py" -c 'import json,sys; r=json.loads(sys.argv[1]); print(f"{r[\"label\"]:<7} {r[\"compat\"]:<7} {r[\"ran\"]:<4} {r[\"passed\"]:<7} {r[\"failures\"]:<9} {r[\"errors\"]:<7} {r[\"skipped\"]:<8} {r[\"seconds\"]}")' "$r" >&2
+  "$py" -c 'import json, sys; print("{label:<13} {compat:<7} {ran:<5} {passed:<7} {failures:<9} {errors:<7} {skipped:<8} {seconds}".format(**json.loads(sys.argv[1])))' "$r" >&2
 done
 exit $failed
