@@ -142,9 +142,8 @@ class BrickAgentConnectorMixin:
         if not run_as_root:
             return read_first_block(path)
         from brick_agent.privileged import reads
-        from brick_agent.privileged._validate import BLOCK_DEVICE
         name = _device_name(path)
-        if not BLOCK_DEVICE.match(name):
+        if not reads.VOLUME_DEVICE.match(name):
             LOG.warning("check_valid_device: %s is not a volume device (%s)", path, name)
             return False
         with self._errors(QUERY):

@@ -10,6 +10,7 @@ initiator name (validated).  Files that are root-only on common distributions
 from __future__ import annotations
 
 import os
+import re
 import stat
 
 from brick_agent.errors import InvalidArgument
@@ -19,12 +20,15 @@ from brick_agent.privileged import entrypoint
 
 #: bytes read by :func:`do_block_device_readable`
 BLOCK = 4096
+#: devices a volume can be: SCSI disks, NVMe namespaces, dm maps, md arrays (replicated NVMe)
+VOLUME_DEVICE = re.compile(r"^(?:sd[a-z]{1,4}|nvme\d{1,4}(?:c\d{1,4})?n\d{1,5}|dm-\d{1,6}|"
+                           r"md\d{1,5})$")
 DMI_PRODUCT_UUID = ("class", "dmi", "id", "product_uuid")
 
 
 def do_block_device_readable(roots: HostRoots, name: str, size: int = BLOCK) -> bool:
-    """True when the first ``size`` bytes of block device ``/dev/NAME`` (sd, nvme, dm) read."""
-    name = v.device_name(name)
+    """True when the first ``size`` bytes of block device ``/dev/NAME`` (sd, nvme, dm, md) read."""
+    name = v.device_name(name, VOLUME_DEVICE)
     size = v.int_arg(size, "size", minimum=1, maximum=1 << 20)
     if not os.path.isdir(roots.sysfs("block", name)):
         return False

@@ -179,7 +179,10 @@ def test_check_valid_device_in_process_and_through_privsep(tmp_path, monkeypatch
     os.symlink("/dev/sdb", link)
     assert conn.check_valid_device(str(link)) is True       # Cinder: (path, True)
     assert conn.check_valid_device("/etc/passwd", True) is False
-    assert asked == ["sdb"]
+    md = tmp_path / "alias"
+    os.symlink("/dev/md127", md)                             # replicated NVMe (md RAID)
+    assert conn.check_valid_device(str(md), True) is True
+    assert asked == ["sdb", "md127"]
 
 
 def test_get_initiator(monkeypatch):

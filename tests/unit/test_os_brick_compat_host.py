@@ -133,7 +133,8 @@ def test_reads_entrypoints_are_narrow_and_in_our_context():
         assert not set(params) & {"roots", "run", "path", "cmd", "argv"}, name
 
 
-@pytest.mark.parametrize("name", ["../../etc/shadow", "sda1", "mem", "loop0", "", 3, None])
+@pytest.mark.parametrize("name", ["../../etc/shadow", "sda1", "mem", "loop0", "md", "md0p1",
+                                  "", 3, None])
 def test_block_device_readable_refuses_what_is_not_a_volume_device_name(roots, name):
     with pytest.raises(InvalidArgument):
         reads.do_block_device_readable(roots, name)
