@@ -8,7 +8,8 @@
 #   3. turns the layer on the way an operator would — `brick-agent os-brick-compat install`
 #      in that venv — and runs the same tests again.
 # Each run first proves its mode (tools/compat/run_tests.py checks the factory's iSCSI class).
-# Exit status is non-zero if any test fails with the layer on.
+# Exit status is non-zero if a test fails with the layer on that passes without it (or, with
+# --no-baseline, if any test fails with the layer on).
 #
 # Usage: tools/compat/run-nova-tests.sh [--broad] [--cinder] [--no-baseline] [--keep-enabled]
 #   --broad         also Nova's libvirt driver, block_device, virt_drivers and nova-manage tests
@@ -81,26 +82,48 @@ run() {  # venv, label, expect, modules...
   local env_flag=()
   [ "$expect" = off ] && env_flag=(BRICK_AGENT_OS_BRICK_COMPAT=0)
   echo "== $label, compat $expect" >&2
-  local out rc=0
+  local out last rc=0
   out=$(cd "$work" && env "${env_flag[@]}" "$venv/bin/python" "$repo/tools/compat/run_tests.py" \
           --expect "$expect" --label "$label" "$@" 2>"$work/$label-$expect.log") || rc=$?
-  [ -n "$out" ] || { tail -20 "$work/$label-$expect.log" >&2; return 1; }
-  echo "$out" | tail -1
-  results+=("$(echo "$out" | tail -1)")
+  last=$(printf '%s\n' "$out" | tail -1)
+  if [ "${last:0:1}" != "{" ]; then      # no summary: the run itself broke (or wrong mode)
+    tail -20 "$work/$label-$expect.log" >&2
+    last="{\"label\": \"$label\", \"compat\": \"$expect\", \"ran\": 0, \"passed\": 0,"
+    last+=" \"failures\": 0, \"errors\": 1, \"skipped\": 0, \"seconds\": 0,"
+    last+=" \"failed_tests\": [\"(the $label run did not complete, rc $rc)\"]}"
+  fi
+  echo "$last"
+  results+=("$last")
   return $rc
+}
+
+regressions() {  # json of the run with the layer, json of the baseline (or "")
+  "$py" - "$1" "$2" <<'PY'
+import json, sys
+on = json.loads(sys.argv[1])
+off = json.loads(sys.argv[2]) if sys.argv[2] else {"failed_tests": []}
+new = sorted(set(on["failed_tests"]) - set(off["failed_tests"]))
+for test in new:
+    print(f"  fails only with the layer: {test}", file=sys.stderr)
+for test in sorted(set(on["failed_tests"]) & set(off["failed_tests"])):
+    print(f"  fails with and without the layer: {test}", file=sys.stderr)
+sys.exit(1 if new else 0)
+PY
 }
 
 suite() {  # venv, label, modules...
   local venv=$1 label=$2; shift 2
-  local status=0
+  local off_json="" on_json
   "$venv/bin/brick-agent" os-brick-compat uninstall >/dev/null
   if [ $baseline = 1 ]; then
     run "$venv" "$label" off "$@" || true
+    off_json=${results[-1]}
   fi
   "$venv/bin/brick-agent" os-brick-compat install >/dev/null
-  run "$venv" "$label" on "$@" || status=1
+  run "$venv" "$label" on "$@" || true
+  on_json=${results[-1]}
   [ $keep = 1 ] || "$venv/bin/brick-agent" os-brick-compat uninstall >/dev/null
-  return $status
+  regressions "$on_json" "$off_json"
 }
 
 echo "== building $NOVA_VENV" >&2
