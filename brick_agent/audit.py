@@ -4,11 +4,12 @@ A detach that goes wrong leaves artefacts behind: an iSCSI session with no LUN,
 a LUN whose session is gone or that went offline, a multipath map with no (or
 only dead) paths, a stale ``/etc/multipath/wwids`` entry, an NVMe-oF controller
 with no namespace or stuck out of the ``live`` state, a ``/dev/disk/by-*`` link
-to nothing.  Such leftovers later collide with a new volume that reuses the
-target's IQN/LUN or NQN/NSID and corrupt it.  :func:`audit` reads the host views
-(read-only, sysfs and /etc only) and lists them as :class:`Finding` s; given the
-volumes that *should* be attached it also names volumes present but unexpected
-and volumes expected but missing.
+to nothing, an iSCSI node record (``/etc/iscsi/nodes``) without a session.  Such
+leftovers later collide with a new volume that reuses the target's IQN/LUN or
+NQN/NSID and corrupt it.  :func:`audit` reads the host views (read-only: sysfs,
+/etc, /proc) and lists them as :class:`Finding` s; given the volumes that
+*should* be attached it also names volumes present but unexpected and volumes
+expected but missing; given the ledger, controllers whose namespaces nobody uses.
 
 The audit never acts; it is what the gate app's ``/v1/audit`` serves.
 """
@@ -38,6 +39,8 @@ WWIDS_ENTRY_WITHOUT_DEVICE = "wwids_entry_without_device"
 NVME_CONTROLLER_WITHOUT_NAMESPACES = "nvme_controller_without_namespaces"
 NVME_CONTROLLER_NOT_LIVE = "nvme_controller_not_live"
 NVME_NAMESPACE_WITHOUT_PATHS = "nvme_namespace_without_paths"
+ISCSI_NODE_RECORD_WITHOUT_SESSION = "iscsi_node_record_without_session"
+NVME_CONTROLLER_NAMESPACES_UNUSED = "nvme_controller_namespaces_unused"
 DANGLING_LINK = "dangling_link"
 STALE_LINK = "stale_link"
 UNEXPECTED_VOLUME = "unexpected_volume"
@@ -217,6 +220,7 @@ class _Snapshot:
     controllers: list | None = None
     namespaces: list | None = None
     block_names: set[str] | None = None
+    node_records: list | None = None
 
 
 def expected_from_ledger(ledger: Any) -> list[ExpectedVolume]:
@@ -229,7 +233,8 @@ def expected_from_ledger(ledger: Any) -> list[ExpectedVolume]:
 
 
 def audit(roots: HostRoots = DEFAULT_ROOTS, expected: Iterable[ExpectedVolume] | None = None,
-          *, nvme_grace: float = 0.0, sleep: Callable[[float], None] = time.sleep) -> AuditReport:
+          *, nvme_grace: float = 0.0, sleep: Callable[[float], None] = time.sleep,
+          ledger: Any = None) -> AuditReport:
     """Audit the host at ``roots`` for leftovers.
 
     ``expected``: every volume that should be attached now (``[]``: none should be);
@@ -237,11 +242,15 @@ def audit(roots: HostRoots = DEFAULT_ROOTS, expected: Iterable[ExpectedVolume] |
     before re-reading controllers found in a transient state (connecting, resetting,
     deleting); only those still in it are reported.  A view that cannot be read is
     reported in ``errors`` (the report is then not clean) and the rest goes on.
+    ``ledger``: the :class:`~brick_agent.ledger.AttachmentLedger` (only its ``read()``);
+    given, fabrics controllers whose namespaces are neither attached through it nor used
+    on the host are reported (``nvme_controller_namespaces_unused``).
     """
     report = AuditReport()
     snap = _read(roots, report)
     checks: list[tuple[str, Callable[[], Any]]] = [
         ("iscsi", lambda: _check_iscsi(snap, report)),
+        ("iscsi nodes", lambda: _check_node_records(snap, report)),
         ("scsi", lambda: _check_scsi(snap, report)),
         ("multipath", lambda: _check_multipath(snap, report)),
         ("wwids", lambda: _check_wwids(snap, report)),
@@ -251,6 +260,9 @@ def audit(roots: HostRoots = DEFAULT_ROOTS, expected: Iterable[ExpectedVolume] |
     for name, check in checks:
         _guard(report, f"check {name}", check)
     report.volumes = _guard(report, "volumes", lambda: _present_volumes(snap)) or []
+    if ledger is not None:
+        _guard(report, "check nvme use",
+               lambda: _check_unused_controllers(roots, snap, report, ledger.read()))
     if expected is not None:
         _compare(report, list(expected))
     return report
@@ -276,6 +288,7 @@ def _read(roots: HostRoots, report: AuditReport) -> _Snapshot:
         return _guard(report, what, func)
 
     snap.sessions = view("iscsi sessions", lambda: iscsi.iscsi_sessions(roots))
+    snap.node_records = view("iscsi node records", lambda: iscsi.iscsi_node_records(roots))
     snap.scsi_hosts = view("scsi hosts", lambda: {h.number: h for h in scsi.scsi_hosts(roots)})
     snap.scsi = view("scsi devices", lambda: scsi.scsi_devices(roots))
     snap.rports = view("fc remote ports", lambda: {r.name: r for r in fc.fc_remote_ports(roots)})
@@ -332,6 +345,31 @@ def _check_iscsi(snap: _Snapshot, report: AuditReport) -> None:
         if s.state and s.state.upper() != "LOGGED_IN":
             report.add(ISCSI_SESSION_NOT_LOGGED_IN, f"session{s.sid}",
                        f"{where} is in state {s.state}")
+
+
+def _check_node_records(snap: _Snapshot, report: AuditReport) -> None:
+    """Node records with no session (a killed attach leaves one).  Records of boot or
+    administrator sessions (``node.startup = automatic``) are reported as such: the
+    audit only shows the evidence, it never decides whose a record is."""
+    if snap.node_records is None or snap.sessions is None:
+        return
+    from brick_agent.host.iscsi import normalize_address
+    live = {(s.target_iqn, normalize_address(s.portal_address), s.portal_port)
+            for s in snap.sessions}
+    for rec in snap.node_records:
+        if (rec.iqn, normalize_address(rec.address), rec.port) in live:
+            continue
+        report.add(ISCSI_NODE_RECORD_WITHOUT_SESSION, f"{rec.iqn} {rec.portal} {rec.iface}",
+                   f"{rec.path} has no session; {_node_evidence(rec.settings)}")
+
+
+def _node_evidence(settings: Mapping[str, str]) -> str:
+    """Who likely wrote a node record, from its settings (brick_agent writes manual startup
+    and, where iscsiadm supports it, manual scan)."""
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(settings.items())) or "no settings read"
+    if settings.get("node.startup") == "automatic":
+        return f"logged in at boot (not brick_agent's: left alone): {shown}"
+    return f"not logged in at boot (an attach that was killed leaves such a record): {shown}"
 
 
 def _session_luns(session: Any, snap: _Snapshot) -> list[Any]:
@@ -441,6 +479,31 @@ def _check_nvme(roots: HostRoots, snap: _Snapshot, report: AuditReport, grace: f
                        "has no controller path")
 
 
+def _check_unused_controllers(roots: HostRoots, snap: _Snapshot, report: AuditReport,
+                              attachments: Mapping[str, Any]) -> None:
+    """Fabrics controllers whose namespaces are all neither attached through brick_agent
+    (``attachments``: the ledger's content) nor used on the host: the last detach of a
+    shared subsystem kept the controller while the array still exports them."""
+    from brick_agent.connectors.nvmeof import ledger_claims
+    from brick_agent.host.usage import device_users
+    for c in snap.controllers or []:
+        if (c.transport or "").lower() == "pcie" or c.subsysnqn == NVME_DISCOVERY_NQN:
+            continue
+        nss = [ns for ns in snap.namespaces or [] if c.name in ns.controllers]
+        if not nss or ledger_claims(attachments, c.subsysnqn or "", nss):
+            continue
+        if any(device_users(roots, ns.name) for ns in nss):
+            continue
+        report.add(NVME_CONTROLLER_NAMESPACES_UNUSED, c.name,
+                   f"{c.transport or '?'} controller to {c.subsysnqn or '?'} shows namespace(s) "
+                   f"{', '.join(ns.name for ns in nss)}: none is attached through brick_agent, "
+                   "none is held, mounted, swapped on or open on this host")
+
+
+def _nvme_volume(ns: Any) -> PresentVolume:
+    return PresentVolume("NVMEOF", (ns.name,), wwid=ns.wwid, uuid=ns.uuid, nguid=ns.nguid)
+
+
 def _check_links(roots: HostRoots, snap: _Snapshot, report: AuditReport) -> None:
     from brick_agent.host.block import resolve_dev_path
     for kind in LINK_KINDS:
@@ -484,8 +547,7 @@ def _present_volumes(snap: _Snapshot) -> list[PresentVolume]:
     for ns in snap.namespaces or []:
         if ns.controllers and not set(ns.controllers) & fabrics:
             continue  # a local PCIe namespace (a head without any path counts: stale fabric)
-        vols.append(PresentVolume("NVMEOF", (ns.name,), wwid=ns.wwid, uuid=ns.uuid,
-                                  nguid=ns.nguid))
+        vols.append(_nvme_volume(ns))
     return vols
 
 
@@ -529,7 +591,8 @@ def audit_against_ledger(ledger: Any, roots: HostRoots = DEFAULT_ROOTS, *,
         failure = f"attachment ledger: {type(exc).__name__}: {exc}"
     else:
         failure = None
-    report = audit(roots, expected, nvme_grace=nvme_grace)
+    report = audit(roots, expected, nvme_grace=nvme_grace,
+                   ledger=None if failure else ledger)
     if failure:
         report.errors.append(failure)
     for kind, name, detail in concerns:

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from brick_agent import errors
+from brick_agent import errors, json_input
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -37,6 +37,19 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
 )
 
 
+#: Commands that act on the host through privileged entrypoints (never on a --host-root tree).
+STATE_CHANGING = frozenset({"connect", "disconnect", "extend"})
+
+
+def _refuse_host_root(args: argparse.Namespace) -> None:
+    """A state-changing command with --host-root would read the tree but act on this host."""
+    if args.host_root and args.command in STATE_CHANGING:
+        raise errors.InvalidArgument(
+            f"'{args.command}' changes this host (logins, scans, device removal) and cannot "
+            f"run against --host-root {args.host_root!r}, which is only read; --host-root "
+            "works with read-only commands (connector, paths, volumes, audit, gate)")
+
+
 def _exit_code(exc: BaseException) -> int:
     for cls, code in EXIT_CODES:
         if isinstance(exc, cls):
@@ -47,10 +60,10 @@ def _exit_code(exc: BaseException) -> int:
 def _load_json(source: str, what: str, stdin: TextIO) -> Any:
     try:
         if source == "-":
-            return json.load(stdin)
+            return json_input.loads(stdin.read())
         with open(source, encoding="utf-8") as handle:
-            return json.load(handle)
-    except (OSError, ValueError) as exc:
+            return json_input.loads(handle.read())
+    except (OSError, ValueError) as exc:   # JSONInputError is a ValueError
         raise errors.InvalidArgument(f"cannot read {what} from {source}: {exc}") from None
 
 
@@ -205,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="debug logging on stderr")
     parser.add_argument("--host-root", metavar="DIR",
                         help="read a host tree (DIR/sys, DIR/dev, DIR/etc) instead of this "
-                             "host, e.g. one captured for a bug report")
+                             "host, e.g. one captured for a bug report (read-only commands "
+                             "only: connect, disconnect and extend refuse it)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, func: Callable, help_text: str, protocol: bool = True,
@@ -266,6 +280,7 @@ def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None,
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
+        _refuse_host_root(args)
         result = args.func(args, stdin)
     except errors.BrickError as exc:
         print(f"brick-agent: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 
-from brick_agent.errors import CommandFailed
+from brick_agent.errors import CommandFailed, InvalidArgument
 from brick_agent.secrets import Secret, mask_argv, mask_text
 
 LOG = logging.getLogger("brick_agent.commands")
@@ -93,6 +94,14 @@ def _abandon(proc: subprocess.Popen) -> None:
     threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
 
 
+def _check_timeout(timeout: object) -> None:
+    """A finite positive number of seconds, or :class:`InvalidArgument` (nothing runs)."""
+    if (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+            or not math.isfinite(timeout) or timeout <= 0):
+        raise InvalidArgument(f"timeout must be a finite positive number of seconds, "
+                              f"got {timeout!r}")
+
+
 def run(argv: Sequence[str | Secret], *, timeout: float,
         secrets: Iterable[str | Secret] = (), check: bool = True,
         input: str | None = None, env: Mapping[str, str] | None = None,
@@ -107,8 +116,7 @@ def run(argv: Sequence[str | Secret], *, timeout: float,
     much more than ``timeout`` + ``kill_wait``: a timed-out command that cannot be
     killed (blocked in the kernel) is abandoned, reaped in the background.
     """
-    if timeout is None or timeout <= 0:
-        raise ValueError("timeout must be a positive number of seconds")
+    _check_timeout(timeout)
     plain = _plain_argv(argv)
     secret_values = [s.reveal() if isinstance(s, Secret) else s for s in secrets]
     secret_values += [a.reveal() for a in argv if isinstance(a, Secret)]

@@ -81,3 +81,21 @@ class InvalidConnectorProtocol(BrickError, ValueError):
 
 class ConfigurationError(BrickError):
     """The configuration does not allow what was asked (e.g. the gate app is disabled)."""
+
+
+class DeviceInUse(DeviceBusy):
+    """A detach step was refused because processes hold the device open.
+
+    ``holders`` lists them as ``(pid, command)`` pairs, read from /proc when the
+    refusal happened (empty when none could be seen, e.g. a mount holds it).
+    """
+
+    def __init__(self, message: str, holders: list[tuple[int, str]]) -> None:
+        self.holders = list(holders)
+        shown = ", ".join(f"pid {pid} ({command})" for pid, command in self.holders)
+        super().__init__(f"{message}; held open by {shown}" if shown else message)
+
+
+class KernelActionTimeout(BrickError):
+    """A blocking kernel action (a sysfs write such as ``delete_controller``) did not finish
+    by its deadline; it was abandoned and the kernel may still complete it later."""

@@ -14,27 +14,37 @@
 * :class:`SingleFlight` — concurrent identical operations in one process
   (e.g. two logins to one portal) run once; the others wait for its result.
 
-External locks are oslo.concurrency file locks (an in-process semaphore plus an
-``fcntl`` lock on ``<lock_path>/<name>``), so threads and processes of the host
-agree.  Lock names are built here and are always safe file names.
+External locks are an in-process lock per name plus a POSIX record lock
+(``lockf``, the protocol of oslo.concurrency/fasteners file locks) on
+``<lock_path>/<name>``, so threads and processes of the host agree.  Lock names
+are built here and are always safe file names.
+
+Lock files are private and bounded: the directory is 0700 and files 0600, opened
+with ``O_NOFOLLOW`` (another local user can neither take a lock through a
+read-only descriptor nor plant a symlink); every wait can be bounded
+(:class:`LockTimeout`); a lock file is removed when its last holder in this
+process releases it, while still locked.  A process that waited on the removed
+file notices after acquiring that the path no longer names that inode (fstat vs
+stat) and retries on the current file, so removal never breaks exclusion.  The
+in-process caches drop entries nobody holds.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import logging
 import os
 import random
 import re
+import stat
 import threading
 import time
+import weakref
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any, TypeVar
-
-import fasteners
-from oslo_concurrency import lockutils
 
 from brick_agent import commands
 from brick_agent.errors import CommandFailed, InvalidArgument, LockTimeout
@@ -96,40 +106,210 @@ def safe_lock_name(*parts: str) -> str:
     return LOCK_PREFIX + "-".join(out)
 
 
+# --------------------------------------------------------------------------- lock files
+LOCK_DIR_MODE = 0o700
+LOCK_FILE_MODE = 0o600
+_BACKOFF_FIRST = 0.002
+_BACKOFF_MAX = 0.05
+
+
+def lock_directory(lock_path: str | None = None) -> str:
+    """The lock directory, created 0700 (an existing one of ours is tightened to 0700).
+
+    A directory of another owner is used as it is unless anyone may write to it.
+    """
+    path = _lock_path(lock_path)
+    os.makedirs(path, mode=LOCK_DIR_MODE, exist_ok=True)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise InvalidArgument(f"lock_path {path} is not a directory")
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        if st.st_uid == os.geteuid():
+            os.chmod(path, LOCK_DIR_MODE)
+        elif st.st_mode & 0o002:
+            raise InvalidArgument(f"lock_path {path} is writable by every user")
+    return path
+
+
+def open_lock_file(path: str) -> int:
+    """Open (create 0600) the lock file ``path``: never through a symlink, never a
+    non-regular file; an existing file of ours that is open to others is tightened."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+                     | os.O_NOCTTY, LOCK_FILE_MODE)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InvalidArgument(f"lock file {path} is a symlink") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InvalidArgument(f"lock file {path} is not a regular file")
+        if stat.S_IMODE(st.st_mode) & 0o077 and st.st_uid == os.geteuid():
+            os.fchmod(fd, LOCK_FILE_MODE)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _try_lock(fd: int, exclusive: bool, use_flock: bool) -> bool:
+    op = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
+    try:
+        (fcntl.flock if use_flock else fcntl.lockf)(fd, op)
+        return True
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _wait_lock(fd: int, exclusive: bool, deadline: float | None, use_flock: bool) -> bool:
+    """Poll for the lock with capped backoff until ``deadline`` (None: for ever)."""
+    delay = _BACKOFF_FIRST
+    while not _try_lock(fd, exclusive, use_flock):
+        left = _left(deadline)
+        if left == 0.0:
+            return False
+        time.sleep(delay if left is None else min(delay, left))
+        delay = min(delay * 2, _BACKOFF_MAX)
+    return True
+
+
+def _same_file(fd: int, path: str) -> bool:
+    """Whether ``path`` still names the file open on ``fd``."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)
+
+
+def lock_file(path: str, *, exclusive: bool = True, deadline: float | None = None,
+              use_flock: bool = False) -> int | None:
+    """Open and lock ``path``; the locked descriptor, or None at ``deadline``.
+
+    Re-checked after locking that ``path`` still names the locked inode (a holder
+    may have removed it meanwhile); if not, the current file is locked instead.
+    """
+    while True:
+        fd = open_lock_file(path)
+        try:
+            if not _wait_lock(fd, exclusive, deadline, use_flock):
+                os.close(fd)
+                return None
+            if _same_file(fd, path):
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
+def unlock_file(fd: int, path: str, *, remove: bool) -> None:
+    """Release the lock on ``fd``; with ``remove``, first unlink ``path`` (still locked,
+    and only if it names this file)."""
+    try:
+        if remove and _same_file(fd, path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def host_file_lock(name: str, *, lock_path: str | None = None, exclusive: bool = True,
+                   timeout: float | None = None) -> Iterator[None]:
+    """A host-wide ``flock`` on ``<lock_path>/<name>`` (kept: one file, whatever the load),
+    shared or exclusive, per open descriptor (threads exclude each other too)."""
+    if "/" in name or name in (".", "..") or not name:
+        raise InvalidArgument(f"bad lock name {name!r}")
+    path = os.path.join(lock_directory(lock_path), name)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    fd = lock_file(path, exclusive=exclusive, deadline=deadline, use_flock=True)
+    if fd is None:
+        raise LockTimeout(f"lock {name} not acquired within {timeout}s")
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
 # --------------------------------------------------------------------------- external lock
+class _NameSlot:
+    """In-process lock of one lock file and how many threads use it (hold or wait)."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.users = 0
+
+
+#: path -> slot, only while some thread holds or waits for that lock
+_name_slots: dict[str, _NameSlot] = {}
+_name_slots_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def _name_slot(path: str) -> Iterator[_NameSlot]:
+    with _name_slots_guard:
+        slot = _name_slots.get(path)
+        if slot is None:
+            slot = _name_slots[path] = _NameSlot()
+        slot.users += 1
+    try:
+        yield slot
+    finally:
+        with _name_slots_guard:
+            slot.users -= 1
+            if slot.users == 0:
+                del _name_slots[path]
+
+
+def _others_use(slot: _NameSlot) -> bool:
+    with _name_slots_guard:
+        return slot.users > 1
+
+
 @contextlib.contextmanager
 def external_lock(name: str, *, lock_path: str | None = None,
                   timeout: float | None = None) -> Iterator[None]:
     """Hold the external (file) lock ``name`` (already a safe name).
 
-    Threads of this process serialise on lockutils' per-name semaphore, other
-    processes on the lock file.  ``timeout`` (seconds, None = wait forever)
-    raises :class:`LockTimeout`.
+    Threads of this process serialise on a per-name lock, other processes on the
+    lock file, which is removed on release unless another thread here waits for
+    it.  ``timeout`` (seconds, None = wait forever) raises :class:`LockTimeout`.
     """
     if "/" in name or name in (".", "..") or not name:
         raise InvalidArgument(f"bad lock name {name!r}")
-    path = _lock_path(lock_path)
+    path = os.path.join(lock_directory(lock_path), name)
     deadline = None if timeout is None else time.monotonic() + timeout
     start = time.monotonic()
-    sem = lockutils.internal_lock(name)  # threading.Semaphore shared per name
-    if not sem.acquire(timeout=None if timeout is None else max(0.0, timeout)):
-        raise LockTimeout(f"lock {name} not acquired within {timeout}s (held in this process)")
-    try:
-        ext = lockutils.external_lock(name, lock_path=path)
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if not ext.acquire(delay=0.005, max_delay=0.05, timeout=remaining):
+    with _name_slot(path) as slot:
+        if not slot.lock.acquire(timeout=-1 if deadline is None else _left(deadline)):
             raise LockTimeout(f"lock {name} not acquired within {timeout}s "
-                              f"(held by another process)")
-        acquired = time.monotonic()
-        LOG.debug("lock %s acquired after waiting %.3fs", name, acquired - start)
+                              f"(held in this process)")
         try:
-            yield
+            fd = lock_file(path, deadline=deadline)
+            if fd is None:
+                raise LockTimeout(f"lock {name} not acquired within {timeout}s "
+                                  f"(held by another process)")
+            acquired = time.monotonic()
+            LOG.debug("lock %s acquired after waiting %.3fs", name, acquired - start)
+            try:
+                yield
+            finally:
+                unlock_file(fd, path, remove=not _others_use(slot))
+                LOG.debug("lock %s released after holding %.3fs", name,
+                          time.monotonic() - acquired)
         finally:
-            ext.release()
-            LOG.debug("lock %s released after holding %.3fs", name,
-                      time.monotonic() - acquired)
-    finally:
-        sem.release()
+            slot.lock.release()
 
 
 # --------------------------------------------------------------------------- manual scan
@@ -340,9 +520,8 @@ class ReaderWriterLock:
 
     In this process a Condition tracks readers and writers; writers are
     preferred (a waiting writer holds back new readers, so it is not starved).
-    Across processes fasteners' ``InterProcessReaderWriterLock`` (POSIX
-    ``lockf`` record locks) holds the lock file shared while this process has
-    readers, exclusive while it has a writer.  ``lockf`` locks belong to the
+    Across processes a POSIX ``lockf`` record lock holds the lock file shared
+    while this process has readers, exclusive while it has a writer.  ``lockf`` locks belong to the
     process, so only one thread at a time touches the file: the first reader
     takes it shared for all of them, the last one releases it.  A second
     "gate" file, held exclusively by a process while it waits for the write
@@ -357,8 +536,8 @@ class ReaderWriterLock:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._file = fasteners.InterProcessReaderWriterLock(path)
-        self._gate = fasteners.InterProcessLock(path + ".gate")
+        self._gate_path = path + ".gate"
+        self._fd: int | None = None   # the locked lock file while this process holds it
         self._cond = threading.Condition()
         self._readers = 0
         self._writer = False
@@ -381,19 +560,27 @@ class ReaderWriterLock:
     def _take_file(self, exclusive: bool, deadline: float | None) -> None:
         """Take the lock file (cond not held; this thread alone touches the files)."""
         what = "exclusive" if exclusive else "shared"
-        if not self._gate.acquire(delay=self._DELAY, max_delay=self._MAX_DELAY,
-                                  timeout=self._left(deadline)):
+        gate = lock_file(self._gate_path, deadline=deadline)
+        if gate is None:
             raise LockTimeout(f"{what} lock {os.path.basename(self.path)} not acquired "
                               f"in time (a writer of another process waits)")
         try:
-            take = (self._file.acquire_write_lock if exclusive
-                    else self._file.acquire_read_lock)
-            if not take(delay=self._DELAY, max_delay=self._MAX_DELAY,
-                        timeout=self._left(deadline)):
+            fd = lock_file(self.path, exclusive=exclusive, deadline=deadline)
+            if fd is None:
                 raise LockTimeout(f"{what} lock {os.path.basename(self.path)} not acquired "
                                   f"in time (held by another process)")
+            self._fd = fd
         finally:
-            self._gate.release()
+            unlock_file(gate, self._gate_path, remove=True)
+
+    def _drop_file(self) -> None:
+        """Release the lock file (cond held); remove it when no one else uses it."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        idle = not self._writers_waiting and not self._busy
+        # upgrading to exclusive succeeds only if no other process holds the file
+        unlock_file(fd, self.path, remove=idle and _try_lock(fd, True, False))
 
     # -------------------------------------------------------------- shared
     def acquire_shared(self, timeout: float | None = None) -> None:
@@ -418,7 +605,7 @@ class ReaderWriterLock:
                 raise RuntimeError("release of a shared lock not held")
             self._readers -= 1
             if self._readers == 0:
-                self._file.release_read_lock()
+                self._drop_file()
                 self._cond.notify_all()
 
     # -------------------------------------------------------------- exclusive
@@ -444,7 +631,7 @@ class ReaderWriterLock:
         with self._cond:
             if not self._writer:
                 raise RuntimeError("release of an exclusive lock not held")
-            self._file.release_write_lock()
+            self._drop_file()
             self._writer = False
             self.writes += 1
             self._cond.notify_all()
@@ -484,7 +671,8 @@ class ReaderWriterLock:
             self.release_exclusive()
 
 
-_rw_locks: dict[str, ReaderWriterLock] = {}
+#: path -> lock, while anyone holds a reference (no two objects per file in a process)
+_rw_locks: weakref.WeakValueDictionary[str, ReaderWriterLock] = weakref.WeakValueDictionary()
 _rw_locks_guard = threading.Lock()
 
 
@@ -492,11 +680,12 @@ def rw_lock(name: str, *, lock_path: str | None = None) -> ReaderWriterLock:
     """The process-wide reader/writer lock ``<lock_path>/<name>`` (a safe name)."""
     if "/" in name or name in (".", "..") or not name:
         raise InvalidArgument(f"bad lock name {name!r}")
-    path = os.path.join(_lock_path(lock_path), name)
+    path = os.path.join(lock_directory(lock_path), name)
     with _rw_locks_guard:
         lock = _rw_locks.get(path)
         if lock is None:
-            lock = _rw_locks[path] = ReaderWriterLock(path)
+            lock = ReaderWriterLock(path)
+            _rw_locks[path] = lock
         return lock
 
 
@@ -546,21 +735,18 @@ class HostConcurrencyLimit:
         return os.path.join(_lock_path(self._lock_path), f"{LOCK_PREFIX}{self._name}-{i}")
 
     def _try_once(self) -> int | None:
-        directory = _lock_path(self._lock_path)
-        os.makedirs(directory, exist_ok=True)
+        lock_directory(self._lock_path)
         first = random.randrange(self.n)
         for j in range(self.n):
             i = (first + j) % self.n
-            fd = os.open(self._slot_path(i), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = open_lock_file(self._slot_path(i))
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
+                if _try_lock(fd, True, use_flock=True):
+                    return fd
             except BaseException:
                 os.close(fd)
                 raise
-            return fd
+            os.close(fd)
         return None
 
     @contextlib.contextmanager

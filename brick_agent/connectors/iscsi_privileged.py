@@ -9,11 +9,8 @@ It decides nothing about which device or session to touch.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import math
-import os
-from collections.abc import Iterator
 
 from brick_agent import locking
 from brick_agent.connectors.iscsi_actions import NodeSettings
@@ -54,6 +51,15 @@ def _chap_settings(prefix: str, auth: ChapCredentials | None) -> list[tuple[str,
             (f"{prefix}.password", auth.password.reveal())]
 
 
+def _split_auth(settings: list[tuple[str, str]], chap: bool
+                ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(settings for iscsiadm's argv, CHAP settings for the record file)."""
+    if not chap:
+        return settings, []
+    return ([item for item in settings if ".auth." not in item[0]],
+            [item for item in settings if ".auth." in item[0]])
+
+
 def _login_error(exc: CommandFailed, portal: str, iqn: str) -> Exception:
     where = f"{iqn} at {portal}"
     if exc.returncode == ERR_LOGIN_AUTH_FAILED:
@@ -71,8 +77,8 @@ class PrivilegedISCSIActions(PrivilegedScsiActions):
     """ISCSIActions over brick_agent.privileged (daemon or in-process per config)."""
 
     # iscsiadm -----------------------------------------------------------------
-    @contextlib.contextmanager
-    def _node_db(self, exclusive: bool) -> Iterator[None]:
+    def _node_db(self, exclusive: bool, timeout: float | None = None
+                 ) -> contextlib.AbstractContextManager[None]:
         """Guard iscsiadm's node database across threads and processes of this host.
 
         Every ``iscsiadm -m node -T .. -p ..`` call (login, logout, delete) reads
@@ -80,16 +86,15 @@ class PrivilegedISCSIActions(PrivilegedScsiActions):
         ``--op new``/``update``/``delete`` of any other record makes it fail with
         "iSCSI database failure" (exit 6).  Record changes take this lock
         exclusively, logins and logouts shared (so they still run in parallel).
+        The wait is bounded (:class:`LockTimeout`): by default a login plus a
+        command, what one holder can take.
         """
-        directory = self.opts.lock_path
-        os.makedirs(directory, exist_ok=True)
-        path = os.path.join(directory, locking.safe_lock_name("iscsi-nodedb"))
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            yield
-        finally:
-            os.close(fd)
+        if timeout is None:
+            timeout = (self.opts.login_timeout + LOGIN_COMMAND_SLACK
+                       + self.opts.command_timeout)
+        return locking.host_file_lock(locking.safe_lock_name("iscsi-nodedb"),
+                                      lock_path=self.opts.lock_path, exclusive=exclusive,
+                                      timeout=timeout)
 
     def manual_scan_supported(self) -> bool:
         return locking.iscsi_manual_scan_supported()
@@ -127,7 +132,10 @@ class PrivilegedISCSIActions(PrivilegedScsiActions):
         from brick_agent.privileged import iscsi as piscsi
         timeout = max(1.0, node.login_timeout)
         piscsi.node_create(node.iqn, node.portal, node.iface, timeout=timeout)
-        settings = self._node_settings(node)
+        settings, auth = _split_auth(self._node_settings(node), node.auth is not None)
+        if auth:   # CHAP goes into the record file, never on iscsiadm's argv
+            from brick_agent.privileged import iscsi_auth
+            iscsi_auth.node_set_auth(node.iqn, node.portal, node.iface, auth)
         try:
             piscsi.node_update(node.iqn, node.portal, node.iface, settings, timeout=timeout)
         except CommandFailed as exc:

@@ -52,6 +52,7 @@ from brick_agent.errors import (BrickError, DeviceNotFound, LeftoversRemain, Not
 from brick_agent.host import nvme as hostnvme
 from brick_agent.host.multipath import MultipathMap
 from brick_agent.host.udev import DeviceWatch
+from brick_agent.host.usage import device_users
 from brick_agent.properties import NVMeOFProperties, NVMePortal, NVMeTarget, parse_nvmeof
 
 LOG = logging.getLogger(__name__)
@@ -61,6 +62,9 @@ T = TypeVar("T")
 _PENDING_STATES = frozenset({"new", "connecting", "resetting"})
 #: How long extend_volume waits for the kernel to report a new size.
 _EXTEND_SETTLE = 3.0
+#: Seconds a detach's flush or delete_controller gets even when its deadline is spent
+#: (a healthy delete_controller takes ~0.1 s in the lab).
+KERNEL_ACTION_MIN = 0.5
 
 
 def _poll(predicate: Callable[[], T | None], deadline: Deadline,
@@ -607,6 +611,8 @@ class NVMeOFConnector(Connector):
         props = parse_nvmeof(connection_properties)
         leftovers: list[str] = []
         errors: list[str] = []
+        # every kernel action of this detach (flushes, delete_controller) ends by then
+        deadline = Deadline.after(self.opts.flush_timeout)
         if props.replicated and props.replica_count > 1 and props.alias:
             md = self._md_path(props.alias)
             if os.path.exists(md):
@@ -621,17 +627,17 @@ class NVMeOFConnector(Connector):
             flushed: set[str] = set()
             if not props.replicated:
                 # the subsystem lock guards controllers, not our own buffers: flush first
-                flushed, left = self._preflush(target, force, errors)
+                flushed, left = self._preflush(target, force, errors, deadline)
                 if left:
                     leftovers += left
                     continue
             with self._lock(target):
-                leftovers += self._detach_target(target, props, force, errors,
+                leftovers += self._detach_target(target, props, force, errors, deadline,
                                                  flush=not props.replicated, flushed=flushed)
         self._finish(leftovers, errors, ignore_errors)
 
-    def _preflush(self, target: NVMeTarget, force: bool,
-                  errors: list[str]) -> tuple[set[str], list[str]]:
+    def _preflush(self, target: NVMeTarget, force: bool, errors: list[str],
+                  deadline: Deadline) -> tuple[set[str], list[str]]:
         """Flush the target's namespace devices before the subsystem lock is taken.
 
         Returns (devices flushed, leftovers: the device whose flush failed without
@@ -646,7 +652,7 @@ class NVMeOFConnector(Connector):
             return set(), []
         flushed = set()
         for ns in ours:
-            if not self._flush(self.roots.devfs(ns.name), force, errors):
+            if not self._flush(self.roots.devfs(ns.name), force, errors, deadline):
                 return flushed, [self.roots.devfs(ns.name)]
             flushed.add(ns.name)
         return flushed, []
@@ -660,16 +666,16 @@ class NVMeOFConnector(Connector):
             return
         raise LeftoversRemain("; ".join(errors) or "NVMe-oF detach incomplete", leftovers)
 
-    def _flush(self, path: str, force: bool, errors: list[str]) -> bool:
+    def _flush(self, path: str, force: bool, errors: list[str], deadline: Deadline) -> bool:
         try:
-            self.actions.flush(path, self.opts.flush_timeout)
+            self.actions.flush(path, max(deadline.remaining(), KERNEL_ACTION_MIN))
             return True
         except BrickError as exc:
             errors.append(f"flush {path}: {exc}")
             return force
 
     def _detach_target(self, target: NVMeTarget, props: NVMeOFProperties, force: bool,
-                       errors: list[str], flush: bool,
+                       errors: list[str], deadline: Deadline, flush: bool,
                        flushed: Collection[str] = ()) -> list[str]:
         hostnqn = self._hostnqn(target)
         # other volumes' namespaces need not be read: a controller entry that is not one
@@ -678,7 +684,8 @@ class NVMeOFConnector(Connector):
         ours = [ns for ns in topo.namespaces if matches(ns, target)] if target.identified else []
         mpath = map_of(self.roots, [ns.name for ns in ours if not ns.native_multipath])
         if mpath is not None:
-            if flush and not self._flush(self.roots.devfs(mpath.dm_name), force, errors):
+            if flush and not self._flush(self.roots.devfs(mpath.dm_name), force, errors,
+                                         deadline):
                 return [self.roots.devfs(mpath.dm_name)]
             try:
                 self._multipath().remove_map(mpath)
@@ -690,18 +697,24 @@ class NVMeOFConnector(Connector):
             for ns in ours:
                 if ns.name in flushed:
                     continue
-                if not self._flush(self.roots.devfs(ns.name), force, errors):
+                if not self._flush(self.roots.devfs(ns.name), force, errors, deadline):
                     return [self.roots.devfs(ns.name)]
         doomed = []
         for ctrl in topo.controllers:
             foreign = self._foreign_namespaces(ctrl, topo, [target])
             if foreign:
-                LOG.info("keeping controller %s of %s: namespace(s) %s of other volumes",
-                         ctrl.name, target.nqn, ", ".join(foreign))
-                continue
+                users = self._users_of_others(ctrl, target, hostnqn)
+                if users:
+                    LOG.info("keeping controller %s of %s: its other namespace(s) %s are in use "
+                             "(%s)", ctrl.name, target.nqn, ", ".join(foreign), "; ".join(users))
+                    continue
+                LOG.info("deleting controller %s of %s: its other namespace(s) %s are attached "
+                         "through nobody and unused on this host", ctrl.name, target.nqn,
+                         ", ".join(foreign))
             doomed.append(ctrl.name)
             try:
-                self.actions.disconnect(ctrl.name)
+                self.actions.disconnect(ctrl.name,
+                                        timeout=max(deadline.remaining(), KERNEL_ACTION_MIN))
             except BrickError as exc:
                 errors.append(f"disconnect {ctrl.name}: {exc}")
         if not doomed:
@@ -713,6 +726,31 @@ class NVMeOFConnector(Connector):
                  if matches(ns, target) and ns.controllers
                  and set(ns.controllers) <= set(doomed)]
         return left
+
+    def _users_of_others(self, ctrl: hostnvme.NvmeController, target: NVMeTarget,
+                         hostnqn: str) -> list[str]:
+        """Why ``ctrl`` must stay for namespaces other than ``target``'s: attached through
+        brick_agent (the ledger, matched by identity), or used on the host (holders,
+        mounts, swap, open); ``[]`` when nobody uses them.  Fails closed: no ledger, an
+        unreadable one or an unresolved namespace entry is a reason to keep it."""
+        if self.ledger is None:
+            return ["no attachment ledger to tell whether they are attached"]
+        if not target.identified:
+            return ["the volume's own namespace cannot be told from the others"]
+        full = self._topology(target.nqn, hostnqn)
+        others = [ns for ns in full.namespaces
+                  if ctrl.name in ns.controllers and not matches(ns, target)]
+        known = {p for ns in full.namespaces for p in ns.paths}
+        reasons = [f"{p} not resolved to a namespace device"
+                   for p in ctrl.namespaces if p not in known]
+        try:
+            data = self.ledger.read()
+        except (BrickError, OSError) as exc:
+            return reasons + [f"attachment ledger unreadable: {exc}"]
+        reasons += ledger_claims(data, target.nqn, others)
+        for ns in others:
+            reasons += device_users(self.roots, ns.name)
+        return reasons
 
     def _foreign_namespaces(self, ctrl: hostnvme.NvmeController, topo: _Topology,
                             targets: list[NVMeTarget]) -> list[str]:
@@ -815,6 +853,33 @@ class NVMeOFConnector(Connector):
                         "implemented", props.alias, new_size)
         LOG.info("NVMe-oF volume now %d bytes (%s)", new_size, ", ".join(sorted(current)))
         return new_size
+
+
+def _identities(nqn: str, ns: hostnvme.NvmeNamespace) -> set[str]:
+    """Every spelling a ledger entry may use for ``ns``: its wwid, UUID, NGUID, and the
+    ledger's lookup keys (``nvme:<nqn>:<uuid|nguid|nsidN>``), lowercase."""
+    names = {ns.wwid, ns.uuid, ns.nguid, ns.uuid and f"uuid.{ns.uuid}",
+             ns.nguid and f"eui.{ns.nguid}", ns.nsid is not None and f"nsid{ns.nsid}"}
+    plain = {str(n).strip().lower() for n in names if n}
+    return plain | {f"nvme:{nqn.lower()}:{n}" for n in plain}
+
+
+def ledger_claims(data: Mapping[str, Any], nqn: str,
+                  namespaces: Collection[hostnvme.NvmeNamespace]) -> list[str]:
+    """Which of ``namespaces`` (of subsystem ``nqn``) the ledger content ``data``
+    (:meth:`AttachmentLedger.read`) holds, matched by identity or lookup key; an attach
+    to ``nqn`` still pending counts for all of them."""
+    out = []
+    prefix = f"nvme:{nqn.lower()}:"
+    if any(str(k).lower().startswith(prefix) for p in data.get("pending", ())
+           for k in p.get("lookup", ())):
+        out.append(f"an attach to {nqn} is pending")
+    for key, entry in data.get("volumes", {}).items():
+        said = {str(entry.get("identity") or "").strip().lower()}
+        said |= {str(k).lower() for k in entry.get("lookup", ())}
+        out += [f"{ns.name} attached through brick_agent ({key})" for ns in namespaces
+                if said & _identities(nqn, ns)]
+    return out
 
 
 def _wwn(value: str | None) -> str:

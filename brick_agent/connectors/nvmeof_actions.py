@@ -13,7 +13,7 @@ import logging
 import os
 from typing import Protocol
 
-from brick_agent.errors import TargetUnreachable
+from brick_agent.errors import CommandFailed, TargetUnreachable
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
 
 LOG = logging.getLogger(__name__)
@@ -68,8 +68,11 @@ class NvmeActions(Protocol):
         ``BrickError`` (TargetUnreachable, CommandFailed...) otherwise.
         """
 
-    def disconnect(self, controller: str) -> None:
-        """Delete controller ``nvmeN`` (``delete_controller``); returns once it is gone."""
+    def disconnect(self, controller: str, timeout: float | None = None) -> None:
+        """Delete controller ``nvmeN`` (``delete_controller``); returns once it is gone.
+
+        ``timeout``: seconds the kernel may take; then KernelActionTimeout (the
+        deletion goes on in the kernel)."""
 
     def rescan(self, controller: str) -> None:
         """Ask controller ``nvmeN`` to rescan its namespaces (``rescan_controller``)."""
@@ -127,9 +130,13 @@ class PrivilegedNvmeActions:
         raise TargetUnreachable(f"connect {request.describe()} failed: "
                                 f"{result.get('error') or 'unknown error'}")
 
-    def disconnect(self, controller: str) -> None:
+    def disconnect(self, controller: str, timeout: float | None = None) -> None:
         from brick_agent.privileged import nvme
-        nvme.disconnect(controller)
+        try:
+            nvme.disconnect(controller, timeout=timeout)
+        except OSError as exc:   # the kernel refused the write (EBUSY...): typed
+            raise CommandFailed(["delete_controller", controller], exc.errno,
+                                exc.strerror or str(exc)) from None
 
     def rescan(self, controller: str) -> None:
         from brick_agent.privileged import nvme

@@ -42,8 +42,14 @@ class PrivilegedScsiActions:
         scsi.rescan_scsi_device(str(hctl))
 
     def delete_device(self, hctl: HCTL) -> None:
+        """Delete ``hctl``; a write the kernel blocks (a disk of a dead target) is abandoned
+        after ``device_removal_timeout`` with KernelActionTimeout."""
         from brick_agent.privileged import scsi
-        scsi.delete_scsi_device(str(hctl))
+        try:
+            scsi.delete_scsi_device(str(hctl), timeout=self.opts.device_removal_timeout)
+        except OSError as exc:
+            raise CommandFailed(["delete", str(hctl)], exc.errno,
+                                exc.strerror or str(exc)) from None
 
     def flush(self, device: str) -> None:
         """fsync the device when this process may open it, else the privileged flush.
@@ -57,6 +63,8 @@ class PrivilegedScsiActions:
             fd = None
         except FileNotFoundError:
             raise DeviceNotFound(f"{device} does not exist") from None
+        except OSError as exc:   # ENXIO: a transport-offline disk (dead target) refuses opens
+            raise CommandFailed(["open", device], exc.errno, exc.strerror or str(exc)) from None
         if fd is None:
             from brick_agent.privileged import block
             block.flush_block_device(os.path.basename(device),

@@ -34,10 +34,11 @@ from typing import Any, ContextManager, Protocol
 
 from brick_agent.connectors import multipath_wait
 from brick_agent.deadline import Deadline
-from brick_agent.errors import (BrickError, CommandFailed, DeviceBusy, DeviceNotFound,
-                                NotSupported, VolumeIdentityMismatch)
+from brick_agent.errors import (BrickError, CommandFailed, DeviceBusy, DeviceInUse,
+                                DeviceNotFound, NotSupported, VolumeIdentityMismatch)
 from brick_agent.host import udev
 from brick_agent.host.block import block_device_for_path, read_block_device
+from brick_agent.host.holders import open_holders
 from brick_agent.host.multipath import MultipathMap, map_for_slave, map_for_wwid, read_map
 from brick_agent.host.roots import HostRoots
 from brick_agent.host.scsi import (HCTL, ScsiDevice, same_wwid, scsi_device,
@@ -503,7 +504,8 @@ class ScsiVolumeOps:
                 self.actions.flush(self.roots.devfs(used))
             except BrickError as exc:
                 if not force:
-                    raise DeviceBusy(f"cannot flush {used}: {exc}") from exc
+                    raise in_use_error(self.roots, [used], f"cannot flush {used}: {exc}",
+                                       DeviceBusy(f"cannot flush {used}: {exc}")) from exc
                 leftovers.append(f"{used} (flush failed: {exc})")
         with contextlib.ExitStack() as background:
             if mpath is not None:
@@ -512,9 +514,11 @@ class ScsiVolumeOps:
                                mpath, removal_timeout=self.map_removal_timeout,
                                gone_timeout=self.device_removal_timeout)
                 except BrickError as exc:
+                    err = in_use_error(self.roots, [mpath.dm_name],
+                                       f"map {mpath.dm_name} was not removed: {exc}", exc)
                     if not force:
-                        raise
-                    leftovers.append(f"{mpath.dm_name} (map removal failed: {exc})")
+                        raise err from exc
+                    leftovers.append(f"{mpath.dm_name} (map removal failed: {err})")
                 else:   # (a `multipath -w` exec) while the devices go
                     pool = background.enter_context(concurrent.futures.ThreadPoolExecutor(
                         max_workers=1, thread_name_prefix="wwid-forget"))
@@ -604,6 +608,14 @@ def remove_map(roots: HostRoots, watch_factory: Callable[[], DeviceWatch],
             LOG.warning("udev has not removed the links of %s yet", m.dm_name)
 
 
+def in_use_error(roots: HostRoots, names: Sequence[str], message: str,
+                 otherwise: BrickError) -> BrickError:
+    """:class:`DeviceInUse` naming the processes holding ``names`` open, if any; else
+    ``otherwise``."""
+    holders = open_holders(roots, names)
+    return DeviceInUse(message, holders) if holders else otherwise
+
+
 def retry(action: Callable[[], object], deadline: Deadline, *, until: Callable[[], bool],
           what: str, first_delay: float = 0.1, max_delay: float = 1.0) -> None:
     """Run ``action`` until it succeeds or ``until()`` holds; re-raise its error at the deadline."""
@@ -622,4 +634,4 @@ def retry(action: Callable[[], object], deadline: Deadline, *, until: Callable[[
             delay = min(delay * 2, max_delay)
 
 
-__all__ = ["CLAIMS", "DeviceClaims", "DeviceInfo", "ScsiActions", "ScsiVolumeOps", "remove_map", "retry", "scsi_watch_factory", "udev_wwid", "wwn_link_name"]
+__all__ = ["CLAIMS", "DeviceClaims", "DeviceInfo", "ScsiActions", "ScsiVolumeOps", "in_use_error", "remove_map", "retry", "scsi_watch_factory", "udev_wwid", "wwn_link_name"]

@@ -14,11 +14,14 @@ Safety rules, enforced by :func:`create_app`:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hmac
 import ipaddress
 import logging
-from collections.abc import Callable, Mapping
+import math
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
@@ -27,7 +30,7 @@ from oslo_config import cfg
 from werkzeug.exceptions import HTTPException
 
 import brick_agent
-from brick_agent import config, errors
+from brick_agent import config, errors, json_input
 from brick_agent.connectors.base import Connector
 from brick_agent.gate.openapi import PROTOCOL_NAMES, openapi_spec
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
@@ -56,6 +59,10 @@ _STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (errors.LockTimeout, 503),
 )
 
+#: Audits that may wait (``nvme_grace`` > 0) at once; the server has more threads, so
+#: /health and quick requests always find one free.
+SLOW_AUDITS = 2
+
 
 class GateConfigurationError(errors.ConfigurationError):
     """The gate app refuses to start with this configuration."""
@@ -75,6 +82,26 @@ class InvalidRequest(errors.InvalidArgument):
 
 class Unauthorized(errors.BrickError):
     """Missing or wrong bearer token."""
+
+
+class GateBusy(errors.BrickError):
+    """Too many slow requests at once; retry after ``retry_after`` seconds (429)."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+@contextlib.contextmanager
+def _slow_slot(slots: threading.Semaphore, seconds: float) -> Iterator[None]:
+    """Hold one of the slow-request slots, or raise :class:`GateBusy` at once."""
+    if not slots.acquire(blocking=False):
+        raise GateBusy(f"{SLOW_AUDITS} audits with nvme_grace already run; retry later",
+                       retry_after=max(1, math.ceil(seconds)))
+    try:
+        yield
+    finally:
+        slots.release()
 
 
 def is_loopback(host: str) -> bool:
@@ -204,9 +231,10 @@ def _json_object() -> dict[str, Any]:
     if not request.is_json:
         raise InvalidRequest("request body must be JSON (Content-Type: application/json)",
                              key="Content-Type")
-    data = request.get_json(silent=True)
-    if data is None:
-        raise InvalidRequest("request body is not valid JSON", key="body")
+    try:
+        data = json_input.loads(request.get_data(cache=True))
+    except json_input.JSONInputError as exc:
+        raise InvalidRequest(f"request body: {exc}", key="body") from None
     if not isinstance(data, dict):
         raise InvalidRequest("request body must be a JSON object", key="body")
     g.gate_secrets = _secret_values(data)
@@ -230,6 +258,7 @@ def create_app(conf: cfg.ConfigOpts | None = None, roots: HostRoots = DEFAULT_RO
         protocols = PROTOCOL_NAMES
     token: str | None = opts.gate_token or None
     make_connector: ConnectorFactory = connector_factory
+    slow_slots = threading.BoundedSemaphore(SLOW_AUDITS)
 
     app = Flask("brick_agent.gate", static_folder=None)
     app.json = _GateJSONProvider(app)
@@ -273,6 +302,13 @@ def create_app(conf: cfg.ConfigOpts | None = None, roots: HostRoots = DEFAULT_RO
         resp = jsonify(error_body(exc))
         resp.status_code = 401
         resp.headers["WWW-Authenticate"] = 'Bearer realm="brick_agent gate"'
+        return resp
+
+    @app.errorhandler(GateBusy)
+    def _busy(exc: GateBusy):
+        resp = jsonify(error_body(exc))
+        resp.status_code = 429
+        resp.headers["Retry-After"] = str(exc.retry_after)
         return resp
 
     @app.errorhandler(errors.BrickError)
@@ -358,6 +394,7 @@ def create_app(conf: cfg.ConfigOpts | None = None, roots: HostRoots = DEFAULT_RO
     def audit():
         from brick_agent import audit as audit_mod
         expected = None
+        ledger: Any = None
         if request.method == "POST":
             data = _json_object()
             unknown = sorted(set(data) - {"expected"})
@@ -379,11 +416,12 @@ def create_app(conf: cfg.ConfigOpts | None = None, roots: HostRoots = DEFAULT_RO
             if ledger is None:
                 raise InvalidRequest("no attachment ledger: [brick_agent] ledger_path is empty",
                                      key="expected")
-            grace = _grace_arg(request.args.getlist("nvme_grace"))
-            report = audit_mod.audit_against_ledger(ledger, roots, nvme_grace=grace)
-            return jsonify(report.to_dict())
         grace = _grace_arg(request.args.getlist("nvme_grace"))
-        report = audit_mod.audit(roots=roots, expected=expected, nvme_grace=grace)
+        with _slow_slot(slow_slots, grace) if grace > 0 else contextlib.nullcontext():
+            if ledger is not None:
+                report = audit_mod.audit_against_ledger(ledger, roots, nvme_grace=grace)
+            else:
+                report = audit_mod.audit(roots=roots, expected=expected, nvme_grace=grace)
         return jsonify(report.to_dict())
 
     return app

@@ -14,6 +14,7 @@ but waitress's smaller API and clean shutdown suit a gate tool better.
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -21,7 +22,7 @@ from typing import Any
 
 from oslo_config import cfg
 
-from brick_agent.gate.app import check_gate_config, create_app
+from brick_agent.gate.app import MAX_BODY_BYTES, check_gate_config, create_app
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
 
 LOG = logging.getLogger(__name__)
@@ -52,10 +53,35 @@ def make_server(conf: cfg.ConfigOpts | None, roots: HostRoots = DEFAULT_ROOTS, *
         finally:
             conf.clear_override("gate_host", group="brick_agent")
     app = create_app(conf, roots=roots, connector_factory=connector_factory)
-    return waitress.server.create_server(
+    server = waitress.server.create_server(
         app, host=bind_host, port=bind_port, threads=THREADS, ident="brick-agent-gate",
-        clear_untrusted_proxy_headers=True, max_request_body_size=1 << 20,
+        clear_untrusted_proxy_headers=True, max_request_body_size=MAX_BODY_BYTES,
         channel_timeout=60)
+    server.channel_class = _json_error_channel()
+    return server
+
+
+def _json_error_channel() -> type:
+    """waitress's channel whose own error answers (413, 400, 431...) are JSON like the app's."""
+    from waitress.channel import HTTPChannel
+    from waitress.task import ErrorTask
+
+    class JsonErrorTask(ErrorTask):
+        def execute(self) -> None:
+            err = self.request.error
+            body = json.dumps({"error": type(err).__name__, "message": err.body,
+                               "key": None}).encode()
+            self.status = f"{err.code} {err.reason}"
+            self.response_headers.extend([("Content-Type", "application/json"),
+                                          ("Connection", "close")])
+            self.set_close_on_finish()
+            self.content_length = len(body)
+            self.write(body)
+
+    class JsonErrorChannel(HTTPChannel):
+        error_task_class = JsonErrorTask
+
+    return JsonErrorChannel
 
 
 def serve(conf: cfg.ConfigOpts | None, roots: HostRoots = DEFAULT_ROOTS) -> None:

@@ -245,3 +245,71 @@ def find_session(roots: HostRoots, iqn: str, portal_address: str | None = None,
     """The first (lowest sid) session matching, see :func:`find_sessions`."""
     found = find_sessions(roots, iqn, portal_address, portal_port, iface_name)
     return found[0] if found else None
+
+
+@dataclasses.dataclass(frozen=True)
+class IscsiNodeRecord:
+    """One record of open-iscsi's node database (``/etc/iscsi/nodes``), credentials unread."""
+
+    iqn: str
+    address: str
+    port: int
+    tpgt: int | None
+    iface: str
+    path: str                      # the record file
+    settings: dict[str, str]       # node.startup, node.session.scan, ... (no auth keys)
+
+    @property
+    def portal(self) -> str:
+        return format_portal(self.address, self.port)
+
+
+#: node settings kept from a record (evidence of who wrote it); auth keys are never read
+_NODE_EVIDENCE = ("node.startup", "node.conn[0].startup", "node.session.scan",
+                  "node.discovery_type", "node.session.timeo.replacement_timeout")
+
+
+def _record_settings(path: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, sep, value = line.partition("=")
+                if sep and key.strip() in _NODE_EVIDENCE:
+                    out[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return out
+
+
+def _record(iqn: str, entry: str, iface: str, path: str) -> IscsiNodeRecord | None:
+    """``entry`` is ``ADDRESS,PORT,TPGT``, or ``ADDRESS,PORT`` for a record made without
+    a portal group tag (``iscsiadm -m node -o new``); IPv6 addresses keep their colons."""
+    tail = entry.rsplit(",", 2)
+    if len(tail) == 3:
+        address, port, tpgt_text = tail
+    elif len(tail) == 2:
+        (address, port), tpgt_text = tail, ""
+    else:
+        return None
+    if not port.isdigit():
+        return None
+    tpgt = int(tpgt_text) if tpgt_text.lstrip("-").isdigit() else None
+    return IscsiNodeRecord(iqn, address, int(port), tpgt, iface, path, _record_settings(path))
+
+
+def iscsi_node_records(roots: HostRoots = DEFAULT_ROOTS) -> list[IscsiNodeRecord]:
+    """Every record of ``<etc>/iscsi/nodes``: ``IQN/ADDR,PORT,TPGT/IFACE`` files (open-iscsi
+    2.x), or ``IQN/ADDR,PORT,TPGT`` files (older layout, iface ``default``)."""
+    base = roots.etcfs("iscsi", "nodes")
+    out: list[IscsiNodeRecord] = []
+    for iqn in sysfs.list_dir(base):
+        for entry in sysfs.list_dir(os.path.join(base, iqn)):
+            path = os.path.join(base, iqn, entry)
+            if os.path.isdir(path):
+                found = [_record(iqn, entry, iface, os.path.join(path, iface))
+                         for iface in sysfs.list_dir(path)]
+            else:
+                found = [_record(iqn, entry, "default", path)]
+            out += [r for r in found if r is not None]
+    return out

@@ -8,7 +8,7 @@ import os
 
 @dataclasses.dataclass(frozen=True)
 class HostRoots:
-    """Where the host's sysfs, /dev, /etc and /run live.
+    """Where the host's sysfs, /dev, /etc, /run and /proc live.
 
     Real hosts use the defaults; unit tests point these at a tree captured from
     the lab's kernel.
@@ -18,6 +18,7 @@ class HostRoots:
     dev: str = "/dev"
     etc: str = "/etc"
     run: str = "/run"
+    proc: str = "/proc"
 
     def sysfs(self, *parts: str) -> str:
         return os.path.join(self.sys, *parts)
@@ -31,11 +32,15 @@ class HostRoots:
     def runfs(self, *parts: str) -> str:
         return os.path.join(self.run, *parts)
 
+    def procfs(self, *parts: str) -> str:
+        return os.path.join(self.proc, *parts)
+
     @classmethod
     def under(cls, base: str) -> "HostRoots":
         """Roots of a whole fake host tree at ``base`` (base/sys, base/dev, ...)."""
         return cls(sys=os.path.join(base, "sys"), dev=os.path.join(base, "dev"),
-                   etc=os.path.join(base, "etc"), run=os.path.join(base, "run"))
+                   etc=os.path.join(base, "etc"), run=os.path.join(base, "run"),
+                   proc=os.path.join(base, "proc"))
 
 
 DEFAULT_ROOTS = HostRoots()

@@ -1,10 +1,11 @@
 """Privileged iscsiadm operations with validated arguments.
 
 Only node records (create/update/login/logout/delete) and sendtargets
-discovery are offered; parameter names come from an allow-list and CHAP
-values are passed as secrets (masked in logs and errors).  Secret values are
-given to iscsiadm as ``--value=<secret>`` so they can never be parsed as an
-option, whatever they start with.
+discovery are offered; parameter names come from an allow-list.  CHAP
+passwords never go on an argv (``/proc/PID/cmdline`` is world-readable): they
+are written into the record files by :mod:`brick_agent.privileged.iscsi_auth`.
+Free-form values (usernames) are given to iscsiadm as ``--value=<value>`` so
+they can never be parsed as an option, whatever they start with.
 """
 
 from __future__ import annotations
@@ -135,9 +136,17 @@ def do_node_update(target_iqn: str, portal: str, iface: str,
     pair each; iscsiadm 2.1.8 applies them all, verified in the lab)."""
     base = _node_argv(target_iqn, portal, iface)
     timeout = v.timeout_arg(timeout)
-    items = _settings(settings, NODE_PARAMS)
-    secrets = [value for name, value in items if name in SECRET_PARAMS]
-    return _result(run(_update_argv(base, items), timeout=timeout, secrets=secrets))
+    items = _no_secrets(_settings(settings, NODE_PARAMS))
+    return _result(run(_update_argv(base, items), timeout=timeout))
+
+
+def _no_secrets(items: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Refuse secrets bound for an argv (they go into the record file, see iscsi_auth)."""
+    for name, _value in items:
+        if name in SECRET_PARAMS:
+            raise InvalidArgument(f"{name} never goes on iscsiadm's command line "
+                                  "(use node_set_auth / discovery_set_auth)")
+    return items
 
 
 def do_node_login(target_iqn: str, portal: str, iface: str = "default", *,
@@ -166,12 +175,13 @@ def do_node_delete(target_iqn: str, portal: str, iface: str = "default", *,
 
 def do_discover(portal: str, iface: str = "default",
                 settings: Mapping[str, str] | list | None = None, *,
-                timeout: float = 30.0, run: Runner = commands.run) -> dict:
+                timeout: float = 30.0, run: Runner = commands.run,
+                set_auth: Callable[[str, list], object] | None = None) -> dict:
     """SendTargets discovery of ``portal``; returns iscsiadm's output for the caller to parse.
 
     Without ``settings``: ``iscsiadm -m discovery -t sendtargets``.  With
-    discovery CHAP settings: a discoverydb record is created, updated, then
-    ``--discover`` runs.
+    discovery CHAP settings: a discoverydb record is created, the settings are
+    written into its file (never on an argv), then ``--discover`` runs.
     """
     timeout = v.timeout_arg(timeout)
     base = [ISCSIADM, "-m", "discoverydb" if settings else "discovery",
@@ -179,10 +189,11 @@ def do_discover(portal: str, iface: str = "default",
     if not settings:
         return _result(run(base, timeout=timeout))
     items = _settings(settings, DISCOVERY_PARAMS)
+    if set_auth is None:
+        from brick_agent.privileged.iscsi_auth import do_discovery_set_auth as set_auth
     secrets = [value for name, value in items if name in SECRET_PARAMS]
     run(base + ["--op", "new"], timeout=timeout)
-    for name, value in items:   # discoverydb: one setting per update (not verified batched)
-        run(_update_argv(base, [(name, value)]), timeout=timeout, secrets=secrets)
+    set_auth(portal, items)
     return _result(run(base + ["--discover"], timeout=timeout, secrets=secrets))
 
 

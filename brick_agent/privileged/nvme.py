@@ -184,13 +184,16 @@ def _fabrics_controller(roots: HostRoots, controller: str) -> str:
     return base
 
 
-def do_disconnect(roots: HostRoots, controller: str) -> str:
+def do_disconnect(roots: HostRoots, controller: str, timeout: float | None = None) -> str:
     """Delete a fabrics controller: write ``1`` to ``<sys>/class/nvme/nvmeN/delete_controller``.
 
-    Refuses PCIe (non-fabrics) controllers.
+    Refuses PCIe (non-fabrics) controllers.  ``timeout``: seconds the write may block
+    (with its target gone the kernel holds it for a minute or more); then
+    KernelActionTimeout, the deletion going on in the kernel.
     """
     base = _fabrics_controller(roots, controller)
-    return write_attr(roots.sys, os.path.join(base, "delete_controller"), "1")
+    timeout = None if timeout is None else v.timeout_arg(timeout)
+    return write_attr(roots.sys, os.path.join(base, "delete_controller"), "1", timeout=timeout)
 
 
 def do_rescan_controller(roots: HostRoots, controller: str) -> str:
@@ -226,8 +229,8 @@ def connect(transport: str, traddr: str | None, trsvcid: int | str | None, nqn: 
 
 
 @entrypoint
-def disconnect(controller: str) -> str:
-    return do_disconnect(DEFAULT_ROOTS, controller)
+def disconnect(controller: str, timeout: float | None = None) -> str:
+    return do_disconnect(DEFAULT_ROOTS, controller, timeout)
 
 
 @entrypoint

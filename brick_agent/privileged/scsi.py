@@ -23,9 +23,11 @@ def _device_attr(roots: HostRoots, hctl: object, attr: str) -> str:
     return roots.sysfs("class", "scsi_device", f"{h}:{c}:{t}:{l}", "device", attr)
 
 
-def do_delete_scsi_device(roots: HostRoots, hctl: object) -> str:
-    """Write ``1`` to ``<sys>/class/scsi_device/H:C:T:L/device/delete``."""
-    return write_attr(roots.sys, _device_attr(roots, hctl, "delete"), "1")
+def do_delete_scsi_device(roots: HostRoots, hctl: object, timeout: float | None = None) -> str:
+    """Write ``1`` to ``<sys>/class/scsi_device/H:C:T:L/device/delete``; ``timeout``: seconds
+    the write may block (a disk of a dead target), then KernelActionTimeout."""
+    timeout = None if timeout is None else v.timeout_arg(timeout)
+    return write_attr(roots.sys, _device_attr(roots, hctl, "delete"), "1", timeout=timeout)
 
 
 def do_rescan_scsi_device(roots: HostRoots, hctl: object) -> str:
@@ -40,8 +42,8 @@ def scan_scsi_target(host_number: int, channel: int | str, target: int | str,
 
 
 @entrypoint
-def delete_scsi_device(hctl: str) -> str:
-    return do_delete_scsi_device(DEFAULT_ROOTS, hctl)
+def delete_scsi_device(hctl: str, timeout: float | None = None) -> str:
+    return do_delete_scsi_device(DEFAULT_ROOTS, hctl, timeout)
 
 
 @entrypoint

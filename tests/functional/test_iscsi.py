@@ -12,13 +12,16 @@ import glob
 import logging
 import os
 import subprocess
+import sys
+import threading
 import time
 
 import pytest
 
 from brick_agent import privileged
 from brick_agent.connectors.iscsi import ISCSIConnector
-from brick_agent.errors import AuthenticationFailed, DeviceNotFound, TargetUnreachable
+from brick_agent.errors import (AuthenticationFailed, DeviceInUse, DeviceNotFound,
+                                TargetUnreachable)
 from tests.functional.conftest import PRIVSEP_DAEMON, make_conf
 from tests.functional.lab import LioIscsiTarget
 from tests.functional.rawhost import (disks_with, maps_with, multipathd_running, read,
@@ -141,6 +144,56 @@ def test_4_chap_right_secret_attaches_wrong_one_fails_cleanly(connector, caplog)
     assert SECRET not in caplog.text
 
 
+class CmdlineWatcher:
+    """Scan every /proc/*/cmdline until stopped; remember processes whose argv holds ``secret``."""
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret.encode()
+        self.hits: list[str] = []
+        self.scans = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for path in glob.glob("/proc/[0-9]*/cmdline"):
+                try:
+                    with open(path, "rb") as f:
+                        argv = f.read()
+                except OSError:
+                    continue
+                if self.secret in argv:
+                    self.hits.append(argv.replace(b"\0", b" ").decode(errors="replace"))
+            self.scans += 1
+
+    def __enter__(self) -> "CmdlineWatcher":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def test_4_chap_secret_is_never_on_a_command_line(connector, caplog):
+    """While a CHAP login runs, no process's /proc/PID/cmdline carries the password."""
+    caplog.set_level(logging.DEBUG)
+    with LioIscsiTarget(luns=1, chap=("brickuser", SECRET)) as t:
+        good = props_for(t, auth_method="CHAP", auth_username="brickuser",
+                         auth_password=SECRET)
+        with CmdlineWatcher(SECRET) as watcher:
+            info = connector.connect_volume(good)
+        write_read(info["path"], 4, t.luns[0].path)
+        records = [p for p in glob.glob(f"/etc/iscsi/nodes/{t.iqn}/**", recursive=True)
+                   if os.path.isfile(p)]
+        assert records and all(os.stat(p).st_mode & 0o077 == 0 for p in records)
+        connector.disconnect_volume(good, info)
+        assert leftovers(t) == {}
+    print(f"\ncmdline scans during the CHAP attach: {watcher.scans}")
+    assert watcher.scans > 10 and watcher.hits == []
+    assert SECRET not in caplog.text
+
+
 # ---------------------------------------------------------------- 6. unreachable / missing LUN
 def test_6_missing_lun_fails_within_deadline_and_leaves_nothing(conf):
     conf.set_override("device_wait_timeout", 4.0, group="brick_agent")
@@ -239,6 +292,36 @@ def test_3_7_multipath_two_portals_survives_a_dead_path_and_extends(conf, multip
         detach = time.monotonic() - start
         assert leftovers(t) == {}
         print(f"multipath: attach {attach:.2f}s detach {detach:.2f}s")
+
+
+def test_3_detach_of_an_open_map_names_the_process_holding_it(conf, multipathd):
+    """multipath refuses to remove a map a process holds open: the error names that process
+    (pid, command) and nothing is deleted; once it lets go, the detach completes."""
+    conf.set_override("use_multipath", True, group="brick_agent")
+    conf.set_override("flush_timeout", 3.0, group="brick_agent")
+    connector = ISCSIConnector(conf=conf)
+    with LioIscsiTarget(luns=1, portals=("127.0.0.1:3260", "127.0.0.2:3260"),
+                        initiators=["local"]) as t:
+        props = {"target_portals": t.portals, "target_iqns": [t.iqn] * 2,
+                 "target_luns": [0, 0]}
+        info = connector.connect_volume(props)
+        holder = subprocess.Popen(
+            [sys.executable, "-c", "import os,sys,time; fd=os.open(sys.argv[1], os.O_RDONLY); "
+             "print('open', flush=True); time.sleep(120)", info["path"]],
+            stdout=subprocess.PIPE)
+        try:
+            assert holder.stdout.readline().strip() == b"open"
+            with pytest.raises(DeviceInUse) as err:
+                connector.disconnect_volume(props, info)
+            print(f"\nrefused: {err.value}")
+            assert holder.pid in [pid for pid, _ in err.value.holders]
+            assert f"pid {holder.pid} (python" in str(err.value)
+            assert len(disks_with(t.luns[0].wwid)) == 2      # nothing was deleted
+        finally:
+            holder.kill()
+            holder.wait()
+        connector.disconnect_volume(props, info)
+        assert leftovers(t) == {}
 
 
 def test_7_extend_single_path(connector):

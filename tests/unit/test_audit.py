@@ -373,3 +373,59 @@ def test_expected_volume_validation(data, key):
 def test_expected_volume_from_dict_normalises_protocol():
     vol = ExpectedVolume.from_dict({"protocol": "iser", "wwid": WWID1, "name": "v"})
     assert vol.protocol == "ISCSI" and vol.to_dict()["wwid"] == WWID1
+
+
+def _node_record(h: FakeHost, iqn: str, entry: str, iface: str | None = "default",
+                 startup: str = "manual") -> str:
+    """A node record as iscsiadm writes it (``iface`` None: the older file-per-portal layout)."""
+    base = h.base / "etc" / "iscsi" / "nodes" / iqn
+    path = base / entry if iface is None else base / entry / iface
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# BEGIN RECORD 2.1.8\nnode.name = {iqn}\nnode.tpgt = 1\n"
+                    f"node.startup = {startup}\nnode.session.scan = manual\n"
+                    "node.session.auth.password = must-never-show\n# END RECORD\n")
+    return str(path)
+
+
+def test_node_records_without_a_session_are_reported_with_evidence_never_acted_on(tmp_path):
+    h = _healthy(tmp_path)
+    _node_record(h, IQN, "192.0.2.10,3260,1")               # its session is live
+    _node_record(h, IQN, "192.0.2.11,3260,1", iface=None)   # older layout, live too
+    killed = _node_record(h, "iqn.2003-01.org.test:killed", "192.0.2.20,3260,1")
+    boot = _node_record(h, "iqn.2003-01.org.test:boot", "fe80::5,3260,1", startup="automatic")
+    # `iscsiadm -m node -o new` without a portal group tag: a file named ADDRESS,PORT
+    made = _node_record(h, "iqn.2003-01.org.test:made", "192.0.2.21,3260", iface=None)
+    report = audit(h.roots)
+    found = {f.name: f.detail for f in report.of_kind(A.ISCSI_NODE_RECORD_WITHOUT_SESSION)}
+    assert sorted(found) == ["iqn.2003-01.org.test:boot [fe80::5]:3260 default",
+                             "iqn.2003-01.org.test:killed 192.0.2.20:3260 default",
+                             "iqn.2003-01.org.test:made 192.0.2.21:3260 default"]
+    assert made in found["iqn.2003-01.org.test:made 192.0.2.21:3260 default"]
+    assert killed in found["iqn.2003-01.org.test:killed 192.0.2.20:3260 default"]
+    assert "not brick_agent's" in found["iqn.2003-01.org.test:boot [fe80::5]:3260 default"]
+    assert all("must-never-show" not in d for d in found.values())
+    assert os.path.exists(killed) and os.path.exists(boot)   # the audit never acts
+    assert report.errors == []
+
+
+def test_controller_whose_namespaces_nobody_uses_is_named_when_the_ledger_is_given(tmp_path):
+    from brick_agent.ledger import AttachmentLedger
+    h = FakeHost(tmp_path / "host")
+    h.nvme_controller(0, 0, NQN)
+    h.nvme_namespace(0, [0], 1, UUID1)                                   # attached through us
+    h.nvme_controller(1, 1, "nqn.2014-08.org.test:shared", traddr="192.0.2.31")
+    h.nvme_namespace(1, [1], 1, "5b2a0c9e-4444-4d6f-8e3a-0123456789ab")   # exported, unused
+    h.nvme_namespace(1, [1], 2, "5b2a0c9e-5555-4d6f-8e3a-0123456789ab")
+    led = AttachmentLedger(str(tmp_path / "ledger.json"))
+    (tmp_path / "ledger.json").write_text(json.dumps({"version": 1, "pending": [], "volumes": {
+        f"NVMEOF:uuid.{UUID1}": {"protocol": "NVMEOF", "identity": f"uuid.{UUID1}",
+                                 "lookup": [f"nvme:{NQN}:{UUID1}"], "device_info": {},
+                                 "attachments": {"default": {"access_mode": "rw"}}}}}))
+    found = audit(h.roots, ledger=led).of_kind(A.NVME_CONTROLLER_NAMESPACES_UNUSED)
+    assert [f.name for f in found] == ["nvme1"]
+    assert "nvme1n1, nvme1n2" in found[0].detail
+    assert "nqn.2014-08.org.test:shared" in found[0].detail
+    assert audit(h.roots).of_kind(A.NVME_CONTROLLER_NAMESPACES_UNUSED) == []   # unknown: silent
+    (h.base / "proc").mkdir()
+    (h.base / "proc" / "mounts").write_text("/dev/nvme1n2 /srv ext4 rw 0 0\n")
+    assert audit(h.roots, ledger=led).of_kind(A.NVME_CONTROLLER_NAMESPACES_UNUSED) == []

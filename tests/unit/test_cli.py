@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from brick_agent import cli
 from brick_agent.host.roots import HostRoots
@@ -105,3 +108,61 @@ def test_human_output_is_a_table(iscsi_host):
     code, _, text = run(["--host-root", iscsi_host, "--human", "volumes", "--protocol", "ISCSI"])
     assert code == cli.EXIT_OK
     assert "iqn=iqn.2003-01.org.brick-lab:single" in text and "lun=0" in text
+
+
+@pytest.mark.parametrize("command", [["connect", "ISCSI"], ["disconnect", "ISCSI"],
+                                     ["extend", "ISCSI"]])
+def test_state_changing_commands_refuse_a_host_root(iscsi_host, command, monkeypatch,
+                                                   capsys):
+    """--host-root reads a captured tree, but privileged actions would hit the live host."""
+    ran: list[list[str]] = []
+
+    def record(argv, **kwargs):
+        ran.append([str(a) for a in argv])
+        raise AssertionError("no command may run")
+
+    monkeypatch.setattr("brick_agent.commands.run", record)
+    props = {"target_portal": "127.0.0.1:3260", "target_iqn": "iqn.2003-01.org.brick-lab:single",
+             "target_lun": 0, "auth_password": SECRET}
+    code, data, _ = run(["--host-root", iscsi_host, *command], json.dumps(props))
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_USAGE and data is None
+    assert "--host-root" in err and command[0] in err and "Traceback" not in err
+    assert ran == []
+
+
+def _nested_props(depth: int) -> str:
+    return '{"target_portal": "127.0.0.1:3260", "x": ' + "[" * depth + "]" * depth + "}"
+
+
+@pytest.mark.parametrize("depth", [100, 1100, 100_000])
+def test_deeply_nested_json_is_invalid_input(iscsi_host, depth, capsys):
+    code, data, _ = run(["--host-root", iscsi_host, "paths", "ISCSI"], _nested_props(depth))
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_USAGE and data is None
+    assert "nested deeper" in err and "Traceback" not in err
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=10), c, max_size=4),
+    max_leaves=25)
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.one_of(_json.map(json.dumps),
+                      st.fixed_dictionaries({"target_portal": st.text(max_size=30),
+                                             "target_iqn": st.text(max_size=30),
+                                             "target_lun": _json}).map(json.dumps),
+                      st.integers(min_value=500, max_value=20_000).map(_nested_props),
+                      st.text(max_size=100)),
+       command=st.sampled_from([["paths", "ISCSI"], ["paths", "NVMEOF"],
+                                ["audit", "--expected", "-"]]))
+def test_fuzzed_json_input_never_gives_a_traceback(iscsi_host, text, command):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code, _, _ = run(["--host-root", iscsi_host, *command], text)
+    assert code in (cli.EXIT_OK, cli.EXIT_USAGE, cli.EXIT_NOT_FOUND,
+                    cli.EXIT_LEFTOVERS), err.getvalue()
+    assert "Traceback" not in err.getvalue()

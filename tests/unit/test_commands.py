@@ -9,7 +9,7 @@ import time
 import pytest
 
 from brick_agent import commands
-from brick_agent.errors import CommandFailed
+from brick_agent.errors import CommandFailed, InvalidArgument
 from brick_agent.secrets import Secret
 
 PW = "hunter2-S3cret"
@@ -160,3 +160,12 @@ def test_duration_and_argv_logged_at_debug(caplog):
     assert "'sh', '-c', 'sleep 0.05'" in msg and "exited 0" in msg
     duration = float(msg.rsplit(" in ", 1)[1].rstrip("s"))
     assert 0.04 < duration < 5
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), -float("inf"), -1, -0.5,
+                                     0, True, "5", None])
+def test_bad_timeouts_are_refused_before_anything_runs(tmp_path, timeout):
+    marker = tmp_path / "ran"
+    with pytest.raises(InvalidArgument, match="timeout"):
+        commands.run(["touch", str(marker)], timeout=timeout)
+    assert not marker.exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from brick_agent.connectors.nvmeof import NVMeOFConnector
 from brick_agent.host.udev import DeviceWatch
 from brick_agent.ledger import AttachmentLedger
@@ -98,6 +100,65 @@ def test_nvme_nsid_only_detach_without_device_info_removes_only_the_recorded_nam
     kernel.rescan("nvme0")
     kernel.rescan("nvme0")                   # the host now shows the new namespace at nsid 1
     assert [n.uuid for n in hostnvme.nvme_namespaces(roots)] == [U2]
+    _use(roots, _device_of(roots, U2), "open")   # the new volume is in use on the host
     conn.disconnect_volume(_nsid_only(), None)   # the old volume's detach: no anchor but nsid
     assert [n.uuid for n in hostnvme.nvme_namespaces(roots)] == [U2]
+    assert nvme_dirs(roots) == ["nvme0"]
+
+
+# ---------------------------------------------------------------- shared subsystem, last detach
+def _device_of(roots, uuid):  # noqa: F811
+    from brick_agent.host.nvme import nvme_namespaces
+    (ns,) = [n for n in nvme_namespaces(roots) if n.uuid == uuid]
+    return ns.name
+
+
+def _use(roots, name, how):  # noqa: F811
+    """Make the host use ``/dev/<name>`` the way ``how`` says (fake /proc and sysfs)."""
+    import os
+    proc = roots.proc
+    if how == "open":   # another process, not through us (dd, a backup agent...)
+        os.makedirs(os.path.join(proc, "4242", "fd"))
+        os.symlink(roots.devfs(name), os.path.join(proc, "4242", "fd", "5"))
+        with open(os.path.join(proc, "4242", "comm"), "w") as f:
+            f.write("dd\n")
+    elif how == "mounted":
+        os.makedirs(proc, exist_ok=True)
+        with open(os.path.join(proc, "mounts"), "w") as f:
+            f.write(f"/dev/{name} /mnt/backup ext4 rw,relatime 0 0\n")
+    elif how == "held":   # a dm or md device over it
+        os.makedirs(roots.sysfs("class", "block", name, "holders", "dm-7"))
+
+
+def test_last_detach_removes_a_controller_whose_other_namespace_nobody_uses(
+        tmp_path, roots):  # noqa: F811
+    from tests.unit.connectors.test_nvmeof import U2
+    kernel, conn, led = make(tmp_path, roots)
+    kernel.subsystems[NQN].namespaces[2] = FakeNs(2, U2, None)  # exported, never attached
+    conn.connect_volume(props())
+    assert len(nvme_dirs(roots)) == 1 and _device_of(roots, U2)
+    conn.disconnect_volume(props(), None)                        # as Nova calls it
+    assert nvme_dirs(roots) == [] and led.entries() == {}
+
+
+@pytest.mark.parametrize("how", ["open", "mounted", "held"])
+def test_last_detach_keeps_the_controller_while_the_host_uses_another_namespace(
+        tmp_path, roots, how):  # noqa: F811
+    from tests.unit.connectors.test_nvmeof import U2
+    kernel, conn, led = make(tmp_path, roots)
+    kernel.subsystems[NQN].namespaces[2] = FakeNs(2, U2, None)
+    conn.connect_volume(props())
+    other = _device_of(roots, U2)
+    _use(roots, other, how)
+    conn.disconnect_volume(props(), None)
+    assert nvme_dirs(roots) == ["nvme0"] and _device_of(roots, U2) == other
+
+
+def test_last_detach_keeps_the_controller_without_a_ledger_to_ask(tmp_path, roots):  # noqa: F811
+    from tests.unit.connectors.test_nvmeof import U2
+    kernel, conn, _ = make(tmp_path, roots)
+    conn.ledger = None
+    kernel.subsystems[NQN].namespaces[2] = FakeNs(2, U2, None)
+    conn.connect_volume(props())
+    conn.disconnect_volume(props(), None)
     assert nvme_dirs(roots) == ["nvme0"]

@@ -329,8 +329,8 @@ def test_target_lock_names():
 
 def test_device_lock_validates_name(lock_dir):
     with locking.device_lock("sdb", lock_path=lock_dir):
-        pass
-    assert _lock_files(lock_dir) == ["brick_agent-device-sdb"]
+        assert _lock_files(lock_dir) == ["brick_agent-device-sdb"]
+    assert _lock_files(lock_dir) == []          # removed once released and unused
     for bad in ("../sdb", "-sdb", "sdb;x", "", "sd b"):
         with pytest.raises(InvalidArgument):
             locking.device_lock(bad, lock_path=lock_dir)

@@ -25,7 +25,7 @@ import threading
 import time
 
 from brick_agent.connectors.nvmeof_actions import AlreadyConnected, ConnectRequest
-from brick_agent.errors import DeviceBusy, TargetUnreachable
+from brick_agent.errors import DeviceBusy, KernelActionTimeout, TargetUnreachable
 from brick_agent.host.roots import HostRoots
 
 
@@ -69,6 +69,8 @@ class FakeNvmeKernel:
         self.rescans: list[str] = []
         self.fail_flush: set[str] = set()
         self.fail_disconnect: set[str] = set()
+        self.stuck_disconnect: set[str] = set()   # delete_controller blocks (target gone)
+        self.stuck_seconds = 5.0
         self.lock = threading.Lock()
         self.connect_delay = 0.0   # seconds a connect takes (outside the kernel lock)
         self.in_connect = 0
@@ -144,7 +146,15 @@ class FakeNvmeKernel:
             self._scan(inst, passes=2)
             return name
 
-    def disconnect(self, controller: str) -> None:
+    def disconnect(self, controller: str, timeout: float | None = None) -> None:
+        """``stuck_disconnect``: the kernel holds the write (target gone) for
+        ``stuck_seconds``; a caller's ``timeout`` abandons it (the controller stays)."""
+        if controller in self.stuck_disconnect:
+            held = self.stuck_seconds if timeout is None else min(timeout, self.stuck_seconds)
+            time.sleep(held)
+            if held < self.stuck_seconds:
+                raise KernelActionTimeout(f"delete_controller {controller}: abandoned after "
+                                          f"{held:.1f}s")
         with self.lock:
             if controller in self.fail_disconnect:
                 raise DeviceBusy(f"delete_controller {controller}: busy")

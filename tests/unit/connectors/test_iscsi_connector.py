@@ -328,6 +328,36 @@ def test_force_keeps_going_and_reports_leftovers(conf, host, fake):
     assert fake.state() == EMPTY
 
 
+def _target_dies(host, fake) -> None:
+    """What the kernel shows after replacement_timeout on a dead target: the session FREE,
+    its disk transport-offline (opening /dev/sdX fails, so no flush can happen)."""
+    for cls in host.p("sys/class/iscsi_session").iterdir():
+        (cls / "state").write_text("FREE\n")
+    for dev in host.p("sys/class/scsi_device").iterdir():
+        (dev / "device" / "state").write_text("transport-offline\n")
+    fake.fail_flush.add("sda")
+
+
+def test_nova_forced_detach_on_a_dead_target_removes_everything_and_says_what_it_skipped(
+        conf, host, fake):
+    c = make(conf, host, fake)
+    c.connect_volume(props(lun=0))
+    _target_dies(host, fake)
+    with pytest.raises(LeftoversRemain) as err:
+        c.disconnect_volume(props(lun=0), None, force=True)   # as Nova calls it
+    assert err.value.leftovers == [item for item in err.value.leftovers if "flush" in item]
+    assert fake.state() == EMPTY
+
+
+def test_detach_on_a_dead_target_without_force_keeps_the_device(conf, host, fake):
+    c = make(conf, host, fake)
+    c.connect_volume(props(lun=0))
+    _target_dies(host, fake)
+    with pytest.raises(DeviceBusy):
+        c.disconnect_volume(props(lun=0), None)
+    assert fake.state()["devices"] == ["sda"] and fake.count("delete") == 0
+
+
 def test_detach_deletes_the_lun_before_logging_out(conf, host, fake):
     c = make(conf, host, fake)
     info = c.connect_volume(props(lun=0))

@@ -117,3 +117,19 @@ def test_iscsid_login_attempts_fit_in_the_login_timeout(login_timeout):
     per_try = int(settings["node.conn[0].timeo.login_timeout"])
     assert per_try >= 1
     assert attempts * per_try <= login_timeout
+
+
+def test_flush_of_a_node_the_kernel_refuses_to_open_is_a_typed_error(tmp_path):
+    """A transport-offline disk answers open(2) with ENXIO (seen on the real kernel after
+    replacement_timeout); a unix socket does the same, so it stands in for /dev/sdX."""
+    import errno
+    import socket
+    conf = config.new_conf()
+    conf.set_override("privsep_in_process", True, group="brick_agent")
+    a = ip.PrivilegedISCSIActions(conf)
+    node = tmp_path / "sdy"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(node))
+        with pytest.raises(CommandFailed) as err:
+            a.flush(str(node))
+    assert err.value.returncode == errno.ENXIO and str(node) in str(err.value)

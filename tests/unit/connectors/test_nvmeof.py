@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 
 import pytest
@@ -288,6 +289,22 @@ def test_detach_force_disconnects_despite_flush_failure_and_reports(tmp_path, ro
     with pytest.raises(LeftoversRemain, match="flush"):
         conn.disconnect_volume(props(), info, force=True)
     assert nvme_dirs(roots) == []
+
+
+def test_forced_detach_with_the_target_gone_returns_within_flush_timeout(tmp_path, roots):
+    """The kernel holds delete_controller for a minute and more when the target is gone
+    (60-93 s measured on 6.1): the detach abandons it at its deadline (flush_timeout)
+    and reports the controller, which the kernel is still deleting."""
+    kernel, conn = make(tmp_path, roots, flush_timeout=0.6)
+    kernel.add_target(NQN, [tcp()], [FakeNs(1, U1, None)])
+    conn.connect_volume(props())
+    kernel.stuck_disconnect.add("nvme0")
+    start = time.monotonic()
+    with pytest.raises(LeftoversRemain, match="delete_controller") as err:
+        conn.disconnect_volume(props(), None, force=True)
+    took = time.monotonic() - start
+    assert took < 0.6 + 0.5, f"forced detach took {took:.2f}s"
+    assert "controller nvme0" in err.value.leftovers and nvme_dirs(roots) == ["nvme0"]
 
 
 def test_detach_disconnect_failure_reports_leftover_unless_ignored(tmp_path, roots):
