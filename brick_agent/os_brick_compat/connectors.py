@@ -17,6 +17,7 @@ that link), created and removed through os-brick's own privileged helpers.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -96,7 +97,7 @@ class BrickAgentConnectorMixin:
         self._agent.use_multipath = bool(self.use_multipath)
         return self._agent
 
-    def _errors(self, op: str, props: Any = None):
+    def _errors(self, op: str, props: Any = None) -> contextlib.AbstractContextManager[None]:
         return as_os_brick_errors(self.protocol, op, _target(self.protocol, props))
 
     # ------------------------------------------------------------------ contract
