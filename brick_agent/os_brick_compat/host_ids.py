@@ -6,7 +6,8 @@
   privileged reader.
 * ``uuid`` — the UUID of the filesystem mounted at ``/`` (Kioxia, Toyou read
   it): the ``/`` entry of ``/proc/self/mountinfo`` names the device, udev's
-  ``/dev/disk/by-uuid`` links name its UUID.  None for a root that is not a
+  ``/dev/disk/by-uuid`` links (or its database's ``ID_FS_UUID``) name its UUID;
+  a host without udev reports none (os-brick runs ``blkid`` as root for it).  None for a root that is not a
   block device (overlay, tmpfs, NFS) — the connector object then has no ``uuid``.
 
 All paths come from injectable :class:`~brick_agent.host.roots.HostRoots` (and
@@ -108,11 +109,13 @@ def root_fs_uuid(roots: HostRoots = DEFAULT_ROOTS, mountinfo: str = MOUNTINFO) -
     try:
         names = sorted(os.listdir(links))
     except OSError:
-        return None
+        names = []
     for name in names:
         if os.path.realpath(os.path.join(links, name)) == device:
             return name
-    return None
+    from brick_agent.host.udev import udev_properties
+    fs_uuid = (udev_properties(roots, os.path.basename(device)) or {}).get("ID_FS_UUID")
+    return fs_uuid or None
 
 
 def host_ids(roots: HostRoots = DEFAULT_ROOTS, mountinfo: str = MOUNTINFO,

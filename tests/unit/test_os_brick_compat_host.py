@@ -81,6 +81,15 @@ def test_root_fs_uuid_none_without_a_by_uuid_link(roots, tmp_path):
     assert host_ids.root_fs_uuid(roots, str(tmp_path / "missing")) is None
 
 
+def test_root_fs_uuid_from_the_udev_database_without_links(roots, tmp_path):
+    _write(roots.devfs("vda"))
+    _write(roots.sysfs("class", "block", "vda", "dev"), "254:0\n")
+    _write(roots.runfs("udev", "data", "b254:0"), f"S:disk/by-path/virtio-pci-0000:00:04.0\n"
+                                                  f"E:ID_FS_TYPE=ext4\nE:ID_FS_UUID={FSUUID}\n")
+    info = _mountinfo(tmp_path, "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw")
+    assert host_ids.root_fs_uuid(roots, info) == FSUUID
+
+
 # ------------------------------------------------------------------ system uuid (DMI)
 def test_system_uuid_read_from_sysfs(roots):
     _write(roots.sysfs(*host_ids.DMI_PRODUCT_UUID), SUUID + "\n")
