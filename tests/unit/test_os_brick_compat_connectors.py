@@ -332,3 +332,44 @@ def test_invalid_connector_protocol_maps_to_os_brick_value_error_and_classes_are
     assert type(again) is type(new)
     assert "brick_agent.os_brick_compat.errors" == type(new).__module__
     assert sys.modules[type(new).__module__] is cerrors
+
+
+# ------------------------------------------------------------------ with a real brick_agent connector
+def test_nova_nvme_driver_sequence_over_brick_agent_on_a_fake_kernel(tmp_path):
+    """nova/virt/libvirt/volume/nvme.py: connect, device_path, disconnect(data, None)."""
+    import uuid as uuidlib
+    from brick_agent import config
+    from brick_agent.connectors.nvmeof import NVMeOFConnector as AgentNVMe
+    from brick_agent.host import nvme as hostnvme
+    from brick_agent.host.roots import HostRoots
+    from brick_agent.host.udev import DeviceWatch
+    from tests.unit.connectors.nvmeof_fakes import FakeNs, FakeNvmeKernel
+    roots = HostRoots.under(str(tmp_path / "host"))
+    conf = config.new_conf(overrides={"lock_path": str(tmp_path / "locks"),
+                                      "device_wait_timeout": 1.0, "nvme_ctrl_loss_tmo": -1})
+    kernel = FakeNvmeKernel(roots)
+    nqn, vol = "nqn.2014-08.org.example:subsys-a", str(uuidlib.UUID(int=0x1111))
+    kernel.add_target(nqn, [("tcp", "127.0.0.1", "4420")], [FakeNs(1, vol, "a1" * 16)])
+    conn = compat.NVMeOFConnector("sudo", use_multipath=False, device_scan_attempts=5,
+                                  enforce_multipath=False)
+    conn._agent = AgentNVMe(None, None, conf=conf, roots=roots, actions=kernel, ledger=False,
+                            watch_factory=lambda: DeviceWatch(use_netlink=False,
+                                                              poll_interval=0.01, roots=roots))
+    data = {"target_nqn": nqn, "vol_uuid": vol, "portals": [("127.0.0.1", 4420, "tcp")],
+            "qos_specs": None, "access_mode": "rw", "encrypted": False, "cacheable": False,
+            "enforce_multipath": False}
+    info = conn.connect_volume(data)
+    assert info == {"type": "block", "path": roots.devfs("nvme0n1")}
+    data["device_path"] = info["path"]
+    assert conn.get_volume_paths(data) == [info["path"]]
+    assert conn.get_all_available_volumes() == [info["path"]]
+    conn.disconnect_volume(data, None, force=False)
+    assert hostnvme.nvme_controllers(roots) == []
+    # an unreachable portal: the error Nova would see from os-brick
+    bad = {**data, "portals": [("127.0.0.9", 4420, "tcp")]}
+    with pytest.raises(ob_exc.VolumeDeviceNotFound) as exc:
+        conn.connect_volume(bad)
+    assert isinstance(exc.value, errors.TargetUnreachable)
+    assert exc.value.kwargs["device"] == nqn
+    with pytest.raises(ob_exc.InvalidParameterValue):
+        conn.connect_volume({"target_nqn": nqn, "portals": "not a list"})
