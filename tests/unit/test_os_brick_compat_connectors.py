@@ -373,3 +373,46 @@ def test_nova_nvme_driver_sequence_over_brick_agent_on_a_fake_kernel(tmp_path):
     assert exc.value.kwargs["device"] == nqn
     with pytest.raises(ob_exc.InvalidParameterValue):
         conn.connect_volume({"target_nqn": nqn, "portals": "not a list"})
+
+
+def test_cinder_iscsi_flow_over_brick_agent_on_a_fake_host(tmp_path):
+    """cinder/volume/driver.py _connect_device/_detach_volume and Datera's login retry."""
+    from brick_agent import config
+    from brick_agent.connectors.iscsi import ISCSIConnector as AgentISCSI
+    from brick_agent.host import iscsi as host_iscsi
+    from brick_agent.host.udev import DeviceWatch
+    from tests.unit.connectors.scsi_fakes import FakeLun, wwid_of
+    from tests.unit.connectors.test_iscsi_fakehost import FakeArray, FakeISCSI
+    from tests.unit.host.fakehost import FakeHost
+    host = FakeHost(tmp_path / "host")
+    (tmp_path / "host" / "etc" / "iscsi").mkdir(parents=True)
+    array = FakeArray()
+    iqn, portals = "iqn.2003-01.org.linux-iscsi.lab:tgt-a", ["127.0.0.1:3260", "127.0.0.2:3260"]
+    array.add(iqn, portals, {1: FakeLun(wwid_of(2))})
+    conf = config.new_conf(overrides={"lock_path": str(tmp_path / "locks"),
+                                      "device_wait_timeout": 1.0, "login_timeout": 0.5,
+                                      "device_removal_timeout": 1.0})
+    # cinder/volume/volume_utils.py brick_get_connector('iscsi', use_multipath=False, ...)
+    conn = compat.ISCSIConnector("sudo cinder-rootwrap /etc/cinder/rootwrap.conf", driver=None,
+                                 use_multipath=False, device_scan_attempts=3,
+                                 conn={"driver_volume_type": "iscsi"})
+    conn._agent = AgentISCSI(conf=conf, roots=host.roots, actions=FakeISCSI(host, array),
+                             ledger=False, watch_factory=lambda: DeviceWatch(
+                                 roots=host.roots, use_netlink=False, poll_interval=0.005))
+    data = {"target_discovered": False, "target_portal": portals[0], "target_iqn": iqn,
+            "target_lun": 1, "volume_id": "v1", "auth_method": None, "encrypted": False,
+            "enforce_multipath": False}
+    device = conn.connect_volume(data)
+    assert device["type"] == "block" and device["path"].startswith(host.roots.dev)
+    assert conn.check_valid_device(device["path"], False) is True
+    assert isinstance(conn, ob_iscsi.ISCSIConnector)          # rekey-capable for Cinder
+    exc = ob_exc.ExceptionChainer()
+    with exc.context(True, "Disconnect failed"):
+        conn.disconnect_volume(data, device, force=True, ignore_errors=False)
+    assert not exc
+    assert host_iscsi.iscsi_sessions(host.roots) == []
+    # datera_api21.py: retries connect_volume on FailedISCSITargetPortalLogin
+    array.unreachable.update(portals)
+    with pytest.raises(ob_exc.FailedISCSITargetPortalLogin):
+        conn.connect_volume(data)
+    assert host_iscsi.iscsi_sessions(host.roots) == []
