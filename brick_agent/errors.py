@@ -99,3 +99,21 @@ class DeviceInUse(DeviceBusy):
 class KernelActionTimeout(BrickError):
     """A blocking kernel action (a sysfs write such as ``delete_controller``) did not finish
     by its deadline; it was abandoned and the kernel may still complete it later."""
+
+
+class NotOwned(InvalidArgument):
+    """A privileged entrypoint refused to act on an object brick_agent does not own.
+
+    ``obj`` names the object (``SCSI device 0:0:0:0``, ``NVMe controller nvme0``, ...)
+    and ``reason`` says why it is not ours (local transport, boot session, mounted,
+    another host identity).  ``args`` is ``(obj, reason)`` so oslo.privsep, which
+    rebuilds a daemon's exception as ``type(*args)``, hands the caller this type.
+    """
+
+    def __init__(self, obj: str, reason: str) -> None:
+        self.obj = obj
+        self.reason = reason
+        super().__init__(obj, reason)
+
+    def __str__(self) -> str:
+        return f"refusing to act on {self.obj}: {self.reason}"

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 import uuid
 from collections.abc import Callable
 
 from brick_agent.errors import NotSupported
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
+from brick_agent.nqn import nqn_problem
 
 LOG = logging.getLogger(__name__)
 
@@ -35,7 +35,6 @@ _BOGUS_DMI_UUIDS = frozenset({
     uuid.UUID("00000000-0000-0000-0000-000000000000"),
     uuid.UUID("ffffffff-ffff-ffff-ffff-ffffffffffff"),
 })
-_NQN_RE = re.compile(r"^nqn\.\d{4}-\d{2}\.[^:\s]+(:\S+)?$")
 
 #: ``writer(hostnqn, hostid)`` creates whichever of the two files is missing
 #: (never overwrites an existing one).  The default is the privileged entrypoint.
@@ -60,8 +59,8 @@ def _read(path: str) -> str | None:
 
 
 def valid_hostnqn(value: str | None) -> bool:
-    """True for a syntactically valid NQN (at most 223 bytes)."""
-    return bool(value) and len(value) <= 223 and bool(_NQN_RE.match(value))
+    """True for an NQN the kernel accepts (:func:`brick_agent.nqn.nqn_problem`)."""
+    return value is not None and nqn_problem(value) is None
 
 
 def _as_uuid(value: str | None) -> uuid.UUID | None:

@@ -47,8 +47,9 @@ from brick_agent.connectors.nvmeof_actions import (AlreadyConnected, ConnectRequ
                                                    NvmeActions, PrivilegedNvmeActions)
 from brick_agent.connectors.nvmeof_multipath import NvmeMultipath, map_of
 from brick_agent.deadline import Deadline
-from brick_agent.errors import (BrickError, DeviceNotFound, LeftoversRemain, NotSupported,
-                                TargetUnreachable, VolumeIdentityMismatch)
+from brick_agent.errors import (BrickError, DeviceNotFound, InvalidArgument,
+                                InvalidConnectionProperties, LeftoversRemain, NotOwned,
+                                NotSupported, TargetUnreachable, VolumeIdentityMismatch)
 from brick_agent.host import nvme as hostnvme
 from brick_agent.host.multipath import MultipathMap
 from brick_agent.host.udev import DeviceWatch
@@ -413,6 +414,10 @@ class NVMeOFConnector(Connector):
         except AlreadyConnected:
             LOG.debug("%s already connected (raced with another attach)", req.describe())
             return None
+        except InvalidArgument as exc:   # the request itself is refused: no portal helps
+            raise InvalidConnectionProperties(
+                "host_nqn" if isinstance(exc, NotOwned)
+                else "target_nqn" if "NQN" in str(exc) else "portals", str(exc)) from exc
         except BrickError as exc:
             LOG.warning("connect %s failed after %.3fs: %s", req.describe(),
                         time.monotonic() - start, exc)

@@ -30,11 +30,14 @@ def _command(roots: HostRoots, pid: str) -> str:
         return "?"
 
 
-def _holds(fd_dir: str, paths: set[str], rdevs: set[int]) -> bool:
+def _holds(fd_dir: str, paths: set[str], rdevs: set[int]) -> bool | None:
+    """Does the process of ``fd_dir`` hold one of the devices?  None: cannot tell."""
     try:
         fds = os.listdir(fd_dir)
-    except OSError:     # gone, or not ours to read
-        return False
+    except FileNotFoundError:
+        return False    # the process exited
+    except OSError:
+        return None     # not ours to read
     for fd in fds:
         link = os.path.join(fd_dir, fd)
         try:
@@ -46,8 +49,13 @@ def _holds(fd_dir: str, paths: set[str], rdevs: set[int]) -> bool:
     return False
 
 
-def open_holders(roots: HostRoots, names: Iterable[str]) -> list[tuple[int, str]]:
-    """``(pid, command)`` of every process with one of the block devices ``names`` open."""
+def open_holders(roots: HostRoots, names: Iterable[str], *,
+                 unreadable: list[str] | None = None) -> list[tuple[int, str]]:
+    """``(pid, command)`` of every process with one of the block devices ``names`` open.
+
+    ``unreadable``: when given, the pids whose descriptors could not be read are
+    appended to it (callers deciding about removal count them as users).
+    """
     names = list(names)
     paths = {f"/dev/{name}" for name in names} | {roots.devfs(name) for name in names}
     rdevs = {r for r in (_rdev(roots.devfs(name)) for name in names) if r is not None}
@@ -55,5 +63,11 @@ def open_holders(roots: HostRoots, names: Iterable[str]) -> list[tuple[int, str]
         pids = sorted((e for e in os.listdir(roots.proc) if e.isdigit()), key=int)
     except OSError:
         return []
-    return [(int(pid), _command(roots, pid)) for pid in pids
-            if _holds(roots.procfs(pid, "fd"), paths, rdevs)]
+    out = []
+    for pid in pids:
+        held = _holds(roots.procfs(pid, "fd"), paths, rdevs)
+        if held:
+            out.append((int(pid), _command(roots, pid)))
+        elif held is None and unreadable is not None:
+            unreadable.append(pid)
+    return out

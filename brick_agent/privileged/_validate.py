@@ -12,6 +12,7 @@ import re
 import uuid as uuidlib
 
 from brick_agent.errors import InvalidArgument
+from brick_agent.nqn import nqn_problem
 
 #: Characters never accepted in a non-secret argument (shell/globbing metas,
 #: quotes, whitespace, control characters).
@@ -29,7 +30,6 @@ MULTIPATH_PATH_DEVICE = re.compile(r"^(?:sd[a-z]{1,4}|nvme\d{1,4}n\d{1,5})$")
 _IQN = re.compile(r"^iqn\.\d{4}-\d{2}\.[A-Za-z0-9][A-Za-z0-9.-]*(?::[A-Za-z0-9._:-]+)?$")
 _EUI = re.compile(r"^eui\.[0-9A-Fa-f]{16}$")
 _NAA = re.compile(r"^naa\.[0-9A-Fa-f]{16}(?:[0-9A-Fa-f]{16})?$")
-_NQN = re.compile(r"^nqn\.\d{4}-\d{2}\.[A-Za-z0-9][A-Za-z0-9.-]*:[A-Za-z0-9._:-]+$")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                        r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 _IFACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
@@ -133,7 +133,12 @@ def iqn(value: object, what: str = "IQN") -> str:
 
 
 def nqn(value: object, what: str = "NQN") -> str:
-    return matching(value, _NQN, what, max_len=223)
+    """An NQN the kernel's fabrics option parser accepts (:func:`brick_agent.nqn.nqn_problem`)."""
+    problem = nqn_problem(value)
+    if problem:
+        raise InvalidArgument(f"{what} {problem}: {value!r:.80}")
+    assert isinstance(value, str)
+    return value
 
 
 def host_address(value: object, what: str = "address") -> str:

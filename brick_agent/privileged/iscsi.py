@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 
 from brick_agent import commands
 from brick_agent.errors import InvalidArgument
+from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
+from brick_agent.privileged import _owned
 from brick_agent.privileged import _validate as v
 from brick_agent.privileged import entrypoint
 
@@ -82,6 +84,8 @@ _FREEFORM = frozenset(n for n in (*NODE_PARAMS, *DISCOVERY_PARAMS)
 
 def _settings(settings: Mapping[str, str] | list, allowed: dict[str, Callable[[str], bool]]
               ) -> list[tuple[str, str]]:
+    if not isinstance(settings, (Mapping, list, tuple)):
+        raise InvalidArgument("settings must be a mapping or a list of (name, value) pairs")
     items = list(settings.items()) if isinstance(settings, Mapping) else list(settings)
     if not items:
         raise InvalidArgument("no settings given")
@@ -157,18 +161,29 @@ def do_node_login(target_iqn: str, portal: str, iface: str = "default", *,
                        ok_codes=(0, ERR_SESS_EXISTS)))
 
 
-def do_node_logout(target_iqn: str, portal: str, iface: str = "default", *,
-                   timeout: float = 30.0, run: Runner = commands.run) -> dict:
-    """``--logout``; no session (exit 21) counts as success."""
-    argv = _node_argv(target_iqn, portal, iface) + ["--logout"]
+def _releasable_node_argv(roots: HostRoots, target_iqn: str, portal: str,
+                          iface: str) -> list[str]:
+    """The node argv, once the record is known to be no boot target and to hold nothing
+    the host uses (see :mod:`._owned`)."""
+    argv = _node_argv(target_iqn, portal, iface)
+    _owned.require_releasable_node(roots, v.iqn(target_iqn, "target IQN"), v.portal(portal))
+    return argv
+
+
+def do_node_logout(roots: HostRoots, target_iqn: str, portal: str, iface: str = "default",
+                   *, timeout: float = 30.0, run: Runner = commands.run) -> dict:
+    """``--logout``; no session (exit 21) counts as success.  Never of a boot target or
+    a session whose LUNs the host uses."""
+    argv = _releasable_node_argv(roots, target_iqn, portal, iface) + ["--logout"]
     return _result(run(argv, timeout=v.timeout_arg(timeout),
                        ok_codes=(0, ERR_NO_OBJS_FOUND)))
 
 
-def do_node_delete(target_iqn: str, portal: str, iface: str = "default", *,
-                   timeout: float = 30.0, run: Runner = commands.run) -> dict:
-    """``--op delete``; no record (exit 21) counts as success."""
-    argv = _node_argv(target_iqn, portal, iface) + ["--op", "delete"]
+def do_node_delete(roots: HostRoots, target_iqn: str, portal: str, iface: str = "default",
+                   *, timeout: float = 30.0, run: Runner = commands.run) -> dict:
+    """``--op delete``; no record (exit 21) counts as success.  Never of a boot target or
+    a session whose LUNs the host uses."""
+    argv = _releasable_node_argv(roots, target_iqn, portal, iface) + ["--op", "delete"]
     return _result(run(argv, timeout=v.timeout_arg(timeout),
                        ok_codes=(0, ERR_NO_OBJS_FOUND)))
 
@@ -218,13 +233,13 @@ def node_login(target_iqn: str, portal: str, iface: str = "default",
 @entrypoint
 def node_logout(target_iqn: str, portal: str, iface: str = "default",
                 timeout: float = 30.0) -> dict:
-    return do_node_logout(target_iqn, portal, iface, timeout=timeout)
+    return do_node_logout(DEFAULT_ROOTS, target_iqn, portal, iface, timeout=timeout)
 
 
 @entrypoint
 def node_delete(target_iqn: str, portal: str, iface: str = "default",
                 timeout: float = 30.0) -> dict:
-    return do_node_delete(target_iqn, portal, iface, timeout=timeout)
+    return do_node_delete(DEFAULT_ROOTS, target_iqn, portal, iface, timeout=timeout)
 
 
 @entrypoint

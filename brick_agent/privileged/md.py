@@ -3,7 +3,10 @@
 Data safety: members that already carry an md superblock are *assembled*, never
 re-created; a create never answers mdadm's "appears to contain data, continue?"
 question (stdin is closed, so mdadm refuses), so a member holding a filesystem
-or another array is never overwritten.
+or another array is never overwritten.  Members, and the members of an array to
+stop, must be fabric NVMe namespaces of this host (never PCIe, never another host
+NQN's), and nothing the host uses (root, swap, a mounted filesystem) is touched
+(see :mod:`._owned`).
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ import time
 from collections.abc import Callable, Sequence
 
 from brick_agent import commands
-from brick_agent.errors import CommandFailed, DeviceNotFound, InvalidArgument
+from brick_agent.errors import CommandFailed, DeviceNotFound, InvalidArgument, NotOwned
+from brick_agent.host import sysfs
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
+from brick_agent.privileged import _owned
 from brick_agent.privileged import _validate as v
 from brick_agent.privileged import entrypoint
 
@@ -44,6 +49,8 @@ def _members(roots: HostRoots, devices: Sequence[str | None]) -> list[str | None
         name = v.device_name(device, MD_MEMBER, "RAID member")
         if not os.path.isdir(roots.sysfs("block", name)):
             raise DeviceNotFound(f"RAID member {name} does not exist")
+        _owned.require_fabric_namespace(roots, name)
+        _owned.require_unused(roots, f"RAID member {name}", [name])
         members.append(v.path_under(roots.dev, roots.devfs(name)))
     if not any(members):
         raise InvalidArgument("a RAID1 needs at least one present member")
@@ -131,12 +138,29 @@ def do_create_or_assemble_raid1(roots: HostRoots, name: str, devices: Sequence[s
     return "created"
 
 
+def _require_fabric_array(roots: HostRoots, name: str, md_dev: str) -> None:
+    """Refuse to stop array ``md_dev`` unless every member is a fabric NVMe namespace
+    of this host and the host does not use the array."""
+    what = f"md array {name} ({md_dev})"
+    if not re.fullmatch(r"md\d{1,6}", md_dev):
+        raise NotOwned(what, "not an md device")
+    for member in sysfs.list_dir(roots.sysfs("block", md_dev, "slaves")):
+        if not MD_MEMBER.fullmatch(member):
+            raise NotOwned(what, f"member {member} is not an NVMe namespace")
+        try:
+            _owned.require_fabric_namespace(roots, member)
+        except NotOwned as exc:
+            raise NotOwned(what, f"member {exc.obj}: {exc.reason}") from None
+    _owned.require_unused(roots, what, [md_dev])
+
+
 def do_stop_raid(roots: HostRoots, name: str, *, run: Runner = commands.run) -> None:
     """``mdadm --stop /dev/md/NAME`` (flushes the array); a missing array is a no-op."""
     name = v.matching(name, MD_NAME, "md name", max_len=64)
     target = v.path_under(roots.dev, roots.devfs("md", name))
     if not os.path.lexists(target):
         return
+    _require_fabric_array(roots, name, os.path.basename(target))
     try:
         run(["mdadm", "--stop", target], timeout=60)
     except CommandFailed:

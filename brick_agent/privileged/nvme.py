@@ -1,5 +1,10 @@
 """Privileged NVMe-oF operations: connect (a write to /dev/nvme-fabrics), disconnect, rescan,
-host identity files."""
+host identity files.
+
+A connect uses only this host's identity (``/etc/nvme/hostnqn`` and ``hostid``, or the
+kernel's default when none is given); a disconnect deletes only a fabrics controller made
+with this host's NQN whose namespaces the host does not use (see :mod:`._owned`).
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from brick_agent.errors import DeviceNotFound, InvalidArgument
+from brick_agent.errors import DeviceNotFound, InvalidArgument, NotOwned
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
+from brick_agent.privileged import _owned
 from brick_agent.privileged import _validate as v
 from brick_agent.privileged import entrypoint
 from brick_agent.privileged._files import create_file_if_missing, write_attr
@@ -20,7 +26,7 @@ from brick_agent.privileged._files import create_file_if_missing, write_attr
 LOG = logging.getLogger(__name__)
 
 
-TRANSPORTS = frozenset({"tcp", "rdma", "fc", "loop"})
+TRANSPORTS = _owned.FABRIC_NVME_TRANSPORTS
 FABRIC_TRANSPORTS = TRANSPORTS
 
 
@@ -38,7 +44,7 @@ def fabrics_options(transport: str, traddr: str | None, trsvcid: int | str | Non
     ``=`` that would smuggle in another option.  ``timeouts`` are the keys of
     ``_INT_OPTIONS`` (None = the kernel's default).
     """
-    if transport not in TRANSPORTS:
+    if not isinstance(transport, str) or transport not in TRANSPORTS:
         raise InvalidArgument(f"NVMe transport not supported: {transport!r}")
     unknown = set(timeouts) - {name for name, _, _ in _INT_OPTIONS}
     if unknown:
@@ -117,6 +123,7 @@ def do_connect(roots: HostRoots, transport: str, traddr: str | None,
 
     options = build()                  # every argument validated before any lookup
     timeout = v.timeout_arg(timeout)
+    _require_own_identity(roots, hostnqn, hostid)
     if transport in ("tcp", "rdma"):
         names = (traddr, host_traddr)
         traddr = _numeric(traddr, "traddr", resolve)
@@ -147,8 +154,8 @@ def do_connect(roots: HostRoots, transport: str, traddr: str | None,
         if late and "controller" in result:
             LOG.warning("NVMe connect %s finished after its caller gave up: deleting %s",
                         _describe(options), result["controller"])
-            try:
-                do_disconnect(roots, result["controller"])
+            try:   # ours by construction: it carries the identity this call passed
+                _delete_controller(roots, result["controller"], owned=False)
             except (OSError, DeviceNotFound, InvalidArgument) as exc:
                 LOG.warning("could not delete abandoned controller %s: %s",
                             result["controller"], exc)
@@ -168,37 +175,55 @@ def _describe(options: str) -> str:
     return ",".join(p for p in options.split(",") if p.partition("=")[0] in keep)
 
 
-def _fabrics_controller(roots: HostRoots, controller: str) -> str:
+def _require_own_identity(roots: HostRoots, hostnqn: str | None, hostid: str | None) -> None:
+    """Refuse a host NQN / host ID that is not this host's (``/etc/nvme``)."""
+    mine_nqn, mine_id = _owned.own_identity(roots)
+    if hostnqn is not None and hostnqn != mine_nqn:
+        raise NotOwned(f"host NQN {hostnqn}", f"this host's is {mine_nqn or 'not set'}")
+    if hostid is not None and (mine_id is None or v.uuid_str(hostid, "host id")
+                               != v.uuid_str(mine_id, "this host's id")):
+        raise NotOwned(f"host id {hostid}", f"this host's is {mine_id or 'not set'}")
+
+
+def _fabrics_controller(roots: HostRoots, controller: str, *, owned: bool) -> str:
+    """sysfs directory of fabrics controller ``controller`` (``owned``: made with this
+    host's NQN, and none of its namespaces used by the host)."""
     controller = v.device_name(controller, v.NVME_CONTROLLER, "NVMe controller")
     base = roots.sysfs("class", "nvme", controller)
     if not os.path.isdir(base):
         raise DeviceNotFound(f"NVMe controller {controller} does not exist")
-    try:
-        with open(os.path.join(base, "transport")) as f:
-            transport = f.read().strip()
-    except FileNotFoundError:
-        raise DeviceNotFound(f"NVMe controller {controller} has no transport") from None
-    if transport not in FABRIC_TRANSPORTS:
-        raise InvalidArgument(f"NVMe controller {controller} is not a fabrics controller "
-                              f"(transport {transport!r})")
+    if not os.path.exists(os.path.join(base, "transport")):
+        raise DeviceNotFound(f"NVMe controller {controller} has no transport")
+    problem = _owned.controller_problem(roots, controller, owned=owned)
+    if problem:
+        raise NotOwned(f"NVMe controller {controller}", problem)
+    if owned:
+        _owned.require_unused(roots, f"NVMe controller {controller}",
+                              _owned.controller_devices(roots, controller))
     return base
+
+
+def _delete_controller(roots: HostRoots, controller: str, *, owned: bool,
+                       timeout: float | None = None) -> str:
+    base = _fabrics_controller(roots, controller, owned=owned)
+    return write_attr(roots.sys, os.path.join(base, "delete_controller"), "1", timeout=timeout)
 
 
 def do_disconnect(roots: HostRoots, controller: str, timeout: float | None = None) -> str:
     """Delete a fabrics controller: write ``1`` to ``<sys>/class/nvme/nvmeN/delete_controller``.
 
-    Refuses PCIe (non-fabrics) controllers.  ``timeout``: seconds the write may block
-    (with its target gone the kernel holds it for a minute or more); then
-    KernelActionTimeout, the deletion going on in the kernel.
+    Refuses PCIe (non-fabrics) controllers, controllers made with another host NQN and
+    controllers whose namespaces the host uses (root, swap, a mounted filesystem).
+    ``timeout``: seconds the write may block (with its target gone the kernel holds it
+    for a minute or more); then KernelActionTimeout, the deletion going on in the kernel.
     """
-    base = _fabrics_controller(roots, controller)
     timeout = None if timeout is None else v.timeout_arg(timeout)
-    return write_attr(roots.sys, os.path.join(base, "delete_controller"), "1", timeout=timeout)
+    return _delete_controller(roots, controller, owned=True, timeout=timeout)
 
 
 def do_rescan_controller(roots: HostRoots, controller: str) -> str:
     """Rescan namespaces: write ``1`` to ``<sys>/class/nvme/nvmeN/rescan_controller``."""
-    base = _fabrics_controller(roots, controller)
+    base = _fabrics_controller(roots, controller, owned=False)
     return write_attr(roots.sys, os.path.join(base, "rescan_controller"), "1")
 
 

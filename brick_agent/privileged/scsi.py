@@ -1,8 +1,17 @@
-"""Privileged SCSI sysfs writes: targeted host scan, device delete, device rescan."""
+"""Privileged SCSI sysfs writes: targeted host scan, device delete, device rescan.
+
+Only on iSCSI and FC transport hosts (see :mod:`._owned`); a delete also never
+removes a LUN the host uses (root, swap, a mounted filesystem).
+"""
 
 from __future__ import annotations
 
+import os
+
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
+from brick_agent.errors import DeviceNotFound
+from brick_agent.host.scsi import HCTL
+from brick_agent.privileged import _owned
 from brick_agent.privileged import _validate as v
 from brick_agent.privileged import entrypoint
 from brick_agent.privileged._files import write_attr
@@ -14,25 +23,30 @@ def do_scan_scsi_target(roots: HostRoots, host_number: int, channel: int | str,
     host = v.int_arg(host_number, "SCSI host number", minimum=0, maximum=2**31 - 1)
     triple = " ".join((v.scan_element(channel, "channel"), v.scan_element(target, "target"),
                        v.scan_element(lun, "LUN")))
-    return write_attr(roots.sys, roots.sysfs("class", "scsi_host", f"host{host}", "scan"),
-                      triple)
+    scan = roots.sysfs("class", "scsi_host", f"host{host}", "scan")
+    if not os.path.lexists(scan):
+        raise DeviceNotFound(f"{scan} does not exist")
+    _owned.require_fabric_scsi_host(roots, host)
+    return write_attr(roots.sys, scan, triple)
 
 
-def _device_attr(roots: HostRoots, hctl: object, attr: str) -> str:
-    h, c, t, l = v.hctl(hctl)
-    return roots.sysfs("class", "scsi_device", f"{h}:{c}:{t}:{l}", "device", attr)
+def _device_attr(roots: HostRoots, hctl: object, attr: str, *, unused: bool) -> str:
+    address = HCTL(*v.hctl(hctl))
+    _owned.require_fabric_scsi_device(roots, address, unused=unused)
+    return roots.sysfs("class", "scsi_device", str(address), "device", attr)
 
 
 def do_delete_scsi_device(roots: HostRoots, hctl: object, timeout: float | None = None) -> str:
     """Write ``1`` to ``<sys>/class/scsi_device/H:C:T:L/device/delete``; ``timeout``: seconds
     the write may block (a disk of a dead target), then KernelActionTimeout."""
     timeout = None if timeout is None else v.timeout_arg(timeout)
-    return write_attr(roots.sys, _device_attr(roots, hctl, "delete"), "1", timeout=timeout)
+    return write_attr(roots.sys, _device_attr(roots, hctl, "delete", unused=True), "1",
+                      timeout=timeout)
 
 
 def do_rescan_scsi_device(roots: HostRoots, hctl: object) -> str:
     """Write ``1`` to ``<sys>/class/scsi_device/H:C:T:L/device/rescan`` (size change)."""
-    return write_attr(roots.sys, _device_attr(roots, hctl, "rescan"), "1")
+    return write_attr(roots.sys, _device_attr(roots, hctl, "rescan", unused=False), "1")
 
 
 @entrypoint

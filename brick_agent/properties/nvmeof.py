@@ -29,20 +29,14 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from brick_agent.nqn import nqn_problem
 from brick_agent.properties import _checks as c
 from brick_agent.properties.common import CommonProperties, parse_common
 
 Transport = Literal["tcp", "rdma", "fc"]
-MAX_NQN = 223  # NVMe base spec 4.5: NQNs are at most 223 bytes
+MAX_NQN = 223  # characters c.string reads; bytes: brick_agent.nqn.MAX_NQN_BYTES
 MAX_NSID = 0xFFFFFFFE  # 0 is invalid, 0xFFFFFFFF is the broadcast value
 
-NQN_UUID_PREFIX = "nqn.2014-08.org.nvmexpress:uuid:"
-_NQN_DATED_RE = re.compile(r"nqn\.[0-9]{4}-[0-9]{2}\.")
-_NQN_SPEC_RE = re.compile(
-    r"nqn\.[0-9]{4}-(?:0[1-9]|1[0-2])"
-    r"\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
-    r"(?::[A-Za-z0-9._:@+-]*)?")
-_NQN_LOOSE_RE = re.compile(r"nqn\.[A-Za-z0-9][A-Za-z0-9._:@+-]*")
 _ALIAS_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 _FC_ADDR_RE = re.compile(r"nn-0x([0-9a-fA-F]{16}):pn-0x([0-9a-fA-F]{16})")
 _TRANSPORTS: dict[str, Transport] = {
@@ -128,19 +122,12 @@ def sysfs_id_matches(expected: str | None, sysfs_text: str | None) -> bool:
 
 
 def parse_nqn(value: Any, path: str) -> str:
-    """An NQN: spec-dated form, the UUID form, or Cinder's undated ``nqn.<name>`` (LVM nvmet)."""
+    """An NQN the kernel accepts (:func:`brick_agent.nqn.nqn_problem`): the spec's dated and
+    UUID forms, Cinder LVM+nvmet's undated ``nqn.<name>`` forms."""
     text = c.string(value, path, MAX_NQN)
-    if len(text.encode()) > MAX_NQN:
-        c.fail(path, f"is longer than {MAX_NQN} bytes")
-    if text.startswith(NQN_UUID_PREFIX):
-        c.uuid_text(text[len(NQN_UUID_PREFIX):], path)
-        return text
-    if _NQN_DATED_RE.match(text):
-        if not _NQN_SPEC_RE.fullmatch(text):
-            c.fail(path, f"is not a valid NQN (nqn.YYYY-MM.reverse.domain:name): {c.shown(text)}")
-        return text
-    if not _NQN_LOOSE_RE.fullmatch(text):
-        c.fail(path, f"is not a valid NQN: {c.shown(text)}")
+    problem = nqn_problem(text)
+    if problem:
+        c.fail(path, f"{problem}: {c.shown(text)}")
     return text
 
 

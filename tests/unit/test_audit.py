@@ -426,6 +426,7 @@ def test_controller_whose_namespaces_nobody_uses_is_named_when_the_ledger_is_giv
     assert "nvme1n1, nvme1n2" in found[0].detail
     assert "nqn.2014-08.org.test:shared" in found[0].detail
     assert audit(h.roots).of_kind(A.NVME_CONTROLLER_NAMESPACES_UNUSED) == []   # unknown: silent
-    (h.base / "proc").mkdir()
-    (h.base / "proc" / "mounts").write_text("/dev/nvme1n2 /srv ext4 rw 0 0\n")
+    (h.base / "proc" / "self").mkdir(parents=True)     # no device number: by source path
+    (h.base / "proc" / "self" / "mountinfo").write_text(
+        "36 1 0:44 / /srv rw - ext4 /dev/nvme1n2 rw\n")
     assert audit(h.roots, ledger=led).of_kind(A.NVME_CONTROLLER_NAMESPACES_UNUSED) == []

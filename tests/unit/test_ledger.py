@@ -14,6 +14,7 @@ from brick_agent.errors import DeviceNotFound, InvalidArgument
 from brick_agent.host.roots import HostRoots
 from brick_agent.ledger import AttachmentLedger
 from brick_agent.privileged import block
+from tests.unit.host.fakehost import FakeHost
 
 
 @pytest.fixture
@@ -129,9 +130,11 @@ def roots(tmp_path):
     return r
 
 
-def test_set_read_only_runs_blockdev(roots):
-    os.makedirs(roots.sysfs("block", "sdb"))
-    os.makedirs(roots.sysfs("block", "dm-2"))
+def test_set_read_only_runs_blockdev(roots, tmp_path):
+    fh = FakeHost(tmp_path / "h")        # sdb: an iSCSI LUN, dm-2: its multipath map
+    session = fh.iscsi_session(1, 2, "iqn.2003-01.org.example:t", "192.0.2.1")
+    fh.scsi_disk(session, "2:0:0:1", "sdb", wwid="naa.6001405aa6d2dc160f6b68a70cef7b43")
+    fh.dm(2, "mpatha", "mpath-36001405aa6d2dc160f6b68a70cef7b43", ["sdb"])
     run = Recorder()
     assert block.do_set_block_device_read_only(roots, "sdb", True, run=run) is True
     block.do_set_block_device_read_only(roots, "dm-2", False, run=run)

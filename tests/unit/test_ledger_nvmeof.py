@@ -123,9 +123,9 @@ def _use(roots, name, how):  # noqa: F811
         with open(os.path.join(proc, "4242", "comm"), "w") as f:
             f.write("dd\n")
     elif how == "mounted":
-        os.makedirs(proc, exist_ok=True)
-        with open(os.path.join(proc, "mounts"), "w") as f:
-            f.write(f"/dev/{name} /mnt/backup ext4 rw,relatime 0 0\n")
+        os.makedirs(os.path.join(proc, "self"), exist_ok=True)
+        with open(os.path.join(proc, "self", "mountinfo"), "w") as f:   # no device number
+            f.write(f"36 1 0:44 / /mnt/backup rw - ext4 /dev/{name} rw\n")
     elif how == "held":   # a dm or md device over it
         os.makedirs(roots.sysfs("class", "block", name, "holders", "dm-7"))
 

@@ -87,3 +87,14 @@ def test_chap_secret_never_logged_through_the_daemon(daemon, caplog):
     daemon_lines = [r.getMessage() for r in caplog.records]
     assert any("iscsiadm" in m for m in daemon_lines), "daemon command log not forwarded"
     assert all(secret not in m for m in daemon_lines)
+
+
+def test_ownership_refusal_crosses_the_channel_as_not_owned(daemon):
+    from brick_agent.errors import NotOwned
+    from brick_agent.privileged import nvme
+    other = "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-4333-8444-555555555555"
+    # refused before /dev/nvme-fabrics is opened: another host's NQN is never used
+    with pytest.raises(NotOwned) as ei:
+        nvme.connect("tcp", "192.0.2.1", 4420, "nqn.2026-01.invalid.brick-agent:none",
+                     hostnqn=other, timeout=5)
+    assert ei.value.obj == f"host NQN {other}" and "this host's" in ei.value.reason

@@ -7,6 +7,7 @@ nothing here needs root.
 from __future__ import annotations
 
 import errno
+import functools
 import inspect
 import logging
 import os
@@ -21,6 +22,7 @@ from brick_agent.errors import CommandFailed, DeviceNotFound, InvalidArgument
 from brick_agent.host.roots import HostRoots
 from brick_agent import privileged
 from brick_agent.privileged import block, diag, iscsi, md, multipath, nvme, scsi
+from tests.unit.host.fakehost import FakeHost
 
 IQN = "iqn.2003-01.org.linux-iscsi.lab:sn.0123456789ab"
 NQN = "nqn.2014-08.org.nvmexpress:uuid:4c4c4544-0035-4b10-8044-b3c04f4b4d32"
@@ -35,6 +37,11 @@ META = ["a;b", "a b", "a|b", "a`b`", "$(id)", "a\nb", "a&b", "a>b", "a'b", 'a"b'
 @pytest.fixture
 def roots(tmp_path):
     return HostRoots.under(str(tmp_path / "host"))
+
+
+def _iscsi_host(roots, number):
+    """Make SCSI host ``number`` an iSCSI transport host (``/sys/class/iscsi_host``)."""
+    os.makedirs(roots.sysfs("class", "iscsi_host", f"host{number}"), exist_ok=True)
 
 
 def _mkfile(path, content=""):
@@ -138,6 +145,7 @@ def test_helper_command_default_as_root_skips_sudo(monkeypatch, tmp_path):
 # ------------------------------------------------------------------ scsi
 def test_scan_writes_triple(roots):
     scan = _mkfile(roots.sysfs("class", "scsi_host", "host3", "scan"))
+    _iscsi_host(roots, 3)
     scsi.do_scan_scsi_target(roots, 3, 0, 1, 2)
     assert open(scan).read() == "0 1 2"
     scsi.do_scan_scsi_target(roots, 3, "-", "-", 7)
@@ -149,6 +157,7 @@ def test_scan_follows_in_tree_symlinks(roots):
     os.makedirs(roots.sysfs("class", "scsi_host"))
     os.symlink("../../devices/platform/host5/scsi_host/host5",
                roots.sysfs("class", "scsi_host", "host5"))
+    _iscsi_host(roots, 5)
     assert scsi.do_scan_scsi_target(roots, 5, 0, 0, 1) == os.path.realpath(real)
     assert open(real).read() == "0 0 1"
 
@@ -157,6 +166,7 @@ def test_scan_refuses_symlink_out_of_root(roots, tmp_path):
     outside = _mkfile(str(tmp_path / "outside" / "scan"), "untouched")
     os.makedirs(roots.sysfs("class", "scsi_host"))
     os.symlink(str(tmp_path / "outside"), roots.sysfs("class", "scsi_host", "host4"))
+    _iscsi_host(roots, 4)
     with pytest.raises(InvalidArgument):
         scsi.do_scan_scsi_target(roots, 4, 0, 0, 0)
     assert open(outside).read() == "untouched"
@@ -183,6 +193,7 @@ def test_scan_of_missing_host_creates_nothing(roots):
 def test_delete_and_rescan_device(roots):
     delete = _mkfile(roots.sysfs("class", "scsi_device", "2:0:0:1", "device", "delete"))
     rescan = _mkfile(roots.sysfs("class", "scsi_device", "2:0:0:1", "device", "rescan"))
+    _iscsi_host(roots, 2)
     scsi.do_delete_scsi_device(roots, "2:0:0:1")
     scsi.do_rescan_scsi_device(roots, (2, 0, 0, 1))
     assert open(delete).read() == "1" and open(rescan).read() == "1"
@@ -203,13 +214,16 @@ def test_delete_missing_device(roots):
 
 
 # ------------------------------------------------------------------ block
-def test_flush_runs_blockdev_on_dev_path(roots):
-    os.makedirs(roots.sysfs("block", "sdb"))
+def test_flush_runs_blockdev_on_dev_path(roots, tmp_path):
+    fh = FakeHost(tmp_path / "host")     # fabric volumes: an iSCSI LUN, its map, an NVMe/TCP one
+    session = fh.iscsi_session(1, 2, IQN, "192.0.2.10")
+    fh.scsi_disk(session, "2:0:0:1", "sdb", wwid="naa.6001405aa6d2dc160f6b68a70cef7b43")
     run = Recorder()
     block.do_flush_block_device(roots, "sdb", timeout=5, run=run)
     assert run.calls == [(["blockdev", "--flushbufs", roots.devfs("sdb")], {"timeout": 5.0})]
-    os.makedirs(roots.sysfs("block", "nvme1n2"))
-    os.makedirs(roots.sysfs("block", "dm-3"))
+    fh.attr("etc/nvme/hostnqn", HOSTNQN)
+    fh.nvme_ns(fh.nvme_ctrl(1, None, NQN, hostnqn=HOSTNQN), "nvme1n2", 2)
+    fh.dm(3, "mpatha", "mpath-36001405aa6d2dc160f6b68a70cef7b43", ["sdb"])
     block.do_flush_block_device(roots, "nvme1n2", run=run)
     block.do_flush_block_device(roots, "dm-3", run=run)
     assert [c[0][-1] for c in run.calls[1:]] == [roots.devfs("nvme1n2"), roots.devfs("dm-3")]
@@ -240,12 +254,12 @@ def test_flush_rejects_bad_timeout(roots, timeout):
 
 
 # ------------------------------------------------------------------ iscsi
-def test_node_ops_argv():
+def test_node_ops_argv(roots):
     run = Recorder()
     iscsi.do_node_create(IQN, "192.0.2.10:3260", run=run)
     iscsi.do_node_login(IQN, "[2001:db8::1]:3260", "iface0", timeout=10, run=run)
-    iscsi.do_node_logout(IQN, "192.0.2.10:3260", run=run)
-    iscsi.do_node_delete(IQN, "target.example.com:3260", run=run)
+    iscsi.do_node_logout(roots, IQN, "192.0.2.10:3260", run=run)
+    iscsi.do_node_delete(roots, IQN, "target.example.com:3260", run=run)
     base = ["iscsiadm", "-m", "node", "-T", IQN, "-p"]
     assert run.calls[0][0] == base + ["192.0.2.10:3260", "-I", "default", "--op", "new"]
     assert run.calls[1][0] == base + ["[2001:db8::1]:3260", "-I", "iface0", "--login"]
@@ -329,10 +343,11 @@ def test_node_update_rejects(settings):
     (IQN, "192.0.2.10:3260", "--all"),
     (IQN, "192.0.2.10:3260", "if ace"),
 ])
-def test_node_ops_reject_bad_identity(iqn, portal, iface):
+def test_node_ops_reject_bad_identity(roots, iqn, portal, iface):
     run = Recorder()
-    for op in (iscsi.do_node_create, iscsi.do_node_login, iscsi.do_node_logout,
-               iscsi.do_node_delete):
+    for op in (iscsi.do_node_create, iscsi.do_node_login,
+               functools.partial(iscsi.do_node_logout, roots),
+               functools.partial(iscsi.do_node_delete, roots)):
         with pytest.raises(InvalidArgument):
             op(iqn, portal, iface, run=run)
     assert run.calls == []
@@ -385,6 +400,8 @@ class FabricsDevice:
 
 
 def test_nvme_connect_writes_validated_options_to_dev_nvme_fabrics(roots):
+    _mkfile(roots.etcfs("nvme", "hostnqn"), HOSTNQN + "\n")     # this host's identity
+    _mkfile(roots.etcfs("nvme", "hostid"), HOSTID + "\n")
     dev = FabricsDevice()
     res = nvme.do_connect(roots, "tcp", "192.0.2.20", 4420, NQN, hostnqn=HOSTNQN,
                           hostid=HOSTID, ctrl_loss_tmo=-1, reconnect_delay=10,
@@ -457,8 +474,11 @@ def test_nvme_connect_rejects(roots, kwargs):
 
 
 def _nvme_ctrl(roots, name, transport):
+    """Controller ``name`` made with this host's NQN."""
     base = roots.sysfs("class", "nvme", name)
     _mkfile(os.path.join(base, "transport"), transport + "\n")
+    _mkfile(os.path.join(base, "hostnqn"), HOSTNQN + "\n")
+    _mkfile(roots.etcfs("nvme", "hostnqn"), HOSTNQN + "\n")
     _mkfile(os.path.join(base, "delete_controller"))
     _mkfile(os.path.join(base, "rescan_controller"))
     return base
@@ -513,15 +533,15 @@ def test_host_identity_rejects(roots, hostnqn, hostid):
 
 
 # ------------------------------------------------------------------ multipath
-def test_multipath_argv():
+def test_multipath_argv(roots):
     run = Recorder()
     wwid = "36001405a3b7c2f1e4d5e6f708192a3b4"
-    multipath.do_flush_map(wwid, run=run)
-    multipath.do_add_path("sdc", run=run)
-    multipath.do_del_path("sdc", run=run)
+    multipath.do_flush_map(roots, wwid, run=run)
+    multipath.do_add_path(roots, "sdc", run=run)
+    multipath.do_del_path(roots, "sdc", run=run)
     multipath.do_add_wwid(wwid, run=run)
     multipath.do_remove_wwid(wwid, run=run)
-    multipath.do_resize_map("mpatha", run=run)
+    multipath.do_resize_map(roots, "mpatha", run=run)
     assert [c[0] for c in run.calls] == [
         ["multipath", "-f", wwid], ["multipathd", "add", "path", "sdc"],
         ["multipathd", "del", "path", "sdc"], ["multipath", "-a", wwid],
@@ -529,24 +549,26 @@ def test_multipath_argv():
 
 
 @pytest.mark.parametrize("bad", OPTION_LIKE + META + ["", "../x"])
-def test_multipath_rejects(bad):
+def test_multipath_rejects(roots, bad):
     run = Recorder()
-    for op in (multipath.do_flush_map, multipath.do_add_path, multipath.do_del_path,
-               multipath.do_add_wwid, multipath.do_remove_wwid, multipath.do_resize_map):
+    with_roots = [functools.partial(op, roots) for op in (
+        multipath.do_flush_map, multipath.do_add_path, multipath.do_del_path,
+        multipath.do_resize_map)]
+    for op in (*with_roots, multipath.do_add_wwid, multipath.do_remove_wwid):
         with pytest.raises(InvalidArgument):
             op(bad, run=run)
     assert run.calls == []
 
 
 @pytest.mark.parametrize("device", ["dm-0", "nvme0c1n1", "nvme0", "loop0", "md127"])
-def test_multipath_path_must_be_a_scsi_disk_or_nvme_namespace(device):
+def test_multipath_path_must_be_a_scsi_disk_or_nvme_namespace(roots, device):
     with pytest.raises(InvalidArgument):
-        multipath.do_add_path(device, run=Recorder())
+        multipath.do_add_path(roots, device, run=Recorder())
 
 
-def test_multipath_accepts_a_non_native_nvme_namespace_path():
+def test_multipath_accepts_a_non_native_nvme_namespace_path(roots):
     run = Recorder()
-    multipath.do_add_path("nvme1n2", run=run)
+    multipath.do_add_path(roots, "nvme1n2", run=run)
     assert run.calls[0][0] == ["multipathd", "add", "path", "nvme1n2"]
 
 
@@ -601,6 +623,7 @@ def test_nvme_disconnect_stuck_in_the_kernel_is_abandoned_at_its_timeout(roots):
 
 def test_scsi_delete_stuck_in_the_kernel_is_abandoned_at_its_timeout(roots):
     from brick_agent.errors import KernelActionTimeout
+    _iscsi_host(roots, 3)
     attr = roots.sysfs("class", "scsi_device", "3:0:0:1", "device", "delete")
     _mkfile(attr)
     _stuck_attr(attr)

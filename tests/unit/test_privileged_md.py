@@ -10,11 +10,20 @@ from brick_agent import commands
 from brick_agent.errors import CommandFailed, DeviceNotFound, InvalidArgument
 from brick_agent.host.roots import HostRoots
 from brick_agent.privileged import md
+from tests.unit.host.fakehost import FakeHost
+
+
+HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:0b9f8a34-5c1e-4a43-9f4f-2d5f0e3c1a77"
 
 
 @pytest.fixture
 def roots(tmp_path):
     r = HostRoots.under(str(tmp_path / "host"))
+    fh = FakeHost(tmp_path / "host")     # the members: namespaces of our NVMe/TCP controllers
+    fh.attr("etc/nvme/hostnqn", HOSTNQN)
+    for n in (0, 1):
+        fh.nvme_ns(fh.nvme_ctrl(n, None, "nqn.2016-06.io.example:r", hostnqn=HOSTNQN),
+                   f"nvme{n}n1", 1)
     for name in ("nvme0n1", "nvme1n1"):
         os.makedirs(r.sysfs("block", name))
         os.makedirs(r.dev, exist_ok=True)

@@ -109,6 +109,13 @@ def test_ipv6_portal_and_duplicate_portals_dropped():
     "nqn.1988-11.com.dell:powerstore:00:a1b2c3d4e5f6a7b8c9d0",
     "nqn.2014-08.org.nvmexpress.discovery",
     f"nqn.nvme-subsystem-1-{VOL}",
+    f"nqn.iqn.2010-10.org.openstack:-{VOL}",          # Cinder LVM + nvmet (issue 14)
+    # the kernel's fabrics parser takes any of these (issue 14: accept what it accepts)
+    "nqn.2014-08.org.nvmexpress:uuid:not-a-uuid",
+    "nqn.2014-13.com.example:x",
+    "nqn.2014-08.-com.example:x",
+    "nqn.2014-08.com.example:$(reboot)",
+    "nqn.2014-08.com.example:" + "a" * 198,           # 222 bytes, the kernel's longest
 ])
 def test_nqn_forms(nqn):
     assert parse_nqn(nqn, "k") == nqn
@@ -158,13 +165,11 @@ def test_new_missing(drop, key):
 
 
 @pytest.mark.parametrize("nqn", [
-    "nqn.2014-08.org.nvmexpress:uuid:not-a-uuid",
-    "nqn.2014-13.com.example:x",
-    "nqn.2014-08.-com.example:x",
     "nqn.2014-08.com.example:x,y",          # ',' breaks the fabrics option string
     "nqn.2014-08.com.example:x=y",
-    "nqn.2014-08.com.example:$(reboot)",
     "nqn.2014-08.com.example:a b",
+    "nqn.2014-08.com.example:a\tb", "nqn.2014-08.com.example:a\x7f",
+    "nqn.2014-08.com.example:" + "a" * 199,  # 223 bytes: the kernel wants < 223
     "nqn.", "iqn.2010-10.org.openstack:x", "-nqn.x", "NQN",
     "nqn.2014-08.com.example:" + "a" * 200,  # > 223 bytes
 ])
@@ -276,3 +281,28 @@ def test_common_fields_validated_for_nvme():
     invalid(parse_nvmeof, with_(NEW, access_mode="RW"), "access_mode")
     invalid(parse_nvmeof, with_(NEW, encrypted="no"), "encrypted")
     assert parse_nvmeof(with_(NEW, access_mode="ro")).access_mode == "ro"
+
+
+@pytest.mark.parametrize("nqn", [
+    f"nqn.nvme-subsystem-1-{VOL}", f"nqn.iqn.2010-10.org.openstack:-{VOL}",
+    "nqn.2014-08.com.example:$(x)", "nqn.2014-08.com.example:" + "a" * 198,
+    "nqn.2014-08.com.example:" + "a" * 199, "nqn.x,y", "nqn.x=y", "nqn.x y", "nqn.", "iqn.x",
+    "nqn.é" + "a" * 216, "nqn.é" + "a" * 217,
+])
+def test_properties_privileged_and_host_identity_agree_on_nqns(nqn):
+    """One rule (brick_agent.nqn): what a volume service may send is what the privileged
+    connect writes and what the host identity may hold (issue 14)."""
+    from brick_agent.errors import InvalidArgument, InvalidConnectionProperties
+    from brick_agent.nvme_identity import valid_hostnqn
+    from brick_agent.privileged import _validate
+    try:
+        parse_nqn(nqn, "k")
+        props_ok = True
+    except InvalidConnectionProperties:
+        props_ok = False
+    try:
+        _validate.nqn(nqn)
+        priv_ok = True
+    except InvalidArgument:
+        priv_ok = False
+    assert props_ok == priv_ok == valid_hostnqn(nqn)

@@ -516,3 +516,32 @@ def test_reconnecting_controller_without_namespace_times_out_cleanly(tmp_path, r
     with pytest.raises(DeviceNotFound):
         conn.connect_volume(props(vol_uuid=U2, ns_id=2))
     assert len(kernel.requests) == 1 and nvme_dirs(roots) == ["nvme0"]
+
+
+class CheckingKernel(FakeNvmeKernel):
+    """The fake kernel behind the privileged connect's own checks (identity, options)."""
+
+    def connect(self, req):
+        from brick_agent.privileged import nvme as priv_nvme
+        priv_nvme.fabrics_options(req.transport, req.traddr, req.trsvcid, req.subsysnqn,
+                                  hostnqn=req.hostnqn, hostid=req.hostid)
+        priv_nvme._require_own_identity(self.roots, req.hostnqn, req.hostid)
+        return super().connect(req)
+
+
+def test_a_connect_the_privileged_side_refuses_is_invalid_properties_not_unreachable(
+        tmp_path, roots):
+    """host_nqn naming another host: refused by the privileged connect (NotOwned), reported
+    as the caller's bad property, and nothing is left behind (issue 14)."""
+    kernel = CheckingKernel(roots)
+    conn = NVMeOFConnector(None, None, conf=_conf(tmp_path), roots=roots, actions=kernel,
+                           watch_factory=lambda: DeviceWatch(use_netlink=False,
+                                                             poll_interval=0.01, roots=roots))
+    kernel.add_target(NQN, [tcp()], [FakeNs(1, U1, None)])
+    other = "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-4333-8444-555555555555"
+    with pytest.raises(InvalidConnectionProperties) as err:
+        conn.connect_volume(props(host_nqn=other))
+    assert err.value.key == "host_nqn" and other in str(err.value)
+    assert nvme_dirs(roots) == []
+    info = conn.connect_volume(props())                  # this host's identity: attached
+    assert info["path"] == roots.devfs("nvme0n1")

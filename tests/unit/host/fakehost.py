@@ -133,6 +133,8 @@ class FakeHost:
                       tpgt: int = 1, state: str = "LOGGED_IN", iface: str = "default",
                       current_address: str | None = None) -> str:
         hdir = self.scsi_host(host, "iscsi_tcp")
+        self.attr(f"{hdir}/iscsi_host/host{host}/ipaddress", "192.0.2.200")
+        self.link(f"sys/class/iscsi_host/host{host}", f"{hdir}/iscsi_host/host{host}")
         sdir = f"{hdir}/session{sid}"
         cls = f"{sdir}/iscsi_session/session{sid}"
         self.attr(f"{cls}/targetname", iqn)
@@ -240,3 +242,57 @@ class FakeHost:
             self.attr(f"{tcls}/node_name", node_name)
             self.link(f"sys/class/fc_transport/target{host}:{channel}:{scsi_target_id}", tcls)
         return rdir
+
+    # ------------------------------------------------------------ what the host uses
+    def partition(self, disk: str, name: str, sectors: int = 1024) -> str:
+        """Partition ``name`` of disk ``disk`` (a subdirectory of the disk, as in sysfs)."""
+        ddir = os.path.relpath(os.path.realpath(self.p(f"sys/class/block/{disk}")), self.base)
+        major = int(self.p(f"{ddir}/dev").read_text().split(":")[0])
+        return self.block(f"{ddir}/{name}", sectors=sectors, major=major,
+                          extra={"partition": 1})
+
+    def mount(self, name: str, mountpoint: str, fstype: str = "ext4") -> None:
+        """A /proc/self/mountinfo line for block device ``name`` at ``mountpoint``."""
+        devnum = self.p(f"sys/class/block/{name}/dev").read_text().strip()
+        path = self.p("proc/self/mountinfo")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = path.read_text().splitlines() if path.exists() else []
+        lines.append(f"{30 + len(lines)} 1 {devnum} / {mountpoint} rw,relatime shared:1 "
+                     f"- {fstype} /dev/{name} rw")
+        path.write_text("\n".join(lines) + "\n")
+
+    def swap(self, name: str) -> None:
+        """A /proc/swaps entry for block device ``name``."""
+        path = self.p("proc/swaps")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = path.read_text() if path.exists() else \
+            "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"
+        path.write_text(text + f"/dev/{name}                               partition\t"
+                               f"1048572\t\t0\t\t-2\n")
+
+    def ibft_target(self, index: int, iqn: str, address: str, port: int = 3260,
+                    lun: int = 0) -> None:
+        """A firmware boot target in /sys/firmware/ibft (iscsi_ibft)."""
+        tdir = f"sys/firmware/ibft/target{index}"
+        self.attr(f"{tdir}/target-name", iqn)
+        self.attr(f"{tdir}/ip-addr", address)
+        self.attr(f"{tdir}/port", port)
+        self.attr(f"{tdir}/lun", f"{lun:016x}")
+
+    def pcie_nvme(self, number: int, nqn: str,
+                  parent: str = "sys/devices/pci0000:00/0000:00:04.0") -> str:
+        """A local PCIe NVMe controller ``nvme<number>`` (no fabrics, no host NQN)."""
+        cdir = f"{parent}/nvme/nvme{number}"
+        self.attr(f"{cdir}/subsysnqn", nqn)
+        self.attr(f"{cdir}/transport", "pcie")
+        self.attr(f"{cdir}/address", "0000:00:04.0")
+        self.attr(f"{cdir}/state", "live")
+        self.link(f"sys/class/nvme/nvme{number}", cdir)
+        return cdir
+
+    def sys_block_links(self) -> None:
+        """``/sys/block/<disk>`` links for every whole disk (not partitions)."""
+        for name in os.listdir(self.p("sys/class/block")):
+            real = os.path.realpath(self.p(f"sys/class/block/{name}"))
+            if not os.path.exists(os.path.join(real, "partition")):
+                self.link(f"sys/block/{name}", os.path.relpath(real, self.base))

@@ -1,43 +1,88 @@
-"""device_users on fake trees: holders, mounts, swap and open files, partitions included."""
+"""host.usage: what the host itself uses, read from a fake /proc and sysfs."""
 
 from __future__ import annotations
 
-import os
-
-from brick_agent.host.roots import HostRoots
+from brick_agent.host import usage
 from brick_agent.host.usage import device_users
+from tests.unit.host.fakehost import FakeHost
 
 
-def _disk(roots: HostRoots, name: str, partitions: int = 0) -> None:
-    base = roots.sysfs("class", "block", name)
-    os.makedirs(os.path.join(base, "holders"))
-    for n in range(1, partitions + 1):
-        part = os.path.join(base, f"{name}p{n}")
-        os.makedirs(os.path.join(part, "holders"))
-        with open(os.path.join(part, "partition"), "w") as f:
-            f.write(f"{n}\n")
-        os.makedirs(roots.sysfs("class", "block", f"{name}p{n}", "holders"), exist_ok=True)
+def _host(tmp_path):
+    fh = FakeHost(tmp_path / "h")
+    sess = fh.iscsi_session(1, 2, "iqn.2003-01.org.example:t", "192.0.2.1")
+    for lun, name in ((1, "sdb"), (2, "sdc"), (3, "sdd")):
+        fh.scsi_disk(sess, f"2:0:0:{lun}", name, wwid=f"naa.6001405{lun:025x}")
+    fh.partition("sdb", "sdb1")
+    return fh
 
 
+def test_mountinfo_by_device_number_even_as_dev_root_and_escaped(tmp_path):
+    fh = _host(tmp_path)
+    devnum = (fh.p("sys/class/block/sdb1/dev").read_text().strip())
+    sdc = (fh.p("sys/class/block/sdc/dev").read_text().strip())
+    fh.attr("proc/self/mountinfo", "\n".join([
+        f"22 1 {devnum} / / rw - ext4 /dev/root rw",
+        f"23 22 {sdc} / /srv/my\\040data rw shared:2 - xfs /dev/sdc rw",
+        f"24 22 {sdc} /sub /bind rw - xfs /dev/sdc rw",                  # a bind mount
+        "25 22 0:33 / /vol rw - btrfs /dev/sdd rw",                        # anonymous dev
+        "26 22 0:5 / /dev rw - devtmpfs udev rw",
+    ]))
+    assert usage.mounted_devices(fh.roots) == {"sdb1": "/", "sdc": "/srv/my data",
+                                               "sdd": "/vol"}
+
+
+def test_swap_partitions_and_what_is_stacked_on_them(tmp_path):
+    fh = _host(tmp_path)
+    fh.swap("sdc")
+    fh.attr("proc/swaps", fh.p("proc/swaps").read_text() + "/swapfile  file  1024  0  -3\n")
+    fh.mount("sdb1", "/")
+    fh.dm(0, "mpatha", "mpath-36001405", ["sdd"])
+    fh.mount("dm-0", "/data")
+    assert usage.uses_of(fh.roots, ["sdb"]) == ["sdb1: root filesystem"]
+    assert usage.uses_of(fh.roots, ["sdc", "sdd"]) == ["sdc: swap",
+                                                       "dm-0: filesystem mounted at /data"]
+
+
+def test_no_mount_table_means_nothing_mounted(tmp_path):
+    assert usage.host_uses(_host(tmp_path).roots) == {}
+
+
+def test_boot_targets_match_by_name_then_address_when_both_are_known(tmp_path):
+    fh = _host(tmp_path)
+    fh.ibft_target(0, "iqn.2003-01.org.example:boot", "192.0.2.9", 3260)
+    iqn = "iqn.2003-01.org.example:boot"
+    assert usage.is_boot_target(fh.roots, iqn, "192.0.2.9", 3260)
+    assert usage.is_boot_target(fh.roots, iqn.upper(), "boot.example.net", 3260)
+    assert usage.is_boot_target(fh.roots, iqn, None, None)
+    assert not usage.is_boot_target(fh.roots, iqn, "192.0.2.10", 3260)
+    assert not usage.is_boot_target(fh.roots, iqn, "192.0.2.9", 3261)
+    assert not usage.is_boot_target(fh.roots, "iqn.2003-01.org.example:t", "192.0.2.9", 3260)
+
+
+# ---------------------------------------------------------------- device_users
 def test_an_unused_device_has_no_users(tmp_path):
-    roots = HostRoots.under(str(tmp_path))
-    _disk(roots, "nvme3n1", partitions=1)
-    os.makedirs(roots.procfs("77", "fd"))
-    os.symlink("/dev/nvme3n10", roots.procfs("77", "fd", "4"))   # a name that only starts alike
-    assert device_users(roots, "nvme3n1") == []
+    fh = _host(tmp_path)
+    fh.p("proc/77/fd").mkdir(parents=True)
+    (fh.p("proc/77/fd") / "4").symlink_to("/dev/sdb10")   # a name that only starts alike
+    assert device_users(fh.roots, "sdb") == []
 
 
-def test_a_mounted_partition_a_swap_and_an_open_file_are_users(tmp_path):
-    roots = HostRoots.under(str(tmp_path))
-    _disk(roots, "nvme3n1", partitions=2)
-    os.makedirs(roots.proc)
-    with open(roots.procfs("mounts"), "w") as f:
-        f.write("/dev/nvme3n1p1 /var/lib/data xfs rw 0 0\n")
-    with open(roots.procfs("swaps"), "w") as f:
-        f.write("Filename Type Size Used Priority\n/dev/nvme3n1p2 partition 1024 0 -2\n")
-    os.makedirs(roots.procfs("77", "fd"))
-    os.symlink("/dev/nvme3n1", roots.procfs("77", "fd", "4"))
-    with open(roots.procfs("77", "comm"), "w") as f:
-        f.write("qemu-img\n")
-    assert device_users(roots, "nvme3n1") == [
-        "nvme3n1p1 mounted on /var/lib/data", "nvme3n1p2 swap", "nvme3n1 open by pid 77 (qemu-img)"]
+def test_a_mounted_partition_a_holder_a_swap_and_an_open_file_are_users(tmp_path):
+    fh = _host(tmp_path)
+    fh.mount("sdb1", "/var/lib/data")
+    fh.swap("sdc")
+    fh.dm(0, "mpatha", "mpath-36001405", ["sdd"])
+    fh.p("proc/77/fd").mkdir(parents=True)
+    (fh.p("proc/77/fd") / "4").symlink_to("/dev/sdb")
+    fh.attr("proc/77/comm", "qemu-img")
+    assert device_users(fh.roots, "sdb") == ["sdb1: filesystem mounted at /var/lib/data",
+                                             "sdb open by pid 77 (qemu-img)"]
+    assert device_users(fh.roots, "sdc") == ["sdc: swap"]
+    assert device_users(fh.roots, "sdd") == ["sdd held by dm-0"]
+
+
+def test_a_process_whose_descriptors_cannot_be_read_counts_as_a_user(tmp_path):
+    fh = _host(tmp_path)
+    fh.p("proc/88").mkdir(parents=True)
+    fh.p("proc/88/fd").write_text("not a directory")    # listdir fails: ENOTDIR
+    assert device_users(fh.roots, "sdb") == ["unknown (/proc/88/fd unreadable)"]
