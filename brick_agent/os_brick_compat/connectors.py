@@ -32,6 +32,7 @@ from os_brick.initiator.connectors import nvmeof as ob_nvmeof
 from os_brick.privileged import rootwrap as ob_rootwrap
 
 from brick_agent.connectors.base import Connector, read_first_block
+from brick_agent.errors import InvalidArgument
 from brick_agent.os_brick_compat.errors import (ATTACH, DETACH, EXTEND, QUERY,
                                                 as_os_brick_errors)
 
@@ -148,7 +149,11 @@ class BrickAgentConnectorMixin:
             LOG.warning("check_valid_device: %s is not a volume device (%s)", path, name)
             return False
         with self._errors(QUERY):
-            return bool(reads.block_device_readable(name))
+            try:
+                return bool(reads.block_device_readable(name))
+            except InvalidArgument as exc:   # NotOwned: not a fabric volume's device
+                LOG.warning("check_valid_device: %s refused: %s", path, exc)
+                return False
 
     def supports_multipath(self) -> bool:
         return bool(self.agent.supports_multipath())

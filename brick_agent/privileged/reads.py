@@ -1,8 +1,9 @@
 """Privileged reads for callers that are not root (the os-brick compat layer).
 
 Each entrypoint returns the least it can: whether one block of a volume device
-reads (never the data), the DMI product UUID (validated), the iSCSI
-initiator name (validated).  Files that are root-only on common distributions
+reads (never the data; only a fabric volume's device, see
+:mod:`~brick_agent.privileged._owned`), the DMI product UUID (validated), the
+iSCSI initiator name (validated).  Files that are root-only on common distributions
 (``/sys/class/dmi/id/product_uuid`` 0400, ``/etc/iscsi/initiatorname.iscsi``
 0600) are why these exist.
 """
@@ -13,8 +14,10 @@ import os
 import re
 import stat
 
-from brick_agent.errors import InvalidArgument
+from brick_agent.errors import InvalidArgument, NotOwned
+from brick_agent.host import sysfs
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
+from brick_agent.privileged import _owned
 from brick_agent.privileged import _validate as v
 from brick_agent.privileged import entrypoint
 
@@ -32,6 +35,7 @@ def do_block_device_readable(roots: HostRoots, name: str, size: int = BLOCK) -> 
     size = v.int_arg(size, "size", minimum=1, maximum=1 << 20)
     if not os.path.isdir(roots.sysfs("block", name)):
         return False
+    require_volume_device(roots, name)
     path = roots.devfs(name)
     v.path_under(roots.dev, path)
     try:
@@ -47,6 +51,22 @@ def do_block_device_readable(roots: HostRoots, name: str, size: int = BLOCK) -> 
         return False
     finally:
         os.close(fd)
+
+
+def require_volume_device(roots: HostRoots, name: str) -> None:
+    """Refuse (NotOwned) a device that is not a fabric volume's: a SCSI LUN, NVMe namespace
+    or multipath map over fabric paths, or an md array of such members."""
+    if not name.startswith("md"):
+        _owned.require_fabric_block(roots, name)
+        return
+    members = sysfs.list_dir(roots.sysfs("block", name, "slaves"))
+    if not members:
+        raise NotOwned(f"md array {name}", "it has no members")
+    for member in members:
+        try:
+            _owned.require_fabric_block(roots, member)
+        except NotOwned as exc:
+            raise NotOwned(f"md array {name}", f"member {exc.obj}: {exc.reason}") from None
 
 
 def do_dmi_product_uuid(roots: HostRoots) -> str | None:

@@ -184,6 +184,12 @@ def test_check_valid_device_in_process_and_through_privsep(tmp_path, monkeypatch
     assert conn.check_valid_device(str(md), True) is True
     assert asked == ["sdb", "md127"]
 
+    def refuse(name):
+        raise errors.NotOwned(f"block device {name}", "not a SCSI LUN")
+
+    monkeypatch.setattr("brick_agent.privileged.reads.block_device_readable", refuse)
+    assert conn.check_valid_device(str(link), True) is False      # a local disk: no
+
 
 def test_get_initiator(monkeypatch):
     monkeypatch.setattr("brick_agent.os_brick_compat.properties.iscsi_initiator",

@@ -11,7 +11,7 @@ import os
 import pytest
 
 from brick_agent import privileged
-from brick_agent.errors import InvalidArgument
+from brick_agent.errors import InvalidArgument, NotOwned
 from brick_agent.host.roots import HostRoots
 from brick_agent.os_brick_compat import host_ids
 from brick_agent.privileged import reads
@@ -154,15 +154,40 @@ def test_block_device_readable_false_when_the_kernel_has_no_such_disk(roots):
     assert reads.do_block_device_readable(roots, "sdb") is False
 
 
-def test_block_device_readable_refuses_a_regular_file_and_a_symlink(roots, tmp_path):
-    os.makedirs(roots.sysfs("block", "sdb"))
-    os.makedirs(roots.sysfs("block", "sdc"))
-    _write(roots.devfs("sdb"), "x" * 10)
+@pytest.fixture
+def owned(tmp_path):
+    """The host of test_privileged_ownership: local, boot, fabric and mixed devices."""
+    from tests.unit.host.fakehost import FakeHost
+    from tests.unit.test_privileged_ownership import build
+    return build(FakeHost(tmp_path / "owned")).roots
+
+
+@pytest.mark.parametrize("name", ["sda", "nvme0n1", "md127", "dm-2"])
+def test_block_device_readable_refuses_devices_no_fabric_volume_owns(owned, name):
+    """local disk, PCIe namespace, md array with a local member, map over a local disk"""
+    with pytest.raises(NotOwned):
+        reads.do_block_device_readable(owned, name)
+
+
+@pytest.mark.parametrize("name", ["sdb", "sdg", "nvme1n1", "md126", "dm-0"])
+def test_block_device_readable_reads_fabric_volume_devices_only_if_block_devices(
+        owned, name, monkeypatch):
+    """iSCSI LUN, FC LUN, fabric namespace, md array of fabric namespaces, map over a
+    fabric LUN: a fake tree's /dev node is a plain file (refused); a block device reads."""
+    with open(owned.devfs(name), "wb") as fh:
+        fh.write(b"\0" * 8192)
     with pytest.raises(InvalidArgument, match="not a block device"):
-        reads.do_block_device_readable(roots, "sdb")
-    os.symlink(_write(str(tmp_path / "secret"), "s"), roots.devfs("sdc"))
+        reads.do_block_device_readable(owned, name)
+    monkeypatch.setattr(reads.stat, "S_ISBLK", lambda mode: True)
+    assert reads.do_block_device_readable(owned, name) is True
+
+
+def test_block_device_readable_never_follows_a_dev_symlink(owned, tmp_path, monkeypatch):
+    monkeypatch.setattr(reads.stat, "S_ISBLK", lambda mode: True)
+    os.unlink(owned.devfs("sdb")) if os.path.lexists(owned.devfs("sdb")) else None
+    os.symlink(_write(str(tmp_path / "secret"), "s"), owned.devfs("sdb"))
     with pytest.raises(InvalidArgument):  # resolves outside /dev
-        reads.do_block_device_readable(roots, "sdc")
+        reads.do_block_device_readable(owned, "sdb")
 
 
 def test_dmi_product_uuid_and_initiator_name(roots):
