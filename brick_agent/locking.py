@@ -147,10 +147,20 @@ def open_lock_file(path: str) -> int:
             raise InvalidArgument(f"lock file {path} is not a regular file")
         if stat.S_IMODE(st.st_mode) & 0o077 and st.st_uid == os.geteuid():
             os.fchmod(fd, LOCK_FILE_MODE)
+        if st.st_uid == 0 == os.geteuid():
+            _give_to_directory_owner(fd, os.path.dirname(path))
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def _give_to_directory_owner(fd: int, directory: str) -> None:
+    """A root process (an operator's CLI) locking in a service user's lock directory
+    hands the file it may have created to that user, who could not open it otherwise."""
+    owner = os.stat(directory)
+    if owner.st_uid != 0:
+        os.fchown(fd, owner.st_uid, owner.st_gid)
 
 
 def _try_lock(fd: int, exclusive: bool, use_flock: bool) -> bool:

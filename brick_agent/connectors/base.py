@@ -586,24 +586,28 @@ def _detach_decision(self: Connector, data: dict[str, Any], keys: list[str], att
     live = _live_entry(self, data, keys, seen=seen)
     if live is None:
         tombs = _tombstones(data, keys)
-        if any(claim.names(t) for t in tombs):
-            LOG.info("disconnect of %s: that volume's address was reused and its device "
-                     "already replaced; nothing to remove", ",".join(keys))
+        named = [t for t in tombs if claim.names(t)]
+        if named:
+            # this volume's device was replaced (LUN reuse) or is gone: what is left of it
+            # (an empty session, a node record) goes, anchored to its own identity
             _forget_named(data, claim)
-            return {"keep": True}
-        decision = _unknown_decision(self, data, rebuilt_ids, force)
-        if decision or not tombs:
-            return decision
-        # the recorded device now carries another volume (or is gone): anchor the
-        # detach to the identity this address carried when we attached it
-        last = tombs[-1]
-        if not last.get("identity") or (self.protocol == "NVMEOF" and not _uuid_of(
-                last["identity"])):
+            target = named[-1]
+        else:
+            decision = _unknown_decision(self, data, rebuilt_ids, force)
+            if decision or not tombs:
+                return decision
+            # the recorded device now carries another volume (or is gone): anchor the
+            # detach to the identity this address carried when we attached it
+            target = tombs[-1]
+        if not target.get("identity") or (self.protocol == "NVMEOF" and not _uuid_of(
+                target["identity"])):
             LOG.warning("disconnect of %s: the recorded device is gone or reused and its "
                         "identity cannot anchor the detach; nothing removed", ",".join(keys))
             return {"keep": True}
-        return {"device_info": _anchor_info(self.protocol, last["identity"]),
-                "identity": last["identity"]}
+        LOG.info("disconnect of %s: the recorded device is gone or carries another volume; "
+                 "removing only what is left of %s", ",".join(keys), target["identity"])
+        return {"device_info": _anchor_info(self.protocol, target["identity"]),
+                "identity": target["identity"]}
     key, entry = live
     verdict = claim.verdict(entry)
     if verdict == "other":

@@ -216,3 +216,17 @@ def test_detach_without_device_info_uses_the_recorded_identity(conn, fake, led, 
     conn.disconnect_volume(props(lun=1, volume_id="vol-A"), None)
     # the disk at LUN 1 still reports A's WWID to the kernel (no rescan): A's own, removed
     assert fake.state() == EMPTY and led.entries() == {}
+
+
+def test_detach_of_a_volume_whose_disk_vanished_logs_out_of_its_empty_session(conn, fake, led):
+    conn.connect_volume(props(lun=1, volume_id="vol-A"))
+    fake.delete_device(_hctl_of_lun(conn, 1))          # removed behind our back
+    assert fake.state()["devices"] == [] and fake.state()["sessions"]
+    conn.disconnect_volume(props(lun=1, volume_id="vol-A"), None)   # Nova's shape
+    assert fake.state() == EMPTY and led.entries() == {}
+
+
+def _hctl_of_lun(conn, lun):
+    from brick_agent.host.scsi import scsi_devices
+    (dev,) = [d for d in scsi_devices(conn.roots) if d.hctl.lun == lun]
+    return dev.hctl

@@ -237,3 +237,29 @@ def test_threads_exclude_each_other_with_removal(tmp_path):
         w.join(60)
     assert len(held) == 800 and _max_overlap(held) == 1
     assert os.listdir(lock_path) == [] and len(locking._name_slots) == 0
+
+
+def _service_user_locks(lock_path: str, outcome) -> None:
+    """As the service user (nobody): take the host-wide ledger lock a root CLI created."""
+    try:
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+        with locking.external_lock("brick_agent-ledger", lock_path=lock_path, timeout=5):
+            outcome.put("locked")
+    except Exception as exc:  # noqa: BLE001 - reported to the parent
+        outcome.put(type(exc).__name__)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
+def test_root_cli_in_a_service_users_lock_dir_leaves_files_that_user_can_lock(shared_base):
+    lock_path = os.path.join(shared_base, "locks")
+    os.makedirs(lock_path, mode=0o700)
+    os.chown(lock_path, NOBODY, NOBODY)           # the service's own lock directory
+    with locking.external_lock("brick_agent-ledger", lock_path=lock_path):   # an operator, root
+        owner = os.stat(os.path.join(lock_path, "brick_agent-ledger")).st_uid
+    assert owner == NOBODY
+    outcome = CTX.Queue()
+    child = CTX.Process(target=_service_user_locks, args=(lock_path, outcome))
+    child.start()
+    child.join(10)
+    assert outcome.get(timeout=1) == "locked"
