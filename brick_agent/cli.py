@@ -177,6 +177,13 @@ def cmd_gate(args: argparse.Namespace, stdin: TextIO) -> Any:
     return None
 
 
+def cmd_os_brick_compat(args: argparse.Namespace, stdin: TextIO) -> Any:
+    from brick_agent.os_brick_compat import install
+    action = {"install": install.install, "uninstall": install.uninstall,
+              "status": install.status}[args.action]
+    return action(site_dir=args.site_packages, python=args.python)
+
+
 def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -253,6 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "without --ledger/--expected only leftovers are reported")
     add("gate", cmd_gate, "run the gate-only HTTP app (needs [brick_agent] gate_enabled)",
         protocol=False, properties=False)
+    p = add("os-brick-compat", cmd_os_brick_compat,
+            "make a Python environment's os-brick use brick_agent for iSCSI, NVMe-oF and FC "
+            "(writes/removes a .pth file; restart the service after)",
+            protocol=False, properties=False)
+    p.add_argument("action", choices=("install", "uninstall", "status"))
+    p.add_argument("--python", metavar="PATH",
+                   help="the service's Python (default: the one running brick-agent)")
+    p.add_argument("--site-packages", metavar="DIR", help="write into DIR instead")
     return parser
 
 

@@ -1,0 +1,110 @@
+"""Privileged reads for callers that are not root (the os-brick compat layer).
+
+Each entrypoint returns the least it can: whether one block of a volume device
+reads (never the data; only a fabric volume's device, see
+:mod:`~brick_agent.privileged._owned`), the DMI product UUID (validated), the
+iSCSI initiator name (validated).  Files that are root-only on common distributions
+(``/sys/class/dmi/id/product_uuid`` 0400, ``/etc/iscsi/initiatorname.iscsi``
+0600) are why these exist.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+
+from brick_agent.errors import InvalidArgument, NotOwned
+from brick_agent.host import sysfs
+from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
+from brick_agent.privileged import _owned
+from brick_agent.privileged import _validate as v
+from brick_agent.privileged import entrypoint
+
+#: bytes read by :func:`do_block_device_readable`
+BLOCK = 4096
+#: devices a volume can be: SCSI disks, NVMe namespaces, dm maps, md arrays (replicated NVMe)
+VOLUME_DEVICE = re.compile(r"^(?:sd[a-z]{1,4}|nvme\d{1,4}(?:c\d{1,4})?n\d{1,5}|dm-\d{1,6}|"
+                           r"md\d{1,5})$")
+DMI_PRODUCT_UUID = ("class", "dmi", "id", "product_uuid")
+
+
+def do_block_device_readable(roots: HostRoots, name: str, size: int = BLOCK) -> bool:
+    """True when the first ``size`` bytes of block device ``/dev/NAME`` (sd, nvme, dm, md) read."""
+    name = v.device_name(name, VOLUME_DEVICE)
+    size = v.int_arg(size, "size", minimum=1, maximum=1 << 20)
+    if not os.path.isdir(roots.sysfs("block", name)):
+        return False
+    require_volume_device(roots, name)
+    path = roots.devfs(name)
+    v.path_under(roots.dev, path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISBLK(os.fstat(fd).st_mode):
+            raise InvalidArgument(f"{path} is not a block device")
+        os.read(fd, size)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def require_volume_device(roots: HostRoots, name: str) -> None:
+    """Refuse (NotOwned) a device that is not a fabric volume's: a SCSI LUN, NVMe namespace
+    or multipath map over fabric paths, or an md array of such members."""
+    if not name.startswith("md"):
+        _owned.require_fabric_block(roots, name)
+        return
+    members = sysfs.list_dir(roots.sysfs("block", name, "slaves"))
+    if not members:
+        raise NotOwned(f"md array {name}", "it has no members")
+    for member in members:
+        try:
+            _owned.require_fabric_block(roots, member)
+        except NotOwned as exc:
+            raise NotOwned(f"md array {name}", f"member {exc.obj}: {exc.reason}") from None
+
+
+def do_dmi_product_uuid(roots: HostRoots) -> str | None:
+    """The DMI product UUID as the firmware reports it (None: absent or not a UUID)."""
+    try:
+        with open(roots.sysfs(*DMI_PRODUCT_UUID), encoding="ascii") as fh:
+            value = fh.read(64).strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    try:
+        v.uuid_str(value)
+    except InvalidArgument:
+        return None
+    return value
+
+
+def do_iscsi_initiator_name(roots: HostRoots) -> str | None:
+    """The IQN of /etc/iscsi/initiatorname.iscsi (None: absent or not an iSCSI name)."""
+    from brick_agent.connectors.iscsi_sessions import initiator_name
+    name = initiator_name(roots)
+    if name is None:
+        return None
+    try:
+        return v.iqn(name, "initiator name")
+    except InvalidArgument:
+        return None
+
+
+@entrypoint
+def block_device_readable(name: str) -> bool:
+    return do_block_device_readable(DEFAULT_ROOTS, name)
+
+
+@entrypoint
+def dmi_product_uuid() -> str | None:
+    return do_dmi_product_uuid(DEFAULT_ROOTS)
+
+
+@entrypoint
+def iscsi_initiator_name() -> str | None:
+    return do_iscsi_initiator_name(DEFAULT_ROOTS)
