@@ -72,8 +72,12 @@ privsep_opts = [
                     "'sudo brick-agent-rootwrap /etc/brick_agent/rootwrap.conf "
                     "privsep-helper' or, when already root, 'privsep-helper'. "
                     "brick_agent's --config-file arguments, --privsep_context and "
-                    "--privsep_sock_path are appended. Unset: oslo.privsep's default "
-                    "('sudo privsep-helper' or [brick_agent_privileged]/helper_command)."),
+                    "--privsep_sock_path are appended. Unset: the root_helper the caller "
+                    "gave the connector (os-brick's, e.g. 'sudo nova-rootwrap "
+                    "/etc/nova/rootwrap.conf') followed by privsep-helper; without one, "
+                    "when root, the privsep-helper beside this Python; else oslo.privsep's "
+                    "default ('sudo privsep-helper' or "
+                    "[brick_agent_privileged]/helper_command)."),
 ]
 
 gate_opts = [

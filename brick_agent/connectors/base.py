@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from oslo_config import cfg
 
-from brick_agent import config, locking
+from brick_agent import config, locking, privileged
 from brick_agent import ledger as ledgermod
 from brick_agent.host.block import block_device_for_path
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
@@ -35,8 +35,10 @@ class Connector(abc.ABC):
     """Base of the per-protocol connectors.
 
     Constructor arguments follow os-brick's ``InitiatorConnector`` so callers can
-    swap libraries: ``root_helper`` is accepted and ignored (privileged work goes
-    through brick_agent's privsep daemon), ``use_multipath`` and
+    swap libraries: ``root_helper`` (os-brick's, e.g. ``sudo nova-rootwrap
+    /etc/nova/rootwrap.conf``) prefixes the command that starts brick_agent's
+    privsep daemon unless ``[brick_agent] privsep_helper_command`` is set
+    (:func:`brick_agent.privileged.helper_command`); ``use_multipath`` and
     ``device_scan_attempts`` keep their meaning.  ``roots`` and ``conf`` are the
     seams tests and tools use.
     """
@@ -60,6 +62,8 @@ class Connector(abc.ABC):
         self.conf = conf if conf is not None else default_conf()
         self.opts = self.conf.brick_agent
         self.roots = roots
+        if roots == DEFAULT_ROOTS:   # only the real host's connectors reach the daemon
+            privileged.configure(self.conf, root_helper)
         self.use_multipath = (self.opts.use_multipath if use_multipath is None
                               else bool(use_multipath))
         self.device_scan_attempts = max(1, int(device_scan_attempts))

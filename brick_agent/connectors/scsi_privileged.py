@@ -29,7 +29,7 @@ class PrivilegedScsiActions:
         self.conf = conf
         self.opts = conf.brick_agent
         self.roots = roots
-        privileged.init(conf)   # the privsep mode of conf (daemon or in-process); idempotent
+        privileged.configure(conf)   # applied before the first entrypoint call
 
     # SCSI / block ----------------------------------------------------------------
     def scan_lun(self, host: int, channel: int | None, target: int | None, lun: int) -> None:

@@ -52,6 +52,8 @@ def make_server(conf: cfg.ConfigOpts | None, roots: HostRoots = DEFAULT_ROOTS, *
             check_gate_config(conf)
         finally:
             conf.clear_override("gate_host", group="brick_agent")
+    from brick_agent import privileged
+    privileged.configure(conf)   # applied before the first privileged call
     app = create_app(conf, roots=roots, connector_factory=connector_factory)
     server = waitress.server.create_server(
         app, host=bind_host, port=bind_port, threads=THREADS, ident="brick-agent-gate",

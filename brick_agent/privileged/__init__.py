@@ -37,18 +37,25 @@ capability list narrows the daemon's own Python code; what the exec'd tools
 can do is narrowed by the fixed argument lists and validation here.
 
 The daemon starts lazily on the first entrypoint call, through
-``privsep-helper`` (see :func:`init` and etc/brick_agent/rootwrap.d).  With
+``privsep-helper`` (see :func:`helper_command` and etc/brick_agent/rootwrap.d).
+Every entrypoint applies the configuration first (:func:`ensure_initialised`):
+the last one given to :func:`configure` (each connector gives its ``conf`` and
+the caller's ``root_helper``) or to :func:`init`, else the default
+configuration, so no path reaches oslo.privsep's bare ``sudo privsep-helper``
+unconfigured.  With
 ``[brick_agent]/privsep_in_process`` the entrypoints run in the calling
 process (tests and tools that are already root).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import shlex
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from oslo_config import cfg
@@ -96,22 +103,45 @@ def entrypoint(func: Callable[..., Any]) -> Any:
             raise PrivilegedCommandFailed(exc.argv, exc.returncode, exc.stderr,
                                           exc.timed_out) from None
 
-    return default.entrypoint(wrapper)
+    remote = default.entrypoint(wrapper)
+    # the daemon resolves a call by module attribute: this object must be the entrypoint
+    call = _Entrypoint(remote.func, *remote.args, **remote.keywords)
+    setattr(call, priv_context._ENTRYPOINT_ATTR, default)
+    return call
 
 
-def helper_command(conf: cfg.ConfigOpts) -> str | None:
-    """The daemon start command from ``[brick_agent]/privsep_helper_command``.
+class _Entrypoint(functools.partial):
+    """oslo.privsep's entrypoint object that applies brick_agent's privsep setup first."""
 
-    brick_agent's config files are appended (the daemon reads its
-    ``[brick_agent_privileged]`` section from them); oslo.privsep appends
-    ``--privsep_context`` and ``--privsep_sock_path``.
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        ensure_initialised()
+        return super().__call__(*args, **kwargs)
+
+
+RootHelper = str | Sequence[str] | None
+
+
+def helper_command(conf: cfg.ConfigOpts, root_helper: RootHelper = None) -> str | None:
+    """The daemon start command; None leaves oslo.privsep's default (``sudo privsep-helper``).
+
+    In order: ``[brick_agent]/privsep_helper_command``; else the caller's
+    ``root_helper`` (os-brick's argument, e.g. ``sudo nova-rootwrap
+    /etc/nova/rootwrap.conf``) followed by ``privsep-helper``, as oslo.privsep's
+    ``init(root_helper=...)`` builds it; else, when already root, the
+    ``privsep-helper`` beside this Python.  brick_agent's config files are
+    appended (the daemon reads ``[brick_agent_privileged]`` from them);
+    oslo.privsep appends ``--privsep_context`` and ``--privsep_sock_path``.
     """
     base = conf.brick_agent.privsep_helper_command
-    if not base:
-        base = _root_helper_default()
-    if not base:
-        return None
-    cmd = shlex.split(base)
+    if base:
+        cmd = shlex.split(base)
+    elif root_helper:
+        cmd = _split(root_helper) + ["privsep-helper"]
+    else:
+        default_base = _root_helper_default()
+        if not default_base:
+            return None
+        cmd = shlex.split(default_base)
     for path in getattr(conf, "config_file", None) or []:
         cmd += ["--config-file", path]
     return shlex.join(cmd)
@@ -128,12 +158,72 @@ def _root_helper_default() -> str | None:
     return shlex.quote(helper) if os.access(helper, os.X_OK) else None
 
 
-def init(conf: cfg.ConfigOpts) -> None:
-    """Apply brick_agent's privsep options; call once at startup, before any entrypoint."""
+def _split(root_helper: str | Sequence[str]) -> list[str]:
+    return shlex.split(root_helper) if isinstance(root_helper, str) else list(root_helper)
+
+
+@dataclasses.dataclass
+class _InitState:
+    """What the next :func:`ensure_initialised` applies, and what was applied."""
+
+    conf: cfg.ConfigOpts | None = None
+    root_helper: RootHelper = None
+    applied: tuple[Any, ...] | None = None
+
+
+_state = _InitState()
+_state_lock = threading.Lock()
+
+
+def configure(conf: cfg.ConfigOpts | None = None, root_helper: RootHelper = None) -> None:
+    """Remember ``conf`` and the caller's ``root_helper`` for the daemon's start (no effect yet).
+
+    Connectors call this on construction; the first entrypoint call applies it.
+    A ``root_helper`` once given is kept (a later caller without one does not drop it).
+    """
+    with _state_lock:
+        if conf is not None:
+            _state.conf = conf
+        if root_helper:
+            _state.root_helper = root_helper
+
+
+def ensure_initialised() -> None:
+    """Apply the remembered configuration before a call through the daemon.
+
+    Nothing happens once the daemon runs, in the daemon itself or in-process
+    mode (client mode off), or when the same configuration is already applied.
+    """
+    if not default.client_mode or default.channel is not None:
+        return
+    with _state_lock:
+        if _state.conf is None:
+            from brick_agent.connectors.base import default_conf
+            _state.conf = default_conf()
+        wanted = (_state.conf, _state.root_helper)
+        if _state.applied is None or any(a is not b for a, b in zip(_state.applied, wanted)):
+            _apply(*wanted)
+
+
+def _apply(conf: cfg.ConfigOpts, root_helper: RootHelper) -> None:
+    """Set the client mode and the daemon's start command (``helper_command`` override)."""
     default.set_client_mode(not conf.brick_agent.privsep_in_process)
-    command = helper_command(conf)
+    command = helper_command(conf, root_helper)
     if command:
         cfg.CONF.set_override("helper_command", command, group=CFG_SECTION)
+    elif _state.applied is not None:
+        cfg.CONF.clear_override("helper_command", group=CFG_SECTION)
+    _state.applied = (conf, root_helper)
+
+
+def init(conf: cfg.ConfigOpts, root_helper: RootHelper = None) -> None:
+    """Apply brick_agent's privsep options now (startup of the CLI, the gate, ``os_brick.setup``).
+
+    Without it the first entrypoint call applies them (:func:`ensure_initialised`).
+    """
+    configure(conf, root_helper)
+    with _state_lock:
+        _apply(conf, _state.root_helper)
 
 
 def set_in_process(enabled: bool) -> None:

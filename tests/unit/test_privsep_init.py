@@ -1,0 +1,94 @@
+"""Privsep is initialised on every path, once, before the first entrypoint call.
+
+No daemon is started: ``PrivContext.start`` is replaced by a probe that records
+the command the daemon would be started with and the client mode.
+"""
+
+from __future__ import annotations
+
+import pytest
+from oslo_config import cfg
+
+from brick_agent import config, privileged
+from brick_agent.connectors.nvmeof import NVMeOFConnector
+
+NOVA_HELPER = "sudo nova-rootwrap /etc/nova/rootwrap.conf"
+
+
+class Started(Exception):
+    """Raised by the probe instead of starting a daemon."""
+
+
+@pytest.fixture
+def fresh_privsep(monkeypatch):
+    """A process in which privsep was never configured; restored afterwards."""
+    if hasattr(privileged, "_InitState"):
+        monkeypatch.setattr(privileged, "_state", privileged._InitState())
+    monkeypatch.setattr(privileged.default, "client_mode", True)
+    monkeypatch.setattr(privileged.default, "channel", None)
+    monkeypatch.setattr(privileged.os, "geteuid", lambda: 1000)   # a service user
+    cfg.CONF.clear_override("helper_command", group=privileged.CFG_SECTION)
+    seen: list[dict] = []
+
+    def probe(method=None):
+        seen.append({"cmd": privileged.default.helper_command("/tmp/p.sock"),
+                     "client_mode": privileged.default.client_mode})
+        raise Started()
+
+    monkeypatch.setattr(privileged.default, "start", probe)
+    yield seen
+    cfg.CONF.clear_override("helper_command", group=privileged.CFG_SECTION)
+
+
+def test_helper_command_from_root_helper_config_or_nothing(fresh_privsep, tmp_path):
+    conf = config.new_conf()
+    assert privileged.helper_command(conf) is None        # oslo.privsep's own default
+    assert privileged.helper_command(conf, NOVA_HELPER) == f"{NOVA_HELPER} privsep-helper"
+    assert privileged.helper_command(conf, ["sudo", "cinder-rootwrap", "/etc/c r.conf"]) == \
+        "sudo cinder-rootwrap '/etc/c r.conf' privsep-helper"
+    conf_file = tmp_path / "brick_agent.conf"
+    conf_file.write_text("[brick_agent]\nprivsep_helper_command = sudo -n privsep-helper\n")
+    configured = config.new_conf(config_files=[str(conf_file)])
+    assert privileged.helper_command(configured, NOVA_HELPER) == \
+        f"sudo -n privsep-helper --config-file {conf_file}"   # the option wins
+
+
+def test_nvme_only_connector_starts_the_daemon_with_the_callers_root_helper(fresh_privsep):
+    conn = NVMeOFConnector(NOVA_HELPER, conf=config.new_conf(), ledger=False)
+    with pytest.raises(Started):
+        conn.actions.rescan("nvme0")                       # its first privileged call
+    assert fresh_privsep == [{"cmd": NOVA_HELPER.split() + [
+        "privsep-helper", "--privsep_context", "brick_agent.privileged.default",
+        "--privsep_sock_path", "/tmp/p.sock"], "client_mode": True}]
+
+
+def test_first_call_without_any_connector_uses_the_default_conf(fresh_privsep, monkeypatch):
+    from brick_agent.connectors import base
+    from brick_agent.privileged import reads
+    conf = config.new_conf(overrides={"privsep_helper_command": "sudo -n privsep-helper"})
+    monkeypatch.setattr(base, "_DEFAULT_CONF", conf)
+    with pytest.raises(Started):
+        reads.dmi_product_uuid()
+    assert fresh_privsep[0]["cmd"][:3] == ["sudo", "-n", "privsep-helper"]
+
+
+def test_in_process_conf_runs_the_entrypoint_here(fresh_privsep, monkeypatch):
+    from brick_agent.privileged import reads
+    seen = []
+    monkeypatch.setattr(reads, "do_dmi_product_uuid", lambda roots: seen.append(roots) or None)
+    privileged.configure(config.new_conf(overrides={"privsep_in_process": True}))
+    assert reads.dmi_product_uuid() is None and len(seen) == 1
+    assert fresh_privsep == [] and privileged.default.client_mode is False
+
+
+def test_the_configuration_is_applied_once(fresh_privsep, monkeypatch):
+    applied = []
+    real = privileged._apply
+    monkeypatch.setattr(privileged, "_apply", lambda *a: applied.append(a) or real(*a))
+    conf = config.new_conf()
+    NVMeOFConnector(NOVA_HELPER, conf=conf, ledger=False)
+    conn = NVMeOFConnector(None, conf=conf, ledger=False)
+    for _ in range(2):
+        with pytest.raises(Started):
+            conn.actions.rescan("nvme0")
+    assert applied == [(conf, NOVA_HELPER)]
