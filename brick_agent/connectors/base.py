@@ -109,8 +109,8 @@ class Connector(abc.ABC):
         """Where this protocol's device links live (None when there is no such place)."""
 
     def check_valid_device(self, path: str, run_as_root: bool = True) -> bool:
-        """True when the first block of ``path`` can be read."""
-        return read_first_block(path)
+        """True when the first block of ``path`` can be read (see :func:`device_readable`)."""
+        return device_readable(path, run_as_root, self.roots)
 
     def supports_multipath(self) -> bool:
         return False
@@ -161,6 +161,34 @@ def read_first_block(path: str, size: int = 4096) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+def device_readable(path: str, run_as_root: bool = True,
+                    roots: HostRoots = DEFAULT_ROOTS) -> bool:
+    """os-brick's ``check_valid_device``: does the first block of ``path`` read?
+
+    ``run_as_root`` from a non-root process on the real host reads through the
+    privileged side, which reads only a fabric volume's device (SCSI LUN, NVMe
+    namespace, multipath map or md array over them) and returns only yes/no.
+    Otherwise (root already, ``run_as_root=False``, a fake tree) this process reads.
+    """
+    if not run_as_root or os.geteuid() == 0 or roots != DEFAULT_ROOTS:
+        return read_first_block(path)
+    return _privileged_readable(path)
+
+
+def _privileged_readable(path: str) -> bool:
+    from brick_agent.errors import InvalidArgument
+    from brick_agent.privileged import reads
+    name = os.path.basename(os.path.realpath(path))
+    if not reads.VOLUME_DEVICE.match(name):
+        LOG.warning("check_valid_device: %s is not a volume device (%s)", path, name)
+        return False
+    try:
+        return bool(reads.block_device_readable(name))
+    except InvalidArgument as exc:   # NotOwned: not a fabric volume's device
+        LOG.warning("check_valid_device: %s refused: %s", path, exc)
+        return False
 
 
 _DEFAULT_CONF: cfg.ConfigOpts | None = None

@@ -31,8 +31,7 @@ from os_brick.initiator.connectors import iscsi as ob_iscsi
 from os_brick.initiator.connectors import nvmeof as ob_nvmeof
 from os_brick.privileged import rootwrap as ob_rootwrap
 
-from brick_agent.connectors.base import Connector, read_first_block
-from brick_agent.errors import InvalidArgument
+from brick_agent.connectors.base import Connector, device_readable
 from brick_agent.os_brick_compat.errors import (ATTACH, DETACH, EXTEND, QUERY,
                                                 as_os_brick_errors)
 
@@ -54,10 +53,6 @@ def _target(protocol: str, props: Any) -> str:
         if value:
             return ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
     return ""
-
-
-def _device_name(path: str) -> str:
-    return os.path.basename(os.path.realpath(path))
 
 
 class BrickAgentConnectorMixin:
@@ -140,20 +135,10 @@ class BrickAgentConnectorMixin:
         return self.agent.get_search_path()
 
     def check_valid_device(self, path: str, run_as_root: bool = True) -> bool:
-        """Whether the first block of ``path`` reads; as root through brick_agent's privsep."""
-        if not run_as_root:
-            return read_first_block(path)
-        from brick_agent.privileged import reads
-        name = _device_name(path)
-        if not reads.VOLUME_DEVICE.match(name):
-            LOG.warning("check_valid_device: %s is not a volume device (%s)", path, name)
-            return False
+        """Whether the first block of ``path`` reads; as root through brick_agent's privsep
+        when this process is not root (:func:`brick_agent.connectors.base.device_readable`)."""
         with self._errors(QUERY):
-            try:
-                return bool(reads.block_device_readable(name))
-            except InvalidArgument as exc:   # NotOwned: not a fabric volume's device
-                LOG.warning("check_valid_device: %s refused: %s", path, exc)
-                return False
+            return device_readable(path, run_as_root)
 
     def supports_multipath(self) -> bool:
         return bool(self.agent.supports_multipath())

@@ -167,6 +167,7 @@ def test_get_all_available_volumes_has_os_brick_shape_scsi_named_by_path(tmp_pat
 
 
 def test_check_valid_device_in_process_and_through_privsep(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)   # a service user (root reads itself)
     conn = _with(compat.ISCSIConnector, FakeAgent())
     data = tmp_path / "disk"
     data.write_bytes(b"\0" * 8192)
