@@ -18,6 +18,7 @@ sendtargets; :attr:`ISCSIProperties.needs_discovery` says so.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -92,7 +93,7 @@ class ISCSIProperties(CommonProperties):
 
 
 def parse_portal(value: Any, path: str) -> Portal:
-    """'host:port', '[ipv6]:port' (zone allowed); a port is mandatory."""
+    """'host:port', '[ipv6]:port' (zone allowed) or 'ipv6:port'; a port is mandatory."""
     text = c.string(value, path, 300)
     if text.startswith("["):
         end = text.find("]")
@@ -105,7 +106,7 @@ def parse_portal(value: Any, path: str) -> Portal:
             c.fail(path, f"brackets are only for IPv6 addresses: {c.shown(text)}")
         return Portal(c.host(inner, path), c.port_text(rest[1:], path))
     if text.count(":") > 1:
-        c.fail(path, f"IPv6 portals must be written '[address]:port', got {c.shown(text)}")
+        return _bare_ipv6_portal(text, path)
     host_part, sep, port_part = text.rpartition(":")
     if not sep:
         c.fail(path, f"has no port: expected 'host:port', got {c.shown(text)}")
@@ -113,6 +114,24 @@ def parse_portal(value: Any, path: str) -> Portal:
         c.fail(path, f"has no host: expected 'host:port', got {c.shown(text)}")
     if len(host_part) > 253:
         c.fail(path, "host is longer than 253 characters")
+    return Portal(c.host(host_part, path), c.port_text(port_part, path))
+
+
+def _bare_ipv6_portal(text: str, path: str) -> Portal:
+    """'fd00::5:3260' -- PowerStore and PowerMax write ``address + ':3260'`` for IPv6 too.
+
+    A portal always carries a port here, so the last group is the port and the rest
+    must be an IPv6 address (os-brick's discovery reads it the same way,
+    ``rsplit(':', 1)``); iscsiadm is then given the bracketed form.
+    """
+    host_part, _, port_part = text.rpartition(":")
+    try:
+        addr = ipaddress.ip_address(host_part)
+    except ValueError:
+        addr = None
+    if not isinstance(addr, ipaddress.IPv6Address) or not port_part.isdigit():
+        c.fail(path, "IPv6 portals must be written '[address]:port' (or 'address:port' "
+                     f"with a decimal port), got {c.shown(text)}")
     return Portal(c.host(host_part, path), c.port_text(port_part, path))
 
 

@@ -191,7 +191,9 @@ def test_nothing_given():
 @pytest.mark.parametrize("portal,fragment", [
     ("10.0.0.1", "no port"),
     ("[2001:db8::1]", "no port"),
-    ("2001:db8::1:3260", "[address]:port"),
+    ("2001:db8::1:32a0", "[address]:port"),       # 'address:port' needs a decimal port
+    ("2001:db8:0:0:0:0:0:1", "[address]:port"),   # no port: the rest is not an address
+    ("2001:db8::", "[address]:port"),
     ("10.0.0.1:0", "1..65535"),
     ("10.0.0.1:65536", "1..65535"),
     ("10.0.0.1:32a", "port"),
