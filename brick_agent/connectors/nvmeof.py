@@ -140,7 +140,8 @@ class NVMeOFConnector(Connector):
     """Attach/detach NVMe-oF namespaces (os-brick ``NVMeOFConnector`` compatible)."""
 
     protocol = "NVMEOF"
-    #: Seconds between rescans of the live controllers while a namespace is awaited.
+    #: Seconds between rescans of the live controllers while a namespace is awaited
+    #: (``device_scan_attempts`` of them at most, after the one that starts an attach).
     rescan_interval = 0.5
     #: Seconds multipathd gets to map non-native paths by itself before it is asked.
     multipath_grace = 1.0
@@ -444,6 +445,7 @@ class NVMeOFConnector(Connector):
                         deadline: Deadline) -> hostnvme.NvmeNamespace:
         stale_seen: list[str] = []
         last_rescan = [time.monotonic()]
+        rescans_left = [self.device_scan_attempts]
 
         def probe() -> hostnvme.NvmeNamespace | None:
             topo = self._topology(target.nqn, hostnqn, only=target)
@@ -459,11 +461,13 @@ class NVMeOFConnector(Connector):
                             "rescanning", _identity_of(target), target.nqn, ", ".join(stale))
             if stale:
                 stale_seen[:] = stale
-            # Not there yet: rescan now and then.  A missed AEN is covered, and the
+            # Not there yet: rescan now and then, at most device_scan_attempts times (then
+            # only the kernel's own events count).  A missed AEN is covered, and the
             # kernel drops a namespace whose ids changed on one scan and adds its
             # successor only on the next one.
-            if time.monotonic() - last_rescan[0] >= self.rescan_interval:
+            if rescans_left[0] > 0 and time.monotonic() - last_rescan[0] >= self.rescan_interval:
                 last_rescan[0] = time.monotonic()
+                rescans_left[0] -= 1
                 for name in sorted(live):
                     self._safe_rescan(name)
             return None
