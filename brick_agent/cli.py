@@ -94,7 +94,7 @@ def _conf(args: argparse.Namespace):
         return args.conf
     from brick_agent import config, locking, privileged
     from brick_agent.connectors.base import set_default_conf
-    conf = config.new_conf(config_files=args.config_file or [])
+    conf = config.new_conf(config_files=args.config_file or config.default_config_files())
     set_default_conf(conf)
     locking.configure(conf)
     privileged.init(conf)
@@ -213,7 +213,9 @@ def _human(value: Any, out: TextIO) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="brick-agent", description=__doc__.splitlines()[0])
     parser.add_argument("--config-file", action="append", metavar="PATH",
-                        help="oslo.config file with a [brick_agent] section (repeatable)")
+                        help="oslo.config file with a [brick_agent] section (repeatable; "
+                             "default: $BRICK_AGENT_CONFIG or /etc/brick_agent/brick_agent.conf "
+                             "when it exists)")
     parser.add_argument("--human", action="store_true", help="readable output instead of JSON")
     parser.add_argument("--debug", action="store_true", help="debug logging on stderr")
     parser.add_argument("--host-root", metavar="DIR",

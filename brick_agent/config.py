@@ -6,12 +6,19 @@ ConfigOpts you own (or use :func:`new_conf` for a private one).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
 from oslo_config import cfg
 
+from brick_agent.errors import ConfigurationError
+
 GROUP = "brick_agent"
+#: the file the default configuration reads when it exists
+DEFAULT_CONFIG_FILE = "/etc/brick_agent/brick_agent.conf"
+#: environment variable naming another file instead (set but empty: no file at all)
+CONFIG_ENV = "BRICK_AGENT_CONFIG"
 
 connection_opts = [
     cfg.StrOpt("lock_path", default="/var/lib/brick_agent/locks",
@@ -111,6 +118,24 @@ def new_conf(args: list[str] | None = None, config_files: list[str] | None = Non
         if value is not None:
             conf.set_override(name, value, group=GROUP)
     return conf
+
+
+def default_config_files(environ: Mapping[str, str] | None = None,
+                         default: str = DEFAULT_CONFIG_FILE) -> list[str]:
+    """The files a process without its own configuration reads.
+
+    ``$BRICK_AGENT_CONFIG`` when set (empty: none; a missing file is a
+    ConfigurationError), else ``/etc/brick_agent/brick_agent.conf`` when it exists.
+    Deliberately not oslo.config's search path (``~/``, ``~/.brick_agent``, ``/etc``):
+    a service user's home must not change a compute host's attach behaviour.
+    """
+    env = os.environ if environ is None else environ
+    if CONFIG_ENV in env:
+        path = env[CONFIG_ENV]
+        if path and not os.path.isfile(path):
+            raise ConfigurationError(f"{CONFIG_ENV}={path!r} is not a file")
+        return [path] if path else []
+    return [default] if os.path.isfile(default) else []
 
 
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:

@@ -38,9 +38,13 @@ class Connector(abc.ABC):
     swap libraries: ``root_helper`` (os-brick's, e.g. ``sudo nova-rootwrap
     /etc/nova/rootwrap.conf``) prefixes the command that starts brick_agent's
     privsep daemon unless ``[brick_agent] privsep_helper_command`` is set
-    (:func:`brick_agent.privileged.helper_command`); ``use_multipath`` and
-    ``device_scan_attempts`` keep their meaning.  ``roots`` and ``conf`` are the
-    seams tests and tools use.
+    (:func:`brick_agent.privileged.helper_command`); ``use_multipath`` keeps its
+    meaning.  ``device_scan_attempts`` bounds the rescans of an NVMe-oF attach
+    while it awaits its namespace (os-brick: rescans while awaiting a device; Nova
+    passes ``num_nvme_discover_tries``); iSCSI and FC scan each address once, a
+    targeted ``c t l`` scan the kernel answers before the write returns, and wait
+    for the device within ``device_wait_timeout`` without rescanning.  ``roots``
+    and ``conf`` are the seams tests and tools use.
     """
 
     protocol: ClassVar[str]
@@ -195,10 +199,16 @@ _DEFAULT_CONF: cfg.ConfigOpts | None = None
 
 
 def default_conf() -> cfg.ConfigOpts:
-    """The process-wide brick_agent configuration (parsed lazily, defaults only)."""
+    """The process-wide brick_agent configuration, parsed on first use.
+
+    What :func:`set_default_conf` installed (``os_brick.setup(CONF)``: the
+    service's own file, e.g. nova.conf's ``[brick_agent]``; the CLI: its
+    ``--config-file``), else :func:`brick_agent.config.default_config_files`
+    (``$BRICK_AGENT_CONFIG`` or ``/etc/brick_agent/brick_agent.conf``).
+    """
     global _DEFAULT_CONF
     if _DEFAULT_CONF is None:
-        _DEFAULT_CONF = config.new_conf()
+        _DEFAULT_CONF = config.new_conf(config_files=config.default_config_files())
     return _DEFAULT_CONF
 
 
