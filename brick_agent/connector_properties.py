@@ -22,15 +22,20 @@ def get_connector_properties(root_helper: str | None = None, my_ip: str | None =
                              multipath: bool = False, enforce_multipath: bool = False,
                              host: str | None = None, execute: Any = None, *,
                              roots: HostRoots = DEFAULT_ROOTS,
-                             create_nvme_identity: bool = True) -> dict[str, Any]:
+                             create_nvme_identity: bool = True,
+                             mountinfo: str | None = None) -> dict[str, Any]:
     """The connector object of this host.
 
     ``root_helper`` and ``execute`` are accepted for os-brick compatibility and
     ignored.  Each protocol contributes its own keys: ``initiator`` (iSCSI IQN),
     ``wwpns``/``wwnns`` (online FC ports only), ``nqn``/``nvme_hostid``/
     ``nvme_native_multipath`` (NVMe, created once and stable when missing unless
-    ``create_nvme_identity`` is False).  A protocol whose host side is absent
-    simply contributes nothing.
+    ``create_nvme_identity`` is False), and the host's ``uuid`` (root filesystem)
+    and ``system uuid`` (DMI) as os-brick's NVMe-oF connector reports them
+    (:mod:`brick_agent.host_ids`; ``mountinfo`` defaults to the roots' own).  A
+    protocol whose host side is absent simply contributes nothing.  Root-only
+    files (initiatorname.iscsi, DMI product_uuid) of the real host are read
+    through the privileged readers when this process is not root.
     """
     props: dict[str, Any] = {
         "platform": platform.machine(),
@@ -43,13 +48,40 @@ def get_connector_properties(root_helper: str | None = None, my_ip: str | None =
     props.update(_iscsi_properties(roots))
     props.update(_fc_properties(roots))
     props.update(_nvme_properties(roots, create_nvme_identity))
+    props.update(_host_ids(roots, mountinfo))
     return props
 
 
-def _iscsi_properties(roots: HostRoots) -> dict[str, Any]:
-    from brick_agent.connectors.iscsi import initiator_name
+def iscsi_initiator(roots: HostRoots = DEFAULT_ROOTS) -> str | None:
+    """This host's IQN; a root-only initiatorname file of the real host is read through privsep."""
+    from brick_agent.connectors.iscsi_sessions import initiator_name
     name = initiator_name(roots)
+    if name is not None or roots != DEFAULT_ROOTS:
+        return name
+    path = roots.etcfs("iscsi", "initiatorname.iscsi")
+    try:
+        with open(path, "rb"):
+            return None          # readable and without a name
+    except PermissionError:
+        pass
+    except OSError:
+        return None
+    try:
+        from brick_agent.privileged import reads
+        return reads.iscsi_initiator_name()
+    except Exception as exc:  # noqa: BLE001 - a connector object must not fail on this
+        LOG.warning("cannot read %s: %s", path, exc)
+        return None
+
+
+def _iscsi_properties(roots: HostRoots) -> dict[str, Any]:
+    name = iscsi_initiator(roots)
     return {"initiator": name} if name else {}
+
+
+def _host_ids(roots: HostRoots, mountinfo: str | None) -> dict[str, str]:
+    from brick_agent import host_ids
+    return host_ids.host_ids(roots, mountinfo or roots.procfs("self", "mountinfo"))
 
 
 def _fc_properties(roots: HostRoots) -> dict[str, Any]:

@@ -438,6 +438,11 @@ class ISCSIConnector(Connector):
                             "hctl": str(d.hctl), "session": s.sid, **self.ops.listing_fields(d)})
         return out
 
+    def get_initiator(self) -> str | None:
+        """This host's iSCSI initiator name (os-brick's ``get_initiator``; Datera uses it)."""
+        from brick_agent.connector_properties import iscsi_initiator
+        return iscsi_initiator(self.roots)
+
     def get_search_path(self) -> str:
         return self.roots.devfs(*SEARCH_DIR)
 

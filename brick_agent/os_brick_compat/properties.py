@@ -1,8 +1,8 @@
 """``os_brick.initiator.connector.get_connector_properties`` served by brick_agent.
 
 The connector object has os-brick 7.1.1's keys: the generic ones and those of
-iSCSI, FC and NVMe-oF from brick_agent (plus ``uuid`` and ``system uuid``, see
-:mod:`~brick_agent.os_brick_compat.host_ids`), then whatever os-brick's other
+iSCSI, FC and NVMe-oF from brick_agent (with ``uuid`` and ``system uuid``, see
+:mod:`~brick_agent.host_ids`), then whatever os-brick's other
 connectors add (RBD ``do_local_attach``, ScaleIO ``sdc_guid``, LightOS ``nqn``,
 ``found_dsc``, ``host_ips``, ...), asked from os-brick itself in its own
 order, later keys winning as in os-brick.
@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from brick_agent.connector_properties import iscsi_initiator
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
 
 LOG = logging.getLogger(__name__)
@@ -28,43 +29,14 @@ SERVED = frozenset({
 })
 
 
-def iscsi_initiator(roots: HostRoots = DEFAULT_ROOTS) -> str | None:
-    """This host's IQN; a root-only initiatorname file is read through privsep."""
-    from brick_agent.connectors.iscsi_sessions import initiator_name
-    name = initiator_name(roots)
-    if name is not None or roots != DEFAULT_ROOTS:
-        return name
-    path = roots.etcfs("iscsi", "initiatorname.iscsi")
-    try:
-        with open(path, "rb"):
-            return None          # readable and without a name
-    except PermissionError:
-        pass
-    except OSError:
-        return None
-    try:
-        from brick_agent.privileged import reads
-        return reads.iscsi_initiator_name()
-    except Exception as exc:  # noqa: BLE001 - a connector object must not fail on this
-        LOG.warning("cannot read %s: %s", path, exc)
-        return None
-
-
 def brick_agent_properties(root_helper: Any, my_ip: str | None, multipath: bool,
                            enforce_multipath: bool, host: str | None = None, *,
                            roots: HostRoots = DEFAULT_ROOTS,
                            mountinfo: str | None = None) -> dict[str, Any]:
     """The keys brick_agent serves (generic, iSCSI, FC, NVMe-oF, ``uuid``, ``system uuid``)."""
     from brick_agent.connector_properties import get_connector_properties
-    from brick_agent.os_brick_compat import host_ids
-    props = get_connector_properties(root_helper, my_ip, multipath, enforce_multipath,
-                                     host=host, roots=roots)
-    if "initiator" not in props:
-        iqn = iscsi_initiator(roots)
-        if iqn:
-            props["initiator"] = iqn
-    props.update(host_ids.host_ids(roots, mountinfo or host_ids.MOUNTINFO))
-    return props
+    return get_connector_properties(root_helper, my_ip, multipath, enforce_multipath,
+                                    host=host, roots=roots, mountinfo=mountinfo)
 
 
 def os_brick_properties(root_helper: Any, host: str | None, multipath: bool,
