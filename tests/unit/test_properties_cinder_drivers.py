@@ -157,6 +157,15 @@ FC = {
 }
 
 
+def _unmutated(build, driver_data: dict):
+    """``build`` over the driver's dict plus the volume manager's keys; never mutated."""
+    data = {**MANAGER, **driver_data}
+    before = copy.deepcopy(data)
+    out = build(data)
+    assert data == before
+    return out
+
+
 def _iscsi_argv(data: dict) -> list[list[str]]:
     """Every iscsiadm argv the attach would run for ``data`` (CHAP goes to the record file)."""
     props = parse_iscsi(data, use_multipath=True)
@@ -180,10 +189,7 @@ def _iscsi_argv(data: dict) -> list[list[str]]:
 
 @pytest.mark.parametrize("name", sorted(ISCSI))
 def test_cinder_iscsi_dicts_build_iscsiadm_arguments(name):
-    data = {**MANAGER, **ISCSI[name]}
-    before = copy.deepcopy(data)
-    argvs = _iscsi_argv(data)
-    assert data == before                                  # never mutated
+    argvs = _unmutated(_iscsi_argv, ISCSI[name])
     assert argvs and all(a[0].endswith("iscsiadm") for a in argvs)
     for argv in argvs:
         portal = argv[argv.index("-p") + 1]
@@ -218,13 +224,9 @@ def _fabrics_options(data: dict) -> list[str]:
 
 @pytest.mark.parametrize("name", sorted(NVME))
 def test_cinder_nvmeof_dicts_build_fabrics_options(name):
-    data = {**MANAGER, **NVME[name]}
-    before = copy.deepcopy(data)
-    options = _fabrics_options(data)
-    assert data == before
+    options = _unmutated(_fabrics_options, NVME[name])
     assert options and all(o.startswith("nqn=nqn.") and ",hostnqn=nqn." in o for o in options)
-    props = parse_nvmeof(data)
-    assert props.target.identified
+    assert parse_nvmeof(NVME[name]).target.identified
 
 
 def test_nvmet_string_and_int_shapes_mean_the_same():
@@ -240,10 +242,7 @@ def test_nvmet_string_and_int_shapes_mean_the_same():
 
 @pytest.mark.parametrize("name", sorted(FC))
 def test_cinder_fc_dicts_pair_wwpns_and_luns(name):
-    data = {**MANAGER, **FC[name]}
-    before = copy.deepcopy(data)
-    props = parse_fc(data)
-    assert data == before
+    props = _unmutated(parse_fc, FC[name])
     assert props.targets
     for target in props.targets:
         assert len(target.wwpn) == 16 and target.wwpn == target.wwpn.lower()
