@@ -92,3 +92,14 @@ def test_the_configuration_is_applied_once(fresh_privsep, monkeypatch):
         with pytest.raises(Started):
             conn.actions.rescan("nvme0")
     assert applied == [(conf, NOVA_HELPER)]
+
+
+def test_os_brick_setup_first_then_the_connectors_root_helper(fresh_privsep):
+    """nova-compute: os_brick.setup(CONF) initialises without a root helper; the connector
+    Nova builds later brings it, and the daemon (not started yet) uses it."""
+    conf = config.new_conf()
+    privileged.init(conf)
+    conn = NVMeOFConnector(NOVA_HELPER, conf=conf, ledger=False)
+    with pytest.raises(Started):
+        conn.actions.rescan("nvme0")
+    assert fresh_privsep[0]["cmd"][:4] == NOVA_HELPER.split() + ["privsep-helper"]
