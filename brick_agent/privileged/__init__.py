@@ -200,9 +200,10 @@ def ensure_initialised() -> None:
         if _state.conf is None:
             from brick_agent.connectors.base import default_conf
             _state.conf = default_conf()
-        wanted = (_state.conf, _state.root_helper)
-        if _state.applied is None or any(a is not b for a, b in zip(_state.applied, wanted)):
-            _apply(*wanted)
+        applied = _state.applied
+        if (applied is None or applied[0] is not _state.conf
+                or applied[1] != _state.root_helper):
+            _apply(_state.conf, _state.root_helper)
 
 
 def _apply(conf: cfg.ConfigOpts, root_helper: RootHelper) -> None:
