@@ -191,13 +191,17 @@ def configure(conf: cfg.ConfigOpts | None = None, root_helper: RootHelper = None
 def ensure_initialised() -> None:
     """Apply the remembered configuration before a call through the daemon.
 
-    Nothing happens once the daemon runs, in the daemon itself or in-process
-    mode (client mode off), or when the same configuration is already applied.
+    Nothing happens once the daemon runs, in the daemon itself (nothing was
+    configured there and client mode is off), or when the same configuration is
+    already applied.  A connector configured for the daemon after an in-process
+    one switches the mode back (the last configuration wins, as ``init`` did).
     """
-    if not default.client_mode or default.channel is not None:
+    if default.channel is not None:
         return
     with _state_lock:
         if _state.conf is None:
+            if not default.client_mode:
+                return      # the daemon itself, or in-process use nobody configured
             from brick_agent.connectors.base import default_conf
             _state.conf = default_conf()
         applied = _state.applied
