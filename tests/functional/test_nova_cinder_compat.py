@@ -182,7 +182,10 @@ def block_bytes(path: str) -> int:
 
 
 def node_records(iqn: str) -> list[str]:
-    return glob.glob(f"/etc/iscsi/nodes/{iqn}/**", recursive=True)
+    """open-iscsi node record files of ``iqn`` (iscsiadm -o delete may leave the emptied
+    target directory: not a record, as in test_iscsi)."""
+    return [p for p in glob.glob(f"/etc/iscsi/nodes/{iqn}/**", recursive=True)
+            if os.path.isfile(p)]
 
 
 def privsep_daemons(venv_bin: pathlib.Path) -> list[int]:
