@@ -87,14 +87,31 @@ class Caller:
         self.proc = subprocess.Popen([str(python), str(DRIVER)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self._stderr,
                                      cwd=str(workdir), text=True)
-        self.setup = self._call({"flow": flow, "driver": "iscsi",
-                                 "config_file": str(self.conf_file)})
-        self.startup_seconds = time.monotonic() - start
+        self._start = start
+        self._send({"flow": flow, "driver": "iscsi", "config_file": str(self.conf_file)})
+        self.setup: dict[str, Any] | None = None
+        self.startup_seconds = 0.0
 
-    def _call(self, obj: dict[str, Any]) -> dict[str, Any]:
-        assert self.proc.stdin and self.proc.stdout
+    def ready(self) -> "Caller":
+        """Wait for the set-up reply (the process starts in the background: both
+        callers import in parallel on the VM's two CPUs)."""
+        if self.setup is None:
+            self.setup = self._reply({"op": "setup"})
+            self.startup_seconds = time.monotonic() - self._start
+        return self
+
+    def _send(self, obj: dict[str, Any]) -> None:
+        assert self.proc.stdin
         self.proc.stdin.write(json.dumps(obj) + "\n")
         self.proc.stdin.flush()
+
+    def _call(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self.ready()
+        self._send(obj)
+        return self._reply(obj)
+
+    def _reply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        assert self.proc.stdout
         ready, _, _ = select.select([self.proc.stdout], [], [], REPLY_TIMEOUT)
         line = self.proc.stdout.readline() if ready else ""
         if not line:
@@ -126,30 +143,44 @@ class Caller:
         self._stderr.close()
 
 
-def caller(python: pathlib.Path, flow: str, tmp_path_factory: pytest.TempPathFactory,
-           missing: str) -> Iterator[Caller]:
-    if not python.exists():
-        pytest.skip(missing)
-    c = Caller(python, flow, tmp_path_factory.mktemp(flow))
-    print(f"\n{flow}: start-up {c.startup_seconds:.1f}s, {c.setup['result']}")
+NOVA_MISSING = (f"{NOVA_PY} missing: build it with tools/compat/run-nova-tests.sh "
+                "(tools/run-tests.sh does, in its host stage)")
+CINDER_MISSING = (f"{CINDER_PY} missing: build it with tools/compat/run-nova-tests.sh "
+                  "--cinder (tools/run-tests.sh does not)")
+
+
+@pytest.fixture(scope="module")
+def callers(tmp_path_factory) -> Iterator[dict[str, Caller]]:
+    """Both caller processes, started together (each set-up reply is awaited on use)."""
+    started: dict[str, Caller] = {}
     try:
-        yield c
+        for flow, python in (("nova", NOVA_PY), ("cinder", CINDER_PY)):
+            if python.exists():
+                started[flow] = Caller(python, flow, tmp_path_factory.mktemp(flow))
+        yield started
     finally:
-        c.close()
+        for c in started.values():
+            c.close()
 
 
-@pytest.fixture(scope="module")
-def nova(tmp_path_factory) -> Iterator[Caller]:
-    yield from caller(NOVA_PY, "nova", tmp_path_factory,
-                      f"{NOVA_PY} missing: build it with tools/compat/run-nova-tests.sh "
-                      "(tools/run-tests.sh does, in its host stage)")
+def ready(callers: dict[str, Caller], flow: str, missing: str) -> Caller:
+    if flow not in callers:
+        pytest.skip(missing)
+    c = callers[flow]
+    if c.setup is None:
+        c.ready()
+        print(f"\n{flow}: start-up {c.startup_seconds:.1f}s, {c.setup['result']}")
+    return c
 
 
-@pytest.fixture(scope="module")
-def cinder(tmp_path_factory) -> Iterator[Caller]:
-    yield from caller(CINDER_PY, "cinder", tmp_path_factory,
-                      f"{CINDER_PY} missing: build it with tools/compat/run-nova-tests.sh "
-                      "--cinder (tools/run-tests.sh does not)")
+@pytest.fixture
+def nova(callers) -> Caller:
+    return ready(callers, "nova", NOVA_MISSING)
+
+
+@pytest.fixture
+def cinder(callers) -> Caller:
+    return ready(callers, "cinder", CINDER_MISSING)
 
 
 # ------------------------------------------------------------------ raw host checks
