@@ -163,7 +163,15 @@ class Callers:
         if flow not in self.started:
             c = self.started[flow] = Caller(python, flow, self.tmp.mktemp(flow))
             c.ready()
-            print(f"\n{flow}: start-up {c.startup_seconds:.1f}s, {c.setup['result']}")
+            setup = c.setup["result"]
+            print(f"\n{flow}: start-up {c.startup_seconds:.1f}s, {setup}")
+            # the layer serves this process's os_brick, and brick_agent's privileged calls
+            # go to a daemon started from the caller's own venv
+            assert setup["enabled"] and setup["enabled_by"] in ("pth", "explicit"), setup
+            assert setup["privsep_client_mode"], setup
+            assert (setup["privsep_helper_command"] or "").startswith(
+                str(python.parent / "privsep-helper") + " --config-file " + str(c.conf_file)
+            ), setup
         return self.started[flow]
 
     def close(self) -> None:
