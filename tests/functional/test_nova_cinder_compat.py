@@ -324,43 +324,52 @@ def fc_target() -> Iterator[FcoeTarget]:
 
 # ------------------------------------------------------------------ Nova
 
+def nova_connect(nova: Caller, kind: str, info: dict, cls: str) -> tuple[dict, str]:
+    """Nova's connect_volume; the reply and the device_path Nova stored in data."""
+    r = nova.call("connect", driver=kind, connection_info=info)
+    assert r["describe"]["connector_class"] == f"brick_agent.os_brick_compat.connectors.{cls}"
+    assert "attachment_id" not in r["result"]["data"]
+    return r, r["result"]["data"]["device_path"]
+
+
+def timings(label: str, **replies: dict) -> None:
+    print(f"\n{label}: " + " ".join(f"{op} {r['seconds']}s" for op, r in replies.items()))
+
+
+def nova_extend(nova: Caller, kind: str, path: str, size: int) -> dict:
+    """Nova's extend_volume after the target grew to ``size``: it returns the new size in
+    bytes, and the kernel's device shows it."""
+    e = nova.call("extend", driver=kind, requested_size=size)
+    assert e["result"] == size and block_bytes(path) == size
+    return e
+
+
 def test_nova_iscsi_lvm_lio(nova, lvm_lio_target, audit_baseline):
     t = lvm_lio_target
     lun = t.luns[0]
     info = nova_connection_info("iscsi", t.volume_id, lio_data(t, t.volume_id))
-    r = nova.call("connect", driver="iscsi", connection_info=info)
-    stored = r["result"]
-    assert r["describe"]["connector_class"] == \
-        "brick_agent.os_brick_compat.connectors.ISCSIConnector"
+    r, path = nova_connect(nova, "iscsi", info, "ISCSIConnector")
     assert privsep_daemons(NOVA_PY.parent), "no privsep daemon from .venv-nova"
-    path = stored["data"]["device_path"]
-    assert "attachment_id" not in stored["data"]
     (disk,) = disks_with(lun.wwid)
     assert os.path.basename(os.path.realpath(path)) == disk
     assert len(sessions_of(t.iqn)) == 1
     write_read(path, 14, lun.path)
 
     t.resize_lun(0, 128 * MiB)
-    e = nova.call("extend", driver="iscsi", requested_size=128 * MiB)
-    assert e["result"] == 128 * MiB and block_bytes(path) == 128 * MiB
+    e = nova_extend(nova, "iscsi", path, 128 * MiB)
 
     d = nova.call("disconnect", driver="iscsi", force=False)
     assert sessions_of(t.iqn) == [] and disks_with(lun.wwid) == []
     assert node_records(t.iqn) == []
     assert_no_new_findings(audit_baseline)
-    print(f"\nnova iscsi: connect {r['seconds']}s extend {e['seconds']}s "
-          f"disconnect {d['seconds']}s")
+    timings("nova iscsi", connect=r, extend=e, disconnect=d)
 
 
 def test_nova_nvme_lvm_nvmet(nova, lvm_nvmet_subsystem, audit_baseline):
     s = lvm_nvmet_subsystem
     ns = s.namespaces[10]
     info = nova_connection_info("nvme", s.volume_id, nvmet_data(s, 10))
-    r = nova.call("connect", driver="nvme", connection_info=info)
-    stored = r["result"]
-    assert r["describe"]["connector_class"] == \
-        "brick_agent.os_brick_compat.connectors.NVMeOFConnector"
-    path = stored["data"]["device_path"]
+    r, path = nova_connect(nova, "nvme", info, "NVMeOFConnector")
     name = os.path.basename(os.path.realpath(path))
     assert dev_uuid(path) == ns.uuid
     assert read(f"/sys/class/block/{name}/nsid") == "10"
@@ -368,15 +377,13 @@ def test_nova_nvme_lvm_nvmet(nova, lvm_nvmet_subsystem, audit_baseline):
     io_roundtrip(path)
 
     s.resize_namespace(10, 128 * MiB)
-    e = nova.call("extend", driver="nvme", requested_size=128 * MiB)
-    assert e["result"] == 128 * MiB and block_bytes(path) == 128 * MiB
+    e = nova_extend(nova, "nvme", path, 128 * MiB)
 
     d = nova.call("disconnect", driver="nvme", force=False)
     assert nvme_ctrls_of(s.nqn) == []
     assert not os.path.exists(f"/sys/class/block/{name}")
     assert_no_new_findings(audit_baseline)
-    print(f"\nnova nvme: connect {r['seconds']}s extend {e['seconds']}s "
-          f"disconnect {d['seconds']}s")
+    timings("nova nvme", connect=r, extend=e, disconnect=d)
 
 
 def test_nova_fibre_channel(nova, fc_target, audit_baseline):
@@ -388,12 +395,8 @@ def test_nova_fibre_channel(nova, fc_target, audit_baseline):
     data = {"target_discovered": False, "target_lun": 1, "target_wwn": [t.target_wwpns[0]],
             "initiator_target_map": {t.initiator_wwpns[0]: [t.target_wwpns[0]]},
             "volume_id": vol, **manager_keys()}
-    r = nova.call("connect", driver="fc",
-                  connection_info=nova_connection_info("fibre_channel", vol, data))
-    stored = r["result"]
-    assert r["describe"]["connector_class"] == \
-        "brick_agent.os_brick_compat.connectors.FibreChannelConnector"
-    path = stored["data"]["device_path"]
+    r, path = nova_connect(nova, "fc", nova_connection_info("fibre_channel", vol, data),
+                           "FibreChannelConnector")
     (disk,) = disks_with(lun.wwid)
     assert path.startswith("/dev/disk/by-id/wwn-0x"), path
     # udev re-processes the new disk (change event) and its by-id link can be missing for
@@ -404,19 +407,17 @@ def test_nova_fibre_channel(nova, fc_target, audit_baseline):
     if missing:
         print(f"\nnova fc: {path} missing after connect for "
               f"{time.monotonic() - missing:.2f}s (udev)")
-    assert "multipath_id" not in stored["data"]
+    assert "multipath_id" not in r["result"]["data"]
     write_read(path, 15, lun.path)
 
     t.resize_lun(1, 64 * MiB)
-    e = nova.call("extend", driver="fc", requested_size=64 * MiB)
-    assert e["result"] == 64 * MiB and block_bytes(path) == 64 * MiB
+    e = nova_extend(nova, "fc", path, 64 * MiB)
 
     d = nova.call("disconnect", driver="fc", force=False)
     assert disks_with(lun.wwid) == []
     wait(lambda: scsi_devices_of(host) == before, 10, "the FC host back to its LUN 0")
     assert_no_new_findings(audit_baseline)
-    print(f"\nnova fc: connect {r['seconds']}s extend {e['seconds']}s "
-          f"disconnect {d['seconds']}s")
+    timings("nova fc", connect=r, extend=e, disconnect=d)
 
 
 # ------------------------------------------------------------------ Cinder
