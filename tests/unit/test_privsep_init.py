@@ -103,3 +103,21 @@ def test_os_brick_setup_first_then_the_connectors_root_helper(fresh_privsep):
     with pytest.raises(Started):
         conn.actions.rescan("nvme0")
     assert fresh_privsep[0]["cmd"][:4] == NOVA_HELPER.split() + ["privsep-helper"]
+
+
+def test_a_daemon_configuration_after_an_in_process_one_switches_back(fresh_privsep):
+    in_process = config.new_conf(overrides={"privsep_in_process": True})
+    daemon = config.new_conf(overrides={"privsep_in_process": False})
+    privileged.configure(in_process)
+    privileged.ensure_initialised()
+    assert privileged.default.client_mode is False          # runs in this process
+    privileged.configure(daemon)                             # e.g. a later connector
+    privileged.ensure_initialised()
+    assert privileged.default.client_mode is True           # through the daemon again
+
+
+def test_a_process_nobody_configured_with_client_mode_off_is_left_alone(fresh_privsep,
+                                                                         monkeypatch):
+    monkeypatch.setattr(privileged.default, "client_mode", False)   # the daemon itself
+    privileged.ensure_initialised()
+    assert privileged.default.client_mode is False
