@@ -121,6 +121,10 @@ def ensure_identity(roots: HostRoots = DEFAULT_ROOTS,
     nqn, hostid = read_identity(roots)
     if nqn is not None and hostid is not None:
         return HostIdentity(nqn, hostid)
+    if writer is None and roots != DEFAULT_ROOTS:
+        # the privileged writer only ever writes the live host, never this tree
+        raise NotSupported(f"no NVMe host identity under {roots.etcfs('nvme')}, and a tree "
+                           "other than the live host's is not written")
     new_nqn, new_hostid = _derive(nqn, hostid, roots)
     (writer or default_writer)(new_nqn, new_hostid)  # creates only the missing file(s)
     nqn, hostid = read_identity(roots)  # whatever won a race is the identity

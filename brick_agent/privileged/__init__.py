@@ -124,24 +124,22 @@ RootHelper = str | Sequence[str] | None
 def helper_command(conf: cfg.ConfigOpts, root_helper: RootHelper = None) -> str | None:
     """The daemon start command; None leaves oslo.privsep's default (``sudo privsep-helper``).
 
-    In order: ``[brick_agent]/privsep_helper_command``; else the caller's
+    In order: ``[brick_agent]/privsep_helper_command``; else, when already root,
+    the ``privsep-helper`` beside this Python (no elevation to ask for: a
+    ``sudo`` prefix would only fail where sudo is absent); else the caller's
     ``root_helper`` (os-brick's argument, e.g. ``sudo nova-rootwrap
     /etc/nova/rootwrap.conf``) followed by ``privsep-helper``, as oslo.privsep's
-    ``init(root_helper=...)`` builds it; else, when already root, the
-    ``privsep-helper`` beside this Python.  brick_agent's config files are
+    ``init(root_helper=...)`` builds it.  brick_agent's config files are
     appended (the daemon reads ``[brick_agent_privileged]`` from them);
     oslo.privsep appends ``--privsep_context`` and ``--privsep_sock_path``.
     """
-    base = conf.brick_agent.privsep_helper_command
+    base = conf.brick_agent.privsep_helper_command or _root_helper_default()
     if base:
         cmd = shlex.split(base)
     elif root_helper:
         cmd = _split(root_helper) + ["privsep-helper"]
     else:
-        default_base = _root_helper_default()
-        if not default_base:
-            return None
-        cmd = shlex.split(default_base)
+        return None
     for path in getattr(conf, "config_file", None) or []:
         cmd += ["--config-file", path]
     return shlex.join(cmd)
@@ -191,13 +189,16 @@ def configure(conf: cfg.ConfigOpts | None = None, root_helper: RootHelper = None
 def ensure_initialised() -> None:
     """Apply the remembered configuration before a call through the daemon.
 
-    Nothing happens once the daemon runs, in the daemon itself (nothing was
-    configured there and client mode is off), or when the same configuration is
-    already applied.  A connector configured for the daemon after an in-process
-    one switches the mode back (the last configuration wins, as ``init`` did).
+    Nothing happens in the daemon itself (nothing was configured there and
+    client mode is off) or when the same configuration is already applied.  A
+    connector configured for the daemon after an in-process one switches the
+    mode back (the last configuration wins, as ``init`` did); a daemon already
+    running keeps its channel.
     """
-    if default.channel is not None:
-        return
+    applied = _state.applied
+    if (applied is not None and applied[0] is _state.conf
+            and applied[1] == _state.root_helper):
+        return              # the common case: nothing changed since the last call
     with _state_lock:
         if _state.conf is None:
             if not default.client_mode:

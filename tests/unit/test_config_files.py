@@ -31,6 +31,7 @@ def test_default_conf_reads_the_file_named_by_the_environment(fresh_default, tmp
     assert conf.brick_agent.lock_path == str(tmp_path / "locks")
     assert conf.brick_agent.device_wait_timeout == 9
     # the privsep daemon is started with the same file (it reads [brick_agent_privileged])
+    fresh_default.setattr(privileged.os, "geteuid", lambda: 1000)     # a service user
     assert privileged.helper_command(conf, "sudo") == f"sudo privsep-helper --config-file {path}"
 
 

@@ -62,3 +62,12 @@ def test_iscsi_connector_get_initiator(host, tmp_path):
     assert ISCSIConnector(None, conf=conf, roots=host, ledger=False).get_initiator() == IQN
     bare = HostRoots.under(str(tmp_path / "bare"))
     assert ISCSIConnector(None, conf=conf, roots=bare, ledger=False).get_initiator() is None
+
+
+def test_connector_object_of_a_fake_tree_never_writes_the_live_hosts_identity(host,
+                                                                                monkeypatch):
+    from brick_agent.privileged import nvme as priv_nvme
+    calls = []
+    monkeypatch.setattr(priv_nvme, "write_host_identity", lambda *a: calls.append(a))
+    props = get_connector_properties(None, "192.0.2.5", False, False, host="h", roots=host)
+    assert calls == [] and "nqn" not in props            # nothing on the tree, nothing made

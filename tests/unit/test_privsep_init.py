@@ -121,3 +121,28 @@ def test_a_process_nobody_configured_with_client_mode_off_is_left_alone(fresh_pr
     monkeypatch.setattr(privileged.default, "client_mode", False)   # the daemon itself
     privileged.ensure_initialised()
     assert privileged.default.client_mode is False
+
+
+def test_already_root_starts_the_helper_beside_python_not_the_callers_sudo(fresh_privsep,
+                                                                            monkeypatch):
+    monkeypatch.setattr(privileged.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(privileged.os, "access", lambda path, mode: True)
+    conf = config.new_conf()
+    command = privileged.helper_command(conf, NOVA_HELPER)   # Nova as root, no sudo installed
+    assert command is not None and "sudo" not in command
+    assert command.split()[0].endswith("/privsep-helper")
+
+
+def test_a_running_daemon_is_used_again_after_an_in_process_interlude(fresh_privsep,
+                                                                       monkeypatch):
+    daemon = config.new_conf(overrides={"privsep_in_process": False})
+    privileged.configure(daemon)
+    privileged.ensure_initialised()
+    monkeypatch.setattr(privileged.default, "channel", object())    # the daemon runs
+    privileged.set_in_process(True)                                   # a test's cleanup
+    privileged.configure(config.new_conf(overrides={"privsep_in_process": True}))
+    privileged.ensure_initialised()
+    assert privileged.default.client_mode is False
+    privileged.configure(config.new_conf(overrides={"privsep_in_process": False}))
+    privileged.ensure_initialised()
+    assert privileged.default.client_mode is True
