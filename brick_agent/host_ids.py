@@ -68,37 +68,15 @@ def system_uuid(roots: HostRoots = DEFAULT_ROOTS,
     return value if value and _is_uuid(value) else None
 
 
-def _unescape(field: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as octal (``\\040``)."""
-    out, i = [], 0
-    while i < len(field):
-        code = field[i + 1:i + 4]
-        if field[i] == "\\" and len(code) == 3 and code.isdigit():
-            out.append(chr(int(code, 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
 def root_source(mountinfo: str = MOUNTINFO) -> str | None:
     """The mount source of ``/`` (the last mount on ``/`` wins, as the kernel shows it)."""
+    from brick_agent.host.usage import mount_entries
     try:
-        with open(mountinfo, encoding="utf-8", errors="replace") as fh:
-            lines = fh.read().splitlines()
+        entries = mount_entries(mountinfo)
     except OSError:
         return None
-    source = None
-    for line in lines:
-        head, sep, tail = line.partition(" - ")
-        fields = head.split()
-        rest = tail.split()
-        if not sep or len(fields) < 5 or len(rest) < 2:
-            continue
-        if _unescape(fields[4]) == "/":
-            source = _unescape(rest[1])
-    return source
+    sources = [source for _, point, source in entries if point == "/" and source]
+    return sources[-1] if sources else None
 
 
 def root_fs_uuid(roots: HostRoots = DEFAULT_ROOTS, mountinfo: str = MOUNTINFO) -> str | None:

@@ -72,21 +72,30 @@ def _device_name(roots: HostRoots, devnum: str | None, source: str | None) -> st
     return None
 
 
+def mount_entries(mountinfo: str) -> list[tuple[str, str, str | None]]:
+    """``(MAJ:MIN, mount point, source)`` of every mount in a ``mountinfo`` table, in
+    its order (unescaped); ``[]`` when the table does not exist, other errors raised."""
+    out = []
+    for line in _read_table(mountinfo):
+        fields = line.split()
+        if len(fields) < 7 or "-" not in fields[6:]:
+            continue
+        tail = fields[fields.index("-", 6) + 1:]
+        out.append((fields[2], _unescape(fields[4]),
+                    _unescape(tail[1]) if len(tail) > 1 else None))
+    return out
+
+
 def mounted_devices(roots: HostRoots = DEFAULT_ROOTS) -> dict[str, str]:
     """Kernel name -> mount point of every block device with a mounted filesystem
     (the first mount point listed; ``/`` wins)."""
     out: dict[str, str] = {}
     names: dict[tuple[str, str | None], str | None] = {}   # bind mounts repeat a device
-    for line in _read_table(roots.procfs("self", "mountinfo")):
-        fields = line.split()
-        if len(fields) < 7 or "-" not in fields[6:]:
-            continue
-        tail = fields[fields.index("-", 6) + 1:]
-        key = (fields[2], _unescape(tail[1]) if len(tail) > 1 else None)
+    for devnum, point, source in mount_entries(roots.procfs("self", "mountinfo")):
+        key = (devnum, source)
         if key not in names:
             names[key] = _device_name(roots, *key)
         name = names[key]
-        point = _unescape(fields[4])
         if name and (name not in out or point == "/"):
             out[name] = point
     return out
