@@ -23,6 +23,9 @@ from oslo_config import cfg
 
 from brick_agent import config, locking, privileged
 from brick_agent import ledger as ledgermod
+from brick_agent.deadline import Deadline
+from brick_agent.errors import DeviceNotFound
+from brick_agent.host import udev
 from brick_agent.host.block import block_device_for_path
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
 
@@ -438,7 +441,7 @@ def _connect(self: Connector, func: Callable[..., DeviceInfo], props: Mapping[st
             with ledger.transaction() as data:
                 ledgermod.drop_pending(data, keys, att)
             raise
-        ident = ledgermod.device_identity(self.roots, info.get("path"))
+        ident = _result_identity(self, info)
         prior: dict[str, Any] = {}
         was_ro = False
         if ident is not None:
@@ -467,6 +470,31 @@ def _connect(self: Connector, func: Callable[..., DeviceInfo], props: Mapping[st
                 "device_info": _storable(info), "attachments": attachments,
                 "read_only": read_only}
         return info
+
+
+#: how long a connect waits for the path it returned to resolve before recording it
+RESULT_LINK_WAIT = 5.0
+
+
+def _result_identity(self: Connector, info: Mapping[str, Any]) -> str | None:
+    """The identity of the device a connect returned, for its ledger entry.
+
+    The connector verified the device an instant ago; a udev link it returned
+    can still be re-pointed by udev for a moment (another claimant of the link
+    coming or going), so an unresolvable path is waited for on udev's events
+    (at most ``RESULT_LINK_WAIT`` s) rather than leaving the attachment
+    unrecorded.
+    """
+    path = info.get("path")
+    ident = ledgermod.device_identity(self.roots, path)
+    if ident is not None or not path or not udev.udev_running(self.roots):
+        return ident
+    with udev.DeviceWatch(roots=self.roots, poll_interval=0.25) as watch:
+        try:
+            return watch.wait_for(lambda: ledgermod.device_identity(self.roots, path),
+                                  Deadline.after(RESULT_LINK_WAIT), what=f"{path} to resolve")
+        except DeviceNotFound:
+            return None
 
 
 def _entry_of_device(data: dict[str, Any], protocol: str, keys: list[str], ident: str | None,

@@ -274,15 +274,35 @@ class ScsiVolumeOps:
         return m
 
     # ------------------------------------------------------------ results
-    def stable_disk_path(self, dev: ScsiDevice) -> str:
-        """``/dev/disk/by-id/wwn-0x...`` when udev made it for ``dev``, else ``/dev/sdX``."""
+    def stable_disk_path(self, dev: ScsiDevice, deadline: Deadline | None = None) -> str:
+        """``/dev/disk/by-id/wwn-0x...`` when udev made it for ``dev``, else ``/dev/sdX``.
+
+        Every path of a LUN claims its ``wwn-0x`` link, and udev re-points or
+        briefly removes it while it processes one of them coming or going (an
+        earlier path of the same LUN still being removed, say).  So the link is
+        returned only once no claim is pending in udev (waited for on udev's
+        events, at most 5 s of ``deadline``) and it then resolves to ``dev``.
+        """
+        kernel = self.roots.devfs(dev.name or "")
         name = wwn_link_name(dev.wwid) if dev.wwid else None
-        if name:
-            link = self.roots.devfs("disk", "by-id", name)
+        if not name:
+            return kernel
+        link = self.roots.devfs("disk", "by-id", name)
+
+        def settled() -> str | None:
+            if not udev.link_claims_settled(self.roots, link):
+                return None
             target = block_device_for_path(self.roots, link)
-            if target is not None and target.name == dev.name:
-                return link
-        return self.roots.devfs(dev.name or "")
+            return link if target is not None and target.name == dev.name else kernel
+
+        if deadline is None or not (self.wait_for_udev and udev.udev_running(self.roots)):
+            return settled() or kernel
+        with self.watch_factory() as watch:
+            try:
+                return watch.wait_for(settled, deadline.capped(5.0), what=f"udev claims of {link}")
+            except DeviceNotFound:
+                LOG.info("udev is still re-linking %s; returning %s", link, kernel)
+                return kernel
 
     def map_path(self, m: MultipathMap) -> str:
         """``/dev/disk/by-id/dm-uuid-mpath-<wwid>`` if present, else /dev/mapper/<name>, else /dev/dm-N."""
@@ -305,7 +325,7 @@ class ScsiVolumeOps:
             if enforce_multipath:
                 raise NotSupported("multipath enforced but multipathd is not running")
             LOG.warning("multipathd is not running: returning single path %s", devices[0].name)
-        path = (self.stable_disk_path(devices[0]) if self.stable_paths
+        path = (self.stable_disk_path(devices[0], deadline) if self.stable_paths
                 else self.roots.devfs(devices[0].name or ""))
         return {"type": "block", "path": path, "scsi_wwn": wwid}
 

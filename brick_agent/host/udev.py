@@ -336,6 +336,41 @@ def dangling_links_to(roots: HostRoots, name: str) -> list[str]:
     return found
 
 
+def _link_stack_dir(roots: HostRoots, link: str) -> str | None:
+    """udev's claim directory for a /dev link (``/run/udev/links/<escaped path>``)."""
+    rel = os.path.relpath(link, roots.dev)
+    if rel.startswith(".."):
+        return None
+    escaped = rel.replace("\\", "\\x5c").replace("/", "\\x2f")
+    return roots.runfs("udev", "links", escaped)
+
+
+def link_claims_settled(roots: HostRoots, link: str) -> bool:
+    """False while a device that claims ``link`` is gone or not yet processed by udev.
+
+    Several devices may claim one link (every path of a LUN claims its
+    ``wwn-0x...`` link); udev keeps their claims in ``/run/udev/links/<link>/``
+    (entries ``b<M>:<m>``) and re-points or briefly removes the link while it
+    processes one of them coming or going.  True when every claimant is a present
+    device with a udev database entry, or when udev keeps no claims (older
+    udev, no udev): nothing is known to be pending.
+    """
+    stack = _link_stack_dir(roots, link)
+    if stack is None:
+        return True
+    for entry in sysfs.list_dir(stack):
+        if entry.startswith("."):
+            continue
+        devnum = entry[1:] if entry[:1] in ("b", "c") else entry
+        if ":" not in devnum:
+            continue
+        if not os.path.exists(roots.sysfs("dev", "block", devnum)):
+            return False           # its removal is queued in udev
+        if not os.path.exists(roots.runfs("udev", "data", "b" + devnum)):
+            return False           # udev is still processing it
+    return True
+
+
 def udev_settled_for(roots: HostRoots, name: str, deadline: Deadline,
                      watch: DeviceWatch | None = None) -> bool:
     """Wait until udev has processed block device ``name`` (its database entry exists,

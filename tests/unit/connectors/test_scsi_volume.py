@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import time
+
 import pytest
 
 from brick_agent.connectors.scsi_volume import ScsiVolumeOps, udev_wwid, wwn_link_name
@@ -9,6 +13,7 @@ from brick_agent.deadline import Deadline
 from brick_agent.errors import (CommandFailed, DeviceBusy, DeviceNotFound, NotSupported,
                                 VolumeIdentityMismatch)
 from brick_agent.host.scsi import HCTL, scsi_device
+from brick_agent.host import udev
 from brick_agent.host.udev import DeviceWatch
 from tests.unit.connectors.test_fibre_channel_fakehost import FakeFC, FakeLun, udev_of, wwid_of
 from tests.unit.host.fakehost import FakeHost
@@ -276,3 +281,54 @@ def test_delete_created_removes_a_map_made_only_of_its_devices(env):
     assert ops.delete_created([HCTL(1, 0, 0, 1), HCTL(2, 0, 0, 1)]) == []
     assert fake.maps() == [] and fake.hctls() == []
     assert fake.ops("multipath_forget") == [(udev_of(1),)]
+
+
+def claim(h, link_name: str, devnum: str, node: str) -> str:
+    """udev's claim of ``/dev/disk/by-id/<link_name>`` by device ``devnum`` (as udev 252
+    keeps it: ``/run/udev/links/disk\\x2fby-id\\x2f<name>/b<M>:<m> -> <prio>:<node>``)."""
+    stack = h.p("run/udev/links/disk\\x2fby-id\\x2f" + link_name)
+    stack.mkdir(parents=True, exist_ok=True)
+    (stack / ".lock").touch()
+    entry = stack / f"b{devnum}"
+    os.symlink(f"0:/dev/{node}", entry)
+    return str(entry)
+
+
+def test_stable_path_waits_until_a_removed_claimant_is_processed(env):
+    """An earlier path of the same LUN is gone from the kernel but udev has not processed
+    its removal: the wwn link may still be re-pointed or removed; wait for that first."""
+    h, fake, ops = env
+    fake.scan_lun(1, 0, 0, 1)
+    d = dev(h, "1:0:0:1")
+    name = wwn_link_name(d.wwid)
+    devnum = open(h.p(f"sys/class/block/{d.name}/dev")).read().strip()
+    claim(h, name, devnum, d.name)
+    gone = claim(h, name, "8:240", "sdp")          # no /sys/dev/block/8:240: removal queued
+    threading.Timer(0.1, os.unlink, [gone]).start()
+    start = time.monotonic()
+    path = ops.stable_disk_path(d, Deadline.after(5))
+    assert path == h.roots.devfs("disk", "by-id", name)
+    assert time.monotonic() - start >= 0.09
+
+
+def test_stable_path_falls_back_to_the_kernel_name_when_claims_stay_pending(env):
+    h, fake, ops = env
+    fake.scan_lun(1, 0, 0, 1)
+    d = dev(h, "1:0:0:1")
+    claim(h, wwn_link_name(d.wwid), "8:241", "sdq")     # never processed
+    assert ops.stable_disk_path(d, Deadline.after(0.2)) == h.roots.devfs(d.name)
+    # without a deadline (no waiting) the pending claim gives the kernel name at once
+    assert ops.stable_disk_path(d) == h.roots.devfs(d.name)
+
+
+def test_link_claims_settled_reads_udevs_claims(env):
+    h, fake, ops = env
+    fake.scan_lun(1, 0, 0, 1)
+    d = dev(h, "1:0:0:1")
+    link = h.roots.devfs("disk", "by-id", wwn_link_name(d.wwid))
+    assert udev.link_claims_settled(h.roots, link)                  # udev keeps no claims
+    devnum = open(h.p(f"sys/class/block/{d.name}/dev")).read().strip()
+    claim(h, wwn_link_name(d.wwid), devnum, d.name)
+    assert udev.link_claims_settled(h.roots, link)                  # the one claim is live
+    os.unlink(h.p(f"run/udev/data/b{devnum}"))
+    assert not udev.link_claims_settled(h.roots, link)              # being processed
