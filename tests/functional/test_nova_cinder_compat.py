@@ -2,10 +2,9 @@
 
 Run: tools/kernel-lab/lab run -- tools/kernel-lab/guest-pytest tests/functional/test_nova_cinder_compat.py -q
 
-Nova 34.0.0 (``.venv-nova``, built by tools/compat/run-nova-tests.sh, which
-tools/run-tests.sh runs in its host stage) and Cinder 29.0.0 (``.venv-cinder``,
-built by ``run-nova-tests.sh --cinder``) run in their own Python
-(tests/functional/compat_driver.py), set up the way nova-compute / cinder-backup start
+Nova 34.0.0 (``.venv-nova``) and Cinder 29.0.0 (``.venv-cinder``), built by
+``tools/compat/run-nova-tests.sh --cinder`` (tools/run-tests.sh runs it in its host
+stage), run in their own Python (tests/functional/compat_driver.py), set up the way nova-compute / cinder-backup start
 (config file parsed, ``priv_context.init(root_helper)``, ``os_brick.setup(CONF)``),
 with os-brick 7.1.1 served by brick_agent.  Their code does every host action:
 
@@ -19,9 +18,15 @@ with os-brick 7.1.1 served by brick_agent.  Their code does every host action:
   ``disconnect_volume(data, device_info, force=, ignore_errors=)``
   (backup / copy-volume path).
 
-The privileged work goes through a real privsep daemon started from the caller's venv
-(``<venv>/bin/privsep-helper``, the default for root).  Checks read raw sysfs
-(tests/functional/rawhost.py): the device is the target's volume, O_DIRECT I/O reaches
+Every flow runs twice: as root, and as the service's own non-root user the way a
+packaged host runs it (tests/functional/lab/service_user.py: a ``nova`` / ``cinder``
+system user whose only way to root is ``sudo <service>-rootwrap
+/etc/<service>/rootwrap.conf``, with the service's filters plus brick_agent's
+``etc/brick_agent/rootwrap.d/privsep.filters``; its config in ``/etc/<service>/``; locks
+and ledger in its home).  The privileged work goes through a real privsep daemon: for
+root, started from the caller's venv (``<venv>/bin/privsep-helper``); for the service
+user, by the service's root helper (``sudo <service>-rootwrap ... privsep-helper``).
+Checks read raw sysfs (tests/functional/rawhost.py): the device is the target's volume, O_DIRECT I/O reaches
 its backing file, extend shows the new size, and after disconnect no session, disk,
 controller, node record or new audit finding is left.
 
@@ -46,7 +51,7 @@ import pytest
 
 from brick_agent.audit import audit
 from brick_agent.host.roots import DEFAULT_ROOTS
-from tests.functional.lab import FcoeTarget, LioIscsiTarget, NvmetSubsystem
+from tests.functional.lab import FcoeTarget, LioIscsiTarget, NvmetSubsystem, ServiceUser
 from tests.functional.rawhost import (MiB, dev_uuid, disks_with, io_roundtrip, nvme_ctrls_of,
                                       read, scsi_devices_of, sessions_of, wait, write_read)
 
@@ -63,34 +68,59 @@ REPLY_TIMEOUT = 180.0
 # ------------------------------------------------------------------ the caller processes
 
 class Caller:
-    """A compat_driver.py process: one JSON command per line, one reply per line."""
+    """A compat_driver.py process: one JSON command per line, one reply per line.
 
-    def __init__(self, python: pathlib.Path, flow: str, workdir: pathlib.Path) -> None:
+    ``user``: run it as that service user (sudo + the service's rootwrap, see
+    :class:`ServiceUser`) instead of root.
+    """
+
+    def __init__(self, python: pathlib.Path, flow: str, workdir: pathlib.Path,
+                 user: ServiceUser | None = None) -> None:
         self.flow = flow
-        self.conf_file = workdir / f"{flow}.conf"
-        # what an operator's nova.conf / cinder.conf holds for this (root, no rootwrap:
-        # brick_agent's daemon then starts <venv>/bin/privsep-helper itself)
-        self.conf_file.write_text(
-            "[DEFAULT]\n"
-            f"host = lab-{flow}\n"
-            f"state_path = {workdir}\n"
-            + ("[workarounds]\ndisable_rootwrap = True\n" if flow == "nova" else "") +
-            "[oslo_concurrency]\n"
-            f"lock_path = {workdir / 'locks'}\n"
-            "[brick_agent]\n"
-            f"lock_path = {workdir / 'brick-locks'}\n"
-            f"ledger_path = {workdir / 'ledger'}\n"
-            "device_wait_timeout = 20\n")
+        self.user = user
+        state = user.state if user else workdir
+        # what an operator's nova.conf / cinder.conf holds for this; root: no rootwrap
+        # (brick_agent's daemon then starts <venv>/bin/privsep-helper itself); a service
+        # user: the service's default root helper, sudo <service>-rootwrap rootwrap.conf
+        text = ("[DEFAULT]\n"
+                f"host = lab-{flow}\n"
+                f"state_path = {state}\n"
+                + ("[workarounds]\ndisable_rootwrap = True\n"
+                   if flow == "nova" and user is None else "") +
+                "[oslo_concurrency]\n"
+                f"lock_path = {state / 'locks'}\n"
+                "[brick_agent]\n"
+                f"lock_path = {state / 'brick-locks'}\n"
+                f"ledger_path = {state / 'ledger'}\n"
+                "device_wait_timeout = 20\n")
+        if user:
+            self.conf_file = user.write_conf(text)
+        else:
+            self.conf_file = workdir / f"{flow}.conf"
+            self.conf_file.write_text(text)
         self.stderr_path = workdir / f"{flow}.stderr"
         self._stderr = open(self.stderr_path, "wb")
         start = time.monotonic()
-        self.proc = subprocess.Popen([str(python), str(DRIVER)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self._stderr,
-                                     cwd=str(workdir), text=True)
+        argv = [str(python), str(DRIVER)]
+        self.proc = subprocess.Popen(user.command(argv) if user else argv,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self._stderr, text=True,
+                                     cwd=str(user.home if user else workdir),
+                                     env=user.environment() if user else None)
         self._start = start
         self._send({"flow": flow, "driver": "iscsi", "config_file": str(self.conf_file)})
         self.setup: dict[str, Any] | None = None
         self.startup_seconds = 0.0
+        #: how brick_agent's privsep daemon must have been started (checked after connects)
+        self.helper_command = ""
+
+    def uid(self) -> int:
+        """The real uid of the caller process (from /proc)."""
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    return int(line.split()[1])
+        raise AssertionError("no Uid line")
 
     def ready(self) -> "Caller":
         """Wait for the set-up reply."""
@@ -145,7 +175,7 @@ class Caller:
 NOVA_MISSING = (f"{NOVA_PY} missing: build it with tools/compat/run-nova-tests.sh "
                 "(tools/run-tests.sh does, in its host stage)")
 CINDER_MISSING = (f"{CINDER_PY} missing: build it with tools/compat/run-nova-tests.sh "
-                  "--cinder (tools/run-tests.sh does not)")
+                  "--cinder (tools/run-tests.sh does, in its host stage)")
 
 
 class Callers:
@@ -157,22 +187,26 @@ class Callers:
         self.tmp = tmp_path_factory
         self.started: dict[str, Caller] = {}
 
-    def get(self, flow: str, python: pathlib.Path, missing: str) -> Caller:
+    def get(self, flow: str, python: pathlib.Path, missing: str, as_user: bool) -> Caller:
         if not python.exists():
             pytest.skip(missing)
-        if flow not in self.started:
-            c = self.started[flow] = Caller(python, flow, self.tmp.mktemp(flow))
+        key = f"{flow}-{'user' if as_user else 'root'}"
+        if key not in self.started:
+            user = ServiceUser(flow, python.parent.parent).create() if as_user else None
+            c = self.started[key] = Caller(python, flow, self.tmp.mktemp(key), user)
             c.ready()
             setup = c.setup["result"]
-            print(f"\n{flow}: start-up {c.startup_seconds:.1f}s, {setup}")
+            print(f"\n{key}: start-up {c.startup_seconds:.1f}s, {setup}")
             # the layer serves this process's os_brick, and brick_agent's privileged calls
-            # go to a daemon started from the caller's own venv
+            # go to a daemon: root starts the caller venv's own helper; the service user
+            # goes through sudo and the service's rootwrap, as os-brick's daemon would
             assert setup["enabled"] and setup["enabled_by"] in ("pth", "explicit"), setup
             assert setup["privsep_client_mode"], setup
-            assert (setup["privsep_helper_command"] or "").startswith(
-                str(python.parent / "privsep-helper") + " --config-file " + str(c.conf_file)
-            ), setup
-        return self.started[flow]
+            start = (f"sudo {flow}-rootwrap /etc/{flow}/rootwrap.conf privsep-helper"
+                     if user else str(python.parent / "privsep-helper"))
+            c.helper_command = f"{start} --config-file {c.conf_file}"
+            assert c.uid() == (user.uid if user else 0)
+        return self.started[key]
 
     def close(self) -> None:
         for c in self.started.values():
@@ -188,14 +222,24 @@ def callers(tmp_path_factory) -> Iterator[Callers]:
         c.close()
 
 
-@pytest.fixture
-def nova(callers) -> Caller:
-    return callers.get("nova", NOVA_PY, NOVA_MISSING)
+#: every flow runs as root and as the service's own non-root user
+AS = pytest.mark.parametrize("as_user", [False, True], ids=["root", "service-user"],
+                             indirect=True)
 
 
 @pytest.fixture
-def cinder(callers) -> Caller:
-    return callers.get("cinder", CINDER_PY, CINDER_MISSING)
+def as_user(request) -> bool:
+    return request.param
+
+
+@pytest.fixture
+def nova(callers, as_user) -> Caller:
+    return callers.get("nova", NOVA_PY, NOVA_MISSING, as_user)
+
+
+@pytest.fixture
+def cinder(callers, as_user) -> Caller:
+    return callers.get("cinder", CINDER_PY, CINDER_MISSING, as_user)
 
 
 # ------------------------------------------------------------------ raw host checks
@@ -328,8 +372,17 @@ def nova_connect(nova: Caller, kind: str, info: dict, cls: str) -> tuple[dict, s
     """Nova's connect_volume; the reply and the device_path Nova stored in data."""
     r = nova.call("connect", driver=kind, connection_info=info)
     assert r["describe"]["connector_class"] == f"brick_agent.os_brick_compat.connectors.{cls}"
+    assert_privsep_started_as_configured(nova, r)
     assert "attachment_id" not in r["result"]["data"]
     return r, r["result"]["data"]["device_path"]
+
+
+def assert_privsep_started_as_configured(caller: Caller, reply: dict) -> None:
+    """brick_agent's daemon was started by the command the caller's identity calls for."""
+    describe = reply["describe"]
+    assert describe["privsep_client_mode"], describe
+    assert (describe["privsep_helper_command"] or "").startswith(caller.helper_command), \
+        describe
 
 
 def timings(label: str, **replies: dict) -> None:
@@ -344,6 +397,7 @@ def nova_extend(nova: Caller, kind: str, path: str, size: int) -> dict:
     return e
 
 
+@AS
 def test_nova_iscsi_lvm_lio(nova, lvm_lio_target, audit_baseline):
     t = lvm_lio_target
     lun = t.luns[0]
@@ -365,6 +419,7 @@ def test_nova_iscsi_lvm_lio(nova, lvm_lio_target, audit_baseline):
     timings("nova iscsi", connect=r, extend=e, disconnect=d)
 
 
+@AS
 def test_nova_nvme_lvm_nvmet(nova, lvm_nvmet_subsystem, audit_baseline):
     s = lvm_nvmet_subsystem
     ns = s.namespaces[10]
@@ -386,6 +441,7 @@ def test_nova_nvme_lvm_nvmet(nova, lvm_nvmet_subsystem, audit_baseline):
     timings("nova nvme", connect=r, extend=e, disconnect=d)
 
 
+@AS
 def test_nova_fibre_channel(nova, fc_target, audit_baseline):
     t = fc_target
     lun = t.luns[1]
@@ -417,6 +473,7 @@ def test_nova_fibre_channel(nova, fc_target, audit_baseline):
 
 # ------------------------------------------------------------------ Cinder
 
+@AS
 def test_cinder_backup_copy_iscsi_and_nvme(cinder, lvm_lio_target, lvm_nvmet_subsystem,
                                            audit_baseline):
     t, s = lvm_lio_target, lvm_nvmet_subsystem
@@ -428,6 +485,7 @@ def test_cinder_backup_copy_iscsi_and_nvme(cinder, lvm_lio_target, lvm_nvmet_sub
     for conn, cls in conns:
         r = cinder.call("connect", conn=conn)
         assert r["result"]["connector_class"] == f"brick_agent.os_brick_compat.connectors.{cls}"
+        assert_privsep_started_as_configured(cinder, r)
         path = r["result"]["device"]["path"]
         if cls == "ISCSIConnector":
             (disk,) = disks_with(t.luns[0].wwid)

@@ -10,9 +10,10 @@ from .fcoe import FcoeFabric, FcoeTarget
 from .lio import LioIscsiTarget, LioLun, local_initiator_iqn
 from .nvmet import NvmetNamespace, NvmetPort, NvmetSubsystem
 from .rxe import RxeLink, rxe_available
+from .service_user import ServiceUser
 
 IN_LAB_ENV = "BRICK_LAB"
 
 __all__ = ["FcLoop", "fcloop_available", "FcoeFabric", "FcoeTarget", "IN_LAB_ENV", "LabError", "LabTarget",
            "LioIscsiTarget", "LioLun", "NvmetNamespace", "NvmetPort", "NvmetSubsystem", "RxeLink",
-           "local_initiator_iqn", "rxe_available", "wait_for"]
+           "ServiceUser", "local_initiator_iqn", "rxe_available", "wait_for"]
