@@ -15,6 +15,8 @@ call-time lookups and their tests' ``mock.patch`` targets see it):
   then stub ours too).
 * ``os_brick.setup`` — os-brick's setup, then brick_agent's options on the
   same ConfigOpts, made the connectors' default (:func:`setup`).
+* the ``brick_agent`` loggers take the level the service set for ``os_brick``
+  (:mod:`brick_agent.os_brick_compat.log_levels`).
 * ``os_brick.initiator.utils.guard_connection`` and
   ``os_brick.initiator.linuxscsi.LinuxSCSI.is_multipath_running`` —
   :mod:`brick_agent.os_brick_compat.locks`.
@@ -26,6 +28,8 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
+
+from brick_agent.os_brick_compat import log_levels
 
 LOG = logging.getLogger(__name__)
 
@@ -90,6 +94,7 @@ def factory(protocol: str, root_helper: Any, driver: Any = None, use_multipath: 
             *args: Any, **kwargs: Any) -> Any:
     """os-brick's ``InitiatorConnector.factory``; our protocols get brick_agent connectors."""
     cls = routed_class(protocol, arch, kwargs)
+    log_levels.follow_os_brick()
     if cls is None:
         return original("factory")(protocol, root_helper, driver, use_multipath,
                                    device_scan_attempts, arch, *args, **kwargs)
@@ -111,6 +116,7 @@ def setup(conf: Any, **kwargs: Any) -> None:
     set_default_conf(conf)
     locking.configure(conf)
     privileged.init(conf)
+    log_levels.follow_os_brick()
 
 
 def enable(protocols: Iterable[str] | None = None) -> None:
@@ -173,6 +179,7 @@ def disable() -> None:
                 connector.unix_connector_list.remove(path)
         _originals.clear()
         _protocols = frozenset()
+        log_levels.reset()
 
 
 __all__ = ["ADDED_CONNECTORS", "disable", "enable", "factory", "is_enabled", "original",

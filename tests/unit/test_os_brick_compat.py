@@ -377,3 +377,64 @@ def test_enable_warns_about_an_untested_os_brick(monkeypatch, caplog):
         os_brick_compat.enable()
         os_brick_compat.disable()
     assert "os-brick 6.10.0 is installed" in caplog.text
+
+
+# ------------------------------------------------------------------ log levels
+@pytest.fixture
+def clean_log_levels():
+    import logging
+    loggers = [logging.getLogger(n) for n in logging.root.manager.loggerDict] + [logging.root]
+    before = [(lg, lg.level, list(lg.handlers)) for lg in loggers
+              if isinstance(lg, logging.Logger)]
+    yield
+    for lg, level, handlers in before:          # oslo.log's setup reconfigures many loggers
+        lg.setLevel(level)
+        lg.handlers[:] = handlers
+
+
+def test_brick_agent_logs_at_the_level_the_service_set_for_os_brick(enabled, clean_log_levels,
+                                                                    monkeypatch):
+    """Nova's ``[cinder] debug = True`` (nova/config.py) sets os_brick=DEBUG through
+    oslo.log's default_log_levels; nova-manage sets os_brick=ERROR: brick_agent follows."""
+    import logging
+    from oslo_config import cfg
+    from oslo_log import log as oslo_log
+    from brick_agent import privileged
+    from brick_agent.connectors import base
+    monkeypatch.setattr(privileged, "init", lambda conf: None)
+    monkeypatch.setattr(base, "_DEFAULT_CONF", None)
+    monkeypatch.setattr(locking, "_configured_lock_path", None)
+    ours = logging.getLogger("brick_agent")
+    assert ours.level == logging.NOTSET
+
+    from oslo_concurrency import lockutils
+    conf = cfg.ConfigOpts()
+    oslo_log.register_options(conf)
+    conf.register_opts(lockutils._opts, group="oslo_concurrency")
+    from os_brick import opts as ob_opts
+    conf.register_opts(ob_opts._opts, group="os_brick")
+    conf(args=[], project="nova")
+    conf.set_override("default_log_levels", oslo_log.get_default_log_levels()
+                      + ["os_brick=DEBUG"])
+    oslo_log.setup(conf, "nova")                 # nova/cmd/compute.py, before os_brick.setup
+    os_brick.setup(conf)
+    assert ours.getEffectiveLevel() == logging.DEBUG
+    assert logging.getLogger("brick_agent.connectors.iscsi").isEnabledFor(logging.DEBUG)
+
+    logging.getLogger("os_brick").setLevel(logging.ERROR)     # nova-manage's level
+    connector.InitiatorConnector.factory("ISCSI", None)      # re-read when a connector is built
+    assert ours.level == logging.ERROR
+
+    ours.setLevel(logging.INFO)                  # brick_agent=INFO set by the operator wins
+    connector.InitiatorConnector.factory("ISCSI", None)
+    assert ours.level == logging.INFO
+
+
+def test_disable_gives_the_brick_agent_logger_back(clean_log_levels):
+    import logging
+    os_brick_compat.enable()
+    logging.getLogger("os_brick").setLevel(logging.DEBUG)
+    connector.InitiatorConnector.factory("ISCSI", None)
+    assert logging.getLogger("brick_agent").level == logging.DEBUG
+    os_brick_compat.disable()
+    assert logging.getLogger("brick_agent").level == logging.NOTSET
