@@ -39,6 +39,7 @@ import logging
 import os
 import random
 import re
+import struct
 import stat
 import threading
 import time
@@ -163,10 +164,24 @@ def _give_to_directory_owner(fd: int, directory: str) -> None:
         os.fchown(fd, owner.st_uid, owner.st_gid)
 
 
-def _try_lock(fd: int, exclusive: bool, use_flock: bool) -> bool:
-    op = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
+#: ``struct flock`` (x86-64/aarch64 layout) for ``F_OFD_SETLK``: type, whence, start, len, pid
+_FLOCK = "hh4xqqi4x"
+
+#: how a lock file is locked: ``lockf`` (POSIX record lock: oslo.concurrency/fasteners'
+#: protocol), ``flock`` (whole-file BSD lock), ``ofd`` (open-file-description record lock:
+#: conflicts with ``lockf`` locks, even of this process, and is released only with its
+#: own descriptor)
+LockKind = str
+
+
+def _try_lock(fd: int, exclusive: bool, kind: LockKind = "lockf") -> bool:
     try:
-        (fcntl.flock if use_flock else fcntl.lockf)(fd, op)
+        if kind == "ofd":
+            ltype = fcntl.F_WRLCK if exclusive else fcntl.F_RDLCK
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack(_FLOCK, ltype, os.SEEK_SET, 0, 0, 0))
+        else:
+            op = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
+            (fcntl.flock if kind == "flock" else fcntl.lockf)(fd, op)
         return True
     except OSError as exc:
         if exc.errno in (errno.EAGAIN, errno.EACCES):
@@ -178,10 +193,10 @@ def _left(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
-def _wait_lock(fd: int, exclusive: bool, deadline: float | None, use_flock: bool) -> bool:
+def _wait_lock(fd: int, exclusive: bool, deadline: float | None, kind: LockKind) -> bool:
     """Poll for the lock with capped backoff until ``deadline`` (None: for ever)."""
     delay = _BACKOFF_FIRST
-    while not _try_lock(fd, exclusive, use_flock):
+    while not _try_lock(fd, exclusive, kind):
         left = _left(deadline)
         if left == 0.0:
             return False
@@ -201,7 +216,7 @@ def _same_file(fd: int, path: str) -> bool:
 
 
 def lock_file(path: str, *, exclusive: bool = True, deadline: float | None = None,
-              use_flock: bool = False) -> int | None:
+              kind: LockKind = "lockf") -> int | None:
     """Open and lock ``path``; the locked descriptor, or None at ``deadline``.
 
     Re-checked after locking that ``path`` still names the locked inode (a holder
@@ -210,7 +225,7 @@ def lock_file(path: str, *, exclusive: bool = True, deadline: float | None = Non
     while True:
         fd = open_lock_file(path)
         try:
-            if not _wait_lock(fd, exclusive, deadline, use_flock):
+            if not _wait_lock(fd, exclusive, deadline, kind):
                 os.close(fd)
                 return None
             if _same_file(fd, path):
@@ -241,7 +256,7 @@ def host_file_lock(name: str, *, lock_path: str | None = None, exclusive: bool =
         raise InvalidArgument(f"bad lock name {name!r}")
     path = os.path.join(lock_directory(lock_path), name)
     deadline = None if timeout is None else time.monotonic() + timeout
-    fd = lock_file(path, exclusive=exclusive, deadline=deadline, use_flock=True)
+    fd = lock_file(path, exclusive=exclusive, deadline=deadline, kind="flock")
     if fd is None:
         raise LockTimeout(f"lock {name} not acquired within {timeout}s")
     try:
@@ -751,7 +766,7 @@ class HostConcurrencyLimit:
             i = (first + j) % self.n
             fd = open_lock_file(self._slot_path(i))
             try:
-                if _try_lock(fd, True, use_flock=True):
+                if _try_lock(fd, True, "flock"):
                     return fd
             except BaseException:
                 os.close(fd)

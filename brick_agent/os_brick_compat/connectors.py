@@ -32,6 +32,7 @@ from os_brick.initiator.connectors import nvmeof as ob_nvmeof
 from os_brick.privileged import rootwrap as ob_rootwrap
 
 from brick_agent.connectors.base import Connector, device_readable
+from brick_agent.os_brick_compat import coexist
 from brick_agent.os_brick_compat.errors import (ATTACH, DETACH, EXTEND, QUERY,
                                                 as_os_brick_errors)
 
@@ -96,9 +97,15 @@ class BrickAgentConnectorMixin:
     def _errors(self, op: str, props: Any = None) -> contextlib.AbstractContextManager[None]:
         return as_os_brick_errors(self.protocol, op, _target(self.protocol, props))
 
+    def _beside_os_brick(self, lock: str) -> contextlib.AbstractContextManager[None]:
+        """os-brick's host-wide lock ``lock``, held shared (:mod:`.coexist`)."""
+        return coexist.shared_with_os_brick(
+            lock, timeout=max(60.0, self.agent.opts.device_wait_timeout * 4))
+
     # ------------------------------------------------------------------ contract
     def connect_volume(self, connection_properties: dict) -> dict:
-        with self._errors(ATTACH, connection_properties):
+        with self._errors(ATTACH, connection_properties), \
+                self._beside_os_brick(coexist.CONNECT):
             info = self.agent.connect_volume(connection_properties)
         return self._encrypted_link(connection_properties, info)
 
@@ -107,13 +114,15 @@ class BrickAgentConnectorMixin:
                           force: bool = False, ignore_errors: bool = False) -> None:
         # Cinder's SPDK driver passes a Volume object as device_info: not ours to read
         info = device_info if isinstance(device_info, Mapping) else None
-        with self._errors(DETACH, connection_properties):
+        with self._errors(DETACH, connection_properties), \
+                self._beside_os_brick(coexist.CONNECT):
             self.agent.disconnect_volume(connection_properties, info, force=force,
                                          ignore_errors=ignore_errors)
 
     @ob_utils.connect_volume_undo_prepare_result
     def extend_volume(self, connection_properties: dict) -> int:
-        with self._errors(EXTEND, connection_properties):
+        with self._errors(EXTEND, connection_properties), \
+                self._beside_os_brick(coexist.EXTEND):
             return self.agent.extend_volume(connection_properties)
 
     def get_volume_paths(self, connection_properties: dict) -> list:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+import types
 
 import pytest
 
@@ -41,6 +42,7 @@ class FakeAgent:
         self.rows = list(rows)
         self.search = search
         self.use_multipath = False
+        self.opts = types.SimpleNamespace(device_wait_timeout=1.0)   # a connector's options
 
     def _answer(self, name, *args, **kwargs):
         self.calls.append((name, args, kwargs))
