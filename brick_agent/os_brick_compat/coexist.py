@@ -64,6 +64,7 @@ def shared_with_os_brick(name: str, timeout: float) -> Iterator[None]:
     if directory is None:
         yield
         return
+    os.makedirs(directory, exist_ok=True)        # as oslo.concurrency does on first use
     path = os.path.join(directory, PREFIX + name)
     start = time.monotonic()
     fd = locking.lock_file(path, exclusive=False, deadline=start + timeout, kind="ofd")

@@ -16,7 +16,7 @@ with os-brick 7.1.1 served by brick_agent.  Their code does every host action:
 * Cinder: ``volume_utils.brick_get_connector(protocol, ..., conn=conn)``,
   ``connect_volume``, ``check_valid_device(path, True)``,
   ``disconnect_volume(data, device_info, force=, ignore_errors=)``
-  (backup / copy-volume path).
+  (backup / copy-volume path), for iSCSI, NVMe-oF and FC.
 
 Every flow runs twice: as root, and as the service's own non-root user the way a
 packaged host runs it (tests/functional/lab/service_user.py: a ``nova`` / ``cinder``
@@ -502,3 +502,33 @@ def test_cinder_backup_copy_iscsi_and_nvme(cinder, lvm_lio_target, lvm_nvmet_sub
     assert nvme_ctrls_of(s.nqn) == []
     assert_no_new_findings(audit_baseline)
     print("\ncinder: " + "; ".join(timings))
+
+
+@AS
+def test_cinder_backup_copy_fibre_channel(cinder, fc_target, audit_baseline):
+    """The same flow for an FC volume (an FC array driver's data: target_wwn list,
+    initiator_target_map), e.g. cinder-backup on a compute host with HBAs."""
+    t = fc_target
+    lun = t.luns[1]
+    host = t.initiator_hosts[0]
+    before = scsi_devices_of(host)
+    vol = str(uuid.uuid4())
+    conn = {"driver_volume_type": "fibre_channel",
+            "data": {"target_discovered": False, "target_lun": 1,
+                     "target_wwn": [t.target_wwpns[0]],
+                     "initiator_target_map": {t.initiator_wwpns[0]: [t.target_wwpns[0]]},
+                     "volume_id": vol, **manager_keys()}}
+    r = cinder.call("connect", conn=conn)
+    assert r["result"]["connector_class"] == \
+        "brick_agent.os_brick_compat.connectors.FibreChannelConnector"
+    assert_privsep_started_as_configured(cinder, r)
+    path = r["result"]["device"]["path"]
+    (disk,) = disks_with(lun.wwid)
+    assert os.path.basename(os.path.realpath(path)) == disk, path
+    write_read(path, 17, lun.path)
+    assert cinder.call("check_valid")["result"] is True
+    d = cinder.call("disconnect", force=True, ignore_errors=False)
+    assert disks_with(lun.wwid) == []
+    wait(lambda: scsi_devices_of(host) == before, 10, "the FC host back to its LUN 0")
+    assert_no_new_findings(audit_baseline)
+    print(f"\ncinder fc: connect {r['seconds']}s disconnect {d['seconds']}s")

@@ -167,3 +167,13 @@ def test_os_brick_in_this_process_is_excluded_too(lock_dir):
             sys.exit(0)
         """)])
         assert proc.wait(30) == 3
+
+
+def test_a_lock_directory_not_made_yet_is_created(lock_dir):
+    """oslo.concurrency creates its lock_path on first use; a fresh host has none yet."""
+    fresh = lock_dir / "not-yet"
+    cfg.CONF.set_override("lock_path", str(fresh), group="os_brick")
+    conn, agent = connector()
+    conn.connect_volume(dict(PROPS))
+    assert agent.calls[0][0] == "connect"
+    assert (fresh / "os-brick-connect_volume").is_file()
