@@ -484,7 +484,7 @@ def _check_unused_controllers(roots: HostRoots, snap: _Snapshot, report: AuditRe
     """Fabrics controllers whose namespaces are all neither attached through brick_agent
     (``attachments``: the ledger's content) nor used on the host: the last detach of a
     shared subsystem kept the controller while the array still exports them."""
-    from brick_agent.connectors.nvmeof import ledger_claims
+    from brick_agent.connectors.nvmeof.connector import ledger_claims
     from brick_agent.host.usage import device_users
     for c in snap.controllers or []:
         if (c.transport or "").lower() == "pcie" or c.subsysnqn == NVME_DISCOVERY_NQN:

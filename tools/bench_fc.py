@@ -31,7 +31,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from brick_agent import config  # noqa: E402
-from brick_agent.connectors.fibre_channel import FibreChannelConnector  # noqa: E402
+from brick_agent.connectors.fc.connector import FibreChannelConnector  # noqa: E402
 from tests.functional.lab import FcoeTarget  # noqa: E402
 
 

@@ -27,7 +27,7 @@ import time
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
 from brick_agent import config, privileged  # noqa: E402
-from brick_agent.connectors.nvmeof import NVMeOFConnector  # noqa: E402
+from brick_agent.connectors.nvmeof.connector import NVMeOFConnector  # noqa: E402
 from tests.functional.lab import NvmetSubsystem  # noqa: E402
 
 FLOOR_ATTACH = r'''

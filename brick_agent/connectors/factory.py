@@ -10,12 +10,12 @@ from brick_agent.errors import InvalidConnectorProtocol
 
 # protocol name -> (module, class, extra constructor kwargs)
 _CONNECTORS: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "ISCSI": ("brick_agent.connectors.iscsi", "ISCSIConnector", {}),
-    "ISER": ("brick_agent.connectors.iscsi", "ISCSIConnector", {"transport": "iser"}),
-    "NVME": ("brick_agent.connectors.nvmeof", "NVMeOFConnector", {}),
-    "NVMEOF": ("brick_agent.connectors.nvmeof", "NVMeOFConnector", {}),
-    "FIBRE_CHANNEL": ("brick_agent.connectors.fibre_channel", "FibreChannelConnector", {}),
-    "FC": ("brick_agent.connectors.fibre_channel", "FibreChannelConnector", {}),
+    "ISCSI": ("brick_agent.connectors.iscsi.connector", "ISCSIConnector", {}),
+    "ISER": ("brick_agent.connectors.iscsi.connector", "ISCSIConnector", {"transport": "iser"}),
+    "NVME": ("brick_agent.connectors.nvmeof.connector", "NVMeOFConnector", {}),
+    "NVMEOF": ("brick_agent.connectors.nvmeof.connector", "NVMeOFConnector", {}),
+    "FIBRE_CHANNEL": ("brick_agent.connectors.fc.connector", "FibreChannelConnector", {}),
+    "FC": ("brick_agent.connectors.fc.connector", "FibreChannelConnector", {}),
 }
 
 PROTOCOLS = ("ISCSI", "NVMEOF", "FIBRE_CHANNEL")

@@ -71,7 +71,7 @@ def is_multipath_running(root_helper: Any = None, execute: Any = None) -> bool:
     if execute is not None:
         from brick_agent.os_brick_compat import patch
         return bool(patch.original("is_multipath_running")(root_helper, execute=execute))
-    from brick_agent.connectors.scsi_privileged import multipathd_running
+    from brick_agent.connectors.scsi.actions import multipathd_running
     from brick_agent.host.roots import DEFAULT_ROOTS
     return multipathd_running(DEFAULT_ROOTS)
 

@@ -85,7 +85,7 @@ def do_dmi_product_uuid(roots: HostRoots) -> str | None:
 
 def do_iscsi_initiator_name(roots: HostRoots) -> str | None:
     """The IQN of /etc/iscsi/initiatorname.iscsi (None: absent or not an iSCSI name)."""
-    from brick_agent.connectors.iscsi_sessions import initiator_name
+    from brick_agent.connectors.iscsi.sessions import initiator_name
     name = initiator_name(roots)
     if name is None:
         return None

@@ -19,8 +19,8 @@ import time
 import pytest
 
 from brick_agent import privileged
-from brick_agent.connectors.iscsi import ISCSIConnector
-from brick_agent.connectors.nvmeof import NVMeOFConnector
+from brick_agent.connectors.iscsi.connector import ISCSIConnector
+from brick_agent.connectors.nvmeof.connector import NVMeOFConnector
 from brick_agent.errors import DeviceBusy, LeftoversRemain
 from tests.functional.conftest import make_conf
 from tests.functional.lab import LioIscsiTarget, NvmetSubsystem

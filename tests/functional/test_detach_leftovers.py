@@ -19,7 +19,7 @@ import pytest
 
 from brick_agent import audit as A
 from brick_agent import privileged
-from brick_agent.connectors.nvmeof import NVMeOFConnector
+from brick_agent.connectors.nvmeof.connector import NVMeOFConnector
 from brick_agent.host.roots import DEFAULT_ROOTS
 from brick_agent.ledger import AttachmentLedger
 from tests.functional.conftest import make_conf
@@ -55,7 +55,7 @@ def test_shared_subsystem_both_attached_last_detach_removes_the_controller(conne
 
 def test_shared_subsystem_one_attached_detach_removes_the_controller_nobody_needs(
         connector, caplog):
-    caplog.set_level(logging.INFO, logger="brick_agent.connectors.nvmeof")
+    caplog.set_level(logging.INFO, logger="brick_agent.connectors.nvmeof.connector")
     with NvmetSubsystem(namespaces=2) as sub:
         connector.connect_volume(props(sub, 1))
         wait(lambda: nvme_heads_with(sub.namespaces[2].uuid), 20, "namespace 2 (exported, "

@@ -18,7 +18,7 @@ import time
 import pytest
 
 from brick_agent import privileged
-from brick_agent.connectors.fibre_channel import FibreChannelConnector
+from brick_agent.connectors.fc.connector import FibreChannelConnector
 from brick_agent.errors import TargetUnreachable
 from tests.functional.conftest import PRIVSEP_DAEMON, make_conf
 from tests.functional.lab import FcoeTarget

@@ -29,8 +29,8 @@ import pytest
 
 from brick_agent import privileged
 from brick_agent.audit import ExpectedVolume, audit
-from brick_agent.connectors.iscsi import ISCSIConnector
-from brick_agent.connectors.nvmeof import NVMeOFConnector
+from brick_agent.connectors.iscsi.connector import ISCSIConnector
+from brick_agent.connectors.nvmeof.connector import NVMeOFConnector
 from brick_agent.host.roots import DEFAULT_ROOTS
 from tests.functional.conftest import make_conf
 from tests.functional.lab import LioIscsiTarget, NvmetSubsystem

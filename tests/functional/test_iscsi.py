@@ -19,7 +19,7 @@ import time
 import pytest
 
 from brick_agent import privileged
-from brick_agent.connectors.iscsi import ISCSIConnector
+from brick_agent.connectors.iscsi.connector import ISCSIConnector
 from brick_agent.errors import (AuthenticationFailed, DeviceInUse, DeviceNotFound,
                                 TargetUnreachable)
 from tests.functional.conftest import PRIVSEP_DAEMON, make_conf

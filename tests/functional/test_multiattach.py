@@ -12,8 +12,8 @@ import os
 import pytest
 
 from brick_agent import privileged
-from brick_agent.connectors.iscsi import ISCSIConnector
-from brick_agent.connectors.nvmeof import NVMeOFConnector
+from brick_agent.connectors.iscsi.connector import ISCSIConnector
+from brick_agent.connectors.nvmeof.connector import NVMeOFConnector
 from brick_agent.ledger import AttachmentLedger
 from tests.functional.conftest import make_conf
 from tests.functional.lab import LioIscsiTarget, NvmetSubsystem

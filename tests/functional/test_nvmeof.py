@@ -16,7 +16,7 @@ import time
 import pytest
 
 from brick_agent import privileged
-from brick_agent.connectors.nvmeof import NVMeOFConnector
+from brick_agent.connectors.nvmeof.connector import NVMeOFConnector
 from brick_agent.errors import DeviceNotFound, VolumeIdentityMismatch
 from tests.functional.conftest import PRIVSEP_DAEMON, make_conf
 from tests.functional.lab import NvmetSubsystem
@@ -509,7 +509,7 @@ def test_privileged_connect_contract_with_nvme_fabrics(tmp_path, nvmet_subsystem
     """What the default actions rely on: a write to /dev/nvme-fabrics answers with the
     new controller's instance, EALREADY for an identical controller and ECONNREFUSED
     for a closed port; every option reaches the controller."""
-    from brick_agent.connectors.nvmeof_actions import (AlreadyConnected, ConnectRequest,
+    from brick_agent.connectors.nvmeof.actions import (AlreadyConnected, ConnectRequest,
                                                        PrivilegedNvmeActions)
     from brick_agent.errors import TargetUnreachable
     privileged.init(make_conf(tmp_path))

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 
 from brick_agent import privileged
-from brick_agent.connectors.nvmeof import NVMeOFConnector
+from brick_agent.connectors.nvmeof.connector import NVMeOFConnector
 from tests.functional.conftest import make_conf
 from tests.functional.lab import NvmetSubsystem, RxeLink, rxe_available
 from tests.functional.rawhost import dev_uuid, io_roundtrip, nvme_ctrls_of, read

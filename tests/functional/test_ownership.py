@@ -17,7 +17,7 @@ import subprocess
 import pytest
 
 from brick_agent import privileged
-from brick_agent.connectors.iscsi import ISCSIConnector
+from brick_agent.connectors.iscsi.connector import ISCSIConnector
 from brick_agent.errors import NotOwned
 from tests.functional.conftest import PRIVSEP_DAEMON, make_conf
 from tests.functional.initiator import iscsi_login, iscsi_logout, sh

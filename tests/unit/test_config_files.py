@@ -52,7 +52,7 @@ def test_environment_override_empty_or_missing(tmp_path):
 def test_importing_reads_no_file(tmp_path):
     env = {**os.environ, config.CONFIG_ENV: str(tmp_path / "missing.conf")}
     out = subprocess.run([sys.executable, "-c", "import brick_agent.connectors, "
-                          "brick_agent.connectors.nvmeof, brick_agent.privileged.reads, "
+                          "brick_agent.connectors.nvmeof.connector, brick_agent.privileged.reads, "
                           "brick_agent.connector_properties"],
                          env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

@@ -9,7 +9,7 @@ import pytest
 
 from brick_agent import config
 from brick_agent.connector_properties import get_connector_properties
-from brick_agent.connectors.iscsi import ISCSIConnector
+from brick_agent.connectors.iscsi.connector import ISCSIConnector
 from brick_agent.host.roots import HostRoots
 
 IQN = "iqn.1993-08.org.debian:01:abc"

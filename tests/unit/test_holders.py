@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from brick_agent.connectors.scsi_volume import in_use_error
+from brick_agent.connectors.scsi.volume import in_use_error
 from brick_agent.errors import DeviceBusy, DeviceInUse
 from brick_agent.host.holders import open_holders
 from brick_agent.host.roots import HostRoots

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from brick_agent.connectors.nvmeof import NVMeOFConnector
+from brick_agent.connectors.nvmeof.connector import NVMeOFConnector
 from brick_agent.host.udev import DeviceWatch
 from brick_agent.ledger import AttachmentLedger
 from tests.unit.connectors.nvmeof_fakes import FakeNs, FakeNvmeKernel

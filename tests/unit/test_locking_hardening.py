@@ -15,7 +15,7 @@ import time
 import pytest
 
 from brick_agent import config, locking
-from brick_agent.connectors import iscsi_privileged
+from brick_agent.connectors.iscsi import actions as iscsi_privileged
 from brick_agent.errors import InvalidArgument, LockTimeout
 from tests.unit.multiproc import CTX, run_processes
 from tests.unit.test_locking_processes import _max_overlap

@@ -297,7 +297,7 @@ def test_guard_connection_serialises_with_a_process_running_os_brick(enabled, tm
 # ------------------------------------------------------------------ is_multipath_running
 @pytest.mark.usefixtures("enabled")
 def test_is_multipath_running_is_brick_agents_unless_an_executor_is_given(monkeypatch):
-    monkeypatch.setattr("brick_agent.connectors.scsi_privileged.multipathd_running",
+    monkeypatch.setattr("brick_agent.connectors.scsi.actions.multipathd_running",
                         lambda roots: True)
     # nova/virt/libvirt/driver.py _check_multipath
     assert linuxscsi.LinuxSCSI.is_multipath_running(root_helper="sudo") is True
@@ -419,7 +419,7 @@ def test_brick_agent_logs_at_the_level_the_service_set_for_os_brick(enabled, cle
     oslo_log.setup(conf, "nova")                 # nova/cmd/compute.py, before os_brick.setup
     os_brick.setup(conf)
     assert ours.getEffectiveLevel() == logging.DEBUG
-    assert logging.getLogger("brick_agent.connectors.iscsi").isEnabledFor(logging.DEBUG)
+    assert logging.getLogger("brick_agent.connectors.iscsi.connector").isEnabledFor(logging.DEBUG)
 
     logging.getLogger("os_brick").setLevel(logging.ERROR)     # nova-manage's level
     connector.InitiatorConnector.factory("ISCSI", None)      # re-read when a connector is built

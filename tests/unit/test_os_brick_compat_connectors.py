@@ -348,7 +348,7 @@ def test_nova_nvme_driver_sequence_over_brick_agent_on_a_fake_kernel(tmp_path):
     """nova/virt/libvirt/volume/nvme.py: connect, device_path, disconnect(data, None)."""
     import uuid as uuidlib
     from brick_agent import config
-    from brick_agent.connectors.nvmeof import NVMeOFConnector as AgentNVMe
+    from brick_agent.connectors.nvmeof.connector import NVMeOFConnector as AgentNVMe
     from brick_agent.host import nvme as hostnvme
     from brick_agent.host.roots import HostRoots
     from brick_agent.host.udev import DeviceWatch
@@ -387,7 +387,7 @@ def test_nova_nvme_driver_sequence_over_brick_agent_on_a_fake_kernel(tmp_path):
 def test_cinder_iscsi_flow_over_brick_agent_on_a_fake_host(tmp_path):
     """cinder/volume/driver.py _connect_device/_detach_volume and Datera's login retry."""
     from brick_agent import config
-    from brick_agent.connectors.iscsi import ISCSIConnector as AgentISCSI
+    from brick_agent.connectors.iscsi.connector import ISCSIConnector as AgentISCSI
     from brick_agent.host import iscsi as host_iscsi
     from brick_agent.host.udev import DeviceWatch
     from tests.unit.connectors.scsi_fakes import FakeLun, wwid_of

@@ -10,7 +10,7 @@ import pytest
 from oslo_config import cfg
 
 from brick_agent import config, privileged
-from brick_agent.connectors.nvmeof import NVMeOFConnector
+from brick_agent.connectors.nvmeof.connector import NVMeOFConnector
 
 NOVA_HELPER = "sudo nova-rootwrap /etc/nova/rootwrap.conf"
 

@@ -14,8 +14,8 @@ import copy
 
 import pytest
 
-from brick_agent.connectors.iscsi_actions import NodeSettings
-from brick_agent.connectors.iscsi_privileged import (PrivilegedISCSIActions, _chap_settings,
+from brick_agent.connectors.iscsi.actions import NodeSettings
+from brick_agent.connectors.iscsi.actions import (PrivilegedISCSIActions, _chap_settings,
                                                      _split_auth)
 from brick_agent.errors import InvalidConnectionProperties
 from brick_agent.privileged import iscsi as piscsi

@@ -27,8 +27,11 @@ from profile_nvme_concurrency import STATS, report, timed  # noqa: E402
 
 
 def instrument() -> None:
-    from brick_agent.connectors import iscsi, iscsi_privileged, iscsi_sessions, scsi_privileged
-    from brick_agent.connectors import scsi_volume
+    from brick_agent.connectors.iscsi import actions as iscsi_privileged
+    from brick_agent.connectors.iscsi import connector as iscsi
+    from brick_agent.connectors.iscsi import sessions as iscsi_sessions
+    from brick_agent.connectors.scsi import actions as scsi_privileged
+    from brick_agent.connectors.scsi import volume as scsi_volume
     from brick_agent.host import udev
     timed(iscsi.ISCSIConnector, "_volume_devices", "iscsi._volume_devices")
     timed(scsi_volume.ScsiVolumeOps, "confirmed", "ops.confirmed")
@@ -80,7 +83,7 @@ def main() -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(relativeCreated)7d %(threadName)s %(name)s %(message)s")
     from brick_agent import config
-    from brick_agent.connectors.iscsi import ISCSIConnector
+    from brick_agent.connectors.iscsi.connector import ISCSIConnector
     from tests.functional.lab import LioIscsiTarget
     conf = config.new_conf(overrides={"lock_path": tempfile.mkdtemp(prefix="brick-prof-"),
                                       "privsep_in_process": True})

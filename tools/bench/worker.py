@@ -69,9 +69,9 @@ class Tool:
             from brick_agent.host.roots import HostRoots
             kw["roots"] = HostRoots.under(self.roots)
         if protocol == "ISCSI":
-            from brick_agent.connectors.iscsi import ISCSIConnector
+            from brick_agent.connectors.iscsi.connector import ISCSIConnector
             return ISCSIConnector(None, None, **kw)
-        from brick_agent.connectors.nvmeof import NVMeOFConnector
+        from brick_agent.connectors.nvmeof.connector import NVMeOFConnector
         return NVMeOFConnector(None, None, **kw)
 
     # ------------------------------------------------------------------ os-brick

@@ -24,7 +24,7 @@ import shutil
 import threading
 import time
 
-from brick_agent.connectors.nvmeof_actions import AlreadyConnected, ConnectRequest
+from brick_agent.connectors.nvmeof.actions import AlreadyConnected, ConnectRequest
 from brick_agent.errors import DeviceBusy, KernelActionTimeout, TargetUnreachable
 from brick_agent.host.roots import HostRoots
 

@@ -1,7 +1,7 @@
 """Kernel and multipathd behaviour shared by the SCSI transport fakes (FakeISCSI, FakeFC).
 
 :class:`FakeScsiKernel` implements the transport-neutral half of
-:class:`~brick_agent.connectors.scsi_volume.ScsiActions` on a ``FakeHost``
+:class:`~brick_agent.connectors.scsi.volume.ScsiActions` on a ``FakeHost``
 tree the way the kernel and multipathd would: deleting a SCSI device (its
 path leaves any map, an emptied target is reaped), flushing, building a map
 ``dm-N`` from the paths of one WWID, removing and resizing it.  A transport

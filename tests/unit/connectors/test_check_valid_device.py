@@ -11,7 +11,7 @@ import os
 import pytest
 
 from brick_agent import config, errors
-from brick_agent.connectors.nvmeof import NVMeOFConnector
+from brick_agent.connectors.nvmeof.connector import NVMeOFConnector
 from brick_agent.host.roots import HostRoots
 from brick_agent.privileged import reads
 

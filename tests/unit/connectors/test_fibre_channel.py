@@ -21,7 +21,7 @@ import pytest
 
 from brick_agent import config
 from brick_agent.connectors import factory
-from brick_agent.connectors.fibre_channel import FibreChannelConnector
+from brick_agent.connectors.fc.connector import FibreChannelConnector
 from brick_agent.errors import (DeviceBusy, DeviceNotFound, InvalidConnectionProperties,
                                 LeftoversRemain, NotSupported, TargetUnreachable,
                                 VolumeIdentityMismatch)
@@ -413,7 +413,7 @@ def test_failed_attach_logs_what_the_host_saw(conf, captured, caplog):
 
 
 def test_lean_target_lookup_agrees_with_the_host_view(conf, captured, fabrics):
-    from brick_agent.connectors import fc_view
+    from brick_agent.connectors.fc import view as fc_view
     from brick_agent.host.fc import fc_targets_for
     host, _ = captured
     for h in (0, 1):

@@ -10,7 +10,7 @@ import pytest
 
 from brick_agent import config
 from brick_agent.connectors import factory
-from brick_agent.connectors.iscsi import ISCSIConnector, initiator_name
+from brick_agent.connectors.iscsi.connector import ISCSIConnector, initiator_name
 from brick_agent.errors import (AuthenticationFailed, CommandFailed, DeviceBusy, DeviceNotFound,
                                 InvalidConnectionProperties, LeftoversRemain, NotSupported,
                                 TargetUnreachable, VolumeIdentityMismatch)
@@ -640,7 +640,7 @@ def test_short_deadline_keeps_enough_for_a_loaded_logout(conf, host, fake):
 def test_undo_logs_out_even_when_the_deadline_is_spent(conf, host, fake):
     """An undo that starts after the deadline still gets UNDO_LOGOUT_MIN to log out:
     a late error is better than a session left behind."""
-    from brick_agent.connectors.iscsi_sessions import UNDO_LOGOUT_MIN
+    from brick_agent.connectors.iscsi.sessions import UNDO_LOGOUT_MIN
     conf.set_override("device_wait_timeout", 4.0, group="brick_agent")
     clock = FakeClock()
     timeouts = []

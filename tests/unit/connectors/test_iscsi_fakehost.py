@@ -23,7 +23,7 @@ from brick_agent.errors import AuthenticationFailed, CommandFailed, TargetUnreac
 from brick_agent.host import iscsi as host_iscsi
 from brick_agent.host import multipath as host_mpath
 from brick_agent.host.scsi import HCTL, scsi_device
-from brick_agent.connectors.iscsi_actions import NodeSettings
+from brick_agent.connectors.iscsi.actions import NodeSettings
 from tests.unit.connectors.scsi_fakes import FakeLun, FakeScsiKernel, udev_of, wwid_of
 from tests.unit.host.fakehost import FakeHost, sd_name
 

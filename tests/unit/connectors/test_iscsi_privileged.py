@@ -8,7 +8,7 @@ import time
 import pytest
 
 from brick_agent import config
-from brick_agent.connectors import iscsi_privileged as ip
+from brick_agent.connectors.iscsi import actions as ip
 from brick_agent.errors import AuthenticationFailed, CommandFailed, TargetUnreachable
 from brick_agent.host.roots import HostRoots
 
@@ -82,7 +82,7 @@ def test_flush_fsyncs_a_device_this_process_can_open(tmp_path):
 
 def test_iscsiadm_without_manual_scan_falls_back_and_is_remembered(tmp_path, monkeypatch):
     from brick_agent import locking
-    from brick_agent.connectors.iscsi_actions import NodeSettings
+    from brick_agent.connectors.iscsi.actions import NodeSettings
     from brick_agent.privileged import iscsi as piscsi
     conf = config.new_conf()
     conf.set_override("lock_path", str(tmp_path), group="brick_agent")
@@ -110,7 +110,7 @@ def test_iscsiadm_without_manual_scan_falls_back_and_is_remembered(tmp_path, mon
 @pytest.mark.parametrize("login_timeout", [2.0, 3.0, 7.5, 15.0, 15.9, 60.0])
 def test_iscsid_login_attempts_fit_in_the_login_timeout(login_timeout):
     """A refused or silent portal costs iscsid every attempt: together within the timeout."""
-    from brick_agent.connectors.iscsi_actions import NodeSettings
+    from brick_agent.connectors.iscsi.actions import NodeSettings
     settings = dict(ip.PrivilegedISCSIActions._node_settings(
         NodeSettings("127.0.0.1:3260", IQN, login_timeout=login_timeout)))
     attempts = int(settings["node.session.initial_login_retry_max"]) + 1

@@ -10,7 +10,7 @@ import pytest
 
 from brick_agent import config
 from brick_agent.connectors import factory
-from brick_agent.connectors.nvmeof import NVMeOFConnector
+from brick_agent.connectors.nvmeof.connector import NVMeOFConnector
 from brick_agent.errors import (DeviceNotFound, InvalidConnectionProperties, LeftoversRemain,
                                 TargetUnreachable, VolumeIdentityMismatch)
 from brick_agent.host import nvme as hostnvme
@@ -430,7 +430,7 @@ def test_attaches_to_one_subsystem_are_serialised_and_share_the_controller(tmp_p
 
 
 def test_identity_rules():
-    from brick_agent.connectors.nvmeof import is_stale, matches
+    from brick_agent.connectors.nvmeof.connector import is_stale, matches
     from brick_agent.properties import NVMeTarget
 
     def ns(nsid, uuid=None, nguid=None):

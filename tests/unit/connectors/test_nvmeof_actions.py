@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from brick_agent.connectors.nvmeof_actions import (AlreadyConnected, ConnectRequest,
+from brick_agent.connectors.nvmeof.actions import (AlreadyConnected, ConnectRequest,
                                                    PrivilegedNvmeActions)
 from brick_agent.errors import InvalidArgument, TargetUnreachable
 from brick_agent.host.roots import HostRoots

@@ -14,8 +14,8 @@ import os
 import pytest
 
 from brick_agent import config
-from brick_agent.connectors.nvmeof import NVMeOFConnector
-from brick_agent.connectors.nvmeof_actions import ConnectRequest
+from brick_agent.connectors.nvmeof.connector import NVMeOFConnector
+from brick_agent.connectors.nvmeof.actions import ConnectRequest
 from brick_agent.errors import TargetUnreachable
 from brick_agent.host.udev import DeviceWatch
 from brick_agent.privileged import nvme as priv_nvme

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from brick_agent.connectors.scsi_volume import ScsiVolumeOps, udev_wwid, wwn_link_name
+from brick_agent.connectors.scsi.volume import ScsiVolumeOps, udev_wwid, wwn_link_name
 from brick_agent.deadline import Deadline
 from brick_agent.errors import (CommandFailed, DeviceBusy, DeviceNotFound, NotSupported,
                                 VolumeIdentityMismatch)
@@ -259,9 +259,9 @@ def test_production_actions_and_the_fake_implement_scsi_actions():
     multipath_remove once); so must the fake the unit tests rely on."""
     import inspect
 
-    from brick_agent.connectors.iscsi_privileged import PrivilegedISCSIActions
-    from brick_agent.connectors.scsi_privileged import PrivilegedScsiActions
-    from brick_agent.connectors.scsi_volume import ScsiActions
+    from brick_agent.connectors.iscsi.actions import PrivilegedISCSIActions
+    from brick_agent.connectors.scsi.actions import PrivilegedScsiActions
+    from brick_agent.connectors.scsi.actions import ScsiActions
     from tests.unit.connectors.test_iscsi_fakehost import FakeISCSI
     names = [n for n, v in vars(ScsiActions).items()
              if callable(v) and not n.startswith("_")]

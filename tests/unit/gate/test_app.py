@@ -153,7 +153,7 @@ def test_connector_endpoint_uses_roots_and_never_creates_identity(client, app, m
 
 
 def test_connector_endpoint_on_fake_tree(client, fakehost):
-    pytest.importorskip("brick_agent.connectors.iscsi")
+    pytest.importorskip("brick_agent.connectors.iscsi.connector")
     pytest.importorskip("brick_agent.nvme_identity")
     (fakehost.base / "etc" / "iscsi").mkdir(parents=True)
     (fakehost.base / "etc" / "iscsi" / "initiatorname.iscsi").write_text(
@@ -333,7 +333,7 @@ def test_unexpected_exception_is_500_without_traceback(conf, fakehost, caplog):
 
 def test_missing_connector_module_is_not_supported(conf, fakehost):
     def factory(protocol, **kw):
-        raise ModuleNotFoundError("No module named 'brick_agent.connectors.nvmeof'")
+        raise ModuleNotFoundError("No module named 'brick_agent.connectors.nvmeof.connector'")
     app = create_app(conf, roots=fakehost.roots, connector_factory=factory)
     _assert_error(app.test_client().get("/v1/volumes?protocol=NVMEOF"), 501, "NotSupported")
 

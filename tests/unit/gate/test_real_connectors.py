@@ -11,8 +11,8 @@ import urllib.request
 
 import pytest
 
-pytest.importorskip("brick_agent.connectors.iscsi")
-pytest.importorskip("brick_agent.connectors.nvmeof")
+pytest.importorskip("brick_agent.connectors.iscsi.connector")
+pytest.importorskip("brick_agent.connectors.nvmeof.connector")
 
 from brick_agent.gate.app import create_app  # noqa: E402
 from tests.unit.gate.conftest import PASSWORD, PROPS, host_with_volume, make_conf  # noqa: E402

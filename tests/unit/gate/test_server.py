@@ -40,7 +40,7 @@ verify_detach = _load_verifier()
 
 
 def _real_connectors() -> bool:
-    return importlib.util.find_spec("brick_agent.connectors.iscsi") is not None
+    return importlib.util.find_spec("brick_agent.connectors.iscsi.connector") is not None
 
 
 @contextlib.contextmanager
@@ -186,7 +186,7 @@ def props_file(tmp_path):
 def factory(request):
     if request.param == "real-connector":
         if not _real_connectors():
-            pytest.skip("brick_agent.connectors.iscsi not available yet")
+            pytest.skip("brick_agent.connectors.iscsi.connector not available yet")
         return None  # the app's default: brick_agent.connectors.factory
     return link_factory
 

@@ -160,7 +160,7 @@ class PrivilegedNvmeActions:
         md.stop_raid(name)
 
     def multipathd_running(self) -> bool:
-        from brick_agent.connectors.scsi_privileged import multipathd_running
+        from brick_agent.connectors.scsi.actions import multipathd_running
         return multipathd_running(self.roots)
 
     def multipath_add(self, wwid: str, devices: list[str]) -> None:

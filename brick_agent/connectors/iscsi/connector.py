@@ -13,15 +13,15 @@ Attach (:meth:`ISCSIConnector.connect_volume`):
 4. Check every path reports the same WWID (fail closed otherwise); with
    multipath, wait for the dm map ``mpath-<wwid>`` holding the paths.
    (Steps after the scan are the SCSI-level ones of
-   :class:`~brick_agent.connectors.scsi_volume.ScsiVolumeOps`, shared with FC.)
+   :class:`~brick_agent.connectors.scsi.volume.ScsiVolumeOps`, shared with FC.)
 5. On any failure undo what this call created: devices it scanned that no
-   other attach holds (:data:`~brick_agent.connectors.scsi_volume.CLAIMS`),
+   other attach holds (:data:`~brick_agent.connectors.scsi.volume.CLAIMS`),
    sessions it logged in that carry no other LUN.  The undo fits in the same
    ``device_wait_timeout``: the attach steps end :func:`undo_reserve` seconds
    before it, so a failed attach raises within the configured deadline.
 
 Sessions (lookup, login, discovery, logout) live in
-:mod:`brick_agent.connectors.iscsi_sessions`.
+:mod:`brick_agent.connectors.iscsi.sessions`.
 
 Detach finds the volume's devices by session+LUN *and* WWID, flushes the
 device that was used, removes the map, deletes each SCSI device, waits for
@@ -41,9 +41,9 @@ from typing import Any, TypeVar
 
 from brick_agent import locking
 from brick_agent.connectors.base import Connector, DeviceInfo
-from brick_agent.connectors.iscsi_actions import ISCSIActions
-from brick_agent.connectors.iscsi_sessions import AttachRecord, ISCSISessions, initiator_name
-from brick_agent.connectors.scsi_volume import CLAIMS, ScsiVolumeOps, scsi_watch_factory
+from brick_agent.connectors.iscsi.actions import ISCSIActions
+from brick_agent.connectors.iscsi.sessions import AttachRecord, ISCSISessions, initiator_name
+from brick_agent.connectors.scsi.volume import CLAIMS, ScsiVolumeOps, scsi_watch_factory
 from brick_agent.errors import (AuthenticationFailed, BrickError, DeviceNotFound,
                                 LeftoversRemain, NotSupported,
                                 TargetUnreachable, VolumeIdentityMismatch)
@@ -118,7 +118,7 @@ class ISCSIConnector(Connector):
     @property
     def actions(self) -> ISCSIActions:
         if self._actions is None:
-            from brick_agent.connectors.iscsi_privileged import PrivilegedISCSIActions
+            from brick_agent.connectors.iscsi.actions import PrivilegedISCSIActions
             self._actions = PrivilegedISCSIActions(self.conf)
         return self._actions
 
@@ -494,4 +494,4 @@ def _best_error(errors: list[BaseException]) -> BaseException:
     return DeviceNotFound("no path to the volume")
 
 
-__all__ = ["ISCSIConnector", "initiator_name"]  # initiator_name: from iscsi_sessions
+__all__ = ["ISCSIConnector", "initiator_name"]  # initiator_name: from .sessions

@@ -1,9 +1,11 @@
-"""Production :class:`~brick_agent.connectors.scsi_volume.ScsiActions`: the privileged entrypoints.
+"""What a SCSI transport may *do* to the host (:class:`ScsiActions`), and the adapter.
 
-A thin, transport-neutral adapter over ``brick_agent.privileged.{scsi,block,multipath}``
-used by every SCSI transport (Fibre Channel directly, iSCSI extended with
-iscsiadm in :mod:`brick_agent.connectors.iscsi_privileged`).  It decides
-nothing about which device to touch.
+:class:`PrivilegedScsiActions` is a thin, transport-neutral adapter over
+``brick_agent.privileged.{scsi,block,multipath}`` used by every SCSI transport
+(Fibre Channel directly, iSCSI extended with iscsiadm in
+:mod:`brick_agent.connectors.iscsi.actions`).  It decides nothing about which
+device to touch.  Unit tests pass objects with the same methods that change a
+fake sysfs tree the way the kernel would.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
+from typing import Protocol
 
 from oslo_config import cfg
 
@@ -20,6 +23,41 @@ from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
 from brick_agent.host.scsi import HCTL
 
 LOG = logging.getLogger(__name__)
+
+
+class ScsiActions(Protocol):
+    """The protocol-neutral privileged operations every SCSI transport needs.
+
+    Production: :class:`brick_agent.connectors.scsi.actions.PrivilegedScsiActions`
+    (iSCSI's adapter extends it with iscsiadm).
+    """
+
+    def scan_lun(self, host: int, channel: int | None, target: int | None, lun: int) -> None:
+        """Write ``"c t l"`` to the host's scan file (None means the '-' wildcard)."""
+
+    def rescan_device(self, hctl: HCTL) -> None:
+        """Re-read a LUN's capacity and VPD pages."""
+
+    def delete_device(self, hctl: HCTL) -> None:
+        """Remove a SCSI device from the kernel."""
+
+    def flush(self, device: str) -> None:
+        """Flush a block device's buffers."""
+
+    def multipath_add(self, wwid: str, devices: list[str]) -> None:
+        """Ask multipathd to build the map of ``wwid`` from ``devices``."""
+
+    def multipath_remove(self, map_name: str) -> None:
+        """Flush and remove a multipath map (by its dm name)."""
+
+    def multipath_forget(self, wwid: str) -> None:
+        """Remove ``wwid`` from multipath's wwids file."""
+
+    def multipath_resize(self, map_name: str) -> None:
+        """Resize a map after its paths grew."""
+
+    def multipathd_running(self) -> bool:
+        """True when multipathd answers."""
 
 
 class PrivilegedScsiActions:

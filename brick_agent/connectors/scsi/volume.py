@@ -30,9 +30,10 @@ import os
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from typing import Any, ContextManager, Protocol
+from typing import Any, ContextManager
 
 from brick_agent.connectors import multipath_wait
+from brick_agent.connectors.scsi.actions import ScsiActions
 from brick_agent.deadline import Deadline
 from brick_agent.errors import (BrickError, CommandFailed, DeviceBusy, DeviceInUse,
                                 DeviceNotFound, NotSupported, VolumeIdentityMismatch)
@@ -48,41 +49,6 @@ from brick_agent.host.udev import DeviceWatch
 LOG = logging.getLogger(__name__)
 
 DeviceInfo = dict[str, Any]
-
-
-class ScsiActions(Protocol):
-    """The protocol-neutral privileged operations every SCSI transport needs.
-
-    Production: :class:`brick_agent.connectors.scsi_privileged.PrivilegedScsiActions`
-    (iSCSI's adapter extends it with iscsiadm).
-    """
-
-    def scan_lun(self, host: int, channel: int | None, target: int | None, lun: int) -> None:
-        """Write ``"c t l"`` to the host's scan file (None means the '-' wildcard)."""
-
-    def rescan_device(self, hctl: HCTL) -> None:
-        """Re-read a LUN's capacity and VPD pages."""
-
-    def delete_device(self, hctl: HCTL) -> None:
-        """Remove a SCSI device from the kernel."""
-
-    def flush(self, device: str) -> None:
-        """Flush a block device's buffers."""
-
-    def multipath_add(self, wwid: str, devices: list[str]) -> None:
-        """Ask multipathd to build the map of ``wwid`` from ``devices``."""
-
-    def multipath_remove(self, map_name: str) -> None:
-        """Flush and remove a multipath map (by its dm name)."""
-
-    def multipath_forget(self, wwid: str) -> None:
-        """Remove ``wwid`` from multipath's wwids file."""
-
-    def multipath_resize(self, map_name: str) -> None:
-        """Resize a map after its paths grew."""
-
-    def multipathd_running(self) -> bool:
-        """True when multipathd answers."""
 
 
 class DeviceClaims:

@@ -22,7 +22,7 @@ dm-multipath (``use_multipath`` with native NVMe multipath off): every portal is
 connected, the per-controller devices must agree on the namespace's identity,
 and the dm map multipathd builds over them is returned (``/dev/dm-N`` with
 ``multipath_id``); detach flushes and removes the map before the controllers
-go (:mod:`brick_agent.connectors.nvmeof_multipath`).
+go (:mod:`brick_agent.connectors.nvmeof.multipath`).
 
 Replicated volumes: each replica is attached as above; an md RAID1 named after
 the alias (``/dev/md/<alias>``) is created or assembled over them (degraded
@@ -43,9 +43,9 @@ from typing import Any, TypeVar
 
 from brick_agent import locking, nvme_identity
 from brick_agent.connectors.base import Connector, DeviceInfo
-from brick_agent.connectors.nvmeof_actions import (AlreadyConnected, ConnectRequest,
+from brick_agent.connectors.nvmeof.actions import (AlreadyConnected, ConnectRequest,
                                                    NvmeActions, PrivilegedNvmeActions)
-from brick_agent.connectors.nvmeof_multipath import NvmeMultipath, map_of
+from brick_agent.connectors.nvmeof.multipath import NvmeMultipath, map_of
 from brick_agent.deadline import Deadline
 from brick_agent.errors import (BrickError, DeviceNotFound, InvalidArgument,
                                 InvalidConnectionProperties, LeftoversRemain, NotOwned,

@@ -93,13 +93,13 @@ class NvmeMultipath:
     def remove_map(self, m: MultipathMap) -> None:
         """Flush and remove ``m`` (retried while briefly held), then wait until the kernel
         and udev are done with it (the same removal as a SCSI volume's map)."""
-        from brick_agent.connectors.scsi_volume import remove_map
+        from brick_agent.connectors.scsi.volume import remove_map
         remove_map(self.roots, self.watch_factory, self.actions.multipath_remove, m,
                    removal_timeout=self.removal_timeout, gone_timeout=self.removal_timeout)
 
     def resize_map(self, m: MultipathMap, size: int) -> None:
         """Grow ``m`` to ``size`` bytes (multipathd refuses until it saw the paths grow)."""
-        from brick_agent.connectors.scsi_volume import retry
+        from brick_agent.connectors.scsi.volume import retry
 
         def size_now() -> int | None:
             now = read_map(self.roots, m.dm_name)

@@ -35,9 +35,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from brick_agent import locking
-from brick_agent.connectors import fc_view
+from brick_agent.connectors.fc import view as fc_view
 from brick_agent.connectors.base import Connector, DeviceInfo
-from brick_agent.connectors.scsi_volume import ScsiActions, ScsiVolumeOps, scsi_watch_factory
+from brick_agent.connectors.scsi.actions import ScsiActions
+from brick_agent.connectors.scsi.volume import ScsiVolumeOps, scsi_watch_factory
 from brick_agent.deadline import Deadline
 from brick_agent.errors import DeviceNotFound, LeftoversRemain, TargetUnreachable
 from brick_agent.host.block import links_for
@@ -86,7 +87,7 @@ class FibreChannelConnector(Connector):
     @property
     def actions(self) -> ScsiActions:
         if self._actions is None:
-            from brick_agent.connectors.scsi_privileged import PrivilegedScsiActions
+            from brick_agent.connectors.scsi.actions import PrivilegedScsiActions
             self._actions = PrivilegedScsiActions(self.conf, self.roots)
         return self._actions
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from brick_agent import locking
-from brick_agent.connectors.iscsi_actions import ISCSIActions, NodeSettings
+from brick_agent.connectors.iscsi.actions import ISCSIActions, NodeSettings
 from brick_agent.deadline import Deadline
 from brick_agent.errors import BrickError, DeviceNotFound, TargetUnreachable
 from brick_agent.host.iscsi import IscsiSession, find_sessions, read_session, session_devices
@@ -64,7 +64,7 @@ class AttachRecord:
     scanned: list[HCTL] = dataclasses.field(default_factory=list)
     via: dict[HCTL, ISCSITarget] = dataclasses.field(default_factory=dict)  # target of a scan
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
-    #: this call's identity in :data:`~brick_agent.connectors.scsi_volume.CLAIMS`
+    #: this call's identity in :data:`~brick_agent.connectors.scsi.volume.CLAIMS`
     owner: object = dataclasses.field(default_factory=object)
 
 
