@@ -9,7 +9,7 @@ import pathlib
 
 import pytest
 
-from brick_agent import ledger as ledgermod
+from brick_agent.ledger import store as ledgermod
 from brick_agent.errors import DeviceNotFound, InvalidArgument
 from brick_agent.host.roots import HostRoots
 from brick_agent.ledger import AttachmentLedger

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from brick_agent import locking
-from brick_agent import ledger as ledgermod
+from brick_agent.ledger import store as ledgermod
 from brick_agent.errors import LockTimeout
 from brick_agent.ledger import AttachmentLedger
 

@@ -24,7 +24,7 @@ def test_fc_two_attachments_one_device_last_detach_deletes(conf, captured, tmp_p
 
 
 def test_fc_stale_volume_detach_after_lun_reuse_keeps_the_new_volume(conf, captured, tmp_path):  # noqa: F811
-    from brick_agent import ledger as ledgermod
+    from brick_agent.ledger import store as ledgermod
     from tests.unit.connectors.scsi_fakes import FakeLun, wwid_of
     from tests.unit.connectors.test_fibre_channel import CAP_TGT
     host, fake = captured

@@ -8,7 +8,7 @@ import pathlib
 
 import pytest
 
-from brick_agent import ledger as ledgermod
+from brick_agent.ledger import store as ledgermod
 from brick_agent.errors import DeviceNotFound
 from brick_agent.ledger import AttachmentLedger
 from tests.unit.connectors.test_iscsi_connector import (  # noqa: F401

@@ -13,7 +13,7 @@ import pathlib
 import pytest
 
 from brick_agent import audit as auditmod
-from brick_agent import ledger as ledgermod
+from brick_agent.ledger import store as ledgermod
 from brick_agent.ledger import AttachmentLedger, AttachmentsUnknown, LedgerUnreadable
 from tests.unit.connectors.scsi_fakes import FakeLun, udev_of, wwid_of
 from tests.unit.connectors.test_iscsi_connector import (  # noqa: F401

@@ -72,7 +72,8 @@ def timed_cm(owner: object, attr: str, name: str) -> None:
 
 
 def instrument() -> None:
-    from brick_agent import ledger, locking
+    from brick_agent import locking
+    from brick_agent.ledger import store as ledger
     from brick_agent.connectors import base, nvmeof, nvmeof_actions
     from brick_agent.host import nvme as hostnvme
     from brick_agent.host import udev

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from brick_agent import locking
+from brick_agent import ledger, locking
 from brick_agent.connectors.fc import view as fc_view
 from brick_agent.connectors.base import Connector, DeviceInfo
 from brick_agent.connectors.scsi.actions import ScsiActions
@@ -123,6 +123,11 @@ class FibreChannelConnector(Connector):
         return ", ".join(f"{t.wwpn} lun {t.lun}" for t in props.targets)
 
     # ---------------------------------------------------------------- attach
+    def _ledger_revalidate(self, device_info: Mapping[str, Any]) -> bool:
+        """A recorded device about to be shared: its LUNs rescanned, still the volume?"""
+        return self.ops.still_the_volume(str(device_info.get("path") or ""))
+
+    @ledger.records_attach
     def connect_volume(self, connection_properties: Mapping[str, Any]) -> DeviceInfo:
         props = parse_fc(connection_properties)
         deadline = Deadline.after(self.opts.device_wait_timeout)
@@ -287,6 +292,7 @@ class FibreChannelConnector(Connector):
                     out.setdefault(dev.hctl, dev)
         return [out[h] for h in sorted(out)]
 
+    @ledger.records_detach
     def disconnect_volume(self, connection_properties: Mapping[str, Any],
                           device_info: Mapping[str, Any] | None, force: bool = False,
                           ignore_errors: bool = False) -> None:

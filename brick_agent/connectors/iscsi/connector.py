@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from brick_agent import locking
+from brick_agent import ledger, locking
 from brick_agent.connectors.base import Connector, DeviceInfo
 from brick_agent.connectors.iscsi.actions import ISCSIActions
 from brick_agent.connectors.iscsi.sessions import AttachRecord, ISCSISessions, initiator_name
@@ -155,6 +155,11 @@ class ISCSIConnector(Connector):
         return self._limit.slot(timeout=self.sessions.lock_timeout())
 
     # ---------------------------------------------------------------- attach
+    def _ledger_revalidate(self, device_info: Mapping[str, Any]) -> bool:
+        """A recorded device about to be shared: its LUNs rescanned, still the volume?"""
+        return self.ops.still_the_volume(str(device_info.get("path") or ""))
+
+    @ledger.records_attach
     def connect_volume(self, connection_properties: Mapping[str, Any]) -> DeviceInfo:
         props = self._parse(connection_properties)
         deadline = Deadline.after(self.opts.device_wait_timeout, self.clock)
@@ -357,6 +362,7 @@ class ISCSIConnector(Connector):
                     seen.setdefault((s.sid, dev.hctl), (s, dev))
         return list(seen.values()), list(looked.values())
 
+    @ledger.records_detach
     def disconnect_volume(self, connection_properties: Mapping[str, Any],
                           device_info: Mapping[str, Any] | None, force: bool = False,
                           ignore_errors: bool = False) -> None:

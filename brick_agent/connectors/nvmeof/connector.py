@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any, TypeVar
 
-from brick_agent import locking, nvme_identity
+from brick_agent import ledger, locking, nvme_identity
 from brick_agent.connectors.base import Connector, DeviceInfo
 from brick_agent.connectors.nvmeof.actions import (AlreadyConnected, ConnectRequest,
                                                    NvmeActions, PrivilegedNvmeActions)
@@ -250,6 +250,7 @@ class NVMeOFConnector(Connector):
                 for h in hostfc.fc_hosts(self.roots) if h.online and h.port_name and h.node_name]
 
     # ------------------------------------------------------------------ attach
+    @ledger.records_attach
     def connect_volume(self, connection_properties: Mapping[str, Any]) -> DeviceInfo:
         props = parse_nvmeof(connection_properties)
         deadline = Deadline.after(self.opts.device_wait_timeout)
@@ -614,6 +615,7 @@ class NVMeOFConnector(Connector):
         return md
 
     # ------------------------------------------------------------------ detach
+    @ledger.records_detach
     def disconnect_volume(self, connection_properties: Mapping[str, Any],
                           device_info: Mapping[str, Any] | None, force: bool = False,
                           ignore_errors: bool = False) -> None:

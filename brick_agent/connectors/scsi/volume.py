@@ -214,6 +214,22 @@ class ScsiVolumeOps:
         self.actions.delete_device(now.hctl)
         return None
 
+    def still_the_volume(self, path: str) -> bool:
+        """Before a new attachment shares the recorded device at ``path``: is it still the volume?
+
+        Every SCSI device behind the path is rescanned (a device rescan re-reads the
+        identity the kernel caches; it is not a target scan): an array that reused the
+        LUN for another volume makes the device stale (:meth:`revalidate`).
+        """
+        dev = block_device_for_path(self.roots, path)
+        if dev is None:
+            return False
+        for name in (list(dev.slaves) if dev.is_dm else [dev.name]):
+            sdev = scsi_device_by_name(self.roots, name)
+            if sdev is None or self.revalidate(sdev) is None:
+                return False
+        return True
+
     # ------------------------------------------------------------ multipath
     def wait_for_map(self, wwid: str, names: Sequence[str], deadline: Deadline) -> MultipathMap:
         """The map ``mpath-<wwid>`` holding ``names``; asks multipathd to build it if needed.

@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from brick_agent import ledger
+from brick_agent.ledger import store as ledger
 from brick_agent.host import block, nvme, sysfs
 from tests.unit.sysfs_trees import TREES, extract_tree
 

@@ -1,0 +1,45 @@
+"""The block-level host actions every connector shares, over the privileged side.
+
+Protocol actions live in each protocol's ``actions`` module; these are the few
+a connector needs whatever its protocol: configuring how the privileged daemon
+starts, a yes/no read of a volume device for a caller that is not root, and a
+device's read-only flag (access modes of the attachment ledger).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from oslo_config import cfg
+
+LOG = logging.getLogger(__name__)
+
+
+def configure_privsep(conf: cfg.ConfigOpts, root_helper: Any = None) -> None:
+    """Remember how the privileged daemon starts (applied at its first use)."""
+    from brick_agent import privileged
+    privileged.configure(conf, root_helper)
+
+
+def volume_device_readable(path: str) -> bool:
+    """Whether the first block of the fabric volume device at ``path`` reads, asked of
+    the privileged side (which refuses anything but a volume's device: False)."""
+    from brick_agent.errors import InvalidArgument
+    from brick_agent.privileged import reads
+    name = os.path.basename(os.path.realpath(path))
+    if not reads.VOLUME_DEVICE.match(name):
+        LOG.warning("check_valid_device: %s is not a volume device (%s)", path, name)
+        return False
+    try:
+        return bool(reads.block_device_readable(name))
+    except InvalidArgument as exc:   # NotOwned: not a fabric volume's device
+        LOG.warning("check_valid_device: %s refused: %s", path, exc)
+        return False
+
+
+def set_read_only(name: str, read_only: bool) -> None:
+    """``blockdev --setro`` / ``--setrw`` of block device ``name``."""
+    from brick_agent.privileged import block
+    block.set_block_device_read_only(name, read_only)
