@@ -57,6 +57,9 @@ def fc():
             wait(lambda: scsi_devices_of(host) == [f"{n}:0:0:0"] or
                   [x.rsplit(":", 1)[1] for x in scsi_devices_of(host)] == ["0"], 30,
                   f"LUNs 1-2 of {host} to go")
+        # and udev done with their removal: the tests start from a settled host (an attach
+        # racing a queued removal of another path of its LUN is covered in the unit suite)
+        subprocess.run(["udevadm", "settle", "--timeout=30"], check=False)
         yield t
 
 

@@ -363,6 +363,7 @@ def fc_target() -> Iterator[FcoeTarget]:
                 with open(f"/sys/bus/scsi/devices/{d}/delete", "w") as f:
                     f.write("1")
         wait(lambda: disks_with(t.luns[1].wwid) == [], 30, "LUN 1 to go")
+        subprocess.run(["udevadm", "settle", "--timeout=30"], check=False)  # its removal too
         yield t
 
 

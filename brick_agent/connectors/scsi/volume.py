@@ -263,7 +263,8 @@ class ScsiVolumeOps:
         briefly removes it while it processes one of them coming or going (an
         earlier path of the same LUN still being removed, say).  So the link is
         returned only once no claim is pending in udev (waited for on udev's
-        events, at most 5 s of ``deadline``) and it then resolves to ``dev``.
+        events within ``deadline``, the attach's own) and it then resolves to
+        ``dev``; a claim still pending at the deadline gives the kernel name.
         """
         kernel = self.roots.devfs(dev.name or "")
         name = wwn_link_name(dev.wwid) if dev.wwid else None
@@ -281,7 +282,7 @@ class ScsiVolumeOps:
             return settled() or kernel
         with self.watch_factory() as watch:
             try:
-                return watch.wait_for(settled, deadline.capped(5.0), what=f"udev claims of {link}")
+                return watch.wait_for(settled, deadline, what=f"udev claims of {link}")
             except DeviceNotFound:
                 LOG.info("udev is still re-linking %s; returning %s", link, kernel)
                 return kernel
