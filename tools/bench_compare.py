@@ -81,7 +81,7 @@ def ok(r: dict[str, Any], what: str) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ 1. latency
 def latency(workers: dict[str, Worker], n: int) -> None:
-    from tests.functional.lab import LioIscsiTarget, NvmetSubsystem
+    from brick_lab import LioIscsiTarget, NvmetSubsystem
     import tools.bench_iscsi as bi
     import tools.bench_nvmeof as bn
 
@@ -227,7 +227,7 @@ def concurrency(workers: dict[str, Worker], protocol: str, rounds: int = 1) -> N
 def _concurrency_round(workers: dict[str, Worker], protocol: str, who: str) -> dict[str, Any]:
     """One round of one tool (or the NVMe floor): {"attach"/"detach": {"wall", "times",
     load fields}, "failures", "errors"}; leftovers go to LEFT."""
-    from tests.functional.lab import LioIscsiTarget, NvmetSubsystem
+    from brick_lab import LioIscsiTarget, NvmetSubsystem
     if protocol == "ISCSI":
         targets: list[Any] = [LioIscsiTarget(luns=8, lun_size=1 << 20, initiators=["local"],
                                              portals=(f"127.0.0.{k + 1}:3260",))
@@ -303,7 +303,7 @@ def _nvme_floor_many(targets: list[Any]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ 3. failure latency
 def failures(workers: dict[str, Worker]) -> None:
-    from tests.functional.lab import LioIscsiTarget
+    from brick_lab import LioIscsiTarget
     with LioIscsiTarget(luns=1, lun_size=1 << 20, initiators=["local"]) as t:
         cases = {
             "iSCSI refused portal (closed port)":
@@ -335,7 +335,7 @@ def failures(workers: dict[str, Worker]) -> None:
 # ------------------------------------------------------------------ 4. discovery
 def discovery_lab(workers: dict[str, Worker], sizes: list[int]) -> None:
     import subprocess
-    from tests.functional.lab import LioIscsiTarget
+    from brick_lab import LioIscsiTarget
     with LioIscsiTarget(luns=sizes[0], lun_size=1 << 20, initiators=["local"]) as t:
         portal = "127.0.0.1:3260"
         props = {"target_portal": portal, "target_iqn": t.iqn, "target_lun": 0}

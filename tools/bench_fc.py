@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from brick_agent import config  # noqa: E402
 from brick_agent.connectors.fc.connector import FibreChannelConnector  # noqa: E402
-from tests.functional.lab import FcoeTarget  # noqa: E402
+from brick_lab import FcoeTarget  # noqa: E402
 
 
 def wait(pred, timeout: float = 60.0, what: str = "") -> None:

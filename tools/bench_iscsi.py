@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from brick_agent import config  # noqa: E402
 from brick_agent.connectors.iscsi.connector import ISCSIConnector  # noqa: E402
-from tests.functional.lab import LioIscsiTarget  # noqa: E402
+from brick_lab import LioIscsiTarget  # noqa: E402
 from tools.bench.host import udev_settle  # noqa: E402
 
 

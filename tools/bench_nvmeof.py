@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")
 
 from brick_agent import config, privileged  # noqa: E402
 from brick_agent.connectors.nvmeof.connector import NVMeOFConnector  # noqa: E402
-from tests.functional.lab import NvmetSubsystem  # noqa: E402
+from brick_lab import NvmetSubsystem  # noqa: E402
 
 FLOOR_ATTACH = r'''
 set -u

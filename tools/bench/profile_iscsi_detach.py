@@ -84,7 +84,7 @@ def main() -> int:
                         format="%(relativeCreated)7d %(threadName)s %(name)s %(message)s")
     from brick_agent import config
     from brick_agent.connectors.iscsi.connector import ISCSIConnector
-    from tests.functional.lab import LioIscsiTarget
+    from brick_lab import LioIscsiTarget
     conf = config.new_conf(overrides={"lock_path": tempfile.mkdtemp(prefix="brick-prof-"),
                                       "privsep_in_process": True})
     connector = ISCSIConnector(conf=conf)

@@ -159,7 +159,7 @@ def main() -> int:
         sys.setswitchinterval(args.switch_interval)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(relativeCreated)7d %(threadName)s %(name)s %(message)s")
-    from tests.functional.lab import NvmetSubsystem
+    from brick_lab import NvmetSubsystem
     import worker as w
     lock_path = tempfile.mkdtemp(prefix="brick-prof-")
     tool = w.Tool("ours", lock_path, False, None)
