@@ -18,12 +18,7 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.abspath(os.path.join(HERE, "..", "..")))
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.dirname(HERE))
-
-from profile_nvme_concurrency import STATS, report, timed  # noqa: E402
+from profile_nvme_concurrency import STATS, report, timed  # beside this script
 
 
 def instrument() -> None:
