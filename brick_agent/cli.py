@@ -39,6 +39,10 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
 
 #: Commands that act on the host through privileged entrypoints (never on a --host-root tree).
 STATE_CHANGING = frozenset({"connect", "disconnect", "extend"})
+#: The multi-host detach verifier (brick_agent.gate.verify, an HTTP client of the gates): it
+#: takes its own options (everything after the command name), prints its own JSON verdict
+#: and has its own exit statuses (0 pass, 1 fail, 2 usage error or a host unreachable).
+VERIFY_DETACH = "verify-detach"
 
 
 def _refuse_host_root(args: argparse.Namespace) -> None:
@@ -270,6 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--python", metavar="PATH",
                    help="the service's Python (default: the one running brick-agent)")
     p.add_argument("--site-packages", metavar="DIR", help="write into DIR instead")
+    verify_help = ("check over HTTP, through each host's gate app, that a volume is attached "
+                   "where it should be and gone elsewhere (--audit: no leftovers); exit 0 pass, "
+                   "1 fail, 2 error (options: brick-agent verify-detach --help)")
+    sub.add_parser(VERIFY_DETACH, help=verify_help, description=verify_help, add_help=False)
     return parser
 
 
@@ -278,7 +286,12 @@ def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None,
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == VERIFY_DETACH:
+        from brick_agent.gate import verify
+        return verify.main(rest, stdin=stdin, stdout=stdout)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:

@@ -16,10 +16,7 @@ import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-from tests.functional.lab import LioIscsiTarget, NvmetSubsystem  # noqa: E402
+from brick_lab import LioIscsiTarget, NvmetSubsystem
 
 BRICK_AGENT = os.path.join(os.path.dirname(sys.executable), "brick-agent")
 BLOCK = 4096

@@ -16,7 +16,7 @@ import pytest
 from oslo_config import cfg
 
 from brick_agent import config
-from tests.functional.lab import FcoeTarget, LioIscsiTarget, NvmetSubsystem
+from brick_lab import FcoeTarget, LioIscsiTarget, NvmetSubsystem
 
 IN_LAB = os.environ.get("BRICK_LAB") == "1"
 

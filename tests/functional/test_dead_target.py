@@ -22,10 +22,10 @@ from brick_agent import privileged
 from brick_agent.connectors.iscsi.connector import ISCSIConnector
 from brick_agent.connectors.nvmeof.connector import NVMeOFConnector
 from brick_agent.errors import DeviceBusy, LeftoversRemain
+from brick_lab import LioIscsiTarget, NvmetSubsystem
+from brick_lab.rawhost import disks_with, read, sessions_of, wait
+from brick_lab.rawhost import nvme_ctrls_of as ctrls
 from tests.functional.conftest import make_conf
-from tests.functional.lab import LioIscsiTarget, NvmetSubsystem
-from tests.functional.rawhost import disks_with, read, sessions_of, wait
-from tests.functional.rawhost import nvme_ctrls_of as ctrls
 
 pytestmark = pytest.mark.realkernel
 

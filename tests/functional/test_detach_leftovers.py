@@ -22,10 +22,10 @@ from brick_agent import privileged
 from brick_agent.connectors.nvmeof.connector import NVMeOFConnector
 from brick_agent.host.roots import DEFAULT_ROOTS
 from brick_agent.ledger import AttachmentLedger
+from brick_lab import LioIscsiTarget, NvmetSubsystem
+from brick_lab.rawhost import nvme_ctrls_of as ctrls
+from brick_lab.rawhost import nvme_heads_with, wait
 from tests.functional.conftest import make_conf
-from tests.functional.lab import LioIscsiTarget, NvmetSubsystem
-from tests.functional.rawhost import nvme_ctrls_of as ctrls
-from tests.functional.rawhost import nvme_heads_with, wait
 
 pytestmark = pytest.mark.realkernel
 

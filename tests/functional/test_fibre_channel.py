@@ -20,10 +20,10 @@ import pytest
 from brick_agent import privileged
 from brick_agent.connectors.fc.connector import FibreChannelConnector
 from brick_agent.errors import TargetUnreachable
+from brick_lab import FcoeTarget
+from brick_lab.rawhost import (disks_with, maps_with, multipathd_running,
+                               scsi_devices_of, wait, write_read)
 from tests.functional.conftest import PRIVSEP_DAEMON, make_conf
-from tests.functional.lab import FcoeTarget
-from tests.functional.rawhost import (disks_with, maps_with, multipathd_running,
-                                      scsi_devices_of, wait, write_read)
 
 pytestmark = pytest.mark.realkernel
 

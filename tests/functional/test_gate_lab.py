@@ -30,13 +30,14 @@ import pytest
 from brick_agent import privileged
 from brick_agent.audit import ExpectedVolume, audit
 from brick_agent.connectors.iscsi.connector import ISCSIConnector
+from brick_agent.gate import verify as verify_detach
 from brick_agent.connectors.nvmeof.connector import NVMeOFConnector
 from brick_agent.host.roots import DEFAULT_ROOTS
+from brick_lab import LioIscsiTarget, NvmetSubsystem
+from brick_lab.rawhost import nvme_ctrls_of
 from tests.functional.conftest import make_conf
-from tests.functional.lab import LioIscsiTarget, NvmetSubsystem
-from tests.functional.rawhost import nvme_ctrls_of
 from tests.unit.gate.fakehost import FakeHost
-from tests.unit.gate.test_server import running, verify_detach
+from tests.unit.gate.test_server import running
 
 pytestmark = pytest.mark.realkernel
 

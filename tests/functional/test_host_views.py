@@ -14,9 +14,9 @@ from brick_agent.deadline import Deadline
 from brick_agent.host import block, fc, iscsi, multipath, nvme, scsi, udev
 from brick_agent.host.roots import DEFAULT_ROOTS as R
 from brick_agent.host.udev import DeviceWatch
-from tests.functional import rawhost
-from tests.functional.initiator import (iscsi_login, iscsi_logout, iscsi_node, nvme_connect,
-                                        nvme_disconnect, sh)
+from brick_lab import rawhost
+from brick_lab.initiator import (iscsi_login, iscsi_logout, iscsi_node, nvme_connect,
+                                 nvme_disconnect, sh)
 
 pytestmark = pytest.mark.realkernel
 

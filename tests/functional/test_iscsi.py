@@ -22,10 +22,10 @@ from brick_agent import privileged
 from brick_agent.connectors.iscsi.connector import ISCSIConnector
 from brick_agent.errors import (AuthenticationFailed, DeviceInUse, DeviceNotFound,
                                 TargetUnreachable)
+from brick_lab import LioIscsiTarget
+from brick_lab.rawhost import (disks_with, maps_with, multipathd_running, read,
+                               sessions_of, wait, write_read)
 from tests.functional.conftest import PRIVSEP_DAEMON, make_conf
-from tests.functional.lab import LioIscsiTarget
-from tests.functional.rawhost import (disks_with, maps_with, multipathd_running, read,
-                                      sessions_of, wait, write_read)
 
 pytestmark = pytest.mark.realkernel
 

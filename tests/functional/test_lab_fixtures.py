@@ -9,12 +9,12 @@ import os
 
 import pytest
 
-from tests.functional import scenarios
-from tests.functional.initiator import (iscsi_login, iscsi_logout, iscsi_node, nvme_connect,
-                                        nvme_disconnect, sh)
-from tests.functional.lab import (LabError, LioIscsiTarget, NvmetSubsystem, fcloop_available,
-                                  local_initiator_iqn, wait_for)
-from tests.functional.rawhost import disks_with, maps_with, nvme_ctrls_of, read
+from brick_lab import (LabError, LioIscsiTarget, NvmetSubsystem, fcloop_available,
+                       local_initiator_iqn, wait_for)
+from brick_lab import scenarios
+from brick_lab.initiator import (iscsi_login, iscsi_logout, iscsi_node, nvme_connect,
+                                 nvme_disconnect, sh)
+from brick_lab.rawhost import disks_with, maps_with, nvme_ctrls_of, read
 
 pytestmark = pytest.mark.realkernel
 

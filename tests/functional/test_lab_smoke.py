@@ -11,10 +11,10 @@ import os
 
 import pytest
 
-from tests.functional.initiator import iscsi_logout, iscsi_node, nvme_connect, nvme_disconnect, sh
-from tests.functional.lab import LioIscsiTarget, NvmetSubsystem, wait_for
-from tests.functional.rawhost import disks_with, nvme_ctrls_of, nvme_heads_with, read, sessions_of
-from tests.functional.scenarios import fcoe_luns
+from brick_lab import LioIscsiTarget, NvmetSubsystem, wait_for
+from brick_lab.initiator import iscsi_logout, iscsi_node, nvme_connect, nvme_disconnect, sh
+from brick_lab.rawhost import disks_with, nvme_ctrls_of, nvme_heads_with, read, sessions_of
+from brick_lab.scenarios import fcoe_luns
 
 pytestmark = pytest.mark.realkernel
 

@@ -15,9 +15,9 @@ from brick_agent import privileged
 from brick_agent.connectors.iscsi.connector import ISCSIConnector
 from brick_agent.connectors.nvmeof.connector import NVMeOFConnector
 from brick_agent.ledger import AttachmentLedger
+from brick_lab import LioIscsiTarget, NvmetSubsystem
+from brick_lab.rawhost import disks_with, read, sessions_of, write_read
 from tests.functional.conftest import make_conf
-from tests.functional.lab import LioIscsiTarget, NvmetSubsystem
-from tests.functional.rawhost import disks_with, read, sessions_of, write_read
 
 pytestmark = pytest.mark.realkernel
 

@@ -19,14 +19,14 @@ with os-brick 7.1.1 served by brick_agent.  Their code does every host action:
   (backup / copy-volume path), for iSCSI, NVMe-oF and FC.
 
 Every flow runs twice: as root, and as the service's own non-root user the way a
-packaged host runs it (tests/functional/lab/service_user.py: a ``nova`` / ``cinder``
+packaged host runs it (brick_lab/service_user.py: a ``nova`` / ``cinder``
 system user whose only way to root is ``sudo <service>-rootwrap
 /etc/<service>/rootwrap.conf``, with the service's filters plus brick_agent's
 ``etc/brick_agent/rootwrap.d/privsep.filters``; its config in ``/etc/<service>/``; locks
 and ledger in its home).  The privileged work goes through a real privsep daemon: for
 root, started from the caller's venv (``<venv>/bin/privsep-helper``); for the service
 user, by the service's root helper (``sudo <service>-rootwrap ... privsep-helper``).
-Checks read raw sysfs (tests/functional/rawhost.py): the device is the target's volume, O_DIRECT I/O reaches
+Checks read raw sysfs (brick_lab/rawhost.py): the device is the target's volume, O_DIRECT I/O reaches
 its backing file, extend shows the new size, and after disconnect no session, disk,
 controller, node record or new audit finding is left.
 
@@ -51,9 +51,9 @@ import pytest
 
 from brick_agent.audit import audit
 from brick_agent.host.roots import DEFAULT_ROOTS
-from tests.functional.lab import FcoeTarget, LioIscsiTarget, NvmetSubsystem, ServiceUser
-from tests.functional.rawhost import (MiB, dev_uuid, disks_with, io_roundtrip, nvme_ctrls_of,
-                                      read, scsi_devices_of, sessions_of, wait, write_read)
+from brick_lab import FcoeTarget, LioIscsiTarget, NvmetSubsystem, ServiceUser
+from brick_lab.rawhost import (MiB, dev_uuid, disks_with, io_roundtrip, nvme_ctrls_of,
+                               read, scsi_devices_of, sessions_of, wait, write_read)
 
 pytestmark = pytest.mark.realkernel
 

@@ -18,10 +18,10 @@ import pytest
 from brick_agent import privileged
 from brick_agent.connectors.nvmeof.connector import NVMeOFConnector
 from brick_agent.errors import DeviceNotFound, VolumeIdentityMismatch
+from brick_lab import NvmetSubsystem
+from brick_lab.rawhost import MiB, dev_uuid, io_roundtrip, read, wait
+from brick_lab.rawhost import nvme_ctrls_of as ctrls
 from tests.functional.conftest import PRIVSEP_DAEMON, make_conf
-from tests.functional.lab import NvmetSubsystem
-from tests.functional.rawhost import MiB, dev_uuid, io_roundtrip, read, wait
-from tests.functional.rawhost import nvme_ctrls_of as ctrls
 
 pytestmark = pytest.mark.realkernel
 

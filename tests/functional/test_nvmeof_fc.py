@@ -13,10 +13,10 @@ import pytest
 
 from brick_agent import privileged
 from brick_agent.connectors.nvmeof.connector import NVMeOFConnector
+from brick_lab import fcloop_available
+from brick_lab.rawhost import dev_uuid, io_roundtrip, nvme_ctrls_of, read
+from brick_lab.scenarios import nvmet_over_fcloop
 from tests.functional.conftest import make_conf
-from tests.functional.lab import fcloop_available
-from tests.functional.rawhost import dev_uuid, io_roundtrip, nvme_ctrls_of, read
-from tests.functional.scenarios import nvmet_over_fcloop
 
 pytestmark = pytest.mark.realkernel
 

@@ -19,9 +19,9 @@ import pytest
 
 from brick_agent import privileged
 from brick_agent.connectors.nvmeof.connector import NVMeOFConnector
+from brick_lab import NvmetSubsystem, RxeLink, rxe_available
+from brick_lab.rawhost import dev_uuid, io_roundtrip, nvme_ctrls_of, read
 from tests.functional.conftest import make_conf
-from tests.functional.lab import NvmetSubsystem, RxeLink, rxe_available
-from tests.functional.rawhost import dev_uuid, io_roundtrip, nvme_ctrls_of, read
 
 pytestmark = pytest.mark.realkernel
 

@@ -19,10 +19,10 @@ import pytest
 from brick_agent import privileged
 from brick_agent.connectors.iscsi.connector import ISCSIConnector
 from brick_agent.errors import NotOwned
+from brick_lab import LioIscsiTarget
+from brick_lab.initiator import iscsi_login, iscsi_logout, sh
+from brick_lab.rawhost import disks_with, read, sessions_of, wait
 from tests.functional.conftest import PRIVSEP_DAEMON, make_conf
-from tests.functional.initiator import iscsi_login, iscsi_logout, sh
-from tests.functional.lab import LioIscsiTarget
-from tests.functional.rawhost import disks_with, read, sessions_of, wait
 
 pytestmark = pytest.mark.realkernel
 

@@ -82,6 +82,17 @@ def test_unreadable_json_and_unknown_protocol_exit_2(iscsi_host, capsys):
     assert "InvalidConnectorProtocol" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv", [["volumes", "--bogus"], ["--human", "audit", "extra"],
+                                  ["paths", "ISCSI", "-", "more"]])
+def test_unknown_arguments_are_a_usage_error(argv, capsys):
+    """Only verify-detach passes what follows it on (to the verifier); every other command
+    rejects arguments it does not know, before doing anything."""
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == cli.EXIT_USAGE
+    assert "unrecognized arguments" in capsys.readouterr().err
+
+
 def test_audit_clean_then_names_a_session_left_without_luns(iscsi_host):
     code, data, _ = run(["--host-root", iscsi_host, "audit"])
     assert code == cli.EXIT_OK and data["clean"] is True

@@ -18,12 +18,7 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.abspath(os.path.join(HERE, "..", "..")))
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.dirname(HERE))
-
-from profile_nvme_concurrency import STATS, report, timed  # noqa: E402
+from profile_nvme_concurrency import STATS, report, timed  # beside this script
 
 
 def instrument() -> None:
@@ -84,7 +79,7 @@ def main() -> int:
                         format="%(relativeCreated)7d %(threadName)s %(name)s %(message)s")
     from brick_agent import config
     from brick_agent.connectors.iscsi.connector import ISCSIConnector
-    from tests.functional.lab import LioIscsiTarget
+    from brick_lab import LioIscsiTarget
     conf = config.new_conf(overrides={"lock_path": tempfile.mkdtemp(prefix="brick-prof-"),
                                       "privsep_in_process": True})
     connector = ISCSIConnector(conf=conf)

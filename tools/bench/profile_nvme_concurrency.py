@@ -21,11 +21,7 @@ import tempfile
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.abspath(os.path.join(HERE, "..", "..")))
-sys.path.insert(0, HERE)
-
-from tools.bench.host import cpu_times, udev_settle  # noqa: E402
+from host import cpu_times, udev_settle  # tools/bench/host.py, beside this script
 
 STATS: dict[str, list[float]] = collections.defaultdict(list)
 SPANS: list[tuple[float, float, str, str]] = []   # (start, end, thread, step)
@@ -159,7 +155,7 @@ def main() -> int:
         sys.setswitchinterval(args.switch_interval)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(relativeCreated)7d %(threadName)s %(name)s %(message)s")
-    from tests.functional.lab import NvmetSubsystem
+    from brick_lab import NvmetSubsystem
     import worker as w
     lock_path = tempfile.mkdtemp(prefix="brick-prof-")
     tool = w.Tool("ours", lock_path, False, None)

@@ -16,17 +16,12 @@ import tempfile
 import time
 from typing import Any, Callable, ContextManager
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, REPO)
-sys.path.insert(0, HERE)
+import capture_sysfs  # beside this script (sys.path[0])
 
-import capture_sysfs  # noqa: E402
+from brick_lab import FcoeTarget, LioIscsiTarget, NvmetSubsystem, scenarios
+from brick_lab.rawhost import maps_with
 
-from tests.functional import scenarios  # noqa: E402
-from tests.functional.lab import FcoeTarget, LioIscsiTarget, NvmetSubsystem  # noqa: E402
-from tests.functional.rawhost import maps_with  # noqa: E402
-
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = os.path.join(REPO, "tests", "unit", "data")
 
 

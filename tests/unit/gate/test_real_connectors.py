@@ -14,10 +14,11 @@ import pytest
 pytest.importorskip("brick_agent.connectors.iscsi.connector")
 pytest.importorskip("brick_agent.connectors.nvmeof.connector")
 
+from brick_agent.gate import verify as verify_detach  # noqa: E402
 from brick_agent.gate.app import create_app  # noqa: E402
 from tests.unit.gate.conftest import PASSWORD, PROPS, host_with_volume, make_conf  # noqa: E402
 from tests.unit.gate.fakehost import FakeHost  # noqa: E402
-from tests.unit.gate.test_server import running, verify_detach  # noqa: E402
+from tests.unit.gate.test_server import running  # noqa: E402
 from tests.unit.sysfs_trees import capture_note, extract_tree  # noqa: E402
 from tests.unit.test_audit_captured import kernel_delete_lun  # noqa: E402
 

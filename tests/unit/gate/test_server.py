@@ -1,7 +1,7 @@
 """The gate served by the real WSGI server (waitress) on loopback, over real HTTP.
 
-Also the multi-host detach verifier (tools/verify_detach.py) against two such
-servers reading different fake host trees.
+Also the multi-host detach verifier (brick_agent.gate.verify, ``brick-agent
+verify-detach``) against two such servers reading different fake host trees.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from brick_agent import cli
+from brick_agent.gate import verify as verify_detach
 from brick_agent.gate.app import GateConfigurationError, GateDisabled
 from brick_agent.gate.server import make_server, serve, stop_server
 from tests.unit.gate.conftest import (IQN, PASSWORD, PROPS, host_with_volume, link_factory,
@@ -26,17 +28,6 @@ from tests.unit.gate.conftest import (IQN, PASSWORD, PROPS, host_with_volume, li
 from tests.unit.gate.fakehost import FakeHost
 
 REPO = Path(__file__).resolve().parents[3]
-
-
-def _load_verifier():
-    spec = importlib.util.spec_from_file_location("verify_detach",
-                                                  REPO / "tools" / "verify_detach.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-verify_detach = _load_verifier()
 
 
 def _real_connectors() -> bool:
@@ -302,11 +293,75 @@ def test_verifier_reads_stdin(two_hosts):
         assert code == 0 and json.loads(out.getvalue())["verdict"] == "pass"
 
 
-def test_verifier_script_runs_standalone(props_file):
+def _run_module(*args, module="brick_agent.gate.verify", site=True):
+    """``python [-S] -m module args`` with only this checkout on PYTHONPATH."""
     import subprocess
     import sys
-    proc = subprocess.run([sys.executable, str(REPO / "tools" / "verify_detach.py"), "--help"],
-                          capture_output=True, text=True, timeout=30,
-                          env={**os.environ, "PYTHONPATH": ""})
+    argv = [sys.executable, *([] if site else ["-S"]), "-m", module, *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_verifier_runs_with_the_standard_library_only(two_hosts, props_file):
+    """``python -S``: no site-packages (no flask, oslo.*, pyudev), only this checkout: the
+    verifier still parses, asks a gate over HTTP and prints its verdict, as on a CI node
+    without brick_agent's dependencies."""
+    proc = _run_module("--help", site=False)
     assert proc.returncode == 0 and "--present" in proc.stdout
     assert IQN not in proc.stdout
+    dest, src = two_hosts
+    conf = make_conf()
+    with running(conf, dest.roots, link_factory) as dest_url, \
+            running(conf, src.roots, link_factory) as src_url:
+        proc = _run_module("--protocol", "ISCSI", "--properties", props_file,
+                           "--present", dest_url, "--absent", src_url, site=False)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["verdict"] == "pass"
+        proc = _run_module("--protocol", "ISCSI", "--properties", props_file,
+                           "--present", src_url, site=False)
+        assert proc.returncode == 1 and json.loads(proc.stdout)["verdict"] == "fail"
+
+
+def test_cli_verify_detach_is_the_verifier(two_hosts, props_file, capsys):
+    """``brick-agent verify-detach ARGS``: the verifier's options, JSON verdict and exit
+    statuses, unchanged (global options before the command are accepted)."""
+    dest, src = two_hosts
+    conf = make_conf()
+    with running(conf, dest.roots, link_factory) as dest_url, \
+            running(conf, src.roots, link_factory) as src_url:
+        base = ["--protocol", "ISCSI", "--properties", props_file]
+        cases = [base + ["--present", dest_url, "--absent", src_url],
+                 base + ["--present", src_url, "--absent", dest_url],
+                 base + ["--present", dest_url, "--absent", dest_url, "--audit"],
+                 base + ["--present", dest_url, "--token", "t", "--timeout", "5"],
+                 ["--present", dest_url],
+                 base,
+                 base + ["--present", dest_url, "--no-such-option"]]
+        codes = []
+        for args in cases:
+            direct, via_cli = io.StringIO(), io.StringIO()
+            code = verify_detach.main(args, stdout=direct)
+            assert cli.main(["verify-detach", *args], stdout=via_cli) == code, args
+            assert via_cli.getvalue() == direct.getvalue(), args
+            codes.append(code)
+        assert codes == [0, 1, 1, 0, 2, 2, 2]
+        out = io.StringIO()
+        assert cli.main(["--debug", "verify-detach", *cases[0]], stdout=out) == 0
+        assert json.loads(out.getvalue())["verdict"] == "pass"
+    capsys.readouterr()
+    assert cli.main(["verify-detach", "--help"]) == 0
+    help_text = capsys.readouterr().out
+    assert help_text.startswith("usage: brick-agent verify-detach ")
+    for option in ("--present", "--absent", "--protocol", "--properties", "--token",
+                   "--audit", "--timeout"):
+        assert option in help_text
+
+
+def test_brick_agent_command_runs_verify_detach():
+    """The installed command's entry point (brick_agent.cli:main) in its own process."""
+    proc = _run_module("verify-detach", "--help", module="brick_agent.cli")
+    assert proc.returncode == 0 and "usage: brick-agent verify-detach" in proc.stdout
+    proc = _run_module("--help", module="brick_agent.cli")
+    assert proc.returncode == 0 and "verify-detach" in proc.stdout
+    proc = _run_module("verify-detach", "--present", "http://x", module="brick_agent.cli")
+    assert proc.returncode == 2 and "--protocol" in proc.stderr

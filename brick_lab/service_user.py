@@ -32,7 +32,7 @@ import pwd
 import shutil
 import subprocess
 
-REPO = pathlib.Path(__file__).resolve().parents[3]
+REPO = pathlib.Path(__file__).resolve().parents[1]  # the checkout (editable install)
 BRICK_FILTERS = REPO / "etc" / "brick_agent" / "rootwrap.d" / "privsep.filters"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 
-from tests.functional.lab import NvmetPort
+from brick_lab import NvmetPort
 
 
 def sh(*argv: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -1,7 +1,15 @@
 """Target fixtures for the real-kernel lab VM (tools/kernel-lab): LIO iSCSI,
 nvmet over TCP/RDMA, FCoE + tcm_fc, nvme-fcloop, soft-RoCE (rxe). Configfs writes
 only; guest-only (root, lab kernel). Every target is a :class:`LabTarget`:
-``create()``/``destroy()`` or ``with``."""
+``create()``/``destroy()`` or ``with``.
+
+Also the raw-host checks (:mod:`brick_lab.rawhost`), the stock initiator CLI steps
+(:mod:`brick_lab.initiator`) and attached scenarios (:mod:`brick_lab.scenarios`) the
+real-kernel tests (tests/functional) and the lab tools share.
+
+A development package installed beside brick_agent (``pip install -e .``) and used
+from a checkout: it finds ``etc/brick_agent`` and ``tools/kernel-lab`` next to itself.
+brick_agent never imports it."""
 
 from ._sys import LabError, wait_for
 from .base import LabTarget

@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """brick_agent vs os-brick, same lab VM, same targets, same run (guest side; see bench_compare.sh).
 
-    tools/kernel-lab/lab run -- .venv/bin/python tools/bench_compare.py \
+    tools/kernel-lab/lab run -- .venv/bin/python tools/bench/bench_compare.py \
         --osbrick-python /var/tmp/brick-bench/osbrick-venv/bin/python [-n 7] [--sections ...]
-    .venv/bin/python tools/bench_compare.py --synthetic     # host: fake sysfs/dev trees only
+    .venv/bin/python tools/bench/bench_compare.py --synthetic     # host: fake sysfs/dev trees only
 
 Each tool runs in its own long-lived worker process (tools/bench/worker.py) under its own
 venv's python; times are taken inside the worker around the library call (no interpreter
-start).  Floors are the bare scripts of tools/bench_iscsi.py / tools/bench_nvmeof.py.
+start).  Floors are the bare scripts of tools/bench/bench_iscsi.py / tools/bench/bench_nvmeof.py.
 Privileged work runs in-process for both tools (``--daemon``: both through privsep daemons).
 Prints a markdown table and a ``BENCH_JSON`` line.
 """
@@ -27,12 +27,10 @@ import tempfile
 import time
 from typing import Any, Callable
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.abspath(os.path.join(HERE, "..")))
-
-from tools.bench import leftovers as lo  # noqa: E402
-from tools.bench.client import Worker, WorkerTimeout  # noqa: E402
-from tools.bench.host import cpu_times, udev_settle  # noqa: E402
+# the other modules of tools/bench/, beside this script
+import leftovers as lo
+from client import Worker, WorkerTimeout
+from host import cpu_times, udev_settle
 
 TOOLS = ("ours", "osbrick")
 FAIL_CAP = 60.0          # seconds: a failure attempt still running then is reported as "> cap"
@@ -81,9 +79,9 @@ def ok(r: dict[str, Any], what: str) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ 1. latency
 def latency(workers: dict[str, Worker], n: int) -> None:
-    from tests.functional.lab import LioIscsiTarget, NvmetSubsystem
-    import tools.bench_iscsi as bi
-    import tools.bench_nvmeof as bn
+    from brick_lab import LioIscsiTarget, NvmetSubsystem
+    import bench_iscsi as bi
+    import bench_nvmeof as bn
 
     with LioIscsiTarget(luns=1, lun_size=1 << 20, initiators=["local"]) as t:
         portals = ["127.0.0.1:3260"]
@@ -227,7 +225,7 @@ def concurrency(workers: dict[str, Worker], protocol: str, rounds: int = 1) -> N
 def _concurrency_round(workers: dict[str, Worker], protocol: str, who: str) -> dict[str, Any]:
     """One round of one tool (or the NVMe floor): {"attach"/"detach": {"wall", "times",
     load fields}, "failures", "errors"}; leftovers go to LEFT."""
-    from tests.functional.lab import LioIscsiTarget, NvmetSubsystem
+    from brick_lab import LioIscsiTarget, NvmetSubsystem
     if protocol == "ISCSI":
         targets: list[Any] = [LioIscsiTarget(luns=8, lun_size=1 << 20, initiators=["local"],
                                              portals=(f"127.0.0.{k + 1}:3260",))
@@ -286,7 +284,7 @@ def _concurrency_round(workers: dict[str, Worker], protocol: str, who: str) -> d
 def _nvme_floor_many(targets: list[Any]) -> dict[str, Any]:
     """The kernel's share of the NVMe concurrency section: ``nvme connect`` of both
     subsystems at once until all 16 namespaces are block devices, then disconnect."""
-    import tools.bench_nvmeof as bn
+    import bench_nvmeof as bn
     env = {"NQNS": " ".join(t.nqn for t in targets),
            "UUIDS": " ".join(ns.uuid for t in targets for ns in t.namespaces.values()),
            "HOSTNQN": open("/etc/nvme/hostnqn").read().strip(),
@@ -303,7 +301,7 @@ def _nvme_floor_many(targets: list[Any]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ 3. failure latency
 def failures(workers: dict[str, Worker]) -> None:
-    from tests.functional.lab import LioIscsiTarget
+    from brick_lab import LioIscsiTarget
     with LioIscsiTarget(luns=1, lun_size=1 << 20, initiators=["local"]) as t:
         cases = {
             "iSCSI refused portal (closed port)":
@@ -335,7 +333,7 @@ def failures(workers: dict[str, Worker]) -> None:
 # ------------------------------------------------------------------ 4. discovery
 def discovery_lab(workers: dict[str, Worker], sizes: list[int]) -> None:
     import subprocess
-    from tests.functional.lab import LioIscsiTarget
+    from brick_lab import LioIscsiTarget
     with LioIscsiTarget(luns=sizes[0], lun_size=1 << 20, initiators=["local"]) as t:
         portal = "127.0.0.1:3260"
         props = {"target_portal": portal, "target_iqn": t.iqn, "target_lun": 0}
@@ -371,7 +369,7 @@ def discovery_lab(workers: dict[str, Worker], sizes: list[int]) -> None:
 
 def discovery_synthetic(ours_python: str, osbrick_python: str | None, sizes: list[int],
                         lock_dir: str) -> None:
-    from tools.bench import synthetic
+    import synthetic
     for size in sizes:
         base = tempfile.mkdtemp(prefix=f"bench-syn-{size}-", dir="/var/tmp")
         try:
@@ -539,7 +537,7 @@ def main() -> int:
                             [int(x) for x in args.synthetic_sizes.split(",")], lock_dir)
     else:
         if not os.environ.get("BRICK_LAB"):
-            print("run inside the lab VM (tools/bench_compare.sh), or use --synthetic")
+            print("run inside the lab VM (tools/bench/bench_compare.sh), or use --synthetic")
             return 2
         sections = args.sections.split(",")
         workers = {"ours": Worker("ours", sys.executable, os.path.join(lock_dir, "ours"),

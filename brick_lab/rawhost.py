@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from tests.functional.lab import wait_for
+from brick_lab import wait_for
 
 T = TypeVar("T")
 BLOCK = 4096
@@ -118,7 +118,7 @@ def wait(pred: Callable[[], T], timeout: float, what: str, interval: float = 0.2
     return wait_for(pred, timeout, what, interval, error=AssertionError)
 
 
-_GUEST_MULTIPATHD = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "kernel-lab",
+_GUEST_MULTIPATHD = os.path.join(os.path.dirname(__file__), "..", "tools", "kernel-lab",
                                  "guest-multipathd")
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark FC attach/detach of FibreChannelConnector against a bare-script floor (lab VM only).
 
-    tools/kernel-lab/lab run -- .venv/bin/python tools/bench_fc.py [-n 7]
+    tools/kernel-lab/lab run -- .venv/bin/python tools/bench/bench_fc.py [-n 7]
 
 Target: tcm_fc over software FCoE (VN2VN, one veth pair), LUN 1 (LUN 0 is
 auto-scanned at login and left alone).
@@ -28,11 +28,9 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from brick_agent import config  # noqa: E402
-from brick_agent.connectors.fc.connector import FibreChannelConnector  # noqa: E402
-from tests.functional.lab import FcoeTarget  # noqa: E402
+from brick_agent import config
+from brick_agent.connectors.fc.connector import FibreChannelConnector
+from brick_lab import FcoeTarget
 
 
 def wait(pred, timeout: float = 60.0, what: str = "") -> None:

@@ -1,11 +1,10 @@
-#!/usr/bin/env python3
 """Check across hosts that a volume is where it should be and nowhere else.
 
 After a live migration the volume must be attached on the destination and leave
 nothing behind on the source.  This asks each host's gate app
 (``brick-agent gate``) for the volume's paths (``POST /v1/paths``) and checks::
 
-    verify_detach.py --protocol ISCSI --properties vol.json \\
+    brick-agent verify-detach --protocol ISCSI --properties vol.json \\
         --present http://dest:8776 --absent http://src:8776 [--token T]
 
 With ``--audit`` every ``--absent`` host must also pass the gate's leftover
@@ -14,7 +13,8 @@ even one the volume's own paths no longer show.
 
 Prints a JSON verdict on stdout.  Exit status: 0 pass, 1 fail (present where it
 should be absent or the reverse), 2 usage error or a host unreachable / answering
-with an error.  Standard library only (urllib), so it runs on any CI node.
+with an error.  Standard library only (urllib): on a CI node without brick_agent's
+dependencies, ``PYTHONPATH=<checkout> python3 -m brick_agent.gate.verify ...`` runs it.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from typing import Any, TextIO
+
+PROG = "brick-agent verify-detach"
 
 EXIT_PASS = 0
 EXIT_FAIL = 1
@@ -134,9 +136,9 @@ def _load_properties(source: str, stdin: TextIO) -> dict[str, Any]:
     return data
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="verify_detach.py", description=__doc__.splitlines()[0],
+        prog=prog, description=__doc__.splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="exit status: 0 pass, 1 fail, 2 usage error or host unreachable")
     parser.add_argument("--present", action="append", default=[], metavar="URL",
@@ -158,21 +160,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None,
-         stdout: TextIO | None = None) -> int:
+         stdout: TextIO | None = None, prog: str = PROG) -> int:
+    """``brick-agent verify-detach ARGS``: print the JSON verdict, return the exit status."""
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
-    parser = build_parser()
+    parser = build_parser(prog)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return EXIT_ERROR if exc.code else EXIT_PASS
     if not args.present and not args.absent:
-        print("verify_detach.py: give at least one --present or --absent URL", file=sys.stderr)
+        print(f"{prog}: give at least one --present or --absent URL", file=sys.stderr)
         return EXIT_ERROR
     try:
         properties = _load_properties(args.properties, stdin)
     except (OSError, ValueError) as exc:
-        print(f"verify_detach.py: cannot read properties: {exc}", file=sys.stderr)
+        print(f"{prog}: cannot read properties: {exc}", file=sys.stderr)
         return EXIT_ERROR
     status, verdict = verify(args.present, args.absent, args.protocol, properties,
                              args.token, args.timeout, audit=args.audit)
@@ -182,4 +185,4 @@ def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None,
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="python -m brick_agent.gate.verify"))

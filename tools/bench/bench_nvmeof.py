@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """NVMe-oF attach/detach latency of brick_agent vs the floor, in the lab VM.
 
-    tools/kernel-lab/lab run -- .venv/bin/python tools/bench_nvmeof.py -n 10 [--daemon]
+    tools/kernel-lab/lab run -- .venv/bin/python tools/bench/bench_nvmeof.py -n 10 [--daemon]
 
 Floor = a bare bash script (also ``FLOOR_*_MANY`` for bench_compare's concurrency
 section): ``nvme connect`` then poll sysfs (builtins only, no
@@ -24,11 +24,9 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
-
-from brick_agent import config, privileged  # noqa: E402
-from brick_agent.connectors.nvmeof.connector import NVMeOFConnector  # noqa: E402
-from tests.functional.lab import NvmetSubsystem  # noqa: E402
+from brick_agent import config, privileged
+from brick_agent.connectors.nvmeof.connector import NVMeOFConnector
+from brick_lab import NvmetSubsystem
 
 FLOOR_ATTACH = r'''
 set -u

@@ -1,6 +1,6 @@
-"""Lab scenarios: a target built with tests/functional/lab and attached with the
+"""Lab scenarios: a target built with brick_lab and attached with the
 stock initiator CLIs (never brick_agent), waited for until the host shows all of
-it, torn down on exit. Shared by test_lab_fixtures.py and
+it, torn down on exit. Shared by tests/functional/test_lab_fixtures.py and
 tools/kernel-lab/capture_scenarios.py (which captures sysfs inside them).
 
     with iscsi_dm_multipath(luns=2) as t:
@@ -13,12 +13,12 @@ import contextlib
 import os
 from collections.abc import Iterator, Sequence
 
-from tests.functional.initiator import (iscsi_login, iscsi_logout, nvme_connect,
-                                        nvme_disconnect, sh)
-from tests.functional.lab import (FcLoop, FcoeTarget, LioIscsiTarget, NvmetSubsystem,
-                                  wait_for)
-from tests.functional.rawhost import (disks_with, maps_with, multipathd_running,
-                                      nvme_ctrls_of, nvme_heads_with, read)
+from brick_lab import (FcLoop, FcoeTarget, LioIscsiTarget, NvmetSubsystem,
+                       wait_for)
+from brick_lab.initiator import (iscsi_login, iscsi_logout, nvme_connect,
+                                 nvme_disconnect, sh)
+from brick_lab.rawhost import (disks_with, maps_with, multipathd_running,
+                               nvme_ctrls_of, nvme_heads_with, read)
 
 ISCSI_PORTALS = ("127.0.0.1:3260", "127.0.0.2:3260")
 NVME_PORTS = ("127.0.0.1:4420", "127.0.0.2:4420")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark iSCSI attach/detach of ISCSIConnector against a bare-script floor (lab VM only).
 
-    tools/kernel-lab/lab run -- .venv/bin/python tools/bench_iscsi.py [-n 5] [--multipath]
+    tools/kernel-lab/lab run -- .venv/bin/python tools/bench/bench_iscsi.py [-n 5] [--multipath]
 
 Floor (what a minimal shell script would do, no checks):
   attach: ``iscsiadm -m node --op new`` + ``--login`` (automatic LUN scan) + wait for the
@@ -25,12 +25,10 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from brick_agent import config  # noqa: E402
-from brick_agent.connectors.iscsi.connector import ISCSIConnector  # noqa: E402
-from tests.functional.lab import LioIscsiTarget  # noqa: E402
-from tools.bench.host import udev_settle  # noqa: E402
+from brick_agent import config
+from brick_agent.connectors.iscsi.connector import ISCSIConnector
+from brick_lab import LioIscsiTarget
+from host import udev_settle  # tools/bench/host.py, beside this script
 
 
 def sh(*argv: str) -> None:
@@ -120,7 +118,7 @@ def main() -> int:
     args = ap.parse_args()
     modes = [False, True] if args.multipath else [False]
     if args.multipath:
-        tool = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernel-lab",
+        tool = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "kernel-lab",
                             "guest-multipathd")
         subprocess.run([tool, "start"], check=True, capture_output=True, timeout=60)
     for mp in modes:

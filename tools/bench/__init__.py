@@ -1,1 +1,0 @@
-"""Side-by-side benchmark of brick_agent and os-brick (see tools/bench_compare.py)."""
