@@ -69,8 +69,10 @@ def timed_cm(owner: object, attr: str, name: str) -> None:
 
 def instrument() -> None:
     from brick_agent import locking
+    from brick_agent.connectors.nvmeof import actions as nvmeof_actions
+    from brick_agent.connectors.nvmeof import connector as nvmeof
+    from brick_agent.ledger import reconcile
     from brick_agent.ledger import store as ledger
-    from brick_agent.connectors import base, nvmeof, nvmeof_actions
     from brick_agent.host import nvme as hostnvme
     from brick_agent.host import udev
     from brick_agent import privileged
@@ -79,10 +81,10 @@ def instrument() -> None:
                  "_detach_target", "_connect_portals", "_flush"):
         timed(C, attr, f"nvmeof.{attr}")
     timed_cm(C, "_lock", "nvmeof target lock")
-    timed_cm(base, "_volume_lock", "ledger volume lock")
+    timed_cm(reconcile, "_volume_lock", "ledger volume lock")
     timed_cm(ledger.AttachmentLedger, "transaction", "ledger transaction")
     timed(ledger, "device_identity", "ledger.device_identity")
-    base.ledgermod = ledger
+    reconcile.ledgermod = ledger
     timed(ledger.AttachmentLedger, "_write_locked", "ledger write")
     timed(hostnvme, "nvme_namespaces", "host.nvme_namespaces")
     timed(hostnvme, "nvme_controllers", "host.nvme_controllers")
