@@ -29,6 +29,7 @@ from os_brick.initiator.connectors import iscsi as ob_iscsi  # noqa: E402
 from os_brick.initiator.connectors import nvmeof as ob_nvmeof  # noqa: E402
 
 from brick_agent import locking, os_brick_compat  # noqa: E402
+from brick_agent.host import iscsiadm  # noqa: E402
 from brick_agent.os_brick_compat import connectors as compat  # noqa: E402
 from brick_agent.os_brick_compat import patch, properties  # noqa: E402
 
@@ -230,7 +231,7 @@ class _Recorder:
 def test_guard_connection_takes_os_brick_lock_when_either_side_would(
         monkeypatch, volume, theirs_scan, ours_scan, expected):
     monkeypatch.setattr(ob_utils, "ISCSI_SUPPORTS_MANUAL_SCAN", theirs_scan)
-    locking.set_manual_scan_override(ours_scan)
+    iscsiadm.set_manual_scan_override(ours_scan)
     theirs, ours = _Recorder(), _Recorder()
     monkeypatch.setattr("oslo_concurrency.lockutils.lock", theirs)
     monkeypatch.setattr(locking, "external_lock", ours)
@@ -238,7 +239,7 @@ def test_guard_connection_takes_os_brick_lock_when_either_side_would(
         with ob_utils.guard_connection(volume):      # nova/virt/block_device.py
             pass
     finally:
-        locking.set_manual_scan_override(None)
+        iscsiadm.set_manual_scan_override(None)
     assert (bool(theirs.calls), bool(ours.calls)) == expected
     if theirs.calls:
         assert theirs.calls == [(("s1", "os-brick-"), {"external": True})]

@@ -81,8 +81,8 @@ def test_flush_fsyncs_a_device_this_process_can_open(tmp_path):
 
 
 def test_iscsiadm_without_manual_scan_falls_back_and_is_remembered(tmp_path, monkeypatch):
-    from brick_agent import locking
     from brick_agent.connectors.iscsi.actions import NodeSettings
+    from brick_agent.host import iscsiadm
     from brick_agent.privileged import iscsi as piscsi
     conf = config.new_conf()
     conf.set_override("lock_path", str(tmp_path), group="brick_agent")
@@ -101,7 +101,7 @@ def test_iscsiadm_without_manual_scan_falls_back_and_is_remembered(tmp_path, mon
     monkeypatch.setattr(piscsi, "node_update", node_update)
     monkeypatch.setattr(piscsi, "node_login", lambda *a, **k: {})
     noted: list[bool] = []
-    monkeypatch.setattr(locking, "note_manual_scan_result", noted.append)
+    monkeypatch.setattr(iscsiadm, "note_manual_scan_result", noted.append)
     a.login(NodeSettings("127.0.0.1:3260", IQN, manual_scan=True))
     assert noted == [False]
     assert updates and "node.session.scan" not in updates[0]
