@@ -12,6 +12,9 @@ Layout read (iscsi_tcp, kernel 6.x)::
 
 The session's SCSI host number is the ``hostH`` component of the resolved
 session path.  Credentials attributes (username/password) are never read.
+
+Also read here, from ``<etc>/iscsi``: the host's initiator name
+(``initiatorname.iscsi``) and open-iscsi's node records (``nodes/``).
 """
 
 from __future__ import annotations
@@ -245,6 +248,23 @@ def find_session(roots: HostRoots, iqn: str, portal_address: str | None = None,
     """The first (lowest sid) session matching, see :func:`find_sessions`."""
     found = find_sessions(roots, iqn, portal_address, portal_port, iface_name)
     return found[0] if found else None
+
+
+def initiator_name(roots: HostRoots) -> str | None:
+    """This host's iSCSI initiator IQN from /etc/iscsi/initiatorname.iscsi (None if unset)."""
+    try:
+        with open(roots.etcfs("iscsi", "initiatorname.iscsi"), encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        line = line.strip()
+        if line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        if key.strip() == "InitiatorName" and value.strip():
+            return value.strip()
+    return None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 from brick_agent import ledger, locking
 from brick_agent.connectors.base import Connector, DeviceInfo
 from brick_agent.connectors.iscsi.actions import ISCSIActions
-from brick_agent.connectors.iscsi.sessions import AttachRecord, ISCSISessions, initiator_name
+from brick_agent.connectors.iscsi.sessions import AttachRecord, ISCSISessions
 from brick_agent.connectors.scsi.volume import CLAIMS, ScsiVolumeOps, scsi_watch_factory
 from brick_agent.errors import (AuthenticationFailed, BrickError, DeviceNotFound,
                                 LeftoversRemain, NotSupported,
@@ -500,4 +500,4 @@ def _best_error(errors: list[BaseException]) -> BaseException:
     return DeviceNotFound("no path to the volume")
 
 
-__all__ = ["ISCSIConnector", "initiator_name"]  # initiator_name: from .sessions
+__all__ = ["ISCSIConnector"]

@@ -38,23 +38,6 @@ _LIVE_STATES = (None, "LOGGED_IN")
 _LOGINS = locking.SingleFlight()
 
 
-def initiator_name(roots: HostRoots) -> str | None:
-    """This host's iSCSI initiator IQN from /etc/iscsi/initiatorname.iscsi (None if unset)."""
-    try:
-        with open(roots.etcfs("iscsi", "initiatorname.iscsi"), encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        line = line.strip()
-        if line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        if key.strip() == "InitiatorName" and value.strip():
-            return value.strip()
-    return None
-
-
 @dataclasses.dataclass
 class AttachRecord:
     """What one connect call created, so a failure can undo exactly that."""
@@ -261,4 +244,4 @@ def _portal_addresses(host: str) -> tuple[str, ...]:
     return tuple(addresses)
 
 
-__all__ = ["AttachRecord", "ISCSISessions", "MULTIPATH_REPLACEMENT_TIMEOUT", "initiator_name"]
+__all__ = ["AttachRecord", "ISCSISessions", "MULTIPATH_REPLACEMENT_TIMEOUT"]

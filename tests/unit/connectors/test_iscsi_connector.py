@@ -10,11 +10,12 @@ import pytest
 
 from brick_agent import config
 from brick_agent.connectors import factory
-from brick_agent.connectors.iscsi.connector import ISCSIConnector, initiator_name
+from brick_agent.connectors.iscsi.connector import ISCSIConnector
 from brick_agent.errors import (AuthenticationFailed, CommandFailed, DeviceBusy, DeviceNotFound,
                                 InvalidConnectionProperties, LeftoversRemain, NotSupported,
                                 TargetUnreachable, VolumeIdentityMismatch)
 from brick_agent.host import multipath as host_mpath
+from brick_agent.host.iscsi import initiator_name
 from brick_agent.host.udev import DeviceWatch
 from tests.unit.connectors.test_iscsi_fakehost import (IQN_A, IQN_B, P1, P2, FakeArray,
                                                        FakeISCSI, FakeLun, udev_of, wwid_of)
