@@ -25,11 +25,10 @@ import os
 import re
 from collections.abc import Iterable
 
-from brick_agent import nvme_identity
 from brick_agent.errors import NotOwned
 from brick_agent.host import iscsi as hiscsi
 from brick_agent.host import multipath as hmultipath
-from brick_agent.host import sysfs, usage
+from brick_agent.host import nvme_identity, sysfs, usage
 from brick_agent.host.nvme import head_name
 from brick_agent.host.roots import HostRoots
 from brick_agent.host.scsi import HCTL, hctl_of_path, read_scsi_device

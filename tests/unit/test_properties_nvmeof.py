@@ -293,7 +293,7 @@ def test_properties_privileged_and_host_identity_agree_on_nqns(nqn):
     """One rule (brick_agent.nqn): what a volume service may send is what the privileged
     connect writes and what the host identity may hold (issue 14)."""
     from brick_agent.errors import InvalidArgument, InvalidConnectionProperties
-    from brick_agent.nvme_identity import valid_hostnqn
+    from brick_agent.host.nvme_identity import valid_hostnqn
     from brick_agent.privileged import _validate
     try:
         parse_nqn(nqn, "k")

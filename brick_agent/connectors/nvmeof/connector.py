@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any, TypeVar
 
-from brick_agent import ledger, locking, nvme_identity
+from brick_agent import ledger, locking
 from brick_agent.connectors.base import Connector, DeviceInfo
 from brick_agent.connectors.nvmeof.actions import (AlreadyConnected, ConnectRequest,
                                                    NvmeActions, PrivilegedNvmeActions)
@@ -51,6 +51,7 @@ from brick_agent.errors import (BrickError, DeviceNotFound, InvalidArgument,
                                 InvalidConnectionProperties, LeftoversRemain, NotOwned,
                                 NotSupported, TargetUnreachable, VolumeIdentityMismatch)
 from brick_agent.host import nvme as hostnvme
+from brick_agent.host import nvme_identity
 from brick_agent.host.multipath import MultipathMap
 from brick_agent.host.udev import DeviceWatch
 from brick_agent.host.usage import device_users

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from brick_agent import nvme_identity as ident
+from brick_agent.host import nvme_identity as ident
 from brick_agent.errors import NotSupported
 from brick_agent.host.roots import HostRoots
 
