@@ -93,5 +93,5 @@ def _fc_properties(roots: HostRoots) -> dict[str, Any]:
 
 
 def _nvme_properties(roots: HostRoots, create: bool) -> dict[str, Any]:
-    from brick_agent.host.nvme_identity import connector_properties
+    from brick_agent.connectors.nvmeof.identity import connector_properties
     return connector_properties(roots, create=create)

@@ -45,13 +45,13 @@ from brick_agent import ledger, locking
 from brick_agent.connectors.base import Connector, DeviceInfo
 from brick_agent.connectors.nvmeof.actions import (AlreadyConnected, ConnectRequest,
                                                    NvmeActions, PrivilegedNvmeActions)
+from brick_agent.connectors.nvmeof import identity
 from brick_agent.connectors.nvmeof.multipath import NvmeMultipath, map_of
 from brick_agent.deadline import Deadline
 from brick_agent.errors import (BrickError, DeviceNotFound, InvalidArgument,
                                 InvalidConnectionProperties, LeftoversRemain, NotOwned,
                                 NotSupported, TargetUnreachable, VolumeIdentityMismatch)
 from brick_agent.host import nvme as hostnvme
-from brick_agent.host import nvme_identity
 from brick_agent.host.multipath import MultipathMap
 from brick_agent.host.udev import DeviceWatch
 from brick_agent.host.usage import device_users
@@ -164,19 +164,19 @@ class NVMeOFConnector(Connector):
         self.fc_local_ports = list(fc_local_ports) if fc_local_ports is not None else None
         self.actions: NvmeActions = (actions if actions is not None
                                      else PrivilegedNvmeActions(self.roots))
-        self._identity: nvme_identity.HostIdentity | None = None
+        self._identity: identity.HostIdentity | None = None
         self._identity_lock = threading.Lock()
 
     # ------------------------------------------------------------------ helpers
     def supports_multipath(self) -> bool:
         return True
 
-    def host_identity(self) -> nvme_identity.HostIdentity:
+    def host_identity(self) -> identity.HostIdentity:
         """This host's NQN and host ID (created once if missing)."""
         if self._identity is None:
             with self._identity_lock:  # concurrent first attaches create it once
                 if self._identity is None:
-                    self._identity = nvme_identity.ensure_identity(
+                    self._identity = identity.ensure_identity(
                         self.roots, self.actions.write_host_identity)
         return self._identity
 
