@@ -93,9 +93,8 @@ def _conf(args: argparse.Namespace):
     if getattr(args, "conf", None) is not None:
         return args.conf
     from brick_agent import config, locking, privileged
-    from brick_agent.connectors.base import set_default_conf
     conf = config.new_conf(config_files=args.config_file or config.default_config_files())
-    set_default_conf(conf)
+    config.set_default_conf(conf)
     locking.configure(conf)
     privileged.init(conf)
     args.conf = conf
