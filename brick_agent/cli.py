@@ -63,7 +63,7 @@ def _load_json(source: str, what: str, stdin: TextIO) -> Any:
             return json_input.loads(stdin.read())
         with open(source, encoding="utf-8") as handle:
             return json_input.loads(handle.read())
-    except (OSError, ValueError) as exc:   # JSONInputError is a ValueError
+    except (OSError, ValueError) as exc:   # JsonInputError is a ValueError
         raise errors.InvalidArgument(f"cannot read {what} from {source}: {exc}") from None
 
 

@@ -26,7 +26,7 @@ import re
 
 from brick_agent.host import sysfs
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
-from brick_agent.host.scsi import HCTL, ScsiDevice, read_scsi_device, scsi_devices
+from brick_agent.host.scsi import Hctl, ScsiDevice, read_scsi_device, scsi_devices
 
 _SESSION_RE = re.compile(r"session(\d+)")
 _HOST_RE = re.compile(r"host(\d+)")
@@ -209,7 +209,7 @@ def session_devices(roots: HostRoots, session: IscsiSession) -> list[ScsiDevice]
         for entry in sysfs.list_dir(session.device_path, _TARGET_RE):
             tdir = os.path.join(session.device_path, entry)
             for lun in sysfs.list_dir(tdir, _LUN_RE):
-                dev = read_scsi_device(os.path.join(tdir, lun), HCTL.parse(lun),
+                dev = read_scsi_device(os.path.join(tdir, lun), Hctl.parse(lun),
                                        resolved=True)
                 if dev is not None:
                     out.append(dev)

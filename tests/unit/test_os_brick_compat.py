@@ -250,14 +250,14 @@ def test_guard_connection_takes_os_brick_lock_when_either_side_would(
 def test_guard_connection_reads_objects_and_needs_service_uuid(monkeypatch):
     monkeypatch.setattr("oslo_concurrency.lockutils.lock", _Recorder())
 
-    class VolumeOVO:                # Cinder passes an OVO, which has .get()
+    class VolumeOvo:                # Cinder passes an OVO, which has .get()
         def __init__(self, **fields):
             self.fields = fields
 
         def get(self, key, default=None):
             return self.fields.get(key, default)
 
-    with ob_utils.guard_connection(VolumeOVO(shared_targets=False)):
+    with ob_utils.guard_connection(VolumeOvo(shared_targets=False)):
         pass
     with pytest.raises(KeyError):
         with ob_utils.guard_connection({"shared_targets": None}):

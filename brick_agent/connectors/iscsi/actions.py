@@ -1,7 +1,7 @@
 """What the iSCSI connector may *do* to the host, and the adapter that does it.
 
-The connector decides; an :class:`ISCSIActions` object acts.  Production uses
-:class:`PrivilegedISCSIActions`, a thin adapter over the privileged entrypoints
+The connector decides; an :class:`IscsiActions` object acts.  Production uses
+:class:`PrivilegedIscsiActions`, a thin adapter over the privileged entrypoints
 (``brick_agent.privileged``: iscsiadm here; SCSI scan/delete, flush, multipath
 through :class:`~brick_agent.connectors.scsi.actions.PrivilegedScsiActions`): it
 turns connector intents into privileged calls and iscsiadm exit codes into typed
@@ -53,7 +53,7 @@ class NodeSettings:
     replacement_timeout: int | None = None   # seconds I/O waits for a dead session (multipath: short)
 
 
-class ISCSIActions(ScsiActions, Protocol):
+class IscsiActions(ScsiActions, Protocol):
     """Privileged operations used by :class:`~brick_agent.connectors.iscsi.connector.ISCSIConnector`:
     iscsiadm's, on top of the SCSI/block/multipath ones of :class:`ScsiActions`."""
 
@@ -123,8 +123,8 @@ def _login_error(exc: CommandFailed, portal: str, iqn: str) -> Exception:
     return exc
 
 
-class PrivilegedISCSIActions(PrivilegedScsiActions):
-    """ISCSIActions over brick_agent.privileged (daemon or in-process per config)."""
+class PrivilegedIscsiActions(PrivilegedScsiActions):
+    """IscsiActions over brick_agent.privileged (daemon or in-process per config)."""
 
     # iscsiadm -----------------------------------------------------------------
     def _node_db(self, exclusive: bool, timeout: float | None = None
@@ -266,4 +266,4 @@ def parse_sendtargets(text: str) -> list[tuple[str, str]]:
     return out
 
 
-__all__ = ["PrivilegedISCSIActions", "multipathd_running", "parse_sendtargets"]
+__all__ = ["PrivilegedIscsiActions", "multipathd_running", "parse_sendtargets"]
