@@ -26,7 +26,7 @@ File format (JSON, ``[brick_agent] ledger_path``, version 1)::
   attachment id) before any kernel action and replaces it with the attachment
   afterwards.  A crash in between leaves the intent, so the next call knows the
   device it finds belongs to that attachment (see the reconcile rule in
-  :mod:`brick_agent.connectors.base`).
+  :mod:`brick_agent.ledger.reconcile`).
 
 * **Attachment ids** come from ``attachment_id`` in the connection properties.
   Cinder's attachment API returns it in its flat ``connection_info``, but Nova
