@@ -67,7 +67,7 @@ def _load_json(source: str, what: str, stdin: TextIO) -> Any:
             return json_input.loads(stdin.read())
         with open(source, encoding="utf-8") as handle:
             return json_input.loads(handle.read())
-    except (OSError, ValueError) as exc:   # JSONInputError is a ValueError
+    except (OSError, ValueError) as exc:   # JsonInputError is a ValueError
         raise errors.InvalidArgument(f"cannot read {what} from {source}: {exc}") from None
 
 
@@ -97,9 +97,8 @@ def _conf(args: argparse.Namespace):
     if getattr(args, "conf", None) is not None:
         return args.conf
     from brick_agent import config, locking, privileged
-    from brick_agent.connectors.base import set_default_conf
     conf = config.new_conf(config_files=args.config_file or config.default_config_files())
-    set_default_conf(conf)
+    config.set_default_conf(conf)
     locking.configure(conf)
     privileged.init(conf)
     args.conf = conf

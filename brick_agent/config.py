@@ -2,6 +2,8 @@
 
 Nothing is registered at import time: call :func:`register_opts` on the
 ConfigOpts you own (or use :func:`new_conf` for a private one).
+:func:`default_conf` is the process-wide configuration of connectors built
+without one and of the privileged side's first call.
 """
 
 from __future__ import annotations
@@ -136,6 +138,29 @@ def default_config_files(environ: Mapping[str, str] | None = None,
             raise ConfigurationError(f"{CONFIG_ENV}={path!r} is not a file")
         return [path] if path else []
     return [default] if os.path.isfile(default) else []
+
+
+_DEFAULT_CONF: cfg.ConfigOpts | None = None
+
+
+def default_conf() -> cfg.ConfigOpts:
+    """The process-wide brick_agent configuration, parsed on first use.
+
+    What :func:`set_default_conf` installed (``os_brick.setup(CONF)``: the
+    service's own file, e.g. nova.conf's ``[brick_agent]``; the CLI: its
+    ``--config-file``), else :func:`default_config_files`
+    (``$BRICK_AGENT_CONFIG`` or ``/etc/brick_agent/brick_agent.conf``).
+    """
+    global _DEFAULT_CONF
+    if _DEFAULT_CONF is None:
+        _DEFAULT_CONF = new_conf(config_files=default_config_files())
+    return _DEFAULT_CONF
+
+
+def set_default_conf(conf: cfg.ConfigOpts) -> None:
+    """Use ``conf`` (with brick_agent options registered) for connectors built without one."""
+    global _DEFAULT_CONF
+    _DEFAULT_CONF = conf
 
 
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:

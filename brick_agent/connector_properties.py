@@ -54,7 +54,7 @@ def get_connector_properties(root_helper: str | None = None, my_ip: str | None =
 
 def iscsi_initiator(roots: HostRoots = DEFAULT_ROOTS) -> str | None:
     """This host's IQN; a root-only initiatorname file of the real host is read through privsep."""
-    from brick_agent.connectors.iscsi.sessions import initiator_name
+    from brick_agent.host.iscsi import initiator_name
     name = initiator_name(roots)
     if name is not None or roots != DEFAULT_ROOTS:
         return name
@@ -93,5 +93,5 @@ def _fc_properties(roots: HostRoots) -> dict[str, Any]:
 
 
 def _nvme_properties(roots: HostRoots, create: bool) -> dict[str, Any]:
-    from brick_agent.nvme_identity import connector_properties
+    from brick_agent.connectors.nvmeof.identity import connector_properties
     return connector_properties(roots, create=create)

@@ -2,7 +2,7 @@
 
 Every error a caller can see derives from :class:`BrickError`.  Messages never
 carry secrets: code that builds them must pass values through
-:func:`brick_agent.secrets.mask` first (properties never expose secrets at all).
+:func:`brick_agent.secrets.mask_text` first (properties never expose secrets at all).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from typing import Any
 MAX_DEPTH = 64
 
 
-class JSONInputError(ValueError):
+class JsonInputError(ValueError):
     """Not acceptable JSON: malformed or nested deeper than :data:`MAX_DEPTH`."""
 
 
@@ -36,13 +36,13 @@ def depth_exceeds(value: Any, limit: int = MAX_DEPTH) -> bool:
 
 
 def loads(text: str | bytes, limit: int = MAX_DEPTH) -> Any:
-    """``json.loads`` raising :class:`JSONInputError` for bad or too deeply nested input."""
+    """``json.loads`` raising :class:`JsonInputError` for bad or too deeply nested input."""
     try:
         value = json.loads(text)
     except RecursionError:
-        raise JSONInputError(f"JSON nested deeper than {limit} levels") from None
+        raise JsonInputError(f"JSON nested deeper than {limit} levels") from None
     except ValueError as exc:   # JSONDecodeError, UnicodeDecodeError
-        raise JSONInputError(f"not valid JSON: {exc}") from None
+        raise JsonInputError(f"not valid JSON: {exc}") from None
     if depth_exceeds(value, limit):
-        raise JSONInputError(f"JSON nested deeper than {limit} levels")
+        raise JsonInputError(f"JSON nested deeper than {limit} levels")
     return value

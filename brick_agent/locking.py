@@ -47,8 +47,8 @@ import weakref
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from brick_agent import commands
-from brick_agent.errors import CommandFailed, InvalidArgument, LockTimeout
+from brick_agent.errors import InvalidArgument, LockTimeout
+from brick_agent.host import iscsiadm
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -337,115 +337,6 @@ def external_lock(name: str, *, lock_path: str | None = None,
             slot.lock.release()
 
 
-# --------------------------------------------------------------------------- manual scan
-_scan_lock = threading.Lock()
-_scan_cached: bool | None = None
-_scan_override: bool | None = None
-
-#: open-iscsi release that added ``node.session.scan`` (manual scans).
-MANUAL_SCAN_MIN_VERSION = (2, 0, 876)
-_VERSION = re.compile(r"iscsiadm version (\d+(?:\.\d+)+)")
-
-
-def parse_iscsiadm_version(text: str) -> tuple[int, ...] | None:
-    """open-iscsi version tuple from ``iscsiadm --version`` output.
-
-    Red Hat's iscsi-initiator-utils prefix the upstream version with ``6.``
-    (``6.2.0.874-10``) — mapped to ``(2, 0, 874)``.
-    """
-    m = _VERSION.search(text)
-    if not m:
-        return None
-    nums = tuple(int(x) for x in m.group(1).split("."))
-    if len(nums) >= 4 and nums[0] == 6:
-        nums = nums[1:]
-    return nums
-
-
-def probe_manual_scan(run: Callable[..., commands.CommandResult] = commands.run,
-                      iscsiadm: str = "iscsiadm", timeout: float = 10.0) -> bool:
-    """Ask iscsiadm itself whether it supports ``node.session.scan = manual``.
-
-    The probe is ``iscsiadm --version``: read-only, needs no iscsid, no node
-    records and no network, and open-iscsi has had a stable ``iscsiadm version
-    X`` line for its whole history.  Manual scan is supported from 2.0.876.
-    A missing or failing iscsiadm, or an unparseable answer, means False — the
-    safe answer (guard_connection then locks).  Distribution backports to
-    older versions are reported False here and corrected by
-    :func:`note_manual_scan_result` once a login's ``node.session.scan``
-    update succeeds.
-    """
-    try:
-        result = run([iscsiadm, "--version"], timeout=timeout)
-    except CommandFailed as exc:
-        LOG.info("iscsiadm unavailable or failing (%s): assuming no manual scan support",
-                 exc)
-        return False
-    version = parse_iscsiadm_version(result.stdout + "\n" + result.stderr)
-    if version is None:
-        LOG.warning("cannot parse iscsiadm version from %r: assuming no manual scan "
-                    "support", result.stdout.strip()[:200])
-        return False
-    supported = version >= MANUAL_SCAN_MIN_VERSION
-    LOG.debug("iscsiadm %s: manual scan %ssupported", ".".join(map(str, version)),
-              "" if supported else "not ")
-    return supported
-
-
-def iscsi_manual_scan_supported(
-        probe: Callable[[], bool] | None = None) -> bool:
-    """Whether this host's iSCSI initiator supports manual scans.
-
-    Probed once per process on first use (thread-safe), never at import.  An
-    override set by :func:`set_manual_scan_override` wins.
-    """
-    global _scan_cached
-    if _scan_override is not None:
-        return _scan_override
-    cached = _scan_cached
-    if cached is not None:
-        return cached
-    with _scan_lock:
-        if _scan_cached is None:
-            _scan_cached = bool((probe or probe_manual_scan)())
-        return _scan_cached
-
-
-def set_manual_scan_override(value: bool | None) -> None:
-    """Force the manual-scan answer (tests, tools); None removes the override."""
-    global _scan_override
-    _scan_override = value
-
-
-def note_manual_scan_result(supported: bool) -> None:
-    """Record direct evidence (a ``node.session.scan`` update did or did not work)."""
-    global _scan_cached
-    with _scan_lock:
-        if _scan_cached != supported:
-            LOG.info("iSCSI manual scan support now known to be %s", supported)
-        _scan_cached = bool(supported)
-
-
-def note_manual_scan_update(error: CommandFailed | None) -> None:
-    """Learn from the outcome of ``iscsiadm ... --op update -n node.session.scan -v manual``.
-
-    ``None`` (it worked) proves support.  iscsiadm without the parameter exits
-    7 (ISCSI_ERR_INVAL) with "Cannot modify node.session.scan. Invalid param
-    name": that proves the opposite.  Any other failure says nothing.
-    """
-    if error is None:
-        note_manual_scan_result(True)
-    elif error.returncode == 7 and "node.session.scan" in (error.stderr or ""):
-        note_manual_scan_result(False)
-
-
-def reset_manual_scan_cache() -> None:
-    """Forget the probed answer (next use probes again)."""
-    global _scan_cached
-    with _scan_lock:
-        _scan_cached = None
-
-
 # --------------------------------------------------------------------------- guard_connection
 _MISSING = object()
 
@@ -472,7 +363,11 @@ def guard_lock_name(service_uuid: Any) -> str:
 
 def needs_guard_lock(shared_targets: Any,
                      manual_scan_supported: Callable[[], bool] | bool | None = None) -> bool:
-    """The tri-state decision: False → no lock, True → lock unless manual scans, None → lock."""
+    """The tri-state decision: False → no lock, True → lock unless manual scans, None → lock.
+
+    Manual-scan support is :func:`brick_agent.host.iscsiadm.iscsi_manual_scan_supported`
+    unless ``manual_scan_supported`` says otherwise.
+    """
     if shared_targets is _MISSING or shared_targets is False:
         return False
     if shared_targets is None:
@@ -483,7 +378,7 @@ def needs_guard_lock(shared_targets: Any,
         elif callable(manual_scan_supported):
             supported = bool(manual_scan_supported())
         else:
-            supported = iscsi_manual_scan_supported()
+            supported = iscsiadm.iscsi_manual_scan_supported()
         return not supported
     raise InvalidArgument(f"shared_targets must be True, False or None, "
                           f"got {shared_targets!r}")

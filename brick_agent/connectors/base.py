@@ -52,7 +52,7 @@ class Connector(abc.ABC):
                  ledger: ledgermod.AttachmentLedger | bool | None = None,
                  read_only_setter: Callable[[str, bool], Any] | None = None,
                  **kwargs: Any) -> None:
-        self.conf = conf if conf is not None else default_conf()
+        self.conf = conf if conf is not None else config.default_conf()
         self.opts = self.conf.brick_agent
         self.roots = roots
         if roots == DEFAULT_ROOTS:   # only the real host's connectors reach the daemon
@@ -159,26 +159,3 @@ def device_readable(path: str, run_as_root: bool = True,
     if not run_as_root or os.geteuid() == 0 or roots != DEFAULT_ROOTS:
         return read_first_block(path)
     return actions.volume_device_readable(path)
-
-
-_DEFAULT_CONF: cfg.ConfigOpts | None = None
-
-
-def default_conf() -> cfg.ConfigOpts:
-    """The process-wide brick_agent configuration, parsed on first use.
-
-    What :func:`set_default_conf` installed (``os_brick.setup(CONF)``: the
-    service's own file, e.g. nova.conf's ``[brick_agent]``; the CLI: its
-    ``--config-file``), else :func:`brick_agent.config.default_config_files`
-    (``$BRICK_AGENT_CONFIG`` or ``/etc/brick_agent/brick_agent.conf``).
-    """
-    global _DEFAULT_CONF
-    if _DEFAULT_CONF is None:
-        _DEFAULT_CONF = config.new_conf(config_files=config.default_config_files())
-    return _DEFAULT_CONF
-
-
-def set_default_conf(conf: cfg.ConfigOpts) -> None:
-    """Use ``conf`` (with brick_agent options registered) for connectors built without one."""
-    global _DEFAULT_CONF
-    _DEFAULT_CONF = conf

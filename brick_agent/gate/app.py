@@ -154,7 +154,7 @@ def check_gate_config(conf: cfg.ConfigOpts | None) -> tuple[cfg.ConfigOpts, Any]
     return conf, opts
 
 
-class _GateJSONProvider(DefaultJSONProvider):
+class _GateJsonProvider(DefaultJSONProvider):
     """JSON that never fails on what connectors return, and never reveals a Secret."""
 
     sort_keys = True
@@ -233,7 +233,7 @@ def _json_object() -> dict[str, Any]:
                              key="Content-Type")
     try:
         data = json_input.loads(request.get_data(cache=True))
-    except json_input.JSONInputError as exc:
+    except json_input.JsonInputError as exc:
         raise InvalidRequest(f"request body: {exc}", key="body") from None
     if not isinstance(data, dict):
         raise InvalidRequest("request body must be a JSON object", key="body")
@@ -261,7 +261,7 @@ def create_app(conf: cfg.ConfigOpts | None = None, roots: HostRoots = DEFAULT_RO
     slow_slots = threading.BoundedSemaphore(SLOW_AUDITS)
 
     app = Flask("brick_agent.gate", static_folder=None)
-    app.json = _GateJSONProvider(app)
+    app.json = _GateJsonProvider(app)
     app.config["BRICK_ROOTS"] = roots
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
 

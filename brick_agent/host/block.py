@@ -20,7 +20,7 @@ import stat
 
 from brick_agent.host import sysfs
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
-from brick_agent.host.scsi import HCTL
+from brick_agent.host.scsi import Hctl
 
 SECTOR = 512
 DEFAULT_LINK_KINDS = ("by-id", "by-path")
@@ -34,7 +34,7 @@ class BlockDevice:
     ro: bool | None
     holders: tuple[str, ...]
     slaves: tuple[str, ...]
-    hctl: HCTL | None              # SCSI disks only
+    hctl: Hctl | None              # SCSI disks only
     wwid: str | None
     dm_uuid: str | None            # dm devices only
     dm_name: str | None
@@ -74,7 +74,7 @@ def read_block_device(roots: HostRoots, name: str) -> BlockDevice | None:
     sectors = sysfs.read_int(os.path.join(real, "size"))
     ro = sysfs.read_int(os.path.join(real, "ro"))
     device = sysfs.resolve(os.path.join(real, "device"))
-    hctl = HCTL.try_parse(os.path.basename(device)) if device else None
+    hctl = Hctl.try_parse(os.path.basename(device)) if device else None
     wwid = attr("wwid")
     if not wwid and hctl is not None:
         wwid = sysfs.read_attr(os.path.join(device, "wwid"))

@@ -12,6 +12,9 @@ Layout read (iscsi_tcp, kernel 6.x)::
 
 The session's SCSI host number is the ``hostH`` component of the resolved
 session path.  Credentials attributes (username/password) are never read.
+
+Also read here, from ``<etc>/iscsi``: the host's initiator name
+(``initiatorname.iscsi``) and open-iscsi's node records (``nodes/``).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import re
 
 from brick_agent.host import sysfs
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
-from brick_agent.host.scsi import HCTL, ScsiDevice, read_scsi_device, scsi_devices
+from brick_agent.host.scsi import Hctl, ScsiDevice, read_scsi_device, scsi_devices
 
 _SESSION_RE = re.compile(r"session(\d+)")
 _HOST_RE = re.compile(r"host(\d+)")
@@ -206,7 +209,7 @@ def session_devices(roots: HostRoots, session: IscsiSession) -> list[ScsiDevice]
         for entry in sysfs.list_dir(session.device_path, _TARGET_RE):
             tdir = os.path.join(session.device_path, entry)
             for lun in sysfs.list_dir(tdir, _LUN_RE):
-                dev = read_scsi_device(os.path.join(tdir, lun), HCTL.parse(lun),
+                dev = read_scsi_device(os.path.join(tdir, lun), Hctl.parse(lun),
                                        resolved=True)
                 if dev is not None:
                     out.append(dev)
@@ -245,6 +248,23 @@ def find_session(roots: HostRoots, iqn: str, portal_address: str | None = None,
     """The first (lowest sid) session matching, see :func:`find_sessions`."""
     found = find_sessions(roots, iqn, portal_address, portal_port, iface_name)
     return found[0] if found else None
+
+
+def initiator_name(roots: HostRoots) -> str | None:
+    """This host's iSCSI initiator IQN from /etc/iscsi/initiatorname.iscsi (None if unset)."""
+    try:
+        with open(roots.etcfs("iscsi", "initiatorname.iscsi"), encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        line = line.strip()
+        if line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        if key.strip() == "InitiatorName" and value.strip():
+            return value.strip()
+    return None
 
 
 @dataclasses.dataclass(frozen=True)

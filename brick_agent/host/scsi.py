@@ -48,7 +48,7 @@ _HOST_RE = re.compile(r"host(\d+)")
 
 
 @dataclasses.dataclass(frozen=True, order=True)
-class HCTL:
+class Hctl:
     """SCSI address host:channel:target:lun."""
 
     host: int
@@ -57,7 +57,7 @@ class HCTL:
     lun: int
 
     @classmethod
-    def parse(cls, text: str) -> "HCTL":
+    def parse(cls, text: str) -> "Hctl":
         """Parse ``'H:C:T:L'``; raises ``ValueError`` otherwise."""
         m = _HCTL_RE.fullmatch(text.strip())
         if not m:
@@ -65,7 +65,7 @@ class HCTL:
         return cls(*(int(g) for g in m.groups()))
 
     @classmethod
-    def try_parse(cls, text: str | None) -> "HCTL | None":
+    def try_parse(cls, text: str | None) -> "Hctl | None":
         if not text:
             return None
         try:
@@ -92,7 +92,7 @@ class ScsiHost:
 
 @dataclasses.dataclass(frozen=True)
 class ScsiDevice:
-    hctl: HCTL
+    hctl: Hctl
     name: str | None        # 'sdb' once the disk is bound to sd, else None
     wwid: str | None        # kernel's device/wwid, stripped ('naa.6001405...'); None if unreadable
     vendor: str | None
@@ -236,7 +236,7 @@ def _disk_name(lun_dir: str) -> str | None:
     return None
 
 
-def read_scsi_device(lun_dir: str, hctl: HCTL, resolved: bool = False) -> ScsiDevice | None:
+def read_scsi_device(lun_dir: str, hctl: Hctl, resolved: bool = False) -> ScsiDevice | None:
     """Read one LUN directory; ``None`` if it vanished.
 
     ``resolved``: ``lun_dir`` is already canonical (a directory found by walking the
@@ -270,7 +270,7 @@ def scsi_devices(roots: HostRoots = DEFAULT_ROOTS, host: int | None = None) -> l
     """All SCSI LUNs (optionally of one host), sorted by address; vanished ones skipped."""
     out = []
     for text, path in _lun_dirs(roots).items():
-        hctl = HCTL.parse(text)
+        hctl = Hctl.parse(text)
         if host is not None and hctl.host != host:
             continue
         dev = read_scsi_device(path, hctl)
@@ -279,10 +279,10 @@ def scsi_devices(roots: HostRoots = DEFAULT_ROOTS, host: int | None = None) -> l
     return sorted(out, key=lambda d: d.hctl)
 
 
-def scsi_device(roots: HostRoots, hctl: HCTL | str) -> ScsiDevice | None:
+def scsi_device(roots: HostRoots, hctl: Hctl | str) -> ScsiDevice | None:
     """The LUN at ``hctl``, or ``None``."""
     if isinstance(hctl, str):
-        hctl = HCTL.parse(hctl)
+        hctl = Hctl.parse(hctl)
     text = str(hctl)
     for path in (roots.sysfs("bus", "scsi", "devices", text),
                  roots.sysfs("class", "scsi_device", text, "device")):
@@ -297,18 +297,18 @@ def scsi_device_by_name(roots: HostRoots, name: str) -> ScsiDevice | None:
     real = sysfs.resolve(roots.sysfs("class", "block", os.path.basename(name), "device"))
     if real is None:
         return None
-    hctl = HCTL.try_parse(os.path.basename(real))
+    hctl = Hctl.try_parse(os.path.basename(real))
     if hctl is None:
         return None
     return read_scsi_device(real, hctl)
 
 
-def hctl_of_path(path: str | None) -> HCTL | None:
+def hctl_of_path(path: str | None) -> Hctl | None:
     """The last ``H:C:T:L`` component of a resolved sysfs path, if any."""
     if not path:
         return None
     for part in reversed(path.split(os.sep)):
-        h = HCTL.try_parse(part)
+        h = Hctl.try_parse(part)
         if h is not None:
             return h
     return None

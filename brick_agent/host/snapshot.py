@@ -19,7 +19,7 @@ SECTIONS = ("iscsi", "scsi", "multipath", "nvme", "fc")
 
 def _plain(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        if isinstance(obj, scsi.HCTL):
+        if isinstance(obj, scsi.Hctl):
             return str(obj)
         return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)
                 if not f.name.endswith("sysfs_path") and f.name != "device_path"}

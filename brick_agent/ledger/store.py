@@ -26,7 +26,7 @@ File format (JSON, ``[brick_agent] ledger_path``, version 1)::
   attachment id) before any kernel action and replaces it with the attachment
   afterwards.  A crash in between leaves the intent, so the next call knows the
   device it finds belongs to that attachment (see the reconcile rule in
-  :mod:`brick_agent.connectors.base`).
+  :mod:`brick_agent.ledger.reconcile`).
 
 * **Attachment ids** come from ``attachment_id`` in the connection properties.
   Cinder's attachment API returns it in its flat ``connection_info``, but Nova
@@ -72,7 +72,7 @@ from brick_agent.errors import BrickError, InvalidArgument, LockTimeout
 from brick_agent.host import sysfs
 from brick_agent.host.block import BlockDevice, block_device_for_path, resolve_dev_path
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
-from brick_agent.host.scsi import HCTL, same_wwid
+from brick_agent.host.scsi import Hctl, same_wwid
 
 LOG = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ def device_identity(roots: HostRoots, path: str | None) -> str | None:
     if wwid:
         return wwid
     device = sysfs.resolve(os.path.join(real, "device"))
-    if device is not None and HCTL.try_parse(os.path.basename(device)) is not None:
+    if device is not None and Hctl.try_parse(os.path.basename(device)) is not None:
         return sysfs.read_attr(os.path.join(device, "wwid")) or None
     return None
 

@@ -111,9 +111,8 @@ def setup(conf: Any, **kwargs: Any) -> None:
     """
     original("setup")(conf, **kwargs)
     from brick_agent import config, locking, privileged
-    from brick_agent.connectors.base import set_default_conf
     config.register_opts(conf)
-    set_default_conf(conf)
+    config.set_default_conf(conf)
     locking.configure(conf)
     privileged.init(conf)
     log_levels.follow_os_brick()

@@ -203,8 +203,8 @@ def ensure_initialised() -> None:
         if _state.conf is None:
             if not default.client_mode:
                 return      # the daemon itself, or in-process use nobody configured
-            from brick_agent.connectors.base import default_conf
-            _state.conf = default_conf()
+            from brick_agent import config
+            _state.conf = config.default_conf()
         applied = _state.applied
         if (applied is None or applied[0] is not _state.conf
                 or applied[1] != _state.root_helper):

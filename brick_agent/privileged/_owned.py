@@ -25,14 +25,13 @@ import os
 import re
 from collections.abc import Iterable
 
-from brick_agent import nvme_identity
 from brick_agent.errors import NotOwned
 from brick_agent.host import iscsi as hiscsi
 from brick_agent.host import multipath as hmultipath
-from brick_agent.host import sysfs, usage
+from brick_agent.host import nvme_identity, sysfs, usage
 from brick_agent.host.nvme import head_name
 from brick_agent.host.roots import HostRoots
-from brick_agent.host.scsi import HCTL, hctl_of_path, read_scsi_device
+from brick_agent.host.scsi import Hctl, hctl_of_path, read_scsi_device
 
 #: SCSI transport classes whose hosts carry fabric volumes.
 FABRIC_SCSI_CLASSES = ("iscsi_host", "fc_host")
@@ -73,7 +72,7 @@ def require_fabric_scsi_host(roots: HostRoots, host: int) -> None:
                        f"not an iSCSI or FC host ({_driver(roots, host)})")
 
 
-def _lun_dir(roots: HostRoots, hctl: HCTL) -> str | None:
+def _lun_dir(roots: HostRoots, hctl: Hctl) -> str | None:
     for path in (roots.sysfs("class", "scsi_device", str(hctl), "device"),
                  roots.sysfs("bus", "scsi", "devices", str(hctl))):
         real = sysfs.resolve(path)
@@ -82,7 +81,7 @@ def _lun_dir(roots: HostRoots, hctl: HCTL) -> str | None:
     return None
 
 
-def require_fabric_scsi_device(roots: HostRoots, hctl: HCTL, *,
+def require_fabric_scsi_device(roots: HostRoots, hctl: Hctl, *,
                                unused: bool = False) -> None:
     """Refuse a LUN that is not on an iSCSI/FC host (or, with ``unused``, that the
     host uses); a LUN that does not exist passes (its write fails as not found)."""

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 
 from brick_agent import commands
 from brick_agent.errors import InvalidArgument
+from brick_agent.host.iscsiadm import ERR_NO_OBJS_FOUND, ERR_SESS_EXISTS
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
 from brick_agent.privileged import _owned
 from brick_agent.privileged import _validate as v
@@ -22,11 +23,6 @@ from brick_agent.privileged import entrypoint
 Runner = Callable[..., commands.CommandResult]
 
 ISCSIADM = "iscsiadm"
-#: iscsiadm exit codes: invalid parameter (e.g. node.session.scan unknown to an
-#: old iscsiadm) / session already exists / no matching records.
-ERR_INVAL = 7
-ERR_SESS_EXISTS = 15
-ERR_NO_OBJS_FOUND = 21
 
 _AUTH_METHODS = {"None", "CHAP"}
 _STARTUP = {"manual", "automatic", "onboot"}

@@ -16,6 +16,7 @@ import stat
 
 from brick_agent.errors import InvalidArgument, NotOwned
 from brick_agent.host import sysfs
+from brick_agent.host.iscsi import initiator_name
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
 from brick_agent.privileged import _owned
 from brick_agent.privileged import _validate as v
@@ -85,7 +86,6 @@ def do_dmi_product_uuid(roots: HostRoots) -> str | None:
 
 def do_iscsi_initiator_name(roots: HostRoots) -> str | None:
     """The IQN of /etc/iscsi/initiatorname.iscsi (None: absent or not an iSCSI name)."""
-    from brick_agent.connectors.iscsi.sessions import initiator_name
     name = initiator_name(roots)
     if name is None:
         return None

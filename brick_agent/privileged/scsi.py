@@ -10,7 +10,7 @@ import os
 
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
 from brick_agent.errors import DeviceNotFound
-from brick_agent.host.scsi import HCTL
+from brick_agent.host.scsi import Hctl
 from brick_agent.privileged import _owned
 from brick_agent.privileged import _validate as v
 from brick_agent.privileged import entrypoint
@@ -31,7 +31,7 @@ def do_scan_scsi_target(roots: HostRoots, host_number: int, channel: int | str,
 
 
 def _device_attr(roots: HostRoots, hctl: object, attr: str, *, unused: bool) -> str:
-    address = HCTL(*v.hctl(hctl))
+    address = Hctl(*v.hctl(hctl))
     _owned.require_fabric_scsi_device(roots, address, unused=unused)
     return roots.sysfs("class", "scsi_device", str(address), "device", attr)
 

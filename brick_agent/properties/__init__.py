@@ -15,14 +15,14 @@ from typing import Any
 from brick_agent.errors import InvalidConnectionProperties
 from brick_agent.properties.common import (AccessMode, AddressingMode, CommonProperties,
                                            jsonable, max_lun, scsi_lun)
-from brick_agent.properties.fc import FCProperties, FCTarget, normalize_wwpn, parse_fc
-from brick_agent.properties.iscsi import (ChapCredentials, ISCSIProperties, ISCSITarget,
+from brick_agent.properties.fc import FcProperties, FcTarget, normalize_wwpn, parse_fc
+from brick_agent.properties.iscsi import (ChapCredentials, IscsiProperties, IscsiTarget,
                                           Portal, parse_iqn, parse_iscsi, parse_portal)
-from brick_agent.properties.nvmeof import (NVMeOFProperties, NVMePortal, NVMeTarget,
+from brick_agent.properties.nvmeof import (NvmeofProperties, NvmePortal, NvmeTarget,
                                            canonical_id, parse_nqn, parse_nvmeof,
                                            sysfs_id_matches)
 
-ConnectionProperties = ISCSIProperties | NVMeOFProperties | FCProperties
+ConnectionProperties = IscsiProperties | NvmeofProperties | FcProperties
 
 _PROTOCOLS = {
     "iscsi": "ISCSI", "nvmeof": "NVMEOF", "nvme": "NVMEOF",
@@ -52,8 +52,8 @@ def parse_properties(protocol: str, props: Mapping[str, Any], **kw: Any) -> Conn
 
 __all__ = [
     "AccessMode", "AddressingMode", "ChapCredentials", "CommonProperties",
-    "ConnectionProperties", "FCProperties", "FCTarget", "ISCSIProperties", "ISCSITarget",
-    "InvalidConnectionProperties", "NVMeOFProperties", "NVMePortal", "NVMeTarget", "Portal",
+    "ConnectionProperties", "FcProperties", "FcTarget", "IscsiProperties", "IscsiTarget",
+    "InvalidConnectionProperties", "NvmeofProperties", "NvmePortal", "NvmeTarget", "Portal",
     "canonical_id", "canonical_protocol", "jsonable", "max_lun", "normalize_wwpn",
     "parse_fc", "parse_iqn", "parse_iscsi", "parse_nqn", "parse_nvmeof", "parse_portal",
     "parse_properties", "scsi_lun", "sysfs_id_matches",

@@ -24,14 +24,14 @@ MAX_TARGETS = 256
 
 
 @dataclasses.dataclass(frozen=True)
-class FCTarget:
+class FcTarget:
     wwpn: str
     lun: int
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class FCProperties(CommonProperties):
-    targets: tuple[FCTarget, ...]
+class FcProperties(CommonProperties):
+    targets: tuple[FcTarget, ...]
     initiator_target_map: Mapping[str, tuple[str, ...]] | None = dataclasses.field(
         default=None, hash=False)
     addressing_mode: AddressingMode = AddressingMode.SAM
@@ -42,7 +42,7 @@ class FCProperties(CommonProperties):
         """Distinct target WWPNs in input order."""
         return tuple(dict.fromkeys(t.wwpn for t in self.targets))
 
-    def targets_for_initiator(self, initiator_wwpn: str) -> tuple[FCTarget, ...]:
+    def targets_for_initiator(self, initiator_wwpn: str) -> tuple[FcTarget, ...]:
         """Targets an HBA should scan: all without a map, none if the map omits the HBA."""
         if self.initiator_target_map is None:
             return self.targets
@@ -106,7 +106,7 @@ def _itmap(value: Any) -> Mapping[str, tuple[str, ...]]:
     return types.MappingProxyType(out)
 
 
-def parse_fc(props: Mapping[str, Any]) -> FCProperties:
+def parse_fc(props: Mapping[str, Any]) -> FcProperties:
     """Validate a Fibre Channel ``connection_properties`` dict (never mutated)."""
     props = c.mapping(props, c.ROOT)
     common = parse_common(props)
@@ -120,10 +120,10 @@ def parse_fc(props: Mapping[str, Any]) -> FCProperties:
     else:
         c.fail("target_luns", f"has {len(luns)} items for {len(wwpns)} WWPNs "
                               "(need one LUN, or one per WWPN)")
-    targets = tuple(dict.fromkeys(FCTarget(w, lun) for w, lun in pairs))
+    targets = tuple(dict.fromkeys(FcTarget(w, lun) for w, lun in pairs))
     itmap = _itmap(props["initiator_target_map"]) if c.present(
         props, "initiator_target_map") else None
     wildcard = (c.boolean(props["enable_wildcard_scan"], "enable_wildcard_scan")
                 if c.present(props, "enable_wildcard_scan") else True)
-    return FCProperties(targets=targets, initiator_target_map=itmap, addressing_mode=mode,
+    return FcProperties(targets=targets, initiator_target_map=itmap, addressing_mode=mode,
                         enable_wildcard_scan=wildcard, **common)

@@ -12,7 +12,7 @@ os-brick logs into all plural targets only with multipath; without multipath it
 uses one target at a time (trying the others only as fall-backs).  Connectors
 should do the same: ``primary`` first, ``targets`` for multipath or fail-over.
 With ``use_multipath`` and no plurals, os-brick discovers portals with
-sendtargets; :attr:`ISCSIProperties.needs_discovery` says so.
+sendtargets; :attr:`IscsiProperties.needs_discovery` says so.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class Portal:
 
 
 @dataclasses.dataclass(frozen=True)
-class ISCSITarget:
+class IscsiTarget:
     portal: Portal
     iqn: str
     lun: int
@@ -73,9 +73,9 @@ class ChapCredentials:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ISCSIProperties(CommonProperties):
-    targets: tuple[ISCSITarget, ...]
-    primary: ISCSITarget
+class IscsiProperties(CommonProperties):
+    targets: tuple[IscsiTarget, ...]
+    primary: IscsiTarget
     auth: ChapCredentials | None = None
     discovery_auth: ChapCredentials | None = None
     addressing_mode: AddressingMode = AddressingMode.SAM
@@ -169,14 +169,14 @@ def parse_chap(props: Mapping[str, Any], prefix: str) -> ChapCredentials | None:
 
 
 def _targets(props: Mapping[str, Any], mode: AddressingMode
-             ) -> tuple[ISCSITarget | None, tuple[ISCSITarget, ...]]:
-    single: ISCSITarget | None = None
+             ) -> tuple[IscsiTarget | None, tuple[IscsiTarget, ...]]:
+    single: IscsiTarget | None = None
     if c.present(props, "target_portal") or c.present(props, "target_iqn"):
         portal = parse_portal(c.require(props, "target_portal", ""), "target_portal")
         iqn = parse_iqn(c.require(props, "target_iqn", ""), "target_iqn")
         lun_value = props.get("target_lun")
         lun = parse_lun(0 if lun_value is None else lun_value, "target_lun", mode)
-        single = ISCSITarget(portal, iqn, lun)
+        single = IscsiTarget(portal, iqn, lun)
     if not (c.present(props, "target_portals") or c.present(props, "target_iqns")):
         return single, ()
     portals = c.sequence(c.require(props, "target_portals", ""), "target_portals")
@@ -193,14 +193,14 @@ def _targets(props: Mapping[str, Any], mode: AddressingMode
         luns = (0 if lun is None else lun,) * len(portals)
         lun_paths = ["target_lun"] * len(portals)
     plural = tuple(dict.fromkeys(  # duplicates dropped, order kept
-        ISCSITarget(parse_portal(p, f"target_portals[{i}]"),
+        IscsiTarget(parse_portal(p, f"target_portals[{i}]"),
                     parse_iqn(q, f"target_iqns[{i}]"),
                     parse_lun(l, lun_paths[i], mode))
         for i, (p, q, l) in enumerate(zip(portals, iqns, luns))))
     return single, plural
 
 
-def parse_iscsi(props: Mapping[str, Any], *, use_multipath: bool = False) -> ISCSIProperties:
+def parse_iscsi(props: Mapping[str, Any], *, use_multipath: bool = False) -> IscsiProperties:
     """Validate an iSCSI ``connection_properties`` dict (never mutated)."""
     props = c.mapping(props, c.ROOT)
     common = parse_common(props)
@@ -209,7 +209,7 @@ def parse_iscsi(props: Mapping[str, Any], *, use_multipath: bool = False) -> ISC
     if single is None and not plural:
         c.fail("target_portal", "is required (or target_portals with target_iqns)")
     targets = plural or (single,)
-    return ISCSIProperties(
+    return IscsiProperties(
         targets=targets, primary=single or targets[0],
         auth=parse_chap(props, "auth_"), discovery_auth=parse_chap(props, "discovery_auth_"),
         addressing_mode=mode, use_multipath=bool(use_multipath), plural_targets=bool(plural),

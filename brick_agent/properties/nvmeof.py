@@ -16,7 +16,7 @@ Namespace identifiers: ``uuid`` (canonical lower hyphenated), ``nguid`` (canonic
 32 lower hex; the kernel's ``/sys/block/nvmeXnY/nguid`` prints it hyphenated
 8-4-4-4-12 with ``%pU`` -- compare with :func:`sysfs_id_matches`), ``nsid``.
 A target without any of them is accepted (old drivers send none) but
-:attr:`NVMeTarget.identified` is False; connectors must then not guess.
+:attr:`NvmeTarget.identified` is False; connectors must then not guess.
 
 Note that sysfs ``uuid`` falls back to showing the NGUID when the namespace has
 no UUID, so a match on ``uuid`` must be against our ``uuid`` field only.
@@ -44,7 +44,7 @@ _TRANSPORTS: dict[str, Transport] = {
 
 
 @dataclasses.dataclass(frozen=True)
-class NVMePortal:
+class NvmePortal:
     """One controller path: ``address`` is an IP literal (tcp/rdma) or
     ``nn-0x<16hex>:pn-0x<16hex>`` (fc); ``port`` is None for fc."""
 
@@ -58,9 +58,9 @@ class NVMePortal:
 
 
 @dataclasses.dataclass(frozen=True)
-class NVMeTarget:
+class NvmeTarget:
     nqn: str
-    portals: tuple[NVMePortal, ...]
+    portals: tuple[NvmePortal, ...]
     uuid: str | None = None
     nguid: str | None = None
     nsid: int | None = None
@@ -78,8 +78,8 @@ class NVMeTarget:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class NVMeOFProperties(CommonProperties):
-    targets: tuple[NVMeTarget, ...]
+class NvmeofProperties(CommonProperties):
+    targets: tuple[NvmeTarget, ...]
     replicated: bool = False
     replica_count: int = 1
     alias: str | None = None
@@ -87,7 +87,7 @@ class NVMeOFProperties(CommonProperties):
     format: Literal["new", "replicated", "old"] = "new"
 
     @property
-    def target(self) -> NVMeTarget:
+    def target(self) -> NvmeTarget:
         """The single target of a non-replicated volume (first replica otherwise)."""
         return self.targets[0]
 
@@ -139,7 +139,7 @@ def parse_transport(value: Any, path: str) -> Transport:
     return transport
 
 
-def _portal(address: Any, port: Any, transport: Any, path: str) -> NVMePortal:
+def _portal(address: Any, port: Any, transport: Any, path: str) -> NvmePortal:
     kind = parse_transport(transport, f"{path}.transport" if path else "transport_type")
     addr_path = f"{path}.address" if path else "target_portal"
     port_path = f"{path}.port" if path else "target_port"
@@ -150,15 +150,15 @@ def _portal(address: Any, port: Any, transport: Any, path: str) -> NVMePortal:
             c.fail(addr_path, f"must be 'nn-0x<16 hex>:pn-0x<16 hex>' for fc, got {c.shown(text)}")
         if not (port is None or (isinstance(port, str) and port in ("", "none"))):
             c.fail(port_path, "must be missing, empty or 'none' for fc")
-        return NVMePortal(f"nn-0x{m.group(1).lower()}:pn-0x{m.group(2).lower()}", None, "fc")
+        return NvmePortal(f"nn-0x{m.group(1).lower()}:pn-0x{m.group(2).lower()}", None, "fc")
     if text.startswith("[") and text.endswith("]"):
         text = text[1:-1]
     if port is None:
         c.fail(port_path, f"is required for {kind}")
-    return NVMePortal(c.host(text, addr_path, allow_names=False), c.port(port, port_path), kind)
+    return NvmePortal(c.host(text, addr_path, allow_names=False), c.port(port, port_path), kind)
 
 
-def _portals(value: Any, path: str) -> tuple[NVMePortal, ...]:
+def _portals(value: Any, path: str) -> tuple[NvmePortal, ...]:
     result = []
     for i, item in enumerate(c.sequence(value, path)):
         ipath = f"{path}[{i}]"
@@ -195,20 +195,20 @@ def _ids(props: Mapping[str, Any], path: str, uuid_key: str | None) -> dict[str,
     return out
 
 
-def _new_target(props: Mapping[str, Any], path: str) -> NVMeTarget:
+def _new_target(props: Mapping[str, Any], path: str) -> NvmeTarget:
     nqn = parse_nqn(c.require(props, "target_nqn", path), c.join(path, "target_nqn"))
     portals = _portals(c.require(props, "portals", path), c.join(path, "portals"))
-    return NVMeTarget(nqn, portals, **_ids(props, path, "vol_uuid"))
+    return NvmeTarget(nqn, portals, **_ids(props, path, "vol_uuid"))
 
 
-def _old_target(props: Mapping[str, Any]) -> NVMeTarget:
+def _old_target(props: Mapping[str, Any]) -> NvmeTarget:
     nqn = parse_nqn(c.require(props, "nqn", ""), "nqn")
     portal = _portal(c.require(props, "target_portal", ""), props.get("target_port"),
                      c.require(props, "transport_type", ""), "")
-    return NVMeTarget(nqn, (portal,), **_ids(props, "", None))
+    return NvmeTarget(nqn, (portal,), **_ids(props, "", None))
 
 
-def parse_nvmeof(props: Mapping[str, Any]) -> NVMeOFProperties:
+def parse_nvmeof(props: Mapping[str, Any]) -> NvmeofProperties:
     """Validate an NVMe-oF ``connection_properties`` dict (never mutated)."""
     props = c.mapping(props, c.ROOT)
     common = parse_common(props)
@@ -224,12 +224,12 @@ def parse_nvmeof(props: Mapping[str, Any]) -> NVMeOFProperties:
         if not _ALIAS_RE.fullmatch(alias):
             c.fail("alias", f"must be a plain md device name ([A-Za-z0-9_][A-Za-z0-9._-]*): "
                             f"{c.shown(alias)}")
-        return NVMeOFProperties(targets=targets, replicated=True, replica_count=count,
+        return NvmeofProperties(targets=targets, replicated=True, replica_count=count,
                                 alias=alias, vol_uuid=vol_uuid, format="replicated", **common)
     if c.present(props, "target_nqn") or c.present(props, "portals"):
-        return NVMeOFProperties(targets=(_new_target(props, ""),), vol_uuid=vol_uuid,
+        return NvmeofProperties(targets=(_new_target(props, ""),), vol_uuid=vol_uuid,
                                 format="new", **common)
     if c.present(props, "nqn"):
-        return NVMeOFProperties(targets=(_old_target(props),), vol_uuid=vol_uuid, format="old",
+        return NvmeofProperties(targets=(_old_target(props),), vol_uuid=vol_uuid, format="old",
                                 **common)
     c.fail("target_nqn", "is required (or volume_replicas, or the old-format nqn)")

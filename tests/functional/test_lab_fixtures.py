@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+from brick_agent.host.iscsiadm import ERR_LOGIN_AUTH_FAILED
 from brick_lab import (LabError, LioIscsiTarget, NvmetSubsystem, fcloop_available,
                        local_initiator_iqn, wait_for)
 from brick_lab import scenarios
@@ -30,7 +31,7 @@ def test_iscsi_chap_acl() -> None:
                          ("node.session.auth.password", "wrong-password")):
                 iscsi_node(t.iqn, portal, "-o", "update", "-n", k, "-v", v)
             bad = iscsi_node(t.iqn, portal, "--login", check=False)
-            assert bad.returncode == 24, bad.stderr  # ISCSI_ERR_LOGIN_AUTH_FAILED
+            assert bad.returncode == ERR_LOGIN_AUTH_FAILED, bad.stderr
             iscsi_node(t.iqn, portal, "-o", "update", "-n", "node.session.auth.password",
                        "-v", "s3cret-pass12")
             iscsi_node(t.iqn, portal, "--login")

@@ -9,12 +9,11 @@ import sys
 import pytest
 
 from brick_agent import config, errors, locking, privileged
-from brick_agent.connectors import base
 
 
 @pytest.fixture
 def fresh_default(monkeypatch):
-    monkeypatch.setattr(base, "_DEFAULT_CONF", None)
+    monkeypatch.setattr(config, "_DEFAULT_CONF", None)
     return monkeypatch
 
 
@@ -27,7 +26,7 @@ def _conf_file(tmp_path, name="brick_agent.conf", **opts):
 def test_default_conf_reads_the_file_named_by_the_environment(fresh_default, tmp_path):
     path = _conf_file(tmp_path, lock_path=tmp_path / "locks", device_wait_timeout=9)
     fresh_default.setenv(config.CONFIG_ENV, path)
-    conf = base.default_conf()
+    conf = config.default_conf()
     assert conf.brick_agent.lock_path == str(tmp_path / "locks")
     assert conf.brick_agent.device_wait_timeout == 9
     # the privsep daemon is started with the same file (it reads [brick_agent_privileged])

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from brick_agent.host.scsi import HCTL
+from brick_agent.host.scsi import Hctl
 from brick_agent.ledger import AttachmentLedger
 from tests.unit.connectors.test_fibre_channel import cap_props, captured, conf, make  # noqa: F401
 
 
 def test_fc_two_attachments_one_device_last_detach_deletes(conf, captured, tmp_path):  # noqa: F811
     host, fake = captured
-    fake.delete_device(HCTL(1, 0, 0, 1))
+    fake.delete_device(Hctl(1, 0, 0, 1))
     fake.log.clear()
     led = AttachmentLedger(str(tmp_path / "ledger.json"), lock_path=str(tmp_path / "locks"))
     conn = make(conf, host, fake, ledger=led)
@@ -52,7 +52,7 @@ def test_fc_attach_is_recorded_while_udev_relinks_the_returned_path(conf, captur
     import os
     import threading
     host, fake = captured
-    fake.delete_device(HCTL(1, 0, 0, 1))
+    fake.delete_device(Hctl(1, 0, 0, 1))
     led = AttachmentLedger(str(tmp_path / "ledger.json"), lock_path=str(tmp_path / "locks"))
     conn = make(conf, host, fake, ledger=led)
     device_info = conn.ops.device_info

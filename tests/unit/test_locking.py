@@ -13,17 +13,18 @@ import pytest
 
 from brick_agent import locking
 from brick_agent.errors import InvalidArgument, LockTimeout
+from brick_agent.host import iscsiadm
 
 SERVICE = "9f4c1b7e-2f43-4c4b-9d8e-4f1e0a6c2b11"
 
 
 @pytest.fixture(autouse=True)
 def _clean_scan_state():
-    locking.set_manual_scan_override(None)
-    locking.reset_manual_scan_cache()
+    iscsiadm.set_manual_scan_override(None)
+    iscsiadm.reset_manual_scan_cache()
     yield
-    locking.set_manual_scan_override(None)
-    locking.reset_manual_scan_cache()
+    iscsiadm.set_manual_scan_override(None)
+    iscsiadm.reset_manual_scan_cache()
 
 
 @pytest.fixture
@@ -89,11 +90,11 @@ def test_false_and_missing_never_probe(lock_dir):
 
 
 def test_true_uses_module_override_and_cached_probe(lock_dir):
-    locking.set_manual_scan_override(True)
+    iscsiadm.set_manual_scan_override(True)
     with locking.guard_connection({"shared_targets": True, "service_uuid": SERVICE},
                                   lock_path=lock_dir) as held:
         assert not held
-    locking.set_manual_scan_override(False)
+    iscsiadm.set_manual_scan_override(False)
     with locking.guard_connection({"shared_targets": True, "service_uuid": SERVICE},
                                   lock_path=lock_dir) as held:
         assert held
@@ -212,14 +213,14 @@ def _fake_iscsiadm(directory, script):
 def test_probe_with_fake_iscsiadm_on_path(tmp_path, monkeypatch, script, expected):
     fake = _fake_iscsiadm(tmp_path / "bin", script + 'echo "$@" >> "$0.calls"\n')
     monkeypatch.setenv("PATH", f"{fake.parent}:/usr/bin:/bin")
-    assert locking.probe_manual_scan() is expected
+    assert iscsiadm.probe_manual_scan() is expected
     if "exit 1" not in script:
         assert (tmp_path / "bin" / "iscsiadm.calls").read_text() == "--version\n"
 
 
 def test_probe_iscsiadm_missing(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    assert locking.probe_manual_scan() is False
+    assert iscsiadm.probe_manual_scan() is False
     # and guard_connection(True) therefore locks
     with locking.guard_connection({"shared_targets": True, "service_uuid": SERVICE},
                                   lock_path=str(tmp_path / "l")) as held:
@@ -229,7 +230,7 @@ def test_probe_iscsiadm_missing(tmp_path, monkeypatch):
 def test_probe_hanging_iscsiadm_is_bounded(tmp_path, monkeypatch):
     fake = _fake_iscsiadm(tmp_path / "bin", "exec sleep 30\n")
     start = time.monotonic()
-    assert locking.probe_manual_scan(iscsiadm=str(fake), timeout=0.3) is False
+    assert iscsiadm.probe_manual_scan(iscsiadm=str(fake), timeout=0.3) is False
     assert time.monotonic() - start < 3
 
 
@@ -237,9 +238,9 @@ def test_probe_hanging_iscsiadm_is_bounded(tmp_path, monkeypatch):
 def test_probe_real_iscsiadm_is_read_only():
     from brick_agent import commands
     out = commands.run(["iscsiadm", "--version"], timeout=10).stdout
-    version = locking.parse_iscsiadm_version(out)
+    version = iscsiadm.parse_iscsiadm_version(out)
     assert version is not None
-    assert locking.probe_manual_scan() is (version >= (2, 0, 876))
+    assert iscsiadm.probe_manual_scan() is (version >= (2, 0, 876))
 
 
 def test_probe_runs_once_per_process_and_is_thread_safe():
@@ -253,7 +254,7 @@ def test_probe_runs_once_per_process_and_is_thread_safe():
 
     results = []
     threads = [threading.Thread(target=lambda: results.append(
-        locking.iscsi_manual_scan_supported(slow_probe))) for _ in range(8)]
+        iscsiadm.iscsi_manual_scan_supported(slow_probe))) for _ in range(8)]
     for t in threads:
         t.start()
     time.sleep(0.05)
@@ -262,7 +263,7 @@ def test_probe_runs_once_per_process_and_is_thread_safe():
         t.join(5)
     assert results == [True] * 8
     assert calls == [1]
-    assert locking.iscsi_manual_scan_supported(lambda: pytest.fail("re-probed")) is True
+    assert iscsiadm.iscsi_manual_scan_supported(lambda: pytest.fail("re-probed")) is True
 
 
 def test_probe_not_run_at_import():
@@ -273,7 +274,8 @@ def test_probe_not_run_at_import():
             "def boom(*a, **k):\n"
             "    raise SystemExit('a command ran at import time')\n"
             "subprocess.Popen = boom\n"
-            "import brick_agent.locking as l\n"
+            "import brick_agent.locking\n"
+            "import brick_agent.host.iscsiadm as l\n"
             "assert l._scan_cached is None\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=20,
                    env={**os.environ, "PATH": "/nonexistent"},
@@ -282,23 +284,23 @@ def test_probe_not_run_at_import():
 
 
 def test_note_result_overrides_probe():
-    locking.iscsi_manual_scan_supported(lambda: False)
-    locking.note_manual_scan_result(True)
-    assert locking.iscsi_manual_scan_supported(lambda: pytest.fail("re-probed")) is True
+    iscsiadm.iscsi_manual_scan_supported(lambda: False)
+    iscsiadm.note_manual_scan_result(True)
+    assert iscsiadm.iscsi_manual_scan_supported(lambda: pytest.fail("re-probed")) is True
 
 
 def test_manual_scan_evidence_from_node_update():
     from brick_agent.errors import CommandFailed
-    locking.iscsi_manual_scan_supported(lambda: True)
+    iscsiadm.iscsi_manual_scan_supported(lambda: True)
     # what iscsiadm 2.1.8 prints for a parameter it does not know (seen on this host)
-    locking.note_manual_scan_update(CommandFailed(
+    iscsiadm.note_manual_scan_update(CommandFailed(
         ["iscsiadm"], 7, "iscsiadm: Cannot modify node.session.scan. Invalid param name.\n"
         "iscsiadm: Could not execute operation on all records: invalid parameter"))
-    assert locking.iscsi_manual_scan_supported() is False
-    locking.note_manual_scan_update(CommandFailed(["iscsiadm"], 21, "No records found"))
-    assert locking.iscsi_manual_scan_supported() is False
-    locking.note_manual_scan_update(None)
-    assert locking.iscsi_manual_scan_supported() is True
+    assert iscsiadm.iscsi_manual_scan_supported() is False
+    iscsiadm.note_manual_scan_update(CommandFailed(["iscsiadm"], 21, "No records found"))
+    assert iscsiadm.iscsi_manual_scan_supported() is False
+    iscsiadm.note_manual_scan_update(None)
+    assert iscsiadm.iscsi_manual_scan_supported() is True
 
 
 def test_host_limit_from_conf(tmp_path):

@@ -40,7 +40,7 @@ def _modes(directory: str) -> dict[str, int]:
 
 def _node_db(lock_path: str, timeout: float | None = None):
     conf = config.new_conf(overrides={"lock_path": lock_path, "privsep_in_process": True})
-    actions = iscsi_privileged.PrivilegedISCSIActions(conf)
+    actions = iscsi_privileged.PrivilegedIscsiActions(conf)
     return actions._node_db(exclusive=True, timeout=timeout) if timeout is not None \
         else actions._node_db(exclusive=True)
 

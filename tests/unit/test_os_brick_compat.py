@@ -28,7 +28,8 @@ from os_brick.initiator.connectors import fibre_channel as ob_fc  # noqa: E402
 from os_brick.initiator.connectors import iscsi as ob_iscsi  # noqa: E402
 from os_brick.initiator.connectors import nvmeof as ob_nvmeof  # noqa: E402
 
-from brick_agent import locking, os_brick_compat  # noqa: E402
+from brick_agent import config, locking, os_brick_compat  # noqa: E402
+from brick_agent.host import iscsiadm  # noqa: E402
 from brick_agent.os_brick_compat import connectors as compat  # noqa: E402
 from brick_agent.os_brick_compat import patch, properties  # noqa: E402
 
@@ -186,7 +187,6 @@ def test_setup_registers_brick_agent_options_on_the_service_conf(enabled, tmp_pa
     from oslo_concurrency import lockutils
     from os_brick import opts as ob_opts
     from brick_agent import privileged
-    from brick_agent.connectors import base
     conf = cfg.ConfigOpts()
     conf.register_opts(ob_opts._opts, group="os_brick")
     conf.register_opts(lockutils._opts, group="oslo_concurrency")
@@ -196,12 +196,12 @@ def test_setup_registers_brick_agent_options_on_the_service_conf(enabled, tmp_pa
     conf(args=["--config-file", str(cfg_file)], project="nova")
     inits = []
     monkeypatch.setattr(privileged, "init", inits.append)
-    monkeypatch.setattr(base, "_DEFAULT_CONF", None)
+    monkeypatch.setattr(config, "_DEFAULT_CONF", None)
     monkeypatch.setattr(locking, "_configured_lock_path", None)
     os_brick.setup(conf)                                 # nova/cmd/compute.py
     assert conf.os_brick.lock_path == f"{tmp_path}/oslo"  # os-brick's own setup ran
     assert conf.brick_agent.device_wait_timeout == 7
-    assert base.default_conf() is conf and inits == [conf]
+    assert config.default_conf() is conf and inits == [conf]
     assert locking._lock_path(None) == f"{tmp_path}/ba"
     conn = connector.InitiatorConnector.factory("ISCSI", None)
     conn._agent = None
@@ -230,7 +230,7 @@ class _Recorder:
 def test_guard_connection_takes_os_brick_lock_when_either_side_would(
         monkeypatch, volume, theirs_scan, ours_scan, expected):
     monkeypatch.setattr(ob_utils, "ISCSI_SUPPORTS_MANUAL_SCAN", theirs_scan)
-    locking.set_manual_scan_override(ours_scan)
+    iscsiadm.set_manual_scan_override(ours_scan)
     theirs, ours = _Recorder(), _Recorder()
     monkeypatch.setattr("oslo_concurrency.lockutils.lock", theirs)
     monkeypatch.setattr(locking, "external_lock", ours)
@@ -238,7 +238,7 @@ def test_guard_connection_takes_os_brick_lock_when_either_side_would(
         with ob_utils.guard_connection(volume):      # nova/virt/block_device.py
             pass
     finally:
-        locking.set_manual_scan_override(None)
+        iscsiadm.set_manual_scan_override(None)
     assert (bool(theirs.calls), bool(ours.calls)) == expected
     if theirs.calls:
         assert theirs.calls == [(("s1", "os-brick-"), {"external": True})]
@@ -250,14 +250,14 @@ def test_guard_connection_takes_os_brick_lock_when_either_side_would(
 def test_guard_connection_reads_objects_and_needs_service_uuid(monkeypatch):
     monkeypatch.setattr("oslo_concurrency.lockutils.lock", _Recorder())
 
-    class VolumeOVO:                # Cinder passes an OVO, which has .get()
+    class VolumeOvo:                # Cinder passes an OVO, which has .get()
         def __init__(self, **fields):
             self.fields = fields
 
         def get(self, key, default=None):
             return self.fields.get(key, default)
 
-    with ob_utils.guard_connection(VolumeOVO(shared_targets=False)):
+    with ob_utils.guard_connection(VolumeOvo(shared_targets=False)):
         pass
     with pytest.raises(KeyError):
         with ob_utils.guard_connection({"shared_targets": None}):
@@ -400,9 +400,8 @@ def test_brick_agent_logs_at_the_level_the_service_set_for_os_brick(enabled, cle
     from oslo_config import cfg
     from oslo_log import log as oslo_log
     from brick_agent import privileged
-    from brick_agent.connectors import base
     monkeypatch.setattr(privileged, "init", lambda conf: None)
-    monkeypatch.setattr(base, "_DEFAULT_CONF", None)
+    monkeypatch.setattr(config, "_DEFAULT_CONF", None)
     monkeypatch.setattr(locking, "_configured_lock_path", None)
     ours = logging.getLogger("brick_agent")
     assert ours.level == logging.NOTSET

@@ -132,9 +132,9 @@ def test_disconnect_passes_dicts_and_none_and_drops_non_mappings():
     conn.disconnect_volume(FC_DATA, FC_DATA, force=True)          # Nova's FC driver
     conn.disconnect_volume(FC_DATA, None)                          # Nova's iSCSI/NVMe drivers
 
-    class VolumeOVO:                                               # Cinder's SPDK driver
+    class VolumeOvo:                                               # Cinder's SPDK driver
         id = "v1"
-    conn.disconnect_volume(FC_DATA, VolumeOVO(), ignore_errors=True)
+    conn.disconnect_volume(FC_DATA, VolumeOvo(), ignore_errors=True)
     assert [c[1][1] for c in agent.calls] == [FC_DATA, None, None]
     assert [c[2] for c in agent.calls] == [{"force": True, "ignore_errors": False},
                                            {"force": False, "ignore_errors": False},
@@ -391,7 +391,7 @@ def test_cinder_iscsi_flow_over_brick_agent_on_a_fake_host(tmp_path):
     from brick_agent.host import iscsi as host_iscsi
     from brick_agent.host.udev import DeviceWatch
     from tests.unit.connectors.scsi_fakes import FakeLun, wwid_of
-    from tests.unit.connectors.test_iscsi_fakehost import FakeArray, FakeISCSI
+    from tests.unit.connectors.test_iscsi_fakehost import FakeArray, FakeIscsi
     from tests.unit.host.fakehost import FakeHost
     host = FakeHost(tmp_path / "host")
     (tmp_path / "host" / "etc" / "iscsi").mkdir(parents=True)
@@ -405,7 +405,7 @@ def test_cinder_iscsi_flow_over_brick_agent_on_a_fake_host(tmp_path):
     conn = compat.ISCSIConnector("sudo cinder-rootwrap /etc/cinder/rootwrap.conf", driver=None,
                                  use_multipath=False, device_scan_attempts=3,
                                  conn={"driver_volume_type": "iscsi"})
-    conn._agent = AgentISCSI(conf=conf, roots=host.roots, actions=FakeISCSI(host, array),
+    conn._agent = AgentISCSI(conf=conf, roots=host.roots, actions=FakeIscsi(host, array),
                              ledger=False, watch_factory=lambda: DeviceWatch(
                                  roots=host.roots, use_netlink=False, poll_interval=0.005))
     data = {"target_discovered": False, "target_portal": portals[0], "target_iqn": iqn,

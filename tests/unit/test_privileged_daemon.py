@@ -14,6 +14,7 @@ from oslo_config import cfg
 
 from brick_agent import config, privileged
 from brick_agent.errors import CommandFailed, DeviceNotFound, InvalidArgument
+from brick_agent.host import iscsiadm
 from brick_agent.privileged import block, diag, iscsi, scsi
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -64,7 +65,7 @@ def test_command_failure_crosses_the_channel(daemon):
     with pytest.raises(CommandFailed) as ei:
         iscsi.node_login("iqn.2026-01.invalid.brick-agent:no-such-target",
                          "192.0.2.1:3260", timeout=10)
-    assert ei.value.returncode == iscsi.ERR_NO_OBJS_FOUND
+    assert ei.value.returncode == iscsiadm.ERR_NO_OBJS_FOUND
     assert ei.value.argv[0] == "iscsiadm"
 
 
@@ -88,7 +89,7 @@ def test_chap_secret_never_on_argv_nor_logged_through_the_daemon(daemon, caplog)
     with pytest.raises(CommandFailed) as ei:   # no such node record: exit 21, no side effect
         iscsi.node_update("iqn.2026-01.invalid.brick-agent:no-such-target", "192.0.2.1:3260",
                           "default", [["node.session.scan", "manual"]], timeout=10)
-    assert ei.value.returncode == iscsi.ERR_NO_OBJS_FOUND
+    assert ei.value.returncode == iscsiadm.ERR_NO_OBJS_FOUND
     daemon_lines = [r.getMessage() for r in caplog.records]
     assert any("iscsiadm" in m for m in daemon_lines), "daemon command log not forwarded"
     assert all(secret not in m for m in daemon_lines)

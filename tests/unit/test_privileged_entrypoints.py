@@ -19,6 +19,7 @@ import pytest
 
 from brick_agent import commands
 from brick_agent.errors import CommandFailed, DeviceNotFound, InvalidArgument
+from brick_agent.host import iscsiadm
 from brick_agent.host.roots import HostRoots
 from brick_agent import privileged
 from brick_agent.privileged import block, diag, iscsi, md, multipath, nvme, scsi
@@ -263,9 +264,9 @@ def test_node_ops_argv(roots):
     base = ["iscsiadm", "-m", "node", "-T", IQN, "-p"]
     assert run.calls[0][0] == base + ["192.0.2.10:3260", "-I", "default", "--op", "new"]
     assert run.calls[1][0] == base + ["[2001:db8::1]:3260", "-I", "iface0", "--login"]
-    assert run.calls[1][1]["ok_codes"] == (0, iscsi.ERR_SESS_EXISTS)
+    assert run.calls[1][1]["ok_codes"] == (0, iscsiadm.ERR_SESS_EXISTS)
     assert run.calls[2][0][-1] == "--logout"
-    assert run.calls[2][1]["ok_codes"] == (0, iscsi.ERR_NO_OBJS_FOUND)
+    assert run.calls[2][1]["ok_codes"] == (0, iscsiadm.ERR_NO_OBJS_FOUND)
     assert run.calls[3][0][-2:] == ["--op", "delete"]
 
 

@@ -63,10 +63,9 @@ def test_nvme_only_connector_starts_the_daemon_with_the_callers_root_helper(fres
 
 
 def test_first_call_without_any_connector_uses_the_default_conf(fresh_privsep, monkeypatch):
-    from brick_agent.connectors import base
     from brick_agent.privileged import reads
     conf = config.new_conf(overrides={"privsep_helper_command": "sudo -n privsep-helper"})
-    monkeypatch.setattr(base, "_DEFAULT_CONF", conf)
+    monkeypatch.setattr(config, "_DEFAULT_CONF", conf)
     with pytest.raises(Started):
         reads.dmi_product_uuid()
     assert fresh_privsep[0]["cmd"][:3] == ["sudo", "-n", "privsep-helper"]

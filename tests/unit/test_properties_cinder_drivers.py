@@ -15,7 +15,7 @@ import copy
 import pytest
 
 from brick_agent.connectors.iscsi.actions import NodeSettings
-from brick_agent.connectors.iscsi.actions import (PrivilegedISCSIActions, _chap_settings,
+from brick_agent.connectors.iscsi.actions import (PrivilegedIscsiActions, _chap_settings,
                                                      _split_auth)
 from brick_agent.errors import InvalidConnectionProperties
 from brick_agent.privileged import iscsi as piscsi
@@ -173,7 +173,7 @@ def _iscsi_argv(data: dict) -> list[list[str]]:
     for target in props.targets:
         node = NodeSettings(portal=target.portal.address, iqn=target.iqn, auth=props.auth)
         base = piscsi._node_argv(node.iqn, node.portal, node.iface)
-        settings, auth = _split_auth(PrivilegedISCSIActions._node_settings(node),
+        settings, auth = _split_auth(PrivilegedIscsiActions._node_settings(node),
                                      node.auth is not None)
         argvs.append(base + ["--op", "new"])
         argvs.append(piscsi._update_argv(base, piscsi._settings(settings, piscsi.NODE_PARAMS)))

@@ -5,18 +5,18 @@ from __future__ import annotations
 import pytest
 
 from brick_agent.errors import InvalidConnectionProperties
-from brick_agent.properties import (AddressingMode, FCProperties, ISCSIProperties,
-                                    NVMeOFProperties, max_lun, parse_properties, scsi_lun)
+from brick_agent.properties import (AddressingMode, FcProperties, IscsiProperties,
+                                    NvmeofProperties, max_lun, parse_properties, scsi_lun)
 from brick_agent.properties._checks import shown
 from tests.unit.test_properties_support import LVM_LIO_ISCSI, LVM_NVMET, PURE_FC
 
 
 @pytest.mark.parametrize("name,cls,props", [
-    ("ISCSI", ISCSIProperties, LVM_LIO_ISCSI), ("iscsi", ISCSIProperties, LVM_LIO_ISCSI),
-    ("NVMEOF", NVMeOFProperties, LVM_NVMET), ("nvme", NVMeOFProperties, LVM_NVMET),
-    ("NVMeoF", NVMeOFProperties, LVM_NVMET),
-    ("FIBRE_CHANNEL", FCProperties, PURE_FC), ("fc", FCProperties, PURE_FC),
-    ("fibre_channel", FCProperties, PURE_FC),
+    ("ISCSI", IscsiProperties, LVM_LIO_ISCSI), ("iscsi", IscsiProperties, LVM_LIO_ISCSI),
+    ("NVMEOF", NvmeofProperties, LVM_NVMET), ("nvme", NvmeofProperties, LVM_NVMET),
+    ("NVMeoF", NvmeofProperties, LVM_NVMET),
+    ("FIBRE_CHANNEL", FcProperties, PURE_FC), ("fc", FcProperties, PURE_FC),
+    ("fibre_channel", FcProperties, PURE_FC),
 ])
 def test_parse_properties_dispatch(name, cls, props):
     assert isinstance(parse_properties(name, props), cls)
@@ -24,8 +24,8 @@ def test_parse_properties_dispatch(name, cls, props):
 
 def test_parse_properties_passes_use_multipath():
     assert parse_properties("ISCSI", LVM_LIO_ISCSI, use_multipath=True).use_multipath
-    assert isinstance(parse_properties("NVMEOF", LVM_NVMET, use_multipath=True), NVMeOFProperties)
-    assert isinstance(parse_properties("FC", PURE_FC, use_multipath=False), FCProperties)
+    assert isinstance(parse_properties("NVMEOF", LVM_NVMET, use_multipath=True), NvmeofProperties)
+    assert isinstance(parse_properties("FC", PURE_FC, use_multipath=False), FcProperties)
 
 
 @pytest.mark.parametrize("name", ["RBD", "", "iSER", None, 3])

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from brick_agent.properties import (AddressingMode, FCProperties, FCTarget, normalize_wwpn,
+from brick_agent.properties import (AddressingMode, FcProperties, FcTarget, normalize_wwpn,
                                     parse_fc)
 from tests.unit.test_properties_support import (DROP, POWERMAX_FC, PURE_FC, VOL, invalid,
                                                 with_)
@@ -20,8 +20,8 @@ def test_pure_list_target_wwn_single_lun_and_map():
     before = copy.deepcopy(PURE_FC)
     props = parse_fc(PURE_FC)
     assert PURE_FC == before
-    assert isinstance(props, FCProperties)
-    assert props.targets == (FCTarget(W1, 1), FCTarget(W2, 1))
+    assert isinstance(props, FcProperties)
+    assert props.targets == (FcTarget(W1, 1), FcTarget(W2, 1))
     assert props.addressing_mode is AddressingMode.SAM2
     assert dict(props.initiator_target_map) == {I1: (W1, W2), I2: (W2,)}
     assert props.enable_wildcard_scan is True
@@ -30,34 +30,34 @@ def test_pure_list_target_wwn_single_lun_and_map():
 
 def test_powermax_zip_luns():
     props = parse_fc(POWERMAX_FC)
-    assert props.targets == (FCTarget("5000097358085c00", 17), FCTarget("5000097358085c04", 17))
+    assert props.targets == (FcTarget("5000097358085c00", 17), FcTarget("5000097358085c04", 17))
     assert props.enable_wildcard_scan is False and props.access_mode == "ro"
     assert props.volume_id == VOL and props.initiator_target_map is None
 
 
 def test_single_string_wwn():
     props = parse_fc({"target_wwn": "0x500601603EA01234", "target_lun": 0})
-    assert props.targets == (FCTarget("500601603ea01234", 0),)
+    assert props.targets == (FcTarget("500601603ea01234", 0),)
 
 
 def test_target_wwns_preferred_over_target_wwn():
     props = parse_fc({"target_wwn": "bad", "target_wwns": [W1], "target_lun": 2})
-    assert props.targets == (FCTarget(W1, 2),)
+    assert props.targets == (FcTarget(W1, 2),)
 
 
 def test_target_luns_preferred_and_different_luns_per_wwpn():
     props = parse_fc({"target_wwns": [W1, W1], "target_luns": [1, 2], "target_lun": 9})
-    assert props.targets == (FCTarget(W1, 1), FCTarget(W1, 2))
+    assert props.targets == (FcTarget(W1, 1), FcTarget(W1, 2))
 
 
 def test_duplicates_dropped():
     props = parse_fc({"target_wwn": [W1, W1.upper(), W2], "target_lun": 3})
-    assert props.targets == (FCTarget(W1, 3), FCTarget(W2, 3))
+    assert props.targets == (FcTarget(W1, 3), FcTarget(W2, 3))
 
 
 def test_targets_for_initiator():
     props = parse_fc(PURE_FC)
-    assert props.targets_for_initiator("0x21:00:00:24:FF:3C:1E:11") == (FCTarget(W2, 1),)
+    assert props.targets_for_initiator("0x21:00:00:24:FF:3C:1E:11") == (FcTarget(W2, 1),)
     assert props.targets_for_initiator(I1) == props.targets
     assert props.targets_for_initiator("2100000000000000") == ()
     assert props.targets_for_initiator("garbage") == ()

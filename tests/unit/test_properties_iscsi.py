@@ -9,7 +9,7 @@ import json
 import pytest
 
 from brick_agent.errors import InvalidConnectionProperties
-from brick_agent.properties import (AddressingMode, ISCSIProperties, Portal, parse_iscsi,
+from brick_agent.properties import (AddressingMode, IscsiProperties, Portal, parse_iscsi,
                                     parse_portal)
 from brick_agent.secrets import Secret
 from tests.unit.test_properties_support import (DISC_SECRET, DROP, LVM_LIO_ISCSI, NETAPP_ISCSI,
@@ -25,7 +25,7 @@ def test_lvm_lio_full_dict():
     before = copy.deepcopy(LVM_LIO_ISCSI)
     props = parse_iscsi(LVM_LIO_ISCSI, use_multipath=True)
     assert LVM_LIO_ISCSI == before
-    assert isinstance(props, ISCSIProperties)
+    assert isinstance(props, IscsiProperties)
     assert props.primary.portal == Portal("192.168.122.10", 3260)
     assert props.primary.iqn == IQN and props.primary.lun == 0
     assert [t.portal.address for t in props.targets] == ["192.168.122.10:3260",

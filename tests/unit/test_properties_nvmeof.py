@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from brick_agent.properties import (NVMeOFProperties, NVMePortal, canonical_id, parse_nqn,
+from brick_agent.properties import (NvmeofProperties, NvmePortal, canonical_id, parse_nqn,
                                     parse_nvmeof, sysfs_id_matches)
 from tests.unit.test_properties_support import (DROP, LVM_NVMET, POWERSTORE_NVME, PURE_NVME,
                                                 REPLICATED_NVME, SPDK_OLD_NVME, VOL, invalid,
@@ -23,11 +23,11 @@ def test_lvm_nvmet_new_format():
     before = copy.deepcopy(LVM_NVMET)
     props = parse_nvmeof(LVM_NVMET)
     assert LVM_NVMET == before
-    assert isinstance(props, NVMeOFProperties) and props.format == "new"
+    assert isinstance(props, NvmeofProperties) and props.format == "new"
     assert not props.replicated and props.replica_count == 1 and props.alias is None
     target = props.target
     assert target.nqn == f"nqn.nvme-subsystem-1-{VOL}"
-    assert target.portals == (NVMePortal("192.168.122.10", 4420, "tcp"),)
+    assert target.portals == (NvmePortal("192.168.122.10", 4420, "tcp"),)
     assert target.uuid == VOL and props.vol_uuid == VOL
     assert target.nsid == 10 and target.nguid is None and target.host_nqn is None
     assert target.identified and isinstance(props.targets, tuple)
@@ -44,7 +44,7 @@ def test_pure_rocev2_nguid():
 
 def test_powerstore_dict_portals_and_host_nqn():
     target = parse_nvmeof(POWERSTORE_NVME).target
-    assert target.portals == (NVMePortal("172.16.1.5", 4420, "tcp"),)
+    assert target.portals == (NvmePortal("172.16.1.5", 4420, "tcp"),)
     assert target.nguid == "6a8b3c2d1e0f4a5b8c7d9e0f1a2b3c4d"  # hyphens dropped
     assert target.host_nqn.startswith("nqn.2014-08.org.nvmexpress:uuid:")
 
@@ -55,7 +55,7 @@ def test_replicated():
     assert props.alias == f"md_{VOL}" and props.vol_uuid == VOL
     assert [t.uuid for t in props.targets] == ["11111111-2222-4333-8444-555555555555",
                                                "66666666-7777-4888-9999-aaaaaaaaaaaa"]
-    assert props.targets[1].portals[0] == NVMePortal("10.1.0.2", 4420, "tcp")
+    assert props.targets[1].portals[0] == NvmePortal("10.1.0.2", 4420, "tcp")
 
 
 def test_single_replica_is_still_replicated_format():
@@ -71,7 +71,7 @@ def test_old_format_spdk():
     assert SPDK_OLD_NVME == before  # os-brick pops these keys; we must not
     assert props.format == "old"
     assert props.target.nqn == "nqn.2016-06.io.spdk:cnode1"
-    assert props.target.portals == (NVMePortal("10.0.2.15", 4420, "rdma"),)
+    assert props.target.portals == (NvmePortal("10.0.2.15", 4420, "rdma"),)
     assert props.target.nsid == 1
 
 
@@ -91,14 +91,14 @@ def test_fc_transport_portal():
         {"address": "nn-0x20000090fa123457:pn-0x10000090fa123457", "port": "none",
          "transport": "fc"}]))
     first = props.target.portals[0]
-    assert first == NVMePortal("nn-0x20000090fa123456:pn-0x10000090fa123456", None, "fc")
+    assert first == NvmePortal("nn-0x20000090fa123456:pn-0x10000090fa123456", None, "fc")
     assert first.trsvcid == "none"
 
 
 def test_ipv6_portal_and_duplicate_portals_dropped():
     props = parse_nvmeof(with_(NEW, portals=[("[2001:DB8::5]", 4420, "tcp"),
                                              ("2001:db8::5", "4420", "TCP")]))
-    assert props.target.portals == (NVMePortal("2001:db8::5", 4420, "tcp"),)
+    assert props.target.portals == (NvmePortal("2001:db8::5", 4420, "tcp"),)
     assert props.target.portals[0].trsvcid == "4420"
 
 
@@ -293,7 +293,7 @@ def test_properties_privileged_and_host_identity_agree_on_nqns(nqn):
     """One rule (brick_agent.nqn): what a volume service may send is what the privileged
     connect writes and what the host identity may hold (issue 14)."""
     from brick_agent.errors import InvalidArgument, InvalidConnectionProperties
-    from brick_agent.nvme_identity import valid_hostnqn
+    from brick_agent.host.nvme_identity import valid_hostnqn
     from brick_agent.privileged import _validate
     try:
         parse_nqn(nqn, "k")

@@ -35,8 +35,8 @@ def instrument() -> None:
     timed(scsi_volume.ScsiVolumeOps, "udev_entries", "ops.udev_entries")
     timed(scsi_privileged.PrivilegedScsiActions, "flush", "actions.flush")
     timed(scsi_privileged.PrivilegedScsiActions, "delete_device", "actions.delete_device")
-    timed(iscsi_sessions.ISCSISessions, "logout_if_empty", "sessions.logout_if_empty")
-    timed(iscsi_privileged.PrivilegedISCSIActions, "logout", "actions.logout")
+    timed(iscsi_sessions.IscsiSessions, "logout_if_empty", "sessions.logout_if_empty")
+    timed(iscsi_privileged.PrivilegedIscsiActions, "logout", "actions.logout")
     timed(udev.DeviceWatch, "open", "DeviceWatch.open")
     timed(udev.DeviceWatch, "close", "DeviceWatch.close")
 

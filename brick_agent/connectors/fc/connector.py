@@ -44,8 +44,8 @@ from brick_agent.errors import DeviceNotFound, LeftoversRemain, TargetUnreachabl
 from brick_agent.host.block import links_for
 from brick_agent.host.fc import fc_hosts
 from brick_agent.host.snapshot import host_snapshot
-from brick_agent.host.scsi import HCTL, ScsiDevice, same_wwid, scsi_device, scsi_device_by_name
-from brick_agent.properties.fc import FCProperties, parse_fc
+from brick_agent.host.scsi import Hctl, ScsiDevice, same_wwid, scsi_device, scsi_device_by_name
+from brick_agent.properties.fc import FcProperties, parse_fc
 
 LOG = logging.getLogger(__name__)
 
@@ -59,12 +59,12 @@ UNKNOWN_RECHECK = 0.5   # seconds between looks for targets not yet logged in du
 class _AttachRecord:
     """What one connect call did, so a failure can undo exactly that."""
 
-    created: list[HCTL] = dataclasses.field(default_factory=list)      # devices our scans made
-    byproducts: list[HCTL] = dataclasses.field(default_factory=list)   # wildcard catch of others
-    scanned: set[HCTL] = dataclasses.field(default_factory=set)
+    created: list[Hctl] = dataclasses.field(default_factory=list)      # devices our scans made
+    byproducts: list[Hctl] = dataclasses.field(default_factory=list)   # wildcard catch of others
+    scanned: set[Hctl] = dataclasses.field(default_factory=set)
     wildcards: list[tuple[int, int]] = dataclasses.field(default_factory=list)
     addresses: list[fc_view.FcAddress] = dataclasses.field(default_factory=list)
-    unknown: list[tuple[Any, Any]] = dataclasses.field(default_factory=list)  # (FcHost, FCTarget)
+    unknown: list[tuple[Any, Any]] = dataclasses.field(default_factory=list)  # (FcHost, FcTarget)
     unknown_checked: float = 0.0    # monotonic time of the last look for them
 
 
@@ -103,7 +103,7 @@ class FibreChannelConnector(Connector):
     def _lock_timeout(self) -> float:
         return self.opts.device_wait_timeout + self.opts.command_timeout
 
-    def _target_lock(self, props: FCProperties):
+    def _target_lock(self, props: FcProperties):
         return locking.target_lock("fc", locking.fc_target_key(props.target_wwpns),
                                    lock_path=self.opts.lock_path, timeout=self._lock_timeout())
 
@@ -119,7 +119,7 @@ class FibreChannelConnector(Connector):
         return self._limit.slot(timeout=self._lock_timeout())
 
     @staticmethod
-    def _describe(props: FCProperties) -> str:
+    def _describe(props: FcProperties) -> str:
         return ", ".join(f"{t.wwpn} lun {t.lun}" for t in props.targets)
 
     # ---------------------------------------------------------------- attach
@@ -154,7 +154,7 @@ class FibreChannelConnector(Connector):
                  time.monotonic() - start)
         return info
 
-    def _connect(self, props: FCProperties, deadline: Deadline,
+    def _connect(self, props: FcProperties, deadline: Deadline,
                  record: _AttachRecord) -> DeviceInfo:
         plan = fc_view.plan(self.roots, props)
         if not plan.hbas:
@@ -194,7 +194,7 @@ class FibreChannelConnector(Connector):
             enforce_multipath=bool(props.enforce_multipath or self.opts.enforce_multipath),
             deadline=deadline)
 
-    def _known(self, props: FCProperties, hbas: list) -> bool:
+    def _known(self, props: FcProperties, hbas: list) -> bool:
         addrs, _ = fc_view.addresses_for(self.roots, props, hbas)
         return bool(addrs)
 
@@ -212,7 +212,7 @@ class FibreChannelConnector(Connector):
             record.created.append(hctl)   # undo skips it if the scan made nothing
             self.actions.scan_lun(a.host, a.channel, a.target_id, a.lun)
 
-    def _scan_wildcard(self, props: FCProperties, host: int, lun: int,
+    def _scan_wildcard(self, props: FcProperties, host: int, lun: int,
                        record: _AttachRecord) -> None:
         wanted = set(props.target_wwpns)
         with self._scan_lock(host):
@@ -231,7 +231,7 @@ class FibreChannelConnector(Connector):
                 else:
                     record.byproducts.append(hctl)
 
-    def _paths(self, props: FCProperties, record: _AttachRecord,
+    def _paths(self, props: FcProperties, record: _AttachRecord,
                require_all: bool) -> list[ScsiDevice] | None:
         """Ready devices at the volume's addresses; scans targets that logged in meanwhile.
 
@@ -272,7 +272,7 @@ class FibreChannelConnector(Connector):
             return {"error": repr(exc)}
 
     # ---------------------------------------------------------------- detach
-    def _volume_devices(self, props: FCProperties) -> tuple[list[ScsiDevice], set[int]]:
+    def _volume_devices(self, props: FcProperties) -> tuple[list[ScsiDevice], set[int]]:
         """Devices at the volume's addresses on every fc_host (online or not), and those hosts."""
         hbas = [h for h in fc_hosts(self.roots)
                 if h.port_name and props.targets_for_initiator(h.port_name)]

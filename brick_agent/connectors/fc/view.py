@@ -15,9 +15,9 @@ from brick_agent.host import sysfs
 from brick_agent.host.fc import (FcHost, FcRemotePort, fc_hosts, normalize_wwn,
                                  read_remote_port)
 from brick_agent.host.roots import HostRoots
-from brick_agent.host.scsi import HCTL, ScsiDevice, scsi_device, scsi_devices
+from brick_agent.host.scsi import Hctl, ScsiDevice, scsi_device, scsi_devices
 from brick_agent.host.fc import fc_transport_targets
-from brick_agent.properties.fc import FCProperties, FCTarget
+from brick_agent.properties.fc import FcProperties, FcTarget
 
 _RPORT_RE = re.compile(r"rport-\d+:\d+-\d+")
 
@@ -34,8 +34,8 @@ class FcAddress:
     lun: int
 
     @property
-    def hctl(self) -> HCTL:
-        return HCTL(self.host, self.channel, self.target_id, self.lun)
+    def hctl(self) -> Hctl:
+        return Hctl(self.host, self.channel, self.target_id, self.lun)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,9 +44,9 @@ class ScanPlan:
 
     hbas: tuple[FcHost, ...]
     addresses: tuple[FcAddress, ...]
-    unknown: tuple[tuple[FcHost, FCTarget], ...]   # target not (yet) known on that HBA
+    unknown: tuple[tuple[FcHost, FcTarget], ...]   # target not (yet) known on that HBA
 
-    def wildcards(self, props: FCProperties) -> tuple[tuple[int, int], ...]:
+    def wildcards(self, props: FcProperties) -> tuple[tuple[int, int], ...]:
         """(host, scan LUN) wildcard scans.
 
         Only when no target of the volume is known on any usable HBA (a known
@@ -61,7 +61,7 @@ class ScanPlan:
         return tuple(out)
 
 
-def usable_hbas(roots: HostRoots, props: FCProperties) -> list[FcHost]:
+def usable_hbas(roots: HostRoots, props: FcProperties) -> list[FcHost]:
     """Online HBAs the initiator-target map allows (all online ones without a map)."""
     out = []
     for hba in fc_hosts(roots):
@@ -102,11 +102,11 @@ def target_ids(roots: HostRoots, host: int, wwpn: str) -> list[tuple[int, int]]:
     return sorted(found)
 
 
-def addresses_for(roots: HostRoots, props: FCProperties,
-                  hbas: list[FcHost]) -> tuple[list[FcAddress], list[tuple[FcHost, FCTarget]]]:
+def addresses_for(roots: HostRoots, props: FcProperties,
+                  hbas: list[FcHost]) -> tuple[list[FcAddress], list[tuple[FcHost, FcTarget]]]:
     """Known addresses of the volume on ``hbas``, and (HBA, target) pairs not known there."""
     found: list[FcAddress] = []
-    unknown: list[tuple[FcHost, FCTarget]] = []
+    unknown: list[tuple[FcHost, FcTarget]] = []
     for hba in hbas:
         for target in props.targets_for_initiator(hba.port_name or ""):
             pairs = target_ids(roots, hba.host_number, target.wwpn)
@@ -120,7 +120,7 @@ def addresses_for(roots: HostRoots, props: FCProperties,
     return found, unknown
 
 
-def plan(roots: HostRoots, props: FCProperties) -> ScanPlan:
+def plan(roots: HostRoots, props: FcProperties) -> ScanPlan:
     hbas = usable_hbas(roots, props)
     addrs, unknown = addresses_for(roots, props, hbas)
     return ScanPlan(tuple(hbas), tuple(addrs), tuple(unknown))
@@ -167,6 +167,6 @@ def fc_scsi_devices(roots: HostRoots) -> list[tuple[FcHost, ScsiDevice, str | No
     return out
 
 
-def host_luns(roots: HostRoots, host: int, lun: int) -> set[HCTL]:
+def host_luns(roots: HostRoots, host: int, lun: int) -> set[Hctl]:
     """Addresses of every device with LUN ``lun`` on SCSI host ``host``."""
     return {d.hctl for d in scsi_devices(roots, host) if d.hctl.lun == lun}

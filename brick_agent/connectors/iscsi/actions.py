@@ -1,7 +1,7 @@
 """What the iSCSI connector may *do* to the host, and the adapter that does it.
 
-The connector decides; an :class:`ISCSIActions` object acts.  Production uses
-:class:`PrivilegedISCSIActions`, a thin adapter over the privileged entrypoints
+The connector decides; an :class:`IscsiActions` object acts.  Production uses
+:class:`PrivilegedIscsiActions`, a thin adapter over the privileged entrypoints
 (``brick_agent.privileged``: iscsiadm here; SCSI scan/delete, flush, multipath
 through :class:`~brick_agent.connectors.scsi.actions.PrivilegedScsiActions`): it
 turns connector intents into privileged calls and iscsiadm exit codes into typed
@@ -31,6 +31,10 @@ from brick_agent.connectors.scsi.actions import (PrivilegedScsiActions, ScsiActi
                                                  multipathd_running)
 from brick_agent.deadline import Deadline
 from brick_agent.errors import AuthenticationFailed, CommandFailed, TargetUnreachable
+from brick_agent.host import iscsiadm
+from brick_agent.host.iscsiadm import (ERR_FATAL_LOGIN, ERR_INVAL, ERR_LOGIN,
+                                       ERR_LOGIN_AUTH_FAILED, ERR_NO_OBJS_FOUND,
+                                       ERR_PDU_TIMEOUT, ERR_TRANS, ERR_TRANS_TIMEOUT)
 from brick_agent.properties.iscsi import ChapCredentials
 
 LOG = logging.getLogger(__name__)
@@ -49,7 +53,7 @@ class NodeSettings:
     replacement_timeout: int | None = None   # seconds I/O waits for a dead session (multipath: short)
 
 
-class ISCSIActions(ScsiActions, Protocol):
+class IscsiActions(ScsiActions, Protocol):
     """Privileged operations used by :class:`~brick_agent.connectors.iscsi.connector.ISCSIConnector`:
     iscsiadm's, on top of the SCSI/block/multipath ones of :class:`ScsiActions`."""
 
@@ -75,15 +79,7 @@ class ISCSIActions(ScsiActions, Protocol):
         """Log out of the session and delete the node record, both within ``timeout``
         seconds when given (an attach's undo inside its deadline), else the command timeout."""
 
-#: iscsiadm exit codes (open-iscsi include/iscsi_err.h).
-ERR_TRANS = 4                 # connection/transport failure
-ERR_LOGIN = 5                 # generic login failure
-ERR_TRANS_TIMEOUT = 8
-ERR_PDU_TIMEOUT = 11
-ERR_FATAL_LOGIN = 19          # target refused the login (e.g. not authorised)
-ERR_LOGIN_AUTH_FAILED = 24    # CHAP rejected
-ERR_INVAL = 7                 # invalid argument (e.g. an unknown node parameter)
-ERR_NO_RECORDS = 21           # no node record matches
+#: iscsiadm exit codes that mean the portal could not be reached
 UNREACHABLE = {ERR_TRANS, ERR_TRANS_TIMEOUT, ERR_PDU_TIMEOUT, ERR_LOGIN}
 #: login attempts iscsid makes (node.session.initial_login_retry_max + 1)
 LOGIN_ATTEMPTS = 2
@@ -127,8 +123,8 @@ def _login_error(exc: CommandFailed, portal: str, iqn: str) -> Exception:
     return exc
 
 
-class PrivilegedISCSIActions(PrivilegedScsiActions):
-    """ISCSIActions over brick_agent.privileged (daemon or in-process per config)."""
+class PrivilegedIscsiActions(PrivilegedScsiActions):
+    """IscsiActions over brick_agent.privileged (daemon or in-process per config)."""
 
     # iscsiadm -----------------------------------------------------------------
     def _node_db(self, exclusive: bool, timeout: float | None = None
@@ -151,7 +147,7 @@ class PrivilegedISCSIActions(PrivilegedScsiActions):
                                       timeout=timeout)
 
     def manual_scan_supported(self) -> bool:
-        return locking.iscsi_manual_scan_supported()
+        return iscsiadm.iscsi_manual_scan_supported()
 
     def discover(self, portal: str, iface: str, auth: ChapCredentials | None,
                  timeout: float) -> list[tuple[str, str]]:
@@ -198,12 +194,12 @@ class PrivilegedISCSIActions(PrivilegedScsiActions):
             # an iscsiadm without node.session.scan (gobrick's "exit 7" case): fall back
             # to automatic scans and remember it (guard_connection then locks)
             LOG.warning("iscsiadm rejected node.session.scan (%s): automatic LUN scans", exc)
-            locking.note_manual_scan_result(False)
+            iscsiadm.note_manual_scan_result(False)
             settings = [item for item in settings if item[0] != "node.session.scan"]
             piscsi.node_update(node.iqn, node.portal, node.iface, settings, timeout=timeout)
         else:
             if node.manual_scan:
-                locking.note_manual_scan_result(True)
+                iscsiadm.note_manual_scan_result(True)
 
     def prepare_nodes(self, nodes: list[NodeSettings]) -> None:
         with self._node_db(exclusive=True):
@@ -221,7 +217,7 @@ class PrivilegedISCSIActions(PrivilegedScsiActions):
                                           timeout=timeout + LOGIN_COMMAND_SLACK)
                     return
                 except CommandFailed as exc:
-                    if exc.returncode != ERR_NO_RECORDS:
+                    if exc.returncode != ERR_NO_OBJS_FOUND:
                         raise
                     LOG.debug("node record of %s %s vanished; writing it again", node.iqn,
                               node.portal)
@@ -270,4 +266,4 @@ def parse_sendtargets(text: str) -> list[tuple[str, str]]:
     return out
 
 
-__all__ = ["PrivilegedISCSIActions", "multipathd_running", "parse_sendtargets"]
+__all__ = ["PrivilegedIscsiActions", "multipathd_running", "parse_sendtargets"]

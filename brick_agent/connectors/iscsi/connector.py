@@ -41,8 +41,8 @@ from typing import Any, TypeVar
 
 from brick_agent import ledger, locking
 from brick_agent.connectors.base import Connector, DeviceInfo
-from brick_agent.connectors.iscsi.actions import ISCSIActions
-from brick_agent.connectors.iscsi.sessions import AttachRecord, ISCSISessions, initiator_name
+from brick_agent.connectors.iscsi.actions import IscsiActions
+from brick_agent.connectors.iscsi.sessions import AttachRecord, IscsiSessions
 from brick_agent.connectors.scsi.volume import CLAIMS, ScsiVolumeOps, scsi_watch_factory
 from brick_agent.errors import (AuthenticationFailed, BrickError, DeviceNotFound,
                                 LeftoversRemain, NotSupported,
@@ -54,8 +54,8 @@ from brick_agent.host.iscsi import (IscsiSession, iscsi_sessions, session_device
                                     session_targets)
 from brick_agent.host.multipath import MultipathMap, map_for_wwid
 from brick_agent.host.roots import HostRoots
-from brick_agent.host.scsi import HCTL, ScsiDevice, scsi_device_by_name
-from brick_agent.properties.iscsi import ISCSIProperties, ISCSITarget, parse_iscsi
+from brick_agent.host.scsi import Hctl, ScsiDevice, scsi_device_by_name
+from brick_agent.properties.iscsi import IscsiProperties, IscsiTarget, parse_iscsi
 
 LOG = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def undo_reserve(budget: float) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class _Path:
-    target: ISCSITarget
+    target: IscsiTarget
     session: IscsiSession
     device: ScsiDevice
     wwid: str
@@ -101,7 +101,7 @@ class ISCSIConnector(Connector):
     multipath_grace = 0.5
 
     def __init__(self, root_helper: str | None = None, driver: Any = None, *,
-                 transport: str | None = "default", actions: ISCSIActions | None = None,
+                 transport: str | None = "default", actions: IscsiActions | None = None,
                  watch_factory: Callable[[], Any] | None = None,
                  clock: Clock = time.monotonic, **kwargs: Any) -> None:
         super().__init__(root_helper, driver, **kwargs)
@@ -111,15 +111,15 @@ class ISCSIConnector(Connector):
         self._actions = actions
         self._watch_factory = watch_factory or scsi_watch_factory(self.roots)
         self._ops: ScsiVolumeOps | None = None
-        self._sessions: ISCSISessions | None = None
+        self._sessions: IscsiSessions | None = None
         self._limit: locking.HostConcurrencyLimit | None = None
 
     # ---------------------------------------------------------------- plumbing
     @property
-    def actions(self) -> ISCSIActions:
+    def actions(self) -> IscsiActions:
         if self._actions is None:
-            from brick_agent.connectors.iscsi.actions import PrivilegedISCSIActions
-            self._actions = PrivilegedISCSIActions(self.conf)
+            from brick_agent.connectors.iscsi.actions import PrivilegedIscsiActions
+            self._actions = PrivilegedIscsiActions(self.conf)
         return self._actions
 
     @property
@@ -139,13 +139,13 @@ class ISCSIConnector(Connector):
         return self._ops
 
     @property
-    def sessions(self) -> ISCSISessions:
+    def sessions(self) -> IscsiSessions:
         if self._sessions is None:
-            self._sessions = ISCSISessions(self.roots, self.actions, self.opts, self.iface,
+            self._sessions = IscsiSessions(self.roots, self.actions, self.opts, self.iface,
                                            self._watch_factory)
         return self._sessions
 
-    def _parse(self, props: Mapping[str, Any]) -> ISCSIProperties:
+    def _parse(self, props: Mapping[str, Any]) -> IscsiProperties:
         return parse_iscsi(props, use_multipath=self.use_multipath)
 
     def _host_slot(self):
@@ -182,11 +182,11 @@ class ISCSIConnector(Connector):
         return info
 
     @staticmethod
-    def _describe(props: ISCSIProperties) -> str:
+    def _describe(props: IscsiProperties) -> str:
         t = props.primary
         return f"{t.iqn} lun {t.lun} via {t.portal.address}"
 
-    def _connect_single(self, props: ISCSIProperties, deadline: Deadline,
+    def _connect_single(self, props: IscsiProperties, deadline: Deadline,
                         record: AttachRecord) -> DeviceInfo:
         ordered = [props.primary] + [t for t in props.targets if t != props.primary]
         errors: list[BaseException] = []
@@ -204,7 +204,7 @@ class ISCSIConnector(Connector):
                                         enforce_multipath=False, deadline=deadline)
         raise _best_error(errors)
 
-    def _connect_multipath(self, props: ISCSIProperties, deadline: Deadline,
+    def _connect_multipath(self, props: IscsiProperties, deadline: Deadline,
                            record: AttachRecord) -> DeviceInfo:
         targets = self.sessions.discover_targets(props, deadline)
         self.sessions.prepare(props, targets, deadline, record)
@@ -234,7 +234,7 @@ class ISCSIConnector(Connector):
             deadline=deadline)
 
     # one path ---------------------------------------------------------------
-    def _attach_path(self, props: ISCSIProperties, target: ISCSITarget, deadline: Deadline,
+    def _attach_path(self, props: IscsiProperties, target: IscsiTarget, deadline: Deadline,
                      record: AttachRecord) -> _Path:
         lun = props.scsi_lun(target.lun)
         with self._watch_factory() as watch:
@@ -260,7 +260,7 @@ class ISCSIConnector(Connector):
         CLAIMS.hold(self.roots, record.owner, device.hctl, device)
         return _Path(target, session, device, self.ops.require_wwid(device))
 
-    def _scan(self, session: IscsiSession, lun: int, target: ISCSITarget,
+    def _scan(self, session: IscsiSession, lun: int, target: IscsiTarget,
               record: AttachRecord) -> None:
         """``c t l`` scan of ``lun``; the address is recorded (and claimed) before the scan."""
         targets = session_targets(session)
@@ -272,14 +272,14 @@ class ISCSIConnector(Connector):
         if session.host_number is None:
             raise DeviceNotFound(f"session{session.sid} has no SCSI host")
         if channel is not None and target_id is not None:
-            self._note_scan(HCTL(session.host_number, channel, target_id, lun), target, record)
+            self._note_scan(Hctl(session.host_number, channel, target_id, lun), target, record)
         self.actions.scan_lun(session.host_number, channel, target_id, lun)
         if channel is None:
             dev = _session_lun(self.roots, session, lun)
             if dev is not None:
                 self._note_scan(dev.hctl, target, record)
 
-    def _note_scan(self, hctl: HCTL, target: ISCSITarget, record: AttachRecord) -> None:
+    def _note_scan(self, hctl: Hctl, target: IscsiTarget, record: AttachRecord) -> None:
         with record.lock:
             record.scanned.append(hctl)
             record.via[hctl] = target
@@ -331,11 +331,11 @@ class ISCSIConnector(Connector):
         return False
 
     # ---------------------------------------------------------------- detach
-    def _volume_devices(self, props: ISCSIProperties, mpath: MultipathMap | None = None
+    def _volume_devices(self, props: IscsiProperties, mpath: MultipathMap | None = None
                         ) -> tuple[list[tuple[IscsiSession, ScsiDevice]], list[IscsiSession]]:
         """(session, LUN) pairs at this volume's targets (plus ``mpath``'s iSCSI paths),
         and every session looked at."""
-        seen: dict[tuple[int, HCTL], tuple[IscsiSession, ScsiDevice]] = {}
+        seen: dict[tuple[int, Hctl], tuple[IscsiSession, ScsiDevice]] = {}
         looked: dict[int, IscsiSession] = {}
         iqns = {t.iqn for t in props.targets}
         want: list[tuple[IscsiSession, int]] = []
@@ -380,7 +380,7 @@ class ISCSIConnector(Connector):
             LOG.info("iSCSI detach of %s done in %.3fs", self._describe(props),
                      time.monotonic() - start)
 
-    def _disconnect(self, props: ISCSIProperties, info: dict[str, Any], force: bool) -> list[str]:
+    def _disconnect(self, props: IscsiProperties, info: dict[str, Any], force: bool) -> list[str]:
         found, looked = self._volume_devices(props)
         wwid = self.ops.expected_wwid(info, [d for _, d in found])
         mpath = map_for_wwid(self.roots, wwid) if wwid else None
@@ -412,7 +412,7 @@ class ISCSIConnector(Connector):
         return leftovers
 
     @staticmethod
-    def _touches(props: ISCSIProperties, session: IscsiSession, ours_sids: set[int]) -> bool:
+    def _touches(props: IscsiProperties, session: IscsiSession, ours_sids: set[int]) -> bool:
         """Log out only of sessions of this volume: ones we deleted from, or its targets."""
         if session.sid in ours_sids:
             return True
@@ -500,4 +500,4 @@ def _best_error(errors: list[BaseException]) -> BaseException:
     return DeviceNotFound("no path to the volume")
 
 
-__all__ = ["ISCSIConnector", "initiator_name"]  # initiator_name: from .sessions
+__all__ = ["ISCSIConnector"]

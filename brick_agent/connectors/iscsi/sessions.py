@@ -1,6 +1,6 @@
 """iSCSI sessions for the connector: find, log in (once per portal+IQN), discover, log out.
 
-:class:`ISCSISessions` owns everything about sessions and node records: the
+:class:`IscsiSessions` owns everything about sessions and node records: the
 per-target locks, SendTargets discovery, merged concurrent logins with manual
 scan, and logging out of sessions left without LUNs.  What happens to the
 LUNs of a session (scan, identity, maps) is the connector's business.
@@ -18,13 +18,13 @@ from collections.abc import Callable
 from typing import Any
 
 from brick_agent import locking
-from brick_agent.connectors.iscsi.actions import ISCSIActions, NodeSettings
+from brick_agent.connectors.iscsi.actions import IscsiActions, NodeSettings
 from brick_agent.deadline import Deadline
 from brick_agent.errors import BrickError, DeviceNotFound, TargetUnreachable
 from brick_agent.host.iscsi import IscsiSession, find_sessions, read_session, session_devices
 from brick_agent.host.roots import HostRoots
-from brick_agent.host.scsi import HCTL
-from brick_agent.properties.iscsi import ISCSIProperties, ISCSITarget, Portal
+from brick_agent.host.scsi import Hctl
+from brick_agent.properties.iscsi import IscsiProperties, IscsiTarget, Portal
 
 LOG = logging.getLogger(__name__)
 
@@ -38,42 +38,25 @@ _LIVE_STATES = (None, "LOGGED_IN")
 _LOGINS = locking.SingleFlight()
 
 
-def initiator_name(roots: HostRoots) -> str | None:
-    """This host's iSCSI initiator IQN from /etc/iscsi/initiatorname.iscsi (None if unset)."""
-    try:
-        with open(roots.etcfs("iscsi", "initiatorname.iscsi"), encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        line = line.strip()
-        if line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        if key.strip() == "InitiatorName" and value.strip():
-            return value.strip()
-    return None
-
-
 @dataclasses.dataclass
 class AttachRecord:
     """What one connect call created, so a failure can undo exactly that."""
 
-    logins: list[tuple[ISCSITarget, int]] = dataclasses.field(default_factory=list)  # (target, sid)
+    logins: list[tuple[IscsiTarget, int]] = dataclasses.field(default_factory=list)  # (target, sid)
     prepared: set[tuple[str, str]] = dataclasses.field(default_factory=set)  # (portal, iqn)
-    scanned: list[HCTL] = dataclasses.field(default_factory=list)
-    via: dict[HCTL, ISCSITarget] = dataclasses.field(default_factory=dict)  # target of a scan
+    scanned: list[Hctl] = dataclasses.field(default_factory=list)
+    via: dict[Hctl, IscsiTarget] = dataclasses.field(default_factory=dict)  # target of a scan
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     #: this call's identity in :data:`~brick_agent.connectors.scsi.volume.CLAIMS`
     owner: object = dataclasses.field(default_factory=object)
 
 
 @dataclasses.dataclass
-class ISCSISessions:
+class IscsiSessions:
     """Session handling bound to one host, one iface and the connector's options."""
 
     roots: HostRoots
-    actions: ISCSIActions
+    actions: IscsiActions
     opts: Any                                   # the [brick_agent] option group
     iface: str
     watch_factory: Callable[[], Any]
@@ -84,7 +67,7 @@ class ISCSISessions:
         return (self.opts.login_timeout + self.opts.device_wait_timeout
                 + self.opts.command_timeout)
 
-    def target_lock(self, target: ISCSITarget, timeout: float | None = None):
+    def target_lock(self, target: IscsiTarget, timeout: float | None = None):
         """The lock of ``target`` (portal+IQN); ``timeout`` defaults to :meth:`lock_timeout`."""
         return self._lock(target.portal.address, target.iqn, timeout)
 
@@ -97,7 +80,7 @@ class ISCSISessions:
                                    timeout=self.lock_timeout() if timeout is None else timeout)
 
     # ---------------------------------------------------------------- lookup
-    def find(self, target: ISCSITarget) -> list[IscsiSession]:
+    def find(self, target: IscsiTarget) -> list[IscsiSession]:
         """Sessions to ``target`` (portal given by name or address); live ones first choice."""
         found: list[IscsiSession] = []
         for address in _portal_addresses(target.portal.host):
@@ -106,7 +89,7 @@ class ISCSISessions:
                     found.append(s)
         return [s for s in found if s.state in _LIVE_STATES] or found
 
-    def discover_targets(self, props: ISCSIProperties, deadline: Deadline) -> list[ISCSITarget]:
+    def discover_targets(self, props: IscsiProperties, deadline: Deadline) -> list[IscsiTarget]:
         """The volume's targets; SendTargets at the primary portal when the caller gave one."""
         if not props.needs_discovery:
             return list(props.targets)
@@ -121,14 +104,14 @@ class ISCSISessions:
             portal = _portal(portal_text)
             if portal is None:
                 continue
-            t = ISCSITarget(portal, iqn, primary.lun)
+            t = IscsiTarget(portal, iqn, primary.lun)
             if t not in targets:
                 targets.append(t)
         LOG.debug("sendtargets at %s gave %d path(s)", primary.portal.address, len(targets))
         return targets
 
     # ---------------------------------------------------------------- login
-    def node_settings(self, props: ISCSIProperties, target: ISCSITarget,
+    def node_settings(self, props: IscsiProperties, target: IscsiTarget,
                       deadline: Deadline) -> NodeSettings:
         return NodeSettings(
             portal=target.portal.address, iqn=target.iqn, iface=self.iface, auth=props.auth,
@@ -136,7 +119,7 @@ class ISCSISessions:
             login_timeout=min(self.opts.login_timeout, max(deadline.remaining(), 0.1)),
             replacement_timeout=MULTIPATH_REPLACEMENT_TIMEOUT if props.use_multipath else None)
 
-    def prepare(self, props: ISCSIProperties, targets: list[ISCSITarget], deadline: Deadline,
+    def prepare(self, props: IscsiProperties, targets: list[IscsiTarget], deadline: Deadline,
                 record: AttachRecord) -> None:
         """Write the node records of the ``targets`` without a session in one go, so the
         parallel logins do not queue one by one behind each other's record writes."""
@@ -146,7 +129,7 @@ class ISCSISessions:
                                         for t in need_login])
             record.prepared.update((t.portal.address, t.iqn) for t in need_login)
 
-    def ensure(self, props: ISCSIProperties, target: ISCSITarget, deadline: Deadline,
+    def ensure(self, props: IscsiProperties, target: IscsiTarget, deadline: Deadline,
                record: AttachRecord) -> IscsiSession:
         """A session to ``target``: an existing one, or one login shared by concurrent callers."""
         found = self.find(target)
@@ -261,4 +244,4 @@ def _portal_addresses(host: str) -> tuple[str, ...]:
     return tuple(addresses)
 
 
-__all__ = ["AttachRecord", "ISCSISessions", "MULTIPATH_REPLACEMENT_TIMEOUT", "initiator_name"]
+__all__ = ["AttachRecord", "IscsiSessions", "MULTIPATH_REPLACEMENT_TIMEOUT"]

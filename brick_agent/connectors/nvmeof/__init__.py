@@ -1,3 +1,3 @@
 """NVMe-oF (TCP, RDMA, FC): the connector flow (``connector``), what it may do to the
-host and the privileged adapter (``actions``), and dm-multipath over namespaces
-(``multipath``)."""
+host and the privileged adapter (``actions``), dm-multipath over namespaces
+(``multipath``), and the host NQN / host ID, created once when missing (``identity``)."""

@@ -58,6 +58,13 @@ class ConnectRequest:
         return f"{self.transport}://{self.traddr}{port}/{self.subsysnqn}"
 
 
+def write_host_identity(hostnqn: str, hostid: str) -> None:
+    """Create the live host's /etc/nvme/hostnqn and hostid, each only when missing
+    (never overwrite), through the privileged entrypoint."""
+    from brick_agent.privileged import nvme  # late: privsep is heavy
+    nvme.write_host_identity(hostnqn, hostid)
+
+
 class NvmeActions(Protocol):
     """What the connector asks privileged code to do (nothing here decides)."""
 
@@ -147,8 +154,7 @@ class PrivilegedNvmeActions:
         block.flush_block_device(os.path.basename(os.path.realpath(device)), timeout=timeout)
 
     def write_host_identity(self, hostnqn: str, hostid: str) -> None:
-        from brick_agent.privileged import nvme
-        nvme.write_host_identity(hostnqn, hostid)
+        write_host_identity(hostnqn, hostid)
 
     def md_create(self, name: str, devices: list[str | None]) -> None:
         from brick_agent.privileged import md

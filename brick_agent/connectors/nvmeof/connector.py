@@ -41,10 +41,11 @@ import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any, TypeVar
 
-from brick_agent import ledger, locking, nvme_identity
+from brick_agent import ledger, locking
 from brick_agent.connectors.base import Connector, DeviceInfo
 from brick_agent.connectors.nvmeof.actions import (AlreadyConnected, ConnectRequest,
                                                    NvmeActions, PrivilegedNvmeActions)
+from brick_agent.connectors.nvmeof import identity
 from brick_agent.connectors.nvmeof.multipath import NvmeMultipath, map_of
 from brick_agent.deadline import Deadline
 from brick_agent.errors import (BrickError, DeviceNotFound, InvalidArgument,
@@ -54,7 +55,7 @@ from brick_agent.host import nvme as hostnvme
 from brick_agent.host.multipath import MultipathMap
 from brick_agent.host.udev import DeviceWatch
 from brick_agent.host.usage import device_users
-from brick_agent.properties import NVMeOFProperties, NVMePortal, NVMeTarget, parse_nvmeof
+from brick_agent.properties import NvmeofProperties, NvmePortal, NvmeTarget, parse_nvmeof
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -97,7 +98,7 @@ class _Topology:
     namespaces: list[hostnvme.NvmeNamespace]
 
 
-def _identity_of(target: NVMeTarget) -> str:
+def _identity_of(target: NvmeTarget) -> str:
     for key in ("uuid", "nguid", "nsid"):
         value = getattr(target, key)
         if value is not None:
@@ -105,7 +106,7 @@ def _identity_of(target: NVMeTarget) -> str:
     return "no identity"
 
 
-def matches(ns: hostnvme.NvmeNamespace, target: NVMeTarget) -> bool:
+def matches(ns: hostnvme.NvmeNamespace, target: NvmeTarget) -> bool:
     """Does ``ns`` carry the target's identity?  UUID first, then NGUID, then NSID.
 
     Every identifier the target gives and the namespace reports must agree; the
@@ -126,7 +127,7 @@ def matches(ns: hostnvme.NvmeNamespace, target: NVMeTarget) -> bool:
     return True
 
 
-def is_stale(ns: hostnvme.NvmeNamespace, target: NVMeTarget) -> bool:
+def is_stale(ns: hostnvme.NvmeNamespace, target: NvmeTarget) -> bool:
     """An old namespace in the target's slot (same NSID, other identity), or one whose
     UUID and NGUID disagree with the target's about being the same volume."""
     if target.nsid is not None and ns.nsid == target.nsid:
@@ -163,39 +164,39 @@ class NVMeOFConnector(Connector):
         self.fc_local_ports = list(fc_local_ports) if fc_local_ports is not None else None
         self.actions: NvmeActions = (actions if actions is not None
                                      else PrivilegedNvmeActions(self.roots))
-        self._identity: nvme_identity.HostIdentity | None = None
+        self._identity: identity.HostIdentity | None = None
         self._identity_lock = threading.Lock()
 
     # ------------------------------------------------------------------ helpers
     def supports_multipath(self) -> bool:
         return True
 
-    def host_identity(self) -> nvme_identity.HostIdentity:
+    def host_identity(self) -> identity.HostIdentity:
         """This host's NQN and host ID (created once if missing)."""
         if self._identity is None:
             with self._identity_lock:  # concurrent first attaches create it once
                 if self._identity is None:
-                    self._identity = nvme_identity.ensure_identity(
+                    self._identity = identity.ensure_identity(
                         self.roots, self.actions.write_host_identity)
         return self._identity
 
-    def _hostnqn(self, target: NVMeTarget) -> str:
+    def _hostnqn(self, target: NvmeTarget) -> str:
         return target.host_nqn or self.host_identity().hostnqn
 
-    def _rw(self, target: NVMeTarget) -> locking.ReaderWriterLock:
+    def _rw(self, target: NvmeTarget) -> locking.ReaderWriterLock:
         """The subsystem's lock: shared to return an already visible namespace, exclusive
         to create or delete controllers (so a detach deleting a controller never races
         an attach returning one of its namespaces)."""
         return locking.target_rw_lock("nvme", target.nqn, lock_path=self.opts.lock_path)
 
     @contextlib.contextmanager
-    def _lock(self, target: NVMeTarget) -> Iterator[None]:
+    def _lock(self, target: NvmeTarget) -> Iterator[None]:
         """The subsystem lock, exclusive."""
         with self._rw(target).exclusive():
             yield
 
     def _topology(self, nqn: str, hostnqn: str | None,
-                  only: NVMeTarget | None = None) -> _Topology:
+                  only: NvmeTarget | None = None) -> _Topology:
         """Our controllers of subsystem ``nqn`` and its namespaces (only that subsystem's
         sysfs directories are read: the cost does not grow with the host's other volumes).
 
@@ -213,7 +214,7 @@ class NVMeOFConnector(Connector):
         return _Topology(ctrls, nss)
 
     @staticmethod
-    def _portal_matches(ctrl: hostnvme.NvmeController, portal: NVMePortal) -> bool:
+    def _portal_matches(ctrl: hostnvme.NvmeController, portal: NvmePortal) -> bool:
         if (ctrl.transport or "").lower() != portal.transport:
             return False
         if (hostnvme.normalize_traddr(ctrl.traddr, ctrl.transport)
@@ -223,7 +224,7 @@ class NVMeOFConnector(Connector):
             return True
         return (ctrl.trsvcid or "") == portal.trsvcid
 
-    def _requests(self, target: NVMeTarget, portal: NVMePortal,
+    def _requests(self, target: NvmeTarget, portal: NvmePortal,
                   hostnqn: str) -> list[ConnectRequest]:
         """Connect requests for one portal: one per online local FC port for NVMe/FC."""
         host_traddrs: list[str | None] = [None]
@@ -270,7 +271,7 @@ class NVMeOFConnector(Connector):
         LOG.info("attached NVMe-oF volume at %s in %.3fs", path, time.monotonic() - start)
         return {"type": "block", "path": path}
 
-    def _attach_locked(self, target: NVMeTarget, deadline: Deadline,
+    def _attach_locked(self, target: NvmeTarget, deadline: Deadline,
                        mp: _MapRequest | None = None) -> hostnvme.NvmeNamespace:
         """Attach one target: the fast path under the shared subsystem lock, else the
         full attach under the exclusive one.
@@ -291,7 +292,7 @@ class NVMeOFConnector(Connector):
                 return self._attach_target(target, deadline, mp)
         raise AssertionError("unreachable: the last look takes the exclusive lock")
 
-    def _fast_path(self, target: NVMeTarget,
+    def _fast_path(self, target: NvmeTarget,
                    mp: _MapRequest | None) -> hostnvme.NvmeNamespace | None:
         """The verified namespace when it is visible through a controller and no portal
         needs a connect (no rescan, watch or wait; a subsystem lock is held); else None."""
@@ -299,14 +300,14 @@ class NVMeOFConnector(Connector):
             return None
         return self._plan(target, mp)[0]
 
-    def _plan(self, target: NVMeTarget, mp: _MapRequest | None
+    def _plan(self, target: NvmeTarget, mp: _MapRequest | None
               ) -> tuple[hostnvme.NvmeNamespace | None, Any]:
         """(the fast-path answer or None, the state the full attach continues from)."""
         hostnqn = self._hostnqn(target)
         native = hostnvme.native_multipath_enabled(self.roots)
         all_paths = native or self.use_multipath
         topo = self._topology(target.nqn, hostnqn, only=target)
-        present: dict[NVMePortal, hostnvme.NvmeController] = {}
+        present: dict[NvmePortal, hostnvme.NvmeController] = {}
         for portal in target.portals:
             for ctrl in topo.controllers:
                 if self._portal_matches(ctrl, portal) and ctrl.state != "deleting":
@@ -323,7 +324,7 @@ class NVMeOFConnector(Connector):
             return visible, None
         return None, (hostnqn, native, all_paths, present, live, missing, connect, visible)
 
-    def _attach_target(self, target: NVMeTarget, deadline: Deadline,
+    def _attach_target(self, target: NvmeTarget, deadline: Deadline,
                        mp: _MapRequest | None = None) -> hostnvme.NvmeNamespace:
         """Attach one target (subsystem lock held); the verified namespace device.
 
@@ -366,7 +367,7 @@ class NVMeOFConnector(Connector):
                 self._undo_created(created)
                 raise
 
-    def _visible(self, topo: _Topology, target: NVMeTarget) -> hostnvme.NvmeNamespace | None:
+    def _visible(self, topo: _Topology, target: NvmeTarget) -> hostnvme.NvmeNamespace | None:
         """The namespace device of ``target`` in ``topo`` whose /dev node exists, preferring
         one reachable through a live controller (None when there is none)."""
         live = {c.name for c in topo.controllers if c.live}
@@ -376,7 +377,7 @@ class NVMeOFConnector(Connector):
                                    hostnvme.sysfs.natural_key(ns.name)))
         return found[0] if found else None
 
-    def _connect_portals(self, target: NVMeTarget, portals: list[NVMePortal], hostnqn: str,
+    def _connect_portals(self, target: NvmeTarget, portals: list[NvmePortal], hostnqn: str,
                          all_paths: bool, deadline: Deadline,
                          errors: dict[str, str]) -> list[str]:
         """Connect ``portals`` (in parallel when all are wanted); names of new controllers."""
@@ -442,7 +443,7 @@ class NVMeOFConnector(Connector):
         return DeviceWatch(subsystems=("block", "nvme"), roots=self.roots, source="kernel",
                            poll_interval=0.25)
 
-    def _wait_namespace(self, watch: DeviceWatch, target: NVMeTarget, hostnqn: str,
+    def _wait_namespace(self, watch: DeviceWatch, target: NvmeTarget, hostnqn: str,
                         deadline: Deadline) -> hostnvme.NvmeNamespace:
         stale_seen: list[str] = []
         last_rescan = [time.monotonic()]
@@ -494,7 +495,7 @@ class NVMeOFConnector(Connector):
                              map_timeout=self.opts.multipath_wait_timeout,
                              removal_timeout=self.multipath_removal_timeout)
 
-    def _wait_map(self, watch: DeviceWatch, target: NVMeTarget, hostnqn: str,
+    def _wait_map(self, watch: DeviceWatch, target: NvmeTarget, hostnqn: str,
                   first: hostnvme.NvmeNamespace, enforce: bool,
                   deadline: Deadline) -> MultipathMap | None:
         """Non-native multipath: the dm map over every controller's device of the namespace.
@@ -551,7 +552,7 @@ class NVMeOFConnector(Connector):
         LOG.info("multipath map %s (%s) over %s", m.dm_name, m.wwid, ", ".join(m.slaves))
         return m
 
-    def _verify(self, ns: hostnvme.NvmeNamespace, target: NVMeTarget) -> None:
+    def _verify(self, ns: hostnvme.NvmeNamespace, target: NvmeTarget) -> None:
         """Re-read the device's identity (its own sysfs directory) right before returning it."""
         again = hostnvme.read_namespace(self.roots, ns, identity_only=True)
         if again is None or not matches(again, target):
@@ -591,7 +592,7 @@ class NVMeOFConnector(Connector):
     def _md_path(self, alias: str) -> str:
         return self.roots.devfs("md", alias)
 
-    def _connect_replicated(self, props: NVMeOFProperties, deadline: Deadline) -> str:
+    def _connect_replicated(self, props: NvmeofProperties, deadline: Deadline) -> str:
         alias = props.alias or ""
         devices: list[str | None] = []
         failures = []
@@ -647,7 +648,7 @@ class NVMeOFConnector(Connector):
                                                  flush=not props.replicated, flushed=flushed)
         self._finish(leftovers, errors, ignore_errors)
 
-    def _preflush(self, target: NVMeTarget, force: bool, errors: list[str],
+    def _preflush(self, target: NvmeTarget, force: bool, errors: list[str],
                   deadline: Deadline) -> tuple[set[str], list[str]]:
         """Flush the target's namespace devices before the subsystem lock is taken.
 
@@ -685,7 +686,7 @@ class NVMeOFConnector(Connector):
             errors.append(f"flush {path}: {exc}")
             return force
 
-    def _detach_target(self, target: NVMeTarget, props: NVMeOFProperties, force: bool,
+    def _detach_target(self, target: NvmeTarget, props: NvmeofProperties, force: bool,
                        errors: list[str], deadline: Deadline, flush: bool,
                        flushed: Collection[str] = ()) -> list[str]:
         hostnqn = self._hostnqn(target)
@@ -738,7 +739,7 @@ class NVMeOFConnector(Connector):
                  and set(ns.controllers) <= set(doomed)]
         return left
 
-    def _users_of_others(self, ctrl: hostnvme.NvmeController, target: NVMeTarget,
+    def _users_of_others(self, ctrl: hostnvme.NvmeController, target: NvmeTarget,
                          hostnqn: str) -> list[str]:
         """Why ``ctrl`` must stay for namespaces other than ``target``'s: attached through
         brick_agent (the ledger, matched by identity), or used on the host (holders,
@@ -764,7 +765,7 @@ class NVMeOFConnector(Connector):
         return reasons
 
     def _foreign_namespaces(self, ctrl: hostnvme.NvmeController, topo: _Topology,
-                            targets: list[NVMeTarget]) -> list[str]:
+                            targets: list[NvmeTarget]) -> list[str]:
         """Namespaces on ``ctrl`` that belong to none of ``targets``."""
         out = []
         for ns in topo.namespaces:

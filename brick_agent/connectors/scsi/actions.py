@@ -20,7 +20,7 @@ from oslo_config import cfg
 from brick_agent import privileged
 from brick_agent.errors import CommandFailed, DeviceNotFound
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
-from brick_agent.host.scsi import HCTL
+from brick_agent.host.scsi import Hctl
 
 LOG = logging.getLogger(__name__)
 
@@ -35,10 +35,10 @@ class ScsiActions(Protocol):
     def scan_lun(self, host: int, channel: int | None, target: int | None, lun: int) -> None:
         """Write ``"c t l"`` to the host's scan file (None means the '-' wildcard)."""
 
-    def rescan_device(self, hctl: HCTL) -> None:
+    def rescan_device(self, hctl: Hctl) -> None:
         """Re-read a LUN's capacity and VPD pages."""
 
-    def delete_device(self, hctl: HCTL) -> None:
+    def delete_device(self, hctl: Hctl) -> None:
         """Remove a SCSI device from the kernel."""
 
     def flush(self, device: str) -> None:
@@ -75,11 +75,11 @@ class PrivilegedScsiActions:
         scsi.scan_scsi_target(host, "-" if channel is None else channel,
                               "-" if target is None else target, lun)
 
-    def rescan_device(self, hctl: HCTL) -> None:
+    def rescan_device(self, hctl: Hctl) -> None:
         from brick_agent.privileged import scsi
         scsi.rescan_scsi_device(str(hctl))
 
-    def delete_device(self, hctl: HCTL) -> None:
+    def delete_device(self, hctl: Hctl) -> None:
         """Delete ``hctl``; a write the kernel blocks (a disk of a dead target) is abandoned
         after ``device_removal_timeout`` with KernelActionTimeout."""
         from brick_agent.privileged import scsi

@@ -42,7 +42,7 @@ from brick_agent.host.block import block_device_for_path, read_block_device
 from brick_agent.host.holders import open_holders
 from brick_agent.host.multipath import MultipathMap, map_for_slave, map_for_wwid, read_map
 from brick_agent.host.roots import HostRoots
-from brick_agent.host.scsi import (HCTL, ScsiDevice, same_wwid, scsi_device,
+from brick_agent.host.scsi import (Hctl, ScsiDevice, same_wwid, scsi_device,
                                    scsi_device_by_name, scsi_wwid_to_udev)
 from brick_agent.host.udev import DeviceWatch
 
@@ -71,9 +71,9 @@ class DeviceClaims:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         # (sysfs root, hctl) -> owner -> (name, wwid) of the device, or None before it exists
-        self._held: dict[tuple[str, HCTL], dict[Hashable, tuple[str | None, str | None] | None]] = {}
+        self._held: dict[tuple[str, Hctl], dict[Hashable, tuple[str | None, str | None] | None]] = {}
 
-    def hold(self, roots: HostRoots, owner: Hashable, hctl: HCTL,
+    def hold(self, roots: HostRoots, owner: Hashable, hctl: Hctl,
              dev: ScsiDevice | None = None) -> None:
         """``owner`` holds the device at ``hctl`` (``dev``: the device it found there)."""
         ident = None if dev is None else (dev.name, dev.wwid)
@@ -102,7 +102,7 @@ class DeviceClaims:
                 if not holders:
                     del self._held[key]
 
-    def forget(self, roots: HostRoots, hctls: Iterable[HCTL]) -> None:
+    def forget(self, roots: HostRoots, hctls: Iterable[Hctl]) -> None:
         """Drop every claim on ``hctls`` (the devices were deleted by a detach)."""
         with self._lock:
             for hctl in hctls:
@@ -165,7 +165,7 @@ class ScsiVolumeOps:
                 return None
         return dev
 
-    def ready_at(self, hctl: HCTL) -> ScsiDevice | None:
+    def ready_at(self, hctl: Hctl) -> ScsiDevice | None:
         return self.disk_ready(scsi_device(self.roots, hctl))
 
     @staticmethod
@@ -323,7 +323,7 @@ class ScsiVolumeOps:
                 LOG.debug("udev has not processed %s yet; returning its kernel name", name)
 
     # ------------------------------------------------------------ undo
-    def delete_created(self, hctls: Iterable[HCTL], wait: bool = True, *,
+    def delete_created(self, hctls: Iterable[Hctl], wait: bool = True, *,
                        keep: Callable[[ScsiDevice], bool] | None = None,
                        lock_for: Callable[[ScsiDevice], ContextManager[Any]] | None = None,
                        deadline: Deadline | None = None) -> list[str]:
@@ -338,7 +338,7 @@ class ScsiVolumeOps:
         devs = [d for d in (scsi_device(self.roots, h) for h in dict.fromkeys(hctls))
                 if d is not None]
         names = {d.name for d in devs if d.name}
-        todo: list[HCTL] = []
+        todo: list[Hctl] = []
         left: list[str] = []
         removed_maps: set[str] = set()
         entries: list[udev.UdevEntry] = []
@@ -390,7 +390,7 @@ class ScsiVolumeOps:
         """udev's entries of block devices about to be deleted (none without udev)."""
         return [e for e in (udev.udev_entry(self.roots, n) for n in names if n) if e]
 
-    def _wait_removed(self, watch: DeviceWatch, hctls: Sequence[HCTL],
+    def _wait_removed(self, watch: DeviceWatch, hctls: Sequence[Hctl],
                       deadline: Deadline | None = None,
                       entries: Sequence[udev.UdevEntry] = ()) -> list[str]:
         """Wait until the kernel dropped ``hctls`` and udev processed their removal
@@ -533,7 +533,7 @@ class ScsiVolumeOps:
                         lock_for: Callable[[ScsiDevice], ContextManager[Any]] | None,
                         then: Callable[[], list[str]] | None) -> list[str]:
         leftovers: list[str] = []
-        deleted: list[HCTL] = []
+        deleted: list[Hctl] = []
         with self.watch_factory() as watch:
             entries = self.udev_entries([d.name for d in ours])   # before they go
             try:

@@ -1,4 +1,4 @@
-"""Kernel and multipathd behaviour shared by the SCSI transport fakes (FakeISCSI, FakeFC).
+"""Kernel and multipathd behaviour shared by the SCSI transport fakes (FakeIscsi, FakeFc).
 
 :class:`FakeScsiKernel` implements the transport-neutral half of
 :class:`~brick_agent.connectors.scsi.volume.ScsiActions` on a ``FakeHost``
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from brick_agent.errors import CommandFailed
 from brick_agent.host import multipath as host_mpath
-from brick_agent.host.scsi import HCTL, scsi_device
+from brick_agent.host.scsi import Hctl, scsi_device
 
 
 @dataclasses.dataclass
@@ -58,7 +58,7 @@ class FakeScsiKernel:
     def _udev_remove(self, name: str, devnum: str | None) -> None:
         """udev's side of a disk going away (no udev model: nothing)."""
 
-    def _remove_scsi_device(self, hctl: HCTL) -> None:
+    def _remove_scsi_device(self, hctl: Hctl) -> None:
         """What the kernel does when a SCSI device goes (delete, logout)."""
         dev = scsi_device(self.h.roots, hctl)
         if dev is None:
@@ -81,7 +81,7 @@ class FakeScsiKernel:
         if not os.listdir(tdir):
             os.rmdir(tdir)   # the kernel reaps a target without LUNs
 
-    def _reread(self, hctl: HCTL, lun: FakeLun | None) -> None:
+    def _reread(self, hctl: Hctl, lun: FakeLun | None) -> None:
         """A rescan: the device re-reads ``lun``'s (the array's) WWID and size."""
         dev = scsi_device(self.h.roots, hctl)
         if lun is None or dev is None:
@@ -113,7 +113,7 @@ class FakeScsiKernel:
                 self.h.link(f"{sreal}/holders/{m.dm_name}", bdir)
 
     # ------------------------------------------------------------ ScsiActions
-    def delete_device(self, hctl: HCTL) -> None:
+    def delete_device(self, hctl: Hctl) -> None:
         with self.lock:
             self.log.append(("delete", str(hctl)))
             if str(hctl) in self.fail_delete:

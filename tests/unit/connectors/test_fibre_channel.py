@@ -25,9 +25,9 @@ from brick_agent.connectors.fc.connector import FibreChannelConnector
 from brick_agent.errors import (DeviceBusy, DeviceNotFound, InvalidConnectionProperties,
                                 LeftoversRemain, NotSupported, TargetUnreachable,
                                 VolumeIdentityMismatch)
-from brick_agent.host.scsi import HCTL
+from brick_agent.host.scsi import Hctl
 from brick_agent.host.udev import DeviceWatch
-from tests.unit.connectors.test_fibre_channel_fakehost import FakeFC, FakeLun, udev_of, wwid_of
+from tests.unit.connectors.test_fibre_channel_fakehost import FakeFc, FakeLun, udev_of, wwid_of
 from tests.unit.host.fakehost import FakeHost
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "fcoe.tar.gz"
@@ -53,7 +53,7 @@ def conf(tmp_path):
     return c
 
 
-def make(conf, host: FakeHost, fake: FakeFC, **kw) -> FibreChannelConnector:
+def make(conf, host: FakeHost, fake: FakeFc, **kw) -> FibreChannelConnector:
     def watch():
         return DeviceWatch(roots=host.roots, use_netlink=False, poll_interval=0.005)
     conn = FibreChannelConnector(conf=conf, roots=host.roots, actions=fake,
@@ -70,7 +70,7 @@ def captured(tmp_path):
         tar.extractall(base, filter="tar")
     host = FakeHost(base)
     host._minor = 4096          # new device numbers must not collide with sda/sdb
-    fake = FakeFC(host, {CAP_TGT: {0: FakeLun(CAP_LUN0, 65536), 1: FakeLun(CAP_LUN1, 65536)}},
+    fake = FakeFc(host, {CAP_TGT: {0: FakeLun(CAP_LUN0, 65536), 1: FakeLun(CAP_LUN1, 65536)}},
                   udev=False)
     return host, fake
 
@@ -98,7 +98,7 @@ def test_captured_available_volumes_are_fc_luns_with_identity(conf, captured):
 
 def test_captured_attach_scans_exactly_that_lun_on_the_initiator_hba(conf, captured):
     host, fake = captured
-    fake.delete_device(HCTL(1, 0, 0, 1))
+    fake.delete_device(Hctl(1, 0, 0, 1))
     fake.log.clear()
     info = make(conf, host, fake).connect_volume(cap_props(1))
     assert fake.scans() == [(1, 0, 0, 1)]          # host1 only, c t l from the rport; no wildcard
@@ -131,7 +131,7 @@ def test_captured_detach_deletes_only_that_volume(conf, captured):
 def test_captured_wrong_wwpn_fails_within_deadline_and_leaves_nothing(conf, captured):
     conf.set_override("device_wait_timeout", 0.3, group="brick_agent")
     host, fake = captured
-    fake.delete_device(HCTL(1, 0, 0, 1))
+    fake.delete_device(Hctl(1, 0, 0, 1))
     before = fake.hctls()
     fake.log.clear()
     with pytest.raises(TargetUnreachable, match="2000aaaaaaaaaaaa"):
@@ -153,7 +153,7 @@ def test_captured_wrong_wwpn_without_wildcard_scans_nothing(conf, captured):
 
 def test_captured_initiator_target_map_restricts_hbas(conf, captured):
     host, fake = captured
-    fake.delete_device(HCTL(1, 0, 0, 1))
+    fake.delete_device(Hctl(1, 0, 0, 1))
     conn = make(conf, host, fake)
     info = conn.connect_volume(cap_props(1, initiator_target_map={CAP_INIT: [CAP_TGT]}))
     assert info["scsi_wwn"] == "3" + CAP_LUN1[4:] and fake.scans() == [(1, 0, 0, 1)]
@@ -189,7 +189,7 @@ def fabrics(tmp_path):
     array = {TA: {1: FakeLun(wwid_of(1)), 2: FakeLun(wwid_of(2))},
              TB: {1: FakeLun(wwid_of(1)), 2: FakeLun(wwid_of(2))},
              TX: {1: FakeLun(wwid_of(9))}}
-    return h, FakeFC(h, array)
+    return h, FakeFc(h, array)
 
 
 def two(lun: int = 1, **extra) -> dict:

@@ -1,6 +1,6 @@
 """A fake FC host for the FC connector's unit tests: a kernel-like ``ScsiActions``.
 
-:class:`FakeFC` mutates a host tree (hand-built with ``FakeHost`` or captured
+:class:`FakeFc` mutates a host tree (hand-built with ``FakeHost`` or captured
 from the lab) the way the kernel, udev and multipathd would:
 
 * ``scan_lun(h, c, t, l)`` creates ``sdX`` under ``rport-H:C-R/targetH:C:T`` of
@@ -23,14 +23,14 @@ import re
 import threading
 
 from brick_agent.host import multipath as host_mpath
-from brick_agent.host.scsi import HCTL, scsi_device
+from brick_agent.host.scsi import Hctl, scsi_device
 from tests.unit.connectors.scsi_fakes import FakeLun, FakeScsiKernel, udev_of, wwid_of  # noqa: F401 (re-exported)
 from tests.unit.host.fakehost import FakeHost, sd_name
 
 _PCI_RE = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-9a-f]")
 
 
-class FakeFC(FakeScsiKernel):
+class FakeFc(FakeScsiKernel):
     """ScsiActions over a fake tree (see module doc)."""
 
     def __init__(self, host: FakeHost, array: dict[str, dict[int, FakeLun]], *,
@@ -122,13 +122,13 @@ class FakeFC(FakeScsiKernel):
                 if self.auto_map and self.multipathd:
                     self._map_path(name)
 
-    def _port_of(self, hctl: HCTL) -> str | None:
+    def _port_of(self, hctl: Hctl) -> str | None:
         for _, c, t, port in self.rports(hctl.host):
             if (c, t) == (hctl.channel, hctl.target):
                 return port
         return None
 
-    def rescan_device(self, hctl: HCTL) -> None:
+    def rescan_device(self, hctl: Hctl) -> None:
         with self.lock:
             self.log.append(("rescan", str(hctl)))
             self._reread(hctl, self.array.get(self._port_of(hctl) or "", {}).get(hctl.lun))
@@ -150,7 +150,7 @@ def test_fake_scan_creates_disk_under_the_rport_target_and_delete_removes_it(tmp
     h = FakeHost(tmp_path)
     d = h.fc_host(4, "0x1000000000000004", "0x2000000000000004")
     h.rport(d, 4, 0, 1, "0x500a098100000a01", "0x500a098000000a00", scsi_target_id=2)
-    fake = FakeFC(h, {"500a098100000a01": {3: FakeLun(wwid_of(3))}})
+    fake = FakeFc(h, {"500a098100000a01": {3: FakeLun(wwid_of(3))}})
     fake.scan_lun(4, 0, 2, 3)
     fake.scan_lun(4, 0, 2, 4)                       # no such LUN: nothing
     dev = scsi_device(h.roots, "4:0:2:3")
@@ -158,7 +158,7 @@ def test_fake_scan_creates_disk_under_the_rport_target_and_delete_removes_it(tmp
     assert "/rport-4:0-1/target4:0:2/4:0:2:3" in dev.sysfs_path
     assert host_fc.fc_targets_for(h.roots, 4, "500a098100000a01") == [(0, 2)]
     assert os.path.islink(h.p(f"dev/disk/by-id/wwn-0x{wwid_of(3)[4:]}"))
-    fake.delete_device(HCTL(4, 0, 2, 3))
+    fake.delete_device(Hctl(4, 0, 2, 3))
     assert fake.hctls() == [] and fake.devices() == []
     assert not os.path.lexists(h.p(f"dev/disk/by-id/wwn-0x{wwid_of(3)[4:]}"))
     fake.scan_lun(4, None, None, 3)                 # wildcard reaches the same LUN

@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 
 from brick_agent import config
-from brick_agent.connectors.iscsi.connector import ISCSIConnector, initiator_name
+from brick_agent.connectors.iscsi.connector import ISCSIConnector
+from brick_agent.host.iscsi import initiator_name
 from brick_agent.host.udev import DeviceWatch
 from brick_agent.privileged import scsi as pscsi
 from tests.unit.sysfs_trees import extract_tree

@@ -10,14 +10,15 @@ import pytest
 
 from brick_agent import config
 from brick_agent.connectors import factory
-from brick_agent.connectors.iscsi.connector import ISCSIConnector, initiator_name
+from brick_agent.connectors.iscsi.connector import ISCSIConnector
 from brick_agent.errors import (AuthenticationFailed, CommandFailed, DeviceBusy, DeviceNotFound,
                                 InvalidConnectionProperties, LeftoversRemain, NotSupported,
                                 TargetUnreachable, VolumeIdentityMismatch)
 from brick_agent.host import multipath as host_mpath
+from brick_agent.host.iscsi import initiator_name
 from brick_agent.host.udev import DeviceWatch
 from tests.unit.connectors.test_iscsi_fakehost import (IQN_A, IQN_B, P1, P2, FakeArray,
-                                                       FakeISCSI, FakeLun, udev_of, wwid_of)
+                                                       FakeIscsi, FakeLun, udev_of, wwid_of)
 from tests.unit.host.fakehost import FakeHost
 
 SECRET = "s3cr3t-Pa55w0rd"
@@ -53,7 +54,7 @@ def array():
 
 @pytest.fixture
 def fake(host, array):
-    return FakeISCSI(host, array)
+    return FakeIscsi(host, array)
 
 
 def make(conf, host, fake, **kw):

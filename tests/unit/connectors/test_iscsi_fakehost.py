@@ -1,6 +1,6 @@
 """A fake iSCSI host for the connector's unit tests, and checks that it reads like a real one.
 
-:class:`FakeISCSI` implements the connector's ``ISCSIActions`` by mutating a
+:class:`FakeIscsi` implements the connector's ``IscsiActions`` by mutating a
 fake sysfs/dev tree the way the kernel, iscsid and multipathd would: a login
 creates a session (and a SCSI host); a ``c t l`` scan creates the LUN's
 ``sdX`` if the target exports that LUN; a delete removes it; a logout removes
@@ -22,7 +22,7 @@ import pytest
 from brick_agent.errors import AuthenticationFailed, CommandFailed, TargetUnreachable
 from brick_agent.host import iscsi as host_iscsi
 from brick_agent.host import multipath as host_mpath
-from brick_agent.host.scsi import HCTL, scsi_device
+from brick_agent.host.scsi import Hctl, scsi_device
 from brick_agent.connectors.iscsi.actions import NodeSettings
 from tests.unit.connectors.scsi_fakes import FakeLun, FakeScsiKernel, udev_of, wwid_of
 from tests.unit.host.fakehost import FakeHost, sd_name
@@ -62,8 +62,8 @@ class FakeArray:
         return None
 
 
-class FakeISCSI(FakeScsiKernel):
-    """ISCSIActions acting on a FakeHost tree (see module doc)."""
+class FakeIscsi(FakeScsiKernel):
+    """IscsiActions acting on a FakeHost tree (see module doc)."""
 
     def __init__(self, host: FakeHost, array: FakeArray, *, manual_scan: bool = True,
                  multipathd: bool = True, auto_map: bool = False) -> None:
@@ -153,7 +153,7 @@ class FakeISCSI(FakeScsiKernel):
             self._udev_add(sid, lun, name)
         return name
 
-    # ------------------------------------------------------------ ISCSIActions
+    # ------------------------------------------------------------ IscsiActions
     def manual_scan_supported(self) -> bool:
         return self.manual
 
@@ -228,13 +228,13 @@ class FakeISCSI(FakeScsiKernel):
             assert sid is not None, f"scan of host{host} without a session"
             _, portal, iqn = self.sessions[sid]
             t = self.array.find(portal, iqn)
-            if lun not in t.luns or scsi_device(self.h.roots, HCTL(host, 0, 0, lun)):
+            if lun not in t.luns or scsi_device(self.h.roots, Hctl(host, 0, 0, lun)):
                 return
             name = self.add_lun_device(sid, lun, t.luns[lun].wwid, t.luns[lun].sectors)
             if self.auto_map and self.multipathd:
                 self._map_path(name)
 
-    def rescan_device(self, hctl: HCTL) -> None:
+    def rescan_device(self, hctl: Hctl) -> None:
         with self.lock:
             self.log.append(("rescan", str(hctl)))
             sid = self._sid_for_host(hctl.host)
@@ -257,7 +257,7 @@ class FakeISCSI(FakeScsiKernel):
 
 
 class FakeUdevMonitor:
-    """pyudev-monitor-like ``poll(timeout)`` over one subscriber queue of FakeISCSI."""
+    """pyudev-monitor-like ``poll(timeout)`` over one subscriber queue of FakeIscsi."""
 
     def __init__(self, q: queue.Queue) -> None:
         self._q = q
@@ -275,7 +275,7 @@ def fake(tmp_path):
     host = FakeHost(tmp_path)
     array = FakeArray()
     array.add(IQN_A, [P1, P2], {0: FakeLun(wwid_of(1)), 1: FakeLun(wwid_of(2))})
-    return FakeISCSI(host, array)
+    return FakeIscsi(host, array)
 
 
 def test_login_scan_delete_logout_read_back_like_the_kernel(fake):
@@ -313,7 +313,7 @@ def test_udev_model_makes_links_and_removes_them_late_with_an_event(fake):
     fake.scan_lun(10, 0, 0, 1)
     link = fake.h.p(f"dev/disk/by-path/ip-{P1}-iscsi-{IQN_A}-lun-1")
     assert os.path.realpath(link) == str(fake.h.p("dev/sda"))
-    fake.delete_device(HCTL(10, 0, 0, 1))
+    fake.delete_device(Hctl(10, 0, 0, 1))
     assert os.path.islink(link)                 # udev has not processed the removal yet
     assert mon.poll(2) == ("remove", "sda")
     assert not os.path.lexists(link)

@@ -50,7 +50,7 @@ def test_node_db_lock_is_shared_for_logins_exclusive_for_record_changes(tmp_path
     conf = config.new_conf()
     conf.set_override("lock_path", str(tmp_path), group="brick_agent")
     conf.set_override("privsep_in_process", True, group="brick_agent")
-    a = ip.PrivilegedISCSIActions(conf)
+    a = ip.PrivilegedIscsiActions(conf)
     events: list[str] = []
     with a._node_db(exclusive=False):
         with a._node_db(exclusive=False):   # two readers at once
@@ -72,7 +72,7 @@ def test_node_db_lock_is_shared_for_logins_exclusive_for_record_changes(tmp_path
 def test_flush_fsyncs_a_device_this_process_can_open(tmp_path):
     conf = config.new_conf()
     conf.set_override("privsep_in_process", True, group="brick_agent")
-    a = ip.PrivilegedISCSIActions(conf)
+    a = ip.PrivilegedIscsiActions(conf)
     dev = tmp_path / "sdz"
     dev.write_bytes(b"x" * 4096)
     a.flush(str(dev))                      # a regular file stands in for the node
@@ -81,13 +81,13 @@ def test_flush_fsyncs_a_device_this_process_can_open(tmp_path):
 
 
 def test_iscsiadm_without_manual_scan_falls_back_and_is_remembered(tmp_path, monkeypatch):
-    from brick_agent import locking
     from brick_agent.connectors.iscsi.actions import NodeSettings
+    from brick_agent.host import iscsiadm
     from brick_agent.privileged import iscsi as piscsi
     conf = config.new_conf()
     conf.set_override("lock_path", str(tmp_path), group="brick_agent")
     conf.set_override("privsep_in_process", True, group="brick_agent")
-    a = ip.PrivilegedISCSIActions(conf)
+    a = ip.PrivilegedIscsiActions(conf)
     updates: list[list[str]] = []
 
     def node_update(iqn, portal, iface, settings, timeout=30.0):
@@ -101,7 +101,7 @@ def test_iscsiadm_without_manual_scan_falls_back_and_is_remembered(tmp_path, mon
     monkeypatch.setattr(piscsi, "node_update", node_update)
     monkeypatch.setattr(piscsi, "node_login", lambda *a, **k: {})
     noted: list[bool] = []
-    monkeypatch.setattr(locking, "note_manual_scan_result", noted.append)
+    monkeypatch.setattr(iscsiadm, "note_manual_scan_result", noted.append)
     a.login(NodeSettings("127.0.0.1:3260", IQN, manual_scan=True))
     assert noted == [False]
     assert updates and "node.session.scan" not in updates[0]
@@ -111,7 +111,7 @@ def test_iscsiadm_without_manual_scan_falls_back_and_is_remembered(tmp_path, mon
 def test_iscsid_login_attempts_fit_in_the_login_timeout(login_timeout):
     """A refused or silent portal costs iscsid every attempt: together within the timeout."""
     from brick_agent.connectors.iscsi.actions import NodeSettings
-    settings = dict(ip.PrivilegedISCSIActions._node_settings(
+    settings = dict(ip.PrivilegedIscsiActions._node_settings(
         NodeSettings("127.0.0.1:3260", IQN, login_timeout=login_timeout)))
     attempts = int(settings["node.session.initial_login_retry_max"]) + 1
     per_try = int(settings["node.conn[0].timeo.login_timeout"])
@@ -126,7 +126,7 @@ def test_flush_of_a_node_the_kernel_refuses_to_open_is_a_typed_error(tmp_path):
     import socket
     conf = config.new_conf()
     conf.set_override("privsep_in_process", True, group="brick_agent")
-    a = ip.PrivilegedISCSIActions(conf)
+    a = ip.PrivilegedIscsiActions(conf)
     node = tmp_path / "sdy"
     with socket.socket(socket.AF_UNIX) as sock:
         sock.bind(str(node))

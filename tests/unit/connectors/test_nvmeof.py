@@ -431,25 +431,25 @@ def test_attaches_to_one_subsystem_are_serialised_and_share_the_controller(tmp_p
 
 def test_identity_rules():
     from brick_agent.connectors.nvmeof.connector import is_stale, matches
-    from brick_agent.properties import NVMeTarget
+    from brick_agent.properties import NvmeTarget
 
     def ns(nsid, uuid=None, nguid=None):
         return hostnvme.NvmeNamespace(name="nvme0n1", nsid=nsid, uuid=uuid, nguid=nguid,
                                       wwid=None, size_bytes=0, subsystem_name="nvme-subsys0",
                                       controllers=("nvme0",), paths=("nvme0c0n1",))
 
-    t = NVMeTarget(NQN, (), uuid=U1, nguid=G1, nsid=1)
+    t = NvmeTarget(NQN, (), uuid=U1, nguid=G1, nsid=1)
     assert matches(ns(1, U1, G1), t) and not is_stale(ns(1, U1, G1), t)
     assert matches(ns(1, U1, None), t)          # NGUID not reported: UUID decides
     assert not matches(ns(1, U2, G1), t) and is_stale(ns(1, U2, G1), t)
     assert not matches(ns(1, U1, "b2" * 16), t)  # conflicting NGUID: not ours
     assert matches(ns(4, U1, G1), t)            # moved NSID but same UUID/NGUID
     assert not matches(ns(2, U2, None), t) and not is_stale(ns(2, U2, None), t)
-    only_nguid = NVMeTarget(NQN, (), nguid=G1)
+    only_nguid = NvmeTarget(NQN, (), nguid=G1)
     assert matches(ns(3, None, G1), only_nguid) and not matches(ns(3, U1, None), only_nguid)
-    only_nsid = NVMeTarget(NQN, (), nsid=3)
+    only_nsid = NvmeTarget(NQN, (), nsid=3)
     assert matches(ns(3, U2, None), only_nsid) and not matches(ns(2), only_nsid)
-    assert not matches(ns(1), NVMeTarget(NQN, ()))  # nothing to identify by: never
+    assert not matches(ns(1), NvmeTarget(NQN, ()))  # nothing to identify by: never
 
 
 def test_failed_attach_logs_a_snapshot_of_the_subsystem(tmp_path, roots, caplog):

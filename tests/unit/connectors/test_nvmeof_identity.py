@@ -7,8 +7,9 @@ import uuid
 
 import pytest
 
-from brick_agent import nvme_identity as ident
+from brick_agent.connectors.nvmeof import identity as ident
 from brick_agent.errors import NotSupported
+from brick_agent.host import nvme_identity
 from brick_agent.host.roots import HostRoots
 
 DMI = "4c4c4544-0042-3510-8052-b4c04f4e3232"
@@ -46,7 +47,7 @@ def test_existing_files_are_returned_without_writing(roots):
     put(roots.etcfs("nvme", "hostid"), DMI)
     writer = FileWriter(roots)
     got = ident.ensure_identity(roots, writer)
-    assert got == ident.HostIdentity("nqn.2014-08.org.nvmexpress:uuid:" + DMI, DMI)
+    assert got == nvme_identity.HostIdentity("nqn.2014-08.org.nvmexpress:uuid:" + DMI, DMI)
     assert writer.calls == []
 
 
@@ -55,7 +56,7 @@ def test_created_from_dmi_once_and_stable(roots):
     writer = FileWriter(roots)
     first = ident.ensure_identity(roots, writer)
     second = ident.ensure_identity(roots, writer)
-    assert first == second == ident.HostIdentity(
+    assert first == second == nvme_identity.HostIdentity(
         "nqn.2014-08.org.nvmexpress:uuid:" + DMI, DMI)
     assert len(writer.calls) == 1
 
@@ -80,7 +81,7 @@ def test_missing_hostid_derived_from_existing_hostnqn(roots):
     writer = FileWriter(roots)
     assert ident.ensure_identity(roots, writer).hostid == u
     assert writer.calls == [("nqn.2014-08.org.nvmexpress:uuid:" + u, u)]
-    assert ident.read_identity(roots)[0] == "nqn.2014-08.org.nvmexpress:uuid:" + u
+    assert nvme_identity.read_identity(roots)[0] == "nqn.2014-08.org.nvmexpress:uuid:" + u
 
 
 def test_racing_writer_result_wins(roots):
@@ -101,7 +102,7 @@ def test_writer_that_cannot_write_raises_not_supported(roots):
 
 def test_invalid_file_content_is_replaced_through_writer_not_trusted(roots):
     put(roots.etcfs("nvme", "hostnqn"), "not an nqn")
-    assert ident.read_identity(roots) == (None, None)
+    assert nvme_identity.read_identity(roots) == (None, None)
 
 
 def test_connector_properties(roots):

@@ -12,10 +12,10 @@ from brick_agent.connectors.scsi.volume import ScsiVolumeOps, udev_wwid, wwn_lin
 from brick_agent.deadline import Deadline
 from brick_agent.errors import (CommandFailed, DeviceBusy, DeviceNotFound, NotSupported,
                                 VolumeIdentityMismatch)
-from brick_agent.host.scsi import HCTL, scsi_device
+from brick_agent.host.scsi import Hctl, scsi_device
 from brick_agent.host import udev
 from brick_agent.host.udev import DeviceWatch
-from tests.unit.connectors.test_fibre_channel_fakehost import FakeFC, FakeLun, udev_of, wwid_of
+from tests.unit.connectors.test_fibre_channel_fakehost import FakeFc, FakeLun, udev_of, wwid_of
 from tests.unit.host.fakehost import FakeHost
 
 TA, TB = "500a098100000a01", "500a098200000b01"
@@ -29,7 +29,7 @@ def env(tmp_path):
                    parent="sys/devices/pci0000:00/0000:00:06.0")
     h.rport(d1, 1, 0, 0, "0x" + TA, "0x5000000000000000", scsi_target_id=0)
     h.rport(d2, 2, 0, 0, "0x" + TB, "0x5000000000000000", scsi_target_id=0)
-    fake = FakeFC(h, {TA: {1: FakeLun(wwid_of(1)), 2: FakeLun(wwid_of(2))},
+    fake = FakeFc(h, {TA: {1: FakeLun(wwid_of(1)), 2: FakeLun(wwid_of(2))},
                       TB: {1: FakeLun(wwid_of(1)), 2: FakeLun(wwid_of(3))}})
     ops = ScsiVolumeOps(h.roots, fake,
                         lambda: DeviceWatch(roots=h.roots, use_netlink=False, poll_interval=0.005),
@@ -39,7 +39,7 @@ def env(tmp_path):
 
 
 def dev(h, text):
-    return scsi_device(h.roots, HCTL.parse(text))
+    return scsi_device(h.roots, Hctl.parse(text))
 
 
 def test_wwn_link_names():
@@ -52,9 +52,9 @@ def test_readiness_waits_for_udev_when_it_runs(env):
     h, fake, ops = env
     fake.udev = False                     # the kernel made the disk, udev has not run yet
     fake.scan_lun(1, 0, 0, 1)
-    assert ops.ready_at(HCTL(1, 0, 0, 1)) is None
+    assert ops.ready_at(Hctl(1, 0, 0, 1)) is None
     fake._udev_add("sda", wwid_of(1), "1:0:0:1", TA, "x")
-    assert ops.ready_at(HCTL(1, 0, 0, 1)).name == "sda"
+    assert ops.ready_at(Hctl(1, 0, 0, 1)).name == "sda"
     ops.wait_for_udev = False
     assert ops.disk_ready(dev(h, "1:0:0:1")) is not None
 
@@ -197,7 +197,7 @@ def test_delete_created_spares_devices_held_by_a_shared_map(env):
     fake.scan_lun(1, 0, 0, 1)
     fake.scan_lun(2, 0, 0, 1)
     fake.multipath_add(udev_of(1), ["sda", "sdb"])
-    left = ops.delete_created([HCTL(2, 0, 0, 1)])
+    left = ops.delete_created([Hctl(2, 0, 0, 1)])
     assert left and "held by" in left[0] and dev(h, "2:0:0:1") is not None
 
 
@@ -259,14 +259,14 @@ def test_production_actions_and_the_fake_implement_scsi_actions():
     multipath_remove once); so must the fake the unit tests rely on."""
     import inspect
 
-    from brick_agent.connectors.iscsi.actions import PrivilegedISCSIActions
+    from brick_agent.connectors.iscsi.actions import PrivilegedIscsiActions
     from brick_agent.connectors.scsi.actions import PrivilegedScsiActions
     from brick_agent.connectors.scsi.actions import ScsiActions
-    from tests.unit.connectors.test_iscsi_fakehost import FakeISCSI
+    from tests.unit.connectors.test_iscsi_fakehost import FakeIscsi
     names = [n for n, v in vars(ScsiActions).items()
              if callable(v) and not n.startswith("_")]
     assert "multipath_forget" in names and "scan_lun" in names
-    for impl in (PrivilegedScsiActions, PrivilegedISCSIActions, FakeFC, FakeISCSI):
+    for impl in (PrivilegedScsiActions, PrivilegedIscsiActions, FakeFc, FakeIscsi):
         for n in names:
             want = list(inspect.signature(getattr(ScsiActions, n)).parameters)
             got = list(inspect.signature(getattr(impl, n)).parameters)
@@ -278,7 +278,7 @@ def test_delete_created_removes_a_map_made_only_of_its_devices(env):
     fake.scan_lun(1, 0, 0, 1)
     fake.scan_lun(2, 0, 0, 1)
     fake.multipath_add(udev_of(1), ["sda", "sdb"])
-    assert ops.delete_created([HCTL(1, 0, 0, 1), HCTL(2, 0, 0, 1)]) == []
+    assert ops.delete_created([Hctl(1, 0, 0, 1), Hctl(2, 0, 0, 1)]) == []
     assert fake.maps() == [] and fake.hctls() == []
     assert fake.ops("multipath_forget") == [(udev_of(1),)]
 

@@ -154,7 +154,7 @@ def test_connector_endpoint_uses_roots_and_never_creates_identity(client, app, m
 
 def test_connector_endpoint_on_fake_tree(client, fakehost):
     pytest.importorskip("brick_agent.connectors.iscsi.connector")
-    pytest.importorskip("brick_agent.nvme_identity")
+    pytest.importorskip("brick_agent.connectors.nvmeof.identity")
     (fakehost.base / "etc" / "iscsi").mkdir(parents=True)
     (fakehost.base / "etc" / "iscsi" / "initiatorname.iscsi").write_text(
         "InitiatorName=iqn.2004-10.org.test:gatehost\n")

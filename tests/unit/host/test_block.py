@@ -1,7 +1,7 @@
 import os
 
 from brick_agent.host import block
-from brick_agent.host.scsi import HCTL
+from brick_agent.host.scsi import Hctl
 
 NAA = "naa.6001405c6b7f3d2e8a1b4c5d6e7f8091"
 
@@ -26,7 +26,7 @@ def test_scsi_disk(fake):
     assert sdb.devpath == fake.roots.devfs("sdb")
     assert sdb.size_bytes == 2097152 * 512
     assert sdb.ro is False
-    assert sdb.hctl == HCTL(2, 0, 0, 1)
+    assert sdb.hctl == Hctl(2, 0, 0, 1)
     assert sdb.wwid == NAA
     assert sdb.holders == ("dm-0",)
     assert sdb.slaves == ()

@@ -1,24 +1,24 @@
 import pytest
 
 from brick_agent.host import scsi
-from brick_agent.host.scsi import HCTL
+from brick_agent.host.scsi import Hctl
 
 NAA = "naa.6001405c6b7f3d2e8a1b4c5d6e7f8091"
 UDEV = "36001405c6b7f3d2e8a1b4c5d6e7f8091"
 
 
 def test_hctl_parse_format_order():
-    h = HCTL.parse("2:0:0:1")
+    h = Hctl.parse("2:0:0:1")
     assert (h.host, h.channel, h.target, h.lun) == (2, 0, 0, 1)
     assert str(h) == "2:0:0:1"
     assert h.target_id == "2:0:0"
-    assert HCTL.parse(" 10:0:3:255\n") == HCTL(10, 0, 3, 255)
-    assert sorted([HCTL(2, 0, 0, 10), HCTL(2, 0, 0, 9)]) == [HCTL(2, 0, 0, 9), HCTL(2, 0, 0, 10)]
+    assert Hctl.parse(" 10:0:3:255\n") == Hctl(10, 0, 3, 255)
+    assert sorted([Hctl(2, 0, 0, 10), Hctl(2, 0, 0, 9)]) == [Hctl(2, 0, 0, 9), Hctl(2, 0, 0, 10)]
     for bad in ("2:0:0", "a:b:c:d", "target2:0:0", ""):
         with pytest.raises(ValueError):
-            HCTL.parse(bad)
-    assert HCTL.try_parse("block") is None
-    assert HCTL.try_parse(None) is None
+            Hctl.parse(bad)
+    assert Hctl.try_parse("block") is None
+    assert Hctl.try_parse(None) is None
 
 
 def test_wwid_udev_form():
@@ -89,9 +89,9 @@ def test_scsi_devices_host_filter_and_lookup(fake):
     _two_luns(fake)
     assert [str(d.hctl) for d in scsi.scsi_devices(fake.roots, host=3)] == ["3:0:0:0"]
     assert scsi.scsi_device(fake.roots, "2:0:0:1").name == "sdb"
-    assert scsi.scsi_device(fake.roots, HCTL(3, 0, 0, 0)).name == "sdc"
+    assert scsi.scsi_device(fake.roots, Hctl(3, 0, 0, 0)).name == "sdc"
     assert scsi.scsi_device(fake.roots, "4:0:0:0") is None
-    assert scsi.scsi_device_by_name(fake.roots, "/dev/sdb").hctl == HCTL(2, 0, 0, 1)
+    assert scsi.scsi_device_by_name(fake.roots, "/dev/sdb").hctl == Hctl(2, 0, 0, 1)
     assert scsi.scsi_device_by_name(fake.roots, "sdz") is None
 
 
@@ -113,6 +113,6 @@ def test_vanished_lun_is_skipped(fake):
 
 
 def test_hctl_of_path():
-    assert scsi.hctl_of_path("/sys/devices/platform/host2/session1/target2:0:0/2:0:0:1/block/sdb") == HCTL(2, 0, 0, 1)
+    assert scsi.hctl_of_path("/sys/devices/platform/host2/session1/target2:0:0/2:0:0:1/block/sdb") == Hctl(2, 0, 0, 1)
     assert scsi.hctl_of_path("/sys/devices/virtual/block/dm-0") is None
     assert scsi.hctl_of_path(None) is None
