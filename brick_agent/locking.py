@@ -752,7 +752,7 @@ class HostConcurrencyLimit:
         self._max_backoff = max_backoff
 
     @classmethod
-    def from_conf(cls, conf: Any) -> "HostConcurrencyLimit":
+    def from_conf(cls, conf: Any) -> HostConcurrencyLimit:
         """The limit of ``[brick_agent]/max_concurrent_operations`` in its lock_path."""
         return cls(conf.brick_agent.max_concurrent_operations, conf.brick_agent.lock_path)
 

@@ -25,7 +25,8 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.abspath(os.path.join(HERE, "..")))
@@ -161,7 +162,7 @@ class HostLoad:
     """What the whole VM did while a block ran: CPU seconds (all vCPUs, from
     /proc/stat) and the kernel's uevents by action (what udev had to process)."""
 
-    def __enter__(self) -> "HostLoad":
+    def __enter__(self) -> HostLoad:
         import collections
         import threading
         import pyudev

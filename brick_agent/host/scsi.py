@@ -57,7 +57,7 @@ class HCTL:
     lun: int
 
     @classmethod
-    def parse(cls, text: str) -> "HCTL":
+    def parse(cls, text: str) -> HCTL:
         """Parse ``'H:C:T:L'``; raises ``ValueError`` otherwise."""
         m = _HCTL_RE.fullmatch(text.strip())
         if not m:
@@ -65,7 +65,7 @@ class HCTL:
         return cls(*(int(g) for g in m.groups()))
 
     @classmethod
-    def try_parse(cls, text: str | None) -> "HCTL | None":
+    def try_parse(cls, text: str | None) -> HCTL | None:
         if not text:
             return None
         try:

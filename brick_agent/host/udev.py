@@ -111,7 +111,7 @@ class DeviceWatch:
         self.removed: set[str] = set()
 
     # ------------------------------------------------------------ lifecycle
-    def __enter__(self) -> "DeviceWatch":
+    def __enter__(self) -> DeviceWatch:
         self.open()
         return self
 
@@ -292,7 +292,7 @@ def udev_entry(roots: HostRoots, name: str) -> UdevEntry | None:
     return UdevEntry(name, path, links or tuple(dangling_links_to(roots, name)))
 
 
-def udev_forgot(roots: HostRoots, entry: UdevEntry, watch: "DeviceWatch | None" = None) -> bool:
+def udev_forgot(roots: HostRoots, entry: UdevEntry, watch: DeviceWatch | None = None) -> bool:
     """True once udev has processed the removal of ``entry``'s device.
 
     With a watch on udev's events (opened before the device was deleted) that is its

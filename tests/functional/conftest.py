@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import pathlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from oslo_config import cfg

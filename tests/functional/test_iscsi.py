@@ -166,7 +166,7 @@ class CmdlineWatcher:
                     self.hits.append(argv.replace(b"\0", b" ").decode(errors="replace"))
             self.scans += 1
 
-    def __enter__(self) -> "CmdlineWatcher":
+    def __enter__(self) -> CmdlineWatcher:
         self._thread.start()
         return self
 

@@ -45,7 +45,8 @@ import select
 import subprocess
 import time
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -122,7 +123,7 @@ class Caller:
                     return int(line.split()[1])
         raise AssertionError("no Uid line")
 
-    def ready(self) -> "Caller":
+    def ready(self) -> Caller:
         """Wait for the set-up reply."""
         if self.setup is None:
             self.setup = self._reply({"op": "setup"})

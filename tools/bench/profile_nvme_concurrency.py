@@ -72,12 +72,10 @@ def timed_cm(owner: object, attr: str, name: str) -> None:
 
 
 def instrument() -> None:
-    from brick_agent import locking
     from brick_agent.ledger import store as ledger
     from brick_agent.connectors import base, nvmeof, nvmeof_actions
     from brick_agent.host import nvme as hostnvme
     from brick_agent.host import udev
-    from brick_agent import privileged
     C = nvmeof.NVMeOFConnector
     for attr in ("_topology", "_safe_rescan", "_wait_namespace", "_verify", "_attach_target",
                  "_detach_target", "_connect_portals", "_flush"):
@@ -115,7 +113,7 @@ class IdleSampler:
             self.samples.append((time.monotonic(), d[3] / total if total else 0.0))
             last = now
 
-    def __enter__(self) -> "IdleSampler":
+    def __enter__(self) -> IdleSampler:
         self._thread.start()
         return self
 

@@ -14,7 +14,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Callable, ContextManager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -68,7 +70,7 @@ def fcoe_note(t: FcoeTarget) -> str:
 
 
 #: name -> (builder of the scenario, description saved with the capture)
-SCENARIOS: dict[str, tuple[Callable[[], ContextManager[Any]], Callable[[Any], str]]] = {
+SCENARIOS: dict[str, tuple[Callable[[], AbstractContextManager[Any]], Callable[[Any], str]]] = {
     "iscsi-single": (lambda: scenarios.iscsi_single(iqn="iqn.2003-01.org.brick-lab:single"),
                      iscsi_single_note),
     "iscsi-shared-multipath": (lambda: scenarios.iscsi_dm_multipath(

@@ -30,7 +30,8 @@ import os
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from typing import Any, ContextManager
+from contextlib import AbstractContextManager
+from typing import Any
 
 from brick_agent.connectors import multipath_wait
 from brick_agent.connectors.scsi.actions import ScsiActions
@@ -324,7 +325,7 @@ class ScsiVolumeOps:
     # ------------------------------------------------------------ undo
     def delete_created(self, hctls: Iterable[HCTL], wait: bool = True, *,
                        keep: Callable[[ScsiDevice], bool] | None = None,
-                       lock_for: Callable[[ScsiDevice], ContextManager[Any]] | None = None,
+                       lock_for: Callable[[ScsiDevice], AbstractContextManager[Any]] | None = None,
                        deadline: Deadline | None = None) -> list[str]:
         """Delete devices an attach created; a map made only of them goes first.
 
@@ -486,7 +487,7 @@ class ScsiVolumeOps:
 
     def remove_volume(self, ours: Sequence[ScsiDevice], wwid: str | None,
                       info: Mapping[str, Any], force: bool,
-                      lock_for: Callable[[ScsiDevice], ContextManager[Any]] | None = None,
+                      lock_for: Callable[[ScsiDevice], AbstractContextManager[Any]] | None = None,
                       then: Callable[[], list[str]] | None = None) -> list[str]:
         """Flush what was used, remove the map, delete ``ours``, wait; return leftovers.
 
@@ -529,7 +530,7 @@ class ScsiVolumeOps:
         return leftovers
 
     def _delete_devices(self, ours: Sequence[ScsiDevice], force: bool,
-                        lock_for: Callable[[ScsiDevice], ContextManager[Any]] | None,
+                        lock_for: Callable[[ScsiDevice], AbstractContextManager[Any]] | None,
                         then: Callable[[], list[str]] | None) -> list[str]:
         leftovers: list[str] = []
         deleted: list[HCTL] = []

@@ -8,7 +8,8 @@ import secrets
 import subprocess
 import tempfile
 import time
-from typing import Callable, Iterable, TypeVar
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 CONFIGFS = "/sys/kernel/config"
 MiB = 1024 * 1024

@@ -6,7 +6,7 @@ import dataclasses
 import os
 import shutil
 import uuid as uuidlib
-from typing import Sequence
+from collections.abc import Sequence
 
 from . import netblock
 from ._sys import (CONFIGFS, Backing, LabError, MiB, Teardown, mkdir, modprobe, new_workdir,

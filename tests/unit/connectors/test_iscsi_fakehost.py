@@ -94,7 +94,7 @@ class FakeISCSI(FakeScsiKernel):
         self.udev_remove_delay = remove_delay
         self.h.attr("run/udev/control", "")
 
-    def monitor(self) -> "FakeUdevMonitor":
+    def monitor(self) -> FakeUdevMonitor:
         """A monitor of this fake's udev events, for ``DeviceWatch(monitor=...)``."""
         q: queue.Queue = queue.Queue()
         with self.lock:
