@@ -182,7 +182,7 @@ class HostLoad:
                 self.events[f"{dev.action} {dev.subsystem}"] += 1
 
     def __exit__(self, *exc: object) -> None:
-        self.busy, self.idle = [b - a for a, b in zip(self._cpu0, _busy_idle())]
+        self.busy, self.idle = [b - a for a, b in zip(self._cpu0, _busy_idle(), strict=True)]
         self._stop.set()
         self._thread.join()
 
@@ -252,7 +252,7 @@ def _concurrency_round(workers: dict[str, Worker], protocol: str, who: str) -> d
         with HostLoad() as load:
             ra = workers[who].call({"op": "attach_many", "protocol": protocol,
                                     "items": items}, timeout=300)
-        infos = [dict(it, info=r.get("info")) for it, r in zip(items, ra["results"])]
+        infos = [dict(it, info=r.get("info")) for it, r in zip(items, ra["results"], strict=True)]
         udev_settle()
         rd = workers[who].call({"op": "detach_many", "protocol": protocol, "items": infos},
                                timeout=300)

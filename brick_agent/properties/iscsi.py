@@ -195,8 +195,8 @@ def _targets(props: Mapping[str, Any], mode: AddressingMode
     plural = tuple(dict.fromkeys(  # duplicates dropped, order kept
         ISCSITarget(parse_portal(p, f"target_portals[{i}]"),
                     parse_iqn(q, f"target_iqns[{i}]"),
-                    parse_lun(l, lun_paths[i], mode))
-        for i, (p, q, l) in enumerate(zip(portals, iqns, luns))))
+                    parse_lun(n, lun_paths[i], mode))
+        for i, (p, q, n) in enumerate(zip(portals, iqns, luns, strict=True))))
     return single, plural
 
 

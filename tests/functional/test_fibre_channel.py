@@ -48,13 +48,14 @@ def fc():
     with FcoeTarget(luns=3, fabrics=2) as t:
         for host in t.initiator_hosts:
             n = host[len("host"):]
-            wait(lambda: {d.rsplit(":", 1)[1] for d in scsi_devices_of(host)} >= {"0", "1", "2"},
-                  30, f"the login scan of {host}")
+            wait(lambda host=host: ({d.rsplit(":", 1)[1] for d in scsi_devices_of(host)}
+                                    >= {"0", "1", "2"}),
+                 30, f"the login scan of {host}")
             for d in scsi_devices_of(host):
                 if not d.endswith(":0"):
                     with open(f"/sys/bus/scsi/devices/{d}/delete", "w") as f:
                         f.write("1")
-            wait(lambda: scsi_devices_of(host) == [f"{n}:0:0:0"] or
+            wait(lambda host=host, n=n: scsi_devices_of(host) == [f"{n}:0:0:0"] or
                   [x.rsplit(":", 1)[1] for x in scsi_devices_of(host)] == ["0"], 30,
                   f"LUNs 1-2 of {host} to go")
         yield t

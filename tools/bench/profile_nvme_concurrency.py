@@ -108,7 +108,7 @@ class IdleSampler:
         last = cpu_times()
         while not self._stop.wait(0.05):
             now = cpu_times()
-            d = [b - a for a, b in zip(last, now)]
+            d = [b - a for a, b in zip(last, now, strict=True)]
             total = sum(d)
             self.samples.append((time.monotonic(), d[3] / total if total else 0.0))
             last = now
@@ -183,14 +183,15 @@ def main() -> int:
             if args.timeline:
                 timeline(t_start, idle)
             cpu = time.process_time() - cpu
-            host = [b - a for a, b in zip(host0, cpu_times())]
+            host = [b - a for a, b in zip(host0, cpu_times(), strict=True)]
             print(f"host cpu during attach (s): user {host[0]:.2f} system {host[1]:.2f} "
                   f"softirq {host[2]:.2f} idle {host[3]:.2f}")
             ts = sorted(r["t"] for r in ra["results"])
             print(f"round {rnd} attach wall {ra['t']:.3f} cpu {cpu:.3f} p50 {ts[len(ts) // 2]:.3f} "
                   f"max {ts[-1]:.3f} ok={ra['ok']} {[r.get('error') for r in ra['results'] if not r['ok']][:2]}")
             report("attach")
-            infos = [dict(it, info=r.get("info")) for it, r in zip(items, ra["results"])]
+            infos = [dict(it, info=r.get("info"))
+                     for it, r in zip(items, ra["results"], strict=True)]
             rd = w.handle(tool, {"op": "detach_many", "protocol": "NVME", "items": infos})
             ts = sorted(r["t"] for r in rd["results"])
             print(f"round {rnd} detach wall {rd['t']:.3f} p50 {ts[len(ts) // 2]:.3f} "

@@ -396,7 +396,8 @@ class ISCSIConnector(Connector):
         def log_out() -> list[str]:
             """Log out of this volume's sessions left without LUNs."""
             left = []
-            for s, exc in zip(candidates, _each(self.sessions.logout_if_empty, candidates)):
+            for s, exc in zip(candidates, _each(self.sessions.logout_if_empty, candidates),
+                              strict=True):
                 if exc is None:
                     continue
                 if not force:

@@ -467,7 +467,7 @@ def test_eight_volumes_from_two_targets_concurrently(conf, host, fake):
     assert fake.count("login") == 2
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda jr: c.disconnect_volume(props(lun=jr[0][1], iqn=jr[0][0]), jr[1]),
-                      zip(jobs, results)))
+                      zip(jobs, results, strict=True)))
     assert fake.state() == EMPTY
 
 
