@@ -337,7 +337,8 @@ def _check_iscsi(snap: _Snapshot, report: AuditReport) -> None:
     if snap.sessions is None:
         return
     for s in snap.sessions:
-        where = f"target {s.target_iqn or '?'} portal {s.portal_address or '?'}:{s.portal_port or '?'}"
+        where = (f"target {s.target_iqn or '?'} "
+                 f"portal {s.portal_address or '?'}:{s.portal_port or '?'}")
         luns = _session_luns(s, snap)
         if not luns:
             report.add(ISCSI_SESSION_WITHOUT_LUNS, f"session{s.sid}",
@@ -404,7 +405,8 @@ def _check_scsi(snap: _Snapshot, report: AuditReport) -> None:
             if rp is None or (rp.port_state or "").lower() != "online":
                 state = "gone" if rp is None else f"in state {rp.port_state}"
                 report.add(SCSI_DEVICE_WITHOUT_RPORT, str(d.hctl),
-                           f"FC device {label} wwid {d.wwid or '?'}: remote port {rport} is {state}")
+                           f"FC device {label} wwid {d.wwid or '?'}: "
+                           f"remote port {rport} is {state}")
 
 
 def _check_multipath(snap: _Snapshot, report: AuditReport) -> None:

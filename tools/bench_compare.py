@@ -308,9 +308,11 @@ def failures(workers: dict[str, Worker]) -> None:
     with LioIscsiTarget(luns=1, lun_size=1 << 20, initiators=["local"]) as t:
         cases = {
             "iSCSI refused portal (closed port)":
-                ("ISCSI", {"target_portal": "127.0.0.1:3261", "target_iqn": t.iqn, "target_lun": 0}),
+                ("ISCSI", {"target_portal": "127.0.0.1:3261", "target_iqn": t.iqn,
+                           "target_lun": 0}),
             "iSCSI missing LUN":
-                ("ISCSI", {"target_portal": "127.0.0.1:3260", "target_iqn": t.iqn, "target_lun": 7}),
+                ("ISCSI", {"target_portal": "127.0.0.1:3260", "target_iqn": t.iqn,
+                           "target_lun": 7}),
             "NVMe/TCP refused portal (closed port)":
                 ("NVME", {"target_nqn": "nqn.2014-08.org.bench:none",
                           "vol_uuid": "8f0b1c7e-0000-4000-8000-00000000beef",

@@ -2,14 +2,16 @@
 
 Layout read (kernel 6.x)::
 
-    /sys/class/nvme/nvmeC -> ../../devices/virtual/nvme-fabrics/ctl/nvmeC   (fabrics; PCIe under pci)
+    /sys/class/nvme/nvmeC -> ../../devices/virtual/nvme-fabrics/ctl/nvmeC
+            (fabrics; PCIe under pci)
         subsysnqn, transport (tcp/rdma/fc/loop/pcie), address, state, cntlid, hostnqn, hostid
         nvmeScCnN/   per-path namespace device (native multipath, hidden from /dev)
         nvmeCnN/     the namespace device itself (native multipath disabled)
     /sys/class/nvme-subsystem/nvme-subsysS -> ../../devices/virtual/nvme-subsystem/nvme-subsysS
         subsysnqn, model, serial, iopolicy
         nvmeC -> controller links;  nvmeSnN/  namespace head (the /dev/nvmeSnN users open)
-    namespace dirs: nsid, uuid, nguid, wwid, eui, size (512-byte sectors); paths also ana_state, ana_grpid
+    namespace dirs: nsid, uuid, nguid, wwid, eui, size (512-byte sectors);
+        paths also ana_state, ana_grpid
     /sys/module/nvme_core/parameters/multipath: 'Y' when native multipath is on
 
 Naming: a head is ``nvme<subsys instance>n<ns instance>``; its path through
@@ -69,7 +71,8 @@ class NvmeController:
     subsystem_name: str | None  # 'nvme-subsys0'
     src_addr: str | None = None
     hostid: str | None = None
-    namespaces: tuple[str, ...] = ()   # block devices under the controller ('nvme0c0n1' or 'nvme0n1')
+    # block devices under the controller ('nvme0c0n1' or 'nvme0n1')
+    namespaces: tuple[str, ...] = ()
     sysfs_path: str | None = None
 
     @property
@@ -79,7 +82,8 @@ class NvmeController:
 
 @dataclasses.dataclass(frozen=True)
 class NvmePath:
-    """One controller's view of a namespace (``nvme0c1n1``, or ``nvme1n1`` without native multipath)."""
+    """One controller's view of a namespace (``nvme0c1n1``, or ``nvme1n1`` without native
+    multipath)."""
 
     name: str
     controller: str
@@ -91,7 +95,8 @@ class NvmePath:
 
 @dataclasses.dataclass(frozen=True)
 class NvmeNamespace:
-    name: str                  # the device users open: head 'nvme0n1' (native) or 'nvme1n1' (per controller)
+    # the device users open: head 'nvme0n1' (native) or 'nvme1n1' (per controller)
+    name: str
     nsid: int | None
     uuid: str | None           # lowercase hyphenated, None if the namespace has none
     nguid: str | None          # 32 lowercase hex, None if absent/zero
@@ -470,11 +475,13 @@ def find_controllers(roots: HostRoots = DEFAULT_ROOTS, nqn: str | None = None,
             continue
         if transport is not None and (c.transport or "").lower() != transport.lower():
             continue
-        if traddr is not None and normalize_traddr(c.traddr, c.transport) != normalize_traddr(traddr, transport or c.transport):
+        if traddr is not None and (normalize_traddr(c.traddr, c.transport)
+                                   != normalize_traddr(traddr, transport or c.transport)):
             continue
         if trsvcid is not None and c.trsvcid != str(trsvcid):
             continue
-        if host_traddr is not None and normalize_traddr(c.host_traddr, c.transport) != normalize_traddr(host_traddr, transport or c.transport):
+        if host_traddr is not None and (normalize_traddr(c.host_traddr, c.transport)
+                                        != normalize_traddr(host_traddr, transport or c.transport)):
             continue
         if hostnqn is not None and c.hostnqn is not None and c.hostnqn != hostnqn:
             continue

@@ -2,7 +2,8 @@
 
 Layout read (kernel 6.x)::
 
-    /sys/class/scsi_host/hostH            -> ../../devices/.../hostH/scsi_host/hostH   (proc_name, scan)
+    /sys/class/scsi_host/hostH            -> ../../devices/.../hostH/scsi_host/hostH
+        proc_name, scan
     /sys/bus/scsi/devices/H:C:T:L         -> ../../../devices/.../targetH:C:T/H:C:T:L
     /sys/class/scsi_device/H:C:T:L/device -> the same LUN directory
     <lun dir>/{vendor,model,rev,state,type,wwid}, <lun dir>/block/sdX

@@ -77,7 +77,8 @@ _IN_LEDGER = threading.local()
 
 
 def records_attach(func: Callable[..., DeviceInfo]) -> Callable[..., DeviceInfo]:
-    """Decorator of a connector's ``connect_volume``: the attachment is recorded (see module doc)."""
+    """Decorator of a connector's ``connect_volume``: the attachment is recorded
+    (see module doc)."""
     @functools.wraps(func)
     def connect_volume(self: Connector, connection_properties: Mapping[str, Any],
                        *args: Any, **kwargs: Any) -> DeviceInfo:

@@ -80,8 +80,10 @@ def nvme_tcp_multipath(nqn: str | None = None, namespaces: int = 1,
                 nvme_connect(s.nqn, port, *connect_opts)
 
             def ready() -> bool:
-                live = [c for c in nvme_ctrls_of(s.nqn) if read(f"/sys/class/nvme/{c}/state") == "live"]
-                return len(live) == 2 and all(nvme_heads_with(ns.uuid) for ns in s.namespaces.values())
+                live = [c for c in nvme_ctrls_of(s.nqn)
+                        if read(f"/sys/class/nvme/{c}/state") == "live"]
+                return len(live) == 2 and all(nvme_heads_with(ns.uuid)
+                                              for ns in s.namespaces.values())
             wait_for(ready, 30, f"2 controllers, {namespaces} namespace(s)")
             for ns in s.namespaces.values():
                 wait_for(lambda ns=ns: os.path.exists(f"/dev/disk/by-id/nvme-uuid.{ns.uuid}"), 20,

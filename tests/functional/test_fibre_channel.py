@@ -1,6 +1,7 @@
 """FibreChannelConnector on real fc_hosts in the lab VM (software FCoE VN2VN + tcm_fc), issue 5.
 
-Run: tools/kernel-lab/lab run -- tools/kernel-lab/guest-pytest tests/functional/test_fibre_channel.py -q -s
+Run: tools/kernel-lab/lab run -- tools/kernel-lab/guest-pytest
+     tests/functional/test_fibre_channel.py -q -s
 
 One FCoE target with 3 LUNs over two veth "fabrics" is built once for the
 module (FCoE setup costs ~20 s under emulation); each test leaves the host as

@@ -1,4 +1,5 @@
-"""guard_connection tri-state, the manual-scan probe, lock names, SingleFlight, host limit (threads)."""
+"""guard_connection tri-state, the manual-scan probe, lock names, SingleFlight, host limit
+(threads)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Profile brick_agent's concurrent NVMe/TCP attach/detach in the lab VM (where the time goes).
 
-    tools/kernel-lab/lab run -- .venv/bin/python tools/bench/profile_nvme_concurrency.py [--no-ledger]
+    tools/kernel-lab/lab run -- .venv/bin/python
+        tools/bench/profile_nvme_concurrency.py [--no-ledger]
 
 Two nvmet subsystems of 8 namespaces, 16 threads attach then detach (as bench_compare's
 concurrency section).  Wraps the library's inner steps with timers (summed over threads)
@@ -188,14 +189,16 @@ def main() -> int:
                   f"softirq {host[2]:.2f} idle {host[3]:.2f}")
             ts = sorted(r["t"] for r in ra["results"])
             print(f"round {rnd} attach wall {ra['t']:.3f} cpu {cpu:.3f} p50 {ts[len(ts) // 2]:.3f} "
-                  f"max {ts[-1]:.3f} ok={ra['ok']} {[r.get('error') for r in ra['results'] if not r['ok']][:2]}")
+                  f"max {ts[-1]:.3f} ok={ra['ok']} "
+                  f"{[r.get('error') for r in ra['results'] if not r['ok']][:2]}")
             report("attach")
             infos = [dict(it, info=r.get("info"))
                      for it, r in zip(items, ra["results"], strict=True)]
             rd = w.handle(tool, {"op": "detach_many", "protocol": "NVME", "items": infos})
             ts = sorted(r["t"] for r in rd["results"])
             print(f"round {rnd} detach wall {rd['t']:.3f} p50 {ts[len(ts) // 2]:.3f} "
-                  f"max {ts[-1]:.3f} ok={rd['ok']} {[r.get('error') for r in rd['results'] if not r['ok']][:2]}")
+                  f"max {ts[-1]:.3f} ok={rd['ok']} "
+                  f"{[r.get('error') for r in rd['results'] if not r['ok']][:2]}")
             report("detach")
         finally:
             for t in targets:

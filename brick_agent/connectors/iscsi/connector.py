@@ -490,7 +490,8 @@ def _each(fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
 
 
 def _best_error(errors: list[BaseException]) -> BaseException:
-    """The most telling error of several failed paths (auth > identity > not found > unreachable)."""
+    """The most telling error of several failed paths
+    (auth > identity > not found > unreachable)."""
     for kind in (AuthenticationFailed, VolumeIdentityMismatch, DeviceNotFound,
                  TargetUnreachable, NotSupported):
         for exc in errors:

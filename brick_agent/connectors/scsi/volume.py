@@ -72,7 +72,8 @@ class DeviceClaims:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         # (sysfs root, hctl) -> owner -> (name, wwid) of the device, or None before it exists
-        self._held: dict[tuple[str, HCTL], dict[Hashable, tuple[str | None, str | None] | None]] = {}
+        self._held: dict[tuple[str, HCTL],
+                         dict[Hashable, tuple[str | None, str | None] | None]] = {}
 
     def hold(self, roots: HostRoots, owner: Hashable, hctl: HCTL,
              dev: ScsiDevice | None = None) -> None:
@@ -157,7 +158,8 @@ class ScsiVolumeOps:
 
     # ------------------------------------------------------------ readiness / identity
     def disk_ready(self, dev: ScsiDevice | None) -> ScsiDevice | None:
-        """``dev`` once it is a usable disk: ``sdX`` bound, /dev node made, udev done (if running)."""
+        """``dev`` once it is a usable disk: ``sdX`` bound, /dev node made, udev done
+        (if running)."""
         if dev is None or not dev.name or not os.path.exists(self.roots.devfs(dev.name)):
             return None
         if self.wait_for_udev and udev.udev_running(self.roots):
@@ -288,7 +290,8 @@ class ScsiVolumeOps:
                 return kernel
 
     def map_path(self, m: MultipathMap) -> str:
-        """``/dev/disk/by-id/dm-uuid-mpath-<wwid>`` if present, else /dev/mapper/<name>, else /dev/dm-N."""
+        """``/dev/disk/by-id/dm-uuid-mpath-<wwid>`` if present, else /dev/mapper/<name>,
+        else /dev/dm-N."""
         for path in (self.roots.devfs("disk", "by-id", f"dm-uuid-{m.uuid}"), m.mapper_path):
             if path and os.path.lexists(path):
                 target = block_device_for_path(self.roots, path)
@@ -437,7 +440,8 @@ class ScsiVolumeOps:
 
     def confirmed(self, found: Sequence[ScsiDevice], wwid: str | None,
                   force: bool) -> tuple[list[ScsiDevice], list[str]]:
-        """(devices that are the volume, leftovers notes): WWID must match; unreadable only if forced."""
+        """(devices that are the volume, leftovers notes): WWID must match; unreadable only
+        if forced."""
         ours: list[ScsiDevice] = []
         notes: list[str] = []
         for d in found:
@@ -471,7 +475,8 @@ class ScsiVolumeOps:
 
     def used_device(self, info: Mapping[str, Any], mpath: MultipathMap | None,
                     ours: Sequence[ScsiDevice]) -> str | None:
-        """Kernel name of the device the caller used (to flush): its path, the map, or the only disk."""
+        """Kernel name of the device the caller used (to flush): its path, the map, or the
+        only disk."""
         names = {d.name for d in ours if d.name}
         path = info.get("path")
         if isinstance(path, str) and path:
@@ -637,4 +642,5 @@ def retry(action: Callable[[], object], deadline: Deadline, *, until: Callable[[
             delay = min(delay * 2, max_delay)
 
 
-__all__ = ["CLAIMS", "DeviceClaims", "DeviceInfo", "ScsiActions", "ScsiVolumeOps", "in_use_error", "remove_map", "retry", "scsi_watch_factory", "udev_wwid", "wwn_link_name"]
+__all__ = ["CLAIMS", "DeviceClaims", "DeviceInfo", "ScsiActions", "ScsiVolumeOps", "in_use_error",
+           "remove_map", "retry", "scsi_watch_factory", "udev_wwid", "wwn_link_name"]

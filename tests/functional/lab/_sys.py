@@ -140,7 +140,8 @@ class Backing:
         with open(self.path, "wb") as f:
             f.truncate(size)
         if loop:
-            self.loop = run(["losetup", "--find", "--show", "--direct-io=off", self.path]).stdout.strip()
+            self.loop = run(["losetup", "--find", "--show", "--direct-io=off",
+                             self.path]).stdout.strip()
 
     @property
     def device(self) -> str:

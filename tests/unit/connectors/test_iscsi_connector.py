@@ -133,7 +133,8 @@ def test_detach_deletes_only_this_volumes_device(conf, host, fake):
     c.disconnect_volume(props(lun=1), infos[1])
     deleted = [e[1] for e in fake.log if e[0] == "delete"]
     assert deleted == ["10:0:0:1"]
-    assert fake.state()["devices"] == sorted(os.path.basename(i["path"]) for i in (infos[0], infos[2]))
+    assert fake.state()["devices"] == sorted(os.path.basename(i["path"])
+                                             for i in (infos[0], infos[2]))
 
 
 def test_detach_refuses_a_device_whose_wwid_is_not_the_volumes(conf, host, fake, array):
