@@ -537,15 +537,6 @@ def subsystem_view(roots: HostRoots, nqn: str, uuid: str | None = None, *,
     namespaces: list[NvmeNamespace] = []
     wanted = canonical_uuid(uuid)
     want_wwid = None if wanted is None else f"uuid.{wanted}"
-    hint = nsid
-
-    def keep(path: str) -> tuple[bool, str | None]:
-        """(may carry the UUID, the wwid read to decide)."""
-        if want_wwid is None:
-            return True, None
-        wwid = _read(os.path.join(path, "wwid"))
-        return (not wwid or wwid.lower() == want_wwid), (wwid or None)
-
     class_base = _class_dir(roots.sysfs("class", "nvme-subsystem"))
     ctrl_base = _class_dir(roots.sysfs("class", "nvme"))
     if class_base is None:
@@ -554,52 +545,82 @@ def subsystem_view(roots: HostRoots, nqn: str, uuid: str | None = None, *,
         real = _resolve_in(class_base, sname)
         if real is None or (_read(os.path.join(real, "subsysnqn")) or None) != nqn:
             continue
-        mine = []
-        for cname in _entries(real, _CTRL_RE):
-            creal = _resolve_in(ctrl_base, cname) if ctrl_base is not None else None
-            ctrl = read_controller(roots, cname, sname, lean=lean, real=creal,
-                                   subsysnqn=nqn if lean else None) \
-                if creal is not None else None
-            if ctrl is not None:
-                mine.append(ctrl)
+        mine = _linked_controllers(roots, real, ctrl_base, sname, nqn, lean)
         ctrls += mine
-        heads = _entries(real, _HEAD_RE, dirs=True)
-        if hint is not None and want_wwid is not None:
-            # the likely head first (instances follow NSIDs on a first scan)
-            guess = f"nvme{sname[len('nvme-subsys'):]}n{hint}"
-            heads.sort(key=lambda h: h != guess)
-        found: list[NvmeNamespace] = []
-        for head in heads:
-            hdir = os.path.join(real, head)
-            ok, seen = keep(hdir)
+        namespaces += _head_namespaces(roots, real, sname, mine, want_wwid, nsid)
+        namespaces += _controller_namespaces(roots, sname, mine, want_wwid)
+    return ctrls, namespaces
+
+
+def _may_carry(path: str, want_wwid: str | None) -> tuple[bool, str | None]:
+    """(the namespace at ``path`` may carry the wanted UUID, the wwid read to decide)."""
+    if want_wwid is None:
+        return True, None
+    wwid = _read(os.path.join(path, "wwid"))
+    return (not wwid or wwid.lower() == want_wwid), (wwid or None)
+
+
+def _linked_controllers(roots: HostRoots, real: str, ctrl_base: str | None, sname: str,
+                        nqn: str, lean: bool) -> list[NvmeController]:
+    """The controllers linked under the subsystem's directory ``real``."""
+    mine = []
+    for cname in _entries(real, _CTRL_RE):
+        creal = _resolve_in(ctrl_base, cname) if ctrl_base is not None else None
+        ctrl = read_controller(roots, cname, sname, lean=lean, real=creal,
+                               subsysnqn=nqn if lean else None) \
+            if creal is not None else None
+        if ctrl is not None:
+            mine.append(ctrl)
+    return mine
+
+
+def _head_namespaces(roots: HostRoots, real: str, sname: str, mine: list[NvmeController],
+                     want_wwid: str | None, hint: int | None) -> list[NvmeNamespace]:
+    """The subsystem's namespace heads (native multipath), in name order; with
+    ``want_wwid`` the scan stops at the head that has it (``hint``: the NSID to try first)."""
+    heads = _entries(real, _HEAD_RE, dirs=True)
+    if hint is not None and want_wwid is not None:
+        # the likely head first (instances follow NSIDs on a first scan)
+        guess = f"nvme{sname[len('nvme-subsys'):]}n{hint}"
+        heads.sort(key=lambda h: h != guess)
+    found: list[NvmeNamespace] = []
+    for head in heads:
+        hdir = os.path.join(real, head)
+        ok, seen = _may_carry(hdir, want_wwid)
+        if not ok:
+            continue
+        nsid, ns_uuid, nguid, wwid, eui64 = _ns_identity(hdir, seen)
+        paths = [(c.name, p) for c in mine for p in c.namespaces
+                 if _PATH_RE.fullmatch(p) and head_name(p) == head]
+        found.append(NvmeNamespace(
+            name=head, nsid=nsid, uuid=ns_uuid, nguid=nguid, wwid=wwid,
+            size_bytes=_size(hdir), subsystem_name=sname,
+            controllers=tuple(c for c, _ in paths), paths=tuple(p for _, p in paths),
+            native_multipath=True, devpath=roots.devfs(head), sysfs_path=hdir, eui64=eui64))
+        if seen is not None and ns_uuid is not None:
+            break   # the kernel refuses a second head with the same UUID in a subsystem
+    return sorted(found, key=lambda ns: sysfs.natural_key(ns.name))
+
+
+def _controller_namespaces(roots: HostRoots, sname: str, mine: list[NvmeController],
+                           want_wwid: str | None) -> list[NvmeNamespace]:
+    """The namespace devices of each controller itself (native multipath off)."""
+    namespaces = []
+    for c in mine:
+        for p in c.namespaces:
+            if _PATH_RE.fullmatch(p) or c.sysfs_path is None:
+                continue
+            ndir = os.path.join(c.sysfs_path, p)
+            ok, seen = _may_carry(ndir, want_wwid)
             if not ok:
                 continue
-            nsid, ns_uuid, nguid, wwid, eui64 = _ns_identity(hdir, seen)
-            paths = [(c.name, p) for c in mine for p in c.namespaces
-                     if _PATH_RE.fullmatch(p) and head_name(p) == head]
-            found.append(NvmeNamespace(
-                name=head, nsid=nsid, uuid=ns_uuid, nguid=nguid, wwid=wwid,
-                size_bytes=_size(hdir), subsystem_name=sname,
-                controllers=tuple(c for c, _ in paths), paths=tuple(p for _, p in paths),
-                native_multipath=True, devpath=roots.devfs(head), sysfs_path=hdir, eui64=eui64))
-            if seen is not None and ns_uuid is not None:
-                break   # the kernel refuses a second head with the same UUID in a subsystem
-        namespaces += sorted(found, key=lambda ns: sysfs.natural_key(ns.name))
-        for c in mine:
-            for p in c.namespaces:
-                if _PATH_RE.fullmatch(p) or c.sysfs_path is None:
-                    continue
-                ndir = os.path.join(c.sysfs_path, p)
-                ok, seen = keep(ndir)
-                if not ok:
-                    continue
-                nsid, ns_uuid, nguid, wwid, eui64 = _ns_identity(ndir, seen)
-                namespaces.append(NvmeNamespace(
-                    name=p, nsid=nsid, uuid=ns_uuid, nguid=nguid, wwid=wwid,
-                    size_bytes=_size(ndir), subsystem_name=sname, controllers=(c.name,),
-                    paths=(p,), native_multipath=False, devpath=roots.devfs(p),
-                    sysfs_path=ndir, eui64=eui64))
-    return ctrls, namespaces
+            nsid, ns_uuid, nguid, wwid, eui64 = _ns_identity(ndir, seen)
+            namespaces.append(NvmeNamespace(
+                name=p, nsid=nsid, uuid=ns_uuid, nguid=nguid, wwid=wwid,
+                size_bytes=_size(ndir), subsystem_name=sname, controllers=(c.name,),
+                paths=(p,), native_multipath=False, devpath=roots.devfs(p),
+                sysfs_path=ndir, eui64=eui64))
+    return namespaces
 
 
 def read_namespace(roots: HostRoots, ns: NvmeNamespace, *,
