@@ -710,6 +710,21 @@ class NVMeOFConnector(Connector):
                     continue
                 if not self._flush(self.roots.devfs(ns.name), force, errors, deadline):
                     return [self.roots.devfs(ns.name)]
+        doomed = self._disconnect_controllers(topo, target, hostnqn, errors, deadline)
+        if not doomed:
+            return []
+        # what is left that should have gone
+        after = self._topology(target.nqn, hostnqn, only=target)
+        left = [f"controller {c.name}" for c in after.controllers if c.name in doomed]
+        left += [self.roots.devfs(ns.name) for ns in after.namespaces
+                 if matches(ns, target) and ns.controllers
+                 and set(ns.controllers) <= set(doomed)]
+        return left
+
+    def _disconnect_controllers(self, topo: _Topology, target: NVMeTarget, hostnqn: str,
+                                errors: list[str], deadline: Deadline) -> list[str]:
+        """Disconnect the target's controllers but those whose other namespaces are in use
+        (:meth:`_users_of_others`); the names of the controllers disconnected (or tried)."""
         doomed = []
         for ctrl in topo.controllers:
             foreign = self._foreign_namespaces(ctrl, topo, [target])
@@ -728,15 +743,7 @@ class NVMeOFConnector(Connector):
                                         timeout=max(deadline.remaining(), KERNEL_ACTION_MIN))
             except BrickError as exc:
                 errors.append(f"disconnect {ctrl.name}: {exc}")
-        if not doomed:
-            return []
-        # what is left that should have gone
-        after = self._topology(target.nqn, hostnqn, only=target)
-        left = [f"controller {c.name}" for c in after.controllers if c.name in doomed]
-        left += [self.roots.devfs(ns.name) for ns in after.namespaces
-                 if matches(ns, target) and ns.controllers
-                 and set(ns.controllers) <= set(doomed)]
-        return left
+        return doomed
 
     def _users_of_others(self, ctrl: hostnvme.NvmeController, target: NVMeTarget,
                          hostnqn: str) -> list[str]:
