@@ -443,6 +443,20 @@ def _check_wwids(snap: _Snapshot, report: AuditReport) -> None:
                    f"/etc/multipath/wwids lists {entry} but no device or map has that WWID")
 
 
+def _still_transient(roots: HostRoots, transient: list[Any], grace: float,
+                     sleep: Callable[[float], None]) -> list[Any]:
+    """The controllers of ``transient`` still in a transient state after ``grace`` seconds
+    (each read again)."""
+    from brick_agent.host import nvme
+    sleep(grace)
+    still = set()
+    for c in transient:
+        again = nvme.read_controller(roots, c.name)
+        if again is not None and (again.state or "") in NVME_TRANSIENT_STATES:
+            still.add(c.name)
+    return [c for c in transient if c.name in still]
+
+
 def _check_nvme(roots: HostRoots, snap: _Snapshot, report: AuditReport, grace: float,
                 sleep: Callable[[float], None]) -> None:
     if snap.controllers is None:
@@ -450,14 +464,7 @@ def _check_nvme(roots: HostRoots, snap: _Snapshot, report: AuditReport, grace: f
     fabrics = [c for c in snap.controllers if (c.transport or "").lower() != "pcie"]
     transient = [c for c in fabrics if (c.state or "") in NVME_TRANSIENT_STATES]
     if transient and grace > 0:
-        from brick_agent.host import nvme
-        sleep(grace)
-        still = set()
-        for c in transient:
-            again = nvme.read_controller(roots, c.name)
-            if again is not None and (again.state or "") in NVME_TRANSIENT_STATES:
-                still.add(c.name)
-        transient = [c for c in transient if c.name in still]
+        transient = _still_transient(roots, transient, grace, sleep)
     transient_names = {c.name for c in transient}
     for c in fabrics:
         where = (f"{c.transport or '?'} controller to {c.subsysnqn or '?'} at "
