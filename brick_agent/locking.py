@@ -317,7 +317,8 @@ def external_lock(name: str, *, lock_path: str | None = None,
     deadline = None if timeout is None else time.monotonic() + timeout
     start = time.monotonic()
     with _name_slot(path) as slot:
-        if not slot.lock.acquire(timeout=-1 if deadline is None else _left(deadline)):
+        left = _left(deadline)
+        if not slot.lock.acquire(timeout=-1 if left is None else left):
             raise LockTimeout(f"lock {name} not acquired within {timeout}s "
                               f"(held in this process)")
         try:
@@ -605,7 +606,7 @@ class ReaderWriterLock:
             return
         idle = not self._writers_waiting and not self._busy
         # upgrading to exclusive succeeds only if no other process holds the file
-        unlock_file(fd, self.path, remove=idle and _try_lock(fd, True, False))
+        unlock_file(fd, self.path, remove=idle and _try_lock(fd, True, "lockf"))
 
     # -------------------------------------------------------------- shared
     def acquire_shared(self, timeout: float | None = None) -> None:
@@ -828,7 +829,7 @@ class SingleFlight:
         with self._lock:
             call = self._calls.get(key)
             leader = call is None
-            if leader:
+            if call is None:
                 call = self._calls[key] = _Call()
             else:
                 call.waiters += 1
