@@ -151,7 +151,7 @@ class ExpectedVolume:
         if not data.get("protocol"):
             raise InvalidExpectedVolume(f"{where}: 'protocol' is required", key="protocol")
         try:
-            return cls(**{k: data.get(k) or None for k in fields})
+            return cls(data["protocol"], **{k: data.get(k) or None for k in fields[1:]})
         except InvalidExpectedVolume as exc:
             raise InvalidExpectedVolume(f"{where}: {exc}", key=exc.key) from None
 
@@ -592,6 +592,7 @@ def audit_against_ledger(ledger: Any, roots: HostRoots = DEFAULT_ROOTS, *,
     an empty ``expected`` list (which would call every live volume unexpected).
     """
     from brick_agent.ledger import LedgerError
+    failure: str | None
     try:
         expected: list[ExpectedVolume] | None = expected_from_ledger(ledger)
         concerns = ledger.concerns()

@@ -27,7 +27,7 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from oslo_config import cfg
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 import brick_agent
 from brick_agent import config, errors, json_input
@@ -252,12 +252,13 @@ def create_app(conf: cfg.ConfigOpts | None = None, roots: HostRoots = DEFAULT_RO
     """
     conf, opts = check_gate_config(conf)
     if connector_factory is None:
-        from brick_agent.connectors import factory as connector_factory
+        from brick_agent.connectors import factory
+        make_connector: ConnectorFactory = factory
         protocols: tuple[str, ...] = available_protocols()
     else:
+        make_connector = connector_factory
         protocols = PROTOCOL_NAMES
     token: str | None = opts.gate_token or None
-    make_connector: ConnectorFactory = connector_factory
     gate = _Gate(conf, opts, roots, protocols, make_connector,
                  threading.BoundedSemaphore(SLOW_AUDITS))
 
@@ -335,7 +336,7 @@ def _http_error(exc: HTTPException):
     body = {"error": type(exc).__name__, "message": exc.description, "key": None}
     resp = jsonify(body)
     resp.status_code = exc.code or 500
-    if exc.code == 405 and exc.valid_methods:  # type: ignore[attr-defined]
+    if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
         resp.headers["Allow"] = ", ".join(exc.valid_methods)
     return resp
 

@@ -158,7 +158,9 @@ def fc_remote_ports(roots: HostRoots = DEFAULT_ROOTS,
     """All remote ports (optionally of one HBA), in host/channel/number order."""
     out = []
     for entry in sysfs.list_dir(roots.sysfs("class", "fc_remote_ports"), _RPORT_RE):
-        if host_number is not None and int(_RPORT_RE.fullmatch(entry).group(1)) != host_number:
+        m = _RPORT_RE.fullmatch(entry)
+        assert m is not None  # list_dir returns matching names only
+        if host_number is not None and int(m.group(1)) != host_number:
             continue
         rport = read_remote_port(roots, entry)
         if rport is not None:
@@ -172,7 +174,9 @@ def fc_transport_targets(roots: HostRoots = DEFAULT_ROOTS
     base = roots.sysfs("class", "fc_transport")
     out = []
     for entry in sysfs.list_dir(base, _TARGET_RE):
-        h, c, t = (int(g) for g in _TARGET_RE.fullmatch(entry).groups())
+        m = _TARGET_RE.fullmatch(entry)
+        assert m is not None  # list_dir returns matching names only
+        h, c, t = (int(g) for g in m.groups())
         port_name = sysfs.read_attr(os.path.join(base, entry, "port_name"))
         out.append((h, c, t, normalize_wwn(port_name)))
     return out

@@ -193,7 +193,9 @@ def session_targets(session: IscsiSession) -> list[tuple[int, int, int]]:
     out = []
     for entry in sysfs.list_dir(session.device_path, _TARGET_RE):
         m = _TARGET_RE.fullmatch(entry)
-        out.append(tuple(int(g) for g in m.groups()))
+        assert m is not None  # list_dir returns matching names only
+        h, c, t = (int(g) for g in m.groups())
+        out.append((h, c, t))
     return out
 
 

@@ -421,6 +421,8 @@ def nvme_namespaces(roots: HostRoots = DEFAULT_ROOTS) -> list[NvmeNamespace]:
     paths = nvme_paths(roots)
     out = []
     for sub in nvme_subsystems(roots):
+        if sub.sysfs_path is None:   # read from sysfs, a subsystem always has one
+            continue
         for head in sub.namespaces:
             hdir = os.path.join(sub.sysfs_path, head)
             if not os.path.isdir(hdir):
@@ -502,7 +504,7 @@ def find_namespaces(roots: HostRoots = DEFAULT_ROOTS, nqn: str | None = None,
     nqn_of = {s.name: s.nqn for s in nvme_subsystems(roots)} if nqn is not None else {}
     out = []
     for ns in nvme_namespaces(roots):
-        if nqn is not None and nqn_of.get(ns.subsystem_name) != nqn:
+        if nqn is not None and nqn_of.get(ns.subsystem_name or "") != nqn:
             continue
         if want_uuid is not None and ns.uuid != want_uuid:
             continue

@@ -325,7 +325,7 @@ def _points_to(link: str, name: str) -> bool:
 def dangling_links_to(roots: HostRoots, name: str) -> list[str]:
     """Links under ``<dev>/disk/*/`` that point to block device ``name`` (dangling once
     the device is gone: udev may remove a link its database did not list)."""
-    found = []
+    found: list[str] = []
     base = roots.devfs("disk")
     try:
         kinds = os.listdir(base)

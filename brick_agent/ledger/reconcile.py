@@ -174,7 +174,7 @@ def _live_entry(self: Connector, data: dict[str, Any], keys: list[str],
                                f"belongs to volume {volume_id}")
         return None
     path = (entry.get("device_info") or {}).get("path")
-    if seen is not None and path in seen:
+    if seen is not None and path is not None and path in seen:
         now = seen[path]
     else:
         now = ledgermod.device_identity(self.roots, path)
@@ -367,7 +367,7 @@ def _plain_id(value: Any) -> str | None:
 
 def _storable(info: Mapping[str, Any]) -> dict[str, Any]:
     """device_info without anything that is not plain JSON."""
-    out = {}
+    out: dict[str, Any] = {}
     for k, v in info.items():
         if isinstance(v, (str, int, float, bool)) or v is None:
             out[k] = v

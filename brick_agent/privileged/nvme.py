@@ -96,7 +96,7 @@ def _numeric(address: str | None, what: str, resolve: Callable[[str], str]) -> s
 
 def _resolve(name: str) -> str:
     try:
-        return socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)[0][4][0]
+        return str(socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)[0][4][0])
     except OSError as exc:
         raise InvalidArgument(f"cannot resolve NVMe address {name!r}: {exc}") from None
 

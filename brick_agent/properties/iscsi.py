@@ -189,8 +189,8 @@ def _targets(props: Mapping[str, Any], mode: AddressingMode
             c.fail("target_luns", f"has {len(luns)} items but target_portals has {len(portals)}")
         lun_paths = [f"target_luns[{i}]" for i in range(len(luns))]
     else:
-        lun = props.get("target_lun")
-        luns = (0 if lun is None else lun,) * len(portals)
+        lun_value = props.get("target_lun")
+        luns = (0 if lun_value is None else lun_value,) * len(portals)
         lun_paths = ["target_lun"] * len(portals)
     plural = tuple(dict.fromkeys(  # duplicates dropped, order kept
         ISCSITarget(parse_portal(p, f"target_portals[{i}]"),
@@ -206,9 +206,12 @@ def parse_iscsi(props: Mapping[str, Any], *, use_multipath: bool = False) -> ISC
     common = parse_common(props)
     mode = parse_addressing(props)
     single, plural = _targets(props, mode)
-    if single is None and not plural:
+    if plural:
+        targets = plural
+    elif single is not None:
+        targets = (single,)
+    else:
         c.fail("target_portal", "is required (or target_portals with target_iqns)")
-    targets = plural or (single,)
     return ISCSIProperties(
         targets=targets, primary=single or targets[0],
         auth=parse_chap(props, "auth_"), discovery_auth=parse_chap(props, "discovery_auth_"),

@@ -401,8 +401,9 @@ class NVMeOFConnector(Connector):
             futures = {pool.submit(self._connect_one, req, errors): req for req in requests}
             done, pending = concurrent.futures.wait(futures, timeout=timeout)
             for fut in done:
-                if fut.result():
-                    created.append(fut.result())
+                name = fut.result()
+                if name:
+                    created.append(name)
             for fut in pending:
                 errors[futures[fut].describe()] = f"connect still running after {timeout:.1f}s"
         finally:
@@ -661,7 +662,7 @@ class NVMeOFConnector(Connector):
         ours = [ns for ns in topo.namespaces if matches(ns, target)]
         if map_of(self.roots, [ns.name for ns in ours if not ns.native_multipath]) is not None:
             return set(), []
-        flushed = set()
+        flushed: set[str] = set()
         for ns in ours:
             if not self._flush(self.roots.devfs(ns.name), force, errors, deadline):
                 return flushed, [self.roots.devfs(ns.name)]

@@ -570,10 +570,10 @@ class ScsiVolumeOps:
         wwid = self.common_wwid(devices)
         for d in devices:
             self.actions.rescan_device(d.hctl)
-        sizes = {d.name: self.block_size(d.name) for d in devices}
-        if len(set(sizes.values())) != 1 or None in sizes.values():
+        sizes = {d.name: self.block_size(d.name) for d in devices if d.name}
+        size = next(iter(sizes.values()))
+        if len(set(sizes.values())) != 1 or size is None:
             raise BrickError(f"paths of {what} disagree on the size after a rescan: {sizes}")
-        size = int(next(iter(sizes.values())))
         m = map_for_wwid(self.roots, wwid)
         if m is not None:
             budget = Deadline.after(self.multipath_wait_timeout)
