@@ -151,7 +151,7 @@ class ExpectedVolume:
         if not data.get("protocol"):
             raise InvalidExpectedVolume(f"{where}: 'protocol' is required", key="protocol")
         try:
-            return cls(**{k: data.get(k) or None for k in fields})
+            return cls(data["protocol"], **{k: data.get(k) or None for k in fields[1:]})
         except InvalidExpectedVolume as exc:
             raise InvalidExpectedVolume(f"{where}: {exc}", key=exc.key) from None
 
@@ -337,7 +337,8 @@ def _check_iscsi(snap: _Snapshot, report: AuditReport) -> None:
     if snap.sessions is None:
         return
     for s in snap.sessions:
-        where = f"target {s.target_iqn or '?'} portal {s.portal_address or '?'}:{s.portal_port or '?'}"
+        where = (f"target {s.target_iqn or '?'} "
+                 f"portal {s.portal_address or '?'}:{s.portal_port or '?'}")
         luns = _session_luns(s, snap)
         if not luns:
             report.add(ISCSI_SESSION_WITHOUT_LUNS, f"session{s.sid}",
@@ -404,7 +405,8 @@ def _check_scsi(snap: _Snapshot, report: AuditReport) -> None:
             if rp is None or (rp.port_state or "").lower() != "online":
                 state = "gone" if rp is None else f"in state {rp.port_state}"
                 report.add(SCSI_DEVICE_WITHOUT_RPORT, str(d.hctl),
-                           f"FC device {label} wwid {d.wwid or '?'}: remote port {rport} is {state}")
+                           f"FC device {label} wwid {d.wwid or '?'}: "
+                           f"remote port {rport} is {state}")
 
 
 def _check_multipath(snap: _Snapshot, report: AuditReport) -> None:
@@ -441,6 +443,20 @@ def _check_wwids(snap: _Snapshot, report: AuditReport) -> None:
                    f"/etc/multipath/wwids lists {entry} but no device or map has that WWID")
 
 
+def _still_transient(roots: HostRoots, transient: list[Any], grace: float,
+                     sleep: Callable[[float], None]) -> list[Any]:
+    """The controllers of ``transient`` still in a transient state after ``grace`` seconds
+    (each read again)."""
+    from brick_agent.host import nvme
+    sleep(grace)
+    still = set()
+    for c in transient:
+        again = nvme.read_controller(roots, c.name)
+        if again is not None and (again.state or "") in NVME_TRANSIENT_STATES:
+            still.add(c.name)
+    return [c for c in transient if c.name in still]
+
+
 def _check_nvme(roots: HostRoots, snap: _Snapshot, report: AuditReport, grace: float,
                 sleep: Callable[[float], None]) -> None:
     if snap.controllers is None:
@@ -448,14 +464,7 @@ def _check_nvme(roots: HostRoots, snap: _Snapshot, report: AuditReport, grace: f
     fabrics = [c for c in snap.controllers if (c.transport or "").lower() != "pcie"]
     transient = [c for c in fabrics if (c.state or "") in NVME_TRANSIENT_STATES]
     if transient and grace > 0:
-        from brick_agent.host import nvme
-        sleep(grace)
-        still = set()
-        for c in transient:
-            again = nvme.read_controller(roots, c.name)
-            if again is not None and (again.state or "") in NVME_TRANSIENT_STATES:
-                still.add(c.name)
-        transient = [c for c in transient if c.name in still]
+        transient = _still_transient(roots, transient, grace, sleep)
     transient_names = {c.name for c in transient}
     for c in fabrics:
         where = (f"{c.transport or '?'} controller to {c.subsysnqn or '?'} at "
@@ -583,6 +592,7 @@ def audit_against_ledger(ledger: Any, roots: HostRoots = DEFAULT_ROOTS, *,
     an empty ``expected`` list (which would call every live volume unexpected).
     """
     from brick_agent.ledger import LedgerError
+    failure: str | None
     try:
         expected: list[ExpectedVolume] | None = expected_from_ledger(ledger)
         concerns = ledger.concerns()

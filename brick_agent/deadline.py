@@ -19,19 +19,20 @@ class Deadline:
 
     __slots__ = ("_clock", "_start", "_end")
 
-    def __init__(self, end: float, clock: Clock = time.monotonic, start: float | None = None) -> None:
+    def __init__(self, end: float, clock: Clock = time.monotonic,
+                 start: float | None = None) -> None:
         self._clock = clock
         self._start = clock() if start is None else start
         self._end = end
 
     @classmethod
-    def after(cls, seconds: float, clock: Clock = time.monotonic) -> "Deadline":
+    def after(cls, seconds: float, clock: Clock = time.monotonic) -> Deadline:
         """A deadline ``seconds`` from now (negative counts as 0)."""
         now = clock()
         return cls(now + max(0.0, float(seconds)), clock, start=now)
 
     @classmethod
-    def never(cls, clock: Clock = time.monotonic) -> "Deadline":
+    def never(cls, clock: Clock = time.monotonic) -> Deadline:
         return cls(math.inf, clock)
 
     @property
@@ -50,12 +51,12 @@ class Deadline:
     def expired(self) -> bool:
         return self._clock() >= self._end
 
-    def capped(self, seconds: float) -> "Deadline":
+    def capped(self, seconds: float) -> Deadline:
         """A deadline ``seconds`` from now, but never later than this one."""
         now = self._clock()
         return Deadline(min(self._end, now + max(0.0, float(seconds))), self._clock, start=now)
 
-    def reserving(self, seconds: float) -> "Deadline":
+    def reserving(self, seconds: float) -> Deadline:
         """This deadline moved ``seconds`` earlier (never before now).
 
         For a step that must leave time for another one inside the same budget:

@@ -7,8 +7,9 @@
 * ``uuid`` — the UUID of the filesystem mounted at ``/`` (Kioxia, Toyou read
   it): the ``/`` entry of ``/proc/self/mountinfo`` names the device, udev's
   ``/dev/disk/by-uuid`` links (or its database's ``ID_FS_UUID``) name its UUID;
-  a host without udev reports none (os-brick runs ``blkid`` as root for it).  None for a root that is not a
-  block device (overlay, tmpfs, NFS) — the connector object then has no ``uuid``.
+  a host without udev reports none (os-brick runs ``blkid`` as root for it).  None for a
+  root that is not a block device (overlay, tmpfs, NFS) — the connector object then has
+  no ``uuid``.
 
 All paths come from injectable :class:`~brick_agent.host.roots.HostRoots` (and
 the mountinfo path), so tests run on fake trees.  Used by

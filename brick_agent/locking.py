@@ -317,7 +317,8 @@ def external_lock(name: str, *, lock_path: str | None = None,
     deadline = None if timeout is None else time.monotonic() + timeout
     start = time.monotonic()
     with _name_slot(path) as slot:
-        if not slot.lock.acquire(timeout=-1 if deadline is None else _left(deadline)):
+        left = _left(deadline)
+        if not slot.lock.acquire(timeout=-1 if left is None else left):
             raise LockTimeout(f"lock {name} not acquired within {timeout}s "
                               f"(held in this process)")
         try:
@@ -500,7 +501,7 @@ class ReaderWriterLock:
             return
         idle = not self._writers_waiting and not self._busy
         # upgrading to exclusive succeeds only if no other process holds the file
-        unlock_file(fd, self.path, remove=idle and _try_lock(fd, True, False))
+        unlock_file(fd, self.path, remove=idle and _try_lock(fd, True, "lockf"))
 
     # -------------------------------------------------------------- shared
     def acquire_shared(self, timeout: float | None = None) -> None:
@@ -647,7 +648,7 @@ class HostConcurrencyLimit:
         self._max_backoff = max_backoff
 
     @classmethod
-    def from_conf(cls, conf: Any) -> "HostConcurrencyLimit":
+    def from_conf(cls, conf: Any) -> HostConcurrencyLimit:
         """The limit of ``[brick_agent]/max_concurrent_operations`` in its lock_path."""
         return cls(conf.brick_agent.max_concurrent_operations, conf.brick_agent.lock_path)
 
@@ -723,7 +724,7 @@ class SingleFlight:
         with self._lock:
             call = self._calls.get(key)
             leader = call is None
-            if leader:
+            if call is None:
                 call = self._calls[key] = _Call()
             else:
                 call.waiters += 1

@@ -8,7 +8,8 @@ import secrets
 import subprocess
 import tempfile
 import time
-from typing import Callable, Iterable, TypeVar
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 CONFIGFS = "/sys/kernel/config"
 MiB = 1024 * 1024
@@ -139,7 +140,8 @@ class Backing:
         with open(self.path, "wb") as f:
             f.truncate(size)
         if loop:
-            self.loop = run(["losetup", "--find", "--show", "--direct-io=off", self.path]).stdout.strip()
+            self.loop = run(["losetup", "--find", "--show", "--direct-io=off",
+                             self.path]).stdout.strip()
 
     @property
     def device(self) -> str:

@@ -141,9 +141,9 @@ class FcoeTarget(LioFabricTarget):
         for f in self.fabrics:
             self._start_ctlr(f.initiator_if)
         for f in self.fabrics:
-            f.initiator_host = wait_for(lambda: fc_host_of(f.initiator_if), 20,
+            f.initiator_host = wait_for(lambda f=f: fc_host_of(f.initiator_if), 20,
                                         f"fc_host on {f.initiator_if}")
-            wait_for(lambda: self.target_rport(f) is not None, self.login_timeout,
+            wait_for(lambda f=f: self.target_rport(f) is not None, self.login_timeout,
                      f"{f.initiator_host} to log in to {f.target_wwpn}")
 
     def _start_ctlr(self, netdev: str) -> None:

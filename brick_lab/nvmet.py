@@ -6,7 +6,7 @@ import dataclasses
 import os
 import shutil
 import uuid as uuidlib
-from typing import Sequence
+from collections.abc import Sequence
 
 from . import netblock
 from ._sys import (CONFIGFS, Backing, LabError, MiB, Teardown, mkdir, modprobe, new_workdir,
@@ -230,11 +230,13 @@ class NvmetSubsystem(LabTarget):
         if state not in ANA_STATES:
             raise ValueError(f"ANA state must be one of {ANA_STATES}")
         port = self.port_for(portal)
-        write(os.path.join(NVMET, "ports", str(port.port_id), "ana_groups", str(grpid), "ana_state"), state)
+        write(os.path.join(NVMET, "ports", str(port.port_id), "ana_groups", str(grpid),
+                           "ana_state"), state)
 
     def ana_state(self, portal: str, grpid: int = 1) -> str:
         port = self.port_for(portal)
-        return read(os.path.join(NVMET, "ports", str(port.port_id), "ana_groups", str(grpid), "ana_state"))
+        return read(os.path.join(NVMET, "ports", str(port.port_id), "ana_groups", str(grpid),
+                                 "ana_state"))
 
     # -- teardown ----------------------------------------------------------------
     def destroy(self) -> None:

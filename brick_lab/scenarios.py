@@ -55,11 +55,14 @@ def iscsi_dm_multipath(iqn: str | None = None, luns: int = 1,
             iscsi_logged_in(t):
         try:
             for lun in t.luns.values():
-                wait_for(lambda: len(disks_with(lun.wwid)) == 2, 30, f"2 paths of LUN {lun.lun_id}")
-                dm = wait_for(lambda: maps_with(lun.scsi_id), 30, f"dm map of LUN {lun.lun_id}")[0]
-                wait_for(lambda: len(os.listdir(f"/sys/block/{dm}/slaves")) == 2, 30, "2 slaves")
-                wait_for(lambda: os.path.exists(f"/dev/disk/by-id/dm-uuid-mpath-{lun.scsi_id}"),
-                         20, "dm by-id link")
+                wait_for(lambda lun=lun: len(disks_with(lun.wwid)) == 2, 30,
+                         f"2 paths of LUN {lun.lun_id}")
+                dm = wait_for(lambda lun=lun: maps_with(lun.scsi_id), 30,
+                              f"dm map of LUN {lun.lun_id}")[0]
+                wait_for(lambda dm=dm: len(os.listdir(f"/sys/block/{dm}/slaves")) == 2, 30,
+                         "2 slaves")
+                wait_for(lambda lun=lun: os.path.exists(
+                    f"/dev/disk/by-id/dm-uuid-mpath-{lun.scsi_id}"), 20, "dm by-id link")
             yield t
         finally:
             for lun in t.luns.values():
@@ -77,11 +80,14 @@ def nvme_tcp_multipath(nqn: str | None = None, namespaces: int = 1,
                 nvme_connect(s.nqn, port, *connect_opts)
 
             def ready() -> bool:
-                live = [c for c in nvme_ctrls_of(s.nqn) if read(f"/sys/class/nvme/{c}/state") == "live"]
-                return len(live) == 2 and all(nvme_heads_with(ns.uuid) for ns in s.namespaces.values())
+                live = [c for c in nvme_ctrls_of(s.nqn)
+                        if read(f"/sys/class/nvme/{c}/state") == "live"]
+                return len(live) == 2 and all(nvme_heads_with(ns.uuid)
+                                              for ns in s.namespaces.values())
             wait_for(ready, 30, f"2 controllers, {namespaces} namespace(s)")
             for ns in s.namespaces.values():
-                wait_for(lambda: os.path.exists(f"/dev/disk/by-id/nvme-uuid.{ns.uuid}"), 20, "by-id")
+                wait_for(lambda ns=ns: os.path.exists(f"/dev/disk/by-id/nvme-uuid.{ns.uuid}"), 20,
+                         "by-id")
             yield s
         finally:
             nvme_disconnect(s.nqn)
@@ -98,7 +104,7 @@ def fcoe_luns(luns: int = 1, fabrics: int = 1) -> Iterator[FcoeTarget]:
             if lun.lun_id and len(disks_with(lun.wwid)) < want:
                 for i in range(want):
                     t.scan_lun(lun.lun_id, i)
-            wait_for(lambda: len(disks_with(lun.wwid)) == want, 40,
+            wait_for(lambda lun=lun: len(disks_with(lun.wwid)) == want, 40,
                      f"LUN {lun.lun_id} on {want} host(s)")
         yield t
 

@@ -50,7 +50,7 @@ class ServiceUser:
         self.state = self.home / "brick"
 
     # ------------------------------------------------------------ set-up
-    def create(self) -> "ServiceUser":
+    def create(self) -> ServiceUser:
         if not shutil.which("sudo"):
             raise RuntimeError("sudo is not installed (tools/kernel-lab/lab setup installs it)")
         try:

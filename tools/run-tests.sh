@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The test command (README): fast unit suite on this host, then the real-kernel stage
-# in the kernel lab VM. Installs what it needs (apt via the lab, pip into .venv).
+# The test command (README): ruff, mypy and the fast unit suite on this host, then the
+# real-kernel stage in the kernel lab VM. Installs what it needs (apt via the lab, pip into .venv).
 # Usage: bash tools/run-tests.sh [--unit-only|--lab-only] [extra pytest args for the lab stage]
 # The host part (--unit-only) also runs Nova's own volume-driver tests on the compat layer.
 set -euo pipefail
@@ -21,6 +21,9 @@ mkdir -p results
 
 status=0
 if [ "$mode" != lab ]; then
+  echo "=== lint (ruff) and type check (mypy), settings in pyproject.toml ==="
+  .venv/bin/python -m ruff check brick_agent tests tools || status=$?
+  .venv/bin/python -m mypy brick_agent || status=$?
   echo "=== unit tests (host) ==="
   rc=0; .venv/bin/python -m pytest tests/unit -q -p no:cacheprovider \
       --junitxml=results/unit.xml || rc=$?

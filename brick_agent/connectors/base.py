@@ -141,7 +141,7 @@ def read_first_block(path: str, size: int = 4096) -> bool:
         os.read(fd, size)
         return True
     except OSError as exc:
-        LOG.debug("cannot read %s: %s", path, errno.errorcode.get(exc.errno, exc))
+        LOG.debug("cannot read %s: %s", path, errno.errorcode.get(exc.errno or 0, exc))
         return False
     finally:
         os.close(fd)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
+from typing import TypeGuard
 
 from brick_agent.deadline import Deadline
 from brick_agent.errors import DeviceNotFound
@@ -28,7 +29,7 @@ def wait_for_map(roots: HostRoots, watch_factory: Callable[[], DeviceWatch],
     """
     wanted = set(names)
 
-    def usable(m: MultipathMap | None) -> bool:
+    def usable(m: MultipathMap | None) -> TypeGuard[MultipathMap]:
         return m is not None and os.path.exists(roots.devfs(m.dm_name))
 
     def complete() -> MultipathMap | None:

@@ -27,7 +27,7 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from oslo_config import cfg
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 import brick_agent
 from brick_agent import config, errors, json_input
@@ -252,28 +252,31 @@ def create_app(conf: cfg.ConfigOpts | None = None, roots: HostRoots = DEFAULT_RO
     """
     conf, opts = check_gate_config(conf)
     if connector_factory is None:
-        from brick_agent.connectors import factory as connector_factory
+        from brick_agent.connectors import factory
+        make_connector: ConnectorFactory = factory
         protocols: tuple[str, ...] = available_protocols()
     else:
+        make_connector = connector_factory
         protocols = PROTOCOL_NAMES
     token: str | None = opts.gate_token or None
-    make_connector: ConnectorFactory = connector_factory
-    slow_slots = threading.BoundedSemaphore(SLOW_AUDITS)
+    gate = _Gate(conf, opts, roots, protocols, make_connector,
+                 threading.BoundedSemaphore(SLOW_AUDITS))
 
     app = Flask("brick_agent.gate", static_folder=None)
     app.json = _GateJsonProvider(app)
     app.config["BRICK_ROOTS"] = roots
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    _add_auth(app, token)
+    _add_error_handlers(app)
+    _add_routes(app, gate)
+    return app
 
-    def connector_for(protocol: str) -> Connector:
-        try:
-            return make_connector(protocol, conf=conf, roots=roots)
-        except ImportError as exc:
-            LOG.warning("no connector module for %s: %s", protocol, exc)
-            raise errors.NotSupported(
-                f"the {protocol} connector is not available on this build") from None
 
-    # ------------------------------------------------------------------ auth
+# ---------------------------------------------------------------------- auth
+def _add_auth(app: Flask, token: str | None) -> None:
+    """The bearer token check before every request (but /health), and the scrubbing of
+    request secrets and the token from every JSON response."""
+
     @app.before_request
     def _authorize() -> None:
         g.gate_secrets = []
@@ -296,83 +299,119 @@ def create_app(conf: cfg.ConfigOpts | None = None, roots: HostRoots = DEFAULT_RO
         response.headers["Cache-Control"] = "no-store"
         return response
 
-    # ---------------------------------------------------------------- errors
-    @app.errorhandler(Unauthorized)
-    def _unauthorized(exc: Unauthorized):
-        resp = jsonify(error_body(exc))
-        resp.status_code = 401
-        resp.headers["WWW-Authenticate"] = 'Bearer realm="brick_agent gate"'
-        return resp
 
-    @app.errorhandler(GateBusy)
-    def _busy(exc: GateBusy):
-        resp = jsonify(error_body(exc))
-        resp.status_code = 429
-        resp.headers["Retry-After"] = str(exc.retry_after)
-        return resp
+# -------------------------------------------------------------------- errors
+def _add_error_handlers(app: Flask) -> None:
+    """Every error as a JSON :func:`error_body`, with its HTTP status."""
+    app.register_error_handler(Unauthorized, _unauthorized)
+    app.register_error_handler(GateBusy, _busy)
+    app.register_error_handler(errors.BrickError, _brick_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)
 
-    @app.errorhandler(errors.BrickError)
-    def _brick_error(exc: errors.BrickError):
-        status = _status_of(exc)
-        if status >= 500:
-            LOG.error("gate request %s %s failed: %s", request.method, request.path,
-                      mask_text(str(exc), g.get("gate_secrets", [])))
-        return jsonify(error_body(exc)), status
 
-    @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException):
-        body = {"error": type(exc).__name__, "message": exc.description, "key": None}
-        resp = jsonify(body)
-        resp.status_code = exc.code or 500
-        if exc.code == 405 and exc.valid_methods:  # type: ignore[attr-defined]
-            resp.headers["Allow"] = ", ".join(exc.valid_methods)
-        return resp
+def _unauthorized(exc: Unauthorized):
+    resp = jsonify(error_body(exc))
+    resp.status_code = 401
+    resp.headers["WWW-Authenticate"] = 'Bearer realm="brick_agent gate"'
+    return resp
 
-    @app.errorhandler(Exception)
-    def _unexpected(exc: Exception):
-        LOG.exception("gate request %s %s failed unexpectedly", request.method, request.path)
-        return jsonify({"error": "InternalError",
-                        "message": "internal error; the gate's log has the details",
-                        "key": None}), 500
 
-    # ------------------------------------------------------------- endpoints
-    @app.get("/health")
-    def health():
+def _busy(exc: GateBusy):
+    resp = jsonify(error_body(exc))
+    resp.status_code = 429
+    resp.headers["Retry-After"] = str(exc.retry_after)
+    return resp
+
+
+def _brick_error(exc: errors.BrickError):
+    status = _status_of(exc)
+    if status >= 500:
+        LOG.error("gate request %s %s failed: %s", request.method, request.path,
+                  mask_text(str(exc), g.get("gate_secrets", [])))
+    return jsonify(error_body(exc)), status
+
+
+def _http_error(exc: HTTPException):
+    body = {"error": type(exc).__name__, "message": exc.description, "key": None}
+    resp = jsonify(body)
+    resp.status_code = exc.code or 500
+    if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+        resp.headers["Allow"] = ", ".join(exc.valid_methods)
+    return resp
+
+
+def _unexpected(exc: Exception):
+    LOG.exception("gate request %s %s failed unexpectedly", request.method, request.path)
+    return jsonify({"error": "InternalError",
+                    "message": "internal error; the gate's log has the details",
+                    "key": None}), 500
+
+
+# ----------------------------------------------------------------- endpoints
+def _add_routes(app: Flask, gate: _Gate) -> None:
+    """The read-only endpoints (each endpoint named after its :class:`_Gate` method)."""
+    app.add_url_rule("/health", view_func=gate.health, methods=["GET"])
+    app.add_url_rule("/openapi.json", view_func=gate.openapi, methods=["GET"])
+    app.add_url_rule("/v1/connector", view_func=gate.connector_properties, methods=["GET"])
+    app.add_url_rule("/v1/volumes", view_func=gate.volumes, methods=["GET"])
+    app.add_url_rule("/v1/paths", view_func=gate.paths, methods=["POST"])
+    app.add_url_rule("/v1/audit", view_func=gate.audit, methods=["GET", "POST"])
+
+
+@dataclasses.dataclass(frozen=True)
+class _Gate:
+    """What the endpoints share: the configuration, the host, the connectors and the
+    slots of slow audits."""
+
+    conf: cfg.ConfigOpts
+    opts: Any
+    roots: HostRoots
+    protocols: tuple[str, ...]
+    make_connector: ConnectorFactory
+    slow_slots: threading.Semaphore
+
+    def connector_for(self, protocol: str) -> Connector:
+        try:
+            return self.make_connector(protocol, conf=self.conf, roots=self.roots)
+        except ImportError as exc:
+            LOG.warning("no connector module for %s: %s", protocol, exc)
+            raise errors.NotSupported(
+                f"the {protocol} connector is not available on this build") from None
+
+    def health(self):
         return jsonify({"status": "ok", "version": brick_agent.__version__})
 
-    @app.get("/openapi.json")
-    def openapi():
-        return jsonify(openapi_spec(protocols))
+    def openapi(self):
+        return jsonify(openapi_spec(self.protocols))
 
-    @app.get("/v1/connector")
-    def connector_properties():
+    def connector_properties(self):
         from brick_agent import connector_properties as cp
         props = cp.get_connector_properties(
-            multipath=bool(opts.use_multipath), enforce_multipath=bool(opts.enforce_multipath),
-            roots=roots, create_nvme_identity=False)
+            multipath=bool(self.opts.use_multipath),
+            enforce_multipath=bool(self.opts.enforce_multipath),
+            roots=self.roots, create_nvme_identity=False)
         return jsonify(props)
 
-    @app.get("/v1/volumes")
-    def volumes():
+    def volumes(self):
         from brick_agent.connectors import PROTOCOLS
         asked = request.args.getlist("protocol")
         if len(asked) > 1:
             raise InvalidRequest("give at most one protocol", key="protocol")
         if asked:
             protocol = _protocol_arg(asked[0], "query parameter 'protocol'")
-            found = connector_for(protocol).get_all_available_volumes()
+            found = self.connector_for(protocol).get_all_available_volumes()
             return jsonify({"volumes": {protocol: list(found)}, "errors": {}})
         result: dict[str, Any] = {}
         failures: dict[str, Any] = {}
         for protocol in PROTOCOLS:
             try:
-                result[protocol] = list(connector_for(protocol).get_all_available_volumes())
+                result[protocol] = list(self.connector_for(protocol).get_all_available_volumes())
             except errors.BrickError as exc:
                 failures[protocol] = error_body(exc)
         return jsonify({"volumes": result, "errors": failures})
 
-    @app.post("/v1/paths")
-    def paths():
+    def paths(self):
         data = _json_object()
         unknown = sorted(set(data) - {"protocol", "connection_properties"})
         if unknown:
@@ -385,43 +424,48 @@ def create_app(conf: cfg.ConfigOpts | None = None, roots: HostRoots = DEFAULT_RO
         # Cinder's {'driver_volume_type': ..., 'data': {...}} envelope is accepted too.
         if isinstance(props.get("data"), dict) and "driver_volume_type" in props:
             props = props["data"]
-        connector = connector_for(protocol)
+        connector = self.connector_for(protocol)
         found = list(connector.get_volume_paths(props))
         return jsonify({"protocol": protocol, "paths": found, "present": bool(found),
                         "search_path": connector.get_search_path()})
 
-    @app.route("/v1/audit", methods=["GET", "POST"])
-    def audit():
+    def audit(self):
         from brick_agent import audit as audit_mod
-        expected = None
-        ledger: Any = None
-        if request.method == "POST":
-            data = _json_object()
-            unknown = sorted(set(data) - {"expected"})
-            if unknown:
-                raise InvalidRequest(f"unknown field(s): {', '.join(unknown)}", key=unknown[0])
-            raw = data.get("expected")
-            if not isinstance(raw, list):
-                raise InvalidRequest("field 'expected' must be a list of volumes", key="expected")
-            expected = [audit_mod.ExpectedVolume.from_dict(item, index=i)
-                        for i, item in enumerate(raw)]
-        source = request.args.getlist("expected")
-        if source:
-            # ?expected=ledger: the volumes of [brick_agent] ledger_path are the expected ones
-            if source != ["ledger"] or expected is not None:
-                raise InvalidRequest("query 'expected' accepts only 'ledger', once, and not "
-                                     "with a POSTed list", key="expected")
-            from brick_agent.ledger import AttachmentLedger
-            ledger = AttachmentLedger.from_conf(conf)
-            if ledger is None:
-                raise InvalidRequest("no attachment ledger: [brick_agent] ledger_path is empty",
-                                     key="expected")
+        expected = _posted_expected() if request.method == "POST" else None
+        ledger = self._expected_ledger(posted=expected is not None)
         grace = _grace_arg(request.args.getlist("nvme_grace"))
-        with _slow_slot(slow_slots, grace) if grace > 0 else contextlib.nullcontext():
+        with _slow_slot(self.slow_slots, grace) if grace > 0 else contextlib.nullcontext():
             if ledger is not None:
-                report = audit_mod.audit_against_ledger(ledger, roots, nvme_grace=grace)
+                report = audit_mod.audit_against_ledger(ledger, self.roots, nvme_grace=grace)
             else:
-                report = audit_mod.audit(roots=roots, expected=expected, nvme_grace=grace)
+                report = audit_mod.audit(roots=self.roots, expected=expected, nvme_grace=grace)
         return jsonify(report.to_dict())
 
-    return app
+    def _expected_ledger(self, posted: bool) -> Any:
+        """The attachment ledger when the audit's query says ``expected=ledger`` (the volumes
+        of ``[brick_agent] ledger_path`` are the expected ones), else None."""
+        source = request.args.getlist("expected")
+        if not source:
+            return None
+        if source != ["ledger"] or posted:
+            raise InvalidRequest("query 'expected' accepts only 'ledger', once, and not "
+                                 "with a POSTed list", key="expected")
+        from brick_agent.ledger import AttachmentLedger
+        ledger = AttachmentLedger.from_conf(self.conf)
+        if ledger is None:
+            raise InvalidRequest("no attachment ledger: [brick_agent] ledger_path is empty",
+                                 key="expected")
+        return ledger
+
+
+def _posted_expected() -> list[Any]:
+    """The expected volumes POSTed to the audit (``{"expected": [...]}``)."""
+    from brick_agent import audit as audit_mod
+    data = _json_object()
+    unknown = sorted(set(data) - {"expected"})
+    if unknown:
+        raise InvalidRequest(f"unknown field(s): {', '.join(unknown)}", key=unknown[0])
+    raw = data.get("expected")
+    if not isinstance(raw, list):
+        raise InvalidRequest("field 'expected' must be a list of volumes", key="expected")
+    return [audit_mod.ExpectedVolume.from_dict(item, index=i) for i, item in enumerate(raw)]

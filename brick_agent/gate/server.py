@@ -22,7 +22,8 @@ from typing import Any
 
 from oslo_config import cfg
 
-from brick_agent.gate.app import MAX_BODY_BYTES, check_gate_config, create_app
+from brick_agent.gate.app import (MAX_BODY_BYTES, GateConfigurationError, check_gate_config,
+                                   create_app)
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
 
 LOG = logging.getLogger(__name__)
@@ -59,6 +60,12 @@ def make_server(conf: cfg.ConfigOpts | None, roots: HostRoots = DEFAULT_ROOTS, *
         app, host=bind_host, port=bind_port, threads=THREADS, ident="brick-agent-gate",
         clear_untrusted_proxy_headers=True, max_request_body_size=MAX_BODY_BYTES,
         channel_timeout=60)
+    if not isinstance(server, waitress.server.BaseWSGIServer):
+        # a host name with several addresses: waitress made one listener for each (a
+        # MultiSocketServer), which the JSON error channel and serve() do not handle
+        server.close()
+        raise GateConfigurationError(
+            f"gate host {bind_host!r} resolves to several addresses: give one address")
     server.channel_class = _json_error_channel()
     return server
 
@@ -70,12 +77,15 @@ def _json_error_channel() -> type:
 
     class JsonErrorTask(ErrorTask):
         def execute(self) -> None:
-            err = self.request.error
+            # types-waitress types Task.request as the error itself: it is the request
+            # parser, and the error is its .error
+            err = self.request.error  # type: ignore[attr-defined]
             body = json.dumps({"error": type(err).__name__, "message": err.body,
                                "key": None}).encode()
             self.status = f"{err.code} {err.reason}"
-            self.response_headers.extend([("Content-Type", "application/json"),
-                                          ("Connection", "close")])
+            self.response_headers = [*self.response_headers,
+                                     ("Content-Type", "application/json"),
+                                     ("Connection", "close")]
             self.set_close_on_finish()
             self.content_length = len(body)
             self.write(body)

@@ -76,7 +76,7 @@ def read_block_device(roots: HostRoots, name: str) -> BlockDevice | None:
     device = sysfs.resolve(os.path.join(real, "device"))
     hctl = Hctl.try_parse(os.path.basename(device)) if device else None
     wwid = attr("wwid")
-    if not wwid and hctl is not None:
+    if not wwid and hctl is not None and device is not None:
         wwid = sysfs.read_attr(os.path.join(device, "wwid"))
     return BlockDevice(
         name=name,

@@ -5,7 +5,8 @@ Layout read (scsi_transport_fc, kernel 6.x)::
     /sys/class/fc_host/hostH -> ../../devices/.../hostH/fc_host/hostH
         port_name, node_name, fabric_name ('0x' + hex, no zero padding), port_state
         ('Online', 'Linkdown', ...), port_type ('NPort (fabric via point-to-point)', ...), speed
-    /sys/class/fc_remote_ports/rport-H:B-R -> ../../devices/.../hostH/rport-H:B-R/fc_remote_ports/rport-H:B-R
+    /sys/class/fc_remote_ports/rport-H:B-R
+            -> ../../devices/.../hostH/rport-H:B-R/fc_remote_ports/rport-H:B-R
         port_name, node_name, port_id, port_state, roles ('FCP Target', comma separated),
         scsi_target_id (-1 when the rport is not a SCSI target)
         the SCSI target lives at .../rport-H:B-R/targetH:B:<scsi_target_id>
@@ -152,11 +153,14 @@ def read_remote_port(roots: HostRoots, name: str) -> FcRemotePort | None:
     )
 
 
-def fc_remote_ports(roots: HostRoots = DEFAULT_ROOTS, host_number: int | None = None) -> list[FcRemotePort]:
+def fc_remote_ports(roots: HostRoots = DEFAULT_ROOTS,
+                    host_number: int | None = None) -> list[FcRemotePort]:
     """All remote ports (optionally of one HBA), in host/channel/number order."""
     out = []
     for entry in sysfs.list_dir(roots.sysfs("class", "fc_remote_ports"), _RPORT_RE):
-        if host_number is not None and int(_RPORT_RE.fullmatch(entry).group(1)) != host_number:
+        m = _RPORT_RE.fullmatch(entry)
+        assert m is not None  # list_dir returns matching names only
+        if host_number is not None and int(m.group(1)) != host_number:
             continue
         rport = read_remote_port(roots, entry)
         if rport is not None:
@@ -164,13 +168,17 @@ def fc_remote_ports(roots: HostRoots = DEFAULT_ROOTS, host_number: int | None = 
     return out
 
 
-def fc_transport_targets(roots: HostRoots = DEFAULT_ROOTS) -> list[tuple[int, int, int, str | None]]:
+def fc_transport_targets(roots: HostRoots = DEFAULT_ROOTS
+                         ) -> list[tuple[int, int, int, str | None]]:
     """(host, channel, target, port_name) for every /sys/class/fc_transport/targetH:C:T."""
     base = roots.sysfs("class", "fc_transport")
     out = []
     for entry in sysfs.list_dir(base, _TARGET_RE):
-        h, c, t = (int(g) for g in _TARGET_RE.fullmatch(entry).groups())
-        out.append((h, c, t, normalize_wwn(sysfs.read_attr(os.path.join(base, entry, "port_name")))))
+        m = _TARGET_RE.fullmatch(entry)
+        assert m is not None  # list_dir returns matching names only
+        h, c, t = (int(g) for g in m.groups())
+        port_name = sysfs.read_attr(os.path.join(base, entry, "port_name"))
+        out.append((h, c, t, normalize_wwn(port_name)))
     return out
 
 

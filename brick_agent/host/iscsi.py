@@ -2,7 +2,8 @@
 
 Layout read (iscsi_tcp, kernel 6.x)::
 
-    /sys/class/iscsi_session/sessionS -> ../../devices/platform/hostH/sessionS/iscsi_session/sessionS
+    /sys/class/iscsi_session/sessionS
+            -> ../../devices/platform/hostH/sessionS/iscsi_session/sessionS
         targetname, tpgt, state (LOGGED_IN / FAILED / FREE), ifacename, initiatorname
         device -> ../../../sessionS          (the session device: holds targetH:C:T/H:C:T:L)
     /sys/class/iscsi_connection/connectionS:0
@@ -39,7 +40,8 @@ class IscsiSession:
     sid: int
     target_iqn: str | None
     tpgt: int | None
-    portal_address: str | None     # persistent (login) address, as the kernel prints it (no brackets)
+    # persistent (login) address, as the kernel prints it (no brackets)
+    portal_address: str | None
     portal_port: int | None
     state: str | None              # 'LOGGED_IN', 'FAILED', 'FREE'
     host_number: int | None
@@ -68,7 +70,8 @@ class IscsiSession:
 
 
 def normalize_address(address: str | None) -> str | None:
-    """Comparable form of an address: brackets/zone dropped for IP literals, IPs canonical, names lowercased."""
+    """Comparable form of an address: brackets/zone dropped for IP literals, IPs canonical,
+    names lowercased."""
     if address is None:
         return None
     a = address.strip()
@@ -118,7 +121,8 @@ def _connection_dir(roots: HostRoots, sid: int, device_path: str | None) -> str 
     names = sysfs.list_dir(cls, re.compile(rf"connection{sid}:\d+"))
     if names:
         return os.path.join(cls, names[0])
-    if device_path:  # fall back to the device tree: sessionS/connectionS:0/iscsi_connection/connectionS:0
+    # fall back to the device tree: sessionS/connectionS:0/iscsi_connection/connectionS:0
+    if device_path:
         for entry in sysfs.list_dir(device_path, re.compile(rf"connection{sid}:\d+")):
             candidate = os.path.join(device_path, entry, "iscsi_connection", entry)
             if os.path.isdir(candidate):
@@ -192,7 +196,9 @@ def session_targets(session: IscsiSession) -> list[tuple[int, int, int]]:
     out = []
     for entry in sysfs.list_dir(session.device_path, _TARGET_RE):
         m = _TARGET_RE.fullmatch(entry)
-        out.append(tuple(int(g) for g in m.groups()))
+        assert m is not None  # list_dir returns matching names only
+        h, c, t = (int(g) for g in m.groups())
+        out.append((h, c, t))
     return out
 
 
@@ -220,7 +226,8 @@ def session_devices(roots: HostRoots, session: IscsiSession) -> list[ScsiDevice]
 
 
 def find_sessions(roots: HostRoots, iqn: str, portal_address: str | None = None,
-                  portal_port: int | None = None, iface_name: str | None = None) -> list[IscsiSession]:
+                  portal_port: int | None = None,
+                  iface_name: str | None = None) -> list[IscsiSession]:
     """Sessions to ``iqn`` (optionally at a portal and through an iface), by sid.
 
     Addresses are compared normalised (IPv6 brackets, zero-compression, case);
@@ -244,7 +251,8 @@ def find_sessions(roots: HostRoots, iqn: str, portal_address: str | None = None,
 
 
 def find_session(roots: HostRoots, iqn: str, portal_address: str | None = None,
-                 portal_port: int | None = None, iface_name: str | None = None) -> IscsiSession | None:
+                 portal_port: int | None = None,
+                 iface_name: str | None = None) -> IscsiSession | None:
     """The first (lowest sid) session matching, see :func:`find_sessions`."""
     found = find_sessions(roots, iqn, portal_address, portal_port, iface_name)
     return found[0] if found else None

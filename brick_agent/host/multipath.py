@@ -1,4 +1,5 @@
-"""Read-only view of dm-multipath maps from sysfs and the wwids file (no multipath/multipathd calls).
+"""Read-only view of dm-multipath maps from sysfs and the wwids file (no multipath/multipathd
+calls).
 
 Layout read::
 

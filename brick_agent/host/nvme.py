@@ -2,14 +2,16 @@
 
 Layout read (kernel 6.x)::
 
-    /sys/class/nvme/nvmeC -> ../../devices/virtual/nvme-fabrics/ctl/nvmeC   (fabrics; PCIe under pci)
+    /sys/class/nvme/nvmeC -> ../../devices/virtual/nvme-fabrics/ctl/nvmeC
+            (fabrics; PCIe under pci)
         subsysnqn, transport (tcp/rdma/fc/loop/pcie), address, state, cntlid, hostnqn, hostid
         nvmeScCnN/   per-path namespace device (native multipath, hidden from /dev)
         nvmeCnN/     the namespace device itself (native multipath disabled)
     /sys/class/nvme-subsystem/nvme-subsysS -> ../../devices/virtual/nvme-subsystem/nvme-subsysS
         subsysnqn, model, serial, iopolicy
         nvmeC -> controller links;  nvmeSnN/  namespace head (the /dev/nvmeSnN users open)
-    namespace dirs: nsid, uuid, nguid, wwid, eui, size (512-byte sectors); paths also ana_state, ana_grpid
+    namespace dirs: nsid, uuid, nguid, wwid, eui, size (512-byte sectors);
+        paths also ana_state, ana_grpid
     /sys/module/nvme_core/parameters/multipath: 'Y' when native multipath is on
 
 Naming: a head is ``nvme<subsys instance>n<ns instance>``; its path through
@@ -69,7 +71,8 @@ class NvmeController:
     subsystem_name: str | None  # 'nvme-subsys0'
     src_addr: str | None = None
     hostid: str | None = None
-    namespaces: tuple[str, ...] = ()   # block devices under the controller ('nvme0c0n1' or 'nvme0n1')
+    # block devices under the controller ('nvme0c0n1' or 'nvme0n1')
+    namespaces: tuple[str, ...] = ()
     sysfs_path: str | None = None
 
     @property
@@ -79,7 +82,8 @@ class NvmeController:
 
 @dataclasses.dataclass(frozen=True)
 class NvmePath:
-    """One controller's view of a namespace (``nvme0c1n1``, or ``nvme1n1`` without native multipath)."""
+    """One controller's view of a namespace (``nvme0c1n1``, or ``nvme1n1`` without native
+    multipath)."""
 
     name: str
     controller: str
@@ -91,7 +95,8 @@ class NvmePath:
 
 @dataclasses.dataclass(frozen=True)
 class NvmeNamespace:
-    name: str                  # the device users open: head 'nvme0n1' (native) or 'nvme1n1' (per controller)
+    # the device users open: head 'nvme0n1' (native) or 'nvme1n1' (per controller)
+    name: str
     nsid: int | None
     uuid: str | None           # lowercase hyphenated, None if the namespace has none
     nguid: str | None          # 32 lowercase hex, None if absent/zero
@@ -416,6 +421,8 @@ def nvme_namespaces(roots: HostRoots = DEFAULT_ROOTS) -> list[NvmeNamespace]:
     paths = nvme_paths(roots)
     out = []
     for sub in nvme_subsystems(roots):
+        if sub.sysfs_path is None:   # read from sysfs, a subsystem always has one
+            continue
         for head in sub.namespaces:
             hdir = os.path.join(sub.sysfs_path, head)
             if not os.path.isdir(hdir):
@@ -470,11 +477,13 @@ def find_controllers(roots: HostRoots = DEFAULT_ROOTS, nqn: str | None = None,
             continue
         if transport is not None and (c.transport or "").lower() != transport.lower():
             continue
-        if traddr is not None and normalize_traddr(c.traddr, c.transport) != normalize_traddr(traddr, transport or c.transport):
+        if traddr is not None and (normalize_traddr(c.traddr, c.transport)
+                                   != normalize_traddr(traddr, transport or c.transport)):
             continue
         if trsvcid is not None and c.trsvcid != str(trsvcid):
             continue
-        if host_traddr is not None and normalize_traddr(c.host_traddr, c.transport) != normalize_traddr(host_traddr, transport or c.transport):
+        if host_traddr is not None and (normalize_traddr(c.host_traddr, c.transport)
+                                        != normalize_traddr(host_traddr, transport or c.transport)):
             continue
         if hostnqn is not None and c.hostnqn is not None and c.hostnqn != hostnqn:
             continue
@@ -495,7 +504,7 @@ def find_namespaces(roots: HostRoots = DEFAULT_ROOTS, nqn: str | None = None,
     nqn_of = {s.name: s.nqn for s in nvme_subsystems(roots)} if nqn is not None else {}
     out = []
     for ns in nvme_namespaces(roots):
-        if nqn is not None and nqn_of.get(ns.subsystem_name) != nqn:
+        if nqn is not None and nqn_of.get(ns.subsystem_name or "") != nqn:
             continue
         if want_uuid is not None and ns.uuid != want_uuid:
             continue
@@ -530,15 +539,6 @@ def subsystem_view(roots: HostRoots, nqn: str, uuid: str | None = None, *,
     namespaces: list[NvmeNamespace] = []
     wanted = canonical_uuid(uuid)
     want_wwid = None if wanted is None else f"uuid.{wanted}"
-    hint = nsid
-
-    def keep(path: str) -> tuple[bool, str | None]:
-        """(may carry the UUID, the wwid read to decide)."""
-        if want_wwid is None:
-            return True, None
-        wwid = _read(os.path.join(path, "wwid"))
-        return (not wwid or wwid.lower() == want_wwid), (wwid or None)
-
     class_base = _class_dir(roots.sysfs("class", "nvme-subsystem"))
     ctrl_base = _class_dir(roots.sysfs("class", "nvme"))
     if class_base is None:
@@ -547,52 +547,82 @@ def subsystem_view(roots: HostRoots, nqn: str, uuid: str | None = None, *,
         real = _resolve_in(class_base, sname)
         if real is None or (_read(os.path.join(real, "subsysnqn")) or None) != nqn:
             continue
-        mine = []
-        for cname in _entries(real, _CTRL_RE):
-            creal = _resolve_in(ctrl_base, cname) if ctrl_base is not None else None
-            ctrl = read_controller(roots, cname, sname, lean=lean, real=creal,
-                                   subsysnqn=nqn if lean else None) \
-                if creal is not None else None
-            if ctrl is not None:
-                mine.append(ctrl)
+        mine = _linked_controllers(roots, real, ctrl_base, sname, nqn, lean)
         ctrls += mine
-        heads = _entries(real, _HEAD_RE, dirs=True)
-        if hint is not None and want_wwid is not None:
-            # the likely head first (instances follow NSIDs on a first scan)
-            guess = f"nvme{sname[len('nvme-subsys'):]}n{hint}"
-            heads.sort(key=lambda h: h != guess)
-        found: list[NvmeNamespace] = []
-        for head in heads:
-            hdir = os.path.join(real, head)
-            ok, seen = keep(hdir)
+        namespaces += _head_namespaces(roots, real, sname, mine, want_wwid, nsid)
+        namespaces += _controller_namespaces(roots, sname, mine, want_wwid)
+    return ctrls, namespaces
+
+
+def _may_carry(path: str, want_wwid: str | None) -> tuple[bool, str | None]:
+    """(the namespace at ``path`` may carry the wanted UUID, the wwid read to decide)."""
+    if want_wwid is None:
+        return True, None
+    wwid = _read(os.path.join(path, "wwid"))
+    return (not wwid or wwid.lower() == want_wwid), (wwid or None)
+
+
+def _linked_controllers(roots: HostRoots, real: str, ctrl_base: str | None, sname: str,
+                        nqn: str, lean: bool) -> list[NvmeController]:
+    """The controllers linked under the subsystem's directory ``real``."""
+    mine = []
+    for cname in _entries(real, _CTRL_RE):
+        creal = _resolve_in(ctrl_base, cname) if ctrl_base is not None else None
+        ctrl = read_controller(roots, cname, sname, lean=lean, real=creal,
+                               subsysnqn=nqn if lean else None) \
+            if creal is not None else None
+        if ctrl is not None:
+            mine.append(ctrl)
+    return mine
+
+
+def _head_namespaces(roots: HostRoots, real: str, sname: str, mine: list[NvmeController],
+                     want_wwid: str | None, hint: int | None) -> list[NvmeNamespace]:
+    """The subsystem's namespace heads (native multipath), in name order; with
+    ``want_wwid`` the scan stops at the head that has it (``hint``: the NSID to try first)."""
+    heads = _entries(real, _HEAD_RE, dirs=True)
+    if hint is not None and want_wwid is not None:
+        # the likely head first (instances follow NSIDs on a first scan)
+        guess = f"nvme{sname[len('nvme-subsys'):]}n{hint}"
+        heads.sort(key=lambda h: h != guess)
+    found: list[NvmeNamespace] = []
+    for head in heads:
+        hdir = os.path.join(real, head)
+        ok, seen = _may_carry(hdir, want_wwid)
+        if not ok:
+            continue
+        nsid, ns_uuid, nguid, wwid, eui64 = _ns_identity(hdir, seen)
+        paths = [(c.name, p) for c in mine for p in c.namespaces
+                 if _PATH_RE.fullmatch(p) and head_name(p) == head]
+        found.append(NvmeNamespace(
+            name=head, nsid=nsid, uuid=ns_uuid, nguid=nguid, wwid=wwid,
+            size_bytes=_size(hdir), subsystem_name=sname,
+            controllers=tuple(c for c, _ in paths), paths=tuple(p for _, p in paths),
+            native_multipath=True, devpath=roots.devfs(head), sysfs_path=hdir, eui64=eui64))
+        if seen is not None and ns_uuid is not None:
+            break   # the kernel refuses a second head with the same UUID in a subsystem
+    return sorted(found, key=lambda ns: sysfs.natural_key(ns.name))
+
+
+def _controller_namespaces(roots: HostRoots, sname: str, mine: list[NvmeController],
+                           want_wwid: str | None) -> list[NvmeNamespace]:
+    """The namespace devices of each controller itself (native multipath off)."""
+    namespaces = []
+    for c in mine:
+        for p in c.namespaces:
+            if _PATH_RE.fullmatch(p) or c.sysfs_path is None:
+                continue
+            ndir = os.path.join(c.sysfs_path, p)
+            ok, seen = _may_carry(ndir, want_wwid)
             if not ok:
                 continue
-            nsid, ns_uuid, nguid, wwid, eui64 = _ns_identity(hdir, seen)
-            paths = [(c.name, p) for c in mine for p in c.namespaces
-                     if _PATH_RE.fullmatch(p) and head_name(p) == head]
-            found.append(NvmeNamespace(
-                name=head, nsid=nsid, uuid=ns_uuid, nguid=nguid, wwid=wwid,
-                size_bytes=_size(hdir), subsystem_name=sname,
-                controllers=tuple(c for c, _ in paths), paths=tuple(p for _, p in paths),
-                native_multipath=True, devpath=roots.devfs(head), sysfs_path=hdir, eui64=eui64))
-            if seen is not None and ns_uuid is not None:
-                break   # the kernel refuses a second head with the same UUID in a subsystem
-        namespaces += sorted(found, key=lambda ns: sysfs.natural_key(ns.name))
-        for c in mine:
-            for p in c.namespaces:
-                if _PATH_RE.fullmatch(p) or c.sysfs_path is None:
-                    continue
-                ndir = os.path.join(c.sysfs_path, p)
-                ok, seen = keep(ndir)
-                if not ok:
-                    continue
-                nsid, ns_uuid, nguid, wwid, eui64 = _ns_identity(ndir, seen)
-                namespaces.append(NvmeNamespace(
-                    name=p, nsid=nsid, uuid=ns_uuid, nguid=nguid, wwid=wwid,
-                    size_bytes=_size(ndir), subsystem_name=sname, controllers=(c.name,),
-                    paths=(p,), native_multipath=False, devpath=roots.devfs(p),
-                    sysfs_path=ndir, eui64=eui64))
-    return ctrls, namespaces
+            nsid, ns_uuid, nguid, wwid, eui64 = _ns_identity(ndir, seen)
+            namespaces.append(NvmeNamespace(
+                name=p, nsid=nsid, uuid=ns_uuid, nguid=nguid, wwid=wwid,
+                size_bytes=_size(ndir), subsystem_name=sname, controllers=(c.name,),
+                paths=(p,), native_multipath=False, devpath=roots.devfs(p),
+                sysfs_path=ndir, eui64=eui64))
+    return namespaces
 
 
 def read_namespace(roots: HostRoots, ns: NvmeNamespace, *,

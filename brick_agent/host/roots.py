@@ -36,7 +36,7 @@ class HostRoots:
         return os.path.join(self.proc, *parts)
 
     @classmethod
-    def under(cls, base: str) -> "HostRoots":
+    def under(cls, base: str) -> HostRoots:
         """Roots of a whole fake host tree at ``base`` (base/sys, base/dev, base/proc, ...)."""
         return cls(sys=os.path.join(base, "sys"), dev=os.path.join(base, "dev"),
                    etc=os.path.join(base, "etc"), run=os.path.join(base, "run"),

@@ -2,7 +2,8 @@
 
 Layout read (kernel 6.x)::
 
-    /sys/class/scsi_host/hostH            -> ../../devices/.../hostH/scsi_host/hostH   (proc_name, scan)
+    /sys/class/scsi_host/hostH            -> ../../devices/.../hostH/scsi_host/hostH
+        proc_name, scan
     /sys/bus/scsi/devices/H:C:T:L         -> ../../../devices/.../targetH:C:T/H:C:T:L
     /sys/class/scsi_device/H:C:T:L/device -> the same LUN directory
     <lun dir>/{vendor,model,rev,state,type,wwid}, <lun dir>/block/sdX
@@ -57,7 +58,7 @@ class Hctl:
     lun: int
 
     @classmethod
-    def parse(cls, text: str) -> "Hctl":
+    def parse(cls, text: str) -> Hctl:
         """Parse ``'H:C:T:L'``; raises ``ValueError`` otherwise."""
         m = _HCTL_RE.fullmatch(text.strip())
         if not m:
@@ -65,7 +66,7 @@ class Hctl:
         return cls(*(int(g) for g in m.groups()))
 
     @classmethod
-    def try_parse(cls, text: str | None) -> "Hctl | None":
+    def try_parse(cls, text: str | None) -> Hctl | None:
         if not text:
             return None
         try:

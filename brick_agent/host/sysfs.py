@@ -39,7 +39,8 @@ def read_attr(path: str, limit: int | None = 65536) -> str | None:
 
 
 def read_int(path: str, base: int = 10) -> int | None:
-    """Integer attribute (``base=0`` accepts ``0x`` prefixes); ``None`` if unreadable or not a number."""
+    """Integer attribute (``base=0`` accepts ``0x`` prefixes); ``None`` if unreadable or not a
+    number."""
     text = read_attr(path)
     if text is None:
         return None
@@ -80,7 +81,8 @@ def resolve(path: str) -> str | None:
 
 
 def link_name(path: str) -> str | None:
-    """Last component of a symlink's target (e.g. ``holders/dm-0`` -> ``dm-0``); ``None`` if not a link."""
+    """Last component of a symlink's target (e.g. ``holders/dm-0`` -> ``dm-0``); ``None`` if
+    not a link."""
     try:
         return os.path.basename(os.readlink(path).rstrip("/"))
     except OSError:

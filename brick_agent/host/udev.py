@@ -111,7 +111,7 @@ class DeviceWatch:
         self.removed: set[str] = set()
 
     # ------------------------------------------------------------ lifecycle
-    def __enter__(self) -> "DeviceWatch":
+    def __enter__(self) -> DeviceWatch:
         self.open()
         return self
 
@@ -140,7 +140,8 @@ class DeviceWatch:
             monitor.start()
         except Exception as exc:  # ImportError, OSError (no netlink in a container), ...
             self.open_error = f"{type(exc).__name__}: {exc}"
-            LOG.debug("udev monitor unavailable (%s); polling every %.2fs", self.open_error, self.poll_interval)
+            LOG.debug("udev monitor unavailable (%s); polling every %.2fs", self.open_error,
+                      self.poll_interval)
             self._monitor = None
             self.mode = "poll"
             return
@@ -197,7 +198,8 @@ class DeviceWatch:
 
     def wait_for(self, predicate: Callable[[], T | None], deadline: Deadline,
                  what: str = "device") -> T:
-        """Return the first non-``None`` result of ``predicate``; :class:`DeviceNotFound` at the deadline."""
+        """Return the first non-``None`` result of ``predicate``; :class:`DeviceNotFound` at the
+        deadline."""
         if self.mode == "closed":
             self.open()
         started = time.monotonic()
@@ -215,14 +217,17 @@ class DeviceWatch:
                 raise DeviceNotFound(
                     f"{what} not found within {deadline.budget:.1f}s "
                     f"(waited {time.monotonic() - started:.1f}s, mode={self.mode}, "
-                    f"events={self.events_seen - events_before}, checks={self.checks - checks_before})")
+                    f"events={self.events_seen - events_before}, "
+                    f"checks={self.checks - checks_before})")
             self._wait_event(min(self.poll_interval, left))
 
     def wait_gone(self, present: Callable[[], object], deadline: Deadline,
                   what: str = "device") -> None:
-        """Wait until ``present()`` is falsy (device removed); :class:`DeviceNotFound` if it stays."""
+        """Wait until ``present()`` is falsy (device removed); :class:`DeviceNotFound` if it
+        stays."""
         try:
-            self.wait_for(lambda: True if not present() else None, deadline, what=f"removal of {what}")
+            self.wait_for(lambda: True if not present() else None, deadline,
+                          what=f"removal of {what}")
         except DeviceNotFound as exc:
             raise DeviceNotFound(f"{what} still present: {exc}") from None
 
@@ -292,7 +297,7 @@ def udev_entry(roots: HostRoots, name: str) -> UdevEntry | None:
     return UdevEntry(name, path, links or tuple(dangling_links_to(roots, name)))
 
 
-def udev_forgot(roots: HostRoots, entry: UdevEntry, watch: "DeviceWatch | None" = None) -> bool:
+def udev_forgot(roots: HostRoots, entry: UdevEntry, watch: DeviceWatch | None = None) -> bool:
     """True once udev has processed the removal of ``entry``'s device.
 
     With a watch on udev's events (opened before the device was deleted) that is its
@@ -320,7 +325,7 @@ def _points_to(link: str, name: str) -> bool:
 def dangling_links_to(roots: HostRoots, name: str) -> list[str]:
     """Links under ``<dev>/disk/*/`` that point to block device ``name`` (dangling once
     the device is gone: udev may remove a link its database did not list)."""
-    found = []
+    found: list[str] = []
     base = roots.devfs("disk")
     try:
         kinds = os.listdir(base)

@@ -77,7 +77,8 @@ _IN_LEDGER = threading.local()
 
 
 def records_attach(func: Callable[..., DeviceInfo]) -> Callable[..., DeviceInfo]:
-    """Decorator of a connector's ``connect_volume``: the attachment is recorded (see module doc)."""
+    """Decorator of a connector's ``connect_volume``: the attachment is recorded
+    (see module doc)."""
     @functools.wraps(func)
     def connect_volume(self: Connector, connection_properties: Mapping[str, Any],
                        *args: Any, **kwargs: Any) -> DeviceInfo:
@@ -173,7 +174,7 @@ def _live_entry(self: Connector, data: dict[str, Any], keys: list[str],
                                f"belongs to volume {volume_id}")
         return None
     path = (entry.get("device_info") or {}).get("path")
-    if seen is not None and path in seen:
+    if seen is not None and path is not None and path in seen:
         now = seen[path]
     else:
         now = ledgermod.device_identity(self.roots, path)
@@ -366,7 +367,7 @@ def _plain_id(value: Any) -> str | None:
 
 def _storable(info: Mapping[str, Any]) -> dict[str, Any]:
     """device_info without anything that is not plain JSON."""
-    out = {}
+    out: dict[str, Any] = {}
     for k, v in info.items():
         if isinstance(v, (str, int, float, bool)) or v is None:
             out[k] = v

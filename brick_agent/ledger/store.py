@@ -294,7 +294,7 @@ class AttachmentLedger:
         else:
             yield from _follow(batch, me)
 
-    def _lead(self, batch: "_Batch", me: "_Member") -> Iterator[dict[str, Any]]:
+    def _lead(self, batch: _Batch, me: _Member) -> Iterator[dict[str, Any]]:
         name = locking.safe_lock_name(LOCK_NAME)
         own_error: BaseException | None = None
         try:

@@ -57,7 +57,7 @@ def _enable(protocols: Sequence[str] | None) -> None:
 class _Loader(importlib.abc.Loader):
     """os_brick's own loader; enables the layer once the package has run."""
 
-    def __init__(self, loader: Any, finder: "_Finder") -> None:
+    def __init__(self, loader: Any, finder: _Finder) -> None:
         self._loader = loader
         self._finder = finder
 

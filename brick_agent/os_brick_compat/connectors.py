@@ -71,7 +71,7 @@ class BrickAgentConnectorMixin:
     def __init__(self, root_helper: str | None, driver: Any = None, execute: Any = None,
                  use_multipath: bool = False, device_scan_attempts: int = 3,
                  *args: Any, **kwargs: Any) -> None:
-        ob_base.BaseLinuxConnector.__init__(self, root_helper, driver=driver,  # type: ignore[arg-type]
+        ob_base.BaseLinuxConnector.__init__(self, root_helper, driver=driver,
                                             execute=execute,
                                             device_scan_attempts=device_scan_attempts)
         self.use_multipath = bool(use_multipath)

@@ -48,7 +48,7 @@ ATTACH, DETACH, EXTEND, QUERY = "attach", "detach", "extend", "query"
 
 _Target = tuple[type[BaseException], dict[str, Any]]
 
-_CACHE: dict[tuple[type[BaseException], tuple[type[BaseException], ...]], type] = {}
+_CACHE: dict[tuple[type[BaseException], tuple[type[BaseException], ...]], type[BaseException]] = {}
 _CACHE_LOCK = threading.Lock()
 
 
@@ -86,7 +86,7 @@ def os_brick_classes(exc: ours.BrickError, protocol: str, op: str,
 
 
 def combined_class(ours_cls: type[BaseException],
-                   theirs: tuple[type[BaseException], ...]) -> type:
+                   theirs: tuple[type[BaseException], ...]) -> type[BaseException]:
     """The class deriving from ``ours_cls`` and every class of ``theirs`` (cached)."""
     key = (ours_cls, theirs)
     with _CACHE_LOCK:

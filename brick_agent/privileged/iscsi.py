@@ -201,7 +201,8 @@ def do_discover(portal: str, iface: str = "default",
         return _result(run(base, timeout=timeout))
     items = _settings(settings, DISCOVERY_PARAMS)
     if set_auth is None:
-        from brick_agent.privileged.iscsi_auth import do_discovery_set_auth as set_auth
+        from brick_agent.privileged.iscsi_auth import do_discovery_set_auth
+        set_auth = do_discovery_set_auth
     secrets = [value for name, value in items if name in SECRET_PARAMS]
     run(base + ["--op", "new"], timeout=timeout)
     set_auth(portal, items)

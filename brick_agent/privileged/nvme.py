@@ -50,6 +50,23 @@ def fabrics_options(transport: str, traddr: str | None, trsvcid: int | str | Non
     if unknown:
         raise InvalidArgument(f"unknown NVMe connect options: {sorted(unknown)}")
     parts = [f"nqn={v.nqn(nqn, 'subsystem NQN')}", f"transport={transport}"]
+    parts += _address_options(transport, traddr, trsvcid, host_traddr)
+    if hostnqn is not None:
+        parts.append(f"hostnqn={v.nqn(hostnqn, 'host NQN')}")
+    if hostid is not None:
+        parts.append(f"hostid={v.uuid_str(hostid, 'host id')}")
+    for name, low, high in _INT_OPTIONS:
+        value = timeouts.get(name)
+        if value is not None:
+            parts.append(f"{name}={v.int_arg(value, name, minimum=low, maximum=high)}")
+    return ",".join(parts)
+
+
+def _address_options(transport: str, traddr: str | None, trsvcid: int | str | None,
+                     host_traddr: str | None) -> list[str]:
+    """The validated address options of ``transport``: FC WWN pairs, an IP address or
+    host name and port (4420 by default) for TCP and RDMA, none for loop."""
+    parts = []
     if transport == "fc":
         parts.append(f"traddr={v.fc_address(traddr, 'traddr')}")
         if host_traddr is not None:
@@ -61,15 +78,7 @@ def fabrics_options(transport: str, traddr: str | None, trsvcid: int | str | Non
             parts.append(f"host_traddr={v.host_address(host_traddr, 'host_traddr')}")
     elif traddr is not None or trsvcid is not None:
         raise InvalidArgument("loop transport takes no address")
-    if hostnqn is not None:
-        parts.append(f"hostnqn={v.nqn(hostnqn, 'host NQN')}")
-    if hostid is not None:
-        parts.append(f"hostid={v.uuid_str(hostid, 'host id')}")
-    for name, low, high in _INT_OPTIONS:
-        value = timeouts.get(name)
-        if value is not None:
-            parts.append(f"{name}={v.int_arg(value, name, minimum=low, maximum=high)}")
-    return ",".join(parts)
+    return parts
 
 
 def _numeric(address: str | None, what: str, resolve: Callable[[str], str]) -> str | None:
@@ -87,7 +96,7 @@ def _numeric(address: str | None, what: str, resolve: Callable[[str], str]) -> s
 
 def _resolve(name: str) -> str:
     try:
-        return socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)[0][4][0]
+        return str(socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)[0][4][0])
     except OSError as exc:
         raise InvalidArgument(f"cannot resolve NVMe address {name!r}: {exc}") from None
 

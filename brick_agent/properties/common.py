@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Mapping
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any, Literal
 
 from brick_agent.properties import _checks as c
@@ -17,7 +17,7 @@ _DEVICE_PATH_RE = re.compile(r"/[A-Za-z0-9._:@+/-]*")
 MAX_DEVICE_PATH = 1024
 
 
-class AddressingMode(str, Enum):
+class AddressingMode(StrEnum):
     """How a LUN number from the volume service maps to the number Linux scans.
 
     * ``SAM`` (default) and ``transparent``: no translation; the number is the
@@ -35,9 +35,6 @@ class AddressingMode(str, Enum):
     TRANSPARENT = "transparent"
     SAM2 = "SAM2"
     SAM3_FLAT = "SAM3-flat"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 FLAT_SPACE_FLAG = 0x4000

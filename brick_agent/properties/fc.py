@@ -114,7 +114,7 @@ def parse_fc(props: Mapping[str, Any]) -> FcProperties:
     wwpns = _wwpns(props)
     luns = _luns(props, mode)
     if len(luns) == len(wwpns):
-        pairs = [(w, lun) for (_, w), (_, lun) in zip(wwpns, luns)]
+        pairs = [(w, lun) for (_, w), (_, lun) in zip(wwpns, luns, strict=True)]
     elif len(luns) == 1:
         pairs = [(w, luns[0][1]) for _, w in wwpns]
     else:

@@ -189,14 +189,14 @@ def _targets(props: Mapping[str, Any], mode: AddressingMode
             c.fail("target_luns", f"has {len(luns)} items but target_portals has {len(portals)}")
         lun_paths = [f"target_luns[{i}]" for i in range(len(luns))]
     else:
-        lun = props.get("target_lun")
-        luns = (0 if lun is None else lun,) * len(portals)
+        lun_value = props.get("target_lun")
+        luns = (0 if lun_value is None else lun_value,) * len(portals)
         lun_paths = ["target_lun"] * len(portals)
     plural = tuple(dict.fromkeys(  # duplicates dropped, order kept
         IscsiTarget(parse_portal(p, f"target_portals[{i}]"),
                     parse_iqn(q, f"target_iqns[{i}]"),
-                    parse_lun(l, lun_paths[i], mode))
-        for i, (p, q, l) in enumerate(zip(portals, iqns, luns))))
+                    parse_lun(n, lun_paths[i], mode))
+        for i, (p, q, n) in enumerate(zip(portals, iqns, luns, strict=True))))
     return single, plural
 
 
@@ -206,9 +206,12 @@ def parse_iscsi(props: Mapping[str, Any], *, use_multipath: bool = False) -> Isc
     common = parse_common(props)
     mode = parse_addressing(props)
     single, plural = _targets(props, mode)
-    if single is None and not plural:
+    if plural:
+        targets = plural
+    elif single is not None:
+        targets = (single,)
+    else:
         c.fail("target_portal", "is required (or target_portals with target_iqns)")
-    targets = plural or (single,)
     return IscsiProperties(
         targets=targets, primary=single or targets[0],
         auth=parse_chap(props, "auth_"), discovery_auth=parse_chap(props, "discovery_auth_"),

@@ -173,7 +173,8 @@ def _portals(value: Any, path: str) -> tuple[NvmePortal, ...]:
         else:
             c.fail(ipath, f"must be a (address, port, transport) list or a dict, "
                           f"not {type(item).__name__}")
-        portal = _portal(*fields, ipath)
+        address, port, transport = fields
+        portal = _portal(address, port, transport, ipath)
         if portal not in result:
             result.append(portal)
     return tuple(result)

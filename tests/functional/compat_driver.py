@@ -9,7 +9,8 @@ the compat layer (the ``.pth`` that ``brick-agent os-brick-compat install`` writ
 Protocol: one JSON object per line on stdin, one JSON reply per line on stdout.
 
 * first line: ``{"flow": "nova"|"cinder", "driver": "iscsi"|"nvme"|"fc",
-  "config_file": path}`` (nova: the driver built first; each command names its own); set up like nova-compute / cinder-backup do at start
+  "config_file": path}`` (nova: the driver built first; each command names its own); set up
+  like nova-compute / cinder-backup do at start
   (config parsed, ``priv_context.init(root_helper=...)``, ``os_brick.setup(CONF)``);
   reply: what was set up (compat state, connector class, privsep helper command).
 * then ``{"op": ...}`` commands (nova: connect / extend / disconnect, with ``driver``;

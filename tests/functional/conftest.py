@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import pathlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from oslo_config import cfg
@@ -40,13 +40,15 @@ def make_conf(tmp_path: pathlib.Path, **overrides: object) -> cfg.ConfigOpts:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "realkernel: needs the real kernel of the lab VM (tools/kernel-lab)")
+    config.addinivalue_line("markers",
+                            "realkernel: needs the real kernel of the lab VM (tools/kernel-lab)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if IN_LAB:
         return
-    skip = pytest.mark.skip(reason="real-kernel test: run inside the lab VM (tools/kernel-lab/lab run)")
+    skip = pytest.mark.skip(
+        reason="real-kernel test: run inside the lab VM (tools/kernel-lab/lab run)")
     for item in items:
         if "realkernel" in item.keywords:
             item.add_marker(skip)

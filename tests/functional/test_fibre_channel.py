@@ -1,6 +1,7 @@
 """FibreChannelConnector on real fc_hosts in the lab VM (software FCoE VN2VN + tcm_fc), issue 5.
 
-Run: tools/kernel-lab/lab run -- tools/kernel-lab/guest-pytest tests/functional/test_fibre_channel.py -q -s
+Run: tools/kernel-lab/lab run -- tools/kernel-lab/guest-pytest
+     tests/functional/test_fibre_channel.py -q -s
 
 One FCoE target with 3 LUNs over two veth "fabrics" is built once for the
 module (FCoE setup costs ~20 s under emulation); each test leaves the host as
@@ -48,13 +49,14 @@ def fc():
     with FcoeTarget(luns=3, fabrics=2) as t:
         for host in t.initiator_hosts:
             n = host[len("host"):]
-            wait(lambda: {d.rsplit(":", 1)[1] for d in scsi_devices_of(host)} >= {"0", "1", "2"},
-                  30, f"the login scan of {host}")
+            wait(lambda host=host: ({d.rsplit(":", 1)[1] for d in scsi_devices_of(host)}
+                                    >= {"0", "1", "2"}),
+                 30, f"the login scan of {host}")
             for d in scsi_devices_of(host):
                 if not d.endswith(":0"):
                     with open(f"/sys/bus/scsi/devices/{d}/delete", "w") as f:
                         f.write("1")
-            wait(lambda: scsi_devices_of(host) == [f"{n}:0:0:0"] or
+            wait(lambda host=host, n=n: scsi_devices_of(host) == [f"{n}:0:0:0"] or
                   [x.rsplit(":", 1)[1] for x in scsi_devices_of(host)] == ["0"], 30,
                   f"LUNs 1-2 of {host} to go")
         # and udev done with their removal: the tests start from a settled host (an attach

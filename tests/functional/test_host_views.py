@@ -44,8 +44,10 @@ def test_iscsi_session_lun_and_links(iscsi_target) -> None:
             assert session.iface_name == "default"
             host = scsi.scsi_host(R, session.host_number)
             assert host is not None and host.proc_name == "iscsi_tcp"
-            dev = watch.wait_for(lambda: _lun_of(session, lun.wwid), Deadline.after(30), what="LUN 0")
-            print(f"scsi wwid={dev.wwid!r} vendor={dev.vendor!r} model={dev.model!r} hctl={dev.hctl}")
+            dev = watch.wait_for(lambda: _lun_of(session, lun.wwid), Deadline.after(30),
+                                 what="LUN 0")
+            print(f"scsi wwid={dev.wwid!r} vendor={dev.vendor!r} model={dev.model!r} "
+                  f"hctl={dev.hctl}")
             assert dev.hctl.host == session.host_number and dev.hctl.lun == 0
             assert dev.udev_wwid == lun.scsi_id
             assert dev.vendor == "LIO-ORG" and dev.state == "running"
@@ -88,7 +90,8 @@ def _two_portals_multipath_map(t) -> None:
                 iscsi.find_sessions(R, t.iqn)), Deadline.after(30), what="2 sessions")
             assert sorted(s.portal_address for s in sessions) == ["127.0.0.1", "127.0.0.2"]
             paths = watch.wait_for(lambda: (lambda d: d if len(d) == 2 else None)(
-                [d for s in sessions for d in iscsi.session_devices(R, s) if d.wwid == lun.wwid and d.name]),
+                [d for s in sessions for d in iscsi.session_devices(R, s)
+                 if d.wwid == lun.wwid and d.name]),
                 Deadline.after(30), what="2 paths")
             assert len({d.hctl.host for d in paths}) == 2
             sh("multipath", "-a", lun.scsi_id, check=False)
@@ -124,7 +127,8 @@ def test_nvme_tcp_controller_and_namespace(nvmet_subsystem) -> None:
     with DeviceWatch(subsystems=("block", "nvme"), source="kernel") as watch:
         nvme_connect(s.nqn, port)
         try:
-            ns = watch.wait_for(lambda: (nvme.find_namespaces(R, nqn=s.nqn, uuid=ns_cfg.uuid) or [None])[0],
+            ns = watch.wait_for(lambda: (nvme.find_namespaces(R, nqn=s.nqn, uuid=ns_cfg.uuid)
+                                         or [None])[0],
                                 Deadline.after(30), what="namespace")
             (ctrl,) = nvme.find_controllers(R, nqn=s.nqn)
             print(f"nvme address={ctrl.address!r} state={ctrl.state!r} cntlid={ctrl.cntlid}")
@@ -178,7 +182,8 @@ def test_nvme_two_ports_native_multipath(nvmet_multipath_subsystem) -> None:
                 assert n.uuid == nvme.canonical_uuid(cfg.uuid)
                 assert sorted(n.controllers) == sorted(c.name for c in ctrls)
                 assert all(nvme.head_name(p) == n.name for p in n.paths)
-            states = {p.name: p.ana_state for p in nvme.nvme_paths(R) if p.head in {n.name for n in nss}}
+            states = {p.name: p.ana_state for p in nvme.nvme_paths(R)
+                      if p.head in {n.name for n in nss}}
             print(f"ana states {states}")
             assert set(states.values()) <= {"optimized", None}
         finally:

@@ -166,7 +166,7 @@ class CmdlineWatcher:
                     self.hits.append(argv.replace(b"\0", b" ").decode(errors="replace"))
             self.scans += 1
 
-    def __enter__(self) -> "CmdlineWatcher":
+    def __enter__(self) -> CmdlineWatcher:
         self._thread.start()
         return self
 
@@ -363,7 +363,7 @@ def test_8_eight_volumes_from_two_targets_concurrently(connector):
             infos = list(pool.map(lambda j: connector.connect_volume(props_for(j[0], j[1])),
                                   jobs))
         attach = time.monotonic() - start
-        for (t, n), info in zip(jobs, infos):
+        for (t, n), info in zip(jobs, infos, strict=True):
             assert info["scsi_wwn"] == t.luns[n].scsi_id
             assert disks_with(t.luns[n].wwid) == [os.path.basename(info["path"])]
         assert len(sessions_of(a.iqn)) == 1 and len(sessions_of(b.iqn)) == 1
@@ -373,7 +373,8 @@ def test_8_eight_volumes_from_two_targets_concurrently(connector):
         start = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda ji: connector.disconnect_volume(props_for(ji[0][0], ji[0][1]),
-                                                                 ji[1]), zip(jobs, infos)))
+                                                                 ji[1]),
+                          zip(jobs, infos, strict=True)))
         detach = time.monotonic() - start
         # right after detach, before any grace: udev has removed every link it deleted
         assert links_of(a.iqn) == [] and links_of(b.iqn) == []

@@ -151,7 +151,7 @@ def test_two_subsystems_share_a_portal() -> None:
             nvme_connect(s.nqn, s.ports[0])
         try:
             for s in (a, b):
-                wait_for(lambda: nvme_ctrls_of(s.nqn), 20, s.nqn)
+                wait_for(lambda s=s: nvme_ctrls_of(s.nqn), 20, s.nqn)
         finally:
             for s in (a, b):
                 nvme_disconnect(s.nqn)

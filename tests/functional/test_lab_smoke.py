@@ -48,7 +48,8 @@ def test_iscsi_login_logout() -> None:
             t.resize_lun(0, lun.size * 2)
             with open(f"/sys/block/{sd}/device/rescan", "w") as f:
                 f.write("1")
-            wait_for(lambda: int(read(f"/sys/block/{sd}/size")) * 512 == lun.size, 20, "resized disk")
+            wait_for(lambda: int(read(f"/sys/block/{sd}/size")) * 512 == lun.size, 20,
+                     "resized disk")
         finally:
             iscsi_logout(t.iqn, portal)
         wait_for(lambda: not sessions_of(t.iqn), 20, "session removal")
@@ -73,9 +74,11 @@ def test_nvme_tcp_connect_disconnect() -> None:
             assert hostnqn and read(f"/sys/class/nvme/{c}/hostnqn") == hostnqn
             [disk] = wait_for(lambda: nvme_heads_with(ns.uuid), 20, f"namespace {ns.uuid}")
             assert int(read(f"/sys/block/{disk}/size")) * 512 == ns.size
-            assert (read(f"/sys/block/{disk}/nguid") or "").replace("-", "") == ns.nguid.replace("-", "")
+            nguid = read(f"/sys/block/{disk}/nguid") or ""
+            assert nguid.replace("-", "") == ns.nguid.replace("-", "")
             assert os.path.exists(f"/dev/{disk}")
-            wait_for(lambda: os.path.exists(f"/dev/disk/by-id/nvme-uuid.{ns.uuid}"), 20, "by-id link")
+            wait_for(lambda: os.path.exists(f"/dev/disk/by-id/nvme-uuid.{ns.uuid}"), 20,
+                     "by-id link")
             # grow the namespace: the host updates the size on the AEN
             s.resize_namespace(1, ns.size * 2)
             wait_for(lambda: int(read(f"/sys/block/{disk}/size")) * 512 == ns.size, 20,

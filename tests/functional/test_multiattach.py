@@ -1,6 +1,7 @@
 """Multiattach of one volume on one host, through the attachment ledger (real kernel).
 
-Run: tools/kernel-lab/lab run -- tools/kernel-lab/guest-pytest tests/functional/test_multiattach.py -q
+Run: tools/kernel-lab/lab run -- tools/kernel-lab/guest-pytest
+     tests/functional/test_multiattach.py -q
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
 """Nova's and Cinder's own os-brick callers on the real kernel, through the compat layer (issue 14).
 
-Run: tools/kernel-lab/lab run -- tools/kernel-lab/guest-pytest tests/functional/test_nova_cinder_compat.py -q
+Run: tools/kernel-lab/lab run -- tools/kernel-lab/guest-pytest
+     tests/functional/test_nova_cinder_compat.py -q
 
 Nova 34.0.0 (``.venv-nova``) and Cinder 29.0.0 (``.venv-cinder``), built by
 ``tools/compat/run-nova-tests.sh --cinder`` (tools/run-tests.sh runs it in its host
-stage), run in their own Python (tests/functional/compat_driver.py), set up the way nova-compute / cinder-backup start
+stage), run in their own Python (tests/functional/compat_driver.py), set up the way
+nova-compute / cinder-backup start
 (config file parsed, ``priv_context.init(root_helper)``, ``os_brick.setup(CONF)``),
 with os-brick 7.1.1 served by brick_agent.  Their code does every host action:
 
@@ -26,8 +28,8 @@ system user whose only way to root is ``sudo <service>-rootwrap
 and ledger in its home).  The privileged work goes through a real privsep daemon: for
 root, started from the caller's venv (``<venv>/bin/privsep-helper``); for the service
 user, by the service's root helper (``sudo <service>-rootwrap ... privsep-helper``).
-Checks read raw sysfs (brick_lab/rawhost.py): the device is the target's volume, O_DIRECT I/O reaches
-its backing file, extend shows the new size, and after disconnect no session, disk,
+Checks read raw sysfs (brick_lab/rawhost.py): the device is the target's volume, O_DIRECT
+I/O reaches its backing file, extend shows the new size, and after disconnect no session, disk,
 controller, node record or new audit finding is left.
 
 One process per caller (module-scoped): Python start-up and importing Nova are slow
@@ -45,7 +47,8 @@ import select
 import subprocess
 import time
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -122,7 +125,7 @@ class Caller:
                     return int(line.split()[1])
         raise AssertionError("no Uid line")
 
-    def ready(self) -> "Caller":
+    def ready(self) -> Caller:
         """Wait for the set-up reply."""
         if self.setup is None:
             self.setup = self._reply({"op": "setup"})

@@ -76,7 +76,8 @@ def test_rdma_attach_io_detach_leaves_nothing(connector):
         assert dev_uuid(info["path"]) == ns.uuid
         (c,) = nvme_ctrls_of(sub.nqn)
         assert read(f"/sys/class/nvme/{c}/transport") == "rdma"
-        assert read(f"/sys/class/nvme/{c}/address").startswith(f"traddr={rxe.address},trsvcid={PORT}")
+        assert read(f"/sys/class/nvme/{c}/address").startswith(
+            f"traddr={rxe.address},trsvcid={PORT}")
         assert read(f"/sys/class/nvme/{c}/state") == "live"
         io_roundtrip(info["path"])
         vols = [v for v in connector.get_all_available_volumes() if v["subsysnqn"] == sub.nqn]

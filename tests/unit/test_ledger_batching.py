@@ -142,7 +142,8 @@ def test_file_has_one_line_per_volume_and_round_trips(led):
     text = pathlib.Path(led.path).read_text()
     assert json.loads(text) == led.read()
     lines = text.splitlines()
-    assert sum('"ISCSI:a"' in ln for ln in lines) == 1 and sum('"NVMEOF:b"' in ln for ln in lines) == 1
+    assert sum('"ISCSI:a"' in ln for ln in lines) == 1
+    assert sum('"NVMEOF:b"' in ln for ln in lines) == 1
     assert any(ln.strip().startswith('{"attachment_id":"y"') for ln in lines)
 
 

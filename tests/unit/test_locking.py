@@ -1,7 +1,9 @@
-"""guard_connection tri-state, the manual-scan probe, lock names, SingleFlight, host limit (threads)."""
+"""guard_connection tri-state, the manual-scan probe, lock names, SingleFlight, host limit
+(threads)."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import stat
@@ -188,7 +190,7 @@ def test_threads_without_timeout_wait_their_turn(lock_dir):
         t.join(5)
     assert len(intervals) == 4
     intervals.sort()
-    for (_, prev_end), (start, _) in zip(intervals, intervals[1:]):
+    for (_, prev_end), (start, _) in itertools.pairwise(intervals):
         assert start >= prev_end
 
 

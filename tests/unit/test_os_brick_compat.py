@@ -26,7 +26,6 @@ from os_brick.initiator import linuxscsi  # noqa: E402
 from os_brick.initiator import utils as ob_utils  # noqa: E402
 from os_brick.initiator.connectors import fibre_channel as ob_fc  # noqa: E402
 from os_brick.initiator.connectors import iscsi as ob_iscsi  # noqa: E402
-from os_brick.initiator.connectors import nvmeof as ob_nvmeof  # noqa: E402
 
 from brick_agent import config, locking, os_brick_compat  # noqa: E402
 from brick_agent.host import iscsiadm  # noqa: E402

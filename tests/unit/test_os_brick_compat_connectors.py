@@ -343,7 +343,7 @@ def test_invalid_connector_protocol_maps_to_os_brick_value_error_and_classes_are
     assert sys.modules[type(new).__module__] is cerrors
 
 
-# ------------------------------------------------------------------ with a real brick_agent connector
+# ------------------------------------------------------------ with a real brick_agent connector
 def test_nova_nvme_driver_sequence_over_brick_agent_on_a_fake_kernel(tmp_path):
     """nova/virt/libvirt/volume/nvme.py: connect, device_path, disconnect(data, None)."""
     import uuid as uuidlib

@@ -1,13 +1,15 @@
 """The real privsep daemon, started through privsep-helper as a separate process.
 
 Needs root (the helper is started without sudo) and the ``privsep-helper``
-console script; skipped otherwise.  Only harmless entrypoints are called.
+console script (the one beside the Python running the tests, else the one on PATH);
+skipped otherwise.  Only harmless entrypoints are called.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 
 import pytest
 from oslo_config import cfg
@@ -19,9 +21,13 @@ from brick_agent.privileged import block, diag, iscsi, scsi
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CAP_SYS_ADMIN = 21
+# the helper of the environment running the tests, found also when its bin directory
+# is not on PATH (``.venv/bin/python -m pytest``)
+HELPER = (shutil.which("privsep-helper", path=os.path.dirname(sys.executable))
+          or shutil.which("privsep-helper"))
 
 pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("privsep-helper") is None,
+    os.geteuid() != 0 or HELPER is None,
     reason="needs root and privsep-helper")
 
 
@@ -29,7 +35,7 @@ pytestmark = pytest.mark.skipif(
 def daemon():
     conf = config.new_conf()
     conf.set_override("privsep_helper_command",
-                      f"env PYTHONPATH={REPO} privsep-helper --debug",
+                      f"env PYTHONPATH={REPO} {HELPER} --debug",
                       group="brick_agent")
     privileged.init(conf)
     assert privileged.default.client_mode

@@ -243,7 +243,7 @@ def test_fabric_maps_and_paths_are_still_managed(roots):
 def test_logout_and_delete_refuse_boot_and_used_sessions(roots, iqn, portal, words):
     run = Runner()
     for op in (iscsi.do_node_logout, iscsi.do_node_delete):
-        _refused(lambda: op(roots, iqn, portal, run=run), iqn, *words)
+        _refused(lambda op=op: op(roots, iqn, portal, run=run), iqn, *words)
     assert run.calls == []
 
 

@@ -32,7 +32,7 @@ def _admitted(argv):
     """oslo.rootwrap RegExpFilter semantics: same length, each arg fully matches."""
     for patterns in _filters():
         if len(patterns) == len(argv) and all(
-                re.match(p + "$", a) for p, a in zip(patterns, argv)):
+                re.match(p + "$", a) for p, a in zip(patterns, argv, strict=True)):
             return True
     return False
 

@@ -77,7 +77,8 @@ ISCSI = {
                         "iqn.1992-04.com.emc:600009700bca30c01e3e012e00000002"],
         "target_luns": [1, 1]},
     "3par_single": {              # hpe_3par_iscsi.py: bracketed IPv6, encrypted
-        "target_portal": "[fe80::1%eth0]:3260", "target_iqn": "iqn.2000-05.com.3pardata:21210002ac00383d",
+        "target_portal": "[fe80::1%eth0]:3260",
+        "target_iqn": "iqn.2000-05.com.3pardata:21210002ac00383d",
         "target_lun": 1, "target_discovered": True, "encrypted": False},
     "3par_multipath_plural_only": {
         "target_portals": ["10.4.4.4:3260", "[2001:db8::4]:3260"],

@@ -25,7 +25,8 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 # the other modules of tools/bench/, beside this script
 import leftovers as lo
@@ -159,7 +160,7 @@ class HostLoad:
     """What the whole VM did while a block ran: CPU seconds (all vCPUs, from
     /proc/stat) and the kernel's uevents by action (what udev had to process)."""
 
-    def __enter__(self) -> "HostLoad":
+    def __enter__(self) -> HostLoad:
         import collections
         import threading
         import pyudev
@@ -179,7 +180,7 @@ class HostLoad:
                 self.events[f"{dev.action} {dev.subsystem}"] += 1
 
     def __exit__(self, *exc: object) -> None:
-        self.busy, self.idle = [b - a for a, b in zip(self._cpu0, _busy_idle())]
+        self.busy, self.idle = [b - a for a, b in zip(self._cpu0, _busy_idle(), strict=True)]
         self._stop.set()
         self._thread.join()
 
@@ -249,7 +250,7 @@ def _concurrency_round(workers: dict[str, Worker], protocol: str, who: str) -> d
         with HostLoad() as load:
             ra = workers[who].call({"op": "attach_many", "protocol": protocol,
                                     "items": items}, timeout=300)
-        infos = [dict(it, info=r.get("info")) for it, r in zip(items, ra["results"])]
+        infos = [dict(it, info=r.get("info")) for it, r in zip(items, ra["results"], strict=True)]
         udev_settle()
         rd = workers[who].call({"op": "detach_many", "protocol": protocol, "items": infos},
                                timeout=300)
@@ -305,9 +306,11 @@ def failures(workers: dict[str, Worker]) -> None:
     with LioIscsiTarget(luns=1, lun_size=1 << 20, initiators=["local"]) as t:
         cases = {
             "iSCSI refused portal (closed port)":
-                ("ISCSI", {"target_portal": "127.0.0.1:3261", "target_iqn": t.iqn, "target_lun": 0}),
+                ("ISCSI", {"target_portal": "127.0.0.1:3261", "target_iqn": t.iqn,
+                           "target_lun": 0}),
             "iSCSI missing LUN":
-                ("ISCSI", {"target_portal": "127.0.0.1:3260", "target_iqn": t.iqn, "target_lun": 7}),
+                ("ISCSI", {"target_portal": "127.0.0.1:3260", "target_iqn": t.iqn,
+                           "target_lun": 7}),
             "NVMe/TCP refused portal (closed port)":
                 ("NVME", {"target_nqn": "nqn.2014-08.org.bench:none",
                           "vol_uuid": "8f0b1c7e-0000-4000-8000-00000000beef",

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         # warm-up (page cache, module state, privsep daemon start)
         info = conn.connect_volume(props)
         conn.disconnect_volume(props, info)
-        for i in range(args.n):
+        for _run in range(args.n):
             t0, t1, _ = _bash(FLOOR_ATTACH, env)
             results["floor_attach"].append(float(t1) - float(t0))
             t0, t1 = _bash(FLOOR_DETACH, env)

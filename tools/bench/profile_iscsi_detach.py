@@ -98,7 +98,8 @@ def main() -> int:
                 from brick_agent.host import udev
                 name = os.path.basename(os.path.realpath(info["path"]))
                 print(f"  attached {info['path']} -> {name} in {time.monotonic() - t_attach:.3f}s; "
-                      f"udev db present: {os.path.exists(udev.udev_db_path(udev.DEFAULT_ROOTS, name) or '-')}")
+                      "udev db present: "
+                      f"{os.path.exists(udev.udev_db_path(udev.DEFAULT_ROOTS, name) or '-')}")
             STATS.clear()
             t0 = time.monotonic()
             connector.disconnect_volume(props, info)

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Profile brick_agent's concurrent NVMe/TCP attach/detach in the lab VM (where the time goes).
 
-    tools/kernel-lab/lab run -- .venv/bin/python tools/bench/profile_nvme_concurrency.py [--no-ledger]
+    tools/kernel-lab/lab run -- .venv/bin/python
+        tools/bench/profile_nvme_concurrency.py [--no-ledger]
 
 Two nvmet subsystems of 8 namespaces, 16 threads attach then detach (as bench_compare's
 concurrency section).  Wraps the library's inner steps with timers (summed over threads)
@@ -75,7 +76,6 @@ def instrument() -> None:
     from brick_agent.ledger import store as ledger
     from brick_agent.host import nvme as hostnvme
     from brick_agent.host import udev
-    from brick_agent import privileged
     C = nvmeof.NVMeOFConnector
     for attr in ("_topology", "_safe_rescan", "_wait_namespace", "_verify", "_attach_target",
                  "_detach_target", "_connect_portals", "_flush"):
@@ -108,12 +108,12 @@ class IdleSampler:
         last = cpu_times()
         while not self._stop.wait(0.05):
             now = cpu_times()
-            d = [b - a for a, b in zip(last, now)]
+            d = [b - a for a, b in zip(last, now, strict=True)]
             total = sum(d)
             self.samples.append((time.monotonic(), d[3] / total if total else 0.0))
             last = now
 
-    def __enter__(self) -> "IdleSampler":
+    def __enter__(self) -> IdleSampler:
         self._thread.start()
         return self
 
@@ -183,18 +183,21 @@ def main() -> int:
             if args.timeline:
                 timeline(t_start, idle)
             cpu = time.process_time() - cpu
-            host = [b - a for a, b in zip(host0, cpu_times())]
+            host = [b - a for a, b in zip(host0, cpu_times(), strict=True)]
             print(f"host cpu during attach (s): user {host[0]:.2f} system {host[1]:.2f} "
                   f"softirq {host[2]:.2f} idle {host[3]:.2f}")
             ts = sorted(r["t"] for r in ra["results"])
             print(f"round {rnd} attach wall {ra['t']:.3f} cpu {cpu:.3f} p50 {ts[len(ts) // 2]:.3f} "
-                  f"max {ts[-1]:.3f} ok={ra['ok']} {[r.get('error') for r in ra['results'] if not r['ok']][:2]}")
+                  f"max {ts[-1]:.3f} ok={ra['ok']} "
+                  f"{[r.get('error') for r in ra['results'] if not r['ok']][:2]}")
             report("attach")
-            infos = [dict(it, info=r.get("info")) for it, r in zip(items, ra["results"])]
+            infos = [dict(it, info=r.get("info"))
+                     for it, r in zip(items, ra["results"], strict=True)]
             rd = w.handle(tool, {"op": "detach_many", "protocol": "NVME", "items": infos})
             ts = sorted(r["t"] for r in rd["results"])
             print(f"round {rnd} detach wall {rd['t']:.3f} p50 {ts[len(ts) // 2]:.3f} "
-                  f"max {ts[-1]:.3f} ok={rd['ok']} {[r.get('error') for r in rd['results'] if not r['ok']][:2]}")
+                  f"max {ts[-1]:.3f} ok={rd['ok']} "
+                  f"{[r.get('error') for r in rd['results'] if not r['ok']][:2]}")
             report("detach")
         finally:
             for t in targets:

@@ -1,4 +1,5 @@
-"""Synthetic host trees (sysfs + /dev) with many iSCSI paths, built with the unit tests' FakeHost."""
+"""Synthetic host trees (sysfs + /dev) with many iSCSI paths, built with the unit tests'
+FakeHost."""
 
 from __future__ import annotations
 

@@ -30,8 +30,9 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 PROTOCOLS = {"ISCSI": "ISCSI", "NVME": "NVME"}
 

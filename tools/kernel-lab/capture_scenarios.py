@@ -14,7 +14,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Callable, ContextManager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
 
 import capture_sysfs  # beside this script (sys.path[0])
 
@@ -51,7 +53,8 @@ def iscsi_multipath_note(t: LioIscsiTarget) -> str:
 def nvme_tcp_note(s: NvmetSubsystem) -> str:
     return (f"subsystem {s.nqn}, 2 namespaces (" + ", ".join(
         f"nsid {ns.nsid} uuid {ns.uuid} nguid {ns.nguid}" for ns in s.namespaces.values())
-        + f"), 2 TCP ports {', '.join(p.portal for p in s.ports)}: native multipath (2 controllers)")
+        + f"), 2 TCP ports {', '.join(p.portal for p in s.ports)}: "
+        "native multipath (2 controllers)")
 
 
 def fcoe_note(t: FcoeTarget) -> str:
@@ -63,11 +66,12 @@ def fcoe_note(t: FcoeTarget) -> str:
 
 
 #: name -> (builder of the scenario, description saved with the capture)
-SCENARIOS: dict[str, tuple[Callable[[], ContextManager[Any]], Callable[[Any], str]]] = {
+SCENARIOS: dict[str, tuple[Callable[[], AbstractContextManager[Any]], Callable[[Any], str]]] = {
     "iscsi-single": (lambda: scenarios.iscsi_single(iqn="iqn.2003-01.org.brick-lab:single"),
                      iscsi_single_note),
     "iscsi-shared-multipath": (lambda: scenarios.iscsi_dm_multipath(
-        iqn="iqn.2003-01.org.brick-lab:shared", luns=2, initiators=["local"]), iscsi_multipath_note),
+        iqn="iqn.2003-01.org.brick-lab:shared", luns=2, initiators=["local"]),
+        iscsi_multipath_note),
     "nvme-tcp": (lambda: scenarios.nvme_tcp_multipath(nqn="nqn.2014-08.org.brick-lab:subsys-mp",
                                                       namespaces=2), nvme_tcp_note),
     "fcoe": (lambda: scenarios.fcoe_luns(luns=2), fcoe_note),

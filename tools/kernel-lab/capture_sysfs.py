@@ -227,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = capture(a.out, a.name, a.note)
     if a.tar:
         make_tar(a.out, a.tar)
-        print(f"{a.tar}: {os.path.getsize(a.tar)} bytes, {len(meta['write_only'])} write-only attrs")
+        print(f"{a.tar}: {os.path.getsize(a.tar)} bytes, "
+              f"{len(meta['write_only'])} write-only attrs")
     return 0
 
 

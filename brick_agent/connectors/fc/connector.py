@@ -1,4 +1,5 @@
-"""Fibre Channel connector: scan exactly the volume's LUN on the right rports, verify, map; and back.
+"""Fibre Channel connector: scan exactly the volume's LUN on the right rports, verify, map;
+and back.
 
 Attach (:meth:`FibreChannelConnector.connect_volume`):
 

@@ -1,4 +1,5 @@
-"""Read-only FC topology helpers for the FC connector: which (HBA, target, LUN) addresses a volume has.
+"""Read-only FC topology helpers for the FC connector: which (HBA, target, LUN) addresses a
+volume has.
 
 Everything comes from sysfs (``fc_host``, ``fc_remote_ports``, ``fc_transport``,
 the SCSI device tree); nothing depends on ``/dev/disk/by-path`` links, which

@@ -50,12 +50,14 @@ class NodeSettings:
     auth: ChapCredentials | None = None
     manual_scan: bool = True         # node.session.scan = manual
     login_timeout: float = 15.0      # seconds the login may take
-    replacement_timeout: int | None = None   # seconds I/O waits for a dead session (multipath: short)
+    # seconds I/O waits for a dead session (multipath: short)
+    replacement_timeout: int | None = None
 
 
 class IscsiActions(ScsiActions, Protocol):
-    """Privileged operations used by :class:`~brick_agent.connectors.iscsi.connector.ISCSIConnector`:
-    iscsiadm's, on top of the SCSI/block/multipath ones of :class:`ScsiActions`."""
+    """Privileged operations used by
+    :class:`~brick_agent.connectors.iscsi.connector.ISCSIConnector`: iscsiadm's, on top of
+    the SCSI/block/multipath ones of :class:`ScsiActions`."""
 
     def manual_scan_supported(self) -> bool:
         """True when iscsiadm knows ``node.session.scan`` (detected once, cached)."""

@@ -219,9 +219,9 @@ class ISCSIConnector(Connector):
                     paths.append(fut.result())
                 except BaseException as exc:  # noqa: BLE001 - collected and re-raised below
                     errors.append(exc)
-        for exc in errors:
-            if isinstance(exc, VolumeIdentityMismatch):
-                raise exc
+        for err in errors:
+            if isinstance(err, VolumeIdentityMismatch):
+                raise err
         if not paths:
             raise _best_error(errors)
         if errors:
@@ -264,6 +264,8 @@ class ISCSIConnector(Connector):
               record: AttachRecord) -> None:
         """``c t l`` scan of ``lun``; the address is recorded (and claimed) before the scan."""
         targets = session_targets(session)
+        channel: int | None
+        target_id: int | None
         if targets:
             channel, target_id = targets[0][1], targets[0][2]
         else:
@@ -396,7 +398,8 @@ class ISCSIConnector(Connector):
         def log_out() -> list[str]:
             """Log out of this volume's sessions left without LUNs."""
             left = []
-            for s, exc in zip(candidates, _each(self.sessions.logout_if_empty, candidates)):
+            for s, exc in zip(candidates, _each(self.sessions.logout_if_empty, candidates),
+                              strict=True):
                 if exc is None:
                     continue
                 if not force:
@@ -489,7 +492,8 @@ def _each(fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
 
 
 def _best_error(errors: list[BaseException]) -> BaseException:
-    """The most telling error of several failed paths (auth > identity > not found > unreachable)."""
+    """The most telling error of several failed paths
+    (auth > identity > not found > unreachable)."""
     for kind in (AuthenticationFailed, VolumeIdentityMismatch, DeviceNotFound,
                  TargetUnreachable, NotSupported):
         for exc in errors:

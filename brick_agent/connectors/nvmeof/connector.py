@@ -402,8 +402,9 @@ class NVMeOFConnector(Connector):
             futures = {pool.submit(self._connect_one, req, errors): req for req in requests}
             done, pending = concurrent.futures.wait(futures, timeout=timeout)
             for fut in done:
-                if fut.result():
-                    created.append(fut.result())
+                name = fut.result()
+                if name:
+                    created.append(name)
             for fut in pending:
                 errors[futures[fut].describe()] = f"connect still running after {timeout:.1f}s"
         finally:
@@ -662,7 +663,7 @@ class NVMeOFConnector(Connector):
         ours = [ns for ns in topo.namespaces if matches(ns, target)]
         if map_of(self.roots, [ns.name for ns in ours if not ns.native_multipath]) is not None:
             return set(), []
-        flushed = set()
+        flushed: set[str] = set()
         for ns in ours:
             if not self._flush(self.roots.devfs(ns.name), force, errors, deadline):
                 return flushed, [self.roots.devfs(ns.name)]
@@ -711,6 +712,21 @@ class NVMeOFConnector(Connector):
                     continue
                 if not self._flush(self.roots.devfs(ns.name), force, errors, deadline):
                     return [self.roots.devfs(ns.name)]
+        doomed = self._disconnect_controllers(topo, target, hostnqn, errors, deadline)
+        if not doomed:
+            return []
+        # what is left that should have gone
+        after = self._topology(target.nqn, hostnqn, only=target)
+        left = [f"controller {c.name}" for c in after.controllers if c.name in doomed]
+        left += [self.roots.devfs(ns.name) for ns in after.namespaces
+                 if matches(ns, target) and ns.controllers
+                 and set(ns.controllers) <= set(doomed)]
+        return left
+
+    def _disconnect_controllers(self, topo: _Topology, target: NVMeTarget, hostnqn: str,
+                                errors: list[str], deadline: Deadline) -> list[str]:
+        """Disconnect the target's controllers but those whose other namespaces are in use
+        (:meth:`_users_of_others`); the names of the controllers disconnected (or tried)."""
         doomed = []
         for ctrl in topo.controllers:
             foreign = self._foreign_namespaces(ctrl, topo, [target])
@@ -729,15 +745,7 @@ class NVMeOFConnector(Connector):
                                         timeout=max(deadline.remaining(), KERNEL_ACTION_MIN))
             except BrickError as exc:
                 errors.append(f"disconnect {ctrl.name}: {exc}")
-        if not doomed:
-            return []
-        # what is left that should have gone
-        after = self._topology(target.nqn, hostnqn, only=target)
-        left = [f"controller {c.name}" for c in after.controllers if c.name in doomed]
-        left += [self.roots.devfs(ns.name) for ns in after.namespaces
-                 if matches(ns, target) and ns.controllers
-                 and set(ns.controllers) <= set(doomed)]
-        return left
+        return doomed
 
     def _users_of_others(self, ctrl: hostnvme.NvmeController, target: NvmeTarget,
                          hostnqn: str) -> list[str]:

@@ -30,7 +30,8 @@ import os
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from typing import Any, ContextManager
+from contextlib import AbstractContextManager
+from typing import Any
 
 from brick_agent.connectors import multipath_wait
 from brick_agent.connectors.scsi.actions import ScsiActions
@@ -71,7 +72,8 @@ class DeviceClaims:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         # (sysfs root, hctl) -> owner -> (name, wwid) of the device, or None before it exists
-        self._held: dict[tuple[str, Hctl], dict[Hashable, tuple[str | None, str | None] | None]] = {}
+        self._held: dict[tuple[str, Hctl],
+                         dict[Hashable, tuple[str | None, str | None] | None]] = {}
 
     def hold(self, roots: HostRoots, owner: Hashable, hctl: Hctl,
              dev: ScsiDevice | None = None) -> None:
@@ -156,7 +158,8 @@ class ScsiVolumeOps:
 
     # ------------------------------------------------------------ readiness / identity
     def disk_ready(self, dev: ScsiDevice | None) -> ScsiDevice | None:
-        """``dev`` once it is a usable disk: ``sdX`` bound, /dev node made, udev done (if running)."""
+        """``dev`` once it is a usable disk: ``sdX`` bound, /dev node made, udev done
+        (if running)."""
         if dev is None or not dev.name or not os.path.exists(self.roots.devfs(dev.name)):
             return None
         if self.wait_for_udev and udev.udev_running(self.roots):
@@ -288,7 +291,8 @@ class ScsiVolumeOps:
                 return kernel
 
     def map_path(self, m: MultipathMap) -> str:
-        """``/dev/disk/by-id/dm-uuid-mpath-<wwid>`` if present, else /dev/mapper/<name>, else /dev/dm-N."""
+        """``/dev/disk/by-id/dm-uuid-mpath-<wwid>`` if present, else /dev/mapper/<name>,
+        else /dev/dm-N."""
         for path in (self.roots.devfs("disk", "by-id", f"dm-uuid-{m.uuid}"), m.mapper_path):
             if path and os.path.lexists(path):
                 target = block_device_for_path(self.roots, path)
@@ -325,7 +329,7 @@ class ScsiVolumeOps:
     # ------------------------------------------------------------ undo
     def delete_created(self, hctls: Iterable[Hctl], wait: bool = True, *,
                        keep: Callable[[ScsiDevice], bool] | None = None,
-                       lock_for: Callable[[ScsiDevice], ContextManager[Any]] | None = None,
+                       lock_for: Callable[[ScsiDevice], AbstractContextManager[Any]] | None = None,
                        deadline: Deadline | None = None) -> list[str]:
         """Delete devices an attach created; a map made only of them goes first.
 
@@ -437,7 +441,8 @@ class ScsiVolumeOps:
 
     def confirmed(self, found: Sequence[ScsiDevice], wwid: str | None,
                   force: bool) -> tuple[list[ScsiDevice], list[str]]:
-        """(devices that are the volume, leftovers notes): WWID must match; unreadable only if forced."""
+        """(devices that are the volume, leftovers notes): WWID must match; unreadable only
+        if forced."""
         ours: list[ScsiDevice] = []
         notes: list[str] = []
         for d in found:
@@ -471,7 +476,8 @@ class ScsiVolumeOps:
 
     def used_device(self, info: Mapping[str, Any], mpath: MultipathMap | None,
                     ours: Sequence[ScsiDevice]) -> str | None:
-        """Kernel name of the device the caller used (to flush): its path, the map, or the only disk."""
+        """Kernel name of the device the caller used (to flush): its path, the map, or the
+        only disk."""
         names = {d.name for d in ours if d.name}
         path = info.get("path")
         if isinstance(path, str) and path:
@@ -487,7 +493,7 @@ class ScsiVolumeOps:
 
     def remove_volume(self, ours: Sequence[ScsiDevice], wwid: str | None,
                       info: Mapping[str, Any], force: bool,
-                      lock_for: Callable[[ScsiDevice], ContextManager[Any]] | None = None,
+                      lock_for: Callable[[ScsiDevice], AbstractContextManager[Any]] | None = None,
                       then: Callable[[], list[str]] | None = None) -> list[str]:
         """Flush what was used, remove the map, delete ``ours``, wait; return leftovers.
 
@@ -530,7 +536,7 @@ class ScsiVolumeOps:
         return leftovers
 
     def _delete_devices(self, ours: Sequence[ScsiDevice], force: bool,
-                        lock_for: Callable[[ScsiDevice], ContextManager[Any]] | None,
+                        lock_for: Callable[[ScsiDevice], AbstractContextManager[Any]] | None,
                         then: Callable[[], list[str]] | None) -> list[str]:
         leftovers: list[str] = []
         deleted: list[Hctl] = []
@@ -565,10 +571,10 @@ class ScsiVolumeOps:
         wwid = self.common_wwid(devices)
         for d in devices:
             self.actions.rescan_device(d.hctl)
-        sizes = {d.name: self.block_size(d.name) for d in devices}
-        if len(set(sizes.values())) != 1 or None in sizes.values():
+        sizes = {d.name: self.block_size(d.name) for d in devices if d.name}
+        size = next(iter(sizes.values()))
+        if len(set(sizes.values())) != 1 or size is None:
             raise BrickError(f"paths of {what} disagree on the size after a rescan: {sizes}")
-        size = int(next(iter(sizes.values())))
         m = map_for_wwid(self.roots, wwid)
         if m is not None:
             budget = Deadline.after(self.multipath_wait_timeout)
@@ -637,4 +643,5 @@ def retry(action: Callable[[], object], deadline: Deadline, *, until: Callable[[
             delay = min(delay * 2, max_delay)
 
 
-__all__ = ["CLAIMS", "DeviceClaims", "DeviceInfo", "ScsiActions", "ScsiVolumeOps", "in_use_error", "remove_map", "retry", "scsi_watch_factory", "udev_wwid", "wwn_link_name"]
+__all__ = ["CLAIMS", "DeviceClaims", "DeviceInfo", "ScsiActions", "ScsiVolumeOps", "in_use_error",
+           "remove_map", "retry", "scsi_watch_factory", "udev_wwid", "wwn_link_name"]

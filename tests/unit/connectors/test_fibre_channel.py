@@ -1,4 +1,5 @@
-"""FibreChannelConnector on fake host trees mutated by a kernel-like fake (test_fibre_channel_fakehost).
+"""FibreChannelConnector on fake host trees mutated by a kernel-like fake
+(test_fibre_channel_fakehost).
 
 Two kinds of trees:
 
@@ -177,10 +178,13 @@ def test_captured_volume_paths_without_by_path_links(conf, captured):
 # ---------------------------------------------------------------- hand-built multi-HBA layouts
 @pytest.fixture
 def fabrics(tmp_path):
-    """host5 (PCI 0000:05:00.0) sees TA (target id 0) and TX (1); host6 (0000:06:00.0) sees TB (3)."""
+    """host5 (PCI 0000:05:00.0) sees TA (target id 0) and TX (1); host6 (0000:06:00.0) sees
+    TB (3)."""
     h = FakeHost(tmp_path / "host")
-    d5 = h.fc_host(5, "0x" + HBA5, "0x20000090fa000005", parent="sys/devices/pci0000:00/0000:00:03.0/0000:05:00.0")
-    d6 = h.fc_host(6, "0x" + HBA6, "0x20000090fa000006", parent="sys/devices/pci0000:00/0000:00:04.0/0000:06:00.0")
+    d5 = h.fc_host(5, "0x" + HBA5, "0x20000090fa000005",
+                   parent="sys/devices/pci0000:00/0000:00:03.0/0000:05:00.0")
+    d6 = h.fc_host(6, "0x" + HBA6, "0x20000090fa000006",
+                   parent="sys/devices/pci0000:00/0000:00:04.0/0000:06:00.0")
     h.rport(d5, 5, 0, 2, "0x" + TA, "0x500a098000000a00", scsi_target_id=0)
     h.rport(d5, 5, 0, 3, "0x" + TX, "0x50060e8000000c00", scsi_target_id=1)
     h.rport(d5, 5, 0, 4, "0x21000024ff000009", "0x20000024ff000009", roles="FCP Initiator",

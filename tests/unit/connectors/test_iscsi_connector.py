@@ -134,7 +134,8 @@ def test_detach_deletes_only_this_volumes_device(conf, host, fake):
     c.disconnect_volume(props(lun=1), infos[1])
     deleted = [e[1] for e in fake.log if e[0] == "delete"]
     assert deleted == ["10:0:0:1"]
-    assert fake.state()["devices"] == sorted(os.path.basename(i["path"]) for i in (infos[0], infos[2]))
+    assert fake.state()["devices"] == sorted(os.path.basename(i["path"])
+                                             for i in (infos[0], infos[2]))
 
 
 def test_detach_refuses_a_device_whose_wwid_is_not_the_volumes(conf, host, fake, array):
@@ -468,7 +469,7 @@ def test_eight_volumes_from_two_targets_concurrently(conf, host, fake):
     assert fake.count("login") == 2
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda jr: c.disconnect_volume(props(lun=jr[0][1], iqn=jr[0][0]), jr[1]),
-                      zip(jobs, results)))
+                      zip(jobs, results, strict=True)))
     assert fake.state() == EMPTY
 
 

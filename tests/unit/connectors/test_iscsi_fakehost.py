@@ -94,7 +94,7 @@ class FakeIscsi(FakeScsiKernel):
         self.udev_remove_delay = remove_delay
         self.h.attr("run/udev/control", "")
 
-    def monitor(self) -> "FakeUdevMonitor":
+    def monitor(self) -> FakeUdevMonitor:
         """A monitor of this fake's udev events, for ``DeviceWatch(monitor=...)``."""
         q: queue.Queue = queue.Queue()
         with self.lock:
@@ -187,7 +187,7 @@ class FakeIscsi(FakeScsiKernel):
                 if given != t.chap:
                     raise AuthenticationFailed(f"CHAP authentication to {node.iqn} at "
                                                f"{node.portal} was rejected")
-            for sid, (_, portal, iqn) in self.sessions.items():
+            for _, portal, iqn in self.sessions.values():
                 if portal == node.portal and iqn == node.iqn:
                     return  # iscsiadm exit 15: already logged in
             self._sid += 1
@@ -199,8 +199,8 @@ class FakeIscsi(FakeScsiKernel):
                         f"session{sid}/target_id", 0)
             self.sessions[sid] = (host, node.portal, node.iqn)
             if not node.manual_scan:
-                for lun, l in t.luns.items():
-                    self.add_lun_device(sid, lun, l.wwid, l.sectors)
+                for lun, spec in t.luns.items():
+                    self.add_lun_device(sid, lun, spec.wwid, spec.sectors)
 
     def logout(self, portal, iqn, iface, timeout=None) -> None:
         with self.lock:

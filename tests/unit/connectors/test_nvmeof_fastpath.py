@@ -14,7 +14,6 @@ import pytest
 
 from brick_agent import locking
 from brick_agent.host import nvme as hostnvme
-from brick_agent.host.udev import DeviceWatch
 from tests.unit.connectors.nvmeof_fakes import FakeNs
 from tests.unit.connectors.test_nvmeof import (NQN, NQN2, P1, P2, U1, U2, U3, make, props,
                                                roots, tcp)  # noqa: F401 - roots is a fixture

@@ -44,7 +44,8 @@ def dev(h, text):
 
 def test_wwn_link_names():
     assert wwn_link_name("naa.60014053f70c904d") == "wwn-0x60014053f70c904d"
-    assert wwn_link_name("36001405abcdef0123456789abcdef012") == "wwn-0x6001405abcdef0123456789abcdef012"
+    assert (wwn_link_name("36001405abcdef0123456789abcdef012")
+            == "wwn-0x6001405abcdef0123456789abcdef012")
     assert wwn_link_name("t10.LIO-ORG vol") is None
 
 

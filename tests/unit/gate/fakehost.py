@@ -142,7 +142,8 @@ class FakeHost:
 
     def nvme_namespace(self, subsys: int, ctrls: list[int], nsid: int, uuid: str,
                        nguid: str | None = None) -> str:
-        """A native-multipath namespace head ``nvme<subsys>n<nsid>`` with one path per controller."""
+        """A native-multipath namespace head ``nvme<subsys>n<nsid>`` with one path per
+        controller."""
         sdir = self.sys("devices", "virtual", "nvme-subsystem", f"nvme-subsys{subsys}")
         head = f"nvme{subsys}n{nsid}"
         ident = {"nsid": nsid, "uuid": uuid, "wwid": f"uuid.{uuid}",

@@ -70,6 +70,24 @@ def test_host_override_obeys_the_token_rule(tmp_path):
         make_server(make_conf(), FakeHost(tmp_path).roots, host="0.0.0.0", port=0)
 
 
+def test_a_host_with_several_addresses_is_refused(tmp_path, monkeypatch):
+    """waitress makes one listener per address of a host name (a MultiSocketServer); the
+    gate serves one listener, so it refuses instead of starting without its JSON errors."""
+    import waitress.server
+    real = waitress.server.create_server
+    made = []
+
+    def two_listeners(app, host, port, **kw):   # as if host resolved to two addresses
+        made.append(real(app, listen="127.0.0.1:0 127.0.0.1:0", **kw))
+        return made[-1]
+
+    monkeypatch.setattr(waitress.server, "create_server", two_listeners)
+    with pytest.raises(GateConfigurationError, match="several addresses"):
+        make_server(make_conf(), FakeHost(tmp_path).roots, host="localhost", port=0)
+    assert isinstance(made[0], waitress.server.MultiSocketServer)
+    assert not made[0].map   # its listeners were closed
+
+
 def _free_port() -> int:
     import socket
     with socket.socket() as s:

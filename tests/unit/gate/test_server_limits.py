@@ -13,8 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from brick_agent.gate import app as gate_app
-from tests.unit.gate.conftest import PROPS, make_conf
+from tests.unit.gate.conftest import make_conf
 from tests.unit.gate.fakehost import FakeHost
 from tests.unit.gate.test_server import running
 

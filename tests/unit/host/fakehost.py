@@ -203,7 +203,8 @@ class FakeHost:
         extra = {"nsid": nsid, "uuid": uuid, "nguid": nguid, "wwid": wwid, "ana_state": ana_state}
         if ana_state:
             extra["ana_grpid"] = 1
-        self.block(bdir, sectors=sectors, major=259, extra={k: v for k, v in extra.items() if v is not None})
+        self.block(bdir, sectors=sectors, major=259,
+                   extra={k: v for k, v in extra.items() if v is not None})
         if not in_class:
             self.p(f"sys/class/block/{name}").unlink()
         return bdir

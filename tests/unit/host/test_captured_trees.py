@@ -71,8 +71,10 @@ def test_iscsi_shared_multipath(tmp_path):
         for d in paths:
             assert multipath.map_for_slave(r, d.name) == m
             assert block.block_device(r, d.name).holders == (m.dm_name,)
-        assert m.suspended is False and m.size_bytes == block.block_device(r, paths[0].name).size_bytes
-        assert block.block_device_for_path(r, f"/dev/disk/by-id/dm-uuid-mpath-{m.wwid}").name == m.dm_name
+        assert m.suspended is False
+        assert m.size_bytes == block.block_device(r, paths[0].name).size_bytes
+        assert block.block_device_for_path(
+            r, f"/dev/disk/by-id/dm-uuid-mpath-{m.wwid}").name == m.dm_name
         assert m.wwid in multipath.wwids_file_entries(r)
 
 

@@ -12,14 +12,16 @@ def _tree(fake):
                scsi_target_id=-1)
     fake.rport(h6, 6, 0, 0, "0x500a0981891b8dc5", "0x500a0980891b8dc5", scsi_target_id=3,
                port_state="Blocked")
-    fake.scsi_disk(f"{h5}/rport-5:0-0", "5:0:0:1", "sde", wwid="naa.600a098038304331395d4f4a4f6d6b70")
+    fake.scsi_disk(f"{h5}/rport-5:0-0", "5:0:0:1", "sde",
+                   wwid="naa.600a098038304331395d4f4a4f6d6b70")
     return h5
 
 
 def test_normalize_wwn():
     assert fc.normalize_wwn("0x500a0981891B8DC5") == "500a0981891b8dc5"
     assert fc.normalize_wwn("50:0a:09:81:89:1b:8d:c5") == "500a0981891b8dc5"
-    assert fc.normalize_wwn("0xa0981891b8dc5") == "000a0981891b8dc5"  # kernel prints without padding
+    # the kernel prints without padding
+    assert fc.normalize_wwn("0xa0981891b8dc5") == "000a0981891b8dc5"
     assert fc.normalize_wwn(0x500A0981891B8DC5) == "500a0981891b8dc5"
     assert fc.normalize_wwn("0x0") is None
     assert fc.normalize_wwn("zz") is None
@@ -73,7 +75,8 @@ def test_fc_transport_only(fake):
     import os
     os.unlink(fake.p("sys/class/fc_remote_ports/rport-5:0-0"))
     assert fc.fc_targets_for(fake.roots, 5, "0x500a0981891b8dc5") == [(0, 0)]
-    assert fc.fc_transport_targets(fake.roots) == [(5, 0, 0, "500a0981891b8dc5"), (6, 0, 3, "500a0981891b8dc5")]
+    assert fc.fc_transport_targets(fake.roots) == [(5, 0, 0, "500a0981891b8dc5"),
+                                                   (6, 0, 3, "500a0981891b8dc5")]
 
 
 def test_no_fc(fake):

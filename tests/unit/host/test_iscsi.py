@@ -46,7 +46,8 @@ def test_redirected_session_keeps_login_portal(fake):
 def test_session_devices_from_session_tree(fake):
     _tree(fake)
     s1 = iscsi.read_session(fake.roots, 1)
-    assert [(str(d.hctl), d.name) for d in iscsi.session_devices(fake.roots, s1)] == [("2:0:0:0", "sdb"), ("2:0:0:1", "sdc")]
+    assert [(str(d.hctl), d.name) for d in iscsi.session_devices(fake.roots, s1)] == [
+        ("2:0:0:0", "sdb"), ("2:0:0:1", "sdc")]
     assert iscsi.session_targets(s1) == [(2, 0, 0)]
     s5 = iscsi.read_session(fake.roots, 5)
     assert iscsi.session_devices(fake.roots, s5) == []

@@ -43,7 +43,8 @@ def test_lookups(fake):
 
 def test_wwids_file(fake):
     assert multipath.wwids_file_entries(fake.roots) == []
-    fake.attr("etc/multipath/wwids", "# Multipath wwids, Version : 1.0\n# NOTE: ...\n/%s/\n/3600140500000000000000000000000ff/\n" % WWID)
+    fake.attr("etc/multipath/wwids", "# Multipath wwids, Version : 1.0\n# NOTE: ...\n"
+              f"/{WWID}/\n/3600140500000000000000000000000ff/\n")
     assert multipath.wwids_file_entries(fake.roots) == [WWID, "3600140500000000000000000000000ff"]
 
 

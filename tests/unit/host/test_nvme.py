@@ -10,10 +10,12 @@ HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:host"
 def _native(fake):
     """One subsystem, two TCP controllers (ANA), one namespace head with two paths."""
     sdir = fake.nvme_subsystem(0, NQN)
-    c0 = fake.nvme_ctrl(0, 0, NQN, address="traddr=127.0.0.1,trsvcid=4420,src_addr=127.0.0.1", cntlid=1)
-    c1 = fake.nvme_ctrl(1, 0, NQN, address="traddr=127.0.0.2,trsvcid=4420,src_addr=127.0.0.1", cntlid=2,
-                        state="connecting")
-    fake.nvme_ns(sdir, "nvme0n1", 1, uuid=UUID, nguid=NGUID_SYSFS, wwid="uuid." + UUID, sectors=8192)
+    c0 = fake.nvme_ctrl(0, 0, NQN, address="traddr=127.0.0.1,trsvcid=4420,src_addr=127.0.0.1",
+                        cntlid=1)
+    c1 = fake.nvme_ctrl(1, 0, NQN, address="traddr=127.0.0.2,trsvcid=4420,src_addr=127.0.0.1",
+                        cntlid=2, state="connecting")
+    fake.nvme_ns(sdir, "nvme0n1", 1, uuid=UUID, nguid=NGUID_SYSFS, wwid="uuid." + UUID,
+                 sectors=8192)
     fake.nvme_ns(c0, "nvme0c0n1", 1, uuid=UUID, nguid=NGUID_SYSFS, wwid="uuid." + UUID,
                  ana_state="optimized", in_class=True)
     fake.nvme_ns(c1, "nvme0c1n1", 1, uuid=UUID, nguid=NGUID_SYSFS, wwid="uuid." + UUID,
@@ -32,8 +34,10 @@ def _non_native(fake):
 def test_parse_address_formats():
     assert nvme.parse_address("traddr=127.0.0.1,trsvcid=4420,src_addr=127.0.0.1") == {
         "traddr": "127.0.0.1", "trsvcid": "4420", "src_addr": "127.0.0.1"}
-    assert nvme.parse_address("traddr=192.168.1.5,trsvcid=4420,host_traddr=192.168.1.9,host_iface=eth1") == {
-        "traddr": "192.168.1.5", "trsvcid": "4420", "host_traddr": "192.168.1.9", "host_iface": "eth1"}
+    assert nvme.parse_address(
+        "traddr=192.168.1.5,trsvcid=4420,host_traddr=192.168.1.9,host_iface=eth1") == {
+            "traddr": "192.168.1.5", "trsvcid": "4420", "host_traddr": "192.168.1.9",
+            "host_iface": "eth1"}
     fc = nvme.parse_address("traddr=nn-0x20000090fa942779:pn-0x10000090fa942779,"
                             "host_traddr=nn-0x20000090fae0b5f5:pn-0x10000090fae0b5f5")
     assert fc == {"traddr": "nn-0x20000090fa942779:pn-0x10000090fa942779",
@@ -128,11 +132,13 @@ def test_find_controllers(fake):
     _non_native(fake)
     r = fake.roots
     assert [c.name for c in nvme.find_controllers(r, nqn=NQN)] == ["nvme0", "nvme1"]
-    assert [c.name for c in nvme.find_controllers(r, nqn=NQN, traddr="127.0.0.2", trsvcid=4420, transport="TCP")] == ["nvme1"]
+    assert [c.name for c in nvme.find_controllers(r, nqn=NQN, traddr="127.0.0.2", trsvcid=4420,
+                                                  transport="TCP")] == ["nvme1"]
     assert nvme.find_controllers(r, nqn=NQN, traddr="127.0.0.3") == []
     assert nvme.find_controllers(r, nqn=NQN, hostnqn="nqn.other") == []
     # a controller without a hostnqn attribute matches any hostnqn
-    assert [c.name for c in nvme.find_controllers(r, traddr="[FD00:0::10]", hostnqn="nqn.x")] == ["nvme2"]
+    assert [c.name for c in nvme.find_controllers(r, traddr="[FD00:0::10]",
+                                                  hostnqn="nqn.x")] == ["nvme2"]
 
 
 def test_find_namespaces(fake):

@@ -52,9 +52,11 @@ def test_same_wwid():
 def _two_luns(fake):
     hdir = fake.scsi_host(2, "iscsi_tcp")
     fake.scsi_disk(f"{hdir}/session1", "2:0:0:1", "sdb", wwid=NAA)
-    fake.scsi_disk(f"{hdir}/session1", "2:0:0:0", None, wwid_unreadable=True, vendor="LIO-ORG", model="ctrl")
+    fake.scsi_disk(f"{hdir}/session1", "2:0:0:0", None, wwid_unreadable=True, vendor="LIO-ORG",
+                   model="ctrl")
     h3 = fake.scsi_host(3, "scsi_debug")
-    fake.scsi_disk(h3, "3:0:0:0", "sdc", wwid="naa.5000000000000001", vendor="Linux", model="scsi_debug")
+    fake.scsi_disk(h3, "3:0:0:0", "sdc", wwid="naa.5000000000000001", vendor="Linux",
+                   model="scsi_debug")
     return hdir
 
 
@@ -113,6 +115,7 @@ def test_vanished_lun_is_skipped(fake):
 
 
 def test_hctl_of_path():
-    assert scsi.hctl_of_path("/sys/devices/platform/host2/session1/target2:0:0/2:0:0:1/block/sdb") == Hctl(2, 0, 0, 1)
+    assert scsi.hctl_of_path(
+        "/sys/devices/platform/host2/session1/target2:0:0/2:0:0:1/block/sdb") == Hctl(2, 0, 0, 1)
     assert scsi.hctl_of_path("/sys/devices/virtual/block/dm-0") is None
     assert scsi.hctl_of_path(None) is None

@@ -69,7 +69,8 @@ def test_resolve_and_link_name(tmp_path):
     (tmp_path / "holders").mkdir()
     os.symlink("../devices/dm-0", tmp_path / "holders" / "dm-0")
     os.symlink("../devices/gone", tmp_path / "holders" / "dm-9")
-    assert sysfs.resolve(str(tmp_path / "holders" / "dm-0")) == str((tmp_path / "devices" / "dm-0").resolve())
+    assert (sysfs.resolve(str(tmp_path / "holders" / "dm-0"))
+            == str((tmp_path / "devices" / "dm-0").resolve()))
     assert sysfs.resolve(str(tmp_path / "holders" / "dm-9")) is None
     assert sysfs.link_name(str(tmp_path / "holders" / "dm-0")) == "dm-0"
     assert sysfs.link_name(str(tmp_path / "devices")) is None
@@ -90,13 +91,14 @@ def test_resolve_within_relative_absolute_and_loops(tmp_path):
     (dev / "sdb").write_text("")
     (dev / "dm-0").write_text("")
     os.symlink("../../sdb", dev / "disk" / "by-id" / "scsi-36001")
-    os.symlink("/dev/dm-0", dev / "mapper" / "mpatha")          # absolute target, real-host spelling
+    os.symlink("/dev/dm-0", dev / "mapper" / "mpatha")  # absolute target, real-host spelling
     os.symlink("../../sdz", dev / "disk" / "by-id" / "dangling")
     os.symlink("loop2", dev / "loop1")
     os.symlink("loop1", dev / "loop2")
     base = str(dev)
     assert sysfs.resolve_within("/dev/disk/by-id/scsi-36001", "/dev", base) == str(dev / "sdb")
-    assert sysfs.resolve_within(str(dev / "disk/by-id/scsi-36001"), "/dev", base) == str(dev / "sdb")
+    assert (sysfs.resolve_within(str(dev / "disk/by-id/scsi-36001"), "/dev", base)
+            == str(dev / "sdb"))
     assert sysfs.resolve_within("/dev/mapper/mpatha", "/dev", base) == str(dev / "dm-0")
     assert sysfs.resolve_within("/dev/sdb", "/dev", base) == str(dev / "sdb")
     assert sysfs.resolve_within("/dev/disk/by-id/dangling", "/dev", base) is None

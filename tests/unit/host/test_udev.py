@@ -52,7 +52,8 @@ def test_event_triggers_recheck():
     mon = FakeMonitor(events=["change sda", "add sdb"], on_event=deliver)
     w = DeviceWatch(monitor=mon, poll_interval=5)
     t0 = time.monotonic()
-    assert w.wait_for(lambda: "/dev/sdb" if state["present"] else None, Deadline.after(5)) == "/dev/sdb"
+    assert w.wait_for(lambda: "/dev/sdb" if state["present"] else None,
+                      Deadline.after(5)) == "/dev/sdb"
     assert time.monotonic() - t0 < 0.5          # driven by events, not by the 5 s poll interval
     assert w.events_seen == 2 and w.last_event == "add sdb"
 
@@ -104,7 +105,8 @@ def test_pure_poll_mode():
 
 def test_poll_never_sleeps_past_deadline():
     slept = []
-    w = DeviceWatch(use_netlink=False, poll_interval=10, sleep=lambda s: (slept.append(s), time.sleep(s)))
+    w = DeviceWatch(use_netlink=False, poll_interval=10,
+                    sleep=lambda s: (slept.append(s), time.sleep(s)))
     with pytest.raises(DeviceNotFound):
         w.wait_for(lambda: None, Deadline.after(0.05))
     assert slept and all(s <= 0.05 for s in slept)
@@ -188,7 +190,8 @@ def test_invalid_poll_interval():
 
 def _disk(fake):
     hdir = fake.scsi_host(2, "iscsi_tcp")
-    fake.scsi_disk(f"{hdir}/session1", "2:0:0:1", "sdb", wwid="naa.6001405c6b7f3d2e8a1b4c5d6e7f8091")
+    fake.scsi_disk(f"{hdir}/session1", "2:0:0:1", "sdb",
+                   wwid="naa.6001405c6b7f3d2e8a1b4c5d6e7f8091")
     return fake.p("sys/class/block/sdb/dev").read_text().strip()
 
 
@@ -204,7 +207,8 @@ def test_udev_db_and_properties(fake):
               "E:ID_SERIAL=36001405c6b7f3d2e8a1b4c5d6e7f8091\n"
               "E:ID_WWN=0x6001405c6b7f3d2e\n"
               "E:ID_WWN_WITH_EXTENSION=0x6001405c6b7f3d2e8a1b4c5d6e7f8091\n"
-              "E:DEVLINKS=/dev/disk/by-id/scsi-36001405c6b7f3d2e8a1b4c5d6e7f8091 /dev/disk/by-id/wwn-0x6001405c6b7f3d2e8a1b4c5d6e7f8091\n"
+              "E:DEVLINKS=/dev/disk/by-id/scsi-36001405c6b7f3d2e8a1b4c5d6e7f8091 "
+              "/dev/disk/by-id/wwn-0x6001405c6b7f3d2e8a1b4c5d6e7f8091\n"
               "G:systemd\n")
     props = udev.udev_properties(fake.roots, "sdb")
     assert props["ID_SERIAL"] == "36001405c6b7f3d2e8a1b4c5d6e7f8091"
