@@ -180,6 +180,7 @@ def test_allowed_imports_pass(tmp_path):
         "brick_agent/connectors/actions.py": "from brick_agent.privileged import block\n",
         "brick_agent/privileged/x.py": "from brick_agent.host import iscsiadm\n",
         "brick_agent/host/x.py": "from brick_agent import commands, errors\n",
-        "brick_agent/ledger/x.py": "from brick_agent.host import block\nimport brick_agent.properties\n",
+        "brick_agent/ledger/x.py": ("from brick_agent.host import block\n"
+                                    "import brick_agent.properties\n"),
     })
     assert violations(root) == []

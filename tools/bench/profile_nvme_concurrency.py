@@ -16,7 +16,6 @@ import collections
 import contextlib
 import functools
 import logging
-import os
 import sys
 import tempfile
 import threading
@@ -69,7 +68,6 @@ def timed_cm(owner: object, attr: str, name: str) -> None:
 
 
 def instrument() -> None:
-    from brick_agent import locking
     from brick_agent.connectors.nvmeof import actions as nvmeof_actions
     from brick_agent.connectors.nvmeof import connector as nvmeof
     from brick_agent.ledger import reconcile

@@ -723,7 +723,7 @@ class NVMeOFConnector(Connector):
                  and set(ns.controllers) <= set(doomed)]
         return left
 
-    def _disconnect_controllers(self, topo: _Topology, target: NVMeTarget, hostnqn: str,
+    def _disconnect_controllers(self, topo: _Topology, target: NvmeTarget, hostnqn: str,
                                 errors: list[str], deadline: Deadline) -> list[str]:
         """Disconnect the target's controllers but those whose other namespaces are in use
         (:meth:`_users_of_others`); the names of the controllers disconnected (or tried)."""
