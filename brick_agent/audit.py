@@ -47,16 +47,24 @@ UNEXPECTED_VOLUME = "unexpected_volume"
 MISSING_VOLUME = "missing_volume"
 
 # SCSI host drivers (proc_name) that carry iSCSI sessions.
-ISCSI_HOST_DRIVERS = frozenset({"iscsi_tcp", "ib_iser", "iser", "bnx2i", "cxgb3i", "cxgb4i",
-                                "qedi", "be2iscsi", "qla4xxx"})
+ISCSI_HOST_DRIVERS = frozenset(
+    {"iscsi_tcp", "ib_iser", "iser", "bnx2i", "cxgb3i", "cxgb4i", "qedi", "be2iscsi", "qla4xxx"}
+)
 # NVMe controller states that may pass on their own (a grace period applies to them).
-NVME_TRANSIENT_STATES = frozenset({"new", "connecting", "resetting", "deleting",
-                                   "deleting (no IO)"})
+NVME_TRANSIENT_STATES = frozenset(
+    {"new", "connecting", "resetting", "deleting", "deleting (no IO)"}
+)
 NVME_DISCOVERY_NQN = "nqn.2014-08.org.nvmexpress.discovery"
 LINK_KINDS = ("by-id", "by-path")
 
-PROTOCOL_ALIASES = {"ISCSI": "ISCSI", "ISER": "ISCSI", "NVMEOF": "NVMEOF", "NVME": "NVMEOF",
-                    "FIBRE_CHANNEL": "FIBRE_CHANNEL", "FC": "FIBRE_CHANNEL"}
+PROTOCOL_ALIASES = {
+    "ISCSI": "ISCSI",
+    "ISER": "ISCSI",
+    "NVMEOF": "NVMEOF",
+    "NVME": "NVMEOF",
+    "FIBRE_CHANNEL": "FIBRE_CHANNEL",
+    "FC": "FIBRE_CHANNEL",
+}
 
 _SESSION_RE = re.compile(r"session(\d+)")
 _RPORT_RE = re.compile(r"rport-\d+:\d+-\d+")
@@ -86,19 +94,24 @@ class Finding:
 class PresentVolume:
     """A volume (LUN or namespace) of a storage protocol that the host has now."""
 
-    protocol: str                   # ISCSI, FIBRE_CHANNEL or NVMEOF
-    devices: tuple[str, ...]        # kernel names of its devices/paths ('sdb', 'nvme0n1')
-    wwid: str | None = None         # SCSI: udev form '36001405...'; NVMe: the ns wwid
-    uuid: str | None = None         # NVMe only, canonical
-    nguid: str | None = None        # NVMe only, canonical (32 hex)
+    protocol: str  # ISCSI, FIBRE_CHANNEL or NVMEOF
+    devices: tuple[str, ...]  # kernel names of its devices/paths ('sdb', 'nvme0n1')
+    wwid: str | None = None  # SCSI: udev form '36001405...'; NVMe: the ns wwid
+    uuid: str | None = None  # NVMe only, canonical
+    nguid: str | None = None  # NVMe only, canonical (32 hex)
 
     @property
     def label(self) -> str:
         return self.wwid or self.uuid or self.nguid or ",".join(self.devices)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"protocol": self.protocol, "devices": list(self.devices), "wwid": self.wwid,
-                "uuid": self.uuid, "nguid": self.nguid}
+        return {
+            "protocol": self.protocol,
+            "devices": list(self.devices),
+            "wwid": self.wwid,
+            "uuid": self.uuid,
+            "nguid": self.nguid,
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,19 +126,21 @@ class ExpectedVolume:
     wwid: str | None = None
     uuid: str | None = None
     nguid: str | None = None
-    name: str | None = None         # free label (e.g. the volume id) for the report
+    name: str | None = None  # free label (e.g. the volume id) for the report
 
     def __post_init__(self) -> None:
         proto = PROTOCOL_ALIASES.get(str(self.protocol).upper())
         if proto is None:
             raise InvalidExpectedVolume(
                 f"unknown protocol {self.protocol!r}; known: ISCSI, NVMEOF, FIBRE_CHANNEL",
-                key="protocol")
+                key="protocol",
+            )
         object.__setattr__(self, "protocol", proto)
         if proto == "NVMEOF":
             if not (self.uuid or self.nguid or self.wwid):
-                raise InvalidExpectedVolume("an NVMEOF volume needs 'uuid', 'nguid' or 'wwid'",
-                                            key="uuid")
+                raise InvalidExpectedVolume(
+                    "an NVMEOF volume needs 'uuid', 'nguid' or 'wwid'", key="uuid"
+                )
         elif not self.wwid:
             raise InvalidExpectedVolume(f"an {proto} volume needs 'wwid'", key="wwid")
 
@@ -138,16 +153,16 @@ class ExpectedVolume:
         fields = ("protocol", "wwid", "uuid", "nguid", "name")
         unknown = sorted(set(data) - set(fields))
         if unknown:
-            raise InvalidExpectedVolume(f"{where}: unknown field(s) {', '.join(map(str, unknown))}",
-                                        key=str(unknown[0]))
+            raise InvalidExpectedVolume(
+                f"{where}: unknown field(s) {', '.join(map(str, unknown))}", key=str(unknown[0])
+            )
         for key in fields:
             value = data.get(key)
             if key == "name" or key not in data:
                 if value is not None and not isinstance(value, str):
                     raise InvalidExpectedVolume(f"{where}: {key!r} must be a string", key=key)
             elif not isinstance(value, str) or not value:
-                raise InvalidExpectedVolume(f"{where}: {key!r} must be a non-empty string",
-                                            key=key)
+                raise InvalidExpectedVolume(f"{where}: {key!r} must be a non-empty string", key=key)
         if not data.get("protocol"):
             raise InvalidExpectedVolume(f"{where}: 'protocol' is required", key="protocol")
         try:
@@ -160,6 +175,7 @@ class ExpectedVolume:
             return False
         from brick_agent.host.nvme import canonical_nguid, canonical_uuid
         from brick_agent.host.scsi import same_wwid
+
         if self.protocol != "NVMEOF":
             return same_wwid(self.wwid, vol.wwid)
         if self.uuid and vol.uuid and canonical_uuid(self.uuid) == vol.uuid:
@@ -200,11 +216,13 @@ class AuditReport:
         self.findings.append(Finding(kind, name, detail))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"clean": self.clean,
-                "findings": [f.to_dict() for f in self.findings],
-                "volumes": [v.to_dict() for v in self.volumes],
-                "counts": dict(self.counts),
-                "errors": list(self.errors)}
+        return {
+            "clean": self.clean,
+            "findings": [f.to_dict() for f in self.findings],
+            "volumes": [v.to_dict() for v in self.volumes],
+            "counts": dict(self.counts),
+            "errors": list(self.errors),
+        }
 
 
 @dataclasses.dataclass
@@ -228,13 +246,19 @@ def expected_from_ledger(ledger: Any) -> list[ExpectedVolume]:
 
     Volumes attached right now (only a pending intent) are not listed yet.
     """
-    return [ExpectedVolume.from_dict(item, index=i)
-            for i, item in enumerate(ledger.expected_volumes())]
+    return [
+        ExpectedVolume.from_dict(item, index=i) for i, item in enumerate(ledger.expected_volumes())
+    ]
 
 
-def audit(roots: HostRoots = DEFAULT_ROOTS, expected: Iterable[ExpectedVolume] | None = None,
-          *, nvme_grace: float = 0.0, sleep: Callable[[float], None] = time.sleep,
-          ledger: Any = None) -> AuditReport:
+def audit(
+    roots: HostRoots = DEFAULT_ROOTS,
+    expected: Iterable[ExpectedVolume] | None = None,
+    *,
+    nvme_grace: float = 0.0,
+    sleep: Callable[[float], None] = time.sleep,
+    ledger: Any = None,
+) -> AuditReport:
     """Audit the host at ``roots`` for leftovers.
 
     ``expected``: every volume that should be attached now (``[]``: none should be);
@@ -261,8 +285,11 @@ def audit(roots: HostRoots = DEFAULT_ROOTS, expected: Iterable[ExpectedVolume] |
         _guard(report, f"check {name}", check)
     report.volumes = _guard(report, "volumes", lambda: _present_volumes(snap)) or []
     if ledger is not None:
-        _guard(report, "check nvme use",
-               lambda: _check_unused_controllers(roots, snap, report, ledger.read()))
+        _guard(
+            report,
+            "check nvme use",
+            lambda: _check_unused_controllers(roots, snap, report, ledger.read()),
+        )
     if expected is not None:
         _compare(report, list(expected))
     return report
@@ -278,6 +305,7 @@ def _guard(report: AuditReport, what: str, func: Callable[[], Any]) -> Any:
 
 
 # ---------------------------------------------------------------- reading
+
 
 def _read(roots: HostRoots, report: AuditReport) -> _Snapshot:
     from brick_agent.host import block, fc, iscsi, multipath, nvme, scsi
@@ -296,8 +324,7 @@ def _read(roots: HostRoots, report: AuditReport) -> _Snapshot:
     snap.wwids = view("multipath wwids", lambda: multipath.wwids_file_entries(roots))
     snap.controllers = view("nvme controllers", lambda: nvme.nvme_controllers(roots))
     snap.namespaces = view("nvme namespaces", lambda: nvme.nvme_namespaces(roots))
-    snap.block_names = view("block devices", lambda: {
-        b.name for b in block.block_devices(roots)})
+    snap.block_names = view("block devices", lambda: {b.name for b in block.block_devices(roots)})
     report.counts = {
         "iscsi_sessions": len(snap.sessions or []),
         "scsi_devices": len(snap.scsi or []),
@@ -333,19 +360,25 @@ def _is_iscsi_device(dev: Any, snap: _Snapshot) -> bool:
 
 # ---------------------------------------------------------------- checks
 
+
 def _check_iscsi(snap: _Snapshot, report: AuditReport) -> None:
     if snap.sessions is None:
         return
     for s in snap.sessions:
-        where = (f"target {s.target_iqn or '?'} "
-                 f"portal {s.portal_address or '?'}:{s.portal_port or '?'}")
+        where = (
+            f"target {s.target_iqn or '?'} portal {s.portal_address or '?'}:{s.portal_port or '?'}"
+        )
         luns = _session_luns(s, snap)
         if not luns:
-            report.add(ISCSI_SESSION_WITHOUT_LUNS, f"session{s.sid}",
-                       f"{where} (host{s.host_number}) has no SCSI device (LUN) behind it")
+            report.add(
+                ISCSI_SESSION_WITHOUT_LUNS,
+                f"session{s.sid}",
+                f"{where} (host{s.host_number}) has no SCSI device (LUN) behind it",
+            )
         if s.state and s.state.upper() != "LOGGED_IN":
-            report.add(ISCSI_SESSION_NOT_LOGGED_IN, f"session{s.sid}",
-                       f"{where} is in state {s.state}")
+            report.add(
+                ISCSI_SESSION_NOT_LOGGED_IN, f"session{s.sid}", f"{where} is in state {s.state}"
+            )
 
 
 def _check_node_records(snap: _Snapshot, report: AuditReport) -> None:
@@ -355,13 +388,18 @@ def _check_node_records(snap: _Snapshot, report: AuditReport) -> None:
     if snap.node_records is None or snap.sessions is None:
         return
     from brick_agent.host.iscsi import normalize_address
-    live = {(s.target_iqn, normalize_address(s.portal_address), s.portal_port)
-            for s in snap.sessions}
+
+    live = {
+        (s.target_iqn, normalize_address(s.portal_address), s.portal_port) for s in snap.sessions
+    }
     for rec in snap.node_records:
         if (rec.iqn, normalize_address(rec.address), rec.port) in live:
             continue
-        report.add(ISCSI_NODE_RECORD_WITHOUT_SESSION, f"{rec.iqn} {rec.portal} {rec.iface}",
-                   f"{rec.path} has no session; {_node_evidence(rec.settings)}")
+        report.add(
+            ISCSI_NODE_RECORD_WITHOUT_SESSION,
+            f"{rec.iqn} {rec.portal} {rec.iface}",
+            f"{rec.path} has no session; {_node_evidence(rec.settings)}",
+        )
 
 
 def _node_evidence(settings: Mapping[str, str]) -> str:
@@ -390,23 +428,32 @@ def _check_scsi(snap: _Snapshot, report: AuditReport) -> None:
     for d in snap.scsi:
         label = f"{d.hctl}" + (f" ({d.name})" if d.name else "")
         if d.state and d.state.lower() != "running":
-            report.add(SCSI_DEVICE_NOT_RUNNING, str(d.hctl),
-                       f"SCSI device {label} wwid {d.wwid or '?'} is in state {d.state}")
+            report.add(
+                SCSI_DEVICE_NOT_RUNNING,
+                str(d.hctl),
+                f"SCSI device {label} wwid {d.wwid or '?'} is in state {d.state}",
+            )
         if snap.sessions is not None and _is_iscsi_device(d, snap):
             sid = _session_of(d.sysfs_path)
             if (sid is not None and sid not in sids) or (
-                    sid is None and d.hctl.host not in session_hosts):
-                report.add(SCSI_DEVICE_WITHOUT_SESSION, str(d.hctl),
-                           f"iSCSI device {label} wwid {d.wwid or '?'} has no iSCSI session"
-                           + (f" (session{sid} is gone)" if sid is not None else ""))
+                sid is None and d.hctl.host not in session_hosts
+            ):
+                report.add(
+                    SCSI_DEVICE_WITHOUT_SESSION,
+                    str(d.hctl),
+                    f"iSCSI device {label} wwid {d.wwid or '?'} has no iSCSI session"
+                    + (f" (session{sid} is gone)" if sid is not None else ""),
+                )
         rport = _rport_of(d.sysfs_path)
         if rport is not None and snap.rports is not None:
             rp = snap.rports.get(rport)
             if rp is None or (rp.port_state or "").lower() != "online":
                 state = "gone" if rp is None else f"in state {rp.port_state}"
-                report.add(SCSI_DEVICE_WITHOUT_RPORT, str(d.hctl),
-                           f"FC device {label} wwid {d.wwid or '?'}: "
-                           f"remote port {rport} is {state}")
+                report.add(
+                    SCSI_DEVICE_WITHOUT_RPORT,
+                    str(d.hctl),
+                    f"FC device {label} wwid {d.wwid or '?'}: remote port {rport} is {state}",
+                )
 
 
 def _check_multipath(snap: _Snapshot, report: AuditReport) -> None:
@@ -416,22 +463,31 @@ def _check_multipath(snap: _Snapshot, report: AuditReport) -> None:
     for m in snap.maps:
         name = m.name or m.dm_name
         if not m.slaves:
-            report.add(MULTIPATH_MAP_WITHOUT_PATHS, name,
-                       f"multipath map {name} ({m.dm_name}, wwid {m.wwid}) has no paths")
+            report.add(
+                MULTIPATH_MAP_WITHOUT_PATHS,
+                name,
+                f"multipath map {name} ({m.dm_name}, wwid {m.wwid}) has no paths",
+            )
             continue
         known = [s for s in m.slaves if s in states]
-        if known and len(known) == len(m.slaves) and all(
-                (states[s] or "").lower() != "running" for s in known):
+        if (
+            known
+            and len(known) == len(m.slaves)
+            and all((states[s] or "").lower() != "running" for s in known)
+        ):
             detail = ", ".join(f"{s}={states[s]}" for s in known)
-            report.add(MULTIPATH_MAP_ALL_PATHS_FAILED, name,
-                       f"multipath map {name} ({m.dm_name}, wwid {m.wwid}): every path is "
-                       f"down ({detail})")
+            report.add(
+                MULTIPATH_MAP_ALL_PATHS_FAILED,
+                name,
+                f"multipath map {name} ({m.dm_name}, wwid {m.wwid}): every path is down ({detail})",
+            )
 
 
 def _check_wwids(snap: _Snapshot, report: AuditReport) -> None:
     if snap.wwids is None:
         return
     from brick_agent.host.scsi import same_wwid
+
     known: list[str] = []
     known += [d.wwid for d in snap.scsi or [] if d.wwid]
     known += [m.wwid for m in snap.maps or []]
@@ -439,15 +495,20 @@ def _check_wwids(snap: _Snapshot, report: AuditReport) -> None:
     for entry in snap.wwids:
         if entry.lower() in nvme_wwids or any(same_wwid(entry, w) for w in known):
             continue
-        report.add(WWIDS_ENTRY_WITHOUT_DEVICE, entry,
-                   f"/etc/multipath/wwids lists {entry} but no device or map has that WWID")
+        report.add(
+            WWIDS_ENTRY_WITHOUT_DEVICE,
+            entry,
+            f"/etc/multipath/wwids lists {entry} but no device or map has that WWID",
+        )
 
 
-def _still_transient(roots: HostRoots, transient: list[Any], grace: float,
-                     sleep: Callable[[float], None]) -> list[Any]:
+def _still_transient(
+    roots: HostRoots, transient: list[Any], grace: float, sleep: Callable[[float], None]
+) -> list[Any]:
     """The controllers of ``transient`` still in a transient state after ``grace`` seconds
     (each read again)."""
     from brick_agent.host import nvme
+
     sleep(grace)
     still = set()
     for c in transient:
@@ -457,8 +518,13 @@ def _still_transient(roots: HostRoots, transient: list[Any], grace: float,
     return [c for c in transient if c.name in still]
 
 
-def _check_nvme(roots: HostRoots, snap: _Snapshot, report: AuditReport, grace: float,
-                sleep: Callable[[float], None]) -> None:
+def _check_nvme(
+    roots: HostRoots,
+    snap: _Snapshot,
+    report: AuditReport,
+    grace: float,
+    sleep: Callable[[float], None],
+) -> None:
     if snap.controllers is None:
         return
     fabrics = [c for c in snap.controllers if (c.transport or "").lower() != "pcie"]
@@ -467,34 +533,45 @@ def _check_nvme(roots: HostRoots, snap: _Snapshot, report: AuditReport, grace: f
         transient = _still_transient(roots, transient, grace, sleep)
     transient_names = {c.name for c in transient}
     for c in fabrics:
-        where = (f"{c.transport or '?'} controller to {c.subsysnqn or '?'} at "
-                 f"{c.traddr or '?'}:{c.trsvcid or '-'}")
+        where = (
+            f"{c.transport or '?'} controller to {c.subsysnqn or '?'} at "
+            f"{c.traddr or '?'}:{c.trsvcid or '-'}"
+        )
         discovery = c.subsysnqn == NVME_DISCOVERY_NQN
         if not c.namespaces and not discovery:
-            report.add(NVME_CONTROLLER_WITHOUT_NAMESPACES, c.name,
-                       f"{where} has no namespace")
+            report.add(NVME_CONTROLLER_WITHOUT_NAMESPACES, c.name, f"{where} has no namespace")
         state = c.state or "unknown"
         if state == "live":
             continue
         if state in NVME_TRANSIENT_STATES and c.name not in transient_names:
             continue  # it left the transient state during the grace period
-        report.add(NVME_CONTROLLER_NOT_LIVE, c.name, f"{where} is in state {state}"
-                   + (f" (still after {grace:g}s)" if grace > 0 and state in NVME_TRANSIENT_STATES
-                      else ""))
+        report.add(
+            NVME_CONTROLLER_NOT_LIVE,
+            c.name,
+            f"{where} is in state {state}"
+            + (
+                f" (still after {grace:g}s)" if grace > 0 and state in NVME_TRANSIENT_STATES else ""
+            ),
+        )
     for ns in snap.namespaces or []:
         if ns.native_multipath and not ns.paths:
-            report.add(NVME_NAMESPACE_WITHOUT_PATHS, ns.name,
-                       f"NVMe namespace head {ns.name} (nsid {ns.nsid}, uuid {ns.uuid or '?'}) "
-                       "has no controller path")
+            report.add(
+                NVME_NAMESPACE_WITHOUT_PATHS,
+                ns.name,
+                f"NVMe namespace head {ns.name} (nsid {ns.nsid}, uuid {ns.uuid or '?'}) "
+                "has no controller path",
+            )
 
 
-def _check_unused_controllers(roots: HostRoots, snap: _Snapshot, report: AuditReport,
-                              attachments: Mapping[str, Any]) -> None:
+def _check_unused_controllers(
+    roots: HostRoots, snap: _Snapshot, report: AuditReport, attachments: Mapping[str, Any]
+) -> None:
     """Fabrics controllers whose namespaces are all neither attached through brick_agent
     (``attachments``: the ledger's content) nor used on the host: the last detach of a
     shared subsystem kept the controller while the array still exports them."""
     from brick_agent.connectors.nvmeof.connector import ledger_claims
     from brick_agent.host.usage import device_users
+
     for c in snap.controllers or []:
         if (c.transport or "").lower() == "pcie" or c.subsysnqn == NVME_DISCOVERY_NQN:
             continue
@@ -503,10 +580,13 @@ def _check_unused_controllers(roots: HostRoots, snap: _Snapshot, report: AuditRe
             continue
         if any(device_users(roots, ns.name) for ns in nss):
             continue
-        report.add(NVME_CONTROLLER_NAMESPACES_UNUSED, c.name,
-                   f"{c.transport or '?'} controller to {c.subsysnqn or '?'} shows namespace(s) "
-                   f"{', '.join(ns.name for ns in nss)}: none is attached through brick_agent, "
-                   "none is held, mounted, swapped on or open on this host")
+        report.add(
+            NVME_CONTROLLER_NAMESPACES_UNUSED,
+            c.name,
+            f"{c.transport or '?'} controller to {c.subsysnqn or '?'} shows namespace(s) "
+            f"{', '.join(ns.name for ns in nss)}: none is attached through brick_agent, "
+            "none is held, mounted, swapped on or open on this host",
+        )
 
 
 def _nvme_volume(ns: Any) -> PresentVolume:
@@ -515,6 +595,7 @@ def _nvme_volume(ns: Any) -> PresentVolume:
 
 def _check_links(roots: HostRoots, snap: _Snapshot, report: AuditReport) -> None:
     from brick_agent.host.block import resolve_dev_path
+
     for kind in LINK_KINDS:
         base = roots.devfs("disk", kind)
         for entry in sysfs.list_dir(base):
@@ -528,15 +609,20 @@ def _check_links(roots: HostRoots, snap: _Snapshot, report: AuditReport) -> None
             if final is None:
                 report.add(DANGLING_LINK, shown, f"{shown} -> {target} points to nothing")
             elif snap.block_names is not None and os.path.basename(final) not in snap.block_names:
-                report.add(STALE_LINK, shown,
-                           f"{shown} -> {target}: the kernel has no block device "
-                           f"{os.path.basename(final)}")
+                report.add(
+                    STALE_LINK,
+                    shown,
+                    f"{shown} -> {target}: the kernel has no block device "
+                    f"{os.path.basename(final)}",
+                )
 
 
 # ---------------------------------------------------------------- volumes
 
+
 def _present_volumes(snap: _Snapshot) -> list[PresentVolume]:
     from brick_agent.host.scsi import scsi_wwid_to_udev
+
     grouped: dict[tuple[str, str], list[str]] = {}
     for d in snap.scsi or []:
         if (d.scsi_type not in (None, 0)) or d.name is None:
@@ -549,10 +635,13 @@ def _present_volumes(snap: _Snapshot) -> list[PresentVolume]:
             continue  # local disk
         ident = scsi_wwid_to_udev(d.wwid) if d.wwid else f"?{d.name}"
         grouped.setdefault((proto, ident), []).append(d.name)
-    vols = [PresentVolume(proto, tuple(names), wwid=None if ident.startswith("?") else ident)
-            for (proto, ident), names in grouped.items()]
-    fabrics = {c.name for c in snap.controllers or []
-               if (c.transport or "").lower() not in ("pcie", "")}
+    vols = [
+        PresentVolume(proto, tuple(names), wwid=None if ident.startswith("?") else ident)
+        for (proto, ident), names in grouped.items()
+    ]
+    fabrics = {
+        c.name for c in snap.controllers or [] if (c.transport or "").lower() not in ("pcie", "")
+    }
     for ns in snap.namespaces or []:
         if ns.controllers and not set(ns.controllers) & fabrics:
             continue  # a local PCIe namespace (a head without any path counts: stale fabric)
@@ -566,13 +655,19 @@ def _compare(report: AuditReport, expected: list[ExpectedVolume]) -> None:
         hits = [i for i, e in enumerate(expected) if e.matches(vol)]
         matched.update(hits)
         if not hits:
-            report.add(UNEXPECTED_VOLUME, vol.label,
-                       f"{vol.protocol} volume {vol.label} on {', '.join(vol.devices)} "
-                       "is present but not expected")
+            report.add(
+                UNEXPECTED_VOLUME,
+                vol.label,
+                f"{vol.protocol} volume {vol.label} on {', '.join(vol.devices)} "
+                "is present but not expected",
+            )
     for i, e in enumerate(expected):
         if i not in matched:
-            report.add(MISSING_VOLUME, e.label,
-                       f"{e.protocol} volume {e.label} is expected but not present")
+            report.add(
+                MISSING_VOLUME,
+                e.label,
+                f"{e.protocol} volume {e.label} is expected but not present",
+            )
 
 
 def present_volumes(roots: HostRoots = DEFAULT_ROOTS) -> list[PresentVolume]:
@@ -584,14 +679,16 @@ def present_volumes(roots: HostRoots = DEFAULT_ROOTS) -> list[PresentVolume]:
     return volumes
 
 
-def audit_against_ledger(ledger: Any, roots: HostRoots = DEFAULT_ROOTS, *,
-                         nvme_grace: float = 0.0) -> AuditReport:
+def audit_against_ledger(
+    ledger: Any, roots: HostRoots = DEFAULT_ROOTS, *, nvme_grace: float = 0.0
+) -> AuditReport:
     """:func:`audit` with the ledger's volumes as ``expected`` and its concerns as findings.
 
     A ledger that cannot be read (or is corrupt) is an error of the report, never
     an empty ``expected`` list (which would call every live volume unexpected).
     """
     from brick_agent.ledger import LedgerError
+
     failure: str | None
     try:
         expected: list[ExpectedVolume] | None = expected_from_ledger(ledger)
@@ -601,8 +698,7 @@ def audit_against_ledger(ledger: Any, roots: HostRoots = DEFAULT_ROOTS, *,
         failure = f"attachment ledger: {type(exc).__name__}: {exc}"
     else:
         failure = None
-    report = audit(roots, expected, nvme_grace=nvme_grace,
-                   ledger=None if failure else ledger)
+    report = audit(roots, expected, nvme_grace=nvme_grace, ledger=None if failure else ledger)
     if failure:
         report.errors.append(failure)
     for kind, name, detail in concerns:

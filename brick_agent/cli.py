@@ -51,7 +51,8 @@ def _refuse_host_root(args: argparse.Namespace) -> None:
         raise errors.InvalidArgument(
             f"'{args.command}' changes this host (logins, scans, device removal) and cannot "
             f"run against --host-root {args.host_root!r}, which is only read; --host-root "
-            "works with read-only commands (connector, paths, volumes, audit, gate)")
+            "works with read-only commands (connector, paths, volumes, audit, gate)"
+        )
 
 
 def _exit_code(exc: BaseException) -> int:
@@ -67,7 +68,7 @@ def _load_json(source: str, what: str, stdin: TextIO) -> Any:
             return json_input.loads(stdin.read())
         with open(source, encoding="utf-8") as handle:
             return json_input.loads(handle.read())
-    except (OSError, ValueError) as exc:   # JsonInputError is a ValueError
+    except (OSError, ValueError) as exc:  # JsonInputError is a ValueError
         raise errors.InvalidArgument(f"cannot read {what} from {source}: {exc}") from None
 
 
@@ -83,12 +84,15 @@ def _connection_properties(args: argparse.Namespace, stdin: TextIO) -> dict[str,
 
 def _connector(args: argparse.Namespace):
     from brick_agent.connectors import factory
-    return factory(args.protocol, use_multipath=args.multipath or None,
-                   conf=_conf(args), roots=_roots(args))
+
+    return factory(
+        args.protocol, use_multipath=args.multipath or None, conf=_conf(args), roots=_roots(args)
+    )
 
 
 def _roots(args: argparse.Namespace):
     from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
+
     return HostRoots.under(args.host_root) if args.host_root else DEFAULT_ROOTS
 
 
@@ -97,6 +101,7 @@ def _conf(args: argparse.Namespace):
     if getattr(args, "conf", None) is not None:
         return args.conf
     from brick_agent import config, locking, privileged
+
     conf = config.new_conf(config_files=args.config_file or config.default_config_files())
     config.set_default_conf(conf)
     locking.configure(conf)
@@ -107,11 +112,16 @@ def _conf(args: argparse.Namespace):
 
 def cmd_connector(args: argparse.Namespace, stdin: TextIO) -> Any:
     from brick_agent.connector_properties import get_connector_properties
+
     _conf(args)
-    return get_connector_properties(my_ip=args.my_ip, multipath=args.multipath,
-                                    enforce_multipath=args.enforce_multipath,
-                                    host=args.host, roots=_roots(args),
-                                    create_nvme_identity=not args.host_root)
+    return get_connector_properties(
+        my_ip=args.my_ip,
+        multipath=args.multipath,
+        enforce_multipath=args.enforce_multipath,
+        host=args.host,
+        roots=_roots(args),
+        create_nvme_identity=not args.host_root,
+    )
 
 
 def cmd_connect(args: argparse.Namespace, stdin: TextIO) -> Any:
@@ -123,12 +133,12 @@ def cmd_connect(args: argparse.Namespace, stdin: TextIO) -> Any:
 
 def cmd_disconnect(args: argparse.Namespace, stdin: TextIO) -> Any:
     props = _connection_properties(args, stdin)
-    device_info = (_load_json(args.device_info, "device info", stdin)
-                   if args.device_info else None)
+    device_info = _load_json(args.device_info, "device info", stdin) if args.device_info else None
     connector = _connector(args)
     _progress(f"detaching {args.protocol} volume...")
-    connector.disconnect_volume(props, device_info, force=args.force,
-                                ignore_errors=args.ignore_errors)
+    connector.disconnect_volume(
+        props, device_info, force=args.force, ignore_errors=args.ignore_errors
+    )
     return {"disconnected": True}
 
 
@@ -144,6 +154,7 @@ def cmd_paths(args: argparse.Namespace, stdin: TextIO) -> Any:
 
 def cmd_volumes(args: argparse.Namespace, stdin: TextIO) -> Any:
     from brick_agent.connectors import PROTOCOLS
+
     protocols = [args.protocol] if args.protocol else list(PROTOCOLS)
     result: dict[str, Any] = {}
     for protocol in protocols:
@@ -154,10 +165,12 @@ def cmd_volumes(args: argparse.Namespace, stdin: TextIO) -> Any:
 
 def cmd_audit(args: argparse.Namespace, stdin: TextIO) -> Any:
     from brick_agent.audit import ExpectedVolume, audit, audit_against_ledger
+
     if args.expected and args.ledger:
         raise errors.InvalidArgument("give --expected or --ledger, not both")
     if args.ledger:
         from brick_agent.ledger import AttachmentLedger
+
         path = args.ledger if args.ledger != "-" else _conf(args).brick_agent.ledger_path
         if not path:
             raise errors.InvalidArgument("no ledger: [brick_agent] ledger_path is empty")
@@ -176,14 +189,17 @@ def cmd_audit(args: argparse.Namespace, stdin: TextIO) -> Any:
 
 def cmd_gate(args: argparse.Namespace, stdin: TextIO) -> Any:
     from brick_agent.gate.server import serve
+
     serve(_conf(args), roots=_roots(args))
     return None
 
 
 def cmd_os_brick_compat(args: argparse.Namespace, stdin: TextIO) -> Any:
     from brick_agent.os_brick_compat import install
-    action = {"install": install.install, "uninstall": install.uninstall,
-              "status": install.status}[args.action]
+
+    action = {"install": install.install, "uninstall": install.uninstall, "status": install.status}[
+        args.action
+    ]
     return action(site_dir=args.site_packages, python=args.python)
 
 
@@ -215,32 +231,49 @@ def _human(value: Any, out: TextIO) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="brick-agent", description=__doc__.splitlines()[0])
-    parser.add_argument("--config-file", action="append", metavar="PATH",
-                        help="oslo.config file with a [brick_agent] section (repeatable; "
-                             "default: $BRICK_AGENT_CONFIG or /etc/brick_agent/brick_agent.conf "
-                             "when it exists)")
+    parser.add_argument(
+        "--config-file",
+        action="append",
+        metavar="PATH",
+        help="oslo.config file with a [brick_agent] section (repeatable; "
+        "default: $BRICK_AGENT_CONFIG or /etc/brick_agent/brick_agent.conf "
+        "when it exists)",
+    )
     parser.add_argument("--human", action="store_true", help="readable output instead of JSON")
     parser.add_argument("--debug", action="store_true", help="debug logging on stderr")
-    parser.add_argument("--host-root", metavar="DIR",
-                        help="read a host tree (DIR/sys, DIR/dev, DIR/etc) instead of this "
-                             "host, e.g. one captured for a bug report (read-only commands "
-                             "only: connect, disconnect and extend refuse it)")
+    parser.add_argument(
+        "--host-root",
+        metavar="DIR",
+        help="read a host tree (DIR/sys, DIR/dev, DIR/etc) instead of this "
+        "host, e.g. one captured for a bug report (read-only commands "
+        "only: connect, disconnect and extend refuse it)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def add(name: str, func: Callable, help_text: str, protocol: bool = True,
-            properties: bool = True) -> argparse.ArgumentParser:
+    def add(
+        name: str, func: Callable, help_text: str, protocol: bool = True, properties: bool = True
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(func=func)
         p.add_argument("--multipath", action="store_true", help="use every path (dm-multipath)")
         if protocol:
             p.add_argument("protocol", help="ISCSI, NVMEOF or FIBRE_CHANNEL")
         if properties:
-            p.add_argument("properties", nargs="?", default="-",
-                           help="JSON file of connection properties ('-' or absent: stdin)")
+            p.add_argument(
+                "properties",
+                nargs="?",
+                default="-",
+                help="JSON file of connection properties ('-' or absent: stdin)",
+            )
         return p
 
-    p = add("connector", cmd_connector, "print this host's connector properties",
-            protocol=False, properties=False)
+    p = add(
+        "connector",
+        cmd_connector,
+        "print this host's connector properties",
+        protocol=False,
+        properties=False,
+    )
     p.add_argument("--my-ip", default=None)
     p.add_argument("--host", default=None)
     p.add_argument("--enforce-multipath", action="store_true")
@@ -248,51 +281,85 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("disconnect", cmd_disconnect, "detach a volume")
     p.add_argument("--device-info", metavar="FILE", help="JSON device info returned by connect")
     p.add_argument("--force", action="store_true", help="keep going past errors")
-    p.add_argument("--ignore-errors", action="store_true",
-                   help="exit 0 even when something was left behind")
+    p.add_argument(
+        "--ignore-errors", action="store_true", help="exit 0 even when something was left behind"
+    )
     add("extend", cmd_extend, "make the host see a volume's new size")
     add("paths", cmd_paths, "print the device paths of a volume present on this host")
     p = add("volumes", cmd_volumes, "list attached volumes", protocol=False, properties=False)
     p.add_argument("--protocol", default=None)
-    p = add("audit", cmd_audit, "look for leftovers (orphaned sessions, devices, maps, "
-            "links); exit 6 when any", protocol=False, properties=False)
-    p.add_argument("--expected", metavar="FILE",
-                   help="JSON list of volumes that should be attached "
-                        "({protocol, wwid|uuid|nguid}); '-' for stdin")
-    p.add_argument("--ledger", metavar="FILE", nargs="?", const="-", default=None,
-                   help="expect exactly the volumes of the attachment ledger "
-                        "(FILE, or [brick_agent] ledger_path when FILE is omitted); "
-                        "without --ledger/--expected only leftovers are reported")
-    add("gate", cmd_gate, "run the gate-only HTTP app (needs [brick_agent] gate_enabled)",
-        protocol=False, properties=False)
-    p = add("os-brick-compat", cmd_os_brick_compat,
-            "make a Python environment's os-brick use brick_agent for iSCSI, NVMe-oF and FC "
-            "(writes/removes a .pth file; restart the service after)",
-            protocol=False, properties=False)
+    p = add(
+        "audit",
+        cmd_audit,
+        "look for leftovers (orphaned sessions, devices, maps, links); exit 6 when any",
+        protocol=False,
+        properties=False,
+    )
+    p.add_argument(
+        "--expected",
+        metavar="FILE",
+        help="JSON list of volumes that should be attached "
+        "({protocol, wwid|uuid|nguid}); '-' for stdin",
+    )
+    p.add_argument(
+        "--ledger",
+        metavar="FILE",
+        nargs="?",
+        const="-",
+        default=None,
+        help="expect exactly the volumes of the attachment ledger "
+        "(FILE, or [brick_agent] ledger_path when FILE is omitted); "
+        "without --ledger/--expected only leftovers are reported",
+    )
+    add(
+        "gate",
+        cmd_gate,
+        "run the gate-only HTTP app (needs [brick_agent] gate_enabled)",
+        protocol=False,
+        properties=False,
+    )
+    p = add(
+        "os-brick-compat",
+        cmd_os_brick_compat,
+        "make a Python environment's os-brick use brick_agent for iSCSI, NVMe-oF and FC "
+        "(writes/removes a .pth file; restart the service after)",
+        protocol=False,
+        properties=False,
+    )
     p.add_argument("action", choices=("install", "uninstall", "status"))
-    p.add_argument("--python", metavar="PATH",
-                   help="the service's Python (default: the one running brick-agent)")
+    p.add_argument(
+        "--python",
+        metavar="PATH",
+        help="the service's Python (default: the one running brick-agent)",
+    )
     p.add_argument("--site-packages", metavar="DIR", help="write into DIR instead")
-    verify_help = ("check over HTTP, through each host's gate app, that a volume is attached "
-                   "where it should be and gone elsewhere (--audit: no leftovers); exit 0 pass, "
-                   "1 fail, 2 error (options: brick-agent verify-detach --help)")
+    verify_help = (
+        "check over HTTP, through each host's gate app, that a volume is attached "
+        "where it should be and gone elsewhere (--audit: no leftovers); exit 0 pass, "
+        "1 fail, 2 error (options: brick-agent verify-detach --help)"
+    )
     sub.add_parser(VERIFY_DETACH, help=verify_help, description=verify_help, add_help=False)
     return parser
 
 
-def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None,
-         stdout: TextIO | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, stdin: TextIO | None = None, stdout: TextIO | None = None
+) -> int:
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if args.command == VERIFY_DETACH:
         from brick_agent.gate import verify
+
         return verify.main(rest, stdin=stdin, stdout=stdout)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
-                        stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
     try:
         _refuse_host_root(args)
         result = args.func(args, stdin)

@@ -96,16 +96,28 @@ def _abandon(proc: subprocess.Popen) -> None:
 
 def _check_timeout(timeout: object) -> None:
     """A finite positive number of seconds, or :class:`InvalidArgument` (nothing runs)."""
-    if (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-            or not math.isfinite(timeout) or timeout <= 0):
-        raise InvalidArgument(f"timeout must be a finite positive number of seconds, "
-                              f"got {timeout!r}")
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not math.isfinite(timeout)
+        or timeout <= 0
+    ):
+        raise InvalidArgument(
+            f"timeout must be a finite positive number of seconds, got {timeout!r}"
+        )
 
 
-def run(argv: Sequence[str | Secret], *, timeout: float,
-        secrets: Iterable[str | Secret] = (), check: bool = True,
-        input: str | None = None, env: Mapping[str, str] | None = None,
-        ok_codes: Iterable[int] = (0,), kill_wait: float = KILL_WAIT) -> CommandResult:
+def run(
+    argv: Sequence[str | Secret],
+    *,
+    timeout: float,
+    secrets: Iterable[str | Secret] = (),
+    check: bool = True,
+    input: str | None = None,
+    env: Mapping[str, str] | None = None,
+    ok_codes: Iterable[int] = (0,),
+    kill_wait: float = KILL_WAIT,
+) -> CommandResult:
     """Run ``argv`` (no shell) and return its :class:`CommandResult`.
 
     ``secrets`` (and any :class:`Secret` inside ``argv``) are masked in the
@@ -131,15 +143,21 @@ def run(argv: Sequence[str | Secret], *, timeout: float,
     start = time.monotonic()
     try:
         proc = subprocess.Popen(
-            plain, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=full_env, start_new_session=True, close_fds=True)
+            plain,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=full_env,
+            start_new_session=True,
+            close_fds=True,
+        )
     except OSError as exc:
         duration = time.monotonic() - start
-        LOG.debug("command %s could not start after %.3fs: %s", shown, duration,
-                  exc.strerror)
-        raise CommandFailed(shown, None, mask_text(str(exc.strerror or exc),
-                                                   secret_values)) from None
+        LOG.debug("command %s could not start after %.3fs: %s", shown, duration, exc.strerror)
+        raise CommandFailed(
+            shown, None, mask_text(str(exc.strerror or exc), secret_values)
+        ) from None
     try:
         stdout, stderr = proc.communicate(input=input, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -149,17 +167,30 @@ def run(argv: Sequence[str | Secret], *, timeout: float,
         except subprocess.TimeoutExpired:
             _abandon(proc)
             duration = time.monotonic() - start
-            LOG.warning("command %s timed out after %.1fs and did not go away when killed "
-                        "(blocked in the kernel?): abandoned (pid %d)", shown, duration,
-                        proc.pid)
-            raise CommandFailed(shown, None, f"timed out after {timeout:.1f}s and could not "
-                                f"be killed (pid {proc.pid} abandoned)",
-                                timed_out=True) from None
+            LOG.warning(
+                "command %s timed out after %.1fs and did not go away when killed "
+                "(blocked in the kernel?): abandoned (pid %d)",
+                shown,
+                duration,
+                proc.pid,
+            )
+            raise CommandFailed(
+                shown,
+                None,
+                f"timed out after {timeout:.1f}s and could not "
+                f"be killed (pid {proc.pid} abandoned)",
+                timed_out=True,
+            ) from None
         duration = time.monotonic() - start
-        LOG.debug("command %s timed out after %.3fs (limit %.1fs), process group killed",
-                  shown, duration, timeout)
-        raise CommandFailed(shown, proc.returncode, mask_text(stderr or "", secret_values),
-                            timed_out=True) from None
+        LOG.debug(
+            "command %s timed out after %.3fs (limit %.1fs), process group killed",
+            shown,
+            duration,
+            timeout,
+        )
+        raise CommandFailed(
+            shown, proc.returncode, mask_text(stderr or "", secret_values), timed_out=True
+        ) from None
     except BaseException:
         _kill_group(proc)
         raise
@@ -169,5 +200,6 @@ def run(argv: Sequence[str | Secret], *, timeout: float,
     LOG.debug("command %s exited %d in %.3fs", shown, proc.returncode, duration)
     if check and proc.returncode not in ok:
         raise CommandFailed(shown, proc.returncode, stderr)
-    return CommandResult(argv=shown, returncode=proc.returncode, stdout=stdout,
-                         stderr=stderr, duration=duration)
+    return CommandResult(
+        argv=shown, returncode=proc.returncode, stdout=stdout, stderr=stderr, duration=duration
+    )

@@ -23,82 +23,145 @@ DEFAULT_CONFIG_FILE = "/etc/brick_agent/brick_agent.conf"
 CONFIG_ENV = "BRICK_AGENT_CONFIG"
 
 connection_opts = [
-    cfg.StrOpt("lock_path", default="/var/lib/brick_agent/locks",
-               help="Directory of the external (file) locks that serialise work on one "
-                    "target or device across processes of this host."),
-    cfg.IntOpt("max_concurrent_operations", default=16, min=1,
-                help="Host-wide bound on attach/detach operations running at once."),
-    cfg.FloatOpt("device_wait_timeout", default=30.0, min=0.1,
-                 help="Seconds an attach waits for its device(s) to appear (one deadline "
-                      "budget for every path)."),
-    cfg.FloatOpt("login_timeout", default=15.0, min=0.1,
-                 help="Seconds one iSCSI login or NVMe connect may take before the portal "
-                      "counts as unreachable."),
-    cfg.FloatOpt("device_removal_timeout", default=20.0, min=0.1,
-                 help="Seconds a detach waits for the kernel to remove a device."),
-    cfg.FloatOpt("flush_timeout", default=60.0, min=0.1,
-                 help="Seconds a buffer flush of a device (or multipath map) may take."),
-    cfg.FloatOpt("command_timeout", default=60.0, min=0.1,
-                 help="Default timeout of an external command."),
-    cfg.StrOpt("ledger_path", default="/var/lib/brick_agent/attachments.json",
-               help="Attachment ledger (what brick_agent attached), written atomically."),
+    cfg.StrOpt(
+        "lock_path",
+        default="/var/lib/brick_agent/locks",
+        help="Directory of the external (file) locks that serialise work on one "
+        "target or device across processes of this host.",
+    ),
+    cfg.IntOpt(
+        "max_concurrent_operations",
+        default=16,
+        min=1,
+        help="Host-wide bound on attach/detach operations running at once.",
+    ),
+    cfg.FloatOpt(
+        "device_wait_timeout",
+        default=30.0,
+        min=0.1,
+        help="Seconds an attach waits for its device(s) to appear (one deadline "
+        "budget for every path).",
+    ),
+    cfg.FloatOpt(
+        "login_timeout",
+        default=15.0,
+        min=0.1,
+        help="Seconds one iSCSI login or NVMe connect may take before the portal "
+        "counts as unreachable.",
+    ),
+    cfg.FloatOpt(
+        "device_removal_timeout",
+        default=20.0,
+        min=0.1,
+        help="Seconds a detach waits for the kernel to remove a device.",
+    ),
+    cfg.FloatOpt(
+        "flush_timeout",
+        default=60.0,
+        min=0.1,
+        help="Seconds a buffer flush of a device (or multipath map) may take.",
+    ),
+    cfg.FloatOpt(
+        "command_timeout", default=60.0, min=0.1, help="Default timeout of an external command."
+    ),
+    cfg.StrOpt(
+        "ledger_path",
+        default="/var/lib/brick_agent/attachments.json",
+        help="Attachment ledger (what brick_agent attached), written atomically.",
+    ),
 ]
 
 multipath_opts = [
-    cfg.BoolOpt("use_multipath", default=False,
-                help="Attach through every path and build a dm-multipath map."),
-    cfg.BoolOpt("enforce_multipath", default=False,
-                help="Fail an attach instead of falling back to a single path when "
-                     "multipathd is not running."),
-    cfg.FloatOpt("multipath_wait_timeout", default=20.0, min=0.1,
-                 help="Seconds to wait for a multipath map to be built."),
+    cfg.BoolOpt(
+        "use_multipath",
+        default=False,
+        help="Attach through every path and build a dm-multipath map.",
+    ),
+    cfg.BoolOpt(
+        "enforce_multipath",
+        default=False,
+        help="Fail an attach instead of falling back to a single path when "
+        "multipathd is not running.",
+    ),
+    cfg.FloatOpt(
+        "multipath_wait_timeout",
+        default=20.0,
+        min=0.1,
+        help="Seconds to wait for a multipath map to be built.",
+    ),
 ]
 
 nvme_opts = [
-    cfg.IntOpt("nvme_ctrl_loss_tmo", default=600, min=-1,
-               help="Seconds the kernel keeps retrying a lost NVMe-oF controller before "
-                    "removing it; -1 retries forever."),
-    cfg.IntOpt("nvme_reconnect_delay", default=10, min=1,
-               help="Seconds between NVMe-oF reconnect attempts."),
-    cfg.IntOpt("nvme_keep_alive_tmo", default=None, min=1,
-               help="NVMe-oF keep-alive timeout in seconds (kernel default when unset)."),
-    cfg.IntOpt("nvme_fast_io_fail_tmo", default=5, min=-1,
-               help="For NVMe-oF controllers used under dm-multipath (native NVMe "
-                    "multipath off): seconds after a connection is lost before its "
-                    "queued I/O fails, so dm-multipath retries it on another path "
-                    "instead of waiting up to ctrl_loss_tmo (forever with -1). "
-                    "-1 keeps the kernel default (queue until the controller is "
-                    "lost). Not applied to single-path or native-multipath "
-                    "controllers, whose I/O should wait for the reconnect."),
+    cfg.IntOpt(
+        "nvme_ctrl_loss_tmo",
+        default=600,
+        min=-1,
+        help="Seconds the kernel keeps retrying a lost NVMe-oF controller before "
+        "removing it; -1 retries forever.",
+    ),
+    cfg.IntOpt(
+        "nvme_reconnect_delay",
+        default=10,
+        min=1,
+        help="Seconds between NVMe-oF reconnect attempts.",
+    ),
+    cfg.IntOpt(
+        "nvme_keep_alive_tmo",
+        default=None,
+        min=1,
+        help="NVMe-oF keep-alive timeout in seconds (kernel default when unset).",
+    ),
+    cfg.IntOpt(
+        "nvme_fast_io_fail_tmo",
+        default=5,
+        min=-1,
+        help="For NVMe-oF controllers used under dm-multipath (native NVMe "
+        "multipath off): seconds after a connection is lost before its "
+        "queued I/O fails, so dm-multipath retries it on another path "
+        "instead of waiting up to ctrl_loss_tmo (forever with -1). "
+        "-1 keeps the kernel default (queue until the controller is "
+        "lost). Not applied to single-path or native-multipath "
+        "controllers, whose I/O should wait for the reconnect.",
+    ),
 ]
 
 privsep_opts = [
-    cfg.BoolOpt("privsep_in_process", default=False,
-                help="Run privileged entrypoints in this process (the process must "
-                     "already be root). For tests and tools only."),
-    cfg.StrOpt("privsep_helper_command", default=None,
-               help="Command that starts brick_agent's privsep daemon, e.g. "
-                    "'sudo brick-agent-rootwrap /etc/brick_agent/rootwrap.conf "
-                    "privsep-helper' or, when already root, 'privsep-helper'. "
-                    "brick_agent's --config-file arguments, --privsep_context and "
-                    "--privsep_sock_path are appended. Unset: the root_helper the caller "
-                    "gave the connector (os-brick's, e.g. 'sudo nova-rootwrap "
-                    "/etc/nova/rootwrap.conf') followed by privsep-helper; without one, "
-                    "when root, the privsep-helper beside this Python; else oslo.privsep's "
-                    "default ('sudo privsep-helper' or "
-                    "[brick_agent_privileged]/helper_command)."),
+    cfg.BoolOpt(
+        "privsep_in_process",
+        default=False,
+        help="Run privileged entrypoints in this process (the process must "
+        "already be root). For tests and tools only.",
+    ),
+    cfg.StrOpt(
+        "privsep_helper_command",
+        default=None,
+        help="Command that starts brick_agent's privsep daemon, e.g. "
+        "'sudo brick-agent-rootwrap /etc/brick_agent/rootwrap.conf "
+        "privsep-helper' or, when already root, 'privsep-helper'. "
+        "brick_agent's --config-file arguments, --privsep_context and "
+        "--privsep_sock_path are appended. Unset: the root_helper the caller "
+        "gave the connector (os-brick's, e.g. 'sudo nova-rootwrap "
+        "/etc/nova/rootwrap.conf') followed by privsep-helper; without one, "
+        "when root, the privsep-helper beside this Python; else oslo.privsep's "
+        "default ('sudo privsep-helper' or "
+        "[brick_agent_privileged]/helper_command).",
+    ),
 ]
 
 gate_opts = [
-    cfg.BoolOpt("gate_enabled", default=False,
-                help="Allow the gate-only HTTP app to start. Never enable on production "
-                     "hosts."),
-    cfg.HostAddressOpt("gate_host", default="127.0.0.1",
-                       help="Address the gate app binds to."),
+    cfg.BoolOpt(
+        "gate_enabled",
+        default=False,
+        help="Allow the gate-only HTTP app to start. Never enable on production hosts.",
+    ),
+    cfg.HostAddressOpt("gate_host", default="127.0.0.1", help="Address the gate app binds to."),
     cfg.PortOpt("gate_port", default=8776, help="Port the gate app binds to."),
-    cfg.StrOpt("gate_token", default=None, secret=True,
-               help="Bearer token required by the gate app; mandatory for a "
-                    "non-loopback bind."),
+    cfg.StrOpt(
+        "gate_token",
+        default=None,
+        secret=True,
+        help="Bearer token required by the gate app; mandatory for a non-loopback bind.",
+    ),
 ]
 
 ALL_OPTS = connection_opts + multipath_opts + nvme_opts + privsep_opts + gate_opts
@@ -109,8 +172,11 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     conf.register_opts(ALL_OPTS, group=GROUP)
 
 
-def new_conf(args: list[str] | None = None, config_files: list[str] | None = None,
-             overrides: Mapping[str, Any] | None = None) -> cfg.ConfigOpts:
+def new_conf(
+    args: list[str] | None = None,
+    config_files: list[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> cfg.ConfigOpts:
     """A private, parsed ConfigOpts with brick_agent's options; ``overrides`` set
     ``[brick_agent]`` options (a None value leaves the option as configured)."""
     conf = cfg.ConfigOpts()
@@ -122,8 +188,9 @@ def new_conf(args: list[str] | None = None, config_files: list[str] | None = Non
     return conf
 
 
-def default_config_files(environ: Mapping[str, str] | None = None,
-                         default: str = DEFAULT_CONFIG_FILE) -> list[str]:
+def default_config_files(
+    environ: Mapping[str, str] | None = None, default: str = DEFAULT_CONFIG_FILE
+) -> list[str]:
     """The files a process without its own configuration reads.
 
     ``$BRICK_AGENT_CONFIG`` when set (empty: none; a missing file is a

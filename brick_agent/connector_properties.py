@@ -18,12 +18,18 @@ from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
 LOG = logging.getLogger(__name__)
 
 
-def get_connector_properties(root_helper: str | None = None, my_ip: str | None = None,
-                             multipath: bool = False, enforce_multipath: bool = False,
-                             host: str | None = None, execute: Any = None, *,
-                             roots: HostRoots = DEFAULT_ROOTS,
-                             create_nvme_identity: bool = True,
-                             mountinfo: str | None = None) -> dict[str, Any]:
+def get_connector_properties(
+    root_helper: str | None = None,
+    my_ip: str | None = None,
+    multipath: bool = False,
+    enforce_multipath: bool = False,
+    host: str | None = None,
+    execute: Any = None,
+    *,
+    roots: HostRoots = DEFAULT_ROOTS,
+    create_nvme_identity: bool = True,
+    mountinfo: str | None = None,
+) -> dict[str, Any]:
     """The connector object of this host.
 
     ``root_helper`` and ``execute`` are accepted for os-brick compatibility and
@@ -55,19 +61,21 @@ def get_connector_properties(root_helper: str | None = None, my_ip: str | None =
 def iscsi_initiator(roots: HostRoots = DEFAULT_ROOTS) -> str | None:
     """This host's IQN; a root-only initiatorname file of the real host is read through privsep."""
     from brick_agent.host.iscsi import initiator_name
+
     name = initiator_name(roots)
     if name is not None or roots != DEFAULT_ROOTS:
         return name
     path = roots.etcfs("iscsi", "initiatorname.iscsi")
     try:
         with open(path, "rb"):
-            return None          # readable and without a name
+            return None  # readable and without a name
     except PermissionError:
         pass
     except OSError:
         return None
     try:
         from brick_agent.privileged import reads
+
         return reads.iscsi_initiator_name()
     except Exception as exc:  # noqa: BLE001 - a connector object must not fail on this
         LOG.warning("cannot read %s: %s", path, exc)
@@ -81,11 +89,13 @@ def _iscsi_properties(roots: HostRoots) -> dict[str, Any]:
 
 def _host_ids(roots: HostRoots, mountinfo: str | None) -> dict[str, str]:
     from brick_agent import host_ids
+
     return host_ids.host_ids(roots, mountinfo or roots.procfs("self", "mountinfo"))
 
 
 def _fc_properties(roots: HostRoots) -> dict[str, Any]:
     from brick_agent.host.fc import fc_hosts
+
     online = [h for h in fc_hosts(roots) if (h.port_state or "").lower() == "online"]
     if not online:
         return {}
@@ -94,4 +104,5 @@ def _fc_properties(roots: HostRoots) -> dict[str, Any]:
 
 def _nvme_properties(roots: HostRoots, create: bool) -> dict[str, Any]:
     from brick_agent.connectors.nvmeof.identity import connector_properties
+
     return connector_properties(roots, create=create)

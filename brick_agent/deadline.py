@@ -19,8 +19,9 @@ class Deadline:
 
     __slots__ = ("_clock", "_start", "_end")
 
-    def __init__(self, end: float, clock: Clock = time.monotonic,
-                 start: float | None = None) -> None:
+    def __init__(
+        self, end: float, clock: Clock = time.monotonic, start: float | None = None
+    ) -> None:
         self._clock = clock
         self._start = clock() if start is None else start
         self._end = end

@@ -28,8 +28,9 @@ class InvalidArgument(BrickError, ValueError):
 class CommandFailed(BrickError):
     """An external command exited non-zero or timed out."""
 
-    def __init__(self, argv: list[str], returncode: int | None, stderr: str = "",
-                 timed_out: bool = False) -> None:
+    def __init__(
+        self, argv: list[str], returncode: int | None, stderr: str = "", timed_out: bool = False
+    ) -> None:
         self.argv = list(argv)
         self.returncode = returncode
         self.stderr = stderr

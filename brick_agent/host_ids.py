@@ -43,11 +43,13 @@ def _is_uuid(value: str) -> bool:
 
 def _privileged_dmi_uuid() -> str | None:
     from brick_agent.privileged import reads
+
     return reads.dmi_product_uuid()
 
 
-def system_uuid(roots: HostRoots = DEFAULT_ROOTS,
-                privileged_read: Callable[[], str | None] | None = None) -> str | None:
+def system_uuid(
+    roots: HostRoots = DEFAULT_ROOTS, privileged_read: Callable[[], str | None] | None = None
+) -> str | None:
     """The DMI product UUID, or None.
 
     An unreadable file (root-only) is read through ``privileged_read`` (default:
@@ -72,6 +74,7 @@ def system_uuid(roots: HostRoots = DEFAULT_ROOTS,
 def root_source(mountinfo: str = MOUNTINFO) -> str | None:
     """The mount source of ``/`` (the last mount on ``/`` wins, as the kernel shows it)."""
     from brick_agent.host.usage import mount_entries
+
     try:
         entries = mount_entries(mountinfo)
     except OSError:
@@ -85,7 +88,7 @@ def root_fs_uuid(roots: HostRoots = DEFAULT_ROOTS, mountinfo: str = MOUNTINFO) -
     source = root_source(mountinfo)
     if not source or not source.startswith("/dev/"):
         return None
-    device = os.path.realpath(roots.devfs(source[len("/dev/"):]))
+    device = os.path.realpath(roots.devfs(source[len("/dev/") :]))
     links = roots.devfs(*BY_UUID)
     try:
         names = sorted(os.listdir(links))
@@ -95,12 +98,16 @@ def root_fs_uuid(roots: HostRoots = DEFAULT_ROOTS, mountinfo: str = MOUNTINFO) -
         if os.path.realpath(os.path.join(links, name)) == device:
             return name
     from brick_agent.host.udev import udev_properties
+
     fs_uuid = (udev_properties(roots, os.path.basename(device)) or {}).get("ID_FS_UUID")
     return fs_uuid or None
 
 
-def host_ids(roots: HostRoots = DEFAULT_ROOTS, mountinfo: str = MOUNTINFO,
-             privileged_read: Callable[[], str | None] | None = None) -> dict[str, str]:
+def host_ids(
+    roots: HostRoots = DEFAULT_ROOTS,
+    mountinfo: str = MOUNTINFO,
+    privileged_read: Callable[[], str | None] | None = None,
+) -> dict[str, str]:
     """``{'uuid': ..., 'system uuid': ...}`` with the keys whose value is known."""
     out: dict[str, str] = {}
     fs_uuid = root_fs_uuid(roots, mountinfo)

@@ -43,7 +43,7 @@ def loads(text: str | bytes, limit: int = MAX_DEPTH) -> Any:
         value = json.loads(text)
     except RecursionError:
         raise JsonInputError(f"JSON nested deeper than {limit} levels") from None
-    except ValueError as exc:   # JSONDecodeError, UnicodeDecodeError
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
         raise JsonInputError(f"not valid JSON: {exc}") from None
     if depth_exceeds(value, limit):
         raise JsonInputError(f"JSON nested deeper than {limit} levels")

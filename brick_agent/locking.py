@@ -61,8 +61,10 @@ FALLBACK_LOCK_PATH = "/var/lib/brick_agent/locks"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 _KIND = re.compile(r"^[a-z][a-z0-9_]{0,15}$")
-_DEVICE = re.compile(r"^(sd[a-z]{1,4}|nvme\d{1,4}(c\d{1,4})?n\d{1,5}|dm-\d{1,6}|"
-                     r"nvme\d{1,4}|md\d{1,5}|[0-9a-f]{3,64}|mpath[a-z]{1,4})$")
+_DEVICE = re.compile(
+    r"^(sd[a-z]{1,4}|nvme\d{1,4}(c\d{1,4})?n\d{1,5}|dm-\d{1,6}|"
+    r"nvme\d{1,4}|md\d{1,5}|[0-9a-f]{3,64}|mpath[a-z]{1,4})$"
+)
 
 _configured_lock_path: str | None = None
 
@@ -136,8 +138,11 @@ def open_lock_file(path: str) -> int:
     """Open (create 0600) the lock file ``path``: never through a symlink, never a
     non-regular file; an existing file of ours that is open to others is tightened."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-                     | os.O_NOCTTY, LOCK_FILE_MODE)
+        fd = os.open(
+            path,
+            os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY,
+            LOCK_FILE_MODE,
+        )
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise InvalidArgument(f"lock file {path} is a symlink") from None
@@ -215,8 +220,9 @@ def _same_file(fd: int, path: str) -> bool:
     return (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)
 
 
-def lock_file(path: str, *, exclusive: bool = True, deadline: float | None = None,
-              kind: LockKind = "lockf") -> int | None:
+def lock_file(
+    path: str, *, exclusive: bool = True, deadline: float | None = None, kind: LockKind = "lockf"
+) -> int | None:
     """Open and lock ``path``; the locked descriptor, or None at ``deadline``.
 
     Re-checked after locking that ``path`` still names the locked inode (a holder
@@ -248,8 +254,9 @@ def unlock_file(fd: int, path: str, *, remove: bool) -> None:
 
 
 @contextlib.contextmanager
-def host_file_lock(name: str, *, lock_path: str | None = None, exclusive: bool = True,
-                   timeout: float | None = None) -> Iterator[None]:
+def host_file_lock(
+    name: str, *, lock_path: str | None = None, exclusive: bool = True, timeout: float | None = None
+) -> Iterator[None]:
     """A host-wide ``flock`` on ``<lock_path>/<name>`` (kept: one file, whatever the load),
     shared or exclusive, per open descriptor (threads exclude each other too)."""
     if "/" in name or name in (".", "..") or not name:
@@ -303,8 +310,9 @@ def _others_use(slot: _NameSlot) -> bool:
 
 
 @contextlib.contextmanager
-def external_lock(name: str, *, lock_path: str | None = None,
-                  timeout: float | None = None) -> Iterator[None]:
+def external_lock(
+    name: str, *, lock_path: str | None = None, timeout: float | None = None
+) -> Iterator[None]:
     """Hold the external (file) lock ``name`` (already a safe name).
 
     Threads of this process serialise on a per-name lock, other processes on the
@@ -319,21 +327,20 @@ def external_lock(name: str, *, lock_path: str | None = None,
     with _name_slot(path) as slot:
         left = _left(deadline)
         if not slot.lock.acquire(timeout=-1 if left is None else left):
-            raise LockTimeout(f"lock {name} not acquired within {timeout}s "
-                              f"(held in this process)")
+            raise LockTimeout(f"lock {name} not acquired within {timeout}s (held in this process)")
         try:
             fd = lock_file(path, deadline=deadline)
             if fd is None:
-                raise LockTimeout(f"lock {name} not acquired within {timeout}s "
-                                  f"(held by another process)")
+                raise LockTimeout(
+                    f"lock {name} not acquired within {timeout}s (held by another process)"
+                )
             acquired = time.monotonic()
             LOG.debug("lock %s acquired after waiting %.3fs", name, acquired - start)
             try:
                 yield
             finally:
                 unlock_file(fd, path, remove=not _others_use(slot))
-                LOG.debug("lock %s released after holding %.3fs", name,
-                          time.monotonic() - acquired)
+                LOG.debug("lock %s released after holding %.3fs", name, time.monotonic() - acquired)
         finally:
             slot.lock.release()
 
@@ -357,13 +364,15 @@ def _field(volume: Any, key: str) -> Any:
 def guard_lock_name(service_uuid: Any) -> str:
     """Lock name of guard_connection for a backend's service uuid."""
     if not isinstance(service_uuid, str) or not service_uuid.strip():
-        raise InvalidArgument("guard_connection needs the volume's service_uuid "
-                              f"to lock, got {service_uuid!r}")
+        raise InvalidArgument(
+            f"guard_connection needs the volume's service_uuid to lock, got {service_uuid!r}"
+        )
     return safe_lock_name("guard", service_uuid.strip())
 
 
-def needs_guard_lock(shared_targets: Any,
-                     manual_scan_supported: Callable[[], bool] | bool | None = None) -> bool:
+def needs_guard_lock(
+    shared_targets: Any, manual_scan_supported: Callable[[], bool] | bool | None = None
+) -> bool:
     """The tri-state decision: False → no lock, True → lock unless manual scans, None → lock.
 
     Manual-scan support is :func:`brick_agent.host.iscsiadm.iscsi_manual_scan_supported`
@@ -381,14 +390,17 @@ def needs_guard_lock(shared_targets: Any,
         else:
             supported = iscsiadm.iscsi_manual_scan_supported()
         return not supported
-    raise InvalidArgument(f"shared_targets must be True, False or None, "
-                          f"got {shared_targets!r}")
+    raise InvalidArgument(f"shared_targets must be True, False or None, got {shared_targets!r}")
 
 
 @contextlib.contextmanager
-def guard_connection(volume: Any, *, lock_path: str | None = None,
-                     manual_scan_supported: Callable[[], bool] | bool | None = None,
-                     timeout: float | None = None) -> Iterator[bool]:
+def guard_connection(
+    volume: Any,
+    *,
+    lock_path: str | None = None,
+    manual_scan_supported: Callable[[], bool] | bool | None = None,
+    timeout: float | None = None,
+) -> Iterator[bool]:
     """Serialise connect/disconnect of volumes of one backend when targets are shared.
 
     ``volume`` is a dict or an object with ``shared_targets`` and
@@ -426,8 +438,9 @@ def target_lock_name(kind: str, key: str) -> str:
     return f"{LOCK_PREFIX}target-{kind}-{readable}-{digest}"
 
 
-def target_lock(kind: str, key: str, *, lock_path: str | None = None,
-                timeout: float | None = None) -> contextlib.AbstractContextManager[None]:
+def target_lock(
+    kind: str, key: str, *, lock_path: str | None = None, timeout: float | None = None
+) -> contextlib.AbstractContextManager[None]:
     """External lock of one target: ``kind`` 'iscsi'/'nvme'/'fc', ``key`` its identity.
 
     Use :func:`iscsi_target_key` / :func:`fc_target_key` (NVMe: the subsystem
@@ -458,12 +471,12 @@ class ReaderWriterLock:
     def __init__(self, path: str) -> None:
         self.path = path
         self._gate_path = path + ".gate"
-        self._fd: int | None = None   # the locked lock file while this process holds it
+        self._fd: int | None = None  # the locked lock file while this process holds it
         self._cond = threading.Condition()
         self._readers = 0
         self._writer = False
         self._writers_waiting = 0
-        self._busy = False     # a thread is taking the file lock for the readers
+        self._busy = False  # a thread is taking the file lock for the readers
         #: exclusive sections finished in this process (tests, callers that wait)
         self.writes = 0
 
@@ -472,24 +485,29 @@ class ReaderWriterLock:
     def _left(deadline: float | None) -> float | None:
         return None if deadline is None else max(0.0, deadline - time.monotonic())
 
-    def _wait(self, predicate: Callable[[], bool], deadline: float | None,
-              what: str) -> None:
+    def _wait(self, predicate: Callable[[], bool], deadline: float | None, what: str) -> None:
         if not self._cond.wait_for(predicate, self._left(deadline)):
-            raise LockTimeout(f"{what} lock {os.path.basename(self.path)} not acquired "
-                              f"in time (held in this process)")
+            raise LockTimeout(
+                f"{what} lock {os.path.basename(self.path)} not acquired "
+                f"in time (held in this process)"
+            )
 
     def _take_file(self, exclusive: bool, deadline: float | None) -> None:
         """Take the lock file (cond not held; this thread alone touches the files)."""
         what = "exclusive" if exclusive else "shared"
         gate = lock_file(self._gate_path, deadline=deadline)
         if gate is None:
-            raise LockTimeout(f"{what} lock {os.path.basename(self.path)} not acquired "
-                              f"in time (a writer of another process waits)")
+            raise LockTimeout(
+                f"{what} lock {os.path.basename(self.path)} not acquired "
+                f"in time (a writer of another process waits)"
+            )
         try:
             fd = lock_file(self.path, exclusive=exclusive, deadline=deadline)
             if fd is None:
-                raise LockTimeout(f"{what} lock {os.path.basename(self.path)} not acquired "
-                                  f"in time (held by another process)")
+                raise LockTimeout(
+                    f"{what} lock {os.path.basename(self.path)} not acquired "
+                    f"in time (held by another process)"
+                )
             self._fd = fd
         finally:
             unlock_file(gate, self._gate_path, remove=True)
@@ -507,8 +525,11 @@ class ReaderWriterLock:
     def acquire_shared(self, timeout: float | None = None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            self._wait(lambda: not self._writer and not self._writers_waiting
-                       and not self._busy, deadline, "shared")
+            self._wait(
+                lambda: not self._writer and not self._writers_waiting and not self._busy,
+                deadline,
+                "shared",
+            )
             if self._readers == 0:
                 self._busy = True
                 self._cond.release()
@@ -535,8 +556,11 @@ class ReaderWriterLock:
         with self._cond:
             self._writers_waiting += 1
             try:
-                self._wait(lambda: not self._writer and not self._readers
-                           and not self._busy, deadline, "exclusive")
+                self._wait(
+                    lambda: not self._writer and not self._readers and not self._busy,
+                    deadline,
+                    "exclusive",
+                )
             finally:
                 self._writers_waiting -= 1
             self._writer = True
@@ -564,8 +588,11 @@ class ReaderWriterLock:
         with self._cond:
             if not self._writer and not self._writers_waiting:
                 return False
-            self._wait(lambda: not self._writer and not self._writers_waiting,
-                       deadline, "wait for writers of")
+            self._wait(
+                lambda: not self._writer and not self._writers_waiting,
+                deadline,
+                "wait for writers of",
+            )
             return True
 
     @contextlib.contextmanager
@@ -584,8 +611,7 @@ class ReaderWriterLock:
         """Hold the lock exclusive (:class:`LockTimeout` after ``timeout``)."""
         start = time.monotonic()
         self.acquire_exclusive(timeout)
-        LOG.debug("exclusive lock %s acquired after %.3fs", self.path,
-                  time.monotonic() - start)
+        LOG.debug("exclusive lock %s acquired after %.3fs", self.path, time.monotonic() - start)
         try:
             yield
         finally:
@@ -610,20 +636,19 @@ def rw_lock(name: str, *, lock_path: str | None = None) -> ReaderWriterLock:
         return lock
 
 
-def target_rw_lock(kind: str, key: str, *,
-                   lock_path: str | None = None) -> ReaderWriterLock:
+def target_rw_lock(kind: str, key: str, *, lock_path: str | None = None) -> ReaderWriterLock:
     """Reader/writer lock of one target (its own file, distinct from :func:`target_lock`'s:
     the two must not be mixed for one target)."""
     return rw_lock(target_lock_name(kind, key) + "-rw", lock_path=lock_path)
 
 
-def device_lock(name: str, *, lock_path: str | None = None,
-                timeout: float | None = None) -> contextlib.AbstractContextManager[None]:
+def device_lock(
+    name: str, *, lock_path: str | None = None, timeout: float | None = None
+) -> contextlib.AbstractContextManager[None]:
     """External lock of one device operation (``sdb``, ``nvme0n1``, ``dm-3``, a WWID...)."""
     if not isinstance(name, str) or not _DEVICE.match(name):
         raise InvalidArgument(f"bad device name for a lock: {name!r}")
-    return external_lock(f"{LOCK_PREFIX}device-{name}", lock_path=lock_path,
-                         timeout=timeout)
+    return external_lock(f"{LOCK_PREFIX}device-{name}", lock_path=lock_path, timeout=timeout)
 
 
 # --------------------------------------------------------------------------- host limit
@@ -636,8 +661,9 @@ class HostConcurrencyLimit:
     the same ``n`` and ``lock_path``.  Waiting polls with capped backoff.
     """
 
-    def __init__(self, n: int, lock_path: str | None = None, *,
-                 name: str = "slot", max_backoff: float = 0.05) -> None:
+    def __init__(
+        self, n: int, lock_path: str | None = None, *, name: str = "slot", max_backoff: float = 0.05
+    ) -> None:
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise InvalidArgument(f"concurrency limit must be a positive int, got {n!r}")
         if not _SAFE_NAME.match(name):
@@ -713,13 +739,25 @@ class SingleFlight:
         self._lock = threading.Lock()
         self._calls: dict[Hashable, _Call] = {}
 
-    def do(self, key: Hashable, fn: Callable[..., T], *args: Any,
-           timeout: float | None = None, **kwargs: Any) -> T:
+    def do(
+        self,
+        key: Hashable,
+        fn: Callable[..., T],
+        *args: Any,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> T:
         result, _shared = self.do_ex(key, fn, *args, timeout=timeout, **kwargs)
         return result
 
-    def do_ex(self, key: Hashable, fn: Callable[..., T], *args: Any,
-              timeout: float | None = None, **kwargs: Any) -> tuple[T, bool]:
+    def do_ex(
+        self,
+        key: Hashable,
+        fn: Callable[..., T],
+        *args: Any,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> tuple[T, bool]:
         """Like :meth:`do`; also returns whether the result came from another caller."""
         with self._lock:
             call = self._calls.get(key)

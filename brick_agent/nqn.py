@@ -35,8 +35,7 @@ def nqn_problem(value: object) -> str | None:
         return "is not valid UTF-8"
     if size > MAX_NQN_BYTES:
         return f"is longer than {MAX_NQN_BYTES} bytes"
-    bad = sorted({ch for ch in value if ch in _FORBIDDEN or ch.isspace()
-                  or not ch.isprintable()})
+    bad = sorted({ch for ch in value if ch in _FORBIDDEN or ch.isspace() or not ch.isprintable()})
     if bad:
         return f"contains {', '.join(repr(ch) for ch in bad)}"
     return None

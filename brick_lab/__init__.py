@@ -22,6 +22,22 @@ from .service_user import ServiceUser
 
 IN_LAB_ENV = "BRICK_LAB"
 
-__all__ = ["FcLoop", "fcloop_available", "FcoeFabric", "FcoeTarget", "IN_LAB_ENV", "LabError",
-           "LabTarget", "LioIscsiTarget", "LioLun", "NvmetNamespace", "NvmetPort", "NvmetSubsystem",
-           "RxeLink", "ServiceUser", "local_initiator_iqn", "rxe_available", "wait_for"]
+__all__ = [
+    "FcLoop",
+    "fcloop_available",
+    "FcoeFabric",
+    "FcoeTarget",
+    "IN_LAB_ENV",
+    "LabError",
+    "LabTarget",
+    "LioIscsiTarget",
+    "LioLun",
+    "NvmetNamespace",
+    "NvmetPort",
+    "NvmetSubsystem",
+    "RxeLink",
+    "ServiceUser",
+    "local_initiator_iqn",
+    "rxe_available",
+    "wait_for",
+]

@@ -71,8 +71,13 @@ def modprobe(*modules: str) -> None:
     run(["modprobe", "-a", *modules])
 
 
-def wait_for(predicate: Callable[[], T], timeout: float, what: str,
-             interval: float = 0.1, error: type[Exception] = LabError) -> T:
+def wait_for(
+    predicate: Callable[[], T],
+    timeout: float,
+    what: str,
+    interval: float = 0.1,
+    error: type[Exception] = LabError,
+) -> T:
     """Poll ``predicate`` until it returns a truthy value, and return that; raise
     ``error`` once ``timeout`` seconds have passed."""
     deadline = time.monotonic() + timeout
@@ -124,8 +129,11 @@ class Teardown:
 
 def subdirs(path: str) -> Iterable[str]:
     try:
-        return sorted(n for n in os.listdir(path) if os.path.isdir(os.path.join(path, n))
-                      and not os.path.islink(os.path.join(path, n)))
+        return sorted(
+            n
+            for n in os.listdir(path)
+            if os.path.isdir(os.path.join(path, n)) and not os.path.islink(os.path.join(path, n))
+        )
     except FileNotFoundError:
         return []
 
@@ -140,8 +148,9 @@ class Backing:
         with open(self.path, "wb") as f:
             f.truncate(size)
         if loop:
-            self.loop = run(["losetup", "--find", "--show", "--direct-io=off",
-                             self.path]).stdout.strip()
+            self.loop = run(
+                ["losetup", "--find", "--show", "--direct-io=off", self.path]
+            ).stdout.strip()
 
     @property
     def device(self) -> str:

@@ -61,8 +61,10 @@ class FcLoop(LabTarget):
         write(os.path.join(CTL, "add_target_port"), tgt)
         self._made.append("target")
         # roles: NVMe target + discovery (without the target role nvme-fc refuses: EBADR)
-        write(os.path.join(CTL, "add_remote_port"),
-              f"{tgt},lpwwnn=0x{self.host_wwnn:016x},lpwwpn=0x{self.host_wwpn:016x},roles=0x60")
+        write(
+            os.path.join(CTL, "add_remote_port"),
+            f"{tgt},lpwwnn=0x{self.host_wwnn:016x},lpwwpn=0x{self.host_wwpn:016x},roles=0x60",
+        )
         self._made.append("remote")
 
     def destroy(self) -> None:

@@ -26,7 +26,7 @@ def mac_to_wwn(mac: str, prefix: int) -> int:
 def wwn_colon(wwn: int) -> str:
     """tcm_fc's configfs spelling: 20:00:02:..:.. (lower case)."""
     h = f"{wwn:016x}"
-    return ":".join(h[i:i + 2] for i in range(0, 16, 2))
+    return ":".join(h[i : i + 2] for i in range(0, 16, 2))
 
 
 @dataclasses.dataclass
@@ -74,7 +74,7 @@ def fc_host_of(netdev: str) -> str | None:
 
 def rports_of(host: str) -> list[str]:
     """fc_remote_ports names (rport-H:C-N) under scsi host ``host``."""
-    n = host[len("host"):]
+    n = host[len("host") :]
     return sorted(os.path.basename(p) for p in glob.glob(f"/sys/class/fc_remote_ports/rport-{n}:*"))
 
 
@@ -88,17 +88,27 @@ class FcoeTarget(LioFabricTarget):
     scan (:meth:`scan_lun`) or the connector under test to do it.
     """
 
-    def __init__(self, luns: int = 1, lun_size: int = 32 * MiB, fabrics: int = 1,
-                 backing: str = "file", workdir: str | None = None,
-                 login_timeout: float = 90) -> None:
+    def __init__(
+        self,
+        luns: int = 1,
+        lun_size: int = 32 * MiB,
+        fabrics: int = 1,
+        backing: str = "file",
+        workdir: str | None = None,
+        login_timeout: float = 90,
+    ) -> None:
         super().__init__(luns, lun_size, backing, workdir)
         self.login_timeout = login_timeout
         t = self.token[:4]
         self.fabrics = [
-            FcoeFabric(f"bfT{i}{t}", f"bfI{i}{t}",
-                       f"02:b1:{t[:2]}:{t[2:4]}:{i:02x}:01",
-                       f"02:b1:{t[:2]}:{t[2:4]}:{i:02x}:02")
-            for i in range(fabrics)]
+            FcoeFabric(
+                f"bfT{i}{t}",
+                f"bfI{i}{t}",
+                f"02:b1:{t[:2]}:{t[2:4]}:{i:02x}:01",
+                f"02:b1:{t[:2]}:{t[2:4]}:{i:02x}:02",
+            )
+            for i in range(fabrics)
+        ]
         self._links: list[str] = []
         self._ctlrs: list[str] = []
         self._wwn_dirs: list[str] = []
@@ -120,9 +130,27 @@ class FcoeTarget(LioFabricTarget):
         self._prepare_storage()
         mkdir(os.path.join(CONFIGFS, "target", "fc"))  # the fabric group appears on mkdir
         for f in self.fabrics:
-            run(["ip", "link", "add", f.target_if, "address", f.target_mac, "mtu", "9000",
-                 "type", "veth", "peer", "name", f.initiator_if, "address", f.initiator_mac,
-                 "mtu", "9000"])
+            run(
+                [
+                    "ip",
+                    "link",
+                    "add",
+                    f.target_if,
+                    "address",
+                    f.target_mac,
+                    "mtu",
+                    "9000",
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    f.initiator_if,
+                    "address",
+                    f.initiator_mac,
+                    "mtu",
+                    "9000",
+                ]
+            )
             self._links.append(f.target_if)
             run(["ip", "link", "set", f.target_if, "up"])
             run(["ip", "link", "set", f.initiator_if, "up"])
@@ -141,10 +169,14 @@ class FcoeTarget(LioFabricTarget):
         for f in self.fabrics:
             self._start_ctlr(f.initiator_if)
         for f in self.fabrics:
-            f.initiator_host = wait_for(lambda f=f: fc_host_of(f.initiator_if), 20,
-                                        f"fc_host on {f.initiator_if}")
-            wait_for(lambda f=f: self.target_rport(f) is not None, self.login_timeout,
-                     f"{f.initiator_host} to log in to {f.target_wwpn}")
+            f.initiator_host = wait_for(
+                lambda f=f: fc_host_of(f.initiator_if), 20, f"fc_host on {f.initiator_if}"
+            )
+            wait_for(
+                lambda f=f: self.target_rport(f) is not None,
+                self.login_timeout,
+                f"{f.initiator_host} to log in to {f.target_wwpn}",
+            )
 
     def _start_ctlr(self, netdev: str) -> None:
         write(os.path.join(FCOE_BUS, "ctlr_create"), netdev)
@@ -166,9 +198,11 @@ class FcoeTarget(LioFabricTarget):
         for rp in rports_of(host):
             d = f"/sys/class/fc_remote_ports/{rp}"
             try:
-                if (read(f"{d}/port_name") == "0x" + fabric.target_wwpn
-                        and read(f"{d}/port_state") == "Online"
-                        and "FCP Target" in read(f"{d}/roles")):
+                if (
+                    read(f"{d}/port_name") == "0x" + fabric.target_wwpn
+                    and read(f"{d}/port_state") == "Online"
+                    and "FCP Target" in read(f"{d}/roles")
+                ):
                     return rp
             except OSError:
                 continue

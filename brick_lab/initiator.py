@@ -16,8 +16,9 @@ def sh(*argv: str, check: bool = True, timeout: float = 120) -> subprocess.Compl
     return p
 
 
-def iscsi_node(iqn: str, portal: str, *args: str,
-               check: bool = True) -> subprocess.CompletedProcess:
+def iscsi_node(
+    iqn: str, portal: str, *args: str, check: bool = True
+) -> subprocess.CompletedProcess:
     """``iscsiadm -m node -T iqn -p portal ARGS``."""
     return sh("iscsiadm", "-m", "node", "-T", iqn, "-p", portal, *args, check=check)
 

@@ -8,8 +8,21 @@ import shutil
 from collections.abc import Sequence
 
 from . import netblock
-from ._sys import (CONFIGFS, Backing, LabError, MiB, Teardown, mkdir, modprobe, new_workdir,
-                   read, subdirs, symlink, token, write)
+from ._sys import (
+    CONFIGFS,
+    Backing,
+    LabError,
+    MiB,
+    Teardown,
+    mkdir,
+    modprobe,
+    new_workdir,
+    read,
+    subdirs,
+    symlink,
+    token,
+    write,
+)
 from .base import LabTarget
 
 CORE = os.path.join(CONFIGFS, "target", "core")
@@ -100,8 +113,9 @@ class LioFabricTarget(LabTarget):
         self.hba = f"fileio_{n}"
         mkdir(os.path.join(CORE, self.hba))
 
-    def add_lun(self, lun_id: int | None = None, size: int | None = None,
-                serial: str | None = None) -> LioLun:
+    def add_lun(
+        self, lun_id: int | None = None, size: int | None = None, serial: str | None = None
+    ) -> LioLun:
         """Create a backstore, export it as LUN ``lun_id`` and map it in every ACL."""
         if lun_id is None:
             lun_id = max(self.luns, default=-1) + 1
@@ -211,17 +225,26 @@ class LioIscsiTarget(LioFabricTarget):
             t.iqn, t.portals, t.luns[0].wwid
     """
 
-    def __init__(self, iqn: str | None = None, luns: int = 1, lun_size: int = 64 * MiB,
-                 portals: Sequence[str] = ("127.0.0.1:3260",),
-                 initiators: Sequence[str] | None = None,
-                 chap: tuple[str, str] | None = None,
-                 mutual_chap: tuple[str, str] | None = None,
-                 backing: str = "file", workdir: str | None = None) -> None:
+    def __init__(
+        self,
+        iqn: str | None = None,
+        luns: int = 1,
+        lun_size: int = 64 * MiB,
+        portals: Sequence[str] = ("127.0.0.1:3260",),
+        initiators: Sequence[str] | None = None,
+        chap: tuple[str, str] | None = None,
+        mutual_chap: tuple[str, str] | None = None,
+        backing: str = "file",
+        workdir: str | None = None,
+    ) -> None:
         super().__init__(luns, lun_size, backing, workdir)
         self.iqn = iqn or f"iqn.2003-01.org.brick-lab:tgt-{self.token}"
         self.portals = list(portals)
-        self.initiators = [local_initiator_iqn() if i == "local" else i for i in initiators] \
-            if initiators is not None else None
+        self.initiators = (
+            [local_initiator_iqn() if i == "local" else i for i in initiators]
+            if initiators is not None
+            else None
+        )
         self.chap = chap
         self.mutual_chap = mutual_chap
         self.blocked: set[str] = set()

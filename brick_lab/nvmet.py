@@ -9,8 +9,21 @@ import uuid as uuidlib
 from collections.abc import Sequence
 
 from . import netblock
-from ._sys import (CONFIGFS, Backing, LabError, MiB, Teardown, mkdir, modprobe, new_workdir,
-                   read, subdirs, symlink, token, write)
+from ._sys import (
+    CONFIGFS,
+    Backing,
+    LabError,
+    MiB,
+    Teardown,
+    mkdir,
+    modprobe,
+    new_workdir,
+    read,
+    subdirs,
+    symlink,
+    token,
+    write,
+)
 from .base import LabTarget
 
 NVMET = os.path.join(CONFIGFS, "nvmet")
@@ -54,9 +67,17 @@ class NvmetSubsystem(LabTarget):
     group ``((i-1) % ana_groups) + 1``); set states with :meth:`set_ana_state`.
     """
 
-    def __init__(self, nqn: str | None = None, namespaces: int = 1, ns_size: int = 64 * MiB,
-                 ports: Sequence[str] = ("127.0.0.1:4420",), allow_any_host: bool = True,
-                 backing: str = "file", ana_groups: int = 1, workdir: str | None = None) -> None:
+    def __init__(
+        self,
+        nqn: str | None = None,
+        namespaces: int = 1,
+        ns_size: int = 64 * MiB,
+        ports: Sequence[str] = ("127.0.0.1:4420",),
+        allow_any_host: bool = True,
+        backing: str = "file",
+        ana_groups: int = 1,
+        workdir: str | None = None,
+    ) -> None:
         if backing not in ("file", "loop"):
             raise ValueError("backing must be 'file' or 'loop'")
         self.token = token(4)
@@ -89,9 +110,14 @@ class NvmetSubsystem(LabTarget):
             self.add_port(portal)
 
     # -- namespaces ----------------------------------------------------------
-    def add_namespace(self, nsid: int | None = None, size: int | None = None,
-                      uuid: str | None = None, nguid: str | None = None,
-                      ana_grpid: int | None = None) -> NvmetNamespace:
+    def add_namespace(
+        self,
+        nsid: int | None = None,
+        size: int | None = None,
+        uuid: str | None = None,
+        nguid: str | None = None,
+        ana_grpid: int | None = None,
+    ) -> NvmetNamespace:
         if nsid is None:
             nsid = max(self.namespaces, default=0) + 1
         if nsid in self.namespaces:
@@ -186,9 +212,11 @@ class NvmetSubsystem(LabTarget):
         for pid in subdirs(os.path.join(NVMET, "ports")):
             d = os.path.join(NVMET, "ports", pid)
             try:
-                if (read(os.path.join(d, "addr_trtype")) == trtype
-                        and read(os.path.join(d, "addr_traddr")) == traddr
-                        and read(os.path.join(d, "addr_trsvcid")) == trsvcid):
+                if (
+                    read(os.path.join(d, "addr_trtype")) == trtype
+                    and read(os.path.join(d, "addr_traddr")) == traddr
+                    and read(os.path.join(d, "addr_trsvcid")) == trsvcid
+                ):
                     return int(pid)
             except (OSError, ValueError):
                 continue
@@ -230,13 +258,16 @@ class NvmetSubsystem(LabTarget):
         if state not in ANA_STATES:
             raise ValueError(f"ANA state must be one of {ANA_STATES}")
         port = self.port_for(portal)
-        write(os.path.join(NVMET, "ports", str(port.port_id), "ana_groups", str(grpid),
-                           "ana_state"), state)
+        write(
+            os.path.join(NVMET, "ports", str(port.port_id), "ana_groups", str(grpid), "ana_state"),
+            state,
+        )
 
     def ana_state(self, portal: str, grpid: int = 1) -> str:
         port = self.port_for(portal)
-        return read(os.path.join(NVMET, "ports", str(port.port_id), "ana_groups", str(grpid),
-                                 "ana_state"))
+        return read(
+            os.path.join(NVMET, "ports", str(port.port_id), "ana_groups", str(grpid), "ana_state")
+        )
 
     # -- teardown ----------------------------------------------------------------
     def destroy(self) -> None:

@@ -36,32 +36,45 @@ def read(path: str) -> str | None:
 
 def sessions_of(iqn: str) -> list[str]:
     """iSCSI sessions ('session3') to target ``iqn``."""
-    return sorted(os.path.basename(s) for s in glob.glob("/sys/class/iscsi_session/session*")
-                  if read(f"{s}/targetname") == iqn)
+    return sorted(
+        os.path.basename(s)
+        for s in glob.glob("/sys/class/iscsi_session/session*")
+        if read(f"{s}/targetname") == iqn
+    )
 
 
 def disks_with(wwid: str) -> list[str]:
     """SCSI disks ('sdb') whose ``device/wwid`` is ``wwid`` (kernel spelling, 'naa.…')."""
-    return sorted(w.split("/")[3] for w in glob.glob("/sys/block/sd*/device/wwid")
-                  if read(w) == wwid)
+    return sorted(
+        w.split("/")[3] for w in glob.glob("/sys/block/sd*/device/wwid") if read(w) == wwid
+    )
 
 
 def maps_with(scsi_id: str) -> list[str]:
     """dm-multipath maps ('dm-0') of ``scsi_id`` (udev spelling, '36001405…')."""
-    return sorted(u.split("/")[3] for u in glob.glob("/sys/block/dm-*/dm/uuid")
-                  if read(u) == f"mpath-{scsi_id}")
+    return sorted(
+        u.split("/")[3]
+        for u in glob.glob("/sys/block/dm-*/dm/uuid")
+        if read(u) == f"mpath-{scsi_id}"
+    )
 
 
 def nvme_ctrls_of(nqn: str) -> list[str]:
     """NVMe controllers ('nvme0') connected to subsystem ``nqn``."""
-    return sorted(os.path.basename(c) for c in glob.glob("/sys/class/nvme/nvme*")
-                  if read(f"{c}/subsysnqn") == nqn)
+    return sorted(
+        os.path.basename(c)
+        for c in glob.glob("/sys/class/nvme/nvme*")
+        if read(f"{c}/subsysnqn") == nqn
+    )
 
 
 def nvme_heads_with(uuid: str) -> list[str]:
     """Namespace block devices ('nvme0n1', not the per-path 'nvme0c0n1') with ``uuid``."""
-    return sorted(u.split("/")[3] for u in glob.glob("/sys/block/nvme*/uuid")
-                  if re.fullmatch(r"nvme\d+n\d+", u.split("/")[3]) and read(u) == uuid)
+    return sorted(
+        u.split("/")[3]
+        for u in glob.glob("/sys/block/nvme*/uuid")
+        if re.fullmatch(r"nvme\d+n\d+", u.split("/")[3]) and read(u) == uuid
+    )
 
 
 def dev_uuid(path: str) -> str | None:
@@ -71,7 +84,7 @@ def dev_uuid(path: str) -> str | None:
 
 def scsi_devices_of(host: str) -> list[str]:
     """H:C:T:L of every SCSI device on SCSI host ``host`` ('host3')."""
-    n = host[len("host"):]
+    n = host[len("host") :]
     return sorted(os.path.basename(p) for p in glob.glob(f"/sys/bus/scsi/devices/{n}:*:*:*"))
 
 
@@ -101,12 +114,35 @@ def io_roundtrip(path: str, offset_mib: int = 1, size_mib: int = 2) -> None:
     with open(src, "wb") as f:
         f.write(data)
     try:
-        subprocess.run(["dd", f"if={src}", f"of={path}", "bs=1M", f"seek={offset_mib}",
-                        f"count={size_mib}", "oflag=direct", "conv=fsync,notrunc",
-                        "status=none"], check=True, timeout=60)
-        out = subprocess.run(["dd", f"if={path}", "bs=1M", f"skip={offset_mib}",
-                              f"count={size_mib}", "iflag=direct", "status=none"],
-                             check=True, timeout=60, capture_output=True).stdout
+        subprocess.run(
+            [
+                "dd",
+                f"if={src}",
+                f"of={path}",
+                "bs=1M",
+                f"seek={offset_mib}",
+                f"count={size_mib}",
+                "oflag=direct",
+                "conv=fsync,notrunc",
+                "status=none",
+            ],
+            check=True,
+            timeout=60,
+        )
+        out = subprocess.run(
+            [
+                "dd",
+                f"if={path}",
+                "bs=1M",
+                f"skip={offset_mib}",
+                f"count={size_mib}",
+                "iflag=direct",
+                "status=none",
+            ],
+            check=True,
+            timeout=60,
+            capture_output=True,
+        ).stdout
     finally:
         os.unlink(src)
     assert hashlib.sha256(out).digest() == hashlib.sha256(data).digest(), f"I/O mismatch on {path}"
@@ -118,8 +154,9 @@ def wait(pred: Callable[[], T], timeout: float, what: str, interval: float = 0.2
     return wait_for(pred, timeout, what, interval, error=AssertionError)
 
 
-_GUEST_MULTIPATHD = os.path.join(os.path.dirname(__file__), "..", "tools", "kernel-lab",
-                                 "guest-multipathd")
+_GUEST_MULTIPATHD = os.path.join(
+    os.path.dirname(__file__), "..", "tools", "kernel-lab", "guest-multipathd"
+)
 
 
 @contextlib.contextmanager

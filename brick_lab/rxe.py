@@ -68,11 +68,18 @@ class RxeLink(LabTarget):
 
     def leftovers(self) -> list[str]:
         """What of this link still exists (empty after a clean destroy)."""
-        left = [p for p in (os.path.join(IB_CLASS, self.ibdev),
-                            os.path.join(NET_CLASS, self.netdev),
-                            os.path.join(NET_CLASS, self.peer)) if os.path.exists(p)]
-        return left + [f"module {m}" for m in RDMA_MODULES
-                       if m not in self._preloaded and module_loaded(m)]
+        left = [
+            p
+            for p in (
+                os.path.join(IB_CLASS, self.ibdev),
+                os.path.join(NET_CLASS, self.netdev),
+                os.path.join(NET_CLASS, self.peer),
+            )
+            if os.path.exists(p)
+        ]
+        return left + [
+            f"module {m}" for m in RDMA_MODULES if m not in self._preloaded and module_loaded(m)
+        ]
 
     def destroy(self) -> None:
         td = Teardown()

@@ -13,12 +13,16 @@ import contextlib
 import os
 from collections.abc import Iterator, Sequence
 
-from brick_lab import (FcLoop, FcoeTarget, LioIscsiTarget, NvmetSubsystem,
-                       wait_for)
-from brick_lab.initiator import (iscsi_login, iscsi_logout, nvme_connect,
-                                 nvme_disconnect, sh)
-from brick_lab.rawhost import (disks_with, maps_with, multipathd_running,
-                               nvme_ctrls_of, nvme_heads_with, read)
+from brick_lab import FcLoop, FcoeTarget, LioIscsiTarget, NvmetSubsystem, wait_for
+from brick_lab.initiator import iscsi_login, iscsi_logout, nvme_connect, nvme_disconnect, sh
+from brick_lab.rawhost import (
+    disks_with,
+    maps_with,
+    multipathd_running,
+    nvme_ctrls_of,
+    nvme_heads_with,
+    read,
+)
 
 ISCSI_PORTALS = ("127.0.0.1:3260", "127.0.0.2:3260")
 NVME_PORTS = ("127.0.0.1:4420", "127.0.0.2:4420")
@@ -46,23 +50,34 @@ def iscsi_single(iqn: str | None = None) -> Iterator[LioIscsiTarget]:
 
 
 @contextlib.contextmanager
-def iscsi_dm_multipath(iqn: str | None = None, luns: int = 1,
-                       initiators: Sequence[str] | None = None) -> Iterator[LioIscsiTarget]:
+def iscsi_dm_multipath(
+    iqn: str | None = None, luns: int = 1, initiators: Sequence[str] | None = None
+) -> Iterator[LioIscsiTarget]:
     """A target on two portals, one session each, multipathd running: every LUN has
     two disks and one dm map (two slaves, by-id link)."""
-    with multipathd_running(), \
-            LioIscsiTarget(iqn=iqn, luns=luns, portals=ISCSI_PORTALS, initiators=initiators) as t, \
-            iscsi_logged_in(t):
+    with (
+        multipathd_running(),
+        LioIscsiTarget(iqn=iqn, luns=luns, portals=ISCSI_PORTALS, initiators=initiators) as t,
+        iscsi_logged_in(t),
+    ):
         try:
             for lun in t.luns.values():
-                wait_for(lambda lun=lun: len(disks_with(lun.wwid)) == 2, 30,
-                         f"2 paths of LUN {lun.lun_id}")
-                dm = wait_for(lambda lun=lun: maps_with(lun.scsi_id), 30,
-                              f"dm map of LUN {lun.lun_id}")[0]
-                wait_for(lambda dm=dm: len(os.listdir(f"/sys/block/{dm}/slaves")) == 2, 30,
-                         "2 slaves")
-                wait_for(lambda lun=lun: os.path.exists(
-                    f"/dev/disk/by-id/dm-uuid-mpath-{lun.scsi_id}"), 20, "dm by-id link")
+                wait_for(
+                    lambda lun=lun: len(disks_with(lun.wwid)) == 2,
+                    30,
+                    f"2 paths of LUN {lun.lun_id}",
+                )
+                dm = wait_for(
+                    lambda lun=lun: maps_with(lun.scsi_id), 30, f"dm map of LUN {lun.lun_id}"
+                )[0]
+                wait_for(
+                    lambda dm=dm: len(os.listdir(f"/sys/block/{dm}/slaves")) == 2, 30, "2 slaves"
+                )
+                wait_for(
+                    lambda lun=lun: os.path.exists(f"/dev/disk/by-id/dm-uuid-mpath-{lun.scsi_id}"),
+                    20,
+                    "dm by-id link",
+                )
             yield t
         finally:
             for lun in t.luns.values():
@@ -70,8 +85,9 @@ def iscsi_dm_multipath(iqn: str | None = None, luns: int = 1,
 
 
 @contextlib.contextmanager
-def nvme_tcp_multipath(nqn: str | None = None, namespaces: int = 1,
-                       connect_opts: Sequence[str] = ()) -> Iterator[NvmetSubsystem]:
+def nvme_tcp_multipath(
+    nqn: str | None = None, namespaces: int = 1, connect_opts: Sequence[str] = ()
+) -> Iterator[NvmetSubsystem]:
     """A subsystem on two TCP ports, connected through both (``nvme connect`` +
     ``connect_opts``): two live controllers, every namespace's device and by-id link."""
     with NvmetSubsystem(nqn=nqn, namespaces=namespaces, ports=NVME_PORTS) as s:
@@ -80,14 +96,20 @@ def nvme_tcp_multipath(nqn: str | None = None, namespaces: int = 1,
                 nvme_connect(s.nqn, port, *connect_opts)
 
             def ready() -> bool:
-                live = [c for c in nvme_ctrls_of(s.nqn)
-                        if read(f"/sys/class/nvme/{c}/state") == "live"]
-                return len(live) == 2 and all(nvme_heads_with(ns.uuid)
-                                              for ns in s.namespaces.values())
+                live = [
+                    c for c in nvme_ctrls_of(s.nqn) if read(f"/sys/class/nvme/{c}/state") == "live"
+                ]
+                return len(live) == 2 and all(
+                    nvme_heads_with(ns.uuid) for ns in s.namespaces.values()
+                )
+
             wait_for(ready, 30, f"2 controllers, {namespaces} namespace(s)")
             for ns in s.namespaces.values():
-                wait_for(lambda ns=ns: os.path.exists(f"/dev/disk/by-id/nvme-uuid.{ns.uuid}"), 20,
-                         "by-id")
+                wait_for(
+                    lambda ns=ns: os.path.exists(f"/dev/disk/by-id/nvme-uuid.{ns.uuid}"),
+                    20,
+                    "by-id",
+                )
             yield s
         finally:
             nvme_disconnect(s.nqn)
@@ -104,8 +126,11 @@ def fcoe_luns(luns: int = 1, fabrics: int = 1) -> Iterator[FcoeTarget]:
             if lun.lun_id and len(disks_with(lun.wwid)) < want:
                 for i in range(want):
                     t.scan_lun(lun.lun_id, i)
-            wait_for(lambda lun=lun: len(disks_with(lun.wwid)) == want, 40,
-                     f"LUN {lun.lun_id} on {want} host(s)")
+            wait_for(
+                lambda lun=lun: len(disks_with(lun.wwid)) == want,
+                40,
+                f"LUN {lun.lun_id} on {want} host(s)",
+            )
         yield t
 
 
@@ -116,4 +141,3 @@ def nvmet_over_fcloop(namespaces: int = 1) -> Iterator[tuple[FcLoop, NvmetSubsys
     with FcLoop() as fc, NvmetSubsystem(namespaces=namespaces, ports=()) as s:
         s.add_port(fc.target_traddr, trtype="fc")
         yield fc, s
-

@@ -56,14 +56,26 @@ class ServiceUser:
         try:
             pwd.getpwnam(self.service)
         except KeyError:
-            subprocess.run(["useradd", "--system", "--user-group", "--create-home",
-                            "--home-dir", str(self.home), "--shell", "/usr/sbin/nologin",
-                            self.service], check=True)
+            subprocess.run(
+                [
+                    "useradd",
+                    "--system",
+                    "--user-group",
+                    "--create-home",
+                    "--home-dir",
+                    str(self.home),
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    self.service,
+                ],
+                check=True,
+            )
         self._reachable(pathlib.Path(os.path.realpath(self.venv / "bin" / "python")))
         self._rootwrap()
         sudoers = pathlib.Path("/etc/sudoers.d") / f"{self.service}-rootwrap"
-        sudoers.write_text(f"{self.service} ALL = (root) NOPASSWD: {self.rootwrap} "
-                           f"{self.rootwrap_conf} *\n")
+        sudoers.write_text(
+            f"{self.service} ALL = (root) NOPASSWD: {self.rootwrap} {self.rootwrap_conf} *\n"
+        )
         sudoers.chmod(0o440)
         subprocess.run(["visudo", "-c", "-q", "-f", str(sudoers)], check=True)
         for d in (self.state, self.state / "locks", self.state / "brick-locks"):
@@ -115,11 +127,21 @@ class ServiceUser:
 
     def command(self, argv: list[str]) -> list[str]:
         """``argv`` run as the service user (its groups, no root capability left)."""
-        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups",
-                "--inh-caps=-all", "--"] + argv
+        return [
+            "setpriv",
+            f"--reuid={self.uid}",
+            f"--regid={self.gid}",
+            "--init-groups",
+            "--inh-caps=-all",
+            "--",
+        ] + argv
 
     def environment(self) -> dict[str, str]:
         """What a systemd unit gives the service: its home, a plain PATH, no root's env."""
-        return {"HOME": str(self.home), "USER": self.service, "LOGNAME": self.service,
-                "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                "LANG": "C.UTF-8"}
+        return {
+            "HOME": str(self.home),
+            "USER": self.service,
+            "LOGNAME": self.service,
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "LANG": "C.UTF-8",
+        }

@@ -30,17 +30,23 @@ def step(text: str) -> float:
 
 def brick(*args: str, stdin: dict | None = None, expect: tuple[int, ...] = (0,)) -> object:
     """Run brick-agent, echo its JSON, check its exit code; secrets must never show."""
-    proc = subprocess.run([BRICK_AGENT, "--config-file", CONFIG, *args],
-                          input=json.dumps(stdin) if stdin is not None else None,
-                          capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [BRICK_AGENT, "--config-file", CONFIG, *args],
+        input=json.dumps(stdin) if stdin is not None else None,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     for stream in (proc.stdout, proc.stderr):
         if CHAP_SECRET in stream:
             raise SystemExit("FAIL: the CHAP secret appeared in brick-agent's output")
     if proc.stderr.strip():
         print("   " + proc.stderr.strip().replace("\n", "\n   "))
     if proc.returncode not in expect:
-        raise SystemExit(f"FAIL: brick-agent {' '.join(args)} exited {proc.returncode}, "
-                         f"expected {expect}\n{proc.stdout}")
+        raise SystemExit(
+            f"FAIL: brick-agent {' '.join(args)} exited {proc.returncode}, "
+            f"expected {expect}\n{proc.stdout}"
+        )
     return json.loads(proc.stdout) if proc.stdout.strip() else None
 
 
@@ -88,22 +94,33 @@ def main() -> int:
     workdir = tempfile.mkdtemp(prefix="brick-demo-")
     CONFIG = os.path.join(workdir, "brick_agent.conf")
     with open(CONFIG, "w") as f:
-        f.write(f"[brick_agent]\nlock_path = {workdir}/locks\n"
-                f"ledger_path = {workdir}/attachments.json\n")
+        f.write(
+            f"[brick_agent]\nlock_path = {workdir}/locks\n"
+            f"ledger_path = {workdir}/attachments.json\n"
+        )
     step("connector properties of this host (what a volume service's create_export gets)")
     print("   " + json.dumps(brick("connector", "--my-ip", "127.0.0.1")))
     step("leftover audit before")
     baseline = brick("audit", expect=(0, 6))
     results = {}
     with LioIscsiTarget(luns=1, chap=(CHAP_USER, CHAP_SECRET), initiators=["local"]) as t:
-        props = {"target_portal": t.portals[0], "target_iqn": t.iqn, "target_lun": 0,
-                 "auth_method": "CHAP", "auth_username": CHAP_USER,
-                 "auth_password": CHAP_SECRET, "volume_id": "demo-iscsi"}
+        props = {
+            "target_portal": t.portals[0],
+            "target_iqn": t.iqn,
+            "target_lun": 0,
+            "auth_method": "CHAP",
+            "auth_username": CHAP_USER,
+            "auth_password": CHAP_SECRET,
+            "volume_id": "demo-iscsi",
+        }
         results["ISCSI"] = volume_round_trip("ISCSI", props, 7)
     with NvmetSubsystem(namespaces=1) as s:
         ns = s.namespaces[1]
-        props = {"target_nqn": s.nqn, "vol_uuid": ns.uuid,
-                 "portals": [[p.traddr, int(p.trsvcid), "tcp"] for p in s.ports]}
+        props = {
+            "target_nqn": s.nqn,
+            "vol_uuid": ns.uuid,
+            "portals": [[p.traddr, int(p.trsvcid), "tcp"] for p in s.ports],
+        }
         results["NVMEOF"] = volume_round_trip("NVMEOF", props, 11)
     step("leftover audit after")
     report = brick("audit", expect=(0, 6))

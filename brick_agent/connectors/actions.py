@@ -20,6 +20,7 @@ LOG = logging.getLogger(__name__)
 def configure_privsep(conf: cfg.ConfigOpts, root_helper: Any = None) -> None:
     """Remember how the privileged daemon starts (applied at its first use)."""
     from brick_agent import privileged
+
     privileged.configure(conf, root_helper)
 
 
@@ -28,13 +29,14 @@ def volume_device_readable(path: str) -> bool:
     the privileged side (which refuses anything but a volume's device: False)."""
     from brick_agent.errors import InvalidArgument
     from brick_agent.privileged import reads
+
     name = os.path.basename(os.path.realpath(path))
     if not reads.VOLUME_DEVICE.match(name):
         LOG.warning("check_valid_device: %s is not a volume device (%s)", path, name)
         return False
     try:
         return bool(reads.block_device_readable(name))
-    except InvalidArgument as exc:   # NotOwned: not a fabric volume's device
+    except InvalidArgument as exc:  # NotOwned: not a fabric volume's device
         LOG.warning("check_valid_device: %s refused: %s", path, exc)
         return False
 
@@ -42,4 +44,5 @@ def volume_device_readable(path: str) -> bool:
 def set_read_only(name: str, read_only: bool) -> None:
     """``blockdev --setro`` / ``--setrw`` of block device ``name``."""
     from brick_agent.privileged import block
+
     block.set_block_device_read_only(name, read_only)

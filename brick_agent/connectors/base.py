@@ -46,19 +46,27 @@ class Connector(abc.ABC):
 
     protocol: ClassVar[str]
 
-    def __init__(self, root_helper: str | None = None, driver: Any = None, *,
-                 use_multipath: bool | None = None, device_scan_attempts: int = 3,
-                 conf: cfg.ConfigOpts | None = None, roots: HostRoots = DEFAULT_ROOTS,
-                 ledger: ledgermod.AttachmentLedger | bool | None = None,
-                 read_only_setter: Callable[[str, bool], Any] | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        root_helper: str | None = None,
+        driver: Any = None,
+        *,
+        use_multipath: bool | None = None,
+        device_scan_attempts: int = 3,
+        conf: cfg.ConfigOpts | None = None,
+        roots: HostRoots = DEFAULT_ROOTS,
+        ledger: ledgermod.AttachmentLedger | bool | None = None,
+        read_only_setter: Callable[[str, bool], Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         self.conf = conf if conf is not None else config.default_conf()
         self.opts = self.conf.brick_agent
         self.roots = roots
-        if roots == DEFAULT_ROOTS:   # only the real host's connectors reach the daemon
+        if roots == DEFAULT_ROOTS:  # only the real host's connectors reach the daemon
             actions.configure_privsep(self.conf, root_helper)
-        self.use_multipath = (self.opts.use_multipath if use_multipath is None
-                              else bool(use_multipath))
+        self.use_multipath = (
+            self.opts.use_multipath if use_multipath is None else bool(use_multipath)
+        )
         self.device_scan_attempts = max(1, int(device_scan_attempts))
         self.driver = driver
         # The ledger describes the real host: by default only a connector on the real
@@ -70,8 +78,7 @@ class Connector(abc.ABC):
         self.ledger: ledgermod.AttachmentLedger | None = ledger or None
         self._read_only_setter = read_only_setter
         if kwargs:
-            LOG.debug("%s ignores os-brick arguments %s", type(self).__name__,
-                      sorted(kwargs))
+            LOG.debug("%s ignores os-brick arguments %s", type(self).__name__, sorted(kwargs))
 
     # --- the os-brick contract -------------------------------------------------
     @abc.abstractmethod
@@ -79,9 +86,13 @@ class Connector(abc.ABC):
         """Attach the volume; return ``{'type': 'block', 'path': ..., ...}``."""
 
     @abc.abstractmethod
-    def disconnect_volume(self, connection_properties: Mapping[str, Any],
-                          device_info: Mapping[str, Any] | None, force: bool = False,
-                          ignore_errors: bool = False) -> None:
+    def disconnect_volume(
+        self,
+        connection_properties: Mapping[str, Any],
+        device_info: Mapping[str, Any] | None,
+        force: bool = False,
+        ignore_errors: bool = False,
+    ) -> None:
         """Detach the volume and remove every host artefact that belongs only to it."""
 
     @abc.abstractmethod
@@ -94,7 +105,8 @@ class Connector(abc.ABC):
 
     @abc.abstractmethod
     def get_all_available_volumes(
-            self, connection_properties: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        self, connection_properties: Mapping[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
         """Every volume of this protocol attached to the host, with its identity."""
 
     @abc.abstractmethod
@@ -126,8 +138,9 @@ class Connector(abc.ABC):
 
     def _ledger_lookup(self, props: Mapping[str, Any]) -> list[str] | None:
         """Ledger lookup keys of ``props`` (validates them; None: no ledger for this volume)."""
-        return ledgermod.lookup_keys(getattr(self, "protocol", ""), props,
-                                     use_multipath=self.use_multipath)
+        return ledgermod.lookup_keys(
+            getattr(self, "protocol", ""), props, use_multipath=self.use_multipath
+        )
 
 
 def read_first_block(path: str, size: int = 4096) -> bool:
@@ -147,8 +160,7 @@ def read_first_block(path: str, size: int = 4096) -> bool:
         os.close(fd)
 
 
-def device_readable(path: str, run_as_root: bool = True,
-                    roots: HostRoots = DEFAULT_ROOTS) -> bool:
+def device_readable(path: str, run_as_root: bool = True, roots: HostRoots = DEFAULT_ROOTS) -> bool:
     """os-brick's ``check_valid_device``: does the first block of ``path`` read?
 
     ``run_as_root`` from a non-root process on the real host reads through the

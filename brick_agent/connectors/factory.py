@@ -27,16 +27,28 @@ def connector_class(protocol: str) -> type[Connector]:
         module_name, class_name, _ = _CONNECTORS[str(protocol).upper()]
     except KeyError:
         raise InvalidConnectorProtocol(
-            f"no connector for protocol {protocol!r}; known: {', '.join(PROTOCOLS)}") from None
+            f"no connector for protocol {protocol!r}; known: {', '.join(PROTOCOLS)}"
+        ) from None
     return getattr(importlib.import_module(module_name), class_name)
 
 
-def factory(protocol: str, root_helper: str | None = None, driver: Any = None,
-            use_multipath: bool | None = None, device_scan_attempts: int = 3,
-            *args: Any, **kwargs: Any) -> Connector:
+def factory(
+    protocol: str,
+    root_helper: str | None = None,
+    driver: Any = None,
+    use_multipath: bool | None = None,
+    device_scan_attempts: int = 3,
+    *args: Any,
+    **kwargs: Any,
+) -> Connector:
     """Build the connector for ``protocol`` (same signature as os-brick's factory)."""
     cls = connector_class(protocol)
     extra = dict(_CONNECTORS[str(protocol).upper()][2])
     extra.update(kwargs)
-    return cls(root_helper, driver, use_multipath=use_multipath,
-               device_scan_attempts=device_scan_attempts, **extra)
+    return cls(
+        root_helper,
+        driver,
+        use_multipath=use_multipath,
+        device_scan_attempts=device_scan_attempts,
+        **extra,
+    )

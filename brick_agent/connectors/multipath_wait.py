@@ -16,10 +16,17 @@ from brick_agent.host.udev import DeviceWatch
 LOG = logging.getLogger(__name__)
 
 
-def wait_for_map(roots: HostRoots, watch_factory: Callable[[], DeviceWatch],
-                 find: Callable[[], MultipathMap | None], names: Sequence[str], *,
-                 budget: Deadline, grace: float, add: Callable[[], None],
-                 what: str) -> MultipathMap:
+def wait_for_map(
+    roots: HostRoots,
+    watch_factory: Callable[[], DeviceWatch],
+    find: Callable[[], MultipathMap | None],
+    names: Sequence[str],
+    *,
+    budget: Deadline,
+    grace: float,
+    add: Callable[[], None],
+    what: str,
+) -> MultipathMap:
     """The map ``find`` returns once it holds every device of ``names``.
 
     multipathd normally maps new paths on its own (find_multipaths), so ``add``
@@ -42,8 +49,11 @@ def wait_for_map(roots: HostRoots, watch_factory: Callable[[], DeviceWatch],
             try:
                 m = watch.wait_for(complete, budget.capped(grace), what=f"{what} (by multipathd)")
             except DeviceNotFound:
-                LOG.info("multipathd has not mapped %s after %.1fs: adding the paths",
-                         ", ".join(names), grace)
+                LOG.info(
+                    "multipathd has not mapped %s after %.1fs: adding the paths",
+                    ", ".join(names),
+                    grace,
+                )
                 add()
                 try:
                     m = watch.wait_for(complete, budget, what=what)
@@ -52,9 +62,14 @@ def wait_for_map(roots: HostRoots, watch_factory: Callable[[], DeviceWatch],
     if m is None:
         partial = find()
         if not usable(partial) or not set(partial.slaves) & wanted:
-            raise DeviceNotFound(f"no {what} with paths {', '.join(names)} "
-                                 f"within {budget.budget:.1f}s")
-        LOG.warning("multipath map %s has paths %s of %s", partial.dm_name,
-                    ", ".join(partial.slaves), ", ".join(names))
+            raise DeviceNotFound(
+                f"no {what} with paths {', '.join(names)} within {budget.budget:.1f}s"
+            )
+        LOG.warning(
+            "multipath map %s has paths %s of %s",
+            partial.dm_name,
+            ", ".join(partial.slaves),
+            ", ".join(names),
+        )
         m = partial
     return m

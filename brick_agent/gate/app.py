@@ -96,8 +96,10 @@ class GateBusy(errors.BrickError):
 def _slow_slot(slots: threading.Semaphore, seconds: float) -> Iterator[None]:
     """Hold one of the slow-request slots, or raise :class:`GateBusy` at once."""
     if not slots.acquire(blocking=False):
-        raise GateBusy(f"{SLOW_AUDITS} audits with nvme_grace already run; retry later",
-                       retry_after=max(1, math.ceil(seconds)))
+        raise GateBusy(
+            f"{SLOW_AUDITS} audits with nvme_grace already run; retry later",
+            retry_after=max(1, math.ceil(seconds)),
+        )
     try:
         yield
     finally:
@@ -117,6 +119,7 @@ def is_loopback(host: str) -> bool:
 def available_protocols() -> tuple[str, ...]:
     """Protocol names whose connector this build has (its module imports)."""
     from brick_agent.connectors import connector_class
+
     out = []
     for name in PROTOCOL_NAMES:
         try:
@@ -146,11 +149,13 @@ def check_gate_config(conf: cfg.ConfigOpts | None) -> tuple[cfg.ConfigOpts, Any]
     if not opts.gate_enabled:
         raise GateDisabled(
             "the gate app is disabled: set [brick_agent] gate_enabled = true (gate/CI hosts "
-            "only, never production)")
+            "only, never production)"
+        )
     if not is_loopback(str(opts.gate_host)) and not opts.gate_token:
         raise GateConfigurationError(
             f"refusing to bind the gate app to non-loopback address {opts.gate_host!r} "
-            "without [brick_agent] gate_token")
+            "without [brick_agent] gate_token"
+        )
     return conf, opts
 
 
@@ -195,15 +200,18 @@ def _status_of(exc: BaseException) -> int:
 
 def error_body(exc: BaseException, message: str | None = None) -> dict[str, Any]:
     """The JSON body of an error response."""
-    return {"error": type(exc).__name__,
-            "message": str(exc) if message is None else message,
-            "key": getattr(exc, "key", None)}
+    return {
+        "error": type(exc).__name__,
+        "message": str(exc) if message is None else message,
+        "key": getattr(exc, "key", None),
+    }
 
 
 def _protocol_arg(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise InvalidRequest(f"{where} must be a protocol name (ISCSI, NVMEOF, FIBRE_CHANNEL)",
-                             key="protocol")
+        raise InvalidRequest(
+            f"{where} must be a protocol name (ISCSI, NVMEOF, FIBRE_CHANNEL)", key="protocol"
+        )
     return value.strip().upper()
 
 
@@ -221,16 +229,18 @@ def _grace_arg(values: list[str]) -> float:
     except ValueError:
         grace = -1.0
     if not 0.0 <= grace <= MAX_NVME_GRACE:  # also rejects nan
-        raise InvalidRequest(f"nvme_grace must be a number of seconds from 0 to "
-                             f"{MAX_NVME_GRACE:g}", key="nvme_grace")
+        raise InvalidRequest(
+            f"nvme_grace must be a number of seconds from 0 to {MAX_NVME_GRACE:g}", key="nvme_grace"
+        )
     return grace
 
 
 def _json_object() -> dict[str, Any]:
     """The request body as a JSON object, or :class:`InvalidRequest`."""
     if not request.is_json:
-        raise InvalidRequest("request body must be JSON (Content-Type: application/json)",
-                             key="Content-Type")
+        raise InvalidRequest(
+            "request body must be JSON (Content-Type: application/json)", key="Content-Type"
+        )
     try:
         data = json_input.loads(request.get_data(cache=True))
     except json_input.JsonInputError as exc:
@@ -241,8 +251,11 @@ def _json_object() -> dict[str, Any]:
     return data
 
 
-def create_app(conf: cfg.ConfigOpts | None = None, roots: HostRoots = DEFAULT_ROOTS,
-               connector_factory: ConnectorFactory | None = None) -> Flask:
+def create_app(
+    conf: cfg.ConfigOpts | None = None,
+    roots: HostRoots = DEFAULT_ROOTS,
+    connector_factory: ConnectorFactory | None = None,
+) -> Flask:
     """Build the gate app for the host at ``roots``.
 
     ``connector_factory(protocol, conf=..., roots=...)`` builds connectors
@@ -253,14 +266,16 @@ def create_app(conf: cfg.ConfigOpts | None = None, roots: HostRoots = DEFAULT_RO
     conf, opts = check_gate_config(conf)
     if connector_factory is None:
         from brick_agent.connectors import factory
+
         make_connector: ConnectorFactory = factory
         protocols: tuple[str, ...] = available_protocols()
     else:
         make_connector = connector_factory
         protocols = PROTOCOL_NAMES
     token: str | None = opts.gate_token or None
-    gate = _Gate(conf, opts, roots, protocols, make_connector,
-                 threading.BoundedSemaphore(SLOW_AUDITS))
+    gate = _Gate(
+        conf, opts, roots, protocols, make_connector, threading.BoundedSemaphore(SLOW_AUDITS)
+    )
 
     app = Flask("brick_agent.gate", static_folder=None)
     app.json = _GateJsonProvider(app)
@@ -285,7 +300,8 @@ def _add_auth(app: Flask, token: str | None) -> None:
         header = request.headers.get("Authorization", "")
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(
-                given.strip().encode("utf-8"), token.encode("utf-8")):
+            given.strip().encode("utf-8"), token.encode("utf-8")
+        ):
             raise Unauthorized("missing or wrong bearer token")
 
     @app.after_request
@@ -327,8 +343,12 @@ def _busy(exc: GateBusy):
 def _brick_error(exc: errors.BrickError):
     status = _status_of(exc)
     if status >= 500:
-        LOG.error("gate request %s %s failed: %s", request.method, request.path,
-                  mask_text(str(exc), g.get("gate_secrets", [])))
+        LOG.error(
+            "gate request %s %s failed: %s",
+            request.method,
+            request.path,
+            mask_text(str(exc), g.get("gate_secrets", [])),
+        )
     return jsonify(error_body(exc)), status
 
 
@@ -343,9 +363,13 @@ def _http_error(exc: HTTPException):
 
 def _unexpected(exc: Exception):
     LOG.exception("gate request %s %s failed unexpectedly", request.method, request.path)
-    return jsonify({"error": "InternalError",
-                    "message": "internal error; the gate's log has the details",
-                    "key": None}), 500
+    return jsonify(
+        {
+            "error": "InternalError",
+            "message": "internal error; the gate's log has the details",
+            "key": None,
+        }
+    ), 500
 
 
 # ----------------------------------------------------------------- endpoints
@@ -377,7 +401,8 @@ class _Gate:
         except ImportError as exc:
             LOG.warning("no connector module for %s: %s", protocol, exc)
             raise errors.NotSupported(
-                f"the {protocol} connector is not available on this build") from None
+                f"the {protocol} connector is not available on this build"
+            ) from None
 
     def health(self):
         return jsonify({"status": "ok", "version": brick_agent.__version__})
@@ -387,14 +412,18 @@ class _Gate:
 
     def connector_properties(self):
         from brick_agent import connector_properties as cp
+
         props = cp.get_connector_properties(
             multipath=bool(self.opts.use_multipath),
             enforce_multipath=bool(self.opts.enforce_multipath),
-            roots=self.roots, create_nvme_identity=False)
+            roots=self.roots,
+            create_nvme_identity=False,
+        )
         return jsonify(props)
 
     def volumes(self):
         from brick_agent.connectors import PROTOCOLS
+
         asked = request.args.getlist("protocol")
         if len(asked) > 1:
             raise InvalidRequest("give at most one protocol", key="protocol")
@@ -419,18 +448,26 @@ class _Gate:
         protocol = _protocol_arg(data.get("protocol"), "field 'protocol'")
         props = data.get("connection_properties")
         if not isinstance(props, dict):
-            raise InvalidRequest("field 'connection_properties' must be a JSON object",
-                                 key="connection_properties")
+            raise InvalidRequest(
+                "field 'connection_properties' must be a JSON object", key="connection_properties"
+            )
         # Cinder's {'driver_volume_type': ..., 'data': {...}} envelope is accepted too.
         if isinstance(props.get("data"), dict) and "driver_volume_type" in props:
             props = props["data"]
         connector = self.connector_for(protocol)
         found = list(connector.get_volume_paths(props))
-        return jsonify({"protocol": protocol, "paths": found, "present": bool(found),
-                        "search_path": connector.get_search_path()})
+        return jsonify(
+            {
+                "protocol": protocol,
+                "paths": found,
+                "present": bool(found),
+                "search_path": connector.get_search_path(),
+            }
+        )
 
     def audit(self):
         from brick_agent import audit as audit_mod
+
         expected = _posted_expected() if request.method == "POST" else None
         ledger = self._expected_ledger(posted=expected is not None)
         grace = _grace_arg(request.args.getlist("nvme_grace"))
@@ -448,19 +485,24 @@ class _Gate:
         if not source:
             return None
         if source != ["ledger"] or posted:
-            raise InvalidRequest("query 'expected' accepts only 'ledger', once, and not "
-                                 "with a POSTed list", key="expected")
+            raise InvalidRequest(
+                "query 'expected' accepts only 'ledger', once, and not with a POSTed list",
+                key="expected",
+            )
         from brick_agent.ledger import AttachmentLedger
+
         ledger = AttachmentLedger.from_conf(self.conf)
         if ledger is None:
-            raise InvalidRequest("no attachment ledger: [brick_agent] ledger_path is empty",
-                                 key="expected")
+            raise InvalidRequest(
+                "no attachment ledger: [brick_agent] ledger_path is empty", key="expected"
+            )
         return ledger
 
 
 def _posted_expected() -> list[Any]:
     """The expected volumes POSTed to the audit (``{"expected": [...]}``)."""
     from brick_agent import audit as audit_mod
+
     data = _json_object()
     unknown = sorted(set(data) - {"expected"})
     if unknown:

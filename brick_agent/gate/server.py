@@ -22,8 +22,12 @@ from typing import Any
 
 from oslo_config import cfg
 
-from brick_agent.gate.app import (MAX_BODY_BYTES, GateConfigurationError, check_gate_config,
-                                   create_app)
+from brick_agent.gate.app import (
+    MAX_BODY_BYTES,
+    GateConfigurationError,
+    check_gate_config,
+    create_app,
+)
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
 
 LOG = logging.getLogger(__name__)
@@ -31,9 +35,14 @@ LOG = logging.getLogger(__name__)
 THREADS = 4
 
 
-def make_server(conf: cfg.ConfigOpts | None, roots: HostRoots = DEFAULT_ROOTS, *,
-                host: str | None = None, port: int | None = None,
-                connector_factory: Any = None) -> Any:
+def make_server(
+    conf: cfg.ConfigOpts | None,
+    roots: HostRoots = DEFAULT_ROOTS,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    connector_factory: Any = None,
+) -> Any:
     """A bound (not yet running) waitress server of the gate app.
 
     ``host``/``port`` override ``gate_host``/``gate_port`` (``port=0`` picks a free
@@ -54,18 +63,26 @@ def make_server(conf: cfg.ConfigOpts | None, roots: HostRoots = DEFAULT_ROOTS, *
         finally:
             conf.clear_override("gate_host", group="brick_agent")
     from brick_agent import privileged
-    privileged.configure(conf)   # applied before the first privileged call
+
+    privileged.configure(conf)  # applied before the first privileged call
     app = create_app(conf, roots=roots, connector_factory=connector_factory)
     server = waitress.server.create_server(
-        app, host=bind_host, port=bind_port, threads=THREADS, ident="brick-agent-gate",
-        clear_untrusted_proxy_headers=True, max_request_body_size=MAX_BODY_BYTES,
-        channel_timeout=60)
+        app,
+        host=bind_host,
+        port=bind_port,
+        threads=THREADS,
+        ident="brick-agent-gate",
+        clear_untrusted_proxy_headers=True,
+        max_request_body_size=MAX_BODY_BYTES,
+        channel_timeout=60,
+    )
     if not isinstance(server, waitress.server.BaseWSGIServer):
         # a host name with several addresses: waitress made one listener for each (a
         # MultiSocketServer), which the JSON error channel and serve() do not handle
         server.close()
         raise GateConfigurationError(
-            f"gate host {bind_host!r} resolves to several addresses: give one address")
+            f"gate host {bind_host!r} resolves to several addresses: give one address"
+        )
     server.channel_class = _json_error_channel()
     return server
 
@@ -80,12 +97,15 @@ def _json_error_channel() -> type:
             # types-waitress types Task.request as the error itself: it is the request
             # parser, and the error is its .error
             err = self.request.error  # type: ignore[attr-defined]
-            body = json.dumps({"error": type(err).__name__, "message": err.body,
-                               "key": None}).encode()
+            body = json.dumps(
+                {"error": type(err).__name__, "message": err.body, "key": None}
+            ).encode()
             self.status = f"{err.code} {err.reason}"
-            self.response_headers = [*self.response_headers,
-                                     ("Content-Type", "application/json"),
-                                     ("Connection", "close")]
+            self.response_headers = [
+                *self.response_headers,
+                ("Content-Type", "application/json"),
+                ("Connection", "close"),
+            ]
             self.set_close_on_finish()
             self.content_length = len(body)
             self.write(body)
@@ -99,8 +119,11 @@ def _json_error_channel() -> type:
 def serve(conf: cfg.ConfigOpts | None, roots: HostRoots = DEFAULT_ROOTS) -> None:
     """Run the gate app until SIGINT/SIGTERM (blocks; logs where it listens)."""
     server = make_server(conf, roots=roots)
-    LOG.warning("brick_agent gate (gate/CI hosts only) listening on http://%s:%s",
-                server.effective_host, server.effective_port)
+    LOG.warning(
+        "brick_agent gate (gate/CI hosts only) listening on http://%s:%s",
+        server.effective_host,
+        server.effective_port,
+    )
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _exit_on_signal)

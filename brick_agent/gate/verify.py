@@ -55,11 +55,16 @@ def _call(req: urllib.request.Request, timeout: float) -> Any:
         raise HostError(f"unreachable: {reason}") from None
 
 
-def _request(url: str, token: str | None, body: dict[str, Any] | None = None
-             ) -> urllib.request.Request:
+def _request(
+    url: str, token: str | None, body: dict[str, Any] | None = None
+) -> urllib.request.Request:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method="GET" if body is None else "POST",
-                                 headers={"Accept": "application/json"})
+    req = urllib.request.Request(
+        url,
+        data=data,
+        method="GET" if body is None else "POST",
+        headers={"Accept": "application/json"},
+    )
     if body is not None:
         req.add_header("Content-Type", "application/json")
     if token:
@@ -75,20 +80,34 @@ def ask_audit(base_url: str, token: str | None = None, timeout: float = 10.0) ->
     return data
 
 
-def ask_paths(base_url: str, protocol: str, properties: dict[str, Any],
-              token: str | None = None, timeout: float = 10.0) -> dict[str, Any]:
+def ask_paths(
+    base_url: str,
+    protocol: str,
+    properties: dict[str, Any],
+    token: str | None = None,
+    timeout: float = 10.0,
+) -> dict[str, Any]:
     """The gate's ``/v1/paths`` answer for this volume at ``base_url``."""
-    req = _request(base_url.rstrip("/") + "/v1/paths", token,
-                   {"protocol": protocol, "connection_properties": properties})
+    req = _request(
+        base_url.rstrip("/") + "/v1/paths",
+        token,
+        {"protocol": protocol, "connection_properties": properties},
+    )
     data = _call(req, timeout)
     if not isinstance(data, dict) or not isinstance(data.get("paths"), list):
         raise HostError("answer is not a paths document")
     return data
 
 
-def verify(present: Sequence[str], absent: Sequence[str], protocol: str,
-           properties: dict[str, Any], token: str | None = None,
-           timeout: float = 10.0, audit: bool = False) -> tuple[int, dict[str, Any]]:
+def verify(
+    present: Sequence[str],
+    absent: Sequence[str],
+    protocol: str,
+    properties: dict[str, Any],
+    token: str | None = None,
+    timeout: float = 10.0,
+    audit: bool = False,
+) -> tuple[int, dict[str, Any]]:
     """Ask every host; return (exit status, verdict document)."""
     hosts: list[dict[str, Any]] = []
     status = EXIT_PASS
@@ -118,8 +137,11 @@ def verify(present: Sequence[str], absent: Sequence[str], protocol: str,
                 if not ok and status == EXIT_PASS:
                     status = EXIT_FAIL
             hosts.append(entry)
-    verdict = {"verdict": {EXIT_PASS: "pass", EXIT_FAIL: "fail", EXIT_ERROR: "error"}[status],
-               "protocol": protocol, "hosts": hosts}
+    verdict = {
+        "verdict": {EXIT_PASS: "pass", EXIT_FAIL: "fail", EXIT_ERROR: "error"}[status],
+        "protocol": protocol,
+        "hosts": hosts,
+    }
     return status, verdict
 
 
@@ -138,29 +160,54 @@ def _load_properties(source: str, stdin: TextIO) -> dict[str, Any]:
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=prog, description=__doc__.splitlines()[0],
+        prog=prog,
+        description=__doc__.splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="exit status: 0 pass, 1 fail, 2 usage error or host unreachable")
-    parser.add_argument("--present", action="append", default=[], metavar="URL",
-                        help="gate base URL of a host where the volume must be attached "
-                             "(repeatable)")
-    parser.add_argument("--absent", action="append", default=[], metavar="URL",
-                        help="gate base URL of a host where the volume must be gone "
-                             "(repeatable)")
+        epilog="exit status: 0 pass, 1 fail, 2 usage error or host unreachable",
+    )
+    parser.add_argument(
+        "--present",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="gate base URL of a host where the volume must be attached (repeatable)",
+    )
+    parser.add_argument(
+        "--absent",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="gate base URL of a host where the volume must be gone (repeatable)",
+    )
     parser.add_argument("--protocol", required=True, help="ISCSI, NVMEOF or FIBRE_CHANNEL")
-    parser.add_argument("--properties", required=True, metavar="FILE",
-                        help="JSON connection properties ('-' for stdin)")
-    parser.add_argument("--token", default=os.environ.get("BRICK_GATE_TOKEN"),
-                        help="bearer token of the gates (default $BRICK_GATE_TOKEN)")
-    parser.add_argument("--audit", action="store_true",
-                        help="also require a clean leftover audit on every --absent host")
-    parser.add_argument("--timeout", type=float, default=10.0,
-                        help="seconds per request (default 10)")
+    parser.add_argument(
+        "--properties",
+        required=True,
+        metavar="FILE",
+        help="JSON connection properties ('-' for stdin)",
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("BRICK_GATE_TOKEN"),
+        help="bearer token of the gates (default $BRICK_GATE_TOKEN)",
+    )
+    parser.add_argument(
+        "--audit",
+        action="store_true",
+        help="also require a clean leftover audit on every --absent host",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds per request (default 10)"
+    )
     return parser
 
 
-def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None,
-         stdout: TextIO | None = None, prog: str = PROG) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+    prog: str = PROG,
+) -> int:
     """``brick-agent verify-detach ARGS``: print the JSON verdict, return the exit status."""
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
@@ -177,8 +224,15 @@ def main(argv: Sequence[str] | None = None, stdin: TextIO | None = None,
     except (OSError, ValueError) as exc:
         print(f"{prog}: cannot read properties: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    status, verdict = verify(args.present, args.absent, args.protocol, properties,
-                             args.token, args.timeout, audit=args.audit)
+    status, verdict = verify(
+        args.present,
+        args.absent,
+        args.protocol,
+        properties,
+        args.token,
+        args.timeout,
+        audit=args.audit,
+    )
     json.dump(verdict, stdout, indent=2, sort_keys=True)
     stdout.write("\n")
     return status

@@ -28,17 +28,17 @@ DEFAULT_LINK_KINDS = ("by-id", "by-path")
 
 @dataclasses.dataclass(frozen=True)
 class BlockDevice:
-    name: str                      # kernel name: 'sdb', 'dm-0', 'nvme0n1'
-    devpath: str                   # '/dev/sdb' (under roots.dev)
+    name: str  # kernel name: 'sdb', 'dm-0', 'nvme0n1'
+    devpath: str  # '/dev/sdb' (under roots.dev)
     size_bytes: int | None
     ro: bool | None
     holders: tuple[str, ...]
     slaves: tuple[str, ...]
-    hctl: Hctl | None              # SCSI disks only
+    hctl: Hctl | None  # SCSI disks only
     wwid: str | None
-    dm_uuid: str | None            # dm devices only
+    dm_uuid: str | None  # dm devices only
     dm_name: str | None
-    dev: str | None = None         # 'M:m'
+    dev: str | None = None  # 'M:m'
     sysfs_path: str | None = None  # resolved device directory
     partition: bool = False
 
@@ -154,8 +154,9 @@ def block_device_for_path(roots: HostRoots, path: str) -> BlockDevice | None:
     return read_block_device(roots, kname) if kname else None
 
 
-def disk_links(roots: HostRoots = DEFAULT_ROOTS,
-               kinds: tuple[str, ...] = DEFAULT_LINK_KINDS) -> dict[str, tuple[str, ...]]:
+def disk_links(
+    roots: HostRoots = DEFAULT_ROOTS, kinds: tuple[str, ...] = DEFAULT_LINK_KINDS
+) -> dict[str, tuple[str, ...]]:
     """Kernel name -> the /dev/disk/<kind>/ links pointing at it (paths under roots.dev)."""
     result: dict[str, list[str]] = {}
     for kind in kinds:
@@ -169,8 +170,9 @@ def disk_links(roots: HostRoots = DEFAULT_ROOTS,
     return {name: tuple(links) for name, links in sorted(result.items())}
 
 
-def links_for(roots: HostRoots, name: str,
-              kinds: tuple[str, ...] = DEFAULT_LINK_KINDS) -> tuple[str, ...]:
+def links_for(
+    roots: HostRoots, name: str, kinds: tuple[str, ...] = DEFAULT_LINK_KINDS
+) -> tuple[str, ...]:
     """The /dev/disk links of one kernel device name."""
     return disk_links(roots, kinds).get(os.path.basename(name), ())
 

@@ -55,13 +55,13 @@ def normalize_wwn(value: str | int | None) -> str | None:
 @dataclasses.dataclass(frozen=True)
 class FcHost:
     host_number: int
-    port_name: str | None      # 16 lowercase hex
+    port_name: str | None  # 16 lowercase hex
     node_name: str | None
-    port_state: str | None     # 'Online', 'Linkdown', 'Offline', ...
+    port_state: str | None  # 'Online', 'Linkdown', 'Offline', ...
     port_type: str | None
     fabric_name: str | None
     speed: str | None
-    device_path: str | None = None   # resolved .../hostH (its parents: PCI device or net device)
+    device_path: str | None = None  # resolved .../hostH (its parents: PCI device or net device)
     symbolic_name: str | None = None
 
     @property
@@ -71,16 +71,16 @@ class FcHost:
 
 @dataclasses.dataclass(frozen=True)
 class FcRemotePort:
-    name: str                  # 'rport-5:0-1'
+    name: str  # 'rport-5:0-1'
     host_number: int
     channel: int
-    number: int                # R of rport-H:B-R
+    number: int  # R of rport-H:B-R
     port_name: str | None
     node_name: str | None
-    port_state: str | None     # 'Online', 'Blocked', 'Not Present', ...
-    roles: tuple[str, ...]     # ('FCP Target',), ('FCP Initiator',), ...
+    port_state: str | None  # 'Online', 'Blocked', 'Not Present', ...
+    roles: tuple[str, ...]  # ('FCP Target',), ('FCP Initiator',), ...
     scsi_target_id: int | None  # None when the rport is no SCSI target (kernel prints -1)
-    target: str | None         # 'H:C:T' when scsi_target_id is set
+    target: str | None  # 'H:C:T' when scsi_target_id is set
     port_id: str | None = None
 
     @property
@@ -142,7 +142,10 @@ def read_remote_port(roots: HostRoots, name: str) -> FcRemotePort | None:
     if tid is not None and tid < 0:
         tid = None
     return FcRemotePort(
-        name=name, host_number=host, channel=channel, number=number,
+        name=name,
+        host_number=host,
+        channel=channel,
+        number=number,
         port_name=normalize_wwn(attr("port_name")),
         node_name=normalize_wwn(attr("node_name")),
         port_state=attr("port_state"),
@@ -153,8 +156,9 @@ def read_remote_port(roots: HostRoots, name: str) -> FcRemotePort | None:
     )
 
 
-def fc_remote_ports(roots: HostRoots = DEFAULT_ROOTS,
-                    host_number: int | None = None) -> list[FcRemotePort]:
+def fc_remote_ports(
+    roots: HostRoots = DEFAULT_ROOTS, host_number: int | None = None
+) -> list[FcRemotePort]:
     """All remote ports (optionally of one HBA), in host/channel/number order."""
     out = []
     for entry in sysfs.list_dir(roots.sysfs("class", "fc_remote_ports"), _RPORT_RE):
@@ -168,8 +172,9 @@ def fc_remote_ports(roots: HostRoots = DEFAULT_ROOTS,
     return out
 
 
-def fc_transport_targets(roots: HostRoots = DEFAULT_ROOTS
-                         ) -> list[tuple[int, int, int, str | None]]:
+def fc_transport_targets(
+    roots: HostRoots = DEFAULT_ROOTS,
+) -> list[tuple[int, int, int, str | None]]:
     """(host, channel, target, port_name) for every /sys/class/fc_transport/targetH:C:T."""
     base = roots.sysfs("class", "fc_transport")
     out = []

@@ -35,9 +35,9 @@ def _holds(fd_dir: str, paths: set[str], rdevs: set[int]) -> bool | None:
     try:
         fds = os.listdir(fd_dir)
     except FileNotFoundError:
-        return False    # the process exited
+        return False  # the process exited
     except OSError:
-        return None     # not ours to read
+        return None  # not ours to read
     for fd in fds:
         link = os.path.join(fd_dir, fd)
         try:
@@ -49,8 +49,9 @@ def _holds(fd_dir: str, paths: set[str], rdevs: set[int]) -> bool | None:
     return False
 
 
-def open_holders(roots: HostRoots, names: Iterable[str], *,
-                 unreadable: list[str] | None = None) -> list[tuple[int, str]]:
+def open_holders(
+    roots: HostRoots, names: Iterable[str], *, unreadable: list[str] | None = None
+) -> list[tuple[int, str]]:
     """``(pid, command)`` of every process with one of the block devices ``names`` open.
 
     ``unreadable``: when given, the pids whose descriptors could not be read are

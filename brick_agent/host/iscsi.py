@@ -43,10 +43,10 @@ class IscsiSession:
     # persistent (login) address, as the kernel prints it (no brackets)
     portal_address: str | None
     portal_port: int | None
-    state: str | None              # 'LOGGED_IN', 'FAILED', 'FREE'
+    state: str | None  # 'LOGGED_IN', 'FAILED', 'FREE'
     host_number: int | None
     iface_name: str | None
-    sysfs_path: str                # resolved .../sessionS/iscsi_session/sessionS
+    sysfs_path: str  # resolved .../sessionS/iscsi_session/sessionS
     device_path: str | None = None  # resolved .../hostH/sessionS (parent of targetH:C:T)
     current_address: str | None = None
     current_port: int | None = None
@@ -183,7 +183,7 @@ def iscsi_sessions(roots: HostRoots = DEFAULT_ROOTS) -> list[IscsiSession]:
     """All iSCSI sessions, by session id."""
     out = []
     for entry in sysfs.list_dir(roots.sysfs("class", "iscsi_session"), _SESSION_RE):
-        session = read_session(roots, int(entry[len("session"):]))
+        session = read_session(roots, int(entry[len("session") :]))
         if session is not None:
             out.append(session)
     return out
@@ -215,8 +215,7 @@ def session_devices(roots: HostRoots, session: IscsiSession) -> list[ScsiDevice]
         for entry in sysfs.list_dir(session.device_path, _TARGET_RE):
             tdir = os.path.join(session.device_path, entry)
             for lun in sysfs.list_dir(tdir, _LUN_RE):
-                dev = read_scsi_device(os.path.join(tdir, lun), Hctl.parse(lun),
-                                       resolved=True)
+                dev = read_scsi_device(os.path.join(tdir, lun), Hctl.parse(lun), resolved=True)
                 if dev is not None:
                     out.append(dev)
         return sorted(out, key=lambda d: d.hctl)
@@ -225,9 +224,13 @@ def session_devices(roots: HostRoots, session: IscsiSession) -> list[ScsiDevice]
     return scsi_devices(roots, host=session.host_number)
 
 
-def find_sessions(roots: HostRoots, iqn: str, portal_address: str | None = None,
-                  portal_port: int | None = None,
-                  iface_name: str | None = None) -> list[IscsiSession]:
+def find_sessions(
+    roots: HostRoots,
+    iqn: str,
+    portal_address: str | None = None,
+    portal_port: int | None = None,
+    iface_name: str | None = None,
+) -> list[IscsiSession]:
     """Sessions to ``iqn`` (optionally at a portal and through an iface), by sid.
 
     Addresses are compared normalised (IPv6 brackets, zero-compression, case);
@@ -239,10 +242,13 @@ def find_sessions(roots: HostRoots, iqn: str, portal_address: str | None = None,
         if s.target_iqn is None or s.target_iqn.lower() != iqn.strip().lower():
             continue
         if want_addr is not None:
-            pairs = {(normalize_address(s.portal_address), s.portal_port),
-                     (normalize_address(s.current_address), s.current_port)}
-            if not any(a == want_addr and (portal_port is None or p == int(portal_port))
-                       for a, p in pairs):
+            pairs = {
+                (normalize_address(s.portal_address), s.portal_port),
+                (normalize_address(s.current_address), s.current_port),
+            }
+            if not any(
+                a == want_addr and (portal_port is None or p == int(portal_port)) for a, p in pairs
+            ):
                 continue
         if iface_name is not None and s.iface_name not in (iface_name, None):
             continue
@@ -250,9 +256,13 @@ def find_sessions(roots: HostRoots, iqn: str, portal_address: str | None = None,
     return out
 
 
-def find_session(roots: HostRoots, iqn: str, portal_address: str | None = None,
-                 portal_port: int | None = None,
-                 iface_name: str | None = None) -> IscsiSession | None:
+def find_session(
+    roots: HostRoots,
+    iqn: str,
+    portal_address: str | None = None,
+    portal_port: int | None = None,
+    iface_name: str | None = None,
+) -> IscsiSession | None:
     """The first (lowest sid) session matching, see :func:`find_sessions`."""
     found = find_sessions(roots, iqn, portal_address, portal_port, iface_name)
     return found[0] if found else None
@@ -284,8 +294,8 @@ class IscsiNodeRecord:
     port: int
     tpgt: int | None
     iface: str
-    path: str                      # the record file
-    settings: dict[str, str]       # node.startup, node.session.scan, ... (no auth keys)
+    path: str  # the record file
+    settings: dict[str, str]  # node.startup, node.session.scan, ... (no auth keys)
 
     @property
     def portal(self) -> str:
@@ -293,8 +303,13 @@ class IscsiNodeRecord:
 
 
 #: node settings kept from a record (evidence of who wrote it); auth keys are never read
-_NODE_EVIDENCE = ("node.startup", "node.conn[0].startup", "node.session.scan",
-                  "node.discovery_type", "node.session.timeo.replacement_timeout")
+_NODE_EVIDENCE = (
+    "node.startup",
+    "node.conn[0].startup",
+    "node.session.scan",
+    "node.discovery_type",
+    "node.session.timeo.replacement_timeout",
+)
 
 
 def _record_settings(path: str) -> dict[str, str]:
@@ -335,8 +350,10 @@ def iscsi_node_records(roots: HostRoots = DEFAULT_ROOTS) -> list[IscsiNodeRecord
         for entry in sysfs.list_dir(os.path.join(base, iqn)):
             path = os.path.join(base, iqn, entry)
             if os.path.isdir(path):
-                found = [_record(iqn, entry, iface, os.path.join(path, iface))
-                         for iface in sysfs.list_dir(path)]
+                found = [
+                    _record(iqn, entry, iface, os.path.join(path, iface))
+                    for iface in sysfs.list_dir(path)
+                ]
             else:
                 found = [_record(iqn, entry, "default", path)]
             out += [r for r in found if r is not None]

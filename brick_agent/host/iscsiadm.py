@@ -24,15 +24,15 @@ LOG = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- exit codes
 #: iscsiadm exit codes (open-iscsi include/iscsi_err.h, ``ISCSI_ERR_<NAME>``).
-ERR_TRANS = 4                 # connection/transport failure
-ERR_LOGIN = 5                 # generic login failure
-ERR_INVAL = 7                 # invalid argument (an old iscsiadm: node.session.scan)
-ERR_TRANS_TIMEOUT = 8         # connection timer expired while connecting
-ERR_PDU_TIMEOUT = 11          # iSCSI PDU timed out
-ERR_SESS_EXISTS = 15          # session already logged in
-ERR_FATAL_LOGIN = 19          # target refused the login (e.g. not authorised)
-ERR_NO_OBJS_FOUND = 21        # no records/targets/sessions/portals match
-ERR_LOGIN_AUTH_FAILED = 24    # CHAP rejected
+ERR_TRANS = 4  # connection/transport failure
+ERR_LOGIN = 5  # generic login failure
+ERR_INVAL = 7  # invalid argument (an old iscsiadm: node.session.scan)
+ERR_TRANS_TIMEOUT = 8  # connection timer expired while connecting
+ERR_PDU_TIMEOUT = 11  # iSCSI PDU timed out
+ERR_SESS_EXISTS = 15  # session already logged in
+ERR_FATAL_LOGIN = 19  # target refused the login (e.g. not authorised)
+ERR_NO_OBJS_FOUND = 21  # no records/targets/sessions/portals match
+ERR_LOGIN_AUTH_FAILED = 24  # CHAP rejected
 
 
 # --------------------------------------------------------------------------- manual scan
@@ -60,8 +60,11 @@ def parse_iscsiadm_version(text: str) -> tuple[int, ...] | None:
     return nums
 
 
-def probe_manual_scan(run: Callable[..., commands.CommandResult] = commands.run,
-                      iscsiadm: str = "iscsiadm", timeout: float = 10.0) -> bool:
+def probe_manual_scan(
+    run: Callable[..., commands.CommandResult] = commands.run,
+    iscsiadm: str = "iscsiadm",
+    timeout: float = 10.0,
+) -> bool:
     """Ask iscsiadm itself whether it supports ``node.session.scan = manual``.
 
     The probe is ``iscsiadm --version``: read-only, needs no iscsid, no node
@@ -76,22 +79,25 @@ def probe_manual_scan(run: Callable[..., commands.CommandResult] = commands.run,
     try:
         result = run([iscsiadm, "--version"], timeout=timeout)
     except CommandFailed as exc:
-        LOG.info("iscsiadm unavailable or failing (%s): assuming no manual scan support",
-                 exc)
+        LOG.info("iscsiadm unavailable or failing (%s): assuming no manual scan support", exc)
         return False
     version = parse_iscsiadm_version(result.stdout + "\n" + result.stderr)
     if version is None:
-        LOG.warning("cannot parse iscsiadm version from %r: assuming no manual scan "
-                    "support", result.stdout.strip()[:200])
+        LOG.warning(
+            "cannot parse iscsiadm version from %r: assuming no manual scan support",
+            result.stdout.strip()[:200],
+        )
         return False
     supported = version >= MANUAL_SCAN_MIN_VERSION
-    LOG.debug("iscsiadm %s: manual scan %ssupported", ".".join(map(str, version)),
-              "" if supported else "not ")
+    LOG.debug(
+        "iscsiadm %s: manual scan %ssupported",
+        ".".join(map(str, version)),
+        "" if supported else "not ",
+    )
     return supported
 
 
-def iscsi_manual_scan_supported(
-        probe: Callable[[], bool] | None = None) -> bool:
+def iscsi_manual_scan_supported(probe: Callable[[], bool] | None = None) -> bool:
     """Whether this host's iSCSI initiator supports manual scans.
 
     Probed once per process on first use (thread-safe), never at import.  An

@@ -29,16 +29,16 @@ _DM_RE = re.compile(r"dm-(\d+)")
 
 @dataclasses.dataclass(frozen=True)
 class MultipathMap:
-    dm_name: str               # 'dm-0'
-    name: str | None           # map name: 'mpatha' or the wwid (user_friendly_names no)
-    uuid: str                  # 'mpath-36001405...'
-    wwid: str                  # '36001405...'
-    slaves: tuple[str, ...]    # path devices: ('sdb', 'sdc')
+    dm_name: str  # 'dm-0'
+    name: str | None  # map name: 'mpatha' or the wwid (user_friendly_names no)
+    uuid: str  # 'mpath-36001405...'
+    wwid: str  # '36001405...'
+    slaves: tuple[str, ...]  # path devices: ('sdb', 'sdc')
     size_bytes: int | None
     suspended: bool | None
     holders: tuple[str, ...] = ()
-    devpath: str | None = None       # /dev/dm-0 under roots.dev
-    mapper_path: str | None = None   # /dev/mapper/<name> under roots.dev
+    devpath: str | None = None  # /dev/dm-0 under roots.dev
+    mapper_path: str | None = None  # /dev/mapper/<name> under roots.dev
 
 
 def read_map(roots: HostRoots, dm_name: str) -> MultipathMap | None:
@@ -56,7 +56,7 @@ def read_map(roots: HostRoots, dm_name: str) -> MultipathMap | None:
         dm_name=dm_name,
         name=name,
         uuid=uuid,
-        wwid=uuid[len(MPATH_PREFIX):],
+        wwid=uuid[len(MPATH_PREFIX) :],
         slaves=tuple(sysfs.list_dir(os.path.join(real, "slaves"))),
         size_bytes=None if sectors is None else sectors * SECTOR,
         suspended=None if suspended is None else bool(suspended),

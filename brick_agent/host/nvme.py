@@ -57,17 +57,17 @@ _NS_RE = re.compile(r"nvme\d+(?:c\d+)?n\d+")
 
 @dataclasses.dataclass(frozen=True)
 class NvmeController:
-    name: str                  # 'nvme0'
+    name: str  # 'nvme0'
     subsysnqn: str | None
-    transport: str | None      # 'tcp', 'rdma', 'fc', 'loop', 'pcie'
+    transport: str | None  # 'tcp', 'rdma', 'fc', 'loop', 'pcie'
     traddr: str | None
     trsvcid: str | None
     host_traddr: str | None
     host_iface: str | None
-    state: str | None          # 'live', 'connecting', 'resetting', 'deleting', 'dead', ...
+    state: str | None  # 'live', 'connecting', 'resetting', 'deleting', 'dead', ...
     cntlid: int | None
     hostnqn: str | None
-    address: str | None        # raw 'address' attribute
+    address: str | None  # raw 'address' attribute
     subsystem_name: str | None  # 'nvme-subsys0'
     src_addr: str | None = None
     hostid: str | None = None
@@ -87,9 +87,9 @@ class NvmePath:
 
     name: str
     controller: str
-    head: str | None          # the head's name under native multipath, else None
+    head: str | None  # the head's name under native multipath, else None
     nsid: int | None
-    ana_state: str | None     # 'optimized', 'non-optimized', 'inaccessible', ... (ANA only)
+    ana_state: str | None  # 'optimized', 'non-optimized', 'inaccessible', ... (ANA only)
     ana_grpid: int | None
 
 
@@ -98,13 +98,13 @@ class NvmeNamespace:
     # the device users open: head 'nvme0n1' (native) or 'nvme1n1' (per controller)
     name: str
     nsid: int | None
-    uuid: str | None           # lowercase hyphenated, None if the namespace has none
-    nguid: str | None          # 32 lowercase hex, None if absent/zero
+    uuid: str | None  # lowercase hyphenated, None if the namespace has none
+    nguid: str | None  # 32 lowercase hex, None if absent/zero
     wwid: str | None
     size_bytes: int | None
     subsystem_name: str | None
     controllers: tuple[str, ...]
-    paths: tuple[str, ...]     # per-path devices (native) or (name,) (non-native)
+    paths: tuple[str, ...]  # per-path devices (native) or (name,) (non-native)
     native_multipath: bool = False
     devpath: str | None = None
     sysfs_path: str | None = None
@@ -113,7 +113,7 @@ class NvmeNamespace:
 
 @dataclasses.dataclass(frozen=True)
 class NvmeSubsystem:
-    name: str                  # 'nvme-subsys0'
+    name: str  # 'nvme-subsys0'
     nqn: str | None
     controllers: tuple[str, ...]
     namespaces: tuple[str, ...]  # head devices (native multipath); empty otherwise
@@ -124,6 +124,7 @@ class NvmeSubsystem:
 
 
 # ---------------------------------------------------------------- formats
+
 
 def parse_address(raw: str | None) -> dict[str, str]:
     """``'traddr=127.0.0.1,trsvcid=4420,src_addr=127.0.0.1'`` -> dict (unknown keys kept)."""
@@ -192,6 +193,7 @@ def native_multipath_enabled(roots: HostRoots = DEFAULT_ROOTS) -> bool:
 # list_dir + isdir / resolve, in fewer syscalls (no fstat/ioctl per open, d_type
 # instead of a stat per entry, one readlink instead of an lstat per component).
 
+
 def _read(path: str) -> str | None:
     """:func:`sysfs.read_attr` in three syscalls (a sysfs attribute is one page at most)."""
     try:
@@ -226,8 +228,7 @@ def _entries(path: str, rx: re.Pattern[str], dirs: bool = False) -> list[str]:
     symlinks like ``os.path.isdir``, when ``dirs``); ``[]`` if missing."""
     try:
         with os.scandir(path) as it:
-            names = [e.name for e in it if rx.fullmatch(e.name)
-                     and (not dirs or e.is_dir())]
+            names = [e.name for e in it if rx.fullmatch(e.name) and (not dirs or e.is_dir())]
     except OSError as exc:
         if exc.errno in sysfs._UNREADABLE:  # noqa: SLF001
             return []
@@ -242,7 +243,7 @@ def _resolve_in(real_base: str, name: str) -> str | None:
     try:
         link = os.readlink(path)
     except OSError:
-        return sysfs.resolve(path)   # not a link (or gone): the general way
+        return sysfs.resolve(path)  # not a link (or gone): the general way
     target = os.path.normpath(os.path.join(real_base, link))
     if os.path.isabs(link) or not os.path.isdir(target):
         return sysfs.resolve(path)
@@ -258,7 +259,7 @@ def _class_dir(path: str) -> str | None:
     """Canonical path of a sysfs class directory: resolved once per process (it never
     moves; ``realpath`` costs an lstat per path component on every attach)."""
     real = _resolved_class_dir(path)
-    if real is None:   # not there (yet): the class appears when its module loads
+    if real is None:  # not there (yet): the class appears when its module loads
         _resolved_class_dir.cache_clear()
     return real
 
@@ -280,9 +281,15 @@ def _controller_to_subsystem(roots: HostRoots) -> dict[str, str]:
 LEAN_CONTROLLER_FIELDS = ("subsysnqn", "transport", "address", "state", "hostnqn")
 
 
-def read_controller(roots: HostRoots, name: str, subsystem_name: str | None = None,
-                    *, lean: bool = False, subsysnqn: str | None = None,
-                    real: str | None = None) -> NvmeController | None:
+def read_controller(
+    roots: HostRoots,
+    name: str,
+    subsystem_name: str | None = None,
+    *,
+    lean: bool = False,
+    subsysnqn: str | None = None,
+    real: str | None = None,
+) -> NvmeController | None:
     """Controller ``name`` (None when gone).
 
     ``lean``: only :data:`LEAN_CONTROLLER_FIELDS` and the namespace entries are read
@@ -302,7 +309,7 @@ def read_controller(roots: HostRoots, name: str, subsystem_name: str | None = No
 
     state = attr("state")
     if lean and state is None:
-        return None   # every controller shows a state: it is being removed
+        return None  # every controller shows a state: it is being removed
     raw = attr("address")
     addr = parse_address(raw)
     if subsystem_name is None:
@@ -344,22 +351,29 @@ def nvme_subsystems(roots: HostRoots = DEFAULT_ROOTS) -> list[NvmeSubsystem]:
         real = sysfs.resolve(sdir)
         if real is None:
             continue
-        out.append(NvmeSubsystem(
-            name=sname,
-            nqn=sysfs.read_attr(os.path.join(real, "subsysnqn")) or None,
-            controllers=tuple(sysfs.list_dir(real, _CTRL_RE)),
-            namespaces=tuple(e for e in sysfs.list_dir(real, _HEAD_RE)
-                             if os.path.isdir(os.path.join(real, e))),
-            model=sysfs.read_attr(os.path.join(real, "model")) or None,
-            serial=sysfs.read_attr(os.path.join(real, "serial")) or None,
-            iopolicy=sysfs.read_attr(os.path.join(real, "iopolicy")) or None,
-            sysfs_path=real,
-        ))
+        out.append(
+            NvmeSubsystem(
+                name=sname,
+                nqn=sysfs.read_attr(os.path.join(real, "subsysnqn")) or None,
+                controllers=tuple(sysfs.list_dir(real, _CTRL_RE)),
+                namespaces=tuple(
+                    e
+                    for e in sysfs.list_dir(real, _HEAD_RE)
+                    if os.path.isdir(os.path.join(real, e))
+                ),
+                model=sysfs.read_attr(os.path.join(real, "model")) or None,
+                serial=sysfs.read_attr(os.path.join(real, "serial")) or None,
+                iopolicy=sysfs.read_attr(os.path.join(real, "iopolicy")) or None,
+                sysfs_path=real,
+            )
+        )
     return out
 
 
-def _ns_ids(path: str, wwid: str | None = None,
-            ) -> tuple[int | None, str | None, str | None, str | None]:
+def _ns_ids(
+    path: str,
+    wwid: str | None = None,
+) -> tuple[int | None, str | None, str | None, str | None]:
     """(nsid, uuid, nguid, wwid) of a namespace directory, canonical
     (``wwid``: the attribute as the caller just read it)."""
     nsid = _int(os.path.join(path, "nsid"))
@@ -377,8 +391,10 @@ def _ns_ids(path: str, wwid: str | None = None,
     return nsid, uuid, nguid, wwid
 
 
-def _ns_identity(path: str, wwid: str | None = None,
-                 ) -> tuple[int | None, str | None, str | None, str | None, str | None]:
+def _ns_identity(
+    path: str,
+    wwid: str | None = None,
+) -> tuple[int | None, str | None, str | None, str | None, str | None]:
     """(nsid, uuid, nguid, wwid, eui64) of a namespace directory, canonical
     (``wwid``: the attribute as the caller just read it)."""
     nsid, uuid, nguid, wwid = _ns_ids(path, wwid)
@@ -400,14 +416,16 @@ def nvme_paths(roots: HostRoots = DEFAULT_ROOTS) -> list[NvmePath]:
             pdir = os.path.join(cdir, entry)
             if not os.path.isdir(pdir):
                 continue
-            out.append(NvmePath(
-                name=entry,
-                controller=name,
-                head=head_name(entry) if _PATH_RE.fullmatch(entry) else None,
-                nsid=sysfs.read_int(os.path.join(pdir, "nsid")),
-                ana_state=sysfs.read_attr(os.path.join(pdir, "ana_state")) or None,
-                ana_grpid=sysfs.read_int(os.path.join(pdir, "ana_grpid")),
-            ))
+            out.append(
+                NvmePath(
+                    name=entry,
+                    controller=name,
+                    head=head_name(entry) if _PATH_RE.fullmatch(entry) else None,
+                    nsid=sysfs.read_int(os.path.join(pdir, "nsid")),
+                    ana_state=sysfs.read_attr(os.path.join(pdir, "ana_state")) or None,
+                    ana_grpid=sysfs.read_int(os.path.join(pdir, "ana_grpid")),
+                )
+            )
     return out
 
 
@@ -421,7 +439,7 @@ def nvme_namespaces(roots: HostRoots = DEFAULT_ROOTS) -> list[NvmeNamespace]:
     paths = nvme_paths(roots)
     out = []
     for sub in nvme_subsystems(roots):
-        if sub.sysfs_path is None:   # read from sysfs, a subsystem always has one
+        if sub.sysfs_path is None:  # read from sysfs, a subsystem always has one
             continue
         for head in sub.namespaces:
             hdir = os.path.join(sub.sysfs_path, head)
@@ -429,13 +447,23 @@ def nvme_namespaces(roots: HostRoots = DEFAULT_ROOTS) -> list[NvmeNamespace]:
                 continue
             nsid, uuid, nguid, wwid, eui64 = _ns_identity(hdir)
             mine = [p for p in paths if p.head == head and p.controller in sub.controllers]
-            out.append(NvmeNamespace(
-                name=head, nsid=nsid, uuid=uuid, nguid=nguid, wwid=wwid,
-                size_bytes=_size(hdir), subsystem_name=sub.name,
-                controllers=tuple(p.controller for p in mine),
-                paths=tuple(p.name for p in mine),
-                native_multipath=True, devpath=roots.devfs(head), sysfs_path=hdir, eui64=eui64,
-            ))
+            out.append(
+                NvmeNamespace(
+                    name=head,
+                    nsid=nsid,
+                    uuid=uuid,
+                    nguid=nguid,
+                    wwid=wwid,
+                    size_bytes=_size(hdir),
+                    subsystem_name=sub.name,
+                    controllers=tuple(p.controller for p in mine),
+                    paths=tuple(p.name for p in mine),
+                    native_multipath=True,
+                    devpath=roots.devfs(head),
+                    sysfs_path=hdir,
+                    eui64=eui64,
+                )
+            )
     mapping = _controller_to_subsystem(roots)
     for p in paths:
         if p.head is not None:
@@ -447,12 +475,23 @@ def nvme_namespaces(roots: HostRoots = DEFAULT_ROOTS) -> list[NvmeNamespace]:
         if not os.path.isdir(ndir):
             continue
         nsid, uuid, nguid, wwid, eui64 = _ns_identity(ndir)
-        out.append(NvmeNamespace(
-            name=p.name, nsid=nsid, uuid=uuid, nguid=nguid, wwid=wwid,
-            size_bytes=_size(ndir), subsystem_name=mapping.get(p.controller),
-            controllers=(p.controller,), paths=(p.name,),
-            native_multipath=False, devpath=roots.devfs(p.name), sysfs_path=ndir, eui64=eui64,
-        ))
+        out.append(
+            NvmeNamespace(
+                name=p.name,
+                nsid=nsid,
+                uuid=uuid,
+                nguid=nguid,
+                wwid=wwid,
+                size_bytes=_size(ndir),
+                subsystem_name=mapping.get(p.controller),
+                controllers=(p.controller,),
+                paths=(p.name,),
+                native_multipath=False,
+                devpath=roots.devfs(p.name),
+                sysfs_path=ndir,
+                eui64=eui64,
+            )
+        )
     return out
 
 
@@ -463,10 +502,16 @@ def _size(path: str) -> int | None:
 
 # ---------------------------------------------------------------- lookups
 
-def find_controllers(roots: HostRoots = DEFAULT_ROOTS, nqn: str | None = None,
-                     traddr: str | None = None, trsvcid: str | int | None = None,
-                     transport: str | None = None, hostnqn: str | None = None,
-                     host_traddr: str | None = None) -> list[NvmeController]:
+
+def find_controllers(
+    roots: HostRoots = DEFAULT_ROOTS,
+    nqn: str | None = None,
+    traddr: str | None = None,
+    trsvcid: str | int | None = None,
+    transport: str | None = None,
+    hostnqn: str | None = None,
+    host_traddr: str | None = None,
+) -> list[NvmeController]:
     """Controllers matching every given criterion (addresses compared normalised).
 
     A controller that does not expose ``hostnqn`` matches any ``hostnqn``.
@@ -477,13 +522,17 @@ def find_controllers(roots: HostRoots = DEFAULT_ROOTS, nqn: str | None = None,
             continue
         if transport is not None and (c.transport or "").lower() != transport.lower():
             continue
-        if traddr is not None and (normalize_traddr(c.traddr, c.transport)
-                                   != normalize_traddr(traddr, transport or c.transport)):
+        if traddr is not None and (
+            normalize_traddr(c.traddr, c.transport)
+            != normalize_traddr(traddr, transport or c.transport)
+        ):
             continue
         if trsvcid is not None and c.trsvcid != str(trsvcid):
             continue
-        if host_traddr is not None and (normalize_traddr(c.host_traddr, c.transport)
-                                        != normalize_traddr(host_traddr, transport or c.transport)):
+        if host_traddr is not None and (
+            normalize_traddr(c.host_traddr, c.transport)
+            != normalize_traddr(host_traddr, transport or c.transport)
+        ):
             continue
         if hostnqn is not None and c.hostnqn is not None and c.hostnqn != hostnqn:
             continue
@@ -491,9 +540,13 @@ def find_controllers(roots: HostRoots = DEFAULT_ROOTS, nqn: str | None = None,
     return out
 
 
-def find_namespaces(roots: HostRoots = DEFAULT_ROOTS, nqn: str | None = None,
-                    uuid: str | None = None, nguid: str | None = None,
-                    nsid: int | None = None) -> list[NvmeNamespace]:
+def find_namespaces(
+    roots: HostRoots = DEFAULT_ROOTS,
+    nqn: str | None = None,
+    uuid: str | None = None,
+    nguid: str | None = None,
+    nsid: int | None = None,
+) -> list[NvmeNamespace]:
     """Namespaces matching every given identity (uuid/nguid compared canonical)."""
     want_uuid = canonical_uuid(uuid) if uuid is not None else None
     want_nguid = canonical_nguid(nguid) if nguid is not None else None
@@ -518,9 +571,15 @@ def find_namespaces(roots: HostRoots = DEFAULT_ROOTS, nqn: str | None = None,
 
 # ---------------------------------------------------------------- one subsystem
 
-def subsystem_view(roots: HostRoots, nqn: str, uuid: str | None = None, *,
-                   lean: bool = False, nsid: int | None = None,
-                   ) -> tuple[list[NvmeController], list[NvmeNamespace]]:
+
+def subsystem_view(
+    roots: HostRoots,
+    nqn: str,
+    uuid: str | None = None,
+    *,
+    lean: bool = False,
+    nsid: int | None = None,
+) -> tuple[list[NvmeController], list[NvmeNamespace]]:
     """Controllers and namespace devices of the subsystem(s) with NQN ``nqn`` only.
 
     Same objects as :func:`nvme_controllers` / :func:`nvme_namespaces` return for
@@ -562,28 +621,39 @@ def _may_carry(path: str, want_wwid: str | None) -> tuple[bool, str | None]:
     return (not wwid or wwid.lower() == want_wwid), (wwid or None)
 
 
-def _linked_controllers(roots: HostRoots, real: str, ctrl_base: str | None, sname: str,
-                        nqn: str, lean: bool) -> list[NvmeController]:
+def _linked_controllers(
+    roots: HostRoots, real: str, ctrl_base: str | None, sname: str, nqn: str, lean: bool
+) -> list[NvmeController]:
     """The controllers linked under the subsystem's directory ``real``."""
     mine = []
     for cname in _entries(real, _CTRL_RE):
         creal = _resolve_in(ctrl_base, cname) if ctrl_base is not None else None
-        ctrl = read_controller(roots, cname, sname, lean=lean, real=creal,
-                               subsysnqn=nqn if lean else None) \
-            if creal is not None else None
+        ctrl = (
+            read_controller(
+                roots, cname, sname, lean=lean, real=creal, subsysnqn=nqn if lean else None
+            )
+            if creal is not None
+            else None
+        )
         if ctrl is not None:
             mine.append(ctrl)
     return mine
 
 
-def _head_namespaces(roots: HostRoots, real: str, sname: str, mine: list[NvmeController],
-                     want_wwid: str | None, hint: int | None) -> list[NvmeNamespace]:
+def _head_namespaces(
+    roots: HostRoots,
+    real: str,
+    sname: str,
+    mine: list[NvmeController],
+    want_wwid: str | None,
+    hint: int | None,
+) -> list[NvmeNamespace]:
     """The subsystem's namespace heads (native multipath), in name order; with
     ``want_wwid`` the scan stops at the head that has it (``hint``: the NSID to try first)."""
     heads = _entries(real, _HEAD_RE, dirs=True)
     if hint is not None and want_wwid is not None:
         # the likely head first (instances follow NSIDs on a first scan)
-        guess = f"nvme{sname[len('nvme-subsys'):]}n{hint}"
+        guess = f"nvme{sname[len('nvme-subsys') :]}n{hint}"
         heads.sort(key=lambda h: h != guess)
     found: list[NvmeNamespace] = []
     for head in heads:
@@ -592,20 +662,37 @@ def _head_namespaces(roots: HostRoots, real: str, sname: str, mine: list[NvmeCon
         if not ok:
             continue
         nsid, ns_uuid, nguid, wwid, eui64 = _ns_identity(hdir, seen)
-        paths = [(c.name, p) for c in mine for p in c.namespaces
-                 if _PATH_RE.fullmatch(p) and head_name(p) == head]
-        found.append(NvmeNamespace(
-            name=head, nsid=nsid, uuid=ns_uuid, nguid=nguid, wwid=wwid,
-            size_bytes=_size(hdir), subsystem_name=sname,
-            controllers=tuple(c for c, _ in paths), paths=tuple(p for _, p in paths),
-            native_multipath=True, devpath=roots.devfs(head), sysfs_path=hdir, eui64=eui64))
+        paths = [
+            (c.name, p)
+            for c in mine
+            for p in c.namespaces
+            if _PATH_RE.fullmatch(p) and head_name(p) == head
+        ]
+        found.append(
+            NvmeNamespace(
+                name=head,
+                nsid=nsid,
+                uuid=ns_uuid,
+                nguid=nguid,
+                wwid=wwid,
+                size_bytes=_size(hdir),
+                subsystem_name=sname,
+                controllers=tuple(c for c, _ in paths),
+                paths=tuple(p for _, p in paths),
+                native_multipath=True,
+                devpath=roots.devfs(head),
+                sysfs_path=hdir,
+                eui64=eui64,
+            )
+        )
         if seen is not None and ns_uuid is not None:
-            break   # the kernel refuses a second head with the same UUID in a subsystem
+            break  # the kernel refuses a second head with the same UUID in a subsystem
     return sorted(found, key=lambda ns: sysfs.natural_key(ns.name))
 
 
-def _controller_namespaces(roots: HostRoots, sname: str, mine: list[NvmeController],
-                           want_wwid: str | None) -> list[NvmeNamespace]:
+def _controller_namespaces(
+    roots: HostRoots, sname: str, mine: list[NvmeController], want_wwid: str | None
+) -> list[NvmeNamespace]:
     """The namespace devices of each controller itself (native multipath off)."""
     namespaces = []
     for c in mine:
@@ -617,16 +704,29 @@ def _controller_namespaces(roots: HostRoots, sname: str, mine: list[NvmeControll
             if not ok:
                 continue
             nsid, ns_uuid, nguid, wwid, eui64 = _ns_identity(ndir, seen)
-            namespaces.append(NvmeNamespace(
-                name=p, nsid=nsid, uuid=ns_uuid, nguid=nguid, wwid=wwid,
-                size_bytes=_size(ndir), subsystem_name=sname, controllers=(c.name,),
-                paths=(p,), native_multipath=False, devpath=roots.devfs(p),
-                sysfs_path=ndir, eui64=eui64))
+            namespaces.append(
+                NvmeNamespace(
+                    name=p,
+                    nsid=nsid,
+                    uuid=ns_uuid,
+                    nguid=nguid,
+                    wwid=wwid,
+                    size_bytes=_size(ndir),
+                    subsystem_name=sname,
+                    controllers=(c.name,),
+                    paths=(p,),
+                    native_multipath=False,
+                    devpath=roots.devfs(p),
+                    sysfs_path=ndir,
+                    eui64=eui64,
+                )
+            )
     return namespaces
 
 
-def read_namespace(roots: HostRoots, ns: NvmeNamespace, *,
-                   identity_only: bool = False) -> NvmeNamespace | None:
+def read_namespace(
+    roots: HostRoots, ns: NvmeNamespace, *, identity_only: bool = False
+) -> NvmeNamespace | None:
     """``ns`` with its identity and size read again from its own sysfs directory
     (None when the directory is gone).  ``identity_only``: nsid, uuid, nguid and
     wwid only (size and EUI-64 kept from ``ns``: a check before returning a device)."""
@@ -641,5 +741,6 @@ def read_namespace(roots: HostRoots, ns: NvmeNamespace, *,
     nsid, uuid, nguid, wwid, eui64 = _ns_identity(path)
     if nsid is None and wwid is None:
         return None
-    return dataclasses.replace(ns, nsid=nsid, uuid=uuid, nguid=nguid, wwid=wwid,
-                               size_bytes=_size(path), eui64=eui64)
+    return dataclasses.replace(
+        ns, nsid=nsid, uuid=uuid, nguid=nguid, wwid=wwid, size_bytes=_size(path), eui64=eui64
+    )

@@ -25,11 +25,13 @@ NATIVE_MULTIPATH_PARAM = ("module", "nvme_core", "parameters", "multipath")
 
 # Placeholder DMI UUIDs shipped by some firmware (also refused by nvme-cli): every
 # board would get the same host NQN.
-_BOGUS_DMI_UUIDS = frozenset({
-    uuid.UUID("03000200-0400-0500-0006-000700080009"),
-    uuid.UUID("00000000-0000-0000-0000-000000000000"),
-    uuid.UUID("ffffffff-ffff-ffff-ffff-ffffffffffff"),
-})
+_BOGUS_DMI_UUIDS = frozenset(
+    {
+        uuid.UUID("03000200-0400-0500-0006-000700080009"),
+        uuid.UUID("00000000-0000-0000-0000-000000000000"),
+        uuid.UUID("ffffffff-ffff-ffff-ffff-ffffffffffff"),
+    }
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -38,9 +38,13 @@ class HostRoots:
     @classmethod
     def under(cls, base: str) -> HostRoots:
         """Roots of a whole fake host tree at ``base`` (base/sys, base/dev, base/proc, ...)."""
-        return cls(sys=os.path.join(base, "sys"), dev=os.path.join(base, "dev"),
-                   etc=os.path.join(base, "etc"), run=os.path.join(base, "run"),
-                   proc=os.path.join(base, "proc"))
+        return cls(
+            sys=os.path.join(base, "sys"),
+            dev=os.path.join(base, "dev"),
+            etc=os.path.join(base, "etc"),
+            run=os.path.join(base, "run"),
+            proc=os.path.join(base, "proc"),
+        )
 
 
 DEFAULT_ROOTS = HostRoots()

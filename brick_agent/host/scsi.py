@@ -86,21 +86,21 @@ class Hctl:
 @dataclasses.dataclass(frozen=True)
 class ScsiHost:
     number: int
-    proc_name: str | None          # driver: 'iscsi_tcp', 'fcoe', 'scsi_debug', 'qla2xxx', ...
-    scan_path: str                 # where a privileged helper writes "C T L" to scan
+    proc_name: str | None  # driver: 'iscsi_tcp', 'fcoe', 'scsi_debug', 'qla2xxx', ...
+    scan_path: str  # where a privileged helper writes "C T L" to scan
     sysfs_path: str | None = None  # resolved .../hostH device directory
 
 
 @dataclasses.dataclass(frozen=True)
 class ScsiDevice:
     hctl: Hctl
-    name: str | None        # 'sdb' once the disk is bound to sd, else None
-    wwid: str | None        # kernel's device/wwid, stripped ('naa.6001405...'); None if unreadable
+    name: str | None  # 'sdb' once the disk is bound to sd, else None
+    wwid: str | None  # kernel's device/wwid, stripped ('naa.6001405...'); None if unreadable
     vendor: str | None
     model: str | None
-    state: str | None       # 'running', 'offline', 'blocked', 'transport-offline', ...
-    sysfs_path: str         # resolved LUN directory
-    scsi_type: int | None = None   # 0 = disk
+    state: str | None  # 'running', 'offline', 'blocked', 'transport-offline', ...
+    sysfs_path: str  # resolved LUN directory
+    scsi_type: int | None = None  # 0 = disk
     rev: str | None = None
 
     def wwid_candidates(self) -> tuple[str, ...]:
@@ -190,6 +190,7 @@ def same_wwid(a: str | None, b: str | None) -> bool:
 
 # ---------------------------------------------------------------- readers
 
+
 def scsi_hosts(roots: HostRoots = DEFAULT_ROOTS) -> list[ScsiHost]:
     """All SCSI hosts, by number."""
     base = roots.sysfs("class", "scsi_host")
@@ -199,12 +200,14 @@ def scsi_hosts(roots: HostRoots = DEFAULT_ROOTS) -> list[ScsiHost]:
         real = sysfs.resolve(path)
         if real is None:
             continue  # vanished
-        hosts.append(ScsiHost(
-            number=int(entry[4:]),
-            proc_name=sysfs.read_attr(os.path.join(path, "proc_name")),
-            scan_path=os.path.join(path, "scan"),
-            sysfs_path=sysfs.resolve(os.path.join(path, "device")),
-        ))
+        hosts.append(
+            ScsiHost(
+                number=int(entry[4:]),
+                proc_name=sysfs.read_attr(os.path.join(path, "proc_name")),
+                scan_path=os.path.join(path, "scan"),
+                sysfs_path=sysfs.resolve(os.path.join(path, "device")),
+            )
+        )
     return hosts
 
 
@@ -233,7 +236,7 @@ def _disk_name(lun_dir: str) -> str | None:
         return names[0]
     for entry in sysfs.list_dir(lun_dir):  # pre-3.x style 'block:sdX' links
         if entry.startswith("block:"):
-            return entry[len("block:"):]
+            return entry[len("block:") :]
     return None
 
 
@@ -285,8 +288,10 @@ def scsi_device(roots: HostRoots, hctl: Hctl | str) -> ScsiDevice | None:
     if isinstance(hctl, str):
         hctl = Hctl.parse(hctl)
     text = str(hctl)
-    for path in (roots.sysfs("bus", "scsi", "devices", text),
-                 roots.sysfs("class", "scsi_device", text, "device")):
+    for path in (
+        roots.sysfs("bus", "scsi", "devices", text),
+        roots.sysfs("class", "scsi_device", text, "device"),
+    ):
         dev = read_scsi_device(path, hctl)
         if dev is not None:
             return dev

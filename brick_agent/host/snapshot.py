@@ -21,15 +21,19 @@ def _plain(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         if isinstance(obj, scsi.Hctl):
             return str(obj)
-        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)
-                if not f.name.endswith("sysfs_path") and f.name != "device_path"}
+        return {
+            f.name: _plain(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if not f.name.endswith("sysfs_path") and f.name != "device_path"
+        }
     if isinstance(obj, (list, tuple)):
         return [_plain(x) for x in obj]
     return obj
 
 
-def host_snapshot(roots: HostRoots = DEFAULT_ROOTS,
-                  sections: Iterable[str] = SECTIONS) -> dict[str, Any]:
+def host_snapshot(
+    roots: HostRoots = DEFAULT_ROOTS, sections: Iterable[str] = SECTIONS
+) -> dict[str, Any]:
     """Sessions, SCSI LUNs, multipath maps, NVMe controllers/namespaces and FC ports.
 
     A section that fails to read is reported as ``{"error": "..."}`` instead of
@@ -39,8 +43,10 @@ def host_snapshot(roots: HostRoots = DEFAULT_ROOTS,
         "iscsi": lambda: iscsi.iscsi_sessions(roots),
         "scsi": lambda: scsi.scsi_devices(roots),
         "multipath": lambda: multipath.multipath_maps(roots),
-        "nvme": lambda: {"controllers": nvme.nvme_controllers(roots),
-                         "namespaces": nvme.nvme_namespaces(roots)},
+        "nvme": lambda: {
+            "controllers": nvme.nvme_controllers(roots),
+            "namespaces": nvme.nvme_namespaces(roots),
+        },
         "fc": lambda: {"hosts": fc.fc_hosts(roots), "remote_ports": fc.fc_remote_ports(roots)},
     }
     out: dict[str, Any] = {}

@@ -17,11 +17,25 @@ import re
 # root-only attribute; EINVAL/ENODATA/EAGAIN/EBUSY: driver cannot answer now;
 # ENOTCONN/ESHUTDOWN/ECONNRESET: e.g. the current ``address``/``port`` of an
 # iSCSI connection whose socket is down (logging in, recovering, portal dead).
-_UNREADABLE = frozenset({
-    errno.ENOENT, errno.ENOTDIR, errno.ENXIO, errno.EIO, errno.ENODEV,
-    errno.EACCES, errno.EPERM, errno.EINVAL, errno.ENODATA, errno.EAGAIN,
-    errno.EBUSY, errno.EISDIR, errno.ENOTCONN, errno.ESHUTDOWN, errno.ECONNRESET,
-})
+_UNREADABLE = frozenset(
+    {
+        errno.ENOENT,
+        errno.ENOTDIR,
+        errno.ENXIO,
+        errno.EIO,
+        errno.ENODEV,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EINVAL,
+        errno.ENODATA,
+        errno.EAGAIN,
+        errno.EBUSY,
+        errno.EISDIR,
+        errno.ENOTCONN,
+        errno.ESHUTDOWN,
+        errno.ECONNRESET,
+    }
+)
 
 _MAX_LINK_HOPS = 40
 
@@ -112,7 +126,7 @@ def rebase(path: str, alias: str, base: str) -> str:
     if path == alias:
         return base
     if path.startswith(alias + "/"):
-        return base + path[len(alias):]
+        return base + path[len(alias) :]
     return path
 
 

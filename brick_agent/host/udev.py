@@ -52,8 +52,8 @@ LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_POLL_INTERVAL = 0.5
-_MAX_DRAIN = 256          # events coalesced into one re-check
-_MAX_MONITOR_ERRORS = 3   # then fall back to polling
+_MAX_DRAIN = 256  # events coalesced into one re-check
+_MAX_MONITOR_ERRORS = 3  # then fall back to polling
 
 
 _CONTEXT: Any = None
@@ -74,6 +74,7 @@ def shared_context() -> Any:
         with _CONTEXT_LOCK:
             if _CONTEXT is None:
                 import pyudev  # local import: no import-time side effects, optional at runtime
+
                 _CONTEXT = pyudev.Context()
             ctx = _CONTEXT
     return ctx
@@ -86,10 +87,17 @@ class MonitorLike(Protocol):
 class DeviceWatch:
     """Listen for device events while waiting on a predicate (see module doc)."""
 
-    def __init__(self, subsystems: Iterable[str] = ("block",), context: Any = None,
-                 monitor: MonitorLike | None = None, poll_interval: float = DEFAULT_POLL_INTERVAL,
-                 roots: HostRoots = DEFAULT_ROOTS, source: str | None = None,
-                 use_netlink: bool = True, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        subsystems: Iterable[str] = ("block",),
+        context: Any = None,
+        monitor: MonitorLike | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        roots: HostRoots = DEFAULT_ROOTS,
+        source: str | None = None,
+        use_netlink: bool = True,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         if poll_interval <= 0:
             raise ValueError("poll_interval must be positive")
         self.subsystems = tuple(subsystems)
@@ -133,15 +141,18 @@ class DeviceWatch:
             import pyudev  # local import: no import-time side effects, optional at runtime
 
             context = self._context or shared_context()
-            with _CONTEXT_LOCK:   # libudev objects are not thread-safe: one creation at a time
+            with _CONTEXT_LOCK:  # libudev objects are not thread-safe: one creation at a time
                 monitor = pyudev.Monitor.from_netlink(context, source=source)
             for subsystem in self.subsystems:
                 monitor.filter_by(subsystem)
             monitor.start()
         except Exception as exc:  # ImportError, OSError (no netlink in a container), ...
             self.open_error = f"{type(exc).__name__}: {exc}"
-            LOG.debug("udev monitor unavailable (%s); polling every %.2fs", self.open_error,
-                      self.poll_interval)
+            LOG.debug(
+                "udev monitor unavailable (%s); polling every %.2fs",
+                self.open_error,
+                self.poll_interval,
+            )
             self._monitor = None
             self.mode = "poll"
             return
@@ -196,8 +207,9 @@ class DeviceWatch:
         a device), so a "remove" event means the device's links are gone."""
         return self.mode == "netlink-udev"
 
-    def wait_for(self, predicate: Callable[[], T | None], deadline: Deadline,
-                 what: str = "device") -> T:
+    def wait_for(
+        self, predicate: Callable[[], T | None], deadline: Deadline, what: str = "device"
+    ) -> T:
         """Return the first non-``None`` result of ``predicate``; :class:`DeviceNotFound` at the
         deadline."""
         if self.mode == "closed":
@@ -208,9 +220,14 @@ class DeviceWatch:
             self.checks += 1
             result = predicate()
             if result is not None:
-                LOG.debug("%s found after %.3fs (mode=%s, events=%d, checks=%d)", what,
-                          time.monotonic() - started, self.mode,
-                          self.events_seen - events_before, self.checks - checks_before)
+                LOG.debug(
+                    "%s found after %.3fs (mode=%s, events=%d, checks=%d)",
+                    what,
+                    time.monotonic() - started,
+                    self.mode,
+                    self.events_seen - events_before,
+                    self.checks - checks_before,
+                )
                 return result
             left = deadline.remaining()
             if left <= 0:
@@ -218,21 +235,25 @@ class DeviceWatch:
                     f"{what} not found within {deadline.budget:.1f}s "
                     f"(waited {time.monotonic() - started:.1f}s, mode={self.mode}, "
                     f"events={self.events_seen - events_before}, "
-                    f"checks={self.checks - checks_before})")
+                    f"checks={self.checks - checks_before})"
+                )
             self._wait_event(min(self.poll_interval, left))
 
-    def wait_gone(self, present: Callable[[], object], deadline: Deadline,
-                  what: str = "device") -> None:
+    def wait_gone(
+        self, present: Callable[[], object], deadline: Deadline, what: str = "device"
+    ) -> None:
         """Wait until ``present()`` is falsy (device removed); :class:`DeviceNotFound` if it
         stays."""
         try:
-            self.wait_for(lambda: True if not present() else None, deadline,
-                          what=f"removal of {what}")
+            self.wait_for(
+                lambda: True if not present() else None, deadline, what=f"removal of {what}"
+            )
         except DeviceNotFound as exc:
             raise DeviceNotFound(f"{what} still present: {exc}") from None
 
 
 # ---------------------------------------------------------------- udev database
+
 
 def udev_running(roots: HostRoots = DEFAULT_ROOTS) -> bool:
     """True if a udev daemon serves this host (its control socket exists)."""
@@ -278,9 +299,9 @@ def udev_links(roots: HostRoots, name: str) -> tuple[str, ...]:
 class UdevEntry:
     """What udev made for a block device: its database file and its /dev links."""
 
-    name: str                    # kernel name ('sdb', 'dm-3')
-    db_path: str                 # /run/udev/data/b<M>:<m>
-    links: tuple[str, ...]       # absolute paths under roots.dev
+    name: str  # kernel name ('sdb', 'dm-3')
+    db_path: str  # /run/udev/data/b<M>:<m>
+    links: tuple[str, ...]  # absolute paths under roots.dev
 
 
 def udev_entry(roots: HostRoots, name: str) -> UdevEntry | None:
@@ -311,8 +332,9 @@ def udev_forgot(roots: HostRoots, entry: UdevEntry, watch: DeviceWatch | None = 
         return True
     if os.path.exists(entry.db_path):
         return False
-    return not any(_points_to(link, entry.name) for link in entry.links) \
-        and not dangling_links_to(roots, entry.name)
+    return not any(_points_to(link, entry.name) for link in entry.links) and not dangling_links_to(
+        roots, entry.name
+    )
 
 
 def _points_to(link: str, name: str) -> bool:
@@ -336,8 +358,11 @@ def dangling_links_to(roots: HostRoots, name: str) -> list[str]:
             links = os.listdir(os.path.join(base, kind))
         except OSError:
             continue
-        found += [os.path.join(base, kind, link) for link in links
-                  if _points_to(os.path.join(base, kind, link), name)]
+        found += [
+            os.path.join(base, kind, link)
+            for link in links
+            if _points_to(os.path.join(base, kind, link), name)
+        ]
     return found
 
 
@@ -370,14 +395,15 @@ def link_claims_settled(roots: HostRoots, link: str) -> bool:
         if ":" not in devnum:
             continue
         if not os.path.exists(roots.sysfs("dev", "block", devnum)):
-            return False           # its removal is queued in udev
+            return False  # its removal is queued in udev
         if not os.path.exists(roots.runfs("udev", "data", "b" + devnum)):
-            return False           # udev is still processing it
+            return False  # udev is still processing it
     return True
 
 
-def udev_settled_for(roots: HostRoots, name: str, deadline: Deadline,
-                     watch: DeviceWatch | None = None) -> bool:
+def udev_settled_for(
+    roots: HostRoots, name: str, deadline: Deadline, watch: DeviceWatch | None = None
+) -> bool:
     """Wait until udev has processed block device ``name`` (its database entry exists,
     so its /dev/disk links are in place).
 

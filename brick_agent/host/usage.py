@@ -80,9 +80,8 @@ def mount_entries(mountinfo: str) -> list[tuple[str, str, str | None]]:
         fields = line.split()
         if len(fields) < 7 or "-" not in fields[6:]:
             continue
-        tail = fields[fields.index("-", 6) + 1:]
-        out.append((fields[2], _unescape(fields[4]),
-                    _unescape(tail[1]) if len(tail) > 1 else None))
+        tail = fields[fields.index("-", 6) + 1 :]
+        out.append((fields[2], _unescape(fields[4]), _unescape(tail[1]) if len(tail) > 1 else None))
     return out
 
 
@@ -90,7 +89,7 @@ def mounted_devices(roots: HostRoots = DEFAULT_ROOTS) -> dict[str, str]:
     """Kernel name -> mount point of every block device with a mounted filesystem
     (the first mount point listed; ``/`` wins)."""
     out: dict[str, str] = {}
-    names: dict[tuple[str, str | None], str | None] = {}   # bind mounts repeat a device
+    names: dict[tuple[str, str | None], str | None] = {}  # bind mounts repeat a device
     for devnum, point, source in mount_entries(roots.procfs("self", "mountinfo")):
         key = (devnum, source)
         if key not in names:
@@ -116,8 +115,10 @@ def swap_devices(roots: HostRoots = DEFAULT_ROOTS) -> set[str]:
 def host_uses(roots: HostRoots = DEFAULT_ROOTS) -> dict[str, str]:
     """Kernel name -> what the host uses it for (``root filesystem``, ``swap``,
     ``filesystem mounted at /x``)."""
-    uses = {name: "root filesystem" if point == "/" else f"filesystem mounted at {point}"
-            for name, point in mounted_devices(roots).items()}
+    uses = {
+        name: "root filesystem" if point == "/" else f"filesystem mounted at {point}"
+        for name, point in mounted_devices(roots).items()
+    }
     for name in swap_devices(roots):
         uses.setdefault(name, "swap")
     return uses
@@ -127,8 +128,7 @@ def _partitions(roots: HostRoots, name: str) -> list[str]:
     real = sysfs.resolve(roots.sysfs("class", "block", name))
     if real is None:
         return []
-    return [e for e in sysfs.list_dir(real)
-            if os.path.exists(os.path.join(real, e, "partition"))]
+    return [e for e in sysfs.list_dir(real) if os.path.exists(os.path.join(real, e, "partition"))]
 
 
 def stacked_on(roots: HostRoots, name: str) -> list[str]:
@@ -145,8 +145,9 @@ def stacked_on(roots: HostRoots, name: str) -> list[str]:
     return seen
 
 
-def uses_of(roots: HostRoots, names: list[str] | tuple[str, ...],
-            uses: dict[str, str] | None = None) -> list[str]:
+def uses_of(
+    roots: HostRoots, names: list[str] | tuple[str, ...], uses: dict[str, str] | None = None
+) -> list[str]:
     """What the host uses ``names`` (or anything on them) for: ``['sdc1: root filesystem']``;
     empty when nothing.  ``uses``: :func:`host_uses` when the caller read it already."""
     if uses is None:
@@ -170,9 +171,13 @@ def boot_targets(roots: HostRoots = DEFAULT_ROOTS) -> list[BootTarget]:
             iqn = sysfs.read_attr(os.path.join(tdir, "target-name"))
             if not iqn:
                 continue
-            out.append(BootTarget(iqn=iqn,
-                                  address=sysfs.read_attr(os.path.join(tdir, "ip-addr")) or None,
-                                  port=sysfs.read_int(os.path.join(tdir, "port"))))
+            out.append(
+                BootTarget(
+                    iqn=iqn,
+                    address=sysfs.read_attr(os.path.join(tdir, "ip-addr")) or None,
+                    port=sysfs.read_int(os.path.join(tdir, "port")),
+                )
+            )
     return out
 
 
@@ -184,8 +189,9 @@ def is_ip(address: str | None) -> bool:
     return True
 
 
-def is_boot_target(roots: HostRoots, iqn: str, address: str | None = None,
-                   port: int | None = None) -> bool:
+def is_boot_target(
+    roots: HostRoots, iqn: str, address: str | None = None, port: int | None = None
+) -> bool:
     """True if the firmware booted from target ``iqn`` (at that address/port when both
     sides know it: a host name or a missing field matches any)."""
     want = normalize_address(address) if is_ip(address) else None
@@ -213,15 +219,21 @@ def device_users(roots: HostRoots, name: str) -> list[str]:
             keep()
     """
     from brick_agent.host.holders import open_holders
+
     names = [name] + _partitions(roots, name)
-    users = [f"{n} held by {h}" for n in names
-             for h in sysfs.list_dir(roots.sysfs("class", "block", n, "holders"))]
+    users = [
+        f"{n} held by {h}"
+        for n in names
+        for h in sysfs.list_dir(roots.sysfs("class", "block", n, "holders"))
+    ]
     try:
         users += uses_of(roots, names)
     except OSError as exc:
         users.append(f"unknown (mount or swap table unreadable: {exc.strerror})")
     unreadable: list[str] = []
-    users += [f"{name} open by pid {pid} ({command})"
-              for pid, command in open_holders(roots, names, unreadable=unreadable)]
+    users += [
+        f"{name} open by pid {pid} ({command})"
+        for pid, command in open_holders(roots, names, unreadable=unreadable)
+    ]
     users += [f"unknown (/proc/{pid}/fd unreadable)" for pid in unreadable]
     return users

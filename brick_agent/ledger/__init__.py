@@ -9,8 +9,20 @@
 """
 
 from brick_agent.ledger.reconcile import records_attach, records_detach
-from brick_agent.ledger.store import (AttachmentLedger, AttachmentsUnknown, LedgerCorrupt,
-                                      LedgerError, LedgerUnreadable)
+from brick_agent.ledger.store import (
+    AttachmentLedger,
+    AttachmentsUnknown,
+    LedgerCorrupt,
+    LedgerError,
+    LedgerUnreadable,
+)
 
-__all__ = ["AttachmentLedger", "AttachmentsUnknown", "LedgerCorrupt", "LedgerError",
-           "LedgerUnreadable", "records_attach", "records_detach"]
+__all__ = [
+    "AttachmentLedger",
+    "AttachmentsUnknown",
+    "LedgerCorrupt",
+    "LedgerError",
+    "LedgerUnreadable",
+    "records_attach",
+    "records_detach",
+]

@@ -79,9 +79,11 @@ _IN_LEDGER = threading.local()
 def records_attach(func: Callable[..., DeviceInfo]) -> Callable[..., DeviceInfo]:
     """Decorator of a connector's ``connect_volume``: the attachment is recorded
     (see module doc)."""
+
     @functools.wraps(func)
-    def connect_volume(self: Connector, connection_properties: Mapping[str, Any],
-                       *args: Any, **kwargs: Any) -> DeviceInfo:
+    def connect_volume(
+        self: Connector, connection_properties: Mapping[str, Any], *args: Any, **kwargs: Any
+    ) -> DeviceInfo:
         if self.ledger is None or getattr(_IN_LEDGER, "active", False):
             return func(self, connection_properties, *args, **kwargs)
         keys = self._ledger_lookup(connection_properties)
@@ -92,16 +94,22 @@ def records_attach(func: Callable[..., DeviceInfo]) -> Callable[..., DeviceInfo]
             return _connect(self, func, connection_properties, keys, *args, **kwargs)
         finally:
             _IN_LEDGER.active = False
+
     return connect_volume
 
 
 def records_detach(func: Callable[..., None]) -> Callable[..., None]:
     """Decorator of a connector's ``disconnect_volume``: the device goes only with its last
     attachment, and only if it is the volume the call names (see module doc)."""
+
     @functools.wraps(func)
-    def disconnect_volume(self: Connector, connection_properties: Mapping[str, Any],
-                          device_info: Mapping[str, Any] | None, force: bool = False,
-                          ignore_errors: bool = False) -> None:
+    def disconnect_volume(
+        self: Connector,
+        connection_properties: Mapping[str, Any],
+        device_info: Mapping[str, Any] | None,
+        force: bool = False,
+        ignore_errors: bool = False,
+    ) -> None:
         if self.ledger is None or getattr(_IN_LEDGER, "active", False):
             return func(self, connection_properties, device_info, force, ignore_errors)
         keys = self._ledger_lookup(connection_properties)
@@ -109,17 +117,26 @@ def records_detach(func: Callable[..., None]) -> Callable[..., None]:
             return func(self, connection_properties, device_info, force, ignore_errors)
         _IN_LEDGER.active = True
         try:
-            return _disconnect(self, func, connection_properties, device_info, keys,
-                               bool(force), bool(ignore_errors))
+            return _disconnect(
+                self,
+                func,
+                connection_properties,
+                device_info,
+                keys,
+                bool(force),
+                bool(ignore_errors),
+            )
         finally:
             _IN_LEDGER.active = False
+
     return disconnect_volume
 
 
 def _volume_lock(self: Connector, keys: list[str]):
     name = locking.safe_lock_name("volume", keys[0])
-    return locking.external_lock(name, lock_path=self.opts.lock_path,
-                                 timeout=max(60.0, self.opts.device_wait_timeout * 4))
+    return locking.external_lock(
+        name, lock_path=self.opts.lock_path, timeout=max(60.0, self.opts.device_wait_timeout * 4)
+    )
 
 
 def _identities_now(self: Connector, keys: list[str]) -> dict[str, str | None]:
@@ -148,16 +165,25 @@ def _drop_stale(data: dict[str, Any], key: str, why: str) -> None:
     """Remove a stale entry and remember what its address carried (a tombstone)."""
     entry = data["volumes"].pop(key)
     LOG.warning("ledger entry %s dropped: %s", key, why)
-    data.setdefault("replaced", []).append({"lookup": list(entry.get("lookup") or ()),
-                             "identity": entry.get("identity"),
-                             "volume_id": entry.get("volume_id"), "at": time.time(),
-                             "why": why})
-    del data["replaced"][:-ledgermod.MAX_REPLACED]
+    data.setdefault("replaced", []).append(
+        {
+            "lookup": list(entry.get("lookup") or ()),
+            "identity": entry.get("identity"),
+            "volume_id": entry.get("volume_id"),
+            "at": time.time(),
+            "why": why,
+        }
+    )
+    del data["replaced"][: -ledgermod.MAX_REPLACED]
 
 
-def _live_entry(self: Connector, data: dict[str, Any], keys: list[str],
-                volume_id: Any = None,
-                seen: Mapping[str, str | None] | None = None) -> tuple[str, dict[str, Any]] | None:
+def _live_entry(
+    self: Connector,
+    data: dict[str, Any],
+    keys: list[str],
+    volume_id: Any = None,
+    seen: Mapping[str, str | None] | None = None,
+) -> tuple[str, dict[str, Any]] | None:
     """The volume's entry if its device still is what it was; stale entries are dropped.
 
     A different ``volume_id`` behind the same target+LUN means the array reused the
@@ -170,8 +196,11 @@ def _live_entry(self: Connector, data: dict[str, Any], keys: list[str],
         return None
     key, entry = found
     if volume_id and entry.get("volume_id") and entry["volume_id"] != volume_id:
-        _drop_stale(data, key, f"it is volume {entry['volume_id']}, the address now "
-                               f"belongs to volume {volume_id}")
+        _drop_stale(
+            data,
+            key,
+            f"it is volume {entry['volume_id']}, the address now belongs to volume {volume_id}",
+        )
         return None
     path = (entry.get("device_info") or {}).get("path")
     if seen is not None and path is not None and path in seen:
@@ -179,8 +208,9 @@ def _live_entry(self: Connector, data: dict[str, Any], keys: list[str],
     else:
         now = ledgermod.device_identity(self.roots, path)
     if not ledgermod.same_identity(now, entry.get("identity")):
-        _drop_stale(data, key, f"{path} is " + ("gone" if now is None else f"identity {now}")
-                    + " now")
+        _drop_stale(
+            data, key, f"{path} is " + ("gone" if now is None else f"identity {now}") + " now"
+        )
         return None
     if not entry.get("attachments"):
         return None
@@ -191,7 +221,9 @@ def _wants_read_only(attachments: Mapping[str, Any]) -> bool:
     """Read-only only while every attachment is ro and was made with an attachment id."""
     return bool(attachments) and all(
         a not in (ledgermod.DEFAULT_ATTACHMENT, ledgermod.UNKNOWN_ATTACHMENT)
-        and (rec or {}).get("access_mode") == "ro" for a, rec in attachments.items())
+        and (rec or {}).get("access_mode") == "ro"
+        for a, rec in attachments.items()
+    )
 
 
 def _is_read_only(entry: Mapping[str, Any]) -> bool:
@@ -213,8 +245,9 @@ def _set_access(self: Connector, info: Mapping[str, Any], read_only: bool) -> No
     LOG.info("%s made %s", info.get("path"), "read-only" if read_only else "writable")
 
 
-def _apply_access(self: Connector, info: Mapping[str, Any], was_ro: bool,
-                  attachments: Mapping[str, Any]) -> bool:
+def _apply_access(
+    self: Connector, info: Mapping[str, Any], was_ro: bool, attachments: Mapping[str, Any]
+) -> bool:
     """Make the device's read-only flag what ``attachments`` want; return the new flag."""
     want = _wants_read_only(attachments)
     if want != was_ro:
@@ -226,8 +259,14 @@ def _intent(keys: list[str], att: str, mode: str) -> dict[str, Any]:
     return {"lookup": keys, "attachment_id": att, "access_mode": mode, "since": time.time()}
 
 
-def _connect(self: Connector, func: Callable[..., DeviceInfo], props: Mapping[str, Any],
-             keys: list[str], *args: Any, **kwargs: Any) -> DeviceInfo:
+def _connect(
+    self: Connector,
+    func: Callable[..., DeviceInfo],
+    props: Mapping[str, Any],
+    keys: list[str],
+    *args: Any,
+    **kwargs: Any,
+) -> DeviceInfo:
     ledger = self.ledger
     assert ledger is not None
     att = ledgermod.attachment_id(props)
@@ -247,8 +286,11 @@ def _connect(self: Connector, func: Callable[..., DeviceInfo], props: Mapping[st
             with ledger.transaction() as data:
                 stale = ledgermod.find_entry(data, keys)
                 if stale is not None:
-                    _drop_stale(data, stale[0], f"{reuse.get('path')} is no longer the volume "
-                                                "(revalidation)")
+                    _drop_stale(
+                        data,
+                        stale[0],
+                        f"{reuse.get('path')} is no longer the volume (revalidation)",
+                    )
                 data["pending"].append(_intent(keys, att, mode))
             reuse = None
         if reuse is not None:
@@ -277,16 +319,19 @@ def _connect(self: Connector, func: Callable[..., DeviceInfo], props: Mapping[st
             ledgermod.drop_pending(data, keys, att)
             old = _entry_of_device(data, self.protocol, keys, ident, pop=True)
             if ident is None:
-                LOG.warning("%s has no identity; attachment %s not recorded", info.get("path"),
-                            att)
+                LOG.warning("%s has no identity; attachment %s not recorded", info.get("path"), att)
                 return info
             attachments = dict(old.get("attachments") or {}) if old else {}
             attachments[att] = record
             data["volumes"][ledgermod.volume_key(self.protocol, ident)] = {
-                "protocol": self.protocol, "identity": ident, "lookup": keys,
+                "protocol": self.protocol,
+                "identity": ident,
+                "lookup": keys,
                 "volume_id": _plain_id(props.get("volume_id")),
-                "device_info": _storable(info), "attachments": attachments,
-                "read_only": read_only}
+                "device_info": _storable(info),
+                "attachments": attachments,
+                "read_only": read_only,
+            }
         return info
 
 
@@ -309,14 +354,18 @@ def _result_identity(self: Connector, info: Mapping[str, Any]) -> str | None:
         return ident
     with udev.DeviceWatch(roots=self.roots, poll_interval=0.25) as watch:
         try:
-            return watch.wait_for(lambda: ledgermod.device_identity(self.roots, path),
-                                  Deadline.after(RESULT_LINK_WAIT), what=f"{path} to resolve")
+            return watch.wait_for(
+                lambda: ledgermod.device_identity(self.roots, path),
+                Deadline.after(RESULT_LINK_WAIT),
+                what=f"{path} to resolve",
+            )
         except DeviceNotFound:
             return None
 
 
-def _entry_of_device(data: dict[str, Any], protocol: str, keys: list[str], ident: str | None,
-                     *, pop: bool = False) -> dict[str, Any] | None:
+def _entry_of_device(
+    data: dict[str, Any], protocol: str, keys: list[str], ident: str | None, *, pop: bool = False
+) -> dict[str, Any] | None:
     """The entry of the device just attached: found by lookup keys or by identity.
 
     An entry at the keys with another identity is stale (dropped when ``pop``); one
@@ -329,9 +378,15 @@ def _entry_of_device(data: dict[str, Any], protocol: str, keys: list[str], ident
             _drop_stale(data, found[0], f"the address now carries {ident}")
         found = None
     if found is None and ident is not None:
-        found = next(((k, e) for k, e in data["volumes"].items()
-                      if e.get("protocol") == protocol
-                      and ledgermod.same_identity(e.get("identity"), ident)), None)
+        found = next(
+            (
+                (k, e)
+                for k, e in data["volumes"].items()
+                if e.get("protocol") == protocol
+                and ledgermod.same_identity(e.get("identity"), ident)
+            ),
+            None,
+        )
     if found is None:
         return None
     if pop:
@@ -339,25 +394,32 @@ def _entry_of_device(data: dict[str, Any], protocol: str, keys: list[str], ident
     return found[1]
 
 
-def _add_attachment(self: Connector, keys: list[str], att: str, record: dict[str, Any],
-                    reuse: dict[str, Any]) -> DeviceInfo:
+def _add_attachment(
+    self: Connector, keys: list[str], att: str, record: dict[str, Any], reuse: dict[str, Any]
+) -> DeviceInfo:
     """A new attachment shares the recorded (revalidated) device."""
     ledger = self.ledger
     assert ledger is not None
     found = ledgermod.find_entry(ledger.read(), keys)
     if found is None:
         raise ledgermod.LedgerError("volume vanished while adding an attachment")
-    read_only = _apply_access(self, reuse, _is_read_only(found[1]),
-                              {**found[1]["attachments"], att: record})
-    seen = _identities_now(self, keys)   # read again: after the revalidation
+    read_only = _apply_access(
+        self, reuse, _is_read_only(found[1]), {**found[1]["attachments"], att: record}
+    )
+    seen = _identities_now(self, keys)  # read again: after the revalidation
     with ledger.transaction() as data:
         live = _live_entry(self, data, keys, seen=seen)
         if live is None:
             raise ledgermod.LedgerError("volume vanished while adding an attachment")
         live[1]["attachments"][att] = record
         live[1]["read_only"] = read_only
-    LOG.info("attachment %s added to %s (%s), device %s", att, live[0], record["access_mode"],
-             reuse.get("path"))
+    LOG.info(
+        "attachment %s added to %s (%s), device %s",
+        att,
+        live[0],
+        record["access_mode"],
+        reuse.get("path"),
+    )
     return reuse
 
 
@@ -378,21 +440,33 @@ def _storable(info: Mapping[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- detach
 
+
 class _Claim:
     """What a disconnect call says about which volume it is for."""
 
-    def __init__(self, self_: Connector, props: Mapping[str, Any],
-                 device_info: Mapping[str, Any] | None) -> None:
+    def __init__(
+        self, self_: Connector, props: Mapping[str, Any], device_info: Mapping[str, Any] | None
+    ) -> None:
         self.volume_id = _plain_id(props.get("volume_id"))
         info = device_info or {}
-        self.identity = next((str(info[k]) for k in ("scsi_wwn", "multipath_id")
-                              if isinstance(info.get(k), str) and info[k].strip()), None)
+        self.identity = next(
+            (
+                str(info[k])
+                for k in ("scsi_wwn", "multipath_id")
+                if isinstance(info.get(k), str) and info[k].strip()
+            ),
+            None,
+        )
         # Nova's data['device_path'] (or device_info's path): only a contradiction counts,
         # since the kernel reuses names ('sda' can be the new volume now)
-        paths = [p for p in (info.get("path"), props.get("device_path"))
-                 if isinstance(p, str) and p.startswith("/")]
-        self.path_identities = [i for i in (ledgermod.device_identity(self_.roots, p)
-                                            for p in paths) if i]
+        paths = [
+            p
+            for p in (info.get("path"), props.get("device_path"))
+            if isinstance(p, str) and p.startswith("/")
+        ]
+        self.path_identities = [
+            i for i in (ledgermod.device_identity(self_.roots, p) for p in paths) if i
+        ]
 
     def verdict(self, entry: Mapping[str, Any]) -> str:
         """'same' (the entry's volume), 'other' (another volume), 'unknown' (cannot tell)."""
@@ -411,8 +485,7 @@ class _Claim:
         """Does the call name the replaced volume of tombstone ``tomb``?"""
         if self.volume_id and tomb.get("volume_id") == self.volume_id:
             return True
-        return bool(self.identity) and ledgermod.same_identity(self.identity,
-                                                               tomb.get("identity"))
+        return bool(self.identity) and ledgermod.same_identity(self.identity, tomb.get("identity"))
 
 
 def _tombstones(data: Mapping[str, Any], keys: list[str]) -> list[dict[str, Any]]:
@@ -427,9 +500,15 @@ def _forget_named(data: dict[str, Any], claim: _Claim) -> None:
         data["replaced"] = [t for t in tombs if not claim.names(t)]
 
 
-def _disconnect(self: Connector, func: Callable[..., None], props: Mapping[str, Any],
-                device_info: Mapping[str, Any] | None, keys: list[str], force: bool,
-                ignore_errors: bool) -> None:
+def _disconnect(
+    self: Connector,
+    func: Callable[..., None],
+    props: Mapping[str, Any],
+    device_info: Mapping[str, Any] | None,
+    keys: list[str],
+    force: bool,
+    ignore_errors: bool,
+) -> None:
     ledger = self.ledger
     assert ledger is not None
     att = ledgermod.attachment_id(props)
@@ -462,9 +541,16 @@ def _disconnect(self: Connector, func: Callable[..., None], props: Mapping[str, 
             _forget_named(data, claim)
 
 
-def _detach_decision(self: Connector, data: dict[str, Any], keys: list[str], att: str,
-                     claim: _Claim, seen: Mapping[str, str | None], rebuilt_ids: list[str],
-                     force: bool) -> dict[str, Any]:
+def _detach_decision(
+    self: Connector,
+    data: dict[str, Any],
+    keys: list[str],
+    att: str,
+    claim: _Claim,
+    seen: Mapping[str, str | None],
+    rebuilt_ids: list[str],
+    force: bool,
+) -> dict[str, Any]:
     """Inside the ledger transaction: may this disconnect remove the device?
 
     Returns ``{}`` (remove, no record: the os-brick behaviour), ``{'device_info',
@@ -487,42 +573,65 @@ def _detach_decision(self: Connector, data: dict[str, Any], keys: list[str], att
             # the recorded device now carries another volume (or is gone): anchor the
             # detach to the identity this address carried when we attached it
             target = tombs[-1]
-        if not target.get("identity") or (self.protocol == "NVMEOF" and not _uuid_of(
-                target["identity"])):
-            LOG.warning("disconnect of %s: the recorded device is gone or reused and its "
-                        "identity cannot anchor the detach; nothing removed", ",".join(keys))
+        if not target.get("identity") or (
+            self.protocol == "NVMEOF" and not _uuid_of(target["identity"])
+        ):
+            LOG.warning(
+                "disconnect of %s: the recorded device is gone or reused and its "
+                "identity cannot anchor the detach; nothing removed",
+                ",".join(keys),
+            )
             return {"keep": True}
-        LOG.info("disconnect of %s: the recorded device is gone or carries another volume; "
-                 "removing only what is left of %s", ",".join(keys), target["identity"])
-        return {"device_info": _anchor_info(self.protocol, target["identity"]),
-                "identity": target["identity"]}
+        LOG.info(
+            "disconnect of %s: the recorded device is gone or carries another volume; "
+            "removing only what is left of %s",
+            ",".join(keys),
+            target["identity"],
+        )
+        return {
+            "device_info": _anchor_info(self.protocol, target["identity"]),
+            "identity": target["identity"],
+        }
     key, entry = live
     verdict = claim.verdict(entry)
     if verdict == "other":
-        LOG.warning("disconnect names another volume than %s (volume %s, %s), which this "
-                    "address carries now: nothing removed", key, entry.get("volume_id"),
-                    entry.get("identity"))
+        LOG.warning(
+            "disconnect names another volume than %s (volume %s, %s), which this "
+            "address carries now: nothing removed",
+            key,
+            entry.get("volume_id"),
+            entry.get("identity"),
+        )
         _forget_named(data, claim)
         return {"keep": True}
     if verdict == "unknown" and _tombstones(data, keys):
-        why = (f"detach of attachment {att} kept {entry['device_info'].get('path')}: its "
-               "address was reused by another volume and the call names neither volume_id "
-               "nor device_info; it may be the replaced volume's detach")
+        why = (
+            f"detach of attachment {att} kept {entry['device_info'].get('path')}: its "
+            "address was reused by another volume and the call names neither volume_id "
+            "nor device_info; it may be the replaced volume's detach"
+        )
         LOG.warning("%s", why)
         entry["detach_kept"] = {"at": time.time(), "attachment": att, "why": why}
         return {"keep": True}
     atts = entry["attachments"]
     if att not in atts:
-        LOG.warning("disconnect of %s for attachment %s, which is not one of %s: "
-                    "nothing removed", key, att, sorted(atts))
+        LOG.warning(
+            "disconnect of %s for attachment %s, which is not one of %s: nothing removed",
+            key,
+            att,
+            sorted(atts),
+        )
         return {"keep": True}
     del atts[att]
     entry.pop("detach_kept", None)
     if set(atts) == {ledgermod.UNKNOWN_ATTACHMENT} and not force:
-        return {"raise": ledgermod.AttachmentsUnknown(
-            f"{entry['device_info'].get('path')} ({key}) kept: the ledger was rebuilt after "
-            "corruption and other attachments of it may be live; disconnect with force=True "
-            "once no instance on this host uses it")}
+        return {
+            "raise": ledgermod.AttachmentsUnknown(
+                f"{entry['device_info'].get('path')} ({key}) kept: the ledger was rebuilt after "
+                "corruption and other attachments of it may be live; disconnect with force=True "
+                "once no instance on this host uses it"
+            )
+        }
     if atts and set(atts) != {ledgermod.UNKNOWN_ATTACHMENT}:
         LOG.info("attachment %s of %s dropped; device kept for %s", att, key, sorted(atts))
         want = _wants_read_only(atts)
@@ -547,26 +656,36 @@ def _rebuilt_identities(self: Connector, props: Mapping[str, Any], keys: list[st
         data = self.ledger.read()
     except ledgermod.LedgerCorrupt:
         data = None
-    if data is not None and (ledgermod.find_entry(data, keys) is not None or not any(
+    if data is not None and (
+        ledgermod.find_entry(data, keys) is not None
+        or not any(
             ledgermod.UNKNOWN_ATTACHMENT in (e.get("attachments") or {})
-            for e in data["volumes"].values())):
+            for e in data["volumes"].values()
+        )
+    ):
         return []
     idents = (ledgermod.device_identity(self.roots, p) for p in self.get_volume_paths(props))
     return [i for i in idents if i]
 
 
-def _unknown_decision(self: Connector, data: dict[str, Any], rebuilt_ids: list[str],
-                      force: bool) -> dict[str, Any]:
+def _unknown_decision(
+    self: Connector, data: dict[str, Any], rebuilt_ids: list[str], force: bool
+) -> dict[str, Any]:
     """No entry at the address: is the device one the rebuilt ledger holds as unknown?"""
     for key, entry in list(data["volumes"].items()):
-        if (ledgermod.UNKNOWN_ATTACHMENT in (entry.get("attachments") or {})
-                and entry.get("protocol") == self.protocol
-                and any(ledgermod.same_identity(i, entry.get("identity")) for i in rebuilt_ids)):
+        if (
+            ledgermod.UNKNOWN_ATTACHMENT in (entry.get("attachments") or {})
+            and entry.get("protocol") == self.protocol
+            and any(ledgermod.same_identity(i, entry.get("identity")) for i in rebuilt_ids)
+        ):
             if not force:
-                return {"raise": ledgermod.AttachmentsUnknown(
-                    f"{(entry.get('device_info') or {}).get('path')} ({key}) kept: the ledger "
-                    "was rebuilt after corruption and attachments of it may be live; "
-                    "disconnect with force=True once no instance on this host uses it")}
+                return {
+                    "raise": ledgermod.AttachmentsUnknown(
+                        f"{(entry.get('device_info') or {}).get('path')} ({key}) kept: the ledger "
+                        "was rebuilt after corruption and attachments of it may be live; "
+                        "disconnect with force=True once no instance on this host uses it"
+                    )
+                }
             LOG.warning("forced disconnect of %s, whose attachments were unknown", key)
             del data["volumes"][key]
     return {}
@@ -575,7 +694,7 @@ def _unknown_decision(self: Connector, data: dict[str, Any], rebuilt_ids: list[s
 def _uuid_of(identity: str | None) -> str | None:
     """The namespace UUID of an NVMe wwid ``uuid.<uuid>`` (None for eui./nvme. forms)."""
     ident = (identity or "").strip().lower()
-    return ident[len("uuid."):] if ident.startswith("uuid.") and len(ident) == 41 else None
+    return ident[len("uuid.") :] if ident.startswith("uuid.") and len(ident) == 41 else None
 
 
 def _anchor_info(protocol: str, identity: str) -> dict[str, Any]:
@@ -585,8 +704,9 @@ def _anchor_info(protocol: str, identity: str) -> dict[str, Any]:
     return {"type": "block", "scsi_wwn": identity}
 
 
-def _anchored_props(protocol: str, props: Mapping[str, Any],
-                    identity: str | None) -> Mapping[str, Any]:
+def _anchored_props(
+    protocol: str, props: Mapping[str, Any], identity: str | None
+) -> Mapping[str, Any]:
     """NVMe-oF properties (new format) naming the namespace by NSID only get the
     recorded UUID, so the connector removes only that namespace."""
     if protocol != "NVMEOF" or props.get("vol_uuid") or "target_nqn" not in props:

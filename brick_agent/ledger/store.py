@@ -117,10 +117,15 @@ def attachment_id(props: Mapping[str, Any], fallback: str | None = None) -> str:
 
 
 def _check_id(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not value or len(value) > MAX_ID or any(
-            ord(c) < 32 for c in value):
-        raise InvalidArgument(f"{what} must be a non-empty printable string of at most "
-                              f"{MAX_ID} characters")
+    if (
+        not isinstance(value, str)
+        or not value
+        or len(value) > MAX_ID
+        or any(ord(c) < 32 for c in value)
+    ):
+        raise InvalidArgument(
+            f"{what} must be a non-empty printable string of at most {MAX_ID} characters"
+        )
     if value == UNKNOWN_ATTACHMENT:
         raise InvalidArgument(f"{what} {value!r} is reserved")
     return value
@@ -142,7 +147,7 @@ def identity_of(dev: BlockDevice | None) -> str | None:
     if dev is None:
         return None
     if dev.dm_uuid and dev.dm_uuid.startswith("mpath-"):
-        return dev.dm_uuid[len("mpath-"):]
+        return dev.dm_uuid[len("mpath-") :]
     return dev.wwid
 
 
@@ -163,7 +168,7 @@ def device_identity(roots: HostRoots, path: str | None) -> str | None:
         return identity_of(block_device_for_path(roots, path))
     dm_uuid = sysfs.read_attr(os.path.join(real, "dm", "uuid"))
     if dm_uuid and dm_uuid.startswith("mpath-"):
-        return dm_uuid[len("mpath-"):]
+        return dm_uuid[len("mpath-") :]
     wwid = sysfs.read_attr(os.path.join(real, "wwid"))
     if wwid:
         return wwid
@@ -182,16 +187,21 @@ def same_identity(a: str | None, b: str | None) -> bool:
 class AttachmentLedger:
     """The persisted ledger at ``path`` (see the module doc for the format)."""
 
-    def __init__(self, path: str, *, lock_path: str | None = None,
-                 lock_timeout: float | None = 60.0,
-                 roots: HostRoots = DEFAULT_ROOTS) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        lock_path: str | None = None,
+        lock_timeout: float | None = 60.0,
+        roots: HostRoots = DEFAULT_ROOTS,
+    ) -> None:
         if not path or not os.path.isabs(path):
             raise InvalidArgument(f"ledger path must be absolute: {path!r}")
         self.path = path
         self.lock_path = lock_path
         self.lock_timeout = lock_timeout
-        self.roots = roots          # the host a corrupt ledger is rebuilt from
-        self._swept = False         # crashed writers' temp files removed (once per process)
+        self.roots = roots  # the host a corrupt ledger is rebuilt from
+        self._swept = False  # crashed writers' temp files removed (once per process)
 
     @classmethod
     def from_conf(cls, conf: Any) -> AttachmentLedger | None:
@@ -221,19 +231,30 @@ class AttachmentLedger:
 
     def _recover(self, exc: LedgerCorrupt) -> dict[str, Any]:
         """Move the corrupt file aside and rebuild: kernel volumes, attachments unknown."""
-        aside = (f"{self.path}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-"
-                 f"{os.urandom(4).hex()}")
-        os.replace(self.path, aside)     # an OSError here is raised: nothing is decided
+        aside = (
+            f"{self.path}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-"
+            f"{os.urandom(4).hex()}"
+        )
+        os.replace(self.path, aside)  # an OSError here is raised: nothing is decided
         data = _empty()
         now = time.time()
         for vol in _kernel_volumes(self.roots):
             data["volumes"][volume_key(vol["protocol"], vol["identity"])] = {
-                **vol, "lookup": [], "volume_id": None,
-                "attachments": {UNKNOWN_ATTACHMENT: {"access_mode": "rw", "since": now}}}
+                **vol,
+                "lookup": [],
+                "volume_id": None,
+                "attachments": {UNKNOWN_ATTACHMENT: {"access_mode": "rw", "since": now}},
+            }
         data["recovered"] = {"at": now, "aside": aside, "reason": str(exc)}
-        LOG.error("attachment ledger %s is corrupt (%s); moved to %s and rebuilt from the "
-                  "kernel: %d volume(s) present, their attachments unknown (a detach keeps "
-                  "them unless forced)", self.path, exc, aside, len(data["volumes"]))
+        LOG.error(
+            "attachment ledger %s is corrupt (%s); moved to %s and rebuilt from the "
+            "kernel: %d volume(s) present, their attachments unknown (a detach keeps "
+            "them unless forced)",
+            self.path,
+            exc,
+            aside,
+            len(data["volumes"]),
+        )
         self._write_locked(data)
         return data
 
@@ -298,15 +319,14 @@ class AttachmentLedger:
         name = locking.safe_lock_name(LOCK_NAME)
         own_error: BaseException | None = None
         try:
-            with locking.external_lock(name, lock_path=self.lock_path,
-                                       timeout=self.lock_timeout):
-                with _BATCH_MUTEX:       # closed: later arrivals form the next batch
+            with locking.external_lock(name, lock_path=self.lock_path, timeout=self.lock_timeout):
+                with _BATCH_MUTEX:  # closed: later arrivals form the next batch
                     if _OPEN_BATCHES.get(self.path) is batch:
                         del _OPEN_BATCHES[self.path]
                     members = list(batch.members)
                 data = self._load_locked()
                 batch.data = data
-                before = _canonical(data)   # C-encoded snapshot: cheaper than a deep copy
+                before = _canonical(data)  # C-encoded snapshot: cheaper than a deep copy
                 for member in members:
                     if member is me:
                         snap = _canonical(data)
@@ -327,10 +347,10 @@ class AttachmentLedger:
             raise
         finally:
             with _BATCH_MUTEX:
-                if _OPEN_BATCHES.get(self.path) is batch:   # failed before closing it
+                if _OPEN_BATCHES.get(self.path) is batch:  # failed before closing it
                     del _OPEN_BATCHES[self.path]
             for member in batch.members:
-                member.go.set()   # members not run yet see batch.error
+                member.go.set()  # members not run yet see batch.error
             batch.finished.set()
         if own_error is not None:
             raise own_error
@@ -362,10 +382,15 @@ class AttachmentLedger:
         for key, entry in sorted(data["volumes"].items()):
             path = (entry.get("device_info") or {}).get("path")
             if UNKNOWN_ATTACHMENT in (entry.get("attachments") or {}):
-                out.append(("attachments_unknown", key,
-                            f"{path}: attachments unknown since the ledger was rebuilt "
-                            f"({(data.get('recovered') or {}).get('aside', '?')}); detach with "
-                            "force once no instance uses it"))
+                out.append(
+                    (
+                        "attachments_unknown",
+                        key,
+                        f"{path}: attachments unknown since the ledger was rebuilt "
+                        f"({(data.get('recovered') or {}).get('aside', '?')}); detach with "
+                        "force once no instance uses it",
+                    )
+                )
             kept = entry.get("detach_kept")
             if kept:
                 out.append(("detach_kept", key, f"{path}: {kept.get('why', '?')}"))
@@ -393,7 +418,7 @@ class _Batch:
 
 
 _BATCH_MUTEX = threading.Lock()
-_OPEN_BATCHES: dict[str, _Batch] = {}   # ledger path -> batch still taking members
+_OPEN_BATCHES: dict[str, _Batch] = {}  # ledger path -> batch still taking members
 
 
 def _follow(batch: _Batch, me: _Member) -> Iterator[dict[str, Any]]:
@@ -460,11 +485,14 @@ def _parse(path: str, text: str | None) -> dict[str, Any]:
     data.setdefault("volumes", {})
     data.setdefault("pending", [])
     replaced = data.get("replaced", [])
-    if not (isinstance(data["volumes"], dict) and isinstance(data["pending"], list)
-            and isinstance(replaced, list)
-            and all(isinstance(e, dict) for e in data["volumes"].values())
-            and all(isinstance(p, dict) for p in data["pending"])
-            and all(isinstance(r, dict) for r in replaced)):
+    if not (
+        isinstance(data["volumes"], dict)
+        and isinstance(data["pending"], list)
+        and isinstance(replaced, list)
+        and all(isinstance(e, dict) for e in data["volumes"].values())
+        and all(isinstance(p, dict) for p in data["pending"])
+        and all(isinstance(r, dict) for r in replaced)
+    ):
         raise LedgerCorrupt(f"attachment ledger {path} has malformed sections")
     return data
 
@@ -472,12 +500,18 @@ def _parse(path: str, text: str | None) -> dict[str, Any]:
 def _kernel_volumes(roots: HostRoots) -> list[dict[str, Any]]:
     """Every fabric volume the kernel shows: protocol, identity, device_info."""
     from brick_agent.audit import present_volumes
+
     out = []
     for vol in present_volumes(roots):
         ident = vol.wwid or vol.uuid or vol.nguid
         if ident and vol.devices:
-            out.append({"protocol": vol.protocol, "identity": ident,
-                        "device_info": {"type": "block", "path": roots.devfs(vol.devices[0])}})
+            out.append(
+                {
+                    "protocol": vol.protocol,
+                    "identity": ident,
+                    "device_info": {"type": "block", "path": roots.devfs(vol.devices[0])},
+                }
+            )
     return out
 
 
@@ -501,13 +535,17 @@ def render(data: Mapping[str, Any]) -> str:
         if isinstance(value, dict) and value:
             items = sorted(value.items())
             lines.append(f" {name}: {{")
-            lines += [f"  {json.dumps(k)}: {_canonical(v)}" + ("," if j < len(items) - 1 else "")
-                      for j, (k, v) in enumerate(items)]
+            lines += [
+                f"  {json.dumps(k)}: {_canonical(v)}" + ("," if j < len(items) - 1 else "")
+                for j, (k, v) in enumerate(items)
+            ]
             lines.append(f" }}{sep}")
         elif isinstance(value, list) and value:
             lines.append(f" {name}: [")
-            lines += [f"  {_canonical(v)}" + ("," if j < len(value) - 1 else "")
-                      for j, v in enumerate(value)]
+            lines += [
+                f"  {_canonical(v)}" + ("," if j < len(value) - 1 else "")
+                for j, v in enumerate(value)
+            ]
             lines.append(f" ]{sep}")
         else:
             lines.append(f" {name}: {_canonical(value)}{sep}")
@@ -534,14 +572,16 @@ def pending_for(data: Mapping[str, Any], lookup: Sequence[str]) -> list[dict[str
     return [p for p in data["pending"] if wanted & set(p.get("lookup", ()))]
 
 
-def drop_pending(data: dict[str, Any], lookup: Sequence[str],
-                 attachment: str | None = None) -> list[dict[str, Any]]:
+def drop_pending(
+    data: dict[str, Any], lookup: Sequence[str], attachment: str | None = None
+) -> list[dict[str, Any]]:
     """Remove (and return) intents matching ``lookup`` (and ``attachment`` if given)."""
     wanted = set(lookup)
     keep, dropped = [], []
     for p in data["pending"]:
-        if wanted & set(p.get("lookup", ())) and (attachment is None
-                                                  or p.get("attachment_id") == attachment):
+        if wanted & set(p.get("lookup", ())) and (
+            attachment is None or p.get("attachment_id") == attachment
+        ):
             dropped.append(p)
         else:
             keep.append(p)
@@ -553,8 +593,9 @@ def modes_of(entry: Mapping[str, Any]) -> dict[str, str]:
     return {a: rec.get("access_mode", "rw") for a, rec in entry.get("attachments", {}).items()}
 
 
-def lookup_keys(protocol: str, props: Mapping[str, Any], *,
-                use_multipath: bool = False) -> list[str] | None:
+def lookup_keys(
+    protocol: str, props: Mapping[str, Any], *, use_multipath: bool = False
+) -> list[str] | None:
     """Keys that find a volume's entry from its connection properties (validated here).
 
     iSCSI ``iscsi:<iqn>:<lun>`` and FC ``fc:<wwpn>:<lun>`` per target; NVMe-oF
@@ -563,14 +604,17 @@ def lookup_keys(protocol: str, props: Mapping[str, Any], *,
     """
     if protocol == "ISCSI":
         from brick_agent.properties.iscsi import parse_iscsi
+
         p = parse_iscsi(props, use_multipath=use_multipath)
         return sorted({f"iscsi:{t.iqn}:{t.lun}" for t in p.targets})
     if protocol == "FIBRE_CHANNEL":
         from brick_agent.properties.fc import parse_fc
+
         f = parse_fc(props)
         return sorted({f"fc:{t.wwpn.lower()}:{t.lun}" for t in f.targets})
     if protocol == "NVMEOF":
         from brick_agent.properties.nvmeof import parse_nvmeof
+
         n = parse_nvmeof(props)
         if n.replicated or len(n.targets) != 1:
             return None

@@ -27,18 +27,21 @@ PROTOCOLS = ("ISCSI", "NVME", "NVMEOF", "FIBRE_CHANNEL")
 def enable(protocols: Iterable[str] | None = None) -> None:
     """Patch the installed os-brick (idempotent); ``protocols`` defaults to :data:`PROTOCOLS`."""
     from brick_agent.os_brick_compat import patch
+
     patch.enable(protocols)
 
 
 def disable() -> None:
     """Undo :func:`enable` (tests, or a service that wants plain os-brick back)."""
     from brick_agent.os_brick_compat import patch
+
     patch.disable()
 
 
 def is_enabled() -> bool:
     """True while os-brick is patched by :func:`enable`."""
     import sys
+
     patch = sys.modules.get("brick_agent.os_brick_compat.patch")
     return bool(patch is not None and patch.is_enabled())
 

@@ -48,10 +48,12 @@ def wanted(environ: Mapping[str, str] | None = None) -> tuple[bool, Sequence[str
 def _enable(protocols: Sequence[str] | None) -> None:
     try:
         from brick_agent import os_brick_compat
+
         os_brick_compat.enable(protocols)
     except Exception:  # noqa: BLE001 - never break the service's import of os_brick
-        LOG.exception("brick_agent os-brick compatibility could not be enabled; "
-                      "running plain os-brick")
+        LOG.exception(
+            "brick_agent os-brick compatibility could not be enabled; running plain os-brick"
+        )
 
 
 class _Loader(importlib.abc.Loader):
@@ -80,8 +82,9 @@ class _Finder(importlib.abc.MetaPathFinder):
         self.protocols = protocols
         self._local = threading.local()
 
-    def find_spec(self, fullname: str, path: Any = None,
-                  target: Any = None) -> importlib.machinery.ModuleSpec | None:
+    def find_spec(
+        self, fullname: str, path: Any = None, target: Any = None
+    ) -> importlib.machinery.ModuleSpec | None:
         if fullname != TARGET or getattr(self._local, "busy", False):
             return None
         self._local.busy = True

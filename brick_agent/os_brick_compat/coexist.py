@@ -44,6 +44,7 @@ PREFIX = "os-brick-"
 def os_brick_lock_dir() -> str | None:
     """The directory os-brick's external locks live in (as its ``synchronized`` finds it)."""
     from oslo_config import cfg
+
     for group in ("os_brick", "oslo_concurrency"):
         try:
             path = getattr(cfg.CONF, group).lock_path
@@ -64,13 +65,15 @@ def shared_with_os_brick(name: str, timeout: float) -> Iterator[None]:
     if directory is None:
         yield
         return
-    os.makedirs(directory, exist_ok=True)        # as oslo.concurrency does on first use
+    os.makedirs(directory, exist_ok=True)  # as oslo.concurrency does on first use
     path = os.path.join(directory, PREFIX + name)
     start = time.monotonic()
     fd = locking.lock_file(path, exclusive=False, deadline=start + timeout, kind="ofd")
     if fd is None:
-        raise LockTimeout(f"os-brick's lock {path} still held after {timeout:.0f}s "
-                          "(an os-brick operation on this host)")
+        raise LockTimeout(
+            f"os-brick's lock {path} still held after {timeout:.0f}s "
+            "(an os-brick operation on this host)"
+        )
     waited = time.monotonic() - start
     if waited > 0.5:
         LOG.info("waited %.1fs for os-brick's %s", waited, path)

@@ -33,8 +33,7 @@ from os_brick.privileged import rootwrap as ob_rootwrap
 
 from brick_agent.connectors.base import Connector, device_readable
 from brick_agent.os_brick_compat import coexist
-from brick_agent.os_brick_compat.errors import (ATTACH, DETACH, EXTEND, QUERY,
-                                                as_os_brick_errors)
+from brick_agent.os_brick_compat.errors import ATTACH, DETACH, EXTEND, QUERY, as_os_brick_errors
 
 LOG = logging.getLogger(__name__)
 
@@ -68,12 +67,23 @@ class BrickAgentConnectorMixin:
     use_multipath: bool
     device_scan_attempts: int
 
-    def __init__(self, root_helper: str | None, driver: Any = None, execute: Any = None,
-                 use_multipath: bool = False, device_scan_attempts: int = 3,
-                 *args: Any, **kwargs: Any) -> None:
-        ob_base.BaseLinuxConnector.__init__(self, root_helper, driver=driver,
-                                            execute=execute,
-                                            device_scan_attempts=device_scan_attempts)
+    def __init__(
+        self,
+        root_helper: str | None,
+        driver: Any = None,
+        execute: Any = None,
+        use_multipath: bool = False,
+        device_scan_attempts: int = 3,
+        *args: Any,
+        **kwargs: Any,
+    ) -> None:
+        ob_base.BaseLinuxConnector.__init__(
+            self,
+            root_helper,
+            driver=driver,
+            execute=execute,
+            device_scan_attempts=device_scan_attempts,
+        )
         self.use_multipath = bool(use_multipath)
         self._agent_kwargs = {k: kwargs[k] for k in self.passed_kwargs if k in kwargs}
         self._agent: Connector | None = None
@@ -87,10 +97,14 @@ class BrickAgentConnectorMixin:
             with self._agent_lock:
                 if self._agent is None:
                     from brick_agent.connectors import factory
-                    self._agent = factory(self.protocol, self._root_helper,
-                                          use_multipath=self.use_multipath,
-                                          device_scan_attempts=self.device_scan_attempts,
-                                          **self._agent_kwargs)
+
+                    self._agent = factory(
+                        self.protocol,
+                        self._root_helper,
+                        use_multipath=self.use_multipath,
+                        device_scan_attempts=self.device_scan_attempts,
+                        **self._agent_kwargs,
+                    )
         self._agent.use_multipath = bool(self.use_multipath)
         return self._agent
 
@@ -100,29 +114,33 @@ class BrickAgentConnectorMixin:
     def _beside_os_brick(self, lock: str) -> contextlib.AbstractContextManager[None]:
         """os-brick's host-wide lock ``lock``, held shared (:mod:`.coexist`)."""
         return coexist.shared_with_os_brick(
-            lock, timeout=max(60.0, self.agent.opts.device_wait_timeout * 4))
+            lock, timeout=max(60.0, self.agent.opts.device_wait_timeout * 4)
+        )
 
     # ------------------------------------------------------------------ contract
     def connect_volume(self, connection_properties: dict) -> dict:
-        with self._errors(ATTACH, connection_properties), \
-                self._beside_os_brick(coexist.CONNECT):
+        with self._errors(ATTACH, connection_properties), self._beside_os_brick(coexist.CONNECT):
             info = self.agent.connect_volume(connection_properties)
         return self._encrypted_link(connection_properties, info)
 
     @ob_utils.connect_volume_undo_prepare_result(unlink_after=True)
-    def disconnect_volume(self, connection_properties: dict, device_info: Any = None,
-                          force: bool = False, ignore_errors: bool = False) -> None:
+    def disconnect_volume(
+        self,
+        connection_properties: dict,
+        device_info: Any = None,
+        force: bool = False,
+        ignore_errors: bool = False,
+    ) -> None:
         # Cinder's SPDK driver passes a Volume object as device_info: not ours to read
         info = device_info if isinstance(device_info, Mapping) else None
-        with self._errors(DETACH, connection_properties), \
-                self._beside_os_brick(coexist.CONNECT):
-            self.agent.disconnect_volume(connection_properties, info, force=force,
-                                         ignore_errors=ignore_errors)
+        with self._errors(DETACH, connection_properties), self._beside_os_brick(coexist.CONNECT):
+            self.agent.disconnect_volume(
+                connection_properties, info, force=force, ignore_errors=ignore_errors
+            )
 
     @ob_utils.connect_volume_undo_prepare_result
     def extend_volume(self, connection_properties: dict) -> int:
-        with self._errors(EXTEND, connection_properties), \
-                self._beside_os_brick(coexist.EXTEND):
+        with self._errors(EXTEND, connection_properties), self._beside_os_brick(coexist.EXTEND):
             return self.agent.extend_volume(connection_properties)
 
     def get_volume_paths(self, connection_properties: dict) -> list:
@@ -195,15 +213,32 @@ class ISCSIConnector(BrickAgentConnectorMixin, ob_iscsi.ISCSIConnector):
     protocol = "ISCSI"
     passed_kwargs = ("transport",)
 
-    def __init__(self, root_helper: str | None, driver: Any = None, execute: Any = None,
-                 use_multipath: bool = False, device_scan_attempts: int = 3,
-                 transport: str = "default", *args: Any, **kwargs: Any) -> None:
-        super().__init__(root_helper, driver, execute, use_multipath, device_scan_attempts,
-                         *args, transport=transport, **kwargs)
+    def __init__(
+        self,
+        root_helper: str | None,
+        driver: Any = None,
+        execute: Any = None,
+        use_multipath: bool = False,
+        device_scan_attempts: int = 3,
+        transport: str = "default",
+        *args: Any,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            root_helper,
+            driver,
+            execute,
+            use_multipath,
+            device_scan_attempts,
+            *args,
+            transport=transport,
+            **kwargs,
+        )
         self.transport = transport or "default"
 
     def get_initiator(self) -> str | None:
         from brick_agent.os_brick_compat.properties import iscsi_initiator
+
         return iscsi_initiator()
 
 
@@ -212,9 +247,16 @@ class FibreChannelConnector(BrickAgentConnectorMixin, ob_fc.FibreChannelConnecto
 
     protocol = "FIBRE_CHANNEL"
 
-    def __init__(self, root_helper: str | None, driver: Any = None, execute: Any = None,
-                 *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        root_helper: str | None,
+        driver: Any = None,
+        execute: Any = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> None:
         from os_brick.initiator import linuxfc
+
         # os-brick's set_execute (run by the base constructor) needs it first
         self._linuxfc = linuxfc.LinuxFibreChannel(root_helper, execute=execute)
         super().__init__(root_helper, driver, execute, *args, **kwargs)
@@ -233,5 +275,10 @@ REPLACES: dict[str, type] = {
     "os_brick.initiator.connectors.nvmeof.NVMeOFConnector": NVMeOFConnector,
 }
 
-__all__ = ["BrickAgentConnectorMixin", "FibreChannelConnector", "ISCSIConnector",
-           "NVMeOFConnector", "REPLACES"]
+__all__ = [
+    "BrickAgentConnectorMixin",
+    "FibreChannelConnector",
+    "ISCSIConnector",
+    "NVMeOFConnector",
+    "REPLACES",
+]

@@ -52,8 +52,9 @@ _CACHE: dict[tuple[type[BaseException], tuple[type[BaseException], ...]], type[B
 _CACHE_LOCK = threading.Lock()
 
 
-def os_brick_classes(exc: ours.BrickError, protocol: str, op: str,
-                     device: str = "") -> list[_Target]:
+def os_brick_classes(
+    exc: ours.BrickError, protocol: str, op: str, device: str = ""
+) -> list[_Target]:
     """The os-brick classes (with their template kwargs) ``exc`` must also be."""
     iscsi = protocol == "ISCSI"
     if isinstance(exc, ours.InvalidConnectorProtocol):
@@ -71,8 +72,10 @@ def os_brick_classes(exc: ours.BrickError, protocol: str, op: str,
         return [(ob.VolumeDeviceNotFound, {"device": device})]
     if isinstance(exc, ours.TargetUnreachable):
         if iscsi:
-            return [(ob.FailedISCSITargetPortalLogin, {}),
-                    (ob.TargetPortalsNotFound, {"target_portals": device})]
+            return [
+                (ob.FailedISCSITargetPortalLogin, {}),
+                (ob.TargetPortalsNotFound, {"target_portals": device}),
+            ]
         if protocol == "FIBRE_CHANNEL":
             return [(ob.NoFibreChannelVolumeDeviceFound, {})]
         return [(ob.VolumeDeviceNotFound, {"device": device})]
@@ -85,25 +88,32 @@ def os_brick_classes(exc: ours.BrickError, protocol: str, op: str,
     return [(ob.BrickException, {})]
 
 
-def combined_class(ours_cls: type[BaseException],
-                   theirs: tuple[type[BaseException], ...]) -> type[BaseException]:
+def combined_class(
+    ours_cls: type[BaseException], theirs: tuple[type[BaseException], ...]
+) -> type[BaseException]:
     """The class deriving from ``ours_cls`` and every class of ``theirs`` (cached)."""
     key = (ours_cls, theirs)
     with _CACHE_LOCK:
         cls = _CACHE.get(key)
         if cls is None:
-            cls = type(ours_cls.__name__, (ours_cls, *theirs), {
-                "__module__": __name__,
-                "__doc__": f"{ours_cls.__doc__ or ''} (also os-brick's "
-                           f"{', '.join(t.__name__ for t in theirs)})"})
+            cls = type(
+                ours_cls.__name__,
+                (ours_cls, *theirs),
+                {
+                    "__module__": __name__,
+                    "__doc__": f"{ours_cls.__doc__ or ''} (also os-brick's "
+                    f"{', '.join(t.__name__ for t in theirs)})",
+                },
+            )
             _CACHE[key] = cls
         return cls
 
 
 def translate(exc: BaseException, protocol: str, op: str, device: str = "") -> BaseException:
     """``exc`` as an instance of its os-brick counterpart too (a new object), or ``exc``."""
-    if (not isinstance(exc, ours.BrickError)
-            or isinstance(exc, (ob.BrickException, ob.InvalidConnectorProtocol))):
+    if not isinstance(exc, ours.BrickError) or isinstance(
+        exc, (ob.BrickException, ob.InvalidConnectorProtocol)
+    ):
         return exc
     targets = os_brick_classes(exc, protocol, op, device)
     cls = combined_class(type(exc), tuple(t for t, _ in targets))
@@ -132,5 +142,13 @@ def as_os_brick_errors(protocol: str, op: str, device: str = "") -> Iterator[Non
         raise new.with_traceback(exc.__traceback__) from exc.__cause__
 
 
-__all__ = ["ATTACH", "DETACH", "EXTEND", "QUERY", "as_os_brick_errors", "combined_class",
-           "os_brick_classes", "translate"]
+__all__ = [
+    "ATTACH",
+    "DETACH",
+    "EXTEND",
+    "QUERY",
+    "as_os_brick_errors",
+    "combined_class",
+    "os_brick_classes",
+    "translate",
+]

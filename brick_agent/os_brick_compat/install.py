@@ -20,8 +20,10 @@ from brick_agent.errors import ConfigurationError
 
 #: sorts after other .pth files (editable installs put brick_agent on the path first)
 PTH_NAME = "zz-brick-agent-os-brick-compat.pth"
-PTH_LINE = ("import brick_agent.os_brick_compat.autoload as _brick_agent_compat; "
-            "_brick_agent_compat.install()\n")
+PTH_LINE = (
+    "import brick_agent.os_brick_compat.autoload as _brick_agent_compat; "
+    "_brick_agent_compat.install()\n"
+)
 _PURELIB = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
 _CHECK = "import brick_agent.os_brick_compat.autoload"
 
@@ -31,8 +33,9 @@ def site_packages(python: str | None = None) -> str:
     if python is None:
         return sysconfig.get_paths()["purelib"]
     try:
-        out = subprocess.run([python, "-c", _PURELIB], check=True, capture_output=True,
-                             text=True, timeout=60)
+        out = subprocess.run(
+            [python, "-c", _PURELIB], check=True, capture_output=True, text=True, timeout=60
+        )
     except (OSError, subprocess.SubprocessError) as exc:
         raise ConfigurationError(f"cannot ask {python} for its site-packages: {exc}") from None
     return out.stdout.strip()
@@ -42,8 +45,10 @@ def _check_importable(python: str) -> None:
     try:
         subprocess.run([python, "-c", _CHECK], check=True, capture_output=True, timeout=60)
     except subprocess.CalledProcessError:
-        raise ConfigurationError(f"brick_agent is not importable by {python}: install "
-                                 "it into the service's environment first") from None
+        raise ConfigurationError(
+            f"brick_agent is not importable by {python}: install "
+            "it into the service's environment first"
+        ) from None
     except (OSError, subprocess.SubprocessError) as exc:
         raise ConfigurationError(f"cannot run {python}: {exc}") from None
 
@@ -93,9 +98,11 @@ def status(site_dir: str | None = None, python: str | None = None) -> dict[str, 
         present = True
     except FileNotFoundError:
         present = current = False
-    return {"installed": present and current, "pth": path,
-            **({"outdated": True} if present and not current else {})}
+    return {
+        "installed": present and current,
+        "pth": path,
+        **({"outdated": True} if present and not current else {}),
+    }
 
 
-__all__ = ["PTH_LINE", "PTH_NAME", "install", "pth_path", "site_packages", "status",
-           "uninstall"]
+__all__ = ["PTH_LINE", "PTH_NAME", "install", "pth_path", "site_packages", "status", "uninstall"]

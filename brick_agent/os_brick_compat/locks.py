@@ -40,6 +40,7 @@ def _get(volume: Any, key: str, default: Any = _MISSING) -> Any:
 def needs_lock(shared_targets: Any) -> tuple[bool, bool]:
     """(take os-brick's lock, take brick_agent's lock) for a ``shared_targets`` value."""
     from os_brick.initiator import utils as ob_utils
+
     if shared_targets is False or shared_targets is _MISSING:
         return False, False
     ours = locking.needs_guard_lock(shared_targets)
@@ -51,6 +52,7 @@ def needs_lock(shared_targets: Any) -> tuple[bool, bool]:
 def guard_connection(device: Any) -> Iterator[None]:
     """os-brick's ``guard_connection(device)``: tri-state ``shared_targets``, same lock."""
     from oslo_concurrency import lockutils
+
     os_brick_lock, own_lock = needs_lock(_get(device, "shared_targets", False))
     if not os_brick_lock:
         yield
@@ -70,9 +72,11 @@ def is_multipath_running(root_helper: Any = None, execute: Any = None) -> bool:
     """Whether multipathd runs (brick_agent's check; with ``execute``, os-brick's own)."""
     if execute is not None:
         from brick_agent.os_brick_compat import patch
+
         return bool(patch.original("is_multipath_running")(root_helper, execute=execute))
     from brick_agent.connectors.scsi.actions import multipathd_running
     from brick_agent.host.roots import DEFAULT_ROOTS
+
     return multipathd_running(DEFAULT_ROOTS)
 
 

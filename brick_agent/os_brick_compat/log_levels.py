@@ -29,9 +29,9 @@ def follow_os_brick() -> None:
     ours = logging.getLogger("brick_agent")
     with _lock:
         if ours.level not in (logging.NOTSET, _applied):
-            return                          # set explicitly by the service or operator
+            return  # set explicitly by the service or operator
         if source == logging.NOTSET:
-            if _applied is not None:        # os_brick's level was reset: so is ours
+            if _applied is not None:  # os_brick's level was reset: so is ours
                 ours.setLevel(logging.NOTSET)
                 _applied = None
             return

@@ -64,6 +64,7 @@ def _current() -> dict[str, Any]:
     import os_brick
     from os_brick.initiator import connector, linuxscsi
     from os_brick.initiator import utils as ob_utils
+
     def func(obj: Any) -> Any:
         return getattr(obj, "__func__", obj)
 
@@ -76,11 +77,13 @@ def _current() -> dict[str, Any]:
     }
 
 
-def routed_class(protocol: str, arch: str | None = None,
-                 kwargs: dict[str, Any] | None = None) -> type | None:
+def routed_class(
+    protocol: str, arch: str | None = None, kwargs: dict[str, Any] | None = None
+) -> type | None:
     """The compat class ``factory`` builds for these arguments, or None (os-brick's own)."""
     from os_brick.initiator import connector
     from brick_agent.os_brick_compat.connectors import REPLACES
+
     protocol = str(protocol).upper()
     if protocol not in _protocols:
         return None
@@ -89,17 +92,36 @@ def routed_class(protocol: str, arch: str | None = None,
     return REPLACES.get(connector.get_connector_mapping(arch).get(protocol, ""))
 
 
-def factory(protocol: str, root_helper: Any, driver: Any = None, use_multipath: bool = False,
-            device_scan_attempts: int = 3, arch: str | None = None,
-            *args: Any, **kwargs: Any) -> Any:
+def factory(
+    protocol: str,
+    root_helper: Any,
+    driver: Any = None,
+    use_multipath: bool = False,
+    device_scan_attempts: int = 3,
+    arch: str | None = None,
+    *args: Any,
+    **kwargs: Any,
+) -> Any:
     """os-brick's ``InitiatorConnector.factory``; our protocols get brick_agent connectors."""
     cls = routed_class(protocol, arch, kwargs)
     log_levels.follow_os_brick()
     if cls is None:
-        return original("factory")(protocol, root_helper, driver, use_multipath,
-                                   device_scan_attempts, arch, *args, **kwargs)
-    kwargs.update(root_helper=root_helper, driver=driver, use_multipath=use_multipath,
-                  device_scan_attempts=device_scan_attempts)
+        return original("factory")(
+            protocol,
+            root_helper,
+            driver,
+            use_multipath,
+            device_scan_attempts,
+            arch,
+            *args,
+            **kwargs,
+        )
+    kwargs.update(
+        root_helper=root_helper,
+        driver=driver,
+        use_multipath=use_multipath,
+        device_scan_attempts=device_scan_attempts,
+    )
     return cls(*args, **kwargs)
 
 
@@ -111,6 +133,7 @@ def setup(conf: Any, **kwargs: Any) -> None:
     """
     original("setup")(conf, **kwargs)
     from brick_agent import config, locking, privileged
+
     config.register_opts(conf)
     config.set_default_conf(conf)
     locking.configure(conf)
@@ -126,6 +149,7 @@ def enable(protocols: Iterable[str] | None = None) -> None:
     from os_brick.initiator import utils as ob_utils
     from brick_agent.os_brick_compat import PROTOCOLS, locks
     from brick_agent.os_brick_compat import properties
+
     wanted = frozenset(p.upper() for p in (PROTOCOLS if protocols is None else protocols))
     unknown = wanted - set(PROTOCOLS)
     if unknown:
@@ -145,13 +169,17 @@ def enable(protocols: Iterable[str] | None = None) -> None:
                 connector.unix_connector_list.append(path)
     version = _os_brick_version()
     if version != TESTED_OS_BRICK:
-        LOG.warning("os-brick %s is installed; the brick_agent compatibility layer is tested "
-                    "with %s", version, TESTED_OS_BRICK)
+        LOG.warning(
+            "os-brick %s is installed; the brick_agent compatibility layer is tested with %s",
+            version,
+            TESTED_OS_BRICK,
+        )
     LOG.info("os-brick compatibility enabled: brick_agent serves %s", ", ".join(sorted(wanted)))
 
 
 def _os_brick_version() -> str | None:
     from importlib import metadata
+
     try:
         return metadata.version("os-brick")
     except metadata.PackageNotFoundError:
@@ -164,6 +192,7 @@ def disable() -> None:
     import os_brick
     from os_brick.initiator import connector, linuxscsi
     from os_brick.initiator import utils as ob_utils
+
     with _lock:
         if not _originals:
             return
@@ -171,8 +200,7 @@ def disable() -> None:
         connector.get_connector_properties = _originals["get_connector_properties"]
         os_brick.setup = _originals["setup"]
         ob_utils.guard_connection = _originals["guard_connection"]
-        linuxscsi.LinuxSCSI.is_multipath_running = staticmethod(
-            _originals["is_multipath_running"])
+        linuxscsi.LinuxSCSI.is_multipath_running = staticmethod(_originals["is_multipath_running"])
         for path in ADDED_CONNECTORS:
             while path in connector.unix_connector_list:
                 connector.unix_connector_list.remove(path)
@@ -181,5 +209,13 @@ def disable() -> None:
         log_levels.reset()
 
 
-__all__ = ["ADDED_CONNECTORS", "disable", "enable", "factory", "is_enabled", "original",
-           "routed_class", "setup"]
+__all__ = [
+    "ADDED_CONNECTORS",
+    "disable",
+    "enable",
+    "factory",
+    "is_enabled",
+    "original",
+    "routed_class",
+    "setup",
+]

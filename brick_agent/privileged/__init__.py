@@ -80,8 +80,9 @@ default = priv_context.PrivContext(
 class PrivilegedCommandFailed(CommandFailed):
     """CommandFailed that survives the privsep channel (rebuilt from ``args``)."""
 
-    def __init__(self, argv: list[str], returncode: int | None, stderr: str = "",
-                 timed_out: bool = False) -> None:
+    def __init__(
+        self, argv: list[str], returncode: int | None, stderr: str = "", timed_out: bool = False
+    ) -> None:
         super().__init__(argv, returncode, stderr, timed_out)
         self._message = Exception.__str__(self)
         self.args = (list(argv), returncode, stderr, timed_out)
@@ -100,8 +101,9 @@ def entrypoint(func: Callable[..., Any]) -> Any:
         except PrivilegedCommandFailed:
             raise
         except CommandFailed as exc:
-            raise PrivilegedCommandFailed(exc.argv, exc.returncode, exc.stderr,
-                                          exc.timed_out) from None
+            raise PrivilegedCommandFailed(
+                exc.argv, exc.returncode, exc.stderr, exc.timed_out
+            ) from None
 
     remote = default.entrypoint(wrapper)
     # the daemon resolves a call by module attribute: this object must be the entrypoint
@@ -196,18 +198,17 @@ def ensure_initialised() -> None:
     running keeps its channel.
     """
     applied = _state.applied
-    if (applied is not None and applied[0] is _state.conf
-            and applied[1] == _state.root_helper):
-        return              # the common case: nothing changed since the last call
+    if applied is not None and applied[0] is _state.conf and applied[1] == _state.root_helper:
+        return  # the common case: nothing changed since the last call
     with _state_lock:
         if _state.conf is None:
             if not default.client_mode:
-                return      # the daemon itself, or in-process use nobody configured
+                return  # the daemon itself, or in-process use nobody configured
             from brick_agent import config
+
             _state.conf = config.default_conf()
         applied = _state.applied
-        if (applied is None or applied[0] is not _state.conf
-                or applied[1] != _state.root_helper):
+        if applied is None or applied[0] is not _state.conf or applied[1] != _state.root_helper:
             _apply(_state.conf, _state.root_helper)
 
 

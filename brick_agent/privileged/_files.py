@@ -72,8 +72,10 @@ def _bounded(action: Callable[[], None], timeout: float, what: str) -> None:
     worker.join(max(0.0, timeout))
     if not outcome:
         abandoned.set()
-        raise KernelActionTimeout(f"{what} still blocked in the kernel after {timeout:.1f}s; "
-                                  "abandoned (the kernel may complete it later)")
+        raise KernelActionTimeout(
+            f"{what} still blocked in the kernel after {timeout:.1f}s; "
+            "abandoned (the kernel may complete it later)"
+        )
     if outcome[0] is not None:
         raise outcome[0]
 
@@ -90,8 +92,7 @@ def create_file_if_missing(root: str, path: str, data: str, mode: int = 0o644) -
     if os.path.lexists(path):
         return False
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW,
-                 mode)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
     try:
         os.write(fd, data.encode("ascii"))
         os.fsync(fd)

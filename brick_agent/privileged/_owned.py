@@ -68,21 +68,21 @@ def _driver(roots: HostRoots, host: int) -> str:
 def require_fabric_scsi_host(roots: HostRoots, host: int) -> None:
     """Refuse a SCSI host that is not an iSCSI or FC transport host."""
     if scsi_host_transport(roots, host) is None:
-        raise NotOwned(f"SCSI host{host}",
-                       f"not an iSCSI or FC host ({_driver(roots, host)})")
+        raise NotOwned(f"SCSI host{host}", f"not an iSCSI or FC host ({_driver(roots, host)})")
 
 
 def _lun_dir(roots: HostRoots, hctl: Hctl) -> str | None:
-    for path in (roots.sysfs("class", "scsi_device", str(hctl), "device"),
-                 roots.sysfs("bus", "scsi", "devices", str(hctl))):
+    for path in (
+        roots.sysfs("class", "scsi_device", str(hctl), "device"),
+        roots.sysfs("bus", "scsi", "devices", str(hctl)),
+    ):
         real = sysfs.resolve(path)
         if real is not None:
             return real
     return None
 
 
-def require_fabric_scsi_device(roots: HostRoots, hctl: Hctl, *,
-                               unused: bool = False) -> None:
+def require_fabric_scsi_device(roots: HostRoots, hctl: Hctl, *, unused: bool = False) -> None:
     """Refuse a LUN that is not on an iSCSI/FC host (or, with ``unused``, that the
     host uses); a LUN that does not exist passes (its write fails as not found)."""
     lun = _lun_dir(roots, hctl)
@@ -129,7 +129,7 @@ def namespace_controllers(roots: HostRoots, name: str) -> list[str] | None:
     real = sysfs.resolve(roots.sysfs("class", "block", name))
     if real is None:
         return None
-    if _SUBSYS_HEAD.search(real):   # native multipath head: every controller of its subsystem
+    if _SUBSYS_HEAD.search(real):  # native multipath head: every controller of its subsystem
         return sysfs.list_dir(os.path.dirname(real), _CTRL_RE)
     parent = os.path.basename(os.path.dirname(real))
     return [parent] if _CTRL_RE.fullmatch(parent) else None
@@ -182,8 +182,9 @@ def require_fabric_map(roots: HostRoots, mp: hmultipath.MultipathMap) -> None:
         try:
             require_fabric_block(roots, slave)
         except NotOwned as exc:
-            raise NotOwned(f"multipath map {mp.name or mp.dm_name}",
-                           f"path {slave}: {exc.reason}") from None
+            raise NotOwned(
+                f"multipath map {mp.name or mp.dm_name}", f"path {slave}: {exc.reason}"
+            ) from None
 
 
 def find_map(roots: HostRoots, name: str) -> hmultipath.MultipathMap | None:

@@ -30,8 +30,10 @@ MULTIPATH_PATH_DEVICE = re.compile(r"^(?:sd[a-z]{1,4}|nvme\d{1,4}n\d{1,5})$")
 _IQN = re.compile(r"^iqn\.\d{4}-\d{2}\.[A-Za-z0-9][A-Za-z0-9.-]*(?::[A-Za-z0-9._:-]+)?$")
 _EUI = re.compile(r"^eui\.[0-9A-Fa-f]{16}$")
 _NAA = re.compile(r"^naa\.[0-9A-Fa-f]{16}(?:[0-9A-Fa-f]{16})?$")
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
 _IFACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 _MAP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 _WWID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -57,16 +59,16 @@ def plain_str(value: object, what: str, *, max_len: int = 255, allow: str = "") 
     return value
 
 
-def matching(value: object, pattern: re.Pattern[str], what: str, *,
-             max_len: int = 255) -> str:
+def matching(value: object, pattern: re.Pattern[str], what: str, *, max_len: int = 255) -> str:
     value = plain_str(value, what, max_len=max_len)
     if not pattern.match(value):
         raise InvalidArgument(f"{what} is not valid: {value!r}")
     return value
 
 
-def int_arg(value: object, what: str, *, minimum: int | None = None,
-            maximum: int | None = None) -> int:
+def int_arg(
+    value: object, what: str, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
     """An int (not a bool, not a string) within bounds."""
     if not isinstance(value, int) or isinstance(value, bool):
         raise InvalidArgument(f"{what} must be an integer, got {type(value).__name__}")
@@ -91,13 +93,14 @@ def secret_value(value: object, what: str, *, max_len: int = 255) -> str:
         raise InvalidArgument(f"{what} must be a string")
     if not value or len(value) > max_len:
         raise InvalidArgument(f"{what} must have 1..{max_len} characters")
-    if any(ord(c) < 0x20 or ord(c) == 0x7f for c in value):
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
         raise InvalidArgument(f"{what} contains a control character")
     return value
 
 
-def device_name(value: object, pattern: re.Pattern[str] = BLOCK_DEVICE,
-                what: str = "device name") -> str:
+def device_name(
+    value: object, pattern: re.Pattern[str] = BLOCK_DEVICE, what: str = "device name"
+) -> str:
     return matching(value, pattern, what, max_len=32)
 
 

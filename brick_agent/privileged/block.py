@@ -19,8 +19,9 @@ from brick_agent.privileged import entrypoint
 Runner = Callable[..., commands.CommandResult]
 
 
-def do_flush_block_device(roots: HostRoots, name: str, *, timeout: float = 60.0,
-                          run: Runner = commands.run) -> float:
+def do_flush_block_device(
+    roots: HostRoots, name: str, *, timeout: float = 60.0, run: Runner = commands.run
+) -> float:
     """``blockdev --flushbufs /dev/NAME`` for an sd/nvme/dm device; returns duration."""
     name = v.device_name(name)
     timeout = v.timeout_arg(timeout)
@@ -30,8 +31,9 @@ def do_flush_block_device(roots: HostRoots, name: str, *, timeout: float = 60.0,
 
 def _fabric_device(roots: HostRoots, name: str, *, unused: bool = False) -> str:
     """/dev path of existing fabric volume device ``name`` (see :mod:`._owned`)."""
-    if not any(os.path.isdir(p) for p in (roots.sysfs("block", name),
-                                           roots.sysfs("class", "block", name))):
+    if not any(
+        os.path.isdir(p) for p in (roots.sysfs("block", name), roots.sysfs("class", "block", name))
+    ):
         raise DeviceNotFound(f"block device {name} does not exist")
     _owned.require_fabric_block(roots, name)
     if unused:
@@ -41,8 +43,14 @@ def _fabric_device(roots: HostRoots, name: str, *, unused: bool = False) -> str:
     return dev
 
 
-def do_set_block_device_read_only(roots: HostRoots, name: str, read_only: bool, *,
-                                  timeout: float = 30.0, run: Runner = commands.run) -> bool:
+def do_set_block_device_read_only(
+    roots: HostRoots,
+    name: str,
+    read_only: bool,
+    *,
+    timeout: float = 30.0,
+    run: Runner = commands.run,
+) -> bool:
     """``blockdev --setro|--setrw /dev/NAME`` for an sd/nvme/dm device; returns the mode set."""
     name = v.device_name(name)
     if not isinstance(read_only, bool):

@@ -19,10 +19,15 @@ def do_identity() -> dict:
     """pid, uid, effective capability mask of this process and of a child it execs."""
     with open("/proc/self/status") as f:
         mine = _cap_eff(f.read())
-    child = subprocess.run(["cat", "/proc/self/status"], capture_output=True, text=True,
-                           timeout=10, check=False)
-    return {"pid": os.getpid(), "uid": os.getuid(), "cap_eff": mine,
-            "child_cap_eff": _cap_eff(child.stdout)}
+    child = subprocess.run(
+        ["cat", "/proc/self/status"], capture_output=True, text=True, timeout=10, check=False
+    )
+    return {
+        "pid": os.getpid(),
+        "uid": os.getuid(),
+        "cap_eff": mine,
+        "child_cap_eff": _cap_eff(child.stdout),
+    }
 
 
 @entrypoint

@@ -33,6 +33,7 @@ _BOOL = {"Yes", "No"}
 def _int_text(lo: int, hi: int) -> Callable[[str], bool]:
     def check(value: str) -> bool:
         return value.lstrip("-").isdigit() and lo <= int(value) <= hi
+
     return check
 
 
@@ -71,15 +72,18 @@ DISCOVERY_PARAMS: dict[str, Callable[[str], bool]] = {
     "discovery.sendtargets.auth.password": _username,
     "discovery.sendtargets.auth.password_in": _username,
 }
-SECRET_PARAMS = frozenset(n for n in (*NODE_PARAMS, *DISCOVERY_PARAMS)
-                          if n.endswith((".password", ".password_in")))
+SECRET_PARAMS = frozenset(
+    n for n in (*NODE_PARAMS, *DISCOVERY_PARAMS) if n.endswith((".password", ".password_in"))
+)
 #: usernames may hold characters refused in plain arguments; they go as --value=.
-_FREEFORM = frozenset(n for n in (*NODE_PARAMS, *DISCOVERY_PARAMS)
-                      if ".auth.username" in n or ".auth.password" in n)
+_FREEFORM = frozenset(
+    n for n in (*NODE_PARAMS, *DISCOVERY_PARAMS) if ".auth.username" in n or ".auth.password" in n
+)
 
 
-def _settings(settings: Mapping[str, str] | list, allowed: dict[str, Callable[[str], bool]]
-              ) -> list[tuple[str, str]]:
+def _settings(
+    settings: Mapping[str, str] | list, allowed: dict[str, Callable[[str], bool]]
+) -> list[tuple[str, str]]:
     if not isinstance(settings, (Mapping, list, tuple)):
         raise InvalidArgument("settings must be a mapping or a list of (name, value) pairs")
     items = list(settings.items()) if isinstance(settings, Mapping) else list(settings)
@@ -104,8 +108,17 @@ def _settings(settings: Mapping[str, str] | list, allowed: dict[str, Callable[[s
 
 
 def _node_argv(target_iqn: str, portal: str, iface: str) -> list[str]:
-    return [ISCSIADM, "-m", "node", "-T", v.iqn(target_iqn, "target IQN"),
-            "-p", v.portal(portal), "-I", v.iface(iface)]
+    return [
+        ISCSIADM,
+        "-m",
+        "node",
+        "-T",
+        v.iqn(target_iqn, "target IQN"),
+        "-p",
+        v.portal(portal),
+        "-I",
+        v.iface(iface),
+    ]
 
 
 def _update_argv(base: list[str], items: list[tuple[str, str]]) -> list[str]:
@@ -118,20 +131,36 @@ def _update_argv(base: list[str], items: list[tuple[str, str]]) -> list[str]:
 
 
 def _result(res: commands.CommandResult) -> dict:
-    return {"returncode": res.returncode, "stdout": res.stdout, "stderr": res.stderr,
-            "duration": res.duration}
+    return {
+        "returncode": res.returncode,
+        "stdout": res.stdout,
+        "stderr": res.stderr,
+        "duration": res.duration,
+    }
 
 
-def do_node_create(target_iqn: str, portal: str, iface: str = "default", *,
-                   timeout: float = 30.0, run: Runner = commands.run) -> dict:
+def do_node_create(
+    target_iqn: str,
+    portal: str,
+    iface: str = "default",
+    *,
+    timeout: float = 30.0,
+    run: Runner = commands.run,
+) -> dict:
     """``iscsiadm -m node -T IQN -p PORTAL -I IFACE --op new``."""
     argv = _node_argv(target_iqn, portal, iface) + ["--op", "new"]
     return _result(run(argv, timeout=v.timeout_arg(timeout)))
 
 
-def do_node_update(target_iqn: str, portal: str, iface: str,
-                   settings: Mapping[str, str] | list, *, timeout: float = 30.0,
-                   run: Runner = commands.run) -> dict:
+def do_node_update(
+    target_iqn: str,
+    portal: str,
+    iface: str,
+    settings: Mapping[str, str] | list,
+    *,
+    timeout: float = 30.0,
+    run: Runner = commands.run,
+) -> dict:
     """One ``--op update`` exec setting every allowed setting, in order (one ``-n``/``-v``
     pair each; iscsiadm 2.1.8 applies them all, verified in the lab)."""
     base = _node_argv(target_iqn, portal, iface)
@@ -144,21 +173,27 @@ def _no_secrets(items: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Refuse secrets bound for an argv (they go into the record file, see iscsi_auth)."""
     for name, _value in items:
         if name in SECRET_PARAMS:
-            raise InvalidArgument(f"{name} never goes on iscsiadm's command line "
-                                  "(use node_set_auth / discovery_set_auth)")
+            raise InvalidArgument(
+                f"{name} never goes on iscsiadm's command line "
+                "(use node_set_auth / discovery_set_auth)"
+            )
     return items
 
 
-def do_node_login(target_iqn: str, portal: str, iface: str = "default", *,
-                  timeout: float = 30.0, run: Runner = commands.run) -> dict:
+def do_node_login(
+    target_iqn: str,
+    portal: str,
+    iface: str = "default",
+    *,
+    timeout: float = 30.0,
+    run: Runner = commands.run,
+) -> dict:
     """``--login``; an existing session (exit 15) counts as success."""
     argv = _node_argv(target_iqn, portal, iface) + ["--login"]
-    return _result(run(argv, timeout=v.timeout_arg(timeout),
-                       ok_codes=(0, ERR_SESS_EXISTS)))
+    return _result(run(argv, timeout=v.timeout_arg(timeout), ok_codes=(0, ERR_SESS_EXISTS)))
 
 
-def _releasable_node_argv(roots: HostRoots, target_iqn: str, portal: str,
-                          iface: str) -> list[str]:
+def _releasable_node_argv(roots: HostRoots, target_iqn: str, portal: str, iface: str) -> list[str]:
     """The node argv, once the record is known to be no boot target and to hold nothing
     the host uses (see :mod:`._owned`)."""
     argv = _node_argv(target_iqn, portal, iface)
@@ -166,28 +201,45 @@ def _releasable_node_argv(roots: HostRoots, target_iqn: str, portal: str,
     return argv
 
 
-def do_node_logout(roots: HostRoots, target_iqn: str, portal: str, iface: str = "default",
-                   *, timeout: float = 30.0, run: Runner = commands.run) -> dict:
+def do_node_logout(
+    roots: HostRoots,
+    target_iqn: str,
+    portal: str,
+    iface: str = "default",
+    *,
+    timeout: float = 30.0,
+    run: Runner = commands.run,
+) -> dict:
     """``--logout``; no session (exit 21) counts as success.  Never of a boot target or
     a session whose LUNs the host uses."""
     argv = _releasable_node_argv(roots, target_iqn, portal, iface) + ["--logout"]
-    return _result(run(argv, timeout=v.timeout_arg(timeout),
-                       ok_codes=(0, ERR_NO_OBJS_FOUND)))
+    return _result(run(argv, timeout=v.timeout_arg(timeout), ok_codes=(0, ERR_NO_OBJS_FOUND)))
 
 
-def do_node_delete(roots: HostRoots, target_iqn: str, portal: str, iface: str = "default",
-                   *, timeout: float = 30.0, run: Runner = commands.run) -> dict:
+def do_node_delete(
+    roots: HostRoots,
+    target_iqn: str,
+    portal: str,
+    iface: str = "default",
+    *,
+    timeout: float = 30.0,
+    run: Runner = commands.run,
+) -> dict:
     """``--op delete``; no record (exit 21) counts as success.  Never of a boot target or
     a session whose LUNs the host uses."""
     argv = _releasable_node_argv(roots, target_iqn, portal, iface) + ["--op", "delete"]
-    return _result(run(argv, timeout=v.timeout_arg(timeout),
-                       ok_codes=(0, ERR_NO_OBJS_FOUND)))
+    return _result(run(argv, timeout=v.timeout_arg(timeout), ok_codes=(0, ERR_NO_OBJS_FOUND)))
 
 
-def do_discover(portal: str, iface: str = "default",
-                settings: Mapping[str, str] | list | None = None, *,
-                timeout: float = 30.0, run: Runner = commands.run,
-                set_auth: Callable[[str, list], object] | None = None) -> dict:
+def do_discover(
+    portal: str,
+    iface: str = "default",
+    settings: Mapping[str, str] | list | None = None,
+    *,
+    timeout: float = 30.0,
+    run: Runner = commands.run,
+    set_auth: Callable[[str, list], object] | None = None,
+) -> dict:
     """SendTargets discovery of ``portal``; returns iscsiadm's output for the caller to parse.
 
     Without ``settings``: ``iscsiadm -m discovery -t sendtargets``.  With
@@ -195,13 +247,23 @@ def do_discover(portal: str, iface: str = "default",
     written into its file (never on an argv), then ``--discover`` runs.
     """
     timeout = v.timeout_arg(timeout)
-    base = [ISCSIADM, "-m", "discoverydb" if settings else "discovery",
-            "-t", "sendtargets", "-p", v.portal(portal), "-I", v.iface(iface)]
+    base = [
+        ISCSIADM,
+        "-m",
+        "discoverydb" if settings else "discovery",
+        "-t",
+        "sendtargets",
+        "-p",
+        v.portal(portal),
+        "-I",
+        v.iface(iface),
+    ]
     if not settings:
         return _result(run(base, timeout=timeout))
     items = _settings(settings, DISCOVERY_PARAMS)
     if set_auth is None:
         from brick_agent.privileged.iscsi_auth import do_discovery_set_auth
+
         set_auth = do_discovery_set_auth
     secrets = [value for name, value in items if name in SECRET_PARAMS]
     run(base + ["--op", "new"], timeout=timeout)
@@ -210,36 +272,40 @@ def do_discover(portal: str, iface: str = "default",
 
 
 @entrypoint
-def node_create(target_iqn: str, portal: str, iface: str = "default",
-                timeout: float = 30.0) -> dict:
+def node_create(
+    target_iqn: str, portal: str, iface: str = "default", timeout: float = 30.0
+) -> dict:
     return do_node_create(target_iqn, portal, iface, timeout=timeout)
 
 
 @entrypoint
-def node_update(target_iqn: str, portal: str, iface: str, settings: list,
-                timeout: float = 30.0) -> dict:
+def node_update(
+    target_iqn: str, portal: str, iface: str, settings: list, timeout: float = 30.0
+) -> dict:
     return do_node_update(target_iqn, portal, iface, settings, timeout=timeout)
 
 
 @entrypoint
-def node_login(target_iqn: str, portal: str, iface: str = "default",
-               timeout: float = 30.0) -> dict:
+def node_login(target_iqn: str, portal: str, iface: str = "default", timeout: float = 30.0) -> dict:
     return do_node_login(target_iqn, portal, iface, timeout=timeout)
 
 
 @entrypoint
-def node_logout(target_iqn: str, portal: str, iface: str = "default",
-                timeout: float = 30.0) -> dict:
+def node_logout(
+    target_iqn: str, portal: str, iface: str = "default", timeout: float = 30.0
+) -> dict:
     return do_node_logout(DEFAULT_ROOTS, target_iqn, portal, iface, timeout=timeout)
 
 
 @entrypoint
-def node_delete(target_iqn: str, portal: str, iface: str = "default",
-                timeout: float = 30.0) -> dict:
+def node_delete(
+    target_iqn: str, portal: str, iface: str = "default", timeout: float = 30.0
+) -> dict:
     return do_node_delete(DEFAULT_ROOTS, target_iqn, portal, iface, timeout=timeout)
 
 
 @entrypoint
-def discover(portal: str, iface: str = "default", settings: list | None = None,
-             timeout: float = 30.0) -> dict:
+def discover(
+    portal: str, iface: str = "default", settings: list | None = None, timeout: float = 30.0
+) -> dict:
     return do_discover(portal, iface, settings, timeout=timeout)

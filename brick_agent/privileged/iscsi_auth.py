@@ -38,7 +38,7 @@ LOG = logging.getLogger("brick_agent.privileged")
 #: open-iscsi's database root (Debian/Ubuntu/SUSE; Red Hat builds use /var/lib/iscsi).
 DB_ROOTS = ("/etc/iscsi", "/var/lib/iscsi")
 LOCK_DIR = "/run/lock/iscsi"
-LOCK_WAIT = 30.0   # what iscsiadm itself waits (3000 x 10 ms) before going ahead
+LOCK_WAIT = 30.0  # what iscsiadm itself waits (3000 x 10 ms) before going ahead
 
 
 def _auth_items(settings: list, allowed: dict) -> list[tuple[str, str]]:
@@ -59,7 +59,8 @@ def db_root(candidates: tuple[str, ...] = DB_ROOTS) -> str:
     """The first candidate holding a ``nodes`` or ``send_targets`` directory."""
     for root in candidates:
         if os.path.isdir(os.path.join(root, "nodes")) or os.path.isdir(
-                os.path.join(root, "send_targets")):
+            os.path.join(root, "send_targets")
+        ):
             return root
     raise DeviceNotFound(f"no open-iscsi database under {', '.join(candidates)}")
 
@@ -70,11 +71,15 @@ def node_record_path(root: str, target_iqn: str, portal: str, iface: str) -> str
     base = os.path.join(root, "nodes", v.iqn(target_iqn, "target IQN"), f"{addr},{port}")
     if os.path.isfile(base) and not os.path.islink(base):
         return base
-    found = [p for p in glob.glob(glob.escape(base) + ",*/" + glob.escape(v.iface(iface)))
-             if os.path.isfile(p) and not os.path.islink(p)]
+    found = [
+        p
+        for p in glob.glob(glob.escape(base) + ",*/" + glob.escape(v.iface(iface)))
+        if os.path.isfile(p) and not os.path.islink(p)
+    ]
     if len(found) != 1:
-        raise DeviceNotFound(f"node record of {target_iqn} {portal} {iface}: "
-                             f"{len(found)} found (create it first)")
+        raise DeviceNotFound(
+            f"node record of {target_iqn} {portal} {iface}: {len(found)} found (create it first)"
+        )
     return found[0]
 
 
@@ -140,8 +145,15 @@ def rewrite_record(path: str, items: list[tuple[str, str]]) -> None:
     LOG.debug("set %s in %s", ", ".join(sorted(names)), path)
 
 
-def do_node_set_auth(target_iqn: str, portal: str, iface: str, settings: list, *,
-                     root: str | None = None, lock_dir: str = LOCK_DIR) -> dict:
+def do_node_set_auth(
+    target_iqn: str,
+    portal: str,
+    iface: str,
+    settings: list,
+    *,
+    root: str | None = None,
+    lock_dir: str = LOCK_DIR,
+) -> dict:
     """Write node CHAP settings into the existing node record (never on an argv)."""
     items = _auth_items(settings, piscsi.NODE_PARAMS)
     with idbm_lock(lock_dir):
@@ -149,8 +161,9 @@ def do_node_set_auth(target_iqn: str, portal: str, iface: str, settings: list, *
     return {"set": [name for name, _ in items]}
 
 
-def do_discovery_set_auth(portal: str, settings: list, *, root: str | None = None,
-                          lock_dir: str = LOCK_DIR) -> dict:
+def do_discovery_set_auth(
+    portal: str, settings: list, *, root: str | None = None, lock_dir: str = LOCK_DIR
+) -> dict:
     """Write SendTargets discovery CHAP settings into the existing discovery record."""
     items = _auth_items(settings, piscsi.DISCOVERY_PARAMS)
     with idbm_lock(lock_dir):

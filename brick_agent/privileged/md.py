@@ -61,8 +61,12 @@ def _members(roots: HostRoots, devices: Sequence[str | None]) -> list[str | None
 
 
 def _has_superblock(device: str, run: Runner) -> bool:
-    result = run(["mdadm", "--examine", "--brief", device], timeout=30,
-                 ok_codes=(0, NO_SUPERBLOCK), check=True)
+    result = run(
+        ["mdadm", "--examine", "--brief", device],
+        timeout=30,
+        ok_codes=(0, NO_SUPERBLOCK),
+        check=True,
+    )
     return result.returncode == 0 and result.stdout.lstrip().startswith("ARRAY ")
 
 
@@ -99,8 +103,7 @@ def _adopt(roots: HostRoots, md_name: str, run: Runner) -> str:
     end = time.monotonic() + ADOPT_SETTLE
     while _array_state(roots, md_name) in ("inactive", ""):
         try:
-            run(["mdadm", "--run", v.path_under(roots.dev, roots.devfs(md_name))],
-                timeout=60)
+            run(["mdadm", "--run", v.path_under(roots.dev, roots.devfs(md_name))], timeout=60)
         except CommandFailed:
             if time.monotonic() >= end:
                 raise
@@ -110,8 +113,9 @@ def _adopt(roots: HostRoots, md_name: str, run: Runner) -> str:
     return "adopted"
 
 
-def do_create_or_assemble_raid1(roots: HostRoots, name: str, devices: Sequence[str | None],
-                                *, run: Runner = commands.run) -> str:
+def do_create_or_assemble_raid1(
+    roots: HostRoots, name: str, devices: Sequence[str | None], *, run: Runner = commands.run
+) -> str:
     """Assemble ``/dev/md/NAME`` from members that already have a superblock, else create
     it (``None`` slots become ``missing``: a degraded array).  An array udev already
     assembled from these members is started and kept.  Returns what was done."""
@@ -131,10 +135,23 @@ def do_create_or_assemble_raid1(roots: HostRoots, name: str, devices: Sequence[s
                 raise
             return _adopt(roots, held, run)
         return "assembled"
-    run(["mdadm", "--create", target, "--level=1", f"--raid-devices={len(members)}",
-         "--metadata=1.2", "--bitmap=internal", "--homehost=any", f"--name={name}",
-         "--assume-clean", *[m or "missing" for m in members]],
-        timeout=60, input="")
+    run(
+        [
+            "mdadm",
+            "--create",
+            target,
+            "--level=1",
+            f"--raid-devices={len(members)}",
+            "--metadata=1.2",
+            "--bitmap=internal",
+            "--homehost=any",
+            f"--name={name}",
+            "--assume-clean",
+            *[m or "missing" for m in members],
+        ],
+        timeout=60,
+        input="",
+    )
     return "created"
 
 

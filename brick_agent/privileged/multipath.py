@@ -21,8 +21,12 @@ Runner = Callable[..., commands.CommandResult]
 
 
 def _res(res: commands.CommandResult) -> dict:
-    return {"returncode": res.returncode, "stdout": res.stdout, "stderr": res.stderr,
-            "duration": res.duration}
+    return {
+        "returncode": res.returncode,
+        "stdout": res.stdout,
+        "stderr": res.stderr,
+        "duration": res.duration,
+    }
 
 
 def _fabric_map(roots: HostRoots, name: str, *, unused: bool) -> str:
@@ -44,24 +48,27 @@ def _fabric_path(roots: HostRoots, device: str, *, unused: bool) -> str:
     return dev
 
 
-def do_flush_map(roots: HostRoots, name: str, *, timeout: float = 60.0,
-                 run: Runner = commands.run) -> dict:
+def do_flush_map(
+    roots: HostRoots, name: str, *, timeout: float = 60.0, run: Runner = commands.run
+) -> dict:
     """``multipath -f NAME`` (flush and remove one map)."""
     timeout = v.timeout_arg(timeout)
     name = _fabric_map(roots, name, unused=True)
     return _res(run(["multipath", "-f", name], timeout=timeout))
 
 
-def do_add_path(roots: HostRoots, device: str, *, timeout: float = 30.0,
-                run: Runner = commands.run) -> dict:
+def do_add_path(
+    roots: HostRoots, device: str, *, timeout: float = 30.0, run: Runner = commands.run
+) -> dict:
     """``multipathd add path DEV`` (sdX, or nvmeXnY without native NVMe multipath)."""
     timeout = v.timeout_arg(timeout)
     dev = _fabric_path(roots, device, unused=False)
     return _res(run(["multipathd", "add", "path", dev], timeout=timeout))
 
 
-def do_del_path(roots: HostRoots, device: str, *, timeout: float = 30.0,
-                run: Runner = commands.run) -> dict:
+def do_del_path(
+    roots: HostRoots, device: str, *, timeout: float = 30.0, run: Runner = commands.run
+) -> dict:
     """``multipathd del path DEV``."""
     timeout = v.timeout_arg(timeout)
     dev = _fabric_path(roots, device, unused=True)
@@ -78,8 +85,9 @@ def do_remove_wwid(wwid: str, *, timeout: float = 30.0, run: Runner = commands.r
     return _res(run(["multipath", "-w", v.wwid(wwid)], timeout=v.timeout_arg(timeout)))
 
 
-def do_resize_map(roots: HostRoots, name: str, *, timeout: float = 60.0,
-                  run: Runner = commands.run) -> dict:
+def do_resize_map(
+    roots: HostRoots, name: str, *, timeout: float = 60.0, run: Runner = commands.run
+) -> dict:
     """``multipathd resize map NAME``."""
     timeout = v.timeout_arg(timeout)
     name = _fabric_map(roots, name, unused=False)

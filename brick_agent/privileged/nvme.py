@@ -31,13 +31,25 @@ FABRIC_TRANSPORTS = TRANSPORTS
 
 
 #: Integer connect options: (name, minimum, maximum); -1 means "off"/"forever" where allowed.
-_INT_OPTIONS = (("ctrl_loss_tmo", -1, 10**7), ("reconnect_delay", 1, 3600),
-                ("keep_alive_tmo", 1, 3600), ("fast_io_fail_tmo", -1, 10**7))
+_INT_OPTIONS = (
+    ("ctrl_loss_tmo", -1, 10**7),
+    ("reconnect_delay", 1, 3600),
+    ("keep_alive_tmo", 1, 3600),
+    ("fast_io_fail_tmo", -1, 10**7),
+)
 
 
-def fabrics_options(transport: str, traddr: str | None, trsvcid: int | str | None, nqn: str,
-                    *, hostnqn: str | None = None, hostid: str | None = None,
-                    host_traddr: str | None = None, **timeouts: int | None) -> str:
+def fabrics_options(
+    transport: str,
+    traddr: str | None,
+    trsvcid: int | str | None,
+    nqn: str,
+    *,
+    hostnqn: str | None = None,
+    hostid: str | None = None,
+    host_traddr: str | None = None,
+    **timeouts: int | None,
+) -> str:
     """The validated option string written to ``/dev/nvme-fabrics`` (``nvmf_parse_options``).
 
     Every value is validated against a strict pattern, so none can carry a ``,`` or
@@ -62,8 +74,9 @@ def fabrics_options(transport: str, traddr: str | None, trsvcid: int | str | Non
     return ",".join(parts)
 
 
-def _address_options(transport: str, traddr: str | None, trsvcid: int | str | None,
-                     host_traddr: str | None) -> list[str]:
+def _address_options(
+    transport: str, traddr: str | None, trsvcid: int | str | None, host_traddr: str | None
+) -> list[str]:
     """The validated address options of ``transport``: FC WWN pairs, an IP address or
     host name and port (4420 by default) for TCP and RDMA, none for loop."""
     parts = []
@@ -114,11 +127,21 @@ def _fabrics_io(device: str, options: str) -> str:
         os.close(fd)
 
 
-def do_connect(roots: HostRoots, transport: str, traddr: str | None,
-               trsvcid: int | str | None, nqn: str, *, hostnqn: str | None = None,
-               hostid: str | None = None, host_traddr: str | None = None,
-               timeout: float = 30.0, io: Callable[[str, str], str] = _fabrics_io,
-               resolve: Callable[[str], str] = _resolve, **timeouts: int | None) -> dict:
+def do_connect(
+    roots: HostRoots,
+    transport: str,
+    traddr: str | None,
+    trsvcid: int | str | None,
+    nqn: str,
+    *,
+    hostnqn: str | None = None,
+    hostid: str | None = None,
+    host_traddr: str | None = None,
+    timeout: float = 30.0,
+    io: Callable[[str, str], str] = _fabrics_io,
+    resolve: Callable[[str], str] = _resolve,
+    **timeouts: int | None,
+) -> dict:
     """Create a fabrics controller by writing to ``<dev>/nvme-fabrics``.
 
     Returns ``{"controller": "nvmeN"}``, or ``{"errno": E, "error": text}`` when the
@@ -126,11 +149,20 @@ def do_connect(roots: HostRoots, transport: str, traddr: str | None,
     ``{"timed_out": True}`` after ``timeout`` seconds.  A connect that completes
     after its caller gave up deletes the controller it made: nobody owns it.
     """
-    def build() -> str:
-        return fabrics_options(transport, traddr, trsvcid, nqn, hostnqn=hostnqn,
-                               hostid=hostid, host_traddr=host_traddr, **timeouts)
 
-    options = build()                  # every argument validated before any lookup
+    def build() -> str:
+        return fabrics_options(
+            transport,
+            traddr,
+            trsvcid,
+            nqn,
+            hostnqn=hostnqn,
+            hostid=hostid,
+            host_traddr=host_traddr,
+            **timeouts,
+        )
+
+    options = build()  # every argument validated before any lookup
     timeout = v.timeout_arg(timeout)
     _require_own_identity(roots, hostnqn, hostid)
     if transport in ("tcp", "rdma"):
@@ -152,8 +184,7 @@ def do_connect(roots: HostRoots, transport: str, traddr: str | None,
             fields = dict(f.split("=", 1) for f in reply.strip().split(",") if "=" in f)
             result["controller"] = f"nvme{int(fields['instance'])}"
         except OSError as exc:
-            result.update(errno=exc.errno, error=os.strerror(exc.errno) if exc.errno
-                          else str(exc))
+            result.update(errno=exc.errno, error=os.strerror(exc.errno) if exc.errno else str(exc))
         except (KeyError, ValueError):
             result.update(errno=None, error="unexpected reply from nvme-fabrics")
         result["duration"] = time.monotonic() - started
@@ -161,13 +192,17 @@ def do_connect(roots: HostRoots, transport: str, traddr: str | None,
             done.set()
             late = abandoned.is_set()
         if late and "controller" in result:
-            LOG.warning("NVMe connect %s finished after its caller gave up: deleting %s",
-                        _describe(options), result["controller"])
-            try:   # ours by construction: it carries the identity this call passed
+            LOG.warning(
+                "NVMe connect %s finished after its caller gave up: deleting %s",
+                _describe(options),
+                result["controller"],
+            )
+            try:  # ours by construction: it carries the identity this call passed
                 _delete_controller(roots, result["controller"], owned=False)
             except (OSError, DeviceNotFound, InvalidArgument) as exc:
-                LOG.warning("could not delete abandoned controller %s: %s",
-                            result["controller"], exc)
+                LOG.warning(
+                    "could not delete abandoned controller %s: %s", result["controller"], exc
+                )
 
     threading.Thread(target=attempt, name="nvme-fabrics-connect", daemon=True).start()
     if not done.wait(timeout):
@@ -189,8 +224,9 @@ def _require_own_identity(roots: HostRoots, hostnqn: str | None, hostid: str | N
     mine_nqn, mine_id = _owned.own_identity(roots)
     if hostnqn is not None and hostnqn != mine_nqn:
         raise NotOwned(f"host NQN {hostnqn}", f"this host's is {mine_nqn or 'not set'}")
-    if hostid is not None and (mine_id is None or v.uuid_str(hostid, "host id")
-                               != v.uuid_str(mine_id, "this host's id")):
+    if hostid is not None and (
+        mine_id is None or v.uuid_str(hostid, "host id") != v.uuid_str(mine_id, "this host's id")
+    ):
         raise NotOwned(f"host id {hostid}", f"this host's is {mine_id or 'not set'}")
 
 
@@ -207,13 +243,15 @@ def _fabrics_controller(roots: HostRoots, controller: str, *, owned: bool) -> st
     if problem:
         raise NotOwned(f"NVMe controller {controller}", problem)
     if owned:
-        _owned.require_unused(roots, f"NVMe controller {controller}",
-                              _owned.controller_devices(roots, controller))
+        _owned.require_unused(
+            roots, f"NVMe controller {controller}", _owned.controller_devices(roots, controller)
+        )
     return base
 
 
-def _delete_controller(roots: HostRoots, controller: str, *, owned: bool,
-                       timeout: float | None = None) -> str:
+def _delete_controller(
+    roots: HostRoots, controller: str, *, owned: bool, timeout: float | None = None
+) -> str:
     base = _fabrics_controller(roots, controller, owned=owned)
     return write_attr(roots.sys, os.path.join(base, "delete_controller"), "1", timeout=timeout)
 
@@ -236,30 +274,53 @@ def do_rescan_controller(roots: HostRoots, controller: str) -> str:
     return write_attr(roots.sys, os.path.join(base, "rescan_controller"), "1")
 
 
-def do_write_host_identity(roots: HostRoots, hostnqn: str,
-                           hostid: str | None = None) -> dict[str, bool]:
+def do_write_host_identity(
+    roots: HostRoots, hostnqn: str, hostid: str | None = None
+) -> dict[str, bool]:
     """Create ``<etc>/nvme/hostnqn`` (and ``hostid``) only if missing; never overwrite."""
     hostnqn = v.nqn(hostnqn, "host NQN")
     if hostid is not None:
         hostid = v.uuid_str(hostid, "host id")
-    written = {"hostnqn": create_file_if_missing(roots.etc, roots.etcfs("nvme", "hostnqn"),
-                                                 hostnqn + "\n")}
+    written = {
+        "hostnqn": create_file_if_missing(roots.etc, roots.etcfs("nvme", "hostnqn"), hostnqn + "\n")
+    }
     if hostid is not None:
-        written["hostid"] = create_file_if_missing(roots.etc, roots.etcfs("nvme", "hostid"),
-                                                   hostid + "\n")
+        written["hostid"] = create_file_if_missing(
+            roots.etc, roots.etcfs("nvme", "hostid"), hostid + "\n"
+        )
     return written
 
 
 @entrypoint
-def connect(transport: str, traddr: str | None, trsvcid: int | str | None, nqn: str,
-            hostnqn: str | None = None, hostid: str | None = None,
-            host_traddr: str | None = None, ctrl_loss_tmo: int | None = None,
-            reconnect_delay: int | None = None, keep_alive_tmo: int | None = None,
-            fast_io_fail_tmo: int | None = None, timeout: float = 30.0) -> dict:
-    return do_connect(DEFAULT_ROOTS, transport, traddr, trsvcid, nqn, hostnqn=hostnqn,
-                      hostid=hostid, host_traddr=host_traddr, timeout=timeout,
-                      ctrl_loss_tmo=ctrl_loss_tmo, reconnect_delay=reconnect_delay,
-                      keep_alive_tmo=keep_alive_tmo, fast_io_fail_tmo=fast_io_fail_tmo)
+def connect(
+    transport: str,
+    traddr: str | None,
+    trsvcid: int | str | None,
+    nqn: str,
+    hostnqn: str | None = None,
+    hostid: str | None = None,
+    host_traddr: str | None = None,
+    ctrl_loss_tmo: int | None = None,
+    reconnect_delay: int | None = None,
+    keep_alive_tmo: int | None = None,
+    fast_io_fail_tmo: int | None = None,
+    timeout: float = 30.0,
+) -> dict:
+    return do_connect(
+        DEFAULT_ROOTS,
+        transport,
+        traddr,
+        trsvcid,
+        nqn,
+        hostnqn=hostnqn,
+        hostid=hostid,
+        host_traddr=host_traddr,
+        timeout=timeout,
+        ctrl_loss_tmo=ctrl_loss_tmo,
+        reconnect_delay=reconnect_delay,
+        keep_alive_tmo=keep_alive_tmo,
+        fast_io_fail_tmo=fast_io_fail_tmo,
+    )
 
 
 @entrypoint

@@ -25,8 +25,10 @@ from brick_agent.privileged import entrypoint
 #: bytes read by :func:`do_block_device_readable`
 BLOCK = 4096
 #: devices a volume can be: SCSI disks, NVMe namespaces, dm maps, md arrays (replicated NVMe)
-VOLUME_DEVICE = re.compile(r"^(?:sd[a-z]{1,4}|nvme\d{1,4}(?:c\d{1,4})?n\d{1,5}|dm-\d{1,6}|"
-                           r"md\d{1,5})$")
+VOLUME_DEVICE = re.compile(
+    r"^(?:sd[a-z]{1,4}|nvme\d{1,4}(?:c\d{1,4})?n\d{1,5}|dm-\d{1,6}|"
+    r"md\d{1,5})$"
+)
 DMI_PRODUCT_UUID = ("class", "dmi", "id", "product_uuid")
 
 

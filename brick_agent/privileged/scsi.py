@@ -17,12 +17,18 @@ from brick_agent.privileged import entrypoint
 from brick_agent.privileged._files import write_attr
 
 
-def do_scan_scsi_target(roots: HostRoots, host_number: int, channel: int | str,
-                        target: int | str, lun: int | str) -> str:
+def do_scan_scsi_target(
+    roots: HostRoots, host_number: int, channel: int | str, target: int | str, lun: int | str
+) -> str:
     """Write ``"C T L"`` to ``<sys>/class/scsi_host/host<H>/scan`` ('-' = wildcard)."""
     host = v.int_arg(host_number, "SCSI host number", minimum=0, maximum=2**31 - 1)
-    triple = " ".join((v.scan_element(channel, "channel"), v.scan_element(target, "target"),
-                       v.scan_element(lun, "LUN")))
+    triple = " ".join(
+        (
+            v.scan_element(channel, "channel"),
+            v.scan_element(target, "target"),
+            v.scan_element(lun, "LUN"),
+        )
+    )
     scan = roots.sysfs("class", "scsi_host", f"host{host}", "scan")
     if not os.path.lexists(scan):
         raise DeviceNotFound(f"{scan} does not exist")
@@ -40,8 +46,9 @@ def do_delete_scsi_device(roots: HostRoots, hctl: object, timeout: float | None 
     """Write ``1`` to ``<sys>/class/scsi_device/H:C:T:L/device/delete``; ``timeout``: seconds
     the write may block (a disk of a dead target), then KernelActionTimeout."""
     timeout = None if timeout is None else v.timeout_arg(timeout)
-    return write_attr(roots.sys, _device_attr(roots, hctl, "delete", unused=True), "1",
-                      timeout=timeout)
+    return write_attr(
+        roots.sys, _device_attr(roots, hctl, "delete", unused=True), "1", timeout=timeout
+    )
 
 
 def do_rescan_scsi_device(roots: HostRoots, hctl: object) -> str:
@@ -50,8 +57,9 @@ def do_rescan_scsi_device(roots: HostRoots, hctl: object) -> str:
 
 
 @entrypoint
-def scan_scsi_target(host_number: int, channel: int | str, target: int | str,
-                     lun: int | str) -> str:
+def scan_scsi_target(
+    host_number: int, channel: int | str, target: int | str, lun: int | str
+) -> str:
     return do_scan_scsi_target(DEFAULT_ROOTS, host_number, channel, target, lun)
 
 

@@ -13,20 +13,42 @@ from collections.abc import Mapping
 from typing import Any
 
 from brick_agent.errors import InvalidConnectionProperties
-from brick_agent.properties.common import (AccessMode, AddressingMode, CommonProperties,
-                                           jsonable, max_lun, scsi_lun)
+from brick_agent.properties.common import (
+    AccessMode,
+    AddressingMode,
+    CommonProperties,
+    jsonable,
+    max_lun,
+    scsi_lun,
+)
 from brick_agent.properties.fc import FcProperties, FcTarget, normalize_wwpn, parse_fc
-from brick_agent.properties.iscsi import (ChapCredentials, IscsiProperties, IscsiTarget,
-                                          Portal, parse_iqn, parse_iscsi, parse_portal)
-from brick_agent.properties.nvmeof import (NvmeofProperties, NvmePortal, NvmeTarget,
-                                           canonical_id, parse_nqn, parse_nvmeof,
-                                           sysfs_id_matches)
+from brick_agent.properties.iscsi import (
+    ChapCredentials,
+    IscsiProperties,
+    IscsiTarget,
+    Portal,
+    parse_iqn,
+    parse_iscsi,
+    parse_portal,
+)
+from brick_agent.properties.nvmeof import (
+    NvmeofProperties,
+    NvmePortal,
+    NvmeTarget,
+    canonical_id,
+    parse_nqn,
+    parse_nvmeof,
+    sysfs_id_matches,
+)
 
 ConnectionProperties = IscsiProperties | NvmeofProperties | FcProperties
 
 _PROTOCOLS = {
-    "iscsi": "ISCSI", "nvmeof": "NVMEOF", "nvme": "NVMEOF",
-    "fibre_channel": "FIBRE_CHANNEL", "fc": "FIBRE_CHANNEL",
+    "iscsi": "ISCSI",
+    "nvmeof": "NVMEOF",
+    "nvme": "NVMEOF",
+    "fibre_channel": "FIBRE_CHANNEL",
+    "fc": "FIBRE_CHANNEL",
 }
 
 
@@ -35,7 +57,8 @@ def canonical_protocol(protocol: str) -> str:
     name = _PROTOCOLS.get(protocol.lower()) if isinstance(protocol, str) else None
     if name is None:
         raise InvalidConnectionProperties(
-            "protocol", "must be ISCSI, NVMEOF or FIBRE_CHANNEL (or iscsi, nvme, fc)")
+            "protocol", "must be ISCSI, NVMEOF or FIBRE_CHANNEL (or iscsi, nvme, fc)"
+        )
     return name
 
 
@@ -51,10 +74,32 @@ def parse_properties(protocol: str, props: Mapping[str, Any], **kw: Any) -> Conn
 
 
 __all__ = [
-    "AccessMode", "AddressingMode", "ChapCredentials", "CommonProperties",
-    "ConnectionProperties", "FcProperties", "FcTarget", "IscsiProperties", "IscsiTarget",
-    "InvalidConnectionProperties", "NvmeofProperties", "NvmePortal", "NvmeTarget", "Portal",
-    "canonical_id", "canonical_protocol", "jsonable", "max_lun", "normalize_wwpn",
-    "parse_fc", "parse_iqn", "parse_iscsi", "parse_nqn", "parse_nvmeof", "parse_portal",
-    "parse_properties", "scsi_lun", "sysfs_id_matches",
+    "AccessMode",
+    "AddressingMode",
+    "ChapCredentials",
+    "CommonProperties",
+    "ConnectionProperties",
+    "FcProperties",
+    "FcTarget",
+    "IscsiProperties",
+    "IscsiTarget",
+    "InvalidConnectionProperties",
+    "NvmeofProperties",
+    "NvmePortal",
+    "NvmeTarget",
+    "Portal",
+    "canonical_id",
+    "canonical_protocol",
+    "jsonable",
+    "max_lun",
+    "normalize_wwpn",
+    "parse_fc",
+    "parse_iqn",
+    "parse_iscsi",
+    "parse_nqn",
+    "parse_nvmeof",
+    "parse_portal",
+    "parse_properties",
+    "scsi_lun",
+    "sysfs_id_matches",
 ]

@@ -26,9 +26,10 @@ _TOKEN_RE = re.compile(r"[A-Za-z0-9._:@+/-]+")
 _DNS_LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _PORT_RE = re.compile(r"[0-9]{1,5}")
 _UUID_RE = re.compile(
-    r"[0-9a-fA-F]{8}(-?)[0-9a-fA-F]{4}\1[0-9a-fA-F]{4}\1[0-9a-fA-F]{4}\1[0-9a-fA-F]{12}")
+    r"[0-9a-fA-F]{8}(-?)[0-9a-fA-F]{4}\1[0-9a-fA-F]{4}\1[0-9a-fA-F]{4}\1[0-9a-fA-F]{12}"
+)
 _NGUID_RE = _UUID_RE  # 16 bytes too: plain 32 hex, or hyphenated 8-4-4-4-12 as sysfs shows it
-_SPACE_RE = re.compile(r"\s")   # re's \s on str is exactly str.isspace()
+_SPACE_RE = re.compile(r"\s")  # re's \s on str is exactly str.isspace()
 
 
 def shown(value: Any) -> str:
@@ -38,7 +39,7 @@ def shown(value: Any) -> str:
     except Exception:  # pragma: no cover - hostile __repr__
         text = f"<{type(value).__name__}>"
     if len(text) > MAX_SHOWN:
-        text = text[:MAX_SHOWN - 3] + "..."
+        text = text[: MAX_SHOWN - 3] + "..."
     return text
 
 

@@ -38,8 +38,8 @@ class AddressingMode(StrEnum):
 
 
 FLAT_SPACE_FLAG = 0x4000
-MAX_FLAT_LUN = 0x3FFF          # 14-bit flat space LUN field
-MAX_SAM_LUN = 2 ** 64 - 1      # Linux scans 64-bit LUNs
+MAX_FLAT_LUN = 0x3FFF  # 14-bit flat space LUN field
+MAX_SAM_LUN = 2**64 - 1  # Linux scans 64-bit LUNs
 
 
 def max_lun(mode: AddressingMode) -> int:
@@ -93,10 +93,12 @@ def parse_common(props: Mapping[str, Any]) -> dict[str, Any]:
     if c.present(props, "device_path"):
         path = c.string(props["device_path"], "device_path", MAX_DEVICE_PATH)
         if not _DEVICE_PATH_RE.fullmatch(path) or "/../" in path + "/" or "/./" in path + "/":
-            c.fail("device_path", f"must be a normalised absolute path of safe characters: "
-                                  f"{c.shown(path)}")
+            c.fail(
+                "device_path",
+                f"must be a normalised absolute path of safe characters: {c.shown(path)}",
+            )
         out["device_path"] = path
-    if "enforce_multipath" in props:   # None is a meaningful value here ("unset")
+    if "enforce_multipath" in props:  # None is a meaningful value here ("unset")
         value = props["enforce_multipath"]
         out["enforce_multipath"] = None if value is None else c.boolean(value, "enforce_multipath")
     return out
@@ -110,8 +112,9 @@ def parse_addressing(props: Mapping[str, Any]) -> AddressingMode:
     for mode in AddressingMode:
         if mode.value.lower() == text.lower():
             return mode
-    c.fail("addressing_mode",
-           f"must be one of SAM, transparent, SAM2, SAM3-flat; got {c.shown(text)}")
+    c.fail(
+        "addressing_mode", f"must be one of SAM, transparent, SAM2, SAM3-flat; got {c.shown(text)}"
+    )
 
 
 def jsonable(value: Any) -> Any:
@@ -119,8 +122,9 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, Secret):
         return MASK
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)
-                if f.repr}
+        return {
+            f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value) if f.repr
+        }
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, Mapping):

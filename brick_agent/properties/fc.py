@@ -16,8 +16,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from brick_agent.properties import _checks as c
-from brick_agent.properties.common import (AddressingMode, CommonProperties, max_lun,
-                                           parse_addressing, parse_common, scsi_lun)
+from brick_agent.properties.common import (
+    AddressingMode,
+    CommonProperties,
+    max_lun,
+    parse_addressing,
+    parse_common,
+    scsi_lun,
+)
 
 _WWPN_RE = re.compile(r"(?:0[xX])?((?:[0-9a-fA-F]{2}:){7}[0-9a-fA-F]{2}|[0-9a-fA-F]{16})")
 MAX_TARGETS = 256
@@ -33,7 +39,8 @@ class FcTarget:
 class FcProperties(CommonProperties):
     targets: tuple[FcTarget, ...]
     initiator_target_map: Mapping[str, tuple[str, ...]] | None = dataclasses.field(
-        default=None, hash=False)
+        default=None, hash=False
+    )
     addressing_mode: AddressingMode = AddressingMode.SAM
     enable_wildcard_scan: bool = True
 
@@ -86,8 +93,10 @@ def _luns(props: Mapping[str, Any], mode: AddressingMode) -> tuple[tuple[str, in
     hi = max_lun(mode)
     if c.present(props, "target_luns"):
         items = c.sequence(props["target_luns"], "target_luns", MAX_TARGETS)
-        return tuple((f"target_luns[{i}]", c.integer(v, f"target_luns[{i}]", 0, hi))
-                     for i, v in enumerate(items))
+        return tuple(
+            (f"target_luns[{i}]", c.integer(v, f"target_luns[{i}]", 0, hi))
+            for i, v in enumerate(items)
+        )
     return (("target_lun", c.integer(c.require(props, "target_lun", ""), "target_lun", 0, hi)),)
 
 
@@ -118,12 +127,23 @@ def parse_fc(props: Mapping[str, Any]) -> FcProperties:
     elif len(luns) == 1:
         pairs = [(w, luns[0][1]) for _, w in wwpns]
     else:
-        c.fail("target_luns", f"has {len(luns)} items for {len(wwpns)} WWPNs "
-                              "(need one LUN, or one per WWPN)")
+        c.fail(
+            "target_luns",
+            f"has {len(luns)} items for {len(wwpns)} WWPNs (need one LUN, or one per WWPN)",
+        )
     targets = tuple(dict.fromkeys(FcTarget(w, lun) for w, lun in pairs))
-    itmap = _itmap(props["initiator_target_map"]) if c.present(
-        props, "initiator_target_map") else None
-    wildcard = (c.boolean(props["enable_wildcard_scan"], "enable_wildcard_scan")
-                if c.present(props, "enable_wildcard_scan") else True)
-    return FcProperties(targets=targets, initiator_target_map=itmap, addressing_mode=mode,
-                        enable_wildcard_scan=wildcard, **common)
+    itmap = (
+        _itmap(props["initiator_target_map"]) if c.present(props, "initiator_target_map") else None
+    )
+    wildcard = (
+        c.boolean(props["enable_wildcard_scan"], "enable_wildcard_scan")
+        if c.present(props, "enable_wildcard_scan")
+        else True
+    )
+    return FcProperties(
+        targets=targets,
+        initiator_target_map=itmap,
+        addressing_mode=mode,
+        enable_wildcard_scan=wildcard,
+        **common,
+    )

@@ -24,8 +24,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from brick_agent.properties import _checks as c
-from brick_agent.properties.common import (AddressingMode, CommonProperties, max_lun,
-                                           parse_addressing, parse_common, scsi_lun)
+from brick_agent.properties.common import (
+    AddressingMode,
+    CommonProperties,
+    max_lun,
+    parse_addressing,
+    parse_common,
+    scsi_lun,
+)
 from brick_agent.secrets import Secret
 
 MAX_IQN = 223  # RFC 3720 3.2.6.1: iSCSI names are at most 223 bytes
@@ -33,7 +39,8 @@ MAX_IQN = 223  # RFC 3720 3.2.6.1: iSCSI names are at most 223 bytes
 _IQN_RE = re.compile(
     r"iqn\.[0-9]{4}-(?:0[1-9]|1[0-2])"
     r"\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
-    r"(?::[A-Za-z0-9._:-]*)?")
+    r"(?::[A-Za-z0-9._:-]*)?"
+)
 _EUI_RE = re.compile(r"eui\.[0-9A-Fa-f]{16}")
 _NAA_RE = re.compile(r"naa\.(?:[0-9A-Fa-f]{16}|[0-9A-Fa-f]{32})")
 
@@ -99,7 +106,7 @@ def parse_portal(value: Any, path: str) -> Portal:
         end = text.find("]")
         if end < 0:
             c.fail(path, f"has an unclosed '[' in {c.shown(text)}")
-        inner, rest = text[1:end], text[end + 1:]
+        inner, rest = text[1:end], text[end + 1 :]
         if not rest.startswith(":"):
             c.fail(path, f"has no port: use '[ipv6]:port', got {c.shown(text)}")
         if ":" not in inner:
@@ -130,8 +137,11 @@ def _bare_ipv6_portal(text: str, path: str) -> Portal:
     except ValueError:
         addr = None
     if not isinstance(addr, ipaddress.IPv6Address) or not port_part.isdigit():
-        c.fail(path, "IPv6 portals must be written '[address]:port' (or 'address:port' "
-                     f"with a decimal port), got {c.shown(text)}")
+        c.fail(
+            path,
+            "IPv6 portals must be written '[address]:port' (or 'address:port' "
+            f"with a decimal port), got {c.shown(text)}",
+        )
     return Portal(c.host(host_part, path), c.port_text(port_part, path))
 
 
@@ -142,8 +152,11 @@ def parse_iqn(value: Any, path: str) -> str:
     if len(text.encode()) > MAX_IQN:
         c.fail(path, f"is longer than {MAX_IQN} bytes")
     if not (_IQN_RE.fullmatch(text) or _EUI_RE.fullmatch(text) or _NAA_RE.fullmatch(text)):
-        c.fail(path, "is not an iSCSI name (iqn.YYYY-MM.domain[:name], eui.<16 hex> or "
-                     f"naa.<16|32 hex>): {c.shown(text)}")
+        c.fail(
+            path,
+            "is not an iSCSI name (iqn.YYYY-MM.domain[:name], eui.<16 hex> or "
+            f"naa.<16|32 hex>): {c.shown(text)}",
+        )
     return text
 
 
@@ -168,8 +181,9 @@ def parse_chap(props: Mapping[str, Any], prefix: str) -> ChapCredentials | None:
     return ChapCredentials(username=username, password=Secret(password))
 
 
-def _targets(props: Mapping[str, Any], mode: AddressingMode
-             ) -> tuple[IscsiTarget | None, tuple[IscsiTarget, ...]]:
+def _targets(
+    props: Mapping[str, Any], mode: AddressingMode
+) -> tuple[IscsiTarget | None, tuple[IscsiTarget, ...]]:
     single: IscsiTarget | None = None
     if c.present(props, "target_portal") or c.present(props, "target_iqn"):
         portal = parse_portal(c.require(props, "target_portal", ""), "target_portal")
@@ -192,11 +206,16 @@ def _targets(props: Mapping[str, Any], mode: AddressingMode
         lun_value = props.get("target_lun")
         luns = (0 if lun_value is None else lun_value,) * len(portals)
         lun_paths = ["target_lun"] * len(portals)
-    plural = tuple(dict.fromkeys(  # duplicates dropped, order kept
-        IscsiTarget(parse_portal(p, f"target_portals[{i}]"),
-                    parse_iqn(q, f"target_iqns[{i}]"),
-                    parse_lun(n, lun_paths[i], mode))
-        for i, (p, q, n) in enumerate(zip(portals, iqns, luns, strict=True))))
+    plural = tuple(
+        dict.fromkeys(  # duplicates dropped, order kept
+            IscsiTarget(
+                parse_portal(p, f"target_portals[{i}]"),
+                parse_iqn(q, f"target_iqns[{i}]"),
+                parse_lun(n, lun_paths[i], mode),
+            )
+            for i, (p, q, n) in enumerate(zip(portals, iqns, luns, strict=True))
+        )
+    )
     return single, plural
 
 
@@ -213,7 +232,12 @@ def parse_iscsi(props: Mapping[str, Any], *, use_multipath: bool = False) -> Isc
     else:
         c.fail("target_portal", "is required (or target_portals with target_iqns)")
     return IscsiProperties(
-        targets=targets, primary=single or targets[0],
-        auth=parse_chap(props, "auth_"), discovery_auth=parse_chap(props, "discovery_auth_"),
-        addressing_mode=mode, use_multipath=bool(use_multipath), plural_targets=bool(plural),
-        **common)
+        targets=targets,
+        primary=single or targets[0],
+        auth=parse_chap(props, "auth_"),
+        discovery_auth=parse_chap(props, "discovery_auth_"),
+        addressing_mode=mode,
+        use_multipath=bool(use_multipath),
+        plural_targets=bool(plural),
+        **common,
+    )

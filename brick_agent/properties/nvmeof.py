@@ -40,7 +40,12 @@ MAX_NSID = 0xFFFFFFFE  # 0 is invalid, 0xFFFFFFFF is the broadcast value
 _ALIAS_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 _FC_ADDR_RE = re.compile(r"nn-0x([0-9a-fA-F]{16}):pn-0x([0-9a-fA-F]{16})")
 _TRANSPORTS: dict[str, Transport] = {
-    "tcp": "tcp", "rdma": "rdma", "rocev2": "rdma", "roce": "rdma", "fc": "fc"}
+    "tcp": "tcp",
+    "rdma": "rdma",
+    "rocev2": "rdma",
+    "roce": "rdma",
+    "fc": "fc",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +107,7 @@ def canonical_id(text: str) -> str | None:
     text = text.strip().lower()
     for prefix in ("eui.", "uuid."):
         if text.startswith(prefix):
-            text = text[len(prefix):]
+            text = text[len(prefix) :]
             break
     text = text.replace("-", "")
     if len(text) == 32 and all(ch in "0123456789abcdef" for ch in text):
@@ -164,15 +169,19 @@ def _portals(value: Any, path: str) -> tuple[NvmePortal, ...]:
         ipath = f"{path}[{i}]"
         if isinstance(item, Mapping):
             item = c.mapping(item, ipath)
-            fields = [c.require(item, k, ipath) if k != "port" else item.get("port")
-                      for k in ("address", "port", "transport")]
+            fields = [
+                c.require(item, k, ipath) if k != "port" else item.get("port")
+                for k in ("address", "port", "transport")
+            ]
         elif isinstance(item, (list, tuple)):
             if len(item) != 3:
                 c.fail(ipath, f"must have 3 items (address, port, transport), has {len(item)}")
             fields = list(item)
         else:
-            c.fail(ipath, f"must be a (address, port, transport) list or a dict, "
-                          f"not {type(item).__name__}")
+            c.fail(
+                ipath,
+                f"must be a (address, port, transport) list or a dict, not {type(item).__name__}",
+            )
         address, port, transport = fields
         portal = _portal(address, port, transport, ipath)
         if portal not in result:
@@ -204,8 +213,12 @@ def _new_target(props: Mapping[str, Any], path: str) -> NvmeTarget:
 
 def _old_target(props: Mapping[str, Any]) -> NvmeTarget:
     nqn = parse_nqn(c.require(props, "nqn", ""), "nqn")
-    portal = _portal(c.require(props, "target_portal", ""), props.get("target_port"),
-                     c.require(props, "transport_type", ""), "")
+    portal = _portal(
+        c.require(props, "target_portal", ""),
+        props.get("target_port"),
+        c.require(props, "transport_type", ""),
+        "",
+    )
     return NvmeTarget(nqn, (portal,), **_ids(props, "", None))
 
 
@@ -216,21 +229,34 @@ def parse_nvmeof(props: Mapping[str, Any]) -> NvmeofProperties:
     vol_uuid = c.uuid_text(props["vol_uuid"], "vol_uuid") if c.present(props, "vol_uuid") else None
     if c.present(props, "volume_replicas"):
         replicas = c.sequence(props["volume_replicas"], "volume_replicas", 64)
-        targets = tuple(_new_target(c.mapping(r, f"volume_replicas[{i}]"), f"volume_replicas[{i}]")
-                        for i, r in enumerate(replicas))
+        targets = tuple(
+            _new_target(c.mapping(r, f"volume_replicas[{i}]"), f"volume_replicas[{i}]")
+            for i, r in enumerate(replicas)
+        )
         count = c.integer(c.require(props, "replica_count", ""), "replica_count", 1, 64)
         if count != len(targets):
             c.fail("replica_count", f"is {count} but volume_replicas has {len(targets)} items")
         alias = c.token(c.require(props, "alias", ""), "alias", 128)
         if not _ALIAS_RE.fullmatch(alias):
-            c.fail("alias", f"must be a plain md device name ([A-Za-z0-9_][A-Za-z0-9._-]*): "
-                            f"{c.shown(alias)}")
-        return NvmeofProperties(targets=targets, replicated=True, replica_count=count,
-                                alias=alias, vol_uuid=vol_uuid, format="replicated", **common)
+            c.fail(
+                "alias",
+                f"must be a plain md device name ([A-Za-z0-9_][A-Za-z0-9._-]*): {c.shown(alias)}",
+            )
+        return NvmeofProperties(
+            targets=targets,
+            replicated=True,
+            replica_count=count,
+            alias=alias,
+            vol_uuid=vol_uuid,
+            format="replicated",
+            **common,
+        )
     if c.present(props, "target_nqn") or c.present(props, "portals"):
-        return NvmeofProperties(targets=(_new_target(props, ""),), vol_uuid=vol_uuid,
-                                format="new", **common)
+        return NvmeofProperties(
+            targets=(_new_target(props, ""),), vol_uuid=vol_uuid, format="new", **common
+        )
     if c.present(props, "nqn"):
-        return NvmeofProperties(targets=(_old_target(props),), vol_uuid=vol_uuid, format="old",
-                                **common)
+        return NvmeofProperties(
+            targets=(_old_target(props),), vol_uuid=vol_uuid, format="old", **common
+        )
     c.fail("target_nqn", "is required (or volume_replicas, or the old-format nqn)")

@@ -41,6 +41,7 @@ def compat_state() -> dict[str, Any]:
     """Import os_brick the way the services do, then report (and if needed do) enable()."""
     import brick_agent.os_brick_compat as compat
     import os_brick  # noqa: F401  (the .pth hook enables the layer on this import)
+
     by = "pth" if compat.is_enabled() else None
     if by is None:
         compat.enable()
@@ -64,6 +65,7 @@ class NovaFlow:
         from nova import config, objects, utils
         from oslo_privsep import priv_context
         import os_brick
+
         self.state = compat_state()
         conf = nova.conf.CONF
         # nova/cmd/compute.py main(), in its order (minus the RPC service)
@@ -89,16 +91,17 @@ class NovaFlow:
     def op_connect(self, cmd: dict[str, Any]) -> Any:
         info = self.connection_info[cmd["driver"]] = cmd["connection_info"]
         self.volume_driver(cmd["driver"]).connect_volume(info, self.instance)
-        return info                            # what Nova saves in the BDM
+        return info  # what Nova saves in the BDM
 
     def op_extend(self, cmd: dict[str, Any]) -> Any:
         return self.volume_driver(cmd["driver"]).extend_volume(
-            self.connection_info[cmd["driver"]], self.instance, cmd["requested_size"])
+            self.connection_info[cmd["driver"]], self.instance, cmd["requested_size"]
+        )
 
     def op_disconnect(self, cmd: dict[str, Any]) -> Any:
         self.volume_driver(cmd["driver"]).disconnect_volume(
-            self.connection_info.pop(cmd["driver"]), self.instance,
-            force=cmd.get("force", False))
+            self.connection_info.pop(cmd["driver"]), self.instance, force=cmd.get("force", False)
+        )
         return None
 
 
@@ -112,6 +115,7 @@ class CinderFlow:
         from oslo_config import cfg
         from oslo_privsep import priv_context
         import os_brick
+
         self.state = compat_state()
         conf = cfg.CONF
         # backup/manager.py's option imports
@@ -119,8 +123,7 @@ class CinderFlow:
         conf.import_opt("num_volume_device_scan_tries", "cinder.volume.driver")
         # cinder/cmd/backup.py main(), in its order (minus the service)
         objects.register_all()
-        conf(["--config-file", config_file], project="cinder",
-             version=version.version_string())
+        conf(["--config-file", config_file], project="cinder", version=version.version_string())
         priv_context.init(root_helper=shlex.split(utils.get_root_helper()))
         os_brick.setup(conf)
         self.conf = conf
@@ -129,18 +132,24 @@ class CinderFlow:
 
     def op_connect(self, cmd: dict[str, Any]) -> Any:
         from cinder.volume import volume_utils
+
         conn = cmd["conn"]
         protocol = conn["driver_volume_type"]
         # backup/manager.py _connect_device
         connector = volume_utils.brick_get_connector(
-            protocol, use_multipath=self.conf.use_multipath_for_image_xfer,
-            device_scan_attempts=self.conf.num_volume_device_scan_tries, conn=conn,
-            expect_raw_disk=True)
+            protocol,
+            use_multipath=self.conf.use_multipath_for_image_xfer,
+            device_scan_attempts=self.conf.num_volume_device_scan_tries,
+            conn=conn,
+            expect_raw_disk=True,
+        )
         self.connector = connector
         device = connector.connect_volume(conn["data"])
         self.attach_info = {"conn": conn, "device": device, "connector": connector}
-        return {"device": device, "connector_class": type(connector).__module__ + "."
-                + type(connector).__name__}
+        return {
+            "device": device,
+            "connector_class": type(connector).__module__ + "." + type(connector).__name__,
+        }
 
     def op_check_valid(self, cmd: dict[str, Any]) -> Any:
         # volume/manager.py _connect_device: check_valid_device(path, True)
@@ -150,16 +159,19 @@ class CinderFlow:
     def op_disconnect(self, cmd: dict[str, Any]) -> Any:
         # backup/manager.py _detach_device
         assert self.attach_info is not None
-        self.connector.disconnect_volume(self.attach_info["conn"]["data"],
-                                         self.attach_info["device"],
-                                         force=cmd.get("force", False),
-                                         ignore_errors=cmd.get("ignore_errors", False))
+        self.connector.disconnect_volume(
+            self.attach_info["conn"]["data"],
+            self.attach_info["device"],
+            force=cmd.get("force", False),
+            ignore_errors=cmd.get("ignore_errors", False),
+        )
         return None
 
 
 def describe(flow: Any) -> dict[str, Any]:
     from oslo_config import cfg
     from brick_agent.privileged import default
+
     conn = flow.connector
     out = dict(flow.state)
     if conn is not None:
@@ -180,8 +192,14 @@ def main() -> int:
         flow = cls(first["driver"], first["config_file"])
         reply({"ok": True, "result": describe(flow)})
     except BaseException as exc:
-        reply({"ok": False, "error": type(exc).__name__, "message": str(exc),
-               "traceback": traceback.format_exc()})
+        reply(
+            {
+                "ok": False,
+                "error": type(exc).__name__,
+                "message": str(exc),
+                "traceback": traceback.format_exc(),
+            }
+        )
         return 1
     for line in sys.stdin:
         if not line.strip():
@@ -192,16 +210,29 @@ def main() -> int:
             result = getattr(flow, "op_" + cmd["op"])(cmd)
             if cmd["op"] == "connect" and flow.connector is not None:
                 extra = describe(flow)
-                reply({"ok": True, "result": result, "describe": extra,
-                       "seconds": round(time.monotonic() - start, 3)})
+                reply(
+                    {
+                        "ok": True,
+                        "result": result,
+                        "describe": extra,
+                        "seconds": round(time.monotonic() - start, 3),
+                    }
+                )
                 continue
             reply({"ok": True, "result": result, "seconds": round(time.monotonic() - start, 3)})
         except Exception as exc:
             from os_brick import exception as ob_exc
-            reply({"ok": False, "error": type(exc).__module__ + "." + type(exc).__name__,
-                   "os_brick_error": isinstance(exc, ob_exc.BrickException),
-                   "message": str(exc), "traceback": traceback.format_exc(),
-                   "seconds": round(time.monotonic() - start, 3)})
+
+            reply(
+                {
+                    "ok": False,
+                    "error": type(exc).__module__ + "." + type(exc).__name__,
+                    "os_brick_error": isinstance(exc, ob_exc.BrickException),
+                    "message": str(exc),
+                    "traceback": traceback.format_exc(),
+                    "seconds": round(time.monotonic() - start, 3),
+                }
+            )
     return 0
 
 

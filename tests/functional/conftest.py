@@ -35,20 +35,23 @@ PRIVSEP_DAEMON: dict[str, object] = {"privsep_in_process": False}
 def make_conf(tmp_path: pathlib.Path, **overrides: object) -> cfg.ConfigOpts:
     """A fresh [brick_agent] conf for one lab test: locks under ``tmp_path``, :data:`LAB_CONF`,
     then ``overrides``. An override of None leaves that option at the config default."""
-    return config.new_conf(overrides={"lock_path": str(tmp_path / "locks"), **LAB_CONF,
-                                      **overrides})
+    return config.new_conf(
+        overrides={"lock_path": str(tmp_path / "locks"), **LAB_CONF, **overrides}
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers",
-                            "realkernel: needs the real kernel of the lab VM (tools/kernel-lab)")
+    config.addinivalue_line(
+        "markers", "realkernel: needs the real kernel of the lab VM (tools/kernel-lab)"
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if IN_LAB:
         return
     skip = pytest.mark.skip(
-        reason="real-kernel test: run inside the lab VM (tools/kernel-lab/lab run)")
+        reason="real-kernel test: run inside the lab VM (tools/kernel-lab/lab run)"
+    )
     for item in items:
         if "realkernel" in item.keywords:
             item.add_marker(skip)
@@ -64,8 +67,9 @@ def iscsi_target() -> Iterator[LioIscsiTarget]:
 @pytest.fixture
 def iscsi_multipath_target() -> Iterator[LioIscsiTarget]:
     """One LIO target, 2 LUNs on 127.0.0.1:3260 and 127.0.0.2:3260, ACL for this host."""
-    with LioIscsiTarget(luns=2, portals=("127.0.0.1:3260", "127.0.0.2:3260"),
-                        initiators=["local"]) as t:
+    with LioIscsiTarget(
+        luns=2, portals=("127.0.0.1:3260", "127.0.0.2:3260"), initiators=["local"]
+    ) as t:
         yield t
 
 

@@ -22,8 +22,14 @@ from brick_agent import privileged
 from brick_agent.connectors.fc.connector import FibreChannelConnector
 from brick_agent.errors import TargetUnreachable
 from brick_lab import FcoeTarget
-from brick_lab.rawhost import (disks_with, maps_with, multipathd_running,
-                               scsi_devices_of, wait, write_read)
+from brick_lab.rawhost import (
+    disks_with,
+    maps_with,
+    multipathd_running,
+    scsi_devices_of,
+    wait,
+    write_read,
+)
 from tests.functional.conftest import PRIVSEP_DAEMON, make_conf
 
 pytestmark = pytest.mark.realkernel
@@ -48,17 +54,26 @@ def fc():
     to finish, then delete LUNs 1 and 2 so each test starts with them unscanned."""
     with FcoeTarget(luns=3, fabrics=2) as t:
         for host in t.initiator_hosts:
-            n = host[len("host"):]
-            wait(lambda host=host: ({d.rsplit(":", 1)[1] for d in scsi_devices_of(host)}
-                                    >= {"0", "1", "2"}),
-                 30, f"the login scan of {host}")
+            n = host[len("host") :]
+            wait(
+                lambda host=host: (
+                    {d.rsplit(":", 1)[1] for d in scsi_devices_of(host)} >= {"0", "1", "2"}
+                ),
+                30,
+                f"the login scan of {host}",
+            )
             for d in scsi_devices_of(host):
                 if not d.endswith(":0"):
                     with open(f"/sys/bus/scsi/devices/{d}/delete", "w") as f:
                         f.write("1")
-            wait(lambda host=host, n=n: scsi_devices_of(host) == [f"{n}:0:0:0"] or
-                  [x.rsplit(":", 1)[1] for x in scsi_devices_of(host)] == ["0"], 30,
-                  f"LUNs 1-2 of {host} to go")
+            wait(
+                lambda host=host, n=n: (
+                    scsi_devices_of(host) == [f"{n}:0:0:0"]
+                    or [x.rsplit(":", 1)[1] for x in scsi_devices_of(host)] == ["0"]
+                ),
+                30,
+                f"LUNs 1-2 of {host} to go",
+            )
         # and udev done with their removal: the tests start from a settled host (an attach
         # racing a queued removal of another path of its LUN is covered in the unit suite)
         subprocess.run(["udevadm", "settle", "--timeout=30"], check=False)
@@ -78,8 +93,12 @@ def baseline(fc):
 
 
 def props(t: FcoeTarget, lun: int, fabrics: tuple[int, ...] = (0,), **extra) -> dict:
-    return {"target_wwns": [t.target_wwpns[f] for f in fabrics], "target_lun": lun,
-            "volume_id": f"vol-{lun}", **extra}
+    return {
+        "target_wwns": [t.target_wwpns[f] for f in fabrics],
+        "target_lun": lun,
+        "volume_id": f"vol-{lun}",
+        **extra,
+    }
 
 
 # ---------------------------------------------------------------- 1. one LUN, I/O, clean detach
@@ -91,8 +110,8 @@ def test_1_attach_scans_only_that_lun_io_detach_leaves_nothing(fc, conf, baselin
     attach = time.monotonic() - start
     host0, host1 = fc.initiator_hosts
     new = sorted(set(scsi_devices_of(host0)) - set(baseline[host0]))
-    assert len(new) == 1 and new[0].endswith(":1"), new        # LUN 2 not scanned
-    assert scsi_devices_of(host1) == baseline[host1]                # other fabric untouched
+    assert len(new) == 1 and new[0].endswith(":1"), new  # LUN 2 not scanned
+    assert scsi_devices_of(host1) == baseline[host1]  # other fabric untouched
     assert info["type"] == "block" and info["scsi_wwn"] == lun.scsi_id
     assert "multipath_id" not in info
     assert info["path"].startswith("/dev/disk/by-id/wwn-0x"), info["path"]
@@ -101,7 +120,8 @@ def test_1_attach_scans_only_that_lun_io_detach_leaves_nothing(fc, conf, baselin
     assert conn.check_valid_device(info["path"])
     vols = conn.get_all_available_volumes(props(fc, 1))
     assert {(v["target_wwpn"], v["lun"], v["wwid"]) for v in vols} >= {
-        (fc.target_wwpns[0], 1, lun.scsi_id)}
+        (fc.target_wwpns[0], 1, lun.scsi_id)
+    }
     start = time.monotonic()
     conn.disconnect_volume(props(fc, 1), info)
     detach = time.monotonic() - start
@@ -143,13 +163,13 @@ def test_3_two_luns_detach_one_other_keeps_io(fc, conf, baseline):
 def test_4_wrong_target_wwpn_fails_within_deadline_leaves_nothing(fc, conf, baseline):
     conf.set_override("device_wait_timeout", 4.0, group="brick_agent")
     conn = FibreChannelConnector(conf=conf)
-    bad = {"target_wwn": "2000aabbccddeeff", "target_lun": 1}   # wildcard scan on (default)
+    bad = {"target_wwn": "2000aabbccddeeff", "target_lun": 1}  # wildcard scan on (default)
     start = time.monotonic()
     with pytest.raises(TargetUnreachable, match="2000aabbccddeeff"):
         conn.connect_volume(bad)
     took = time.monotonic() - start
     assert took < 4.0 + 4.0, took
-    assert settle_to(fc, baseline) == baseline       # wildcard by-products deleted again
+    assert settle_to(fc, baseline) == baseline  # wildcard by-products deleted again
     print(f"\nwrong WWPN failed in {took:.2f}s")
 
 
@@ -191,6 +211,7 @@ def test_attach_detach_through_the_privsep_daemon(fc, tmp_path, baseline):
     try:
         info = conn.connect_volume(props(fc, 2, (1,)))
         from brick_agent.privileged import diag
+
         assert diag.identity()["pid"] != os.getpid()
         write_read(info["path"], 7, fc.luns[2].path)
         conn.disconnect_volume(props(fc, 2, (1,)), info)

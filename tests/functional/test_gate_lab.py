@@ -83,22 +83,34 @@ def http_json(url: str, body: dict | None = None) -> dict:
 
 
 def iscsi_props(t: LioIscsiTarget) -> dict:
-    return {"target_portal": t.portals[0], "target_iqn": t.iqn, "target_lun": 0,
-            "volume_id": "vol-iscsi"}
+    return {
+        "target_portal": t.portals[0],
+        "target_iqn": t.iqn,
+        "target_lun": 0,
+        "volume_id": "vol-iscsi",
+    }
 
 
 def nvme_props(sub: NvmetSubsystem) -> dict:
     ns = sub.namespaces[1]
-    return {"target_nqn": sub.nqn, "vol_uuid": ns.uuid, "volume_nguid": ns.nguid, "ns_id": 1,
-            "portals": [[p.traddr, int(p.trsvcid), "tcp"] for p in sub.ports]}
+    return {
+        "target_nqn": sub.nqn,
+        "vol_uuid": ns.uuid,
+        "volume_nguid": ns.nguid,
+        "ns_id": 1,
+        "portals": [[p.traddr, int(p.trsvcid), "tcp"] for p in sub.ports],
+    }
 
 
 def test_gate_shows_paths_and_audit_is_clean_after_detach(conf):
     baseline = findings(audit(DEFAULT_ROOTS))
     iscsi = ISCSIConnector(conf=conf)
     nvme = NVMeOFConnector(None, None, conf=conf)
-    with LioIscsiTarget(luns=1) as t, NvmetSubsystem(namespaces=1) as sub, \
-            running(conf, DEFAULT_ROOTS) as url:
+    with (
+        LioIscsiTarget(luns=1) as t,
+        NvmetSubsystem(namespaces=1) as sub,
+        running(conf, DEFAULT_ROOTS) as url,
+    ):
         ip, npr = iscsi_props(t), nvme_props(sub)
         a = iscsi.connect_volume(ip)
         b = nvme.connect_volume(npr)
@@ -106,24 +118,33 @@ def test_gate_shows_paths_and_audit_is_clean_after_detach(conf):
             got = http_json(url + "/v1/paths", {"protocol": "ISCSI", "connection_properties": ip})
             assert got["present"] is True
             assert {os.path.realpath(p) for p in got["paths"]} == {os.path.realpath(a["path"])}
-            got = http_json(url + "/v1/paths", {"protocol": "NVMEOF",
-                                                "connection_properties": npr})
+            got = http_json(url + "/v1/paths", {"protocol": "NVMEOF", "connection_properties": npr})
             assert [os.path.realpath(p) for p in got["paths"]] == [os.path.realpath(b["path"])]
             vols = http_json(url + "/v1/volumes")["volumes"]
             assert any(v["iqn"] == t.iqn for v in vols["ISCSI"])
             assert any(v.get("uuid") == sub.namespaces[1].uuid for v in vols["NVMEOF"])
-            expected = [{"protocol": "ISCSI", "wwid": t.luns[0].wwid},
-                        {"protocol": "NVMEOF", "uuid": sub.namespaces[1].uuid}]
+            expected = [
+                {"protocol": "ISCSI", "wwid": t.luns[0].wwid},
+                {"protocol": "NVMEOF", "uuid": sub.namespaces[1].uuid},
+            ]
             report = http_json(url + "/v1/audit", {"expected": expected})
             new = {(f["kind"], f["name"]) for f in report["findings"]} - baseline
             assert new == set(), report
         finally:
             iscsi.disconnect_volume(ip, a)
             nvme.disconnect_volume(npr, b)
-        assert http_json(url + "/v1/paths", {"protocol": "ISCSI",
-                                             "connection_properties": ip})["paths"] == []
-        assert http_json(url + "/v1/paths", {"protocol": "NVMEOF",
-                                             "connection_properties": npr})["paths"] == []
+        assert (
+            http_json(url + "/v1/paths", {"protocol": "ISCSI", "connection_properties": ip})[
+                "paths"
+            ]
+            == []
+        )
+        assert (
+            http_json(url + "/v1/paths", {"protocol": "NVMEOF", "connection_properties": npr})[
+                "paths"
+            ]
+            == []
+        )
     assert new_findings(baseline) == set()
 
 
@@ -141,14 +162,17 @@ def test_audit_names_iscsi_session_left_without_lun(conf):
             extra = appeared(baseline, "iscsi_session_without_luns")
             kinds = {k for k, _ in extra}
             assert "iscsi_session_without_luns" in kinds, extra
-            (session,) = [f for f in audit(DEFAULT_ROOTS).findings
-                          if f.kind == "iscsi_session_without_luns"
-                          and (f.kind, f.name) not in baseline]
+            (session,) = [
+                f
+                for f in audit(DEFAULT_ROOTS).findings
+                if f.kind == "iscsi_session_without_luns" and (f.kind, f.name) not in baseline
+            ]
             assert t.iqn in session.detail
         finally:
             iscsi.disconnect_volume(props, None, force=True, ignore_errors=True)
-            subprocess.run(["iscsiadm", "-m", "node", "-T", t.iqn, "--logout"],
-                           capture_output=True, timeout=60)
+            subprocess.run(
+                ["iscsiadm", "-m", "node", "-T", t.iqn, "--logout"], capture_output=True, timeout=60
+            )
     assert new_findings(baseline) == set()
 
 
@@ -183,23 +207,26 @@ def test_two_host_verification_vm_and_fake_host(conf, tmp_path):
         props_file = tmp_path / "props.json"
         props_file.write_text(json.dumps(props))
         try:
-            with running(conf, DEFAULT_ROOTS) as dest_url, \
-                    running(conf, source.roots) as src_url:
+            with running(conf, DEFAULT_ROOTS) as dest_url, running(conf, source.roots) as src_url:
                 args = ["--protocol", "ISCSI", "--properties", str(props_file)]
                 out = io.StringIO()
-                code = verify_detach.main(args + ["--present", dest_url, "--absent", src_url],
-                                          stdout=out)
+                code = verify_detach.main(
+                    args + ["--present", dest_url, "--absent", src_url], stdout=out
+                )
                 assert code == 0, out.getvalue()
                 out = io.StringIO()
-                code = verify_detach.main(args + ["--present", src_url, "--absent", dest_url],
-                                          stdout=out)
+                code = verify_detach.main(
+                    args + ["--present", src_url, "--absent", dest_url], stdout=out
+                )
                 assert code == 1 and json.loads(out.getvalue())["verdict"] == "fail"
         finally:
             iscsi.disconnect_volume(props, info)
         with running(conf, DEFAULT_ROOTS) as dest_url:
             out = io.StringIO()
-            code = verify_detach.main(["--protocol", "ISCSI", "--properties", str(props_file),
-                                       "--absent", dest_url], stdout=out)
+            code = verify_detach.main(
+                ["--protocol", "ISCSI", "--properties", str(props_file), "--absent", dest_url],
+                stdout=out,
+            )
             assert code == 0, out.getvalue()
 
 
@@ -216,7 +243,6 @@ def test_expected_volume_comparison_on_real_kernel(conf):
             report = audit(DEFAULT_ROOTS, [other])
             kinds = {(f.kind, f.name) for f in report.findings}
             assert ("missing_volume", other.label) in kinds
-            assert any(k == "unexpected_volume" and sub.namespaces[1].uuid in n
-                       for k, n in kinds)
+            assert any(k == "unexpected_volume" and sub.namespaces[1].uuid in n for k, n in kinds)
         finally:
             nvme.disconnect_volume(props, info)

@@ -20,11 +20,17 @@ import pytest
 
 from brick_agent import privileged
 from brick_agent.connectors.iscsi.connector import ISCSIConnector
-from brick_agent.errors import (AuthenticationFailed, DeviceInUse, DeviceNotFound,
-                                TargetUnreachable)
+from brick_agent.errors import AuthenticationFailed, DeviceInUse, DeviceNotFound, TargetUnreachable
 from brick_lab import LioIscsiTarget
-from brick_lab.rawhost import (disks_with, maps_with, multipathd_running, read,
-                               sessions_of, wait, write_read)
+from brick_lab.rawhost import (
+    disks_with,
+    maps_with,
+    multipathd_running,
+    read,
+    sessions_of,
+    wait,
+    write_read,
+)
 from tests.functional.conftest import PRIVSEP_DAEMON, make_conf
 
 pytestmark = pytest.mark.realkernel
@@ -59,10 +65,12 @@ def leftovers(t: LioIscsiTarget) -> dict[str, list[str]]:
     """Everything of target ``t`` still on the host (udev links may lag: wait briefly)."""
     deadline = time.monotonic() + 5
     while True:
-        state = {"sessions": sessions_of(t.iqn),
-                 "disks": [d for lun in t.luns.values() for d in disks_with(lun.wwid)],
-                 "maps": [m for lun in t.luns.values() for m in maps_with(lun.scsi_id)],
-                 "links": links_of(t.iqn)}
+        state = {
+            "sessions": sessions_of(t.iqn),
+            "disks": [d for lun in t.luns.values() for d in disks_with(lun.wwid)],
+            "maps": [m for lun in t.luns.values() for m in maps_with(lun.scsi_id)],
+            "links": links_of(t.iqn),
+        }
         if not any(state.values()) or time.monotonic() > deadline:
             return {k: v for k, v in state.items() if v}
         time.sleep(0.1)
@@ -80,8 +88,13 @@ def connector(conf):
 
 
 def props_for(t: LioIscsiTarget, lun: int = 0, portal: int = 0, **extra) -> dict:
-    return {"target_portal": t.portals[portal], "target_iqn": t.iqn, "target_lun": lun,
-            "volume_id": f"vol-{lun}", **extra}
+    return {
+        "target_portal": t.portals[portal],
+        "target_iqn": t.iqn,
+        "target_lun": lun,
+        "volume_id": f"vol-{lun}",
+        **extra,
+    }
 
 
 # ---------------------------------------------------------------- 1. single path
@@ -127,15 +140,15 @@ def test_2_shared_target_detach_one_keeps_the_other(connector):
 def test_4_chap_right_secret_attaches_wrong_one_fails_cleanly(connector, caplog):
     caplog.set_level(logging.DEBUG)
     with LioIscsiTarget(luns=1, chap=("brickuser", SECRET)) as t:
-        good = props_for(t, auth_method="CHAP", auth_username="brickuser",
-                         auth_password=SECRET)
+        good = props_for(t, auth_method="CHAP", auth_username="brickuser", auth_password=SECRET)
         info = connector.connect_volume(good)
         write_read(info["path"], 4, t.luns[0].path)
         connector.disconnect_volume(good, info)
         assert leftovers(t) == {}
 
-        wrong = props_for(t, auth_method="CHAP", auth_username="brickuser",
-                          auth_password=SECRET + "-wrong")
+        wrong = props_for(
+            t, auth_method="CHAP", auth_username="brickuser", auth_password=SECRET + "-wrong"
+        )
         with pytest.raises(AuthenticationFailed) as err:
             connector.connect_volume(wrong)
         assert SECRET not in str(err.value)
@@ -179,13 +192,15 @@ def test_4_chap_secret_is_never_on_a_command_line(connector, caplog):
     """While a CHAP login runs, no process's /proc/PID/cmdline carries the password."""
     caplog.set_level(logging.DEBUG)
     with LioIscsiTarget(luns=1, chap=("brickuser", SECRET)) as t:
-        good = props_for(t, auth_method="CHAP", auth_username="brickuser",
-                         auth_password=SECRET)
+        good = props_for(t, auth_method="CHAP", auth_username="brickuser", auth_password=SECRET)
         with CmdlineWatcher(SECRET) as watcher:
             info = connector.connect_volume(good)
         write_read(info["path"], 4, t.luns[0].path)
-        records = [p for p in glob.glob(f"/etc/iscsi/nodes/{t.iqn}/**", recursive=True)
-                   if os.path.isfile(p)]
+        records = [
+            p
+            for p in glob.glob(f"/etc/iscsi/nodes/{t.iqn}/**", recursive=True)
+            if os.path.isfile(p)
+        ]
         assert records and all(os.stat(p).st_mode & 0o077 == 0 for p in records)
         connector.disconnect_volume(good, info)
         assert leftovers(t) == {}
@@ -214,12 +229,12 @@ def test_6_unreachable_portal_fails_within_login_timeout(conf):
     conf.set_override("login_timeout", 4.0, group="brick_agent")
     connector = ISCSIConnector(conf=conf)
     with LioIscsiTarget(luns=1) as t:
-        bad = dict(props_for(t), target_portal="127.0.0.1:3261")   # nothing listens there
+        bad = dict(props_for(t), target_portal="127.0.0.1:3261")  # nothing listens there
         start = time.monotonic()
         with pytest.raises(TargetUnreachable):
             connector.connect_volume(bad)
         took = time.monotonic() - start
-        assert took < 4.0 + 1.0, took   # iscsid's attempts fit in login_timeout
+        assert took < 4.0 + 1.0, took  # iscsid's attempts fit in login_timeout
         assert leftovers(t) == {}
         assert node_records(t.iqn) == []
 
@@ -233,6 +248,7 @@ def test_single_path_through_the_privsep_daemon(tmp_path):
         with LioIscsiTarget(luns=1) as t:
             info = connector.connect_volume(props_for(t))
             from brick_agent.privileged import diag
+
             ident = diag.identity()
             assert ident["pid"] != os.getpid()
             write_read(info["path"], 9, t.luns[0].path)
@@ -257,11 +273,11 @@ def test_3_7_multipath_two_portals_survives_a_dead_path_and_extends(conf, multip
     conf.set_override("use_multipath", True, group="brick_agent")
     connector = ISCSIConnector(conf=conf)
     assert connector.supports_multipath()
-    with LioIscsiTarget(luns=1, portals=("127.0.0.1:3260", "127.0.0.2:3260"),
-                        initiators=["local"]) as t:
+    with LioIscsiTarget(
+        luns=1, portals=("127.0.0.1:3260", "127.0.0.2:3260"), initiators=["local"]
+    ) as t:
         lun = t.luns[0]
-        props = {"target_portals": t.portals, "target_iqns": [t.iqn] * 2,
-                 "target_luns": [0, 0]}
+        props = {"target_portals": t.portals, "target_iqns": [t.iqn] * 2, "target_luns": [0, 0]}
         start = time.monotonic()
         info = connector.connect_volume(props)
         attach = time.monotonic() - start
@@ -284,8 +300,11 @@ def test_3_7_multipath_two_portals_survives_a_dead_path_and_extends(conf, multip
         write_read(info["path"], 33, lun.path)
         print(f"\nI/O with one dead portal took {time.monotonic() - io_start:.1f}s")
         t.portal_up("127.0.0.2:3260")
-        wait(lambda: _session_states(t.iqn) == ["LOGGED_IN", "LOGGED_IN"], 60,
-              "the second session to recover")
+        wait(
+            lambda: _session_states(t.iqn) == ["LOGGED_IN", "LOGGED_IN"],
+            60,
+            "the second session to recover",
+        )
 
         start = time.monotonic()
         connector.disconnect_volume(props, info)
@@ -300,15 +319,21 @@ def test_3_detach_of_an_open_map_names_the_process_holding_it(conf, multipathd):
     conf.set_override("use_multipath", True, group="brick_agent")
     conf.set_override("flush_timeout", 3.0, group="brick_agent")
     connector = ISCSIConnector(conf=conf)
-    with LioIscsiTarget(luns=1, portals=("127.0.0.1:3260", "127.0.0.2:3260"),
-                        initiators=["local"]) as t:
-        props = {"target_portals": t.portals, "target_iqns": [t.iqn] * 2,
-                 "target_luns": [0, 0]}
+    with LioIscsiTarget(
+        luns=1, portals=("127.0.0.1:3260", "127.0.0.2:3260"), initiators=["local"]
+    ) as t:
+        props = {"target_portals": t.portals, "target_iqns": [t.iqn] * 2, "target_luns": [0, 0]}
         info = connector.connect_volume(props)
         holder = subprocess.Popen(
-            [sys.executable, "-c", "import os,sys,time; fd=os.open(sys.argv[1], os.O_RDONLY); "
-             "print('open', flush=True); time.sleep(120)", info["path"]],
-            stdout=subprocess.PIPE)
+            [
+                sys.executable,
+                "-c",
+                "import os,sys,time; fd=os.open(sys.argv[1], os.O_RDONLY); "
+                "print('open', flush=True); time.sleep(120)",
+                info["path"],
+            ],
+            stdout=subprocess.PIPE,
+        )
         try:
             assert holder.stdout.readline().strip() == b"open"
             with pytest.raises(DeviceInUse) as err:
@@ -316,7 +341,7 @@ def test_3_detach_of_an_open_map_names_the_process_holding_it(conf, multipathd):
             print(f"\nrefused: {err.value}")
             assert holder.pid in [pid for pid, _ in err.value.holders]
             assert f"pid {holder.pid} (python" in str(err.value)
-            assert len(disks_with(t.luns[0].wwid)) == 2      # nothing was deleted
+            assert len(disks_with(t.luns[0].wwid)) == 2  # nothing was deleted
         finally:
             holder.kill()
             holder.wait()
@@ -346,12 +371,14 @@ def test_5_lun_reuse_never_returns_the_stale_device(connector):
         new = connector.connect_volume(props_for(t))
         assert new["scsi_wwn"] == new_lun.scsi_id
         assert read(f"/sys/block/{os.path.basename(new['path'])}/device/wwid") == new_lun.wwid
-        assert disks_with(old_lun.wwid) == []          # the stale device is gone
-        write_read(new["path"], 5, new_lun.path)       # and data lands in the new volume
+        assert disks_with(old_lun.wwid) == []  # the stale device is gone
+        write_read(new["path"], 5, new_lun.path)  # and data lands in the new volume
         connector.disconnect_volume(props_for(t), new)
         assert leftovers(t) == {}
-        assert not os.path.exists(f"/sys/block/{old_disk}") or \
-            read(f"/sys/block/{old_disk}/device/wwid") != old_lun.wwid
+        assert (
+            not os.path.exists(f"/sys/block/{old_disk}")
+            or read(f"/sys/block/{old_disk}/device/wwid") != old_lun.wwid
+        )
 
 
 # ---------------------------------------------------------------- 8. concurrency
@@ -360,8 +387,7 @@ def test_8_eight_volumes_from_two_targets_concurrently(connector):
         jobs = [(t, n) for t in (a, b) for n in range(4)]
         start = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            infos = list(pool.map(lambda j: connector.connect_volume(props_for(j[0], j[1])),
-                                  jobs))
+            infos = list(pool.map(lambda j: connector.connect_volume(props_for(j[0], j[1])), jobs))
         attach = time.monotonic() - start
         for (t, n), info in zip(jobs, infos, strict=True):
             assert info["scsi_wwn"] == t.luns[n].scsi_id
@@ -372,9 +398,12 @@ def test_8_eight_volumes_from_two_targets_concurrently(connector):
             write_read(info["path"], 80 + i, t.luns[n].path)
         start = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda ji: connector.disconnect_volume(props_for(ji[0][0], ji[0][1]),
-                                                                 ji[1]),
-                          zip(jobs, infos, strict=True)))
+            list(
+                pool.map(
+                    lambda ji: connector.disconnect_volume(props_for(ji[0][0], ji[0][1]), ji[1]),
+                    zip(jobs, infos, strict=True),
+                )
+            )
         detach = time.monotonic() - start
         # right after detach, before any grace: udev has removed every link it deleted
         assert links_of(a.iqn) == [] and links_of(b.iqn) == []

@@ -10,11 +10,23 @@ import os
 import pytest
 
 from brick_agent.host.iscsiadm import ERR_LOGIN_AUTH_FAILED
-from brick_lab import (LabError, LioIscsiTarget, NvmetSubsystem, fcloop_available,
-                       local_initiator_iqn, wait_for)
+from brick_lab import (
+    LabError,
+    LioIscsiTarget,
+    NvmetSubsystem,
+    fcloop_available,
+    local_initiator_iqn,
+    wait_for,
+)
 from brick_lab import scenarios
-from brick_lab.initiator import (iscsi_login, iscsi_logout, iscsi_node, nvme_connect,
-                                 nvme_disconnect, sh)
+from brick_lab.initiator import (
+    iscsi_login,
+    iscsi_logout,
+    iscsi_node,
+    nvme_connect,
+    nvme_disconnect,
+    sh,
+)
 from brick_lab.rawhost import disks_with, maps_with, nvme_ctrls_of, read
 
 pytestmark = pytest.mark.realkernel
@@ -26,14 +38,24 @@ def test_iscsi_chap_acl() -> None:
         assert os.path.isdir(f"{t.tpg}/acls/{local_initiator_iqn()}")
         iscsi_node(t.iqn, portal, "-o", "new")
         try:
-            for k, v in (("node.session.auth.authmethod", "CHAP"),
-                         ("node.session.auth.username", "brickuser"),
-                         ("node.session.auth.password", "wrong-password")):
+            for k, v in (
+                ("node.session.auth.authmethod", "CHAP"),
+                ("node.session.auth.username", "brickuser"),
+                ("node.session.auth.password", "wrong-password"),
+            ):
                 iscsi_node(t.iqn, portal, "-o", "update", "-n", k, "-v", v)
             bad = iscsi_node(t.iqn, portal, "--login", check=False)
             assert bad.returncode == ERR_LOGIN_AUTH_FAILED, bad.stderr
-            iscsi_node(t.iqn, portal, "-o", "update", "-n", "node.session.auth.password",
-                       "-v", "s3cret-pass12")
+            iscsi_node(
+                t.iqn,
+                portal,
+                "-o",
+                "update",
+                "-n",
+                "node.session.auth.password",
+                "-v",
+                "s3cret-pass12",
+            )
             iscsi_node(t.iqn, portal, "--login")
             wait_for(lambda: disks_with(t.luns[0].wwid), 30, "disk")
         finally:
@@ -65,8 +87,10 @@ def test_iscsi_add_remove_lun_and_portal_down_up() -> None:
             # portal 2 down (not listening; refused, so no long login retries): a
             # login there fails; back up: it works
             t.portal_down(p2, drop_traffic=False)
-            for k, v in (("node.session.initial_login_retry_max", "1"),
-                         ("node.conn[0].timeo.login_timeout", "3")):
+            for k, v in (
+                ("node.session.initial_login_retry_max", "1"),
+                ("node.conn[0].timeo.login_timeout", "3"),
+            ):
                 iscsi_node(t.iqn, p2, "-o", "update", "-n", k, "-v", v)
             r = iscsi_node(t.iqn, p2, "--login", check=False)
             assert r.returncode != 0
@@ -87,10 +111,13 @@ def test_iscsi_dm_multipath() -> None:
 
 def test_nvme_ana_and_port_removal() -> None:
     ports = scenarios.NVME_PORTS
-    with scenarios.nvme_tcp_multipath(connect_opts=("--ctrl-loss-tmo", "2",
-                                                    "--reconnect-delay", "1")) as s:
+    with scenarios.nvme_tcp_multipath(
+        connect_opts=("--ctrl-loss-tmo", "2", "--reconnect-delay", "1")
+    ) as s:
+
         def ctrls() -> dict[str, str]:
             return {c: read(f"/sys/class/nvme/{c}/address") or "" for c in nvme_ctrls_of(s.nqn)}
+
         assert len(ctrls()) == 2
         c2 = next(c for c, a in ctrls().items() if "traddr=127.0.0.2" in a)
         path = wait_for(lambda: glob.glob(f"/sys/class/nvme/{c2}/nvme*c*n1"), 20, "path device")[0]
@@ -110,7 +137,7 @@ def test_fcoe_two_fabrics() -> None:
         assert len(set(t.initiator_hosts)) == 2
         for f in t.fabrics:
             assert t.target_rport(f) is not None
-        assert len(disks_with(t.luns[0].wwid)) == 2     # LUN 0 on both HBAs
+        assert len(disks_with(t.luns[0].wwid)) == 2  # LUN 0 on both HBAs
 
 
 def test_destroy_after_partial_failure() -> None:
@@ -127,17 +154,22 @@ def test_nvme_over_fc_loop() -> None:
     with scenarios.nvmet_over_fcloop() as (fc, s):
         sh("nvme", "connect", "-t", "fc", "-a", fc.target_traddr, "-w", fc.host_traddr, "-n", s.nqn)
         try:
+
             def ctrl() -> str | None:
                 for c in nvme_ctrls_of(s.nqn):
                     if read(f"/sys/class/nvme/{c}/state") == "live":
                         return f"/sys/class/nvme/{c}"
                 return None
+
             c = wait_for(ctrl, 30, "live FC controller")
             assert read(f"{c}/transport") == "fc"
             assert f"traddr={fc.target_traddr}" in (read(f"{c}/address") or "")
             uuid = s.namespaces[1].uuid
-            wait_for(lambda: [u for u in glob.glob("/sys/block/nvme*n*/uuid") if read(u) == uuid],
-                     20, "namespace")
+            wait_for(
+                lambda: [u for u in glob.glob("/sys/block/nvme*n*/uuid") if read(u) == uuid],
+                20,
+                "namespace",
+            )
         finally:
             nvme_disconnect(s.nqn)
         wait_for(lambda: ctrl() is None, 30, "disconnect")

@@ -48,8 +48,9 @@ def test_iscsi_login_logout() -> None:
             t.resize_lun(0, lun.size * 2)
             with open(f"/sys/block/{sd}/device/rescan", "w") as f:
                 f.write("1")
-            wait_for(lambda: int(read(f"/sys/block/{sd}/size")) * 512 == lun.size, 20,
-                     "resized disk")
+            wait_for(
+                lambda: int(read(f"/sys/block/{sd}/size")) * 512 == lun.size, 20, "resized disk"
+            )
         finally:
             iscsi_logout(t.iqn, portal)
         wait_for(lambda: not sessions_of(t.iqn), 20, "session removal")
@@ -77,12 +78,16 @@ def test_nvme_tcp_connect_disconnect() -> None:
             nguid = read(f"/sys/block/{disk}/nguid") or ""
             assert nguid.replace("-", "") == ns.nguid.replace("-", "")
             assert os.path.exists(f"/dev/{disk}")
-            wait_for(lambda: os.path.exists(f"/dev/disk/by-id/nvme-uuid.{ns.uuid}"), 20,
-                     "by-id link")
+            wait_for(
+                lambda: os.path.exists(f"/dev/disk/by-id/nvme-uuid.{ns.uuid}"), 20, "by-id link"
+            )
             # grow the namespace: the host updates the size on the AEN
             s.resize_namespace(1, ns.size * 2)
-            wait_for(lambda: int(read(f"/sys/block/{disk}/size")) * 512 == ns.size, 20,
-                     "resized namespace")
+            wait_for(
+                lambda: int(read(f"/sys/block/{disk}/size")) * 512 == ns.size,
+                20,
+                "resized namespace",
+            )
         finally:
             nvme_disconnect(s.nqn)
         wait_for(lambda: not nvme_ctrls_of(s.nqn), 20, "controller removal")
@@ -91,7 +96,7 @@ def test_nvme_tcp_connect_disconnect() -> None:
 
 
 def test_fcoe_fc_host_and_luns() -> None:
-    with fcoe_luns(luns=2) as t:   # both LUNs' disks are there
+    with fcoe_luns(luns=2) as t:  # both LUNs' disks are there
         f = t.fabrics[0]
         host = f.initiator_host
         assert read(f"/sys/class/fc_host/{host}/port_state") == "Online"

@@ -25,8 +25,9 @@ pytestmark = pytest.mark.realkernel
 
 @pytest.fixture
 def ledger(tmp_path):
-    return AttachmentLedger(str(tmp_path / "ledger" / "attachments.json"),
-                            lock_path=str(tmp_path / "locks"))
+    return AttachmentLedger(
+        str(tmp_path / "ledger" / "attachments.json"), lock_path=str(tmp_path / "locks")
+    )
 
 
 @pytest.fixture
@@ -35,8 +36,14 @@ def connector(tmp_path, ledger):
 
 
 def props_for(t: LioIscsiTarget, attachment: str, **extra) -> dict:
-    return {"target_portal": t.portals[0], "target_iqn": t.iqn, "target_lun": 0,
-            "volume_id": "vol-multi", "attachment_id": attachment, **extra}
+    return {
+        "target_portal": t.portals[0],
+        "target_iqn": t.iqn,
+        "target_lun": 0,
+        "volume_id": "vol-multi",
+        "attachment_id": attachment,
+        **extra,
+    }
 
 
 def test_two_attachments_detach_one_keeps_device_detach_other_removes(connector, ledger):
@@ -51,7 +58,7 @@ def test_two_attachments_detach_one_keeps_device_detach_other_removes(connector,
         assert sorted(entry["attachments"]) == ["att-a", "att-b"]
         connector.disconnect_volume(props_for(t, "att-a"), a)
         assert disks_with(lun.wwid) == [os.path.basename(a["path"])]
-        write_read(b["path"], 7, lun.path)           # still does I/O
+        write_read(b["path"], 7, lun.path)  # still does I/O
         connector.disconnect_volume(props_for(t, "att-b"), b)
         assert disks_with(lun.wwid) == []
         assert sessions_of(t.iqn) == []
@@ -81,7 +88,7 @@ def test_ro_attachment_cannot_be_written_until_a_rw_attachment_arrives(connector
         assert read(f"/sys/block/{name}/ro") == "0"
         write_read(info["path"], 3, lun.path)
         connector.disconnect_volume(props_for(t, "rw-1"), info)
-        assert read(f"/sys/block/{name}/ro") == "1"          # only ro attachments left
+        assert read(f"/sys/block/{name}/ro") == "1"  # only ro attachments left
         connector.disconnect_volume(props_for(t, "ro-1"), info)
         assert disks_with(lun.wwid) == []
         assert ledger.entries() == {}
@@ -98,7 +105,7 @@ class RunningWriter:
         self.n += 1
         buf = mmap.mmap(-1, 4096)
         buf.write(bytes([self.n]) * 4096)
-        assert os.pwritev(self.fd, [buf], 4096 * self.n) == 4096   # EPERM if made ro
+        assert os.pwritev(self.fd, [buf], 4096 * self.n) == 4096  # EPERM if made ro
         os.fsync(self.fd)
 
     def close(self) -> None:
@@ -112,6 +119,7 @@ def _access_mode_flow(connector, props_of, order: tuple[str, str], with_ids: boo
     Without attachment ids (Nova) the ro user's disconnect is not made while the
     writer uses the volume (Nova's own rule), so only the connects are exercised.
     """
+
     def p(mode):
         extra = {"access_mode": mode}
         if with_ids:
@@ -153,12 +161,19 @@ def test_nvme_ro_user_never_breaks_a_running_writer(tmp_path, ledger, order, wit
     connector = NVMeOFConnector(None, None, conf=conf, ledger=ledger)
     with NvmetSubsystem(namespaces=1) as sub:
         ns = sub.namespaces[1]
-        base = {"target_nqn": sub.nqn, "vol_uuid": ns.uuid, "ns_id": 1,
-                "portals": [[q.traddr, int(q.trsvcid), "tcp"] for q in sub.ports]}
+        base = {
+            "target_nqn": sub.nqn,
+            "vol_uuid": ns.uuid,
+            "ns_id": 1,
+            "portals": [[q.traddr, int(q.trsvcid), "tcp"] for q in sub.ports],
+        }
         _access_mode_flow(connector, lambda **kw: {**base, **kw}, order, with_ids)
         assert ledger.entries() == {}
-        assert not [c for c in os.listdir("/sys/class/nvme")
-                    if read(f"/sys/class/nvme/{c}/subsysnqn") == sub.nqn]
+        assert not [
+            c
+            for c in os.listdir("/sys/class/nvme")
+            if read(f"/sys/class/nvme/{c}/subsysnqn") == sub.nqn
+        ]
 
 
 def test_stale_volume_detach_after_lun_reuse_keeps_the_new_volume(connector, ledger):
@@ -168,7 +183,7 @@ def test_stale_volume_detach_after_lun_reuse_keeps_the_new_volume(connector, led
         base = {"target_portal": t.portals[0], "target_iqn": t.iqn, "target_lun": 0}
         data_a = {**base, "volume_id": "vol-A"}
         a = connector.connect_volume(data_a)
-        data_a["device_path"] = a["path"]                 # what Nova stores
+        data_a["device_path"] = a["path"]  # what Nova stores
         old_wwid = t.luns[0].wwid
         t.remove_lun(0)
         new_lun = t.add_lun(0)
@@ -176,9 +191,9 @@ def test_stale_volume_detach_after_lun_reuse_keeps_the_new_volume(connector, led
         assert b["scsi_wwn"] == new_lun.scsi_id and disks_with(old_wwid) == []
         writer = RunningWriter(b["path"])
         try:
-            connector.disconnect_volume(data_a, None)     # A's detach, Nova's shape
-            connector.disconnect_volume(data_a, a)        # and with A's device_info
-            writer.write()                                # B's I/O still works
+            connector.disconnect_volume(data_a, None)  # A's detach, Nova's shape
+            connector.disconnect_volume(data_a, a)  # and with A's device_info
+            writer.write()  # B's I/O still works
         finally:
             writer.close()
         assert disks_with(new_lun.wwid) == [os.path.basename(os.path.realpath(b["path"]))]

@@ -55,8 +55,18 @@ import pytest
 from brick_agent.audit import audit
 from brick_agent.host.roots import DEFAULT_ROOTS
 from brick_lab import FcoeTarget, LioIscsiTarget, NvmetSubsystem, ServiceUser
-from brick_lab.rawhost import (MiB, dev_uuid, disks_with, io_roundtrip, nvme_ctrls_of,
-                               read, scsi_devices_of, sessions_of, wait, write_read)
+from brick_lab.rawhost import (
+    MiB,
+    dev_uuid,
+    disks_with,
+    io_roundtrip,
+    nvme_ctrls_of,
+    read,
+    scsi_devices_of,
+    sessions_of,
+    wait,
+    write_read,
+)
 
 pytestmark = pytest.mark.realkernel
 
@@ -70,6 +80,7 @@ REPLY_TIMEOUT = 180.0
 
 # ------------------------------------------------------------------ the caller processes
 
+
 class Caller:
     """A compat_driver.py process: one JSON command per line, one reply per line.
 
@@ -77,25 +88,35 @@ class Caller:
     :class:`ServiceUser`) instead of root.
     """
 
-    def __init__(self, python: pathlib.Path, flow: str, workdir: pathlib.Path,
-                 user: ServiceUser | None = None) -> None:
+    def __init__(
+        self,
+        python: pathlib.Path,
+        flow: str,
+        workdir: pathlib.Path,
+        user: ServiceUser | None = None,
+    ) -> None:
         self.flow = flow
         self.user = user
         state = user.state if user else workdir
         # what an operator's nova.conf / cinder.conf holds for this; root: no rootwrap
         # (brick_agent's daemon then starts <venv>/bin/privsep-helper itself); a service
         # user: the service's default root helper, sudo <service>-rootwrap rootwrap.conf
-        text = ("[DEFAULT]\n"
-                f"host = lab-{flow}\n"
-                f"state_path = {state}\n"
-                + ("[workarounds]\ndisable_rootwrap = True\n"
-                   if flow == "nova" and user is None else "") +
-                "[oslo_concurrency]\n"
-                f"lock_path = {state / 'locks'}\n"
-                "[brick_agent]\n"
-                f"lock_path = {state / 'brick-locks'}\n"
-                f"ledger_path = {state / 'ledger'}\n"
-                "device_wait_timeout = 20\n")
+        text = (
+            "[DEFAULT]\n"
+            f"host = lab-{flow}\n"
+            f"state_path = {state}\n"
+            + (
+                "[workarounds]\ndisable_rootwrap = True\n"
+                if flow == "nova" and user is None
+                else ""
+            )
+            + "[oslo_concurrency]\n"
+            f"lock_path = {state / 'locks'}\n"
+            "[brick_agent]\n"
+            f"lock_path = {state / 'brick-locks'}\n"
+            f"ledger_path = {state / 'ledger'}\n"
+            "device_wait_timeout = 20\n"
+        )
         if user:
             self.conf_file = user.write_conf(text)
         else:
@@ -105,11 +126,15 @@ class Caller:
         self._stderr = open(self.stderr_path, "wb")
         start = time.monotonic()
         argv = [str(python), str(DRIVER)]
-        self.proc = subprocess.Popen(user.command(argv) if user else argv,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self._stderr, text=True,
-                                     cwd=str(user.home if user else workdir),
-                                     env=user.environment() if user else None)
+        self.proc = subprocess.Popen(
+            user.command(argv) if user else argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            cwd=str(user.home if user else workdir),
+            env=user.environment() if user else None,
+        )
         self._start = start
         self._send({"flow": flow, "driver": "iscsi", "config_file": str(self.conf_file)})
         self.setup: dict[str, Any] | None = None
@@ -147,14 +172,17 @@ class Caller:
         ready, _, _ = select.select([self.proc.stdout], [], [], REPLY_TIMEOUT)
         line = self.proc.stdout.readline() if ready else ""
         if not line:
-            raise AssertionError(f"{self.flow}: no reply to {obj.get('op', 'setup')} within "
-                                 f"{REPLY_TIMEOUT:.0f}s (exit {self.proc.poll()}); stderr:\n"
-                                 + self.stderr_tail())
+            raise AssertionError(
+                f"{self.flow}: no reply to {obj.get('op', 'setup')} within "
+                f"{REPLY_TIMEOUT:.0f}s (exit {self.proc.poll()}); stderr:\n" + self.stderr_tail()
+            )
         reply = json.loads(line)
         if not reply["ok"]:
-            raise AssertionError(f"{self.flow} {obj.get('op', 'setup')} failed: "
-                                 f"{reply['error']}: {reply['message']}\n{reply['traceback']}"
-                                 f"\nstderr:\n{self.stderr_tail()}")
+            raise AssertionError(
+                f"{self.flow} {obj.get('op', 'setup')} failed: "
+                f"{reply['error']}: {reply['message']}\n{reply['traceback']}"
+                f"\nstderr:\n{self.stderr_tail()}"
+            )
         return reply
 
     def call(self, op: str, **kwargs: Any) -> dict[str, Any]:
@@ -175,10 +203,14 @@ class Caller:
         self._stderr.close()
 
 
-NOVA_MISSING = (f"{NOVA_PY} missing: build it with tools/compat/run-nova-tests.sh "
-                "(tools/run-tests.sh does, in its host stage)")
-CINDER_MISSING = (f"{CINDER_PY} missing: build it with tools/compat/run-nova-tests.sh "
-                  "--cinder (tools/run-tests.sh does, in its host stage)")
+NOVA_MISSING = (
+    f"{NOVA_PY} missing: build it with tools/compat/run-nova-tests.sh "
+    "(tools/run-tests.sh does, in its host stage)"
+)
+CINDER_MISSING = (
+    f"{CINDER_PY} missing: build it with tools/compat/run-nova-tests.sh "
+    "--cinder (tools/run-tests.sh does, in its host stage)"
+)
 
 
 class Callers:
@@ -205,8 +237,11 @@ class Callers:
             # goes through sudo and the service's rootwrap, as os-brick's daemon would
             assert setup["enabled"] and setup["enabled_by"] in ("pth", "explicit"), setup
             assert setup["privsep_client_mode"], setup
-            start = (f"sudo {flow}-rootwrap /etc/{flow}/rootwrap.conf privsep-helper"
-                     if user else str(python.parent / "privsep-helper"))
+            start = (
+                f"sudo {flow}-rootwrap /etc/{flow}/rootwrap.conf privsep-helper"
+                if user
+                else str(python.parent / "privsep-helper")
+            )
             c.helper_command = f"{start} --config-file {c.conf_file}"
             assert c.uid() == (user.uid if user else 0)
         return self.started[key]
@@ -226,8 +261,7 @@ def callers(tmp_path_factory) -> Iterator[Callers]:
 
 
 #: every flow runs as root and as the service's own non-root user
-AS = pytest.mark.parametrize("as_user", [False, True], ids=["root", "service-user"],
-                             indirect=True)
+AS = pytest.mark.parametrize("as_user", [False, True], ids=["root", "service-user"], indirect=True)
 
 
 @pytest.fixture
@@ -246,6 +280,7 @@ def cinder(callers, as_user) -> Caller:
 
 
 # ------------------------------------------------------------------ raw host checks
+
 
 def findings() -> set[tuple[str, str]]:
     return {(f.kind, f.name) for f in audit(DEFAULT_ROOTS).findings}
@@ -277,8 +312,7 @@ def block_bytes(path: str) -> int:
 def node_records(iqn: str) -> list[str]:
     """open-iscsi node record files of ``iqn`` (iscsiadm -o delete may leave the emptied
     target directory: not a record, as in test_iscsi)."""
-    return [p for p in glob.glob(f"/etc/iscsi/nodes/{iqn}/**", recursive=True)
-            if os.path.isfile(p)]
+    return [p for p in glob.glob(f"/etc/iscsi/nodes/{iqn}/**", recursive=True) if os.path.isfile(p)]
 
 
 def privsep_daemons(venv_bin: pathlib.Path) -> list[int]:
@@ -292,53 +326,81 @@ def privsep_daemons(venv_bin: pathlib.Path) -> list[int]:
             st = os.stat(d)
         except OSError:
             continue
-        if helper in argv and any("brick_agent.privileged" in a for a in argv) \
-                and st.st_uid == 0:
+        if helper in argv and any("brick_agent.privileged" in a for a in argv) and st.st_uid == 0:
             pids.append(int(os.path.basename(d)))
     return pids
 
 
 # ------------------------------------------------------------------ connection_info shapes
 
+
 def manager_keys() -> dict[str, Any]:
     """What Cinder's volume manager adds to every driver's data (research §5, §3.3)."""
-    return {"qos_specs": None, "access_mode": "rw", "encrypted": False, "cacheable": False,
-            "enforce_multipath": False}
+    return {
+        "qos_specs": None,
+        "access_mode": "rw",
+        "encrypted": False,
+        "cacheable": False,
+        "enforce_multipath": False,
+    }
 
 
 def lio_data(t: LioIscsiTarget, volume_id: str) -> dict[str, Any]:
     """Cinder LVM + lio (targets/iscsi.py _get_iscsi_properties): CHAP always, LUN 0."""
     user, password = t.chap
-    return {"target_discovered": False, "target_portal": t.portals[0], "target_iqn": t.iqn,
-            "target_lun": 0, "volume_id": volume_id, "auth_method": "CHAP",
-            "auth_username": user, "auth_password": password, **manager_keys()}
+    return {
+        "target_discovered": False,
+        "target_portal": t.portals[0],
+        "target_iqn": t.iqn,
+        "target_lun": 0,
+        "volume_id": volume_id,
+        "auth_method": "CHAP",
+        "auth_username": user,
+        "auth_password": password,
+        **manager_keys(),
+    }
 
 
 def nvmet_data(sub: NvmetSubsystem, nsid: int) -> dict[str, Any]:
     """Cinder LVM + nvmet, nvmeof_conn_info_version=2, not shared: port and ns_id are
     strings, the NQN is the undated ``nqn.<target_prefix>-<volume id>``."""
     port = sub.ports[0]
-    return {"target_nqn": sub.nqn, "vol_uuid": sub.namespaces[nsid].uuid,
-            "portals": [[port.traddr, str(port.trsvcid), "tcp"]], "ns_id": str(nsid),
-            **manager_keys()}
+    return {
+        "target_nqn": sub.nqn,
+        "vol_uuid": sub.namespaces[nsid].uuid,
+        "portals": [[port.traddr, str(port.trsvcid), "tcp"]],
+        "ns_id": str(nsid),
+        **manager_keys(),
+    }
 
 
 def nova_connection_info(driver_volume_type: str, volume_id: str, data: dict) -> dict:
     """Nova's connection_info after _translate_attachment_ref (attachment id on the BDM)."""
-    return {"driver_volume_type": driver_volume_type, "data": data, "serial": volume_id,
-            "status": "reserved", "instance": "0b6e6b6e-7a1c-4c59-9d35-6c0a5c2e1f01",
-            "attached_at": None, "detached_at": None, "multiattach": False}
+    return {
+        "driver_volume_type": driver_volume_type,
+        "data": data,
+        "serial": volume_id,
+        "status": "reserved",
+        "instance": "0b6e6b6e-7a1c-4c59-9d35-6c0a5c2e1f01",
+        "attached_at": None,
+        "detached_at": None,
+        "multiattach": False,
+    }
 
 
 # ------------------------------------------------------------------ targets
+
 
 @pytest.fixture
 def lvm_lio_target() -> Iterator[LioIscsiTarget]:
     """LIO as cinder-rtstool sets it up: an ACL for this initiator, CHAP, LUN 0."""
     vol = str(uuid.uuid4())
-    with LioIscsiTarget(iqn=f"iqn.2010-10.org.openstack:volume-{vol}", luns=1,
-                        initiators=["local"], chap=(uuid.uuid4().hex[:20],
-                                                    uuid.uuid4().hex[:16])) as t:
+    with LioIscsiTarget(
+        iqn=f"iqn.2010-10.org.openstack:volume-{vol}",
+        luns=1,
+        initiators=["local"],
+        chap=(uuid.uuid4().hex[:20], uuid.uuid4().hex[:16]),
+    ) as t:
         t.volume_id = vol  # type: ignore[attr-defined]
         yield t
 
@@ -359,8 +421,11 @@ def fc_target() -> Iterator[FcoeTarget]:
     """FCoE with LUNs 0 and 1; LUN 1 unscanned when the test starts (as a fresh export)."""
     with FcoeTarget(luns=2) as t:
         host = t.initiator_hosts[0]
-        wait(lambda: {d.rsplit(":", 1)[1] for d in scsi_devices_of(host)} >= {"0", "1"},
-             30, f"the login scan of {host}")
+        wait(
+            lambda: {d.rsplit(":", 1)[1] for d in scsi_devices_of(host)} >= {"0", "1"},
+            30,
+            f"the login scan of {host}",
+        )
         for d in scsi_devices_of(host):
             if d.endswith(":1"):
                 with open(f"/sys/bus/scsi/devices/{d}/delete", "w") as f:
@@ -371,6 +436,7 @@ def fc_target() -> Iterator[FcoeTarget]:
 
 
 # ------------------------------------------------------------------ Nova
+
 
 def nova_connect(nova: Caller, kind: str, info: dict, cls: str) -> tuple[dict, str]:
     """Nova's connect_volume; the reply and the device_path Nova stored in data."""
@@ -385,8 +451,7 @@ def assert_privsep_started_as_configured(caller: Caller, reply: dict) -> None:
     """brick_agent's daemon was started by the command the caller's identity calls for."""
     describe = reply["describe"]
     assert describe["privsep_client_mode"], describe
-    assert (describe["privsep_helper_command"] or "").startswith(caller.helper_command), \
-        describe
+    assert (describe["privsep_helper_command"] or "").startswith(caller.helper_command), describe
 
 
 def timings(label: str, **replies: dict) -> None:
@@ -452,11 +517,17 @@ def test_nova_fibre_channel(nova, fc_target, audit_baseline):
     host = t.initiator_hosts[0]
     before = scsi_devices_of(host)
     vol = str(uuid.uuid4())
-    data = {"target_discovered": False, "target_lun": 1, "target_wwn": [t.target_wwpns[0]],
-            "initiator_target_map": {t.initiator_wwpns[0]: [t.target_wwpns[0]]},
-            "volume_id": vol, **manager_keys()}
-    r, path = nova_connect(nova, "fc", nova_connection_info("fibre_channel", vol, data),
-                           "FibreChannelConnector")
+    data = {
+        "target_discovered": False,
+        "target_lun": 1,
+        "target_wwn": [t.target_wwpns[0]],
+        "initiator_target_map": {t.initiator_wwpns[0]: [t.target_wwpns[0]]},
+        "volume_id": vol,
+        **manager_keys(),
+    }
+    r, path = nova_connect(
+        nova, "fc", nova_connection_info("fibre_channel", vol, data), "FibreChannelConnector"
+    )
     (disk,) = disks_with(lun.wwid)
     assert path.startswith("/dev/disk/by-id/wwn-0x"), path
     # the link is returned only once udev has no pending claim on it (an earlier path of
@@ -477,14 +548,16 @@ def test_nova_fibre_channel(nova, fc_target, audit_baseline):
 
 # ------------------------------------------------------------------ Cinder
 
+
 @AS
-def test_cinder_backup_copy_iscsi_and_nvme(cinder, lvm_lio_target, lvm_nvmet_subsystem,
-                                           audit_baseline):
+def test_cinder_backup_copy_iscsi_and_nvme(
+    cinder, lvm_lio_target, lvm_nvmet_subsystem, audit_baseline
+):
     t, s = lvm_lio_target, lvm_nvmet_subsystem
-    conns = [({"driver_volume_type": "iscsi", "data": lio_data(t, t.volume_id)},
-              "ISCSIConnector"),
-             ({"driver_volume_type": "nvmeof", "data": nvmet_data(s, 10)},
-              "NVMeOFConnector")]
+    conns = [
+        ({"driver_volume_type": "iscsi", "data": lio_data(t, t.volume_id)}, "ISCSIConnector"),
+        ({"driver_volume_type": "nvmeof", "data": nvmet_data(s, 10)}, "NVMeOFConnector"),
+    ]
     timings = []
     for conn, cls in conns:
         r = cinder.call("connect", conn=conn)
@@ -517,14 +590,22 @@ def test_cinder_backup_copy_fibre_channel(cinder, fc_target, audit_baseline):
     host = t.initiator_hosts[0]
     before = scsi_devices_of(host)
     vol = str(uuid.uuid4())
-    conn = {"driver_volume_type": "fibre_channel",
-            "data": {"target_discovered": False, "target_lun": 1,
-                     "target_wwn": [t.target_wwpns[0]],
-                     "initiator_target_map": {t.initiator_wwpns[0]: [t.target_wwpns[0]]},
-                     "volume_id": vol, **manager_keys()}}
+    conn = {
+        "driver_volume_type": "fibre_channel",
+        "data": {
+            "target_discovered": False,
+            "target_lun": 1,
+            "target_wwn": [t.target_wwpns[0]],
+            "initiator_target_map": {t.initiator_wwpns[0]: [t.target_wwpns[0]]},
+            "volume_id": vol,
+            **manager_keys(),
+        },
+    }
     r = cinder.call("connect", conn=conn)
-    assert r["result"]["connector_class"] == \
-        "brick_agent.os_brick_compat.connectors.FibreChannelConnector"
+    assert (
+        r["result"]["connector_class"]
+        == "brick_agent.os_brick_compat.connectors.FibreChannelConnector"
+    )
     assert_privsep_started_as_configured(cinder, r)
     path = r["result"]["device"]["path"]
     (disk,) = disks_with(lun.wwid)

@@ -28,6 +28,7 @@ pytestmark = pytest.mark.realkernel
 
 # ------------------------------------------------------------------ helpers
 
+
 @pytest.fixture
 def connector(tmp_path):
     conf = make_conf(tmp_path)
@@ -37,9 +38,15 @@ def connector(tmp_path):
 
 def props(sub: NvmetSubsystem, nsid: int = 1, portals=None, **extra) -> dict:
     ns = sub.namespaces[nsid]
-    d = {"target_nqn": sub.nqn, "vol_uuid": ns.uuid, "volume_nguid": ns.nguid, "ns_id": nsid,
-         "portals": [[p.traddr, int(p.trsvcid), "tcp"] for p in sub.ports]
-         if portals is None else portals}
+    d = {
+        "target_nqn": sub.nqn,
+        "vol_uuid": ns.uuid,
+        "volume_nguid": ns.nguid,
+        "ns_id": nsid,
+        "portals": [[p.traddr, int(p.trsvcid), "tcp"] for p in sub.ports]
+        if portals is None
+        else portals,
+    }
     d.update(extra)
     return d
 
@@ -57,6 +64,7 @@ def no_leftover_controllers():
 
 
 # ------------------------------------------------------------------ 1: single portal
+
 
 def test_1_tcp_single_portal_attach_io_detach(connector, nvmet_subsystem):
     sub = nvmet_subsystem
@@ -87,8 +95,13 @@ def test_1_tcp_single_portal_attach_io_detach(connector, nvmet_subsystem):
 
 def test_1b_old_format_and_reattach_reuses_identity(connector, nvmet_subsystem):
     sub = nvmet_subsystem
-    old = {"nqn": sub.nqn, "transport_type": "tcp", "target_portal": "127.0.0.1",
-           "target_port": 4420, "volume_nguid": sub.namespaces[1].nguid}
+    old = {
+        "nqn": sub.nqn,
+        "transport_type": "tcp",
+        "target_portal": "127.0.0.1",
+        "target_port": 4420,
+        "volume_nguid": sub.namespaces[1].nguid,
+    }
     info = connector.connect_volume(old)
     hostnqn = read(f"/sys/class/nvme/{ctrls(sub.nqn)[0]}/hostnqn")
     assert dev_uuid(info["path"]) == sub.namespaces[1].uuid
@@ -100,6 +113,7 @@ def test_1b_old_format_and_reattach_reuses_identity(connector, nvmet_subsystem):
 
 
 # ------------------------------------------------------------------ 2: shared subsystem
+
 
 def test_2_shared_subsystem_detach_keeps_controller_for_other_namespace(connector):
     with NvmetSubsystem(namespaces=2) as sub:
@@ -124,6 +138,7 @@ def test_2_shared_subsystem_detach_keeps_controller_for_other_namespace(connecto
 
 
 # ------------------------------------------------------------------ 5: namespace reuse
+
 
 def test_5_stale_namespace_with_other_uuid_is_never_returned(tmp_path):
     conf = make_conf(tmp_path, device_wait_timeout=4.0)
@@ -157,6 +172,7 @@ def test_5_stale_namespace_with_other_uuid_is_never_returned(tmp_path):
 
 # ------------------------------------------------------------------ 4: one portal down
 
+
 def test_4_unreachable_portal_does_not_fail_attach(connector, nvmet_subsystem):
     sub = nvmet_subsystem
     p = props(sub, portals=[["127.0.0.2", 4421, "tcp"], ["127.0.0.1", 4420, "tcp"]])
@@ -165,7 +181,8 @@ def test_4_unreachable_portal_does_not_fail_attach(connector, nvmet_subsystem):
     took = time.monotonic() - t0
     assert dev_uuid(info["path"]) == sub.namespaces[1].uuid
     assert [read(f"/sys/class/nvme/{c}/address").split(",")[0] for c in ctrls(sub.nqn)] == [
-        "traddr=127.0.0.1"]
+        "traddr=127.0.0.1"
+    ]
     io_roundtrip(info["path"])
     connector.disconnect_volume(p, info)
     assert ctrls(sub.nqn) == []
@@ -173,6 +190,7 @@ def test_4_unreachable_portal_does_not_fail_attach(connector, nvmet_subsystem):
 
 
 # ------------------------------------------------------------------ 3: two portals
+
 
 def test_3_native_multipath_survives_port_removal(connector):
     if read("/sys/module/nvme_core/parameters/multipath") != "Y":
@@ -194,8 +212,12 @@ def test_3_native_multipath_survives_port_removal(connector):
 
 def _reload_nvme_core(multipath: str) -> bool:
     """Reload nvme_core with ``multipath``; False (modules restored) when it is in use."""
-    removed = subprocess.run(["modprobe", "-r", "nvme_tcp", "nvme_fabrics", "nvme_core"],
-                             capture_output=True, text=True, timeout=60)
+    removed = subprocess.run(
+        ["modprobe", "-r", "nvme_tcp", "nvme_fabrics", "nvme_core"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if removed.returncode != 0:
         subprocess.run(["modprobe", "nvme_tcp"], check=True, timeout=60)
         return False
@@ -211,8 +233,7 @@ def test_3b_non_native_one_device_per_controller(tmp_path):
         conf = make_conf(tmp_path, use_multipath=True)
         privileged.init(conf)
         connector = NVMeOFConnector(None, None, conf=conf)
-        with NvmetSubsystem(namespaces=1,
-                            ports=("127.0.0.1:4420", "127.0.0.2:4420")) as sub:
+        with NvmetSubsystem(namespaces=1, ports=("127.0.0.1:4420", "127.0.0.2:4420")) as sub:
             p = props(sub, 1)
             info = connector.connect_volume(p)
             paths = connector.get_volume_paths(p)
@@ -229,38 +250,53 @@ def test_3b_non_native_one_device_per_controller(tmp_path):
 
 
 def _multipathd(cmd: str) -> None:
-    subprocess.run([os.path.join(os.environ.get("BRICK_LAB_REPO", "."), "tools", "kernel-lab",
-                                 "guest-multipathd"), cmd], check=True, timeout=60,
-                   capture_output=True)
+    subprocess.run(
+        [
+            os.path.join(
+                os.environ.get("BRICK_LAB_REPO", "."), "tools", "kernel-lab", "guest-multipathd"
+            ),
+            cmd,
+        ],
+        check=True,
+        timeout=60,
+        capture_output=True,
+    )
 
 
 def _mpath_maps() -> list[str]:
-    return sorted(os.path.basename(d) for d in glob.glob("/sys/block/dm-*")
-                  if (read(f"{d}/dm/uuid") or "").startswith("mpath-"))
+    return sorted(
+        os.path.basename(d)
+        for d in glob.glob("/sys/block/dm-*")
+        if (read(f"{d}/dm/uuid") or "").startswith("mpath-")
+    )
 
 
 def _map_paths(dm: str) -> tuple[int, list[list[tuple[str, str]]]]:
     """Map ``dm``'s kernel multipath status (``dmsetup status``): the index of the path
     group the next I/O uses and, per group, its paths as (``nvme0n1``, ``A``|``F``)."""
     major, minor = read(f"/sys/block/{dm}/dev").split(":")
-    out = subprocess.run(["dmsetup", "status", "-j", major, "-m", minor], capture_output=True,
-                         text=True, check=True, timeout=30).stdout.split()
-    tokens = out[out.index("multipath") + 1:]
-    pos = 1 + int(tokens[0])            # feature status args
-    pos += 1 + int(tokens[pos])         # hardware handler args
+    out = subprocess.run(
+        ["dmsetup", "status", "-j", major, "-m", minor],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.split()
+    tokens = out[out.index("multipath") + 1 :]
+    pos = 1 + int(tokens[0])  # feature status args
+    pos += 1 + int(tokens[pos])  # hardware handler args
     count, next_group, pos = int(tokens[pos]), int(tokens[pos + 1]), pos + 2
     groups = []
     for _ in range(count):
-        pos += 1                        # group state A/E/D
-        pos += 1 + int(tokens[pos])     # path selector status args
+        pos += 1  # group state A/E/D
+        pos += 1 + int(tokens[pos])  # path selector status args
         paths, per_path = int(tokens[pos]), int(tokens[pos + 1])
         pos += 2
         group = []
         for _ in range(paths):
             devno, state = tokens[pos], tokens[pos + 1]
             pos += 3 + per_path
-            group.append((os.path.basename(os.path.realpath(f"/sys/dev/block/{devno}")),
-                          state))
+            group.append((os.path.basename(os.path.realpath(f"/sys/dev/block/{devno}")), state))
         groups.append(group)
     return max(next_group - 1, 0), groups
 
@@ -269,8 +305,11 @@ def _remove_leftovers(maps_before: list[str]) -> None:
     """After a failed run: remove the maps and controllers it left (the next tests reload
     nvme_core, which a leftover controller would prevent)."""
     for dm in set(_mpath_maps()) - set(maps_before):
-        subprocess.run(["dmsetup", "remove", "--force", read(f"/sys/block/{dm}/dm/name")],
-                       capture_output=True, timeout=60)
+        subprocess.run(
+            ["dmsetup", "remove", "--force", read(f"/sys/block/{dm}/dm/name")],
+            capture_output=True,
+            timeout=60,
+        )
     for ctrl in glob.glob("/sys/class/nvme/nvme*"):
         try:
             with open(f"{ctrl}/delete_controller", "w") as f:
@@ -293,8 +332,10 @@ def non_native_multipath():
     stopped (when started here) and nvme_core back to multipath=Y."""
     if glob.glob("/sys/class/nvme/nvme*") or not _reload_nvme_core("N"):
         pytest.skip("nvme_core is in use: cannot reload it with multipath=N")
-    running = subprocess.run(["multipathd", "show", "daemon"], capture_output=True,
-                             timeout=30).returncode == 0
+    running = (
+        subprocess.run(["multipathd", "show", "daemon"], capture_output=True, timeout=30).returncode
+        == 0
+    )
     maps_before: list[str] = []
     try:
         if not running:
@@ -318,8 +359,7 @@ def test_3d_non_native_dm_multipath_survives_port_removal(tmp_path, caplog, non_
     conf = make_conf(tmp_path, use_multipath=True, enforce_multipath=True)
     privileged.init(conf)
     connector = NVMeOFConnector(None, None, conf=conf)
-    with NvmetSubsystem(namespaces=1,
-                        ports=("127.0.0.1:4420", "127.0.0.2:4420")) as sub:
+    with NvmetSubsystem(namespaces=1, ports=("127.0.0.1:4420", "127.0.0.2:4420")) as sub:
         p = props(sub, 1)
         t0 = time.monotonic()
         info = connector.connect_volume(p)
@@ -330,8 +370,7 @@ def test_3d_non_native_dm_multipath_survives_port_removal(tmp_path, caplog, non_
         slaves = sorted(os.listdir(f"/sys/block/{dm}/slaves"))
         assert len(slaves) == 2 and len(ctrls(sub.nqn)) == 2
         # lost-path I/O fails over instead of queuing for ctrl_loss_tmo (-1: forever)
-        assert {read(f"/sys/class/nvme/{c}/fast_io_fail_tmo") for c in ctrls(sub.nqn)} \
-            == {"5"}
+        assert {read(f"/sys/class/nvme/{c}/fast_io_fail_tmo") for c in ctrls(sub.nqn)} == {"5"}
         assert read(f"/sys/block/{dm}/dm/uuid") == f"mpath-{info['multipath_id']}"
         # multipathd's WWID of an NVMe path: udev ID_WWN = the namespace's sysfs wwid
         assert info["multipath_id"] == read(f"/sys/block/{slaves[0]}/wwid")
@@ -347,8 +386,11 @@ def test_3d_non_native_dm_multipath_survives_port_removal(tmp_path, caplog, non_
         # remove the port of the path the I/O goes to: the I/O must fail over
         active = _io_path(dm)
         address = read(f"/sys/block/{active}/device/address")
-        lost = next(port for port in ("127.0.0.1:4420", "127.0.0.2:4420")
-                    if f"traddr={port.split(':')[0]}," in address + ",")
+        lost = next(
+            port
+            for port in ("127.0.0.1:4420", "127.0.0.2:4420")
+            if f"traddr={port.split(':')[0]}," in address + ","
+        )
         sub.remove_port(lost)
         t0 = time.monotonic()
         io_roundtrip(info["path"], offset_mib=8)
@@ -360,19 +402,20 @@ def test_3d_non_native_dm_multipath_survives_port_removal(tmp_path, caplog, non_
         assert not os.path.exists(f"/sys/block/{dm}")
         assert _mpath_maps() == maps_before
         assert ctrls(sub.nqn) == []
-        print(f"\nscenario3d attach {attach:.2f}s (map {dm} {info['multipath_id']} over "
-              f"{', '.join(slaves)}; paths added by us: {poked}) "
-              f"extend {extend:.2f}s I/O after removing the active path's port "
-              f"({lost}) {failover:.2f}s "
-              f"detach {detach:.2f}s")
+        print(
+            f"\nscenario3d attach {attach:.2f}s (map {dm} {info['multipath_id']} over "
+            f"{', '.join(slaves)}; paths added by us: {poked}) "
+            f"extend {extend:.2f}s I/O after removing the active path's port "
+            f"({lost}) {failover:.2f}s "
+            f"detach {detach:.2f}s"
+        )
 
 
 def test_3e_non_native_dm_multipath_one_portal_down_at_connect(tmp_path, non_native_multipath):
     """multipath=N, use_multipath, one of two portals dead: the attach succeeds (a map
     over the live path, or -- multipath not enforced -- the single device) and detaches clean."""
     maps_before = non_native_multipath
-    conf = make_conf(tmp_path, use_multipath=True, multipath_wait_timeout=3.0,
-                     login_timeout=5.0)
+    conf = make_conf(tmp_path, use_multipath=True, multipath_wait_timeout=3.0, login_timeout=5.0)
     privileged.init(conf)
     connector = NVMeOFConnector(None, None, conf=conf)
     with NvmetSubsystem(namespaces=1) as sub:
@@ -412,6 +455,7 @@ def test_3c_ana_inaccessible_path_is_tolerated_and_all_inaccessible_fails_clean(
 
 # ------------------------------------------------------------------ 7: extend
 
+
 def test_7_extend_returns_new_size(connector, nvmet_subsystem):
     sub = nvmet_subsystem
     p = props(sub)
@@ -424,6 +468,7 @@ def test_7_extend_returns_new_size(connector, nvmet_subsystem):
 
 
 # ------------------------------------------------------------------ privsep daemon
+
 
 def test_attach_detach_through_the_privsep_daemon(tmp_path, nvmet_subsystem):
     helper = os.path.join(os.path.dirname(sys.executable), "privsep-helper")
@@ -444,6 +489,7 @@ def test_attach_detach_through_the_privsep_daemon(tmp_path, nvmet_subsystem):
 
 
 # ------------------------------------------------------------------ 6: replicated (md RAID1)
+
 
 def _md_members(path: str) -> list[str]:
     md = os.path.basename(os.path.realpath(path))
@@ -474,14 +520,20 @@ def test_6_replicated_volume_md_raid1_at_alias(tmp_path, degraded):
     conf = make_conf(tmp_path, device_wait_timeout=10.0, login_timeout=5.0)
     privileged.init(conf)
     connector = NVMeOFConnector(None, None, conf=conf)
-    with NvmetSubsystem(namespaces=1) as a, \
-            NvmetSubsystem(namespaces=1, ports=("127.0.0.1:4421",)) as b:
+    with (
+        NvmetSubsystem(namespaces=1) as a,
+        NvmetSubsystem(namespaces=1, ports=("127.0.0.1:4421",)) as b,
+    ):
         rb = props(b)
         if degraded:
             rb["portals"] = [["127.0.0.1", 4499, "tcp"]]  # nothing listens there
         alias = f"vol-{a.token}"
-        rp = {"vol_uuid": a.namespaces[1].uuid, "alias": alias, "replica_count": 2,
-              "volume_replicas": [props(a), rb]}
+        rp = {
+            "vol_uuid": a.namespaces[1].uuid,
+            "alias": alias,
+            "replica_count": 2,
+            "volume_replicas": [props(a), rb],
+        }
         info = connector.connect_volume(rp)
         assert info["path"] == f"/dev/md/{alias}" and os.path.exists(info["path"])
         assert len(_md_members(info["path"])) == (1 if degraded else 2)
@@ -505,20 +557,34 @@ def test_6_replicated_volume_md_raid1_at_alias(tmp_path, degraded):
 
 # ------------------------------------------------------------------ nvme-cli contract
 
+
 def test_privileged_connect_contract_with_nvme_fabrics(tmp_path, nvmet_subsystem):
     """What the default actions rely on: a write to /dev/nvme-fabrics answers with the
     new controller's instance, EALREADY for an identical controller and ECONNREFUSED
     for a closed port; every option reaches the controller."""
-    from brick_agent.connectors.nvmeof.actions import (AlreadyConnected, ConnectRequest,
-                                                       PrivilegedNvmeActions)
+    from brick_agent.connectors.nvmeof.actions import (
+        AlreadyConnected,
+        ConnectRequest,
+        PrivilegedNvmeActions,
+    )
     from brick_agent.errors import TargetUnreachable
+
     privileged.init(make_conf(tmp_path))
     conn = NVMeOFConnector(None, None, conf=make_conf(tmp_path))
     ident = conn.host_identity()
     actions = PrivilegedNvmeActions()
-    req = ConnectRequest(nvmet_subsystem.nqn, "tcp", "127.0.0.1", "4420", ident.hostnqn,
-                         ident.hostid, ctrl_loss_tmo=-1, reconnect_delay=2, keep_alive_tmo=7,
-                         fast_io_fail_tmo=3)
+    req = ConnectRequest(
+        nvmet_subsystem.nqn,
+        "tcp",
+        "127.0.0.1",
+        "4420",
+        ident.hostnqn,
+        ident.hostid,
+        ctrl_loss_tmo=-1,
+        reconnect_delay=2,
+        keep_alive_tmo=7,
+        fast_io_fail_tmo=3,
+    )
     name = actions.connect(req)
     try:
         assert ctrls(nvmet_subsystem.nqn) == [name]
@@ -541,4 +607,5 @@ def test_privileged_connect_contract_with_nvme_fabrics(tmp_path, nvmet_subsystem
 
 def dataclasses_replace(obj, **changes):
     import dataclasses
+
     return dataclasses.replace(obj, **changes)

@@ -36,8 +36,12 @@ def test_8_nvme_fc_attach_io_detach(tmp_path, fc_target):
     privileged.init(conf)
     conn = NVMeOFConnector(None, None, conf=conf, fc_local_ports=[fc.host_traddr])
     ns = sub.namespaces[1]
-    props = {"target_nqn": sub.nqn, "vol_uuid": ns.uuid, "ns_id": 1,
-             "portals": [[fc.target_traddr, None, "fc"]]}
+    props = {
+        "target_nqn": sub.nqn,
+        "vol_uuid": ns.uuid,
+        "ns_id": 1,
+        "portals": [[fc.target_traddr, None, "fc"]],
+    }
     info = conn.connect_volume(props)
     assert dev_uuid(info["path"]) == ns.uuid
     (c,) = nvme_ctrls_of(sub.nqn)

@@ -67,8 +67,11 @@ def test_rdma_attach_io_detach_leaves_nothing(connector):
     with RxeLink() as rxe, NvmetSubsystem(ports=()) as sub:
         sub.add_port(f"{rxe.address}:{PORT}", trtype="rdma")
         ns = sub.namespaces[1]
-        props = {"target_nqn": sub.nqn, "vol_uuid": ns.uuid,
-                 "portals": [[rxe.address, PORT, "rdma"]]}
+        props = {
+            "target_nqn": sub.nqn,
+            "vol_uuid": ns.uuid,
+            "portals": [[rxe.address, PORT, "rdma"]],
+        }
         t0 = time.monotonic()
         info = connector.connect_volume(props)
         attach = time.monotonic() - t0
@@ -77,7 +80,8 @@ def test_rdma_attach_io_detach_leaves_nothing(connector):
         (c,) = nvme_ctrls_of(sub.nqn)
         assert read(f"/sys/class/nvme/{c}/transport") == "rdma"
         assert read(f"/sys/class/nvme/{c}/address").startswith(
-            f"traddr={rxe.address},trsvcid={PORT}")
+            f"traddr={rxe.address},trsvcid={PORT}"
+        )
         assert read(f"/sys/class/nvme/{c}/state") == "live"
         io_roundtrip(info["path"])
         vols = [v for v in connector.get_all_available_volumes() if v["subsysnqn"] == sub.nqn]
@@ -100,8 +104,13 @@ def test_rdma_attach_io_detach_leaves_nothing(connector):
 def test_rdma_old_property_format(connector, rdma_target, transport_type):
     rxe, sub = rdma_target
     ns = sub.namespaces[1]
-    old = {"nqn": sub.nqn, "transport_type": transport_type, "target_portal": rxe.address,
-           "target_port": PORT, "volume_nguid": ns.nguid}
+    old = {
+        "nqn": sub.nqn,
+        "transport_type": transport_type,
+        "target_portal": rxe.address,
+        "target_port": PORT,
+        "volume_nguid": ns.nguid,
+    }
     info = connector.connect_volume(old)
     assert dev_uuid(info["path"]) == ns.uuid
     (c,) = nvme_ctrls_of(sub.nqn)

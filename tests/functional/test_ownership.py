@@ -44,7 +44,7 @@ def test_mounted_lun_on_a_shared_target_survives_a_detach(tmp_path):
     try:
         with LioIscsiTarget(luns=2) as t:
             boot, vol = t.luns[0], t.luns[1]
-            iscsi_login(t.iqn, t.portals[0])      # the host's own session: every LUN scanned
+            iscsi_login(t.iqn, t.portals[0])  # the host's own session: every LUN scanned
             try:
                 disk = wait(lambda: (disks_with(boot.wwid) or [None])[0], 20, "boot LUN disk")
                 sh("mkfs.ext4", "-q", "-F", f"/dev/{disk}")
@@ -52,8 +52,12 @@ def test_mounted_lun_on_a_shared_target_survives_a_detach(tmp_path):
                 try:
                     (mnt / "canary").write_text("still here")
                     session = sessions_of(t.iqn)
-                    props = {"target_portal": t.portals[0], "target_iqn": t.iqn,
-                             "target_lun": 1, "volume_id": "vol-1"}
+                    props = {
+                        "target_portal": t.portals[0],
+                        "target_iqn": t.iqn,
+                        "target_lun": 1,
+                        "volume_id": "vol-1",
+                    }
                     info = connector.connect_volume(props)
                     assert info["scsi_wwn"] == vol.scsi_id
                     connector.disconnect_volume(props, info)
@@ -63,6 +67,7 @@ def test_mounted_lun_on_a_shared_target_survives_a_detach(tmp_path):
 
                     # the privileged calls themselves, through the daemon
                     from brick_agent.privileged import iscsi, scsi
+
                     with pytest.raises(NotOwned) as err:
                         scsi.delete_scsi_device(_hctl(disk))
                     assert disk in str(err.value) and str(mnt) in str(err.value)

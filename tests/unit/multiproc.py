@@ -9,8 +9,9 @@ from typing import Any
 CTX = multiprocessing.get_context("fork")
 
 
-def run_processes(target: Callable[..., None], argsets: Sequence[tuple], *,
-                  timeout: float = 30.0) -> list[Any]:
+def run_processes(
+    target: Callable[..., None], argsets: Sequence[tuple], *, timeout: float = 30.0
+) -> list[Any]:
     """Start ``target(barrier, results, *args)`` once per ``args`` in ``argsets``; return
     what the processes put on ``results`` (one item each, in arrival order).  Every
     process must exit 0."""

@@ -80,7 +80,8 @@ def test_session_not_logged_in(tmp_path):
     h.scsi_lun(s, "2:0:0:1", "sda", WWID1)
     report = audit(h.roots)
     assert [(f.kind, f.name) for f in report.findings] == [
-        (A.ISCSI_SESSION_NOT_LOGGED_IN, "session1")]
+        (A.ISCSI_SESSION_NOT_LOGGED_IN, "session1")
+    ]
     assert "FAILED" in report.findings[0].detail
 
 
@@ -115,10 +116,13 @@ def test_map_without_paths(tmp_path):
     assert [f.name for f in report.of_kind(A.MULTIPATH_MAP_WITHOUT_PATHS)] == ["mpatha"]
     # both sessions now have no LUN, the by-path link and the wwids entry outlive the device
     assert {f.name for f in report.of_kind(A.ISCSI_SESSION_WITHOUT_LUNS)} == {
-        "session1", "session2"}
+        "session1",
+        "session2",
+    }
     assert {f.name for f in report.of_kind(A.DANGLING_LINK)} == {
         f"/dev/disk/by-path/ip-192.0.2.10:3260-iscsi-{IQN}-lun-1",
-        "/dev/disk/by-id/scsi-3" + WWID1[4:]}
+        "/dev/disk/by-id/scsi-3" + WWID1[4:],
+    }
     # the map itself still carries the WWID: the wwids entry is explained
     assert report.of_kind(A.WWIDS_ENTRY_WITHOUT_DEVICE) == []
 
@@ -152,7 +156,9 @@ def test_wwids_entry_without_device(tmp_path):
     h.wwids("3" + WWID1[4:], stale, "eui.0123456789abcdef")
     report = audit(h.roots)
     assert {f.name for f in report.of_kind(A.WWIDS_ENTRY_WITHOUT_DEVICE)} == {
-        stale, "eui.0123456789abcdef"}
+        stale,
+        "eui.0123456789abcdef",
+    }
     assert report.kinds() == {A.WWIDS_ENTRY_WITHOUT_DEVICE}
 
 
@@ -169,7 +175,8 @@ def test_dangling_and_stale_links(tmp_path):
     (h.base / "dev" / "sdy").write_text("")  # a stale device node: no kernel device
     report = audit(h.roots)
     assert [f.name for f in report.of_kind(A.DANGLING_LINK)] == [
-        "/dev/disk/by-id/scsi-3600140500000000000000000000dead"]
+        "/dev/disk/by-id/scsi-3600140500000000000000000000dead"
+    ]
     stale = report.of_kind(A.STALE_LINK)
     assert [f.name for f in stale] == ["/dev/disk/by-path/ip-192.0.2.10:3260-iscsi-iqn.x-lun-9"]
     assert "sdy" in stale[0].detail
@@ -243,27 +250,36 @@ def test_nvme_namespace_head_without_paths(tmp_path):
 
 # ----------------------------------------------------------------- expected volumes
 
+
 def test_expected_volumes_all_present(tmp_path):
     h = _healthy(tmp_path)
-    expected = [ExpectedVolume("ISCSI", wwid=WWID1),
-                ExpectedVolume("NVMEOF", uuid=UUID1.upper())]
+    expected = [ExpectedVolume("ISCSI", wwid=WWID1), ExpectedVolume("NVMEOF", uuid=UUID1.upper())]
     report = audit(h.roots, expected)
     assert report.clean, report.findings
 
 
-@pytest.mark.parametrize("ident", [{"nguid": NGUID1}, {"wwid": f"uuid.{UUID1}"},
-                                   {"nguid": "5b2a0c9e-1111-4d6f-8e3a-0123456789ab"}])
+@pytest.mark.parametrize(
+    "ident",
+    [
+        {"nguid": NGUID1},
+        {"wwid": f"uuid.{UUID1}"},
+        {"nguid": "5b2a0c9e-1111-4d6f-8e3a-0123456789ab"},
+    ],
+)
 def test_expected_nvme_by_other_identities(tmp_path, ident):
     h = _healthy(tmp_path)
-    report = audit(h.roots, [ExpectedVolume("ISCSI", wwid="3" + WWID1[4:]),
-                             ExpectedVolume("NVME", **ident)])
+    report = audit(
+        h.roots, [ExpectedVolume("ISCSI", wwid="3" + WWID1[4:]), ExpectedVolume("NVME", **ident)]
+    )
     assert report.clean, report.findings
 
 
 def test_unexpected_and_missing(tmp_path):
     h = _healthy(tmp_path)
-    expected = [ExpectedVolume("ISCSI", wwid=WWID2, name="vol-2"),
-                ExpectedVolume("NVMEOF", uuid=UUID1)]
+    expected = [
+        ExpectedVolume("ISCSI", wwid=WWID2, name="vol-2"),
+        ExpectedVolume("NVMEOF", uuid=UUID1),
+    ]
     report = audit(h.roots, expected)
     unexpected = report.of_kind(A.UNEXPECTED_VOLUME)
     missing = report.of_kind(A.MISSING_VOLUME)
@@ -277,12 +293,16 @@ def test_expected_empty_flags_every_volume(tmp_path):
     # source host after a migration: nothing should be left
     report = audit(_healthy(tmp_path).roots, [])
     assert {(f.kind, f.name) for f in report.findings} == {
-        (A.UNEXPECTED_VOLUME, "3" + WWID1[4:]), (A.UNEXPECTED_VOLUME, f"uuid.{UUID1}")}
+        (A.UNEXPECTED_VOLUME, "3" + WWID1[4:]),
+        (A.UNEXPECTED_VOLUME, f"uuid.{UUID1}"),
+    }
 
 
 def test_wrong_protocol_does_not_match(tmp_path):
-    report = audit(_healthy(tmp_path).roots, [ExpectedVolume("FC", wwid=WWID1),
-                                              ExpectedVolume("NVMEOF", uuid=UUID1)])
+    report = audit(
+        _healthy(tmp_path).roots,
+        [ExpectedVolume("FC", wwid=WWID1), ExpectedVolume("NVMEOF", uuid=UUID1)],
+    )
     assert {f.kind for f in report.findings} == {A.UNEXPECTED_VOLUME, A.MISSING_VOLUME}
 
 
@@ -299,8 +319,16 @@ def test_fc_device_with_rport_gone(tmp_path):
     hdir = h.scsi_host(5, proc_name="qla2xxx")
     rport = hdir / "rport-5:0-1"
     attrs = rport / "fc_remote_ports" / "rport-5:0-1"
-    h.write(attrs, {"port_name": "0x500a0981891b8dc5", "node_name": "0x500a0980891b8dc5",
-                    "port_state": "Online", "roles": "FCP Target", "scsi_target_id": 0})
+    h.write(
+        attrs,
+        {
+            "port_name": "0x500a0981891b8dc5",
+            "node_name": "0x500a0980891b8dc5",
+            "port_state": "Online",
+            "roles": "FCP Target",
+            "scsi_target_id": 0,
+        },
+    )
     h.link(h.sys("class", "fc_remote_ports", "rport-5:0-1"), attrs)
     h.scsi_lun(rport, "5:0:0:3", "sdc", WWID2)
     report = audit(h.roots, [ExpectedVolume("FIBRE_CHANNEL", wwid=WWID2)])
@@ -313,13 +341,15 @@ def test_fc_device_with_rport_gone(tmp_path):
 
 # ----------------------------------------------------------------- report and inputs
 
+
 def test_report_is_json_able(tmp_path):
     h = _healthy(tmp_path)
     h.iscsi_session(7, 9, "iqn.2003-01.org.test:other")
     data = json.loads(json.dumps(audit(h.roots, []).to_dict()))
     assert data["clean"] is False
-    assert {"kind": A.ISCSI_SESSION_WITHOUT_LUNS, "name": "session7"}.items() <= \
-        data["findings"][0].items()
+    assert {"kind": A.ISCSI_SESSION_WITHOUT_LUNS, "name": "session7"}.items() <= data["findings"][
+        0
+    ].items()
     assert set(data) == {"clean", "findings", "volumes", "counts", "errors"}
     assert all(set(f) == {"kind", "name", "detail"} for f in data["findings"])
 
@@ -349,19 +379,22 @@ def test_broken_check_is_reported_not_raised(tmp_path, monkeypatch):
     assert [f.name for f in report.findings] == ["session7"]  # other checks still ran
 
 
-@pytest.mark.parametrize("data,key", [
-    ("nope", "expected"),
-    ({}, "protocol"),
-    ({"protocol": "SMB", "wwid": "x"}, "protocol"),
-    ({"protocol": "ISCSI"}, "wwid"),
-    ({"protocol": "NVMEOF"}, "uuid"),
-    ({"protocol": "ISCSI", "wwid": 5}, "wwid"),
-    ({"protocol": "NVMEOF", "uuid": None, "nguid": "0" * 31 + "1"}, "uuid"),
-    ({"protocol": None, "wwid": "x"}, "protocol"),
-    ({"protocol": "NVMEOF", "uuid": "u", "nguid": ""}, "nguid"),
-    ({"protocol": "ISCSI", "wwid": ""}, "wwid"),
-    ({"protocol": "ISCSI", "wwid": "x", "color": "red"}, "color"),
-])
+@pytest.mark.parametrize(
+    "data,key",
+    [
+        ("nope", "expected"),
+        ({}, "protocol"),
+        ({"protocol": "SMB", "wwid": "x"}, "protocol"),
+        ({"protocol": "ISCSI"}, "wwid"),
+        ({"protocol": "NVMEOF"}, "uuid"),
+        ({"protocol": "ISCSI", "wwid": 5}, "wwid"),
+        ({"protocol": "NVMEOF", "uuid": None, "nguid": "0" * 31 + "1"}, "uuid"),
+        ({"protocol": None, "wwid": "x"}, "protocol"),
+        ({"protocol": "NVMEOF", "uuid": "u", "nguid": ""}, "nguid"),
+        ({"protocol": "ISCSI", "wwid": ""}, "wwid"),
+        ({"protocol": "ISCSI", "wwid": "x", "color": "red"}, "color"),
+    ],
+)
 def test_expected_volume_validation(data, key):
     with pytest.raises(InvalidExpectedVolume) as info:
         ExpectedVolume.from_dict(data, index=3)
@@ -375,58 +408,78 @@ def test_expected_volume_from_dict_normalises_protocol():
     assert vol.protocol == "ISCSI" and vol.to_dict()["wwid"] == WWID1
 
 
-def _node_record(h: FakeHost, iqn: str, entry: str, iface: str | None = "default",
-                 startup: str = "manual") -> str:
+def _node_record(
+    h: FakeHost, iqn: str, entry: str, iface: str | None = "default", startup: str = "manual"
+) -> str:
     """A node record as iscsiadm writes it (``iface`` None: the older file-per-portal layout)."""
     base = h.base / "etc" / "iscsi" / "nodes" / iqn
     path = base / entry if iface is None else base / entry / iface
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"# BEGIN RECORD 2.1.8\nnode.name = {iqn}\nnode.tpgt = 1\n"
-                    f"node.startup = {startup}\nnode.session.scan = manual\n"
-                    "node.session.auth.password = must-never-show\n# END RECORD\n")
+    path.write_text(
+        f"# BEGIN RECORD 2.1.8\nnode.name = {iqn}\nnode.tpgt = 1\n"
+        f"node.startup = {startup}\nnode.session.scan = manual\n"
+        "node.session.auth.password = must-never-show\n# END RECORD\n"
+    )
     return str(path)
 
 
 def test_node_records_without_a_session_are_reported_with_evidence_never_acted_on(tmp_path):
     h = _healthy(tmp_path)
-    _node_record(h, IQN, "192.0.2.10,3260,1")               # its session is live
-    _node_record(h, IQN, "192.0.2.11,3260,1", iface=None)   # older layout, live too
+    _node_record(h, IQN, "192.0.2.10,3260,1")  # its session is live
+    _node_record(h, IQN, "192.0.2.11,3260,1", iface=None)  # older layout, live too
     killed = _node_record(h, "iqn.2003-01.org.test:killed", "192.0.2.20,3260,1")
     boot = _node_record(h, "iqn.2003-01.org.test:boot", "fe80::5,3260,1", startup="automatic")
     # `iscsiadm -m node -o new` without a portal group tag: a file named ADDRESS,PORT
     made = _node_record(h, "iqn.2003-01.org.test:made", "192.0.2.21,3260", iface=None)
     report = audit(h.roots)
     found = {f.name: f.detail for f in report.of_kind(A.ISCSI_NODE_RECORD_WITHOUT_SESSION)}
-    assert sorted(found) == ["iqn.2003-01.org.test:boot [fe80::5]:3260 default",
-                             "iqn.2003-01.org.test:killed 192.0.2.20:3260 default",
-                             "iqn.2003-01.org.test:made 192.0.2.21:3260 default"]
+    assert sorted(found) == [
+        "iqn.2003-01.org.test:boot [fe80::5]:3260 default",
+        "iqn.2003-01.org.test:killed 192.0.2.20:3260 default",
+        "iqn.2003-01.org.test:made 192.0.2.21:3260 default",
+    ]
     assert made in found["iqn.2003-01.org.test:made 192.0.2.21:3260 default"]
     assert killed in found["iqn.2003-01.org.test:killed 192.0.2.20:3260 default"]
     assert "not brick_agent's" in found["iqn.2003-01.org.test:boot [fe80::5]:3260 default"]
     assert all("must-never-show" not in d for d in found.values())
-    assert os.path.exists(killed) and os.path.exists(boot)   # the audit never acts
+    assert os.path.exists(killed) and os.path.exists(boot)  # the audit never acts
     assert report.errors == []
 
 
 def test_controller_whose_namespaces_nobody_uses_is_named_when_the_ledger_is_given(tmp_path):
     from brick_agent.ledger import AttachmentLedger
+
     h = FakeHost(tmp_path / "host")
     h.nvme_controller(0, 0, NQN)
-    h.nvme_namespace(0, [0], 1, UUID1)                                   # attached through us
+    h.nvme_namespace(0, [0], 1, UUID1)  # attached through us
     h.nvme_controller(1, 1, "nqn.2014-08.org.test:shared", traddr="192.0.2.31")
-    h.nvme_namespace(1, [1], 1, "5b2a0c9e-4444-4d6f-8e3a-0123456789ab")   # exported, unused
+    h.nvme_namespace(1, [1], 1, "5b2a0c9e-4444-4d6f-8e3a-0123456789ab")  # exported, unused
     h.nvme_namespace(1, [1], 2, "5b2a0c9e-5555-4d6f-8e3a-0123456789ab")
     led = AttachmentLedger(str(tmp_path / "ledger.json"))
-    (tmp_path / "ledger.json").write_text(json.dumps({"version": 1, "pending": [], "volumes": {
-        f"NVMEOF:uuid.{UUID1}": {"protocol": "NVMEOF", "identity": f"uuid.{UUID1}",
-                                 "lookup": [f"nvme:{NQN}:{UUID1}"], "device_info": {},
-                                 "attachments": {"default": {"access_mode": "rw"}}}}}))
+    (tmp_path / "ledger.json").write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "pending": [],
+                "volumes": {
+                    f"NVMEOF:uuid.{UUID1}": {
+                        "protocol": "NVMEOF",
+                        "identity": f"uuid.{UUID1}",
+                        "lookup": [f"nvme:{NQN}:{UUID1}"],
+                        "device_info": {},
+                        "attachments": {"default": {"access_mode": "rw"}},
+                    }
+                },
+            }
+        )
+    )
     found = audit(h.roots, ledger=led).of_kind(A.NVME_CONTROLLER_NAMESPACES_UNUSED)
     assert [f.name for f in found] == ["nvme1"]
     assert "nvme1n1, nvme1n2" in found[0].detail
     assert "nqn.2014-08.org.test:shared" in found[0].detail
-    assert audit(h.roots).of_kind(A.NVME_CONTROLLER_NAMESPACES_UNUSED) == []   # unknown: silent
-    (h.base / "proc" / "self").mkdir(parents=True)     # no device number: by source path
+    assert audit(h.roots).of_kind(A.NVME_CONTROLLER_NAMESPACES_UNUSED) == []  # unknown: silent
+    (h.base / "proc" / "self").mkdir(parents=True)  # no device number: by source path
     (h.base / "proc" / "self" / "mountinfo").write_text(
-        "36 1 0:44 / /srv rw - ext4 /dev/nvme1n2 rw\n")
+        "36 1 0:44 / /srv rw - ext4 /dev/nvme1n2 rw\n"
+    )
     assert audit(h.roots, ledger=led).of_kind(A.NVME_CONTROLLER_NAMESPACES_UNUSED) == []

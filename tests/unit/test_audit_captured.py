@@ -19,8 +19,9 @@ from brick_agent.host import sysfs
 from brick_agent.host.roots import HostRoots
 from tests.unit.sysfs_trees import capture_note, extract_tree
 
+
 def udev(wwid: str) -> str:
-    return "3" + wwid[len("naa."):]
+    return "3" + wwid[len("naa.") :]
 
 
 def kernel_delete_lun(roots: HostRoots, hctl: str) -> list[str]:
@@ -36,8 +37,11 @@ def kernel_delete_lun(roots: HostRoots, hctl: str) -> list[str]:
             if os.path.lexists(slave):
                 os.unlink(slave)
         dev = sysfs.read_attr(os.path.join(bdir, "dev"))
-        for link in (roots.sysfs("class", "block", name), roots.devfs(name),
-                     roots.sysfs("dev", "block", dev or "-")):
+        for link in (
+            roots.sysfs("class", "block", name),
+            roots.devfs(name),
+            roots.sysfs("dev", "block", dev or "-"),
+        ):
             if os.path.lexists(link):
                 os.unlink(link)
     for cls in ("scsi_device", "scsi_disk", "scsi_generic", "bsg"):
@@ -83,7 +87,8 @@ def test_iscsi_shared_multipath_is_clean(tmp_path):
     assert report.clean, report.to_dict()
     assert report.counts["multipath_maps"] == 2 and report.counts["wwids_entries"] == 2
     assert sorted((v.wwid, len(v.devices)) for v in report.volumes) == sorted(
-        (udev(w), 2) for w in wwids)
+        (udev(w), 2) for w in wwids
+    )
     assert audit(roots, [ExpectedVolume("ISCSI", wwid=w) for w in wwids]).clean
 
 
@@ -141,6 +146,7 @@ def test_fcoe_capture(tmp_path):
 
 def multipath_wwids(roots: HostRoots) -> list[str]:
     from brick_agent.host.multipath import wwids_file_entries
+
     return wwids_file_entries(roots)
 
 
@@ -149,6 +155,8 @@ def test_nvme_tcp_capture_is_clean(tmp_path):
     report = audit(roots)
     assert report.errors == []
     assert not {f.kind for f in report.findings} & {
-        A.NVME_CONTROLLER_NOT_LIVE, A.NVME_CONTROLLER_WITHOUT_NAMESPACES,
-        A.NVME_NAMESPACE_WITHOUT_PATHS}
+        A.NVME_CONTROLLER_NOT_LIVE,
+        A.NVME_CONTROLLER_WITHOUT_NAMESPACES,
+        A.NVME_NAMESPACE_WITHOUT_PATHS,
+    }
     assert any(v.protocol == "NVMEOF" for v in report.volumes)

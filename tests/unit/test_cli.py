@@ -36,8 +36,9 @@ def iscsi_host(tmp_path):
 
 
 def test_connector_reports_host_identity_from_the_tree(iscsi_host):
-    code, data, _ = run(["--host-root", iscsi_host, "connector", "--my-ip", "192.0.2.7",
-                         "--multipath"])
+    code, data, _ = run(
+        ["--host-root", iscsi_host, "connector", "--my-ip", "192.0.2.7", "--multipath"]
+    )
     assert code == cli.EXIT_OK
     with open(os.path.join(iscsi_host, "etc/iscsi/initiatorname.iscsi")) as f:
         iqn = f.read().split("=", 1)[1].strip()
@@ -56,20 +57,30 @@ def test_volumes_lists_the_captured_iscsi_lun(iscsi_host):
 
 
 def test_paths_of_present_and_absent_volumes(iscsi_host):
-    props = {"target_portal": "127.0.0.1:3260", "target_iqn": "iqn.2003-01.org.brick-lab:single",
-             "target_lun": 0}
+    props = {
+        "target_portal": "127.0.0.1:3260",
+        "target_iqn": "iqn.2003-01.org.brick-lab:single",
+        "target_lun": 0,
+    }
     code, data, _ = run(["--host-root", iscsi_host, "paths", "ISCSI"], json.dumps(props))
     assert code == cli.EXIT_OK and data and all(p.startswith(iscsi_host) for p in data)
     props["target_lun"] = 5
-    code, data, _ = run(["--host-root", iscsi_host, "paths", "ISCSI"],
-                        json.dumps({"driver_volume_type": "iscsi", "data": props}))
+    code, data, _ = run(
+        ["--host-root", iscsi_host, "paths", "ISCSI"],
+        json.dumps({"driver_volume_type": "iscsi", "data": props}),
+    )
     assert code == cli.EXIT_OK and data == []
 
 
 def test_invalid_properties_exit_2_without_leaking_the_secret(iscsi_host, capsys):
-    props = {"target_portal": "127.0.0.1", "target_iqn": "iqn.2003-01.org.brick-lab:single",
-             "target_lun": 0, "auth_method": "CHAP", "auth_username": "u",
-             "auth_password": SECRET}
+    props = {
+        "target_portal": "127.0.0.1",
+        "target_iqn": "iqn.2003-01.org.brick-lab:single",
+        "target_lun": 0,
+        "auth_method": "CHAP",
+        "auth_username": "u",
+        "auth_password": SECRET,
+    }
     code, _, out = run(["--host-root", iscsi_host, "paths", "ISCSI"], json.dumps(props))
     err = capsys.readouterr().err
     assert code == cli.EXIT_USAGE
@@ -82,8 +93,9 @@ def test_unreadable_json_and_unknown_protocol_exit_2(iscsi_host, capsys):
     assert "InvalidConnectorProtocol" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [["volumes", "--bogus"], ["--human", "audit", "extra"],
-                                  ["paths", "ISCSI", "-", "more"]])
+@pytest.mark.parametrize(
+    "argv", [["volumes", "--bogus"], ["--human", "audit", "extra"], ["paths", "ISCSI", "-", "more"]]
+)
 def test_unknown_arguments_are_a_usage_error(argv, capsys):
     """Only verify-detach passes what follows it on (to the verifier); every other command
     rejects arguments it does not know, before doing anything."""
@@ -104,8 +116,9 @@ def test_audit_clean_then_names_a_session_left_without_luns(iscsi_host):
 
 def test_audit_expected_volume_missing(iscsi_host):
     expected = [{"protocol": "ISCSI", "wwid": "36001405000000000000000000000beef"}]
-    code, data, _ = run(["--host-root", iscsi_host, "audit", "--expected", "-"],
-                        json.dumps(expected))
+    code, data, _ = run(
+        ["--host-root", iscsi_host, "audit", "--expected", "-"], json.dumps(expected)
+    )
     assert code == cli.EXIT_LEFTOVERS
     assert any("missing" in f["kind"] for f in data["findings"]), data
 
@@ -121,10 +134,10 @@ def test_human_output_is_a_table(iscsi_host):
     assert "iqn=iqn.2003-01.org.brick-lab:single" in text and "lun=0" in text
 
 
-@pytest.mark.parametrize("command", [["connect", "ISCSI"], ["disconnect", "ISCSI"],
-                                     ["extend", "ISCSI"]])
-def test_state_changing_commands_refuse_a_host_root(iscsi_host, command, monkeypatch,
-                                                   capsys):
+@pytest.mark.parametrize(
+    "command", [["connect", "ISCSI"], ["disconnect", "ISCSI"], ["extend", "ISCSI"]]
+)
+def test_state_changing_commands_refuse_a_host_root(iscsi_host, command, monkeypatch, capsys):
     """--host-root reads a captured tree, but privileged actions would hit the live host."""
     ran: list[list[str]] = []
 
@@ -133,8 +146,12 @@ def test_state_changing_commands_refuse_a_host_root(iscsi_host, command, monkeyp
         raise AssertionError("no command may run")
 
     monkeypatch.setattr("brick_agent.commands.run", record)
-    props = {"target_portal": "127.0.0.1:3260", "target_iqn": "iqn.2003-01.org.brick-lab:single",
-             "target_lun": 0, "auth_password": SECRET}
+    props = {
+        "target_portal": "127.0.0.1:3260",
+        "target_iqn": "iqn.2003-01.org.brick-lab:single",
+        "target_lun": 0,
+        "auth_password": SECRET,
+    }
     code, data, _ = run(["--host-root", iscsi_host, *command], json.dumps(props))
     err = capsys.readouterr().err
     assert code == cli.EXIT_USAGE and data is None
@@ -157,23 +174,35 @@ def test_deeply_nested_json_is_invalid_input(iscsi_host, depth, capsys):
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
     lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=10), c, max_size=4),
-    max_leaves=25)
+    max_leaves=25,
+)
 
 
-@settings(max_examples=80, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(text=st.one_of(_json.map(json.dumps),
-                      st.fixed_dictionaries({"target_portal": st.text(max_size=30),
-                                             "target_iqn": st.text(max_size=30),
-                                             "target_lun": _json}).map(json.dumps),
-                      st.integers(min_value=500, max_value=20_000).map(_nested_props),
-                      st.text(max_size=100)),
-       command=st.sampled_from([["paths", "ISCSI"], ["paths", "NVMEOF"],
-                                ["audit", "--expected", "-"]]))
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    text=st.one_of(
+        _json.map(json.dumps),
+        st.fixed_dictionaries(
+            {
+                "target_portal": st.text(max_size=30),
+                "target_iqn": st.text(max_size=30),
+                "target_lun": _json,
+            }
+        ).map(json.dumps),
+        st.integers(min_value=500, max_value=20_000).map(_nested_props),
+        st.text(max_size=100),
+    ),
+    command=st.sampled_from(
+        [["paths", "ISCSI"], ["paths", "NVMEOF"], ["audit", "--expected", "-"]]
+    ),
+)
 def test_fuzzed_json_input_never_gives_a_traceback(iscsi_host, text, command):
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         code, _, _ = run(["--host-root", iscsi_host, *command], text)
-    assert code in (cli.EXIT_OK, cli.EXIT_USAGE, cli.EXIT_NOT_FOUND,
-                    cli.EXIT_LEFTOVERS), err.getvalue()
+    assert code in (cli.EXIT_OK, cli.EXIT_USAGE, cli.EXIT_NOT_FOUND, cli.EXIT_LEFTOVERS), (
+        err.getvalue()
+    )
     assert "Traceback" not in err.getvalue()

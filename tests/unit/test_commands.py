@@ -61,8 +61,12 @@ def test_missing_binary_raises_command_failed():
 
 
 def test_input_and_env():
-    res = commands.run(["sh", "-c", 'read x; echo "$x-$BRICK_T"'], timeout=5,
-                       input="hello\n", env={"BRICK_T": "env"})
+    res = commands.run(
+        ["sh", "-c", 'read x; echo "$x-$BRICK_T"'],
+        timeout=5,
+        input="hello\n",
+        env={"BRICK_T": "env"},
+    )
     assert res.stdout == "hello-env\n"
 
 
@@ -104,8 +108,11 @@ def test_timed_out_command_that_cannot_be_reaped_is_abandoned_in_bounded_time(tm
     start = time.monotonic()
     try:
         with pytest.raises(CommandFailed, match="could not be killed") as ei:
-            commands.run(["sh", "-c", f"setsid sleep 30 & echo $! > {pidfile}; sleep 30"],
-                         timeout=0.2, kill_wait=0.3)
+            commands.run(
+                ["sh", "-c", f"setsid sleep 30 & echo $! > {pidfile}; sleep 30"],
+                timeout=0.2,
+                kill_wait=0.3,
+            )
         assert ei.value.timed_out
         assert time.monotonic() - start < 3
     finally:
@@ -119,8 +126,9 @@ def test_timed_out_command_that_cannot_be_reaped_is_abandoned_in_bounded_time(tm
 def test_secrets_masked_in_error_and_logs(caplog):
     caplog.set_level(logging.DEBUG, logger="brick_agent.commands")
     with pytest.raises(CommandFailed) as ei:
-        commands.run(["sh", "-c", 'echo "bad password $1" >&2; exit 2', "sh", PW],
-                     timeout=5, secrets=[PW])
+        commands.run(
+            ["sh", "-c", 'echo "bad password $1" >&2; exit 2', "sh", PW], timeout=5, secrets=[PW]
+        )
     err = ei.value
     assert PW not in str(err) and PW not in err.stderr and PW not in " ".join(err.argv)
     assert "***" in err.stderr and "***" in err.argv
@@ -132,8 +140,9 @@ def test_secrets_masked_in_error_and_logs(caplog):
 
 def test_secret_objects_in_argv_are_revealed_to_the_command_only(caplog):
     caplog.set_level(logging.DEBUG, logger="brick_agent.commands")
-    res = commands.run(["sh", "-c", 'test "$1" = "$2" && echo same', "sh",
-                        Secret(PW), PW], timeout=5)
+    res = commands.run(
+        ["sh", "-c", 'test "$1" = "$2" && echo same', "sh", Secret(PW), PW], timeout=5
+    )
     assert res.stdout == "same\n"
     assert PW not in " ".join(res.argv)
     assert all(PW not in r.getMessage() for r in caplog.records)
@@ -162,8 +171,9 @@ def test_duration_and_argv_logged_at_debug(caplog):
     assert 0.04 < duration < 5
 
 
-@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), -float("inf"), -1, -0.5,
-                                     0, True, "5", None])
+@pytest.mark.parametrize(
+    "timeout", [float("nan"), float("inf"), -float("inf"), -1, -0.5, 0, True, "5", None]
+)
 def test_bad_timeouts_are_refused_before_anything_runs(tmp_path, timeout):
     marker = tmp_path / "ran"
     with pytest.raises(InvalidArgument, match="timeout"):

@@ -33,8 +33,9 @@ def test_config_file_is_read(tmp_path):
 def test_overrides_win_over_the_file_and_none_keeps_the_configured_value(tmp_path):
     path = tmp_path / "brick_agent.conf"
     path.write_text("[brick_agent]\nlock_path = /srv/locks\nnvme_ctrl_loss_tmo = -1\n")
-    opts = config.new_conf(config_files=[str(path)], overrides={
-        "lock_path": "/run/locks", "nvme_ctrl_loss_tmo": None}).brick_agent
+    opts = config.new_conf(
+        config_files=[str(path)], overrides={"lock_path": "/run/locks", "nvme_ctrl_loss_tmo": None}
+    ).brick_agent
     assert opts.lock_path == "/run/locks" and opts.nvme_ctrl_loss_tmo == -1
 
 

@@ -36,8 +36,9 @@ def host(tmp_path):
 
 
 def test_core_connector_object_has_uuid_system_uuid_and_initiator(host):
-    props = get_connector_properties(None, "192.0.2.5", False, False, host="h", roots=host,
-                                     create_nvme_identity=False)
+    props = get_connector_properties(
+        None, "192.0.2.5", False, False, host="h", roots=host, create_nvme_identity=False
+    )
     assert props["uuid"] == FSUUID and props["system uuid"] == SUUID
     assert props["initiator"] == IQN
 
@@ -45,9 +46,9 @@ def test_core_connector_object_has_uuid_system_uuid_and_initiator(host):
 def test_compat_connector_object_is_the_core_one(host):
     pytest.importorskip("os_brick")
     from brick_agent.os_brick_compat import properties
+
     core = get_connector_properties("sudo", "192.0.2.5", True, True, host="h", roots=host)
-    compat = properties.brick_agent_properties("sudo", "192.0.2.5", True, True, "h",
-                                               roots=host)
+    compat = properties.brick_agent_properties("sudo", "192.0.2.5", True, True, "h", roots=host)
     assert compat == core
 
 
@@ -64,10 +65,10 @@ def test_iscsi_connector_get_initiator(host, tmp_path):
     assert ISCSIConnector(None, conf=conf, roots=bare, ledger=False).get_initiator() is None
 
 
-def test_connector_object_of_a_fake_tree_never_writes_the_live_hosts_identity(host,
-                                                                                monkeypatch):
+def test_connector_object_of_a_fake_tree_never_writes_the_live_hosts_identity(host, monkeypatch):
     from brick_agent.privileged import nvme as priv_nvme
+
     calls = []
     monkeypatch.setattr(priv_nvme, "write_host_identity", lambda *a: calls.append(a))
     props = get_connector_properties(None, "192.0.2.5", False, False, host="h", roots=host)
-    assert calls == [] and "nqn" not in props            # nothing on the tree, nothing made
+    assert calls == [] and "nqn" not in props  # nothing on the tree, nothing made

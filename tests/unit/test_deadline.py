@@ -55,6 +55,6 @@ def test_reserving_ends_earlier_but_not_before_now():
     assert work.clock is c
     c.now += 27
     assert work.expired and d.remaining() == 3
-    late = d.reserving(5)       # less than the reserve left: expires now, not in the past
+    late = d.reserving(5)  # less than the reserve left: expires now, not in the past
     assert late.expired and late.remaining() == 0.0
     assert Deadline.never(clock=c).reserving(5).remaining() == math.inf

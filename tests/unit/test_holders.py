@@ -38,8 +38,8 @@ def test_holders_from_a_fake_proc(tmp_path, roots):
     fake_process(proc, 4242, "qemu-system-x86", {0: "/dev/null", 17: "/dev/dm-3"})
     fake_process(proc, 77, "blkid", {3: "/dev/sdb"})
     fake_process(proc, 900, "bash", {0: "/dev/pts/0", 1: "pipe:[123]"})
-    (proc / "self").mkdir()                 # not a pid
-    os.makedirs(proc / "55")                # a process whose fds cannot be read
+    (proc / "self").mkdir()  # not a pid
+    os.makedirs(proc / "55")  # a process whose fds cannot be read
     assert open_holders(roots, ["dm-3"]) == [(4242, "qemu-system-x86")]
     assert open_holders(roots, ["dm-3", "sdb"]) == [(77, "blkid"), (4242, "qemu-system-x86")]
     assert open_holders(roots, ["sdc"]) == []
@@ -60,9 +60,15 @@ def test_a_real_child_process_holding_the_device_is_named(tmp_path, roots):
     node = os.path.join(roots.dev, "sdz")
     open(node, "w").close()
     real = dataclasses.replace(roots, proc="/proc")
-    child = subprocess.Popen([sys.executable, "-c",
-                              "import sys,time; f=open(sys.argv[1]); print(1, flush=True); "
-                              "time.sleep(60)", node], stdout=subprocess.PIPE)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys,time; f=open(sys.argv[1]); print(1, flush=True); time.sleep(60)",
+            node,
+        ],
+        stdout=subprocess.PIPE,
+    )
     try:
         assert child.stdout.readline().strip() == b"1"
         assert (child.pid, _comm(child.pid)) in open_holders(real, ["sdz"])
@@ -86,12 +92,12 @@ def test_detach_refused_for_an_open_map_names_the_holders(env):
     fake.multipath_add(udev_of(1), ["sda"])
     (dm,) = fake.maps()
     fake_process(h.base / "proc", 3131, "qemu-kvm", {21: f"/dev/{dm}"})
-    fake.fail_map_remove = -1          # "map in use" for ever
+    fake.fail_map_remove = -1  # "map in use" for ever
     ours = [dev(h, "1:0:0:1")]
     with pytest.raises(DeviceInUse) as err:
         ops.remove_volume(ours, udev_of(1), {}, force=False)
     assert err.value.holders == [(3131, "qemu-kvm")]
     assert f"map {dm}" in str(err.value) and "pid 3131 (qemu-kvm)" in str(err.value)
-    assert fake.hctls() == ["1:0:0:1"]                  # the path was kept
+    assert fake.hctls() == ["1:0:0:1"]  # the path was kept
     left = ops.remove_volume(ours, udev_of(1), {}, force=True)
     assert any("pid 3131 (qemu-kvm)" in x for x in left)

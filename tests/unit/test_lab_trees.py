@@ -62,6 +62,8 @@ def test_fcoe_online_host_and_target_rport(tmp_path) -> None:
     roots = extract_tree("fcoe", tmp_path)
     hosts = os.listdir(roots.sysfs("class", "fc_host"))
     assert any(_read(roots.sysfs("class", "fc_host", h, "port_state")) == "Online" for h in hosts)
-    roles = [_read(roots.sysfs("class", "fc_remote_ports", r, "roles"))
-             for r in os.listdir(roots.sysfs("class", "fc_remote_ports"))]
+    roles = [
+        _read(roots.sysfs("class", "fc_remote_ports", r, "roles"))
+        for r in os.listdir(roots.sysfs("class", "fc_remote_ports"))
+    ]
     assert any("FCP Target" in r for r in roles)

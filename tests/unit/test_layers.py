@@ -25,9 +25,9 @@ def _under(module: str, *packages: str) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class Rule:
-    text: str                                  # the rule, as the failure message shows it
-    applies: Callable[[str, str], bool]        # (importing module, its file name) -> bool
-    forbidden: tuple[str, ...]                 # packages (or modules) it must not import
+    text: str  # the rule, as the failure message shows it
+    applies: Callable[[str, str], bool]  # (importing module, its file name) -> bool
+    forbidden: tuple[str, ...]  # packages (or modules) it must not import
 
 
 def _in(*packages: str) -> Callable[[str, str], bool]:
@@ -39,43 +39,62 @@ def _connector_not_actions(module: str, filename: str) -> bool:
 
 
 RULES = (
-    Rule("properties/ (validated connection properties) imports no connectors/, host/, "
-         "privileged/, ledger/ or gate/",
-         _in("brick_agent.properties"),
-         ("brick_agent.connectors", "brick_agent.host", "brick_agent.privileged",
-          "brick_agent.ledger", "brick_agent.gate")),
-    Rule("host/ (read-only views of the host) imports no connectors/, privileged/, ledger/, "
-         "gate/ or os_brick_compat/",
-         _in("brick_agent.host"),
-         ("brick_agent.connectors", "brick_agent.privileged", "brick_agent.ledger",
-          "brick_agent.gate", "brick_agent.os_brick_compat")),
-    Rule("privileged/ (runs as root) imports no connectors/, ledger/, gate/ or "
-         "os_brick_compat/",
-         _in("brick_agent.privileged"),
-         ("brick_agent.connectors", "brick_agent.ledger", "brick_agent.gate",
-          "brick_agent.os_brick_compat")),
-    Rule("within connectors/ only actions.py modules import brick_agent.privileged",
-         _connector_not_actions,
-         ("brick_agent.privileged",)),
-    Rule("ledger/ imports no connectors/",
-         _in("brick_agent.ledger"),
-         ("brick_agent.connectors",)),
-    Rule("brick_agent imports nothing of tests/ or brick_lab",
-         _in(PACKAGE),
-         ("tests", "brick_lab")),
+    Rule(
+        "properties/ (validated connection properties) imports no connectors/, host/, "
+        "privileged/, ledger/ or gate/",
+        _in("brick_agent.properties"),
+        (
+            "brick_agent.connectors",
+            "brick_agent.host",
+            "brick_agent.privileged",
+            "brick_agent.ledger",
+            "brick_agent.gate",
+        ),
+    ),
+    Rule(
+        "host/ (read-only views of the host) imports no connectors/, privileged/, ledger/, "
+        "gate/ or os_brick_compat/",
+        _in("brick_agent.host"),
+        (
+            "brick_agent.connectors",
+            "brick_agent.privileged",
+            "brick_agent.ledger",
+            "brick_agent.gate",
+            "brick_agent.os_brick_compat",
+        ),
+    ),
+    Rule(
+        "privileged/ (runs as root) imports no connectors/, ledger/, gate/ or os_brick_compat/",
+        _in("brick_agent.privileged"),
+        (
+            "brick_agent.connectors",
+            "brick_agent.ledger",
+            "brick_agent.gate",
+            "brick_agent.os_brick_compat",
+        ),
+    ),
+    Rule(
+        "within connectors/ only actions.py modules import brick_agent.privileged",
+        _connector_not_actions,
+        ("brick_agent.privileged",),
+    ),
+    Rule("ledger/ imports no connectors/", _in("brick_agent.ledger"), ("brick_agent.connectors",)),
+    Rule(
+        "brick_agent imports nothing of tests/ or brick_lab", _in(PACKAGE), ("tests", "brick_lab")
+    ),
 )
 
 
 @dataclasses.dataclass(frozen=True)
 class Import:
-    path: str                 # relative to the repository
+    path: str  # relative to the repository
     line: int
-    module: str               # the importing module
+    module: str  # the importing module
     targets: tuple[str, ...]  # what it imports: ``from m import a`` imports m and m.a
 
 
 def module_name(relpath: str) -> str:
-    parts = relpath[:-len(".py")].split(os.sep)
+    parts = relpath[: -len(".py")].split(os.sep)
     if parts[-1] == "__init__":
         parts = parts[:-1]
     return ".".join(parts)
@@ -86,16 +105,22 @@ def _targets(node: ast.AST, module: str, is_package: bool) -> list[str]:
         return [alias.name for alias in node.names]
     if isinstance(node, ast.ImportFrom):
         base = node.module or ""
-        if node.level:      # relative: resolve against the importing module's package
+        if node.level:  # relative: resolve against the importing module's package
             package = module.split(".") if is_package else module.split(".")[:-1]
-            package = package[:len(package) - (node.level - 1)]
+            package = package[: len(package) - (node.level - 1)]
             base = ".".join(package + ([base] if base else []))
         # ``from brick_agent import privileged`` imports brick_agent.privileged
         return [base] + [f"{base}.{alias.name}" for alias in node.names if alias.name != "*"]
-    if (isinstance(node, ast.Call) and node.args
-            and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
-            and (getattr(node.func, "attr", None) == "import_module"
-                 or getattr(node.func, "id", None) in ("import_module", "__import__"))):
+    if (
+        isinstance(node, ast.Call)
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
+        and (
+            getattr(node.func, "attr", None) == "import_module"
+            or getattr(node.func, "id", None) in ("import_module", "__import__")
+        )
+    ):
         return [node.args[0].value]
     return []
 
@@ -132,8 +157,7 @@ def violations(root: str, rules: tuple[Rule, ...] = RULES) -> list[str]:
 
 def test_brick_agent_keeps_its_import_direction():
     found = violations(REPO)
-    assert not found, ("layer rule broken (see docs/architecture.md):\n  "
-                       + "\n  ".join(found))
+    assert not found, "layer rule broken (see docs/architecture.md):\n  " + "\n  ".join(found)
 
 
 def test_the_walk_sees_brick_agent():
@@ -141,8 +165,11 @@ def test_the_walk_sees_brick_agent():
     seen = {(imp.module, target) for imp in imports_of(REPO) for target in imp.targets}
     assert len({module for module, _ in seen}) > 50
     # a lazy import inside a method of a connectors actions module
-    assert any(module == "brick_agent.connectors.nvmeof.actions"
-               and _under(target, "brick_agent.privileged") for module, target in seen)
+    assert any(
+        module == "brick_agent.connectors.nvmeof.actions"
+        and _under(target, "brick_agent.privileged")
+        for module, target in seen
+    )
 
 
 def _tree(tmp_path, files: dict[str, str]) -> str:
@@ -153,19 +180,33 @@ def _tree(tmp_path, files: dict[str, str]) -> str:
     return str(tmp_path)
 
 
-@pytest.mark.parametrize("rel, source, line, rule", [
-    ("brick_agent/host/x.py", "def f():\n    from brick_agent.privileged import nvme\n",
-     2, "host/"),
-    ("brick_agent/host/x.py", "import os\nfrom brick_agent import connectors\n", 2, "host/"),
-    ("brick_agent/properties/x.py", "from ..host import sysfs\n", 1, "properties/"),
-    ("brick_agent/privileged/x.py", "import brick_agent.ledger.store\n", 1, "privileged/"),
-    ("brick_agent/connectors/iscsi/sessions.py",
-     "class S:\n    def m(self):\n        from brick_agent.privileged import iscsi\n",
-     3, "only actions.py"),
-    ("brick_agent/ledger/x.py",
-     "import importlib\nimportlib.import_module('brick_agent.connectors.fc')\n", 2, "ledger/"),
-    ("brick_agent/audit.py", "from tests.unit import sysfs_trees\n", 1, "tests/"),
-])
+@pytest.mark.parametrize(
+    "rel, source, line, rule",
+    [
+        (
+            "brick_agent/host/x.py",
+            "def f():\n    from brick_agent.privileged import nvme\n",
+            2,
+            "host/",
+        ),
+        ("brick_agent/host/x.py", "import os\nfrom brick_agent import connectors\n", 2, "host/"),
+        ("brick_agent/properties/x.py", "from ..host import sysfs\n", 1, "properties/"),
+        ("brick_agent/privileged/x.py", "import brick_agent.ledger.store\n", 1, "privileged/"),
+        (
+            "brick_agent/connectors/iscsi/sessions.py",
+            "class S:\n    def m(self):\n        from brick_agent.privileged import iscsi\n",
+            3,
+            "only actions.py",
+        ),
+        (
+            "brick_agent/ledger/x.py",
+            "import importlib\nimportlib.import_module('brick_agent.connectors.fc')\n",
+            2,
+            "ledger/",
+        ),
+        ("brick_agent/audit.py", "from tests.unit import sysfs_trees\n", 1, "tests/"),
+    ],
+)
 def test_a_violation_names_file_line_and_rule(tmp_path, rel, source, line, rule):
     found = violations(_tree(tmp_path, {rel: source}))
     assert len(found) == 1, found
@@ -174,13 +215,18 @@ def test_a_violation_names_file_line_and_rule(tmp_path, rel, source, line, rule)
 
 
 def test_allowed_imports_pass(tmp_path):
-    root = _tree(tmp_path, {
-        "brick_agent/connectors/iscsi/actions.py":
-            "def f():\n    from brick_agent.privileged import iscsi\n",
-        "brick_agent/connectors/actions.py": "from brick_agent.privileged import block\n",
-        "brick_agent/privileged/x.py": "from brick_agent.host import iscsiadm\n",
-        "brick_agent/host/x.py": "from brick_agent import commands, errors\n",
-        "brick_agent/ledger/x.py": ("from brick_agent.host import block\n"
-                                    "import brick_agent.properties\n"),
-    })
+    root = _tree(
+        tmp_path,
+        {
+            "brick_agent/connectors/iscsi/actions.py": (
+                "def f():\n    from brick_agent.privileged import iscsi\n"
+            ),
+            "brick_agent/connectors/actions.py": "from brick_agent.privileged import block\n",
+            "brick_agent/privileged/x.py": "from brick_agent.host import iscsiadm\n",
+            "brick_agent/host/x.py": "from brick_agent import commands, errors\n",
+            "brick_agent/ledger/x.py": (
+                "from brick_agent.host import block\nimport brick_agent.properties\n"
+            ),
+        },
+    )
     assert violations(root) == []

@@ -19,15 +19,20 @@ from tests.unit.host.fakehost import FakeHost
 
 @pytest.fixture
 def led(tmp_path):
-    return AttachmentLedger(str(tmp_path / "d" / "attachments.json"),
-                            lock_path=str(tmp_path / "locks"))
+    return AttachmentLedger(
+        str(tmp_path / "d" / "attachments.json"), lock_path=str(tmp_path / "locks")
+    )
 
 
 def test_missing_file_reads_empty_and_first_write_creates_private_dir(led):
     assert led.read() == {"version": 1, "volumes": {}, "pending": []}
     with led.transaction() as data:
-        data["volumes"]["ISCSI:x"] = {"protocol": "ISCSI", "identity": "x", "lookup": ["k"],
-                                      "attachments": {"a": {"access_mode": "rw"}}}
+        data["volumes"]["ISCSI:x"] = {
+            "protocol": "ISCSI",
+            "identity": "x",
+            "lookup": ["k"],
+            "attachments": {"a": {"access_mode": "rw"}},
+        }
     assert os.stat(os.path.dirname(led.path)).st_mode & 0o777 == 0o700
     assert os.stat(led.path).st_mode & 0o777 == 0o600
     assert led.expected_volumes() == [{"protocol": "ISCSI", "wwid": "x", "name": "ISCSI:x"}]
@@ -46,6 +51,7 @@ def test_failed_write_leaves_old_file_and_no_temp(led, monkeypatch):
 
     def boom(fd):
         raise OSError(5, "EIO")
+
     monkeypatch.setattr(os, "fsync", boom)
     with pytest.raises(OSError), led.transaction() as data:
         data["pending"].append({"lookup": ["new"]})
@@ -56,7 +62,7 @@ def test_failed_write_leaves_old_file_and_no_temp(led, monkeypatch):
 def test_corrupt_file_is_moved_aside(led):
     os.makedirs(os.path.dirname(led.path))
     with open(led.path, "w") as f:
-        f.write('{"version": 1, "volu')           # a torn write of a non-atomic writer
+        f.write('{"version": 1, "volu')  # a torn write of a non-atomic writer
     with led.transaction() as data:
         assert data["volumes"] == {}
         data["pending"].append({"lookup": ["k"]})
@@ -74,8 +80,9 @@ def _writer(path: str, lock_path: str, tag: str, n: int) -> None:
 
 def test_concurrent_writers_in_two_processes_lose_nothing(led):
     ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_writer, args=(led.path, led.lock_path, tag, 40))
-             for tag in ("p1", "p2")]
+    procs = [
+        ctx.Process(target=_writer, args=(led.path, led.lock_path, tag, 40)) for tag in ("p1", "p2")
+    ]
     for p in procs:
         p.start()
     for p in procs:
@@ -103,13 +110,18 @@ def test_attachment_id_rejects_bad(bad):
 
 def test_lookup_keys_per_protocol():
     iq = "iqn.2010-10.org.openstack:vol-1"
-    assert ledgermod.lookup_keys("ISCSI", {"target_portal": "192.0.2.1:3260",
-                                           "target_iqn": iq, "target_lun": 3}) == [
-        f"iscsi:{iq}:3"]
+    assert ledgermod.lookup_keys(
+        "ISCSI", {"target_portal": "192.0.2.1:3260", "target_iqn": iq, "target_lun": 3}
+    ) == [f"iscsi:{iq}:3"]
     nqn = "nqn.2014-08.org.example:sub1"
-    keys = ledgermod.lookup_keys("NVMEOF", {
-        "target_nqn": nqn, "vol_uuid": "c2a8d8a4-1f2e-4b0e-9b8a-0d1c2e3f4a5b",
-        "portals": [["192.0.2.1", 4420, "tcp"]]})
+    keys = ledgermod.lookup_keys(
+        "NVMEOF",
+        {
+            "target_nqn": nqn,
+            "vol_uuid": "c2a8d8a4-1f2e-4b0e-9b8a-0d1c2e3f4a5b",
+            "portals": [["192.0.2.1", 4420, "tcp"]],
+        },
+    )
     assert keys == [f"nvme:{nqn}:c2a8d8a4-1f2e-4b0e-9b8a-0d1c2e3f4a5b"]
 
 
@@ -131,15 +143,17 @@ def roots(tmp_path):
 
 
 def test_set_read_only_runs_blockdev(roots, tmp_path):
-    fh = FakeHost(tmp_path / "h")        # sdb: an iSCSI LUN, dm-2: its multipath map
+    fh = FakeHost(tmp_path / "h")  # sdb: an iSCSI LUN, dm-2: its multipath map
     session = fh.iscsi_session(1, 2, "iqn.2003-01.org.example:t", "192.0.2.1")
     fh.scsi_disk(session, "2:0:0:1", "sdb", wwid="naa.6001405aa6d2dc160f6b68a70cef7b43")
     fh.dm(2, "mpatha", "mpath-36001405aa6d2dc160f6b68a70cef7b43", ["sdb"])
     run = Recorder()
     assert block.do_set_block_device_read_only(roots, "sdb", True, run=run) is True
     block.do_set_block_device_read_only(roots, "dm-2", False, run=run)
-    assert [c[0] for c in run.calls] == [["blockdev", "--setro", roots.devfs("sdb")],
-                                         ["blockdev", "--setrw", roots.devfs("dm-2")]]
+    assert [c[0] for c in run.calls] == [
+        ["blockdev", "--setro", roots.devfs("sdb")],
+        ["blockdev", "--setrw", roots.devfs("dm-2")],
+    ]
 
 
 @pytest.mark.parametrize("name", ["../sda", "/dev/sda", "-sda", "sda;reboot", "loop0", "", None])

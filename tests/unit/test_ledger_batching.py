@@ -28,16 +28,19 @@ class CountingLedger(AttachmentLedger):
 
 @pytest.fixture
 def led(tmp_path):
-    return CountingLedger(str(tmp_path / "d" / "attachments.json"),
-                          lock_path=str(tmp_path / "locks"))
+    return CountingLedger(
+        str(tmp_path / "d" / "attachments.json"), lock_path=str(tmp_path / "locks")
+    )
 
 
 def _hold_ledger_lock(led, release: threading.Event, held: threading.Event) -> threading.Thread:
     def run() -> None:
-        with locking.external_lock(locking.safe_lock_name(ledgermod.LOCK_NAME),
-                                   lock_path=led.lock_path):
+        with locking.external_lock(
+            locking.safe_lock_name(ledgermod.LOCK_NAME), lock_path=led.lock_path
+        ):
             held.set()
             release.wait(10)
+
     t = threading.Thread(target=run)
     t.start()
     assert held.wait(5)
@@ -52,9 +55,10 @@ def _wait_for_batch(led, members: int) -> None:
             return
         threading.Event().wait(0.01)
 
+
 def test_concurrent_transactions_share_writes_and_lose_nothing(led):
     release, held = threading.Event(), threading.Event()
-    holder = _hold_ledger_lock(led, release, held)   # everyone queues behind it
+    holder = _hold_ledger_lock(led, release, held)  # everyone queues behind it
     errors = []
 
     def add(i: int) -> None:
@@ -63,10 +67,11 @@ def test_concurrent_transactions_share_writes_and_lose_nothing(led):
                 data["volumes"][f"V:{i}"] = {"lookup": [f"k{i}"], "attachments": {}}
         except Exception as exc:  # noqa: BLE001
             errors.append(exc)
+
     threads = [threading.Thread(target=add, args=(i,)) for i in range(16)]
     for t in threads:
         t.start()
-    _wait_for_batch(led, 16)                  # all 16 queued: one leader, 15 members
+    _wait_for_batch(led, 16)  # all 16 queued: one leader, 15 members
     release.set()
     holder.join(5)
     for t in threads:
@@ -95,6 +100,7 @@ def test_a_failing_body_rolls_back_only_its_own_changes(led):
                 raise RuntimeError("body failed")
         except RuntimeError as exc:
             outcome["bad"] = str(exc)
+
     threads = [threading.Thread(target=f) for f in (bad, good)]
     for t in threads:
         t.start()
@@ -108,8 +114,9 @@ def test_a_failing_body_rolls_back_only_its_own_changes(led):
 
 
 def test_lock_timeout_fails_every_member_without_running_bodies(tmp_path):
-    led = CountingLedger(str(tmp_path / "attachments.json"), lock_path=str(tmp_path / "locks"),
-                         lock_timeout=0.3)
+    led = CountingLedger(
+        str(tmp_path / "attachments.json"), lock_path=str(tmp_path / "locks"), lock_timeout=0.3
+    )
     release, held = threading.Event(), threading.Event()
     holder = _hold_ledger_lock(led, release, held)
     ran, failures = [], []
@@ -121,6 +128,7 @@ def test_lock_timeout_fails_every_member_without_running_bodies(tmp_path):
                 data["x"] = i
         except LockTimeout as exc:
             failures.append(exc)
+
     threads = [threading.Thread(target=attempt, args=(i,)) for i in range(3)]
     for t in threads:
         t.start()
@@ -129,7 +137,7 @@ def test_lock_timeout_fails_every_member_without_running_bodies(tmp_path):
     release.set()
     holder.join(5)
     assert ran == [] and len(failures) == 3 and led.writes == 0
-    with led.transaction() as data:          # the ledger works again afterwards
+    with led.transaction() as data:  # the ledger works again afterwards
         data["volumes"]["V:1"] = {}
     assert led.read()["volumes"] == {"V:1": {}}
 

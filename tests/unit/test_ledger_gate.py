@@ -12,8 +12,12 @@ def _client(tmp_path, recorded: list[str]):
     led = AttachmentLedger(path, lock_path=str(tmp_path / "locks"))
     with led.transaction() as data:
         for w in recorded:
-            data["volumes"][f"ISCSI:{w}"] = {"protocol": "ISCSI", "identity": w, "lookup": [w],
-                                             "attachments": {"a": {"access_mode": "rw"}}}
+            data["volumes"][f"ISCSI:{w}"] = {
+                "protocol": "ISCSI",
+                "identity": w,
+                "lookup": [w],
+                "attachments": {"a": {"access_mode": "rw"}},
+            }
     host = host_with_volume(tmp_path / "host")
     conf = make_conf(ledger_path=path, lock_path=str(tmp_path / "locks"))
     return create_app(conf, roots=host.roots, connector_factory=link_factory).test_client()
@@ -22,8 +26,11 @@ def _client(tmp_path, recorded: list[str]):
 def test_audit_against_ledger_clean_and_missing(tmp_path):
     body = _client(tmp_path / "a", [WWID]).get("/v1/audit?expected=ledger").get_json()
     assert body["clean"] is True, body
-    body = _client(tmp_path / "b", [WWID, "naa.6001405bbbbbbbbbbbbbbbbbbbbbbbb2"]).get(
-        "/v1/audit?expected=ledger").get_json()
+    body = (
+        _client(tmp_path / "b", [WWID, "naa.6001405bbbbbbbbbbbbbbbbbbbbbbbb2"])
+        .get("/v1/audit?expected=ledger")
+        .get_json()
+    )
     assert [f["kind"] for f in body["findings"]] == ["missing_volume"]
 
 

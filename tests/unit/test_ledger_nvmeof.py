@@ -23,9 +23,15 @@ def make(tmp_path, roots):  # noqa: F811
     kernel = FakeNvmeKernel(roots, native=True)
     led = AttachmentLedger(str(tmp_path / "ledger.json"), lock_path=str(tmp_path / "locks"))
     conn = NVMeOFConnector(
-        None, None, conf=_conf(tmp_path), roots=roots, actions=kernel, ledger=led,
+        None,
+        None,
+        conf=_conf(tmp_path),
+        roots=roots,
+        actions=kernel,
+        ledger=led,
         read_only_setter=lambda name, ro: None,
-        watch_factory=lambda: DeviceWatch(use_netlink=False, poll_interval=0.01, roots=roots))
+        watch_factory=lambda: DeviceWatch(use_netlink=False, poll_interval=0.01, roots=roots),
+    )
     kernel.add_target(NQN, [tcp()], [FakeNs(1, props()["vol_uuid"], G1)])
     return kernel, conn, led
 
@@ -35,7 +41,7 @@ def test_nvme_two_attachments_share_one_namespace_until_the_last_detach(tmp_path
     a = conn.connect_volume(props(attachment_id="a"))
     b = conn.connect_volume(props(attachment_id="b"))
     assert a == b and len(kernel.requests) == 1 and kernel.rescans == []
-    entry, = led.entries().values()
+    (entry,) = led.entries().values()
     assert entry["protocol"] == "NVMEOF" and sorted(entry["attachments"]) == ["a", "b"]
     conn.disconnect_volume(props(attachment_id="a"), a)
     assert nvme_dirs(roots) == ["nvme0"]
@@ -44,19 +50,19 @@ def test_nvme_two_attachments_share_one_namespace_until_the_last_detach(tmp_path
     assert led.entries() == {}
 
 
-def test_nvme_second_namespace_exposed_by_the_first_connect_is_not_held_by_anyone(
-        tmp_path, roots):  # noqa: F811
+def test_nvme_second_namespace_exposed_by_the_first_connect_is_not_held_by_anyone(tmp_path, roots):  # noqa: F811
     from tests.unit.connectors.test_nvmeof import U2
+
     kernel, conn, led = make(tmp_path, roots)
     kernel.subsystems[NQN].namespaces[2] = FakeNs(2, U2, None)  # one subsystem, two volumes
     pa, pb = props(attachment_id="a"), props(vol_uuid=U2, attachment_id="b")
     a = conn.connect_volume(pa)
-    b = conn.connect_volume(pb)              # its namespace appeared with the controller
+    b = conn.connect_volume(pb)  # its namespace appeared with the controller
     assert a != b
     conn.disconnect_volume(pa, a)
     assert nvme_dirs(roots) == ["nvme0"]
     (entry,) = led.entries().values()
-    assert list(entry["attachments"]) == ["b"]          # b alone holds its namespace
+    assert list(entry["attachments"]) == ["b"]  # b alone holds its namespace
     conn.disconnect_volume(pb, b)
     assert led.entries() == {}
 
@@ -68,15 +74,15 @@ def _nsid_only(**extra):
     return p
 
 
-def test_nvme_stale_volume_by_nsid_detach_keeps_the_new_namespace_and_controller(
-        tmp_path, roots):  # noqa: F811
+def test_nvme_stale_volume_by_nsid_detach_keeps_the_new_namespace_and_controller(tmp_path, roots):  # noqa: F811
     from brick_agent.host import nvme as hostnvme
     from tests.unit.connectors.test_nvmeof import U2
+
     kernel, conn, led = make(tmp_path, roots)
     a = conn.connect_volume(_nsid_only(volume_id="vol-A"))
-    kernel.subsystems[NQN].namespaces[1] = FakeNs(1, U2, None)   # nsid 1 reused for B
+    kernel.subsystems[NQN].namespaces[1] = FakeNs(1, U2, None)  # nsid 1 reused for B
     kernel.rescan("nvme0")
-    kernel.rescan("nvme0")       # the target's namespace-change event: the host rescans
+    kernel.rescan("nvme0")  # the target's namespace-change event: the host rescans
     b = conn.connect_volume(_nsid_only(volume_id="vol-B"))
     uuid_at = {roots.devfs(n.name): n.uuid for n in hostnvme.nvme_namespaces(roots)}
     assert uuid_at[b["path"]] == U2
@@ -91,17 +97,20 @@ def test_nvme_stale_volume_by_nsid_detach_keeps_the_new_namespace_and_controller
 
 
 def test_nvme_nsid_only_detach_without_device_info_removes_only_the_recorded_namespace(
-        tmp_path, roots):  # noqa: F811
+    tmp_path,
+    roots,  # noqa: F811  (the imported fixture)
+):
     from brick_agent.host import nvme as hostnvme
     from tests.unit.connectors.test_nvmeof import U2
+
     kernel, conn, led = make(tmp_path, roots)
     conn.connect_volume(_nsid_only())
-    kernel.subsystems[NQN].namespaces[1] = FakeNs(1, U2, None)   # reused, host not told
+    kernel.subsystems[NQN].namespaces[1] = FakeNs(1, U2, None)  # reused, host not told
     kernel.rescan("nvme0")
-    kernel.rescan("nvme0")                   # the host now shows the new namespace at nsid 1
+    kernel.rescan("nvme0")  # the host now shows the new namespace at nsid 1
     assert [n.uuid for n in hostnvme.nvme_namespaces(roots)] == [U2]
-    _use(roots, _device_of(roots, U2), "open")   # the new volume is in use on the host
-    conn.disconnect_volume(_nsid_only(), None)   # the old volume's detach: no anchor but nsid
+    _use(roots, _device_of(roots, U2), "open")  # the new volume is in use on the host
+    conn.disconnect_volume(_nsid_only(), None)  # the old volume's detach: no anchor but nsid
     assert [n.uuid for n in hostnvme.nvme_namespaces(roots)] == [U2]
     assert nvme_dirs(roots) == ["nvme0"]
 
@@ -109,6 +118,7 @@ def test_nvme_nsid_only_detach_without_device_info_removes_only_the_recorded_nam
 # ---------------------------------------------------------------- shared subsystem, last detach
 def _device_of(roots, uuid):  # noqa: F811
     from brick_agent.host.nvme import nvme_namespaces
+
     (ns,) = [n for n in nvme_namespaces(roots) if n.uuid == uuid]
     return ns.name
 
@@ -116,35 +126,40 @@ def _device_of(roots, uuid):  # noqa: F811
 def _use(roots, name, how):  # noqa: F811
     """Make the host use ``/dev/<name>`` the way ``how`` says (fake /proc and sysfs)."""
     import os
+
     proc = roots.proc
-    if how == "open":   # another process, not through us (dd, a backup agent...)
+    if how == "open":  # another process, not through us (dd, a backup agent...)
         os.makedirs(os.path.join(proc, "4242", "fd"))
         os.symlink(roots.devfs(name), os.path.join(proc, "4242", "fd", "5"))
         with open(os.path.join(proc, "4242", "comm"), "w") as f:
             f.write("dd\n")
     elif how == "mounted":
         os.makedirs(os.path.join(proc, "self"), exist_ok=True)
-        with open(os.path.join(proc, "self", "mountinfo"), "w") as f:   # no device number
+        with open(os.path.join(proc, "self", "mountinfo"), "w") as f:  # no device number
             f.write(f"36 1 0:44 / /mnt/backup rw - ext4 /dev/{name} rw\n")
-    elif how == "held":   # a dm or md device over it
+    elif how == "held":  # a dm or md device over it
         os.makedirs(roots.sysfs("class", "block", name, "holders", "dm-7"))
 
 
-def test_last_detach_removes_a_controller_whose_other_namespace_nobody_uses(
-        tmp_path, roots):  # noqa: F811
+def test_last_detach_removes_a_controller_whose_other_namespace_nobody_uses(tmp_path, roots):  # noqa: F811
     from tests.unit.connectors.test_nvmeof import U2
+
     kernel, conn, led = make(tmp_path, roots)
     kernel.subsystems[NQN].namespaces[2] = FakeNs(2, U2, None)  # exported, never attached
     conn.connect_volume(props())
     assert len(nvme_dirs(roots)) == 1 and _device_of(roots, U2)
-    conn.disconnect_volume(props(), None)                        # as Nova calls it
+    conn.disconnect_volume(props(), None)  # as Nova calls it
     assert nvme_dirs(roots) == [] and led.entries() == {}
 
 
 @pytest.mark.parametrize("how", ["open", "mounted", "held"])
 def test_last_detach_keeps_the_controller_while_the_host_uses_another_namespace(
-        tmp_path, roots, how):  # noqa: F811
+    tmp_path,
+    roots,  # noqa: F811  (the imported fixture)
+    how,
+):
     from tests.unit.connectors.test_nvmeof import U2
+
     kernel, conn, led = make(tmp_path, roots)
     kernel.subsystems[NQN].namespaces[2] = FakeNs(2, U2, None)
     conn.connect_volume(props())
@@ -156,6 +171,7 @@ def test_last_detach_keeps_the_controller_while_the_host_uses_another_namespace(
 
 def test_last_detach_keeps_the_controller_without_a_ledger_to_ask(tmp_path, roots):  # noqa: F811
     from tests.unit.connectors.test_nvmeof import U2
+
     kernel, conn, _ = make(tmp_path, roots)
     conn.ledger = None
     kernel.subsystems[NQN].namespaces[2] = FakeNs(2, U2, None)

@@ -29,8 +29,11 @@ from tests.unit.connectors.test_iscsi_connector import (  # noqa: F401
 
 @pytest.fixture
 def led(tmp_path, host):  # noqa: F811
-    return AttachmentLedger(str(tmp_path / "state" / "ledger" / "attachments.json"),
-                            lock_path=str(tmp_path / "locks"), roots=host.roots)
+    return AttachmentLedger(
+        str(tmp_path / "state" / "ledger" / "attachments.json"),
+        lock_path=str(tmp_path / "locks"),
+        roots=host.roots,
+    )
 
 
 @pytest.fixture
@@ -46,17 +49,18 @@ def _two_attachments(conn):
 
 # ------------------------------------------------------------------ §2 fail closed
 
+
 def test_ledger_that_cannot_be_read_raises_and_nothing_is_detached(conn, fake, led):
     info = _two_attachments(conn)
     saved = pathlib.Path(led.path).read_bytes()
     os.unlink(led.path)
-    os.mkdir(led.path)                       # open() now fails with EISDIR (an OSError)
+    os.mkdir(led.path)  # open() now fails with EISDIR (an OSError)
     with pytest.raises(LedgerUnreadable):
         conn.disconnect_volume(props(lun=1, attachment_id="att-a"), info)
     assert fake.state()["devices"] == ["sda"]
     os.rmdir(led.path)
     pathlib.Path(led.path).write_bytes(saved)
-    entry, = led.entries().values()              # not moved aside, not emptied
+    (entry,) = led.entries().values()  # not moved aside, not emptied
     assert sorted(entry["attachments"]) == ["att-a", "att-b"]
     assert [n for n in os.listdir(os.path.dirname(led.path)) if "corrupt" in n] == []
 
@@ -66,7 +70,7 @@ def test_service_user_reading_a_root_only_ledger_gets_a_typed_error(conn, led):
     assert os.stat(led.path).st_mode & 0o077 == 0
     r, w = os.pipe()
     pid = os.fork()
-    if pid == 0:                             # the child: an unprivileged service user
+    if pid == 0:  # the child: an unprivileged service user
         os.close(r)
         try:
             os.setgid(65534)
@@ -84,13 +88,13 @@ def test_service_user_reading_a_root_only_ledger_gets_a_typed_error(conn, led):
     os.close(w)
     os.waitpid(pid, 0)
     assert os.read(r, 100) == b"LedgerUnreadable"
-    entry, = led.entries().values()
+    (entry,) = led.entries().values()
     assert list(entry["attachments"]) == ["att-a"]
 
 
 def _corrupt(led) -> None:
     with open(led.path, "w") as f:
-        f.write('{"version": 1, "volu')      # a torn write
+        f.write('{"version": 1, "volu')  # a torn write
 
 
 def test_corrupt_ledger_is_rebuilt_from_the_kernel_with_unknown_attachments(conn, fake, led):
@@ -99,8 +103,8 @@ def test_corrupt_ledger_is_rebuilt_from_the_kernel_with_unknown_attachments(conn
     with pytest.raises(AttachmentsUnknown) as exc:
         conn.disconnect_volume(props(lun=1, attachment_id="att-a"), info)
     assert "force" in str(exc.value)
-    assert fake.state()["devices"] == ["sda"]            # att-b's device survives
-    entry, = led.entries().values()
+    assert fake.state()["devices"] == ["sda"]  # att-b's device survives
+    (entry,) = led.entries().values()
     assert list(entry["attachments"]) == [ledgermod.UNKNOWN_ATTACHMENT]
     assert ledgermod.same_identity(entry["identity"], info["scsi_wwn"])
     aside = [n for n in os.listdir(os.path.dirname(led.path)) if ".corrupt-" in n]
@@ -116,15 +120,15 @@ def test_after_rebuild_a_new_attachment_joins_the_unknown_one(conn, fake, led):
     info = conn.connect_volume(props(lun=1, attachment_id="att-a"))
     _corrupt(led)
     assert conn.connect_volume(props(lun=1, attachment_id="att-c")) == info
-    entry, = led.entries().values()
+    (entry,) = led.entries().values()
     assert sorted(entry["attachments"]) == ["<unknown>", "att-c"]
     with pytest.raises(AttachmentsUnknown):
         conn.disconnect_volume(props(lun=1, attachment_id="att-c"), info)
     assert fake.state()["devices"] == ["sda"]
-    entry, = led.entries().values()
+    (entry,) = led.entries().values()
     assert list(entry["attachments"]) == ["<unknown>"]
     conn.disconnect_volume(props(lun=1, attachment_id="att-c"), info, ignore_errors=True)
-    assert fake.state()["devices"] == ["sda"]            # ignore_errors is not force
+    assert fake.state()["devices"] == ["sda"]  # ignore_errors is not force
 
 
 def test_two_corruptions_in_one_second_get_two_aside_copies(led):
@@ -147,8 +151,7 @@ def test_temp_files_of_a_crashed_writer_are_removed(tmp_path, host):  # noqa: F8
     assert sorted(os.listdir(path.parent)) == ["attachments.json"]
 
 
-def test_audit_reports_an_unreadable_ledger_as_an_error_not_unexpected_volumes(
-        conn, host, led):  # noqa: F811
+def test_audit_reports_an_unreadable_ledger_as_an_error_not_unexpected_volumes(conn, host, led):  # noqa: F811
     conn.connect_volume(props(lun=1, attachment_id="att-a"))
     os.unlink(led.path)
     os.mkdir(led.path)
@@ -160,8 +163,9 @@ def test_audit_reports_an_unreadable_ledger_as_an_error_not_unexpected_volumes(
 
 # ------------------------------------------------------------------ §5 reused LUN
 
+
 def _reuse_lun_1(array):  # noqa: F811
-    array.targets[0].luns[1] = FakeLun(wwid_of(99))     # the array maps volume B at LUN 1
+    array.targets[0].luns[1] = FakeLun(wwid_of(99))  # the array maps volume B at LUN 1
 
 
 def test_stale_volume_detach_in_novas_shape_keeps_the_new_volume(conn, fake, led, array):  # noqa: F811
@@ -173,46 +177,47 @@ def test_stale_volume_detach_in_novas_shape_keeps_the_new_volume(conn, fake, led
     conn.disconnect_volume(props(lun=1, volume_id="vol-A", device_path=a["path"]), None)
     assert len(fake.state()["devices"]) == 1
     assert ledgermod.same_identity(ledgermod.device_identity(conn.roots, b["path"]), udev_of(99))
-    assert fake.state()["sessions"]                      # not logged out
-    entry, = led.entries().values()
+    assert fake.state()["sessions"]  # not logged out
+    (entry,) = led.entries().values()
     assert entry["volume_id"] == "vol-B" and list(entry["attachments"]) == ["default"]
     # with A's full device_info too
     conn.disconnect_volume(props(lun=1, volume_id="vol-A"), a)
-    entry, = led.entries().values()
+    (entry,) = led.entries().values()
     assert entry["volume_id"] == "vol-B" and list(entry["attachments"]) == ["default"]
     assert len(fake.state()["devices"]) == 1
-    conn.disconnect_volume(props(lun=1, volume_id="vol-B"), None)   # B's own detach
+    conn.disconnect_volume(props(lun=1, volume_id="vol-B"), None)  # B's own detach
     assert fake.state() == EMPTY and led.entries() == {}
 
 
 def test_stale_detach_without_volume_id_names_a_by_its_device_info(conn, fake, led, array):  # noqa: F811
     a = conn.connect_volume(props(lun=1, volume_id=None))
     _reuse_lun_1(array)
-    conn.connect_volume(props(lun=1, volume_id=None))    # B: the stale disk is replaced
-    conn.disconnect_volume(props(lun=1, volume_id=None), a)   # A's device_info: WWID of A
+    conn.connect_volume(props(lun=1, volume_id=None))  # B: the stale disk is replaced
+    conn.disconnect_volume(props(lun=1, volume_id=None), a)  # A's device_info: WWID of A
     assert len(fake.state()["devices"]) == 1
-    entry, = led.entries().values()
+    (entry,) = led.entries().values()
     assert ledgermod.same_identity(entry["identity"], udev_of(99))
 
 
 def test_detach_naming_no_volume_on_a_reused_address_keeps_the_device_and_says_so(
-        conn, fake, led, array):  # noqa: F811
+    conn, fake, led, array
+):  # noqa: F811
     conn.connect_volume(props(lun=1, volume_id=None))
     _reuse_lun_1(array)
     b = conn.connect_volume(props(lun=1, volume_id=None))
-    conn.disconnect_volume(props(lun=1, volume_id=None), None)   # A's or B's? cannot tell
+    conn.disconnect_volume(props(lun=1, volume_id=None), None)  # A's or B's? cannot tell
     assert len(fake.state()["devices"]) == 1
     assert [k for k, _, _ in led.concerns()] == ["detach_kept"]
-    conn.disconnect_volume(props(lun=1, volume_id=None), b)      # B's, by its device_info
+    conn.disconnect_volume(props(lun=1, volume_id=None), b)  # B's, by its device_info
     assert fake.state() == EMPTY and led.entries() == {}
     # A's tombstone stays (bounded): a later detach of A must still be told apart
-    tomb, = json.loads(pathlib.Path(led.path).read_text())["replaced"]
+    (tomb,) = json.loads(pathlib.Path(led.path).read_text())["replaced"]
     assert ledgermod.same_identity(tomb["identity"], udev_of(2))
 
 
 def test_detach_without_device_info_uses_the_recorded_identity(conn, fake, led, array):  # noqa: F811
     conn.connect_volume(props(lun=1, volume_id="vol-A"))
-    _reuse_lun_1(array)                                  # B mapped, nobody attached it yet
+    _reuse_lun_1(array)  # B mapped, nobody attached it yet
     conn.disconnect_volume(props(lun=1, volume_id="vol-A"), None)
     # the disk at LUN 1 still reports A's WWID to the kernel (no rescan): A's own, removed
     assert fake.state() == EMPTY and led.entries() == {}
@@ -220,13 +225,14 @@ def test_detach_without_device_info_uses_the_recorded_identity(conn, fake, led, 
 
 def test_detach_of_a_volume_whose_disk_vanished_logs_out_of_its_empty_session(conn, fake, led):
     conn.connect_volume(props(lun=1, volume_id="vol-A"))
-    fake.delete_device(_hctl_of_lun(conn, 1))          # removed behind our back
+    fake.delete_device(_hctl_of_lun(conn, 1))  # removed behind our back
     assert fake.state()["devices"] == [] and fake.state()["sessions"]
-    conn.disconnect_volume(props(lun=1, volume_id="vol-A"), None)   # Nova's shape
+    conn.disconnect_volume(props(lun=1, volume_id="vol-A"), None)  # Nova's shape
     assert fake.state() == EMPTY and led.entries() == {}
 
 
 def _hctl_of_lun(conn, lun):
     from brick_agent.host.scsi import scsi_devices
+
     (dev,) = [d for d in scsi_devices(conn.roots) if d.hctl.lun == lun]
     return dev.hctl

@@ -39,18 +39,22 @@ def _lock_files(lock_dir):
 
 
 # ------------------------------------------------------------------ tri-state
-@pytest.mark.parametrize("volume, supported, locked", [
-    ({"service_uuid": SERVICE}, False, False),                           # missing
-    ({"shared_targets": False, "service_uuid": SERVICE}, False, False),
-    ({"shared_targets": False, "service_uuid": SERVICE}, True, False),
-    ({"shared_targets": True, "service_uuid": SERVICE}, True, False),
-    ({"shared_targets": True, "service_uuid": SERVICE}, False, True),
-    ({"shared_targets": None, "service_uuid": SERVICE}, True, True),
-    ({"shared_targets": None, "service_uuid": SERVICE}, False, True),
-])
+@pytest.mark.parametrize(
+    "volume, supported, locked",
+    [
+        ({"service_uuid": SERVICE}, False, False),  # missing
+        ({"shared_targets": False, "service_uuid": SERVICE}, False, False),
+        ({"shared_targets": False, "service_uuid": SERVICE}, True, False),
+        ({"shared_targets": True, "service_uuid": SERVICE}, True, False),
+        ({"shared_targets": True, "service_uuid": SERVICE}, False, True),
+        ({"shared_targets": None, "service_uuid": SERVICE}, True, True),
+        ({"shared_targets": None, "service_uuid": SERVICE}, False, True),
+    ],
+)
 def test_tri_state(volume, supported, locked, lock_dir):
-    with locking.guard_connection(volume, lock_path=lock_dir,
-                                  manual_scan_supported=supported) as held:
+    with locking.guard_connection(
+        volume, lock_path=lock_dir, manual_scan_supported=supported
+    ) as held:
         assert held is locked
         assert bool(_lock_files(lock_dir)) is locked
 
@@ -63,21 +67,20 @@ def test_object_volume_and_callable_probe(lock_dir):
         return False
 
     vol = types.SimpleNamespace(shared_targets=True, service_uuid=SERVICE)
-    with locking.guard_connection(vol, lock_path=lock_dir,
-                                  manual_scan_supported=probe) as held:
+    with locking.guard_connection(vol, lock_path=lock_dir, manual_scan_supported=probe) as held:
         assert held
     assert calls == [1]
     vol_none = types.SimpleNamespace(shared_targets=None, service_uuid=SERVICE)
-    with locking.guard_connection(vol_none, lock_path=lock_dir,
-                                  manual_scan_supported=probe) as held:
+    with locking.guard_connection(
+        vol_none, lock_path=lock_dir, manual_scan_supported=probe
+    ) as held:
         assert held
     assert calls == [1], "None must lock without asking about manual scans"
 
 
 def test_object_without_attribute_means_no_lock(lock_dir):
     vol = types.SimpleNamespace(service_uuid=SERVICE)
-    with locking.guard_connection(vol, lock_path=lock_dir,
-                                  manual_scan_supported=False) as held:
+    with locking.guard_connection(vol, lock_path=lock_dir, manual_scan_supported=False) as held:
         assert not held
 
 
@@ -86,27 +89,31 @@ def test_false_and_missing_never_probe(lock_dir):
         raise AssertionError("probed")
 
     for vol in ({"shared_targets": False}, {}):
-        with locking.guard_connection(vol, lock_path=lock_dir,
-                                      manual_scan_supported=probe) as held:
+        with locking.guard_connection(vol, lock_path=lock_dir, manual_scan_supported=probe) as held:
             assert not held
 
 
 def test_true_uses_module_override_and_cached_probe(lock_dir):
     iscsiadm.set_manual_scan_override(True)
-    with locking.guard_connection({"shared_targets": True, "service_uuid": SERVICE},
-                                  lock_path=lock_dir) as held:
+    with locking.guard_connection(
+        {"shared_targets": True, "service_uuid": SERVICE}, lock_path=lock_dir
+    ) as held:
         assert not held
     iscsiadm.set_manual_scan_override(False)
-    with locking.guard_connection({"shared_targets": True, "service_uuid": SERVICE},
-                                  lock_path=lock_dir) as held:
+    with locking.guard_connection(
+        {"shared_targets": True, "service_uuid": SERVICE}, lock_path=lock_dir
+    ) as held:
         assert held
 
 
 @pytest.mark.parametrize("value", ["True", "yes", 2, [], object()])
 def test_bad_shared_targets_rejected(value, lock_dir):
     with pytest.raises(InvalidArgument):
-        with locking.guard_connection({"shared_targets": value, "service_uuid": SERVICE},
-                                      lock_path=lock_dir, manual_scan_supported=False):
+        with locking.guard_connection(
+            {"shared_targets": value, "service_uuid": SERVICE},
+            lock_path=lock_dir,
+            manual_scan_supported=False,
+        ):
             pass
 
 
@@ -122,8 +129,9 @@ def test_locking_needs_service_uuid(uuid, lock_dir):
 
 def test_lock_name_is_a_safe_file_name(lock_dir):
     hostile = "../../etc/passwd\n; rm -rf /"
-    with locking.guard_connection({"shared_targets": None, "service_uuid": hostile},
-                                  lock_path=lock_dir):
+    with locking.guard_connection(
+        {"shared_targets": None, "service_uuid": hostile}, lock_path=lock_dir
+    ):
         files = _lock_files(lock_dir)
     assert len(files) == 1
     name = files[0]
@@ -136,6 +144,7 @@ def test_lock_name_is_a_safe_file_name(lock_dir):
 
 def test_guard_uses_configured_lock_path(tmp_path):
     from brick_agent import config
+
     conf = config.new_conf()
     conf.set_override("lock_path", str(tmp_path / "cfg-locks"), group="brick_agent")
     locking.configure(conf)
@@ -203,15 +212,18 @@ def _fake_iscsiadm(directory, script):
     return path
 
 
-@pytest.mark.parametrize("script, expected", [
-    ('echo "iscsiadm version 2.1.8"\n', True),
-    ('echo "iscsiadm version 2.0.876"\n', True),
-    ('echo "iscsiadm version 2.0.874"\n', False),
-    ('echo "iscsiadm version 6.2.0.874-10"\n', False),   # Red Hat numbering
-    ('echo "iscsiadm version 6.2.1.4-1"\n', True),
-    ('echo "something else"\n', False),
-    ('echo "iscsiadm version 2.1.8"; exit 1\n', False),
-])
+@pytest.mark.parametrize(
+    "script, expected",
+    [
+        ('echo "iscsiadm version 2.1.8"\n', True),
+        ('echo "iscsiadm version 2.0.876"\n', True),
+        ('echo "iscsiadm version 2.0.874"\n', False),
+        ('echo "iscsiadm version 6.2.0.874-10"\n', False),  # Red Hat numbering
+        ('echo "iscsiadm version 6.2.1.4-1"\n', True),
+        ('echo "something else"\n', False),
+        ('echo "iscsiadm version 2.1.8"; exit 1\n', False),
+    ],
+)
 def test_probe_with_fake_iscsiadm_on_path(tmp_path, monkeypatch, script, expected):
     fake = _fake_iscsiadm(tmp_path / "bin", script + 'echo "$@" >> "$0.calls"\n')
     monkeypatch.setenv("PATH", f"{fake.parent}:/usr/bin:/bin")
@@ -224,8 +236,9 @@ def test_probe_iscsiadm_missing(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     assert iscsiadm.probe_manual_scan() is False
     # and guard_connection(True) therefore locks
-    with locking.guard_connection({"shared_targets": True, "service_uuid": SERVICE},
-                                  lock_path=str(tmp_path / "l")) as held:
+    with locking.guard_connection(
+        {"shared_targets": True, "service_uuid": SERVICE}, lock_path=str(tmp_path / "l")
+    ) as held:
         assert held
 
 
@@ -239,6 +252,7 @@ def test_probe_hanging_iscsiadm_is_bounded(tmp_path, monkeypatch):
 @pytest.mark.skipif(shutil.which("iscsiadm") is None, reason="no iscsiadm on this host")
 def test_probe_real_iscsiadm_is_read_only():
     from brick_agent import commands
+
     out = commands.run(["iscsiadm", "--version"], timeout=10).stdout
     version = iscsiadm.parse_iscsiadm_version(out)
     assert version is not None
@@ -255,8 +269,12 @@ def test_probe_runs_once_per_process_and_is_thread_safe():
         return True
 
     results = []
-    threads = [threading.Thread(target=lambda: results.append(
-        iscsiadm.iscsi_manual_scan_supported(slow_probe))) for _ in range(8)]
+    threads = [
+        threading.Thread(
+            target=lambda: results.append(iscsiadm.iscsi_manual_scan_supported(slow_probe))
+        )
+        for _ in range(8)
+    ]
     for t in threads:
         t.start()
     time.sleep(0.05)
@@ -272,16 +290,23 @@ def test_probe_not_run_at_import():
     import importlib
     import subprocess
     import sys
-    code = ("import subprocess\n"
-            "def boom(*a, **k):\n"
-            "    raise SystemExit('a command ran at import time')\n"
-            "subprocess.Popen = boom\n"
-            "import brick_agent.locking\n"
-            "import brick_agent.host.iscsiadm as l\n"
-            "assert l._scan_cached is None\n")
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=20,
-                   env={**os.environ, "PATH": "/nonexistent"},
-                   cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+
+    code = (
+        "import subprocess\n"
+        "def boom(*a, **k):\n"
+        "    raise SystemExit('a command ran at import time')\n"
+        "subprocess.Popen = boom\n"
+        "import brick_agent.locking\n"
+        "import brick_agent.host.iscsiadm as l\n"
+        "assert l._scan_cached is None\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        timeout=20,
+        env={**os.environ, "PATH": "/nonexistent"},
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+    )
     importlib.import_module("brick_agent.locking")
 
 
@@ -293,11 +318,17 @@ def test_note_result_overrides_probe():
 
 def test_manual_scan_evidence_from_node_update():
     from brick_agent.errors import CommandFailed
+
     iscsiadm.iscsi_manual_scan_supported(lambda: True)
     # what iscsiadm 2.1.8 prints for a parameter it does not know (seen on this host)
-    iscsiadm.note_manual_scan_update(CommandFailed(
-        ["iscsiadm"], 7, "iscsiadm: Cannot modify node.session.scan. Invalid param name.\n"
-        "iscsiadm: Could not execute operation on all records: invalid parameter"))
+    iscsiadm.note_manual_scan_update(
+        CommandFailed(
+            ["iscsiadm"],
+            7,
+            "iscsiadm: Cannot modify node.session.scan. Invalid param name.\n"
+            "iscsiadm: Could not execute operation on all records: invalid parameter",
+        )
+    )
     assert iscsiadm.iscsi_manual_scan_supported() is False
     iscsiadm.note_manual_scan_update(CommandFailed(["iscsiadm"], 21, "No records found"))
     assert iscsiadm.iscsi_manual_scan_supported() is False
@@ -307,6 +338,7 @@ def test_manual_scan_evidence_from_node_update():
 
 def test_host_limit_from_conf(tmp_path):
     from brick_agent import config
+
     conf = config.new_conf()
     conf.set_override("lock_path", str(tmp_path), group="brick_agent")
     conf.set_override("max_concurrent_operations", 3, group="brick_agent")
@@ -318,10 +350,12 @@ def test_host_limit_from_conf(tmp_path):
 
 # ------------------------------------------------------------------ target/device locks
 def test_target_lock_names():
-    a = locking.target_lock_name("iscsi", locking.iscsi_target_key("10.0.0.1:3260",
-                                                                    "iqn.2003-01.org:a"))
-    b = locking.target_lock_name("iscsi", locking.iscsi_target_key("10.0.0.1:3260",
-                                                                    "iqn.2003-01.org:b"))
+    a = locking.target_lock_name(
+        "iscsi", locking.iscsi_target_key("10.0.0.1:3260", "iqn.2003-01.org:a")
+    )
+    b = locking.target_lock_name(
+        "iscsi", locking.iscsi_target_key("10.0.0.1:3260", "iqn.2003-01.org:b")
+    )
     assert a != b and a.startswith("brick_agent-target-iscsi-10.0.0.1_3260")
     fc1 = locking.fc_target_key(["0x50:06:01:60:3b:a0:11:22", "500601613ba01122"])
     fc2 = locking.fc_target_key(["500601613BA01122", "50:06:01:60:3b:a0:11:22"])
@@ -334,7 +368,7 @@ def test_target_lock_names():
 def test_device_lock_validates_name(lock_dir):
     with locking.device_lock("sdb", lock_path=lock_dir):
         assert _lock_files(lock_dir) == ["brick_agent-device-sdb"]
-    assert _lock_files(lock_dir) == []          # removed once released and unused
+    assert _lock_files(lock_dir) == []  # removed once released and unused
     for bad in ("../sdb", "-sdb", "sdb;x", "", "sd b"):
         with pytest.raises(InvalidArgument):
             locking.device_lock(bad, lock_path=lock_dir)
@@ -445,8 +479,10 @@ def test_single_flight_merges_concurrent_calls():
     for t in [first, *others]:
         t.join(5)
     assert calls == ["10.0.0.1:3260"]
-    assert sorted(results) == [("session-10.0.0.1:3260", False)] + \
-        [("session-10.0.0.1:3260", True)] * 3
+    assert (
+        sorted(results)
+        == [("session-10.0.0.1:3260", False)] + [("session-10.0.0.1:3260", True)] * 3
+    )
     # a later call runs again; other keys never wait
     assert sf.do(("login", "10.0.0.1:3260"), lambda: "again") == "again"
     assert not sf.in_flight(("login", "10.0.0.1:3260"))

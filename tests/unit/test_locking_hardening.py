@@ -34,15 +34,20 @@ def shared_base():
 
 
 def _modes(directory: str) -> dict[str, int]:
-    return {name: stat.S_IMODE(os.lstat(os.path.join(directory, name)).st_mode)
-            for name in os.listdir(directory)}
+    return {
+        name: stat.S_IMODE(os.lstat(os.path.join(directory, name)).st_mode)
+        for name in os.listdir(directory)
+    }
 
 
 def _node_db(lock_path: str, timeout: float | None = None):
     conf = config.new_conf(overrides={"lock_path": lock_path, "privsep_in_process": True})
     actions = iscsi_privileged.PrivilegedIscsiActions(conf)
-    return actions._node_db(exclusive=True, timeout=timeout) if timeout is not None \
+    return (
+        actions._node_db(exclusive=True, timeout=timeout)
+        if timeout is not None
         else actions._node_db(exclusive=True)
+    )
 
 
 def _every_lock_kind(lock_path: str) -> None:
@@ -51,7 +56,7 @@ def _every_lock_kind(lock_path: str) -> None:
             with locking.HostConcurrencyLimit(2, lock_path).slot(timeout=5):
                 with locking.target_rw_lock("nvme", "nqn.a", lock_path=lock_path).shared():
                     with _node_db(lock_path):
-                        assert _modes(lock_path)   # files exist while held
+                        assert _modes(lock_path)  # files exist while held
                         for name, mode in _modes(lock_path).items():
                             assert mode == 0o600, (name, oct(mode))
 
@@ -106,7 +111,7 @@ def _nobody_takes(path: str, ready, outcome) -> None:
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
 def test_another_user_cannot_block_attaches(shared_base):
     lock_path = os.path.join(shared_base, "locks")
-    _every_lock_kind(lock_path)            # creates the directory as an agent would
+    _every_lock_kind(lock_path)  # creates the directory as an agent would
     name = locking.target_lock_name("iscsi", "victim")
     with locking.target_lock("iscsi", "victim", lock_path=lock_path):
         pass
@@ -138,8 +143,9 @@ def _hold_node_db(barrier, results, lock_path):
 
 def test_node_db_lock_wait_is_bounded(tmp_path):
     lock_path = str(tmp_path / "locks")
-    holder = threading.Thread(target=run_processes, args=(_hold_node_db, [(lock_path,)]),
-                              daemon=True)
+    holder = threading.Thread(
+        target=run_processes, args=(_hold_node_db, [(lock_path,)]), daemon=True
+    )
     holder.start()
     deadline = time.monotonic() + 10
     while not os.path.exists(lock_path) or not os.listdir(lock_path):
@@ -167,8 +173,9 @@ def test_node_db_lock_wait_is_bounded(tmp_path):
 def test_lock_files_and_cache_are_bounded_by_what_is_live(tmp_path):
     lock_path = str(tmp_path / "locks")
     for i in range(300):
-        with locking.external_lock(locking.safe_lock_name("volume", f"vol-{i}"),
-                                   lock_path=lock_path):
+        with locking.external_lock(
+            locking.safe_lock_name("volume", f"vol-{i}"), lock_path=lock_path
+        ):
             pass
         with locking.target_lock("iscsi", f"192.0.2.1:3260|iqn.t{i}", lock_path=lock_path):
             with locking.device_lock(f"sd{chr(97 + i % 26)}", lock_path=lock_path):
@@ -208,9 +215,12 @@ def test_removing_lock_files_keeps_mutual_exclusion_across_processes_and_threads
     lock_path = str(tmp_path / "locks")
     counter = tmp_path / "counter"
     counter.write_text("0")
-    threads = [threading.Thread(target=run_processes,
-                                args=(_count_worker, [(lock_path, str(counter), 60)] * 3))
-               for _ in range(2)]
+    threads = [
+        threading.Thread(
+            target=run_processes, args=(_count_worker, [(lock_path, str(counter), 60)] * 3)
+        )
+        for _ in range(2)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -254,8 +264,8 @@ def _service_user_locks(lock_path: str, outcome) -> None:
 def test_root_cli_in_a_service_users_lock_dir_leaves_files_that_user_can_lock(shared_base):
     lock_path = os.path.join(shared_base, "locks")
     os.makedirs(lock_path, mode=0o700)
-    os.chown(lock_path, NOBODY, NOBODY)           # the service's own lock directory
-    with locking.external_lock("brick_agent-ledger", lock_path=lock_path):   # an operator, root
+    os.chown(lock_path, NOBODY, NOBODY)  # the service's own lock directory
+    with locking.external_lock("brick_agent-ledger", lock_path=lock_path):  # an operator, root
         owner = os.stat(os.path.join(lock_path, "brick_agent-ledger")).st_uid
     assert owner == NOBODY
     outcome = CTX.Queue()

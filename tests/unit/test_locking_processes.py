@@ -18,8 +18,9 @@ HOLD = 0.25
 def _guard_worker(barrier, results, volume, lock_path, manual_scan):
     barrier.wait(10)
     asked = time.time()
-    with locking.guard_connection(volume, lock_path=lock_path,
-                                  manual_scan_supported=manual_scan) as held:
+    with locking.guard_connection(
+        volume, lock_path=lock_path, manual_scan_supported=manual_scan
+    ) as held:
         start = time.time()
         time.sleep(HOLD)
         end = time.time()
@@ -52,8 +53,9 @@ def _run(target, argsets):
 
 
 def _max_overlap(intervals):
-    events = sorted([(s, 1) for s, e in intervals] + [(e, -1) for s, e in intervals],
-                    key=lambda x: (x[0], x[1]))
+    events = sorted(
+        [(s, 1) for s, e in intervals] + [(e, -1) for s, e in intervals], key=lambda x: (x[0], x[1])
+    )
     cur = peak = 0
     for _, d in events:
         cur += d
@@ -76,10 +78,13 @@ def test_none_holders_on_one_service_serialise(tmp_path):
 
 
 def test_none_holders_on_different_services_run_together(tmp_path):
-    out = _run(_guard_worker, [({"shared_targets": None, "service_uuid": "svc-a"},
-                                str(tmp_path), True),
-                               ({"shared_targets": None, "service_uuid": "svc-b"},
-                                str(tmp_path), True)])
+    out = _run(
+        _guard_worker,
+        [
+            ({"shared_targets": None, "service_uuid": "svc-a"}, str(tmp_path), True),
+            ({"shared_targets": None, "service_uuid": "svc-b"}, str(tmp_path), True),
+        ],
+    )
     assert _max_overlap([(s, e) for _, s, e, _ in out]) == 2
 
 
@@ -87,9 +92,14 @@ def test_false_never_blocks(tmp_path):
     # a holder of the service lock (None) does not delay shared_targets=False users
     vol_lock = {"shared_targets": None, "service_uuid": SERVICE}
     vol_free = {"shared_targets": False, "service_uuid": SERVICE}
-    out = _run(_guard_worker, [(vol_lock, str(tmp_path), False),
-                               (vol_free, str(tmp_path), False),
-                               (vol_free, str(tmp_path), False)])
+    out = _run(
+        _guard_worker,
+        [
+            (vol_lock, str(tmp_path), False),
+            (vol_free, str(tmp_path), False),
+            (vol_free, str(tmp_path), False),
+        ],
+    )
     assert _max_overlap([(s, e) for _, s, e, _ in out]) == 3
     for asked, start, _, held in out:
         if not held:
@@ -107,13 +117,18 @@ def test_true_blocks_only_without_manual_scan(tmp_path):
 
 
 def test_slow_attach_on_target_a_does_not_delay_target_b(tmp_path):
-    out = _run(_target_worker, [("iscsi", "A", str(tmp_path), 0.0),
-                                ("iscsi", "B", str(tmp_path), 0.1),
-                                ("iscsi", "A", str(tmp_path), 0.1)])
+    out = _run(
+        _target_worker,
+        [
+            ("iscsi", "A", str(tmp_path), 0.0),
+            ("iscsi", "B", str(tmp_path), 0.1),
+            ("iscsi", "A", str(tmp_path), 0.1),
+        ],
+    )
     by = {}
     for key, asked, start, end in out:
         by.setdefault(key, []).append((asked, start, end))
-    (b_asked, b_start, b_end), = by["B"]
+    ((b_asked, b_start, b_end),) = by["B"]
     first_a, second_a = sorted(by["A"], key=lambda x: x[1])
     # B started while the slow A attach was still running, without waiting
     assert b_start - b_asked < 0.15  # A is held for 0.5 s
@@ -128,4 +143,3 @@ def test_host_limit_bounds_processes(tmp_path):
     assert _max_overlap(out) == 2
     span = max(e for _, e in out) - min(s for s, _ in out)
     assert span >= 3 * 0.15 * 0.95
-

@@ -12,7 +12,6 @@ from tests.unit.multiproc import CTX, run_processes
 from brick_agent.errors import InvalidArgument, LockTimeout
 
 
-
 def _overlaps(a, b) -> bool:
     return a[0] < b[1] and b[0] < a[1]
 
@@ -64,8 +63,7 @@ def test_writer_excludes_readers_and_writers_across_threads(tmp_path):
         with guard:
             spans.append((kind, start, end))
 
-    threads = [threading.Thread(target=work, args=("w" if i % 3 == 0 else "r",))
-               for i in range(9)]
+    threads = [threading.Thread(target=work, args=("w" if i % 3 == 0 else "r",)) for i in range(9)]
     for t in threads:
         t.start()
     for t in threads:
@@ -106,6 +104,7 @@ def test_timeouts_raise_lock_timeout_and_leave_the_lock_usable(tmp_path):
     lock = locking.rw_lock("t4", lock_path=str(tmp_path))
     got: list[str] = []
     with lock.exclusive():
+
         def other():
             for ctx in (lock.shared, lock.exclusive):
                 try:
@@ -113,6 +112,7 @@ def test_timeouts_raise_lock_timeout_and_leave_the_lock_usable(tmp_path):
                         got.append("acquired")
                 except LockTimeout:
                     got.append("timeout")
+
         t = threading.Thread(target=other)
         t.start()
         t.join(5)
@@ -194,8 +194,13 @@ def test_readers_of_two_processes_overlap(tmp_path):
 
 
 def test_writer_process_excludes_reader_processes(tmp_path):
-    out = _run([(str(tmp_path), "p2", "r", 0.0, 0.3), (str(tmp_path), "p2", "w", 0.05, 0.3),
-                (str(tmp_path), "p2", "r", 0.1, 0.3)])
+    out = _run(
+        [
+            (str(tmp_path), "p2", "r", 0.0, 0.3),
+            (str(tmp_path), "p2", "w", 0.05, 0.3),
+            (str(tmp_path), "p2", "r", 0.1, 0.3),
+        ]
+    )
     writer = [o for o in out if o[0] == "w"][0]
     for other in out:
         if other is not writer:

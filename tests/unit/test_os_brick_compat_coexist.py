@@ -94,13 +94,17 @@ def connector() -> tuple[compat.ISCSIConnector, FakeAgent]:
     return conn, agent
 
 
-PROPS = {"target_portal": "192.0.2.1:3260", "target_iqn": "iqn.2010-10.org.openstack:v",
-         "target_lun": 1}
+PROPS = {
+    "target_portal": "192.0.2.1:3260",
+    "target_iqn": "iqn.2010-10.org.openstack:v",
+    "target_lun": 1,
+}
 
 
-@pytest.mark.parametrize("lock,op", [("connect_volume", "connect"),
-                                     ("connect_volume", "disconnect"),
-                                     ("extend_volume", "extend")])
+@pytest.mark.parametrize(
+    "lock,op",
+    [("connect_volume", "connect"), ("connect_volume", "disconnect"), ("extend_volume", "extend")],
+)
 def test_an_os_brick_operation_in_another_process_is_waited_for(lock_dir, lock, op):
     conn, agent = connector()
     proc = os_brick_holds(lock_dir, lock, 1.0)
@@ -113,7 +117,7 @@ def test_an_os_brick_operation_in_another_process_is_waited_for(lock_dir, lock, 
         else:
             conn.extend_volume(dict(PROPS))
         assert agent.calls[0][0] == op
-        assert agent.calls[0][1] - start > 0.5          # ran only once os-brick let go
+        assert agent.calls[0][1] - start > 0.5  # ran only once os-brick let go
     finally:
         proc.wait(timeout=30)
 
@@ -124,7 +128,7 @@ def test_brick_agent_operations_do_not_wait_for_each_other(lock_dir):
 
     def one():
         with coexist.shared_with_os_brick(coexist.CONNECT, timeout=5):
-            inside.wait()                      # both inside together, or BrokenBarrierError
+            inside.wait()  # both inside together, or BrokenBarrierError
 
     threads = [threading.Thread(target=one) for _ in range(2)]
     for t in threads:
@@ -156,16 +160,22 @@ def test_os_brick_in_this_process_is_excluded_too(lock_dir):
     t.join(5)
     path = lock_dir / "os-brick-connect_volume"
     with coexist.shared_with_os_brick(coexist.CONNECT, timeout=2):
-        os.close(os.open(path, os.O_RDWR))     # closing a descriptor drops POSIX locks, not ours
-        proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        os.close(os.open(path, os.O_RDWR))  # closing a descriptor drops POSIX locks, not ours
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                textwrap.dedent(f"""
             import fcntl, os, sys
-            fd = os.open({str(lock_dir / 'os-brick-connect_volume')!r}, os.O_RDWR)
+            fd = os.open({str(lock_dir / "os-brick-connect_volume")!r}, os.O_RDWR)
             try:
                 fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 sys.exit(3)                       # excluded: ours is still held
             sys.exit(0)
-        """)])
+        """),
+            ]
+        )
         assert proc.wait(30) == 3
 
 

@@ -48,27 +48,34 @@ def _root_disk(roots: HostRoots, name: str = "sda2", fs_uuid: str = FSUUID) -> N
 # ------------------------------------------------------------------ uuid (root filesystem)
 def test_root_fs_uuid_from_mountinfo_and_by_uuid_links(roots, tmp_path):
     _root_disk(roots)
-    info = _mountinfo(tmp_path,
-                      "22 1 8:2 / / rw,relatime shared:1 - ext4 /dev/sda2 rw,errors=remount-ro",
-                      "23 22 0:21 / /proc rw shared:5 - proc proc rw")
+    info = _mountinfo(
+        tmp_path,
+        "22 1 8:2 / / rw,relatime shared:1 - ext4 /dev/sda2 rw,errors=remount-ro",
+        "23 22 0:21 / /proc rw shared:5 - proc proc rw",
+    )
     assert host_ids.root_fs_uuid(roots, info) == FSUUID
 
 
 def test_root_fs_uuid_last_mount_on_slash_wins_and_escapes_decode(roots, tmp_path):
     _root_disk(roots, name="dm-0")
-    info = _mountinfo(tmp_path,
-                      "1 0 8:1 / / ro - ext4 /dev/sda1 ro",
-                      "30 1 253:0 / / rw - xfs /dev/dm-0 rw",
-                      r"31 30 0:40 / /mnt/with\040space rw - tmpfs tmpfs rw")
+    info = _mountinfo(
+        tmp_path,
+        "1 0 8:1 / / ro - ext4 /dev/sda1 ro",
+        "30 1 253:0 / / rw - xfs /dev/dm-0 rw",
+        r"31 30 0:40 / /mnt/with\040space rw - tmpfs tmpfs rw",
+    )
     assert host_ids.root_source(info) == "/dev/dm-0"
     assert host_ids.root_fs_uuid(roots, info) == FSUUID
 
 
-@pytest.mark.parametrize("line", [
-    "1 0 0:50 / / rw - overlay overlay rw,lowerdir=/a",
-    "1 0 0:50 / / rw - nfs4 10.0.0.1:/export rw",
-    "garbage line",
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "1 0 0:50 / / rw - overlay overlay rw,lowerdir=/a",
+        "1 0 0:50 / / rw - nfs4 10.0.0.1:/export rw",
+        "garbage line",
+    ],
+)
 def test_root_fs_uuid_none_for_a_root_that_is_not_a_block_device(roots, tmp_path, line):
     _root_disk(roots)
     assert host_ids.root_fs_uuid(roots, _mountinfo(tmp_path, line)) is None
@@ -84,8 +91,10 @@ def test_root_fs_uuid_none_without_a_by_uuid_link(roots, tmp_path):
 def test_root_fs_uuid_from_the_udev_database_without_links(roots, tmp_path):
     _write(roots.devfs("vda"))
     _write(roots.sysfs("class", "block", "vda", "dev"), "254:0\n")
-    _write(roots.runfs("udev", "data", "b254:0"), f"S:disk/by-path/virtio-pci-0000:00:04.0\n"
-                                                  f"E:ID_FS_TYPE=ext4\nE:ID_FS_UUID={FSUUID}\n")
+    _write(
+        roots.runfs("udev", "data", "b254:0"),
+        f"S:disk/by-path/virtio-pci-0000:00:04.0\nE:ID_FS_TYPE=ext4\nE:ID_FS_UUID={FSUUID}\n",
+    )
     info = _mountinfo(tmp_path, "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw")
     assert host_ids.root_fs_uuid(roots, info) == FSUUID
 
@@ -134,16 +143,16 @@ def test_host_ids_has_only_known_keys(roots, tmp_path):
 
 # ------------------------------------------------------------------ privileged reads
 def test_reads_entrypoints_are_narrow_and_in_our_context():
-    eps = {name: obj for name, obj in vars(reads).items()
-           if privileged.default.is_entrypoint(obj)}
+    eps = {name: obj for name, obj in vars(reads).items() if privileged.default.is_entrypoint(obj)}
     assert set(eps) == {"block_device_readable", "dmi_product_uuid", "iscsi_initiator_name"}
     for name, ep in eps.items():
         params = inspect.signature(ep.args[0].__wrapped__).parameters
         assert not set(params) & {"roots", "run", "path", "cmd", "argv"}, name
 
 
-@pytest.mark.parametrize("name", ["../../etc/shadow", "sda1", "mem", "loop0", "md", "md0p1",
-                                  "", 3, None])
+@pytest.mark.parametrize(
+    "name", ["../../etc/shadow", "sda1", "mem", "loop0", "md", "md0p1", "", 3, None]
+)
 def test_block_device_readable_refuses_what_is_not_a_volume_device_name(roots, name):
     with pytest.raises(InvalidArgument):
         reads.do_block_device_readable(roots, name)
@@ -159,6 +168,7 @@ def owned(tmp_path):
     """The host of test_privileged_ownership: local, boot, fabric and mixed devices."""
     from tests.unit.host.fakehost import FakeHost
     from tests.unit.test_privileged_ownership import build
+
     return build(FakeHost(tmp_path / "owned")).roots
 
 
@@ -171,7 +181,8 @@ def test_block_device_readable_refuses_devices_no_fabric_volume_owns(owned, name
 
 @pytest.mark.parametrize("name", ["sdb", "sdg", "nvme1n1", "md126", "dm-0"])
 def test_block_device_readable_reads_fabric_volume_devices_only_if_block_devices(
-        owned, name, monkeypatch):
+    owned, name, monkeypatch
+):
     """iSCSI LUN, FC LUN, fabric namespace, md array of fabric namespaces, map over a
     fabric LUN: a fake tree's /dev node is a plain file (refused); a block device reads."""
     with open(owned.devfs(name), "wb") as fh:

@@ -27,8 +27,10 @@ def test_brick_agent_never_imports_brick_lab():
     offenders = sorted(
         str(path.relative_to(REPO))
         for path in (REPO / "brick_agent").rglob("*.py")
-        if any(name == "brick_lab" or name.startswith("brick_lab.")
-               for name in _imported_modules(path)))
+        if any(
+            name == "brick_lab" or name.startswith("brick_lab.") for name in _imported_modules(path)
+        )
+    )
     assert offenders == []
 
 
@@ -37,8 +39,9 @@ def test_setup_cfg_installs_brick_lab_and_not_tests():
     cfg.read(REPO / "setup.cfg")
     find = cfg["options.packages.find"]
     include = find.get("include", "").split() or ["*"]
-    packages = setuptools.find_packages(str(REPO), include=include,
-                                        exclude=find.get("exclude", "").split())
+    packages = setuptools.find_packages(
+        str(REPO), include=include, exclude=find.get("exclude", "").split()
+    )
     assert {"brick_agent", "brick_agent.gate", "brick_lab"} <= set(packages)
     assert not [p for p in packages if p == "tests" or p.startswith("tests.")]
 

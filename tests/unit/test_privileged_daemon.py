@@ -23,20 +23,21 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CAP_SYS_ADMIN = 21
 # the helper of the environment running the tests, found also when its bin directory
 # is not on PATH (``.venv/bin/python -m pytest``)
-HELPER = (shutil.which("privsep-helper", path=os.path.dirname(sys.executable))
-          or shutil.which("privsep-helper"))
+HELPER = shutil.which("privsep-helper", path=os.path.dirname(sys.executable)) or shutil.which(
+    "privsep-helper"
+)
 
 pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or HELPER is None,
-    reason="needs root and privsep-helper")
+    os.geteuid() != 0 or HELPER is None, reason="needs root and privsep-helper"
+)
 
 
 @pytest.fixture(scope="module")
 def daemon():
     conf = config.new_conf()
-    conf.set_override("privsep_helper_command",
-                      f"env PYTHONPATH={REPO} {HELPER} --debug",
-                      group="brick_agent")
+    conf.set_override(
+        "privsep_helper_command", f"env PYTHONPATH={REPO} {HELPER} --debug", group="brick_agent"
+    )
     privileged.init(conf)
     assert privileged.default.client_mode
     yield privileged.default
@@ -69,8 +70,9 @@ def test_missing_device_error_crosses_the_channel(daemon):
 def test_command_failure_crosses_the_channel(daemon):
     # logging in to a node record that does not exist: iscsiadm exits 21, no side effect
     with pytest.raises(CommandFailed) as ei:
-        iscsi.node_login("iqn.2026-01.invalid.brick-agent:no-such-target",
-                         "192.0.2.1:3260", timeout=10)
+        iscsi.node_login(
+            "iqn.2026-01.invalid.brick-agent:no-such-target", "192.0.2.1:3260", timeout=10
+        )
     assert ei.value.returncode == iscsiadm.ERR_NO_OBJS_FOUND
     assert ei.value.argv[0] == "iscsiadm"
 
@@ -85,16 +87,27 @@ def test_chap_secret_never_on_argv_nor_logged_through_the_daemon(daemon, caplog)
     import logging
 
     from brick_agent.errors import InvalidArgument
+
     secret = "Daemon-CHAP-s3cret"
     caplog.set_level(logging.DEBUG)
     # secrets go into the node record file, never through iscsiadm's argv: refused here
     with pytest.raises(InvalidArgument) as refused:
-        iscsi.node_update("iqn.2026-01.invalid.brick-agent:no-such-target", "192.0.2.1:3260",
-                          "default", [["node.session.auth.password", secret]], timeout=10)
+        iscsi.node_update(
+            "iqn.2026-01.invalid.brick-agent:no-such-target",
+            "192.0.2.1:3260",
+            "default",
+            [["node.session.auth.password", secret]],
+            timeout=10,
+        )
     assert secret not in str(refused.value)
-    with pytest.raises(CommandFailed) as ei:   # no such node record: exit 21, no side effect
-        iscsi.node_update("iqn.2026-01.invalid.brick-agent:no-such-target", "192.0.2.1:3260",
-                          "default", [["node.session.scan", "manual"]], timeout=10)
+    with pytest.raises(CommandFailed) as ei:  # no such node record: exit 21, no side effect
+        iscsi.node_update(
+            "iqn.2026-01.invalid.brick-agent:no-such-target",
+            "192.0.2.1:3260",
+            "default",
+            [["node.session.scan", "manual"]],
+            timeout=10,
+        )
     assert ei.value.returncode == iscsiadm.ERR_NO_OBJS_FOUND
     daemon_lines = [r.getMessage() for r in caplog.records]
     assert any("iscsiadm" in m for m in daemon_lines), "daemon command log not forwarded"
@@ -104,9 +117,16 @@ def test_chap_secret_never_on_argv_nor_logged_through_the_daemon(daemon, caplog)
 def test_ownership_refusal_crosses_the_channel_as_not_owned(daemon):
     from brick_agent.errors import NotOwned
     from brick_agent.privileged import nvme
+
     other = "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-4333-8444-555555555555"
     # refused before /dev/nvme-fabrics is opened: another host's NQN is never used
     with pytest.raises(NotOwned) as ei:
-        nvme.connect("tcp", "192.0.2.1", 4420, "nqn.2026-01.invalid.brick-agent:none",
-                     hostnqn=other, timeout=5)
+        nvme.connect(
+            "tcp",
+            "192.0.2.1",
+            4420,
+            "nqn.2026-01.invalid.brick-agent:none",
+            hostnqn=other,
+            timeout=5,
+        )
     assert ei.value.obj == f"host NQN {other}" and "this host's" in ei.value.reason

@@ -31,8 +31,21 @@ HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:0b9f8a34-5c1e-4a43-9f4f-2d5f0e3c1a77"
 PW = "-Ch4p pass;$(x)"
 
 OPTION_LIKE = ["-x", "--foo", "-", "--value=1"]
-META = ["a;b", "a b", "a|b", "a`b`", "$(id)", "a\nb", "a&b", "a>b", "a'b", 'a"b', "a\\b",
-        "a*", "a\x00b"]
+META = [
+    "a;b",
+    "a b",
+    "a|b",
+    "a`b`",
+    "$(id)",
+    "a\nb",
+    "a&b",
+    "a>b",
+    "a'b",
+    'a"b',
+    "a\\b",
+    "a*",
+    "a\x00b",
+]
 
 
 @pytest.fixture
@@ -62,8 +75,13 @@ class Recorder:
 
     def __call__(self, argv, **kwargs):
         self.calls.append((list(argv), kwargs))
-        return commands.CommandResult(argv=list(argv), returncode=self.returncode,
-                                      stdout=self.stdout, stderr="", duration=0.01)
+        return commands.CommandResult(
+            argv=list(argv),
+            returncode=self.returncode,
+            stdout=self.stdout,
+            stderr="",
+            duration=0.01,
+        )
 
 
 # ------------------------------------------------------------------ structure
@@ -115,6 +133,7 @@ def test_command_failed_survives_the_channel_format():
 def test_init_applies_config(tmp_path):
     from oslo_config import cfg
     from brick_agent import config
+
     conf = config.new_conf()
     conf.set_override("privsep_in_process", True, group="brick_agent")
     conf.set_override("privsep_helper_command", "sudo -n privsep-helper", group="brick_agent")
@@ -123,8 +142,15 @@ def test_init_applies_config(tmp_path):
         assert privileged.default.client_mode is False
         assert cfg.CONF[privileged.CFG_SECTION].helper_command == "sudo -n privsep-helper"
         cmd = privileged.default.helper_command("/tmp/x.sock")
-        assert cmd == ["sudo", "-n", "privsep-helper", "--privsep_context",
-                       "brick_agent.privileged.default", "--privsep_sock_path", "/tmp/x.sock"]
+        assert cmd == [
+            "sudo",
+            "-n",
+            "privsep-helper",
+            "--privsep_context",
+            "brick_agent.privileged.default",
+            "--privsep_sock_path",
+            "/tmp/x.sock",
+        ]
     finally:
         cfg.CONF.clear_override("helper_command", group=privileged.CFG_SECTION)
         privileged.set_in_process(False)
@@ -132,6 +158,7 @@ def test_init_applies_config(tmp_path):
 
 def test_helper_command_default_as_root_skips_sudo(monkeypatch, tmp_path):
     from brick_agent import config
+
     helper = tmp_path / "privsep-helper"
     helper.write_text("#!/bin/sh\n")
     helper.chmod(0o755)
@@ -156,8 +183,9 @@ def test_scan_writes_triple(roots):
 def test_scan_follows_in_tree_symlinks(roots):
     real = _mkfile(roots.sysfs("devices", "platform", "host5", "scsi_host", "host5", "scan"))
     os.makedirs(roots.sysfs("class", "scsi_host"))
-    os.symlink("../../devices/platform/host5/scsi_host/host5",
-               roots.sysfs("class", "scsi_host", "host5"))
+    os.symlink(
+        "../../devices/platform/host5/scsi_host/host5", roots.sysfs("class", "scsi_host", "host5")
+    )
     _iscsi_host(roots, 5)
     assert scsi.do_scan_scsi_target(roots, 5, 0, 0, 1) == os.path.realpath(real)
     assert open(real).read() == "0 0 1"
@@ -173,11 +201,21 @@ def test_scan_refuses_symlink_out_of_root(roots, tmp_path):
     assert open(outside).read() == "untouched"
 
 
-@pytest.mark.parametrize("args", [
-    (-1, 0, 0, 0), ("3", 0, 0, 0), (True, 0, 0, 0), (3.0, 0, 0, 0),
-    (3, -1, 0, 0), (3, "0", 0, 0), (3, 0, "1; reboot", 0), (3, 0, 0, "--"),
-    (3, 0, 0, None), (3, 0, 0, "*"),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        (-1, 0, 0, 0),
+        ("3", 0, 0, 0),
+        (True, 0, 0, 0),
+        (3.0, 0, 0, 0),
+        (3, -1, 0, 0),
+        (3, "0", 0, 0),
+        (3, 0, "1; reboot", 0),
+        (3, 0, 0, "--"),
+        (3, 0, 0, None),
+        (3, 0, 0, "*"),
+    ],
+)
 def test_scan_rejects_bad_arguments(roots, args):
     scan = _mkfile(roots.sysfs("class", "scsi_host", "host3", "scan"), "untouched")
     with pytest.raises(InvalidArgument):
@@ -200,10 +238,25 @@ def test_delete_and_rescan_device(roots):
     assert open(delete).read() == "1" and open(rescan).read() == "1"
 
 
-@pytest.mark.parametrize("hctl", ["2:0:0", "2:0:0:1:5", "-2:0:0:1", "2:0:0:x",
-                                  "2:0:0:1/../../../../etc", "../2:0:0:1", "2:0:0:-1",
-                                  " 2:0:0:1", "２:0:0:1", (2, 0, 0), (2, 0, 0, "1"),
-                                  (2, 0, 0, -1), 2001, None])
+@pytest.mark.parametrize(
+    "hctl",
+    [
+        "2:0:0",
+        "2:0:0:1:5",
+        "-2:0:0:1",
+        "2:0:0:x",
+        "2:0:0:1/../../../../etc",
+        "../2:0:0:1",
+        "2:0:0:-1",
+        " 2:0:0:1",
+        "２:0:0:1",
+        (2, 0, 0),
+        (2, 0, 0, "1"),
+        (2, 0, 0, -1),
+        2001,
+        None,
+    ],
+)
 def test_delete_rejects_bad_hctl(roots, hctl):
     with pytest.raises(InvalidArgument):
         scsi.do_delete_scsi_device(roots, hctl)
@@ -216,7 +269,7 @@ def test_delete_missing_device(roots):
 
 # ------------------------------------------------------------------ block
 def test_flush_runs_blockdev_on_dev_path(roots, tmp_path):
-    fh = FakeHost(tmp_path / "host")     # fabric volumes: an iSCSI LUN, its map, an NVMe/TCP one
+    fh = FakeHost(tmp_path / "host")  # fabric volumes: an iSCSI LUN, its map, an NVMe/TCP one
     session = fh.iscsi_session(1, 2, IQN, "192.0.2.10")
     fh.scsi_disk(session, "2:0:0:1", "sdb", wwid="naa.6001405aa6d2dc160f6b68a70cef7b43")
     run = Recorder()
@@ -230,9 +283,26 @@ def test_flush_runs_blockdev_on_dev_path(roots, tmp_path):
     assert [c[0][-1] for c in run.calls[1:]] == [roots.devfs("nvme1n2"), roots.devfs("dm-3")]
 
 
-@pytest.mark.parametrize("name", ["../sda", "/dev/sda", "-sda", "--all", "sda;reboot",
-                                  "loop0", "sda1", "sd", "dm-", "nvme0", "", "SDA",
-                                  "sda\n", 5, None])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../sda",
+        "/dev/sda",
+        "-sda",
+        "--all",
+        "sda;reboot",
+        "loop0",
+        "sda1",
+        "sd",
+        "dm-",
+        "nvme0",
+        "",
+        "SDA",
+        "sda\n",
+        5,
+        None,
+    ],
+)
 def test_flush_rejects_bad_names(roots, name):
     run = Recorder()
     with pytest.raises(InvalidArgument):
@@ -273,17 +343,42 @@ def test_node_ops_argv(roots):
 def test_node_update_keeps_chap_passwords_off_the_argv():
     """A password on iscsiadm's argv is world-readable in /proc/PID/cmdline: refused."""
     run = Recorder()
-    iscsi.do_node_update(IQN, "192.0.2.10:3260", "default", [
-        ("node.session.scan", "manual"),
-        ("node.session.auth.authmethod", "CHAP"),
-        ("node.session.auth.username", "user name"),
-    ], run=run)
-    (argv, kwargs), = run.calls          # one exec for every setting
-    assert argv == ["iscsiadm", "-m", "node", "-T", IQN, "-p", "192.0.2.10:3260",
-                    "-I", "default", "--op", "update",
-                    "-n", "node.session.scan", "-v", "manual",
-                    "-n", "node.session.auth.authmethod", "-v", "CHAP",
-                    "-n", "node.session.auth.username", "--value=user name"]
+    iscsi.do_node_update(
+        IQN,
+        "192.0.2.10:3260",
+        "default",
+        [
+            ("node.session.scan", "manual"),
+            ("node.session.auth.authmethod", "CHAP"),
+            ("node.session.auth.username", "user name"),
+        ],
+        run=run,
+    )
+    ((argv, kwargs),) = run.calls  # one exec for every setting
+    assert argv == [
+        "iscsiadm",
+        "-m",
+        "node",
+        "-T",
+        IQN,
+        "-p",
+        "192.0.2.10:3260",
+        "-I",
+        "default",
+        "--op",
+        "update",
+        "-n",
+        "node.session.scan",
+        "-v",
+        "manual",
+        "-n",
+        "node.session.auth.authmethod",
+        "-v",
+        "CHAP",
+        "-n",
+        "node.session.auth.username",
+        "--value=user name",
+    ]
     for name in ("node.session.auth.password", "node.session.auth.password_in"):
         with pytest.raises(InvalidArgument) as ei:
             iscsi.do_node_update(IQN, "192.0.2.10:3260", "default", [(name, PW)], run=run)
@@ -299,26 +394,28 @@ def test_chap_password_never_reaches_a_command_or_log(tmp_path, monkeypatch, cap
     monkeypatch.setenv("PATH", f"{fake.parent}:/usr/bin:/bin")
     caplog.set_level(logging.DEBUG)
     with pytest.raises(InvalidArgument) as ei:
-        iscsi.do_node_update(IQN, "192.0.2.10:3260", "default",
-                             {"node.session.auth.password": PW})
+        iscsi.do_node_update(IQN, "192.0.2.10:3260", "default", {"node.session.auth.password": PW})
     assert PW not in str(ei.value)
     assert all(PW not in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.parametrize("settings", [
-    {"iface.ipaddress": "1.2.3.4"},
-    {"node.session.auth.chap_algs": "MD5"},
-    {"node.session.scan": "-v"},
-    {"node.session.scan": "everything"},
-    {"node.startup": "manual; reboot"},
-    {"node.session.timeo.replacement_timeout": "--foo"},
-    {"node.session.timeo.replacement_timeout": "99999999"},
-    {"node.session.auth.password": ""},
-    {"node.session.auth.password": "a\nb"},
-    {"discovery.sendtargets.auth.password": "x"},   # discovery param on a node
-    {},
-    [("node.session.scan",)],
-])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"iface.ipaddress": "1.2.3.4"},
+        {"node.session.auth.chap_algs": "MD5"},
+        {"node.session.scan": "-v"},
+        {"node.session.scan": "everything"},
+        {"node.startup": "manual; reboot"},
+        {"node.session.timeo.replacement_timeout": "--foo"},
+        {"node.session.timeo.replacement_timeout": "99999999"},
+        {"node.session.auth.password": ""},
+        {"node.session.auth.password": "a\nb"},
+        {"discovery.sendtargets.auth.password": "x"},  # discovery param on a node
+        {},
+        [("node.session.scan",)],
+    ],
+)
 def test_node_update_rejects(settings):
     run = Recorder()
     with pytest.raises(InvalidArgument) as ei:
@@ -327,28 +424,34 @@ def test_node_update_rejects(settings):
     assert "a\nb" not in str(ei.value)
 
 
-@pytest.mark.parametrize("iqn, portal, iface", [
-    ("--foo", "192.0.2.10:3260", "default"),
-    ("-T", "192.0.2.10:3260", "default"),
-    ("iqn.2003-01.org:tgt;reboot", "192.0.2.10:3260", "default"),
-    ("not-an-iqn", "192.0.2.10:3260", "default"),
-    (IQN, "-p", "default"),
-    (IQN, "192.0.2.10", "default"),
-    (IQN, "192.0.2.10:0", "default"),
-    (IQN, "192.0.2.10:3260,1", "default"),
-    (IQN, "192.0.2.10:3260;id", "default"),
-    (IQN, "$(id):3260", "default"),
-    (IQN, "[2001:db8::1:3260", "default"),
-    (IQN, "2001:db8::1:3260", "default"),
-    (IQN, "192.0.2.10:3260", "-I"),
-    (IQN, "192.0.2.10:3260", "--all"),
-    (IQN, "192.0.2.10:3260", "if ace"),
-])
+@pytest.mark.parametrize(
+    "iqn, portal, iface",
+    [
+        ("--foo", "192.0.2.10:3260", "default"),
+        ("-T", "192.0.2.10:3260", "default"),
+        ("iqn.2003-01.org:tgt;reboot", "192.0.2.10:3260", "default"),
+        ("not-an-iqn", "192.0.2.10:3260", "default"),
+        (IQN, "-p", "default"),
+        (IQN, "192.0.2.10", "default"),
+        (IQN, "192.0.2.10:0", "default"),
+        (IQN, "192.0.2.10:3260,1", "default"),
+        (IQN, "192.0.2.10:3260;id", "default"),
+        (IQN, "$(id):3260", "default"),
+        (IQN, "[2001:db8::1:3260", "default"),
+        (IQN, "2001:db8::1:3260", "default"),
+        (IQN, "192.0.2.10:3260", "-I"),
+        (IQN, "192.0.2.10:3260", "--all"),
+        (IQN, "192.0.2.10:3260", "if ace"),
+    ],
+)
 def test_node_ops_reject_bad_identity(roots, iqn, portal, iface):
     run = Recorder()
-    for op in (iscsi.do_node_create, iscsi.do_node_login,
-               functools.partial(iscsi.do_node_logout, roots),
-               functools.partial(iscsi.do_node_delete, roots)):
+    for op in (
+        iscsi.do_node_create,
+        iscsi.do_node_login,
+        functools.partial(iscsi.do_node_logout, roots),
+        functools.partial(iscsi.do_node_delete, roots),
+    ):
         with pytest.raises(InvalidArgument):
             op(iqn, portal, iface, run=run)
     assert run.calls == []
@@ -357,27 +460,49 @@ def test_node_ops_reject_bad_identity(roots, iqn, portal, iface):
 def test_discovery_plain_and_with_chap():
     run = Recorder(stdout="192.0.2.10:3260,1 " + IQN + "\n")
     res = iscsi.do_discover("192.0.2.10:3260", run=run)
-    assert run.calls[0][0] == ["iscsiadm", "-m", "discovery", "-t", "sendtargets",
-                               "-p", "192.0.2.10:3260", "-I", "default"]
+    assert run.calls[0][0] == [
+        "iscsiadm",
+        "-m",
+        "discovery",
+        "-t",
+        "sendtargets",
+        "-p",
+        "192.0.2.10:3260",
+        "-I",
+        "default",
+    ]
     assert IQN in res["stdout"]
     run = Recorder()
     set_auth: list = []
-    iscsi.do_discover("192.0.2.10:3260", "default",
-                      [("discovery.sendtargets.auth.authmethod", "CHAP"),
-                       ("discovery.sendtargets.auth.username", "u"),
-                       ("discovery.sendtargets.auth.password", PW)], run=run,
-                      set_auth=lambda portal, items: set_auth.append((portal, items)))
+    iscsi.do_discover(
+        "192.0.2.10:3260",
+        "default",
+        [
+            ("discovery.sendtargets.auth.authmethod", "CHAP"),
+            ("discovery.sendtargets.auth.username", "u"),
+            ("discovery.sendtargets.auth.password", PW),
+        ],
+        run=run,
+        set_auth=lambda portal, items: set_auth.append((portal, items)),
+    )
     argvs = [c[0] for c in run.calls]
     assert argvs[0][2] == "discoverydb" and argvs[0][-2:] == ["--op", "new"]
     assert argvs[-1][-1] == "--discover" and len(argvs) == 2
-    assert not any(PW in arg for argv in argvs for arg in argv)   # in the record file
-    assert set_auth == [("192.0.2.10:3260", [
-        ("discovery.sendtargets.auth.authmethod", "CHAP"),
-        ("discovery.sendtargets.auth.username", "u"),
-        ("discovery.sendtargets.auth.password", PW)])]
+    assert not any(PW in arg for argv in argvs for arg in argv)  # in the record file
+    assert set_auth == [
+        (
+            "192.0.2.10:3260",
+            [
+                ("discovery.sendtargets.auth.authmethod", "CHAP"),
+                ("discovery.sendtargets.auth.username", "u"),
+                ("discovery.sendtargets.auth.password", PW),
+            ],
+        )
+    ]
     with pytest.raises(InvalidArgument):
-        iscsi.do_discover("192.0.2.10:3260", "default",
-                          {"node.session.auth.password": PW}, run=Recorder())
+        iscsi.do_discover(
+            "192.0.2.10:3260", "default", {"node.session.auth.password": PW}, run=Recorder()
+        )
 
 
 # ------------------------------------------------------------------ nvme
@@ -401,37 +526,64 @@ class FabricsDevice:
 
 
 def test_nvme_connect_writes_validated_options_to_dev_nvme_fabrics(roots):
-    _mkfile(roots.etcfs("nvme", "hostnqn"), HOSTNQN + "\n")     # this host's identity
+    _mkfile(roots.etcfs("nvme", "hostnqn"), HOSTNQN + "\n")  # this host's identity
     _mkfile(roots.etcfs("nvme", "hostid"), HOSTID + "\n")
     dev = FabricsDevice()
-    res = nvme.do_connect(roots, "tcp", "192.0.2.20", 4420, NQN, hostnqn=HOSTNQN,
-                          hostid=HOSTID, ctrl_loss_tmo=-1, reconnect_delay=10,
-                          keep_alive_tmo=5, fast_io_fail_tmo=4, io=dev)
+    res = nvme.do_connect(
+        roots,
+        "tcp",
+        "192.0.2.20",
+        4420,
+        NQN,
+        hostnqn=HOSTNQN,
+        hostid=HOSTID,
+        ctrl_loss_tmo=-1,
+        reconnect_delay=10,
+        keep_alive_tmo=5,
+        fast_io_fail_tmo=4,
+        io=dev,
+    )
     assert res["controller"] == "nvme3"
-    assert dev.writes == [(roots.devfs("nvme-fabrics"),
-                           f"nqn={NQN},transport=tcp,traddr=192.0.2.20,trsvcid=4420,"
-                           f"hostnqn={HOSTNQN},hostid={HOSTID},ctrl_loss_tmo=-1,"
-                           f"reconnect_delay=10,keep_alive_tmo=5,fast_io_fail_tmo=4")]
-    nvme.do_connect(roots, "fc", "nn-0x200000109b1c1204:pn-0x100000109b1c1204", None, NQN,
-                    host_traddr="nn-0x200000109b1c1205:pn-0x100000109b1c1205", io=dev)
-    assert dev.writes[1][1] == (f"nqn={NQN},transport=fc,"
-                                "traddr=nn-0x200000109b1c1204:pn-0x100000109b1c1204,"
-                                "host_traddr=nn-0x200000109b1c1205:pn-0x100000109b1c1205")
+    assert dev.writes == [
+        (
+            roots.devfs("nvme-fabrics"),
+            f"nqn={NQN},transport=tcp,traddr=192.0.2.20,trsvcid=4420,"
+            f"hostnqn={HOSTNQN},hostid={HOSTID},ctrl_loss_tmo=-1,"
+            f"reconnect_delay=10,keep_alive_tmo=5,fast_io_fail_tmo=4",
+        )
+    ]
+    nvme.do_connect(
+        roots,
+        "fc",
+        "nn-0x200000109b1c1204:pn-0x100000109b1c1204",
+        None,
+        NQN,
+        host_traddr="nn-0x200000109b1c1205:pn-0x100000109b1c1205",
+        io=dev,
+    )
+    assert dev.writes[1][1] == (
+        f"nqn={NQN},transport=fc,"
+        "traddr=nn-0x200000109b1c1204:pn-0x100000109b1c1204,"
+        "host_traddr=nn-0x200000109b1c1205:pn-0x100000109b1c1205"
+    )
 
 
 def test_nvme_connect_resolves_a_host_name_before_the_kernel_sees_it(roots):
     dev = FabricsDevice()
-    nvme.do_connect(roots, "tcp", "array-a.example", 4420, NQN, io=dev,
-                    resolve=lambda name: "192.0.2.33")
+    nvme.do_connect(
+        roots, "tcp", "array-a.example", 4420, NQN, io=dev, resolve=lambda name: "192.0.2.33"
+    )
     assert dev.writes[0][1] == f"nqn={NQN},transport=tcp,traddr=192.0.2.33,trsvcid=4420"
 
 
 def test_nvme_connect_reports_the_kernel_errno(roots):
-    res = nvme.do_connect(roots, "tcp", "192.0.2.20", 4420, NQN,
-                          io=FabricsDevice(error=errno.EALREADY))
+    res = nvme.do_connect(
+        roots, "tcp", "192.0.2.20", 4420, NQN, io=FabricsDevice(error=errno.EALREADY)
+    )
     assert res["errno"] == errno.EALREADY and "controller" not in res
-    res = nvme.do_connect(roots, "tcp", "192.0.2.20", 4420, NQN,
-                          io=FabricsDevice(error=errno.ECONNREFUSED))
+    res = nvme.do_connect(
+        roots, "tcp", "192.0.2.20", 4420, NQN, io=FabricsDevice(error=errno.ECONNREFUSED)
+    )
     assert res["errno"] == errno.ECONNREFUSED and res["error"] == "Connection refused"
     res = nvme.do_connect(roots, "tcp", "192.0.2.20", 4420, NQN, io=FabricsDevice(reply="?"))
     assert "controller" not in res and "unexpected reply" in res["error"]
@@ -453,24 +605,51 @@ def test_nvme_connect_that_finishes_after_its_timeout_deletes_its_controller(roo
     assert open(os.path.join(base, "delete_controller")).read() == "1"
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(transport="pcie"), dict(transport="-t"), dict(traddr="-a"),
-    dict(traddr="192.0.2.20;reboot"), dict(traddr="--host-traddr=x"), dict(trsvcid="-s"),
-    dict(traddr="192.0.2.20,hostnqn=nqn.2014-08.x:y"), dict(nqn=NQN + ",traddr=192.0.2.9"),
-    dict(trsvcid=0), dict(trsvcid=70000), dict(nqn="--nqn"), dict(nqn="nqn.2014-08.x y"),
-    dict(nqn="iqn.2003-01.org:x"), dict(hostnqn="-q"), dict(hostid="not-a-uuid"),
-    dict(hostid="--hostid"), dict(ctrl_loss_tmo="600"), dict(ctrl_loss_tmo=-2),
-    dict(ctrl_loss_tmo=True), dict(reconnect_delay=0), dict(keep_alive_tmo=1.5),
-    dict(fast_io_fail_tmo=-2), dict(fast_io_fail_tmo="5"), dict(nr_io_queues=1),
-    dict(transport="fc", traddr="192.0.2.20"), dict(timeout=0),
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(transport="pcie"),
+        dict(transport="-t"),
+        dict(traddr="-a"),
+        dict(traddr="192.0.2.20;reboot"),
+        dict(traddr="--host-traddr=x"),
+        dict(trsvcid="-s"),
+        dict(traddr="192.0.2.20,hostnqn=nqn.2014-08.x:y"),
+        dict(nqn=NQN + ",traddr=192.0.2.9"),
+        dict(trsvcid=0),
+        dict(trsvcid=70000),
+        dict(nqn="--nqn"),
+        dict(nqn="nqn.2014-08.x y"),
+        dict(nqn="iqn.2003-01.org:x"),
+        dict(hostnqn="-q"),
+        dict(hostid="not-a-uuid"),
+        dict(hostid="--hostid"),
+        dict(ctrl_loss_tmo="600"),
+        dict(ctrl_loss_tmo=-2),
+        dict(ctrl_loss_tmo=True),
+        dict(reconnect_delay=0),
+        dict(keep_alive_tmo=1.5),
+        dict(fast_io_fail_tmo=-2),
+        dict(fast_io_fail_tmo="5"),
+        dict(nr_io_queues=1),
+        dict(transport="fc", traddr="192.0.2.20"),
+        dict(timeout=0),
+    ],
+)
 def test_nvme_connect_rejects(roots, kwargs):
     args = dict(transport="tcp", traddr="192.0.2.20", trsvcid=4420, nqn=NQN)
     args.update(kwargs)
     dev = FabricsDevice()
     with pytest.raises(InvalidArgument):
-        nvme.do_connect(roots, args.pop("transport"), args.pop("traddr"), args.pop("trsvcid"),
-                        args.pop("nqn"), io=dev, **args)
+        nvme.do_connect(
+            roots,
+            args.pop("transport"),
+            args.pop("traddr"),
+            args.pop("trsvcid"),
+            args.pop("nqn"),
+            io=dev,
+            **args,
+        )
     assert dev.writes == []
 
 
@@ -514,19 +693,21 @@ def test_nvme_disconnect_missing(roots):
 
 def test_host_identity_written_once(roots):
     hostid = "0b9f8a34-5c1e-4a43-9f4f-2d5f0e3c1a77"
-    assert nvme.do_write_host_identity(roots, HOSTNQN, hostid) == {"hostnqn": True,
-                                                                    "hostid": True}
+    assert nvme.do_write_host_identity(roots, HOSTNQN, hostid) == {"hostnqn": True, "hostid": True}
     assert open(roots.etcfs("nvme", "hostnqn")).read() == HOSTNQN + "\n"
     assert open(roots.etcfs("nvme", "hostid")).read() == hostid + "\n"
     other = "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-4333-8444-555555555555"
-    assert nvme.do_write_host_identity(roots, other, "11111111-2222-4333-8444-555555555555") \
-        == {"hostnqn": False, "hostid": False}
+    assert nvme.do_write_host_identity(roots, other, "11111111-2222-4333-8444-555555555555") == {
+        "hostnqn": False,
+        "hostid": False,
+    }
     assert open(roots.etcfs("nvme", "hostnqn")).read() == HOSTNQN + "\n"
     assert sorted(os.listdir(roots.etcfs("nvme"))) == ["hostid", "hostnqn"]
 
 
-@pytest.mark.parametrize("hostnqn, hostid", [("-x", None), ("nqn bad", None),
-                                             (HOSTNQN, "--foo"), (HOSTNQN, "1234")])
+@pytest.mark.parametrize(
+    "hostnqn, hostid", [("-x", None), ("nqn bad", None), (HOSTNQN, "--foo"), (HOSTNQN, "1234")]
+)
 def test_host_identity_rejects(roots, hostnqn, hostid):
     with pytest.raises(InvalidArgument):
         nvme.do_write_host_identity(roots, hostnqn, hostid)
@@ -544,17 +725,27 @@ def test_multipath_argv(roots):
     multipath.do_remove_wwid(wwid, run=run)
     multipath.do_resize_map(roots, "mpatha", run=run)
     assert [c[0] for c in run.calls] == [
-        ["multipath", "-f", wwid], ["multipathd", "add", "path", "sdc"],
-        ["multipathd", "del", "path", "sdc"], ["multipath", "-a", wwid],
-        ["multipath", "-w", wwid], ["multipathd", "resize", "map", "mpatha"]]
+        ["multipath", "-f", wwid],
+        ["multipathd", "add", "path", "sdc"],
+        ["multipathd", "del", "path", "sdc"],
+        ["multipath", "-a", wwid],
+        ["multipath", "-w", wwid],
+        ["multipathd", "resize", "map", "mpatha"],
+    ]
 
 
 @pytest.mark.parametrize("bad", OPTION_LIKE + META + ["", "../x"])
 def test_multipath_rejects(roots, bad):
     run = Recorder()
-    with_roots = [functools.partial(op, roots) for op in (
-        multipath.do_flush_map, multipath.do_add_path, multipath.do_del_path,
-        multipath.do_resize_map)]
+    with_roots = [
+        functools.partial(op, roots)
+        for op in (
+            multipath.do_flush_map,
+            multipath.do_add_path,
+            multipath.do_del_path,
+            multipath.do_resize_map,
+        )
+    ]
     for op in (*with_roots, multipath.do_add_wwid, multipath.do_remove_wwid):
         with pytest.raises(InvalidArgument):
             op(bad, run=run)
@@ -612,6 +803,7 @@ def _release(path: str) -> None:
 
 def test_nvme_disconnect_stuck_in_the_kernel_is_abandoned_at_its_timeout(roots):
     from brick_agent.errors import KernelActionTimeout
+
     base = _nvme_ctrl(roots, "nvme4", "tcp")
     attr = os.path.join(base, "delete_controller")
     _stuck_attr(attr)
@@ -624,6 +816,7 @@ def test_nvme_disconnect_stuck_in_the_kernel_is_abandoned_at_its_timeout(roots):
 
 def test_scsi_delete_stuck_in_the_kernel_is_abandoned_at_its_timeout(roots):
     from brick_agent.errors import KernelActionTimeout
+
     _iscsi_host(roots, 3)
     attr = roots.sysfs("class", "scsi_device", "3:0:0:1", "device", "delete")
     _mkfile(attr)
@@ -639,6 +832,6 @@ def test_bounded_write_still_raises_the_kernels_error(roots):
     base = _nvme_ctrl(roots, "nvme5", "tcp")
     attr = os.path.join(base, "delete_controller")
     os.unlink(attr)
-    os.mkdir(attr)             # EISDIR, even for root: the worker's error reaches the caller
+    os.mkdir(attr)  # EISDIR, even for root: the worker's error reaches the caller
     with pytest.raises(IsADirectoryError):
         nvme.do_disconnect(roots, "nvme5", timeout=1.0)

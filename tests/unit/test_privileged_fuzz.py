@@ -17,17 +17,29 @@ from hypothesis import strategies as st
 from brick_agent.errors import BrickError
 from brick_agent.privileged import block, iscsi, md, multipath, nvme, scsi
 from tests.unit.host.fakehost import FakeHost
-from tests.unit.test_privileged_ownership import (DATA_IQN, DATA_PORTAL, FREE_IQN,
-                                                  FREE_PORTAL, HOSTID, HOSTNQN, SUBSYS,
-                                                  Runner, build)
+from tests.unit.test_privileged_ownership import (
+    DATA_IQN,
+    DATA_PORTAL,
+    FREE_IQN,
+    FREE_PORTAL,
+    HOSTID,
+    HOSTNQN,
+    SUBSYS,
+    Runner,
+    build,
+)
 
 #: Injected by the test, never fuzzed.
 _INJECTED = {"roots", "run", "io", "resolve", "set_auth"}
-BODIES = sorted(((f"{mod.__name__.rsplit('.', 1)[1]}.{name}", func)
-                 for mod in (scsi, block, iscsi, nvme, multipath, md)
-                 for name, func in vars(mod).items()
-                 if name.startswith("do_") and inspect.isfunction(func)
-                 and func.__module__ == mod.__name__), key=lambda item: item[0])
+BODIES = sorted(
+    (
+        (f"{mod.__name__.rsplit('.', 1)[1]}.{name}", func)
+        for mod in (scsi, block, iscsi, nvme, multipath, md)
+        for name, func in vars(mod).items()
+        if name.startswith("do_") and inspect.isfunction(func) and func.__module__ == mod.__name__
+    ),
+    key=lambda item: item[0],
+)
 
 WWID = "36001405aa6d2dc160f6b68a70cef7b43"
 #: Arguments each body accepts on the fake host (its own parameters, in order): a
@@ -35,14 +47,23 @@ WWID = "36001405aa6d2dc160f6b68a70cef7b43"
 VALID: dict[str, tuple] = {
     "block.do_flush_block_device": ("sdb", 5.0),
     "block.do_set_block_device_read_only": ("sdb", True, 5.0),
-    "iscsi.do_discover": (FREE_PORTAL, "default",
-                          [("discovery.sendtargets.auth.authmethod", "None")], 5.0),
+    "iscsi.do_discover": (
+        FREE_PORTAL,
+        "default",
+        [("discovery.sendtargets.auth.authmethod", "None")],
+        5.0,
+    ),
     "iscsi.do_node_create": (FREE_IQN, FREE_PORTAL, "default", 5.0),
     "iscsi.do_node_delete": (FREE_IQN, FREE_PORTAL, "default", 5.0),
     "iscsi.do_node_login": (FREE_IQN, FREE_PORTAL, "default", 5.0),
     "iscsi.do_node_logout": (FREE_IQN, FREE_PORTAL, "default", 5.0),
-    "iscsi.do_node_update": (FREE_IQN, FREE_PORTAL, "default",
-                             [("node.session.scan", "manual")], 5.0),
+    "iscsi.do_node_update": (
+        FREE_IQN,
+        FREE_PORTAL,
+        "default",
+        [("node.session.scan", "manual")],
+        5.0,
+    ),
     "md.do_create_or_assemble_raid1": ("vol-2", ["nvme1n1", "nvme4n1"]),
     "md.do_stop_raid": ("vol-1",),
     "multipath.do_add_path": ("sdb", 5.0),
@@ -60,19 +81,52 @@ VALID: dict[str, tuple] = {
     "scsi.do_scan_scsi_target": (2, 0, 0, 1),
 }
 #: Values of the right type that reach past the first checks.
-PLAUSIBLE = ["sdb", "sde", "sda", "dm-0", "nvme1", "nvme1n1", "nvme0", "2:0:0:1", "0:0:0:0",
-             "-", DATA_IQN, DATA_PORTAL, "192.0.2.30", "tcp", "fc", "loop", SUBSYS, HOSTNQN,
-             "default", "vol-1", "mpatha", "36001405aa6d2dc160f6b68a70cef7b43",
-             "0b9f8a34-5c1e-4a43-9f4f-2d5f0e3c1a77", "node.session.scan", "manual"]
+PLAUSIBLE = [
+    "sdb",
+    "sde",
+    "sda",
+    "dm-0",
+    "nvme1",
+    "nvme1n1",
+    "nvme0",
+    "2:0:0:1",
+    "0:0:0:0",
+    "-",
+    DATA_IQN,
+    DATA_PORTAL,
+    "192.0.2.30",
+    "tcp",
+    "fc",
+    "loop",
+    SUBSYS,
+    HOSTNQN,
+    "default",
+    "vol-1",
+    "mpatha",
+    "36001405aa6d2dc160f6b68a70cef7b43",
+    "0b9f8a34-5c1e-4a43-9f4f-2d5f0e3c1a77",
+    "node.session.scan",
+    "manual",
+]
 WRONG = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70),
-    st.floats(allow_nan=True, allow_infinity=True), st.binary(max_size=8),
-    st.complex_numbers(), st.just(object()), st.just(Ellipsis), st.just(str),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.binary(max_size=8),
+    st.complex_numbers(),
+    st.just(object()),
+    st.just(Ellipsis),
+    st.just(str),
     st.lists(st.one_of(st.none(), st.integers(), st.text(max_size=4)), max_size=5),
     st.tuples(st.integers(), st.text(max_size=3)),
-    st.dictionaries(st.one_of(st.text(max_size=8), st.integers()),
-                    st.one_of(st.none(), st.integers(), st.text(max_size=8)), max_size=3),
-    st.sets(st.integers(), max_size=3), st.frozensets(st.text(max_size=3), max_size=3),
+    st.dictionaries(
+        st.one_of(st.text(max_size=8), st.integers()),
+        st.one_of(st.none(), st.integers(), st.text(max_size=8)),
+        max_size=3,
+    ),
+    st.sets(st.integers(), max_size=3),
+    st.frozensets(st.text(max_size=3), max_size=3),
 )
 VALUE = st.one_of(WRONG, st.sampled_from(PLAUSIBLE), st.text(max_size=12))
 
@@ -94,11 +148,18 @@ def _call(func, roots, values, extra):
     params = [p for p in inspect.signature(func).parameters.values()]
     for p in params:
         if p.name in _INJECTED:
-            injected = {"roots": roots, "run": Runner(), "io": Fabrics(),
-                        "resolve": lambda name: "192.0.2.40",
-                        "set_auth": lambda record, items: None}[p.name]
-            (args.append(injected) if p.kind is p.POSITIONAL_OR_KEYWORD
-             else kwargs.__setitem__(p.name, injected))
+            injected = {
+                "roots": roots,
+                "run": Runner(),
+                "io": Fabrics(),
+                "resolve": lambda name: "192.0.2.40",
+                "set_auth": lambda record, items: None,
+            }[p.name]
+            (
+                args.append(injected)
+                if p.kind is p.POSITIONAL_OR_KEYWORD
+                else kwargs.__setitem__(p.name, injected)
+            )
         elif p.kind is p.VAR_KEYWORD:
             kwargs.update(extra)
         elif values:
@@ -111,8 +172,11 @@ def _call(func, roots, values, extra):
 
 
 def _arity(func) -> int:
-    return sum(1 for p in inspect.signature(func).parameters.values()
-               if p.name not in _INJECTED and p.kind is not p.VAR_KEYWORD)
+    return sum(
+        1
+        for p in inspect.signature(func).parameters.values()
+        if p.name not in _INJECTED and p.kind is not p.VAR_KEYWORD
+    )
 
 
 def test_every_body_is_fuzzed_from_arguments_it_accepts(roots):
@@ -123,19 +187,26 @@ def test_every_body_is_fuzzed_from_arguments_it_accepts(roots):
 
 
 @pytest.mark.parametrize("name, func", BODIES, ids=[name for name, _ in BODIES])
-@settings(max_examples=300, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                 HealthCheck.too_slow])
+@settings(
+    max_examples=300,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(data=st.data())
 def test_only_brick_errors_escape(roots, name, func, data):
     values = list(VALID[name])
-    if values:   # one argument replaced, sometimes a second one too
-        for i in data.draw(st.lists(st.integers(0, len(values) - 1), min_size=1, max_size=2),
-                           label="replaced"):
+    if values:  # one argument replaced, sometimes a second one too
+        for i in data.draw(
+            st.lists(st.integers(0, len(values) - 1), min_size=1, max_size=2), label="replaced"
+        ):
             values[i] = data.draw(VALUE, label=f"arg {i}")
-    extra = data.draw(st.dictionaries(st.sampled_from(["ctrl_loss_tmo", "keep_alive_tmo",
-                                                       "nr_io_queues"]), VALUE, max_size=2),
-                      label="kwargs")
+    extra = data.draw(
+        st.dictionaries(
+            st.sampled_from(["ctrl_loss_tmo", "keep_alive_tmo", "nr_io_queues"]), VALUE, max_size=2
+        ),
+        label="kwargs",
+    )
     try:
         _call(func, roots, values, extra)
     except BrickError:

@@ -14,11 +14,15 @@ from brick_agent.privileged import iscsi_auth
 
 IQN = "iqn.2003-01.org.brick-lab:chap"
 PW = "-Ch4p pass;$(x) #1"
-CHAP = [("node.session.auth.authmethod", "CHAP"),
-        ("node.session.auth.username", "brickuser"),
-        ("node.session.auth.password", PW)]
-RECORD = ("# BEGIN RECORD 2.1.8\nnode.name = " + IQN + "\nnode.tpgt = -1\n"
-          "node.session.auth.authmethod = None\nnode.session.scan = manual\n# END RECORD\n")
+CHAP = [
+    ("node.session.auth.authmethod", "CHAP"),
+    ("node.session.auth.username", "brickuser"),
+    ("node.session.auth.password", PW),
+]
+RECORD = (
+    "# BEGIN RECORD 2.1.8\nnode.name = " + IQN + "\nnode.tpgt = -1\n"
+    "node.session.auth.authmethod = None\nnode.session.scan = manual\n# END RECORD\n"
+)
 
 
 def _parse(path) -> dict[str, str]:
@@ -40,36 +44,56 @@ def _record(root, rel: str, text: str = RECORD):
     return path
 
 
-@pytest.mark.parametrize("rel", [f"nodes/{IQN}/192.0.2.10,3260",            # --op new
-                                 f"nodes/{IQN}/192.0.2.10,3260,1/default"])  # discovered
+@pytest.mark.parametrize(
+    "rel",
+    [
+        f"nodes/{IQN}/192.0.2.10,3260",  # --op new
+        f"nodes/{IQN}/192.0.2.10,3260,1/default",
+    ],
+)  # discovered
 def test_node_auth_goes_into_the_record_file(tmp_path, rel):
     record = _record(tmp_path / "db", rel)
-    iscsi_auth.do_node_set_auth(IQN, "192.0.2.10:3260", "default", CHAP,
-                                root=str(tmp_path / "db"), lock_dir=str(tmp_path / "lock"))
+    iscsi_auth.do_node_set_auth(
+        IQN,
+        "192.0.2.10:3260",
+        "default",
+        CHAP,
+        root=str(tmp_path / "db"),
+        lock_dir=str(tmp_path / "lock"),
+    )
     values = _parse(record)
     assert values["node.session.auth.authmethod"] == "CHAP"
     assert values["node.session.auth.username"] == "brickuser"
     assert values["node.session.auth.password"] == PW
     assert values["node.session.scan"] == "manual" and values["node.name"] == IQN
     assert stat.S_IMODE(os.stat(record).st_mode) == 0o600
-    assert sorted(os.listdir(record.parent)) == [record.name]           # no temp file left
-    assert not os.path.exists(tmp_path / "lock" / "lock.write")          # lock released
-    iscsi_auth.do_node_set_auth(IQN, "192.0.2.10:3260", "default",
-                                [("node.session.auth.password", "other")],
-                                root=str(tmp_path / "db"), lock_dir=str(tmp_path / "lock"))
+    assert sorted(os.listdir(record.parent)) == [record.name]  # no temp file left
+    assert not os.path.exists(tmp_path / "lock" / "lock.write")  # lock released
+    iscsi_auth.do_node_set_auth(
+        IQN,
+        "192.0.2.10:3260",
+        "default",
+        [("node.session.auth.password", "other")],
+        root=str(tmp_path / "db"),
+        lock_dir=str(tmp_path / "lock"),
+    )
     assert PW not in record.read_text() and _parse(record)["node.session.auth.password"] == "other"
 
 
 def test_ipv6_portal_and_discovery_record(tmp_path):
     root = tmp_path / "db"
     record = _record(root, f"nodes/{IQN}/2001:db8::1,3260")
-    iscsi_auth.do_node_set_auth(IQN, "[2001:db8::1]:3260", "default", CHAP, root=str(root),
-                                lock_dir=str(tmp_path / "lock"))
+    iscsi_auth.do_node_set_auth(
+        IQN, "[2001:db8::1]:3260", "default", CHAP, root=str(root), lock_dir=str(tmp_path / "lock")
+    )
     assert _parse(record)["node.session.auth.password"] == PW
     st = _record(root, "send_targets/192.0.2.10,3260/st_config", "discovery.type = 0\n")
     iscsi_auth.do_discovery_set_auth(
-        "192.0.2.10:3260", [("discovery.sendtargets.auth.password", PW)], root=str(root),
-        lock_dir=str(tmp_path / "lock"))
+        "192.0.2.10:3260",
+        [("discovery.sendtargets.auth.password", PW)],
+        root=str(root),
+        lock_dir=str(tmp_path / "lock"),
+    )
     assert _parse(st) == {"discovery.type": "0", "discovery.sendtargets.auth.password": PW}
 
 
@@ -77,21 +101,24 @@ def test_refuses_what_is_not_a_record_or_not_auth(tmp_path):
     root = tmp_path / "db"
     lock = str(tmp_path / "lock")
     with pytest.raises(DeviceNotFound):
-        iscsi_auth.do_node_set_auth(IQN, "192.0.2.10:3260", "default", CHAP, root=str(root),
-                                    lock_dir=lock)
+        iscsi_auth.do_node_set_auth(
+            IQN, "192.0.2.10:3260", "default", CHAP, root=str(root), lock_dir=lock
+        )
     target = _record(tmp_path, "elsewhere", "x = y\n")
     link = root / "nodes" / IQN / "192.0.2.10,3260"
     link.parent.mkdir(parents=True)
     link.symlink_to(target)
     with pytest.raises(DeviceNotFound):
-        iscsi_auth.do_node_set_auth(IQN, "192.0.2.10:3260", "default", CHAP, root=str(root),
-                                    lock_dir=lock)
+        iscsi_auth.do_node_set_auth(
+            IQN, "192.0.2.10:3260", "default", CHAP, root=str(root), lock_dir=lock
+        )
     assert target.read_text() == "x = y\n"
     _record(root, f"nodes/{IQN}/192.0.2.11,3260")
     for bad in ([("node.session.scan", "manual")], [("node.session.auth.password", "a\nb")]):
         with pytest.raises(InvalidArgument) as ei:
-            iscsi_auth.do_node_set_auth(IQN, "192.0.2.11:3260", "default", bad,
-                                        root=str(root), lock_dir=lock)
+            iscsi_auth.do_node_set_auth(
+                IQN, "192.0.2.11:3260", "default", bad, root=str(root), lock_dir=lock
+            )
         assert "a\nb" not in str(ei.value)
 
 
@@ -101,11 +128,12 @@ def test_waits_for_iscsiadms_database_lock(tmp_path):
     lock_dir = tmp_path / "lock"
     lock_dir.mkdir()
     (lock_dir / "lock").write_text("")
-    os.link(lock_dir / "lock", lock_dir / "lock.write")      # iscsiadm holds it
+    os.link(lock_dir / "lock", lock_dir / "lock.write")  # iscsiadm holds it
     threading.Timer(0.3, os.unlink, [lock_dir / "lock.write"]).start()
     start = time.monotonic()
-    iscsi_auth.do_node_set_auth(IQN, "192.0.2.10:3260", "default", CHAP, root=str(root),
-                                lock_dir=str(lock_dir))
+    iscsi_auth.do_node_set_auth(
+        IQN, "192.0.2.10:3260", "default", CHAP, root=str(root), lock_dir=str(lock_dir)
+    )
     assert time.monotonic() - start >= 0.25
     assert _parse(record)["node.session.auth.password"] == PW
     os.link(lock_dir / "lock", lock_dir / "lock.write")

@@ -19,11 +19,12 @@ HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:0b9f8a34-5c1e-4a43-9f4f-2d5f0e3c1a77"
 @pytest.fixture
 def roots(tmp_path):
     r = HostRoots.under(str(tmp_path / "host"))
-    fh = FakeHost(tmp_path / "host")     # the members: namespaces of our NVMe/TCP controllers
+    fh = FakeHost(tmp_path / "host")  # the members: namespaces of our NVMe/TCP controllers
     fh.attr("etc/nvme/hostnqn", HOSTNQN)
     for n in (0, 1):
-        fh.nvme_ns(fh.nvme_ctrl(n, None, "nqn.2016-06.io.example:r", hostnqn=HOSTNQN),
-                   f"nvme{n}n1", 1)
+        fh.nvme_ns(
+            fh.nvme_ctrl(n, None, "nqn.2016-06.io.example:r", hostnqn=HOSTNQN), f"nvme{n}n1", 1
+        )
     for name in ("nvme0n1", "nvme1n1"):
         os.makedirs(r.sysfs("block", name))
         os.makedirs(r.dev, exist_ok=True)
@@ -53,8 +54,9 @@ class Mdadm:
 
 def test_blank_members_are_created_as_raid1_without_forcing(roots):
     run = Mdadm()
-    assert md.do_create_or_assemble_raid1(roots, "vol-1", ["nvme0n1", "nvme1n1"],
-                                          run=run) == "created"
+    assert (
+        md.do_create_or_assemble_raid1(roots, "vol-1", ["nvme0n1", "nvme1n1"], run=run) == "created"
+    )
     argv, kwargs = run.calls[-1]
     assert argv[:3] == ["mdadm", "--create", roots.devfs("md", "vol-1")]
     assert "--level=1" in argv and "--raid-devices=2" in argv and "--assume-clean" in argv
@@ -71,12 +73,20 @@ def test_missing_replica_makes_a_degraded_array(roots):
 
 def test_members_with_a_superblock_are_assembled_never_recreated(roots):
     run = Mdadm(superblocks={"nvme1n1"})
-    assert md.do_create_or_assemble_raid1(roots, "vol-1", ["nvme0n1", "nvme1n1"],
-                                          run=run) == "assembled"
+    assert (
+        md.do_create_or_assemble_raid1(roots, "vol-1", ["nvme0n1", "nvme1n1"], run=run)
+        == "assembled"
+    )
     ops = [argv[1] for argv, _ in run.calls]
     assert "--create" not in ops
-    assert run.calls[-1][0] == ["mdadm", "--assemble", "--run", roots.devfs("md", "vol-1"),
-                                roots.devfs("nvme0n1"), roots.devfs("nvme1n1")]
+    assert run.calls[-1][0] == [
+        "mdadm",
+        "--assemble",
+        "--run",
+        roots.devfs("md", "vol-1"),
+        roots.devfs("nvme0n1"),
+        roots.devfs("nvme1n1"),
+    ]
 
 
 @pytest.mark.parametrize("name", ["-x", "--force", "a b", "a;b", "../etc", "", "x" * 65])
@@ -89,16 +99,19 @@ def test_bad_names_are_refused_before_mdadm_runs(roots, name):
     assert run.calls == []
 
 
-@pytest.mark.parametrize("devices", [
-    ["nvme0n1"],                       # not a mirror
-    [None, None],                      # nothing present
-    ["nvme0n1", "nvme0n1"],            # same member twice
-    ["sda", "nvme1n1"],                # not an NVMe namespace
-    ["nvme0c0n1", "nvme1n1"],          # a hidden per-path node
-    ["../nvme0n1", "nvme1n1"],
-    ["--zero-superblock", "nvme1n1"],
-    "nvme0n1",
-])
+@pytest.mark.parametrize(
+    "devices",
+    [
+        ["nvme0n1"],  # not a mirror
+        [None, None],  # nothing present
+        ["nvme0n1", "nvme0n1"],  # same member twice
+        ["sda", "nvme1n1"],  # not an NVMe namespace
+        ["nvme0c0n1", "nvme1n1"],  # a hidden per-path node
+        ["../nvme0n1", "nvme1n1"],
+        ["--zero-superblock", "nvme1n1"],
+        "nvme0n1",
+    ],
+)
 def test_bad_member_lists_are_refused(roots, devices):
     run = Mdadm()
     with pytest.raises(InvalidArgument):
@@ -135,17 +148,20 @@ def _hold(roots, member, md_name, state):
 def test_array_udev_assembled_inactive_is_started_not_recreated(roots):
     _hold(roots, "nvme1n1", "md127", "inactive")
     run = Mdadm(superblocks={"nvme0n1", "nvme1n1"})
-    assert md.do_create_or_assemble_raid1(roots, "vol-1", ["nvme0n1", "nvme1n1"],
-                                          run=run) == "adopted"
+    assert (
+        md.do_create_or_assemble_raid1(roots, "vol-1", ["nvme0n1", "nvme1n1"], run=run) == "adopted"
+    )
     assert [argv for argv, _ in run.calls] == [
-        ["mdadm", "--run", os.path.realpath(roots.devfs("md127"))]]
+        ["mdadm", "--run", os.path.realpath(roots.devfs("md127"))]
+    ]
 
 
 def test_array_udev_assembled_and_running_is_kept_as_is(roots):
     _hold(roots, "nvme0n1", "md127", "clean")
     run = Mdadm(superblocks={"nvme0n1", "nvme1n1"})
-    assert md.do_create_or_assemble_raid1(roots, "vol-1", ["nvme0n1", "nvme1n1"],
-                                          run=run) == "adopted"
+    assert (
+        md.do_create_or_assemble_raid1(roots, "vol-1", ["nvme0n1", "nvme1n1"], run=run) == "adopted"
+    )
     assert run.calls == []
 
 
@@ -164,16 +180,16 @@ class RefusingRun(Mdadm):
             if self.refusals == 0 and self.then:
                 with open(self.roots.sysfs("block", "md127", "md", "array_state"), "w") as f:
                     f.write(self.then + "\n")
-            raise CommandFailed(argv, 1, "mdadm: failed to run array /dev/md127: "
-                                         "Invalid argument")
+            raise CommandFailed(argv, 1, "mdadm: failed to run array /dev/md127: Invalid argument")
         return super().__call__(argv, **kwargs)
 
 
 def test_run_refused_while_udev_assembles_is_retried_until_the_array_runs(roots):
     _hold(roots, "nvme1n1", "md127", "inactive")
     run = RefusingRun(roots, refusals=2, then="clean", superblocks={"nvme0n1", "nvme1n1"})
-    assert md.do_create_or_assemble_raid1(roots, "vol-1", ["nvme0n1", "nvme1n1"],
-                                          run=run) == "adopted"
+    assert (
+        md.do_create_or_assemble_raid1(roots, "vol-1", ["nvme0n1", "nvme1n1"], run=run) == "adopted"
+    )
     assert [argv[1] for argv, _ in run.calls] == ["--run", "--run"]
 
 
@@ -196,8 +212,7 @@ def test_udev_winning_the_race_during_assemble_is_adopted(roots):
             return super().__call__(argv, **kwargs)
 
     run = Racing(superblocks={"nvme0n1"})
-    assert md.do_create_or_assemble_raid1(roots, "vol-1", ["nvme0n1", None],
-                                          run=run) == "adopted"
+    assert md.do_create_or_assemble_raid1(roots, "vol-1", ["nvme0n1", None], run=run) == "adopted"
 
 
 def test_assemble_failure_without_a_holder_is_reported(roots):

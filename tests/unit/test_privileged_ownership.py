@@ -27,7 +27,7 @@ FOREIGN = "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-4333-8444-555555555555"
 FOREIGN_ID = "11111111-2222-4333-8444-555555555555"
 SUBSYS = "nqn.2016-06.io.example:vol"
 BOOT_IQN = "iqn.2003-01.org.example:boot"
-DATA_IQN = "iqn.2003-01.org.example:data"     # shared: a free volume, a mounted one, swap
+DATA_IQN = "iqn.2003-01.org.example:data"  # shared: a free volume, a mounted one, swap
 FREE_IQN = "iqn.2003-01.org.example:free"
 BOOT_PORTAL, DATA_PORTAL, FREE_PORTAL = "192.0.2.1:3260", "192.0.2.2:3260", "192.0.2.3:3260"
 
@@ -37,8 +37,9 @@ def _naa(n: int) -> str:
 
 
 def _tcp(fh: FakeHost, number: int, hostnqn: str, mountpoint: str | None = None) -> None:
-    cdir = fh.nvme_ctrl(number, None, SUBSYS, hostnqn=hostnqn,
-                        address=f"traddr=192.0.2.{20 + number},trsvcid=4420")
+    cdir = fh.nvme_ctrl(
+        number, None, SUBSYS, hostnqn=hostnqn, address=f"traddr=192.0.2.{20 + number},trsvcid=4420"
+    )
     for attr in ("delete_controller", "rescan_controller"):
         fh.attr(f"{cdir}/{attr}", "")
     fh.nvme_ns(cdir, f"nvme{number}n1", 1, wwid=f"uuid.0000000{number}-0000-4000-8000-000000000000")
@@ -142,11 +143,14 @@ def _refused(call, *words):
 
 
 # ------------------------------------------------------------------ SCSI
-@pytest.mark.parametrize("hctl, words", [
-    ("0:0:0:0", ("0:0:0:0", "ahci")),                  # the local root disk
-    ("2:0:0:2", ("2:0:0:2", "/srv/data")),             # fabric, but under a mounted map
-    ("2:0:0:3", ("2:0:0:3", "swap")),                  # fabric, used as swap
-])
+@pytest.mark.parametrize(
+    "hctl, words",
+    [
+        ("0:0:0:0", ("0:0:0:0", "ahci")),  # the local root disk
+        ("2:0:0:2", ("2:0:0:2", "/srv/data")),  # fabric, but under a mounted map
+        ("2:0:0:3", ("2:0:0:3", "swap")),  # fabric, used as swap
+    ],
+)
 def test_delete_refuses_local_mounted_and_swap_disks(roots, hctl, words):
     _refused(lambda: scsi.do_delete_scsi_device(roots, hctl), *words)
     assert _lun_attr(roots, hctl, "delete") == "\n"
@@ -161,10 +165,10 @@ def test_rescan_and_scan_refuse_a_local_host(roots):
 
 def test_fabric_luns_are_still_scanned_rescanned_and_deleted(roots):
     scsi.do_scan_scsi_target(roots, 2, 0, 0, 4)
-    scsi.do_scan_scsi_target(roots, 4, 0, 0, 2)                    # FC
+    scsi.do_scan_scsi_target(roots, 4, 0, 0, 2)  # FC
     assert open(roots.sysfs("class", "scsi_host", "host2", "scan")).read() == "0 0 4"
-    scsi.do_rescan_scsi_device(roots, "2:0:0:2")     # a size rescan of a used LUN is fine
-    scsi.do_delete_scsi_device(roots, "2:0:0:1")     # its neighbour on the session is free
+    scsi.do_rescan_scsi_device(roots, "2:0:0:2")  # a size rescan of a used LUN is fine
+    scsi.do_delete_scsi_device(roots, "2:0:0:1")  # its neighbour on the session is free
     scsi.do_delete_scsi_device(roots, "4:0:0:1")
     assert _lun_attr(roots, "2:0:0:1", "delete") == "1"
     assert _lun_attr(roots, "4:0:0:1", "delete") == "1"
@@ -177,10 +181,16 @@ def test_a_missing_lun_is_not_found_not_refused(roots):
 
 
 # ------------------------------------------------------------------ block
-@pytest.mark.parametrize("name, words", [
-    ("sda", ("sda", "ahci")), ("sdh", ("sdh", "ahci")), ("dm-2", ("mpathl", "sdh")),
-    ("nvme0n1", ("nvme0n1", "pcie")), ("nvme2n1", ("nvme2n1", FOREIGN)),
-])
+@pytest.mark.parametrize(
+    "name, words",
+    [
+        ("sda", ("sda", "ahci")),
+        ("sdh", ("sdh", "ahci")),
+        ("dm-2", ("mpathl", "sdh")),
+        ("nvme0n1", ("nvme0n1", "pcie")),
+        ("nvme2n1", ("nvme2n1", FOREIGN)),
+    ],
+)
 def test_setro_and_flush_refuse_local_devices(roots, name, words):
     run = Runner()
     _refused(lambda: block.do_set_block_device_read_only(roots, name, True, run=run), *words)
@@ -188,8 +198,15 @@ def test_setro_and_flush_refuse_local_devices(roots, name, words):
     assert run.calls == []
 
 
-@pytest.mark.parametrize("name, words", [("sdc", ("/srv/data",)), ("dm-1", ("/srv/data",)),
-                                         ("sdd", ("swap",)), ("nvme3n1", ("/var/lib/mounted",))])
+@pytest.mark.parametrize(
+    "name, words",
+    [
+        ("sdc", ("/srv/data",)),
+        ("dm-1", ("/srv/data",)),
+        ("sdd", ("swap",)),
+        ("nvme3n1", ("/var/lib/mounted",)),
+    ],
+)
 def test_setro_refuses_what_the_host_uses(roots, name, words):
     run = Runner()
     _refused(lambda: block.do_set_block_device_read_only(roots, name, True, run=run), *words)
@@ -200,22 +217,26 @@ def test_fabric_devices_are_still_set_and_flushed(roots):
     run = Runner()
     for name in ("sdb", "sde", "dm-0", "nvme1n1", "sdg"):
         block.do_set_block_device_read_only(roots, name, True, run=run)
-    block.do_flush_block_device(roots, "dm-1", run=run)   # flushing a mounted map is harmless
-    assert [c[-1] for c in run.calls] == [roots.devfs(n) for n in
-                                          ("sdb", "sde", "dm-0", "nvme1n1", "sdg", "dm-1")]
+    block.do_flush_block_device(roots, "dm-1", run=run)  # flushing a mounted map is harmless
+    assert [c[-1] for c in run.calls] == [
+        roots.devfs(n) for n in ("sdb", "sde", "dm-0", "nvme1n1", "sdg", "dm-1")
+    ]
 
 
 # ------------------------------------------------------------------ multipath
-@pytest.mark.parametrize("op, arg, words", [
-    (multipath.do_flush_map, "mpathl", ("mpathl", "sdh")),
-    (multipath.do_flush_map, "1ATA_sdh", ("mpathl",)),              # by WWID
-    (multipath.do_flush_map, "mpathm", ("mpathm", "/srv/data")),
-    (multipath.do_resize_map, "mpathl", ("mpathl",)),
-    (multipath.do_add_path, "sda", ("sda", "ahci")),
-    (multipath.do_del_path, "sdh", ("sdh",)),
-    (multipath.do_del_path, "sdc", ("sdc", "/srv/data")),
-    (multipath.do_del_path, "nvme0n1", ("pcie",)),
-])
+@pytest.mark.parametrize(
+    "op, arg, words",
+    [
+        (multipath.do_flush_map, "mpathl", ("mpathl", "sdh")),
+        (multipath.do_flush_map, "1ATA_sdh", ("mpathl",)),  # by WWID
+        (multipath.do_flush_map, "mpathm", ("mpathm", "/srv/data")),
+        (multipath.do_resize_map, "mpathl", ("mpathl",)),
+        (multipath.do_add_path, "sda", ("sda", "ahci")),
+        (multipath.do_del_path, "sdh", ("sdh",)),
+        (multipath.do_del_path, "sdc", ("sdc", "/srv/data")),
+        (multipath.do_del_path, "nvme0n1", ("pcie",)),
+    ],
+)
 def test_map_operations_refuse_local_or_used_maps_and_paths(roots, op, arg, words):
     run = Runner()
     _refused(lambda: op(roots, arg, run=run), *words)
@@ -225,21 +246,28 @@ def test_map_operations_refuse_local_or_used_maps_and_paths(roots, op, arg, word
 def test_fabric_maps_and_paths_are_still_managed(roots):
     run = Runner()
     multipath.do_flush_map(roots, "mpatha", run=run)
-    multipath.do_resize_map(roots, "mpathm", run=run)      # extending a used volume is fine
+    multipath.do_resize_map(roots, "mpathm", run=run)  # extending a used volume is fine
     multipath.do_add_path(roots, "sdb", run=run)
     multipath.do_del_path(roots, "sde", run=run)
-    multipath.do_flush_map(roots, "mpath-gone", run=run)   # no such map: multipath says so
-    assert run.calls == [["multipath", "-f", "mpatha"], ["multipathd", "resize", "map", "mpathm"],
-                         ["multipathd", "add", "path", "sdb"], ["multipathd", "del", "path", "sde"],
-                         ["multipath", "-f", "mpath-gone"]]
+    multipath.do_flush_map(roots, "mpath-gone", run=run)  # no such map: multipath says so
+    assert run.calls == [
+        ["multipath", "-f", "mpatha"],
+        ["multipathd", "resize", "map", "mpathm"],
+        ["multipathd", "add", "path", "sdb"],
+        ["multipathd", "del", "path", "sde"],
+        ["multipath", "-f", "mpath-gone"],
+    ]
 
 
 # ------------------------------------------------------------------ iSCSI
-@pytest.mark.parametrize("iqn, portal, words", [
-    (BOOT_IQN, BOOT_PORTAL, ("boot target",)),
-    (BOOT_IQN, "boot.example.net:3260", ("boot target",)),   # a host name hides no address
-    (DATA_IQN, DATA_PORTAL, ("session2", "/srv/data", "swap")),
-])
+@pytest.mark.parametrize(
+    "iqn, portal, words",
+    [
+        (BOOT_IQN, BOOT_PORTAL, ("boot target",)),
+        (BOOT_IQN, "boot.example.net:3260", ("boot target",)),  # a host name hides no address
+        (DATA_IQN, DATA_PORTAL, ("session2", "/srv/data", "swap")),
+    ],
+)
 def test_logout_and_delete_refuse_boot_and_used_sessions(roots, iqn, portal, words):
     run = Runner()
     for op in (iscsi.do_node_logout, iscsi.do_node_delete):
@@ -256,9 +284,14 @@ def test_free_sessions_and_records_are_still_released(roots):
 
 
 # ------------------------------------------------------------------ NVMe
-@pytest.mark.parametrize("ctrl, words", [
-    ("nvme0", ("pcie",)), ("nvme2", (FOREIGN,)), ("nvme3", ("/var/lib/mounted",)),
-])
+@pytest.mark.parametrize(
+    "ctrl, words",
+    [
+        ("nvme0", ("pcie",)),
+        ("nvme2", (FOREIGN,)),
+        ("nvme3", ("/var/lib/mounted",)),
+    ],
+)
 def test_disconnect_refuses_local_foreign_and_used_controllers(roots, ctrl, words):
     _refused(lambda: nvme.do_disconnect(roots, ctrl), ctrl, *words)
     if ctrl != "nvme0":
@@ -282,36 +315,46 @@ class Fabrics:
         return "instance=5,cntlid=1\n"
 
 
-@pytest.mark.parametrize("identity", [dict(hostnqn=FOREIGN), dict(hostid=FOREIGN_ID),
-                                      dict(hostnqn=HOSTNQN, hostid=FOREIGN_ID)])
+@pytest.mark.parametrize(
+    "identity",
+    [dict(hostnqn=FOREIGN), dict(hostid=FOREIGN_ID), dict(hostnqn=HOSTNQN, hostid=FOREIGN_ID)],
+)
 def test_connect_refuses_another_hosts_identity(roots, identity):
     io = Fabrics()
-    _refused(lambda: nvme.do_connect(roots, "tcp", "192.0.2.30", 4420, SUBSYS, io=io,
-                                     **identity), "this host's")
+    _refused(
+        lambda: nvme.do_connect(roots, "tcp", "192.0.2.30", 4420, SUBSYS, io=io, **identity),
+        "this host's",
+    )
     assert io.writes == []
 
 
 def test_connect_with_this_hosts_identity(roots):
     io = Fabrics()
-    res = nvme.do_connect(roots, "tcp", "192.0.2.30", 4420, SUBSYS, hostnqn=HOSTNQN,
-                          hostid=HOSTID.upper(), io=io)
+    res = nvme.do_connect(
+        roots, "tcp", "192.0.2.30", 4420, SUBSYS, hostnqn=HOSTNQN, hostid=HOSTID.upper(), io=io
+    )
     assert res["controller"] == "nvme5" and f"hostnqn={HOSTNQN}" in io.writes[0]
 
 
 def test_connect_refuses_any_identity_on_a_host_without_one(roots):
     os.unlink(roots.etcfs("nvme", "hostnqn"))
     io = Fabrics()
-    _refused(lambda: nvme.do_connect(roots, "tcp", "192.0.2.30", 4420, SUBSYS, io=io,
-                                     hostnqn=HOSTNQN), "not set")
+    _refused(
+        lambda: nvme.do_connect(roots, "tcp", "192.0.2.30", 4420, SUBSYS, io=io, hostnqn=HOSTNQN),
+        "not set",
+    )
     assert io.writes == []
 
 
 # ------------------------------------------------------------------ md
-@pytest.mark.parametrize("members, words", [
-    (["nvme1n1", "nvme0n1"], ("nvme0n1", "pcie")),
-    (["nvme1n1", "nvme2n1"], ("nvme2n1", FOREIGN)),
-    (["nvme1n1", "nvme3n1"], ("nvme3n1", "/var/lib/mounted")),
-])
+@pytest.mark.parametrize(
+    "members, words",
+    [
+        (["nvme1n1", "nvme0n1"], ("nvme0n1", "pcie")),
+        (["nvme1n1", "nvme2n1"], ("nvme2n1", FOREIGN)),
+        (["nvme1n1", "nvme3n1"], ("nvme3n1", "/var/lib/mounted")),
+    ],
+)
 def test_raid_create_refuses_local_foreign_and_used_members(roots, members, words):
     run = Runner()
     _refused(lambda: md.do_create_or_assemble_raid1(roots, "vol-2", members, run=run), *words)
@@ -328,8 +371,9 @@ def test_fabric_raids_are_still_created_and_stopped(roots, fh):
     run = Runner()
     for member, array in (("nvme1n1", "md126"), ("nvme1n1", "md127"), ("nvme4n1", "md126")):
         os.unlink(fh.p(f"sys/class/block/{member}/holders/{array}"))
-    assert md.do_create_or_assemble_raid1(roots, "vol-2", ["nvme1n1", "nvme4n1"],
-                                          run=run) == "created"
+    assert (
+        md.do_create_or_assemble_raid1(roots, "vol-2", ["nvme1n1", "nvme4n1"], run=run) == "created"
+    )
     md.do_stop_raid(roots, "vol-1", run=run)
     assert run.calls[-1] == ["mdadm", "--stop", os.path.realpath(roots.devfs("md126"))]
 
@@ -338,6 +382,6 @@ def test_fabric_raids_are_still_created_and_stopped(roots, fh):
 def test_not_owned_is_an_invalid_argument_rebuilt_intact_from_its_args(roots):
     err = _refused(lambda: scsi.do_delete_scsi_device(roots, "0:0:0:0"))
     assert isinstance(err, InvalidArgument)
-    rebuilt = type(err)(*err.args)          # what oslo.privsep does on the client side
+    rebuilt = type(err)(*err.args)  # what oslo.privsep does on the client side
     assert type(rebuilt) is NotOwned and str(rebuilt) == str(err)
     assert (rebuilt.obj, rebuilt.reason) == (err.obj, err.reason)

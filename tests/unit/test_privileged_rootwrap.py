@@ -13,8 +13,9 @@ import pytest
 
 from brick_agent import privileged
 
-FILTERS = os.path.join(os.path.dirname(__file__), "..", "..", "etc", "brick_agent",
-                       "rootwrap.d", "privsep.filters")
+FILTERS = os.path.join(
+    os.path.dirname(__file__), "..", "..", "etc", "brick_agent", "rootwrap.d", "privsep.filters"
+)
 
 
 def _filters():
@@ -32,7 +33,8 @@ def _admitted(argv):
     """oslo.rootwrap RegExpFilter semantics: same length, each arg fully matches."""
     for patterns in _filters():
         if len(patterns) == len(argv) and all(
-                re.match(p + "$", a) for p, a in zip(patterns, argv, strict=True)):
+            re.match(p + "$", a) for p, a in zip(patterns, argv, strict=True)
+        ):
             return True
     return False
 
@@ -41,11 +43,16 @@ def _helper_argv(conf_files):
     # what a parsed ConfigOpts holds after reading ``conf_files``
     conf = types.SimpleNamespace(
         brick_agent=types.SimpleNamespace(privsep_helper_command="privsep-helper"),
-        config_file=conf_files)
+        config_file=conf_files,
+    )
     sock = os.path.join(tempfile.mkdtemp(dir="/tmp"), "privsep.sock")
     os.rmdir(os.path.dirname(sock))
     return shlex.split(privileged.helper_command(conf)) + [
-        "--privsep_context", privileged.default.pypath, "--privsep_sock_path", sock]
+        "--privsep_context",
+        privileged.default.pypath,
+        "--privsep_sock_path",
+        sock,
+    ]
 
 
 @pytest.mark.parametrize("files", [[], ["/etc/brick_agent/brick_agent.conf"]])
@@ -53,19 +60,51 @@ def test_filter_admits_our_helper(files):
     assert _admitted(_helper_argv(files))
 
 
-@pytest.mark.parametrize("argv", [
-    ["privsep-helper", "--privsep_context", "os_brick.privileged.default",
-     "--privsep_sock_path", "/tmp/tmpabc123/privsep.sock"],
-    ["privsep-helper", "--config-file", "/etc/shadow", "--privsep_context",
-     "brick_agent.privileged.default", "--privsep_sock_path", "/tmp/tmpabc/privsep.sock"],
-    ["privsep-helper", "--config-file", "/etc/brick_agent/../../root/x.conf",
-     "--privsep_context", "brick_agent.privileged.default", "--privsep_sock_path",
-     "/tmp/tmpabc/privsep.sock"],
-    ["privsep-helper", "--privsep_context", "brick_agent.privileged.default",
-     "--privsep_sock_path", "/tmp/../etc/privsep.sock"],
-    ["privsep-helper", "--privsep_context", "brick_agent.privileged.default",
-     "--privsep_sock_path", "/tmp/tmpabc/privsep.sock", "--debug"],
-    ["sh", "-c", "id"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [
+            "privsep-helper",
+            "--privsep_context",
+            "os_brick.privileged.default",
+            "--privsep_sock_path",
+            "/tmp/tmpabc123/privsep.sock",
+        ],
+        [
+            "privsep-helper",
+            "--config-file",
+            "/etc/shadow",
+            "--privsep_context",
+            "brick_agent.privileged.default",
+            "--privsep_sock_path",
+            "/tmp/tmpabc/privsep.sock",
+        ],
+        [
+            "privsep-helper",
+            "--config-file",
+            "/etc/brick_agent/../../root/x.conf",
+            "--privsep_context",
+            "brick_agent.privileged.default",
+            "--privsep_sock_path",
+            "/tmp/tmpabc/privsep.sock",
+        ],
+        [
+            "privsep-helper",
+            "--privsep_context",
+            "brick_agent.privileged.default",
+            "--privsep_sock_path",
+            "/tmp/../etc/privsep.sock",
+        ],
+        [
+            "privsep-helper",
+            "--privsep_context",
+            "brick_agent.privileged.default",
+            "--privsep_sock_path",
+            "/tmp/tmpabc/privsep.sock",
+            "--debug",
+        ],
+        ["sh", "-c", "id"],
+    ],
+)
 def test_filter_refuses_anything_else(argv):
     assert not _admitted(argv)

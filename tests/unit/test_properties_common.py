@@ -5,19 +5,32 @@ from __future__ import annotations
 import pytest
 
 from brick_agent.errors import InvalidConnectionProperties
-from brick_agent.properties import (AddressingMode, FcProperties, IscsiProperties,
-                                    NvmeofProperties, max_lun, parse_properties, scsi_lun)
+from brick_agent.properties import (
+    AddressingMode,
+    FcProperties,
+    IscsiProperties,
+    NvmeofProperties,
+    max_lun,
+    parse_properties,
+    scsi_lun,
+)
 from brick_agent.properties._checks import shown
 from tests.unit.test_properties_support import LVM_LIO_ISCSI, LVM_NVMET, PURE_FC
 
 
-@pytest.mark.parametrize("name,cls,props", [
-    ("ISCSI", IscsiProperties, LVM_LIO_ISCSI), ("iscsi", IscsiProperties, LVM_LIO_ISCSI),
-    ("NVMEOF", NvmeofProperties, LVM_NVMET), ("nvme", NvmeofProperties, LVM_NVMET),
-    ("NVMeoF", NvmeofProperties, LVM_NVMET),
-    ("FIBRE_CHANNEL", FcProperties, PURE_FC), ("fc", FcProperties, PURE_FC),
-    ("fibre_channel", FcProperties, PURE_FC),
-])
+@pytest.mark.parametrize(
+    "name,cls,props",
+    [
+        ("ISCSI", IscsiProperties, LVM_LIO_ISCSI),
+        ("iscsi", IscsiProperties, LVM_LIO_ISCSI),
+        ("NVMEOF", NvmeofProperties, LVM_NVMET),
+        ("nvme", NvmeofProperties, LVM_NVMET),
+        ("NVMeoF", NvmeofProperties, LVM_NVMET),
+        ("FIBRE_CHANNEL", FcProperties, PURE_FC),
+        ("fc", FcProperties, PURE_FC),
+        ("fibre_channel", FcProperties, PURE_FC),
+    ],
+)
 def test_parse_properties_dispatch(name, cls, props):
     assert isinstance(parse_properties(name, props), cls)
 
@@ -41,7 +54,7 @@ def test_addressing_table():
     assert [scsi_lun(n, "transparent") for n in (0, 256)] == [0, 256]
     assert [scsi_lun(n, "SAM2") for n in (0, 255, 256, 16383)] == [0, 255, 16640, 32767]
     assert [scsi_lun(n, AddressingMode.SAM3_FLAT) for n in (0, 255, 256)] == [16384, 16639, 16640]
-    assert max_lun(AddressingMode.SAM) == 2 ** 64 - 1
+    assert max_lun(AddressingMode.SAM) == 2**64 - 1
     assert max_lun(AddressingMode.SAM2) == max_lun(AddressingMode.SAM3_FLAT) == 16383
     with pytest.raises(ValueError):
         scsi_lun(16384, "SAM3-flat")

@@ -7,10 +7,8 @@ import json
 
 import pytest
 
-from brick_agent.properties import (AddressingMode, FcProperties, FcTarget, normalize_wwpn,
-                                    parse_fc)
-from tests.unit.test_properties_support import (DROP, POWERMAX_FC, PURE_FC, VOL, invalid,
-                                                with_)
+from brick_agent.properties import AddressingMode, FcProperties, FcTarget, normalize_wwpn, parse_fc
+from tests.unit.test_properties_support import DROP, POWERMAX_FC, PURE_FC, VOL, invalid, with_
 
 W1, W2 = "524a937df33e2001", "524a937df33e2011"
 I1, I2 = "21000024ff3c1e10", "21000024ff3c1e11"
@@ -82,16 +80,25 @@ def test_scsi_lun_and_to_dict():
     assert data["targets"][0] == {"wwpn": W1, "lun": 256}
 
 
-@pytest.mark.parametrize("text,want", [
-    ("524A937DF33E2001", W1), ("0x524a937df33e2001", W1), ("52:4a:93:7d:f3:3e:20:01", W1),
-    ("0X52:4A:93:7D:F3:3E:20:01", W1), ("524a937df33e200", None), ("52-4a-93-7d-f3-3e-20-01", None),
-    ("524a:937df33e2001", None), (5, None),
-])
+@pytest.mark.parametrize(
+    "text,want",
+    [
+        ("524A937DF33E2001", W1),
+        ("0x524a937df33e2001", W1),
+        ("52:4a:93:7d:f3:3e:20:01", W1),
+        ("0X52:4A:93:7D:F3:3E:20:01", W1),
+        ("524a937df33e200", None),
+        ("52-4a-93-7d-f3-3e-20-01", None),
+        ("524a:937df33e2001", None),
+        (5, None),
+    ],
+)
 def test_normalize_wwpn(text, want):
     assert normalize_wwpn(text) == want
 
 
 # ---------------------------------------------------------------- rejections
+
 
 def test_missing_keys():
     invalid(parse_fc, {"target_lun": 1}, "target_wwn")
@@ -99,16 +106,19 @@ def test_missing_keys():
     invalid(parse_fc, 7, "<properties>")
 
 
-@pytest.mark.parametrize("value,key", [
-    ("524a937df33e200", "target_wwn"),
-    ("524a937df33e2001;id", "target_wwn"),
-    ("0000000000000000", "target_wwn"),
-    ([W1, "zz4a937df33e2001"], "target_wwn[1]"),
-    ([], "target_wwn"),
-    (12345, "target_wwn"),
-    ([W1, 5], "target_wwn[1]"),
-    ({"a": W1}, "target_wwn"),
-])
+@pytest.mark.parametrize(
+    "value,key",
+    [
+        ("524a937df33e200", "target_wwn"),
+        ("524a937df33e2001;id", "target_wwn"),
+        ("0000000000000000", "target_wwn"),
+        ([W1, "zz4a937df33e2001"], "target_wwn[1]"),
+        ([], "target_wwn"),
+        (12345, "target_wwn"),
+        ([W1, 5], "target_wwn[1]"),
+        ({"a": W1}, "target_wwn"),
+    ],
+)
 def test_bad_wwns(value, key):
     invalid(parse_fc, {"target_wwn": value, "target_lun": 1}, key)
 
@@ -118,36 +128,42 @@ def test_bad_target_wwns_list():
     invalid(parse_fc, {"target_wwns": [W1] * 300, "target_lun": 1}, "target_wwns")
 
 
-@pytest.mark.parametrize("changes,key", [
-    ({"target_lun": -1}, "target_lun"),
-    ({"target_lun": True}, "target_lun"),
-    ({"target_lun": "1"}, "target_lun"),
-    ({"target_lun": 16384}, "target_lun"),            # SAM2 in PURE_FC
-    ({"target_luns": [1, 2, 3]}, "target_luns"),      # 3 LUNs for 2 WWPNs
-    ({"target_luns": [1, False]}, "target_luns[1]"),
-    ({"target_luns": 1}, "target_luns"),
-    ({"addressing_mode": "flat"}, "addressing_mode"),
-    ({"enable_wildcard_scan": "false"}, "enable_wildcard_scan"),
-    ({"enable_wildcard_scan": 0}, "enable_wildcard_scan"),
-    ({"access_mode": "w"}, "access_mode"),
-    ({"device_path": "relative/path"}, "device_path"),
-])
+@pytest.mark.parametrize(
+    "changes,key",
+    [
+        ({"target_lun": -1}, "target_lun"),
+        ({"target_lun": True}, "target_lun"),
+        ({"target_lun": "1"}, "target_lun"),
+        ({"target_lun": 16384}, "target_lun"),  # SAM2 in PURE_FC
+        ({"target_luns": [1, 2, 3]}, "target_luns"),  # 3 LUNs for 2 WWPNs
+        ({"target_luns": [1, False]}, "target_luns[1]"),
+        ({"target_luns": 1}, "target_luns"),
+        ({"addressing_mode": "flat"}, "addressing_mode"),
+        ({"enable_wildcard_scan": "false"}, "enable_wildcard_scan"),
+        ({"enable_wildcard_scan": 0}, "enable_wildcard_scan"),
+        ({"access_mode": "w"}, "access_mode"),
+        ({"device_path": "relative/path"}, "device_path"),
+    ],
+)
 def test_bad_values(changes, key):
     invalid(parse_fc, with_(PURE_FC, **changes), key)
 
 
 def test_sam_allows_64_bit_lun():
-    props = parse_fc(with_(PURE_FC, addressing_mode=DROP, target_lun=2 ** 40))
-    assert props.targets[0].lun == 2 ** 40
+    props = parse_fc(with_(PURE_FC, addressing_mode=DROP, target_lun=2**40))
+    assert props.targets[0].lun == 2**40
 
 
-@pytest.mark.parametrize("itmap,key", [
-    ([I1, W1], "initiator_target_map"),
-    ({I1: W1, 5: [W1]}, "initiator_target_map"),
-    ({"not-a-wwpn": [W1]}, "initiator_target_map['not-a-wwpn']"),
-    ({I1: ["bad"]}, f"initiator_target_map.{I1}[0]"),
-    ({I1: []}, f"initiator_target_map.{I1}"),
-    ({I1: 7}, f"initiator_target_map.{I1}"),
-])
+@pytest.mark.parametrize(
+    "itmap,key",
+    [
+        ([I1, W1], "initiator_target_map"),
+        ({I1: W1, 5: [W1]}, "initiator_target_map"),
+        ({"not-a-wwpn": [W1]}, "initiator_target_map['not-a-wwpn']"),
+        ({I1: ["bad"]}, f"initiator_target_map.{I1}[0]"),
+        ({I1: []}, f"initiator_target_map.{I1}"),
+        ({I1: 7}, f"initiator_target_map.{I1}"),
+    ],
+)
 def test_bad_initiator_target_map(itmap, key):
     invalid(parse_fc, with_(PURE_FC, initiator_target_map=itmap), key)

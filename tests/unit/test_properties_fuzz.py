@@ -17,40 +17,109 @@ from hypothesis import strategies as st
 
 from brick_agent.errors import InvalidConnectionProperties
 from brick_agent.properties import parse_fc, parse_iscsi, parse_nvmeof
-from tests.unit.test_properties_support import (DISC_SECRET, LVM_LIO_ISCSI, LVM_NVMET,
-                                                NETAPP_ISCSI, POWERMAX_FC, POWERSTORE_NVME,
-                                                PURE_FC, PURE_ISCSI, PURE_NVME, REPLICATED_NVME,
-                                                SECRET, SPDK_OLD_NVME)
+from tests.unit.test_properties_support import (
+    DISC_SECRET,
+    LVM_LIO_ISCSI,
+    LVM_NVMET,
+    NETAPP_ISCSI,
+    POWERMAX_FC,
+    POWERSTORE_NVME,
+    PURE_FC,
+    PURE_ISCSI,
+    PURE_NVME,
+    REPLICATED_NVME,
+    SECRET,
+    SPDK_OLD_NVME,
+)
 
 # BRICK_FUZZ_EXAMPLES=5000 for a long run; the default keeps the unit suite fast.
-FUZZ = settings(max_examples=int(os.environ.get("BRICK_FUZZ_EXAMPLES", "100")), deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=int(os.environ.get("BRICK_FUZZ_EXAMPLES", "100")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
-KNOWN_KEYS = sorted({k for d in (LVM_LIO_ISCSI, NETAPP_ISCSI, PURE_ISCSI, LVM_NVMET, PURE_NVME,
-                                 POWERSTORE_NVME, REPLICATED_NVME, SPDK_OLD_NVME, PURE_FC,
-                                 POWERMAX_FC) for k in d}
-                    | {"discovery_auth_method", "discovery_auth_username",
-                       "discovery_auth_password", "device_path", "target_wwns", "address",
-                       "port", "transport", "replica_count"})
-NASTY = ["", " ", "-", ";", "$(id)", "\x00", "\n", "é", "[", "]", ":", "0x", "%", ",", "=",
-         "../", "A" * 300]
+KNOWN_KEYS = sorted(
+    {
+        k
+        for d in (
+            LVM_LIO_ISCSI,
+            NETAPP_ISCSI,
+            PURE_ISCSI,
+            LVM_NVMET,
+            PURE_NVME,
+            POWERSTORE_NVME,
+            REPLICATED_NVME,
+            SPDK_OLD_NVME,
+            PURE_FC,
+            POWERMAX_FC,
+        )
+        for k in d
+    }
+    | {
+        "discovery_auth_method",
+        "discovery_auth_username",
+        "discovery_auth_password",
+        "device_path",
+        "target_wwns",
+        "address",
+        "port",
+        "transport",
+        "replica_count",
+    }
+)
+NASTY = [
+    "",
+    " ",
+    "-",
+    ";",
+    "$(id)",
+    "\x00",
+    "\n",
+    "é",
+    "[",
+    "]",
+    ":",
+    "0x",
+    "%",
+    ",",
+    "=",
+    "../",
+    "A" * 300,
+]
 
-scalars = (st.none() | st.booleans()
-           | st.integers(min_value=-(2 ** 70), max_value=2 ** 70)
-           | st.floats(allow_nan=False)
-           | st.text(max_size=40) | st.sampled_from(NASTY))
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=40)
+    | st.sampled_from(NASTY)
+)
 keys = st.sampled_from(KNOWN_KEYS) | st.text(max_size=12) | st.integers(-3, 3)
 json_like = st.recursive(
     scalars,
-    lambda inner: (st.lists(inner, max_size=4) | st.tuples(inner, inner, inner)
-                   | st.dictionaries(keys, inner, max_size=4)),
-    max_leaves=20)
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.tuples(inner, inner, inner)
+        | st.dictionaries(keys, inner, max_size=4)
+    ),
+    max_leaves=20,
+)
 
 PARSERS = {"iscsi": parse_iscsi, "nvmeof": parse_nvmeof, "fc": parse_fc}
 EXAMPLES = {
-    "iscsi": [LVM_LIO_ISCSI, NETAPP_ISCSI, PURE_ISCSI,
-              {**LVM_LIO_ISCSI, "discovery_auth_method": "CHAP",
-               "discovery_auth_username": "d", "discovery_auth_password": DISC_SECRET}],
+    "iscsi": [
+        LVM_LIO_ISCSI,
+        NETAPP_ISCSI,
+        PURE_ISCSI,
+        {
+            **LVM_LIO_ISCSI,
+            "discovery_auth_method": "CHAP",
+            "discovery_auth_username": "d",
+            "discovery_auth_password": DISC_SECRET,
+        },
+    ],
     "nvmeof": [LVM_NVMET, PURE_NVME, POWERSTORE_NVME, REPLICATED_NVME, SPDK_OLD_NVME],
     "fc": [PURE_FC, POWERMAX_FC],
 }
@@ -129,8 +198,9 @@ def _check(protocol: str, props: Any) -> None:
 
 
 @FUZZ
-@given(protocol=st.sampled_from(sorted(PARSERS)), props=st.dictionaries(keys, json_like,
-                                                                          max_size=8))
+@given(
+    protocol=st.sampled_from(sorted(PARSERS)), props=st.dictionaries(keys, json_like, max_size=8)
+)
 def test_arbitrary_dicts(protocol, props):
     _check(protocol, props)
 

@@ -92,12 +92,16 @@ REPLICATED_NVME = {
     "alias": f"md_{VOL}",
     "replica_count": 2,
     "volume_replicas": [
-        {"target_nqn": "nqn.2020-01.com.example:sub-a",
-         "vol_uuid": "11111111-2222-4333-8444-555555555555",
-         "portals": [("10.1.0.1", "4420", "tcp")]},
-        {"target_nqn": "nqn.2020-01.com.example:sub-b",
-         "vol_uuid": "66666666-7777-4888-9999-aaaaaaaaaaaa",
-         "portals": [("10.1.0.2", "4420", "tcp")]},
+        {
+            "target_nqn": "nqn.2020-01.com.example:sub-a",
+            "vol_uuid": "11111111-2222-4333-8444-555555555555",
+            "portals": [("10.1.0.1", "4420", "tcp")],
+        },
+        {
+            "target_nqn": "nqn.2020-01.com.example:sub-b",
+            "vol_uuid": "66666666-7777-4888-9999-aaaaaaaaaaaa",
+            "portals": [("10.1.0.2", "4420", "tcp")],
+        },
     ],
 }
 
@@ -133,8 +137,9 @@ POWERMAX_FC = {
 }
 
 
-def invalid(parse: Callable[..., Any], props: Any, key: str, *secrets: str,
-            **kw: Any) -> InvalidConnectionProperties:
+def invalid(
+    parse: Callable[..., Any], props: Any, key: str, *secrets: str, **kw: Any
+) -> InvalidConnectionProperties:
     """Assert ``parse(props)`` raises for ``key``; input unchanged; no secret leaked."""
     before = copy.deepcopy(props)
     with pytest.raises(InvalidConnectionProperties) as info:

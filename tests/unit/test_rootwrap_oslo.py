@@ -21,16 +21,20 @@ from oslo_rootwrap import filters, wrapper
 
 from tests.unit.test_privileged_rootwrap import _helper_argv
 
-FILTERS_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "etc", "brick_agent",
-                           "rootwrap.d")
+FILTERS_DIR = os.path.join(
+    os.path.dirname(__file__), "..", "..", "etc", "brick_agent", "rootwrap.d"
+)
 #: privsep-helper is installed beside this Python (oslo.privsep's console script).
 EXEC_DIRS = [os.path.dirname(sys.executable)]
 
 
 def _our_filters() -> list:
     """oslo.rootwrap's parse of our filter files, minus its implicit privsep-helper entry."""
-    return [f for f in wrapper.load_filters([FILTERS_DIR])
-            if not (type(f) is filters.CommandFilter and f.name == "privsep-helper")]
+    return [
+        f
+        for f in wrapper.load_filters([FILTERS_DIR])
+        if not (type(f) is filters.CommandFilter and f.name == "privsep-helper")
+    ]
 
 
 def _matches(argv: list[str]) -> bool:
@@ -42,45 +46,100 @@ def _matches(argv: list[str]) -> bool:
     return True
 
 
-@pytest.mark.parametrize("files", [
-    [],
-    ["/etc/brick_agent/brick_agent.conf"],
-    ["/etc/nova/nova.conf", "/etc/brick_agent/brick_agent.conf"],
-    ["/etc/nova/nova.conf", "/etc/nova/nova-compute.conf",
-     "/etc/brick_agent/brick_agent.conf"],
-    ["/etc/cinder/cinder.conf", "/etc/cinder/cinder-volume.conf",
-     "/etc/brick_agent/brick_agent.conf", "/etc/brick_agent/local.conf"],
-])
+@pytest.mark.parametrize(
+    "files",
+    [
+        [],
+        ["/etc/brick_agent/brick_agent.conf"],
+        ["/etc/nova/nova.conf", "/etc/brick_agent/brick_agent.conf"],
+        ["/etc/nova/nova.conf", "/etc/nova/nova-compute.conf", "/etc/brick_agent/brick_agent.conf"],
+        [
+            "/etc/cinder/cinder.conf",
+            "/etc/cinder/cinder-volume.conf",
+            "/etc/brick_agent/brick_agent.conf",
+            "/etc/brick_agent/local.conf",
+        ],
+    ],
+)
 def test_oslo_rootwrap_admits_the_helper_with_every_config_file(files):
     assert _matches(_helper_argv(files))
 
 
-@pytest.mark.parametrize("argv", [
-    ["privsep-helper", "--config-file", "/etc/nova/nova.conf", "--config-file",
-     "/etc/shadow", "--privsep_context", "brick_agent.privileged.default",
-     "--privsep_sock_path", "/tmp/tmpabc/privsep.sock"],
-    ["privsep-helper", "--config-file", "/etc/nova/../shadow.conf",
-     "--privsep_context", "brick_agent.privileged.default",
-     "--privsep_sock_path", "/tmp/tmpabc/privsep.sock"],
-    ["privsep-helper", "--config-file", "/etc/nova/nova.conf", "--config-file",
-     "/tmp/evil.conf", "--privsep_context", "brick_agent.privileged.default",
-     "--privsep_sock_path", "/tmp/tmpabc/privsep.sock"],
-    ["privsep-helper", "--config-file", "/etc/nova/nova.conf",
-     "--privsep_context", "os_brick.privileged.default",
-     "--privsep_sock_path", "/tmp/tmpabc/privsep.sock"],
-    ["privsep-helper", "--config-file", "/etc/nova/nova.conf", "--config-file",
-     "/etc/nova/nova.conf", "--config-file", "/etc/nova/nova.conf", "--config-file",
-     "/etc/nova/nova.conf", "--config-file", "/etc/nova/nova.conf",
-     "--privsep_context", "brick_agent.privileged.default",
-     "--privsep_sock_path", "/tmp/tmpabc/privsep.sock", "--debug"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [
+            "privsep-helper",
+            "--config-file",
+            "/etc/nova/nova.conf",
+            "--config-file",
+            "/etc/shadow",
+            "--privsep_context",
+            "brick_agent.privileged.default",
+            "--privsep_sock_path",
+            "/tmp/tmpabc/privsep.sock",
+        ],
+        [
+            "privsep-helper",
+            "--config-file",
+            "/etc/nova/../shadow.conf",
+            "--privsep_context",
+            "brick_agent.privileged.default",
+            "--privsep_sock_path",
+            "/tmp/tmpabc/privsep.sock",
+        ],
+        [
+            "privsep-helper",
+            "--config-file",
+            "/etc/nova/nova.conf",
+            "--config-file",
+            "/tmp/evil.conf",
+            "--privsep_context",
+            "brick_agent.privileged.default",
+            "--privsep_sock_path",
+            "/tmp/tmpabc/privsep.sock",
+        ],
+        [
+            "privsep-helper",
+            "--config-file",
+            "/etc/nova/nova.conf",
+            "--privsep_context",
+            "os_brick.privileged.default",
+            "--privsep_sock_path",
+            "/tmp/tmpabc/privsep.sock",
+        ],
+        [
+            "privsep-helper",
+            "--config-file",
+            "/etc/nova/nova.conf",
+            "--config-file",
+            "/etc/nova/nova.conf",
+            "--config-file",
+            "/etc/nova/nova.conf",
+            "--config-file",
+            "/etc/nova/nova.conf",
+            "--config-file",
+            "/etc/nova/nova.conf",
+            "--privsep_context",
+            "brick_agent.privileged.default",
+            "--privsep_sock_path",
+            "/tmp/tmpabc/privsep.sock",
+            "--debug",
+        ],
+    ],
+)
 def test_oslo_rootwrap_refuses_anything_else(argv):
     assert not _matches(argv)
 
 
 def test_oslo_rootwrap_always_admits_privsep_helper_itself():
     everything = wrapper.load_filters([FILTERS_DIR])
-    argv = ["privsep-helper", "--privsep_context", "os_brick.privileged.default",
-            "--privsep_sock_path", "/tmp/tmpabc/privsep.sock"]
+    argv = [
+        "privsep-helper",
+        "--privsep_context",
+        "os_brick.privileged.default",
+        "--privsep_sock_path",
+        "/tmp/tmpabc/privsep.sock",
+    ]
     assert wrapper.match_filter(everything, argv, exec_dirs=EXEC_DIRS).name == "privsep-helper"
     assert len(everything) == len(_our_filters()) + 1

@@ -34,7 +34,7 @@ from client import Worker, WorkerTimeout
 from host import cpu_times, udev_settle
 
 TOOLS = ("ours", "osbrick")
-FAIL_CAP = 60.0          # seconds: a failure attempt still running then is reported as "> cap"
+FAIL_CAP = 60.0  # seconds: a failure attempt still running then is reported as "> cap"
 ROWS: list[dict[str, Any]] = []
 LEFT: dict[str, dict[str, list[str]]] = {}
 
@@ -88,29 +88,58 @@ def latency(workers: dict[str, Worker], n: int) -> None:
         portals = ["127.0.0.1:3260"]
         props = {"target_portal": portals[0], "target_iqn": t.iqn, "target_lun": 0}
 
-        _latency_rounds(workers, n, "ISCSI", "iSCSI", "iSCSI single-path", props,
-                        (lambda: bi.timed(bi.floor_attach, t, portals),
-                         lambda: bi.timed(bi.floor_detach, t, portals)))
+        _latency_rounds(
+            workers,
+            n,
+            "ISCSI",
+            "iSCSI",
+            "iSCSI single-path",
+            props,
+            (
+                lambda: bi.timed(bi.floor_attach, t, portals),
+                lambda: bi.timed(bi.floor_detach, t, portals),
+            ),
+        )
 
     with NvmetSubsystem(namespaces=1, ns_size=1 << 20) as sub:
         ns = sub.namespaces[1]
-        props = {"target_nqn": sub.nqn, "vol_uuid": ns.uuid, "ns_id": 1,
-                 "portals": [["127.0.0.1", 4420, "tcp"]]}
-        env = {"NQN": sub.nqn, "UUID": ns.uuid,
-               "HOSTNQN": open("/etc/nvme/hostnqn").read().strip(),
-               "HOSTID": open("/etc/nvme/hostid").read().strip()}
+        props = {
+            "target_nqn": sub.nqn,
+            "vol_uuid": ns.uuid,
+            "ns_id": 1,
+            "portals": [["127.0.0.1", 4420, "tcp"]],
+        }
+        env = {
+            "NQN": sub.nqn,
+            "UUID": ns.uuid,
+            "HOSTNQN": open("/etc/nvme/hostnqn").read().strip(),
+            "HOSTID": open("/etc/nvme/hostid").read().strip(),
+        }
 
         def elapsed(script: str) -> float:
             start, end = bn._bash(script, env)[:2]
             return float(end) - float(start)
 
-        _latency_rounds(workers, n, "NVME", "NVMe", "NVMe/TCP", props,
-                        (lambda: elapsed(bn.FLOOR_ATTACH), lambda: elapsed(bn.FLOOR_DETACH)))
+        _latency_rounds(
+            workers,
+            n,
+            "NVME",
+            "NVMe",
+            "NVMe/TCP",
+            props,
+            (lambda: elapsed(bn.FLOOR_ATTACH), lambda: elapsed(bn.FLOOR_DETACH)),
+        )
 
 
-def _latency_rounds(workers: dict[str, Worker], n: int, protocol: str, name: str, label: str,
-                    props: dict[str, Any],
-                    floor: tuple[Callable[[], float], Callable[[], float]]) -> None:
+def _latency_rounds(
+    workers: dict[str, Worker],
+    n: int,
+    protocol: str,
+    name: str,
+    label: str,
+    props: dict[str, Any],
+    floor: tuple[Callable[[], float], Callable[[], float]],
+) -> None:
     """One warm-up round then ``n`` rounds of floor/ours/os-brick attach+detach (the order
     rotated so no one always goes first); records the latency rows of ``label``.
 
@@ -119,23 +148,30 @@ def _latency_rounds(workers: dict[str, Worker], n: int, protocol: str, name: str
     finished the new disk (ours returns the kernel's /dev/sdX at once) would otherwise
     hand udev's tail of the attach to the detach, which must wait for udev's "remove"
     event queued behind it.  Attach times are unchanged by this."""
-    samples: dict[str, list[float]] = {f"{w}_{op}": [] for w in ("floor",) + TOOLS
-                                       for op in ("attach", "detach")}
+    samples: dict[str, list[float]] = {
+        f"{w}_{op}": [] for w in ("floor",) + TOOLS for op in ("attach", "detach")
+    }
     before = lo.snapshot()
-    for i in range(n + 1):                   # round 0 = warm-up, not recorded
+    for i in range(n + 1):  # round 0 = warm-up, not recorded
         order = ["floor", *TOOLS]
-        order = order[i % 3:] + order[:i % 3]
+        order = order[i % 3 :] + order[: i % 3]
         for who in order:
             if who == "floor":
                 a = floor[0]()
                 udev_settle()
                 d = floor[1]()
             else:
-                ra = ok(workers[who].call({"op": "attach", "protocol": protocol, "props": props}),
-                        f"{who} {name} attach")
+                ra = ok(
+                    workers[who].call({"op": "attach", "protocol": protocol, "props": props}),
+                    f"{who} {name} attach",
+                )
                 udev_settle()
-                rd = ok(workers[who].call({"op": "detach", "protocol": protocol, "props": props,
-                                           "info": ra["info"]}), f"{who} {name} detach")
+                rd = ok(
+                    workers[who].call(
+                        {"op": "detach", "protocol": protocol, "props": props, "info": ra["info"]}
+                    ),
+                    f"{who} {name} detach",
+                )
                 a, d = ra["t"], rd["t"]
             if i:
                 samples[f"{who}_attach"].append(a)
@@ -147,12 +183,18 @@ def _latency_rounds(workers: dict[str, Worker], n: int, protocol: str, name: str
 def _latency_rows(label: str, s: dict[str, list[float]]) -> None:
     for op in ("attach", "detach"):
         med = {w: statistics.median(s[f"{w}_{op}"]) for w in ("floor",) + TOOLS}
-        row("1 latency", f"{label} {op} (n={len(s['floor_' + op])})",
-            floor=med["floor"], ours=med["ours"], osbrick=med["osbrick"],
-            ours_p95=p(s[f"ours_{op}"], 0.95), osbrick_p95=p(s[f"osbrick_{op}"], 0.95),
+        row(
+            "1 latency",
+            f"{label} {op} (n={len(s['floor_' + op])})",
+            floor=med["floor"],
+            ours=med["ours"],
+            osbrick=med["osbrick"],
+            ours_p95=p(s[f"ours_{op}"], 0.95),
+            osbrick_p95=p(s[f"osbrick_{op}"], 0.95),
             ours_vs_floor=ratio(med["ours"], med["floor"]),
             ours_vs_osbrick=ratio(med["ours"], med["osbrick"]),
-            samples={k: [round(x, 3) for x in v] for k, v in s.items() if k.endswith(op)})
+            samples={k: [round(x, 3) for x in v] for k, v in s.items() if k.endswith(op)},
+        )
 
 
 # ------------------------------------------------------------------ 2. concurrency
@@ -164,6 +206,7 @@ class HostLoad:
         import collections
         import threading
         import pyudev
+
         self.events: collections.Counter[str] = collections.Counter()
         self._monitor = pyudev.Monitor.from_netlink(pyudev.Context(), source="kernel")
         self._monitor.start()
@@ -186,9 +229,11 @@ class HostLoad:
 
     def summary(self, tool_cpu: float | None) -> dict[str, Any]:
         """Row fields: the tool's CPU seconds, the VM's busy share, uevents by kind."""
-        return {"tool_cpu": tool_cpu,
-                "vm_busy": f"{100 * self.busy / ((self.busy + self.idle) or 1):.0f}%",
-                "uevents": ", ".join(f"{k}: {v}" for k, v in sorted(self.events.items()))}
+        return {
+            "tool_cpu": tool_cpu,
+            "vm_busy": f"{100 * self.busy / ((self.busy + self.idle) or 1):.0f}%",
+            "uevents": ", ".join(f"{k}: {v}" for k, v in sorted(self.events.items())),
+        }
 
 
 def _busy_idle() -> tuple[float, float]:
@@ -208,29 +253,38 @@ def concurrency(workers: dict[str, Worker], protocol: str, rounds: int = 1) -> N
     results: dict[str, list[dict[str, Any]]] = {}
     for rnd in range(rounds):
         order = (("floor",) if protocol == "NVME" else ()) + TOOLS
-        for who in order[rnd % len(order):] + order[:rnd % len(order)]:
+        for who in order[rnd % len(order) :] + order[: rnd % len(order)]:
             results.setdefault(who, []).append(_concurrency_round(workers, protocol, who))
     for who, runs in results.items():
         for op in ("attach", "detach"):
             walls = [r[op]["wall"] for r in runs]
             mid = sorted(runs, key=lambda r: r[op]["wall"])[(len(runs) - 1) // 2][op]
             ts = [t for r in runs for t in r[op]["times"]]
-            row("2 concurrency", f"{protocol} 16 volumes {op} [{who}]",
-                wall=statistics.median(walls), p50=statistics.median(ts) if ts else None,
-                p95=p(ts, 0.95) if ts else None, failures=sum(r["failures"] for r in runs),
+            row(
+                "2 concurrency",
+                f"{protocol} 16 volumes {op} [{who}]",
+                wall=statistics.median(walls),
+                p50=statistics.median(ts) if ts else None,
+                p95=p(ts, 0.95) if ts else None,
+                failures=sum(r["failures"] for r in runs),
                 errors=sorted({e for r in runs for e in r["errors"]})[:2],
                 **({k: mid[k] for k in ("tool_cpu", "vm_busy", "uevents") if k in mid}),
-                rounds=[round(w, 3) for w in walls])
+                rounds=[round(w, 3) for w in walls],
+            )
 
 
 def _concurrency_round(workers: dict[str, Worker], protocol: str, who: str) -> dict[str, Any]:
     """One round of one tool (or the NVMe floor): {"attach"/"detach": {"wall", "times",
     load fields}, "failures", "errors"}; leftovers go to LEFT."""
     from brick_lab import LioIscsiTarget, NvmetSubsystem
+
     if protocol == "ISCSI":
-        targets: list[Any] = [LioIscsiTarget(luns=8, lun_size=1 << 20, initiators=["local"],
-                                             portals=(f"127.0.0.{k + 1}:3260",))
-                              for k in range(2)]
+        targets: list[Any] = [
+            LioIscsiTarget(
+                luns=8, lun_size=1 << 20, initiators=["local"], portals=(f"127.0.0.{k + 1}:3260",)
+            )
+            for k in range(2)
+        ]
     else:
         targets = [NvmetSubsystem(namespaces=8, ns_size=1 << 20) for _ in range(2)]
     try:
@@ -240,33 +294,51 @@ def _concurrency_round(workers: dict[str, Worker], protocol: str, who: str) -> d
         if who == "floor":
             return _nvme_floor_many(targets)
         if protocol == "ISCSI":
-            items = [{"props": {"target_portal": t.portals[0], "target_iqn": t.iqn,
-                                "target_lun": lun}} for t in targets for lun in range(8)]
+            items = [
+                {"props": {"target_portal": t.portals[0], "target_iqn": t.iqn, "target_lun": lun}}
+                for t in targets
+                for lun in range(8)
+            ]
         else:
-            items = [{"props": {"target_nqn": t.nqn, "vol_uuid": ns.uuid, "ns_id": nsid,
-                                "portals": [["127.0.0.1", 4420, "tcp"]]}}
-                     for t in targets for nsid, ns in sorted(t.namespaces.items())]
+            items = [
+                {
+                    "props": {
+                        "target_nqn": t.nqn,
+                        "vol_uuid": ns.uuid,
+                        "ns_id": nsid,
+                        "portals": [["127.0.0.1", 4420, "tcp"]],
+                    }
+                }
+                for t in targets
+                for nsid, ns in sorted(t.namespaces.items())
+            ]
         before = lo.snapshot()
         with HostLoad() as load:
-            ra = workers[who].call({"op": "attach_many", "protocol": protocol,
-                                    "items": items}, timeout=300)
+            ra = workers[who].call(
+                {"op": "attach_many", "protocol": protocol, "items": items}, timeout=300
+            )
         infos = [dict(it, info=r.get("info")) for it, r in zip(items, ra["results"], strict=True)]
         udev_settle()
-        rd = workers[who].call({"op": "detach_many", "protocol": protocol, "items": infos},
-                               timeout=300)
+        rd = workers[who].call(
+            {"op": "detach_many", "protocol": protocol, "items": infos}, timeout=300
+        )
         out: dict[str, Any] = {
-            "attach": {"wall": ra["t"], "times": [x["t"] for x in ra["results"]],
-                       **load.summary(ra.get("cpu"))},
+            "attach": {
+                "wall": ra["t"],
+                "times": [x["t"] for x in ra["results"]],
+                **load.summary(ra.get("cpu")),
+            },
             "detach": {"wall": rd["t"], "times": [x["t"] for x in rd["results"]]},
             "failures": sum(not r["ok"] for r in ra["results"] + rd["results"]),
-            "errors": sorted({r["error"] for r in ra["results"] + rd["results"]
-                              if not r["ok"]})}
+            "errors": sorted({r["error"] for r in ra["results"] + rd["results"] if not r["ok"]}),
+        }
         if protocol == "ISCSI":
             check(f"2 concurrency {protocol}", who, before)
         else:
             after = lo.snapshot()
-            note_left("2 concurrency NVMe, namespaces still exported", who,
-                      lo.leftovers(before, after))
+            note_left(
+                "2 concurrency NVMe, namespaces still exported", who, lo.leftovers(before, after)
+            )
             for t in targets:
                 for nsid in sorted(t.namespaces):
                     t.remove_namespace(nsid)
@@ -286,43 +358,57 @@ def _nvme_floor_many(targets: list[Any]) -> dict[str, Any]:
     """The kernel's share of the NVMe concurrency section: ``nvme connect`` of both
     subsystems at once until all 16 namespaces are block devices, then disconnect."""
     import bench_nvmeof as bn
-    env = {"NQNS": " ".join(t.nqn for t in targets),
-           "UUIDS": " ".join(ns.uuid for t in targets for ns in t.namespaces.values()),
-           "HOSTNQN": open("/etc/nvme/hostnqn").read().strip(),
-           "HOSTID": open("/etc/nvme/hostid").read().strip()}
+
+    env = {
+        "NQNS": " ".join(t.nqn for t in targets),
+        "UUIDS": " ".join(ns.uuid for t in targets for ns in t.namespaces.values()),
+        "HOSTNQN": open("/etc/nvme/hostnqn").read().strip(),
+        "HOSTID": open("/etc/nvme/hostid").read().strip(),
+    }
     with HostLoad() as load:
         start, end = bn._bash(bn.FLOOR_ATTACH_MANY, env)[:2]
     udev_settle()
     d0, d1 = bn._bash(bn.FLOOR_DETACH_MANY, env)[:2]
     udev_settle()
-    return {"attach": {"wall": float(end) - float(start), "times": [], **load.summary(None)},
-            "detach": {"wall": float(d1) - float(d0), "times": []},
-            "failures": 0, "errors": []}
+    return {
+        "attach": {"wall": float(end) - float(start), "times": [], **load.summary(None)},
+        "detach": {"wall": float(d1) - float(d0), "times": []},
+        "failures": 0,
+        "errors": [],
+    }
 
 
 # ------------------------------------------------------------------ 3. failure latency
 def failures(workers: dict[str, Worker]) -> None:
     from brick_lab import LioIscsiTarget
+
     with LioIscsiTarget(luns=1, lun_size=1 << 20, initiators=["local"]) as t:
         cases = {
-            "iSCSI refused portal (closed port)":
-                ("ISCSI", {"target_portal": "127.0.0.1:3261", "target_iqn": t.iqn,
-                           "target_lun": 0}),
-            "iSCSI missing LUN":
-                ("ISCSI", {"target_portal": "127.0.0.1:3260", "target_iqn": t.iqn,
-                           "target_lun": 7}),
-            "NVMe/TCP refused portal (closed port)":
-                ("NVME", {"target_nqn": "nqn.2014-08.org.bench:none",
-                          "vol_uuid": "8f0b1c7e-0000-4000-8000-00000000beef",
-                          "portals": [["127.0.0.1", 4499, "tcp"]]}),
+            "iSCSI refused portal (closed port)": (
+                "ISCSI",
+                {"target_portal": "127.0.0.1:3261", "target_iqn": t.iqn, "target_lun": 0},
+            ),
+            "iSCSI missing LUN": (
+                "ISCSI",
+                {"target_portal": "127.0.0.1:3260", "target_iqn": t.iqn, "target_lun": 7},
+            ),
+            "NVMe/TCP refused portal (closed port)": (
+                "NVME",
+                {
+                    "target_nqn": "nqn.2014-08.org.bench:none",
+                    "vol_uuid": "8f0b1c7e-0000-4000-8000-00000000beef",
+                    "portals": [["127.0.0.1", 4499, "tcp"]],
+                },
+            ),
         }
         for label, (proto, props) in cases.items():
             vals: dict[str, Any] = {}
             for who in TOOLS:
                 before = lo.snapshot()
                 try:
-                    r = workers[who].call({"op": "attach", "protocol": proto, "props": props},
-                                          timeout=FAIL_CAP)
+                    r = workers[who].call(
+                        {"op": "attach", "protocol": proto, "props": props}, timeout=FAIL_CAP
+                    )
                     vals[who] = r["t"]
                     vals[f"{who}_error"] = "attached?!" if r["ok"] else r["error"][:120]
                     check(f"3 {label}", who, before)
@@ -337,14 +423,21 @@ def failures(workers: dict[str, Worker]) -> None:
 def discovery_lab(workers: dict[str, Worker], sizes: list[int]) -> None:
     import subprocess
     from brick_lab import LioIscsiTarget
+
     with LioIscsiTarget(luns=sizes[0], lun_size=1 << 20, initiators=["local"]) as t:
         portal = "127.0.0.1:3260"
         props = {"target_portal": portal, "target_iqn": t.iqn, "target_lun": 0}
         base = f"/dev/disk/by-path/ip-{portal}-iscsi-{t.iqn}-lun-"
-        subprocess.run(["iscsiadm", "-m", "node", "-T", t.iqn, "-p", portal, "--op", "new"],
-                       check=True, capture_output=True)
-        subprocess.run(["iscsiadm", "-m", "node", "-T", t.iqn, "-p", portal, "--login"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["iscsiadm", "-m", "node", "-T", t.iqn, "-p", portal, "--op", "new"],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            ["iscsiadm", "-m", "node", "-T", t.iqn, "-p", portal, "--login"],
+            check=True,
+            capture_output=True,
+        )
         try:
             for size in sizes:
                 while len(t.luns) < size:
@@ -360,8 +453,12 @@ def discovery_lab(workers: dict[str, Worker], sizes: list[int]) -> None:
                 udev_settle(timeout=120)
                 vals: dict[str, Any] = {}
                 for who in TOOLS:
-                    r = ok(workers[who].call({"op": "discover", "protocol": "ISCSI",
-                                              "props": props, "repeat": 5}), f"{who} discover")
+                    r = ok(
+                        workers[who].call(
+                            {"op": "discover", "protocol": "ISCSI", "props": props, "repeat": 5}
+                        ),
+                        f"{who} discover",
+                    )
                     vals[f"{who}_all"] = r["all"]["median"]
                     vals[f"{who}_all_n"] = r["all"]["count"]
                     vals[f"{who}_paths"] = r["paths"]["median"]
@@ -370,9 +467,11 @@ def discovery_lab(workers: dict[str, Worker], sizes: list[int]) -> None:
             lo.cleanup()
 
 
-def discovery_synthetic(ours_python: str, osbrick_python: str | None, sizes: list[int],
-                        lock_dir: str) -> None:
+def discovery_synthetic(
+    ours_python: str, osbrick_python: str | None, sizes: list[int], lock_dir: str
+) -> None:
     import synthetic
+
     for size in sizes:
         base = tempfile.mkdtemp(prefix=f"bench-syn-{size}-", dir="/var/tmp")
         try:
@@ -380,22 +479,35 @@ def discovery_synthetic(ours_python: str, osbrick_python: str | None, sizes: lis
             vals: dict[str, Any] = {}
             w = Worker("ours", ours_python, lock_dir, roots=base)
             try:
-                r = ok(w.call({"op": "discover", "protocol": "ISCSI", "props": props,
-                               "repeat": 5}), "ours synthetic")
+                r = ok(
+                    w.call({"op": "discover", "protocol": "ISCSI", "props": props, "repeat": 5}),
+                    "ours synthetic",
+                )
             finally:
                 w.close()
-            vals.update(ours_all=r["all"]["median"], ours_all_n=r["all"]["count"],
-                        ours_paths=r["paths"]["median"])
+            vals.update(
+                ours_all=r["all"]["median"],
+                ours_all_n=r["all"]["count"],
+                ours_paths=r["paths"]["median"],
+            )
             if osbrick_python:
                 # os-brick has no injectable root: get_all_available_volumes globs its search
                 # path, which we point at the fake by-path dir; get_volume_paths only stats
                 # hard-coded /dev paths, so it is not measured here.
                 w = Worker("osbrick", osbrick_python, lock_dir)
                 try:
-                    r = ok(w.call({"op": "discover", "protocol": "ISCSI", "props": props,
-                                   "repeat": 5,
-                                   "search_dir": os.path.join(base, "dev/disk/by-path")}),
-                           "osbrick synthetic")
+                    r = ok(
+                        w.call(
+                            {
+                                "op": "discover",
+                                "protocol": "ISCSI",
+                                "props": props,
+                                "repeat": 5,
+                                "search_dir": os.path.join(base, "dev/disk/by-path"),
+                            }
+                        ),
+                        "osbrick synthetic",
+                    )
                 finally:
                     w.close()
                 vals.update(osbrick_all=r["all"]["median"], osbrick_all_n=r["all"]["count"])
@@ -420,46 +532,100 @@ def _rounds_label(r: dict[str, Any]) -> str:
 
 
 def table(meta: dict[str, Any]) -> str:
-    L = [f"brick_agent vs os-brick {meta['osbrick_version']} — {meta['date']}, kernel "
-         f"{meta['kernel']}, {meta['where']}, privileged work {meta['privsep']}", ""]
+    L = [
+        f"brick_agent vs os-brick {meta['osbrick_version']} — {meta['date']}, kernel "
+        f"{meta['kernel']}, {meta['where']}, privileged work {meta['privsep']}",
+        "",
+    ]
     lat = [r for r in ROWS if r["section"] == "1 latency"]
     if lat:
-        L += _md_table(["1. latency (median s)", "floor", "brick_agent", "os-brick", "ours/floor",
-                        "ours/os-brick", "p95 ours", "p95 os-brick"],
-                       [[r[k] for k in ("what", "floor", "ours", "osbrick", "ours_vs_floor",
-                                        "ours_vs_osbrick", "ours_p95", "osbrick_p95")]
-                        for r in lat])
+        L += _md_table(
+            [
+                "1. latency (median s)",
+                "floor",
+                "brick_agent",
+                "os-brick",
+                "ours/floor",
+                "ours/os-brick",
+                "p95 ours",
+                "p95 os-brick",
+            ],
+            [
+                [
+                    r[k]
+                    for k in (
+                        "what",
+                        "floor",
+                        "ours",
+                        "osbrick",
+                        "ours_vs_floor",
+                        "ours_vs_osbrick",
+                        "ours_p95",
+                        "osbrick_p95",
+                    )
+                ]
+                for r in lat
+            ],
+        )
         L.append("")
     con = [r for r in ROWS if r["section"] == "2 concurrency"]
     if con:
-        L += _md_table(["2. concurrency (s)", "wall", "per-volume p50", "per-volume p95",
-                        "failures", "tool CPU (s)", "VM CPU busy"],
-                       [[_rounds_label(r)] + [r.get(k) for k in (
-                           "wall", "p50", "p95", "failures", "tool_cpu", "vm_busy")]
-                        for r in con])
+        L += _md_table(
+            [
+                "2. concurrency (s)",
+                "wall",
+                "per-volume p50",
+                "per-volume p95",
+                "failures",
+                "tool CPU (s)",
+                "VM CPU busy",
+            ],
+            [
+                [_rounds_label(r)]
+                + [r.get(k) for k in ("wall", "p50", "p95", "failures", "tool_cpu", "vm_busy")]
+                for r in con
+            ],
+        )
         for proto in ("ISCSI", "NVME"):
-            w = {who: next((r["wall"] for r in con if r["what"] ==
-                            f"{proto} 16 volumes attach [{who}]"), None)
-                 for who in ("floor",) + TOOLS}
+            w = {
+                who: next(
+                    (r["wall"] for r in con if r["what"] == f"{proto} 16 volumes attach [{who}]"),
+                    None,
+                )
+                for who in ("floor",) + TOOLS
+            }
             if w["ours"] and w["osbrick"]:
-                L.append(f"| {proto} attach speed-up os-brick/ours | "
-                         f"{w['osbrick'] / w['ours']:.1f}x | | | | | |")
+                L.append(
+                    f"| {proto} attach speed-up os-brick/ours | "
+                    f"{w['osbrick'] / w['ours']:.1f}x | | | | | |"
+                )
             if w["ours"] and w["floor"]:
-                L.append(f"| {proto} attach ours/floor | "
-                         f"{w['ours'] / w['floor']:.2f}x | | | | | |")
+                L.append(f"| {proto} attach ours/floor | {w['ours'] / w['floor']:.2f}x | | | | | |")
         L.append("")
-        L += [f"- walls of the rounds, {r['what']}: "
-              + ", ".join(f"{w:.3f}" for w in r["rounds"])
-              for r in con if len(r.get("rounds") or []) > 1]
-        L += [f"- kernel uevents during {r['what']}: {r['uevents']}"
-              for r in con if r.get("uevents")]
+        L += [
+            f"- walls of the rounds, {r['what']}: " + ", ".join(f"{w:.3f}" for w in r["rounds"])
+            for r in con
+            if len(r.get("rounds") or []) > 1
+        ]
+        L += [
+            f"- kernel uevents during {r['what']}: {r['uevents']}" for r in con if r.get("uevents")
+        ]
         L.append("")
     fail = [r for r in ROWS if r["section"] == "3 failure"]
     if fail:
-        L += _md_table(["3. failure: time to error (s)", "brick_agent", "os-brick",
-                        "brick_agent error", "os-brick error"],
-                       [[r["what"], r["ours"], r["osbrick"], r["ours_error"][:60],
-                         r["osbrick_error"][:60]] for r in fail])
+        L += _md_table(
+            [
+                "3. failure: time to error (s)",
+                "brick_agent",
+                "os-brick",
+                "brick_agent error",
+                "os-brick error",
+            ],
+            [
+                [r["what"], r["ours"], r["osbrick"], r["ours_error"][:60], r["osbrick_error"][:60]]
+                for r in fail
+            ],
+        )
         L.append("")
     disc = [r for r in ROWS if r["section"].startswith("4 discovery")]
     if disc:
@@ -470,29 +636,59 @@ def table(meta: dict[str, Any]) -> str:
             last = prev.get(r["section"])
             grow = "–"
             if last and r.get("ours_all_n") == 2 * last.get("ours_all_n", 0):
-                grow = (f"{r['ours_all'] / last['ours_all']:.1f}x, "
-                        + (f"{r['osbrick_all'] / last['osbrick_all']:.1f}x"
-                           if r.get("osbrick_all") and last.get("osbrick_all") else "–"))
+                grow = f"{r['ours_all'] / last['ours_all']:.1f}x, " + (
+                    f"{r['osbrick_all'] / last['osbrick_all']:.1f}x"
+                    if r.get("osbrick_all") and last.get("osbrick_all")
+                    else "–"
+                )
             prev[r["section"]] = r
-            body.append([f"{r['section'][12:]}: {r['what']}", ms(r.get("ours_all")),
-                         ms(r.get("osbrick_all")), ms(r.get("ours_paths")),
-                         ms(r.get("osbrick_paths")),
-                         f"{r.get('ours_all_n')}/{r.get('osbrick_all_n', '–')}", grow])
-        L += _md_table(["4. discovery (median ms)", "ours all", "os-brick all", "ours paths",
-                        "os-brick paths", "found (ours/os-brick)",
-                        "growth per doubling: ours all, os-brick all"], body)
+            body.append(
+                [
+                    f"{r['section'][12:]}: {r['what']}",
+                    ms(r.get("ours_all")),
+                    ms(r.get("osbrick_all")),
+                    ms(r.get("ours_paths")),
+                    ms(r.get("osbrick_paths")),
+                    f"{r.get('ours_all_n')}/{r.get('osbrick_all_n', '–')}",
+                    grow,
+                ]
+            )
+        L += _md_table(
+            [
+                "4. discovery (median ms)",
+                "ours all",
+                "os-brick all",
+                "ours paths",
+                "os-brick paths",
+                "found (ours/os-brick)",
+                "growth per doubling: ours all, os-brick all",
+            ],
+            body,
+        )
         L.append("")
     if LEFT:
         body = []
         for sec, d in LEFT.items():
             if "both" in d:
-                body.append([f"{sec} (all tools + floor in one loop)",
-                             ", ".join(d["both"]) or "none", "(same)"])
+                body.append(
+                    [
+                        f"{sec} (all tools + floor in one loop)",
+                        ", ".join(d["both"]) or "none",
+                        "(same)",
+                    ]
+                )
             else:
-                body.append([sec, ", ".join(d.get("ours", [])) or "none",
-                             ", ".join(d.get("osbrick", [])) or "none"])
-        L += _md_table(["5. leftovers (audit + raw counts, after the section)", "brick_agent",
-                        "os-brick"], body)
+                body.append(
+                    [
+                        sec,
+                        ", ".join(d.get("ours", [])) or "none",
+                        ", ".join(d.get("osbrick", [])) or "none",
+                    ]
+                )
+        L += _md_table(
+            ["5. leftovers (audit + raw counts, after the section)", "brick_agent", "os-brick"],
+            body,
+        )
     return "\n".join(L)
 
 
@@ -500,15 +696,29 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=7)
     ap.add_argument("--osbrick-python", default="/var/tmp/brick-bench/osbrick-venv/bin/python")
-    ap.add_argument("--sections", default="latency,concurrency,concurrency-nvme,failures,discovery",
-                    help="comma list of latency,concurrency,concurrency-nvme,failures,discovery")
+    ap.add_argument(
+        "--sections",
+        default="latency,concurrency,concurrency-nvme,failures,discovery",
+        help="comma list of latency,concurrency,concurrency-nvme,failures,discovery",
+    )
     ap.add_argument("--discovery-sizes", default="16,32,64")
-    ap.add_argument("--iscsi-rounds", type=int, default=1,
-                    help="rounds of the iSCSI concurrency section (os-brick needs ~35 s each)")
-    ap.add_argument("--nvme-rounds", type=int, default=3,
-                    help="rounds of the NVMe concurrency section (~6 s each per tool)")
-    ap.add_argument("--synthetic", action="store_true",
-                    help="host only: synthetic sysfs/dev trees (no VM needed)")
+    ap.add_argument(
+        "--iscsi-rounds",
+        type=int,
+        default=1,
+        help="rounds of the iSCSI concurrency section (os-brick needs ~35 s each)",
+    )
+    ap.add_argument(
+        "--nvme-rounds",
+        type=int,
+        default=3,
+        help="rounds of the NVMe concurrency section (~6 s each per tool)",
+    )
+    ap.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="host only: synthetic sysfs/dev trees (no VM needed)",
+    )
     ap.add_argument("--synthetic-sizes", default="256,512,1024,2048,4096")
     ap.add_argument("--daemon", action="store_true", help="both tools through privsep daemons")
     ap.add_argument("--json-out", help="also write rows/leftovers as JSON here")
@@ -524,36 +734,59 @@ def main() -> int:
     osb_ver = "?"
     try:
         import subprocess
-        osb_ver = subprocess.run([args.osbrick_python, "-c",
-                                  "import importlib.metadata as m;print(m.version('os-brick'))"],
-                                 capture_output=True, text=True).stdout.strip() or "?"
+
+        osb_ver = (
+            subprocess.run(
+                [
+                    args.osbrick_python,
+                    "-c",
+                    "import importlib.metadata as m;print(m.version('os-brick'))",
+                ],
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+            or "?"
+        )
     except OSError:
         pass
-    meta = {"date": datetime.date.today().isoformat(), "kernel": platform.release(),
-            "osbrick_version": osb_ver, "privsep": "through privsep daemons" if args.daemon
-            else "in-process", "where": "software-emulated QEMU TCG, 2 vCPU"
-            if os.environ.get("BRICK_LAB") else "host (synthetic trees)"}
+    meta = {
+        "date": datetime.date.today().isoformat(),
+        "kernel": platform.release(),
+        "osbrick_version": osb_ver,
+        "privsep": "through privsep daemons" if args.daemon else "in-process",
+        "where": "software-emulated QEMU TCG, 2 vCPU"
+        if os.environ.get("BRICK_LAB")
+        else "host (synthetic trees)",
+    }
     lock_dir = tempfile.mkdtemp(prefix="bench-locks-", dir="/var/tmp")
     t_start = time.monotonic()
     if args.synthetic:
-        discovery_synthetic(sys.executable, args.osbrick_python,
-                            [int(x) for x in args.synthetic_sizes.split(",")], lock_dir)
+        discovery_synthetic(
+            sys.executable,
+            args.osbrick_python,
+            [int(x) for x in args.synthetic_sizes.split(",")],
+            lock_dir,
+        )
     else:
         if not os.environ.get("BRICK_LAB"):
             print("run inside the lab VM (tools/bench/bench_compare.sh), or use --synthetic")
             return 2
         sections = args.sections.split(",")
-        workers = {"ours": Worker("ours", sys.executable, os.path.join(lock_dir, "ours"),
-                                  args.daemon),
-                   "osbrick": Worker("osbrick", args.osbrick_python,
-                                     os.path.join(lock_dir, "osbrick"), args.daemon)}
+        workers = {
+            "ours": Worker("ours", sys.executable, os.path.join(lock_dir, "ours"), args.daemon),
+            "osbrick": Worker(
+                "osbrick", args.osbrick_python, os.path.join(lock_dir, "osbrick"), args.daemon
+            ),
+        }
         steps: list[tuple[str, Callable[[], None]]] = [
             ("latency", lambda: latency(workers, args.n)),
             ("concurrency", lambda: concurrency(workers, "ISCSI", args.iscsi_rounds)),
             ("concurrency-nvme", lambda: concurrency(workers, "NVME", args.nvme_rounds)),
             ("failures", lambda: failures(workers)),
-            ("discovery", lambda: discovery_lab(
-                workers, [int(x) for x in args.discovery_sizes.split(",")])),
+            (
+                "discovery",
+                lambda: discovery_lab(workers, [int(x) for x in args.discovery_sizes.split(",")]),
+            ),
         ]
         try:
             for name, fn in steps:

@@ -61,12 +61,16 @@ def bench(n: int, trace: bool = False, profile: bool = False) -> dict:
     conf.set_override("lock_path", "/tmp/bench-fc-locks", group="brick_agent")
     conf.set_override("privsep_in_process", True, group="brick_agent")
     connector = FibreChannelConnector(conf=conf)
-    out: dict[str, list[float]] = {"floor_attach": [], "floor_detach": [],
-                                   "floor_detach_flush": [],
-                                   "ours_attach": [], "ours_detach": []}
+    out: dict[str, list[float]] = {
+        "floor_attach": [],
+        "floor_detach": [],
+        "floor_detach_flush": [],
+        "ours_attach": [],
+        "ours_detach": [],
+    }
     with FcoeTarget(luns=2) as t:
         host = t.initiator_hosts[0]
-        host_n = host[len("host"):]
+        host_n = host[len("host") :]
         rport = t.target_rport(t.fabrics[0])
         channel = rport.split(":")[1].split("-")[0]
         with open(f"/sys/class/fc_remote_ports/{rport}/scsi_target_id") as f:
@@ -109,17 +113,19 @@ def bench(n: int, trace: bool = False, profile: bool = False) -> dict:
                     assert info["path"] == link, info
                     out["ours_detach"].append(timed(connector.disconnect_volume, props, info))
                 wait(lambda: not os.path.lexists(link), what="link removal")
-        if profile:   # one attach/detach under cProfile, after the measurements
+        if profile:  # one attach/detach under cProfile, after the measurements
             import cProfile
             import pstats
+
             prof = cProfile.Profile()
             prof.enable()
             info = connector.connect_volume(props)
             connector.disconnect_volume(props, info)
             prof.disable()
             pstats.Stats(prof, stream=sys.stderr).sort_stats("cumulative").print_stats(35)
-        if trace:   # one more attach/detach with debug logs, after the measurements
+        if trace:  # one more attach/detach with debug logs, after the measurements
             import logging
+
             logging.getLogger().setLevel(logging.DEBUG)
             logging.getLogger("brick_agent").info("trace: attach")
             info = connector.connect_volume(props)
@@ -130,31 +136,44 @@ def bench(n: int, trace: bool = False, profile: bool = False) -> dict:
         leftover = glob.glob(ldir)
         assert not leftover, leftover
     med = {k: statistics.median(v) for k, v in out.items()}
-    return {"n": n, "median": {k: round(v, 3) for k, v in med.items()},
-            "ratio_attach": round(med["ours_attach"] / med["floor_attach"], 2),
-            "ratio_detach": round(med["ours_detach"] / med["floor_detach"], 2),
-            "ratio_detach_vs_flush": round(med["ours_detach"] / med["floor_detach_flush"], 2),
-            "samples": {k: [round(x, 3) for x in v] for k, v in out.items()}}
+    return {
+        "n": n,
+        "median": {k: round(v, 3) for k, v in med.items()},
+        "ratio_attach": round(med["ours_attach"] / med["floor_attach"], 2),
+        "ratio_detach": round(med["ours_detach"] / med["floor_detach"], 2),
+        "ratio_detach_vs_flush": round(med["ours_detach"] / med["floor_detach_flush"], 2),
+        "samples": {k: [round(x, 3) for x in v] for k, v in out.items()},
+    }
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=7)
-    ap.add_argument("-v", action="store_true",
-                    help="after measuring, one attach/detach with timestamped debug logs")
-    ap.add_argument("--profile", action="store_true",
-                    help="after measuring, one attach/detach under cProfile")
+    ap.add_argument(
+        "-v",
+        action="store_true",
+        help="after measuring, one attach/detach with timestamped debug logs",
+    )
+    ap.add_argument(
+        "--profile", action="store_true", help="after measuring, one attach/detach under cProfile"
+    )
     args = ap.parse_args()
     if args.v:
         import logging
-        logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                            format="%(relativeCreated)8.0f %(name)s %(message)s")
+
+        logging.basicConfig(
+            level=logging.WARNING,
+            stream=sys.stderr,
+            format="%(relativeCreated)8.0f %(name)s %(message)s",
+        )
     r = bench(args.n, args.v, args.profile)
     m = r["median"]
-    print(f"FC attach: ours {m['ours_attach']:.3f}s floor {m['floor_attach']:.3f}s "
-          f"ratio {r['ratio_attach']}  |  detach: ours {m['ours_detach']:.3f}s "
-          f"floor {m['floor_detach']:.3f}s ratio {r['ratio_detach']} (floor with flush "
-          f"{m['floor_detach_flush']:.3f}s ratio {r['ratio_detach_vs_flush']})")
+    print(
+        f"FC attach: ours {m['ours_attach']:.3f}s floor {m['floor_attach']:.3f}s "
+        f"ratio {r['ratio_attach']}  |  detach: ours {m['ours_detach']:.3f}s "
+        f"floor {m['floor_detach']:.3f}s ratio {r['ratio_detach']} (floor with flush "
+        f"{m['floor_detach_flush']:.3f}s ratio {r['ratio_detach_vs_flush']})"
+    )
     print("BENCH_JSON " + json.dumps(r))
     return 0
 

@@ -56,7 +56,7 @@ def floor_attach(t: LioIscsiTarget, portals: list[str]) -> None:
 def floor_detach(t: LioIscsiTarget, portals: list[str]) -> None:
     if len(portals) > 1:
         sh("multipath", "-f", t.luns[0].scsi_id)
-        sh("multipath", "-w", t.luns[0].scsi_id)   # leave no wwids entry (ours does the same)
+        sh("multipath", "-w", t.luns[0].scsi_id)  # leave no wwids entry (ours does the same)
     for p in portals:
         sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", p, "--logout")
         sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", p, "--op", "delete")
@@ -73,16 +73,31 @@ def timed(fn, *args) -> float:
 
 
 def bench(n: int, multipath: bool, settle: bool = True) -> dict:
-    conf = config.new_conf(overrides={"lock_path": "/tmp/bench-iscsi-locks",
-                                      "privsep_in_process": True, "use_multipath": multipath})
+    conf = config.new_conf(
+        overrides={
+            "lock_path": "/tmp/bench-iscsi-locks",
+            "privsep_in_process": True,
+            "use_multipath": multipath,
+        }
+    )
     connector = ISCSIConnector(conf=conf)
     portals = ["127.0.0.1:3260", "127.0.0.2:3260"] if multipath else ["127.0.0.1:3260"]
-    out: dict[str, list[float]] = {"floor_attach": [], "floor_detach": [],
-                                   "ours_attach": [], "ours_detach": []}
+    out: dict[str, list[float]] = {
+        "floor_attach": [],
+        "floor_detach": [],
+        "ours_attach": [],
+        "ours_detach": [],
+    }
     with LioIscsiTarget(luns=1, portals=portals, initiators=["local"]) as t:
-        props = {"target_portals": portals, "target_iqns": [t.iqn] * len(portals),
-                 "target_luns": [0] * len(portals)} if multipath else \
-            {"target_portal": portals[0], "target_iqn": t.iqn, "target_lun": 0}
+        props = (
+            {
+                "target_portals": portals,
+                "target_iqns": [t.iqn] * len(portals),
+                "target_luns": [0] * len(portals),
+            }
+            if multipath
+            else {"target_portal": portals[0], "target_iqn": t.iqn, "target_lun": 0}
+        )
         # warm-up (first login loads modules, first python call imports): not measured
         connector.disconnect_volume(props, connector.connect_volume(props))
         for i in range(n):
@@ -102,31 +117,40 @@ def bench(n: int, multipath: bool, settle: bool = True) -> dict:
                         udev_settle()
                     out["ours_detach"].append(timed(connector.disconnect_volume, props, info))
     med = {k: statistics.median(v) for k, v in out.items()}
-    return {"mode": "multipath" if multipath else "single", "n": n,
-            "median": {k: round(v, 3) for k, v in med.items()},
-            "ratio_attach": round(med["ours_attach"] / med["floor_attach"], 2),
-            "ratio_detach": round(med["ours_detach"] / med["floor_detach"], 2),
-            "samples": {k: [round(x, 3) for x in v] for k, v in out.items()}}
+    return {
+        "mode": "multipath" if multipath else "single",
+        "n": n,
+        "median": {k: round(v, 3) for k, v in med.items()},
+        "ratio_attach": round(med["ours_attach"] / med["floor_attach"], 2),
+        "ratio_detach": round(med["ours_detach"] / med["floor_detach"], 2),
+        "samples": {k: [round(x, 3) for x in v] for k, v in out.items()},
+    }
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=5)
     ap.add_argument("--multipath", action="store_true", help="also run the multipath case")
-    ap.add_argument("--back-to-back", action="store_true",
-                    help="time each detach right after its attach (no udev settle between)")
+    ap.add_argument(
+        "--back-to-back",
+        action="store_true",
+        help="time each detach right after its attach (no udev settle between)",
+    )
     args = ap.parse_args()
     modes = [False, True] if args.multipath else [False]
     if args.multipath:
-        tool = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "kernel-lab",
-                            "guest-multipathd")
+        tool = os.path.join(
+            os.path.dirname(os.path.abspath(__file__)), "..", "kernel-lab", "guest-multipathd"
+        )
         subprocess.run([tool, "start"], check=True, capture_output=True, timeout=60)
     for mp in modes:
         r = bench(args.n, mp, settle=not args.back_to_back)
         m = r["median"]
-        print(f"{r['mode']:9s} attach: ours {m['ours_attach']:.3f}s floor {m['floor_attach']:.3f}s "
-              f"ratio {r['ratio_attach']}  |  detach: ours {m['ours_detach']:.3f}s "
-              f"floor {m['floor_detach']:.3f}s ratio {r['ratio_detach']}")
+        print(
+            f"{r['mode']:9s} attach: ours {m['ours_attach']:.3f}s floor {m['floor_attach']:.3f}s "
+            f"ratio {r['ratio_attach']}  |  detach: ours {m['ours_detach']:.3f}s "
+            f"floor {m['floor_detach']:.3f}s ratio {r['ratio_detach']}"
+        )
         print("BENCH_JSON " + json.dumps(r))
     return 0
 

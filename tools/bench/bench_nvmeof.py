@@ -28,7 +28,7 @@ from brick_agent import config, privileged
 from brick_agent.connectors.nvmeof.connector import NVMeOFConnector
 from brick_lab import NvmetSubsystem
 
-FLOOR_ATTACH = r'''
+FLOOR_ATTACH = r"""
 set -u
 exec 9<> <(:)   # an fd that never has data: 'read -t' on it is a fork-free sleep
 t0=$EPOCHREALTIME
@@ -41,18 +41,18 @@ while :; do
   read -r -t 0.005 -u 9 || :
 done
 echo "$t0 $EPOCHREALTIME ${d##*/}"
-'''
+"""
 
-FLOOR_DETACH = r'''
+FLOOR_DETACH = r"""
 set -u
 t0=$EPOCHREALTIME
 nvme disconnect -n "$NQN" >/dev/null
 echo "$t0 $EPOCHREALTIME"
-'''
+"""
 
 #: Floor of the concurrency section: connect every subsystem at once (``$NQNS``), wait
 #: until each UUID of ``$UUIDS`` is a block device in /dev.
-FLOOR_ATTACH_MANY = r'''
+FLOOR_ATTACH_MANY = r"""
 set -u
 exec 9<> <(:)
 t0=$EPOCHREALTIME
@@ -69,44 +69,64 @@ while [ ${#want[@]} -gt 0 ]; do
   [ ${#want[@]} -gt 0 ] && { read -r -t 0.005 -u 9 || :; }
 done
 echo "$t0 $EPOCHREALTIME"
-'''
+"""
 
-FLOOR_DETACH_MANY = r'''
+FLOOR_DETACH_MANY = r"""
 set -u
 t0=$EPOCHREALTIME
 for n in $NQNS; do nvme disconnect -n "$n" >/dev/null & done
 wait
 echo "$t0 $EPOCHREALTIME"
-'''
+"""
 
 
 def _bash(script: str, env: dict[str, str]) -> list[str]:
-    out = subprocess.run(["bash", "-c", script], env={**os.environ, **env}, check=True,
-                         capture_output=True, text=True, timeout=120).stdout.split()
+    out = subprocess.run(
+        ["bash", "-c", script],
+        env={**os.environ, **env},
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout.split()
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=10, help="iterations of each (default 10)")
-    ap.add_argument("--daemon", action="store_true",
-                    help="privileged calls through the privsep daemon (default: in process)")
+    ap.add_argument(
+        "--daemon",
+        action="store_true",
+        help="privileged calls through the privsep daemon (default: in process)",
+    )
     args = ap.parse_args(argv)
 
-    conf = config.new_conf(overrides={"lock_path": tempfile.mkdtemp(prefix="bench-locks-"),
-                                      "privsep_in_process": not args.daemon})
+    conf = config.new_conf(
+        overrides={
+            "lock_path": tempfile.mkdtemp(prefix="bench-locks-"),
+            "privsep_in_process": not args.daemon,
+        }
+    )
     privileged.init(conf)
     conn = NVMeOFConnector(None, None, conf=conf)
     ident = conn.host_identity()
 
-    results: dict[str, list[float]] = {"floor_attach": [], "floor_detach": [],
-                                       "agent_attach": [], "agent_detach": []}
+    results: dict[str, list[float]] = {
+        "floor_attach": [],
+        "floor_detach": [],
+        "agent_attach": [],
+        "agent_detach": [],
+    }
     with NvmetSubsystem(namespaces=1) as sub:
         ns = sub.namespaces[1]
-        props = {"target_nqn": sub.nqn, "vol_uuid": ns.uuid, "ns_id": 1,
-                 "portals": [["127.0.0.1", 4420, "tcp"]]}
-        env = {"NQN": sub.nqn, "UUID": ns.uuid, "HOSTNQN": ident.hostnqn,
-               "HOSTID": ident.hostid}
+        props = {
+            "target_nqn": sub.nqn,
+            "vol_uuid": ns.uuid,
+            "ns_id": 1,
+            "portals": [["127.0.0.1", 4420, "tcp"]],
+        }
+        env = {"NQN": sub.nqn, "UUID": ns.uuid, "HOSTNQN": ident.hostnqn, "HOSTID": ident.hostid}
         # warm-up (page cache, module state, privsep daemon start)
         info = conn.connect_volume(props)
         conn.disconnect_volume(props, info)
@@ -123,15 +143,20 @@ def main(argv: list[str] | None = None) -> int:
             results["agent_detach"].append(time.monotonic() - t)
 
     med = {k: statistics.median(v) for k, v in results.items()}
-    ratio = {"attach": med["agent_attach"] / med["floor_attach"],
-             "detach": med["agent_detach"] / med["floor_detach"]}
+    ratio = {
+        "attach": med["agent_attach"] / med["floor_attach"],
+        "detach": med["agent_detach"] / med["floor_detach"],
+    }
     mode = "privsep daemon" if args.daemon else "in-process privileged"
     print(f"NVMe/TCP, n={args.n}, {mode}")
     for op in ("attach", "detach"):
-        print(f"  {op}: brick_agent median {med['agent_' + op]:.3f}s  floor median "
-              f"{med['floor_' + op]:.3f}s  ratio {ratio[op]:.2f}")
-    print(json.dumps({"n": args.n, "mode": mode, "median": med, "ratio": ratio,
-                      "samples": results}))
+        print(
+            f"  {op}: brick_agent median {med['agent_' + op]:.3f}s  floor median "
+            f"{med['floor_' + op]:.3f}s  ratio {ratio[op]:.2f}"
+        )
+    print(
+        json.dumps({"n": args.n, "mode": mode, "median": med, "ratio": ratio, "samples": results})
+    )
     return 0
 
 

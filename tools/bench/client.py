@@ -19,8 +19,9 @@ class WorkerTimeout(RuntimeError):
 class Worker:
     """One long-lived worker process for one tool (restarted after a timeout)."""
 
-    def __init__(self, tool: str, python: str, lock_path: str, daemon: bool = False,
-                 roots: str | None = None) -> None:
+    def __init__(
+        self, tool: str, python: str, lock_path: str, daemon: bool = False, roots: str | None = None
+    ) -> None:
         self.argv = [python, WORKER, "--tool", tool, "--lock-path", lock_path]
         if daemon:
             self.argv.append("--daemon")
@@ -31,9 +32,14 @@ class Worker:
         self.start()
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=open(f"/tmp/bench-{self.tool}.log", "a"),
-                                     text=True, bufsize=1)
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=open(f"/tmp/bench-{self.tool}.log", "a"),
+            text=True,
+            bufsize=1,
+        )
         ready = self._read(120.0)
         if not ready.get("ok"):
             raise RuntimeError(f"worker {self.tool} failed to start: {ready}")

@@ -9,8 +9,12 @@ import subprocess
 def udev_settle(timeout: int = 30) -> None:
     """Wait (untimed) until udev has processed every queued event: a timed step then starts
     on a settled host, as in real use where a detach comes long after its attach."""
-    subprocess.run(["udevadm", "settle", f"--timeout={timeout}"], check=False,
-                   capture_output=True, timeout=timeout + 30)
+    subprocess.run(
+        ["udevadm", "settle", f"--timeout={timeout}"],
+        check=False,
+        capture_output=True,
+        timeout=timeout + 30,
+    )
 
 
 def cpu_times() -> tuple[float, float, float, float]:

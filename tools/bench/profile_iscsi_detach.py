@@ -28,6 +28,7 @@ def instrument() -> None:
     from brick_agent.connectors.scsi import actions as scsi_privileged
     from brick_agent.connectors.scsi import volume as scsi_volume
     from brick_agent.host import udev
+
     timed(iscsi.ISCSIConnector, "_volume_devices", "iscsi._volume_devices")
     timed(scsi_volume.ScsiVolumeOps, "confirmed", "ops.confirmed")
     timed(scsi_volume.ScsiVolumeOps, "remove_volume", "ops.remove_volume")
@@ -47,6 +48,7 @@ class EventLog:
     def __init__(self) -> None:
         import pyudev
         import threading
+
         self.t0 = time.monotonic()
         self.events: list[tuple[float, str, str, str, str]] = []
         ctx = pyudev.Context()
@@ -57,8 +59,9 @@ class EventLog:
 
     def _pump(self, mon, source: str) -> None:
         for dev in iter(mon.poll, None):
-            self.events.append((time.monotonic(), source, dev.action or "",
-                                dev.subsystem or "", dev.sys_name))
+            self.events.append(
+                (time.monotonic(), source, dev.action or "", dev.subsystem or "", dev.sys_name)
+            )
 
     def show(self, since: float) -> None:
         for t, source, action, subsystem, name in self.events:
@@ -72,21 +75,28 @@ def main() -> int:
     ap.add_argument("-n", type=int, default=5)
     ap.add_argument("--debug", action="store_true", help="library DEBUG log to stderr")
     ap.add_argument("--events", action="store_true", help="print the uevents of each detach")
-    ap.add_argument("--floor", action="store_true",
-                    help="also a floor round (bench_iscsi's shell steps) after each, with --events")
+    ap.add_argument(
+        "--floor",
+        action="store_true",
+        help="also a floor round (bench_iscsi's shell steps) after each, with --events",
+    )
     args = ap.parse_args()
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
-                        format="%(relativeCreated)7d %(threadName)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(relativeCreated)7d %(threadName)s %(name)s %(message)s",
+    )
     from brick_agent import config
     from brick_agent.connectors.iscsi.connector import ISCSIConnector
     from brick_lab import LioIscsiTarget
-    conf = config.new_conf(overrides={"lock_path": tempfile.mkdtemp(prefix="brick-prof-"),
-                                      "privsep_in_process": True})
+
+    conf = config.new_conf(
+        overrides={"lock_path": tempfile.mkdtemp(prefix="brick-prof-"), "privsep_in_process": True}
+    )
     connector = ISCSIConnector(conf=conf)
     portal = "127.0.0.1:3260"
     with LioIscsiTarget(luns=1, portals=[portal], initiators=["local"]) as t:
         props = {"target_portal": portal, "target_iqn": t.iqn, "target_lun": 0}
-        connector.disconnect_volume(props, connector.connect_volume(props))   # warm-up
+        connector.disconnect_volume(props, connector.connect_volume(props))  # warm-up
         instrument()
         STATS.clear()
         detaches = []
@@ -96,10 +106,13 @@ def main() -> int:
             info = connector.connect_volume(props)
             if args.events:
                 from brick_agent.host import udev
+
                 name = os.path.basename(os.path.realpath(info["path"]))
-                print(f"  attached {info['path']} -> {name} in {time.monotonic() - t_attach:.3f}s; "
-                      "udev db present: "
-                      f"{os.path.exists(udev.udev_db_path(udev.DEFAULT_ROOTS, name) or '-')}")
+                print(
+                    f"  attached {info['path']} -> {name} in {time.monotonic() - t_attach:.3f}s; "
+                    "udev db present: "
+                    f"{os.path.exists(udev.udev_db_path(udev.DEFAULT_ROOTS, name) or '-')}"
+                )
             STATS.clear()
             t0 = time.monotonic()
             connector.disconnect_volume(props, info)
@@ -111,6 +124,7 @@ def main() -> int:
                 events.show(t_attach)
             if args.floor:
                 import bench_iscsi
+
                 t_attach = time.monotonic()
                 bench_iscsi.floor_attach(t, [portal])
                 t0 = time.monotonic()
@@ -120,8 +134,10 @@ def main() -> int:
                     time.sleep(0.5)
                     print(f"  floor uevents (detach started at {t0 - t_attach:.3f})")
                     events.show(t_attach)
-        print(f"median detach {statistics.median(detaches):.3f}s  all "
-              f"{[round(x, 3) for x in detaches]}")
+        print(
+            f"median detach {statistics.median(detaches):.3f}s  all "
+            f"{[round(x, 3) for x in detaches]}"
+        )
     return 0
 
 

@@ -24,7 +24,7 @@ import time
 from host import cpu_times, udev_settle  # tools/bench/host.py, beside this script
 
 STATS: dict[str, list[float]] = collections.defaultdict(list)
-SPANS: list[tuple[float, float, str, str]] = []   # (start, end, thread, step)
+SPANS: list[tuple[float, float, str, str]] = []  # (start, end, thread, step)
 _LOCK = threading.Lock()
 
 
@@ -46,6 +46,7 @@ def timed(owner: object, attr: str, name: str | None = None) -> None:
             return fn(*a, **kw)
         finally:
             _note(label, time.monotonic() - t0)
+
     setattr(owner, attr, wrapper)
 
 
@@ -64,6 +65,7 @@ def timed_cm(owner: object, attr: str, name: str) -> None:
                 yield v
             finally:
                 _note(f"{name} hold", time.monotonic() - t1)
+
     setattr(owner, attr, wrapper)
 
 
@@ -74,9 +76,18 @@ def instrument() -> None:
     from brick_agent.ledger import store as ledger
     from brick_agent.host import nvme as hostnvme
     from brick_agent.host import udev
+
     C = nvmeof.NVMeOFConnector
-    for attr in ("_topology", "_safe_rescan", "_wait_namespace", "_verify", "_attach_target",
-                 "_detach_target", "_connect_portals", "_flush"):
+    for attr in (
+        "_topology",
+        "_safe_rescan",
+        "_wait_namespace",
+        "_verify",
+        "_attach_target",
+        "_detach_target",
+        "_connect_portals",
+        "_flush",
+    ):
         timed(C, attr, f"nvmeof.{attr}")
     timed_cm(C, "_lock", "nvmeof target lock")
     timed_cm(reconcile, "_volume_lock", "ledger volume lock")
@@ -126,12 +137,17 @@ def timeline(t0: float, idle: IdleSampler) -> None:
     by_thread: dict[str, list[str]] = collections.defaultdict(list)
     for start, end, thread, name in sorted(SPANS):
         if start >= t0 and name.startswith(keep):
-            by_thread[thread].append(f"{name.split('.')[-1]}@{(start - t0) * 1000:.0f}"
-                                     f"+{(end - start) * 1000:.0f}")
+            by_thread[thread].append(
+                f"{name.split('.')[-1]}@{(start - t0) * 1000:.0f}+{(end - start) * 1000:.0f}"
+            )
     for thread in sorted(by_thread):
         print(f"  {thread[-6:]:>6s}: " + "  ".join(by_thread[thread]))
-    print("  idle%: " + " ".join(f"{(t - t0) * 1000:.0f}:{share * 100:.0f}"
-                                  for t, share in idle.samples if t >= t0))
+    print(
+        "  idle%: "
+        + " ".join(
+            f"{(t - t0) * 1000:.0f}:{share * 100:.0f}" for t, share in idle.samples if t >= t0
+        )
+    )
     SPANS.clear()
 
 
@@ -148,15 +164,22 @@ def main() -> int:
     ap.add_argument("--debug", action="store_true", help="library DEBUG log to stderr")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--timeline", action="store_true", help="print each thread's steps")
-    ap.add_argument("--switch-interval", type=float, default=None,
-                    help="sys.setswitchinterval (seconds) for a GIL-convoy experiment")
+    ap.add_argument(
+        "--switch-interval",
+        type=float,
+        default=None,
+        help="sys.setswitchinterval (seconds) for a GIL-convoy experiment",
+    )
     args = ap.parse_args()
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
-                        format="%(relativeCreated)7d %(threadName)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(relativeCreated)7d %(threadName)s %(name)s %(message)s",
+    )
     from brick_lab import NvmetSubsystem
     import worker as w
+
     lock_path = tempfile.mkdtemp(prefix="brick-prof-")
     tool = w.Tool("ours", lock_path, False, None)
     if args.no_ledger:
@@ -167,9 +190,18 @@ def main() -> int:
         try:
             for t in targets:
                 t.create()
-            items = [{"props": {"target_nqn": t.nqn, "vol_uuid": ns.uuid, "ns_id": nsid,
-                                "portals": [["127.0.0.1", 4420, "tcp"]]}}
-                     for t in targets for nsid, ns in sorted(t.namespaces.items())]
+            items = [
+                {
+                    "props": {
+                        "target_nqn": t.nqn,
+                        "vol_uuid": ns.uuid,
+                        "ns_id": nsid,
+                        "portals": [["127.0.0.1", 4420, "tcp"]],
+                    }
+                }
+                for t in targets
+                for nsid, ns in sorted(t.namespaces.items())
+            ]
             tool._conns.clear()
             udev_settle()
             cpu = time.process_time()
@@ -182,20 +214,27 @@ def main() -> int:
                 timeline(t_start, idle)
             cpu = time.process_time() - cpu
             host = [b - a for a, b in zip(host0, cpu_times(), strict=True)]
-            print(f"host cpu during attach (s): user {host[0]:.2f} system {host[1]:.2f} "
-                  f"softirq {host[2]:.2f} idle {host[3]:.2f}")
+            print(
+                f"host cpu during attach (s): user {host[0]:.2f} system {host[1]:.2f} "
+                f"softirq {host[2]:.2f} idle {host[3]:.2f}"
+            )
             ts = sorted(r["t"] for r in ra["results"])
-            print(f"round {rnd} attach wall {ra['t']:.3f} cpu {cpu:.3f} p50 {ts[len(ts) // 2]:.3f} "
-                  f"max {ts[-1]:.3f} ok={ra['ok']} "
-                  f"{[r.get('error') for r in ra['results'] if not r['ok']][:2]}")
+            print(
+                f"round {rnd} attach wall {ra['t']:.3f} cpu {cpu:.3f} p50 {ts[len(ts) // 2]:.3f} "
+                f"max {ts[-1]:.3f} ok={ra['ok']} "
+                f"{[r.get('error') for r in ra['results'] if not r['ok']][:2]}"
+            )
             report("attach")
-            infos = [dict(it, info=r.get("info"))
-                     for it, r in zip(items, ra["results"], strict=True)]
+            infos = [
+                dict(it, info=r.get("info")) for it, r in zip(items, ra["results"], strict=True)
+            ]
             rd = w.handle(tool, {"op": "detach_many", "protocol": "NVME", "items": infos})
             ts = sorted(r["t"] for r in rd["results"])
-            print(f"round {rnd} detach wall {rd['t']:.3f} p50 {ts[len(ts) // 2]:.3f} "
-                  f"max {ts[-1]:.3f} ok={rd['ok']} "
-                  f"{[r.get('error') for r in rd['results'] if not r['ok']][:2]}")
+            print(
+                f"round {rnd} detach wall {rd['t']:.3f} p50 {ts[len(ts) // 2]:.3f} "
+                f"max {ts[-1]:.3f} ok={rd['ok']} "
+                f"{[r.get('error') for r in rd['results'] if not r['ok']][:2]}"
+            )
             report("detach")
         finally:
             for t in targets:
@@ -205,6 +244,7 @@ def main() -> int:
             time.sleep(1.0)
             # controllers left by the shared-subsystem rule: delete them
             from brick_agent.host import nvme as hostnvme
+
             for c in hostnvme.nvme_controllers():
                 if c.subsysnqn in {t.nqn for t in targets}:
                     with contextlib.suppress(OSError):

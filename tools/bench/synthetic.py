@@ -20,6 +20,7 @@ def build(base: str, paths: int) -> dict[str, Any]:
     """
     from tests.unit.host.fakehost import FakeHost, sd_name
     from pathlib import Path
+
     h = FakeHost(Path(base))
     props: dict[str, Any] = {}
     for i in range(paths):
@@ -29,8 +30,7 @@ def build(base: str, paths: int) -> dict[str, Any]:
         if lun == 0:
             sdir = h.iscsi_session(sess + 1, sess + 10, iqn, addr)
         name = sd_name(i)
-        h.scsi_disk(sdir, f"{sess + 10}:0:0:{lun}", name,
-                    wwid=f"naa.6001405{i:023x}")
+        h.scsi_disk(sdir, f"{sess + 10}:0:0:{lun}", name, wwid=f"naa.6001405{i:023x}")
         h.disk_link("by-path", f"ip-{addr}:3260-iscsi-{iqn}-lun-{lun}", name)
         props = {"target_portal": f"{addr}:3260", "target_iqn": iqn, "target_lun": lun}
     return props

@@ -55,12 +55,16 @@ class Tool:
     # ------------------------------------------------------------------ brick_agent
     def _init_ours(self) -> None:
         from brick_agent import config, privileged
+
         # daemon: as root, the default helper command starts the privsep-helper beside
         # this Python (brick_agent.privileged.helper_command)
-        conf = config.new_conf(overrides={
-            "lock_path": self.lock_path,
-            "ledger_path": os.path.join(self.lock_path, "ledger.json"),
-            "privsep_in_process": not self.daemon})
+        conf = config.new_conf(
+            overrides={
+                "lock_path": self.lock_path,
+                "ledger_path": os.path.join(self.lock_path, "ledger.json"),
+                "privsep_in_process": not self.daemon,
+            }
+        )
         privileged.init(conf)
         self.conf = conf
 
@@ -68,11 +72,14 @@ class Tool:
         kw: dict[str, Any] = {"conf": self.conf}
         if self.roots:
             from brick_agent.host.roots import HostRoots
+
             kw["roots"] = HostRoots.under(self.roots)
         if protocol == "ISCSI":
             from brick_agent.connectors.iscsi.connector import ISCSIConnector
+
             return ISCSIConnector(None, None, **kw)
         from brick_agent.connectors.nvmeof.connector import NVMeOFConnector
+
         return NVMeOFConnector(None, None, **kw)
 
     # ------------------------------------------------------------------ os-brick
@@ -81,10 +88,11 @@ class Tool:
         from oslo_concurrency import lockutils
         import os_brick
         from os_brick import privileged as brick_priv
+
         conf = cfg.CONF
         conf([], project="brick-bench")
-        lockutils.set_defaults(self.lock_path)      # oslo_concurrency.lock_path
-        os_brick.setup(conf)                        # os_brick.lock_path defaults to it
+        lockutils.set_defaults(self.lock_path)  # oslo_concurrency.lock_path
+        os_brick.setup(conf)  # os_brick.lock_path defaults to it
         if not self.daemon:
             # Run privileged entrypoints in this process (we are root in the lab).
             brick_priv.default.set_client_mode(False)
@@ -96,14 +104,16 @@ class Tool:
 
     def _osbrick(self, protocol: str) -> Any:
         from os_brick.initiator import connector
+
         proto = "ISCSI" if protocol == "ISCSI" else "NVMEOF"
         return connector.InitiatorConnector.factory(proto, "sudo", use_multipath=False)
 
     # ------------------------------------------------------------------ common
     def connector(self, protocol: str) -> Any:
         if protocol not in self._conns:
-            self._conns[protocol] = (self._ours(protocol) if self.name == "ours"
-                                     else self._osbrick(protocol))
+            self._conns[protocol] = (
+                self._ours(protocol) if self.name == "ours" else self._osbrick(protocol)
+            )
         return self._conns[protocol]
 
 
@@ -121,8 +131,11 @@ def _timed(fn: Callable[[], Any]) -> dict[str, Any]:
         res = fn()
         return {"ok": True, "t": time.monotonic() - t0, "result": res}
     except BaseException as exc:  # noqa: BLE001 - reported to the driver
-        return {"ok": False, "t": time.monotonic() - t0,
-                "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+        return {
+            "ok": False,
+            "t": time.monotonic() - t0,
+            "error": f"{type(exc).__name__}: {str(exc)[:300]}",
+        }
 
 
 def handle(tool: Tool, req: dict[str, Any]) -> dict[str, Any]:
@@ -153,14 +166,20 @@ def handle(tool: Tool, req: dict[str, Any]) -> dict[str, Any]:
         t0, cpu0 = time.monotonic(), time.process_time()
         with ThreadPoolExecutor(max_workers=len(items)) as pool:
             results = list(pool.map(one, items))
-        return {"ok": all(r["ok"] for r in results), "t": time.monotonic() - t0,
-                "cpu": time.process_time() - cpu0, "results": results}
+        return {
+            "ok": all(r["ok"] for r in results),
+            "t": time.monotonic() - t0,
+            "cpu": time.process_time() - cpu0,
+            "results": results,
+        }
     if op == "discover":
         if req.get("search_dir"):
             conn.get_search_path = lambda: req["search_dir"]  # type: ignore[method-assign]
         out: dict[str, Any] = {"ok": True}
-        for name, fn in (("all", lambda: conn.get_all_available_volumes()),
-                         ("paths", lambda: conn.get_volume_paths(req["props"]))):
+        for name, fn in (
+            ("all", lambda: conn.get_all_available_volumes()),
+            ("paths", lambda: conn.get_volume_paths(req["props"])),
+        ):
             times, count = [], None
             for _ in range(int(req.get("repeat", 5))):
                 r = _timed(fn)
@@ -183,7 +202,7 @@ def main() -> int:
     if args.tool == "ours":
         sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
     out = sys.stdout
-    sys.stdout = sys.stderr        # library prints must not corrupt the protocol
+    sys.stdout = sys.stderr  # library prints must not corrupt the protocol
     tool = Tool(args.tool, args.lock_path, args.daemon, args.roots)
     out.write(json.dumps({"ok": True, "ready": args.tool}) + "\n")
     out.flush()

@@ -22,6 +22,7 @@ def compat_state() -> str:
     """The module of the class the factory builds for ISCSI after ``import os_brick``."""
     import os_brick  # noqa: F401  (the .pth hook enables the layer here)
     from os_brick.initiator import connector
+
     cls = type(connector.InitiatorConnector.factory("ISCSI", None))
     return f"{cls.__module__}.{cls.__name__}"
 
@@ -43,13 +44,18 @@ def main(argv: list[str] | None = None) -> int:
     suite = unittest.defaultTestLoader.loadTestsFromNames(args.modules)
     result = unittest.TextTestRunner(stream=sys.stderr, verbosity=1).run(suite)
     bad = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
-    summary = {"label": args.label, "compat": args.expect, "ran": result.testsRun,
-               "passed": (result.testsRun - bad - len(result.skipped)
-                          - len(result.expectedFailures)),
-               "expected_failures": len(result.expectedFailures),
-               "failures": len(result.failures), "errors": len(result.errors),
-               "skipped": len(result.skipped), "seconds": round(time.monotonic() - start, 1),
-               "failed_tests": sorted(t.id() for t, _ in result.failures + result.errors)}
+    summary = {
+        "label": args.label,
+        "compat": args.expect,
+        "ran": result.testsRun,
+        "passed": (result.testsRun - bad - len(result.skipped) - len(result.expectedFailures)),
+        "expected_failures": len(result.expectedFailures),
+        "failures": len(result.failures),
+        "errors": len(result.errors),
+        "skipped": len(result.skipped),
+        "seconds": round(time.monotonic() - start, 1),
+        "failed_tests": sorted(t.id() for t, _ in result.failures + result.errors),
+    }
     print(json.dumps(summary))
     return 0 if bad == 0 else 1
 

@@ -39,41 +39,62 @@ def save(name: str, note: str) -> None:
 
 
 def iscsi_single_note(t: LioIscsiTarget) -> str:
-    return (f"one iSCSI session to {t.iqn} at {t.portals[0]}, LUN 0 "
-            f"wwid {t.luns[0].wwid} ({t.luns[0].size} bytes)")
+    return (
+        f"one iSCSI session to {t.iqn} at {t.portals[0]}, LUN 0 "
+        f"wwid {t.luns[0].wwid} ({t.luns[0].size} bytes)"
+    )
 
 
 def iscsi_multipath_note(t: LioIscsiTarget) -> str:
-    return (f"target {t.iqn} with 2 LUNs over {', '.join(t.portals)} (2 sessions), "
-            "ACL for this initiator, multipathd running (find_multipaths yes): "
-            + "; ".join(f"LUN {lun.lun_id} wwid {lun.wwid} -> {maps_with(lun.scsi_id)[0]}"
-                        for lun in t.luns.values()))
+    return (
+        f"target {t.iqn} with 2 LUNs over {', '.join(t.portals)} (2 sessions), "
+        "ACL for this initiator, multipathd running (find_multipaths yes): "
+        + "; ".join(
+            f"LUN {lun.lun_id} wwid {lun.wwid} -> {maps_with(lun.scsi_id)[0]}"
+            for lun in t.luns.values()
+        )
+    )
 
 
 def nvme_tcp_note(s: NvmetSubsystem) -> str:
-    return (f"subsystem {s.nqn}, 2 namespaces (" + ", ".join(
-        f"nsid {ns.nsid} uuid {ns.uuid} nguid {ns.nguid}" for ns in s.namespaces.values())
+    return (
+        f"subsystem {s.nqn}, 2 namespaces ("
+        + ", ".join(
+            f"nsid {ns.nsid} uuid {ns.uuid} nguid {ns.nguid}" for ns in s.namespaces.values()
+        )
         + f"), 2 TCP ports {', '.join(p.portal for p in s.ports)}: "
-        "native multipath (2 controllers)")
+        "native multipath (2 controllers)"
+    )
 
 
 def fcoe_note(t: FcoeTarget) -> str:
     f = t.fabrics[0]
-    return (f"FCoE VN2VN over veth {f.initiator_if}/{f.target_if}: initiator "
-            f"{f.initiator_host} wwpn {f.initiator_wwpn}, target wwpn {f.target_wwpn} (its own "
-            "fc_host is present too), LUNs " + ", ".join(
-                f"{lun.lun_id} wwid {lun.wwid}" for lun in t.luns.values()))
+    return (
+        f"FCoE VN2VN over veth {f.initiator_if}/{f.target_if}: initiator "
+        f"{f.initiator_host} wwpn {f.initiator_wwpn}, target wwpn {f.target_wwpn} (its own "
+        "fc_host is present too), LUNs "
+        + ", ".join(f"{lun.lun_id} wwid {lun.wwid}" for lun in t.luns.values())
+    )
 
 
 #: name -> (builder of the scenario, description saved with the capture)
 SCENARIOS: dict[str, tuple[Callable[[], AbstractContextManager[Any]], Callable[[Any], str]]] = {
-    "iscsi-single": (lambda: scenarios.iscsi_single(iqn="iqn.2003-01.org.brick-lab:single"),
-                     iscsi_single_note),
-    "iscsi-shared-multipath": (lambda: scenarios.iscsi_dm_multipath(
-        iqn="iqn.2003-01.org.brick-lab:shared", luns=2, initiators=["local"]),
-        iscsi_multipath_note),
-    "nvme-tcp": (lambda: scenarios.nvme_tcp_multipath(nqn="nqn.2014-08.org.brick-lab:subsys-mp",
-                                                      namespaces=2), nvme_tcp_note),
+    "iscsi-single": (
+        lambda: scenarios.iscsi_single(iqn="iqn.2003-01.org.brick-lab:single"),
+        iscsi_single_note,
+    ),
+    "iscsi-shared-multipath": (
+        lambda: scenarios.iscsi_dm_multipath(
+            iqn="iqn.2003-01.org.brick-lab:shared", luns=2, initiators=["local"]
+        ),
+        iscsi_multipath_note,
+    ),
+    "nvme-tcp": (
+        lambda: scenarios.nvme_tcp_multipath(
+            nqn="nqn.2014-08.org.brick-lab:subsys-mp", namespaces=2
+        ),
+        nvme_tcp_note,
+    ),
     "fcoe": (lambda: scenarios.fcoe_luns(luns=2), fcoe_note),
 }
 

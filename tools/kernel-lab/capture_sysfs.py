@@ -29,21 +29,54 @@ import sys
 import tarfile
 import time
 
-CLASSES = ("block", "scsi_host", "scsi_device", "scsi_disk", "iscsi_session",
-           "iscsi_connection", "iscsi_host", "iscsi_transport", "nvme", "nvme-subsystem",
-           "nvme-fabrics", "fc_host", "fc_remote_ports", "fc_transport")
+CLASSES = (
+    "block",
+    "scsi_host",
+    "scsi_device",
+    "scsi_disk",
+    "iscsi_session",
+    "iscsi_connection",
+    "iscsi_host",
+    "iscsi_transport",
+    "nvme",
+    "nvme-subsystem",
+    "nvme-fabrics",
+    "fc_host",
+    "fc_remote_ports",
+    "fc_transport",
+)
 LINK_DIRS = ["/sys/block", "/sys/bus/scsi/devices"] + [f"/sys/class/{c}" for c in CLASSES]
-EXTRA_FILES = ("/sys/module/nvme_core/parameters/multipath",
-               "/sys/module/scsi_mod/parameters/scan",
-               "/sys/module/iscsi_tcp/parameters/debug_iscsi_tcp")
-SKIP_DIRS = {"power", "mq", "trace", "msi_irqs", "wakeup", "statistics", "firmware_node",
-             "integrity", "iosched", "hctx"}
-SKIP_DEVICES = ("/sys/devices/virtual/block/loop", "/sys/devices/virtual/block/ram",
-                "/sys/devices/virtual/block/zram")
+EXTRA_FILES = (
+    "/sys/module/nvme_core/parameters/multipath",
+    "/sys/module/scsi_mod/parameters/scan",
+    "/sys/module/iscsi_tcp/parameters/debug_iscsi_tcp",
+)
+SKIP_DIRS = {
+    "power",
+    "mq",
+    "trace",
+    "msi_irqs",
+    "wakeup",
+    "statistics",
+    "firmware_node",
+    "integrity",
+    "iosched",
+    "hctx",
+}
+SKIP_DEVICES = (
+    "/sys/devices/virtual/block/loop",
+    "/sys/devices/virtual/block/ram",
+    "/sys/devices/virtual/block/zram",
+)
 MAX_ATTR = 8192
 DEV_GLOBS = ("sd", "nvme", "ng", "dm-")
-ETC_FILES = ("iscsi/initiatorname.iscsi", "nvme/hostnqn", "nvme/hostid", "multipath/wwids",
-             "multipath.conf")
+ETC_FILES = (
+    "iscsi/initiatorname.iscsi",
+    "nvme/hostnqn",
+    "nvme/hostid",
+    "multipath/wwids",
+    "multipath.conf",
+)
 
 
 class Capture:
@@ -194,9 +227,14 @@ def capture(out: str, name: str = "", note: str = "") -> dict:
     c.capture_sys()
     c.capture_dev()
     c.capture_etc()
-    meta = {"name": name, "note": note, "kernel": os.uname().release,
-            "captured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "write_only": sorted(c.write_only), "skipped_attributes": c.skipped}
+    meta = {
+        "name": name,
+        "note": note,
+        "kernel": os.uname().release,
+        "captured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "write_only": sorted(c.write_only),
+        "skipped_attributes": c.skipped,
+    }
     with open(os.path.join(out, "capture.json"), "w") as f:
         json.dump(meta, f, indent=1, sort_keys=True)
         f.write("\n")
@@ -205,11 +243,13 @@ def capture(out: str, name: str = "", note: str = "") -> dict:
 
 def make_tar(out: str, tar_path: str) -> None:
     """tar.gz of OUT's contents (members relative: sys/..., dev/..., etc/...)."""
+
     def clean(ti: tarfile.TarInfo) -> tarfile.TarInfo:
         ti.uid = ti.gid = 0
         ti.uname = ti.gname = "root"
         ti.mtime = 0
         return ti
+
     tmp = tar_path + ".tmp"
     with tarfile.open(tmp, "w:gz", compresslevel=9) as tf:
         for n in sorted(os.listdir(out)):
@@ -227,8 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     meta = capture(a.out, a.name, a.note)
     if a.tar:
         make_tar(a.out, a.tar)
-        print(f"{a.tar}: {os.path.getsize(a.tar)} bytes, "
-              f"{len(meta['write_only'])} write-only attrs")
+        print(
+            f"{a.tar}: {os.path.getsize(a.tar)} bytes, {len(meta['write_only'])} write-only attrs"
+        )
     return 0
 
 

@@ -51,33 +51,37 @@ from brick_agent.properties.fc import FcProperties, parse_fc
 LOG = logging.getLogger(__name__)
 
 SEARCH_DIR = ("disk", "by-path")
-UNKNOWN_RECHECK = 0.5   # seconds between looks for targets not yet logged in during a wait
-
-
+UNKNOWN_RECHECK = 0.5  # seconds between looks for targets not yet logged in during a wait
 
 
 @dataclasses.dataclass
 class _AttachRecord:
     """What one connect call did, so a failure can undo exactly that."""
 
-    created: list[Hctl] = dataclasses.field(default_factory=list)      # devices our scans made
-    byproducts: list[Hctl] = dataclasses.field(default_factory=list)   # wildcard catch of others
+    created: list[Hctl] = dataclasses.field(default_factory=list)  # devices our scans made
+    byproducts: list[Hctl] = dataclasses.field(default_factory=list)  # wildcard catch of others
     scanned: set[Hctl] = dataclasses.field(default_factory=set)
     wildcards: list[tuple[int, int]] = dataclasses.field(default_factory=list)
     addresses: list[fc_view.FcAddress] = dataclasses.field(default_factory=list)
     unknown: list[tuple[Any, Any]] = dataclasses.field(default_factory=list)  # (FcHost, FcTarget)
-    unknown_checked: float = 0.0    # monotonic time of the last look for them
+    unknown_checked: float = 0.0  # monotonic time of the last look for them
 
 
 class FibreChannelConnector(Connector):
     """Attach/detach Fibre Channel volumes (os-brick compatible ``FibreChannelConnector``)."""
 
     protocol = "FIBRE_CHANNEL"
-    multipath_grace = 1.0   # seconds multipathd gets to map new paths by itself
+    multipath_grace = 1.0  # seconds multipathd gets to map new paths by itself
 
-    def __init__(self, root_helper: str | None = None, driver: Any = None, *,
-                 actions: ScsiActions | None = None,
-                 watch_factory: Callable[[], Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        root_helper: str | None = None,
+        driver: Any = None,
+        *,
+        actions: ScsiActions | None = None,
+        watch_factory: Callable[[], Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(root_helper, driver, **kwargs)
         self._actions = actions
         self._watch_factory = watch_factory or scsi_watch_factory(self.roots)
@@ -89,34 +93,45 @@ class FibreChannelConnector(Connector):
     def actions(self) -> ScsiActions:
         if self._actions is None:
             from brick_agent.connectors.scsi.actions import PrivilegedScsiActions
+
             self._actions = PrivilegedScsiActions(self.conf, self.roots)
         return self._actions
 
     @property
     def ops(self) -> ScsiVolumeOps:
         if self._ops is None:
-            self._ops = ScsiVolumeOps(self.roots, self.actions, self._watch_factory,
-                                      multipath_wait_timeout=self.opts.multipath_wait_timeout,
-                                      device_removal_timeout=self.opts.device_removal_timeout,
-                                      multipath_grace=self.multipath_grace)
+            self._ops = ScsiVolumeOps(
+                self.roots,
+                self.actions,
+                self._watch_factory,
+                multipath_wait_timeout=self.opts.multipath_wait_timeout,
+                device_removal_timeout=self.opts.device_removal_timeout,
+                multipath_grace=self.multipath_grace,
+            )
         return self._ops
 
     def _lock_timeout(self) -> float:
         return self.opts.device_wait_timeout + self.opts.command_timeout
 
     def _target_lock(self, props: FcProperties):
-        return locking.target_lock("fc", locking.fc_target_key(props.target_wwpns),
-                                   lock_path=self.opts.lock_path, timeout=self._lock_timeout())
+        return locking.target_lock(
+            "fc",
+            locking.fc_target_key(props.target_wwpns),
+            lock_path=self.opts.lock_path,
+            timeout=self._lock_timeout(),
+        )
 
     def _scan_lock(self, host: int):
         """Serialises wildcard scans of one HBA so the before/after diff is ours."""
-        return locking.target_lock("fc_scan", f"host{host}", lock_path=self.opts.lock_path,
-                                   timeout=self._lock_timeout())
+        return locking.target_lock(
+            "fc_scan", f"host{host}", lock_path=self.opts.lock_path, timeout=self._lock_timeout()
+        )
 
     def _host_slot(self):
         if self._limit is None:
-            self._limit = locking.HostConcurrencyLimit(self.opts.max_concurrent_operations,
-                                                       self.opts.lock_path)
+            self._limit = locking.HostConcurrencyLimit(
+                self.opts.max_concurrent_operations, self.opts.lock_path
+            )
         return self._limit.slot(timeout=self._lock_timeout())
 
     @staticmethod
@@ -138,10 +153,16 @@ class FibreChannelConnector(Connector):
             try:
                 info = self._connect(props, deadline, record)
             except BaseException as exc:
-                LOG.warning("FC attach of %s failed (%s: %s); undoing what it created; "
-                            "scanned %s, wildcards %s; host saw: %s", self._describe(props),
-                            type(exc).__name__, exc, sorted(map(str, record.scanned)),
-                            record.wildcards, self._snapshot())
+                LOG.warning(
+                    "FC attach of %s failed (%s: %s); undoing what it created; "
+                    "scanned %s, wildcards %s; host saw: %s",
+                    self._describe(props),
+                    type(exc).__name__,
+                    exc,
+                    sorted(map(str, record.scanned)),
+                    record.wildcards,
+                    self._snapshot(),
+                )
                 with self._target_lock(props):
                     left = self.ops.delete_created(record.created + record.byproducts)
                 if left:
@@ -151,17 +172,27 @@ class FibreChannelConnector(Connector):
                 left = self.ops.delete_created(record.byproducts)
                 if left:
                     LOG.warning("wildcard scan by-products left behind: %s", ", ".join(left))
-        LOG.info("FC attach of %s -> %s in %.3fs", self._describe(props), info["path"],
-                 time.monotonic() - start)
+        LOG.info(
+            "FC attach of %s -> %s in %.3fs",
+            self._describe(props),
+            info["path"],
+            time.monotonic() - start,
+        )
         return info
 
-    def _connect(self, props: FcProperties, deadline: Deadline,
-                 record: _AttachRecord) -> DeviceInfo:
+    def _connect(
+        self, props: FcProperties, deadline: Deadline, record: _AttachRecord
+    ) -> DeviceInfo:
         plan = fc_view.plan(self.roots, props)
         if not plan.hbas:
             raise TargetUnreachable(
-                "no online FC HBA" + (" allowed by initiator_target_map"
-                                      if props.initiator_target_map is not None else ""))
+                "no online FC HBA"
+                + (
+                    " allowed by initiator_target_map"
+                    if props.initiator_target_map is not None
+                    else ""
+                )
+            )
         hbas = list(plan.hbas)
         record.addresses = list(plan.addresses)
         record.unknown = list(plan.unknown)
@@ -184,16 +215,24 @@ class FibreChannelConnector(Connector):
                     if not plan.addresses and not self._known(props, hbas):
                         raise TargetUnreachable(
                             f"target port(s) {', '.join(props.target_wwpns)} not seen by any "
-                            f"usable HBA within {deadline.budget:.1f}s") from exc
-                    raise DeviceNotFound(f"{self._describe(props)} did not appear within "
-                                         f"{deadline.budget:.1f}s") from exc
-                LOG.warning("FC attach continues with %d ready path(s): %s", len(devices),
-                            ", ".join(f"{d.name} ({d.hctl})" for d in devices))
+                            f"usable HBA within {deadline.budget:.1f}s"
+                        ) from exc
+                    raise DeviceNotFound(
+                        f"{self._describe(props)} did not appear within {deadline.budget:.1f}s"
+                    ) from exc
+                LOG.warning(
+                    "FC attach continues with %d ready path(s): %s",
+                    len(devices),
+                    ", ".join(f"{d.name} ({d.hctl})" for d in devices),
+                )
         wwid = self.ops.common_wwid(devices)
         return self.ops.device_info(
-            devices, wwid, use_multipath=self.use_multipath,
+            devices,
+            wwid,
+            use_multipath=self.use_multipath,
             enforce_multipath=bool(props.enforce_multipath or self.opts.enforce_multipath),
-            deadline=deadline)
+            deadline=deadline,
+        )
 
     def _known(self, props: FcProperties, hbas: list) -> bool:
         addrs, _ = fc_view.addresses_for(self.roots, props, hbas)
@@ -210,16 +249,16 @@ class FibreChannelConnector(Connector):
             if existing is not None:
                 if self.ops.revalidate(existing) is not None:
                     continue
-            record.created.append(hctl)   # undo skips it if the scan made nothing
+            record.created.append(hctl)  # undo skips it if the scan made nothing
             self.actions.scan_lun(a.host, a.channel, a.target_id, a.lun)
 
-    def _scan_wildcard(self, props: FcProperties, host: int, lun: int,
-                       record: _AttachRecord) -> None:
+    def _scan_wildcard(
+        self, props: FcProperties, host: int, lun: int, record: _AttachRecord
+    ) -> None:
         wanted = set(props.target_wwpns)
         with self._scan_lock(host):
             before = fc_view.host_luns(self.roots, host, lun)
-            LOG.info("FC: target not known on any HBA; wildcard scan '- - %d' on host%d", lun,
-                     host)
+            LOG.info("FC: target not known on any HBA; wildcard scan '- - %d' on host%d", lun, host)
             self.actions.scan_lun(host, None, None, lun)
             record.wildcards.append((host, lun))
             for hctl in sorted(fc_view.host_luns(self.roots, host, lun) - before):
@@ -232,8 +271,9 @@ class FibreChannelConnector(Connector):
                 else:
                     record.byproducts.append(hctl)
 
-    def _paths(self, props: FcProperties, record: _AttachRecord,
-               require_all: bool) -> list[ScsiDevice] | None:
+    def _paths(
+        self, props: FcProperties, record: _AttachRecord, require_all: bool
+    ) -> list[ScsiDevice] | None:
         """Ready devices at the volume's addresses; scans targets that logged in meanwhile.
 
         Only (HBA, target) pairs unknown so far are looked up again, so a
@@ -250,8 +290,16 @@ class FibreChannelConnector(Connector):
                 if not pairs:
                     still.append((hba, target))
                 for channel, tid in pairs:
-                    fresh.append(fc_view.FcAddress(hba.host_number, hba.port_name, target.wwpn,
-                                                   channel, tid, props.scsi_lun(target.lun)))
+                    fresh.append(
+                        fc_view.FcAddress(
+                            hba.host_number,
+                            hba.port_name,
+                            target.wwpn,
+                            channel,
+                            tid,
+                            props.scsi_lun(target.lun),
+                        )
+                    )
             record.unknown = still
             fresh = [a for a in fresh if a not in record.addresses]
             if fresh:
@@ -275,28 +323,36 @@ class FibreChannelConnector(Connector):
     # ---------------------------------------------------------------- detach
     def _volume_devices(self, props: FcProperties) -> tuple[list[ScsiDevice], set[int]]:
         """Devices at the volume's addresses on every fc_host (online or not), and those hosts."""
-        hbas = [h for h in fc_hosts(self.roots)
-                if h.port_name and props.targets_for_initiator(h.port_name)]
+        hbas = [
+            h
+            for h in fc_hosts(self.roots)
+            if h.port_name and props.targets_for_initiator(h.port_name)
+        ]
         addrs, _ = fc_view.addresses_for(self.roots, props, hbas)
         found = [d for _, d in fc_view.devices_at(self.roots, addrs)]
         return found, {h.host_number for h in hbas}
 
-    def _with_map_paths(self, found: list[ScsiDevice], fc_numbers: set[int],
-                        wwid: str | None) -> list[ScsiDevice]:
+    def _with_map_paths(
+        self, found: list[ScsiDevice], fc_numbers: set[int], wwid: str | None
+    ) -> list[ScsiDevice]:
         """``found`` plus the FC paths of the volume's map (paths of other targets included)."""
         out = {d.hctl: d for d in found}
         if wwid:
             m = self.ops.volume_map(wwid, found)
-            for slave in (m.slaves if m is not None else ()):
+            for slave in m.slaves if m is not None else ():
                 dev = scsi_device_by_name(self.roots, slave)
                 if dev is not None and dev.hctl.host in fc_numbers:
                     out.setdefault(dev.hctl, dev)
         return [out[h] for h in sorted(out)]
 
     @ledger.records_detach
-    def disconnect_volume(self, connection_properties: Mapping[str, Any],
-                          device_info: Mapping[str, Any] | None, force: bool = False,
-                          ignore_errors: bool = False) -> None:
+    def disconnect_volume(
+        self,
+        connection_properties: Mapping[str, Any],
+        device_info: Mapping[str, Any] | None,
+        force: bool = False,
+        ignore_errors: bool = False,
+    ) -> None:
         props = parse_fc(connection_properties)
         info = dict(device_info or {})
         start = time.monotonic()
@@ -307,13 +363,21 @@ class FibreChannelConnector(Connector):
             ours, leftovers = self.ops.confirmed(found, wwid, force)
             leftovers += self.ops.remove_volume(ours, wwid, info, force)
         if leftovers:
-            LOG.warning("FC detach of %s left behind: %s; host saw: %s", self._describe(props),
-                        ", ".join(leftovers), self._snapshot())
+            LOG.warning(
+                "FC detach of %s left behind: %s; host saw: %s",
+                self._describe(props),
+                ", ".join(leftovers),
+                self._snapshot(),
+            )
             if not ignore_errors:
                 raise LeftoversRemain("FC detach incomplete", leftovers)
         else:
-            LOG.info("FC detach of %s done in %.3fs (%d device(s))", self._describe(props),
-                     time.monotonic() - start, len(ours))
+            LOG.info(
+                "FC detach of %s done in %.3fs (%d device(s))",
+                self._describe(props),
+                time.monotonic() - start,
+                len(ours),
+            )
 
     # ---------------------------------------------------------------- queries
     def get_volume_paths(self, connection_properties: Mapping[str, Any]) -> list[str]:
@@ -327,7 +391,8 @@ class FibreChannelConnector(Connector):
         return out
 
     def get_all_available_volumes(
-            self, connection_properties: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        self, connection_properties: Mapping[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
         wanted = None
         if connection_properties is not None:
             wanted = set(parse_fc(connection_properties).target_wwpns)
@@ -335,9 +400,16 @@ class FibreChannelConnector(Connector):
         for hba, d, target_wwpn in fc_view.fc_scsi_devices(self.roots):
             if wanted is not None and target_wwpn not in wanted:
                 continue
-            out.append({"hba": f"host{hba.host_number}", "hba_wwpn": hba.port_name,
-                        "target_wwpn": target_wwpn, "lun": d.hctl.lun, "hctl": str(d.hctl),
-                        **self.ops.listing_fields(d)})
+            out.append(
+                {
+                    "hba": f"host{hba.host_number}",
+                    "hba_wwpn": hba.port_name,
+                    "target_wwpn": target_wwpn,
+                    "lun": d.hctl.lun,
+                    "hctl": str(d.hctl),
+                    **self.ops.listing_fields(d),
+                }
+            )
         return out
 
     def get_search_path(self) -> str:

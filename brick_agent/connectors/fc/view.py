@@ -13,8 +13,7 @@ import os
 import re
 
 from brick_agent.host import sysfs
-from brick_agent.host.fc import (FcHost, FcRemotePort, fc_hosts, normalize_wwn,
-                                 read_remote_port)
+from brick_agent.host.fc import FcHost, FcRemotePort, fc_hosts, normalize_wwn, read_remote_port
 from brick_agent.host.roots import HostRoots
 from brick_agent.host.scsi import Hctl, ScsiDevice, scsi_device, scsi_devices
 from brick_agent.host.fc import fc_transport_targets
@@ -45,7 +44,7 @@ class ScanPlan:
 
     hbas: tuple[FcHost, ...]
     addresses: tuple[FcAddress, ...]
-    unknown: tuple[tuple[FcHost, FcTarget], ...]   # target not (yet) known on that HBA
+    unknown: tuple[tuple[FcHost, FcTarget], ...]  # target not (yet) known on that HBA
 
     def wildcards(self, props: FcProperties) -> tuple[tuple[int, int], ...]:
         """(host, scan LUN) wildcard scans.
@@ -98,13 +97,14 @@ def target_ids(roots: HostRoots, host: int, wwpn: str) -> list[tuple[int, int]]:
     base = roots.sysfs("class", "fc_transport")
     for name in sysfs.list_dir(base, rf"target{host}:\d+:\d+"):
         if normalize_wwn(sysfs.read_attr(os.path.join(base, name, "port_name"))) == want:
-            _, c, t = name[len("target"):].split(":")
+            _, c, t = name[len("target") :].split(":")
             found.add((int(c), int(t)))
     return sorted(found)
 
 
-def addresses_for(roots: HostRoots, props: FcProperties,
-                  hbas: list[FcHost]) -> tuple[list[FcAddress], list[tuple[FcHost, FcTarget]]]:
+def addresses_for(
+    roots: HostRoots, props: FcProperties, hbas: list[FcHost]
+) -> tuple[list[FcAddress], list[tuple[FcHost, FcTarget]]]:
     """Known addresses of the volume on ``hbas``, and (HBA, target) pairs not known there."""
     found: list[FcAddress] = []
     unknown: list[tuple[FcHost, FcTarget]] = []
@@ -114,8 +114,14 @@ def addresses_for(roots: HostRoots, props: FcProperties,
             if not pairs:
                 unknown.append((hba, target))
             for channel, tid in pairs:
-                addr = FcAddress(hba.host_number, hba.port_name, target.wwpn, channel, tid,
-                                 props.scsi_lun(target.lun))
+                addr = FcAddress(
+                    hba.host_number,
+                    hba.port_name,
+                    target.wwpn,
+                    channel,
+                    tid,
+                    props.scsi_lun(target.lun),
+                )
                 if addr not in found:
                     found.append(addr)
     return found, unknown

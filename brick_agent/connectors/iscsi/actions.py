@@ -17,7 +17,6 @@ Secrets travel as :class:`~brick_agent.secrets.Secret` and are revealed only
 inside the privileged process.
 """
 
-
 from __future__ import annotations
 
 import contextlib
@@ -27,14 +26,24 @@ import math
 from typing import Protocol
 
 from brick_agent import locking
-from brick_agent.connectors.scsi.actions import (PrivilegedScsiActions, ScsiActions,
-                                                 multipathd_running)
+from brick_agent.connectors.scsi.actions import (
+    PrivilegedScsiActions,
+    ScsiActions,
+    multipathd_running,
+)
 from brick_agent.deadline import Deadline
 from brick_agent.errors import AuthenticationFailed, CommandFailed, TargetUnreachable
 from brick_agent.host import iscsiadm
-from brick_agent.host.iscsiadm import (ERR_FATAL_LOGIN, ERR_INVAL, ERR_LOGIN,
-                                       ERR_LOGIN_AUTH_FAILED, ERR_NO_OBJS_FOUND,
-                                       ERR_PDU_TIMEOUT, ERR_TRANS, ERR_TRANS_TIMEOUT)
+from brick_agent.host.iscsiadm import (
+    ERR_FATAL_LOGIN,
+    ERR_INVAL,
+    ERR_LOGIN,
+    ERR_LOGIN_AUTH_FAILED,
+    ERR_NO_OBJS_FOUND,
+    ERR_PDU_TIMEOUT,
+    ERR_TRANS,
+    ERR_TRANS_TIMEOUT,
+)
 from brick_agent.properties.iscsi import ChapCredentials
 
 LOG = logging.getLogger(__name__)
@@ -44,12 +53,12 @@ LOG = logging.getLogger(__name__)
 class NodeSettings:
     """How to create/update the iscsiadm node record before logging in."""
 
-    portal: str                      # 'ip:port' / '[v6]:port' (Portal.address)
+    portal: str  # 'ip:port' / '[v6]:port' (Portal.address)
     iqn: str
-    iface: str = "default"           # iscsiadm iface name ('default', 'iser', offload ifaces)
+    iface: str = "default"  # iscsiadm iface name ('default', 'iser', offload ifaces)
     auth: ChapCredentials | None = None
-    manual_scan: bool = True         # node.session.scan = manual
-    login_timeout: float = 15.0      # seconds the login may take
+    manual_scan: bool = True  # node.session.scan = manual
+    login_timeout: float = 15.0  # seconds the login may take
     # seconds I/O waits for a dead session (multipath: short)
     replacement_timeout: int | None = None
 
@@ -62,8 +71,9 @@ class IscsiActions(ScsiActions, Protocol):
     def manual_scan_supported(self) -> bool:
         """True when iscsiadm knows ``node.session.scan`` (detected once, cached)."""
 
-    def discover(self, portal: str, iface: str, auth: ChapCredentials | None,
-                 timeout: float) -> list[tuple[str, str]]:
+    def discover(
+        self, portal: str, iface: str, auth: ChapCredentials | None, timeout: float
+    ) -> list[tuple[str, str]]:
         """SendTargets discovery at ``portal``; ``[(portal 'ip:port', iqn), ...]``."""
 
     def prepare_nodes(self, nodes: list[NodeSettings]) -> None:
@@ -80,6 +90,7 @@ class IscsiActions(ScsiActions, Protocol):
     def logout(self, portal: str, iqn: str, iface: str, timeout: float | None = None) -> None:
         """Log out of the session and delete the node record, both within ``timeout``
         seconds when given (an attach's undo inside its deadline), else the command timeout."""
+
 
 #: iscsiadm exit codes that mean the portal could not be reached
 UNREACHABLE = {ERR_TRANS, ERR_TRANS_TIMEOUT, ERR_PDU_TIMEOUT, ERR_LOGIN}
@@ -99,17 +110,23 @@ def login_attempt_seconds(login_timeout: float) -> int:
 def _chap_settings(prefix: str, auth: ChapCredentials | None) -> list[tuple[str, str]]:
     if auth is None:
         return [(f"{prefix}.authmethod", "None")]
-    return [(f"{prefix}.authmethod", "CHAP"), (f"{prefix}.username", auth.username),
-            (f"{prefix}.password", auth.password.reveal())]
+    return [
+        (f"{prefix}.authmethod", "CHAP"),
+        (f"{prefix}.username", auth.username),
+        (f"{prefix}.password", auth.password.reveal()),
+    ]
 
 
-def _split_auth(settings: list[tuple[str, str]], chap: bool
-                ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+def _split_auth(
+    settings: list[tuple[str, str]], chap: bool
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """(settings for iscsiadm's argv, CHAP settings for the record file)."""
     if not chap:
         return settings, []
-    return ([item for item in settings if ".auth." not in item[0]],
-            [item for item in settings if ".auth." in item[0]])
+    return (
+        [item for item in settings if ".auth." not in item[0]],
+        [item for item in settings if ".auth." in item[0]],
+    )
 
 
 def _login_error(exc: CommandFailed, portal: str, iqn: str) -> Exception:
@@ -120,8 +137,7 @@ def _login_error(exc: CommandFailed, portal: str, iqn: str) -> Exception:
         what = "timed out" if exc.timed_out else f"failed (iscsiadm exit {exc.returncode})"
         return TargetUnreachable(f"login to {where} {what}")
     if exc.returncode == ERR_FATAL_LOGIN:
-        return AuthenticationFailed(f"target {where} refused the login "
-                                    "(initiator not authorised)")
+        return AuthenticationFailed(f"target {where} refused the login (initiator not authorised)")
     return exc
 
 
@@ -129,8 +145,9 @@ class PrivilegedIscsiActions(PrivilegedScsiActions):
     """IscsiActions over brick_agent.privileged (daemon or in-process per config)."""
 
     # iscsiadm -----------------------------------------------------------------
-    def _node_db(self, exclusive: bool, timeout: float | None = None
-                 ) -> contextlib.AbstractContextManager[None]:
+    def _node_db(
+        self, exclusive: bool, timeout: float | None = None
+    ) -> contextlib.AbstractContextManager[None]:
         """Guard iscsiadm's node database across threads and processes of this host.
 
         Every ``iscsiadm -m node -T .. -p ..`` call (login, logout, delete) reads
@@ -142,21 +159,25 @@ class PrivilegedIscsiActions(PrivilegedScsiActions):
         command, what one holder can take.
         """
         if timeout is None:
-            timeout = (self.opts.login_timeout + LOGIN_COMMAND_SLACK
-                       + self.opts.command_timeout)
-        return locking.host_file_lock(locking.safe_lock_name("iscsi-nodedb"),
-                                      lock_path=self.opts.lock_path, exclusive=exclusive,
-                                      timeout=timeout)
+            timeout = self.opts.login_timeout + LOGIN_COMMAND_SLACK + self.opts.command_timeout
+        return locking.host_file_lock(
+            locking.safe_lock_name("iscsi-nodedb"),
+            lock_path=self.opts.lock_path,
+            exclusive=exclusive,
+            timeout=timeout,
+        )
 
     def manual_scan_supported(self) -> bool:
         return iscsiadm.iscsi_manual_scan_supported()
 
-    def discover(self, portal: str, iface: str, auth: ChapCredentials | None,
-                 timeout: float) -> list[tuple[str, str]]:
+    def discover(
+        self, portal: str, iface: str, auth: ChapCredentials | None, timeout: float
+    ) -> list[tuple[str, str]]:
         from brick_agent.privileged import iscsi as piscsi
+
         settings = _chap_settings("discovery.sendtargets.auth", auth) if auth else None
         try:
-            with self._node_db(exclusive=True):   # sendtargets writes node records
+            with self._node_db(exclusive=True):  # sendtargets writes node records
                 res = piscsi.discover(portal, iface, settings, timeout=max(1.0, timeout))
         except CommandFailed as exc:
             raise _login_error(exc, portal, "sendtargets discovery") from None
@@ -168,13 +189,16 @@ class PrivilegedIscsiActions(PrivilegedScsiActions):
         # (a refused or silent portal uses the whole attempt): 2 whole seconds each that
         # add up to no more than the caller's login timeout (15 s -> 2 x 7 s)
         per_try = login_attempt_seconds(node.login_timeout)
-        settings = [("node.session.initial_login_retry_max", str(LOGIN_ATTEMPTS - 1)),
-                    ("node.conn[0].timeo.login_timeout", str(per_try))]
+        settings = [
+            ("node.session.initial_login_retry_max", str(LOGIN_ATTEMPTS - 1)),
+            ("node.conn[0].timeo.login_timeout", str(per_try)),
+        ]
         if node.manual_scan:
             settings.insert(0, ("node.session.scan", "manual"))
         if node.replacement_timeout is not None:
-            settings.append(("node.session.timeo.replacement_timeout",
-                             str(int(node.replacement_timeout))))
+            settings.append(
+                ("node.session.timeo.replacement_timeout", str(int(node.replacement_timeout)))
+            )
         if node.auth is not None:
             settings += _chap_settings("node.session.auth", node.auth)
         return settings
@@ -182,11 +206,13 @@ class PrivilegedIscsiActions(PrivilegedScsiActions):
     def _write_node(self, node: NodeSettings) -> None:
         """``--op new`` + the settings (caller holds the exclusive node-DB lock)."""
         from brick_agent.privileged import iscsi as piscsi
+
         timeout = max(1.0, node.login_timeout)
         piscsi.node_create(node.iqn, node.portal, node.iface, timeout=timeout)
         settings, auth = _split_auth(self._node_settings(node), node.auth is not None)
-        if auth:   # CHAP goes into the record file, never on iscsiadm's argv
+        if auth:  # CHAP goes into the record file, never on iscsiadm's argv
             from brick_agent.privileged import iscsi_auth
+
             iscsi_auth.node_set_auth(node.iqn, node.portal, node.iface, auth)
         try:
             piscsi.node_update(node.iqn, node.portal, node.iface, settings, timeout=timeout)
@@ -210,38 +236,44 @@ class PrivilegedIscsiActions(PrivilegedScsiActions):
 
     def login(self, node: NodeSettings, prepared: bool = False) -> None:
         from brick_agent.privileged import iscsi as piscsi
+
         timeout = max(1.0, node.login_timeout)
         try:
             if prepared:
                 try:
                     with self._node_db(exclusive=False):
-                        piscsi.node_login(node.iqn, node.portal, node.iface,
-                                          timeout=timeout + LOGIN_COMMAND_SLACK)
+                        piscsi.node_login(
+                            node.iqn, node.portal, node.iface, timeout=timeout + LOGIN_COMMAND_SLACK
+                        )
                     return
                 except CommandFailed as exc:
                     if exc.returncode != ERR_NO_OBJS_FOUND:
                         raise
-                    LOG.debug("node record of %s %s vanished; writing it again", node.iqn,
-                              node.portal)
+                    LOG.debug(
+                        "node record of %s %s vanished; writing it again", node.iqn, node.portal
+                    )
             with self._node_db(exclusive=True):
                 self._write_node(node)
             with self._node_db(exclusive=False):
-                piscsi.node_login(node.iqn, node.portal, node.iface,
-                                  timeout=timeout + LOGIN_COMMAND_SLACK)
+                piscsi.node_login(
+                    node.iqn, node.portal, node.iface, timeout=timeout + LOGIN_COMMAND_SLACK
+                )
         except CommandFailed as exc:
             err = _login_error(exc, node.portal, node.iqn)
             try:  # leave no node record behind for a login that never worked
                 with self._node_db(exclusive=True):
                     piscsi.node_delete(node.iqn, node.portal, node.iface, timeout=10)
             except CommandFailed as cleanup:
-                LOG.warning("could not delete node record %s %s: %s", node.iqn, node.portal,
-                            cleanup)
+                LOG.warning(
+                    "could not delete node record %s %s: %s", node.iqn, node.portal, cleanup
+                )
             if err is exc:
                 raise
             raise err from None
 
     def logout(self, portal: str, iqn: str, iface: str, timeout: float | None = None) -> None:
         from brick_agent.privileged import iscsi as piscsi
+
         if timeout is None:
             with self._node_db(exclusive=False):
                 piscsi.node_logout(iqn, portal, iface, timeout=self.opts.command_timeout)

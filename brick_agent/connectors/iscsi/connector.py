@@ -44,14 +44,19 @@ from brick_agent.connectors.base import Connector, DeviceInfo
 from brick_agent.connectors.iscsi.actions import IscsiActions
 from brick_agent.connectors.iscsi.sessions import AttachRecord, IscsiSessions
 from brick_agent.connectors.scsi.volume import CLAIMS, ScsiVolumeOps, scsi_watch_factory
-from brick_agent.errors import (AuthenticationFailed, BrickError, DeviceNotFound,
-                                LeftoversRemain, NotSupported,
-                                TargetUnreachable, VolumeIdentityMismatch)
+from brick_agent.errors import (
+    AuthenticationFailed,
+    BrickError,
+    DeviceNotFound,
+    LeftoversRemain,
+    NotSupported,
+    TargetUnreachable,
+    VolumeIdentityMismatch,
+)
 from brick_agent.deadline import Clock, Deadline
 from brick_agent.host import sysfs
 from brick_agent.host.block import block_device_for_path
-from brick_agent.host.iscsi import (IscsiSession, iscsi_sessions, session_devices,
-                                    session_targets)
+from brick_agent.host.iscsi import IscsiSession, iscsi_sessions, session_devices, session_targets
 from brick_agent.host.multipath import MultipathMap, map_for_wwid
 from brick_agent.host.roots import HostRoots
 from brick_agent.host.scsi import Hctl, ScsiDevice, scsi_device_by_name
@@ -80,8 +85,7 @@ def undo_reserve(budget: float) -> float:
     with a 0.4 s reserve left its session); 16 concurrent logouts ~2 s.
     """
     budget = max(0.0, budget)
-    return min(UNDO_RESERVE_MAX, budget / 2,
-               max(UNDO_RESERVE_MIN, budget * UNDO_RESERVE_SHARE))
+    return min(UNDO_RESERVE_MAX, budget / 2, max(UNDO_RESERVE_MIN, budget * UNDO_RESERVE_SHARE))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,10 +104,17 @@ class ISCSIConnector(Connector):
     #: seconds to let multipathd build a map from uevents before asking it explicitly
     multipath_grace = 0.5
 
-    def __init__(self, root_helper: str | None = None, driver: Any = None, *,
-                 transport: str | None = "default", actions: IscsiActions | None = None,
-                 watch_factory: Callable[[], Any] | None = None,
-                 clock: Clock = time.monotonic, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        root_helper: str | None = None,
+        driver: Any = None,
+        *,
+        transport: str | None = "default",
+        actions: IscsiActions | None = None,
+        watch_factory: Callable[[], Any] | None = None,
+        clock: Clock = time.monotonic,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(root_helper, driver, **kwargs)
         self.clock = clock
         self.transport = transport or "default"
@@ -119,6 +130,7 @@ class ISCSIConnector(Connector):
     def actions(self) -> IscsiActions:
         if self._actions is None:
             from brick_agent.connectors.iscsi.actions import PrivilegedIscsiActions
+
             self._actions = PrivilegedIscsiActions(self.conf)
         return self._actions
 
@@ -130,19 +142,25 @@ class ISCSIConnector(Connector):
         0.24 s; without it the by-path link may not exist yet when connect_volume returns
         (get_volume_paths then falls back to /dev/sdX)."""
         if self._ops is None:
-            self._ops = ScsiVolumeOps(self.roots, self.actions, self._watch_factory,
-                                      multipath_wait_timeout=self.opts.multipath_wait_timeout,
-                                      device_removal_timeout=self.opts.device_removal_timeout,
-                                      map_removal_timeout=self.opts.flush_timeout,
-                                      multipath_grace=self.multipath_grace,
-                                      wait_for_udev=False, stable_paths=False)
+            self._ops = ScsiVolumeOps(
+                self.roots,
+                self.actions,
+                self._watch_factory,
+                multipath_wait_timeout=self.opts.multipath_wait_timeout,
+                device_removal_timeout=self.opts.device_removal_timeout,
+                map_removal_timeout=self.opts.flush_timeout,
+                multipath_grace=self.multipath_grace,
+                wait_for_udev=False,
+                stable_paths=False,
+            )
         return self._ops
 
     @property
     def sessions(self) -> IscsiSessions:
         if self._sessions is None:
-            self._sessions = IscsiSessions(self.roots, self.actions, self.opts, self.iface,
-                                           self._watch_factory)
+            self._sessions = IscsiSessions(
+                self.roots, self.actions, self.opts, self.iface, self._watch_factory
+            )
         return self._sessions
 
     def _parse(self, props: Mapping[str, Any]) -> IscsiProperties:
@@ -150,8 +168,9 @@ class ISCSIConnector(Connector):
 
     def _host_slot(self):
         if self._limit is None:
-            self._limit = locking.HostConcurrencyLimit(self.opts.max_concurrent_operations,
-                                                       self.opts.lock_path)
+            self._limit = locking.HostConcurrencyLimit(
+                self.opts.max_concurrent_operations, self.opts.lock_path
+            )
         return self._limit.slot(timeout=self.sessions.lock_timeout())
 
     # ---------------------------------------------------------------- attach
@@ -163,7 +182,7 @@ class ISCSIConnector(Connector):
     def connect_volume(self, connection_properties: Mapping[str, Any]) -> DeviceInfo:
         props = self._parse(connection_properties)
         deadline = Deadline.after(self.opts.device_wait_timeout, self.clock)
-        work = deadline.reserving(undo_reserve(deadline.budget))   # the rest is the undo's
+        work = deadline.reserving(undo_reserve(deadline.budget))  # the rest is the undo's
         record = AttachRecord()
         start = time.monotonic()
         with self._host_slot():
@@ -173,12 +192,20 @@ class ISCSIConnector(Connector):
                 else:
                     info = self._connect_single(props, work, record)
             except BaseException as exc:
-                LOG.warning("iSCSI attach of %s failed (%s: %s); undoing what it created",
-                            self._describe(props), type(exc).__name__, exc)
+                LOG.warning(
+                    "iSCSI attach of %s failed (%s: %s); undoing what it created",
+                    self._describe(props),
+                    type(exc).__name__,
+                    exc,
+                )
                 self._undo(record, deadline)
                 raise
-        LOG.info("iSCSI attach of %s -> %s in %.3fs", self._describe(props), info["path"],
-                 time.monotonic() - start)
+        LOG.info(
+            "iSCSI attach of %s -> %s in %.3fs",
+            self._describe(props),
+            info["path"],
+            time.monotonic() - start,
+        )
         return info
 
     @staticmethod
@@ -186,8 +213,9 @@ class ISCSIConnector(Connector):
         t = props.primary
         return f"{t.iqn} lun {t.lun} via {t.portal.address}"
 
-    def _connect_single(self, props: IscsiProperties, deadline: Deadline,
-                        record: AttachRecord) -> DeviceInfo:
+    def _connect_single(
+        self, props: IscsiProperties, deadline: Deadline, record: AttachRecord
+    ) -> DeviceInfo:
         ordered = [props.primary] + [t for t in props.targets if t != props.primary]
         errors: list[BaseException] = []
         for target in ordered:
@@ -200,20 +228,26 @@ class ISCSIConnector(Connector):
                 if deadline.expired:
                     break
                 continue
-            return self.ops.device_info([path.device], path.wwid, use_multipath=False,
-                                        enforce_multipath=False, deadline=deadline)
+            return self.ops.device_info(
+                [path.device],
+                path.wwid,
+                use_multipath=False,
+                enforce_multipath=False,
+                deadline=deadline,
+            )
         raise _best_error(errors)
 
-    def _connect_multipath(self, props: IscsiProperties, deadline: Deadline,
-                           record: AttachRecord) -> DeviceInfo:
+    def _connect_multipath(
+        self, props: IscsiProperties, deadline: Deadline, record: AttachRecord
+    ) -> DeviceInfo:
         targets = self.sessions.discover_targets(props, deadline)
         self.sessions.prepare(props, targets, deadline, record)
         paths: list[_Path] = []
         errors: list[BaseException] = []
-        with concurrent.futures.ThreadPoolExecutor(max_workers=len(targets),
-                                                   thread_name_prefix="iscsi-path") as pool:
-            futures = [pool.submit(self._attach_path, props, t, deadline, record)
-                       for t in targets]
+        with concurrent.futures.ThreadPoolExecutor(
+            max_workers=len(targets), thread_name_prefix="iscsi-path"
+        ) as pool:
+            futures = [pool.submit(self._attach_path, props, t, deadline, record) for t in targets]
             for fut in futures:
                 try:
                     paths.append(fut.result())
@@ -225,17 +259,25 @@ class ISCSIConnector(Connector):
         if not paths:
             raise _best_error(errors)
         if errors:
-            LOG.warning("iSCSI multipath attach continues with %d of %d paths (%s)",
-                        len(paths), len(targets), "; ".join(str(e) for e in errors))
+            LOG.warning(
+                "iSCSI multipath attach continues with %d of %d paths (%s)",
+                len(paths),
+                len(targets),
+                "; ".join(str(e) for e in errors),
+            )
         devices = [p.device for p in paths]
         return self.ops.device_info(
-            devices, self.ops.common_wwid(devices), use_multipath=True,
+            devices,
+            self.ops.common_wwid(devices),
+            use_multipath=True,
             enforce_multipath=bool(props.enforce_multipath or self.opts.enforce_multipath),
-            deadline=deadline)
+            deadline=deadline,
+        )
 
     # one path ---------------------------------------------------------------
-    def _attach_path(self, props: IscsiProperties, target: IscsiTarget, deadline: Deadline,
-                     record: AttachRecord) -> _Path:
+    def _attach_path(
+        self, props: IscsiProperties, target: IscsiTarget, deadline: Deadline, record: AttachRecord
+    ) -> _Path:
         lun = props.scsi_lun(target.lun)
         with self._watch_factory() as watch:
             with self.sessions.target_lock(target):
@@ -245,23 +287,25 @@ class ISCSIConnector(Connector):
                     existing = self.ops.revalidate(existing)
                 if existing is None:
                     self._scan(session, lun, target, record)
-                else:   # held from now on: another attach's undo must not delete it
+                else:  # held from now on: another attach's undo must not delete it
                     CLAIMS.hold(self.roots, record.owner, existing.hctl, existing)
             try:
                 device = watch.wait_for(
                     lambda: self.ops.disk_ready(_session_lun(self.roots, session, lun)),
                     deadline,
-                                        what=f"LUN {target.lun} of {target.iqn} via "
-                                             f"{target.portal.address}")
+                    what=f"LUN {target.lun} of {target.iqn} via {target.portal.address}",
+                )
             except DeviceNotFound as exc:
                 raise DeviceNotFound(
                     f"LUN {target.lun} of {target.iqn} did not appear via "
-                    f"{target.portal.address} within {deadline.budget:.1f}s") from exc
+                    f"{target.portal.address} within {deadline.budget:.1f}s"
+                ) from exc
         CLAIMS.hold(self.roots, record.owner, device.hctl, device)
         return _Path(target, session, device, self.ops.require_wwid(device))
 
-    def _scan(self, session: IscsiSession, lun: int, target: IscsiTarget,
-              record: AttachRecord) -> None:
+    def _scan(
+        self, session: IscsiSession, lun: int, target: IscsiTarget, record: AttachRecord
+    ) -> None:
         """``c t l`` scan of ``lun``; the address is recorded (and claimed) before the scan."""
         targets = session_targets(session)
         channel: int | None
@@ -290,24 +334,27 @@ class ISCSIConnector(Connector):
     def _undo(self, record: AttachRecord, deadline: Deadline | None = None) -> None:
         """Delete devices this attach scanned that no one else holds; log out sessions it
         created that are empty.  Everything ends by ``deadline`` (the attach's own)."""
+
         def lock_for(dev: ScsiDevice):
             target = record.via.get(dev.hctl)
             if target is None:
                 return contextlib.nullcontext()
             return self.sessions.target_lock(
-                target, None if deadline is None else deadline.remaining())
+                target, None if deadline is None else deadline.remaining()
+            )
 
         def keep(dev: ScsiDevice) -> bool:
-            return (CLAIMS.held_by_others(self.roots, record.owner, dev)
-                    or self._ledger_holds(dev))
+            return CLAIMS.held_by_others(self.roots, record.owner, dev) or self._ledger_holds(dev)
 
         def session_in_use(session: IscsiSession) -> bool:
-            return (session.host_number is not None and
-                    CLAIMS.others_on_host(self.roots, record.owner, session.host_number))
+            return session.host_number is not None and CLAIMS.others_on_host(
+                self.roots, record.owner, session.host_number
+            )
 
         try:
-            left = self.ops.delete_created(record.scanned, keep=keep, lock_for=lock_for,
-                                           deadline=deadline)
+            left = self.ops.delete_created(
+                record.scanned, keep=keep, lock_for=lock_for, deadline=deadline
+            )
             left += self.sessions.undo_logins(record, deadline, in_use=session_in_use)
         finally:
             CLAIMS.release(self.roots, record.owner)
@@ -326,15 +373,17 @@ class ISCSIConnector(Connector):
         for entry in entries.values():
             if not entry.get("attachments"):
                 continue
-            used = block_device_for_path(self.roots, str((entry.get("device_info") or {})
-                                                         .get("path") or ""))
+            used = block_device_for_path(
+                self.roots, str((entry.get("device_info") or {}).get("path") or "")
+            )
             if used is not None and (used.name == dev.name or dev.name in used.slaves):
                 return True
         return False
 
     # ---------------------------------------------------------------- detach
-    def _volume_devices(self, props: IscsiProperties, mpath: MultipathMap | None = None
-                        ) -> tuple[list[tuple[IscsiSession, ScsiDevice]], list[IscsiSession]]:
+    def _volume_devices(
+        self, props: IscsiProperties, mpath: MultipathMap | None = None
+    ) -> tuple[list[tuple[IscsiSession, ScsiDevice]], list[IscsiSession]]:
         """(session, LUN) pairs at this volume's targets (plus ``mpath``'s iSCSI paths),
         and every session looked at."""
         seen: dict[tuple[int, Hctl], tuple[IscsiSession, ScsiDevice]] = {}
@@ -365,22 +414,28 @@ class ISCSIConnector(Connector):
         return list(seen.values()), list(looked.values())
 
     @ledger.records_detach
-    def disconnect_volume(self, connection_properties: Mapping[str, Any],
-                          device_info: Mapping[str, Any] | None, force: bool = False,
-                          ignore_errors: bool = False) -> None:
+    def disconnect_volume(
+        self,
+        connection_properties: Mapping[str, Any],
+        device_info: Mapping[str, Any] | None,
+        force: bool = False,
+        ignore_errors: bool = False,
+    ) -> None:
         props = self._parse(connection_properties)
         info = dict(device_info or {})
         start = time.monotonic()
         with self._host_slot():
             leftovers = self._disconnect(props, info, force)
         if leftovers:
-            LOG.warning("iSCSI detach of %s left behind: %s", self._describe(props),
-                        ", ".join(leftovers))
+            LOG.warning(
+                "iSCSI detach of %s left behind: %s", self._describe(props), ", ".join(leftovers)
+            )
             if not ignore_errors:
                 raise LeftoversRemain("iSCSI detach incomplete", leftovers)
         else:
-            LOG.info("iSCSI detach of %s done in %.3fs", self._describe(props),
-                     time.monotonic() - start)
+            LOG.info(
+                "iSCSI detach of %s done in %.3fs", self._describe(props), time.monotonic() - start
+            )
 
     def _disconnect(self, props: IscsiProperties, info: dict[str, Any], force: bool) -> list[str]:
         found, looked = self._volume_devices(props)
@@ -392,14 +447,14 @@ class ISCSIConnector(Connector):
         ours, leftovers = self.ops.confirmed([d for _, d in found], wwid, force)
         ours_sids = {session_of[d.hctl].sid for d in ours}
         by_sid: dict[int, IscsiSession] = {s.sid: s for s in looked}
-        candidates = [s for _, s in sorted(by_sid.items())
-                      if self._touches(props, s, ours_sids)]
+        candidates = [s for _, s in sorted(by_sid.items()) if self._touches(props, s, ours_sids)]
 
         def log_out() -> list[str]:
             """Log out of this volume's sessions left without LUNs."""
             left = []
-            for s, exc in zip(candidates, _each(self.sessions.logout_if_empty, candidates),
-                              strict=True):
+            for s, exc in zip(
+                candidates, _each(self.sessions.logout_if_empty, candidates), strict=True
+            ):
                 if exc is None:
                     continue
                 if not force:
@@ -410,8 +465,13 @@ class ISCSIConnector(Connector):
         # flush, map, the LUNs (under their target's lock), then the logouts while udev
         # removes the LUNs' links
         leftovers += self.ops.remove_volume(
-            ours, wwid, info, force,
-            lock_for=lambda d: self.sessions.session_lock(session_of[d.hctl]), then=log_out)
+            ours,
+            wwid,
+            info,
+            force,
+            lock_for=lambda d: self.sessions.session_lock(session_of[d.hctl]),
+            then=log_out,
+        )
         return leftovers
 
     @staticmethod
@@ -434,7 +494,8 @@ class ISCSIConnector(Connector):
         return out
 
     def get_all_available_volumes(
-            self, connection_properties: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        self, connection_properties: Mapping[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
         iqns = None
         if connection_properties is not None:
             iqns = {t.iqn for t in self._parse(connection_properties).targets}
@@ -443,13 +504,22 @@ class ISCSIConnector(Connector):
             if iqns is not None and s.target_iqn not in iqns:
                 continue
             for d in session_devices(self.roots, s):
-                out.append({"portal": s.portal, "iqn": s.target_iqn, "lun": d.hctl.lun,
-                            "hctl": str(d.hctl), "session": s.sid, **self.ops.listing_fields(d)})
+                out.append(
+                    {
+                        "portal": s.portal,
+                        "iqn": s.target_iqn,
+                        "lun": d.hctl.lun,
+                        "hctl": str(d.hctl),
+                        "session": s.sid,
+                        **self.ops.listing_fields(d),
+                    }
+                )
         return out
 
     def get_initiator(self) -> str | None:
         """This host's iSCSI initiator name (os-brick's ``get_initiator``; Datera uses it)."""
         from brick_agent.connector_properties import iscsi_initiator
+
         return iscsi_initiator(self.roots)
 
     def get_search_path(self) -> str:
@@ -477,7 +547,7 @@ def _session_lun(roots: HostRoots, session: IscsiSession, lun: int) -> ScsiDevic
 
 def _by_path_name(session: IscsiSession, dev: ScsiDevice) -> str:
     lun = dev.hctl.lun
-    lun_text = str(lun) if lun < 256 else f"0x{lun & 0xffff:04x}{(lun >> 16) & 0xffff:04x}00000000"
+    lun_text = str(lun) if lun < 256 else f"0x{lun & 0xFFFF:04x}{(lun >> 16) & 0xFFFF:04x}00000000"
     return f"ip-{session.portal}-iscsi-{session.target_iqn}-lun-{lun_text}"
 
 
@@ -486,16 +556,22 @@ def _each(fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
     iscsiadm calls: logouts of different sessions)."""
     if len(items) < 2:
         return [fn(x) for x in items]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(items),
-                                               thread_name_prefix="iscsi-logout") as pool:
+    with concurrent.futures.ThreadPoolExecutor(
+        max_workers=len(items), thread_name_prefix="iscsi-logout"
+    ) as pool:
         return list(pool.map(fn, items))
 
 
 def _best_error(errors: list[BaseException]) -> BaseException:
     """The most telling error of several failed paths
     (auth > identity > not found > unreachable)."""
-    for kind in (AuthenticationFailed, VolumeIdentityMismatch, DeviceNotFound,
-                 TargetUnreachable, NotSupported):
+    for kind in (
+        AuthenticationFailed,
+        VolumeIdentityMismatch,
+        DeviceNotFound,
+        TargetUnreachable,
+        NotSupported,
+    ):
         for exc in errors:
             if isinstance(exc, kind):
                 return exc

@@ -57,15 +57,14 @@ class IscsiSessions:
 
     roots: HostRoots
     actions: IscsiActions
-    opts: Any                                   # the [brick_agent] option group
+    opts: Any  # the [brick_agent] option group
     iface: str
     watch_factory: Callable[[], Any]
 
     # ---------------------------------------------------------------- locks
     def lock_timeout(self) -> float:
         # bounded: a stuck holder must not hang every later attach of that target
-        return (self.opts.login_timeout + self.opts.device_wait_timeout
-                + self.opts.command_timeout)
+        return self.opts.login_timeout + self.opts.device_wait_timeout + self.opts.command_timeout
 
     def target_lock(self, target: IscsiTarget, timeout: float | None = None):
         """The lock of ``target`` (portal+IQN); ``timeout`` defaults to :meth:`lock_timeout`."""
@@ -75,9 +74,12 @@ class IscsiSessions:
         return self._lock(session.portal or "unknown", session.target_iqn or "?")
 
     def _lock(self, portal: str, iqn: str, timeout: float | None = None):
-        return locking.target_lock("iscsi", locking.iscsi_target_key(portal, iqn),
-                                   lock_path=self.opts.lock_path,
-                                   timeout=self.lock_timeout() if timeout is None else timeout)
+        return locking.target_lock(
+            "iscsi",
+            locking.iscsi_target_key(portal, iqn),
+            lock_path=self.opts.lock_path,
+            timeout=self.lock_timeout() if timeout is None else timeout,
+        )
 
     # ---------------------------------------------------------------- lookup
     def find(self, target: IscsiTarget) -> list[IscsiSession]:
@@ -94,9 +96,12 @@ class IscsiSessions:
         if not props.needs_discovery:
             return list(props.targets)
         primary = props.primary
-        found = self.actions.discover(primary.portal.address, self.iface,
-                                      props.discovery_auth,
-                                      min(self.opts.login_timeout, deadline.remaining()))
+        found = self.actions.discover(
+            primary.portal.address,
+            self.iface,
+            props.discovery_auth,
+            min(self.opts.login_timeout, deadline.remaining()),
+        )
         same_iqn = [(p, q) for p, q in found if q == primary.iqn]
         chosen = same_iqn or found
         targets = [primary]
@@ -111,26 +116,36 @@ class IscsiSessions:
         return targets
 
     # ---------------------------------------------------------------- login
-    def node_settings(self, props: IscsiProperties, target: IscsiTarget,
-                      deadline: Deadline) -> NodeSettings:
+    def node_settings(
+        self, props: IscsiProperties, target: IscsiTarget, deadline: Deadline
+    ) -> NodeSettings:
         return NodeSettings(
-            portal=target.portal.address, iqn=target.iqn, iface=self.iface, auth=props.auth,
+            portal=target.portal.address,
+            iqn=target.iqn,
+            iface=self.iface,
+            auth=props.auth,
             manual_scan=self.actions.manual_scan_supported(),
             login_timeout=min(self.opts.login_timeout, max(deadline.remaining(), 0.1)),
-            replacement_timeout=MULTIPATH_REPLACEMENT_TIMEOUT if props.use_multipath else None)
+            replacement_timeout=MULTIPATH_REPLACEMENT_TIMEOUT if props.use_multipath else None,
+        )
 
-    def prepare(self, props: IscsiProperties, targets: list[IscsiTarget], deadline: Deadline,
-                record: AttachRecord) -> None:
+    def prepare(
+        self,
+        props: IscsiProperties,
+        targets: list[IscsiTarget],
+        deadline: Deadline,
+        record: AttachRecord,
+    ) -> None:
         """Write the node records of the ``targets`` without a session in one go, so the
         parallel logins do not queue one by one behind each other's record writes."""
         need_login = [t for t in targets if not self.find(t)]
         if len(need_login) > 1:
-            self.actions.prepare_nodes([self.node_settings(props, t, deadline)
-                                        for t in need_login])
+            self.actions.prepare_nodes([self.node_settings(props, t, deadline) for t in need_login])
             record.prepared.update((t.portal.address, t.iqn) for t in need_login)
 
-    def ensure(self, props: IscsiProperties, target: IscsiTarget, deadline: Deadline,
-               record: AttachRecord) -> IscsiSession:
+    def ensure(
+        self, props: IscsiProperties, target: IscsiTarget, deadline: Deadline, record: AttachRecord
+    ) -> IscsiSession:
         """A session to ``target``: an existing one, or one login shared by concurrent callers."""
         found = self.find(target)
         if found:
@@ -148,22 +163,33 @@ class IscsiSessions:
                     session = watch.wait_for(
                         lambda: next(iter(self.find(target)), None),
                         Deadline.after(min(2.0, max(deadline.remaining(), 0.1)), deadline.clock),
-                        what=f"session to {target.iqn}")
+                        what=f"session to {target.iqn}",
+                    )
                 except DeviceNotFound:
                     raise TargetUnreachable(
                         f"login to {target.iqn} at {target.portal.address} reported success "
-                        "but no session appeared") from None
+                        "but no session appeared"
+                    ) from None
             with record.lock:
                 record.logins.append((target, session.sid))
-            LOG.debug("logged in to %s at %s: session%d (host%s)", target.iqn,
-                      target.portal.address, session.sid, session.host_number)
+            LOG.debug(
+                "logged in to %s at %s: session%d (host%s)",
+                target.iqn,
+                target.portal.address,
+                session.sid,
+                session.host_number,
+            )
             return session
 
         return _LOGINS.do(key, login)
 
     # ---------------------------------------------------------------- logout
-    def undo_logins(self, record: AttachRecord, deadline: Deadline | None = None,
-                    in_use: Callable[[IscsiSession], bool] | None = None) -> list[str]:
+    def undo_logins(
+        self,
+        record: AttachRecord,
+        deadline: Deadline | None = None,
+        in_use: Callable[[IscsiSession], bool] | None = None,
+    ) -> list[str]:
         """Log out of sessions this attach created that carry no LUN; what was left.
 
         ``deadline`` bounds the whole undo (lock waits and iscsiadm included), except
@@ -185,14 +211,20 @@ class IscsiSessions:
                     if session is None or session_devices(self.roots, session):
                         continue
                     if in_use is not None and in_use(session):
-                        LOG.info("undo: session%d is in use by another attach: staying "
-                                 "logged in", sid)
+                        LOG.info(
+                            "undo: session%d is in use by another attach: staying logged in", sid
+                        )
                         continue
-                    self.actions.logout(target.portal.address, target.iqn, self.iface,
-                                        timeout=budget())
+                    self.actions.logout(
+                        target.portal.address, target.iqn, self.iface, timeout=budget()
+                    )
             except BrickError as exc:
-                LOG.warning("undo: could not log out of %s at %s: %s", target.iqn,
-                            target.portal.address, exc)
+                LOG.warning(
+                    "undo: could not log out of %s at %s: %s",
+                    target.iqn,
+                    target.portal.address,
+                    exc,
+                )
                 left.append(f"session{sid} (logout failed: {exc})")
         return left
 
@@ -205,8 +237,11 @@ class IscsiSessions:
                     return None
                 remaining = session_devices(self.roots, now)
                 if remaining:
-                    LOG.debug("session%d keeps %d other LUN(s): staying logged in",
-                              session.sid, len(remaining))
+                    LOG.debug(
+                        "session%d keeps %d other LUN(s): staying logged in",
+                        session.sid,
+                        len(remaining),
+                    )
                     return None
                 self.actions.logout(now.portal or "", now.target_iqn or "", self.iface)
         except BrickError as exc:
@@ -216,6 +251,7 @@ class IscsiSessions:
 
 def _portal(text: str) -> Portal | None:
     from brick_agent.properties.iscsi import parse_portal
+
     try:
         return parse_portal(text.split(",", 1)[0], "discovered portal")
     except (BrickError, ValueError):

@@ -42,16 +42,27 @@ class ConnectRequest:
     timeout: float = 30.0  # seconds the connect may take (login_timeout)
 
     def timeouts(self) -> dict[str, int | None]:
-        return {"ctrl_loss_tmo": self.ctrl_loss_tmo, "reconnect_delay": self.reconnect_delay,
-                "keep_alive_tmo": self.keep_alive_tmo,
-                "fast_io_fail_tmo": self.fast_io_fail_tmo}
+        return {
+            "ctrl_loss_tmo": self.ctrl_loss_tmo,
+            "reconnect_delay": self.reconnect_delay,
+            "keep_alive_tmo": self.keep_alive_tmo,
+            "fast_io_fail_tmo": self.fast_io_fail_tmo,
+        }
 
     def options(self) -> str:
         """The validated option string the kernel parses (``nvmf_parse_options``)."""
         from brick_agent.privileged.nvme import fabrics_options
-        return fabrics_options(self.transport, self.traddr, self.trsvcid, self.subsysnqn,
-                               hostnqn=self.hostnqn, hostid=self.hostid,
-                               host_traddr=self.host_traddr, **self.timeouts())
+
+        return fabrics_options(
+            self.transport,
+            self.traddr,
+            self.trsvcid,
+            self.subsysnqn,
+            hostnqn=self.hostnqn,
+            hostid=self.hostid,
+            host_traddr=self.host_traddr,
+            **self.timeouts(),
+        )
 
     def describe(self) -> str:
         port = f":{self.trsvcid}" if self.trsvcid else ""
@@ -62,6 +73,7 @@ def write_host_identity(hostnqn: str, hostid: str) -> None:
     """Create the live host's /etc/nvme/hostnqn and hostid, each only when missing
     (never overwrite), through the privileged entrypoint."""
     from brick_agent.privileged import nvme  # late: privsep is heavy
+
     nvme.write_host_identity(hostnqn, hostid)
 
 
@@ -123,34 +135,48 @@ class PrivilegedNvmeActions:
 
     def connect(self, request: ConnectRequest) -> str:
         from brick_agent.privileged import nvme
-        result = nvme.connect(request.transport, request.traddr, request.trsvcid,
-                              request.subsysnqn, hostnqn=request.hostnqn,
-                              hostid=request.hostid, host_traddr=request.host_traddr,
-                              timeout=request.timeout, **request.timeouts())
+
+        result = nvme.connect(
+            request.transport,
+            request.traddr,
+            request.trsvcid,
+            request.subsysnqn,
+            hostnqn=request.hostnqn,
+            hostid=request.hostid,
+            host_traddr=request.host_traddr,
+            timeout=request.timeout,
+            **request.timeouts(),
+        )
         if result.get("controller"):
             return str(result["controller"])
         if result.get("errno") == errno.EALREADY:
             raise AlreadyConnected(request.describe())
         if result.get("timed_out"):
-            raise TargetUnreachable(f"connect {request.describe()} timed out after "
-                                    f"{request.timeout:.1f}s")
-        raise TargetUnreachable(f"connect {request.describe()} failed: "
-                                f"{result.get('error') or 'unknown error'}")
+            raise TargetUnreachable(
+                f"connect {request.describe()} timed out after {request.timeout:.1f}s"
+            )
+        raise TargetUnreachable(
+            f"connect {request.describe()} failed: {result.get('error') or 'unknown error'}"
+        )
 
     def disconnect(self, controller: str, timeout: float | None = None) -> None:
         from brick_agent.privileged import nvme
+
         try:
             nvme.disconnect(controller, timeout=timeout)
-        except OSError as exc:   # the kernel refused the write (EBUSY...): typed
-            raise CommandFailed(["delete_controller", controller], exc.errno,
-                                exc.strerror or str(exc)) from None
+        except OSError as exc:  # the kernel refused the write (EBUSY...): typed
+            raise CommandFailed(
+                ["delete_controller", controller], exc.errno, exc.strerror or str(exc)
+            ) from None
 
     def rescan(self, controller: str) -> None:
         from brick_agent.privileged import nvme
+
         nvme.rescan_controller(controller)
 
     def flush(self, device: str, timeout: float) -> None:
         from brick_agent.privileged import block
+
         block.flush_block_device(os.path.basename(os.path.realpath(device)), timeout=timeout)
 
     def write_host_identity(self, hostnqn: str, hostid: str) -> None:
@@ -158,15 +184,17 @@ class PrivilegedNvmeActions:
 
     def md_create(self, name: str, devices: list[str | None]) -> None:
         from brick_agent.privileged import md
-        md.create_or_assemble_raid1(name, [os.path.basename(d) if d else None
-                                           for d in devices])
+
+        md.create_or_assemble_raid1(name, [os.path.basename(d) if d else None for d in devices])
 
     def md_stop(self, name: str) -> None:
         from brick_agent.privileged import md
+
         md.stop_raid(name)
 
     def multipathd_running(self) -> bool:
         from brick_agent.connectors.scsi.actions import multipathd_running
+
         return multipathd_running(self.roots)
 
     def multipath_add(self, wwid: str, devices: list[str]) -> None:
@@ -177,6 +205,7 @@ class PrivilegedNvmeActions:
         """
         from brick_agent.errors import BrickError
         from brick_agent.privileged import multipath
+
         try:
             multipath.add_wwid(wwid)
         except BrickError as exc:
@@ -189,8 +218,10 @@ class PrivilegedNvmeActions:
 
     def multipath_remove(self, map_name: str) -> None:
         from brick_agent.privileged import multipath
+
         multipath.flush_map(map_name)
 
     def multipath_resize(self, map_name: str) -> None:
         from brick_agent.privileged import multipath
+
         multipath.resize_map(map_name)

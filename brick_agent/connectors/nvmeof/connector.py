@@ -43,14 +43,26 @@ from typing import Any, TypeVar
 
 from brick_agent import ledger, locking
 from brick_agent.connectors.base import Connector, DeviceInfo
-from brick_agent.connectors.nvmeof.actions import (AlreadyConnected, ConnectRequest,
-                                                   NvmeActions, PrivilegedNvmeActions)
+from brick_agent.connectors.nvmeof.actions import (
+    AlreadyConnected,
+    ConnectRequest,
+    NvmeActions,
+    PrivilegedNvmeActions,
+)
 from brick_agent.connectors.nvmeof import identity
 from brick_agent.connectors.nvmeof.multipath import NvmeMultipath, map_of
 from brick_agent.deadline import Deadline
-from brick_agent.errors import (BrickError, DeviceNotFound, InvalidArgument,
-                                InvalidConnectionProperties, LeftoversRemain, NotOwned,
-                                NotSupported, TargetUnreachable, VolumeIdentityMismatch)
+from brick_agent.errors import (
+    BrickError,
+    DeviceNotFound,
+    InvalidArgument,
+    InvalidConnectionProperties,
+    LeftoversRemain,
+    NotOwned,
+    NotSupported,
+    TargetUnreachable,
+    VolumeIdentityMismatch,
+)
 from brick_agent.host import nvme as hostnvme
 from brick_agent.host.multipath import MultipathMap
 from brick_agent.host.udev import DeviceWatch
@@ -69,8 +81,9 @@ _EXTEND_SETTLE = 3.0
 KERNEL_ACTION_MIN = 0.5
 
 
-def _poll(predicate: Callable[[], T | None], deadline: Deadline,
-          first: float = 0.005, cap: float = 0.1) -> T | None:
+def _poll(
+    predicate: Callable[[], T | None], deadline: Deadline, first: float = 0.005, cap: float = 0.1
+) -> T | None:
     """Call ``predicate`` until it returns something or the deadline passes (short waits
     where no kernel event announces the change, e.g. a capacity update)."""
     delay = first
@@ -152,18 +165,24 @@ class NVMeOFConnector(Connector):
     #: (shared) before it takes the exclusive subsystem lock itself.
     max_shared_looks = 3
 
-    def __init__(self, root_helper: str | None = None, driver: Any = None, *,
-                 actions: NvmeActions | None = None,
-                 watch_factory: Callable[[], DeviceWatch] | None = None,
-                 fc_local_ports: list[str] | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        root_helper: str | None = None,
+        driver: Any = None,
+        *,
+        actions: NvmeActions | None = None,
+        watch_factory: Callable[[], DeviceWatch] | None = None,
+        fc_local_ports: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(root_helper, driver, **kwargs)
         self._watch_factory = watch_factory
         #: NVMe/FC host addresses (``nn-0x..:pn-0x..``) to connect from; None: every
         #: online SCSI fc_host port (an HBA's FC port serves both protocols).
         self.fc_local_ports = list(fc_local_ports) if fc_local_ports is not None else None
-        self.actions: NvmeActions = (actions if actions is not None
-                                     else PrivilegedNvmeActions(self.roots))
+        self.actions: NvmeActions = (
+            actions if actions is not None else PrivilegedNvmeActions(self.roots)
+        )
         self._identity: identity.HostIdentity | None = None
         self._identity_lock = threading.Lock()
 
@@ -177,7 +196,8 @@ class NVMeOFConnector(Connector):
             with self._identity_lock:  # concurrent first attaches create it once
                 if self._identity is None:
                     self._identity = identity.ensure_identity(
-                        self.roots, self.actions.write_host_identity)
+                        self.roots, self.actions.write_host_identity
+                    )
         return self._identity
 
     def _hostnqn(self, target: NvmeTarget) -> str:
@@ -195,60 +215,84 @@ class NVMeOFConnector(Connector):
         with self._rw(target).exclusive():
             yield
 
-    def _topology(self, nqn: str, hostnqn: str | None,
-                  only: NvmeTarget | None = None) -> _Topology:
+    def _topology(self, nqn: str, hostnqn: str | None, only: NvmeTarget | None = None) -> _Topology:
         """Our controllers of subsystem ``nqn`` and its namespaces (only that subsystem's
         sysfs directories are read: the cost does not grow with the host's other volumes).
 
         ``only``: namespaces that cannot be this target's (another UUID) may be left out.
         """
         all_ctrls, all_nss = hostnvme.subsystem_view(
-            self.roots, nqn, uuid=only.uuid if only is not None else None, lean=True,
-            nsid=only.nsid if only is not None else None)
-        ctrls = [c for c in all_ctrls
-                 if c.subsysnqn == nqn and c.transport != "pcie"
-                 and (hostnqn is None or c.hostnqn in (None, hostnqn))]
+            self.roots,
+            nqn,
+            uuid=only.uuid if only is not None else None,
+            lean=True,
+            nsid=only.nsid if only is not None else None,
+        )
+        ctrls = [
+            c
+            for c in all_ctrls
+            if c.subsysnqn == nqn
+            and c.transport != "pcie"
+            and (hostnqn is None or c.hostnqn in (None, hostnqn))
+        ]
         names = {c.name for c in ctrls}
-        nss = [n for n in all_nss
-               if not n.controllers or names.intersection(n.controllers)]
+        nss = [n for n in all_nss if not n.controllers or names.intersection(n.controllers)]
         return _Topology(ctrls, nss)
 
     @staticmethod
     def _portal_matches(ctrl: hostnvme.NvmeController, portal: NvmePortal) -> bool:
         if (ctrl.transport or "").lower() != portal.transport:
             return False
-        if (hostnvme.normalize_traddr(ctrl.traddr, ctrl.transport)
-                != hostnvme.normalize_traddr(portal.address, portal.transport)):
+        if hostnvme.normalize_traddr(ctrl.traddr, ctrl.transport) != hostnvme.normalize_traddr(
+            portal.address, portal.transport
+        ):
             return False
         if portal.transport == "fc":
             return True
         return (ctrl.trsvcid or "") == portal.trsvcid
 
-    def _requests(self, target: NvmeTarget, portal: NvmePortal,
-                  hostnqn: str) -> list[ConnectRequest]:
+    def _requests(
+        self, target: NvmeTarget, portal: NvmePortal, hostnqn: str
+    ) -> list[ConnectRequest]:
         """Connect requests for one portal: one per online local FC port for NVMe/FC."""
         host_traddrs: list[str | None] = [None]
         if portal.transport == "fc":
             host_traddrs = list(self._fc_local_ports())
         # Under dm-multipath, I/O on a lost path must fail over, not queue forever.
-        fast_io_fail = (self.opts.nvme_fast_io_fail_tmo if self.use_multipath
-                        and not hostnvme.native_multipath_enabled(self.roots) else None)
-        return [ConnectRequest(
-            subsysnqn=target.nqn, transport=portal.transport, traddr=portal.address,
-            trsvcid=None if portal.transport == "fc" else portal.trsvcid,
-            hostnqn=hostnqn, hostid=self.host_identity().hostid, host_traddr=host_traddr,
-            ctrl_loss_tmo=self.opts.nvme_ctrl_loss_tmo,
-            reconnect_delay=self.opts.nvme_reconnect_delay,
-            keep_alive_tmo=self.opts.nvme_keep_alive_tmo, fast_io_fail_tmo=fast_io_fail,
-            timeout=self.opts.login_timeout) for host_traddr in host_traddrs]
+        fast_io_fail = (
+            self.opts.nvme_fast_io_fail_tmo
+            if self.use_multipath and not hostnvme.native_multipath_enabled(self.roots)
+            else None
+        )
+        return [
+            ConnectRequest(
+                subsysnqn=target.nqn,
+                transport=portal.transport,
+                traddr=portal.address,
+                trsvcid=None if portal.transport == "fc" else portal.trsvcid,
+                hostnqn=hostnqn,
+                hostid=self.host_identity().hostid,
+                host_traddr=host_traddr,
+                ctrl_loss_tmo=self.opts.nvme_ctrl_loss_tmo,
+                reconnect_delay=self.opts.nvme_reconnect_delay,
+                keep_alive_tmo=self.opts.nvme_keep_alive_tmo,
+                fast_io_fail_tmo=fast_io_fail,
+                timeout=self.opts.login_timeout,
+            )
+            for host_traddr in host_traddrs
+        ]
 
     def _fc_local_ports(self) -> list[str]:
         """Online local FC ports as NVMe/FC host addresses (``nn-0x..:pn-0x..``)."""
         if self.fc_local_ports is not None:
             return list(self.fc_local_ports)
         from brick_agent.host import fc as hostfc
-        return [f"nn-0x{_wwn(h.node_name)}:pn-0x{_wwn(h.port_name)}"
-                for h in hostfc.fc_hosts(self.roots) if h.online and h.port_name and h.node_name]
+
+        return [
+            f"nn-0x{_wwn(h.node_name)}:pn-0x{_wwn(h.port_name)}"
+            for h in hostfc.fc_hosts(self.roots)
+            if h.online and h.port_name and h.node_name
+        ]
 
     # ------------------------------------------------------------------ attach
     @ledger.records_attach
@@ -260,19 +304,30 @@ class NVMeOFConnector(Connector):
             path = self._connect_replicated(props, deadline)
         else:
             target = props.targets[0]
-            mp = _MapRequest(bool(props.enforce_multipath or self.opts.enforce_multipath)) \
-                if self.use_multipath else None
+            mp = (
+                _MapRequest(bool(props.enforce_multipath or self.opts.enforce_multipath))
+                if self.use_multipath
+                else None
+            )
             path = self.roots.devfs(self._attach_locked(target, deadline, mp).name)
             if mp is not None and mp.result is not None:
-                LOG.info("attached NVMe-oF volume at %s (map of %s) in %.3fs",
-                         self.roots.devfs(mp.result.dm_name), path, time.monotonic() - start)
-                return {"type": "block", "path": self.roots.devfs(mp.result.dm_name),
-                        "multipath_id": mp.result.wwid}
+                LOG.info(
+                    "attached NVMe-oF volume at %s (map of %s) in %.3fs",
+                    self.roots.devfs(mp.result.dm_name),
+                    path,
+                    time.monotonic() - start,
+                )
+                return {
+                    "type": "block",
+                    "path": self.roots.devfs(mp.result.dm_name),
+                    "multipath_id": mp.result.wwid,
+                }
         LOG.info("attached NVMe-oF volume at %s in %.3fs", path, time.monotonic() - start)
         return {"type": "block", "path": path}
 
-    def _attach_locked(self, target: NvmeTarget, deadline: Deadline,
-                       mp: _MapRequest | None = None) -> hostnvme.NvmeNamespace:
+    def _attach_locked(
+        self, target: NvmeTarget, deadline: Deadline, mp: _MapRequest | None = None
+    ) -> hostnvme.NvmeNamespace:
         """Attach one target: the fast path under the shared subsystem lock, else the
         full attach under the exclusive one.
 
@@ -292,16 +347,18 @@ class NVMeOFConnector(Connector):
                 return self._attach_target(target, deadline, mp)
         raise AssertionError("unreachable: the last look takes the exclusive lock")
 
-    def _fast_path(self, target: NvmeTarget,
-                   mp: _MapRequest | None) -> hostnvme.NvmeNamespace | None:
+    def _fast_path(
+        self, target: NvmeTarget, mp: _MapRequest | None
+    ) -> hostnvme.NvmeNamespace | None:
         """The verified namespace when it is visible through a controller and no portal
         needs a connect (no rescan, watch or wait; a subsystem lock is held); else None."""
         if not target.identified:
             return None
         return self._plan(target, mp)[0]
 
-    def _plan(self, target: NvmeTarget, mp: _MapRequest | None
-              ) -> tuple[hostnvme.NvmeNamespace | None, Any]:
+    def _plan(
+        self, target: NvmeTarget, mp: _MapRequest | None
+    ) -> tuple[hostnvme.NvmeNamespace | None, Any]:
         """(the fast-path answer or None, the state the full attach continues from)."""
         hostnqn = self._hostnqn(target)
         native = hostnvme.native_multipath_enabled(self.roots)
@@ -319,13 +376,18 @@ class NVMeOFConnector(Connector):
         visible = self._visible(topo, target)
         if visible is not None and not connect and (mp is None or native):
             self._verify(visible, target)
-            LOG.debug("%s of %s already visible as %s: no rescan", _identity_of(target),
-                      target.nqn, visible.name)
+            LOG.debug(
+                "%s of %s already visible as %s: no rescan",
+                _identity_of(target),
+                target.nqn,
+                visible.name,
+            )
             return visible, None
         return None, (hostnqn, native, all_paths, present, live, missing, connect, visible)
 
-    def _attach_target(self, target: NvmeTarget, deadline: Deadline,
-                       mp: _MapRequest | None = None) -> hostnvme.NvmeNamespace:
+    def _attach_target(
+        self, target: NvmeTarget, deadline: Deadline, mp: _MapRequest | None = None
+    ) -> hostnvme.NvmeNamespace:
         """Attach one target (subsystem lock held); the verified namespace device.
 
         When no portal needs a connect and a controller already shows the namespace,
@@ -335,8 +397,10 @@ class NVMeOFConnector(Connector):
         the namespace is awaited.
         """
         if not target.identified:
-            raise DeviceNotFound(f"target {target.nqn} names no namespace (no uuid, nguid "
-                                 f"or ns_id): refusing to guess")
+            raise DeviceNotFound(
+                f"target {target.nqn} names no namespace (no uuid, nguid "
+                f"or ns_id): refusing to guess"
+            )
         found, state = self._plan(target, mp)
         if found is not None:
             return found
@@ -349,21 +413,29 @@ class NVMeOFConnector(Connector):
                     for ctrl in live:  # the backend may not have sent an AEN
                         self._safe_rescan(ctrl.name)
                 if connect:
-                    created = self._connect_portals(target, missing, hostnqn, all_paths,
-                                                    deadline, errors)
-                if not live and not created and not any(
-                        c.state in _PENDING_STATES for c in present.values()):
+                    created = self._connect_portals(
+                        target, missing, hostnqn, all_paths, deadline, errors
+                    )
+                if (
+                    not live
+                    and not created
+                    and not any(c.state in _PENDING_STATES for c in present.values())
+                ):
                     raise TargetUnreachable(
-                        f"no path to {target.nqn}: " +
-                        "; ".join(f"{k}: {v}" for k, v in errors.items()))
+                        f"no path to {target.nqn}: "
+                        + "; ".join(f"{k}: {v}" for k, v in errors.items())
+                    )
                 ns = self._wait_namespace(watch, target, hostnqn, deadline)
                 if mp is not None and not native:
                     mp.result = self._wait_map(watch, target, hostnqn, ns, mp.enforce, deadline)
                 return ns
             except BaseException:
-                LOG.warning("NVMe-oF attach of %s on %s failed; host saw: %s",
-                            _identity_of(target), target.nqn,
-                            self._snapshot(target.nqn, errors))
+                LOG.warning(
+                    "NVMe-oF attach of %s on %s failed; host saw: %s",
+                    _identity_of(target),
+                    target.nqn,
+                    self._snapshot(target.nqn, errors),
+                )
                 self._undo_created(created)
                 raise
 
@@ -371,15 +443,28 @@ class NVMeOFConnector(Connector):
         """The namespace device of ``target`` in ``topo`` whose /dev node exists, preferring
         one reachable through a live controller (None when there is none)."""
         live = {c.name for c in topo.controllers if c.live}
-        found = [ns for ns in topo.namespaces if matches(ns, target)
-                 and os.path.exists(self.roots.devfs(ns.name))]
-        found.sort(key=lambda ns: (not live.intersection(ns.controllers),
-                                   hostnvme.sysfs.natural_key(ns.name)))
+        found = [
+            ns
+            for ns in topo.namespaces
+            if matches(ns, target) and os.path.exists(self.roots.devfs(ns.name))
+        ]
+        found.sort(
+            key=lambda ns: (
+                not live.intersection(ns.controllers),
+                hostnvme.sysfs.natural_key(ns.name),
+            )
+        )
         return found[0] if found else None
 
-    def _connect_portals(self, target: NvmeTarget, portals: list[NvmePortal], hostnqn: str,
-                         all_paths: bool, deadline: Deadline,
-                         errors: dict[str, str]) -> list[str]:
+    def _connect_portals(
+        self,
+        target: NvmeTarget,
+        portals: list[NvmePortal],
+        hostnqn: str,
+        all_paths: bool,
+        deadline: Deadline,
+        errors: dict[str, str],
+    ) -> list[str]:
         """Connect ``portals`` (in parallel when all are wanted); names of new controllers."""
         requests = []
         for portal in portals:
@@ -418,17 +503,22 @@ class NVMeOFConnector(Connector):
         except AlreadyConnected:
             LOG.debug("%s already connected (raced with another attach)", req.describe())
             return None
-        except InvalidArgument as exc:   # the request itself is refused: no portal helps
+        except InvalidArgument as exc:  # the request itself is refused: no portal helps
             raise InvalidConnectionProperties(
-                "host_nqn" if isinstance(exc, NotOwned)
-                else "target_nqn" if "NQN" in str(exc) else "portals", str(exc)) from exc
+                "host_nqn"
+                if isinstance(exc, NotOwned)
+                else "target_nqn"
+                if "NQN" in str(exc)
+                else "portals",
+                str(exc),
+            ) from exc
         except BrickError as exc:
-            LOG.warning("connect %s failed after %.3fs: %s", req.describe(),
-                        time.monotonic() - start, exc)
+            LOG.warning(
+                "connect %s failed after %.3fs: %s", req.describe(), time.monotonic() - start, exc
+            )
             errors[req.describe()] = str(exc)
             return None
-        LOG.debug("connected %s as %s in %.3fs", req.describe(), name,
-                  time.monotonic() - start)
+        LOG.debug("connected %s as %s in %.3fs", req.describe(), name, time.monotonic() - start)
         return name
 
     def _safe_rescan(self, ctrl: str) -> None:
@@ -441,11 +531,13 @@ class NVMeOFConnector(Connector):
         """Kernel uevents are enough: the predicate reads sysfs and devtmpfs nodes."""
         if self._watch_factory is not None:
             return self._watch_factory()
-        return DeviceWatch(subsystems=("block", "nvme"), roots=self.roots, source="kernel",
-                           poll_interval=0.25)
+        return DeviceWatch(
+            subsystems=("block", "nvme"), roots=self.roots, source="kernel", poll_interval=0.25
+        )
 
-    def _wait_namespace(self, watch: DeviceWatch, target: NvmeTarget, hostnqn: str,
-                        deadline: Deadline) -> hostnvme.NvmeNamespace:
+    def _wait_namespace(
+        self, watch: DeviceWatch, target: NvmeTarget, hostnqn: str, deadline: Deadline
+    ) -> hostnvme.NvmeNamespace:
         stale_seen: list[str] = []
         last_rescan = [time.monotonic()]
         rescans_left = [self.device_scan_attempts]
@@ -455,13 +547,17 @@ class NVMeOFConnector(Connector):
             found = self._visible(topo, target)
             if found is not None:
                 return found
-            if target.uuid is not None:   # the UUID filter applied: read stale ones too
+            if target.uuid is not None:  # the UUID filter applied: read stale ones too
                 topo = self._topology(target.nqn, hostnqn)
             live = {c.name for c in topo.controllers if c.live}
             stale = [ns.name for ns in topo.namespaces if is_stale(ns, target)]
             if stale and not stale_seen:
-                LOG.warning("namespace slot of %s on %s holds another volume (%s): "
-                            "rescanning", _identity_of(target), target.nqn, ", ".join(stale))
+                LOG.warning(
+                    "namespace slot of %s on %s holds another volume (%s): rescanning",
+                    _identity_of(target),
+                    target.nqn,
+                    ", ".join(stale),
+                )
             if stale:
                 stale_seen[:] = stale
             # Not there yet: rescan now and then, at most device_scan_attempts times (then
@@ -483,22 +579,35 @@ class NVMeOFConnector(Connector):
             if stale_seen:
                 raise VolumeIdentityMismatch(
                     f"{target.nqn}: namespace device(s) {', '.join(stale_seen)} carry "
-                    f"another identity than {_identity_of(target)}")
-            raise DeviceNotFound(f"namespace {_identity_of(target)} of {target.nqn} did not "
-                                 f"appear within {self.opts.device_wait_timeout}s")
+                    f"another identity than {_identity_of(target)}"
+                )
+            raise DeviceNotFound(
+                f"namespace {_identity_of(target)} of {target.nqn} did not "
+                f"appear within {self.opts.device_wait_timeout}s"
+            )
         self._verify(ns, target)
         return ns
 
     # ------------------------------------------------------------------ dm-multipath
     def _multipath(self) -> NvmeMultipath:
-        return NvmeMultipath(self.roots, self.actions, self._watch,
-                             grace=self.multipath_grace,
-                             map_timeout=self.opts.multipath_wait_timeout,
-                             removal_timeout=self.multipath_removal_timeout)
+        return NvmeMultipath(
+            self.roots,
+            self.actions,
+            self._watch,
+            grace=self.multipath_grace,
+            map_timeout=self.opts.multipath_wait_timeout,
+            removal_timeout=self.multipath_removal_timeout,
+        )
 
-    def _wait_map(self, watch: DeviceWatch, target: NvmeTarget, hostnqn: str,
-                  first: hostnvme.NvmeNamespace, enforce: bool,
-                  deadline: Deadline) -> MultipathMap | None:
+    def _wait_map(
+        self,
+        watch: DeviceWatch,
+        target: NvmeTarget,
+        hostnqn: str,
+        first: hostnvme.NvmeNamespace,
+        enforce: bool,
+        deadline: Deadline,
+    ) -> MultipathMap | None:
         """Non-native multipath: the dm map over every controller's device of the namespace.
 
         Waits (briefly) for each live controller's device, requires one identity
@@ -508,33 +617,50 @@ class NVMeOFConnector(Connector):
         if not self.actions.multipathd_running():
             if enforce:
                 raise NotSupported("multipath enforced but multipathd is not running")
-            LOG.warning("use_multipath set but multipathd is not running: returning single "
-                        "path %s of %s", first.name, target.nqn)
+            LOG.warning(
+                "use_multipath set but multipathd is not running: returning single path %s of %s",
+                first.name,
+                target.nqn,
+            )
             return None
 
         def all_paths() -> list[hostnvme.NvmeNamespace] | None:
             topo = self._topology(target.nqn, hostnqn)
-            found = [ns for ns in topo.namespaces if matches(ns, target)
-                     and os.path.exists(self.roots.devfs(ns.name))]
+            found = [
+                ns
+                for ns in topo.namespaces
+                if matches(ns, target) and os.path.exists(self.roots.devfs(ns.name))
+            ]
             live = {c.name for c in topo.controllers if c.live}
             covered = {c for ns in found for c in ns.controllers}
             return found if live <= covered else None
 
         try:
-            paths = watch.wait_for(all_paths, deadline.capped(self.multipath_grace + 2.0),
-                                   what=f"every path of {_identity_of(target)}")
+            paths = watch.wait_for(
+                all_paths,
+                deadline.capped(self.multipath_grace + 2.0),
+                what=f"every path of {_identity_of(target)}",
+            )
         except DeviceNotFound:
-            paths = [ns for ns in self._topology(target.nqn, hostnqn).namespaces
-                     if matches(ns, target) and os.path.exists(self.roots.devfs(ns.name))]
-            LOG.warning("%s: only %s of the live controllers' paths appeared",
-                        target.nqn, ", ".join(ns.name for ns in paths))
+            paths = [
+                ns
+                for ns in self._topology(target.nqn, hostnqn).namespaces
+                if matches(ns, target) and os.path.exists(self.roots.devfs(ns.name))
+            ]
+            LOG.warning(
+                "%s: only %s of the live controllers' paths appeared",
+                target.nqn,
+                ", ".join(ns.name for ns in paths),
+            )
         paths = sorted(paths or [first], key=lambda ns: hostnvme.sysfs.natural_key(ns.name))
         ids = {(ns.uuid, ns.nguid, ns.wwid) for ns in paths}
         if len(ids) != 1 or not paths[0].wwid:
             raise VolumeIdentityMismatch(
-                f"paths of {_identity_of(target)} disagree on or lack an identity: " +
-                ", ".join(f"{ns.name}=(uuid {ns.uuid}, nguid {ns.nguid}, wwid {ns.wwid})"
-                          for ns in paths))
+                f"paths of {_identity_of(target)} disagree on or lack an identity: "
+                + ", ".join(
+                    f"{ns.name}=(uuid {ns.uuid}, nguid {ns.nguid}, wwid {ns.wwid})" for ns in paths
+                )
+            )
         wwid = paths[0].wwid
         names = [ns.name for ns in paths]
         known = {ns.name: ns for ns in hostnvme.nvme_namespaces(self.roots)}
@@ -558,7 +684,8 @@ class NVMeOFConnector(Connector):
         again = hostnvme.read_namespace(self.roots, ns, identity_only=True)
         if again is None or not matches(again, target):
             raise VolumeIdentityMismatch(
-                f"{ns.name} changed identity while attaching {_identity_of(target)}")
+                f"{ns.name} changed identity while attaching {_identity_of(target)}"
+            )
 
     def _snapshot(self, nqn: str, errors: Mapping[str, str]) -> dict[str, Any]:
         """What the kernel shows for subsystem ``nqn`` (for the failure log)."""
@@ -567,11 +694,28 @@ class NVMeOFConnector(Connector):
         except Exception as exc:  # noqa: BLE001 - diagnostics must not mask the error
             return {"error": repr(exc)}
         return {
-            "controllers": [{"name": c.name, "state": c.state, "transport": c.transport,
-                             "traddr": c.traddr, "trsvcid": c.trsvcid, "hostnqn": c.hostnqn,
-                             "paths": list(c.namespaces)} for c in topo.controllers],
-            "namespaces": [{"name": n.name, "nsid": n.nsid, "uuid": n.uuid, "nguid": n.nguid,
-                            "controllers": list(n.controllers)} for n in topo.namespaces],
+            "controllers": [
+                {
+                    "name": c.name,
+                    "state": c.state,
+                    "transport": c.transport,
+                    "traddr": c.traddr,
+                    "trsvcid": c.trsvcid,
+                    "hostnqn": c.hostnqn,
+                    "paths": list(c.namespaces),
+                }
+                for c in topo.controllers
+            ],
+            "namespaces": [
+                {
+                    "name": n.name,
+                    "nsid": n.nsid,
+                    "uuid": n.uuid,
+                    "nguid": n.nguid,
+                    "controllers": list(n.controllers),
+                }
+                for n in topo.namespaces
+            ],
             "connect_errors": dict(errors),
             "native_multipath": hostnvme.native_multipath_enabled(self.roots),
         }
@@ -610,17 +754,22 @@ class NVMeOFConnector(Connector):
         if os.path.exists(self._md_path(alias)):
             return self._md_path(alias)
         self.actions.md_create(alias, [d for d in devices])
-        md = _poll(lambda: self._md_path(alias) if os.path.exists(self._md_path(alias))
-                   else None, deadline)
+        md = _poll(
+            lambda: self._md_path(alias) if os.path.exists(self._md_path(alias)) else None, deadline
+        )
         if md is None:
             raise DeviceNotFound(f"RAID device {self._md_path(alias)} did not appear")
         return md
 
     # ------------------------------------------------------------------ detach
     @ledger.records_detach
-    def disconnect_volume(self, connection_properties: Mapping[str, Any],
-                          device_info: Mapping[str, Any] | None, force: bool = False,
-                          ignore_errors: bool = False) -> None:
+    def disconnect_volume(
+        self,
+        connection_properties: Mapping[str, Any],
+        device_info: Mapping[str, Any] | None,
+        force: bool = False,
+        ignore_errors: bool = False,
+    ) -> None:
         props = parse_nvmeof(connection_properties)
         leftovers: list[str] = []
         errors: list[str] = []
@@ -645,12 +794,20 @@ class NVMeOFConnector(Connector):
                     leftovers += left
                     continue
             with self._lock(target):
-                leftovers += self._detach_target(target, props, force, errors, deadline,
-                                                 flush=not props.replicated, flushed=flushed)
+                leftovers += self._detach_target(
+                    target,
+                    props,
+                    force,
+                    errors,
+                    deadline,
+                    flush=not props.replicated,
+                    flushed=flushed,
+                )
         self._finish(leftovers, errors, ignore_errors)
 
-    def _preflush(self, target: NvmeTarget, force: bool, errors: list[str],
-                  deadline: Deadline) -> tuple[set[str], list[str]]:
+    def _preflush(
+        self, target: NvmeTarget, force: bool, errors: list[str], deadline: Deadline
+    ) -> tuple[set[str], list[str]]:
         """Flush the target's namespace devices before the subsystem lock is taken.
 
         Returns (devices flushed, leftovers: the device whose flush failed without
@@ -674,8 +831,11 @@ class NVMeOFConnector(Connector):
         if not leftovers and not errors:
             return
         if ignore_errors:
-            LOG.warning("NVMe-oF detach left %s (errors: %s)", ", ".join(leftovers) or
-                        "nothing", "; ".join(errors) or "none")
+            LOG.warning(
+                "NVMe-oF detach left %s (errors: %s)",
+                ", ".join(leftovers) or "nothing",
+                "; ".join(errors) or "none",
+            )
             return
         raise LeftoversRemain("; ".join(errors) or "NVMe-oF detach incomplete", leftovers)
 
@@ -687,9 +847,16 @@ class NVMeOFConnector(Connector):
             errors.append(f"flush {path}: {exc}")
             return force
 
-    def _detach_target(self, target: NvmeTarget, props: NvmeofProperties, force: bool,
-                       errors: list[str], deadline: Deadline, flush: bool,
-                       flushed: Collection[str] = ()) -> list[str]:
+    def _detach_target(
+        self,
+        target: NvmeTarget,
+        props: NvmeofProperties,
+        force: bool,
+        errors: list[str],
+        deadline: Deadline,
+        flush: bool,
+        flushed: Collection[str] = (),
+    ) -> list[str]:
         hostnqn = self._hostnqn(target)
         # other volumes' namespaces need not be read: a controller entry that is not one
         # of ours counts as foreign (_foreign_namespaces), which is all the rule needs
@@ -697,8 +864,7 @@ class NVMeOFConnector(Connector):
         ours = [ns for ns in topo.namespaces if matches(ns, target)] if target.identified else []
         mpath = map_of(self.roots, [ns.name for ns in ours if not ns.native_multipath])
         if mpath is not None:
-            if flush and not self._flush(self.roots.devfs(mpath.dm_name), force, errors,
-                                         deadline):
+            if flush and not self._flush(self.roots.devfs(mpath.dm_name), force, errors, deadline):
                 return [self.roots.devfs(mpath.dm_name)]
             try:
                 self._multipath().remove_map(mpath)
@@ -718,13 +884,21 @@ class NVMeOFConnector(Connector):
         # what is left that should have gone
         after = self._topology(target.nqn, hostnqn, only=target)
         left = [f"controller {c.name}" for c in after.controllers if c.name in doomed]
-        left += [self.roots.devfs(ns.name) for ns in after.namespaces
-                 if matches(ns, target) and ns.controllers
-                 and set(ns.controllers) <= set(doomed)]
+        left += [
+            self.roots.devfs(ns.name)
+            for ns in after.namespaces
+            if matches(ns, target) and ns.controllers and set(ns.controllers) <= set(doomed)
+        ]
         return left
 
-    def _disconnect_controllers(self, topo: _Topology, target: NvmeTarget, hostnqn: str,
-                                errors: list[str], deadline: Deadline) -> list[str]:
+    def _disconnect_controllers(
+        self,
+        topo: _Topology,
+        target: NvmeTarget,
+        hostnqn: str,
+        errors: list[str],
+        deadline: Deadline,
+    ) -> list[str]:
         """Disconnect the target's controllers but those whose other namespaces are in use
         (:meth:`_users_of_others`); the names of the controllers disconnected (or tried)."""
         doomed = []
@@ -733,22 +907,33 @@ class NVMeOFConnector(Connector):
             if foreign:
                 users = self._users_of_others(ctrl, target, hostnqn)
                 if users:
-                    LOG.info("keeping controller %s of %s: its other namespace(s) %s are in use "
-                             "(%s)", ctrl.name, target.nqn, ", ".join(foreign), "; ".join(users))
+                    LOG.info(
+                        "keeping controller %s of %s: its other namespace(s) %s are in use (%s)",
+                        ctrl.name,
+                        target.nqn,
+                        ", ".join(foreign),
+                        "; ".join(users),
+                    )
                     continue
-                LOG.info("deleting controller %s of %s: its other namespace(s) %s are attached "
-                         "through nobody and unused on this host", ctrl.name, target.nqn,
-                         ", ".join(foreign))
+                LOG.info(
+                    "deleting controller %s of %s: its other namespace(s) %s are attached "
+                    "through nobody and unused on this host",
+                    ctrl.name,
+                    target.nqn,
+                    ", ".join(foreign),
+                )
             doomed.append(ctrl.name)
             try:
-                self.actions.disconnect(ctrl.name,
-                                        timeout=max(deadline.remaining(), KERNEL_ACTION_MIN))
+                self.actions.disconnect(
+                    ctrl.name, timeout=max(deadline.remaining(), KERNEL_ACTION_MIN)
+                )
             except BrickError as exc:
                 errors.append(f"disconnect {ctrl.name}: {exc}")
         return doomed
 
-    def _users_of_others(self, ctrl: hostnvme.NvmeController, target: NvmeTarget,
-                         hostnqn: str) -> list[str]:
+    def _users_of_others(
+        self, ctrl: hostnvme.NvmeController, target: NvmeTarget, hostnqn: str
+    ) -> list[str]:
         """Why ``ctrl`` must stay for namespaces other than ``target``'s: attached through
         brick_agent (the ledger, matched by identity), or used on the host (holders,
         mounts, swap, open); ``[]`` when nobody uses them.  Fails closed: no ledger, an
@@ -758,11 +943,13 @@ class NVMeOFConnector(Connector):
         if not target.identified:
             return ["the volume's own namespace cannot be told from the others"]
         full = self._topology(target.nqn, hostnqn)
-        others = [ns for ns in full.namespaces
-                  if ctrl.name in ns.controllers and not matches(ns, target)]
+        others = [
+            ns for ns in full.namespaces if ctrl.name in ns.controllers and not matches(ns, target)
+        ]
         known = {p for ns in full.namespaces for p in ns.paths}
-        reasons = [f"{p} not resolved to a namespace device"
-                   for p in ctrl.namespaces if p not in known]
+        reasons = [
+            f"{p} not resolved to a namespace device" for p in ctrl.namespaces if p not in known
+        ]
         try:
             data = self.ledger.read()
         except (BrickError, OSError) as exc:
@@ -772,8 +959,9 @@ class NVMeOFConnector(Connector):
             reasons += device_users(self.roots, ns.name)
         return reasons
 
-    def _foreign_namespaces(self, ctrl: hostnvme.NvmeController, topo: _Topology,
-                            targets: list[NvmeTarget]) -> list[str]:
+    def _foreign_namespaces(
+        self, ctrl: hostnvme.NvmeController, topo: _Topology, targets: list[NvmeTarget]
+    ) -> list[str]:
         """Namespaces on ``ctrl`` that belong to none of ``targets``."""
         out = []
         for ns in topo.namespaces:
@@ -797,8 +985,11 @@ class NVMeOFConnector(Connector):
             if not target.identified:
                 continue
             topo = self._topology(target.nqn, None)
-            found = [ns.name for ns in topo.namespaces
-                     if matches(ns, target) and os.path.exists(self.roots.devfs(ns.name))]
+            found = [
+                ns.name
+                for ns in topo.namespaces
+                if matches(ns, target) and os.path.exists(self.roots.devfs(ns.name))
+            ]
             mpath = map_of(self.roots, found)
             if mpath is not None:  # dm-multipath over non-native paths: the map is the volume
                 paths.append(self.roots.devfs(mpath.dm_name))
@@ -807,7 +998,8 @@ class NVMeOFConnector(Connector):
         return paths
 
     def get_all_available_volumes(
-            self, connection_properties: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        self, connection_properties: Mapping[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
         nqn = None
         if connection_properties is not None:
             nqn = parse_nvmeof(connection_properties).targets[0].nqn
@@ -822,16 +1014,30 @@ class NVMeOFConnector(Connector):
             members = [ctrls[c] for c in ns.controllers if c in ctrls]
             if any(c.transport == "pcie" for c in members):
                 continue  # local PCIe drives are not volumes
-            out.append({
-                "path": ns.devpath or self.roots.devfs(ns.name),
-                "name": ns.name, "subsysnqn": subnqn, "uuid": ns.uuid, "nguid": ns.nguid,
-                "nsid": ns.nsid, "size": ns.size_bytes,
-                "native_multipath": ns.native_multipath,
-                "controllers": [{"name": c.name, "transport": c.transport,
-                                 "traddr": c.traddr, "trsvcid": c.trsvcid,
-                                 "host_traddr": c.host_traddr, "state": c.state,
-                                 "hostnqn": c.hostnqn} for c in members],
-            })
+            out.append(
+                {
+                    "path": ns.devpath or self.roots.devfs(ns.name),
+                    "name": ns.name,
+                    "subsysnqn": subnqn,
+                    "uuid": ns.uuid,
+                    "nguid": ns.nguid,
+                    "nsid": ns.nsid,
+                    "size": ns.size_bytes,
+                    "native_multipath": ns.native_multipath,
+                    "controllers": [
+                        {
+                            "name": c.name,
+                            "transport": c.transport,
+                            "traddr": c.traddr,
+                            "trsvcid": c.trsvcid,
+                            "host_traddr": c.host_traddr,
+                            "state": c.state,
+                            "hostnqn": c.hostnqn,
+                        }
+                        for c in members
+                    ],
+                }
+            )
         return out
 
     def get_search_path(self) -> str | None:
@@ -855,8 +1061,11 @@ class NVMeOFConnector(Connector):
         deadline = Deadline.after(min(_EXTEND_SETTLE, self.opts.device_wait_timeout))
 
         def sizes() -> dict[str, int]:
-            return {ns.name: ns.size_bytes or 0 for ns in hostnvme.nvme_namespaces(self.roots)
-                    if ns.name in before}
+            return {
+                ns.name: ns.size_bytes or 0
+                for ns in hostnvme.nvme_namespaces(self.roots)
+                if ns.name in before
+            }
 
         def grown() -> dict[str, int] | None:
             now = sizes()
@@ -869,8 +1078,11 @@ class NVMeOFConnector(Connector):
         if mpath is not None and new_size and mpath.size_bytes != new_size:
             self._multipath().resize_map(mpath, new_size)
         if props.replicated and props.replica_count > 1 and props.alias:
-            LOG.warning("extend of RAID %s: members grew to %d bytes; growing md is not "
-                        "implemented", props.alias, new_size)
+            LOG.warning(
+                "extend of RAID %s: members grew to %d bytes; growing md is not implemented",
+                props.alias,
+                new_size,
+            )
         LOG.info("NVMe-oF volume now %d bytes (%s)", new_size, ", ".join(sorted(current)))
         return new_size
 
@@ -878,27 +1090,40 @@ class NVMeOFConnector(Connector):
 def _identities(nqn: str, ns: hostnvme.NvmeNamespace) -> set[str]:
     """Every spelling a ledger entry may use for ``ns``: its wwid, UUID, NGUID, and the
     ledger's lookup keys (``nvme:<nqn>:<uuid|nguid|nsidN>``), lowercase."""
-    names = {ns.wwid, ns.uuid, ns.nguid, ns.uuid and f"uuid.{ns.uuid}",
-             ns.nguid and f"eui.{ns.nguid}", ns.nsid is not None and f"nsid{ns.nsid}"}
+    names = {
+        ns.wwid,
+        ns.uuid,
+        ns.nguid,
+        ns.uuid and f"uuid.{ns.uuid}",
+        ns.nguid and f"eui.{ns.nguid}",
+        ns.nsid is not None and f"nsid{ns.nsid}",
+    }
     plain = {str(n).strip().lower() for n in names if n}
     return plain | {f"nvme:{nqn.lower()}:{n}" for n in plain}
 
 
-def ledger_claims(data: Mapping[str, Any], nqn: str,
-                  namespaces: Collection[hostnvme.NvmeNamespace]) -> list[str]:
+def ledger_claims(
+    data: Mapping[str, Any], nqn: str, namespaces: Collection[hostnvme.NvmeNamespace]
+) -> list[str]:
     """Which of ``namespaces`` (of subsystem ``nqn``) the ledger content ``data``
     (:meth:`AttachmentLedger.read`) holds, matched by identity or lookup key; an attach
     to ``nqn`` still pending counts for all of them."""
     out = []
     prefix = f"nvme:{nqn.lower()}:"
-    if any(str(k).lower().startswith(prefix) for p in data.get("pending", ())
-           for k in p.get("lookup", ())):
+    if any(
+        str(k).lower().startswith(prefix)
+        for p in data.get("pending", ())
+        for k in p.get("lookup", ())
+    ):
         out.append(f"an attach to {nqn} is pending")
     for key, entry in data.get("volumes", {}).items():
         said = {str(entry.get("identity") or "").strip().lower()}
         said |= {str(k).lower() for k in entry.get("lookup", ())}
-        out += [f"{ns.name} attached through brick_agent ({key})" for ns in namespaces
-                if said & _identities(nqn, ns)]
+        out += [
+            f"{ns.name} attached through brick_agent ({key})"
+            for ns in namespaces
+            if said & _identities(nqn, ns)
+        ]
     return out
 
 

@@ -57,12 +57,13 @@ class NvmeMultipath:
     roots: HostRoots
     actions: MultipathActions
     watch_factory: Callable[[], DeviceWatch]
-    grace: float = 1.0              # let multipathd map the paths itself before poking it
-    map_timeout: float = 20.0       # cap of the whole wait for the map
-    removal_timeout: float = 20.0   # retry a removal this long while the map is held
+    grace: float = 1.0  # let multipathd map the paths itself before poking it
+    map_timeout: float = 20.0  # cap of the whole wait for the map
+    removal_timeout: float = 20.0  # retry a removal this long while the map is held
 
-    def wait_for_map(self, wwid: str, names: Sequence[str], deadline: Deadline,
-                     is_ours: Callable[[str], bool]) -> MultipathMap:
+    def wait_for_map(
+        self, wwid: str, names: Sequence[str], deadline: Deadline, is_ours: Callable[[str], bool]
+    ) -> MultipathMap:
         """The map holding every device of ``names``; multipathd is asked after the grace.
 
         A map holding only some of ``names`` at the deadline is accepted with a
@@ -78,24 +79,39 @@ class NvmeMultipath:
                 LOG.warning("multipath add of %s failed: %s", wwid, exc)
 
         m = multipath_wait.wait_for_map(
-            self.roots, self.watch_factory, lambda: map_of(self.roots, names), names,
-            budget=deadline.capped(self.map_timeout), grace=self.grace, add=add,
-            what=f"multipath map of {wwid}")
+            self.roots,
+            self.watch_factory,
+            lambda: map_of(self.roots, names),
+            names,
+            budget=deadline.capped(self.map_timeout),
+            grace=self.grace,
+            add=add,
+            what=f"multipath map of {wwid}",
+        )
         if m.wwid != wwid:
-            raise VolumeIdentityMismatch(f"map {m.dm_name} over {', '.join(names)} has WWID "
-                                         f"{m.wwid}, the namespace {wwid}")
+            raise VolumeIdentityMismatch(
+                f"map {m.dm_name} over {', '.join(names)} has WWID {m.wwid}, the namespace {wwid}"
+            )
         strangers = [s for s in m.slaves if s not in wanted and not is_ours(s)]
         if strangers:
-            raise VolumeIdentityMismatch(f"map {m.dm_name} also holds {', '.join(strangers)}, "
-                                         f"which are not this volume")
+            raise VolumeIdentityMismatch(
+                f"map {m.dm_name} also holds {', '.join(strangers)}, which are not this volume"
+            )
         return m
 
     def remove_map(self, m: MultipathMap) -> None:
         """Flush and remove ``m`` (retried while briefly held), then wait until the kernel
         and udev are done with it (the same removal as a SCSI volume's map)."""
         from brick_agent.connectors.scsi.volume import remove_map
-        remove_map(self.roots, self.watch_factory, self.actions.multipath_remove, m,
-                   removal_timeout=self.removal_timeout, gone_timeout=self.removal_timeout)
+
+        remove_map(
+            self.roots,
+            self.watch_factory,
+            self.actions.multipath_remove,
+            m,
+            removal_timeout=self.removal_timeout,
+            gone_timeout=self.removal_timeout,
+        )
 
     def resize_map(self, m: MultipathMap, size: int) -> None:
         """Grow ``m`` to ``size`` bytes (multipathd refuses until it saw the paths grow)."""
@@ -106,15 +122,23 @@ class NvmeMultipath:
             return None if now is None else now.size_bytes
 
         budget = Deadline.after(self.map_timeout)
-        retry(lambda: self.actions.multipath_resize(m.name or m.dm_name), budget,
-              until=lambda: size_now() == size, what=f"resize of map {m.dm_name}")
+        retry(
+            lambda: self.actions.multipath_resize(m.name or m.dm_name),
+            budget,
+            until=lambda: size_now() == size,
+            what=f"resize of map {m.dm_name}",
+        )
         with self.watch_factory() as watch:
             try:
-                watch.wait_for(lambda: True if size_now() == size else None, budget,
-                               what=f"map {m.dm_name} at {size} bytes")
+                watch.wait_for(
+                    lambda: True if size_now() == size else None,
+                    budget,
+                    what=f"map {m.dm_name} at {size} bytes",
+                )
             except DeviceNotFound:
-                raise BrickError(f"map {m.dm_name} did not grow to {size} bytes "
-                                 f"(now {size_now()})") from None
+                raise BrickError(
+                    f"map {m.dm_name} did not grow to {size} bytes (now {size_now()})"
+                ) from None
 
 
 __all__ = ["MultipathActions", "NvmeMultipath", "map_of"]

@@ -67,27 +67,32 @@ class PrivilegedScsiActions:
         self.conf = conf
         self.opts = conf.brick_agent
         self.roots = roots
-        privileged.configure(conf)   # applied before the first entrypoint call
+        privileged.configure(conf)  # applied before the first entrypoint call
 
     # SCSI / block ----------------------------------------------------------------
     def scan_lun(self, host: int, channel: int | None, target: int | None, lun: int) -> None:
         from brick_agent.privileged import scsi
-        scsi.scan_scsi_target(host, "-" if channel is None else channel,
-                              "-" if target is None else target, lun)
+
+        scsi.scan_scsi_target(
+            host, "-" if channel is None else channel, "-" if target is None else target, lun
+        )
 
     def rescan_device(self, hctl: Hctl) -> None:
         from brick_agent.privileged import scsi
+
         scsi.rescan_scsi_device(str(hctl))
 
     def delete_device(self, hctl: Hctl) -> None:
         """Delete ``hctl``; a write the kernel blocks (a disk of a dead target) is abandoned
         after ``device_removal_timeout`` with KernelActionTimeout."""
         from brick_agent.privileged import scsi
+
         try:
             scsi.delete_scsi_device(str(hctl), timeout=self.opts.device_removal_timeout)
         except OSError as exc:
-            raise CommandFailed(["delete", str(hctl)], exc.errno,
-                                exc.strerror or str(exc)) from None
+            raise CommandFailed(
+                ["delete", str(hctl)], exc.errno, exc.strerror or str(exc)
+            ) from None
 
     def flush(self, device: str) -> None:
         """fsync the device when this process may open it, else the privileged flush.
@@ -101,12 +106,12 @@ class PrivilegedScsiActions:
             fd = None
         except FileNotFoundError:
             raise DeviceNotFound(f"{device} does not exist") from None
-        except OSError as exc:   # ENXIO: a transport-offline disk (dead target) refuses opens
+        except OSError as exc:  # ENXIO: a transport-offline disk (dead target) refuses opens
             raise CommandFailed(["open", device], exc.errno, exc.strerror or str(exc)) from None
         if fd is None:
             from brick_agent.privileged import block
-            block.flush_block_device(os.path.basename(device),
-                                     timeout=self.opts.flush_timeout)
+
+            block.flush_block_device(os.path.basename(device), timeout=self.opts.flush_timeout)
             return
         try:
             os.fsync(fd)
@@ -143,14 +148,17 @@ class PrivilegedScsiActions:
 
     def multipath_remove(self, map_name: str) -> None:
         from brick_agent.privileged import multipath
+
         multipath.flush_map(map_name, timeout=self.opts.flush_timeout)
 
     def multipath_forget(self, wwid: str) -> None:
         from brick_agent.privileged import multipath
+
         multipath.remove_wwid(wwid)
 
     def multipath_resize(self, map_name: str) -> None:
         from brick_agent.privileged import multipath
+
         multipath.resize_map(map_name)
 
     def multipathd_running(self) -> bool:

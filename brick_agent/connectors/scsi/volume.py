@@ -36,15 +36,28 @@ from typing import Any
 from brick_agent.connectors import multipath_wait
 from brick_agent.connectors.scsi.actions import ScsiActions
 from brick_agent.deadline import Deadline
-from brick_agent.errors import (BrickError, CommandFailed, DeviceBusy, DeviceInUse,
-                                DeviceNotFound, NotSupported, VolumeIdentityMismatch)
+from brick_agent.errors import (
+    BrickError,
+    CommandFailed,
+    DeviceBusy,
+    DeviceInUse,
+    DeviceNotFound,
+    NotSupported,
+    VolumeIdentityMismatch,
+)
 from brick_agent.host import udev
 from brick_agent.host.block import block_device_for_path, read_block_device
 from brick_agent.host.holders import open_holders
 from brick_agent.host.multipath import MultipathMap, map_for_slave, map_for_wwid, read_map
 from brick_agent.host.roots import HostRoots
-from brick_agent.host.scsi import (Hctl, ScsiDevice, same_wwid, scsi_device,
-                                   scsi_device_by_name, scsi_wwid_to_udev)
+from brick_agent.host.scsi import (
+    Hctl,
+    ScsiDevice,
+    same_wwid,
+    scsi_device,
+    scsi_device_by_name,
+    scsi_wwid_to_udev,
+)
 from brick_agent.host.udev import DeviceWatch
 
 LOG = logging.getLogger(__name__)
@@ -72,11 +85,13 @@ class DeviceClaims:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         # (sysfs root, hctl) -> owner -> (name, wwid) of the device, or None before it exists
-        self._held: dict[tuple[str, Hctl],
-                         dict[Hashable, tuple[str | None, str | None] | None]] = {}
+        self._held: dict[
+            tuple[str, Hctl], dict[Hashable, tuple[str | None, str | None] | None]
+        ] = {}
 
-    def hold(self, roots: HostRoots, owner: Hashable, hctl: Hctl,
-             dev: ScsiDevice | None = None) -> None:
+    def hold(
+        self, roots: HostRoots, owner: Hashable, hctl: Hctl, dev: ScsiDevice | None = None
+    ) -> None:
         """``owner`` holds the device at ``hctl`` (``dev``: the device it found there)."""
         ident = None if dev is None else (dev.name, dev.wwid)
         with self._lock:
@@ -86,14 +101,20 @@ class DeviceClaims:
         """True when an owner other than ``owner`` holds ``dev`` (the device now at its address)."""
         with self._lock:
             holders = dict(self._held.get((roots.sys, dev.hctl), {}))
-        return any(ident is None or ident == (dev.name, dev.wwid)
-                   for who, ident in holders.items() if who != owner)
+        return any(
+            ident is None or ident == (dev.name, dev.wwid)
+            for who, ident in holders.items()
+            if who != owner
+        )
 
     def others_on_host(self, roots: HostRoots, owner: Hashable, host: int) -> bool:
         """True when an owner other than ``owner`` holds any device of SCSI host ``host``."""
         with self._lock:
-            return any(hctl.host == host and any(who != owner for who in holders)
-                       for (root, hctl), holders in self._held.items() if root == roots.sys)
+            return any(
+                hctl.host == host and any(who != owner for who in holders)
+                for (root, hctl), holders in self._held.items()
+                if root == roots.sys
+            )
 
     def release(self, roots: HostRoots, owner: Hashable) -> None:
         """Drop every claim of ``owner`` (a failed attach, after its undo)."""
@@ -117,8 +138,10 @@ CLAIMS = DeviceClaims()
 
 def scsi_watch_factory(roots: HostRoots) -> Callable[[], DeviceWatch]:
     """New watches of block and scsi uevents (the SCSI transports' default watch factory)."""
+
     def make() -> DeviceWatch:
         return DeviceWatch(subsystems=("block", "scsi"), roots=roots, poll_interval=0.25)
+
     return make
 
 
@@ -137,6 +160,7 @@ def wwn_link_name(wwid: str) -> str | None:
 
 def _candidates(wwid: str) -> tuple[str, ...]:
     from brick_agent.host.scsi import wwid_candidates
+
     return wwid_candidates(wwid)
 
 
@@ -150,8 +174,8 @@ class ScsiVolumeOps:
     multipath_wait_timeout: float = 20.0
     device_removal_timeout: float = 20.0
     wait_for_udev: bool = True
-    multipath_grace: float = 1.0     # let multipathd map the paths itself before poking it
-    map_removal_timeout: float = 20.0   # retry a map removal this long while it is in use
+    multipath_grace: float = 1.0  # let multipathd map the paths itself before poking it
+    map_removal_timeout: float = 20.0  # retry a map removal this long while it is in use
     #: device_info paths: True gives udev's stable links (by-id/wwn-0x..., by-id/dm-uuid-mpath-..),
     #: False the kernel names (/dev/sdX, /dev/dm-N) as os-brick's iSCSI connector returns them
     stable_paths: bool = True
@@ -178,7 +202,8 @@ class ScsiVolumeOps:
         if not wwid:
             raise VolumeIdentityMismatch(
                 f"{dev.name} ({dev.hctl}) has no WWID (VPD page 0x83): cannot verify it is "
-                "the volume")
+                "the volume"
+            )
         return wwid
 
     def common_wwid(self, devices: Sequence[ScsiDevice]) -> str:
@@ -191,7 +216,8 @@ class ScsiVolumeOps:
             if not same_wwid(other, first):
                 raise VolumeIdentityMismatch(
                     f"paths of one volume disagree on its WWID: {devices[0].name} "
-                    f"({devices[0].hctl})={first}, {dev.name} ({dev.hctl})={other}")
+                    f"({devices[0].hctl})={first}, {dev.name} ({dev.hctl})={other}"
+                )
         return first
 
     def revalidate(self, dev: ScsiDevice) -> ScsiDevice | None:
@@ -211,9 +237,15 @@ class ScsiVolumeOps:
         if holder is not None:
             raise VolumeIdentityMismatch(
                 f"{now.name} ({now.hctl}) changed identity from {before} to {now.wwid} and is "
-                f"still held by {holder.dm_name}; refusing to use it")
-        LOG.warning("%s (%s) is stale: WWID was %s, target now reports %s; removing it",
-                    now.name, now.hctl, before, now.wwid)
+                f"still held by {holder.dm_name}; refusing to use it"
+            )
+        LOG.warning(
+            "%s (%s) is stale: WWID was %s, target now reports %s; removing it",
+            now.name,
+            now.hctl,
+            before,
+            now.wwid,
+        )
         self.actions.delete_device(now.hctl)
         return None
 
@@ -227,7 +259,7 @@ class ScsiVolumeOps:
         dev = block_device_for_path(self.roots, path)
         if dev is None:
             return False
-        for name in (list(dev.slaves) if dev.is_dm else [dev.name]):
+        for name in list(dev.slaves) if dev.is_dm else [dev.name]:
             sdev = scsi_device_by_name(self.roots, name)
             if sdev is None or self.revalidate(sdev) is None:
                 return False
@@ -245,17 +277,21 @@ class ScsiVolumeOps:
         """
         wanted = set(names)
         m = multipath_wait.wait_for_map(
-            self.roots, self.watch_factory, lambda: map_for_wwid(self.roots, wwid), names,
-            budget=deadline.capped(self.multipath_wait_timeout), grace=self.multipath_grace,
+            self.roots,
+            self.watch_factory,
+            lambda: map_for_wwid(self.roots, wwid),
+            names,
+            budget=deadline.capped(self.multipath_wait_timeout),
+            grace=self.multipath_grace,
             add=lambda: self.actions.multipath_add(wwid, list(names)),
-            what=f"multipath map mpath-{wwid}")
+            what=f"multipath map mpath-{wwid}",
+        )
         for slave in m.slaves:
             if slave in wanted:
                 continue
             dev = scsi_device_by_name(self.roots, slave)
             if dev is not None and dev.wwid and not same_wwid(dev.wwid, wwid):
-                raise VolumeIdentityMismatch(f"map {m.dm_name} holds {slave} with WWID "
-                                             f"{dev.wwid}")
+                raise VolumeIdentityMismatch(f"map {m.dm_name} holds {slave} with WWID {dev.wwid}")
         return m
 
     # ------------------------------------------------------------ results
@@ -300,8 +336,15 @@ class ScsiVolumeOps:
                     return path
         return self.roots.devfs(m.dm_name)
 
-    def device_info(self, devices: Sequence[ScsiDevice], wwid: str, *, use_multipath: bool,
-                    enforce_multipath: bool, deadline: Deadline) -> DeviceInfo:
+    def device_info(
+        self,
+        devices: Sequence[ScsiDevice],
+        wwid: str,
+        *,
+        use_multipath: bool,
+        enforce_multipath: bool,
+        deadline: Deadline,
+    ) -> DeviceInfo:
         """os-brick's ``device_info`` for verified ``devices`` (first one preferred)."""
         if use_multipath:
             if self.actions.multipathd_running():
@@ -312,8 +355,11 @@ class ScsiVolumeOps:
             if enforce_multipath:
                 raise NotSupported("multipath enforced but multipathd is not running")
             LOG.warning("multipathd is not running: returning single path %s", devices[0].name)
-        path = (self.stable_disk_path(devices[0], deadline) if self.stable_paths
-                else self.roots.devfs(devices[0].name or ""))
+        path = (
+            self.stable_disk_path(devices[0], deadline)
+            if self.stable_paths
+            else self.roots.devfs(devices[0].name or "")
+        )
         return {"type": "block", "path": path, "scsi_wwn": wwid}
 
     def _settle(self, name: str, deadline: Deadline) -> None:
@@ -327,10 +373,15 @@ class ScsiVolumeOps:
                 LOG.debug("udev has not processed %s yet; returning its kernel name", name)
 
     # ------------------------------------------------------------ undo
-    def delete_created(self, hctls: Iterable[Hctl], wait: bool = True, *,
-                       keep: Callable[[ScsiDevice], bool] | None = None,
-                       lock_for: Callable[[ScsiDevice], AbstractContextManager[Any]] | None = None,
-                       deadline: Deadline | None = None) -> list[str]:
+    def delete_created(
+        self,
+        hctls: Iterable[Hctl],
+        wait: bool = True,
+        *,
+        keep: Callable[[ScsiDevice], bool] | None = None,
+        lock_for: Callable[[ScsiDevice], AbstractContextManager[Any]] | None = None,
+        deadline: Deadline | None = None,
+    ) -> list[str]:
         """Delete devices an attach created; a map made only of them goes first.
 
         A device that a map also built from other paths holds is left (and
@@ -339,8 +390,9 @@ class ScsiVolumeOps:
         use, not left over).  The removal wait ends at ``deadline`` (default:
         ``device_removal_timeout``).  Returns what could not be removed.
         """
-        devs = [d for d in (scsi_device(self.roots, h) for h in dict.fromkeys(hctls))
-                if d is not None]
+        devs = [
+            d for d in (scsi_device(self.roots, h) for h in dict.fromkeys(hctls)) if d is not None
+        ]
         names = {d.name for d in devs if d.name}
         todo: list[Hctl] = []
         left: list[str] = []
@@ -364,11 +416,22 @@ class ScsiVolumeOps:
                             if not set(m.slaves) <= names:
                                 left.append(f"{dev.hctl} (held by {m.dm_name})")
                                 continue
-                            others = [o for o in (scsi_device_by_name(self.roots, n)
-                                                  for n in m.slaves if n != dev.name) if o]
+                            others = [
+                                o
+                                for o in (
+                                    scsi_device_by_name(self.roots, n)
+                                    for n in m.slaves
+                                    if n != dev.name
+                                )
+                                if o
+                            ]
                             if keep is not None and any(keep(o) for o in others):
-                                LOG.info("undo: keeping %s and map %s: another attach holds "
-                                         "a path of it", dev.name, m.dm_name)
+                                LOG.info(
+                                    "undo: keeping %s and map %s: another attach holds "
+                                    "a path of it",
+                                    dev.name,
+                                    m.dm_name,
+                                )
                                 continue
                             self.actions.multipath_remove(m.name or m.dm_name)
                             removed_maps.add(m.dm_name)
@@ -376,7 +439,7 @@ class ScsiVolumeOps:
                         entries += self.udev_entries([dev.name])
                         self.actions.delete_device(dev.hctl)
                         todo.append(dev.hctl)
-                except BrickError as exc:   # LockTimeout included: the device stays
+                except BrickError as exc:  # LockTimeout included: the device stays
                     LOG.warning("undo: could not delete %s: %s", dev.hctl, exc)
                     left.append(f"{dev.hctl} (delete failed: {exc})")
             if wait and todo:
@@ -394,26 +457,35 @@ class ScsiVolumeOps:
         """udev's entries of block devices about to be deleted (none without udev)."""
         return [e for e in (udev.udev_entry(self.roots, n) for n in names if n) if e]
 
-    def _wait_removed(self, watch: DeviceWatch, hctls: Sequence[Hctl],
-                      deadline: Deadline | None = None,
-                      entries: Sequence[udev.UdevEntry] = ()) -> list[str]:
+    def _wait_removed(
+        self,
+        watch: DeviceWatch,
+        hctls: Sequence[Hctl],
+        deadline: Deadline | None = None,
+        entries: Sequence[udev.UdevEntry] = (),
+    ) -> list[str]:
         """Wait until the kernel dropped ``hctls`` and udev processed their removal
         (``entries``: their links are gone), woken by the watch's events; what stayed.
 
         Links udev has not removed by the deadline are logged, not returned: the kernel
         side is done and udev removes them when it gets to the event."""
+
         def present() -> bool:
-            return (any(scsi_device(self.roots, h) for h in hctls)
-                    or any(not udev.udev_forgot(self.roots, e, watch) for e in entries))
+            return any(scsi_device(self.roots, h) for h in hctls) or any(
+                not udev.udev_forgot(self.roots, e, watch) for e in entries
+            )
+
         try:
-            watch.wait_gone(present, deadline or Deadline.after(self.device_removal_timeout),
-                            what="SCSI devices " + ", ".join(map(str, hctls)))
+            watch.wait_gone(
+                present,
+                deadline or Deadline.after(self.device_removal_timeout),
+                what="SCSI devices " + ", ".join(map(str, hctls)),
+            )
         except DeviceNotFound:
             late = [e.name for e in entries if not udev.udev_forgot(self.roots, e, watch)]
             if late:
                 LOG.warning("udev has not removed the links of %s yet", ", ".join(late))
-            return [f"{h} (still present)" for h in hctls
-                    if scsi_device(self.roots, h) is not None]
+            return [f"{h} (still present)" for h in hctls if scsi_device(self.roots, h) is not None]
         return []
 
     # ------------------------------------------------------------ detach
@@ -427,7 +499,7 @@ class ScsiVolumeOps:
         if isinstance(path, str) and path:
             dev = block_device_for_path(self.roots, path)
             if dev is not None and dev.dm_uuid and dev.dm_uuid.startswith("mpath-"):
-                return dev.dm_uuid[len("mpath-"):]
+                return dev.dm_uuid[len("mpath-") :]
             if dev is not None and dev.wwid:
                 return scsi_wwid_to_udev(dev.wwid)
         wwids = {udev_wwid(d) for d in found if d.wwid}
@@ -436,11 +508,13 @@ class ScsiVolumeOps:
         if len(wwids) > 1:
             raise VolumeIdentityMismatch(
                 "devices at this volume's address disagree on the WWID and device_info names "
-                f"none: {', '.join(sorted(w for w in wwids if w))}; refusing to guess")
+                f"none: {', '.join(sorted(w for w in wwids if w))}; refusing to guess"
+            )
         return None
 
-    def confirmed(self, found: Sequence[ScsiDevice], wwid: str | None,
-                  force: bool) -> tuple[list[ScsiDevice], list[str]]:
+    def confirmed(
+        self, found: Sequence[ScsiDevice], wwid: str | None, force: bool
+    ) -> tuple[list[ScsiDevice], list[str]]:
         """(devices that are the volume, leftovers notes): WWID must match; unreadable only
         if forced."""
         ours: list[ScsiDevice] = []
@@ -451,8 +525,9 @@ class ScsiVolumeOps:
             elif d.wwid is None and force:
                 ours.append(d)
             else:
-                LOG.warning("leaving %s (%s): WWID %s is not the volume's %s", d.name, d.hctl,
-                            d.wwid, wwid)
+                LOG.warning(
+                    "leaving %s (%s): WWID %s is not the volume's %s", d.name, d.hctl, d.wwid, wwid
+                )
                 if d.wwid is None:
                     notes.append(f"{d.hctl} (WWID unreadable; use force)")
         return ours, notes
@@ -470,20 +545,24 @@ class ScsiVolumeOps:
     def listing_fields(self, dev: ScsiDevice) -> dict[str, Any]:
         """``wwid``, ``path`` and ``multipath`` of one disk: the tail of a listed volume's row."""
         mpath = map_for_slave(self.roots, dev.name) if dev.name else None
-        return {"wwid": udev_wwid(dev),
-                "path": self.roots.devfs(dev.name) if dev.name else None,
-                "multipath": self.roots.devfs(mpath.dm_name) if mpath else None}
+        return {
+            "wwid": udev_wwid(dev),
+            "path": self.roots.devfs(dev.name) if dev.name else None,
+            "multipath": self.roots.devfs(mpath.dm_name) if mpath else None,
+        }
 
-    def used_device(self, info: Mapping[str, Any], mpath: MultipathMap | None,
-                    ours: Sequence[ScsiDevice]) -> str | None:
+    def used_device(
+        self, info: Mapping[str, Any], mpath: MultipathMap | None, ours: Sequence[ScsiDevice]
+    ) -> str | None:
         """Kernel name of the device the caller used (to flush): its path, the map, or the
         only disk."""
         names = {d.name for d in ours if d.name}
         path = info.get("path")
         if isinstance(path, str) and path:
             dev = block_device_for_path(self.roots, path)
-            if dev is not None and (dev.name in names or
-                                    (mpath is not None and dev.name == mpath.dm_name)):
+            if dev is not None and (
+                dev.name in names or (mpath is not None and dev.name == mpath.dm_name)
+            ):
                 return dev.name
         if mpath is not None:
             return mpath.dm_name
@@ -491,10 +570,15 @@ class ScsiVolumeOps:
             return next(iter(names))
         return None
 
-    def remove_volume(self, ours: Sequence[ScsiDevice], wwid: str | None,
-                      info: Mapping[str, Any], force: bool,
-                      lock_for: Callable[[ScsiDevice], AbstractContextManager[Any]] | None = None,
-                      then: Callable[[], list[str]] | None = None) -> list[str]:
+    def remove_volume(
+        self,
+        ours: Sequence[ScsiDevice],
+        wwid: str | None,
+        info: Mapping[str, Any],
+        force: bool,
+        lock_for: Callable[[ScsiDevice], AbstractContextManager[Any]] | None = None,
+        then: Callable[[], list[str]] | None = None,
+    ) -> list[str]:
         """Flush what was used, remove the map, delete ``ours``, wait; return leftovers.
 
         ``then()`` runs once the devices are deleted, while udev removes their links
@@ -513,35 +597,55 @@ class ScsiVolumeOps:
                 self.actions.flush(self.roots.devfs(used))
             except BrickError as exc:
                 if not force:
-                    raise in_use_error(self.roots, [used], f"cannot flush {used}: {exc}",
-                                       DeviceBusy(f"cannot flush {used}: {exc}")) from exc
+                    raise in_use_error(
+                        self.roots,
+                        [used],
+                        f"cannot flush {used}: {exc}",
+                        DeviceBusy(f"cannot flush {used}: {exc}"),
+                    ) from exc
                 leftovers.append(f"{used} (flush failed: {exc})")
         with contextlib.ExitStack() as background:
             if mpath is not None:
                 try:
-                    remove_map(self.roots, self.watch_factory, self.actions.multipath_remove,
-                               mpath, removal_timeout=self.map_removal_timeout,
-                               gone_timeout=self.device_removal_timeout)
+                    remove_map(
+                        self.roots,
+                        self.watch_factory,
+                        self.actions.multipath_remove,
+                        mpath,
+                        removal_timeout=self.map_removal_timeout,
+                        gone_timeout=self.device_removal_timeout,
+                    )
                 except BrickError as exc:
-                    err = in_use_error(self.roots, [mpath.dm_name],
-                                       f"map {mpath.dm_name} was not removed: {exc}", exc)
+                    err = in_use_error(
+                        self.roots,
+                        [mpath.dm_name],
+                        f"map {mpath.dm_name} was not removed: {exc}",
+                        exc,
+                    )
                     if not force:
                         raise err from exc
                     leftovers.append(f"{mpath.dm_name} (map removal failed: {err})")
-                else:   # (a `multipath -w` exec) while the devices go
-                    pool = background.enter_context(concurrent.futures.ThreadPoolExecutor(
-                        max_workers=1, thread_name_prefix="wwid-forget"))
+                else:  # (a `multipath -w` exec) while the devices go
+                    pool = background.enter_context(
+                        concurrent.futures.ThreadPoolExecutor(
+                            max_workers=1, thread_name_prefix="wwid-forget"
+                        )
+                    )
                     pool.submit(self.forget, mpath.wwid)
             leftovers += self._delete_devices(ours, force, lock_for, then)
         return leftovers
 
-    def _delete_devices(self, ours: Sequence[ScsiDevice], force: bool,
-                        lock_for: Callable[[ScsiDevice], AbstractContextManager[Any]] | None,
-                        then: Callable[[], list[str]] | None) -> list[str]:
+    def _delete_devices(
+        self,
+        ours: Sequence[ScsiDevice],
+        force: bool,
+        lock_for: Callable[[ScsiDevice], AbstractContextManager[Any]] | None,
+        then: Callable[[], list[str]] | None,
+    ) -> list[str]:
         leftovers: list[str] = []
         deleted: list[Hctl] = []
         with self.watch_factory() as watch:
-            entries = self.udev_entries([d.name for d in ours])   # before they go
+            entries = self.udev_entries([d.name for d in ours])  # before they go
             try:
                 for d in ours:
                     try:
@@ -559,7 +663,8 @@ class ScsiVolumeOps:
                     CLAIMS.forget(self.roots, deleted)
                     names = {d.name for d in ours if d.hctl in deleted}
                     leftovers += self._wait_removed(
-                        watch, deleted, entries=[e for e in entries if e.name in names])
+                        watch, deleted, entries=[e for e in entries if e.name in names]
+                    )
         return leftovers
 
     # ------------------------------------------------------------ extend
@@ -581,14 +686,22 @@ class ScsiVolumeOps:
             with self.watch_factory() as watch:
                 try:
                     # multipathd refuses until it has processed the paths' change uevents
-                    retry(lambda: self.actions.multipath_resize(m.name or m.dm_name), budget,
-                          until=lambda: self.block_size(m.dm_name) == size,
-                          what=f"resize of map {m.dm_name}")
-                    watch.wait_for(lambda: True if self.block_size(m.dm_name) == size else None,
-                                   budget, what=f"map {m.dm_name} at {size} bytes")
+                    retry(
+                        lambda: self.actions.multipath_resize(m.name or m.dm_name),
+                        budget,
+                        until=lambda: self.block_size(m.dm_name) == size,
+                        what=f"resize of map {m.dm_name}",
+                    )
+                    watch.wait_for(
+                        lambda: True if self.block_size(m.dm_name) == size else None,
+                        budget,
+                        what=f"map {m.dm_name} at {size} bytes",
+                    )
                 except (DeviceNotFound, CommandFailed):
-                    raise BrickError(f"map {m.dm_name} did not grow to {size} bytes (now "
-                                     f"{self.block_size(m.dm_name)})") from None
+                    raise BrickError(
+                        f"map {m.dm_name} did not grow to {size} bytes (now "
+                        f"{self.block_size(m.dm_name)})"
+                    ) from None
         return size
 
     def block_size(self, name: str) -> int | None:
@@ -596,37 +709,60 @@ class ScsiVolumeOps:
         return None if dev is None else dev.size_bytes
 
 
-def remove_map(roots: HostRoots, watch_factory: Callable[[], DeviceWatch],
-               remove: Callable[[str], object], m: MultipathMap, *, removal_timeout: float,
-               gone_timeout: float) -> None:
+def remove_map(
+    roots: HostRoots,
+    watch_factory: Callable[[], DeviceWatch],
+    remove: Callable[[str], object],
+    m: MultipathMap,
+    *,
+    removal_timeout: float,
+    gone_timeout: float,
+) -> None:
     """Flush and remove multipath map ``m`` with ``remove(name)`` (retried for
     ``removal_timeout`` while briefly held), then wait, on udev events, until the kernel
     dropped it and udev removed its links (/dev/mapper, by-id/dm-*); links still there
     after ``gone_timeout`` are logged, not raised: the kernel side is done."""
     entries = [e for e in [udev.udev_entry(roots, m.dm_name)] if e]
     with watch_factory() as watch:
-        retry(lambda: remove(m.name or m.dm_name), Deadline.after(removal_timeout),
-              until=lambda: read_map(roots, m.dm_name) is None,
-              what=f"removal of map {m.dm_name}")
-        watch.wait_gone(lambda: read_map(roots, m.dm_name), Deadline.after(gone_timeout),
-                        what=f"map {m.dm_name}")
+        retry(
+            lambda: remove(m.name or m.dm_name),
+            Deadline.after(removal_timeout),
+            until=lambda: read_map(roots, m.dm_name) is None,
+            what=f"removal of map {m.dm_name}",
+        )
+        watch.wait_gone(
+            lambda: read_map(roots, m.dm_name),
+            Deadline.after(gone_timeout),
+            what=f"map {m.dm_name}",
+        )
         try:
-            watch.wait_gone(lambda: any(not udev.udev_forgot(roots, e, watch) for e in entries),
-                            Deadline.after(gone_timeout), what=f"udev links of {m.dm_name}")
+            watch.wait_gone(
+                lambda: any(not udev.udev_forgot(roots, e, watch) for e in entries),
+                Deadline.after(gone_timeout),
+                what=f"udev links of {m.dm_name}",
+            )
         except DeviceNotFound:
             LOG.warning("udev has not removed the links of %s yet", m.dm_name)
 
 
-def in_use_error(roots: HostRoots, names: Sequence[str], message: str,
-                 otherwise: BrickError) -> BrickError:
+def in_use_error(
+    roots: HostRoots, names: Sequence[str], message: str, otherwise: BrickError
+) -> BrickError:
     """:class:`DeviceInUse` naming the processes holding ``names`` open, if any; else
     ``otherwise``."""
     holders = open_holders(roots, names)
     return DeviceInUse(message, holders) if holders else otherwise
 
 
-def retry(action: Callable[[], object], deadline: Deadline, *, until: Callable[[], bool],
-          what: str, first_delay: float = 0.1, max_delay: float = 1.0) -> None:
+def retry(
+    action: Callable[[], object],
+    deadline: Deadline,
+    *,
+    until: Callable[[], bool],
+    what: str,
+    first_delay: float = 0.1,
+    max_delay: float = 1.0,
+) -> None:
     """Run ``action`` until it succeeds or ``until()`` holds; re-raise its error at the deadline."""
     delay = first_delay
     while True:
@@ -643,5 +779,16 @@ def retry(action: Callable[[], object], deadline: Deadline, *, until: Callable[[
             delay = min(delay * 2, max_delay)
 
 
-__all__ = ["CLAIMS", "DeviceClaims", "DeviceInfo", "ScsiActions", "ScsiVolumeOps", "in_use_error",
-           "remove_map", "retry", "scsi_watch_factory", "udev_wwid", "wwn_link_name"]
+__all__ = [
+    "CLAIMS",
+    "DeviceClaims",
+    "DeviceInfo",
+    "ScsiActions",
+    "ScsiVolumeOps",
+    "in_use_error",
+    "remove_map",
+    "retry",
+    "scsi_watch_factory",
+    "udev_wwid",
+    "wwn_link_name",
+]

@@ -61,35 +61,42 @@ class FakeNvmeKernel:
         self.roots = roots
         self.native = native
         self.subsystems: dict[str, FakeSubsys] = {}
-        self.ctrls: dict[int, dict] = {}         # instance -> {nqn, req, subsys}
-        self.subsys_inst: dict[str, int] = {}    # nqn -> subsystem instance
+        self.ctrls: dict[int, dict] = {}  # instance -> {nqn, req, subsys}
+        self.subsys_inst: dict[str, int] = {}  # nqn -> subsystem instance
         self.heads: dict[str, dict[int, tuple[int, FakeNs]]] = {}  # nqn -> nsid -> (inst, ns)
         self.requests: list[ConnectRequest] = []
         self.flushed: list[str] = []
         self.rescans: list[str] = []
         self.fail_flush: set[str] = set()
         self.fail_disconnect: set[str] = set()
-        self.stuck_disconnect: set[str] = set()   # delete_controller blocks (target gone)
+        self.stuck_disconnect: set[str] = set()  # delete_controller blocks (target gone)
         self.stuck_seconds = 5.0
         self.lock = threading.Lock()
-        self.connect_delay = 0.0   # seconds a connect takes (outside the kernel lock)
+        self.connect_delay = 0.0  # seconds a connect takes (outside the kernel lock)
         self.in_connect = 0
         self.max_in_connect = 0
-        self.multipathd = False       # fake multipathd running
-        self.auto_map = True          # it maps a second path of a wwid by itself
-        self.add_path_works = True    # multipath_add maps the paths (else: only the wwid)
-        self.fail_map_remove = 0      # next N map removals fail ("map in use"); -1: all
+        self.multipathd = False  # fake multipathd running
+        self.auto_map = True  # it maps a second path of a wwid by itself
+        self.add_path_works = True  # multipath_add maps the paths (else: only the wwid)
+        self.fail_map_remove = 0  # next N map removals fail ("map in use"); -1: all
         self.mp_log: list[tuple] = []
         self._dm = 0
-        _write(roots.sysfs("module", "nvme_core", "parameters", "multipath"),
-               "Y" if native else "N")
-        for d in (roots.sysfs("class", "nvme"), roots.sysfs("class", "nvme-subsystem"),
-                  roots.sysfs("class", "block"), roots.dev, roots.etc):
+        _write(
+            roots.sysfs("module", "nvme_core", "parameters", "multipath"), "Y" if native else "N"
+        )
+        for d in (
+            roots.sysfs("class", "nvme"),
+            roots.sysfs("class", "nvme-subsystem"),
+            roots.sysfs("class", "block"),
+            roots.dev,
+            roots.etc,
+        ):
             os.makedirs(d, exist_ok=True)
 
     # ---------------------------------------------------------------- target side
-    def add_target(self, nqn: str, portals: list[tuple[str, str, str]],
-                   namespaces: list[FakeNs]) -> FakeSubsys:
+    def add_target(
+        self, nqn: str, portals: list[tuple[str, str, str]], namespaces: list[FakeNs]
+    ) -> FakeSubsys:
         sub = FakeSubsys(nqn, {n.nsid: n for n in namespaces}, set(portals))
         self.subsystems[nqn] = sub
         return sub
@@ -115,7 +122,12 @@ class FakeNvmeKernel:
             for c in self.ctrls.values():
                 r = c["req"]
                 if (r.subsysnqn, r.transport, r.traddr, r.trsvcid, r.hostnqn) == (
-                        req.subsysnqn, req.transport, req.traddr, req.trsvcid, req.hostnqn):
+                    req.subsysnqn,
+                    req.transport,
+                    req.traddr,
+                    req.trsvcid,
+                    req.hostnqn,
+                ):
                     raise AlreadyConnected(req.describe())
             inst = next(i for i in range(1000) if i not in self.ctrls)
             self.ctrls[inst] = {"nqn": req.subsysnqn, "req": req}
@@ -128,11 +140,17 @@ class FakeNvmeKernel:
                 addr += f",host_traddr={req.host_traddr}"
             if req.transport == "tcp":
                 addr += ",src_addr=127.0.0.1"
-            for attr, value in (("subsysnqn", req.subsysnqn), ("transport", req.transport),
-                                ("address", addr), ("state", "live"), ("hostnqn", req.hostnqn),
-                                ("hostid", req.hostid), ("cntlid", str(inst + 1)),
-                                ("ctrl_loss_tmo", str(req.ctrl_loss_tmo)),
-                                ("reconnect_delay", str(req.reconnect_delay))):
+            for attr, value in (
+                ("subsysnqn", req.subsysnqn),
+                ("transport", req.transport),
+                ("address", addr),
+                ("state", "live"),
+                ("hostnqn", req.hostnqn),
+                ("hostid", req.hostid),
+                ("cntlid", str(inst + 1)),
+                ("ctrl_loss_tmo", str(req.ctrl_loss_tmo)),
+                ("reconnect_delay", str(req.reconnect_delay)),
+            ):
                 _write(os.path.join(cdir, attr), value)
             os.symlink(cdir, self.roots.sysfs("class", "nvme", name))
             if req.subsysnqn not in self.subsys_inst:
@@ -140,8 +158,9 @@ class FakeNvmeKernel:
                 self.heads[req.subsysnqn] = {}
                 sdir = self._subsys_dir(req.subsysnqn)
                 _write(os.path.join(sdir, "subsysnqn"), req.subsysnqn)
-                os.symlink(sdir, self.roots.sysfs("class", "nvme-subsystem",
-                                                  os.path.basename(sdir)))
+                os.symlink(
+                    sdir, self.roots.sysfs("class", "nvme-subsystem", os.path.basename(sdir))
+                )
             os.symlink(cdir, os.path.join(self._subsys_dir(req.subsysnqn), name))
             self._scan(inst, passes=2)
             return name
@@ -153,8 +172,9 @@ class FakeNvmeKernel:
             held = self.stuck_seconds if timeout is None else min(timeout, self.stuck_seconds)
             time.sleep(held)
             if held < self.stuck_seconds:
-                raise KernelActionTimeout(f"delete_controller {controller}: abandoned after "
-                                          f"{held:.1f}s")
+                raise KernelActionTimeout(
+                    f"delete_controller {controller}: abandoned after {held:.1f}s"
+                )
         with self.lock:
             if controller in self.fail_disconnect:
                 raise DeviceBusy(f"delete_controller {controller}: busy")
@@ -227,8 +247,10 @@ class FakeNvmeKernel:
             for dm in self.maps():
                 if self._attr(dm, "dm", "name") == map_name:
                     slave = sorted(os.listdir(self.roots.sysfs("class", "block", dm, "slaves")))[0]
-                    _write(self.roots.sysfs("class", "block", dm, "size"),
-                           self._attr(slave, "size") or "0")
+                    _write(
+                        self.roots.sysfs("class", "block", dm, "size"),
+                        self._attr(slave, "size") or "0",
+                    )
 
     def maps(self) -> dict[str, list[str]]:
         """dm name -> slaves of the fake maps."""
@@ -250,10 +272,12 @@ class FakeNvmeKernel:
         wwid = self._attr(name, "wwid")
         if not self.multipathd or not wwid:
             return
-        same = [d for d in os.listdir(self.roots.sysfs("class", "block"))
-                if d.startswith("nvme") and self._attr(d, "wwid") == wwid]
-        dm = next((d for d in self.maps() if self._attr(d, "dm", "uuid") == f"mpath-{wwid}"),
-                  None)
+        same = [
+            d
+            for d in os.listdir(self.roots.sysfs("class", "block"))
+            if d.startswith("nvme") and self._attr(d, "wwid") == wwid
+        ]
+        dm = next((d for d in self.maps() if self._attr(d, "dm", "uuid") == f"mpath-{wwid}"), None)
         if dm is None:
             if not force and (not self.auto_map or len(same) < 2):
                 return
@@ -297,8 +321,9 @@ class FakeNvmeKernel:
         return self.roots.sysfs("devices", "virtual", "nvme-fabrics", "ctl", name)
 
     def _subsys_dir(self, nqn: str) -> str:
-        return self.roots.sysfs("devices", "virtual", "nvme-subsystem",
-                                f"nvme-subsys{self.subsys_inst[nqn]}")
+        return self.roots.sysfs(
+            "devices", "virtual", "nvme-subsystem", f"nvme-subsys{self.subsys_inst[nqn]}"
+        )
 
     def _ns_attrs(self, path: str, ns: FakeNs) -> None:
         _write(os.path.join(path, "nsid"), str(ns.nsid))
@@ -370,8 +395,9 @@ class FakeNvmeKernel:
             out.append(os.path.join(self._subsys_dir(nqn), f"nvme{self.subsys_inst[nqn]}n{hinst}"))
         for inst, c in self.ctrls.items():
             if c["nqn"] == nqn:
-                p = os.path.join(self._real_ctrl_dir(f"nvme{inst}"),
-                                 self._path_name(inst, nqn, hinst))
+                p = os.path.join(
+                    self._real_ctrl_dir(f"nvme{inst}"), self._path_name(inst, nqn, hinst)
+                )
                 if os.path.isdir(p):
                     out.append(p)
         return out

@@ -28,7 +28,7 @@ from brick_agent.host.scsi import Hctl, scsi_device
 class FakeLun:
     """A LUN of the array model."""
 
-    wwid: str                 # kernel form 'naa.6001405...'
+    wwid: str  # kernel form 'naa.6001405...'
     sectors: int = 2048
 
 
@@ -46,7 +46,7 @@ class FakeScsiKernel:
     """The transport-neutral ScsiActions of the fakes (see module doc)."""
 
     udev = False
-    fail_map_remove = 0          # next N map removals fail ("map in use"); -1: all
+    fail_map_remove = 0  # next N map removals fail ("map in use"); -1: all
 
     # ------------------------------------------------------------ tree helpers
     def _read(self, rel: str) -> str | None:
@@ -69,8 +69,11 @@ class FakeScsiKernel:
                 os.unlink(self.h.p(f"sys/devices/virtual/block/{m.dm_name}/slaves/{dev.name}"))
             devnum = Path(dev.sysfs_path, "block", dev.name, "dev").read_text().strip()
             self._udev_remove(dev.name, devnum)
-            for rel in (f"sys/class/block/{dev.name}", f"sys/dev/block/{devnum}",
-                        f"dev/{dev.name}"):
+            for rel in (
+                f"sys/class/block/{dev.name}",
+                f"sys/dev/block/{devnum}",
+                f"dev/{dev.name}",
+            ):
                 if os.path.lexists(self.h.p(rel)):
                     os.unlink(self.h.p(rel))
         for rel in (f"sys/bus/scsi/devices/{hctl}", f"sys/class/scsi_device/{hctl}"):
@@ -79,7 +82,7 @@ class FakeScsiKernel:
         tdir = os.path.dirname(dev.sysfs_path)
         shutil.rmtree(dev.sysfs_path)
         if not os.listdir(tdir):
-            os.rmdir(tdir)   # the kernel reaps a target without LUNs
+            os.rmdir(tdir)  # the kernel reaps a target without LUNs
 
     def _reread(self, hctl: Hctl, lun: FakeLun | None) -> None:
         """A rescan: the device re-reads ``lun``'s (the array's) WWID and size."""
@@ -102,13 +105,16 @@ class FakeScsiKernel:
                 self.h.link(f"dev/disk/by-id/dm-uuid-mpath-{udev}", f"dev/dm-{self._dm}")
                 if self.udev:
                     devnum = self._read(f"sys/class/block/dm-{self._dm}/dev")
-                    self.h.attr(f"run/udev/data/b{devnum}",
-                                f"S:disk/by-id/dm-uuid-mpath-{udev}\nE:DM_UUID=mpath-{udev}")
+                    self.h.attr(
+                        f"run/udev/data/b{devnum}",
+                        f"S:disk/by-id/dm-uuid-mpath-{udev}\nE:DM_UUID=mpath-{udev}",
+                    )
                 self._dm += 1
             elif name not in m.slaves:
                 bdir = f"sys/devices/virtual/block/{m.dm_name}"
-                sreal = os.path.relpath(os.path.realpath(self.h.p(f"sys/class/block/{name}")),
-                                        self.h.base)
+                sreal = os.path.relpath(
+                    os.path.realpath(self.h.p(f"sys/class/block/{name}")), self.h.base
+                )
                 self.h.link(f"{bdir}/slaves/{name}", sreal)
                 self.h.link(f"{sreal}/holders/{m.dm_name}", bdir)
 
@@ -152,9 +158,14 @@ class FakeScsiKernel:
                 if os.path.lexists(holder):
                     os.unlink(holder)
             devnum = self._read(f"{bdir}/dev")
-            for rel in (f"sys/class/block/{m.dm_name}", f"sys/dev/block/{devnum}",
-                        f"dev/{m.dm_name}", f"dev/mapper/{map_name}",
-                        f"dev/disk/by-id/dm-uuid-{m.uuid}", f"run/udev/data/b{devnum}"):
+            for rel in (
+                f"sys/class/block/{m.dm_name}",
+                f"sys/dev/block/{devnum}",
+                f"dev/{m.dm_name}",
+                f"dev/mapper/{map_name}",
+                f"dev/disk/by-id/dm-uuid-{m.uuid}",
+                f"run/udev/data/b{devnum}",
+            ):
                 if os.path.lexists(self.h.p(rel)):
                     os.unlink(self.h.p(rel))
             shutil.rmtree(self.h.p(bdir))

@@ -20,15 +20,14 @@ from brick_agent.privileged import reads
 def privileged_side(monkeypatch):
     """The privileged reader: every fabric volume device of this fake host reads."""
     asked: list[str] = []
-    monkeypatch.setattr(reads, "block_device_readable",
-                        lambda name: asked.append(name) or True)
+    monkeypatch.setattr(reads, "block_device_readable", lambda name: asked.append(name) or True)
     return asked
 
 
 @pytest.fixture
 def device_link(tmp_path):
     link = tmp_path / "os-brick+dev+sdzz"
-    os.symlink("/dev/sdzz", link)       # a LUN this process cannot open (absent here)
+    os.symlink("/dev/sdzz", link)  # a LUN this process cannot open (absent here)
     return str(link)
 
 
@@ -36,15 +35,14 @@ def _connector(**kwargs):
     return NVMeOFConnector(conf=config.new_conf(), ledger=False, **kwargs)
 
 
-def test_non_root_caller_reads_as_root_through_privsep(monkeypatch, privileged_side,
-                                                       device_link):
+def test_non_root_caller_reads_as_root_through_privsep(monkeypatch, privileged_side, device_link):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     conn = _connector()
     assert conn.check_valid_device(device_link) is True
     assert conn.check_valid_device(device_link, run_as_root=True) is True
     assert privileged_side == ["sdzz", "sdzz"]
     assert conn.check_valid_device(device_link, run_as_root=False) is False  # own read
-    assert conn.check_valid_device("/etc/passwd", True) is False    # not a volume device
+    assert conn.check_valid_device("/etc/passwd", True) is False  # not a volume device
     assert privileged_side == ["sdzz", "sdzz"]
 
 
@@ -58,10 +56,11 @@ def test_privileged_refusal_is_false(monkeypatch, device_link):
     assert _connector().check_valid_device(device_link, True) is False
 
 
-def test_root_caller_and_fake_trees_read_in_process(monkeypatch, privileged_side,
-                                                    device_link, tmp_path):
+def test_root_caller_and_fake_trees_read_in_process(
+    monkeypatch, privileged_side, device_link, tmp_path
+):
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    assert _connector().check_valid_device(device_link, True) is False   # absent: no
+    assert _connector().check_valid_device(device_link, True) is False  # absent: no
     disk = tmp_path / "disk"
     disk.write_bytes(b"\0" * 8192)
     assert _connector().check_valid_device(str(disk), True) is True

@@ -23,9 +23,15 @@ import pytest
 from brick_agent import config
 from brick_agent.connectors import factory
 from brick_agent.connectors.fc.connector import FibreChannelConnector
-from brick_agent.errors import (DeviceBusy, DeviceNotFound, InvalidConnectionProperties,
-                                LeftoversRemain, NotSupported, TargetUnreachable,
-                                VolumeIdentityMismatch)
+from brick_agent.errors import (
+    DeviceBusy,
+    DeviceNotFound,
+    InvalidConnectionProperties,
+    LeftoversRemain,
+    NotSupported,
+    TargetUnreachable,
+    VolumeIdentityMismatch,
+)
 from brick_agent.host.scsi import Hctl
 from brick_agent.host.udev import DeviceWatch
 from tests.unit.connectors.test_fibre_channel_fakehost import FakeFc, FakeLun, udev_of, wwid_of
@@ -34,8 +40,8 @@ from tests.unit.host.fakehost import FakeHost
 DATA = Path(__file__).resolve().parents[1] / "data" / "fcoe.tar.gz"
 
 # captured FCoE tree
-CAP_INIT = "200002b1c9530002"       # host1, the initiator lport
-CAP_TGT = "200002b1c9530001"        # the tcm_fc target port (host0 is its own lport)
+CAP_INIT = "200002b1c9530002"  # host1, the initiator lport
+CAP_TGT = "200002b1c9530001"  # the tcm_fc target port (host0 is its own lport)
 CAP_LUN0 = "naa.60014053f70c904d8040712f93fd0598"
 CAP_LUN1 = "naa.60014056b5b514820724c8142aac1d0b"
 
@@ -57,8 +63,10 @@ def conf(tmp_path):
 def make(conf, host: FakeHost, fake: FakeFc, **kw) -> FibreChannelConnector:
     def watch():
         return DeviceWatch(roots=host.roots, use_netlink=False, poll_interval=0.005)
-    conn = FibreChannelConnector(conf=conf, roots=host.roots, actions=fake,
-                                 watch_factory=watch, **kw)
+
+    conn = FibreChannelConnector(
+        conf=conf, roots=host.roots, actions=fake, watch_factory=watch, **kw
+    )
     conn.multipath_grace = 0.02
     return conn
 
@@ -70,9 +78,10 @@ def captured(tmp_path):
     with tarfile.open(DATA) as tar:
         tar.extractall(base, filter="tar")
     host = FakeHost(base)
-    host._minor = 4096          # new device numbers must not collide with sda/sdb
-    fake = FakeFc(host, {CAP_TGT: {0: FakeLun(CAP_LUN0, 65536), 1: FakeLun(CAP_LUN1, 65536)}},
-                  udev=False)
+    host._minor = 4096  # new device numbers must not collide with sda/sdb
+    fake = FakeFc(
+        host, {CAP_TGT: {0: FakeLun(CAP_LUN0, 65536), 1: FakeLun(CAP_LUN1, 65536)}}, udev=False
+    )
     return host, fake
 
 
@@ -89,10 +98,12 @@ def test_captured_tree_is_what_the_tests_expect():
 def test_captured_available_volumes_are_fc_luns_with_identity(conf, captured):
     host, fake = captured
     vols = make(conf, host, fake).get_all_available_volumes()
-    assert [(v["hba"], v["hba_wwpn"], v["target_wwpn"], v["lun"], v["hctl"], v["wwid"])
-            for v in vols] == [
+    assert [
+        (v["hba"], v["hba_wwpn"], v["target_wwpn"], v["lun"], v["hctl"], v["wwid"]) for v in vols
+    ] == [
         ("host1", CAP_INIT, CAP_TGT, 0, "1:0:0:0", "3" + CAP_LUN0[4:]),
-        ("host1", CAP_INIT, CAP_TGT, 1, "1:0:0:1", "3" + CAP_LUN1[4:])]
+        ("host1", CAP_INIT, CAP_TGT, 1, "1:0:0:1", "3" + CAP_LUN1[4:]),
+    ]
     assert [v["path"] for v in vols] == [host.roots.devfs("sda"), host.roots.devfs("sdb")]
     assert make(conf, host, fake).get_all_available_volumes(cap_props(target_wwn="5" * 16)) == []
 
@@ -102,12 +113,12 @@ def test_captured_attach_scans_exactly_that_lun_on_the_initiator_hba(conf, captu
     fake.delete_device(Hctl(1, 0, 0, 1))
     fake.log.clear()
     info = make(conf, host, fake).connect_volume(cap_props(1))
-    assert fake.scans() == [(1, 0, 0, 1)]          # host1 only, c t l from the rport; no wildcard
+    assert fake.scans() == [(1, 0, 0, 1)]  # host1 only, c t l from the rport; no wildcard
     assert fake.hctls() == ["1:0:0:0", "1:0:0:1"]
     assert info["type"] == "block" and info["scsi_wwn"] == "3" + CAP_LUN1[4:]
     assert "multipath_id" not in info
     name = os.path.basename(info["path"])
-    assert name == "sdb" and info["path"] == host.roots.devfs("sdb")   # no udev: the node
+    assert name == "sdb" and info["path"] == host.roots.devfs("sdb")  # no udev: the node
 
 
 def test_captured_attach_of_present_lun_revalidates_instead_of_scanning(conf, captured):
@@ -125,7 +136,7 @@ def test_captured_detach_deletes_only_that_volume(conf, captured):
     conn.disconnect_volume(cap_props(1), info)
     assert fake.ops("delete") == [("1:0:0:1",)] and fake.ops("flush") == [("sdb",)]
     assert fake.hctls() == ["1:0:0:0"] and fake.devices() == ["sda"]
-    conn.disconnect_volume(cap_props(1), info)      # idempotent
+    conn.disconnect_volume(cap_props(1), info)  # idempotent
     assert fake.hctls() == ["1:0:0:0"]
 
 
@@ -148,7 +159,8 @@ def test_captured_wrong_wwpn_without_wildcard_scans_nothing(conf, captured):
     host, fake = captured
     with pytest.raises(TargetUnreachable):
         make(conf, host, fake).connect_volume(
-            cap_props(1, target_wwn="2000aaaaaaaaaaaa", enable_wildcard_scan=False))
+            cap_props(1, target_wwn="2000aaaaaaaaaaaa", enable_wildcard_scan=False)
+        )
     assert fake.scans() == [] and fake.hctls() == ["1:0:0:0", "1:0:0:1"]
 
 
@@ -181,18 +193,36 @@ def fabrics(tmp_path):
     """host5 (PCI 0000:05:00.0) sees TA (target id 0) and TX (1); host6 (0000:06:00.0) sees
     TB (3)."""
     h = FakeHost(tmp_path / "host")
-    d5 = h.fc_host(5, "0x" + HBA5, "0x20000090fa000005",
-                   parent="sys/devices/pci0000:00/0000:00:03.0/0000:05:00.0")
-    d6 = h.fc_host(6, "0x" + HBA6, "0x20000090fa000006",
-                   parent="sys/devices/pci0000:00/0000:00:04.0/0000:06:00.0")
+    d5 = h.fc_host(
+        5,
+        "0x" + HBA5,
+        "0x20000090fa000005",
+        parent="sys/devices/pci0000:00/0000:00:03.0/0000:05:00.0",
+    )
+    d6 = h.fc_host(
+        6,
+        "0x" + HBA6,
+        "0x20000090fa000006",
+        parent="sys/devices/pci0000:00/0000:00:04.0/0000:06:00.0",
+    )
     h.rport(d5, 5, 0, 2, "0x" + TA, "0x500a098000000a00", scsi_target_id=0)
     h.rport(d5, 5, 0, 3, "0x" + TX, "0x50060e8000000c00", scsi_target_id=1)
-    h.rport(d5, 5, 0, 4, "0x21000024ff000009", "0x20000024ff000009", roles="FCP Initiator",
-            scsi_target_id=-1)
+    h.rport(
+        d5,
+        5,
+        0,
+        4,
+        "0x21000024ff000009",
+        "0x20000024ff000009",
+        roles="FCP Initiator",
+        scsi_target_id=-1,
+    )
     h.rport(d6, 6, 0, 1, "0x" + TB, "0x500a098000000a00", scsi_target_id=3)
-    array = {TA: {1: FakeLun(wwid_of(1)), 2: FakeLun(wwid_of(2))},
-             TB: {1: FakeLun(wwid_of(1)), 2: FakeLun(wwid_of(2))},
-             TX: {1: FakeLun(wwid_of(9))}}
+    array = {
+        TA: {1: FakeLun(wwid_of(1)), 2: FakeLun(wwid_of(2))},
+        TB: {1: FakeLun(wwid_of(1)), 2: FakeLun(wwid_of(2))},
+        TX: {1: FakeLun(wwid_of(9))},
+    }
     return h, FakeFc(h, array)
 
 
@@ -202,20 +232,25 @@ def two(lun: int = 1, **extra) -> dict:
 
 def test_multipath_attach_scans_each_fabric_narrowly_and_builds_one_map(conf, fabrics):
     h, fake = fabrics
-    fake.scan_lun(5, 0, 1, 1)                       # the other array's LUN 1 is already there
+    fake.scan_lun(5, 0, 1, 1)  # the other array's LUN 1 is already there
     fake.log.clear()
     conn = make(conf, h, fake, use_multipath=True)
     info = conn.connect_volume(two(1))
     assert sorted(fake.scans()) == [(5, 0, 0, 1), (6, 0, 3, 1)]
     [m] = fake.maps()
-    assert info == {"type": "block", "scsi_wwn": udev_of(1), "multipath_id": udev_of(1),
-                    "path": h.roots.devfs("disk", "by-id", f"dm-uuid-mpath-{udev_of(1)}")}
+    assert info == {
+        "type": "block",
+        "scsi_wwn": udev_of(1),
+        "multipath_id": udev_of(1),
+        "path": h.roots.devfs("disk", "by-id", f"dm-uuid-mpath-{udev_of(1)}"),
+    }
     assert sorted(fake.ops("multipath_add")[0][1]) == ["sdb", "sdc"]
     assert sorted(conn.get_volume_paths(two(1))) == [
         h.roots.devfs("disk", "by-path", f"pci-0000:05:00.0-fc-0x{TA}-lun-1"),
-        h.roots.devfs("disk", "by-path", f"pci-0000:06:00.0-fc-0x{TB}-lun-1")]
+        h.roots.devfs("disk", "by-path", f"pci-0000:06:00.0-fc-0x{TB}-lun-1"),
+    ]
     conn.disconnect_volume(two(1), info)
-    assert fake.maps() == [] and fake.hctls() == ["5:0:1:1"]   # TX's LUN untouched
+    assert fake.maps() == [] and fake.hctls() == ["5:0:1:1"]  # TX's LUN untouched
     assert fake.ops("flush") == [("dm-0",)] and fake.ops("multipath_forget") == [(udev_of(1),)]
 
 
@@ -223,8 +258,11 @@ def test_single_path_attach_returns_the_wwn_link(conf, fabrics):
     h, fake = fabrics
     info = make(conf, h, fake).connect_volume({"target_wwn": TA, "target_lun": 2})
     assert fake.scans() == [(5, 0, 0, 2)]
-    assert info == {"type": "block", "scsi_wwn": udev_of(2),
-                    "path": h.roots.devfs("disk", "by-id", "wwn-0x" + wwid_of(2)[4:])}
+    assert info == {
+        "type": "block",
+        "scsi_wwn": udev_of(2),
+        "path": h.roots.devfs("disk", "by-id", "wwn-0x" + wwid_of(2)[4:]),
+    }
 
 
 def test_initiator_target_map_scans_only_the_mapped_hba(conf, fabrics):
@@ -236,7 +274,7 @@ def test_initiator_target_map_scans_only_the_mapped_hba(conf, fabrics):
 
 def test_paths_with_different_wwids_are_rejected_and_undone(conf, fabrics):
     h, fake = fabrics
-    fake.array[TB][1] = FakeLun(wwid_of(77))        # fabric B exports another volume at LUN 1
+    fake.array[TB][1] = FakeLun(wwid_of(77))  # fabric B exports another volume at LUN 1
     with pytest.raises(VolumeIdentityMismatch):
         make(conf, h, fake, use_multipath=True).connect_volume(two(1))
     assert fake.hctls() == [] and fake.maps() == []
@@ -258,13 +296,14 @@ def test_wildcard_keeps_our_lun_and_deletes_other_arrays_luns(conf, fabrics):
     orig = fake.scan_lun
 
     def scan(host, c, t, lun):
-        rport.write_text("0\n")                     # roles settle before the scan runs
+        rport.write_text("0\n")  # roles settle before the scan runs
         orig(host, c, t, lun)
+
     fake.scan_lun = scan
     info = make(conf, h, fake).connect_volume({"target_wwn": TA, "target_lun": 1})
     assert (5, None, None, 1) in fake.scans()
     assert info["scsi_wwn"] == udev_of(1)
-    assert fake.hctls() == ["5:0:0:1"]             # TX's LUN 1 (5:0:1:1) pulled in, then deleted
+    assert fake.hctls() == ["5:0:0:1"]  # TX's LUN 1 (5:0:1:1) pulled in, then deleted
 
 
 def test_rport_logging_in_during_the_wait_is_scanned(conf, fabrics):
@@ -273,13 +312,22 @@ def test_rport_logging_in_during_the_wait_is_scanned(conf, fabrics):
     fake.array[late] = {4: FakeLun(wwid_of(4))}
 
     def login():
-        h.rport(h.p("sys/class/fc_host/host6").resolve().parents[1].relative_to(h.base)
-                .as_posix(), 6, 0, 7, "0x" + late, "0x500a098300000000", scsi_target_id=5)
+        h.rport(
+            h.p("sys/class/fc_host/host6").resolve().parents[1].relative_to(h.base).as_posix(),
+            6,
+            0,
+            7,
+            "0x" + late,
+            "0x500a098300000000",
+            scsi_target_id=5,
+        )
+
     timer = threading.Timer(0.1, login)
     timer.start()
     try:
         info = make(conf, h, fake).connect_volume(
-            {"target_wwn": late, "target_lun": 4, "enable_wildcard_scan": False})
+            {"target_wwn": late, "target_lun": 4, "enable_wildcard_scan": False}
+        )
     finally:
         timer.join()
     assert fake.scans() == [(6, 0, 5, 4)] and info["scsi_wwn"] == udev_of(4)
@@ -288,7 +336,7 @@ def test_rport_logging_in_during_the_wait_is_scanned(conf, fabrics):
 def test_reused_lun_with_new_identity_is_replaced(conf, fabrics):
     h, fake = fabrics
     fake.scan_lun(5, 0, 0, 1)
-    fake.array[TA][1] = FakeLun(wwid_of(55))        # LUN 1 now carries another volume
+    fake.array[TA][1] = FakeLun(wwid_of(55))  # LUN 1 now carries another volume
     fake.log.clear()
     info = make(conf, h, fake).connect_volume({"target_wwn": TA, "target_lun": 1})
     assert info["scsi_wwn"] == udev_of(55)
@@ -298,10 +346,12 @@ def test_reused_lun_with_new_identity_is_replaced(conf, fabrics):
 def test_sam2_addressing_scans_the_flat_lun(conf, fabrics):
     h, fake = fabrics
     from brick_agent.properties.common import scsi_lun
+
     want = scsi_lun(300, "SAM2")
     fake.array[TA][want] = FakeLun(wwid_of(30))
     info = make(conf, h, fake).connect_volume(
-        {"target_wwn": TA, "target_lun": 300, "addressing_mode": "SAM2"})
+        {"target_wwn": TA, "target_lun": 300, "addressing_mode": "SAM2"}
+    )
     assert fake.scans() == [(5, 0, 0, want)] and info["scsi_wwn"] == udev_of(30)
 
 
@@ -312,7 +362,7 @@ def test_enforced_multipath_without_multipathd_fails_and_undoes(conf, fabrics):
     with pytest.raises(NotSupported):
         conn.connect_volume(two(1, enforce_multipath=True))
     assert fake.hctls() == []
-    info = conn.connect_volume(two(1))              # not enforced: one path, no map
+    info = conn.connect_volume(two(1))  # not enforced: one path, no map
     assert "multipath_id" not in info and fake.maps() == []
 
 
@@ -359,7 +409,8 @@ def test_available_volumes_are_fc_only(conf, fabrics):
     conn.connect_volume({"target_wwn": TB, "target_lun": 2})
     vols = conn.get_all_available_volumes()
     assert [(v["hba_wwpn"], v["target_wwpn"], v["lun"], v["wwid"]) for v in vols] == [
-        (HBA6, TB, 2, udev_of(2))]
+        (HBA6, TB, 2, udev_of(2))
+    ]
 
 
 def test_offline_hba_is_not_used(conf, fabrics):
@@ -378,8 +429,7 @@ def test_invalid_properties_run_nothing(conf, fabrics):
 
 def test_factory_and_caller_dict_untouched(conf, fabrics):
     h, fake = fabrics
-    assert isinstance(factory("FC", conf=conf, roots=h.roots),
-                      FibreChannelConnector)
+    assert isinstance(factory("FC", conf=conf, roots=h.roots), FibreChannelConnector)
     props = {"target_wwn": TA.upper(), "target_lun": 1}
     snapshot = json.dumps(props, sort_keys=True)
     make(conf, h, fake).connect_volume(props)
@@ -388,11 +438,11 @@ def test_factory_and_caller_dict_untouched(conf, fabrics):
 
 def test_concurrent_attaches_of_two_luns(conf, fabrics):
     import concurrent.futures
+
     h, fake = fabrics
     conn = make(conf, h, fake)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        a, b = pool.map(conn.connect_volume, [{"target_wwn": TA, "target_lun": n}
-                                              for n in (1, 2)])
+        a, b = pool.map(conn.connect_volume, [{"target_wwn": TA, "target_lun": n} for n in (1, 2)])
     assert {a["scsi_wwn"], b["scsi_wwn"]} == {udev_of(1), udev_of(2)}
     assert fake.hctls() == ["5:0:0:1", "5:0:0:2"]
 
@@ -407,6 +457,7 @@ def test_map_built_by_multipathd_itself_is_used_without_poking_it(conf, fabrics)
 
 def test_failed_attach_logs_what_the_host_saw(conf, captured, caplog):
     import logging
+
     host, fake = captured
     conf.set_override("device_wait_timeout", 0.2, group="brick_agent")
     caplog.set_level(logging.WARNING, logger="brick_agent")
@@ -419,6 +470,7 @@ def test_failed_attach_logs_what_the_host_saw(conf, captured, caplog):
 def test_lean_target_lookup_agrees_with_the_host_view(conf, captured, fabrics):
     from brick_agent.connectors.fc import view as fc_view
     from brick_agent.host.fc import fc_targets_for
+
     host, _ = captured
     for h in (0, 1):
         for w in (CAP_TGT, CAP_INIT, "2000aaaaaaaaaaaa"):
@@ -434,16 +486,18 @@ def test_lean_target_lookup_agrees_with_the_host_view(conf, captured, fabrics):
     assert fc_view.target_ids(h.roots, 6, TB) == [(0, 3)]
 
 
-def test_map_holding_a_foreign_path_fails_the_attach_and_touches_no_foreign_device(conf, fabrics,
-                                                                                  caplog):
+def test_map_holding_a_foreign_path_fails_the_attach_and_touches_no_foreign_device(
+    conf, fabrics, caplog
+):
     h, fake = fabrics
-    fake.scan_lun(5, 0, 1, 1)                       # TX's LUN 1: another volume
+    fake.scan_lun(5, 0, 1, 1)  # TX's LUN 1: another volume
     orig = fake.multipath_add
 
-    def add(wwid, devices):                         # multipathd mixes in the wrong path
+    def add(wwid, devices):  # multipathd mixes in the wrong path
         orig(wwid, devices)
         m = fake.maps()[0]
         h.link(f"sys/devices/virtual/block/{m}/slaves/sda", "sys/class/block/sda")
+
     fake.multipath_add = add
     with pytest.raises(VolumeIdentityMismatch, match="holds sda"):
         make(conf, h, fake, use_multipath=True).connect_volume(two(1))

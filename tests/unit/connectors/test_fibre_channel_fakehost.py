@@ -33,13 +33,20 @@ _PCI_RE = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-9a-f]")
 class FakeFc(FakeScsiKernel):
     """ScsiActions over a fake tree (see module doc)."""
 
-    def __init__(self, host: FakeHost, array: dict[str, dict[int, FakeLun]], *,
-                 udev: bool = True, multipathd: bool = True, auto_map: bool = False) -> None:
+    def __init__(
+        self,
+        host: FakeHost,
+        array: dict[str, dict[int, FakeLun]],
+        *,
+        udev: bool = True,
+        multipathd: bool = True,
+        auto_map: bool = False,
+    ) -> None:
         self.h = host
         self.array = array
         self.udev = udev
         self.multipathd = multipathd
-        self.auto_map = auto_map      # multipathd maps a path on its own (find_multipaths)
+        self.auto_map = auto_map  # multipathd maps a path on its own (find_multipaths)
         self.lock = threading.RLock()
         self.log: list[tuple] = []
         self.fail_flush: set[str] = set()
@@ -53,14 +60,18 @@ class FakeFc(FakeScsiKernel):
         out = []
         for link in sorted(glob.glob(str(self.h.p(f"sys/class/fc_remote_ports/rport-{host}:*")))):
             cls = os.path.realpath(link)
-            tid = int(self._read(os.path.relpath(os.path.join(cls, "scsi_target_id"),
-                                                 self.h.base)) or -1)
+            tid = int(
+                self._read(os.path.relpath(os.path.join(cls, "scsi_target_id"), self.h.base)) or -1
+            )
             if tid < 0:
                 continue
             name = os.path.basename(cls)
             channel = int(name.split(":")[1].split("-")[0])
-            port = (self._read(os.path.relpath(os.path.join(cls, "port_name"), self.h.base))
-                    or "").removeprefix("0x").zfill(16)
+            port = (
+                (self._read(os.path.relpath(os.path.join(cls, "port_name"), self.h.base)) or "")
+                .removeprefix("0x")
+                .zfill(16)
+            )
             rdir = os.path.relpath(os.path.dirname(os.path.dirname(cls)), self.h.base)
             out.append((rdir, channel, tid, port))
         return out
@@ -76,8 +87,11 @@ class FakeFc(FakeScsiKernel):
         return sorted(n for n in os.listdir(self.h.p("sys/class/block")) if n.startswith("sd"))
 
     def hctls(self) -> list[str]:
-        return sorted(n for n in os.listdir(self.h.p("sys/bus/scsi/devices"))
-                      if re.fullmatch(r"\d+:\d+:\d+:\d+", n))
+        return sorted(
+            n
+            for n in os.listdir(self.h.p("sys/bus/scsi/devices"))
+            if re.fullmatch(r"\d+:\d+:\d+:\d+", n)
+        )
 
     # ------------------------------------------------------------ udev model
     def _udev_add(self, name: str, wwid: str, hctl: str, port: str, rdir: str) -> None:
@@ -147,12 +161,13 @@ class FakeFc(FakeScsiKernel):
 # ---------------------------------------------------------------- the fake's own checks
 def test_fake_scan_creates_disk_under_the_rport_target_and_delete_removes_it(tmp_path):
     from brick_agent.host import fc as host_fc
+
     h = FakeHost(tmp_path)
     d = h.fc_host(4, "0x1000000000000004", "0x2000000000000004")
     h.rport(d, 4, 0, 1, "0x500a098100000a01", "0x500a098000000a00", scsi_target_id=2)
     fake = FakeFc(h, {"500a098100000a01": {3: FakeLun(wwid_of(3))}})
     fake.scan_lun(4, 0, 2, 3)
-    fake.scan_lun(4, 0, 2, 4)                       # no such LUN: nothing
+    fake.scan_lun(4, 0, 2, 4)  # no such LUN: nothing
     dev = scsi_device(h.roots, "4:0:2:3")
     assert dev is not None and dev.name == "sda" and dev.wwid == wwid_of(3)
     assert "/rport-4:0-1/target4:0:2/4:0:2:3" in dev.sysfs_path
@@ -161,5 +176,5 @@ def test_fake_scan_creates_disk_under_the_rport_target_and_delete_removes_it(tmp
     fake.delete_device(Hctl(4, 0, 2, 3))
     assert fake.hctls() == [] and fake.devices() == []
     assert not os.path.lexists(h.p(f"dev/disk/by-id/wwn-0x{wwid_of(3)[4:]}"))
-    fake.scan_lun(4, None, None, 3)                 # wildcard reaches the same LUN
+    fake.scan_lun(4, None, None, 3)  # wildcard reaches the same LUN
     assert fake.hctls() == ["4:0:2:3"]

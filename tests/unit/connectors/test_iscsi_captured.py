@@ -79,9 +79,13 @@ def connector(roots, tmp_path, multipath=False):
     conf.set_override("lock_path", str(tmp_path / "locks"), group="brick_agent")
     conf.set_override("device_wait_timeout", 1.0, group="brick_agent")
     actions = TreeActions(roots)
-    c = ISCSIConnector(conf=conf, roots=roots, actions=actions, use_multipath=multipath,
-                       watch_factory=lambda: DeviceWatch(roots=roots, use_netlink=False,
-                                                         poll_interval=0.01))
+    c = ISCSIConnector(
+        conf=conf,
+        roots=roots,
+        actions=actions,
+        use_multipath=multipath,
+        watch_factory=lambda: DeviceWatch(roots=roots, use_netlink=False, poll_interval=0.01),
+    )
     return c, actions
 
 
@@ -96,11 +100,19 @@ def test_single_attached_volume_is_reused_and_revalidated(tmp_path):
     with open(roots.sysfs("class", "scsi_device", "0:0:0:0", "device", "rescan")) as f:
         assert f.read().strip() == "1"
     assert c.get_volume_paths(props) == [
-        roots.devfs("disk", "by-path", f"ip-127.0.0.1:3260-iscsi-{SINGLE_IQN}-lun-0")]
+        roots.devfs("disk", "by-path", f"ip-127.0.0.1:3260-iscsi-{SINGLE_IQN}-lun-0")
+    ]
     [vol] = c.get_all_available_volumes()
-    assert vol == {"portal": "127.0.0.1:3260", "iqn": SINGLE_IQN, "lun": 0, "hctl": "0:0:0:0",
-                   "session": 1, "wwid": SINGLE_WWID, "path": roots.devfs("sda"),
-                   "multipath": None}
+    assert vol == {
+        "portal": "127.0.0.1:3260",
+        "iqn": SINGLE_IQN,
+        "lun": 0,
+        "hctl": "0:0:0:0",
+        "session": 1,
+        "wwid": SINGLE_WWID,
+        "path": roots.devfs("sda"),
+        "multipath": None,
+    }
     assert c.extend_volume(props) == 67108864
     assert initiator_name(roots).startswith("iqn.")
 
@@ -108,13 +120,20 @@ def test_single_attached_volume_is_reused_and_revalidated(tmp_path):
 def test_shared_multipath_tree(tmp_path):
     roots = extract_tree("iscsi-shared-multipath", tmp_path)
     c, actions = connector(roots, tmp_path, multipath=True)
-    props = {"target_portals": ["127.0.0.1:3260", "127.0.0.2:3260"],
-             "target_iqns": [SHARED_IQN] * 2, "target_luns": [1, 1]}
+    props = {
+        "target_portals": ["127.0.0.1:3260", "127.0.0.2:3260"],
+        "target_iqns": [SHARED_IQN] * 2,
+        "target_luns": [1, 1],
+    }
     info = c.connect_volume(props)
-    assert info == {"type": "block", "path": roots.devfs("dm-1"), "scsi_wwn": LUN1_WWID,
-                    "multipath_id": LUN1_WWID}
+    assert info == {
+        "type": "block",
+        "path": roots.devfs("dm-1"),
+        "scsi_wwn": LUN1_WWID,
+        "multipath_id": LUN1_WWID,
+    }
     rescanned = sorted(p.split("/")[-2] for w, p in actions.done if w == "rescan")
-    assert rescanned == ["0:0:0:1", "1:0:0:1"]      # both paths re-checked, nothing else
+    assert rescanned == ["0:0:0:1", "1:0:0:1"]  # both paths re-checked, nothing else
     vols = c.get_all_available_volumes()
     assert len(vols) == 4
     by_lun = {(v["portal"], v["lun"]): v for v in vols}
@@ -123,7 +142,8 @@ def test_shared_multipath_tree(tmp_path):
     assert by_lun[("127.0.0.1:3260", 1)]["multipath"] == roots.devfs("dm-1")
     assert sorted(c.get_volume_paths(props)) == sorted(
         roots.devfs("disk", "by-path", f"ip-{p}-iscsi-{SHARED_IQN}-lun-1")
-        for p in ("127.0.0.1:3260", "127.0.0.2:3260"))
+        for p in ("127.0.0.1:3260", "127.0.0.2:3260")
+    )
     size = c.extend_volume(props)
     assert size > 0 and ("resize", LUN1_WWID) in actions.done
 
@@ -133,11 +153,16 @@ def test_detach_targets_only_the_volumes_map(tmp_path, lun, wwid):
     """Identify what a detach would touch (read-only part): the right map and paths."""
     roots = extract_tree("iscsi-shared-multipath", tmp_path)
     c, _ = connector(roots, tmp_path, multipath=True)
-    props = c._parse({"target_portals": ["127.0.0.1:3260", "127.0.0.2:3260"],
-                      "target_iqns": [SHARED_IQN] * 2, "target_luns": [lun, lun]})
+    props = c._parse(
+        {
+            "target_portals": ["127.0.0.1:3260", "127.0.0.2:3260"],
+            "target_iqns": [SHARED_IQN] * 2,
+            "target_luns": [lun, lun],
+        }
+    )
     found, _ = c._volume_devices(props)
     assert {d.hctl.lun for _, d in found} == {lun}
     devices = [d for _, d in found]
     assert c.ops.expected_wwid({"scsi_wwn": wwid}, devices) == wwid
-    assert c.ops.expected_wwid({}, devices) == wwid   # the LUN's paths agree on it
+    assert c.ops.expected_wwid({}, devices) == wwid  # the LUN's paths agree on it
     assert len(found) == 2

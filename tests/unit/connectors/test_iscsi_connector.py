@@ -11,14 +11,31 @@ import pytest
 from brick_agent import config
 from brick_agent.connectors import factory
 from brick_agent.connectors.iscsi.connector import ISCSIConnector
-from brick_agent.errors import (AuthenticationFailed, CommandFailed, DeviceBusy, DeviceNotFound,
-                                InvalidConnectionProperties, LeftoversRemain, NotSupported,
-                                TargetUnreachable, VolumeIdentityMismatch)
+from brick_agent.errors import (
+    AuthenticationFailed,
+    CommandFailed,
+    DeviceBusy,
+    DeviceNotFound,
+    InvalidConnectionProperties,
+    LeftoversRemain,
+    NotSupported,
+    TargetUnreachable,
+    VolumeIdentityMismatch,
+)
 from brick_agent.host import multipath as host_mpath
 from brick_agent.host.iscsi import initiator_name
 from brick_agent.host.udev import DeviceWatch
-from tests.unit.connectors.test_iscsi_fakehost import (IQN_A, IQN_B, P1, P2, FakeArray,
-                                                       FakeIscsi, FakeLun, udev_of, wwid_of)
+from tests.unit.connectors.test_iscsi_fakehost import (
+    IQN_A,
+    IQN_B,
+    P1,
+    P2,
+    FakeArray,
+    FakeIscsi,
+    FakeLun,
+    udev_of,
+    wwid_of,
+)
 from tests.unit.host.fakehost import FakeHost
 
 SECRET = "s3cr3t-Pa55w0rd"
@@ -46,8 +63,16 @@ def host(tmp_path):
 @pytest.fixture
 def array():
     a = FakeArray()
-    a.add(IQN_A, [P1, P2], {0: FakeLun(wwid_of(1)), 1: FakeLun(wwid_of(2)),
-                            2: FakeLun(wwid_of(3)), 3: FakeLun(wwid_of(4))})
+    a.add(
+        IQN_A,
+        [P1, P2],
+        {
+            0: FakeLun(wwid_of(1)),
+            1: FakeLun(wwid_of(2)),
+            2: FakeLun(wwid_of(3)),
+            3: FakeLun(wwid_of(4)),
+        },
+    )
     a.add(IQN_B, [P1], {n: FakeLun(wwid_of(10 + n)) for n in range(4)})
     return a
 
@@ -60,19 +85,29 @@ def fake(host, array):
 def make(conf, host, fake, **kw):
     def watch():
         return DeviceWatch(roots=host.roots, use_netlink=False, poll_interval=0.005)
+
     c = ISCSIConnector(conf=conf, roots=host.roots, actions=fake, watch_factory=watch, **kw)
     c.multipath_grace = 0.02
     return c
 
 
 def props(lun=0, iqn=IQN_A, portal=P1, **extra):
-    return {"target_portal": portal, "target_iqn": iqn, "target_lun": lun,
-            "volume_id": "vol-1", **extra}
+    return {
+        "target_portal": portal,
+        "target_iqn": iqn,
+        "target_lun": lun,
+        "volume_id": "vol-1",
+        **extra,
+    }
 
 
 def mp_props(lun=0, portals=(P1, P2), iqns=(IQN_A, IQN_A), **extra):
-    return {"target_portals": list(portals), "target_iqns": list(iqns),
-            "target_luns": [lun] * len(portals), **extra}
+    return {
+        "target_portals": list(portals),
+        "target_iqns": list(iqns),
+        "target_luns": [lun] * len(portals),
+        **extra,
+    }
 
 
 # ---------------------------------------------------------------- single path
@@ -97,8 +132,12 @@ def test_connect_does_not_mutate_the_callers_dict(conf, host, fake):
 
 def test_bad_properties_are_rejected_before_any_action(conf, host, fake):
     c = make(conf, host, fake)
-    for bad in ({"target_portal": P1}, {"target_portal": "nope", "target_iqn": IQN_A},
-                props(lun=-1), {"target_portals": [P1, P2], "target_iqns": [IQN_A]}):
+    for bad in (
+        {"target_portal": P1},
+        {"target_portal": "nope", "target_iqn": IQN_A},
+        props(lun=-1),
+        {"target_portals": [P1, P2], "target_iqns": [IQN_A]},
+    ):
         with pytest.raises(InvalidConnectionProperties):
             c.connect_volume(bad)
         with pytest.raises(InvalidConnectionProperties):
@@ -134,8 +173,9 @@ def test_detach_deletes_only_this_volumes_device(conf, host, fake):
     c.disconnect_volume(props(lun=1), infos[1])
     deleted = [e[1] for e in fake.log if e[0] == "delete"]
     assert deleted == ["10:0:0:1"]
-    assert fake.state()["devices"] == sorted(os.path.basename(i["path"])
-                                             for i in (infos[0], infos[2]))
+    assert fake.state()["devices"] == sorted(
+        os.path.basename(i["path"]) for i in (infos[0], infos[2])
+    )
 
 
 def test_detach_refuses_a_device_whose_wwid_is_not_the_volumes(conf, host, fake, array):
@@ -236,14 +276,14 @@ def test_lun_reuse_never_returns_the_stale_device(conf, host, fake, array):
     new = c.connect_volume(props(lun=0))
     assert new["scsi_wwn"] == udev_of(50)
     assert ("rescan", "10:0:0:0") in fake.log
-    assert fake.count("delete") == 1             # the stale sd was removed, then rescanned
+    assert fake.count("delete") == 1  # the stale sd was removed, then rescanned
     assert new["path"] != old["path"]
 
 
 def test_lun_reuse_fails_closed_when_the_stale_device_is_held(conf, host, fake, array):
     c = make(conf, host, fake)
     _leave_stale_lun0(c, fake, array)
-    fake.multipath_add(udev_of(1), ["sda"])      # something still holds the old device
+    fake.multipath_add(udev_of(1), ["sda"])  # something still holds the old device
     with pytest.raises(VolumeIdentityMismatch, match="changed identity"):
         c.connect_volume(props(lun=0))
     assert fake.count("delete") == 0
@@ -261,11 +301,15 @@ def test_multipath_attach_builds_map_and_detach_removes_everything(conf, host, f
     c = make(conf, host, fake, use_multipath=True)
     info = c.connect_volume(mp_props(lun=1))
     m = host_mpath.map_for_wwid(host.roots, udev_of(2))
-    assert info == {"type": "block", "path": host.roots.devfs(m.dm_name),
-                    "scsi_wwn": udev_of(2), "multipath_id": udev_of(2)}
+    assert info == {
+        "type": "block",
+        "path": host.roots.devfs(m.dm_name),
+        "scsi_wwn": udev_of(2),
+        "multipath_id": udev_of(2),
+    }
     assert sorted(m.slaves) == ["sda", "sdb"]
     assert fake.count("login") == 2
-    assert ("prepare_nodes", (P1, P2)) in fake.log   # records written once, logins in parallel
+    assert ("prepare_nodes", (P1, P2)) in fake.log  # records written once, logins in parallel
     c.disconnect_volume(mp_props(lun=1), info)
     assert fake.state() == EMPTY
     assert ("flush", m.dm_name) in fake.log
@@ -341,12 +385,13 @@ def _target_dies(host, fake) -> None:
 
 
 def test_nova_forced_detach_on_a_dead_target_removes_everything_and_says_what_it_skipped(
-        conf, host, fake):
+    conf, host, fake
+):
     c = make(conf, host, fake)
     c.connect_volume(props(lun=0))
     _target_dies(host, fake)
     with pytest.raises(LeftoversRemain) as err:
-        c.disconnect_volume(props(lun=0), None, force=True)   # as Nova calls it
+        c.disconnect_volume(props(lun=0), None, force=True)  # as Nova calls it
     assert err.value.leftovers == [item for item in err.value.leftovers if "flush" in item]
     assert fake.state() == EMPTY
 
@@ -365,7 +410,10 @@ def test_detach_deletes_the_lun_before_logging_out(conf, host, fake):
     info = c.connect_volume(props(lun=0))
     c.disconnect_volume(props(lun=0), info)
     assert [e[0] for e in fake.log if e[0] in ("flush", "delete", "logout")] == [
-        "flush", "delete", "logout"]
+        "flush",
+        "delete",
+        "logout",
+    ]
     assert fake.state() == EMPTY
 
 
@@ -374,6 +422,7 @@ def test_logout_runs_while_udev_removes_the_links_and_detach_waits_for_both(conf
 
     def watch():
         return DeviceWatch(roots=host.roots, monitor=fake.monitor(), poll_interval=30.0)
+
     c = ISCSIConnector(conf=conf, roots=host.roots, actions=fake, watch_factory=watch)
     info = c.connect_volume(props(lun=0))
     links_at_logout = []
@@ -382,6 +431,7 @@ def test_logout_runs_while_udev_removes_the_links_and_detach_waits_for_both(conf
     def logout(*args, **kwargs):
         links_at_logout.append(list(host.p("dev/disk/by-path").iterdir()))
         return real_logout(*args, **kwargs)
+
     fake.logout = logout
     c.disconnect_volume(props(lun=0), info)
     # the LUN was deleted, but the logout did not wait for udev to remove its link...
@@ -409,7 +459,7 @@ def test_force_ignore_errors_reports_undeletable_device_without_raising(conf, ho
     fake.fail_delete.add("10:0:0:0")
     c.disconnect_volume(props(lun=0), info, force=True, ignore_errors=True)
     assert fake.state()["devices"] == ["sda"]
-    assert fake.count("logout") == 0           # session still carries the LUN
+    assert fake.count("logout") == 0  # session still carries the LUN
     assert "left behind" in caplog.text
 
 
@@ -434,7 +484,8 @@ def test_get_volume_paths_and_search_path(conf, host, fake):
     assert c.get_volume_paths(props(lun=0)) == [host.roots.devfs("sda")]
     host.disk_link("by-path", f"ip-{P1}-iscsi-{IQN_A}-lun-0", "sda")
     assert c.get_volume_paths(props(lun=0)) == [
-        host.roots.devfs("disk", "by-path", f"ip-{P1}-iscsi-{IQN_A}-lun-0")]
+        host.roots.devfs("disk", "by-path", f"ip-{P1}-iscsi-{IQN_A}-lun-0")
+    ]
     assert c.get_search_path() == host.roots.devfs("disk", "by-path")
 
 
@@ -460,27 +511,34 @@ def test_extend_refuses_paths_of_different_sizes(conf, host, fake, array):
 # ---------------------------------------------------------------- concurrency
 def test_eight_volumes_from_two_targets_concurrently(conf, host, fake):
     c = make(conf, host, fake)
-    jobs = [(IQN_A, n, udev_of(1 + n)) for n in range(4)] + \
-           [(IQN_B, n, udev_of(10 + n)) for n in range(4)]
+    jobs = [(IQN_A, n, udev_of(1 + n)) for n in range(4)] + [
+        (IQN_B, n, udev_of(10 + n)) for n in range(4)
+    ]
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda j: c.connect_volume(props(lun=j[1], iqn=j[0])), jobs))
     assert [r["scsi_wwn"] for r in results] == [j[2] for j in jobs]
     assert len({r["path"] for r in results}) == 8
     assert fake.count("login") == 2
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda jr: c.disconnect_volume(props(lun=jr[0][1], iqn=jr[0][0]), jr[1]),
-                      zip(jobs, results, strict=True)))
+        list(
+            pool.map(
+                lambda jr: c.disconnect_volume(props(lun=jr[0][1], iqn=jr[0][0]), jr[1]),
+                zip(jobs, results, strict=True),
+            )
+        )
     assert fake.state() == EMPTY
 
 
 # ---------------------------------------------------------------- misc contract
 def test_initiator_name(tmp_path):
     from brick_agent.host.roots import HostRoots
+
     roots = HostRoots.under(str(tmp_path))
     assert initiator_name(roots) is None
     (tmp_path / "etc" / "iscsi").mkdir(parents=True)
     (tmp_path / "etc" / "iscsi" / "initiatorname.iscsi").write_text(
-        "## comment\n#InitiatorName=iqn.wrong\nInitiatorName=iqn.1993-08.org.debian:01:abc\n")
+        "## comment\n#InitiatorName=iqn.wrong\nInitiatorName=iqn.1993-08.org.debian:01:abc\n"
+    )
     assert initiator_name(roots) == "iqn.1993-08.org.debian:01:abc"
 
 
@@ -492,7 +550,7 @@ def test_factory_builds_iscsi_and_iser(conf, host, fake):
 
 
 def test_multipath_map_built_by_multipathd_needs_no_explicit_add(conf, host, fake):
-    fake.auto_map = True   # multipathd reacts to the paths' uevents by itself
+    fake.auto_map = True  # multipathd reacts to the paths' uevents by itself
     c = make(conf, host, fake, use_multipath=True)
     info = c.connect_volume(mp_props(lun=0))
     assert info["multipath_id"] == udev_of(1)
@@ -505,11 +563,12 @@ def test_a_session_whose_connection_is_down_does_not_break_attach(conf, host, fa
     """Reading a down connection's current 'address' fails with ENOTCONN on a real kernel."""
     import errno
     from brick_agent.host import sysfs
+
     c = make(conf, host, fake)
-    c.connect_volume(props(lun=0, iqn=IQN_B))     # another session, soon "down"
+    c.connect_volume(props(lun=0, iqn=IQN_B))  # another session, soon "down"
     real_open = open
 
-    def kernel_open(path, *a, **kw):   # what the kernel does on reading those attributes
+    def kernel_open(path, *a, **kw):  # what the kernel does on reading those attributes
         if "connection1:0" in str(path) and str(path).endswith(("/address", "/port")):
             raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
         return real_open(path, *a, **kw)
@@ -523,7 +582,7 @@ def test_a_session_whose_connection_is_down_does_not_break_attach(conf, host, fa
 def test_map_briefly_in_use_is_retried_then_removed(conf, host, fake):
     c = make(conf, host, fake, use_multipath=True)
     info = c.connect_volume(mp_props(lun=0))
-    fake.fail_map_remove = 2          # udev still probing the fresh map
+    fake.fail_map_remove = 2  # udev still probing the fresh map
     c.disconnect_volume(mp_props(lun=0), info)
     assert fake.count("multipath_remove") == 3
     assert fake.state() == EMPTY
@@ -535,21 +594,23 @@ def test_map_stuck_in_use_stops_detach_unless_forced(conf, host, fake):
     fake.fail_map_remove = -1
     with pytest.raises(Exception, match="map in use"):
         c.disconnect_volume(mp_props(lun=0), info)
-    assert len(fake.state()["devices"]) == 2          # paths untouched without force
+    assert len(fake.state()["devices"]) == 2  # paths untouched without force
     with pytest.raises(LeftoversRemain) as err:
         c.disconnect_volume(mp_props(lun=0), info, force=True)
     assert any("map removal failed" in item for item in err.value.leftovers)
 
 
 def test_portal_given_by_host_name_matches_the_sessions_ip(conf, host, fake, array):
-    array.add("iqn.2003-01.org.linux-iscsi.lab:named", ["127.0.0.1:3261"],
-              {0: FakeLun(wwid_of(60))})
+    array.add(
+        "iqn.2003-01.org.linux-iscsi.lab:named", ["127.0.0.1:3261"], {0: FakeLun(wwid_of(60))}
+    )
     c = make(conf, host, fake)
     p = props(lun=0, iqn="iqn.2003-01.org.linux-iscsi.lab:named", portal="localhost:3261")
     fake_login = fake.login
 
-    def login(node, prepared=False):   # iscsiadm resolves the name; the kernel shows the IP
+    def login(node, prepared=False):  # iscsiadm resolves the name; the kernel shows the IP
         fake_login(type(node)(**{**node.__dict__, "portal": "127.0.0.1:3261"}))
+
     fake.login = login
     info = c.connect_volume(p)
     assert info["scsi_wwn"] == udev_of(60)
@@ -573,10 +634,13 @@ class FakeClock:
 
 def clocked(conf, host, fake, clock, **kw):
     def watch():
-        return DeviceWatch(roots=host.roots, use_netlink=False, poll_interval=0.25,
-                           sleep=clock.sleep)
-    return ISCSIConnector(conf=conf, roots=host.roots, actions=fake, watch_factory=watch,
-                          clock=clock, **kw)
+        return DeviceWatch(
+            roots=host.roots, use_netlink=False, poll_interval=0.25, sleep=clock.sleep
+        )
+
+    return ISCSIConnector(
+        conf=conf, roots=host.roots, actions=fake, watch_factory=watch, clock=clock, **kw
+    )
 
 
 def _slow_logouts(fake, clock, seconds: float) -> list[tuple[float, float | None]]:
@@ -589,6 +653,7 @@ def _slow_logouts(fake, clock, seconds: float) -> list[tuple[float, float | None
         logouts.append((clock.now, timeout))
         clock.now += seconds
         real_logout(portal, iqn, iface, timeout)
+
     fake.logout = slow_logout
     return logouts
 
@@ -597,29 +662,31 @@ def test_missing_lun_error_and_its_undo_end_within_the_configured_deadline(conf,
     conf.set_override("device_wait_timeout", 30.0, group="brick_agent")
     clock = FakeClock()
     start = clock.now
-    logouts = _slow_logouts(fake, clock, 2.0)          # the lab's logout, slowed down
+    logouts = _slow_logouts(fake, clock, 2.0)  # the lab's logout, slowed down
     c = clocked(conf, host, fake, clock)
     with pytest.raises(DeviceNotFound, match="LUN 7"):
         c.connect_volume(props(lun=7))
-    assert clock.now - start <= 30.0          # raised by the deadline, undo included
-    assert fake.state() == EMPTY              # ... and the undo was done
+    assert clock.now - start <= 30.0  # raised by the deadline, undo included
+    assert fake.state() == EMPTY  # ... and the undo was done
     [(at, timeout)] = logouts
     assert timeout is not None and at + timeout <= start + 30.0
 
 
 def test_a_hung_undo_is_cut_at_the_deadline(conf, host, fake):
     from brick_agent.errors import CommandFailed
+
     conf.set_override("device_wait_timeout", 30.0, group="brick_agent")
     clock = FakeClock()
     start = clock.now
 
-    def hung_logout(portal, iqn, iface, timeout=None):   # iscsiadm killed at its timeout
+    def hung_logout(portal, iqn, iface, timeout=None):  # iscsiadm killed at its timeout
         assert timeout is not None
         clock.now += timeout
         raise CommandFailed(["iscsiadm", "--logout"], -9, "timed out")
+
     fake.logout = hung_logout
     c = clocked(conf, host, fake, clock)
-    with pytest.raises(DeviceNotFound, match="LUN 7"):    # the attach's error, not the undo's
+    with pytest.raises(DeviceNotFound, match="LUN 7"):  # the attach's error, not the undo's
         c.connect_volume(props(lun=7))
     assert clock.now - start <= 30.0
 
@@ -643,6 +710,7 @@ def test_undo_logs_out_even_when_the_deadline_is_spent(conf, host, fake):
     """An undo that starts after the deadline still gets UNDO_LOGOUT_MIN to log out:
     a late error is better than a session left behind."""
     from brick_agent.connectors.iscsi.sessions import UNDO_LOGOUT_MIN
+
     conf.set_override("device_wait_timeout", 4.0, group="brick_agent")
     clock = FakeClock()
     timeouts = []
@@ -652,9 +720,10 @@ def test_undo_logs_out_even_when_the_deadline_is_spent(conf, host, fake):
         timeouts.append(timeout)
         real_logout(portal, iqn, iface, timeout)
 
-    def slow_scan(*a, **kw):       # the scan eats the whole deadline
+    def slow_scan(*a, **kw):  # the scan eats the whole deadline
         clock.now += 10.0
         return real_scan(*a, **kw)
+
     fake.logout, fake.scan_lun = logout, slow_scan
     c = clocked(conf, host, fake, clock)
     with pytest.raises(DeviceNotFound):
@@ -674,19 +743,24 @@ def _run(fn):
 def test_failed_attach_keeps_the_device_a_concurrent_attach_returned(conf, host, fake):
     """A scans the LUN, B reuses it and returns it, then A fails: A's undo must not delete it."""
     import threading
+
     fake.multipathd = False
     a_found_device = threading.Event()
     b_returned = threading.Event()
 
-    def multipathd_running():          # A, between its wait and its result
+    def multipathd_running():  # A, between its wait and its result
         a_found_device.set()
         assert b_returned.wait(5)
         return False
+
     fake.multipathd_running = multipathd_running
     a_conn = make(conf, host, fake, use_multipath=True)
     b_conn = make(conf, host, fake)
-    a = _run(lambda: a_conn.connect_volume(mp_props(lun=0, portals=(P1,), iqns=(IQN_A,),
-                                                    enforce_multipath=True)))
+    a = _run(
+        lambda: a_conn.connect_volume(
+            mp_props(lun=0, portals=(P1,), iqns=(IQN_A,), enforce_multipath=True)
+        )
+    )
     assert a_found_device.wait(5)
     try:
         info = b_conn.connect_volume(props(lun=0))
@@ -694,7 +768,7 @@ def test_failed_attach_keeps_the_device_a_concurrent_attach_returned(conf, host,
         b_returned.set()
     with pytest.raises(NotSupported):
         a.result(5)
-    assert [e for e in fake.log if e[0] == "scan"] == [("scan", 10, 0, 0, 0)]   # A scanned
+    assert [e for e in fake.log if e[0] == "scan"] == [("scan", 10, 0, 0, 0)]  # A scanned
     assert fake.count("delete") == 0 and fake.count("logout") == 0
     assert os.path.exists(info["path"]) and fake.state()["devices"] == ["sda"]
     b_conn.disconnect_volume(props(lun=0), info)
@@ -704,11 +778,12 @@ def test_failed_attach_keeps_the_device_a_concurrent_attach_returned(conf, host,
 def test_failed_attach_keeps_the_device_a_concurrent_attach_is_still_using(conf, host, fake):
     """B found A's LUN and is waiting for it to be ready when A fails: B still gets it."""
     import threading
+
     fake.multipathd = False
     b_waiting = threading.Event()
     a_failed = threading.Event()
 
-    class BlockedWatch(DeviceWatch):   # B, after it found (and claimed) the LUN A scanned
+    class BlockedWatch(DeviceWatch):  # B, after it found (and claimed) the LUN A scanned
         def wait_for(self, predicate, deadline, what="device"):
             b_waiting.set()
             assert a_failed.wait(5)
@@ -716,16 +791,26 @@ def test_failed_attach_keeps_the_device_a_concurrent_attach_is_still_using(conf,
 
     a_found_device = threading.Event()
 
-    def multipathd_running():          # A, once B holds the LUN
+    def multipathd_running():  # A, once B holds the LUN
         a_found_device.set()
         assert b_waiting.wait(5)
         return False
+
     fake.multipathd_running = multipathd_running
     a_conn = make(conf, host, fake, use_multipath=True)
-    b_conn = ISCSIConnector(conf=conf, roots=host.roots, actions=fake, watch_factory=lambda:
-                            BlockedWatch(roots=host.roots, use_netlink=False, poll_interval=0.005))
-    a = _run(lambda: a_conn.connect_volume(mp_props(lun=0, portals=(P1,), iqns=(IQN_A,),
-                                                    enforce_multipath=True)))
+    b_conn = ISCSIConnector(
+        conf=conf,
+        roots=host.roots,
+        actions=fake,
+        watch_factory=lambda: BlockedWatch(
+            roots=host.roots, use_netlink=False, poll_interval=0.005
+        ),
+    )
+    a = _run(
+        lambda: a_conn.connect_volume(
+            mp_props(lun=0, portals=(P1,), iqns=(IQN_A,), enforce_multipath=True)
+        )
+    )
     assert a_found_device.wait(5)
     b = _run(lambda: b_conn.connect_volume(props(lun=0)))
     try:
@@ -766,10 +851,12 @@ def test_concurrent_detaches_return_after_udev_removed_their_links(conf, host, f
     """udev removes a deleted disk's links late; detach waits for that on udev's "remove"
     events (the watch's polling safety net is far longer than the whole test)."""
     import time
+
     fake.enable_udev(remove_delay=0.15)
 
     def watch():
         return DeviceWatch(roots=host.roots, monitor=fake.monitor(), poll_interval=30.0)
+
     c = ISCSIConnector(conf=conf, roots=host.roots, actions=fake, watch_factory=watch)
     infos = [c.connect_volume(props(lun=n)) for n in range(4)]
     assert len(list(host.p("dev/disk/by-path").iterdir())) == 4
@@ -777,10 +864,10 @@ def test_concurrent_detaches_return_after_udev_removed_their_links(conf, host, f
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda n: c.disconnect_volume(props(lun=n), infos[n]), range(4)))
     took = time.monotonic() - start
-    assert _dangling(host) == []                              # right after detach
+    assert _dangling(host) == []  # right after detach
     assert list(host.p("dev/disk/by-path").iterdir()) == []
     assert fake.state() == EMPTY
-    assert took < 0.9, took      # woken by the events, not by the 1 s removal deadline
+    assert took < 0.9, took  # woken by the events, not by the 1 s removal deadline
 
 
 def test_failed_attach_undo_waits_for_udev_too(conf, host, fake):
@@ -789,8 +876,10 @@ def test_failed_attach_undo_waits_for_udev_too(conf, host, fake):
 
     def watch():
         return DeviceWatch(roots=host.roots, monitor=fake.monitor(), poll_interval=30.0)
-    c = ISCSIConnector(conf=conf, roots=host.roots, actions=fake, watch_factory=watch,
-                       use_multipath=True)
+
+    c = ISCSIConnector(
+        conf=conf, roots=host.roots, actions=fake, watch_factory=watch, use_multipath=True
+    )
     with pytest.raises(NotSupported):
         c.connect_volume(mp_props(lun=0, portals=(P1,), iqns=(IQN_A,), enforce_multipath=True))
     assert _dangling(host) == [] and list(host.p("dev/disk/by-path").iterdir()) == []

@@ -49,8 +49,13 @@ class FakeArray:
         self.targets: list[FakeTarget] = []
         self.unreachable: set[str] = set()
 
-    def add(self, iqn: str, portals: list[str], luns: dict[int, FakeLun],
-            chap: tuple[str, str] | None = None) -> FakeTarget:
+    def add(
+        self,
+        iqn: str,
+        portals: list[str],
+        luns: dict[int, FakeLun],
+        chap: tuple[str, str] | None = None,
+    ) -> FakeTarget:
         t = FakeTarget(iqn, list(portals), dict(luns), chap)
         self.targets.append(t)
         return t
@@ -65,24 +70,31 @@ class FakeArray:
 class FakeIscsi(FakeScsiKernel):
     """IscsiActions acting on a FakeHost tree (see module doc)."""
 
-    def __init__(self, host: FakeHost, array: FakeArray, *, manual_scan: bool = True,
-                 multipathd: bool = True, auto_map: bool = False) -> None:
+    def __init__(
+        self,
+        host: FakeHost,
+        array: FakeArray,
+        *,
+        manual_scan: bool = True,
+        multipathd: bool = True,
+        auto_map: bool = False,
+    ) -> None:
         self.h = host
         self.array = array
         self.manual = manual_scan
         self.multipathd = multipathd
         self.auto_map = auto_map
         self.lock = threading.RLock()
-        self.log: list[tuple] = []            # what was done, for diagnostics and counts
+        self.log: list[tuple] = []  # what was done, for diagnostics and counts
         self.fail_flush: set[str] = set()
         self.fail_delete: set[str] = set()
-        self.fail_logout: set[str] = set()     # target IQNs whose logout fails
+        self.fail_logout: set[str] = set()  # target IQNs whose logout fails
         self.passwords_seen: list[str] = []
         self._sid = 0
         self._host = 9
         self._sd = 0
         self._dm = 0
-        self.sessions: dict[int, tuple[int, str, str]] = {}   # sid -> (host, portal, iqn)
+        self.sessions: dict[int, tuple[int, str, str]] = {}  # sid -> (host, portal, iqn)
         self._monitors: list[queue.Queue] = []
 
     # ------------------------------------------------------------ udev model
@@ -118,6 +130,7 @@ class FakeIscsi(FakeScsiKernel):
                     self.h.p(f"run/udev/data/b{devnum}").unlink()
                 for q in self._monitors:
                     q.put(("remove", name))
+
         if not self.udev:
             return
         if self.udev_remove_delay > 0:
@@ -147,8 +160,9 @@ class FakeIscsi(FakeScsiKernel):
         """Create the SCSI device of ``lun`` under session ``sid`` (what a scan does)."""
         host, _, _ = self.sessions[sid]
         name = self._next_sd()
-        self.h.scsi_disk(self._session_dir(sid), f"{host}:0:0:{lun}", name, wwid=wwid,
-                         sectors=sectors)
+        self.h.scsi_disk(
+            self._session_dir(sid), f"{host}:0:0:{lun}", name, wwid=wwid, sectors=sectors
+        )
         if self.udev:
             self._udev_add(sid, lun, name)
         return name
@@ -185,8 +199,9 @@ class FakeIscsi(FakeScsiKernel):
             if t.chap is not None:
                 given = (node.auth.username, node.auth.password.reveal()) if node.auth else None
                 if given != t.chap:
-                    raise AuthenticationFailed(f"CHAP authentication to {node.iqn} at "
-                                               f"{node.portal} was rejected")
+                    raise AuthenticationFailed(
+                        f"CHAP authentication to {node.iqn} at {node.portal} was rejected"
+                    )
             for _, portal, iqn in self.sessions.values():
                 if portal == node.portal and iqn == node.iqn:
                     return  # iscsiadm exit 15: already logged in
@@ -195,8 +210,11 @@ class FakeIscsi(FakeScsiKernel):
             sid, host = self._sid, self._host
             addr, port = node.portal.rsplit(":", 1)
             self.h.iscsi_session(sid, host, node.iqn, addr, int(port))
-            self.h.attr(f"sys/devices/platform/host{host}/session{sid}/iscsi_session/"
-                        f"session{sid}/target_id", 0)
+            self.h.attr(
+                f"sys/devices/platform/host{host}/session{sid}/iscsi_session/"
+                f"session{sid}/target_id",
+                0,
+            )
             self.sessions[sid] = (host, node.portal, node.iqn)
             if not node.manual_scan:
                 for lun, spec in t.luns.items():
@@ -209,14 +227,17 @@ class FakeIscsi(FakeScsiKernel):
                 raise CommandFailed(["iscsiadm", "--logout"], 8, "session busy")
             for sid, (host, p, q) in list(self.sessions.items()):
                 if p == portal and q == iqn:
-                    for dev in host_iscsi.session_devices(self.h.roots, host_iscsi.read_session(
-                            self.h.roots, sid)):
+                    for dev in host_iscsi.session_devices(
+                        self.h.roots, host_iscsi.read_session(self.h.roots, sid)
+                    ):
                         self._remove_scsi_device(dev.hctl)
                     shutil.rmtree(self.h.p(f"sys/devices/platform/host{host}"))
-                    for rel in (f"sys/class/iscsi_session/session{sid}",
-                                f"sys/class/iscsi_connection/connection{sid}:0",
-                                f"sys/class/scsi_host/host{host}",
-                                f"sys/bus/scsi/devices/host{host}"):
+                    for rel in (
+                        f"sys/class/iscsi_session/session{sid}",
+                        f"sys/class/iscsi_connection/connection{sid}:0",
+                        f"sys/class/scsi_host/host{host}",
+                        f"sys/bus/scsi/devices/host{host}",
+                    ):
                         if os.path.lexists(self.h.p(rel)):
                             os.unlink(self.h.p(rel))
                     del self.sessions[sid]
@@ -250,8 +271,9 @@ class FakeIscsi(FakeScsiKernel):
         roots = self.h.roots
         return {
             "sessions": sorted((s.portal, s.target_iqn) for s in host_iscsi.iscsi_sessions(roots)),
-            "devices": sorted(d for d in os.listdir(self.h.p("sys/class/block"))
-                              if d.startswith("sd")),
+            "devices": sorted(
+                d for d in os.listdir(self.h.p("sys/class/block")) if d.startswith("sd")
+            ),
             "maps": [m.dm_name for m in host_mpath.multipath_maps(roots)],
         }
 
@@ -314,6 +336,6 @@ def test_udev_model_makes_links_and_removes_them_late_with_an_event(fake):
     link = fake.h.p(f"dev/disk/by-path/ip-{P1}-iscsi-{IQN_A}-lun-1")
     assert os.path.realpath(link) == str(fake.h.p("dev/sda"))
     fake.delete_device(Hctl(10, 0, 0, 1))
-    assert os.path.islink(link)                 # udev has not processed the removal yet
+    assert os.path.islink(link)  # udev has not processed the removal yet
     assert mon.poll(2) == ("remove", "sda")
     assert not os.path.lexists(link)

@@ -16,18 +16,29 @@ IQN = "iqn.2003-01.org.linux-iscsi.lab:tgt"
 
 
 def test_parse_sendtargets_drops_tpgt_and_duplicates():
-    out = ("127.0.0.1:3260,1 iqn.2003-01.org.x:a\n"
-           "[fe80::1]:3260,1 iqn.2003-01.org.x:a\n"
-           "127.0.0.1:3260,1 iqn.2003-01.org.x:a\n"
-           "garbage line with words\n")
-    assert ip.parse_sendtargets(out) == [("127.0.0.1:3260", "iqn.2003-01.org.x:a"),
-                                         ("[fe80::1]:3260", "iqn.2003-01.org.x:a")]
+    out = (
+        "127.0.0.1:3260,1 iqn.2003-01.org.x:a\n"
+        "[fe80::1]:3260,1 iqn.2003-01.org.x:a\n"
+        "127.0.0.1:3260,1 iqn.2003-01.org.x:a\n"
+        "garbage line with words\n"
+    )
+    assert ip.parse_sendtargets(out) == [
+        ("127.0.0.1:3260", "iqn.2003-01.org.x:a"),
+        ("[fe80::1]:3260", "iqn.2003-01.org.x:a"),
+    ]
 
 
-@pytest.mark.parametrize("code,timed_out,kind", [
-    (24, False, AuthenticationFailed), (19, False, AuthenticationFailed),
-    (8, False, TargetUnreachable), (4, False, TargetUnreachable),
-    (None, True, TargetUnreachable), (6, False, CommandFailed)])
+@pytest.mark.parametrize(
+    "code,timed_out,kind",
+    [
+        (24, False, AuthenticationFailed),
+        (19, False, AuthenticationFailed),
+        (8, False, TargetUnreachable),
+        (4, False, TargetUnreachable),
+        (None, True, TargetUnreachable),
+        (6, False, CommandFailed),
+    ],
+)
 def test_login_errors_are_typed(code, timed_out, kind):
     exc = CommandFailed(["iscsiadm", "--login"], code, "boom", timed_out=timed_out)
     err = ip._login_error(exc, "127.0.0.1:3260", IQN)
@@ -42,6 +53,7 @@ def test_multipathd_running_reads_the_pid_file(tmp_path):
     (tmp_path / "run" / "multipathd.pid").write_text("999999999\n")
     assert not ip.multipathd_running(roots)
     import os
+
     (tmp_path / "run" / "multipathd.pid").write_text(f"{os.getpid()}\n")
     assert ip.multipathd_running(roots)
 
@@ -53,7 +65,7 @@ def test_node_db_lock_is_shared_for_logins_exclusive_for_record_changes(tmp_path
     a = ip.PrivilegedIscsiActions(conf)
     events: list[str] = []
     with a._node_db(exclusive=False):
-        with a._node_db(exclusive=False):   # two readers at once
+        with a._node_db(exclusive=False):  # two readers at once
             events.append("two readers")
 
     def writer():
@@ -75,7 +87,7 @@ def test_flush_fsyncs_a_device_this_process_can_open(tmp_path):
     a = ip.PrivilegedIscsiActions(conf)
     dev = tmp_path / "sdz"
     dev.write_bytes(b"x" * 4096)
-    a.flush(str(dev))                      # a regular file stands in for the node
+    a.flush(str(dev))  # a regular file stands in for the node
     with pytest.raises(Exception, match="does not exist"):
         a.flush(str(tmp_path / "missing"))
 
@@ -84,6 +96,7 @@ def test_iscsiadm_without_manual_scan_falls_back_and_is_remembered(tmp_path, mon
     from brick_agent.connectors.iscsi.actions import NodeSettings
     from brick_agent.host import iscsiadm
     from brick_agent.privileged import iscsi as piscsi
+
     conf = config.new_conf()
     conf.set_override("lock_path", str(tmp_path), group="brick_agent")
     conf.set_override("privsep_in_process", True, group="brick_agent")
@@ -111,8 +124,12 @@ def test_iscsiadm_without_manual_scan_falls_back_and_is_remembered(tmp_path, mon
 def test_iscsid_login_attempts_fit_in_the_login_timeout(login_timeout):
     """A refused or silent portal costs iscsid every attempt: together within the timeout."""
     from brick_agent.connectors.iscsi.actions import NodeSettings
-    settings = dict(ip.PrivilegedIscsiActions._node_settings(
-        NodeSettings("127.0.0.1:3260", IQN, login_timeout=login_timeout)))
+
+    settings = dict(
+        ip.PrivilegedIscsiActions._node_settings(
+            NodeSettings("127.0.0.1:3260", IQN, login_timeout=login_timeout)
+        )
+    )
     attempts = int(settings["node.session.initial_login_retry_max"]) + 1
     per_try = int(settings["node.conn[0].timeo.login_timeout"])
     assert per_try >= 1
@@ -124,6 +141,7 @@ def test_flush_of_a_node_the_kernel_refuses_to_open_is_a_typed_error(tmp_path):
     replacement_timeout); a unix socket does the same, so it stands in for /dev/sdX."""
     import errno
     import socket
+
     conf = config.new_conf()
     conf.set_override("privsep_in_process", True, group="brick_agent")
     a = ip.PrivilegedIscsiActions(conf)

@@ -11,8 +11,13 @@ import pytest
 from brick_agent import config
 from brick_agent.connectors import factory
 from brick_agent.connectors.nvmeof.connector import NVMeOFConnector
-from brick_agent.errors import (DeviceNotFound, InvalidConnectionProperties, LeftoversRemain,
-                                TargetUnreachable, VolumeIdentityMismatch)
+from brick_agent.errors import (
+    DeviceNotFound,
+    InvalidConnectionProperties,
+    LeftoversRemain,
+    TargetUnreachable,
+    VolumeIdentityMismatch,
+)
 from brick_agent.host import nvme as hostnvme
 from brick_agent.host.roots import HostRoots
 from brick_agent.host.udev import DeviceWatch
@@ -44,9 +49,14 @@ def roots(tmp_path):
 def make(tmp_path, roots, native=True, use_multipath=None, **overrides):
     kernel = FakeNvmeKernel(roots, native=native)
     conn = NVMeOFConnector(
-        None, None, use_multipath=use_multipath, conf=_conf(tmp_path, **overrides),
-        roots=roots, actions=kernel,
-        watch_factory=lambda: DeviceWatch(use_netlink=False, poll_interval=0.01, roots=roots))
+        None,
+        None,
+        use_multipath=use_multipath,
+        conf=_conf(tmp_path, **overrides),
+        roots=roots,
+        actions=kernel,
+        watch_factory=lambda: DeviceWatch(use_netlink=False, poll_interval=0.01, roots=roots),
+    )
     return kernel, conn
 
 
@@ -65,6 +75,7 @@ def nvme_dirs(roots):
 
 
 # ------------------------------------------------------------------- attach
+
 
 def test_attach_single_portal_returns_verified_namespace_and_stable_identity(tmp_path, roots):
     kernel, conn = make(tmp_path, roots)
@@ -106,12 +117,24 @@ def test_attach_reuses_live_controller_and_rescans(tmp_path, roots):
 def test_attach_finds_by_nguid_then_nsid_old_format(tmp_path, roots):
     kernel, conn = make(tmp_path, roots)
     kernel.add_target(NQN, [tcp()], [FakeNs(1, None, G1), FakeNs(7, U2, None)])
-    by_nguid = conn.connect_volume({"nqn": NQN, "transport_type": "tcp",
-                                    "target_portal": "127.0.0.1", "target_port": 4420,
-                                    "volume_nguid": G1.upper()})
-    by_nsid = conn.connect_volume({"nqn": NQN, "transport_type": "tcp",
-                                   "target_portal": "127.0.0.1", "target_port": 4420,
-                                   "ns_id": 7})
+    by_nguid = conn.connect_volume(
+        {
+            "nqn": NQN,
+            "transport_type": "tcp",
+            "target_portal": "127.0.0.1",
+            "target_port": 4420,
+            "volume_nguid": G1.upper(),
+        }
+    )
+    by_nsid = conn.connect_volume(
+        {
+            "nqn": NQN,
+            "transport_type": "tcp",
+            "target_portal": "127.0.0.1",
+            "target_port": 4420,
+            "ns_id": 7,
+        }
+    )
     names = {n.name: n for n in hostnvme.nvme_namespaces(roots)}
     assert names[os.path.basename(by_nguid["path"])].nguid == G1
     assert names[os.path.basename(by_nsid["path"])].nsid == 7
@@ -121,8 +144,9 @@ def test_target_without_identity_is_refused(tmp_path, roots):
     kernel, conn = make(tmp_path, roots)
     kernel.add_target(NQN, [tcp()], [FakeNs(1, U1, None)])
     with pytest.raises(DeviceNotFound, match="refusing to guess"):
-        conn.connect_volume({"nqn": NQN, "transport_type": "tcp",
-                             "target_portal": "127.0.0.1", "target_port": 4420})
+        conn.connect_volume(
+            {"nqn": NQN, "transport_type": "tcp", "target_portal": "127.0.0.1", "target_port": 4420}
+        )
     assert kernel.requests == []
 
 
@@ -157,17 +181,21 @@ def test_non_native_with_use_multipath_one_device_per_controller(tmp_path, roots
     info = conn.connect_volume(props(portals=(P1, P2)))
     assert kernel.controller_names() == ["nvme0", "nvme1"]
     assert sorted(conn.get_volume_paths(props(portals=(P1, P2)))) == [
-        roots.devfs("nvme0n1"), roots.devfs("nvme1n1")]
+        roots.devfs("nvme0n1"),
+        roots.devfs("nvme1n1"),
+    ]
     assert info["path"] in conn.get_volume_paths(props())
 
 
-@pytest.mark.parametrize("native, use_multipath, expected", [
-    (False, True, 5),      # dm-multipath over non-native paths: lost-path I/O must fail over
-    (False, None, None),   # single path: I/O waits for the reconnect (ctrl_loss_tmo)
-    (True, True, None),    # native multipath fails over inside the kernel
-])
-def test_fast_io_fail_only_for_dm_multipath_paths(tmp_path, roots, native, use_multipath,
-                                                  expected):
+@pytest.mark.parametrize(
+    "native, use_multipath, expected",
+    [
+        (False, True, 5),  # dm-multipath over non-native paths: lost-path I/O must fail over
+        (False, None, None),  # single path: I/O waits for the reconnect (ctrl_loss_tmo)
+        (True, True, None),  # native multipath fails over inside the kernel
+    ],
+)
+def test_fast_io_fail_only_for_dm_multipath_paths(tmp_path, roots, native, use_multipath, expected):
     kernel, conn = make(tmp_path, roots, native=native, use_multipath=use_multipath)
     kernel.add_target(NQN, [tcp()], [FakeNs(1, U1, None)])
     conn.connect_volume(props())
@@ -242,6 +270,7 @@ def test_host_nqn_from_properties_is_used(tmp_path, roots):
 
 
 # ------------------------------------------------------------------- detach
+
 
 def test_detach_flushes_and_removes_controller(tmp_path, roots):
     kernel, conn = make(tmp_path, roots)
@@ -329,12 +358,17 @@ def test_detach_of_absent_volume_is_a_no_op(tmp_path, roots):
 
 # ------------------------------------------------------------------- replicated
 
+
 def test_replicated_volume_builds_md_at_alias_degraded_when_replica_missing(tmp_path, roots):
     kernel, conn = make(tmp_path, roots)
     kernel.add_target(NQN, [tcp()], [FakeNs(1, U1, None)])
     kernel.add_target(NQN2, [], [FakeNs(1, U2, None)])  # replica 2 unreachable
-    rprops = {"vol_uuid": U3, "alias": "vol-x", "replica_count": 2,
-              "volume_replicas": [props(), props(nqn=NQN2, vol_uuid=U2, portals=(P2,))]}
+    rprops = {
+        "vol_uuid": U3,
+        "alias": "vol-x",
+        "replica_count": 2,
+        "volume_replicas": [props(), props(nqn=NQN2, vol_uuid=U2, portals=(P2,))],
+    }
     info = conn.connect_volume(rprops)
     assert info["path"] == roots.devfs("md", "vol-x")
     assert kernel.md_members == [roots.devfs("nvme0n1"), None]
@@ -345,13 +379,19 @@ def test_replicated_volume_builds_md_at_alias_degraded_when_replica_missing(tmp_
 
 # ------------------------------------------------------------------- queries / extend
 
+
 def test_get_volume_paths_accepts_plain_dicts_of_every_format(tmp_path, roots):
     kernel, conn = make(tmp_path, roots)
     kernel.add_target(NQN, [tcp()], [FakeNs(1, U1, G1)])
     assert conn.get_volume_paths(props()) == []
     info = conn.connect_volume(props())
-    old = {"nqn": NQN, "transport_type": "tcp", "target_portal": "127.0.0.1",
-           "target_port": "4420", "volume_nguid": G1}
+    old = {
+        "nqn": NQN,
+        "transport_type": "tcp",
+        "target_portal": "127.0.0.1",
+        "target_port": "4420",
+        "volume_nguid": G1,
+    }
     assert conn.get_volume_paths(props()) == [info["path"]]
     assert conn.get_volume_paths(old) == [info["path"]]
     assert conn.get_volume_paths(props(vol_uuid=U2)) == []
@@ -364,12 +404,13 @@ def test_get_all_available_volumes_lists_nvme_namespaces_with_controllers(tmp_pa
     conn.connect_volume(props(portals=(P1, P2)))
     conn.connect_volume(props(nqn=NQN2, vol_uuid=U2))
     vols = conn.get_all_available_volumes()
-    assert [(v["subsysnqn"], v["uuid"], v["nsid"]) for v in vols] == [
-        (NQN, U1, 1), (NQN2, U2, 3)]
+    assert [(v["subsysnqn"], v["uuid"], v["nsid"]) for v in vols] == [(NQN, U1, 1), (NQN2, U2, 3)]
     assert vols[0]["nguid"] == G1
     # the two portals connect in parallel: which one becomes nvme0 is not fixed
     assert sorted((c["traddr"], c["state"], c["transport"]) for c in vols[0]["controllers"]) == [
-        ("127.0.0.1", "live", "tcp"), ("127.0.0.2", "live", "tcp")]
+        ("127.0.0.1", "live", "tcp"),
+        ("127.0.0.2", "live", "tcp"),
+    ]
     assert [v["uuid"] for v in conn.get_all_available_volumes(props(nqn=NQN2))] == [U2]
     assert conn.get_search_path() == roots.dev
 
@@ -391,18 +432,23 @@ def test_factory_builds_nvmeof_connector(tmp_path, roots):
 
 # ------------------------------------------------------------------- locking scope
 
+
 def test_attaches_to_different_subsystems_run_concurrently(tmp_path, roots):
     """The lock is per subsystem NQN: two subsystems connect at the same time."""
     import threading
+
     kernel, conn = make(tmp_path, roots)
     kernel.add_target(NQN, [tcp()], [FakeNs(1, U1, None)])
     kernel.add_target(NQN2, [tcp()], [FakeNs(1, U2, None)])
     conn.host_identity()
     kernel.connect_delay = 0.3
     results = {}
-    threads = [threading.Thread(target=lambda k, p: results.__setitem__(k, conn.connect_volume(p)),
-                                args=(k, p))
-               for k, p in (("a", props()), ("b", props(nqn=NQN2, vol_uuid=U2)))]
+    threads = [
+        threading.Thread(
+            target=lambda k, p: results.__setitem__(k, conn.connect_volume(p)), args=(k, p)
+        )
+        for k, p in (("a", props()), ("b", props(nqn=NQN2, vol_uuid=U2)))
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -413,14 +459,18 @@ def test_attaches_to_different_subsystems_run_concurrently(tmp_path, roots):
 
 def test_attaches_to_one_subsystem_are_serialised_and_share_the_controller(tmp_path, roots):
     import threading
+
     kernel, conn = make(tmp_path, roots)
     kernel.add_target(NQN, [tcp()], [FakeNs(1, U1, None), FakeNs(2, U2, None)])
     conn.host_identity()
     kernel.connect_delay = 0.2
     results = {}
-    threads = [threading.Thread(target=lambda k, p: results.__setitem__(k, conn.connect_volume(p)),
-                                args=(k, p))
-               for k, p in (("a", props()), ("b", props(vol_uuid=U2)))]
+    threads = [
+        threading.Thread(
+            target=lambda k, p: results.__setitem__(k, conn.connect_volume(p)), args=(k, p)
+        )
+        for k, p in (("a", props()), ("b", props(vol_uuid=U2)))
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -434,16 +484,24 @@ def test_identity_rules():
     from brick_agent.properties import NvmeTarget
 
     def ns(nsid, uuid=None, nguid=None):
-        return hostnvme.NvmeNamespace(name="nvme0n1", nsid=nsid, uuid=uuid, nguid=nguid,
-                                      wwid=None, size_bytes=0, subsystem_name="nvme-subsys0",
-                                      controllers=("nvme0",), paths=("nvme0c0n1",))
+        return hostnvme.NvmeNamespace(
+            name="nvme0n1",
+            nsid=nsid,
+            uuid=uuid,
+            nguid=nguid,
+            wwid=None,
+            size_bytes=0,
+            subsystem_name="nvme-subsys0",
+            controllers=("nvme0",),
+            paths=("nvme0c0n1",),
+        )
 
     t = NvmeTarget(NQN, (), uuid=U1, nguid=G1, nsid=1)
     assert matches(ns(1, U1, G1), t) and not is_stale(ns(1, U1, G1), t)
-    assert matches(ns(1, U1, None), t)          # NGUID not reported: UUID decides
+    assert matches(ns(1, U1, None), t)  # NGUID not reported: UUID decides
     assert not matches(ns(1, U2, G1), t) and is_stale(ns(1, U2, G1), t)
     assert not matches(ns(1, U1, "b2" * 16), t)  # conflicting NGUID: not ours
-    assert matches(ns(4, U1, G1), t)            # moved NSID but same UUID/NGUID
+    assert matches(ns(4, U1, G1), t)  # moved NSID but same UUID/NGUID
     assert not matches(ns(2, U2, None), t) and not is_stale(ns(2, U2, None), t)
     only_nguid = NvmeTarget(NQN, (), nguid=G1)
     assert matches(ns(3, None, G1), only_nguid) and not matches(ns(3, U1, None), only_nguid)
@@ -466,23 +524,33 @@ def test_nvme_fc_connects_from_each_online_local_port(tmp_path, roots):
     kernel, conn = make(tmp_path, roots)
     remote = "nn-0x20000090fa000001:pn-0x10000090fa000001"
     local = []
-    for n, (wwnn, wwpn, state) in enumerate((("20000090fab00001", "10000090fab00001", "Online"),
-                                             ("20000090fab00002", "10000090fab00002", "Online"),
-                                             ("20000090fab00003", "10000090fab00003", "Linkdown"))):
+    for n, (wwnn, wwpn, state) in enumerate(
+        (
+            ("20000090fab00001", "10000090fab00001", "Online"),
+            ("20000090fab00002", "10000090fab00002", "Online"),
+            ("20000090fab00003", "10000090fab00003", "Linkdown"),
+        )
+    ):
         base = roots.sysfs("class", "fc_host", f"host{n}")
         os.makedirs(base)
-        for attr, value in (("node_name", "0x" + wwnn), ("port_name", "0x" + wwpn),
-                            ("port_state", state)):
+        for attr, value in (
+            ("node_name", "0x" + wwnn),
+            ("port_name", "0x" + wwpn),
+            ("port_state", state),
+        ):
             with open(os.path.join(base, attr), "w") as fh:
                 fh.write(value + "\n")
         local.append(f"nn-0x{wwnn}:pn-0x{wwpn}")
     kernel.add_target(NQN, [("fc", remote, "")], [FakeNs(1, U1, None)])
-    info = conn.connect_volume({"target_nqn": NQN, "vol_uuid": U1,
-                                "portals": [[remote, None, "fc"]]})
+    info = conn.connect_volume(
+        {"target_nqn": NQN, "vol_uuid": U1, "portals": [[remote, None, "fc"]]}
+    )
     assert info["path"] == roots.devfs("nvme0n1")
     # the two connects run in parallel: their order is not part of the contract
     assert sorted((r.transport, r.traddr, r.trsvcid, r.host_traddr) for r in kernel.requests) == [
-        ("fc", remote, None, local[0]), ("fc", remote, None, local[1])]
+        ("fc", remote, None, local[0]),
+        ("fc", remote, None, local[1]),
+    ]
     assert "trsvcid" not in kernel.requests[0].options()
 
 
@@ -523,25 +591,38 @@ class CheckingKernel(FakeNvmeKernel):
 
     def connect(self, req):
         from brick_agent.privileged import nvme as priv_nvme
-        priv_nvme.fabrics_options(req.transport, req.traddr, req.trsvcid, req.subsysnqn,
-                                  hostnqn=req.hostnqn, hostid=req.hostid)
+
+        priv_nvme.fabrics_options(
+            req.transport,
+            req.traddr,
+            req.trsvcid,
+            req.subsysnqn,
+            hostnqn=req.hostnqn,
+            hostid=req.hostid,
+        )
         priv_nvme._require_own_identity(self.roots, req.hostnqn, req.hostid)
         return super().connect(req)
 
 
 def test_a_connect_the_privileged_side_refuses_is_invalid_properties_not_unreachable(
-        tmp_path, roots):
+    tmp_path, roots
+):
     """host_nqn naming another host: refused by the privileged connect (NotOwned), reported
     as the caller's bad property, and nothing is left behind (issue 14)."""
     kernel = CheckingKernel(roots)
-    conn = NVMeOFConnector(None, None, conf=_conf(tmp_path), roots=roots, actions=kernel,
-                           watch_factory=lambda: DeviceWatch(use_netlink=False,
-                                                             poll_interval=0.01, roots=roots))
+    conn = NVMeOFConnector(
+        None,
+        None,
+        conf=_conf(tmp_path),
+        roots=roots,
+        actions=kernel,
+        watch_factory=lambda: DeviceWatch(use_netlink=False, poll_interval=0.01, roots=roots),
+    )
     kernel.add_target(NQN, [tcp()], [FakeNs(1, U1, None)])
     other = "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-4333-8444-555555555555"
     with pytest.raises(InvalidConnectionProperties) as err:
         conn.connect_volume(props(host_nqn=other))
     assert err.value.key == "host_nqn" and other in str(err.value)
     assert nvme_dirs(roots) == []
-    info = conn.connect_volume(props())                  # this host's identity: attached
+    info = conn.connect_volume(props())  # this host's identity: attached
     assert info["path"] == roots.devfs("nvme0n1")

@@ -13,8 +13,11 @@ import os
 
 import pytest
 
-from brick_agent.connectors.nvmeof.actions import (AlreadyConnected, ConnectRequest,
-                                                   PrivilegedNvmeActions)
+from brick_agent.connectors.nvmeof.actions import (
+    AlreadyConnected,
+    ConnectRequest,
+    PrivilegedNvmeActions,
+)
 from brick_agent.errors import InvalidArgument, TargetUnreachable
 from brick_agent.host.roots import HostRoots
 from brick_agent.privileged import nvme as priv_nvme
@@ -38,8 +41,9 @@ def env(tmp_path, monkeypatch):
         """What the privileged connect returns for what the kernel would do."""
         calls.append((transport, traddr, trsvcid, nqn, kw))
         req = ConnectRequest(nqn, transport, traddr, trsvcid, kw["hostnqn"], kw["hostid"])
-        if any(c["req"].traddr == traddr and c["req"].trsvcid == trsvcid
-               for c in kernel.ctrls.values()):
+        if any(
+            c["req"].traddr == traddr and c["req"].trsvcid == trsvcid for c in kernel.ctrls.values()
+        ):
             return {"errno": errno.EALREADY, "error": os.strerror(errno.EALREADY)}
         if (transport, traddr, trsvcid) not in kernel.subsystems[nqn].portals:
             return {"errno": errno.ECONNREFUSED, "error": os.strerror(errno.ECONNREFUSED)}
@@ -50,8 +54,19 @@ def env(tmp_path, monkeypatch):
 
 
 def request(port="4420", **kw):
-    return ConnectRequest(NQN, "tcp", "127.0.0.1", port, HOSTNQN, HOSTID, ctrl_loss_tmo=-1,
-                          reconnect_delay=5, keep_alive_tmo=15, timeout=7.5, **kw)
+    return ConnectRequest(
+        NQN,
+        "tcp",
+        "127.0.0.1",
+        port,
+        HOSTNQN,
+        HOSTID,
+        ctrl_loss_tmo=-1,
+        reconnect_delay=5,
+        keep_alive_tmo=15,
+        timeout=7.5,
+        **kw,
+    )
 
 
 def test_connect_returns_the_controller_the_kernel_created(env):
@@ -59,9 +74,16 @@ def test_connect_returns_the_controller_the_kernel_created(env):
     assert actions.connect(request()) == "nvme0"
     transport, traddr, trsvcid, nqn, kw = calls[0]
     assert (transport, traddr, trsvcid, nqn) == ("tcp", "127.0.0.1", "4420", NQN)
-    assert kw == {"hostnqn": HOSTNQN, "hostid": HOSTID, "host_traddr": None,
-                  "ctrl_loss_tmo": -1, "reconnect_delay": 5, "keep_alive_tmo": 15,
-                  "fast_io_fail_tmo": None, "timeout": 7.5}
+    assert kw == {
+        "hostnqn": HOSTNQN,
+        "hostid": HOSTID,
+        "host_traddr": None,
+        "ctrl_loss_tmo": -1,
+        "reconnect_delay": 5,
+        "keep_alive_tmo": 15,
+        "fast_io_fail_tmo": None,
+        "timeout": 7.5,
+    }
 
 
 def test_duplicate_connect_is_already_connected(env):
@@ -90,10 +112,13 @@ def test_options_string_for_dev_nvme_fabrics():
     assert request(fast_io_fail_tmo=5).options() == (
         f"nqn={NQN},transport=tcp,traddr=127.0.0.1,trsvcid=4420,hostnqn={HOSTNQN},"
         f"hostid={HOSTID},ctrl_loss_tmo=-1,reconnect_delay=5,keep_alive_tmo=15,"
-        f"fast_io_fail_tmo=5")
+        f"fast_io_fail_tmo=5"
+    )
     fc = ConnectRequest(NQN, "fc", FC_TARGET, "4420", HOSTNQN, HOSTID, host_traddr=FC_HOST)
-    assert fc.options() == (f"nqn={NQN},transport=fc,traddr={FC_TARGET},"
-                            f"host_traddr={FC_HOST},hostnqn={HOSTNQN},hostid={HOSTID}")
+    assert fc.options() == (
+        f"nqn={NQN},transport=fc,traddr={FC_TARGET},"
+        f"host_traddr={FC_HOST},hostnqn={HOSTNQN},hostid={HOSTID}"
+    )
 
 
 @pytest.mark.parametrize("field", ["subsysnqn", "traddr", "hostnqn", "hostid"])

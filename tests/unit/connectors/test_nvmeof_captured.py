@@ -65,9 +65,14 @@ def tree(tmp_path):
     conf.set_override("lock_path", str(tmp_path / "locks"), group="brick_agent")
     conf.set_override("device_wait_timeout", 0.5, group="brick_agent")
     actions = TreeActions(roots)
-    conn = NVMeOFConnector(None, None, conf=conf, roots=roots, actions=actions,
-                           watch_factory=lambda: DeviceWatch(use_netlink=False,
-                                                             poll_interval=0.01, roots=roots))
+    conn = NVMeOFConnector(
+        None,
+        None,
+        conf=conf,
+        roots=roots,
+        actions=actions,
+        watch_factory=lambda: DeviceWatch(use_netlink=False, poll_interval=0.01, roots=roots),
+    )
     return roots, actions, conn
 
 
@@ -77,8 +82,13 @@ def attr(roots, *parts):
 
 
 def props(ns=NS1, nsid=1):
-    return {"target_nqn": NQN, "vol_uuid": ns[0], "volume_nguid": ns[1], "ns_id": nsid,
-            "portals": PORTALS}
+    return {
+        "target_nqn": NQN,
+        "vol_uuid": ns[0],
+        "volume_nguid": ns[1],
+        "ns_id": nsid,
+        "portals": PORTALS,
+    }
 
 
 def test_capture_is_what_the_tests_assume(tree):
@@ -130,9 +140,12 @@ def test_paths_and_inventory(tree):
     vols = conn.get_all_available_volumes()
     assert [(v["name"], v["uuid"], v["nguid"], v["nsid"], v["size"]) for v in vols] == [
         ("nvme0n1", NS1[0], NS1[1], 1, 131072 * 512),
-        ("nvme0n2", NS2[0], NS2[1], 2, attr_size(roots, "nvme0n2"))]
-    assert [(c["name"], c["traddr"], c["trsvcid"], c["state"]) for c in vols[0]["controllers"]] \
-        == [("nvme0", "127.0.0.1", "4420", "live"), ("nvme1", "127.0.0.2", "4420", "live")]
+        ("nvme0n2", NS2[0], NS2[1], 2, attr_size(roots, "nvme0n2")),
+    ]
+    assert [(c["name"], c["traddr"], c["trsvcid"], c["state"]) for c in vols[0]["controllers"]] == [
+        ("nvme0", "127.0.0.1", "4420", "live"),
+        ("nvme1", "127.0.0.2", "4420", "live"),
+    ]
     assert all(v["subsysnqn"] == NQN and v["native_multipath"] for v in vols)
 
 

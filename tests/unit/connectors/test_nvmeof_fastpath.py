@@ -15,8 +15,7 @@ import pytest
 from brick_agent import locking
 from brick_agent.host import nvme as hostnvme
 from tests.unit.connectors.nvmeof_fakes import FakeNs
-from tests.unit.connectors.test_nvmeof import (NQN, NQN2, P1, P2, U1, U2, U3, make, props,
-                                               roots, tcp)  # noqa: F401 - roots is a fixture
+from tests.unit.connectors.test_nvmeof import NQN, NQN2, P1, P2, U1, U2, U3, make, props, roots, tcp  # noqa: F401 - roots is a fixture
 
 
 def _no_watch():
@@ -39,8 +38,9 @@ def test_visible_namespace_with_a_missing_portal_still_connects_it(tmp_path, roo
     """Native multipath wants every portal: the namespace being visible through one
     controller does not skip connecting the other portal."""
     kernel, conn = make(tmp_path, roots, native=True)
-    kernel.add_target(NQN, [tcp("127.0.0.1"), tcp("127.0.0.2")],
-                      [FakeNs(1, U1, None), FakeNs(2, U2, None)])
+    kernel.add_target(
+        NQN, [tcp("127.0.0.1"), tcp("127.0.0.2")], [FakeNs(1, U1, None), FakeNs(2, U2, None)]
+    )
     conn.connect_volume(props(vol_uuid=U1, portals=(P1,)))
 
     info = conn.connect_volume(props(vol_uuid=U2, portals=(P1, P2)))
@@ -54,7 +54,7 @@ def test_namespace_mapped_without_aen_is_still_found_by_a_rescan(tmp_path, roots
     kernel, conn = make(tmp_path, roots)
     sub = kernel.add_target(NQN, [tcp()], [FakeNs(1, U1, None)])
     conn.connect_volume(props(vol_uuid=U1))
-    sub.namespaces[2] = FakeNs(2, U2, None)       # not visible until a rescan
+    sub.namespaces[2] = FakeNs(2, U2, None)  # not visible until a rescan
 
     info = conn.connect_volume(props(vol_uuid=U2))
 
@@ -75,7 +75,8 @@ def test_subsystem_view_is_the_full_view_restricted_to_one_subsystem(tmp_path, r
     assert ctrls == [c for c in hostnvme.nvme_controllers(roots) if c.subsysnqn == NQN]
     assert sorted(nss, key=lambda n: n.name) == sorted(
         (n for n in hostnvme.nvme_namespaces(roots) if subsystems[n.subsystem_name] == NQN),
-        key=lambda n: n.name)
+        key=lambda n: n.name,
+    )
     assert [n.uuid for n in nss] and {n.uuid for n in nss} == {U1, U2}
     # the UUID filter keeps only what can be that volume
     _, only = hostnvme.subsystem_view(roots, NQN, uuid=U2.upper())
@@ -110,11 +111,13 @@ def test_detach_flushes_before_taking_the_subsystem_lock(tmp_path, roots):
     assert not os.path.exists(info["path"])
 
 
-def test_detach_of_one_of_many_keeps_the_controller_without_reading_the_others(tmp_path, roots,
-                                                                               monkeypatch):
+def test_detach_of_one_of_many_keeps_the_controller_without_reading_the_others(
+    tmp_path, roots, monkeypatch
+):
     kernel, conn = make(tmp_path, roots)
-    kernel.add_target(NQN, [tcp()], [FakeNs(i, str(__import__("uuid").UUID(int=i)), None)
-                                     for i in range(1, 9)])
+    kernel.add_target(
+        NQN, [tcp()], [FakeNs(i, str(__import__("uuid").UUID(int=i)), None) for i in range(1, 9)]
+    )
     mine = str(__import__("uuid").UUID(int=3))
     info = conn.connect_volume(props(vol_uuid=mine))
     read = []
@@ -123,7 +126,7 @@ def test_detach_of_one_of_many_keeps_the_controller_without_reading_the_others(t
 
     conn.disconnect_volume(props(vol_uuid=mine), info)
 
-    assert kernel.controller_names() == ["nvme0"]          # 7 other namespaces keep it
+    assert kernel.controller_names() == ["nvme0"]  # 7 other namespaces keep it
     assert kernel.flushed == [info["path"]]
     assert {os.path.basename(p) for p in read} == {os.path.basename(info["path"])}
 
@@ -145,6 +148,7 @@ class _Meter:
 
     def __call__(self, *args, **kwargs):
         import time
+
         with self.guard:
             self.inside += 1
             self.peak = max(self.peak, self.inside)
@@ -178,19 +182,19 @@ def _in_threads(fns):
     return results, errors
 
 
-def test_concurrent_attaches_of_visible_namespaces_overlap_under_the_shared_lock(tmp_path,
-                                                                                roots):
+def test_concurrent_attaches_of_visible_namespaces_overlap_under_the_shared_lock(tmp_path, roots):
     kernel, conn = make(tmp_path, roots)
     uuids = _eight(kernel)
-    conn.connect_volume(props(vol_uuid=uuids[0]))        # the controller exists
+    conn.connect_volume(props(vol_uuid=uuids[0]))  # the controller exists
     meter = conn._verify = _Meter(conn._verify, 0.1)
     conn._watch_factory = _no_watch
 
-    results, errors = _in_threads([lambda u=u: conn.connect_volume(props(vol_uuid=u))
-                                   for u in uuids])
+    results, errors = _in_threads(
+        [lambda u=u: conn.connect_volume(props(vol_uuid=u)) for u in uuids]
+    )
 
     assert errors == []
-    assert meter.peak > 1                                  # they held the lock together
+    assert meter.peak > 1  # they held the lock together
     assert [r["path"] for r in results] == [roots.devfs(f"nvme0n{i}") for i in range(1, 9)]
     assert len(kernel.requests) == 1 and kernel.rescans == []
 
@@ -199,12 +203,14 @@ def test_concurrent_first_attaches_connect_once_and_all_succeed(tmp_path, roots)
     kernel, conn = make(tmp_path, roots)
     uuids = _eight(kernel)
 
-    results, errors = _in_threads([lambda u=u: conn.connect_volume(props(vol_uuid=u))
-                                   for u in uuids])
+    results, errors = _in_threads(
+        [lambda u=u: conn.connect_volume(props(vol_uuid=u)) for u in uuids]
+    )
 
     assert errors == []
     assert sorted(r["path"] for r in results) == sorted(
-        roots.devfs(f"nvme0n{i}") for i in range(1, 9))
+        roots.devfs(f"nvme0n{i}") for i in range(1, 9)
+    )
     assert len(kernel.requests) == 1 and kernel.controller_names() == ["nvme0"]
 
 
@@ -219,9 +225,14 @@ def test_attach_and_detach_of_one_subsystem_never_overlap(tmp_path, roots):
         return lambda: [conn.connect_volume(props(vol_uuid=u)) for u in us]
 
     _, errors = _in_threads(
-        [attaches(uuids[2:5]), attaches(uuids[5:8]), attaches(uuids[2:8:2]),
-         lambda: conn.disconnect_volume(props(vol_uuid=uuids[0]), infos[uuids[0]]),
-         lambda: conn.disconnect_volume(props(vol_uuid=uuids[1]), infos[uuids[1]])])
+        [
+            attaches(uuids[2:5]),
+            attaches(uuids[5:8]),
+            attaches(uuids[2:8:2]),
+            lambda: conn.disconnect_volume(props(vol_uuid=uuids[0]), infos[uuids[0]]),
+            lambda: conn.disconnect_volume(props(vol_uuid=uuids[1]), infos[uuids[1]]),
+        ]
+    )
 
     assert errors == []
     assert len(detach.spans) == 2 and len(attach.spans) >= 9
@@ -229,4 +240,4 @@ def test_attach_and_detach_of_one_subsystem_never_overlap(tmp_path, roots):
     for d in detach.spans:
         for a in attach.spans:
             assert not (a[0] < d[1] and d[0] < a[1]), (a, d)
-    assert kernel.controller_names() == ["nvme0"]         # the others keep it
+    assert kernel.controller_names() == ["nvme0"]  # the others keep it

@@ -56,13 +56,21 @@ def test_created_from_dmi_once_and_stable(roots):
     writer = FileWriter(roots)
     first = ident.ensure_identity(roots, writer)
     second = ident.ensure_identity(roots, writer)
-    assert first == second == nvme_identity.HostIdentity(
-        "nqn.2014-08.org.nvmexpress:uuid:" + DMI, DMI)
+    assert (
+        first == second == nvme_identity.HostIdentity("nqn.2014-08.org.nvmexpress:uuid:" + DMI, DMI)
+    )
     assert len(writer.calls) == 1
 
 
-@pytest.mark.parametrize("dmi", [None, "00000000-0000-0000-0000-000000000000",
-                                 "03000200-0400-0500-0006-000700080009", "garbage"])
+@pytest.mark.parametrize(
+    "dmi",
+    [
+        None,
+        "00000000-0000-0000-0000-000000000000",
+        "03000200-0400-0500-0006-000700080009",
+        "garbage",
+    ],
+)
 def test_random_identity_when_dmi_unusable_is_written_once(roots, dmi):
     if dmi is not None:
         put(roots.sysfs("class", "dmi", "id", "product_uuid"), dmi)
@@ -110,12 +118,16 @@ def test_connector_properties(roots):
     put(roots.sysfs("class", "dmi", "id", "product_uuid"), DMI)
     assert ident.connector_properties(roots, create=False) == {"nvme_native_multipath": True}
     props = ident.connector_properties(roots, FileWriter(roots))
-    assert props == {"nvme_native_multipath": True, "nvme_hostid": DMI,
-                     "nqn": "nqn.2014-08.org.nvmexpress:uuid:" + DMI}
+    assert props == {
+        "nvme_native_multipath": True,
+        "nvme_hostid": DMI,
+        "nqn": "nqn.2014-08.org.nvmexpress:uuid:" + DMI,
+    }
     assert ident.connector_properties(roots, create=False) == props
 
 
 def test_connector_properties_without_privileges_omits_identity(roots):
     def denied(hostnqn, hostid):
         raise PermissionError("read-only /etc")
+
     assert ident.connector_properties(roots, denied) == {"nvme_native_multipath": False}

@@ -33,16 +33,15 @@ def test_attach_returns_map_over_every_controller_and_detach_removes_it(tmp_path
     p = props(portals=TWO)
     info = conn.connect_volume(p)
 
-    assert info == {"type": "block", "path": roots.devfs("dm-0"),
-                    "multipath_id": f"uuid.{U1}"}
+    assert info == {"type": "block", "path": roots.devfs("dm-0"), "multipath_id": f"uuid.{U1}"}
     assert kernel.maps() == {"dm-0": ["nvme0n1", "nvme1n1"]}
-    assert kernel.mp_log == []            # multipathd mapped them by itself
+    assert kernel.mp_log == []  # multipathd mapped them by itself
     assert conn.get_volume_paths(p) == [roots.devfs("dm-0")]
 
     conn.disconnect_volume(p, info)
     assert kernel.maps() == {}
     assert kernel.controller_names() == []
-    assert roots.devfs("dm-0") in kernel.flushed   # the map was flushed before removal
+    assert roots.devfs("dm-0") in kernel.flushed  # the map was flushed before removal
     assert kernel.mp_log == [("remove", f"uuid.{U1}")]
 
 
@@ -57,7 +56,7 @@ def test_paths_are_added_when_multipathd_does_not_map_them(tmp_path, roots):
 
 def test_one_portal_down_gives_a_map_with_the_live_path(tmp_path, roots):
     kernel, conn = setup(tmp_path, roots)
-    kernel.auto_map = False   # a single path is not mapped by find_multipaths alone
+    kernel.auto_map = False  # a single path is not mapped by find_multipaths alone
     kernel.subsystems[NQN].portals.discard(tcp("127.0.0.2"))
     info = conn.connect_volume(props(portals=TWO))
     assert info["path"] == roots.devfs("dm-0")
@@ -74,7 +73,7 @@ def test_without_multipathd_falls_back_to_one_device_or_fails_when_enforced(tmp_
 
     with pytest.raises(NotSupported, match="multipathd is not running"):
         conn.connect_volume(props(portals=TWO, enforce_multipath=True))
-    assert kernel.controller_names() == []   # the failed attach undid its controllers
+    assert kernel.controller_names() == []  # the failed attach undid its controllers
 
 
 def test_paths_disagreeing_on_identity_fail_closed(tmp_path, roots):
@@ -87,6 +86,7 @@ def test_paths_disagreeing_on_identity_fail_closed(tmp_path, roots):
         if path.endswith("nvme1n1"):
             with open(os.path.join(path, "nguid"), "w") as fh:
                 fh.write("b2b2b2b2-b2b2-b2b2-b2b2-b2b2b2b2b2b2\n")
+
     kernel._ns_attrs = skewed
     with pytest.raises(VolumeIdentityMismatch, match="disagree"):
         conn.connect_volume(props(portals=TWO))
@@ -101,8 +101,11 @@ def test_map_holding_a_foreign_path_is_refused(tmp_path, roots):
     def add_and_foreign(wwid, devices):
         real_add(wwid, devices)
         os.makedirs(roots.sysfs("class", "block", "sdz", "holders"), exist_ok=True)
-        os.symlink(roots.sysfs("class", "block", "sdz"),
-                   roots.sysfs("class", "block", "dm-0", "slaves", "sdz"))
+        os.symlink(
+            roots.sysfs("class", "block", "sdz"),
+            roots.sysfs("class", "block", "dm-0", "slaves", "sdz"),
+        )
+
     kernel.multipath_add = add_and_foreign
     with pytest.raises(VolumeIdentityMismatch, match="sdz"):
         conn.connect_volume(props(portals=TWO))
@@ -116,7 +119,7 @@ def test_detach_keeps_controllers_when_the_map_cannot_be_removed(tmp_path, roots
     kernel.fail_map_remove = -1
     with pytest.raises(LeftoversRemain, match="remove map dm-0"):
         conn.disconnect_volume(p, info)
-    assert kernel.controller_names() == ["nvme0", "nvme1"]   # no I/O lost under the map
+    assert kernel.controller_names() == ["nvme0", "nvme1"]  # no I/O lost under the map
     assert host_mpath.read_map(roots, "dm-0") is not None
     kernel.fail_map_remove = 0
     conn.disconnect_volume(p, info)
@@ -137,7 +140,7 @@ def test_extend_grows_the_paths_then_the_map(tmp_path, roots):
 def test_no_map_in_time_falls_back_to_one_device_or_fails_when_enforced(tmp_path, roots):
     kernel, conn = setup(tmp_path, roots, multipath_wait_timeout=0.2)
     kernel.auto_map = False
-    kernel.add_path_works = False   # e.g. a single path multipathd is not told about
+    kernel.add_path_works = False  # e.g. a single path multipathd is not told about
     info = conn.connect_volume(props(portals=TWO))
     assert info == {"type": "block", "path": roots.devfs("nvme0n1")}
     assert kernel.maps() == {}

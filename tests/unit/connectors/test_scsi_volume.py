@@ -10,8 +10,13 @@ import pytest
 
 from brick_agent.connectors.scsi.volume import ScsiVolumeOps, udev_wwid, wwn_link_name
 from brick_agent.deadline import Deadline
-from brick_agent.errors import (CommandFailed, DeviceBusy, DeviceNotFound, NotSupported,
-                                VolumeIdentityMismatch)
+from brick_agent.errors import (
+    CommandFailed,
+    DeviceBusy,
+    DeviceNotFound,
+    NotSupported,
+    VolumeIdentityMismatch,
+)
 from brick_agent.host.scsi import Hctl, scsi_device
 from brick_agent.host import udev
 from brick_agent.host.udev import DeviceWatch
@@ -25,16 +30,26 @@ TA, TB = "500a098100000a01", "500a098200000b01"
 def env(tmp_path):
     h = FakeHost(tmp_path)
     d1 = h.fc_host(1, "0x1000000000000001", "0x2000000000000001")
-    d2 = h.fc_host(2, "0x1000000000000002", "0x2000000000000002",
-                   parent="sys/devices/pci0000:00/0000:00:06.0")
+    d2 = h.fc_host(
+        2, "0x1000000000000002", "0x2000000000000002", parent="sys/devices/pci0000:00/0000:00:06.0"
+    )
     h.rport(d1, 1, 0, 0, "0x" + TA, "0x5000000000000000", scsi_target_id=0)
     h.rport(d2, 2, 0, 0, "0x" + TB, "0x5000000000000000", scsi_target_id=0)
-    fake = FakeFc(h, {TA: {1: FakeLun(wwid_of(1)), 2: FakeLun(wwid_of(2))},
-                      TB: {1: FakeLun(wwid_of(1)), 2: FakeLun(wwid_of(3))}})
-    ops = ScsiVolumeOps(h.roots, fake,
-                        lambda: DeviceWatch(roots=h.roots, use_netlink=False, poll_interval=0.005),
-                        multipath_wait_timeout=0.5, device_removal_timeout=0.5,
-                        multipath_grace=0.02)
+    fake = FakeFc(
+        h,
+        {
+            TA: {1: FakeLun(wwid_of(1)), 2: FakeLun(wwid_of(2))},
+            TB: {1: FakeLun(wwid_of(1)), 2: FakeLun(wwid_of(3))},
+        },
+    )
+    ops = ScsiVolumeOps(
+        h.roots,
+        fake,
+        lambda: DeviceWatch(roots=h.roots, use_netlink=False, poll_interval=0.005),
+        multipath_wait_timeout=0.5,
+        device_removal_timeout=0.5,
+        multipath_grace=0.02,
+    )
     return h, fake, ops
 
 
@@ -44,14 +59,16 @@ def dev(h, text):
 
 def test_wwn_link_names():
     assert wwn_link_name("naa.60014053f70c904d") == "wwn-0x60014053f70c904d"
-    assert (wwn_link_name("36001405abcdef0123456789abcdef012")
-            == "wwn-0x6001405abcdef0123456789abcdef012")
+    assert (
+        wwn_link_name("36001405abcdef0123456789abcdef012")
+        == "wwn-0x6001405abcdef0123456789abcdef012"
+    )
     assert wwn_link_name("t10.LIO-ORG vol") is None
 
 
 def test_readiness_waits_for_udev_when_it_runs(env):
     h, fake, ops = env
-    fake.udev = False                     # the kernel made the disk, udev has not run yet
+    fake.udev = False  # the kernel made the disk, udev has not run yet
     fake.scan_lun(1, 0, 0, 1)
     assert ops.ready_at(Hctl(1, 0, 0, 1)) is None
     fake._udev_add("sda", wwid_of(1), "1:0:0:1", TA, "x")
@@ -83,7 +100,8 @@ def test_stable_paths(env):
     h, fake, ops = env
     fake.scan_lun(1, 0, 0, 1)
     assert ops.stable_disk_path(dev(h, "1:0:0:1")) == h.roots.devfs(
-        "disk", "by-id", "wwn-0x" + wwid_of(1)[4:])
+        "disk", "by-id", "wwn-0x" + wwid_of(1)[4:]
+    )
     fake.udev = False
     fake.scan_lun(1, 0, 0, 2)
     assert ops.stable_disk_path(dev(h, "1:0:0:2")) == h.roots.devfs("sdb")
@@ -94,16 +112,19 @@ def test_device_info_with_and_without_multipathd(env):
     fake.scan_lun(1, 0, 0, 1)
     fake.scan_lun(2, 0, 0, 1)
     devs = [dev(h, "1:0:0:1"), dev(h, "2:0:0:1")]
-    info = ops.device_info(devs, udev_of(1), use_multipath=True, enforce_multipath=False,
-                           deadline=Deadline.after(1))
+    info = ops.device_info(
+        devs, udev_of(1), use_multipath=True, enforce_multipath=False, deadline=Deadline.after(1)
+    )
     assert info["multipath_id"] == udev_of(1)
     assert info["path"].endswith(f"dm-uuid-mpath-{udev_of(1)}")
     fake.multipathd = False
     with pytest.raises(NotSupported):
-        ops.device_info(devs, udev_of(1), use_multipath=True, enforce_multipath=True,
-                        deadline=Deadline.after(1))
-    single = ops.device_info(devs, udev_of(1), use_multipath=True, enforce_multipath=False,
-                             deadline=Deadline.after(1))
+        ops.device_info(
+            devs, udev_of(1), use_multipath=True, enforce_multipath=True, deadline=Deadline.after(1)
+        )
+    single = ops.device_info(
+        devs, udev_of(1), use_multipath=True, enforce_multipath=False, deadline=Deadline.after(1)
+    )
     assert "multipath_id" not in single
 
 
@@ -114,12 +135,18 @@ def test_device_info_kernel_names_when_stable_paths_are_off(env):
     fake.scan_lun(1, 0, 0, 1)
     fake.scan_lun(2, 0, 0, 1)
     devs = [dev(h, "1:0:0:1"), dev(h, "2:0:0:1")]
-    info = ops.device_info(devs, udev_of(1), use_multipath=True, enforce_multipath=False,
-                           deadline=Deadline.after(1))
-    assert info == {"type": "block", "path": h.roots.devfs("dm-0"), "scsi_wwn": udev_of(1),
-                    "multipath_id": udev_of(1)}
-    single = ops.device_info(devs, udev_of(1), use_multipath=False, enforce_multipath=False,
-                             deadline=Deadline.after(1))
+    info = ops.device_info(
+        devs, udev_of(1), use_multipath=True, enforce_multipath=False, deadline=Deadline.after(1)
+    )
+    assert info == {
+        "type": "block",
+        "path": h.roots.devfs("dm-0"),
+        "scsi_wwn": udev_of(1),
+        "multipath_id": udev_of(1),
+    }
+    single = ops.device_info(
+        devs, udev_of(1), use_multipath=False, enforce_multipath=False, deadline=Deadline.after(1)
+    )
     assert single == {"type": "block", "path": h.roots.devfs("sda"), "scsi_wwn": udev_of(1)}
 
 
@@ -132,6 +159,7 @@ def _fail_first(fake, name: str, times: int) -> list[int]:
         if calls[0] <= times:
             raise CommandFailed([name], 1, "map in use")
         return real(*args)
+
     setattr(fake, name, flaky)
     return calls
 
@@ -146,7 +174,7 @@ def test_remove_volume_retries_a_map_still_in_use(env):
     ours, _ = ops.confirmed([dev(h, "1:0:0:1"), dev(h, "2:0:0:1")], udev_of(1), force=False)
     assert ops.remove_volume(ours, udev_of(1), {}, force=False) == []
     assert calls[0] == 3 and fake.maps() == [] and fake.hctls() == []
-    assert fake.ops("multipath_forget") == [(udev_of(1),)]   # the wwids entry goes too
+    assert fake.ops("multipath_forget") == [(udev_of(1),)]  # the wwids entry goes too
 
 
 def test_remove_volume_reports_a_map_that_stays_in_use(env):
@@ -154,7 +182,7 @@ def test_remove_volume_reports_a_map_that_stays_in_use(env):
     ops.map_removal_timeout = 0.2
     fake.scan_lun(1, 0, 0, 1)
     fake.multipath_add(udev_of(1), ["sda"])
-    _fail_first(fake, "multipath_remove", 10 ** 6)
+    _fail_first(fake, "multipath_remove", 10**6)
     ours = [dev(h, "1:0:0:1")]
     with pytest.raises(CommandFailed):
         ops.remove_volume(ours, udev_of(1), {}, force=False)
@@ -176,7 +204,7 @@ def test_extend_retries_the_resize_until_multipathd_accepts(env):
 def test_map_holding_a_foreign_path_is_refused(env):
     h, fake, ops = env
     fake.scan_lun(1, 0, 0, 1)
-    fake.scan_lun(2, 0, 0, 2)              # another volume (wwid 3)
+    fake.scan_lun(2, 0, 0, 2)  # another volume (wwid 3)
     fake.multipath_add(udev_of(1), ["sda"])
     m = fake.maps()[0]
     h.link(f"sys/devices/virtual/block/{m}/slaves/sdb", "sys/class/block/sdb")
@@ -220,8 +248,9 @@ def test_remove_volume_flushes_removes_map_deletes_and_waits(env):
     fake.scan_lun(2, 0, 0, 1)
     fake.scan_lun(1, 0, 0, 2)
     fake.multipath_add(udev_of(1), ["sda", "sdb"])
-    ours, notes = ops.confirmed([dev(h, "1:0:0:1"), dev(h, "2:0:0:1"), dev(h, "1:0:0:2")],
-                                udev_of(1), force=False)
+    ours, notes = ops.confirmed(
+        [dev(h, "1:0:0:1"), dev(h, "2:0:0:1"), dev(h, "1:0:0:2")], udev_of(1), force=False
+    )
     assert [d.name for d in ours] == ["sda", "sdb"] and notes == []
     left = ops.remove_volume(ours, udev_of(1), {"path": h.roots.devfs("dm-0")}, force=False)
     assert left == [] and fake.ops("flush") == [("dm-0",)] and fake.maps() == []
@@ -264,8 +293,8 @@ def test_production_actions_and_the_fake_implement_scsi_actions():
     from brick_agent.connectors.scsi.actions import PrivilegedScsiActions
     from brick_agent.connectors.scsi.actions import ScsiActions
     from tests.unit.connectors.test_iscsi_fakehost import FakeIscsi
-    names = [n for n, v in vars(ScsiActions).items()
-             if callable(v) and not n.startswith("_")]
+
+    names = [n for n, v in vars(ScsiActions).items() if callable(v) and not n.startswith("_")]
     assert "multipath_forget" in names and "scan_lun" in names
     for impl in (PrivilegedScsiActions, PrivilegedIscsiActions, FakeFc, FakeIscsi):
         for n in names:
@@ -304,7 +333,7 @@ def test_stable_path_waits_until_a_removed_claimant_is_processed(env):
     name = wwn_link_name(d.wwid)
     devnum = open(h.p(f"sys/class/block/{d.name}/dev")).read().strip()
     claim(h, name, devnum, d.name)
-    gone = claim(h, name, "8:240", "sdp")          # no /sys/dev/block/8:240: removal queued
+    gone = claim(h, name, "8:240", "sdp")  # no /sys/dev/block/8:240: removal queued
     threading.Timer(0.1, os.unlink, [gone]).start()
     start = time.monotonic()
     path = ops.stable_disk_path(d, Deadline.after(5))
@@ -316,7 +345,7 @@ def test_stable_path_falls_back_to_the_kernel_name_when_claims_stay_pending(env)
     h, fake, ops = env
     fake.scan_lun(1, 0, 0, 1)
     d = dev(h, "1:0:0:1")
-    claim(h, wwn_link_name(d.wwid), "8:241", "sdq")     # never processed
+    claim(h, wwn_link_name(d.wwid), "8:241", "sdq")  # never processed
     assert ops.stable_disk_path(d, Deadline.after(0.2)) == h.roots.devfs(d.name)
     # without a deadline (no waiting) the pending claim gives the kernel name at once
     assert ops.stable_disk_path(d) == h.roots.devfs(d.name)
@@ -327,9 +356,9 @@ def test_link_claims_settled_reads_udevs_claims(env):
     fake.scan_lun(1, 0, 0, 1)
     d = dev(h, "1:0:0:1")
     link = h.roots.devfs("disk", "by-id", wwn_link_name(d.wwid))
-    assert udev.link_claims_settled(h.roots, link)                  # udev keeps no claims
+    assert udev.link_claims_settled(h.roots, link)  # udev keeps no claims
     devnum = open(h.p(f"sys/class/block/{d.name}/dev")).read().strip()
     claim(h, wwn_link_name(d.wwid), devnum, d.name)
-    assert udev.link_claims_settled(h.roots, link)                  # the one claim is live
+    assert udev.link_claims_settled(h.roots, link)  # the one claim is live
     os.unlink(h.p(f"run/udev/data/b{devnum}"))
-    assert not udev.link_claims_settled(h.roots, link)              # being processed
+    assert not udev.link_claims_settled(h.roots, link)  # being processed

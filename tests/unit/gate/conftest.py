@@ -18,9 +18,15 @@ from tests.unit.gate.fakehost import FakeHost
 IQN = "iqn.2003-01.org.linux-iscsi.target:vol1"
 WWID = "naa.6001405aaaaaaaaaaaaaaaaaaaaaaaa1"
 PASSWORD = "Sup3r-S3cret-CHAP-pw"
-PROPS = {"target_portal": "192.0.2.10:3260", "target_iqn": IQN, "target_lun": 1,
-         "auth_method": "CHAP", "auth_username": "user1", "auth_password": PASSWORD,
-         "volume_id": "vol-1"}
+PROPS = {
+    "target_portal": "192.0.2.10:3260",
+    "target_iqn": IQN,
+    "target_lun": 1,
+    "auth_method": "CHAP",
+    "auth_username": "user1",
+    "auth_password": PASSWORD,
+    "volume_id": "vol-1",
+}
 
 
 def by_path_name(portal: str, iqn: str, lun: int) -> str:
@@ -38,8 +44,9 @@ class LinkConnector(Connector):
     def connect_volume(self, connection_properties):  # pragma: no cover - never called
         raise AssertionError("the gate must never attach")
 
-    def disconnect_volume(self, connection_properties, device_info, force=False,
-                          ignore_errors=False):  # pragma: no cover - never called
+    def disconnect_volume(
+        self, connection_properties, device_info, force=False, ignore_errors=False
+    ):  # pragma: no cover - never called
         raise AssertionError("the gate must never detach")
 
     def extend_volume(self, connection_properties):  # pragma: no cover - never called
@@ -114,6 +121,7 @@ def fakehost(tmp_path) -> FakeHost:
 @pytest.fixture
 def app(conf, fakehost):
     from brick_agent.gate.app import create_app
+
     return create_app(conf, roots=fakehost.roots, connector_factory=link_factory)
 
 

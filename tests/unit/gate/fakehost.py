@@ -59,34 +59,72 @@ class FakeHost:
     def scsi_host(self, host: int, proc_name: str = "iscsi_tcp") -> Path:
         hdir = self.sys("devices", "platform", f"host{host}")
         self.write(hdir / "scsi_host" / f"host{host}", {"proc_name": proc_name})
-        self.link(self.sys("class", "scsi_host", f"host{host}"),
-                  hdir / "scsi_host" / f"host{host}")
+        self.link(self.sys("class", "scsi_host", f"host{host}"), hdir / "scsi_host" / f"host{host}")
         self.link(hdir / "scsi_host" / f"host{host}" / "device", hdir)
         return hdir
 
-    def iscsi_session(self, sid: int, host: int, iqn: str, portal: str = "192.0.2.10",
-                      port: int = 3260, state: str = "LOGGED_IN") -> Path:
+    def iscsi_session(
+        self,
+        sid: int,
+        host: int,
+        iqn: str,
+        portal: str = "192.0.2.10",
+        port: int = 3260,
+        state: str = "LOGGED_IN",
+    ) -> Path:
         """An iSCSI session on SCSI host ``host`` (created as iscsi_tcp); returns its device dir."""
         hdir = self.scsi_host(host)
         sdev = hdir / f"session{sid}"
         sattr = sdev / "iscsi_session" / f"session{sid}"
-        self.write(sattr, {"targetname": iqn, "tpgt": 1, "state": state,
-                           "ifacename": "default", "initiatorname": "iqn.2004-10.org.test:host"})
+        self.write(
+            sattr,
+            {
+                "targetname": iqn,
+                "tpgt": 1,
+                "state": state,
+                "ifacename": "default",
+                "initiatorname": "iqn.2004-10.org.test:host",
+            },
+        )
         self.link(sattr / "device", sdev)
         self.link(self.sys("class", "iscsi_session", f"session{sid}"), sattr)
         conn = sdev / f"connection{sid}:0" / "iscsi_connection" / f"connection{sid}:0"
-        self.write(conn, {"persistent_address": portal, "persistent_port": port,
-                          "address": portal, "port": port, "state": "up"})
+        self.write(
+            conn,
+            {
+                "persistent_address": portal,
+                "persistent_port": port,
+                "address": portal,
+                "port": port,
+                "state": "up",
+            },
+        )
         self.link(self.sys("class", "iscsi_connection", f"connection{sid}:0"), conn)
         return sdev
 
-    def scsi_lun(self, parent: Path, hctl: str, name: str | None, wwid: str | None,
-                 state: str = "running", links: bool = True) -> Path:
+    def scsi_lun(
+        self,
+        parent: Path,
+        hctl: str,
+        name: str | None,
+        wwid: str | None,
+        state: str = "running",
+        links: bool = True,
+    ) -> Path:
         """A LUN ``hctl`` under ``parent`` (a session or rport dir) with block device ``name``."""
         h, c, t, _ = hctl.split(":")
         lun = parent / f"target{h}:{c}:{t}" / hctl
-        self.write(lun, {"vendor": "LIO-ORG", "model": "disk", "rev": "4.0", "state": state,
-                         "type": 0, "wwid": wwid})
+        self.write(
+            lun,
+            {
+                "vendor": "LIO-ORG",
+                "model": "disk",
+                "rev": "4.0",
+                "state": state,
+                "type": 0,
+                "wwid": wwid,
+            },
+        )
         self.link(self.sys("bus", "scsi", "devices", hctl), lun)
         if name:
             bdir = lun / "block" / name
@@ -122,38 +160,53 @@ class FakeHost:
     # ------------------------------------------------------------ NVMe
     def nvme_subsystem(self, subsys: int, nqn: str) -> Path:
         sdir = self.sys("devices", "virtual", "nvme-subsystem", f"nvme-subsys{subsys}")
-        self.write(sdir, {"subsysnqn": nqn, "model": "Linux", "serial": "abc",
-                          "iopolicy": "numa"})
+        self.write(sdir, {"subsysnqn": nqn, "model": "Linux", "serial": "abc", "iopolicy": "numa"})
         self.link(self.sys("class", "nvme-subsystem", f"nvme-subsys{subsys}"), sdir)
         return sdir
 
-    def nvme_controller(self, ctrl: int, subsys: int, nqn: str, transport: str = "tcp",
-                        traddr: str = "192.0.2.20", trsvcid: str = "4420",
-                        state: str = "live") -> Path:
+    def nvme_controller(
+        self,
+        ctrl: int,
+        subsys: int,
+        nqn: str,
+        transport: str = "tcp",
+        traddr: str = "192.0.2.20",
+        trsvcid: str = "4420",
+        state: str = "live",
+    ) -> Path:
         sdir = self.nvme_subsystem(subsys, nqn)
         cdir = self.sys("devices", "virtual", "nvme-fabrics", "ctl", f"nvme{ctrl}")
         address = f"traddr={traddr},trsvcid={trsvcid}" if transport != "loop" else ""
-        self.write(cdir, {"subsysnqn": nqn, "transport": transport, "address": address,
-                          "state": state, "cntlid": ctrl + 1,
-                          "hostnqn": "nqn.2014-08.org.nvmexpress:uuid:host"})
+        self.write(
+            cdir,
+            {
+                "subsysnqn": nqn,
+                "transport": transport,
+                "address": address,
+                "state": state,
+                "cntlid": ctrl + 1,
+                "hostnqn": "nqn.2014-08.org.nvmexpress:uuid:host",
+            },
+        )
         self.link(self.sys("class", "nvme", f"nvme{ctrl}"), cdir)
         self.link(sdir / f"nvme{ctrl}", cdir)
         return cdir
 
-    def nvme_namespace(self, subsys: int, ctrls: list[int], nsid: int, uuid: str,
-                       nguid: str | None = None) -> str:
+    def nvme_namespace(
+        self, subsys: int, ctrls: list[int], nsid: int, uuid: str, nguid: str | None = None
+    ) -> str:
         """A native-multipath namespace head ``nvme<subsys>n<nsid>`` with one path per
         controller."""
         sdir = self.sys("devices", "virtual", "nvme-subsystem", f"nvme-subsys{subsys}")
         head = f"nvme{subsys}n{nsid}"
-        ident = {"nsid": nsid, "uuid": uuid, "wwid": f"uuid.{uuid}",
-                 "nguid": nguid, "size": 2048}
+        ident = {"nsid": nsid, "uuid": uuid, "wwid": f"uuid.{uuid}", "nguid": nguid, "size": 2048}
         self.write(sdir / head, ident)
         self._block(head, sdir / head)
         for c in ctrls:
             cdir = self.sys("class", "nvme", f"nvme{c}").resolve()
-            self.write(cdir / f"nvme{subsys}c{c}n{nsid}",
-                       dict(ident, ana_state="optimized", ana_grpid=1))
+            self.write(
+                cdir / f"nvme{subsys}c{c}n{nsid}", dict(ident, ana_state="optimized", ana_grpid=1)
+            )
         self.disk_link("by-id", f"nvme-uuid.{uuid}", head)
         return head
 

@@ -24,8 +24,7 @@ from tests.unit.test_audit_captured import kernel_delete_lun  # noqa: E402
 
 NQN = "nqn.2014-08.org.test:subsys1"
 UUID = "5b2a0c9e-1111-4d6f-8e3a-0123456789ab"
-NVME_PROPS = {"target_nqn": NQN, "vol_uuid": UUID,
-              "portals": [["192.0.2.20", 4420, "tcp"]]}
+NVME_PROPS = {"target_nqn": NQN, "vol_uuid": UUID, "portals": [["192.0.2.20", 4420, "tcp"]]}
 
 
 def _client(roots):
@@ -43,8 +42,9 @@ def test_iscsi_paths_on_fake_host(tmp_path):
     client = _client(host.roots)
     body = _paths(client, "ISCSI", PROPS)
     assert body["present"] is True and len(body["paths"]) == 1
-    assert body["paths"][0].endswith("/by-path/ip-192.0.2.10:3260-iscsi-"
-                                     "iqn.2003-01.org.linux-iscsi.target:vol1-lun-1")
+    assert body["paths"][0].endswith(
+        "/by-path/ip-192.0.2.10:3260-iscsi-iqn.2003-01.org.linux-iscsi.target:vol1-lun-1"
+    )
     assert _paths(client, "ISCSI", dict(PROPS, target_lun=7))["paths"] == []
     vols = client.get("/v1/volumes?protocol=ISCSI").get_json()["volumes"]["ISCSI"]
     assert [(v["lun"], v["wwid"]) for v in vols] == [(1, "36001405aaaaaaaaaaaaaaaaaaaaaaaa1")]
@@ -52,8 +52,10 @@ def test_iscsi_paths_on_fake_host(tmp_path):
 
 def test_iscsi_bad_properties_with_real_connector(tmp_path):
     client = _client(host_with_volume(tmp_path / "h").roots)
-    resp = client.post("/v1/paths", json={"protocol": "ISCSI", "connection_properties": dict(
-        PROPS, target_iqn="bogus")})
+    resp = client.post(
+        "/v1/paths",
+        json={"protocol": "ISCSI", "connection_properties": dict(PROPS, target_iqn="bogus")},
+    )
     assert resp.status_code == 400
     assert resp.get_json()["key"] == "target_iqn"
     assert PASSWORD not in resp.get_data(as_text=True)
@@ -71,8 +73,9 @@ def test_nvme_paths_on_fake_host(tmp_path):
     vols = client.get("/v1/volumes?protocol=NVMEOF").get_json()["volumes"]["NVMEOF"]
     assert len(vols) == 1
     # the audit agrees
-    report = client.post("/v1/audit", json={"expected": [
-        {"protocol": "NVMEOF", "uuid": UUID}]}).get_json()
+    report = client.post(
+        "/v1/audit", json={"expected": [{"protocol": "NVMEOF", "uuid": UUID}]}
+    ).get_json()
     assert report["clean"] is True
 
 
@@ -101,22 +104,29 @@ def test_captured_two_host_verification(tmp_path):
     props = _single_props(dest)
     props_file = tmp_path / "props.json"
     props_file.write_text(json.dumps(props))
-    (hctl,) = [h for h in os.listdir(src.sysfs("bus", "scsi", "devices"))
-               if re.fullmatch(r"\d+:\d+:\d+:\d+", h)]
+    (hctl,) = [
+        h
+        for h in os.listdir(src.sysfs("bus", "scsi", "devices"))
+        if re.fullmatch(r"\d+:\d+:\d+:\d+", h)
+    ]
     kernel_delete_lun(src, hctl)
     conf = make_conf()
     with running(conf, dest) as dest_url, running(conf, src) as src_url:
         args = ["--protocol", "ISCSI", "--properties", str(props_file)]
         out = io.StringIO()
-        assert verify_detach.main(args + ["--present", dest_url, "--absent", src_url],
-                                  stdout=out) == 0, out.getvalue()
+        assert (
+            verify_detach.main(args + ["--present", dest_url, "--absent", src_url], stdout=out) == 0
+        ), out.getvalue()
         out = io.StringIO()
-        assert verify_detach.main(args + ["--present", src_url, "--absent", dest_url],
-                                  stdout=out) == 1
+        assert (
+            verify_detach.main(args + ["--present", src_url, "--absent", dest_url], stdout=out) == 1
+        )
         assert json.loads(out.getvalue())["verdict"] == "fail"
         # the paths are gone from the source, but the audit still names what the
         # broken detach left: the session without LUNs and the dangling links
         with urllib.request.urlopen(src_url + "/v1/audit", timeout=10) as resp:
             report = json.load(resp)
-        assert {f["kind"] for f in report["findings"]} == {"iscsi_session_without_luns",
-                                                           "dangling_link"}
+        assert {f["kind"] for f in report["findings"]} == {
+            "iscsi_session_without_luns",
+            "dangling_link",
+        }

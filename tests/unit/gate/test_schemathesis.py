@@ -26,14 +26,26 @@ from brick_agent.gate.app import create_app  # noqa: E402
 from brick_agent.gate.openapi import openapi_spec  # noqa: E402
 from tests.unit.gate.conftest import host_with_volume, make_conf  # noqa: E402
 
-OPERATIONS = [(path, method.upper(),
-               bool(ops.get("parameters") or op.get("parameters") or op.get("requestBody")))
-              for path, ops in openapi_spec()["paths"].items()
-              for method, op in ops.items() if method != "parameters"]
+OPERATIONS = [
+    (
+        path,
+        method.upper(),
+        bool(ops.get("parameters") or op.get("parameters") or op.get("requestBody")),
+    )
+    for path, ops in openapi_spec()["paths"].items()
+    for method, op in ops.items()
+    if method != "parameters"
+]
 # Negative cases need an input to break: operations without any have none.
-CASES = [(p, m, mode) for p, m, has_input in OPERATIONS
-         for mode in ([GenerationMode.POSITIVE, GenerationMode.NEGATIVE] if has_input
-                      else [GenerationMode.POSITIVE])]
+CASES = [
+    (p, m, mode)
+    for p, m, has_input in OPERATIONS
+    for mode in (
+        [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
+        if has_input
+        else [GenerationMode.POSITIVE]
+    )
+]
 EXAMPLES = int(os.environ.get("BRICK_SCHEMATHESIS_EXAMPLES", "50"))
 
 
@@ -46,8 +58,9 @@ def gate_schema(tmp_path_factory):
     return schemathesis.openapi.from_wsgi("/openapi.json", app)
 
 
-@pytest.mark.parametrize("path,method,mode", CASES,
-                         ids=[f"{m} {p} {mode.value}" for p, m, mode in CASES])
+@pytest.mark.parametrize(
+    "path,method,mode", CASES, ids=[f"{m} {p} {mode.value}" for p, m, mode in CASES]
+)
 def test_api_conforms_and_never_5xx(gate_schema, path, method, mode):
     operation = gate_schema[path][method]
     # Connection properties are validated by the protocol's parser, not by the schema
@@ -58,13 +71,20 @@ def test_api_conforms_and_never_5xx(gate_schema, path, method, mode):
     seen: list[int] = []
 
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=EXAMPLES, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
     def check(case):
         response = case.call()
         seen.append(response.status_code)
         assert response.status_code < 500, (
-            method, path, case.body, case.query, response.status_code, response.text)
+            method,
+            path,
+            case.body,
+            case.query,
+            response.status_code,
+            response.text,
+        )
         assert "Traceback" not in response.text
         case.validate_response(response, excluded_checks=excluded)
 

@@ -23,8 +23,7 @@ from brick_agent import cli
 from brick_agent.gate import verify as verify_detach
 from brick_agent.gate.app import GateConfigurationError, GateDisabled
 from brick_agent.gate.server import make_server, serve, stop_server
-from tests.unit.gate.conftest import (IQN, PASSWORD, PROPS, host_with_volume, link_factory,
-                                      make_conf)
+from tests.unit.gate.conftest import IQN, PASSWORD, PROPS, host_with_volume, link_factory, make_conf
 from tests.unit.gate.fakehost import FakeHost
 
 REPO = Path(__file__).resolve().parents[3]
@@ -74,10 +73,11 @@ def test_a_host_with_several_addresses_is_refused(tmp_path, monkeypatch):
     """waitress makes one listener per address of a host name (a MultiSocketServer); the
     gate serves one listener, so it refuses instead of starting without its JSON errors."""
     import waitress.server
+
     real = waitress.server.create_server
     made = []
 
-    def two_listeners(app, host, port, **kw):   # as if host resolved to two addresses
+    def two_listeners(app, host, port, **kw):  # as if host resolved to two addresses
         made.append(real(app, listen="127.0.0.1:0 127.0.0.1:0", **kw))
         return made[-1]
 
@@ -85,11 +85,12 @@ def test_a_host_with_several_addresses_is_refused(tmp_path, monkeypatch):
     with pytest.raises(GateConfigurationError, match="several addresses"):
         make_server(make_conf(), FakeHost(tmp_path).roots, host="localhost", port=0)
     assert isinstance(made[0], waitress.server.MultiSocketServer)
-    assert not made[0].map   # its listeners were closed
+    assert not made[0].map  # its listeners were closed
 
 
 def _free_port() -> int:
     import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -101,16 +102,24 @@ def test_serve_in_a_process_until_sigterm(tmp_path):
     import subprocess
     import sys
     import time
+
     host = host_with_volume(tmp_path / "h")
     port = _free_port()
     conf_file = tmp_path / "gate.conf"
     conf_file.write_text(f"[brick_agent]\ngate_enabled = true\ngate_port = {port}\n")
-    code = ("import sys; from brick_agent import config; from brick_agent.gate.server import serve;"
-            "from brick_agent.host.roots import HostRoots;"
-            f"serve(config.new_conf(config_files=[{str(conf_file)!r}]),"
-            f" roots=HostRoots.under({str(host.base)!r}))")
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=str(REPO),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    code = (
+        "import sys; from brick_agent import config; from brick_agent.gate.server import serve;"
+        "from brick_agent.host.roots import HostRoots;"
+        f"serve(config.new_conf(config_files=[{str(conf_file)!r}]),"
+        f" roots=HostRoots.under({str(host.base)!r}))"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=str(REPO),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -139,12 +148,15 @@ def test_over_http(tmp_path):
         status, headers, text = _request(url + "/health")
         assert status == 200 and json.loads(text)["status"] == "ok"
         assert headers["Server"] == "brick-agent-gate"
-        status, _, text = _request(url + "/v1/paths",
-                                   {"protocol": "ISCSI", "connection_properties": PROPS})
+        status, _, text = _request(
+            url + "/v1/paths", {"protocol": "ISCSI", "connection_properties": PROPS}
+        )
         assert status == 200 and json.loads(text)["present"] is True
         assert PASSWORD not in text
-        status, _, text = _request(url + "/v1/paths", {"protocol": "ISCSI",
-                                   "connection_properties": dict(PROPS, target_lun="x")})
+        status, _, text = _request(
+            url + "/v1/paths",
+            {"protocol": "ISCSI", "connection_properties": dict(PROPS, target_lun="x")},
+        )
         assert status == 400 and json.loads(text)["key"] == "target_lun"
         assert PASSWORD not in text
         status, _, text = _request(url + "/v1/audit")
@@ -156,8 +168,12 @@ def test_over_http(tmp_path):
 def test_over_http_malformed_request(tmp_path):
     h = FakeHost(tmp_path)
     with running(make_conf(), h.roots, link_factory) as url:
-        req = urllib.request.Request(url + "/v1/paths", data=b"{oops", method="POST",
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            url + "/v1/paths",
+            data=b"{oops",
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(req, timeout=10)
         assert info.value.code == 400
@@ -175,6 +191,7 @@ def test_over_http_with_token(tmp_path):
 
 
 # ------------------------------------------------------------------ verifier
+
 
 @pytest.fixture
 def two_hosts(tmp_path):
@@ -209,14 +226,18 @@ def _verify(args):
 def test_verifier_pass_and_fail(two_hosts, props_file, factory):
     dest, src = two_hosts
     conf = make_conf()
-    with running(conf, dest.roots, factory) as dest_url, \
-            running(conf, src.roots, factory) as src_url:
+    with (
+        running(conf, dest.roots, factory) as dest_url,
+        running(conf, src.roots, factory) as src_url,
+    ):
         base = ["--protocol", "ISCSI", "--properties", props_file]
         code, verdict = _verify(base + ["--present", dest_url, "--absent", src_url])
         assert code == 0, verdict
         assert verdict["verdict"] == "pass"
         assert [(h["expect"], h["ok"], len(h["paths"])) for h in verdict["hosts"]] == [
-            ("present", True, 1), ("absent", True, 0)]
+            ("present", True, 1),
+            ("absent", True, 0),
+        ]
         # swapped: the volume is not on the "destination" and still on the "source"
         code, verdict = _verify(base + ["--present", src_url, "--absent", dest_url])
         assert code == 1 and verdict["verdict"] == "fail"
@@ -232,8 +253,9 @@ def test_verifier_after_broken_detach(tmp_path, props_file, factory):
     src = host_with_volume(tmp_path / "src")
     src.remove_lun("2:0:0:1")  # device deleted, session kept, link left dangling
     with running(make_conf(), src.roots, factory) as src_url:
-        code, verdict = _verify(["--protocol", "ISCSI", "--properties", props_file,
-                                 "--absent", src_url])
+        code, verdict = _verify(
+            ["--protocol", "ISCSI", "--properties", props_file, "--absent", src_url]
+        )
         assert code == 0, verdict
         status, _, text = _request(src_url + "/v1/audit")
         kinds = {f["kind"] for f in json.loads(text)["findings"]}
@@ -247,9 +269,11 @@ def test_verifier_audit_option(tmp_path, props_file, factory):
     src.remove_lun("2:0:0:1")  # paths gone, session and links left
     clean = FakeHost(tmp_path / "clean")
     conf = make_conf()
-    with running(conf, dest.roots, factory) as dest_url, \
-            running(conf, src.roots, factory) as src_url, \
-            running(conf, clean.roots, factory) as clean_url:
+    with (
+        running(conf, dest.roots, factory) as dest_url,
+        running(conf, src.roots, factory) as src_url,
+        running(conf, clean.roots, factory) as clean_url,
+    ):
         base = ["--protocol", "ISCSI", "--properties", props_file, "--present", dest_url]
         code, verdict = _verify(base + ["--absent", src_url])
         assert code == 0
@@ -258,8 +282,10 @@ def test_verifier_audit_option(tmp_path, props_file, factory):
         present, leftover, ok = verdict["hosts"]
         assert "findings" not in present  # the audit is for absent hosts only
         assert leftover["ok"] is False and leftover["paths"] == []
-        assert {f["kind"] for f in leftover["findings"]} == {"iscsi_session_without_luns",
-                                                             "dangling_link"}
+        assert {f["kind"] for f in leftover["findings"]} == {
+            "iscsi_session_without_luns",
+            "dangling_link",
+        }
         assert ok["ok"] is True and ok["findings"] == []
 
 
@@ -267,11 +293,22 @@ def test_verifier_with_token(two_hosts, props_file):
     dest, src = two_hosts
     conf = make_conf(gate_token="tok-9")
     with running(conf, dest.roots, link_factory) as dest_url:
-        code, verdict = _verify(["--protocol", "ISCSI", "--properties", props_file,
-                                 "--present", dest_url])
+        code, verdict = _verify(
+            ["--protocol", "ISCSI", "--properties", props_file, "--present", dest_url]
+        )
         assert code == 2 and "HTTP 401" in verdict["hosts"][0]["error"]
-        code, verdict = _verify(["--protocol", "ISCSI", "--properties", props_file,
-                                 "--present", dest_url, "--token", "tok-9"])
+        code, verdict = _verify(
+            [
+                "--protocol",
+                "ISCSI",
+                "--properties",
+                props_file,
+                "--present",
+                dest_url,
+                "--token",
+                "tok-9",
+            ]
+        )
         assert code == 0
 
 
@@ -279,13 +316,13 @@ def test_verifier_unreachable_and_errors(two_hosts, props_file, tmp_path):
     dest, _ = two_hosts
     with running(make_conf(), dest.roots, link_factory) as dest_url:
         pass  # stopped: its port is now closed
-    code, verdict = _verify(["--protocol", "ISCSI", "--properties", props_file,
-                             "--absent", dest_url, "--timeout", "2"])
+    code, verdict = _verify(
+        ["--protocol", "ISCSI", "--properties", props_file, "--absent", dest_url, "--timeout", "2"]
+    )
     assert code == 2 and verdict["verdict"] == "error"
     assert verdict["hosts"][0]["error"].startswith("unreachable")
     with running(make_conf(), dest.roots, link_factory) as url:
-        code, verdict = _verify(["--protocol", "SMB", "--properties", props_file,
-                                 "--absent", url])
+        code, verdict = _verify(["--protocol", "SMB", "--properties", props_file, "--absent", url])
         assert code == 2 and "InvalidConnectorProtocol" in verdict["hosts"][0]["error"]
         assert PASSWORD not in json.dumps(verdict)
 
@@ -294,20 +331,31 @@ def test_verifier_usage(props_file, tmp_path, capsys):
     assert verify_detach.main(["--protocol", "ISCSI", "--properties", props_file]) == 2
     assert verify_detach.main(["--present", "http://x"]) == 2
     missing = str(tmp_path / "nope.json")
-    assert verify_detach.main(["--protocol", "ISCSI", "--properties", missing,
-                               "--present", "http://x"]) == 2
+    assert (
+        verify_detach.main(
+            ["--protocol", "ISCSI", "--properties", missing, "--present", "http://x"]
+        )
+        == 2
+    )
     bad = tmp_path / "bad.json"
     bad.write_text("[1, 2]")
-    assert verify_detach.main(["--protocol", "ISCSI", "--properties", str(bad),
-                               "--present", "http://x"]) == 2
+    assert (
+        verify_detach.main(
+            ["--protocol", "ISCSI", "--properties", str(bad), "--present", "http://x"]
+        )
+        == 2
+    )
 
 
 def test_verifier_reads_stdin(two_hosts):
     dest, _ = two_hosts
     with running(make_conf(), dest.roots, link_factory) as url:
         out = io.StringIO()
-        code = verify_detach.main(["--protocol", "ISCSI", "--properties", "-", "--present", url],
-                                  stdin=io.StringIO(json.dumps(PROPS)), stdout=out)
+        code = verify_detach.main(
+            ["--protocol", "ISCSI", "--properties", "-", "--present", url],
+            stdin=io.StringIO(json.dumps(PROPS)),
+            stdout=out,
+        )
         assert code == 0 and json.loads(out.getvalue())["verdict"] == "pass"
 
 
@@ -315,9 +363,15 @@ def _run_module(*args, module="brick_agent.gate.verify", site=True):
     """``python [-S] -m module args`` with only this checkout on PYTHONPATH."""
     import subprocess
     import sys
+
     argv = [sys.executable, *([] if site else ["-S"]), "-m", module, *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    return subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
 
 
 def test_verifier_runs_with_the_standard_library_only(two_hosts, props_file):
@@ -329,14 +383,26 @@ def test_verifier_runs_with_the_standard_library_only(two_hosts, props_file):
     assert IQN not in proc.stdout
     dest, src = two_hosts
     conf = make_conf()
-    with running(conf, dest.roots, link_factory) as dest_url, \
-            running(conf, src.roots, link_factory) as src_url:
-        proc = _run_module("--protocol", "ISCSI", "--properties", props_file,
-                           "--present", dest_url, "--absent", src_url, site=False)
+    with (
+        running(conf, dest.roots, link_factory) as dest_url,
+        running(conf, src.roots, link_factory) as src_url,
+    ):
+        proc = _run_module(
+            "--protocol",
+            "ISCSI",
+            "--properties",
+            props_file,
+            "--present",
+            dest_url,
+            "--absent",
+            src_url,
+            site=False,
+        )
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout)["verdict"] == "pass"
-        proc = _run_module("--protocol", "ISCSI", "--properties", props_file,
-                           "--present", src_url, site=False)
+        proc = _run_module(
+            "--protocol", "ISCSI", "--properties", props_file, "--present", src_url, site=False
+        )
         assert proc.returncode == 1 and json.loads(proc.stdout)["verdict"] == "fail"
 
 
@@ -345,16 +411,20 @@ def test_cli_verify_detach_is_the_verifier(two_hosts, props_file, capsys):
     statuses, unchanged (global options before the command are accepted)."""
     dest, src = two_hosts
     conf = make_conf()
-    with running(conf, dest.roots, link_factory) as dest_url, \
-            running(conf, src.roots, link_factory) as src_url:
+    with (
+        running(conf, dest.roots, link_factory) as dest_url,
+        running(conf, src.roots, link_factory) as src_url,
+    ):
         base = ["--protocol", "ISCSI", "--properties", props_file]
-        cases = [base + ["--present", dest_url, "--absent", src_url],
-                 base + ["--present", src_url, "--absent", dest_url],
-                 base + ["--present", dest_url, "--absent", dest_url, "--audit"],
-                 base + ["--present", dest_url, "--token", "t", "--timeout", "5"],
-                 ["--present", dest_url],
-                 base,
-                 base + ["--present", dest_url, "--no-such-option"]]
+        cases = [
+            base + ["--present", dest_url, "--absent", src_url],
+            base + ["--present", src_url, "--absent", dest_url],
+            base + ["--present", dest_url, "--absent", dest_url, "--audit"],
+            base + ["--present", dest_url, "--token", "t", "--timeout", "5"],
+            ["--present", dest_url],
+            base,
+            base + ["--present", dest_url, "--no-such-option"],
+        ]
         codes = []
         for args in cases:
             direct, via_cli = io.StringIO(), io.StringIO()
@@ -370,8 +440,15 @@ def test_cli_verify_detach_is_the_verifier(two_hosts, props_file, capsys):
     assert cli.main(["verify-detach", "--help"]) == 0
     help_text = capsys.readouterr().out
     assert help_text.startswith("usage: brick-agent verify-detach ")
-    for option in ("--present", "--absent", "--protocol", "--properties", "--token",
-                   "--audit", "--timeout"):
+    for option in (
+        "--present",
+        "--absent",
+        "--protocol",
+        "--properties",
+        "--token",
+        "--audit",
+        "--timeout",
+    ):
         assert option in help_text
 
 

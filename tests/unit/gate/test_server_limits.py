@@ -18,9 +18,14 @@ from tests.unit.gate.fakehost import FakeHost
 from tests.unit.gate.test_server import running
 
 
-def _raw(base: str, method: str, path: str, body: bytes | None = None,
-         content_type: str = "application/json", timeout: float = 30.0
-         ) -> tuple[int, dict[str, str], bytes]:
+def _raw(
+    base: str,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    content_type: str = "application/json",
+    timeout: float = 30.0,
+) -> tuple[int, dict[str, str], bytes]:
     host, port = base.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
     try:
@@ -40,8 +45,12 @@ def _json_error(status: int, headers: dict[str, str], body: bytes) -> dict:
 
 
 def _nested(depth: int) -> bytes:
-    return b'{"protocol": "ISCSI", "connection_properties": {"x": ' + b"[" * depth + \
-        b"]" * depth + b"}}"
+    return (
+        b'{"protocol": "ISCSI", "connection_properties": {"x": '
+        + b"[" * depth
+        + b"]" * depth
+        + b"}}"
+    )
 
 
 @pytest.fixture
@@ -55,9 +64,11 @@ def _announce_body(base: str, length: int) -> tuple[int, dict[str, str], bytes]:
     (a server refusing the size answers before the body and closes)."""
     host, port = base.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(f"POST /v1/paths HTTP/1.1\r\nHost: {host}\r\n"
-                     f"Content-Type: application/json\r\nContent-Length: {length}\r\n"
-                     "\r\n".encode())
+        sock.sendall(
+            f"POST /v1/paths HTTP/1.1\r\nHost: {host}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {length}\r\n"
+            "\r\n".encode()
+        )
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
@@ -84,20 +95,32 @@ def test_deeply_nested_json_is_a_400(gate, depth):
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4), max_leaves=30)
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=30,
+)
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(body=st.one_of(
-    json_values.map(lambda v: json.dumps(v).encode()),
-    st.fixed_dictionaries({"protocol": st.sampled_from(["ISCSI", "NVMEOF", "x", ""]),
-                           "connection_properties": json_values}).map(
-                               lambda v: json.dumps(v).encode()),
-    st.integers(min_value=900, max_value=5000).map(_nested),
-    st.binary(max_size=200)),
-    path=st.sampled_from(["/v1/paths", "/v1/audit"]))
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    body=st.one_of(
+        json_values.map(lambda v: json.dumps(v).encode()),
+        st.fixed_dictionaries(
+            {
+                "protocol": st.sampled_from(["ISCSI", "NVMEOF", "x", ""]),
+                "connection_properties": json_values,
+            }
+        ).map(lambda v: json.dumps(v).encode()),
+        st.integers(min_value=900, max_value=5000).map(_nested),
+        st.binary(max_size=200),
+    ),
+    path=st.sampled_from(["/v1/paths", "/v1/audit"]),
+)
 def test_fuzzed_bodies_never_give_a_5xx(gate, body, path):
     status, headers, data = _raw(gate, "POST", path, body)
     assert status < 500, data[:300]
@@ -110,9 +133,8 @@ def test_slow_audits_are_bounded_and_health_always_answers(tmp_path, monkeypatch
     host.nvme_controller(0, 0, "nqn.2014-08.org.test:s1", state="connecting")
     with running(make_conf(), host.roots) as base:
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            audits = [pool.submit(_raw, base, "GET", "/v1/audit?nvme_grace=3")
-                      for _ in range(6)]
-            time.sleep(0.5)                      # every audit has been accepted
+            audits = [pool.submit(_raw, base, "GET", "/v1/audit?nvme_grace=3") for _ in range(6)]
+            time.sleep(0.5)  # every audit has been accepted
             start = time.monotonic()
             status, _, body = _raw(base, "GET", "/health", timeout=10)
             health_took = time.monotonic() - start

@@ -76,9 +76,18 @@ class FakeHost:
         self.link(f"sys/bus/scsi/devices/host{number}", hdir)
         return hdir
 
-    def scsi_disk(self, parent: str, hctl: str, name: str | None, wwid: str | None = None,
-                  vendor: str = "LIO-ORG", model: str = "vol", state: str = "running",
-                  sectors: int = 2048, wwid_unreadable: bool = False) -> str:
+    def scsi_disk(
+        self,
+        parent: str,
+        hctl: str,
+        name: str | None,
+        wwid: str | None = None,
+        vendor: str = "LIO-ORG",
+        model: str = "vol",
+        state: str = "running",
+        sectors: int = 2048,
+        wwid_unreadable: bool = False,
+    ) -> str:
         h, c, t, _ = hctl.split(":")
         tdir = f"{parent}/target{h}:{c}:{t}"
         ldir = f"{tdir}/{hctl}"
@@ -100,8 +109,15 @@ class FakeHost:
             self.block(f"{ldir}/block/{name}", sectors=sectors, device=ldir, major=8)
         return ldir
 
-    def block(self, bdir: str, sectors: int = 2048, device: str | None = None,
-              major: int = 8, ro: int = 0, extra: dict[str, object] | None = None) -> str:
+    def block(
+        self,
+        bdir: str,
+        sectors: int = 2048,
+        device: str | None = None,
+        major: int = 8,
+        ro: int = 0,
+        extra: dict[str, object] | None = None,
+    ) -> str:
         name = os.path.basename(bdir)
         self.mkdir(f"{bdir}/holders")
         self.mkdir(f"{bdir}/slaves")
@@ -123,15 +139,25 @@ class FakeHost:
         real = Path(os.path.realpath(link))
         link.unlink()
         import shutil
+
         shutil.rmtree(real, ignore_errors=True)
 
     def disk_link(self, kind: str, link_name: str, name: str) -> None:
         self.link(f"dev/disk/{kind}/{link_name}", f"dev/{name}")
 
     # ------------------------------------------------------------ iSCSI
-    def iscsi_session(self, sid: int, host: int, iqn: str, address: str, port: int = 3260,
-                      tpgt: int = 1, state: str = "LOGGED_IN", iface: str = "default",
-                      current_address: str | None = None) -> str:
+    def iscsi_session(
+        self,
+        sid: int,
+        host: int,
+        iqn: str,
+        address: str,
+        port: int = 3260,
+        tpgt: int = 1,
+        state: str = "LOGGED_IN",
+        iface: str = "default",
+        current_address: str | None = None,
+    ) -> str:
         hdir = self.scsi_host(host, "iscsi_tcp")
         self.attr(f"{hdir}/iscsi_host/host{host}/ipaddress", "192.0.2.200")
         self.link(f"sys/class/iscsi_host/host{host}", f"{hdir}/iscsi_host/host{host}")
@@ -155,8 +181,15 @@ class FakeHost:
         return sdir
 
     # ------------------------------------------------------------ dm / multipath
-    def dm(self, number: int, name: str, uuid: str, slaves: list[str], sectors: int = 2048,
-           suspended: int = 0) -> str:
+    def dm(
+        self,
+        number: int,
+        name: str,
+        uuid: str,
+        slaves: list[str],
+        sectors: int = 2048,
+        suspended: int = 0,
+    ) -> str:
         bdir = f"sys/devices/virtual/block/dm-{number}"
         self.block(bdir, sectors=sectors, major=253)
         self.attr(f"{bdir}/dm/name", name)
@@ -179,10 +212,17 @@ class FakeHost:
         self.link(f"sys/class/nvme-subsystem/nvme-subsys{number}", sdir)
         return sdir
 
-    def nvme_ctrl(self, number: int, subsys: int | None, nqn: str, transport: str = "tcp",
-                  address: str = "traddr=127.0.0.1,trsvcid=4420,src_addr=127.0.0.1",
-                  state: str = "live", hostnqn: str | None = "nqn.2014-08.org.nvmexpress:uuid:host",
-                  cntlid: int = 1) -> str:
+    def nvme_ctrl(
+        self,
+        number: int,
+        subsys: int | None,
+        nqn: str,
+        transport: str = "tcp",
+        address: str = "traddr=127.0.0.1,trsvcid=4420,src_addr=127.0.0.1",
+        state: str = "live",
+        hostnqn: str | None = "nqn.2014-08.org.nvmexpress:uuid:host",
+        cntlid: int = 1,
+    ) -> str:
         cdir = f"sys/devices/virtual/nvme-fabrics/ctl/nvme{number}"
         self.attr(f"{cdir}/subsysnqn", nqn)
         self.attr(f"{cdir}/transport", transport)
@@ -196,22 +236,41 @@ class FakeHost:
             self.link(f"sys/devices/virtual/nvme-subsystem/nvme-subsys{subsys}/nvme{number}", cdir)
         return cdir
 
-    def nvme_ns(self, parent: str, name: str, nsid: int, uuid: str | None = None,
-                nguid: str | None = None, wwid: str | None = None, sectors: int = 4096,
-                ana_state: str | None = None, in_class: bool = True) -> str:
+    def nvme_ns(
+        self,
+        parent: str,
+        name: str,
+        nsid: int,
+        uuid: str | None = None,
+        nguid: str | None = None,
+        wwid: str | None = None,
+        sectors: int = 4096,
+        ana_state: str | None = None,
+        in_class: bool = True,
+    ) -> str:
         bdir = f"{parent}/{name}"
         extra = {"nsid": nsid, "uuid": uuid, "nguid": nguid, "wwid": wwid, "ana_state": ana_state}
         if ana_state:
             extra["ana_grpid"] = 1
-        self.block(bdir, sectors=sectors, major=259,
-                   extra={k: v for k, v in extra.items() if v is not None})
+        self.block(
+            bdir,
+            sectors=sectors,
+            major=259,
+            extra={k: v for k, v in extra.items() if v is not None},
+        )
         if not in_class:
             self.p(f"sys/class/block/{name}").unlink()
         return bdir
 
     # ------------------------------------------------------------ FC
-    def fc_host(self, number: int, port_name: str, node_name: str, port_state: str = "Online",
-                parent: str = "sys/devices/pci0000:00/0000:00:05.0") -> str:
+    def fc_host(
+        self,
+        number: int,
+        port_name: str,
+        node_name: str,
+        port_state: str = "Online",
+        parent: str = "sys/devices/pci0000:00/0000:00:05.0",
+    ) -> str:
         hdir = self.scsi_host(number, "qla2xxx", parent=parent)
         cls = f"{hdir}/fc_host/host{number}"
         self.attr(f"{cls}/port_name", port_name)
@@ -224,9 +283,19 @@ class FakeHost:
         self.link(f"sys/class/fc_host/host{number}", cls)
         return hdir
 
-    def rport(self, host_dir: str, host: int, channel: int, number: int, port_name: str,
-              node_name: str, roles: str = "FCP Target", scsi_target_id: int = 0,
-              port_state: str = "Online", transport_target: bool = True) -> str:
+    def rport(
+        self,
+        host_dir: str,
+        host: int,
+        channel: int,
+        number: int,
+        port_name: str,
+        node_name: str,
+        roles: str = "FCP Target",
+        scsi_target_id: int = 0,
+        port_state: str = "Online",
+        transport_target: bool = True,
+    ) -> str:
         rdir = f"{host_dir}/rport-{host}:{channel}-{number}"
         cls = f"{rdir}/fc_remote_ports/rport-{host}:{channel}-{number}"
         self.attr(f"{cls}/port_name", port_name)
@@ -249,8 +318,7 @@ class FakeHost:
         """Partition ``name`` of disk ``disk`` (a subdirectory of the disk, as in sysfs)."""
         ddir = os.path.relpath(os.path.realpath(self.p(f"sys/class/block/{disk}")), self.base)
         major = int(self.p(f"{ddir}/dev").read_text().split(":")[0])
-        return self.block(f"{ddir}/{name}", sectors=sectors, major=major,
-                          extra={"partition": 1})
+        return self.block(f"{ddir}/{name}", sectors=sectors, major=major, extra={"partition": 1})
 
     def mount(self, name: str, mountpoint: str, fstype: str = "ext4") -> None:
         """A /proc/self/mountinfo line for block device ``name`` at ``mountpoint``."""
@@ -258,21 +326,28 @@ class FakeHost:
         path = self.p("proc/self/mountinfo")
         path.parent.mkdir(parents=True, exist_ok=True)
         lines = path.read_text().splitlines() if path.exists() else []
-        lines.append(f"{30 + len(lines)} 1 {devnum} / {mountpoint} rw,relatime shared:1 "
-                     f"- {fstype} /dev/{name} rw")
+        lines.append(
+            f"{30 + len(lines)} 1 {devnum} / {mountpoint} rw,relatime shared:1 "
+            f"- {fstype} /dev/{name} rw"
+        )
         path.write_text("\n".join(lines) + "\n")
 
     def swap(self, name: str) -> None:
         """A /proc/swaps entry for block device ``name``."""
         path = self.p("proc/swaps")
         path.parent.mkdir(parents=True, exist_ok=True)
-        text = path.read_text() if path.exists() else \
-            "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"
-        path.write_text(text + f"/dev/{name}                               partition\t"
-                               f"1048572\t\t0\t\t-2\n")
+        text = (
+            path.read_text()
+            if path.exists()
+            else "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"
+        )
+        path.write_text(
+            text + f"/dev/{name}                               partition\t1048572\t\t0\t\t-2\n"
+        )
 
-    def ibft_target(self, index: int, iqn: str, address: str, port: int = 3260,
-                    lun: int = 0) -> None:
+    def ibft_target(
+        self, index: int, iqn: str, address: str, port: int = 3260, lun: int = 0
+    ) -> None:
         """A firmware boot target in /sys/firmware/ibft (iscsi_ibft)."""
         tdir = f"sys/firmware/ibft/target{index}"
         self.attr(f"{tdir}/target-name", iqn)
@@ -280,8 +355,9 @@ class FakeHost:
         self.attr(f"{tdir}/port", port)
         self.attr(f"{tdir}/lun", f"{lun:016x}")
 
-    def pcie_nvme(self, number: int, nqn: str,
-                  parent: str = "sys/devices/pci0000:00/0000:00:04.0") -> str:
+    def pcie_nvme(
+        self, number: int, nqn: str, parent: str = "sys/devices/pci0000:00/0000:00:04.0"
+    ) -> str:
         """A local PCIe NVMe controller ``nvme<number>`` (no fabrics, no host NQN)."""
         cdir = f"{parent}/nvme/nvme{number}"
         self.attr(f"{cdir}/subsysnqn", nqn)

@@ -65,11 +65,16 @@ def test_missing_and_vanished(fake):
 def test_block_device_for_path(fake):
     _tree(fake)
     r = fake.roots
-    assert block.block_device_for_path(
-        r, "/dev/disk/by-id/dm-uuid-mpath-36001405c6b7f3d2e8a1b4c5d6e7f8091").name == "dm-0"
+    assert (
+        block.block_device_for_path(
+            r, "/dev/disk/by-id/dm-uuid-mpath-36001405c6b7f3d2e8a1b4c5d6e7f8091"
+        ).name
+        == "dm-0"
+    )
     assert block.block_device_for_path(r, "/dev/mapper/mpatha").name == "dm-0"
-    by_path = r.devfs("disk", "by-path",
-                      "ip-127.0.0.2:3260-iscsi-iqn.2003-01.org.linux-iscsi:t1-lun-1")
+    by_path = r.devfs(
+        "disk", "by-path", "ip-127.0.0.2:3260-iscsi-iqn.2003-01.org.linux-iscsi:t1-lun-1"
+    )
     assert block.block_device_for_path(r, by_path).name == "sdc"
     assert block.block_device_for_path(r, "/dev/sdb").name == "sdb"
     assert block.block_device_for_path(r, "/dev/disk/by-id/scsi-gone") is None
@@ -89,11 +94,16 @@ def test_disk_links(fake):
     assert sorted(os.path.basename(p) for p in links["dm-0"]) == [
         "dm-uuid-mpath-36001405c6b7f3d2e8a1b4c5d6e7f8091",
         "scsi-36001405c6b7f3d2e8a1b4c5d6e7f8091",
-        "wwn-0x6001405c6b7f3d2e8a1b4c5d6e7f8091"]
-    assert links["sdb"] == (fake.roots.devfs(
-        "disk", "by-path", "ip-127.0.0.1:3260-iscsi-iqn.2003-01.org.linux-iscsi:t1-lun-1"),)
+        "wwn-0x6001405c6b7f3d2e8a1b4c5d6e7f8091",
+    ]
+    assert links["sdb"] == (
+        fake.roots.devfs(
+            "disk", "by-path", "ip-127.0.0.1:3260-iscsi-iqn.2003-01.org.linux-iscsi:t1-lun-1"
+        ),
+    )
     assert block.links_for(fake.roots, "/dev/sdc")[0].endswith(
-        "ip-127.0.0.2:3260-iscsi-iqn.2003-01.org.linux-iscsi:t1-lun-1")
+        "ip-127.0.0.2:3260-iscsi-iqn.2003-01.org.linux-iscsi:t1-lun-1"
+    )
     assert block.disk_links(fake.roots, kinds=("by-path",)).keys() == {"sdb", "sdc"}
 
 

@@ -15,6 +15,7 @@ import re
 from brick_agent.host import block, fc, iscsi, multipath, nvme, scsi
 from tests.unit.sysfs_trees import capture_note, extract_tree
 
+
 def _wwids(note: str) -> list[str]:
     return re.findall(r"wwid (naa\.[0-9a-f]+)", note)
 
@@ -43,7 +44,7 @@ def test_iscsi_single(tmp_path):
     assert f"scsi-{lun.udev_wwid}" in links
     assert f"wwn-0x{wwid[4:]}" in links
     t10 = next(x for x in links if x.startswith("scsi-1"))
-    assert scsi.same_wwid(t10[len("scsi-"):], "t10." + t10[len("scsi-1"):].replace("_", " "))
+    assert scsi.same_wwid(t10[len("scsi-") :], "t10." + t10[len("scsi-1") :].replace("_", " "))
     assert multipath.multipath_maps(r) == []
 
 
@@ -65,7 +66,7 @@ def test_iscsi_shared_multipath(tmp_path):
     for wwid in wwids:
         m = multipath.map_for_wwid(r, wwid)
         assert m.dm_name == dm_of[wwid]
-        assert m.wwid == scsi.scsi_wwid_to_udev(wwid) == m.uuid[len("mpath-"):]
+        assert m.wwid == scsi.scsi_wwid_to_udev(wwid) == m.uuid[len("mpath-") :]
         paths = [d for s in sessions for d in iscsi.session_devices(r, s) if d.wwid == wwid]
         assert sorted(m.slaves) == sorted(d.name for d in paths)
         for d in paths:
@@ -73,8 +74,10 @@ def test_iscsi_shared_multipath(tmp_path):
             assert block.block_device(r, d.name).holders == (m.dm_name,)
         assert m.suspended is False
         assert m.size_bytes == block.block_device(r, paths[0].name).size_bytes
-        assert block.block_device_for_path(
-            r, f"/dev/disk/by-id/dm-uuid-mpath-{m.wwid}").name == m.dm_name
+        assert (
+            block.block_device_for_path(r, f"/dev/disk/by-id/dm-uuid-mpath-{m.wwid}").name
+            == m.dm_name
+        )
         assert m.wwid in multipath.wwids_file_entries(r)
 
 
@@ -82,8 +85,10 @@ def test_nvme_tcp_native_multipath(tmp_path):
     r = extract_tree("nvme-tcp", tmp_path)
     note = capture_note(r)
     nqn = re.search(r"subsystem (nqn\S+),", note).group(1)
-    expected = {int(n): (u, g) for n, u, g in
-                re.findall(r"nsid (\d+) uuid ([0-9a-f-]+) nguid ([0-9a-f-]+)", note)}
+    expected = {
+        int(n): (u, g)
+        for n, u, g in re.findall(r"nsid (\d+) uuid ([0-9a-f-]+) nguid ([0-9a-f-]+)", note)
+    }
     assert nvme.native_multipath_enabled(r)
     ctrls = nvme.find_controllers(r, nqn=nqn)
     assert sorted(c.traddr for c in ctrls) == ["127.0.0.1", "127.0.0.2"]
@@ -112,7 +117,7 @@ def test_fcoe(tmp_path):
     hosts = {h.host_number: h for h in fc.fc_hosts(r)}
     h = hosts[host_number]
     assert h.port_name == init_wwpn and h.online
-    assert "/net/" in h.device_path                      # FCoE: parent is a net device, not PCI
+    assert "/net/" in h.device_path  # FCoE: parent is a net device, not PCI
     # the target side's own fc_host is in the tree too
     assert tgt_wwpn in {x.port_name for x in hosts.values()}
     (rp,) = [x for x in fc.fc_remote_ports(r, host_number) if x.port_name == tgt_wwpn]

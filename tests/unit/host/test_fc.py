@@ -3,17 +3,47 @@ from brick_agent.host import fc
 
 def _tree(fake):
     h5 = fake.fc_host(5, "0x21000024ff3e5a10", "0x20000024ff3e5a10")
-    h6 = fake.fc_host(6, "0x1000000000000001", "0x2000000000000001", port_state="Linkdown",
-                      parent="sys/devices/pci0000:00/0000:00:06.0")
+    h6 = fake.fc_host(
+        6,
+        "0x1000000000000001",
+        "0x2000000000000001",
+        port_state="Linkdown",
+        parent="sys/devices/pci0000:00/0000:00:06.0",
+    )
     fake.rport(h5, 5, 0, 0, "0x500a0981891b8dc5", "0x500a0980891b8dc5", scsi_target_id=0)
-    fake.rport(h5, 5, 0, 1, "0x500a0982891b8dc5", "0x500a0980891b8dc5", scsi_target_id=1,
-               transport_target=False)
-    fake.rport(h5, 5, 0, 2, "0x10000090fa000001", "0x20000090fa000001", roles="FCP Initiator",
-               scsi_target_id=-1)
-    fake.rport(h6, 6, 0, 0, "0x500a0981891b8dc5", "0x500a0980891b8dc5", scsi_target_id=3,
-               port_state="Blocked")
-    fake.scsi_disk(f"{h5}/rport-5:0-0", "5:0:0:1", "sde",
-                   wwid="naa.600a098038304331395d4f4a4f6d6b70")
+    fake.rport(
+        h5,
+        5,
+        0,
+        1,
+        "0x500a0982891b8dc5",
+        "0x500a0980891b8dc5",
+        scsi_target_id=1,
+        transport_target=False,
+    )
+    fake.rport(
+        h5,
+        5,
+        0,
+        2,
+        "0x10000090fa000001",
+        "0x20000090fa000001",
+        roles="FCP Initiator",
+        scsi_target_id=-1,
+    )
+    fake.rport(
+        h6,
+        6,
+        0,
+        0,
+        "0x500a0981891b8dc5",
+        "0x500a0980891b8dc5",
+        scsi_target_id=3,
+        port_state="Blocked",
+    )
+    fake.scsi_disk(
+        f"{h5}/rport-5:0-0", "5:0:0:1", "sde", wwid="naa.600a098038304331395d4f4a4f6d6b70"
+    )
     return h5
 
 
@@ -34,7 +64,8 @@ def test_fc_hosts(fake):
     hosts = fc.fc_hosts(fake.roots)
     assert [(h.host_number, h.port_name, h.node_name, h.port_state) for h in hosts] == [
         (5, "21000024ff3e5a10", "20000024ff3e5a10", "Online"),
-        (6, "1000000000000001", "2000000000000001", "Linkdown")]
+        (6, "1000000000000001", "2000000000000001", "Linkdown"),
+    ]
     h5 = hosts[0]
     assert h5.online and not hosts[1].online
     assert h5.port_type == "NPort (fabric via point-to-point)"
@@ -62,9 +93,9 @@ def test_fc_targets_for(fake):
     _tree(fake)
     r = fake.roots
     assert fc.fc_targets_for(r, 5, "0x500a0981891b8dc5") == [(0, 0)]
-    assert fc.fc_targets_for(r, 5, "50:0a:09:82:89:1b:8d:c5") == [(0, 1)]    # rport only
+    assert fc.fc_targets_for(r, 5, "50:0a:09:82:89:1b:8d:c5") == [(0, 1)]  # rport only
     assert fc.fc_targets_for(r, 6, "500A0981891B8DC5") == [(0, 3)]
-    assert fc.fc_targets_for(r, 5, "0x10000090fa000001") == []              # initiator, no target
+    assert fc.fc_targets_for(r, 5, "0x10000090fa000001") == []  # initiator, no target
     assert fc.fc_targets_for(r, 7, "0x500a0981891b8dc5") == []
     assert fc.fc_targets_for(r, 5, "garbage") == []
 
@@ -73,10 +104,13 @@ def test_fc_transport_only(fake):
     """A target listed only under fc_transport (rport dir unreadable) is still found."""
     _tree(fake)
     import os
+
     os.unlink(fake.p("sys/class/fc_remote_ports/rport-5:0-0"))
     assert fc.fc_targets_for(fake.roots, 5, "0x500a0981891b8dc5") == [(0, 0)]
-    assert fc.fc_transport_targets(fake.roots) == [(5, 0, 0, "500a0981891b8dc5"),
-                                                   (6, 0, 3, "500a0981891b8dc5")]
+    assert fc.fc_transport_targets(fake.roots) == [
+        (5, 0, 0, "500a0981891b8dc5"),
+        (6, 0, 3, "500a0981891b8dc5"),
+    ]
 
 
 def test_no_fc(fake):

@@ -27,7 +27,7 @@ def test_sessions(fake):
     assert s1.state == "LOGGED_IN" and s1.logged_in
     assert s1.host_number == 2
     assert s1.iface_name == "default"
-    assert s1.initiator_name is None      # kernel prints "(null)"
+    assert s1.initiator_name is None  # kernel prints "(null)"
     assert s1.connection_state == "up"
     assert s1.sysfs_path.endswith("/host2/session1/iscsi_session/session1")
     assert s1.device_path.endswith("/host2/session1")
@@ -47,7 +47,9 @@ def test_session_devices_from_session_tree(fake):
     _tree(fake)
     s1 = iscsi.read_session(fake.roots, 1)
     assert [(str(d.hctl), d.name) for d in iscsi.session_devices(fake.roots, s1)] == [
-        ("2:0:0:0", "sdb"), ("2:0:0:1", "sdc")]
+        ("2:0:0:0", "sdb"),
+        ("2:0:0:1", "sdc"),
+    ]
     assert iscsi.session_targets(s1) == [(2, 0, 0)]
     s5 = iscsi.read_session(fake.roots, 5)
     assert iscsi.session_devices(fake.roots, s5) == []
@@ -57,6 +59,7 @@ def test_session_devices_host_fallback(fake):
     _tree(fake)
     s1 = iscsi.read_session(fake.roots, 1)
     import dataclasses
+
     blind = dataclasses.replace(s1, device_path=None)
     assert [d.name for d in iscsi.session_devices(fake.roots, blind)] == ["sdb", "sdc"]
 

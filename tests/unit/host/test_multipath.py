@@ -36,15 +36,18 @@ def test_lookups(fake):
     assert multipath.map_for_wwid(r, "3600140500000000000000000000000ff") is None
     assert multipath.map_for_slave(r, "sdc").dm_name == "dm-0"
     assert multipath.map_for_slave(r, "/dev/sdb").dm_name == "dm-0"
-    assert multipath.map_for_slave(r, "sdd") is None        # held by LVM, not multipath
+    assert multipath.map_for_slave(r, "sdd") is None  # held by LVM, not multipath
     assert multipath.map_by_name(r, "mpatha").dm_name == "dm-0"
     assert multipath.map_by_name(r, "nope") is None
 
 
 def test_wwids_file(fake):
     assert multipath.wwids_file_entries(fake.roots) == []
-    fake.attr("etc/multipath/wwids", "# Multipath wwids, Version : 1.0\n# NOTE: ...\n"
-              f"/{WWID}/\n/3600140500000000000000000000000ff/\n")
+    fake.attr(
+        "etc/multipath/wwids",
+        "# Multipath wwids, Version : 1.0\n# NOTE: ...\n"
+        f"/{WWID}/\n/3600140500000000000000000000000ff/\n",
+    )
     assert multipath.wwids_file_entries(fake.roots) == [WWID, "3600140500000000000000000000000ff"]
 
 
@@ -63,7 +66,10 @@ def test_map_for_slave_trusts_the_holders_directory(fake, monkeypatch):
     holders = r.sysfs("class", "block", "sdb", "holders")
     for entry in os.listdir(holders):
         os.unlink(os.path.join(holders, entry))
-    monkeypatch.setattr(multipath, "multipath_maps",
-                        lambda roots: (_ for _ in ()).throw(AssertionError("full scan")))
+    monkeypatch.setattr(
+        multipath,
+        "multipath_maps",
+        lambda roots: (_ for _ in ()).throw(AssertionError("full scan")),
+    )
     assert multipath.map_for_slave(r, "sdb") is None
     assert multipath.map_for_slave(r, "sdc").dm_name == "dm-0"

@@ -2,7 +2,7 @@ from brick_agent.host import nvme
 
 NQN = "nqn.2014-08.org.nvmexpress:lab-vol"
 UUID = "0b0c9c3a-6c2e-4b6a-9f0e-5b1f0d9a2c11"
-NGUID_SYSFS = "a1b2c3d4-e5f6-0718-293a-4b5c6d7e8f90"   # how the kernel prints it (%pU)
+NGUID_SYSFS = "a1b2c3d4-e5f6-0718-293a-4b5c6d7e8f90"  # how the kernel prints it (%pU)
 NGUID = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
 HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:host"
 
@@ -10,38 +10,80 @@ HOSTNQN = "nqn.2014-08.org.nvmexpress:uuid:host"
 def _native(fake):
     """One subsystem, two TCP controllers (ANA), one namespace head with two paths."""
     sdir = fake.nvme_subsystem(0, NQN)
-    c0 = fake.nvme_ctrl(0, 0, NQN, address="traddr=127.0.0.1,trsvcid=4420,src_addr=127.0.0.1",
-                        cntlid=1)
-    c1 = fake.nvme_ctrl(1, 0, NQN, address="traddr=127.0.0.2,trsvcid=4420,src_addr=127.0.0.1",
-                        cntlid=2, state="connecting")
-    fake.nvme_ns(sdir, "nvme0n1", 1, uuid=UUID, nguid=NGUID_SYSFS, wwid="uuid." + UUID,
-                 sectors=8192)
-    fake.nvme_ns(c0, "nvme0c0n1", 1, uuid=UUID, nguid=NGUID_SYSFS, wwid="uuid." + UUID,
-                 ana_state="optimized", in_class=True)
-    fake.nvme_ns(c1, "nvme0c1n1", 1, uuid=UUID, nguid=NGUID_SYSFS, wwid="uuid." + UUID,
-                 ana_state="inaccessible", in_class=True)
+    c0 = fake.nvme_ctrl(
+        0, 0, NQN, address="traddr=127.0.0.1,trsvcid=4420,src_addr=127.0.0.1", cntlid=1
+    )
+    c1 = fake.nvme_ctrl(
+        1,
+        0,
+        NQN,
+        address="traddr=127.0.0.2,trsvcid=4420,src_addr=127.0.0.1",
+        cntlid=2,
+        state="connecting",
+    )
+    fake.nvme_ns(
+        sdir, "nvme0n1", 1, uuid=UUID, nguid=NGUID_SYSFS, wwid="uuid." + UUID, sectors=8192
+    )
+    fake.nvme_ns(
+        c0,
+        "nvme0c0n1",
+        1,
+        uuid=UUID,
+        nguid=NGUID_SYSFS,
+        wwid="uuid." + UUID,
+        ana_state="optimized",
+        in_class=True,
+    )
+    fake.nvme_ns(
+        c1,
+        "nvme0c1n1",
+        1,
+        uuid=UUID,
+        nguid=NGUID_SYSFS,
+        wwid="uuid." + UUID,
+        ana_state="inaccessible",
+        in_class=True,
+    )
     fake.attr("sys/module/nvme_core/parameters/multipath", "Y")
 
 
 def _non_native(fake):
     fake.nvme_subsystem(1, "nqn.2014-08.org.example:other")
-    c2 = fake.nvme_ctrl(2, 1, "nqn.2014-08.org.example:other", transport="rdma",
-                        address="traddr=fd00::10,trsvcid=4420", hostnqn=None, cntlid=7)
+    c2 = fake.nvme_ctrl(
+        2,
+        1,
+        "nqn.2014-08.org.example:other",
+        transport="rdma",
+        address="traddr=fd00::10,trsvcid=4420",
+        hostnqn=None,
+        cntlid=7,
+    )
     # a namespace without UUID: the kernel's 'uuid' attribute shows the NGUID instead
     fake.nvme_ns(c2, "nvme2n1", 3, uuid=NGUID_SYSFS, nguid=NGUID_SYSFS, wwid="eui." + NGUID)
 
 
 def test_parse_address_formats():
     assert nvme.parse_address("traddr=127.0.0.1,trsvcid=4420,src_addr=127.0.0.1") == {
-        "traddr": "127.0.0.1", "trsvcid": "4420", "src_addr": "127.0.0.1"}
+        "traddr": "127.0.0.1",
+        "trsvcid": "4420",
+        "src_addr": "127.0.0.1",
+    }
     assert nvme.parse_address(
-        "traddr=192.168.1.5,trsvcid=4420,host_traddr=192.168.1.9,host_iface=eth1") == {
-            "traddr": "192.168.1.5", "trsvcid": "4420", "host_traddr": "192.168.1.9",
-            "host_iface": "eth1"}
-    fc = nvme.parse_address("traddr=nn-0x20000090fa942779:pn-0x10000090fa942779,"
-                            "host_traddr=nn-0x20000090fae0b5f5:pn-0x10000090fae0b5f5")
-    assert fc == {"traddr": "nn-0x20000090fa942779:pn-0x10000090fa942779",
-                  "host_traddr": "nn-0x20000090fae0b5f5:pn-0x10000090fae0b5f5"}
+        "traddr=192.168.1.5,trsvcid=4420,host_traddr=192.168.1.9,host_iface=eth1"
+    ) == {
+        "traddr": "192.168.1.5",
+        "trsvcid": "4420",
+        "host_traddr": "192.168.1.9",
+        "host_iface": "eth1",
+    }
+    fc = nvme.parse_address(
+        "traddr=nn-0x20000090fa942779:pn-0x10000090fa942779,"
+        "host_traddr=nn-0x20000090fae0b5f5:pn-0x10000090fae0b5f5"
+    )
+    assert fc == {
+        "traddr": "nn-0x20000090fa942779:pn-0x10000090fa942779",
+        "host_traddr": "nn-0x20000090fae0b5f5:pn-0x10000090fae0b5f5",
+    }
     assert nvme.parse_address("traddr=fe80::1%eth0,trsvcid=4420")["traddr"] == "fe80::1%eth0"
     assert nvme.parse_address(None) == {} and nvme.parse_address("") == {}
 
@@ -86,7 +128,8 @@ def test_subsystems(fake):
     subs = nvme.nvme_subsystems(fake.roots)
     assert [(s.name, s.nqn, s.controllers, s.namespaces) for s in subs] == [
         ("nvme-subsys0", NQN, ("nvme0", "nvme1"), ("nvme0n1",)),
-        ("nvme-subsys1", "nqn.2014-08.org.example:other", ("nvme2",), ())]
+        ("nvme-subsys1", "nqn.2014-08.org.example:other", ("nvme2",), ()),
+    ]
     assert subs[0].iopolicy == "numa"
 
 
@@ -94,7 +137,7 @@ def test_namespaces_native_and_not(fake):
     _native(fake)
     _non_native(fake)
     nss = {ns.name: ns for ns in nvme.nvme_namespaces(fake.roots)}
-    assert set(nss) == {"nvme0n1", "nvme2n1"}       # per-path devices are not user devices
+    assert set(nss) == {"nvme0n1", "nvme2n1"}  # per-path devices are not user devices
     head = nss["nvme0n1"]
     assert head.native_multipath
     assert head.nsid == 1 and head.uuid == UUID and head.nguid == NGUID
@@ -106,7 +149,7 @@ def test_namespaces_native_and_not(fake):
     assert head.devpath == fake.roots.devfs("nvme0n1")
     flat = nss["nvme2n1"]
     assert not flat.native_multipath
-    assert flat.uuid is None                        # 'uuid' showed the NGUID: no real UUID
+    assert flat.uuid is None  # 'uuid' showed the NGUID: no real UUID
     assert flat.nguid == NGUID and flat.nsid == 3
     assert flat.controllers == ("nvme2",) and flat.paths == ("nvme2n1",)
     assert flat.subsystem_name == "nvme-subsys1"
@@ -132,13 +175,18 @@ def test_find_controllers(fake):
     _non_native(fake)
     r = fake.roots
     assert [c.name for c in nvme.find_controllers(r, nqn=NQN)] == ["nvme0", "nvme1"]
-    assert [c.name for c in nvme.find_controllers(r, nqn=NQN, traddr="127.0.0.2", trsvcid=4420,
-                                                  transport="TCP")] == ["nvme1"]
+    assert [
+        c.name
+        for c in nvme.find_controllers(
+            r, nqn=NQN, traddr="127.0.0.2", trsvcid=4420, transport="TCP"
+        )
+    ] == ["nvme1"]
     assert nvme.find_controllers(r, nqn=NQN, traddr="127.0.0.3") == []
     assert nvme.find_controllers(r, nqn=NQN, hostnqn="nqn.other") == []
     # a controller without a hostnqn attribute matches any hostnqn
-    assert [c.name for c in nvme.find_controllers(r, traddr="[FD00:0::10]",
-                                                  hostnqn="nqn.x")] == ["nvme2"]
+    assert [c.name for c in nvme.find_controllers(r, traddr="[FD00:0::10]", hostnqn="nqn.x")] == [
+        "nvme2"
+    ]
 
 
 def test_find_namespaces(fake):
@@ -164,6 +212,7 @@ def test_native_multipath_flag(fake):
 def test_controller_vanishing(fake):
     _native(fake)
     import shutil
+
     shutil.rmtree(fake.p("sys/devices/virtual/nvme-fabrics/ctl/nvme1"))
     assert [c.name for c in nvme.nvme_controllers(fake.roots)] == ["nvme0"]
     (head,) = nvme.nvme_namespaces(fake.roots)

@@ -35,10 +35,13 @@ def _files(top: str):
 
 
 def test_primitives_agree_with_sysfs_helpers(tcp):
-    ctrl_dirs = [sysfs.resolve(tcp.sysfs("class", "nvme", n))
-                 for n in os.listdir(tcp.sysfs("class", "nvme"))]
-    sub_dirs = [sysfs.resolve(tcp.sysfs("class", "nvme-subsystem", n))
-                for n in os.listdir(tcp.sysfs("class", "nvme-subsystem"))]
+    ctrl_dirs = [
+        sysfs.resolve(tcp.sysfs("class", "nvme", n)) for n in os.listdir(tcp.sysfs("class", "nvme"))
+    ]
+    sub_dirs = [
+        sysfs.resolve(tcp.sysfs("class", "nvme-subsystem", n))
+        for n in os.listdir(tcp.sysfs("class", "nvme-subsystem"))
+    ]
     assert len(ctrl_dirs) == 2 and len(sub_dirs) == 1
     checked = 0
     for top in ctrl_dirs + sub_dirs:
@@ -48,7 +51,8 @@ def test_primitives_agree_with_sysfs_helpers(tcp):
         for rx in (nvme._NS_RE, nvme._CTRL_RE, nvme._HEAD_RE):
             assert nvme._entries(top, rx) == sysfs.list_dir(top, rx)
             assert nvme._entries(top, rx, dirs=True) == [
-                e for e in sysfs.list_dir(top, rx) if os.path.isdir(os.path.join(top, e))]
+                e for e in sysfs.list_dir(top, rx) if os.path.isdir(os.path.join(top, e))
+            ]
     assert checked > 20
     assert nvme._read(os.path.join(ctrl_dirs[0], "no-such-attr")) is None
     assert nvme._entries(os.path.join(ctrl_dirs[0], "missing"), nvme._NS_RE) == []
@@ -74,7 +78,7 @@ def test_lean_controller_without_state_counts_as_gone(tcp):
     (c, _) = nvme.nvme_controllers(tcp)
     os.remove(os.path.join(c.sysfs_path, "state"))
     assert nvme.read_controller(tcp, c.name, lean=True) is None
-    assert nvme.read_controller(tcp, c.name).state is None   # the full read reports it
+    assert nvme.read_controller(tcp, c.name).state is None  # the full read reports it
 
 
 def test_subsystem_view_lean_agrees_with_the_host_wide_readers(tcp):
@@ -84,16 +88,19 @@ def test_subsystem_view_lean_agrees_with_the_host_wide_readers(tcp):
     assert len(nss) >= 2
     for lean in (False, True):
         vc, vn = nvme.subsystem_view(tcp, nqn, lean=lean)
-        want = ctrls if not lean else [dataclasses.replace(c, cntlid=None, hostid=None)
-                                       for c in ctrls]
+        want = (
+            ctrls if not lean else [dataclasses.replace(c, cntlid=None, hostid=None) for c in ctrls]
+        )
         assert vc == want
         assert vn == nss
-        for ns in nss:   # by UUID: that namespace only, read the same
+        for ns in nss:  # by UUID: that namespace only, read the same
             assert nvme.subsystem_view(tcp, nqn, uuid=ns.uuid, lean=lean) == (vc, [ns])
             assert nvme.read_namespace(tcp, ns) == ns
     assert nvme.subsystem_view(tcp, nqn + ".other", lean=True) == ([], [])
-    assert nvme.subsystem_view(tcp, nqn, uuid="00000000-0000-0000-0000-0000000000aa",
-                               lean=True)[1] == []
+    assert (
+        nvme.subsystem_view(tcp, nqn, uuid="00000000-0000-0000-0000-0000000000aa", lean=True)[1]
+        == []
+    )
 
 
 @pytest.mark.parametrize("name", TREES)
@@ -104,12 +111,13 @@ def test_device_identity_agrees_with_the_block_reader(tmp_path, name):
     for dev in names:
         path = f"/dev/{dev}"
         assert ledger.device_identity(roots, path) == ledger.identity_of(
-            block.block_device_for_path(roots, path)), dev
+            block.block_device_for_path(roots, path)
+        ), dev
     assert ledger.device_identity(roots, "/dev/nosuchdisk") is None
     if name == "nvme-tcp":
-        assert {ledger.device_identity(roots, f"/dev/{ns.name}")
-                for ns in nvme.nvme_namespaces(roots)} == {
-            ns.wwid for ns in nvme.nvme_namespaces(roots)}
+        assert {
+            ledger.device_identity(roots, f"/dev/{ns.name}") for ns in nvme.nvme_namespaces(roots)
+        } == {ns.wwid for ns in nvme.nvme_namespaces(roots)}
 
 
 def test_uuid_lookup_reads_one_head_when_the_nsid_hint_is_right(tcp, monkeypatch):
@@ -126,13 +134,13 @@ def test_uuid_lookup_reads_one_head_when_the_nsid_hint_is_right(tcp, monkeypatch
     monkeypatch.setattr(nvme, "_read", counting)
     for ns in nss:
         instance = ns.name.rsplit("n", 1)[1]
-        for hint in (int(instance), None, 999):   # right, none, wrong: same answer
+        for hint in (int(instance), None, 999):  # right, none, wrong: same answer
             wwids.clear()
             _, found = nvme.subsystem_view(tcp, nqn, uuid=ns.uuid, lean=True, nsid=hint)
             assert found == [ns]
             if hint == int(instance):
                 assert wwids == [ns.name]
-            else:   # the scan stops at the match
+            else:  # the scan stops at the match
                 assert wwids[-1] == ns.name and len(wwids) == len(set(wwids))
 
 
@@ -141,9 +149,12 @@ def test_identity_only_reread_agrees_and_sees_a_changed_identity(tcp):
         assert nvme.read_namespace(tcp, ns, identity_only=True) == ns
         stale = dataclasses.replace(ns, uuid=None, nguid=None, wwid=None, nsid=None)
         assert nvme.read_namespace(tcp, stale, identity_only=True) == ns
-        assert nvme.read_namespace(
-            tcp, dataclasses.replace(ns, sysfs_path=ns.sysfs_path + "-gone"),
-            identity_only=True) is None
+        assert (
+            nvme.read_namespace(
+                tcp, dataclasses.replace(ns, sysfs_path=ns.sysfs_path + "-gone"), identity_only=True
+            )
+            is None
+        )
     ns = nvme.nvme_namespaces(tcp)[0]
     with open(os.path.join(ns.sysfs_path, "wwid"), "w") as f:
         f.write("uuid.00000000-0000-0000-0000-0000000000aa\n")

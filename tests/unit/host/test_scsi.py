@@ -52,11 +52,13 @@ def test_same_wwid():
 def _two_luns(fake):
     hdir = fake.scsi_host(2, "iscsi_tcp")
     fake.scsi_disk(f"{hdir}/session1", "2:0:0:1", "sdb", wwid=NAA)
-    fake.scsi_disk(f"{hdir}/session1", "2:0:0:0", None, wwid_unreadable=True, vendor="LIO-ORG",
-                   model="ctrl")
+    fake.scsi_disk(
+        f"{hdir}/session1", "2:0:0:0", None, wwid_unreadable=True, vendor="LIO-ORG", model="ctrl"
+    )
     h3 = fake.scsi_host(3, "scsi_debug")
-    fake.scsi_disk(h3, "3:0:0:0", "sdc", wwid="naa.5000000000000001", vendor="Linux",
-                   model="scsi_debug")
+    fake.scsi_disk(
+        h3, "3:0:0:0", "sdc", wwid="naa.5000000000000001", vendor="Linux", model="scsi_debug"
+    )
     return hdir
 
 
@@ -82,8 +84,8 @@ def test_scsi_devices_read_kernel_attributes(fake):
     assert lun1.state == "running" and lun1.scsi_type == 0
     assert lun1.sysfs_path.endswith("/host2/session1/target2:0:0/2:0:0:1")
     lun0 = devs[0]
-    assert lun0.name is None          # not bound to sd
-    assert lun0.wwid is None          # unreadable wwid (ENXIO on LIO without VPD serial)
+    assert lun0.name is None  # not bound to sd
+    assert lun0.wwid is None  # unreadable wwid (ENXIO on LIO without VPD serial)
     assert lun0.wwid_candidates() == ()
 
 
@@ -101,6 +103,7 @@ def test_class_view_only_tree(fake):
     """Trees that have /sys/class/scsi_device but no /sys/bus/scsi still work."""
     _two_luns(fake)
     import shutil
+
     shutil.rmtree(fake.p("sys/bus"))
     assert [str(d.hctl) for d in scsi.scsi_devices(fake.roots)] == ["2:0:0:0", "2:0:0:1", "3:0:0:0"]
     assert scsi.scsi_device(fake.roots, "2:0:0:1").wwid == NAA
@@ -109,6 +112,7 @@ def test_class_view_only_tree(fake):
 def test_vanished_lun_is_skipped(fake):
     hdir = _two_luns(fake)
     import shutil
+
     shutil.rmtree(fake.p(f"{hdir}/session1/target2:0:0/2:0:0:1"))  # deleted mid-scan: links dangle
     assert [str(d.hctl) for d in scsi.scsi_devices(fake.roots)] == ["2:0:0:0", "3:0:0:0"]
     assert scsi.scsi_device(fake.roots, "2:0:0:1") is None
@@ -116,6 +120,7 @@ def test_vanished_lun_is_skipped(fake):
 
 def test_hctl_of_path():
     assert scsi.hctl_of_path(
-        "/sys/devices/platform/host2/session1/target2:0:0/2:0:0:1/block/sdb") == Hctl(2, 0, 0, 1)
+        "/sys/devices/platform/host2/session1/target2:0:0/2:0:0:1/block/sdb"
+    ) == Hctl(2, 0, 0, 1)
     assert scsi.hctl_of_path("/sys/devices/virtual/block/dm-0") is None
     assert scsi.hctl_of_path(None) is None

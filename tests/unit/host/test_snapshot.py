@@ -11,9 +11,9 @@ def test_snapshot_is_json_and_complete(fake):
     iscsi_tree(fake)
     _native(fake)
     snap = snapshot.host_snapshot(fake.roots)
-    text = json.dumps(snap)                        # serialisable as is
-    assert "must-never-be-read" not in text       # credentials never read
-    assert fake.roots.sys not in text             # no sysfs paths, just facts
+    text = json.dumps(snap)  # serialisable as is
+    assert "must-never-be-read" not in text  # credentials never read
+    assert fake.roots.sys not in text  # no sysfs paths, just facts
     assert [s["sid"] for s in snap["iscsi"]] == [1, 2, 5]
     assert snap["iscsi"][0]["target_iqn"] == IQN
     assert {d["hctl"] for d in snap["scsi"]} == {"2:0:0:0", "2:0:0:1", "3:0:0:1"}

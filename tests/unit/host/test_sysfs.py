@@ -24,6 +24,7 @@ def test_read_attr_under_a_file_is_none(tmp_path):
 def test_read_attr_of_a_down_connection_is_none(tmp_path, monkeypatch):
     """A down iSCSI connection's current 'address' fails with ENOTCONN (real kernel)."""
     import errno
+
     (tmp_path / "address").write_text("10.0.0.1\n")
     (tmp_path / "persistent_address").write_text("10.0.0.1\n")
     real_open = open
@@ -69,8 +70,9 @@ def test_resolve_and_link_name(tmp_path):
     (tmp_path / "holders").mkdir()
     os.symlink("../devices/dm-0", tmp_path / "holders" / "dm-0")
     os.symlink("../devices/gone", tmp_path / "holders" / "dm-9")
-    assert (sysfs.resolve(str(tmp_path / "holders" / "dm-0"))
-            == str((tmp_path / "devices" / "dm-0").resolve()))
+    assert sysfs.resolve(str(tmp_path / "holders" / "dm-0")) == str(
+        (tmp_path / "devices" / "dm-0").resolve()
+    )
     assert sysfs.resolve(str(tmp_path / "holders" / "dm-9")) is None
     assert sysfs.link_name(str(tmp_path / "holders" / "dm-0")) == "dm-0"
     assert sysfs.link_name(str(tmp_path / "devices")) is None
@@ -97,8 +99,9 @@ def test_resolve_within_relative_absolute_and_loops(tmp_path):
     os.symlink("loop1", dev / "loop2")
     base = str(dev)
     assert sysfs.resolve_within("/dev/disk/by-id/scsi-36001", "/dev", base) == str(dev / "sdb")
-    assert (sysfs.resolve_within(str(dev / "disk/by-id/scsi-36001"), "/dev", base)
-            == str(dev / "sdb"))
+    assert sysfs.resolve_within(str(dev / "disk/by-id/scsi-36001"), "/dev", base) == str(
+        dev / "sdb"
+    )
     assert sysfs.resolve_within("/dev/mapper/mpatha", "/dev", base) == str(dev / "dm-0")
     assert sysfs.resolve_within("/dev/sdb", "/dev", base) == str(dev / "sdb")
     assert sysfs.resolve_within("/dev/disk/by-id/dangling", "/dev", base) is None

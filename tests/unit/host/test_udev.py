@@ -52,9 +52,11 @@ def test_event_triggers_recheck():
     mon = FakeMonitor(events=["change sda", "add sdb"], on_event=deliver)
     w = DeviceWatch(monitor=mon, poll_interval=5)
     t0 = time.monotonic()
-    assert w.wait_for(lambda: "/dev/sdb" if state["present"] else None,
-                      Deadline.after(5)) == "/dev/sdb"
-    assert time.monotonic() - t0 < 0.5          # driven by events, not by the 5 s poll interval
+    assert (
+        w.wait_for(lambda: "/dev/sdb" if state["present"] else None, Deadline.after(5))
+        == "/dev/sdb"
+    )
+    assert time.monotonic() - t0 < 0.5  # driven by events, not by the 5 s poll interval
     assert w.events_seen == 2 and w.last_event == "add sdb"
 
 
@@ -69,7 +71,7 @@ def test_burst_is_coalesced_into_one_check():
     w = DeviceWatch(monitor=mon, poll_interval=1)
     assert w.wait_for(pred, Deadline.after(2)) is True
     assert len(calls) == 2 and w.events_seen == 10
-    assert mon.polls[1:] == [0] * 10     # drained without blocking
+    assert mon.polls[1:] == [0] * 10  # drained without blocking
 
 
 def test_deadline_expiry_raises_device_not_found():
@@ -105,8 +107,9 @@ def test_pure_poll_mode():
 
 def test_poll_never_sleeps_past_deadline():
     slept = []
-    w = DeviceWatch(use_netlink=False, poll_interval=10,
-                    sleep=lambda s: (slept.append(s), time.sleep(s)))
+    w = DeviceWatch(
+        use_netlink=False, poll_interval=10, sleep=lambda s: (slept.append(s), time.sleep(s))
+    )
     with pytest.raises(DeviceNotFound):
         w.wait_for(lambda: None, Deadline.after(0.05))
     assert slept and all(s <= 0.05 for s in slept)
@@ -118,7 +121,7 @@ def test_monitor_errors_fall_back_to_polling():
     w = DeviceWatch(monitor=mon, poll_interval=0.01)
     assert w.wait_for(lambda: next(appear), Deadline.after(2)) == "x"
     assert w.mode == "poll"
-    assert len(mon.polls) == 3      # gave up on the monitor after 3 errors
+    assert len(mon.polls) == 3  # gave up on the monitor after 3 errors
 
 
 def test_wait_gone():
@@ -188,10 +191,12 @@ def test_invalid_poll_interval():
 
 # ---------------------------------------------------------------- udev database
 
+
 def _disk(fake):
     hdir = fake.scsi_host(2, "iscsi_tcp")
-    fake.scsi_disk(f"{hdir}/session1", "2:0:0:1", "sdb",
-                   wwid="naa.6001405c6b7f3d2e8a1b4c5d6e7f8091")
+    fake.scsi_disk(
+        f"{hdir}/session1", "2:0:0:1", "sdb", wwid="naa.6001405c6b7f3d2e8a1b4c5d6e7f8091"
+    )
     return fake.p("sys/class/block/sdb/dev").read_text().strip()
 
 
@@ -200,22 +205,25 @@ def test_udev_db_and_properties(fake):
     assert udev.udev_db_path(fake.roots, "sdb") == fake.roots.runfs("udev", "data", f"b{devnum}")
     assert udev.udev_db_path(fake.roots, "sdz") is None
     assert udev.udev_properties(fake.roots, "sdb") is None
-    fake.attr(f"run/udev/data/b{devnum}",
-              "S:disk/by-id/scsi-36001405c6b7f3d2e8a1b4c5d6e7f8091\n"
-              "S:disk/by-id/wwn-0x6001405c6b7f3d2e8a1b4c5d6e7f8091\n"
-              "L:0\nI:123456\n"
-              "E:ID_SERIAL=36001405c6b7f3d2e8a1b4c5d6e7f8091\n"
-              "E:ID_WWN=0x6001405c6b7f3d2e\n"
-              "E:ID_WWN_WITH_EXTENSION=0x6001405c6b7f3d2e8a1b4c5d6e7f8091\n"
-              "E:DEVLINKS=/dev/disk/by-id/scsi-36001405c6b7f3d2e8a1b4c5d6e7f8091 "
-              "/dev/disk/by-id/wwn-0x6001405c6b7f3d2e8a1b4c5d6e7f8091\n"
-              "G:systemd\n")
+    fake.attr(
+        f"run/udev/data/b{devnum}",
+        "S:disk/by-id/scsi-36001405c6b7f3d2e8a1b4c5d6e7f8091\n"
+        "S:disk/by-id/wwn-0x6001405c6b7f3d2e8a1b4c5d6e7f8091\n"
+        "L:0\nI:123456\n"
+        "E:ID_SERIAL=36001405c6b7f3d2e8a1b4c5d6e7f8091\n"
+        "E:ID_WWN=0x6001405c6b7f3d2e\n"
+        "E:ID_WWN_WITH_EXTENSION=0x6001405c6b7f3d2e8a1b4c5d6e7f8091\n"
+        "E:DEVLINKS=/dev/disk/by-id/scsi-36001405c6b7f3d2e8a1b4c5d6e7f8091 "
+        "/dev/disk/by-id/wwn-0x6001405c6b7f3d2e8a1b4c5d6e7f8091\n"
+        "G:systemd\n",
+    )
     props = udev.udev_properties(fake.roots, "sdb")
     assert props["ID_SERIAL"] == "36001405c6b7f3d2e8a1b4c5d6e7f8091"
     assert props["ID_WWN_WITH_EXTENSION"] == "0x6001405c6b7f3d2e8a1b4c5d6e7f8091"
     assert udev.udev_links(fake.roots, "/dev/sdb") == (
         fake.roots.devfs("disk/by-id/scsi-36001405c6b7f3d2e8a1b4c5d6e7f8091"),
-        fake.roots.devfs("disk/by-id/wwn-0x6001405c6b7f3d2e8a1b4c5d6e7f8091"))
+        fake.roots.devfs("disk/by-id/wwn-0x6001405c6b7f3d2e8a1b4c5d6e7f8091"),
+    )
 
 
 def test_udev_settled_without_udev_returns_false(fake):
@@ -275,13 +283,15 @@ def _removed_disk(tmp_path, links):
     """A host where block device ``sdf`` is gone (no sysfs entry, no udev database file)
     and ``links`` (relative to <dev>/disk) still point to it."""
     from brick_agent.host.roots import HostRoots
+
     roots = HostRoots.under(str(tmp_path))
     for link in links:
         path = roots.devfs("disk", link)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         os.symlink("../../sdf", path)
-    entry = udev.UdevEntry("sdf", roots.runfs("udev", "data", "b8:80"),
-                           (roots.devfs("disk", "by-path", "ip-lun-3"),))
+    entry = udev.UdevEntry(
+        "sdf", roots.runfs("udev", "data", "b8:80"), (roots.devfs("disk", "by-path", "ip-lun-3"),)
+    )
     return roots, entry
 
 
@@ -306,6 +316,7 @@ def test_udev_entry_while_udev_rewrites_the_database_takes_links_from_dev(tmp_pa
     """Seen in the lab: during a 'change' re-processing the database file is absent
     while the links stay; the entry must still know them, so a detach waits for them."""
     from brick_agent.host.roots import HostRoots
+
     roots = HostRoots.under(str(tmp_path))
     os.makedirs(roots.runfs("udev"))
     open(roots.runfs("udev", "control"), "w").close()
@@ -317,8 +328,9 @@ def test_udev_entry_while_udev_rewrites_the_database_takes_links_from_dev(tmp_pa
     entry = udev.udev_entry(roots, "sdf")
     assert entry is not None and entry.links == (roots.devfs("disk", "by-diskseq", "38"),)
     import shutil
-    shutil.rmtree(roots.sysfs("class", "block", "sdf"))     # the disk is deleted
-    assert not udev.udev_forgot(roots, entry)               # its link is still there
+
+    shutil.rmtree(roots.sysfs("class", "block", "sdf"))  # the disk is deleted
+    assert not udev.udev_forgot(roots, entry)  # its link is still there
     os.unlink(roots.devfs("disk", "by-diskseq", "38"))
     assert udev.udev_forgot(roots, entry)
 
@@ -329,8 +341,9 @@ class _Event:
 
 
 def test_watch_records_the_devices_whose_remove_event_arrived():
-    mon = FakeMonitor(events=[_Event("add", "sdb"), _Event("remove", "sdc"),
-                              _Event("change", "sdd")])
+    mon = FakeMonitor(
+        events=[_Event("add", "sdb"), _Event("remove", "sdc"), _Event("change", "sdd")]
+    )
     with DeviceWatch(monitor=mon) as w:
         w.wait_gone(lambda: "sdc" not in w.removed, Deadline.after(2), what="sdc")
     assert w.removed == {"sdc"}
@@ -340,13 +353,14 @@ def test_udev_forgot_trusts_only_the_remove_event_of_a_udev_watch(tmp_path):
     """Seen in the lab: a detach right after an attach deletes a disk udev has not yet
     processed; no database file, no link yet -- the links appear later, dangling. Only
     udev's own "remove" event says udev is done with the device."""
-    roots, entry = _removed_disk(tmp_path, [])        # nothing on disk says "not done"
+    roots, entry = _removed_disk(tmp_path, [])  # nothing on disk says "not done"
 
     class UdevWatch:
         sees_udev_removals = True
         removed: set = set()
+
     watch = UdevWatch()
-    assert udev.udev_forgot(roots, entry)              # files alone: looks done
-    assert not udev.udev_forgot(roots, entry, watch)   # udev has not said so
+    assert udev.udev_forgot(roots, entry)  # files alone: looks done
+    assert not udev.udev_forgot(roots, entry, watch)  # udev has not said so
     watch.removed = {"sdf"}
     assert udev.udev_forgot(roots, entry, watch)

@@ -18,17 +18,21 @@ def _host(tmp_path):
 
 def test_mountinfo_by_device_number_even_as_dev_root_and_escaped(tmp_path):
     fh = _host(tmp_path)
-    devnum = (fh.p("sys/class/block/sdb1/dev").read_text().strip())
-    sdc = (fh.p("sys/class/block/sdc/dev").read_text().strip())
-    fh.attr("proc/self/mountinfo", "\n".join([
-        f"22 1 {devnum} / / rw - ext4 /dev/root rw",
-        f"23 22 {sdc} / /srv/my\\040data rw shared:2 - xfs /dev/sdc rw",
-        f"24 22 {sdc} /sub /bind rw - xfs /dev/sdc rw",                  # a bind mount
-        "25 22 0:33 / /vol rw - btrfs /dev/sdd rw",                        # anonymous dev
-        "26 22 0:5 / /dev rw - devtmpfs udev rw",
-    ]))
-    assert usage.mounted_devices(fh.roots) == {"sdb1": "/", "sdc": "/srv/my data",
-                                               "sdd": "/vol"}
+    devnum = fh.p("sys/class/block/sdb1/dev").read_text().strip()
+    sdc = fh.p("sys/class/block/sdc/dev").read_text().strip()
+    fh.attr(
+        "proc/self/mountinfo",
+        "\n".join(
+            [
+                f"22 1 {devnum} / / rw - ext4 /dev/root rw",
+                f"23 22 {sdc} / /srv/my\\040data rw shared:2 - xfs /dev/sdc rw",
+                f"24 22 {sdc} /sub /bind rw - xfs /dev/sdc rw",  # a bind mount
+                "25 22 0:33 / /vol rw - btrfs /dev/sdd rw",  # anonymous dev
+                "26 22 0:5 / /dev rw - devtmpfs udev rw",
+            ]
+        ),
+    )
+    assert usage.mounted_devices(fh.roots) == {"sdb1": "/", "sdc": "/srv/my data", "sdd": "/vol"}
 
 
 def test_swap_partitions_and_what_is_stacked_on_them(tmp_path):
@@ -39,8 +43,10 @@ def test_swap_partitions_and_what_is_stacked_on_them(tmp_path):
     fh.dm(0, "mpatha", "mpath-36001405", ["sdd"])
     fh.mount("dm-0", "/data")
     assert usage.uses_of(fh.roots, ["sdb"]) == ["sdb1: root filesystem"]
-    assert usage.uses_of(fh.roots, ["sdc", "sdd"]) == ["sdc: swap",
-                                                       "dm-0: filesystem mounted at /data"]
+    assert usage.uses_of(fh.roots, ["sdc", "sdd"]) == [
+        "sdc: swap",
+        "dm-0: filesystem mounted at /data",
+    ]
 
 
 def test_no_mount_table_means_nothing_mounted(tmp_path):
@@ -63,7 +69,7 @@ def test_boot_targets_match_by_name_then_address_when_both_are_known(tmp_path):
 def test_an_unused_device_has_no_users(tmp_path):
     fh = _host(tmp_path)
     fh.p("proc/77/fd").mkdir(parents=True)
-    (fh.p("proc/77/fd") / "4").symlink_to("/dev/sdb10")   # a name that only starts alike
+    (fh.p("proc/77/fd") / "4").symlink_to("/dev/sdb10")  # a name that only starts alike
     assert device_users(fh.roots, "sdb") == []
 
 
@@ -75,8 +81,10 @@ def test_a_mounted_partition_a_holder_a_swap_and_an_open_file_are_users(tmp_path
     fh.p("proc/77/fd").mkdir(parents=True)
     (fh.p("proc/77/fd") / "4").symlink_to("/dev/sdb")
     fh.attr("proc/77/comm", "qemu-img")
-    assert device_users(fh.roots, "sdb") == ["sdb1: filesystem mounted at /var/lib/data",
-                                             "sdb open by pid 77 (qemu-img)"]
+    assert device_users(fh.roots, "sdb") == [
+        "sdb1: filesystem mounted at /var/lib/data",
+        "sdb open by pid 77 (qemu-img)",
+    ]
     assert device_users(fh.roots, "sdc") == ["sdc: swap"]
     assert device_users(fh.roots, "sdd") == ["sdd held by dm-0"]
 
@@ -84,5 +92,5 @@ def test_a_mounted_partition_a_holder_a_swap_and_an_open_file_are_users(tmp_path
 def test_a_process_whose_descriptors_cannot_be_read_counts_as_a_user(tmp_path):
     fh = _host(tmp_path)
     fh.p("proc/88").mkdir(parents=True)
-    fh.p("proc/88/fd").write_text("not a directory")    # listdir fails: ENOTDIR
+    fh.p("proc/88/fd").write_text("not a directory")  # listdir fails: ENOTDIR
     assert device_users(fh.roots, "sdb") == ["unknown (/proc/88/fd unreadable)"]
