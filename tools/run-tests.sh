@@ -21,8 +21,9 @@ mkdir -p results
 
 status=0
 if [ "$mode" != lab ]; then
-  echo "=== lint (ruff) and type check (mypy), settings in pyproject.toml ==="
+  echo "=== lint and format (ruff) and type check (mypy), settings in pyproject.toml ==="
   .venv/bin/python -m ruff check brick_agent brick_lab tests tools || status=$?
+  .venv/bin/python -m ruff format --check brick_agent brick_lab tests tools || status=$?
   .venv/bin/python -m mypy brick_agent || status=$?
   echo "=== unit tests (host) ==="
   rc=0; .venv/bin/python -m pytest tests/unit -q -p no:cacheprovider \
