@@ -38,8 +38,14 @@ if [ "$mode" != unit ]; then
   echo "=== real-kernel tests (kernel lab VM) ==="
   bash tools/kernel-lab/lab setup
   rc=0; bash tools/kernel-lab/lab run --timeout "${BRICK_LAB_TIMEOUT:-1500}" -- \
-      tools/kernel-lab/guest-pytest tests/functional -m realkernel -q \
+      tools/kernel-lab/guest-pytest tests/functional -m "realkernel and not multihost" -q \
       --junitxml="$repo/results/functional.xml" "$@" || rc=$?
+  pytest_rc "$rc" || status=$rc
+  echo "=== real-kernel tests on two lab hosts (one network, own identities) ==="
+  # shellcheck disable=SC2016  # expanded in each guest: one JUnit file per host
+  rc=0; bash tools/kernel-lab/lab run --hosts 2 --timeout 600 -- bash -c \
+      'tools/kernel-lab/guest-pytest --junit "functional-multihost-$BRICK_LAB_HOST" \
+       tests/functional -m multihost -q' || rc=$?
   pytest_rc "$rc" || status=$rc
   echo "=== real-kernel tests needing Debian 13's 6.12 kernel (NVMe over FC: nvme-fcloop) ==="
   bash tools/kernel-lab/lab setup --kernel 6.12

@@ -28,6 +28,7 @@ HOST = int(os.environ.get("BRICK_LAB_HOST", "0"))
 
 pytestmark = [
     pytest.mark.realkernel,
+    pytest.mark.multihost,
     pytest.mark.skipif(HOSTS < 2, reason="multi-host lab test: lab run --hosts 2"),
 ]
 
