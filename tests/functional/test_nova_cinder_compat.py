@@ -181,7 +181,7 @@ class Caller:
             raise AssertionError(
                 f"{self.flow} {obj.get('op', 'setup')} failed: "
                 f"{reply['error']}: {reply['message']}\n{reply['traceback']}"
-                f"\nstderr:\n{self.stderr_tail()}"
+                f"\nstderr:\n{self.stderr_tail()}\n{chap_state()}"
             )
         return reply
 
@@ -280,6 +280,31 @@ def cinder(callers, as_user) -> Caller:
 
 
 # ------------------------------------------------------------------ raw host checks
+
+
+def chap_state() -> str:
+    """For a failed iSCSI login: which CHAP settings the node records and the LIO ACLs hold
+    (names and whether set, never the values) and the initiator name, to tell which side
+    lost what."""
+    out = ["CHAP state:"]
+    try:
+        names = read("/etc/iscsi/initiatorname.iscsi").splitlines()
+        out += ["  " + ln for ln in names if ln.startswith("InitiatorName=")]
+    except OSError as exc:
+        out.append(f"  initiatorname: {exc}")
+    for rec in sorted(glob.glob("/etc/iscsi/nodes/**", recursive=True)):
+        if not os.path.isfile(rec):
+            continue
+        with open(rec) as f:
+            auth = [ln.split("=", 1) for ln in f if ".auth." in ln and "=" in ln]
+        out.append(
+            f"  record {rec}: "
+            + ", ".join(f"{k.strip()}={'set' if v.strip() else 'empty'}" for k, v in auth)
+        )
+    for acl in sorted(glob.glob("/sys/kernel/config/target/iscsi/*/tpgt_*/acls/*")):
+        user = read(os.path.join(acl, "auth", "userid")) or ""
+        out.append(f"  LIO ACL {acl}: userid {'set' if user.strip() else 'empty'}")
+    return "\n".join(out)
 
 
 def findings() -> set[tuple[str, str]]:
