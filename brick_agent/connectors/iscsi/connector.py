@@ -40,9 +40,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from brick_agent import ledger, locking
+from brick_agent.connectors import presence
 from brick_agent.connectors.base import Connector, DeviceInfo
 from brick_agent.connectors.iscsi.actions import IscsiActions
 from brick_agent.connectors.iscsi.sessions import AttachRecord, IscsiSessions
+from brick_agent.connectors.presence import VolumePresence
 from brick_agent.connectors.scsi.volume import CLAIMS, ScsiVolumeOps, scsi_watch_factory
 from brick_agent.errors import (
     AuthenticationFailed,
@@ -492,6 +494,48 @@ class ISCSIConnector(Connector):
             link = self.roots.devfs(*SEARCH_DIR, _by_path_name(s, d))
             out.append(link if os.path.lexists(link) else self.roots.devfs(d.name))
         return out
+
+    def volume_presence(self, connection_properties: Mapping[str, Any]) -> VolumePresence:
+        """The volume's LUNs on every session of its targets, the maps and links over them,
+        dangling by-path links of its address, its target's sessions left without LUNs;
+        ``missing``: the target portals without the LUN (all of them with multipath, else
+        only when no portal has it)."""
+        props = self._parse(connection_properties)
+        found, looked = self._volume_devices(props)
+        result = VolumePresence()
+        for s, d in found:
+            result.objects.append(
+                presence.VolumeObject(
+                    presence.DEVICE,
+                    d.name or str(d.hctl),
+                    f"LUN {d.hctl.lun} of {s.name} ({s.portal} {s.target_iqn}), "
+                    f"WWID {d.wwid or 'unknown'}",
+                )
+            )
+        result.add_stacked(self.roots, [d.name for _, d in found if d.name])
+        for s in looked:
+            if not session_devices(self.roots, s):
+                result.objects.append(
+                    presence.VolumeObject(
+                        presence.SESSION, s.name, f"{s.portal} {s.target_iqn}: no LUN at all"
+                    )
+                )
+        result.objects += presence.dangling_links(
+            self.roots, {f"-iscsi-{t.iqn}-lun-{t.lun}" for t in props.targets}, ("by-path",)
+        )
+        result.missing = self._missing_paths(props)
+        return result
+
+    def _missing_paths(self, props: IscsiProperties) -> list[str]:
+        """Target addresses without the volume's LUN on this host."""
+        missing = []
+        for t in props.targets:
+            lun = props.scsi_lun(t.lun)
+            if not any(_session_lun(self.roots, s, lun) for s in self.sessions.find(t)):
+                missing.append(f"{t.portal.address} {t.iqn} LUN {t.lun}")
+        if props.use_multipath and props.plural_targets:
+            return missing
+        return missing if len(missing) == len(props.targets) else []
 
     def get_all_available_volumes(
         self, connection_properties: Mapping[str, Any] | None = None

@@ -42,6 +42,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any, TypeVar
 
 from brick_agent import ledger, locking
+from brick_agent.connectors import presence
 from brick_agent.connectors.base import Connector, DeviceInfo
 from brick_agent.connectors.nvmeof.actions import (
     AlreadyConnected,
@@ -51,6 +52,7 @@ from brick_agent.connectors.nvmeof.actions import (
 )
 from brick_agent.connectors.nvmeof import identity
 from brick_agent.connectors.nvmeof.multipath import NvmeMultipath, map_of
+from brick_agent.connectors.presence import VolumePresence
 from brick_agent.deadline import Deadline
 from brick_agent.errors import (
     BrickError,
@@ -997,6 +999,41 @@ class NVMeOFConnector(Connector):
                 paths += [self.roots.devfs(n) for n in found]
         return paths
 
+    def volume_presence(self, connection_properties: Mapping[str, Any]) -> VolumePresence:
+        """The volume's namespaces (``shared`` when every controller showing one also serves
+        another namespace: NVMe-oF cannot hide it while that controller stays), the maps and
+        links over them, dangling by-id links of its identity, its subsystem's controllers
+        without any namespace; ``missing``: portals without a live controller and an
+        absent namespace."""
+        props = parse_nvmeof(connection_properties)
+        result = VolumePresence()
+        for target in props.targets:
+            topo = self._topology(target.nqn, None)
+            found = [ns for ns in topo.namespaces if target.identified and matches(ns, target)]
+            for ns in found:
+                obj = presence.VolumeObject(
+                    presence.DEVICE,
+                    ns.name,
+                    f"namespace {ns.nsid} of {target.nqn} ({_identity_of(target)}) "
+                    f"on {', '.join(ns.controllers) or 'no controller'}",
+                )
+                shared = ns.controllers and all(
+                    any(o is not ns and c in o.controllers for o in topo.namespaces)
+                    for c in ns.controllers
+                )
+                (result.shared if shared else result.objects).append(obj)
+            result.add_stacked(self.roots, [p for ns in found for p in (ns.name, *ns.paths)])
+            for c in topo.controllers:
+                if not any(c.name in ns.controllers for ns in topo.namespaces):
+                    result.objects.append(
+                        presence.VolumeObject(
+                            presence.CONTROLLER, c.name, f"{c.address or c.traddr}: no namespace"
+                        )
+                    )
+            result.objects += presence.dangling_links(self.roots, _id_link_suffixes(target))
+            result.missing += _missing_paths(target, topo, found)
+        return result
+
     def get_all_available_volumes(
         self, connection_properties: Mapping[str, Any] | None = None
     ) -> list[dict[str, Any]]:
@@ -1085,6 +1122,36 @@ class NVMeOFConnector(Connector):
             )
         LOG.info("NVMe-oF volume now %d bytes (%s)", new_size, ", ".join(sorted(current)))
         return new_size
+
+
+def _id_link_suffixes(target: NvmeTarget) -> list[str]:
+    """Endings of udev's by-id link names for the target's namespace identity."""
+    out = []
+    if target.uuid:
+        out.append(f"-uuid.{target.uuid}")
+    if target.nguid:
+        out.append(f"-eui.{target.nguid}")
+    return out
+
+
+def _missing_paths(
+    target: NvmeTarget, topo: _Topology, found: list[hostnvme.NvmeNamespace]
+) -> list[str]:
+    """The target's portals without a live controller here, and its namespace if absent."""
+    missing = []
+    for portal in target.portals:
+        want = hostnvme.normalize_traddr(portal.address, portal.transport)
+        if not any(
+            c.live
+            and c.transport == portal.transport
+            and hostnvme.normalize_traddr(c.traddr, c.transport) == want
+            and (portal.port is None or c.trsvcid == portal.trsvcid)
+            for c in topo.controllers
+        ):
+            missing.append(f"{portal.transport} {portal.address}:{portal.trsvcid} {target.nqn}")
+    if not found:
+        missing.append(f"namespace {_identity_of(target)} of {target.nqn}")
+    return missing
 
 
 def _identities(nqn: str, ns: hostnvme.NvmeNamespace) -> set[str]:
