@@ -174,11 +174,9 @@ def _describe(obj: dict[str, Any]) -> str:
 
 
 def judge_absent(answer: dict[str, Any]) -> list[str]:
-    """What is left of the volume on a host where it must be gone."""
-    problems = [f"left behind: {_describe(o)}" for o in _objects(answer)]
-    if not problems and answer["paths"]:
-        problems = [f"left behind: path {p}" for p in answer["paths"]]
-    return problems
+    """What is left of the volume on a host where it must be gone (its paths count only
+    through its objects: a path to a ``shared`` namespace is not left behind)."""
+    return [f"left behind: {_describe(o)}" for o in _objects(answer)]
 
 
 def judge_present(answer: dict[str, Any]) -> list[str]:

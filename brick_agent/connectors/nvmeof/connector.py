@@ -1001,7 +1001,7 @@ class NVMeOFConnector(Connector):
 
     def volume_presence(self, connection_properties: Mapping[str, Any]) -> VolumePresence:
         """The volume's namespaces (``shared`` when every controller showing one also serves
-        another namespace: NVMe-oF cannot hide it while that controller stays), the maps and
+        a namespace in use: NVMe-oF cannot hide it while that controller stays), the maps and
         links over them, dangling by-id links of its identity, its subsystem's controllers
         without any namespace; ``missing``: portals without a live controller and an
         absent namespace."""
@@ -1017,12 +1017,10 @@ class NVMeOFConnector(Connector):
                     f"namespace {ns.nsid} of {target.nqn} ({_identity_of(target)}) "
                     f"on {', '.join(ns.controllers) or 'no controller'}",
                 )
-                shared = ns.controllers and all(
-                    any(o is not ns and c in o.controllers for o in topo.namespaces)
-                    for c in ns.controllers
-                )
-                (result.shared if shared else result.objects).append(obj)
-            result.add_stacked(self.roots, [p for ns in found for p in (ns.name, *ns.paths)])
+                # the namespace and what udev stacked on it: kept with it, or left with it
+                into = result.shared if self._kept_for_others(ns, target, topo) else result.objects
+                into.append(obj)
+                into += presence.stacked_objects(self.roots, [ns.name, *ns.paths])
             for c in topo.controllers:
                 if not any(c.name in ns.controllers for ns in topo.namespaces):
                     result.objects.append(
@@ -1033,6 +1031,26 @@ class NVMeOFConnector(Connector):
             result.objects += presence.dangling_links(self.roots, _id_link_suffixes(target))
             result.missing += _missing_paths(target, topo, found)
         return result
+
+    def _kept_for_others(
+        self, ns: hostnvme.NvmeNamespace, target: NvmeTarget, topo: _Topology
+    ) -> bool:
+        """Does every controller showing ``ns`` serve another namespace a volume uses
+        (attached through brick_agent per the ledger, or used on the host)?  Unlike a
+        detach, this leans to "no": without a readable ledger ``ns`` counts as left."""
+        if not ns.controllers or self.ledger is None:
+            return False
+        try:
+            data = self.ledger.read()
+        except (BrickError, OSError):
+            return False
+        for c in ns.controllers:
+            others = [o for o in topo.namespaces if o is not ns and c in o.controllers]
+            if not ledger_claims(data, target.nqn, others) and not any(
+                device_users(self.roots, o.name) for o in others
+            ):
+                return False
+        return True
 
     def get_all_available_volumes(
         self, connection_properties: Mapping[str, Any] | None = None

@@ -42,8 +42,20 @@ NVME = {
 }
 
 
-def _presence(protocol, host, props, multipath=False):
-    conn = factory(protocol, conf=make_conf(use_multipath=multipath), roots=host.roots)
+class _Ledger:
+    """The ledger content a connector reads (AttachmentLedger.read's shape)."""
+
+    def __init__(self, *uuids: str) -> None:
+        self.data = {"volumes": {f"v{i}": {"identity": u} for i, u in enumerate(uuids)}}
+
+    def read(self):
+        return self.data
+
+
+def _presence(protocol, host, props, multipath=False, ledger=None):
+    conn = factory(
+        protocol, conf=make_conf(use_multipath=multipath), roots=host.roots, ledger=ledger
+    )
     return conn.volume_presence(props)
 
 
@@ -105,11 +117,18 @@ def test_nvme_namespace_shared_controller_and_empty_controller(tmp_path):
     h.nvme_controller(0, 0, NQN, traddr="192.0.2.20")
     h.nvme_namespace(0, [0], 1, UUID_A)
     h.nvme_namespace(0, [0], 2, UUID_B)
-    found = _presence("NVMEOF", h, NVME)
-    # A is visible only because nvme0 serves B too: shared, not left behind
-    assert [(o.kind, o.name) for o in found.shared] == [("device", "nvme0n1")]
-    assert _kinds(found) == [("link", f"/dev/disk/by-id/nvme-uuid.{UUID_A}")]
+    found = _presence("NVMEOF", h, NVME, ledger=_Ledger(UUID_B))
+    # A is visible only because nvme0 serves B, which is attached: shared, not left behind
+    assert [(o.kind, o.name) for o in found.shared] == [
+        ("device", "nvme0n1"),
+        ("link", f"/dev/disk/by-id/nvme-uuid.{UUID_A}"),
+    ]
+    assert found.objects == []
     assert found.missing == [f"tcp 192.0.2.21:4420 {NQN}"]
+    # nobody uses B (or there is no ledger to tell): A is left behind
+    for ledger in (_Ledger(), None):
+        found = _presence("NVMEOF", h, NVME, ledger=ledger)
+        assert found.shared == [] and ("device", "nvme0n1") in _kinds(found)
     # a controller of the subsystem with no namespace at all is left behind
     h2 = FakeHost(tmp_path / "h2")
     h2.nvme_controller(0, 0, NQN, traddr="192.0.2.20")
