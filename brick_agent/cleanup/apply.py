@@ -68,9 +68,15 @@ def _changes(old: dict[str, Any], new: dict[str, Any]) -> str:
     )
 
 
+#: kinds only ``--ledger`` plans (without it they are never leftovers)
+LEDGER_KINDS = frozenset({K.SCSI_DEVICE, K.MAP_NOT_IN_LEDGER, K.NVME_UNUSED})
+
+
 def _verify(ctx: Context, item: PlanItem) -> ItemResult | None:
     """None when ``item`` is still the leftover it was planned as; else the skip."""
     now = examine(ctx, item.kind, item.object)
+    if now is None and item.kind in LEDGER_KINDS and not ctx.authoritative:
+        return ItemResult(item, K.CHANGED, "planned with --ledger: apply it with --ledger")
     if now is None:
         return ItemResult(item, K.CHANGED, "gone, or no longer a leftover")
     if isinstance(now, Kept):
@@ -95,7 +101,7 @@ def _apply_one(
             _act(actions, item)
     except errors.NotOwned as exc:
         return ItemResult(item, K.REFUSED, str(exc))
-    except (errors.BrickError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - reported per item (a privsep start failure too)
         return ItemResult(item, K.FAILED, f"{type(exc).__name__}: {exc}")
     LOG.info("cleanup applied %s %s: %s", item.kind, item.object, item.action)
     return ItemResult(item, K.APPLIED, item.action)

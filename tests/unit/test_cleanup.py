@@ -631,3 +631,27 @@ def test_cli_refuses_apply_on_a_host_root_and_options_without_apply(tmp_path):
     assert _cli(h, "--apply", ledger=led)[0] == 2
     assert _cli(h, "--only", "map-0", ledger=led)[0] == 2
     assert h.exists("dev", "disk", "by-path", GONE_LINK)
+
+
+def test_an_item_planned_with_the_ledger_needs_it_at_apply(tmp_path):
+    h, led = _host(tmp_path)
+    plan = build_plan(h.roots, led, authoritative=True)
+    lun = [i for i in plan.items if i.kind == K.SCSI_DEVICE]
+    (res,) = _apply(h, led, lun, authoritative=False).results
+    assert res.outcome == K.CHANGED and "--ledger" in res.detail
+    assert h.exists("sys", "bus", "scsi", "devices", "4:0:0:2")
+
+
+def test_an_action_error_fails_that_item_and_the_next_ones_still_run(tmp_path):
+    h, led = _host(tmp_path)
+    plan = build_plan(h.roots, led)
+
+    class Broken(FakeActions):
+        def remove_map(self, name):
+            raise RuntimeError("privsep daemon did not start")
+
+    result = _apply(h, led, plan.items, actions=Broken(h))
+    out = {r.item.kind: r for r in result.results}
+    assert out[K.MAP].outcome == K.FAILED and "did not start" in out[K.MAP].detail
+    assert out[K.LINK].outcome == K.APPLIED
+    assert not result.complete
