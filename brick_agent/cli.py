@@ -187,6 +187,15 @@ def cmd_audit(args: argparse.Namespace, stdin: TextIO) -> Any:
     return report.to_dict()
 
 
+def cmd_cleanup(args: argparse.Namespace, stdin: TextIO) -> Any:
+    from brick_agent.cleanup import command
+
+    result, args.exit_code = command.run(
+        args, _conf(args), _roots(args), lambda src, what: _load_json(src, what, stdin)
+    )
+    return result
+
+
 def cmd_gate(args: argparse.Namespace, stdin: TextIO) -> Any:
     from brick_agent.gate.server import serve
 
@@ -311,6 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(FILE, or [brick_agent] ledger_path when FILE is omitted); "
         "without --ledger/--expected only leftovers are reported",
     )
+    from brick_agent.cleanup.command import HELP, add_arguments
+
+    add_arguments(add("cleanup", cmd_cleanup, HELP, protocol=False, properties=False))
     add(
         "gate",
         cmd_gate,
