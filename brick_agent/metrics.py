@@ -11,14 +11,17 @@ Usage (what the connectors do)::
 
 How the numbers travel.  Several processes use brick_agent on one host (nova-compute,
 cinder-volume, the CLI), so each records into memory first (a dict under a mutex: no I/O,
-no prometheus_client import; about a microsecond per span) and, when one of its attaches
-or detaches ends, merges what it recorded into the host's state file, ``metrics.json``
-beside the attachment ledger, under the host-wide lock ``brick_agent-metrics`` in
-``lock_path``, replaced atomically (temp + rename).  All processes thus add to the same
-totals, which survive the processes.  When ``[brick_agent] metrics_textfile_path`` is
-set, the same flush renders the totals in the Prometheus text format there (temp +
-rename, for node-exporter's textfile collector; no listening port).  ``brick-agent
-metrics`` prints the same text.  A flush that fails keeps its numbers for the next one.
+no prometheus_client import; about a microsecond per span).  When one of its attaches or
+detaches ends, a background thread of the process merges what it recorded (within
+``FLUSH_DELAY``; what is left at exit is written then) into the host's state file,
+``metrics.json`` beside the attachment ledger, under the host-wide lock
+``brick_agent-metrics`` in ``lock_path``, replaced atomically (temp + rename).  All
+processes thus add to the same totals, which outlive them.  When ``[brick_agent]
+metrics_textfile_path`` is set, the same flush renders the totals in the Prometheus text
+format there (temp + rename, for node-exporter's textfile collector; no listening port).
+``brick-agent metrics`` prints the same text.  A flush that fails keeps its numbers for
+the next one.  An attach pays a few microseconds for all this
+(tools/bench/bench_metrics.py).
 
 Only connectors with a ledger (the real host) flush; connectors on fake trees (unit
 tests) record in memory only.
@@ -26,6 +29,7 @@ tests) record in memory only.
 
 from __future__ import annotations
 
+import atexit
 import bisect
 import contextlib
 import functools
@@ -246,22 +250,81 @@ def state_path(conf: Any) -> str | None:
 
 
 def flush_for(connector: Any) -> None:
-    """Flush after an operation of ``connector`` when it works on the real host (it has a
-    ledger); never raises (metrics must not fail an attach)."""
+    """After an operation of ``connector`` on the real host (it has a ledger): have this
+    process's numbers written soon, in the background (never raises, never blocks)."""
     ledger = getattr(connector, "ledger", None)
     if ledger is None:
         return
     opts = connector.conf.brick_agent
     path = os.path.join(os.path.dirname(ledger.path), STATE_FILE)
-    flush(path, lock_path=opts.lock_path, textfile=opts.metrics_textfile_path)
+    _flusher.request((path, opts.lock_path, opts.metrics_textfile_path))
 
 
 def flush_conf(conf: Any) -> None:
-    """Flush to the places ``conf`` names (the CLI after an audit)."""
+    """Flush now to the places ``conf`` names (the CLI after an audit)."""
     path = state_path(conf)
     if path is not None:
         opts = conf.brick_agent
         flush(path, lock_path=opts.lock_path, textfile=opts.metrics_textfile_path)
+
+
+#: seconds the background writer gathers operations before it writes (a burst of
+#: attaches is written once); what is still pending at exit is written then
+FLUSH_DELAY = 0.5
+
+_Target = tuple[str, "str | None", "str | None"]  # state file, lock path, textfile
+
+
+class _Flusher:
+    """One daemon thread per process, started at the first request, that writes the
+    numbers to the requested places; an ``atexit`` hook drains it."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.targets: list[_Target] = []
+        self.thread: threading.Thread | None = None
+
+    def request(self, target: _Target) -> None:
+        with self.cond:
+            if target not in self.targets:
+                self.targets.append(target)
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(
+                    target=self._run, name="brick-agent-metrics", daemon=True
+                )
+                self.thread.start()
+                _register_exit_drain()
+            self.cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while not self.targets:
+                    self.cond.wait()
+            time.sleep(FLUSH_DELAY)
+            self.drain()
+
+    def drain(self) -> None:
+        with self.cond:
+            targets, self.targets = self.targets, []
+        for path, lock_path, textfile in targets:
+            flush(path, lock_path=lock_path, textfile=textfile)
+
+
+_flusher = _Flusher()
+_exit_registered = False
+
+
+def _register_exit_drain() -> None:
+    global _exit_registered
+    if not _exit_registered:
+        atexit.register(drain)
+        _exit_registered = True
+
+
+def drain() -> None:
+    """Write now what operations requested (at exit; tests)."""
+    _flusher.drain()
 
 
 # --------------------------------------------------------------------------- flush

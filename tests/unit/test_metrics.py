@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 import types
 
 import pytest
@@ -86,8 +87,9 @@ def test_timed_records_latency_and_failures_by_type_then_flushes_beside_the_ledg
     assert c.connect_volume() == "ok"
     with pytest.raises(TimeoutError):
         c.connect_volume(TimeoutError("slow"))
+    metrics.drain()  # the background writer's work, now
     c.wait()
-    # everything before the last flush went to the state file
+    # everything before the drain went to the state file
     assert set(metrics.pending_series()["histograms"]) == {
         (metrics.PHASE_SECONDS, ("NVMEOF", "wait"))
     }
@@ -120,9 +122,21 @@ def test_timed_records_latency_and_failures_by_type_then_flushes_beside_the_ledg
     )
 
 
+def test_the_background_writer_writes_within_its_delay(tmp_path):
+    c = _FakeConnector(tmp_path)
+    c.connect_volume()
+    path = tmp_path / "state" / metrics.STATE_FILE
+    deadline = time.monotonic() + 10 * metrics.FLUSH_DELAY + 5
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert path.exists()
+    assert metrics.pending_series()["histograms"] == {}
+
+
 def test_a_connector_without_ledger_records_in_memory_only(tmp_path):
     c = _FakeConnector(tmp_path, ledger=False)
     c.connect_volume()
+    metrics.drain()
     assert not (tmp_path / "state").exists()
     assert metrics.pending_series()["histograms"]  # kept for whoever flushes
 
