@@ -255,9 +255,12 @@ def flush_for(connector: Any) -> None:
     ledger = getattr(connector, "ledger", None)
     if ledger is None:
         return
-    opts = connector.conf.brick_agent
-    path = os.path.join(os.path.dirname(ledger.path), STATE_FILE)
-    _flusher.request((path, opts.lock_path, opts.metrics_textfile_path))
+    try:
+        opts = connector.conf.brick_agent
+        path = os.path.join(os.path.dirname(ledger.path), STATE_FILE)
+        _flusher.request((path, opts.lock_path, opts.metrics_textfile_path))
+    except Exception as exc:  # a caller's configuration without our options, a thread limit
+        LOG.debug("metrics not flushed: %s", exc)
 
 
 def flush_conf(conf: Any) -> None:
