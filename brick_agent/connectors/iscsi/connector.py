@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from brick_agent import ledger, locking
+from brick_agent import ledger, locking, metrics
 from brick_agent.connectors import presence
 from brick_agent.connectors.base import Connector, DeviceInfo
 from brick_agent.connectors.iscsi.actions import IscsiActions
@@ -153,6 +153,7 @@ class ISCSIConnector(Connector):
                 map_removal_timeout=self.opts.flush_timeout,
                 multipath_grace=self.multipath_grace,
                 wait_for_udev=False,
+                protocol=self.protocol,
                 stable_paths=False,
             )
         return self._ops
@@ -180,6 +181,7 @@ class ISCSIConnector(Connector):
         """A recorded device about to be shared: its LUNs rescanned, still the volume?"""
         return self.ops.still_the_volume(str(device_info.get("path") or ""))
 
+    @metrics.timed("attach")
     @ledger.records_attach
     def connect_volume(self, connection_properties: Mapping[str, Any]) -> DeviceInfo:
         props = self._parse(connection_properties)
@@ -292,19 +294,23 @@ class ISCSIConnector(Connector):
                 else:  # held from now on: another attach's undo must not delete it
                     CLAIMS.hold(self.roots, record.owner, existing.hctl, existing)
             try:
-                device = watch.wait_for(
-                    lambda: self.ops.disk_ready(_session_lun(self.roots, session, lun)),
-                    deadline,
-                    what=f"LUN {target.lun} of {target.iqn} via {target.portal.address}",
-                )
+                with metrics.phase(self.protocol, "wait"):
+                    device = watch.wait_for(
+                        lambda: self.ops.disk_ready(_session_lun(self.roots, session, lun)),
+                        deadline,
+                        what=f"LUN {target.lun} of {target.iqn} via {target.portal.address}",
+                    )
             except DeviceNotFound as exc:
                 raise DeviceNotFound(
                     f"LUN {target.lun} of {target.iqn} did not appear via "
                     f"{target.portal.address} within {deadline.budget:.1f}s"
                 ) from exc
         CLAIMS.hold(self.roots, record.owner, device.hctl, device)
-        return _Path(target, session, device, self.ops.require_wwid(device))
+        with metrics.phase(self.protocol, "verify"):
+            wwid = self.ops.require_wwid(device)
+        return _Path(target, session, device, wwid)
 
+    @metrics.step("scan")
     def _scan(
         self, session: IscsiSession, lun: int, target: IscsiTarget, record: AttachRecord
     ) -> None:
@@ -415,6 +421,7 @@ class ISCSIConnector(Connector):
                     seen.setdefault((s.sid, dev.hctl), (s, dev))
         return list(seen.values()), list(looked.values())
 
+    @metrics.timed("detach")
     @ledger.records_detach
     def disconnect_volume(
         self,

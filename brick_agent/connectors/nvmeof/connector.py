@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any, TypeVar
 
-from brick_agent import ledger, locking
+from brick_agent import ledger, locking, metrics
 from brick_agent.connectors import presence
 from brick_agent.connectors.base import Connector, DeviceInfo
 from brick_agent.connectors.nvmeof.actions import (
@@ -297,6 +297,7 @@ class NVMeOFConnector(Connector):
         ]
 
     # ------------------------------------------------------------------ attach
+    @metrics.timed("attach")
     @ledger.records_attach
     def connect_volume(self, connection_properties: Mapping[str, Any]) -> DeviceInfo:
         props = parse_nvmeof(connection_properties)
@@ -498,6 +499,7 @@ class NVMeOFConnector(Connector):
             pool.shutdown(wait=False)
         return sorted(created)
 
+    @metrics.step("connect")
     def _connect_one(self, req: ConnectRequest, errors: dict[str, str]) -> str | None:
         start = time.monotonic()
         try:
@@ -523,6 +525,7 @@ class NVMeOFConnector(Connector):
         LOG.debug("connected %s as %s in %.3fs", req.describe(), name, time.monotonic() - start)
         return name
 
+    @metrics.step("scan")
     def _safe_rescan(self, ctrl: str) -> None:
         try:
             self.actions.rescan(ctrl)
@@ -537,6 +540,7 @@ class NVMeOFConnector(Connector):
             subsystems=("block", "nvme"), roots=self.roots, source="kernel", poll_interval=0.25
         )
 
+    @metrics.step("wait")
     def _wait_namespace(
         self, watch: DeviceWatch, target: NvmeTarget, hostnqn: str, deadline: Deadline
     ) -> hostnvme.NvmeNamespace:
@@ -601,6 +605,7 @@ class NVMeOFConnector(Connector):
             removal_timeout=self.multipath_removal_timeout,
         )
 
+    @metrics.step("map")
     def _wait_map(
         self,
         watch: DeviceWatch,
@@ -681,6 +686,7 @@ class NVMeOFConnector(Connector):
         LOG.info("multipath map %s (%s) over %s", m.dm_name, m.wwid, ", ".join(m.slaves))
         return m
 
+    @metrics.step("verify")
     def _verify(self, ns: hostnvme.NvmeNamespace, target: NvmeTarget) -> None:
         """Re-read the device's identity (its own sysfs directory) right before returning it."""
         again = hostnvme.read_namespace(self.roots, ns, identity_only=True)
@@ -764,6 +770,7 @@ class NVMeOFConnector(Connector):
         return md
 
     # ------------------------------------------------------------------ detach
+    @metrics.timed("detach")
     @ledger.records_detach
     def disconnect_volume(
         self,
@@ -841,6 +848,7 @@ class NVMeOFConnector(Connector):
             return
         raise LeftoversRemain("; ".join(errors) or "NVMe-oF detach incomplete", leftovers)
 
+    @metrics.step("flush")
     def _flush(self, path: str, force: bool, errors: list[str], deadline: Deadline) -> bool:
         try:
             self.actions.flush(path, max(deadline.remaining(), KERNEL_ACTION_MIN))
@@ -869,7 +877,8 @@ class NVMeOFConnector(Connector):
             if flush and not self._flush(self.roots.devfs(mpath.dm_name), force, errors, deadline):
                 return [self.roots.devfs(mpath.dm_name)]
             try:
-                self._multipath().remove_map(mpath)
+                with metrics.phase(self.protocol, "unmap"):
+                    self._multipath().remove_map(mpath)
             except BrickError as exc:
                 errors.append(f"remove map {mpath.dm_name}: {exc}")
                 if not force:
@@ -893,6 +902,7 @@ class NVMeOFConnector(Connector):
         ]
         return left
 
+    @metrics.step("disconnect")
     def _disconnect_controllers(
         self,
         topo: _Topology,
