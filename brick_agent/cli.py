@@ -198,6 +198,7 @@ def cmd_cleanup(args: argparse.Namespace, stdin: TextIO) -> Any:
     )
     return result
 
+
 def _record_audit(conf: Any, report: Any) -> None:
     from collections import Counter
 
