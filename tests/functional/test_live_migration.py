@@ -172,7 +172,7 @@ class Node:
 
     def detach(self, vol: Volume) -> None:
         """Nova's disconnect_volume."""
-        self.detach(vol)
+        self.nova("disconnect", vol)
         self.attached.pop(vol.name, None)
 
     def detach_all(self) -> None:
