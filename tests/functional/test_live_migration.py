@@ -227,10 +227,12 @@ def nodes(token, request) -> Iterator[dict[int, Node]]:
         for n in found.values():
             n.close()
         report = request.config.pluginmanager.get_plugin("terminalreporter")
-        if report is not None:  # the step timings, on the console even when all passed
-            report.write_line("")
-            for label, took in TIMINGS:
-                report.write_line(f"migration step {took:7.2f}s  {label}")
+        capture = request.config.pluginmanager.get_plugin("capturemanager")
+        if report is not None and capture is not None:  # on the console even when all pass
+            with capture.global_and_fixture_disabled():
+                report.write_line("")
+                for label, took in TIMINGS:
+                    report.write_line(f"migration step {took:7.2f}s  {label}")
 
 
 def _lab_nic() -> str:
