@@ -121,7 +121,29 @@ def restored(path: str) -> Iterator[None]:
 
 
 # ---------------------------------------------------------------- healthy
+@contextlib.contextmanager
+def multipathd_for_the_test() -> Iterator[None]:
+    """multipathd running (guest-multipathd writes multipath.conf when missing); the
+    daemon and the file as they were afterwards.  Earlier lab tests leave a
+    multipath.conf behind, and a host with one needs multipathd to be healthy."""
+    had_conf = os.path.exists("/etc/multipath.conf")
+    was_running = bool(sh("pidof", "multipathd", check=False).stdout.strip())
+    guest_multipathd = os.path.join(REPO, "tools", "kernel-lab", "guest-multipathd")
+    sh(guest_multipathd, "start")
+    try:
+        yield
+    finally:
+        sh(guest_multipathd, "start" if was_running else "stop")
+        if not had_conf:
+            os.unlink("/etc/multipath.conf")
+
+
 def test_the_lab_host_is_healthy_for_iscsi_and_nvme_tcp(tmp_path):
+    with multipathd_for_the_test():
+        _the_lab_host_is_healthy(tmp_path)
+
+
+def _the_lab_host_is_healthy(tmp_path):
     result = health(tmp_path)
     assert_healthy(result)
     _, checks = result
@@ -137,6 +159,7 @@ def test_the_lab_host_is_healthy_for_iscsi_and_nvme_tcp(tmp_path):
         "local.lock_path",
         "local.ledger",
         "local.privsep",  # a real privsep daemon, started through the default helper
+        "multipath.multipathd",
     ):
         assert checks[name]["status"] == "ok", checks[name]
     # the readable report, for the notes
