@@ -24,10 +24,18 @@ import dataclasses
 import ipaddress
 import os
 import re
+from collections.abc import Mapping
 
 from brick_agent.host import sysfs
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
-from brick_agent.host.scsi import Hctl, ScsiDevice, read_scsi_device, scsi_devices
+from brick_agent.host.scsi import (
+    Hctl,
+    ListedLun,
+    ScsiDevice,
+    list_lun,
+    read_scsi_device,
+    scsi_devices,
+)
 
 _SESSION_RE = re.compile(r"session(\d+)")
 _HOST_RE = re.compile(r"host(\d+)")
@@ -222,6 +230,33 @@ def session_devices(roots: HostRoots, session: IscsiSession) -> list[ScsiDevice]
     if session.host_number is None:
         return []
     return scsi_devices(roots, host=session.host_number)
+
+
+def session_luns(
+    roots: HostRoots, session: IscsiSession, disks: Mapping[str, str] | None = None
+) -> list[ListedLun]:
+    """The LUNs of ``session`` as a listing needs them (name, WWID), by address.
+
+    Same LUNs and order as :func:`session_devices`, with one or two reads per LUN
+    (``disks``: :func:`brick_agent.host.scsi.disks_by_hctl`, read once per listing).
+    """
+    if not (session.device_path and os.path.isdir(session.device_path)):
+        return [ListedLun(d.hctl, d.name, d.wwid) for d in session_devices(roots, session)]
+    out = []
+    for entry in sysfs.list_dir(session.device_path, _TARGET_RE, sort=False):
+        tdir = f"{session.device_path}/{entry}"
+        for lun in sysfs.list_dir(tdir, _LUN_RE, sort=False):
+            # list_dir matched H:C:T:L: four numbers
+            listed = list_lun(f"{tdir}/{lun}", Hctl(*map(int, lun.split(":"))), disks)
+            if listed is not None:
+                out.append(listed)
+    return sorted(out, key=_address)
+
+
+def _address(lun: ListedLun) -> tuple[int, int, int, int]:
+    """The sort key of :class:`Hctl`'s order, as a plain tuple (cheaper to compare)."""
+    h = lun.hctl
+    return (h.host, h.channel, h.target, h.lun)
 
 
 def find_sessions(

@@ -100,6 +100,18 @@ def map_for_slave(roots: HostRoots, name: str) -> MultipathMap | None:
     return None
 
 
+def maps_by_slave(roots: HostRoots = DEFAULT_ROOTS) -> dict[str, MultipathMap]:
+    """Path device name -> the multipath map using it, for every map (one pass over the maps).
+
+    What :func:`map_for_slave` answers per device, for listings that ask it of every disk.
+    """
+    out: dict[str, MultipathMap] = {}
+    for m in multipath_maps(roots):
+        for slave in m.slaves:
+            out.setdefault(slave, m)
+    return out
+
+
 def map_by_name(roots: HostRoots, name: str) -> MultipathMap | None:
     """The map called ``name`` (as in /dev/mapper/<name>)."""
     for m in multipath_maps(roots):
