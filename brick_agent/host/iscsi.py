@@ -273,9 +273,7 @@ def find_sessions(
     """
     want_addr = normalize_address(portal_address)
     out = []
-    for s in iscsi_sessions(roots):
-        if s.target_iqn is None or s.target_iqn.lower() != iqn.strip().lower():
-            continue
+    for s in _sessions_to(roots, iqn):
         if want_addr is not None:
             pairs = {
                 (normalize_address(s.portal_address), s.portal_port),
@@ -288,6 +286,21 @@ def find_sessions(
         if iface_name is not None and s.iface_name not in (iface_name, None):
             continue
         out.append(s)
+    return out
+
+
+def _sessions_to(roots: HostRoots, iqn: str) -> list[IscsiSession]:
+    """The sessions whose target is ``iqn``: one read (``targetname``) per other session."""
+    base = roots.sysfs("class", "iscsi_session")
+    want = iqn.strip().lower()
+    out = []
+    for entry in sysfs.list_dir(base, _SESSION_RE):
+        name = sysfs.read_attr(os.path.join(base, entry, "targetname"))
+        if name is None or name.lower() != want:
+            continue  # (an unreadable name never matched: read_session gives None then)
+        session = read_session(roots, int(entry[len("session") :]))
+        if session is not None and (session.target_iqn or "").lower() == want:
+            out.append(session)
     return out
 
 

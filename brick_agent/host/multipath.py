@@ -77,10 +77,17 @@ def multipath_maps(roots: HostRoots = DEFAULT_ROOTS) -> list[MultipathMap]:
 
 
 def map_for_wwid(roots: HostRoots, wwid: str) -> MultipathMap | None:
-    """The map of a LUN given its WWID in any spelling ('naa.6001405...' or '36001405...')."""
-    for m in multipath_maps(roots):
-        if same_wwid(m.wwid, wwid):
-            return m
+    """The map of a LUN given its WWID in any spelling ('naa.6001405...' or '36001405...').
+
+    Reads one attribute (``dm/uuid``) per dm device; only the match is read in full.
+    """
+    base = roots.sysfs("class", "block")
+    for entry in sysfs.list_dir(base, _DM_RE):
+        uuid = sysfs.read_attr(os.path.join(base, entry, "dm", "uuid"))
+        if uuid and uuid.startswith(MPATH_PREFIX) and same_wwid(uuid[len(MPATH_PREFIX) :], wwid):
+            m = read_map(roots, entry)
+            if m is not None:
+                return m
     return None
 
 
