@@ -76,13 +76,26 @@ def multipath_maps(roots: HostRoots = DEFAULT_ROOTS) -> list[MultipathMap]:
     return out
 
 
+def dm_names(roots: HostRoots) -> list[str]:
+    """Names of the dm devices (``dm-N``), by number.
+
+    Listed from ``/sys/devices/virtual/block``, where the kernel puts every dm device,
+    rather than ``/sys/class/block``, which lists every block device of the host; the
+    class directory when the other is missing (a partial tree).
+    """
+    virtual = roots.sysfs("devices", "virtual", "block")
+    if os.path.isdir(virtual):
+        return sysfs.list_dir(virtual, _DM_RE)
+    return sysfs.list_dir(roots.sysfs("class", "block"), _DM_RE)
+
+
 def map_for_wwid(roots: HostRoots, wwid: str) -> MultipathMap | None:
     """The map of a LUN given its WWID in any spelling ('naa.6001405...' or '36001405...').
 
     Reads one attribute (``dm/uuid``) per dm device; only the match is read in full.
     """
     base = roots.sysfs("class", "block")
-    for entry in sysfs.list_dir(base, _DM_RE):
+    for entry in dm_names(roots):
         uuid = sysfs.read_attr(os.path.join(base, entry, "dm", "uuid"))
         if uuid and uuid.startswith(MPATH_PREFIX) and same_wwid(uuid[len(MPATH_PREFIX) :], wwid):
             m = read_map(roots, entry)
