@@ -46,6 +46,12 @@ def lookups_of(entry: Mapping[str, Any]) -> set[str]:
     return {k for k in keys if isinstance(k, str)} if isinstance(keys, list) else set()
 
 
+def lookup_forms(entry: Mapping[str, Any]) -> set[str]:
+    """The lookup keys as written and lowercased (the index answers both ways)."""
+    keys = lookups_of(entry)
+    return keys | {k.lower() for k in keys}
+
+
 def has_unknown_attachment(entry: Mapping[str, Any]) -> bool:
     atts = entry.get("attachments")
     return isinstance(atts, dict) and UNKNOWN_ATTACHMENT in atts
@@ -73,7 +79,7 @@ class State:
     def put(self, key: str, entry: dict[str, Any]) -> None:
         self.remove(key)
         self.volumes[key] = entry
-        for lookup in lookups_of(entry):
+        for lookup in lookup_forms(entry):
             self.by_lookup.setdefault(lookup, set()).add(key)
         for form in identity_forms(entry.get("identity")):
             self.by_identity.setdefault(form, set()).add(key)
@@ -84,7 +90,7 @@ class State:
         old = self.volumes.pop(key, None)
         if old is None:
             return
-        for lookup in lookups_of(old):
+        for lookup in lookup_forms(old):
             _discard(self.by_lookup, lookup, key)
         for form in identity_forms(old.get("identity")):
             _discard(self.by_identity, form, key)

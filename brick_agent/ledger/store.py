@@ -918,6 +918,19 @@ def unknown_entries(data: Mapping[str, Any]) -> list[tuple[str, dict]]:
     return out
 
 
+def entries_named(data: Mapping[str, Any], names: Iterable[str]) -> list[tuple[str, dict]]:
+    """Entries that may carry one of ``names`` (lowercase identities or lookup keys):
+    from the indexes on indexed content, every entry on a plain dict.  The caller
+    checks each entry it gets."""
+    vols = data.get("volumes", {})
+    wanted = set(names)
+    keys = candidate_keys(data, "identity", wanted)
+    if keys is None:
+        return list(vols.items())
+    keys = sorted(set(keys) | set(candidate_keys(data, "lookup", wanted) or ()))
+    return [(k, vols[k]) for k in keys if k in vols]
+
+
 def _first(
     data: Mapping[str, Any], keys: list[str] | None, match: Callable[[dict], bool]
 ) -> tuple[str, dict] | None:

@@ -350,3 +350,41 @@ def test_writers_in_two_processes_lose_nothing_in_a_journaled_ledger(led, monkey
         assert p.exitcode == 0
     vols = led.read()["volumes"]  # this process's cached state, caught up
     assert len(vols) == N + 80 and vols == _fresh(led)["volumes"]
+
+
+def test_nvme_ledger_claims_from_the_indexes_equal_a_scan(led):
+    """The NVMe detach asks which other namespaces of a controller the ledger holds:
+    answered from the indexes on a view, by scanning on the plain content, alike."""
+    from brick_agent.connectors.nvmeof.connector import ledger_claims
+    from brick_agent.host.nvme import NvmeNamespace
+
+    nqn = "nqn.2014-08.org.Example:Sub"  # mixed case: keys compare lowercase
+    _fill(led)
+    with led.transaction() as data:
+        data["volumes"]["NVMEOF:uuid.1"] = {
+            "protocol": "NVMEOF",
+            "identity": "uuid.00000000-0000-4000-8000-000000000001",
+            "lookup": [f"nvme:{nqn}:00000000-0000-4000-8000-000000000001"],
+            "attachments": {"a": {}},
+        }
+        data["volumes"]["NVMEOF:nsid"] = {
+            "protocol": "NVMEOF",
+            "identity": "eui.00aa",
+            "lookup": [f"nvme:{nqn}:nsid3"],
+            "attachments": {"b": {}},
+        }
+
+    def ns(name, nsid, uuid=None):
+        fields = {f: None for f in NvmeNamespace.__dataclass_fields__}
+        fields.update(name=name, nsid=nsid, uuid=uuid, controllers=())
+        return NvmeNamespace(**fields)
+
+    nss = [
+        ns("nvme1n1", 1, "00000000-0000-4000-8000-000000000001"),
+        ns("nvme1n3", 3),
+        ns("nvme1n4", 4, "00000000-0000-4000-8000-000000000004"),
+    ]
+    by_index = ledger_claims(led.view(), nqn, nss)
+    by_scan = ledger_claims(led.read(), nqn, nss)
+    assert sorted(by_index) == sorted(by_scan)
+    assert len(by_index) == 2 and not any("nvme1n4" in c for c in by_index)
