@@ -51,6 +51,8 @@ def row(section: str, what: str, cpu: dict[str, str] | None = None, **vals: Any)
     _WINDOW[0] = cpu_counters()
     ROWS.append({"section": section, "what": what, **vals})
     print(f"  [{section}] {what}: " + ", ".join(f"{k}={v}" for k, v in vals.items()), flush=True)
+    if META:  # every row's result survives a VM killed later (bench_compare.sh reads it)
+        print("BENCH_JSON_PARTIAL " + json.dumps(_doc(META), default=str), flush=True)
 
 
 def cpu_counters() -> list[int]:
@@ -77,6 +79,7 @@ def cpu_shares(since: list[int]) -> dict[str, str]:
 
 
 _WINDOW: list[list[int]] = [cpu_counters()]
+META: dict[str, Any] = {}  # the run's meta once known (lab runs)
 
 
 def fmt(x: Any) -> str:
@@ -442,7 +445,7 @@ def _iscsi_floor_many(targets: list[Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ 6. a dense host
-def scale(workers: dict[str, Worker], sizes: list[int], n: int) -> None:
+def scale(workers: dict[str, Worker], sizes: list[int], n: int, teardown: bool = True) -> None:
     """One iSCSI and one NVMe/TCP attach+detach (floor, ours, os-brick; ``n`` rounds) on
     a host that already has ``size`` unrelated block devices (tools/bench/dense.py)."""
     from brick_lab import LioIscsiTarget, NvmetSubsystem
@@ -461,8 +464,9 @@ def scale(workers: dict[str, Worker], sizes: list[int], n: int) -> None:
                 print(f"  dense host: {host.counts()} ({took})", flush=True)
                 _scale_rounds(workers, n, size, t, sub, bi, bn)
     finally:
-        host.destroy()
-        lo.cleanup()
+        if teardown:
+            host.destroy()
+            lo.cleanup()
 
 
 def _scale_rounds(
@@ -982,7 +986,7 @@ BUDGETS = {
     "concurrency-nvme": 240.0,
     "failures": 360.0,
     "discovery": 300.0,
-    "scale": 720.0,
+    "scale": 780.0,
     "fill-iscsi": 720.0,
     "fill-nvme": 600.0,
 }
@@ -999,7 +1003,11 @@ def _budget(text: str) -> tuple[str, float]:
 
 
 def run_section(
-    name: str, fn: Callable[[], None], budget: float, workers: dict[str, Worker]
+    name: str,
+    fn: Callable[[], None],
+    budget: float,
+    workers: dict[str, Worker],
+    teardown: bool = True,
 ) -> None:
     """Run one section within ``budget`` seconds; its rows so far are kept either way."""
     import signal
@@ -1018,13 +1026,16 @@ def run_section(
         print(f"!! {name} ran out of its {budget:.0f}s budget", flush=True)
         row(name, "OUT OF TIME", error=f"budget {budget:.0f}s")
         _restart(workers)
+    except KeyboardInterrupt:
+        raise
     except Exception as exc:  # noqa: BLE001 - keep the other sections
         print(f"!! {name} failed: {type(exc).__name__}: {exc}", flush=True)
         row(name, "FAILED", error=f"{type(exc).__name__}: {exc}"[:300])
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
-    lo.cleanup()
+    if not (name == "scale" and not teardown):
+        lo.cleanup()
     print(f"== {name} took {time.monotonic() - t0:.1f}s", flush=True)
 
 
@@ -1075,6 +1086,12 @@ def main() -> int:
     )
     ap.add_argument("--scale-sizes", default="0,64,256,1024")
     ap.add_argument("--scale-rounds", type=int, default=3)
+    ap.add_argument(
+        "--no-dense-teardown",
+        action="store_true",
+        help="leave the dense host's devices when the scale section ends (its own VM run: "
+        "the VM goes anyway, and removing 1024 devices takes minutes under TCG)",
+    )
     ap.add_argument("--fill-volumes", type=int, default=256)
     ap.add_argument("--discovery-sizes", default="16,32,64")
     ap.add_argument(
@@ -1133,6 +1150,8 @@ def main() -> int:
         if os.environ.get("BRICK_LAB")
         else "host (synthetic trees)",
     }
+    if not args.synthetic:
+        META.update(meta)
     lock_dir = tempfile.mkdtemp(prefix="bench-locks-", dir="/var/tmp")
     t_start = time.monotonic()
     if args.synthetic:
@@ -1158,7 +1177,10 @@ def main() -> int:
             (
                 "scale",
                 lambda: scale(
-                    workers, [int(x) for x in args.scale_sizes.split(",")], args.scale_rounds
+                    workers,
+                    [int(x) for x in args.scale_sizes.split(",")],
+                    args.scale_rounds,
+                    teardown=not args.no_dense_teardown,
                 ),
             ),
             ("fill-iscsi", lambda: fill(workers, "ISCSI", args.fill_volumes, 16)),
@@ -1175,7 +1197,9 @@ def main() -> int:
         try:
             for name, fn in steps:
                 if name in sections:
-                    run_section(name, fn, budgets.get(name, 600.0), workers)
+                    run_section(
+                        name, fn, budgets.get(name, 600.0), workers, not args.no_dense_teardown
+                    )
                     print("BENCH_JSON_PARTIAL " + json.dumps(_doc(meta), default=str), flush=True)
         finally:
             for w in workers.values():
