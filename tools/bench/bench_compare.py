@@ -582,8 +582,10 @@ def _in_batches(
     out = []
     for i in range(0, len(items), batch):
         chunk = items[i : i + batch]
-        r = ok(w.call({"op": op, "protocol": protocol, "items": chunk}, timeout=600), op)
-        for it, res in zip(chunk, r["results"], strict=True):
+        r = w.call({"op": op, "protocol": protocol, "items": chunk}, timeout=600)
+        if "results" not in r:
+            raise RuntimeError(f"{op}: {r.get('error') or r}")
+        for it, res in zip(chunk, r["results"], strict=True):  # failures are counted
             info = res.get("info") if op == "attach_many" else it.get("info")
             out.append({**it, "t": res["t"], "ok": res["ok"], "info": info})
     return out
