@@ -73,25 +73,28 @@ def _connectors(lock_dir: str) -> tuple[Any, Any]:
     return ISCSIConnector(None, None, conf=conf), NVMeOFConnector(None, None, conf=conf)
 
 
-def _cycle(conn: Any, props: dict[str, Any]) -> None:
-    info = conn.connect_volume(props)
-    udev_settle()  # untimed in the benchmark too: a detach comes long after its attach
-    conn.disconnect_volume(props, info)
-
-
 def _profile(conn: Any, props: dict[str, Any], n: int) -> dict[str, Any]:
+    """``n`` profiled attach+detach cycles; an untimed ``udevadm settle`` before each
+    attach and each detach (as in the benchmark: a detach comes long after its attach)."""
     walls, cpus = [], []
     prof = cProfile.Profile()
-    _cycle(conn, props)  # warm-up
-    udev_settle()
-    for _ in range(n):
-        t0, c0 = time.monotonic(), time.process_time()
-        prof.enable()
-        _cycle(conn, props)
-        prof.disable()
-        walls.append(time.monotonic() - t0)
-        cpus.append(time.process_time() - c0)
+    for i in range(n + 1):  # cycle 0: warm-up
         udev_settle()
+        t0, c0 = time.monotonic(), time.process_time()
+        if i:
+            prof.enable()
+        info = conn.connect_volume(props)
+        prof.disable()
+        wall, cpu = time.monotonic() - t0, time.process_time() - c0
+        udev_settle()
+        t0, c0 = time.monotonic(), time.process_time()
+        if i:
+            prof.enable()
+        conn.disconnect_volume(props, info)
+        prof.disable()
+        if i:
+            walls.append(wall + time.monotonic() - t0)
+            cpus.append(cpu + time.process_time() - c0)
     stats = pstats.Stats(prof)
     buckets = dict.fromkeys((label for label, _ in BUCKETS), 0.0)
     funcs: dict[str, float] = {}
