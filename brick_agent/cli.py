@@ -23,6 +23,7 @@ EXIT_NOT_FOUND = 3
 EXIT_IDENTITY = 4
 EXIT_UNREACHABLE = 5
 EXIT_LEFTOVERS = 6
+EXIT_UNHEALTHY = 7  # health: a configured protocol cannot work
 
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (errors.InvalidConnectionProperties, EXIT_USAGE),
@@ -184,7 +185,57 @@ def cmd_audit(args: argparse.Namespace, stdin: TextIO) -> Any:
             expected = [ExpectedVolume.from_dict(item, index=i) for i, item in enumerate(data)]
         report = audit(_roots(args), expected=expected)
     args.exit_code = EXIT_OK if report.clean else EXIT_LEFTOVERS
+    if not args.host_root:  # this host's leftovers, for the metrics
+        _record_audit(_conf(args), report)
     return report.to_dict()
+
+
+def cmd_cleanup(args: argparse.Namespace, stdin: TextIO) -> Any:
+    from brick_agent.cleanup import command
+
+    result, args.exit_code = command.run(
+        args, _conf(args), _roots(args), lambda src, what: _load_json(src, what, stdin)
+    )
+    return result
+
+
+def _record_audit(conf: Any, report: Any) -> None:
+    from collections import Counter
+
+    from brick_agent import metrics
+
+    metrics.record_audit(Counter(f.kind for f in report.findings))
+    metrics.flush_conf(conf)
+
+
+class Text(str):
+    """A command result printed as it is (not as JSON)."""
+
+
+def cmd_health(args: argparse.Namespace, stdin: TextIO) -> Any:
+    from brick_agent import commands, health
+    from brick_agent.health.local import start_privsep
+
+    conf = _conf(args)
+    ctx = health.Context(
+        conf=conf,
+        roots=_roots(args),
+        run=None if args.host_root else commands.run,
+        privsep_probe=None if args.host_root else lambda t: start_privsep(conf, t),
+        multipath=args.multipath,
+    )
+    report = health.run(ctx, args.protocol)
+    args.exit_code = EXIT_OK if report.healthy else EXIT_UNHEALTHY
+    return Text("\n".join(report.lines()) + "\n") if args.human else report.to_dict()
+
+
+def cmd_metrics(args: argparse.Namespace, stdin: TextIO) -> Any:
+    from brick_agent import metrics
+
+    path = metrics.state_path(_conf(args))
+    if path is None:
+        raise errors.InvalidArgument("no metrics: [brick_agent] ledger_path is empty")
+    return Text(metrics.render(metrics.load_state(path)))
 
 
 def cmd_gate(args: argparse.Namespace, stdin: TextIO) -> Any:
@@ -311,6 +362,37 @@ def build_parser() -> argparse.ArgumentParser:
         "(FILE, or [brick_agent] ledger_path when FILE is omitted); "
         "without --ledger/--expected only leftovers are reported",
     )
+    from brick_agent.cleanup.command import HELP, add_arguments
+
+    add_arguments(add("cleanup", cmd_cleanup, HELP, protocol=False, properties=False))
+
+    p = add(
+        "health",
+        cmd_health,
+        "check what the protocols on this host need (iscsid, initiator name, multipathd, "
+        "NVMe modules and host identity, HBAs, lock directory, ledger, privsep helper); "
+        "exit 7 when a configured protocol cannot work",
+        protocol=False,
+        properties=False,
+    )
+    p.add_argument(
+        "--protocol",
+        action="append",
+        type=str.upper,
+        choices=("ISCSI", "NVMEOF", "FIBRE_CHANNEL"),
+        help="check this protocol (repeatable; default: those this host is set up for)",
+    )
+    p.add_argument(  # also after the command: `brick-agent health --human`
+        "--human", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+    add(
+        "metrics",
+        cmd_metrics,
+        "print the host's metrics (attach/detach latency per protocol and phase, failures, "
+        "leftovers of the last audit) in the Prometheus text format",
+        protocol=False,
+        properties=False,
+    )
     add(
         "gate",
         cmd_gate,
@@ -371,7 +453,9 @@ def main(
         return _exit_code(exc)
     if result is None:
         return EXIT_OK
-    if args.human:
+    if isinstance(result, Text):
+        stdout.write(result)
+    elif args.human:
         _human(result, stdout)
     else:
         json.dump(result, stdout, indent=2, sort_keys=True, default=str)

@@ -164,7 +164,21 @@ gate_opts = [
     ),
 ]
 
-ALL_OPTS = connection_opts + multipath_opts + nvme_opts + privsep_opts + gate_opts
+metrics_opts = [
+    cfg.StrOpt(
+        "metrics_textfile_path",
+        default=None,
+        help="Write brick_agent's metrics (attach/detach latency per protocol and "
+        "phase, failures by error type, leftovers of the last audit) in the "
+        "Prometheus text format to this file after every attach and detach, "
+        "atomically, for node-exporter's textfile collector (e.g. "
+        "/var/lib/prometheus/node-exporter/brick_agent.prom; the name must end in "
+        ".prom). Unset: no file (the totals are still kept in metrics.json beside "
+        "ledger_path and printed by 'brick-agent metrics'). brick_agent opens no port.",
+    ),
+]
+
+ALL_OPTS = connection_opts + multipath_opts + nvme_opts + privsep_opts + gate_opts + metrics_opts
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:

@@ -41,9 +41,9 @@ if [ "$mode" != unit ]; then
       tools/kernel-lab/guest-pytest tests/functional -m "realkernel and not multihost" -q \
       --junitxml="$repo/results/functional.xml" "$@" || rc=$?
   pytest_rc "$rc" || status=$rc
-  echo "=== real-kernel tests on two lab hosts (one network, own identities) ==="
+  echo "=== real-kernel tests on three lab hosts: an array and two compute hosts (live migration) ==="
   # shellcheck disable=SC2016  # expanded in each guest: one JUnit file per host
-  rc=0; bash tools/kernel-lab/lab run --hosts 2 --timeout 600 -- bash -c \
+  rc=0; bash tools/kernel-lab/lab run --hosts 3 --timeout 1200 -- bash -c \
       'tools/kernel-lab/guest-pytest --junit "functional-multihost-$BRICK_LAB_HOST" \
        tests/functional -m multihost -q' || rc=$?
   pytest_rc "$rc" || status=$rc

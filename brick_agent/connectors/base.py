@@ -19,7 +19,9 @@ from typing import Any, ClassVar
 from oslo_config import cfg
 
 from brick_agent import config
-from brick_agent.connectors import actions
+from brick_agent.connectors import actions, presence
+from brick_agent.connectors.presence import VolumePresence
+from brick_agent.host.block import resolve_dev_path
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
 from brick_agent.ledger import store as ledgermod
 
@@ -112,6 +114,18 @@ class Connector(abc.ABC):
     @abc.abstractmethod
     def get_search_path(self) -> str | None:
         """Where this protocol's device links live (None when there is no such place)."""
+
+    def volume_presence(self, connection_properties: Mapping[str, Any]) -> VolumePresence:
+        """What of this volume the host has (the verifier's view after a detach); this
+        default knows only :meth:`get_volume_paths` and the links and maps over them."""
+        found = presence.VolumePresence()
+        names = []
+        for path in self.get_volume_paths(connection_properties):
+            name = os.path.basename(resolve_dev_path(self.roots, path) or path)
+            names.append(name)
+            found.objects.append(presence.VolumeObject(presence.DEVICE, name, f"path {path}"))
+        found.add_stacked(self.roots, names)
+        return found
 
     def check_valid_device(self, path: str, run_as_root: bool = True) -> bool:
         """True when the first block of ``path`` can be read (see :func:`device_readable`)."""

@@ -20,6 +20,7 @@ import hmac
 import ipaddress
 import logging
 import math
+import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -462,6 +463,8 @@ class _Gate:
                 "paths": found,
                 "present": bool(found),
                 "search_path": connector.get_search_path(),
+                "host": socket.gethostname(),
+                **connector.volume_presence(props).to_dict(),
             }
         )
 

@@ -80,12 +80,55 @@ _SPEC: dict[str, Any] = {
             },
             "PathsResponse": {
                 "type": "object",
-                "required": ["protocol", "paths", "present", "search_path"],
+                "required": [
+                    "protocol",
+                    "paths",
+                    "present",
+                    "search_path",
+                    "host",
+                    "objects",
+                    "missing",
+                    "shared",
+                ],
                 "properties": {
                     "protocol": {"type": "string"},
                     "paths": {"type": "array", "items": {"type": "string"}},
                     "present": {"type": "boolean"},
                     "search_path": {"type": "string", "nullable": True},
+                    "host": {"type": "string", "description": "this host's name"},
+                    "objects": {
+                        "type": "array",
+                        "items": {"$ref": "#/components/schemas/VolumeObject"},
+                        "description": "everything of the volume on this host: its devices, "
+                        "the maps and /dev/disk links over them, dangling links naming it, "
+                        "its target's sessions or controllers left without any volume "
+                        "(empty: nothing of it here)",
+                    },
+                    "missing": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "addresses the properties name where this host has "
+                        "no path of the volume",
+                    },
+                    "shared": {
+                        "type": "array",
+                        "items": {"$ref": "#/components/schemas/VolumeObject"},
+                        "description": "objects of the volume that stay because another "
+                        "volume uses them (an NVMe namespace visible through a controller "
+                        "serving other namespaces)",
+                    },
+                },
+            },
+            "VolumeObject": {
+                "type": "object",
+                "required": ["kind", "name", "detail"],
+                "properties": {
+                    "kind": {
+                        "type": "string",
+                        "enum": ["device", "map", "link", "session", "controller"],
+                    },
+                    "name": {"type": "string"},
+                    "detail": {"type": "string"},
                 },
             },
             "VolumesResponse": {

@@ -66,6 +66,11 @@ def parse_uuid(value: str | None) -> uuid.UUID | None:
         return None
 
 
+def is_placeholder_uuid(value: uuid.UUID | None) -> bool:
+    """A UUID some firmware ships on every board (an identity built on it is shared)."""
+    return value in _BOGUS_DMI_UUIDS
+
+
 def dmi_uuid(roots: HostRoots = DEFAULT_ROOTS) -> uuid.UUID | None:
     """The DMI product UUID when it is readable and not a known placeholder."""
     value = parse_uuid(_read(roots.sysfs(*DMI_PRODUCT_UUID)))

@@ -204,3 +204,21 @@ def require_releasable_node(roots: HostRoots, iqn: str, portal: str) -> None:
     for session in hiscsi.find_sessions(roots, iqn, ip, port if ip else None):
         devices = [d.name for d in hiscsi.session_devices(roots, session) if d.name]
         require_unused(roots, f"{what} ({session.name})", devices)
+
+
+# ------------------------------------------------------------------ wwids
+def wwid_holder(roots: HostRoots, wwid: str) -> str | None:
+    """What present object has WWID ``wwid`` (a map, a SCSI device, an NVMe namespace);
+    None when nothing does (its wwids entry is stale)."""
+    from brick_agent.host import nvme, scsi
+
+    mp = hmultipath.map_for_wwid(roots, wwid)
+    if mp is not None:
+        return f"multipath map {mp.name or mp.dm_name}"
+    for dev in scsi.scsi_devices(roots):
+        if dev.wwid and scsi.same_wwid(dev.wwid, wwid):
+            return f"SCSI device {dev.hctl}" + (f" ({dev.name})" if dev.name else "")
+    for ns in nvme.nvme_namespaces(roots):
+        if ns.wwid and ns.wwid.strip().lower() == wwid.strip().lower():
+            return f"NVMe namespace {ns.name}"
+    return None

@@ -12,6 +12,8 @@ import os
 from collections.abc import Callable
 
 from brick_agent import commands
+from brick_agent.errors import DeviceNotFound, NotOwned
+from brick_agent.host import multipath as hmultipath
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
 from brick_agent.privileged import _owned
 from brick_agent.privileged import _validate as v
@@ -85,6 +87,22 @@ def do_remove_wwid(wwid: str, *, timeout: float = 30.0, run: Runner = commands.r
     return _res(run(["multipath", "-w", v.wwid(wwid)], timeout=v.timeout_arg(timeout)))
 
 
+def do_forget_stale_wwid(
+    roots: HostRoots, wwid: str, *, timeout: float = 30.0, run: Runner = commands.run
+) -> dict:
+    """``multipath -w WWID`` for an entry of the wwids file that no device explains: refused
+    (NotOwned) while a multipath map, a SCSI device or an NVMe namespace with that WWID
+    exists (a present device's entry is how ``find_multipaths`` keeps claiming it)."""
+    wwid = v.wwid(wwid)
+    timeout = v.timeout_arg(timeout)
+    if wwid not in hmultipath.wwids_file_entries(roots):
+        raise DeviceNotFound(f"/etc/multipath/wwids has no entry {wwid}")
+    holder = _owned.wwid_holder(roots, wwid)
+    if holder:
+        raise NotOwned(f"wwids entry {wwid}", f"{holder} has that WWID")
+    return _res(run(["multipath", "-w", wwid], timeout=timeout))
+
+
 def do_resize_map(
     roots: HostRoots, name: str, *, timeout: float = 60.0, run: Runner = commands.run
 ) -> dict:
@@ -117,6 +135,11 @@ def add_wwid(wwid: str, timeout: float = 30.0) -> dict:
 @entrypoint
 def remove_wwid(wwid: str, timeout: float = 30.0) -> dict:
     return do_remove_wwid(wwid, timeout=timeout)
+
+
+@entrypoint
+def forget_stale_wwid(wwid: str, timeout: float = 30.0) -> dict:
+    return do_forget_stale_wwid(DEFAULT_ROOTS, wwid, timeout=timeout)
 
 
 @entrypoint

@@ -13,7 +13,8 @@ Protocol: one JSON object per line on stdin, one JSON reply per line on stdout.
   like nova-compute / cinder-backup do at start
   (config parsed, ``priv_context.init(root_helper=...)``, ``os_brick.setup(CONF)``);
   reply: what was set up (compat state, connector class, privsep helper command).
-* then ``{"op": ...}`` commands (nova: connect / extend / disconnect, with ``driver``;
+* then ``{"op": ...}`` commands (nova: connect / extend / disconnect, with ``driver`` and
+  optionally ``volume``, the BDM's key when one driver attaches several volumes;
   cinder: connect / check_valid / disconnect), each replied with
   ``{"ok": true, "result": ..., "seconds": s}`` or ``{"ok": false, "error": class,
   "os_brick_error": bool, "message": str, "traceback": str}``.  EOF ends the process.
@@ -88,19 +89,24 @@ class NovaFlow:
         self.connector = self.drivers[kind].connector
         return self.drivers[kind]
 
+    @staticmethod
+    def _key(cmd: dict[str, Any]) -> str:
+        """The BDM a command is about: its ``volume``, else one per driver."""
+        return str(cmd.get("volume") or cmd["driver"])
+
     def op_connect(self, cmd: dict[str, Any]) -> Any:
-        info = self.connection_info[cmd["driver"]] = cmd["connection_info"]
+        info = self.connection_info[self._key(cmd)] = cmd["connection_info"]
         self.volume_driver(cmd["driver"]).connect_volume(info, self.instance)
         return info  # what Nova saves in the BDM
 
     def op_extend(self, cmd: dict[str, Any]) -> Any:
         return self.volume_driver(cmd["driver"]).extend_volume(
-            self.connection_info[cmd["driver"]], self.instance, cmd["requested_size"]
+            self.connection_info[self._key(cmd)], self.instance, cmd["requested_size"]
         )
 
     def op_disconnect(self, cmd: dict[str, Any]) -> Any:
         self.volume_driver(cmd["driver"]).disconnect_volume(
-            self.connection_info.pop(cmd["driver"]), self.instance, force=cmd.get("force", False)
+            self.connection_info.pop(self._key(cmd)), self.instance, force=cmd.get("force", False)
         )
         return None
 

@@ -78,6 +78,11 @@ RULES = (
         _connector_not_actions,
         ("brick_agent.privileged",),
     ),
+    Rule(
+        "within cleanup/ only actions.py imports brick_agent.privileged",
+        lambda module, filename: _under(module, "brick_agent.cleanup") and filename != "actions.py",
+        ("brick_agent.privileged",),
+    ),
     Rule("ledger/ imports no connectors/", _in("brick_agent.ledger"), ("brick_agent.connectors",)),
     Rule(
         "brick_agent imports nothing of tests/ or brick_lab", _in(PACKAGE), ("tests", "brick_lab")

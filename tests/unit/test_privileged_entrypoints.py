@@ -22,7 +22,7 @@ from brick_agent.errors import CommandFailed, DeviceNotFound, InvalidArgument
 from brick_agent.host import iscsiadm
 from brick_agent.host.roots import HostRoots
 from brick_agent import privileged
-from brick_agent.privileged import block, diag, iscsi, md, multipath, nvme, scsi
+from brick_agent.privileged import block, diag, iscsi, links, md, multipath, nvme, scsi
 from tests.unit.host.fakehost import FakeHost
 
 IQN = "iqn.2003-01.org.linux-iscsi.lab:sn.0123456789ab"
@@ -85,7 +85,7 @@ class Recorder:
 
 
 # ------------------------------------------------------------------ structure
-ENTRYPOINT_MODULES = [scsi, block, iscsi, nvme, multipath, md, diag]
+ENTRYPOINT_MODULES = [scsi, block, iscsi, nvme, multipath, md, diag, links]
 
 
 def _entrypoints():

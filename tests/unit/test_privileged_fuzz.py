@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from brick_agent.errors import BrickError
-from brick_agent.privileged import block, iscsi, md, multipath, nvme, scsi
+from brick_agent.privileged import block, iscsi, links, md, multipath, nvme, scsi
 from tests.unit.host.fakehost import FakeHost
 from tests.unit.test_privileged_ownership import (
     DATA_IQN,
@@ -34,7 +34,7 @@ _INJECTED = {"roots", "run", "io", "resolve", "set_auth"}
 BODIES = sorted(
     (
         (f"{mod.__name__.rsplit('.', 1)[1]}.{name}", func)
-        for mod in (scsi, block, iscsi, nvme, multipath, md)
+        for mod in (scsi, block, iscsi, nvme, multipath, md, links)
         for name, func in vars(mod).items()
         if name.startswith("do_") and inspect.isfunction(func) and func.__module__ == mod.__name__
     ),
@@ -42,6 +42,8 @@ BODIES = sorted(
 )
 
 WWID = "36001405aa6d2dc160f6b68a70cef7b43"
+STALE_WWID = "36001405ffffffffffffffffffffffff6"  # in the wwids file, no device has it
+DANGLING = "ip-192.0.2.99:3260-iscsi-iqn.2003-01.org.example:gone-lun-1"
 #: Arguments each body accepts on the fake host (its own parameters, in order): a
 #: draw keeps each one or replaces it, so wrong types reach every later check too.
 VALID: dict[str, tuple] = {
@@ -64,12 +66,14 @@ VALID: dict[str, tuple] = {
         [("node.session.scan", "manual")],
         5.0,
     ),
+    "links.do_remove_dangling_link": ("by-path", DANGLING, "../../sdzz"),
     "md.do_create_or_assemble_raid1": ("vol-2", ["nvme1n1", "nvme4n1"]),
     "md.do_stop_raid": ("vol-1",),
     "multipath.do_add_path": ("sdb", 5.0),
     "multipath.do_add_wwid": (WWID, 5.0),
     "multipath.do_del_path": ("sde", 5.0),
     "multipath.do_flush_map": ("mpatha", 5.0),
+    "multipath.do_forget_stale_wwid": (STALE_WWID, 5.0),
     "multipath.do_remove_wwid": (WWID, 5.0),
     "multipath.do_resize_map": ("mpatha", 5.0),
     "nvme.do_connect": ("tcp", "192.0.2.30", 4420, SUBSYS, HOSTNQN, HOSTID, None, 5.0),
@@ -104,6 +108,11 @@ PLAUSIBLE = [
     "vol-1",
     "mpatha",
     "36001405aa6d2dc160f6b68a70cef7b43",
+    STALE_WWID,
+    "by-path",
+    "by-id",
+    DANGLING,
+    "../../sdzz",
     "0b9f8a34-5c1e-4a43-9f4f-2d5f0e3c1a77",
     "node.session.scan",
     "manual",
@@ -138,7 +147,10 @@ class Fabrics:
 
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory):
-    return build(FakeHost(tmp_path_factory.mktemp("fuzz") / "host")).roots
+    fh = build(FakeHost(tmp_path_factory.mktemp("fuzz") / "host"))
+    fh.attr("etc/multipath/wwids", f"# Multipath wwids, Version : 1.0\n/{STALE_WWID}/")
+    fh.link(f"dev/disk/by-path/{DANGLING}", "dev/sdzz")
+    return fh.roots
 
 
 def _call(func, roots, values, extra):

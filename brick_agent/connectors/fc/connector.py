@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from brick_agent import ledger, locking
+from brick_agent import ledger, locking, metrics
 from brick_agent.connectors.fc import view as fc_view
 from brick_agent.connectors.base import Connector, DeviceInfo
 from brick_agent.connectors.scsi.actions import ScsiActions
@@ -107,6 +107,7 @@ class FibreChannelConnector(Connector):
                 multipath_wait_timeout=self.opts.multipath_wait_timeout,
                 device_removal_timeout=self.opts.device_removal_timeout,
                 multipath_grace=self.multipath_grace,
+                protocol=self.protocol,
             )
         return self._ops
 
@@ -143,6 +144,7 @@ class FibreChannelConnector(Connector):
         """A recorded device about to be shared: its LUNs rescanned, still the volume?"""
         return self.ops.still_the_volume(str(device_info.get("path") or ""))
 
+    @metrics.timed("attach")
     @ledger.records_attach
     def connect_volume(self, connection_properties: Mapping[str, Any]) -> DeviceInfo:
         props = parse_fc(connection_properties)
@@ -208,7 +210,8 @@ class FibreChannelConnector(Connector):
 
             what = f"{self._describe(props)} on {', '.join(f'host{h.host_number}' for h in hbas)}"
             try:
-                devices = watch.wait_for(found, deadline, what=what)
+                with metrics.phase(self.protocol, "wait"):
+                    devices = watch.wait_for(found, deadline, what=what)
             except DeviceNotFound as exc:
                 devices = self._paths(props, record, require_all=False)
                 if not devices:
@@ -225,7 +228,8 @@ class FibreChannelConnector(Connector):
                     len(devices),
                     ", ".join(f"{d.name} ({d.hctl})" for d in devices),
                 )
-        wwid = self.ops.common_wwid(devices)
+        with metrics.phase(self.protocol, "verify"):
+            wwid = self.ops.common_wwid(devices)
         return self.ops.device_info(
             devices,
             wwid,
@@ -238,6 +242,7 @@ class FibreChannelConnector(Connector):
         addrs, _ = fc_view.addresses_for(self.roots, props, hbas)
         return bool(addrs)
 
+    @metrics.step("scan")
     def _scan_known(self, addresses: list[fc_view.FcAddress], record: _AttachRecord) -> None:
         """``c t l`` scan of each address not yet scanned (existing LUNs re-validated)."""
         for a in addresses:
@@ -252,6 +257,7 @@ class FibreChannelConnector(Connector):
             record.created.append(hctl)  # undo skips it if the scan made nothing
             self.actions.scan_lun(a.host, a.channel, a.target_id, a.lun)
 
+    @metrics.step("scan")
     def _scan_wildcard(
         self, props: FcProperties, host: int, lun: int, record: _AttachRecord
     ) -> None:
@@ -345,6 +351,7 @@ class FibreChannelConnector(Connector):
                     out.setdefault(dev.hctl, dev)
         return [out[h] for h in sorted(out)]
 
+    @metrics.timed("detach")
     @ledger.records_detach
     def disconnect_volume(
         self,

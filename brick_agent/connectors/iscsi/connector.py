@@ -39,10 +39,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from brick_agent import ledger, locking
+from brick_agent import ledger, locking, metrics
+from brick_agent.connectors import presence
 from brick_agent.connectors.base import Connector, DeviceInfo
 from brick_agent.connectors.iscsi.actions import IscsiActions
 from brick_agent.connectors.iscsi.sessions import AttachRecord, IscsiSessions
+from brick_agent.connectors.presence import VolumePresence
 from brick_agent.connectors.scsi.volume import CLAIMS, ScsiVolumeOps, scsi_watch_factory
 from brick_agent.errors import (
     AuthenticationFailed,
@@ -157,6 +159,7 @@ class ISCSIConnector(Connector):
                 map_removal_timeout=self.opts.flush_timeout,
                 multipath_grace=self.multipath_grace,
                 wait_for_udev=False,
+                protocol=self.protocol,
                 stable_paths=False,
             )
         return self._ops
@@ -184,6 +187,7 @@ class ISCSIConnector(Connector):
         """A recorded device about to be shared: its LUNs rescanned, still the volume?"""
         return self.ops.still_the_volume(str(device_info.get("path") or ""))
 
+    @metrics.timed("attach")
     @ledger.records_attach
     def connect_volume(self, connection_properties: Mapping[str, Any]) -> DeviceInfo:
         props = self._parse(connection_properties)
@@ -296,19 +300,23 @@ class ISCSIConnector(Connector):
                 else:  # held from now on: another attach's undo must not delete it
                     CLAIMS.hold(self.roots, record.owner, existing.hctl, existing)
             try:
-                device = watch.wait_for(
-                    lambda: self.ops.disk_ready(_session_lun(self.roots, session, lun)),
-                    deadline,
-                    what=f"LUN {target.lun} of {target.iqn} via {target.portal.address}",
-                )
+                with metrics.phase(self.protocol, "wait"):
+                    device = watch.wait_for(
+                        lambda: self.ops.disk_ready(_session_lun(self.roots, session, lun)),
+                        deadline,
+                        what=f"LUN {target.lun} of {target.iqn} via {target.portal.address}",
+                    )
             except DeviceNotFound as exc:
                 raise DeviceNotFound(
                     f"LUN {target.lun} of {target.iqn} did not appear via "
                     f"{target.portal.address} within {deadline.budget:.1f}s"
                 ) from exc
         CLAIMS.hold(self.roots, record.owner, device.hctl, device)
-        return _Path(target, session, device, self.ops.require_wwid(device))
+        with metrics.phase(self.protocol, "verify"):
+            wwid = self.ops.require_wwid(device)
+        return _Path(target, session, device, wwid)
 
+    @metrics.step("scan")
     def _scan(
         self, session: IscsiSession, lun: int, target: IscsiTarget, record: AttachRecord
     ) -> None:
@@ -419,6 +427,7 @@ class ISCSIConnector(Connector):
                     seen.setdefault((s.sid, dev.hctl), (s, dev))
         return list(seen.values()), list(looked.values())
 
+    @metrics.timed("detach")
     @ledger.records_detach
     def disconnect_volume(
         self,
@@ -498,6 +507,48 @@ class ISCSIConnector(Connector):
             link = self.roots.devfs(*SEARCH_DIR, _by_path_name(s, d))
             out.append(link if os.path.lexists(link) else self.roots.devfs(d.name))
         return out
+
+    def volume_presence(self, connection_properties: Mapping[str, Any]) -> VolumePresence:
+        """The volume's LUNs on every session of its targets, the maps and links over them,
+        dangling by-path links of its address, its target's sessions left without LUNs;
+        ``missing``: the target portals without the LUN (all of them with multipath, else
+        only when no portal has it)."""
+        props = self._parse(connection_properties)
+        found, looked = self._volume_devices(props)
+        result = VolumePresence()
+        for s, d in found:
+            result.objects.append(
+                presence.VolumeObject(
+                    presence.DEVICE,
+                    d.name or str(d.hctl),
+                    f"LUN {d.hctl.lun} of {s.name} ({s.portal} {s.target_iqn}), "
+                    f"WWID {d.wwid or 'unknown'}",
+                )
+            )
+        result.add_stacked(self.roots, [d.name for _, d in found if d.name])
+        for s in looked:
+            if not session_devices(self.roots, s):
+                result.objects.append(
+                    presence.VolumeObject(
+                        presence.SESSION, s.name, f"{s.portal} {s.target_iqn}: no LUN at all"
+                    )
+                )
+        result.objects += presence.dangling_links(
+            self.roots, {f"-iscsi-{t.iqn}-lun-{t.lun}" for t in props.targets}, ("by-path",)
+        )
+        result.missing = self._missing_paths(props)
+        return result
+
+    def _missing_paths(self, props: IscsiProperties) -> list[str]:
+        """Target addresses without the volume's LUN on this host."""
+        missing = []
+        for t in props.targets:
+            lun = props.scsi_lun(t.lun)
+            if not any(_session_lun(self.roots, s, lun) for s in self.sessions.find(t)):
+                missing.append(f"{t.portal.address} {t.iqn} LUN {t.lun}")
+        if props.use_multipath and props.plural_targets:
+            return missing
+        return missing if len(missing) == len(props.targets) else []
 
     def get_all_available_volumes(
         self, connection_properties: Mapping[str, Any] | None = None

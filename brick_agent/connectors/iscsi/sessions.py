@@ -15,9 +15,9 @@ import logging
 import socket
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
-from brick_agent import locking
+from brick_agent import locking, metrics
 from brick_agent.connectors.iscsi.actions import IscsiActions, NodeSettings
 from brick_agent.deadline import Deadline
 from brick_agent.errors import BrickError, DeviceNotFound, TargetUnreachable
@@ -60,6 +60,7 @@ class IscsiSessions:
     opts: Any  # the [brick_agent] option group
     iface: str
     watch_factory: Callable[[], Any]
+    protocol: ClassVar[str] = "ISCSI"  # the metrics' label
 
     # ---------------------------------------------------------------- locks
     def lock_timeout(self) -> float:
@@ -157,7 +158,8 @@ class IscsiSessions:
             if again:
                 return again[0]
             prepared = (target.portal.address, target.iqn) in record.prepared
-            self.actions.login(self.node_settings(props, target, deadline), prepared=prepared)
+            with metrics.phase(self.protocol, "login"):
+                self.actions.login(self.node_settings(props, target, deadline), prepared=prepared)
             with self.watch_factory() as watch:
                 try:
                     session = watch.wait_for(
@@ -228,6 +230,7 @@ class IscsiSessions:
                 left.append(f"session{sid} (logout failed: {exc})")
         return left
 
+    @metrics.step("logout")
     def logout_if_empty(self, session: IscsiSession) -> BrickError | None:
         """Log out of ``session`` if it carries no LUN any more; the error, if any."""
         try:

@@ -41,7 +41,8 @@ import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any, TypeVar
 
-from brick_agent import ledger, locking
+from brick_agent import ledger, locking, metrics
+from brick_agent.connectors import presence
 from brick_agent.ledger import store as ledgermod
 from brick_agent.connectors.base import Connector, DeviceInfo
 from brick_agent.connectors.nvmeof.actions import (
@@ -52,6 +53,7 @@ from brick_agent.connectors.nvmeof.actions import (
 )
 from brick_agent.connectors.nvmeof import identity
 from brick_agent.connectors.nvmeof.multipath import NvmeMultipath, map_of
+from brick_agent.connectors.presence import VolumePresence
 from brick_agent.deadline import Deadline
 from brick_agent.errors import (
     BrickError,
@@ -296,6 +298,7 @@ class NVMeOFConnector(Connector):
         ]
 
     # ------------------------------------------------------------------ attach
+    @metrics.timed("attach")
     @ledger.records_attach
     def connect_volume(self, connection_properties: Mapping[str, Any]) -> DeviceInfo:
         props = parse_nvmeof(connection_properties)
@@ -497,6 +500,7 @@ class NVMeOFConnector(Connector):
             pool.shutdown(wait=False)
         return sorted(created)
 
+    @metrics.step("connect")
     def _connect_one(self, req: ConnectRequest, errors: dict[str, str]) -> str | None:
         start = time.monotonic()
         try:
@@ -522,6 +526,7 @@ class NVMeOFConnector(Connector):
         LOG.debug("connected %s as %s in %.3fs", req.describe(), name, time.monotonic() - start)
         return name
 
+    @metrics.step("scan")
     def _safe_rescan(self, ctrl: str) -> None:
         try:
             self.actions.rescan(ctrl)
@@ -536,6 +541,7 @@ class NVMeOFConnector(Connector):
             subsystems=("block", "nvme"), roots=self.roots, source="kernel", poll_interval=0.25
         )
 
+    @metrics.step("wait")
     def _wait_namespace(
         self, watch: DeviceWatch, target: NvmeTarget, hostnqn: str, deadline: Deadline
     ) -> hostnvme.NvmeNamespace:
@@ -600,6 +606,7 @@ class NVMeOFConnector(Connector):
             removal_timeout=self.multipath_removal_timeout,
         )
 
+    @metrics.step("map")
     def _wait_map(
         self,
         watch: DeviceWatch,
@@ -680,6 +687,7 @@ class NVMeOFConnector(Connector):
         LOG.info("multipath map %s (%s) over %s", m.dm_name, m.wwid, ", ".join(m.slaves))
         return m
 
+    @metrics.step("verify")
     def _verify(self, ns: hostnvme.NvmeNamespace, target: NvmeTarget) -> None:
         """Re-read the device's identity (its own sysfs directory) right before returning it."""
         again = hostnvme.read_namespace(self.roots, ns, identity_only=True)
@@ -763,6 +771,7 @@ class NVMeOFConnector(Connector):
         return md
 
     # ------------------------------------------------------------------ detach
+    @metrics.timed("detach")
     @ledger.records_detach
     def disconnect_volume(
         self,
@@ -840,6 +849,7 @@ class NVMeOFConnector(Connector):
             return
         raise LeftoversRemain("; ".join(errors) or "NVMe-oF detach incomplete", leftovers)
 
+    @metrics.step("flush")
     def _flush(self, path: str, force: bool, errors: list[str], deadline: Deadline) -> bool:
         try:
             self.actions.flush(path, max(deadline.remaining(), KERNEL_ACTION_MIN))
@@ -868,7 +878,8 @@ class NVMeOFConnector(Connector):
             if flush and not self._flush(self.roots.devfs(mpath.dm_name), force, errors, deadline):
                 return [self.roots.devfs(mpath.dm_name)]
             try:
-                self._multipath().remove_map(mpath)
+                with metrics.phase(self.protocol, "unmap"):
+                    self._multipath().remove_map(mpath)
             except BrickError as exc:
                 errors.append(f"remove map {mpath.dm_name}: {exc}")
                 if not force:
@@ -892,6 +903,7 @@ class NVMeOFConnector(Connector):
         ]
         return left
 
+    @metrics.step("disconnect")
     def _disconnect_controllers(
         self,
         topo: _Topology,
@@ -998,6 +1010,59 @@ class NVMeOFConnector(Connector):
                 paths += [self.roots.devfs(n) for n in found]
         return paths
 
+    def volume_presence(self, connection_properties: Mapping[str, Any]) -> VolumePresence:
+        """The volume's namespaces (``shared`` when every controller showing one also serves
+        a namespace in use: NVMe-oF cannot hide it while that controller stays), the maps and
+        links over them, dangling by-id links of its identity, its subsystem's controllers
+        without any namespace; ``missing``: portals without a live controller and an
+        absent namespace."""
+        props = parse_nvmeof(connection_properties)
+        result = VolumePresence()
+        for target in props.targets:
+            topo = self._topology(target.nqn, None)
+            found = [ns for ns in topo.namespaces if target.identified and matches(ns, target)]
+            for ns in found:
+                obj = presence.VolumeObject(
+                    presence.DEVICE,
+                    ns.name,
+                    f"namespace {ns.nsid} of {target.nqn} ({_identity_of(target)}) "
+                    f"on {', '.join(ns.controllers) or 'no controller'}",
+                )
+                # the namespace and what udev stacked on it: kept with it, or left with it
+                into = result.shared if self._kept_for_others(ns, target, topo) else result.objects
+                into.append(obj)
+                into += presence.stacked_objects(self.roots, [ns.name, *ns.paths])
+            for c in topo.controllers:
+                if not any(c.name in ns.controllers for ns in topo.namespaces):
+                    result.objects.append(
+                        presence.VolumeObject(
+                            presence.CONTROLLER, c.name, f"{c.address or c.traddr}: no namespace"
+                        )
+                    )
+            result.objects += presence.dangling_links(self.roots, _id_link_suffixes(target))
+            result.missing += _missing_paths(target, topo, found)
+        return result
+
+    def _kept_for_others(
+        self, ns: hostnvme.NvmeNamespace, target: NvmeTarget, topo: _Topology
+    ) -> bool:
+        """Does every controller showing ``ns`` serve another namespace a volume uses
+        (attached through brick_agent per the ledger, or used on the host)?  Unlike a
+        detach, this leans to "no": without a readable ledger ``ns`` counts as left."""
+        if not ns.controllers or self.ledger is None:
+            return False
+        try:
+            data = self.ledger.read()
+        except (BrickError, OSError):
+            return False
+        for c in ns.controllers:
+            others = [o for o in topo.namespaces if o is not ns and c in o.controllers]
+            if not ledger_claims(data, target.nqn, others) and not any(
+                device_users(self.roots, o.name) for o in others
+            ):
+                return False
+        return True
+
     def get_all_available_volumes(
         self, connection_properties: Mapping[str, Any] | None = None
     ) -> list[dict[str, Any]]:
@@ -1086,6 +1151,36 @@ class NVMeOFConnector(Connector):
             )
         LOG.info("NVMe-oF volume now %d bytes (%s)", new_size, ", ".join(sorted(current)))
         return new_size
+
+
+def _id_link_suffixes(target: NvmeTarget) -> list[str]:
+    """Endings of udev's by-id link names for the target's namespace identity."""
+    out = []
+    if target.uuid:
+        out.append(f"-uuid.{target.uuid}")
+    if target.nguid:
+        out.append(f"-eui.{target.nguid}")
+    return out
+
+
+def _missing_paths(
+    target: NvmeTarget, topo: _Topology, found: list[hostnvme.NvmeNamespace]
+) -> list[str]:
+    """The target's portals without a live controller here, and its namespace if absent."""
+    missing = []
+    for portal in target.portals:
+        want = hostnvme.normalize_traddr(portal.address, portal.transport)
+        if not any(
+            c.live
+            and c.transport == portal.transport
+            and hostnvme.normalize_traddr(c.traddr, c.transport) == want
+            and (portal.port is None or c.trsvcid == portal.trsvcid)
+            for c in topo.controllers
+        ):
+            missing.append(f"{portal.transport} {portal.address}:{portal.trsvcid} {target.nqn}")
+    if not found:
+        missing.append(f"namespace {_identity_of(target)} of {target.nqn}")
+    return missing
 
 
 def _identities(nqn: str, ns: hostnvme.NvmeNamespace) -> set[str]:

@@ -33,6 +33,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
+from brick_agent import metrics
 from brick_agent.connectors import multipath_wait
 from brick_agent.connectors.scsi.actions import ScsiActions
 from brick_agent.deadline import Deadline
@@ -186,6 +187,7 @@ class ScsiVolumeOps:
     #: device_info paths: True gives udev's stable links (by-id/wwn-0x..., by-id/dm-uuid-mpath-..),
     #: False the kernel names (/dev/sdX, /dev/dm-N) as os-brick's iSCSI connector returns them
     stable_paths: bool = True
+    protocol: str = "SCSI"  # the metrics' label: ISCSI or FIBRE_CHANNEL
 
     # ------------------------------------------------------------ readiness / identity
     def disk_ready(self, dev: ScsiDevice | None) -> ScsiDevice | None:
@@ -227,6 +229,7 @@ class ScsiVolumeOps:
                 )
         return first
 
+    @metrics.step("verify")
     def revalidate(self, dev: ScsiDevice) -> ScsiDevice | None:
         """A LUN that was already there: rescan it; a changed identity makes it stale.
 
@@ -273,6 +276,7 @@ class ScsiVolumeOps:
         return True
 
     # ------------------------------------------------------------ multipath
+    @metrics.step("map")
     def wait_for_map(self, wwid: str, names: Sequence[str], deadline: Deadline) -> MultipathMap:
         """The map ``mpath-<wwid>`` holding ``names``; asks multipathd to build it if needed.
 
@@ -613,7 +617,8 @@ class ScsiVolumeOps:
         used = self.used_device(info, mpath, ours)
         if used is not None:
             try:
-                self.actions.flush(self.roots.devfs(used))
+                with metrics.phase(self.protocol, "flush"):
+                    self.actions.flush(self.roots.devfs(used))
             except BrickError as exc:
                 if not force:
                     raise in_use_error(
@@ -626,14 +631,15 @@ class ScsiVolumeOps:
         with contextlib.ExitStack() as background:
             if mpath is not None:
                 try:
-                    remove_map(
-                        self.roots,
-                        self.watch_factory,
-                        self.actions.multipath_remove,
-                        mpath,
-                        removal_timeout=self.map_removal_timeout,
-                        gone_timeout=self.device_removal_timeout,
-                    )
+                    with metrics.phase(self.protocol, "unmap"):
+                        remove_map(
+                            self.roots,
+                            self.watch_factory,
+                            self.actions.multipath_remove,
+                            mpath,
+                            removal_timeout=self.map_removal_timeout,
+                            gone_timeout=self.device_removal_timeout,
+                        )
                 except BrickError as exc:
                     err = in_use_error(
                         self.roots,
@@ -654,6 +660,7 @@ class ScsiVolumeOps:
             leftovers += self._delete_devices(ours, force, lock_for, then)
         return leftovers
 
+    @metrics.step("remove")
     def _delete_devices(
         self,
         ours: Sequence[ScsiDevice],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 
 import pytest
 
@@ -124,12 +125,23 @@ def test_health(client):
 def test_paths_present(client):
     resp = _post(client, {"protocol": "ISCSI", "connection_properties": PROPS})
     assert resp.status_code == 200
-    assert resp.get_json() == {
+    body = resp.get_json()
+    assert body == {
         "protocol": "ISCSI",
         "paths": [PRESENT],
         "present": True,
         "search_path": "/dev/disk/by-path",
+        "host": socket.gethostname(),
+        "objects": body["objects"],
+        "missing": [],
+        "shared": [],
     }
+    # the test connector knows only paths: the device behind the path, the link to it
+    assert [(o["kind"], o["name"]) for o in body["objects"]] == [
+        ("device", "sda"),
+        ("link", "/dev/disk/by-id/scsi-36001405aaaaaaaaaaaaaaaaaaaaaaaa1"),
+        ("link", PRESENT),
+    ]
 
 
 def test_paths_absent(client):
@@ -141,6 +153,10 @@ def test_paths_absent(client):
         "paths": [],
         "present": False,
         "search_path": "/dev/disk/by-path",
+        "host": socket.gethostname(),
+        "objects": [],
+        "missing": [],
+        "shared": [],
     }
 
 

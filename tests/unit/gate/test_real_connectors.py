@@ -97,8 +97,8 @@ def test_captured_iscsi_single(tmp_path):
 def test_captured_two_host_verification(tmp_path):
     """Destination: the captured host with the volume; source: the same capture after a
     detach that deleted the LUN but kept the session and the /dev/disk links.  The
-    verifier passes (no path of the volume on the source) and the audit still names
-    the leftovers."""
+    verifier fails on the source, naming the empty session and the dangling links, as
+    does the audit."""
     dest = extract_tree("iscsi-single", tmp_path / "dest")
     src = extract_tree("iscsi-single", tmp_path / "src")
     props = _single_props(dest)
@@ -114,9 +114,15 @@ def test_captured_two_host_verification(tmp_path):
     with running(conf, dest) as dest_url, running(conf, src) as src_url:
         args = ["--protocol", "ISCSI", "--properties", str(props_file)]
         out = io.StringIO()
+        assert verify_detach.main(["--present", dest_url, *args], stdout=out) == 0, out.getvalue()
+        out = io.StringIO()
         assert (
-            verify_detach.main(args + ["--present", dest_url, "--absent", src_url], stdout=out) == 0
+            verify_detach.main(args + ["--present", dest_url, "--absent", src_url], stdout=out) == 1
         ), out.getvalue()
+        src_entry = json.loads(out.getvalue())["hosts"][1]
+        assert src_entry["paths"] == [] and not src_entry["ok"]
+        kinds = sorted({o["kind"] for o in src_entry["objects"]})
+        assert kinds == ["link", "session"], src_entry
         out = io.StringIO()
         assert (
             verify_detach.main(args + ["--present", src_url, "--absent", dest_url], stdout=out) == 1

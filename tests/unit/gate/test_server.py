@@ -248,15 +248,23 @@ def test_verifier_pass_and_fail(two_hosts, props_file, factory):
 
 
 def test_verifier_after_broken_detach(tmp_path, props_file, factory):
-    """Session logged out but the by-path link (and device node) stayed: verifier passes only
-    if the connector ignores it; the audit names the leftover either way."""
+    """Session kept and by-path link left dangling after the LUN was deleted: the real
+    connector names both as left behind (the test connector knows only paths); the audit
+    names them either way."""
     src = host_with_volume(tmp_path / "src")
     src.remove_lun("2:0:0:1")  # device deleted, session kept, link left dangling
     with running(make_conf(), src.roots, factory) as src_url:
         code, verdict = _verify(
             ["--protocol", "ISCSI", "--properties", props_file, "--absent", src_url]
         )
-        assert code == 0, verdict
+        (host,) = verdict["hosts"]
+        if factory is None:  # the real connectors
+            assert code == 1, verdict
+            assert {o["kind"] for o in host["objects"]} == {"session", "link"}
+            assert any("session1" in p for p in host["problems"])
+            assert any("by-path/ip-192.0.2.10:3260" in p for p in host["problems"])
+        else:
+            assert code == 0, verdict
         status, _, text = _request(src_url + "/v1/audit")
         kinds = {f["kind"] for f in json.loads(text)["findings"]}
         assert kinds == {"iscsi_session_without_luns", "dangling_link"}
@@ -276,7 +284,7 @@ def test_verifier_audit_option(tmp_path, props_file, factory):
     ):
         base = ["--protocol", "ISCSI", "--properties", props_file, "--present", dest_url]
         code, verdict = _verify(base + ["--absent", src_url])
-        assert code == 0
+        assert code == (1 if factory is None else 0)  # real connectors see the leftovers
         code, verdict = _verify(base + ["--absent", src_url, "--absent", clean_url, "--audit"])
         assert code == 1 and verdict["verdict"] == "fail"
         present, leftover, ok = verdict["hosts"]
@@ -289,27 +297,31 @@ def test_verifier_audit_option(tmp_path, props_file, factory):
         assert ok["ok"] is True and ok["findings"] == []
 
 
-def test_verifier_with_token(two_hosts, props_file):
+def test_verifier_with_token(two_hosts, props_file, tmp_path, monkeypatch):
+    """The token comes from a file or the environment, never argv."""
     dest, src = two_hosts
     conf = make_conf(gate_token="tok-9")
+    base = ["--protocol", "ISCSI", "--properties", props_file]
+    monkeypatch.delenv("BRICK_GATE_TOKEN", raising=False)
+    monkeypatch.delenv("BRICK_GATE_TOKEN_FILE", raising=False)
+    token_file = tmp_path / "token"
+    token_file.write_text("tok-9\n")
     with running(conf, dest.roots, link_factory) as dest_url:
-        code, verdict = _verify(
-            ["--protocol", "ISCSI", "--properties", props_file, "--present", dest_url]
-        )
-        assert code == 2 and "HTTP 401" in verdict["hosts"][0]["error"]
-        code, verdict = _verify(
-            [
-                "--protocol",
-                "ISCSI",
-                "--properties",
-                props_file,
-                "--present",
-                dest_url,
-                "--token",
-                "tok-9",
-            ]
-        )
-        assert code == 0
+        base += ["--present", dest_url]
+        code, verdict = _verify(base)
+        assert code == 3 and "HTTP 401" in verdict["hosts"][0]["error"]
+        code, verdict = _verify(base + ["--token-file", str(token_file)])
+        assert code == 0, verdict
+        monkeypatch.setenv("BRICK_GATE_TOKEN_FILE", str(token_file))
+        assert _verify(base)[0] == 0
+        monkeypatch.delenv("BRICK_GATE_TOKEN_FILE")
+        monkeypatch.setenv("BRICK_GATE_TOKEN", "tok-9")
+        assert _verify(base)[0] == 0
+        # on the command line: refused before anything is asked
+        assert _verify(base + ["--token", "tok-9"]) == (2, None)
+        assert _verify(base + ["--token-file", str(tmp_path / "none")]) == (2, None)
+        (tmp_path / "empty").write_text("")
+        assert _verify(base + ["--token-file", str(tmp_path / "empty")]) == (2, None)
 
 
 def test_verifier_unreachable_and_errors(two_hosts, props_file, tmp_path):
@@ -319,11 +331,11 @@ def test_verifier_unreachable_and_errors(two_hosts, props_file, tmp_path):
     code, verdict = _verify(
         ["--protocol", "ISCSI", "--properties", props_file, "--absent", dest_url, "--timeout", "2"]
     )
-    assert code == 2 and verdict["verdict"] == "error"
+    assert code == 3 and verdict["verdict"] == "error"
     assert verdict["hosts"][0]["error"].startswith("unreachable")
     with running(make_conf(), dest.roots, link_factory) as url:
         code, verdict = _verify(["--protocol", "SMB", "--properties", props_file, "--absent", url])
-        assert code == 2 and "InvalidConnectorProtocol" in verdict["hosts"][0]["error"]
+        assert code == 3 and "InvalidConnectorProtocol" in verdict["hosts"][0]["error"]
         assert PASSWORD not in json.dumps(verdict)
 
 
@@ -420,7 +432,7 @@ def test_cli_verify_detach_is_the_verifier(two_hosts, props_file, capsys):
             base + ["--present", dest_url, "--absent", src_url],
             base + ["--present", src_url, "--absent", dest_url],
             base + ["--present", dest_url, "--absent", dest_url, "--audit"],
-            base + ["--present", dest_url, "--token", "t", "--timeout", "5"],
+            base + ["--present", dest_url, "--retries", "0", "--timeout", "5"],
             ["--present", dest_url],
             base,
             base + ["--present", dest_url, "--no-such-option"],
@@ -445,9 +457,12 @@ def test_cli_verify_detach_is_the_verifier(two_hosts, props_file, capsys):
         "--absent",
         "--protocol",
         "--properties",
-        "--token",
+        "--token-file",
         "--audit",
         "--timeout",
+        "--retries",
+        "--human",
+        "--junit",
     ):
         assert option in help_text
 
