@@ -24,10 +24,18 @@ import dataclasses
 import ipaddress
 import os
 import re
+from collections.abc import Mapping
 
 from brick_agent.host import sysfs
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
-from brick_agent.host.scsi import Hctl, ScsiDevice, read_scsi_device, scsi_devices
+from brick_agent.host.scsi import (
+    Hctl,
+    ListedLun,
+    ScsiDevice,
+    list_lun,
+    read_scsi_device,
+    scsi_devices,
+)
 
 _SESSION_RE = re.compile(r"session(\d+)")
 _HOST_RE = re.compile(r"host(\d+)")
@@ -224,6 +232,33 @@ def session_devices(roots: HostRoots, session: IscsiSession) -> list[ScsiDevice]
     return scsi_devices(roots, host=session.host_number)
 
 
+def session_luns(
+    roots: HostRoots, session: IscsiSession, disks: Mapping[str, str] | None = None
+) -> list[ListedLun]:
+    """The LUNs of ``session`` as a listing needs them (name, WWID), by address.
+
+    Same LUNs and order as :func:`session_devices`, with one or two reads per LUN
+    (``disks``: :func:`brick_agent.host.scsi.disks_by_hctl`, read once per listing).
+    """
+    if not (session.device_path and os.path.isdir(session.device_path)):
+        return [ListedLun(d.hctl, d.name, d.wwid) for d in session_devices(roots, session)]
+    out = []
+    for entry in sysfs.list_dir(session.device_path, _TARGET_RE, sort=False):
+        tdir = f"{session.device_path}/{entry}"
+        for lun in sysfs.list_dir(tdir, _LUN_RE, sort=False):
+            # list_dir matched H:C:T:L: four numbers
+            listed = list_lun(f"{tdir}/{lun}", Hctl(*map(int, lun.split(":"))), disks)
+            if listed is not None:
+                out.append(listed)
+    return sorted(out, key=_address)
+
+
+def _address(lun: ListedLun) -> tuple[int, int, int, int]:
+    """The sort key of :class:`Hctl`'s order, as a plain tuple (cheaper to compare)."""
+    h = lun.hctl
+    return (h.host, h.channel, h.target, h.lun)
+
+
 def find_sessions(
     roots: HostRoots,
     iqn: str,
@@ -238,9 +273,7 @@ def find_sessions(
     """
     want_addr = normalize_address(portal_address)
     out = []
-    for s in iscsi_sessions(roots):
-        if s.target_iqn is None or s.target_iqn.lower() != iqn.strip().lower():
-            continue
+    for s in _sessions_to(roots, iqn):
         if want_addr is not None:
             pairs = {
                 (normalize_address(s.portal_address), s.portal_port),
@@ -253,6 +286,21 @@ def find_sessions(
         if iface_name is not None and s.iface_name not in (iface_name, None):
             continue
         out.append(s)
+    return out
+
+
+def _sessions_to(roots: HostRoots, iqn: str) -> list[IscsiSession]:
+    """The sessions whose target is ``iqn``: one read (``targetname``) per other session."""
+    base = roots.sysfs("class", "iscsi_session")
+    want = iqn.strip().lower()
+    out = []
+    for entry in sysfs.list_dir(base, _SESSION_RE):
+        name = sysfs.read_attr(os.path.join(base, entry, "targetname"))
+        if name is None or name.lower() != want:
+            continue  # (an unreadable name never matched: read_session gives None then)
+        session = read_session(roots, int(entry[len("session") :]))
+        if session is not None and (session.target_iqn or "").lower() == want:
+            out.append(session)
     return out
 
 

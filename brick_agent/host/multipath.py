@@ -76,11 +76,31 @@ def multipath_maps(roots: HostRoots = DEFAULT_ROOTS) -> list[MultipathMap]:
     return out
 
 
+def dm_names(roots: HostRoots) -> list[str]:
+    """Names of the dm devices (``dm-N``), by number.
+
+    Listed from ``/sys/devices/virtual/block``, where the kernel puts every dm device,
+    rather than ``/sys/class/block``, which lists every block device of the host; the
+    class directory when the other is missing (a partial tree).
+    """
+    virtual = roots.sysfs("devices", "virtual", "block")
+    if os.path.isdir(virtual):
+        return sysfs.list_dir(virtual, _DM_RE)
+    return sysfs.list_dir(roots.sysfs("class", "block"), _DM_RE)
+
+
 def map_for_wwid(roots: HostRoots, wwid: str) -> MultipathMap | None:
-    """The map of a LUN given its WWID in any spelling ('naa.6001405...' or '36001405...')."""
-    for m in multipath_maps(roots):
-        if same_wwid(m.wwid, wwid):
-            return m
+    """The map of a LUN given its WWID in any spelling ('naa.6001405...' or '36001405...').
+
+    Reads one attribute (``dm/uuid``) per dm device; only the match is read in full.
+    """
+    base = roots.sysfs("class", "block")
+    for entry in dm_names(roots):
+        uuid = sysfs.read_attr(os.path.join(base, entry, "dm", "uuid"))
+        if uuid and uuid.startswith(MPATH_PREFIX) and same_wwid(uuid[len(MPATH_PREFIX) :], wwid):
+            m = read_map(roots, entry)
+            if m is not None:
+                return m
     return None
 
 
@@ -98,6 +118,18 @@ def map_for_slave(roots: HostRoots, name: str) -> MultipathMap | None:
         if base in m.slaves:
             return m
     return None
+
+
+def maps_by_slave(roots: HostRoots = DEFAULT_ROOTS) -> dict[str, MultipathMap]:
+    """Path device name -> the multipath map using it, for every map (one pass over the maps).
+
+    What :func:`map_for_slave` answers per device, for listings that ask it of every disk.
+    """
+    out: dict[str, MultipathMap] = {}
+    for m in multipath_maps(roots):
+        for slave in m.slaves:
+            out.setdefault(slave, m)
+    return out
 
 
 def map_by_name(roots: HostRoots, name: str) -> MultipathMap | None:

@@ -603,6 +603,9 @@ def subsystem_view(
     if class_base is None:
         return ctrls, namespaces
     for sname in _entries(class_base, _SUBSYS_RE):
+        # the NQN through the class link first: one read per other subsystem
+        if (_read(os.path.join(class_base, sname, "subsysnqn")) or None) != nqn:
+            continue
         real = _resolve_in(class_base, sname)
         if real is None or (_read(os.path.join(real, "subsysnqn")) or None) != nqn:
             continue

@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Mapping
 
 from brick_agent.host import sysfs
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
@@ -268,6 +269,50 @@ def read_scsi_device(lun_dir: str, hctl: Hctl, resolved: bool = False) -> ScsiDe
         scsi_type=sysfs.read_int(os.path.join(real, "type")),
         rev=attr("rev"),
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class ListedLun:
+    """What a listing needs of a LUN: its address, disk name and WWID (nothing else read)."""
+
+    hctl: Hctl
+    name: str | None
+    wwid: str | None
+
+
+def disks_by_hctl(roots: HostRoots) -> dict[str, str]:
+    """``'H:C:T:L'`` -> disk name of every SCSI disk, from the ``/sys/class/block`` links.
+
+    One ``readlink`` per block device (the link names the LUN directory:
+    ``.../H:C:T:L/block/sdX``), for listings that need the disk of every LUN.
+    """
+    base = roots.sysfs("class", "block")
+    out: dict[str, str] = {}
+    for name in sysfs.list_dir(base, sort=False):
+        try:
+            target = os.readlink(f"{base}/{name}")
+        except OSError:
+            continue  # vanished, or not a link
+        parts = target.rsplit("/", 3)
+        if len(parts) == 4 and parts[2] == "block" and parts[3] == name:
+            if _HCTL_RE.fullmatch(parts[1]):
+                out[parts[1]] = name
+    return out
+
+
+def list_lun(lun_dir: str, hctl: Hctl, disks: Mapping[str, str] | None = None) -> ListedLun | None:
+    """Disk name and WWID of the canonical LUN directory ``lun_dir``; ``None`` if it vanished.
+
+    Two reads per LUN (``block/``, ``wwid``) instead of :func:`read_scsi_device`'s seven,
+    one when ``disks`` (:func:`disks_by_hctl`) names its disk: listings walk every LUN.
+    """
+    name = disks.get(lun_dir.rsplit("/", 1)[-1]) if disks is not None else None
+    if name is None:
+        name = _disk_name(lun_dir)
+    wwid = sysfs.read_attr(f"{lun_dir}/wwid") or None
+    if name is None and wwid is None and not os.path.isdir(lun_dir):
+        return None
+    return ListedLun(hctl=hctl, name=name, wwid=wwid)
 
 
 def scsi_devices(roots: HostRoots = DEFAULT_ROOTS, host: int | None = None) -> list[ScsiDevice]:

@@ -150,7 +150,7 @@ def _identities_now(self: Connector, keys: list[str]) -> dict[str, str | None]:
     """
     assert self.ledger is not None
     try:
-        found = ledgermod.find_entry(self.ledger.read(), keys)
+        found = ledgermod.find_entry(self.ledger.view(), keys)
     except ledgermod.LedgerCorrupt:
         return {}
     if found is None:
@@ -305,7 +305,7 @@ def _connect(
         prior: dict[str, Any] = {}
         was_ro = False
         if ident is not None:
-            snapshot = _entry_of_device(ledger.read(), self.protocol, keys, ident)
+            snapshot = _entry_of_device(ledger.view(), self.protocol, keys, ident)
             if snapshot is not None:
                 prior = dict(snapshot.get("attachments") or {})
                 was_ro = _is_read_only(snapshot)
@@ -378,15 +378,7 @@ def _entry_of_device(
             _drop_stale(data, found[0], f"the address now carries {ident}")
         found = None
     if found is None and ident is not None:
-        found = next(
-            (
-                (k, e)
-                for k, e in data["volumes"].items()
-                if e.get("protocol") == protocol
-                and ledgermod.same_identity(e.get("identity"), ident)
-            ),
-            None,
-        )
+        found = ledgermod.find_by_identity(data, protocol, ident)
     if found is None:
         return None
     if pop:
@@ -400,7 +392,7 @@ def _add_attachment(
     """A new attachment shares the recorded (revalidated) device."""
     ledger = self.ledger
     assert ledger is not None
-    found = ledgermod.find_entry(ledger.read(), keys)
+    found = ledgermod.find_entry(ledger.view(), keys)
     if found is None:
         raise ledgermod.LedgerError("volume vanished while adding an attachment")
     read_only = _apply_access(
@@ -653,15 +645,11 @@ def _rebuilt_identities(self: Connector, props: Mapping[str, Any], keys: list[st
     """
     assert self.ledger is not None
     try:
-        data = self.ledger.read()
+        data = self.ledger.view()
     except ledgermod.LedgerCorrupt:
         data = None
     if data is not None and (
-        ledgermod.find_entry(data, keys) is not None
-        or not any(
-            ledgermod.UNKNOWN_ATTACHMENT in (e.get("attachments") or {})
-            for e in data["volumes"].values()
-        )
+        ledgermod.find_entry(data, keys) is not None or not ledgermod.unknown_entries(data)
     ):
         return []
     idents = (ledgermod.device_identity(self.roots, p) for p in self.get_volume_paths(props))
@@ -672,11 +660,9 @@ def _unknown_decision(
     self: Connector, data: dict[str, Any], rebuilt_ids: list[str], force: bool
 ) -> dict[str, Any]:
     """No entry at the address: is the device one the rebuilt ledger holds as unknown?"""
-    for key, entry in list(data["volumes"].items()):
-        if (
-            ledgermod.UNKNOWN_ATTACHMENT in (entry.get("attachments") or {})
-            and entry.get("protocol") == self.protocol
-            and any(ledgermod.same_identity(i, entry.get("identity")) for i in rebuilt_ids)
+    for key, entry in ledgermod.unknown_entries(data):
+        if entry.get("protocol") == self.protocol and any(
+            ledgermod.same_identity(i, entry.get("identity")) for i in rebuilt_ids
         ):
             if not force:
                 return {

@@ -22,6 +22,21 @@ File format (JSON, ``[brick_agent] ledger_path``, version 1)::
   (:func:`brick_agent.locking.external_lock`, shared by every process); the
   file is replaced atomically (temp file in the same directory, ``fsync``,
   ``rename``, ``fsync`` of the directory), directory created ``0700``, file ``0600``.
+* **Journal** (a transaction's cost independent of the ledger's size): above
+  :data:`JOURNAL_FROM` volumes the snapshot above is written only now and then
+  (``"version": 2`` plus ``"journal": <gen>``, which a version-1 reader refuses:
+  it fails closed) and each commit appends one checksummed record of what it
+  changed to ``<path>.journal`` (``fsync``; format in
+  :mod:`brick_agent.ledger.journal`).  Once the journal outgrows the snapshot
+  (and :data:`COMPACT_MIN_BYTES`) a commit folds it into a new snapshot of a new
+  gen under the lock; below ``JOURNAL_FROM / 2`` volumes the ledger goes back to
+  version 1.  Each process keeps the content it read (with indexes by lookup key
+  and identity, :mod:`brick_agent.ledger.state`) and reads only what was appended
+  since; a replaced snapshot is read afresh.  Crash points: a torn last record was
+  never acknowledged (skipped, and cut off under the lock); a new snapshot beside
+  the journal of the previous gen is complete (that journal is ignored); a journal
+  beside a version-1 snapshot is a leftover (removed).  A transaction body sees an
+  overlay: entries are copied in as it reads them, and only those are compared.
 * **Write-ahead intent**: a connect records a ``pending`` intent (lookup keys +
   attachment id) before any kernel action and replaces it with the attachment
   afterwards.  A crash in between leaves the intent, so the next call knows the
@@ -39,10 +54,12 @@ File format (JSON, ``[brick_agent] ledger_path``, version 1)::
   Nova makes removes the device.  Callers that pass ``attachment_id``
   (cinderlib-style or direct use) get per-attachment counting.
 
-* **Fail closed.** A file that cannot be read (``EACCES``, ``EIO``, ``EMFILE``...)
-  raises :class:`LedgerUnreadable` and nothing is attached or detached.  Only
-  malformed content is corruption: the file is moved aside to a unique
-  ``<path>.corrupt-<time>-<pid>-<random>`` and the ledger is rebuilt from what the
+* **Fail closed.** A file that cannot be read (``EACCES``, ``EIO``, ``EMFILE``...),
+  the journal included, raises :class:`LedgerUnreadable` and nothing is attached or
+  detached.  Only malformed content is corruption (in the journal: any line but a
+  torn last one that fails its checksum or shape): the file is moved aside to a unique
+  ``<path>.corrupt-<time>-<pid>-<random>`` (the journal beside it, ``.journal``
+  appended) and the ledger is rebuilt from what the
   kernel shows: every fabric volume present gets an entry whose attachments are
   unknown (:data:`UNKNOWN_ATTACHMENT`).  Such a device is kept by every detach
   unless forced (:class:`AttachmentsUnknown`): a live attachment is never dropped
@@ -58,13 +75,14 @@ File format (JSON, ``[brick_agent] ledger_path``, version 1)::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from brick_agent import locking
@@ -73,6 +91,18 @@ from brick_agent.host import sysfs
 from brick_agent.host.block import BlockDevice, block_device_for_path, resolve_dev_path
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
 from brick_agent.host.scsi import Hctl, same_wwid
+from brick_agent.ledger import journal
+from brick_agent.ledger.state import (
+    UNKNOWN_ATTACHMENT,
+    Overlay,
+    State,
+    canonical,
+    copy_json,
+    has_unknown_attachment,
+    identity_forms,
+    lookups_of,
+    transaction_view,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -83,10 +113,14 @@ ACCESS_MODES = ("rw", "ro")
 #: connection-property keys that may carry the attachment id (Cinder/Nova name first)
 ATTACHMENT_ID_KEYS = ("attachment_id", "attachment")
 MAX_ID = 255
-#: the attachments of a volume found on the kernel after the ledger was rebuilt
-UNKNOWN_ATTACHMENT = "<unknown>"
 #: tombstones of replaced volumes kept at most (oldest dropped first)
 MAX_REPLACED = 512
+#: a journaled snapshot's format version (a version-1 reader refuses it: fails closed)
+JOURNALED_VERSION = 2
+#: above this many volumes the ledger is journaled (below, a whole snapshot costs little)
+JOURNAL_FROM = 64
+#: a journal is folded into a new snapshot once it is larger than this and the snapshot
+COMPACT_MIN_BYTES = 256 * 1024
 
 
 class LedgerError(BrickError):
@@ -212,30 +246,137 @@ class AttachmentLedger:
         return cls(opts.ledger_path, lock_path=opts.lock_path)
 
     # ------------------------------------------------------------ file
-    def read(self) -> dict[str, Any]:
-        """The current content (no lock; a consistent snapshot thanks to atomic renames).
+    @property
+    def journal_path(self) -> str:
+        return self.path + journal.SUFFIX
 
-        Raise :class:`LedgerUnreadable` when the file cannot be read and
+    def read(self) -> dict[str, Any]:
+        """The current content, a copy (no lock; consistent thanks to atomic renames and
+        checksummed appends).
+
+        Raise :class:`LedgerUnreadable` when a file cannot be read and
         :class:`LedgerCorrupt` when its content is malformed; a missing file is empty.
         """
-        return _parse(self.path, _read_text(self.path))
+        return self._state(locked=False).plain()
 
-    def _load_locked(self) -> dict[str, Any]:
+    def view(self) -> dict[str, Any]:
+        """The current content for lookups (no lock): :func:`find_entry` and the other
+        helpers answer from the indexes; entries are copied only when read."""
+        return transaction_view(self._state(locked=False))
+
+    def _state(self, locked: bool) -> State:
+        """The current content: a cached journaled state caught up, else read afresh."""
+        with _STATES_MUTEX:
+            state = _STATES.get(self.path)
+        try:
+            if state is not None and self._catch_up(state, locked):
+                return state
+            state = self._read_state(locked)
+        except BaseException:
+            _forget_state(self.path)
+            raise
+        with _STATES_MUTEX:
+            if state.files.gen is not None:
+                _STATES[self.path] = state
+            else:
+                _STATES.pop(self.path, None)
+        return state
+
+    def _catch_up(self, state: State, locked: bool) -> bool:
+        """Apply what was appended to the journal since ``state`` was read; False when
+        the snapshot or the journal was replaced (read afresh then)."""
+        with state.lock:
+            files = state.files
+            if files.journal is None or _stat_key(self.path) != files.snapshot:
+                return False
+            ino, applied = files.journal
+            got = _read_journal(self.journal_path, applied)
+            if got is None or got[0] != ino or got[1] < applied:
+                return False
+            records, used = self._decode(got[2], applied, locked)
+            for rec in records:
+                _check(self.journal_path, rec)
+                state.apply(rec)
+            files.journal = (ino, applied + used)
+            return True
+
+    def _decode(self, buf: bytes, offset: int, locked: bool) -> tuple[list[dict[str, Any]], int]:
+        """Records of journal bytes read from ``offset``; a torn last line is cut off
+        under the lock (a writer that crashed) and skipped without it (one writing)."""
+        try:
+            records, used, torn = journal.decode(buf)
+        except journal.JournalCorrupt as exc:
+            raise LedgerCorrupt(f"attachment ledger journal {self.journal_path}: {exc}") from None
+        if torn and locked:
+            LOG.warning("%s: cutting off a record a crashed writer left", self.journal_path)
+            _unreadable_on_error(self.journal_path, journal.truncate, offset + used)
+        return records, used
+
+    def _read_state(self, locked: bool) -> State:
+        """Snapshot plus its journal.  Without the lock a compaction may replace both
+        between the two reads: read again while the snapshot keeps changing."""
+        state = None
+        for _ in range(_READ_ATTEMPTS):
+            text, key, size = _read_snapshot(self.path)
+            data = _parse(self.path, text)
+            gen = data.pop("journal", None)
+            state = State(data)
+            state.files = _Files(snapshot=key, snapshot_size=size, gen=gen)
+            if gen is None:
+                if locked:
+                    self._drop_stale_journal()
+                return state
+            if self._replay(state, locked) or locked or _stat_key(self.path) == key:
+                return state
+        assert state is not None
+        return state
+
+    def _replay(self, state: State, locked: bool) -> bool:
+        """Apply the journal of the state's gen; False when the journal is of another gen
+        (left by a compaction: its records are in the snapshot) or missing."""
+        got = _read_journal(self.journal_path, 0)
+        if got is None:
+            return False
+        ino, _, buf = got
+        records, used = self._decode(buf, 0, locked)
+        try:
+            gen = journal.gen_of(records[0]) if records else None
+        except journal.JournalCorrupt as exc:
+            raise LedgerCorrupt(f"attachment ledger journal {self.journal_path}: {exc}") from None
+        if gen is None:
+            raise LedgerCorrupt(f"attachment ledger journal {self.journal_path} has no header")
+        if gen != state.files.gen:
+            return False
+        for rec in records[1:]:
+            _check(self.journal_path, rec)
+            state.apply(rec)
+        state.files.journal = (ino, used)
+        return True
+
+    def _drop_stale_journal(self) -> None:
+        """A journal beside an unjournaled snapshot is a leftover (under the lock)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.journal_path)
+            LOG.info("removed %s, left over from a journaled ledger", self.journal_path)
+
+    def _load_locked(self) -> State:
         if not self._swept:
             self._sweep_temp_files()
-        text = _read_text(self.path)
         try:
-            return _parse(self.path, text)
+            return self._state(locked=True)
         except LedgerCorrupt as exc:
             return self._recover(exc)
 
-    def _recover(self, exc: LedgerCorrupt) -> dict[str, Any]:
-        """Move the corrupt file aside and rebuild: kernel volumes, attachments unknown."""
+    def _recover(self, exc: LedgerCorrupt) -> State:
+        """Move the corrupt files aside and rebuild: kernel volumes, attachments unknown."""
         aside = (
             f"{self.path}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-"
             f"{os.urandom(4).hex()}"
         )
-        os.replace(self.path, aside)  # an OSError here is raised: nothing is decided
+        if os.path.lexists(self.path):
+            os.replace(self.path, aside)  # an OSError here is raised: nothing is decided
+        if os.path.lexists(self.journal_path):
+            os.replace(self.journal_path, aside + journal.SUFFIX)
         data = _empty()
         now = time.time()
         for vol in _kernel_volumes(self.roots):
@@ -256,7 +397,9 @@ class AttachmentLedger:
             len(data["volumes"]),
         )
         self._write_locked(data)
-        return data
+        state = State(data)
+        state.files = _Files(snapshot=_stat_key(self.path), snapshot_size=0, gen=None)
+        return state
 
     def _sweep_temp_files(self) -> None:
         """Remove temp files a crashed writer left (called under the ledger lock)."""
@@ -270,12 +413,16 @@ class AttachmentLedger:
         self._swept = True
 
     def _write_locked(self, data: Mapping[str, Any]) -> None:
+        """Replace the snapshot with ``data`` (unjournaled, format version 1)."""
+        self._write_text(render(data))
+
+    def _write_text(self, text: str) -> None:
         directory = os.path.dirname(self.path)
         os.makedirs(directory, mode=0o700, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".ledger-", suffix=".tmp", dir=directory)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(render(data))
+                f.write(text)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
@@ -283,12 +430,72 @@ class AttachmentLedger:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        with contextlib.suppress(OSError):
-            dfd = os.open(directory, os.O_RDONLY)
+        journal.fsync_dir(directory)
+
+    # ------------------------------------------------------------ commit
+    def _commit(self, state: State, data: dict[str, Any]) -> None:
+        """Write what the batch changed: a journal record (journaled), else the whole
+        snapshot; the state follows only once that is durable."""
+        rec = _record_of(state, data)
+        if rec is None:
+            return
+        with state.lock:
             try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+                if state.files.gen is not None:
+                    self._append(state, rec)
+                else:
+                    self._rewrite(state, rec)
+            except BaseException:
+                _forget_state(self.path)
+                raise
+            if state.files.gen is not None and _wants_compaction(state):
+                self._compact_quietly(state)
+
+    def _append(self, state: State, rec: dict[str, Any]) -> None:
+        files = state.files
+        assert files.gen is not None
+        if files.journal is None:  # new gen (or its journal never made it): start it
+            files.journal = journal.create(self.journal_path, files.gen)
+        ino, size = files.journal
+        files.journal = (ino, journal.append(self.journal_path, journal.encode(rec), ino, size))
+        state.apply(rec)
+
+    def _rewrite(self, state: State, rec: dict[str, Any]) -> None:
+        """An unjournaled ledger: the whole new content; journaled from now on when it
+        holds more than :data:`JOURNAL_FROM` volumes."""
+        new = State(state.plain())
+        new.apply(rec)
+        self._snapshot(new, journaled=len(new.volumes) > JOURNAL_FROM)
+        state.apply(rec)
+        state.files = new.files
+
+    def _snapshot(self, state: State, journaled: bool) -> None:
+        """Fold everything into a new snapshot: with a new gen and an empty journal of it,
+        or unjournaled (the journal removed).  The snapshot's rename is the commit point."""
+        content = state.plain()
+        gen = os.urandom(8).hex() if journaled else None
+        if gen is None:
+            self._write_locked(content)
+        else:
+            self._write_text(render({**content, "version": JOURNALED_VERSION, "journal": gen}))
+        key, size = _stat_key(self.path), os.path.getsize(self.path)
+        state.files = _Files(snapshot=key, snapshot_size=size, gen=gen)
+        if gen is None:
+            self._drop_stale_journal()
+        else:
+            state.files.journal = journal.create(self.journal_path, gen)
+
+    def _compact_quietly(self, state: State) -> None:
+        """Compaction after a durable commit: a failure is logged, not the commit's."""
+        try:
+            self._snapshot(state, journaled=len(state.volumes) > JOURNAL_FROM // 2)
+        except OSError as exc:
+            LOG.warning("attachment ledger %s: compaction failed (%s)", self.path, exc)
+            _forget_state(self.path)
+        else:
+            with _STATES_MUTEX:
+                if state.files.gen is None:
+                    _STATES.pop(self.path, None)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[dict[str, Any]]:
@@ -324,24 +531,24 @@ class AttachmentLedger:
                     if _OPEN_BATCHES.get(self.path) is batch:
                         del _OPEN_BATCHES[self.path]
                     members = list(batch.members)
-                data = self._load_locked()
-                batch.data = data
-                before = _canonical(data)  # C-encoded snapshot: cheaper than a deep copy
+                state = self._load_locked()
+                data = batch.data = transaction_view(state)
                 for member in members:
                     if member is me:
-                        snap = _canonical(data)
+                        _begin(data)
                         try:
                             yield data
                         except BaseException as exc:  # noqa: BLE001 - re-raised below
-                            _restore(data, snap)
+                            _rollback(data)
                             own_error = exc
+                        else:
+                            _end(data)
                     else:
                         member.go.set()
                         member.done.wait()
                 if len(members) > 1:
                     LOG.debug("ledger: %d transactions in one write", len(members))
-                if _canonical(data) != before:
-                    self._write_locked(data)
+                self._commit(state, data)
         except BaseException as exc:
             batch.error = exc
             raise
@@ -428,12 +635,13 @@ def _follow(batch: _Batch, me: _Member) -> Iterator[dict[str, Any]]:
         if batch.error is not None or batch.data is None:
             raise _batch_failure(batch.error)
         data = batch.data
-        snap = _canonical(data)
+        _begin(data)
         try:
             yield data
         except BaseException:
-            _restore(data, snap)
+            _rollback(data)
             raise
+        _end(data)
     finally:
         me.done.set()
     batch.finished.wait()
@@ -448,40 +656,100 @@ def _batch_failure(error: BaseException | None) -> BaseException:
     return LedgerError(f"attachment ledger transaction failed: {error}")
 
 
-def _restore(data: dict[str, Any], snapshot: str) -> None:
-    data.clear()
-    data.update(json.loads(snapshot))
+def _overlays(data: dict[str, Any]) -> list[Overlay]:
+    vols = dict.get(data, "volumes")
+    return [o for o in (data, vols) if isinstance(o, Overlay)]
+
+
+def _begin(data: dict[str, Any]) -> None:
+    for o in _overlays(data):
+        o.begin()
+
+
+def _rollback(data: dict[str, Any]) -> None:
+    """Undo one member's changes (its body raised)."""
+    if isinstance(data, Overlay):
+        data.rollback()  # puts data["volumes"] back if the body replaced it
+    vols = dict.get(data, "volumes")
+    if isinstance(vols, Overlay):
+        vols.rollback()
+
+
+def _end(data: dict[str, Any]) -> None:
+    for o in _overlays(data):
+        o.end()
 
 
 def _empty() -> dict[str, Any]:
     return {"version": FORMAT_VERSION, "volumes": {}, "pending": []}
 
 
-def _read_text(path: str) -> str | None:
-    """The file's text, None when it does not exist; :class:`LedgerUnreadable` otherwise."""
+def _read_snapshot(path: str) -> tuple[str | None, tuple[int, ...] | None, int]:
+    """(text, stat key, size) of the snapshot; (None, None, 0) when it does not exist;
+    :class:`LedgerUnreadable` when it cannot be read."""
     try:
         with open(path, "rb") as f:
             raw = f.read()
+            key = _key_of(os.fstat(f.fileno()))
     except FileNotFoundError:
-        return None
+        return None, None, 0
     except OSError as exc:
         raise LedgerUnreadable(f"attachment ledger {path} cannot be read: {exc}") from exc
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8"), key, len(raw)
     except UnicodeDecodeError as exc:
         raise LedgerCorrupt(f"attachment ledger {path} is not UTF-8: {exc}") from None
 
 
+def _key_of(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _stat_key(path: str) -> tuple[int, ...] | None:
+    """Which snapshot file is at ``path`` now (None: none); unreadable raises."""
+    try:
+        return _key_of(os.stat(path))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise LedgerUnreadable(f"attachment ledger {path} cannot be read: {exc}") from exc
+
+
+def _read_journal(path: str, offset: int) -> tuple[int, int, bytes] | None:
+    try:
+        return journal.read_from(path, offset)
+    except OSError as exc:
+        raise LedgerUnreadable(f"attachment ledger journal {path} cannot be read: {exc}") from exc
+
+
+def _unreadable_on_error(path: str, fn: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return fn(path, *args)
+    except OSError as exc:
+        raise LedgerUnreadable(f"attachment ledger journal {path}: {exc}") from exc
+
+
+def _check(path: str, rec: Mapping[str, Any]) -> None:
+    try:
+        journal.check_record(rec)
+    except journal.JournalCorrupt as exc:
+        raise LedgerCorrupt(f"attachment ledger journal {path}: {exc}") from None
+
+
 def _parse(path: str, text: str | None) -> dict[str, Any]:
-    """The ledger content of ``text``; :class:`LedgerCorrupt` when it is malformed."""
+    """The ledger content of ``text``; :class:`LedgerCorrupt` when it is malformed.
+
+    A journaled snapshot (version 2) keeps its journal's gen under ``journal``.
+    """
     if text is None:
         return _empty()
     try:
         data = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise LedgerCorrupt(f"attachment ledger {path} is not JSON: {exc}") from None
-    if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
+    if not isinstance(data, dict) or not _known_version(data):
         raise LedgerCorrupt(f"attachment ledger {path} has an unknown format")
+    data["version"] = FORMAT_VERSION  # the content; the journal's gen says how it is stored
     data.setdefault("volumes", {})
     data.setdefault("pending", [])
     replaced = data.get("replaced", [])
@@ -495,6 +763,66 @@ def _parse(path: str, text: str | None) -> dict[str, Any]:
     ):
         raise LedgerCorrupt(f"attachment ledger {path} has malformed sections")
     return data
+
+
+def _known_version(data: Mapping[str, Any]) -> bool:
+    if data.get("version") == FORMAT_VERSION:
+        return "journal" not in data
+    gen = data.get("journal")
+    return data.get("version") == JOURNALED_VERSION and isinstance(gen, str) and bool(gen)
+
+
+@dataclasses.dataclass
+class _Files:
+    """Which files a :class:`State` was read from."""
+
+    snapshot: tuple[int, ...] | None  # stat key of the snapshot (None: there was none)
+    snapshot_size: int
+    gen: str | None  # journaled: the gen the snapshot and its journal share
+    journal: tuple[int, int] | None = None  # (inode, bytes applied) of that journal
+
+
+_READ_ATTEMPTS = 5
+_STATES_MUTEX = threading.Lock()
+_STATES: dict[str, State] = {}  # ledger path -> journaled content, caught up per use
+
+
+def _forget_state(path: str) -> None:
+    with _STATES_MUTEX:
+        _STATES.pop(path, None)
+
+
+def _wants_compaction(state: State) -> bool:
+    """The journal outgrew its snapshot, or the ledger shrank below journaling."""
+    files = state.files
+    journal_size = files.journal[1] if files.journal else 0
+    return (
+        journal_size > max(COMPACT_MIN_BYTES, files.snapshot_size)
+        or len(state.volumes) <= JOURNAL_FROM // 2
+    )
+
+
+def _record_of(state: State, data: dict[str, Any]) -> dict[str, Any] | None:
+    """The journal record of what a batch changed (fresh copies); None: nothing changed."""
+    assert isinstance(data, Overlay)
+    vols = dict.get(data, "volumes")
+    top, top_removed = data.changes(skip=vols)
+    if isinstance(vols, Overlay):
+        changed, removed = vols.changes()
+    else:  # the body replaced data["volumes"] (or removed it): every entry
+        changed, removed = _replaced_volumes(state, top.pop("volumes", None))
+        top_removed = [k for k in top_removed if k != "volumes"]
+    rec = journal.record(copy_json(changed), removed, copy_json(top), top_removed)
+    return rec or None
+
+
+def _replaced_volumes(state: State, new: Any) -> tuple[dict[str, Any], list[str]]:
+    new = {} if new is None else new
+    if not isinstance(new, dict) or not all(isinstance(e, dict) for e in new.values()):
+        raise LedgerError("a ledger transaction set 'volumes' to something else than entries")
+    with state.lock:
+        removed = sorted(k for k in state.volumes if k not in new)
+    return dict(new), removed
 
 
 def _kernel_volumes(roots: HostRoots) -> list[dict[str, Any]]:
@@ -515,11 +843,6 @@ def _kernel_volumes(roots: HostRoots) -> list[dict[str, Any]]:
     return out
 
 
-def _canonical(value: Any) -> str:
-    """Compact, key-sorted JSON (json's C encoder: it is not used when indenting)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
 def render(data: Mapping[str, Any]) -> str:
     """The file text: a JSON object with one line per volume and per pending intent.
 
@@ -536,19 +859,19 @@ def render(data: Mapping[str, Any]) -> str:
             items = sorted(value.items())
             lines.append(f" {name}: {{")
             lines += [
-                f"  {json.dumps(k)}: {_canonical(v)}" + ("," if j < len(items) - 1 else "")
+                f"  {json.dumps(k)}: {canonical(v)}" + ("," if j < len(items) - 1 else "")
                 for j, (k, v) in enumerate(items)
             ]
             lines.append(f" }}{sep}")
         elif isinstance(value, list) and value:
             lines.append(f" {name}: [")
             lines += [
-                f"  {_canonical(v)}" + ("," if j < len(value) - 1 else "")
+                f"  {canonical(v)}" + ("," if j < len(value) - 1 else "")
                 for j, v in enumerate(value)
             ]
             lines.append(f" ]{sep}")
         else:
-            lines.append(f" {name}: {_canonical(value)}{sep}")
+            lines.append(f" {name}: {canonical(value)}{sep}")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -559,12 +882,84 @@ def volume_key(protocol: str, identity: str) -> str:
 
 
 def find_entry(data: Mapping[str, Any], lookup: Sequence[str]) -> tuple[str, dict] | None:
-    """The entry whose lookup keys share one with ``lookup``."""
+    """The entry whose lookup keys share one with ``lookup``.
+
+    On a transaction's content or :meth:`AttachmentLedger.view` the index answers
+    (the smallest matching key); on a plain dict the first match.
+    """
     wanted = set(lookup)
-    for key, entry in data["volumes"].items():
-        if wanted & set(entry.get("lookup", ())):
+    return _first(
+        data, candidate_keys(data, "lookup", wanted), lambda e: bool(wanted & lookups_of(e))
+    )
+
+
+def find_by_identity(
+    data: Mapping[str, Any], protocol: str, identity: str
+) -> tuple[str, dict] | None:
+    """The entry of ``protocol`` whose identity is ``identity`` (any WWID spelling)."""
+    return _first(
+        data,
+        candidate_keys(data, "identity", identity_forms(identity)),
+        lambda e: e.get("protocol") == protocol and same_identity(e.get("identity"), identity),
+    )
+
+
+def unknown_entries(data: Mapping[str, Any]) -> list[tuple[str, dict]]:
+    """Entries whose attachments are unknown (the ledger was rebuilt)."""
+    vols = data["volumes"]
+    keys = candidate_keys(data, "unknown", ())
+    if keys is None:
+        return [(k, e) for k, e in vols.items() if has_unknown_attachment(e)]
+    out = []
+    for key in keys:
+        entry = vols.get(key)
+        if entry is not None and has_unknown_attachment(entry):
+            out.append((key, entry))
+    return out
+
+
+def entries_named(data: Mapping[str, Any], names: Iterable[str]) -> list[tuple[str, dict]]:
+    """Entries that may carry one of ``names`` (lowercase identities or lookup keys):
+    from the indexes on indexed content, every entry on a plain dict.  The caller
+    checks each entry it gets."""
+    vols = data.get("volumes", {})
+    wanted = set(names)
+    keys = candidate_keys(data, "identity", wanted)
+    if keys is None:
+        return list(vols.items())
+    keys = sorted(set(keys) | set(candidate_keys(data, "lookup", wanted) or ()))
+    return [(k, vols[k]) for k in keys if k in vols]
+
+
+def _first(
+    data: Mapping[str, Any], keys: list[str] | None, match: Callable[[dict], bool]
+) -> tuple[str, dict] | None:
+    vols = data["volumes"]
+    if keys is None:
+        return next(((k, e) for k, e in vols.items() if match(e)), None)
+    for key in keys:
+        entry = vols.get(key)
+        if entry is not None and match(entry):
             return key, entry
     return None
+
+
+def candidate_keys(data: Mapping[str, Any], index: str, wanted: Iterable[str]) -> list[str] | None:
+    """Keys that may match, from the indexes of an indexed content (plus the entries this
+    transaction read or wrote, checked directly); None for a plain dict."""
+    vols = data["volumes"]
+    state = vols.state if isinstance(vols, Overlay) else None
+    if state is None:
+        return None
+    if index == "unknown":
+        with state.lock:
+            found = set(state.unknown)
+    else:
+        found = state.candidates(
+            state.by_lookup if index == "lookup" else state.by_identity, wanted
+        )
+    found |= set(vols.touched())
+    return sorted(k for k in found if k in vols)
 
 
 def pending_for(data: Mapping[str, Any], lookup: Sequence[str]) -> list[dict[str, Any]]:

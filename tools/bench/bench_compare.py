@@ -44,9 +44,42 @@ def p(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))]
 
 
-def row(section: str, what: str, **vals: Any) -> None:
+def row(section: str, what: str, cpu: dict[str, str] | None = None, **vals: Any) -> None:
+    """Record a row; ``cpu``: the VM's CPU shares while it was measured (default: since
+    the previous row or the section's start)."""
+    vals.update(cpu if cpu is not None else cpu_shares(_WINDOW[0]))
+    _WINDOW[0] = cpu_counters()
     ROWS.append({"section": section, "what": what, **vals})
     print(f"  [{section}] {what}: " + ", ".join(f"{k}={v}" for k, v in vals.items()), flush=True)
+    if META:  # every row's result survives a VM killed later (bench_compare.sh reads it)
+        print("BENCH_JSON_PARTIAL " + json.dumps(_doc(META), default=str), flush=True)
+
+
+def cpu_counters() -> list[int]:
+    """The guest's /proc/stat ``cpu`` line: user nice system idle iowait irq softirq steal."""
+    try:
+        with open("/proc/stat") as f:
+            return [int(x) for x in f.readline().split()[1:9]]
+    except OSError:
+        return []
+
+
+def cpu_shares(since: list[int]) -> dict[str, str]:
+    """Idle (idle+iowait) and steal shares of all vCPUs since ``since``: a starved VM
+    (steal) or an idle one tells noise from a regression."""
+    now = cpu_counters()
+    if not since or len(now) != len(since):
+        return {}
+    d = [b - a for a, b in zip(since, now, strict=True)]
+    total = sum(d) or 1
+    return {
+        "vm_idle": f"{100 * (d[3] + d[4]) / total:.0f}%",
+        "vm_steal": f"{100 * d[7] / total:.0f}%",
+    }
+
+
+_WINDOW: list[list[int]] = [cpu_counters()]
+META: dict[str, Any] = {}  # the run's meta once known (lab runs)
 
 
 def fmt(x: Any) -> str:
@@ -61,9 +94,10 @@ def ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}" if a and b else "–"
 
 
-def check(section: str, tool: str, before: dict[str, Any]) -> None:
+def check(section: str, tool: str, before: dict[str, Any], cleanup: bool = True) -> None:
     note_left(section, tool, lo.leftovers(before, lo.snapshot()))
-    lo.cleanup()
+    if cleanup:
+        lo.cleanup()
 
 
 def note_left(section: str, tool: str, found: list[str]) -> None:
@@ -139,6 +173,7 @@ def _latency_rounds(
     label: str,
     props: dict[str, Any],
     floor: tuple[Callable[[], float], Callable[[], float]],
+    section: str = "1 latency",
 ) -> None:
     """One warm-up round then ``n`` rounds of floor/ours/os-brick attach+detach (the order
     rotated so no one always goes first); records the latency rows of ``label``.
@@ -152,6 +187,7 @@ def _latency_rounds(
         f"{w}_{op}": [] for w in ("floor",) + TOOLS for op in ("attach", "detach")
     }
     before = lo.snapshot()
+    t0 = cpu_counters()
     for i in range(n + 1):  # round 0 = warm-up, not recorded
         order = ["floor", *TOOLS]
         order = order[i % 3 :] + order[: i % 3]
@@ -176,16 +212,23 @@ def _latency_rounds(
             if i:
                 samples[f"{who}_attach"].append(a)
                 samples[f"{who}_detach"].append(d)
-    check(f"1 {name} latency", "both", before)
-    _latency_rows(label, samples)
+    cpu = cpu_shares(t0)
+    if section == "1 latency":
+        check(f"1 {name} latency", "both", before)
+    else:  # the dense host stays: only what this volume left
+        check(f"{section} {name}", "both", before, cleanup=False)
+    _latency_rows(label, samples, section, cpu)
 
 
-def _latency_rows(label: str, s: dict[str, list[float]]) -> None:
+def _latency_rows(
+    label: str, s: dict[str, list[float]], section: str = "1 latency", cpu: Any = None
+) -> None:
     for op in ("attach", "detach"):
         med = {w: statistics.median(s[f"{w}_{op}"]) for w in ("floor",) + TOOLS}
         row(
-            "1 latency",
+            section,
             f"{label} {op} (n={len(s['floor_' + op])})",
+            cpu=cpu,
             floor=med["floor"],
             ours=med["ours"],
             osbrick=med["osbrick"],
@@ -252,7 +295,7 @@ def concurrency(workers: dict[str, Worker], protocol: str, rounds: int = 1) -> N
     """
     results: dict[str, list[dict[str, Any]]] = {}
     for rnd in range(rounds):
-        order = (("floor",) if protocol == "NVME" else ()) + TOOLS
+        order = ("floor",) + TOOLS
         for who in order[rnd % len(order) :] + order[: rnd % len(order)]:
             results.setdefault(who, []).append(_concurrency_round(workers, protocol, who))
     for who, runs in results.items():
@@ -292,7 +335,7 @@ def _concurrency_round(workers: dict[str, Worker], protocol: str, who: str) -> d
             t.create()
         udev_settle()
         if who == "floor":
-            return _nvme_floor_many(targets)
+            return _nvme_floor_many(targets) if protocol == "NVME" else _iscsi_floor_many(targets)
         if protocol == "ISCSI":
             items = [
                 {"props": {"target_portal": t.portals[0], "target_iqn": t.iqn, "target_lun": lun}}
@@ -376,6 +419,188 @@ def _nvme_floor_many(targets: list[Any]) -> dict[str, Any]:
         "failures": 0,
         "errors": [],
     }
+
+
+def _iscsi_floor_many(targets: list[Any]) -> dict[str, Any]:
+    """The kernel's share of the iSCSI concurrency section: both logins at once (each
+    scanning its target) until the 16 disks exist; the detach deletes them and logs out."""
+    import bench_iscsi as bi
+
+    luns = sum(len(t.luns) for t in targets)
+    with HostLoad() as load:
+        t0 = time.monotonic()
+        bi.floor_attach_many(targets, luns)
+        attach = time.monotonic() - t0
+    udev_settle()
+    t0 = time.monotonic()
+    bi.floor_detach_many(targets)
+    detach = time.monotonic() - t0
+    udev_settle()
+    return {
+        "attach": {"wall": attach, "times": [], **load.summary(None)},
+        "detach": {"wall": detach, "times": []},
+        "failures": 0,
+        "errors": [],
+    }
+
+
+# ------------------------------------------------------------------ 6. a dense host
+def scale(workers: dict[str, Worker], sizes: list[int], n: int, teardown: bool = True) -> None:
+    """One iSCSI and one NVMe/TCP attach+detach (floor, ours, os-brick; ``n`` rounds) on
+    a host that already has ``size`` unrelated block devices (tools/bench/dense.py)."""
+    from brick_lab import LioIscsiTarget, NvmetSubsystem
+    import bench_iscsi as bi
+    import bench_nvmeof as bn
+    from dense import DenseHost
+
+    host = DenseHost()
+    try:
+        with (
+            LioIscsiTarget(luns=1, lun_size=1 << 20, initiators=["local"]) as t,
+            NvmetSubsystem(namespaces=1, ns_size=1 << 20) as sub,
+        ):
+            for size in sizes:
+                took = host.grow(size)
+                print(f"  dense host: {host.counts()} ({took})", flush=True)
+                _scale_rounds(workers, n, size, t, sub, bi, bn)
+    finally:
+        if teardown:
+            host.destroy()
+            lo.cleanup()
+
+
+def _scale_rounds(
+    workers: dict[str, Worker], n: int, size: int, t: Any, sub: Any, bi: Any, bn: Any
+) -> None:
+    portals = ["127.0.0.1:3260"]
+    iprops = {"target_portal": portals[0], "target_iqn": t.iqn, "target_lun": 0}
+    _latency_rounds(
+        workers,
+        n,
+        "ISCSI",
+        "iSCSI",
+        f"iSCSI single-path, {size} unrelated",
+        iprops,
+        (
+            lambda: bi.timed(bi.floor_attach, t, portals),
+            lambda: bi.timed(bi.floor_detach, t, portals),
+        ),
+        section="6 scale",
+    )
+    ns = sub.namespaces[1]
+    env = {
+        "NQN": sub.nqn,
+        "UUID": ns.uuid,
+        "HOSTNQN": open("/etc/nvme/hostnqn").read().strip(),
+        "HOSTID": open("/etc/nvme/hostid").read().strip(),
+    }
+
+    def elapsed(script: str) -> float:
+        start, end = bn._bash(script, env)[:2]
+        return float(end) - float(start)
+
+    nprops = {
+        "target_nqn": sub.nqn,
+        "vol_uuid": ns.uuid,
+        "ns_id": 1,
+        "portals": [["127.0.0.1", 4420, "tcp"]],
+    }
+    _latency_rounds(
+        workers,
+        n,
+        "NVME",
+        "NVMe",
+        f"NVMe/TCP, {size} unrelated",
+        nprops,
+        (lambda: elapsed(bn.FLOOR_ATTACH_SUBSYS), lambda: elapsed(bn.FLOOR_DETACH)),
+        section="6 scale",
+    )
+
+
+# ------------------------------------------------------------------ 7. filling a host
+def fill(workers: dict[str, Worker], protocol: str, volumes: int, batch: int) -> None:
+    """Attach ``volumes`` volumes (4 targets/subsystems) ``batch`` at a time with ours,
+    then detach them all the same way: per-volume p50/p95 of each quarter."""
+    from brick_lab import LioIscsiTarget, NvmetSubsystem
+
+    per = volumes // 4
+    if protocol == "ISCSI":
+        targets: list[Any] = [
+            LioIscsiTarget(
+                luns=per, lun_size=1 << 20, initiators=["local"], portals=(f"127.0.0.{k + 1}:3260",)
+            )
+            for k in range(4)
+        ]
+    else:
+        targets = [NvmetSubsystem(namespaces=per, ns_size=1 << 20) for _ in range(4)]
+    try:
+        for tg in targets:
+            tg.create()
+        udev_settle(timeout=300)
+        items = _fill_items(protocol, targets)
+        before = lo.snapshot()
+        attached = _in_batches(workers["ours"], protocol, "attach_many", items, batch)
+        udev_settle(timeout=300)
+        detached = _in_batches(workers["ours"], protocol, "detach_many", attached, batch)
+        check(f"7 fill {protocol}", "ours", before)
+        for op, done in (("attach", attached), ("detach", detached)):
+            _quarter_row(protocol, op, [d["t"] for d in done], sum(not d["ok"] for d in done))
+    finally:
+        for tg in targets:
+            try:
+                tg.destroy()
+            except Exception as exc:  # noqa: BLE001
+                print(f"  target teardown: {exc}", flush=True)
+        lo.cleanup()
+
+
+def _fill_items(protocol: str, targets: list[Any]) -> list[dict[str, Any]]:
+    if protocol == "ISCSI":
+        return [
+            {"props": {"target_portal": t.portals[0], "target_iqn": t.iqn, "target_lun": lun}}
+            for lun in range(len(targets[0].luns))
+            for t in targets
+        ]
+    return [
+        {
+            "props": {
+                "target_nqn": t.nqn,
+                "vol_uuid": t.namespaces[nsid].uuid,
+                "ns_id": nsid,
+                "portals": [["127.0.0.1", 4420, "tcp"]],
+            }
+        }
+        for nsid in sorted(targets[0].namespaces)
+        for t in targets
+    ]
+
+
+def _in_batches(
+    w: Worker, protocol: str, op: str, items: list[dict[str, Any]], batch: int
+) -> list[dict[str, Any]]:
+    """Run ``op`` over ``items`` ``batch`` at a time; each item gets ``t``, ``ok``, ``info``."""
+    out = []
+    for i in range(0, len(items), batch):
+        chunk = items[i : i + batch]
+        r = w.call({"op": op, "protocol": protocol, "items": chunk}, timeout=600)
+        if "results" not in r:
+            raise RuntimeError(f"{op}: {r.get('error') or r}")
+        for it, res in zip(chunk, r["results"], strict=True):  # failures are counted
+            info = res.get("info") if op == "attach_many" else it.get("info")
+            out.append({**it, "t": res["t"], "ok": res["ok"], "info": info})
+    return out
+
+
+def _quarter_row(protocol: str, op: str, times: list[float], failures: int) -> None:
+    q = max(1, len(times) // 4)
+    quarters = [times[k * q : (k + 1) * q] for k in range(4)]
+    vals: dict[str, Any] = {"failures": failures}
+    for k, qt in enumerate(quarters, 1):
+        vals[f"q{k}_p50"] = statistics.median(qt) if qt else None
+        vals[f"q{k}_p95"] = p(qt, 0.95) if qt else None
+    vals["last_vs_first_p50"] = ratio(vals["q4_p50"], vals["q1_p50"])
+    vals["last_vs_first_p95"] = ratio(vals["q4_p95"], vals["q1_p95"])
+    row("7 fill", f"{protocol} {len(times)} volumes {op}, 16 at a time [ours]", **vals)
 
 
 # ------------------------------------------------------------------ 3. failure latency
@@ -531,6 +756,57 @@ def _rounds_label(r: dict[str, Any]) -> str:
     return f"{r['what']} (median of {n})" if n > 1 else r["what"]
 
 
+def _vm(r: dict[str, Any]) -> str:
+    """The row's VM idle / steal shares (how starved the VM was while it was measured)."""
+    return f"{r['vm_idle']} / {r['vm_steal']}" if "vm_idle" in r else "–"
+
+
+def _scale_and_fill(L: list[str]) -> None:
+    sc = [r for r in ROWS if r["section"] == "6 scale"]
+    if sc:
+        zero = {
+            r["what"].split(",")[0] + r["what"].split("unrelated")[-1]: r["ours"]
+            for r in sc
+            if ", 0 unrelated" in r["what"]
+        }
+        body = []
+        for r in sc:
+            base = zero.get(r["what"].split(",")[0] + r["what"].split("unrelated")[-1])
+            body.append(
+                [r["what"], r["floor"], r["ours"], r["osbrick"], r["ours_vs_floor"]]
+                + [ratio(r["ours"], base), r.get("ours_p95"), _vm(r)]
+            )
+        L += _md_table(
+            [
+                "6. dense host (median s)",
+                "floor",
+                "brick_agent",
+                "os-brick",
+                "ours/floor",
+                "ours / ours at 0",
+                "p95 ours",
+                "VM idle / steal",
+            ],
+            body,
+        )
+        L.append("")
+    fl = [r for r in ROWS if r["section"] == "7 fill"]
+    if fl:
+        keys = [f"q{k}_{x}" for k in range(1, 5) for x in ("p50", "p95")]
+        L += _md_table(
+            ["7. filling a host (s)"]
+            + [k.replace("_", " ") for k in keys]
+            + ["q4/q1 p50", "q4/q1 p95", "failures", "VM idle / steal"],
+            [
+                [r["what"]]
+                + [r.get(k) for k in keys]
+                + [r["last_vs_first_p50"], r["last_vs_first_p95"], r["failures"], _vm(r)]
+                for r in fl
+            ],
+        )
+        L.append("")
+
+
 def table(meta: dict[str, Any]) -> str:
     L = [
         f"brick_agent vs os-brick {meta['osbrick_version']} — {meta['date']}, kernel "
@@ -549,6 +825,7 @@ def table(meta: dict[str, Any]) -> str:
                 "ours/os-brick",
                 "p95 ours",
                 "p95 os-brick",
+                "VM idle / steal",
             ],
             [
                 [
@@ -564,6 +841,7 @@ def table(meta: dict[str, Any]) -> str:
                         "osbrick_p95",
                     )
                 ]
+                + [_vm(r)]
                 for r in lat
             ],
         )
@@ -579,10 +857,12 @@ def table(meta: dict[str, Any]) -> str:
                 "failures",
                 "tool CPU (s)",
                 "VM CPU busy",
+                "VM idle / steal",
             ],
             [
                 [_rounds_label(r)]
                 + [r.get(k) for k in ("wall", "p50", "p95", "failures", "tool_cpu", "vm_busy")]
+                + [_vm(r)]
                 for r in con
             ],
         )
@@ -597,10 +877,12 @@ def table(meta: dict[str, Any]) -> str:
             if w["ours"] and w["osbrick"]:
                 L.append(
                     f"| {proto} attach speed-up os-brick/ours | "
-                    f"{w['osbrick'] / w['ours']:.1f}x | | | | | |"
+                    f"{w['osbrick'] / w['ours']:.1f}x | | | | | | |"
                 )
             if w["ours"] and w["floor"]:
-                L.append(f"| {proto} attach ours/floor | {w['ours'] / w['floor']:.2f}x | | | | | |")
+                L.append(
+                    f"| {proto} attach ours/floor | {w['ours'] / w['floor']:.2f}x | | | | | | |"
+                )
         L.append("")
         L += [
             f"- walls of the rounds, {r['what']}: " + ", ".join(f"{w:.3f}" for w in r["rounds"])
@@ -620,9 +902,11 @@ def table(meta: dict[str, Any]) -> str:
                 "os-brick",
                 "brick_agent error",
                 "os-brick error",
+                "VM idle / steal",
             ],
             [
                 [r["what"], r["ours"], r["osbrick"], r["ours_error"][:60], r["osbrick_error"][:60]]
+                + [_vm(r)]
                 for r in fail
             ],
         )
@@ -666,6 +950,11 @@ def table(meta: dict[str, Any]) -> str:
             body,
         )
         L.append("")
+    _scale_and_fill(L)
+    out_of_time = [r for r in ROWS if r["what"] in ("OUT OF TIME", "FAILED")]
+    if out_of_time:
+        L += [f"- section {r['section']}: {r['what']} ({r.get('error', '')})" for r in out_of_time]
+        L.append("")
     if LEFT:
         body = []
         for sec, d in LEFT.items():
@@ -692,6 +981,93 @@ def table(meta: dict[str, Any]) -> str:
     return "\n".join(L)
 
 
+#: seconds per section (a lab run per section adds ~2 min of boot and setup)
+BUDGETS = {
+    "latency": 300.0,
+    "concurrency": 300.0,
+    "concurrency-nvme": 240.0,
+    "failures": 360.0,
+    "discovery": 300.0,
+    "scale": 780.0,
+    "fill-iscsi": 720.0,
+    "fill-nvme": 600.0,
+}
+
+
+class OutOfTime(BaseException):
+    """A section's budget ran out (raised by SIGALRM; not an Exception, so no section's
+    own error handling swallows it)."""
+
+
+def _budget(text: str) -> tuple[str, float]:
+    name, _, secs = text.partition("=")
+    return name, float(secs)
+
+
+def run_section(
+    name: str,
+    fn: Callable[[], None],
+    budget: float,
+    workers: dict[str, Worker],
+    teardown: bool = True,
+) -> None:
+    """Run one section within ``budget`` seconds; its rows so far are kept either way."""
+    import signal
+
+    def expire(signum: int, frame: Any) -> None:
+        raise OutOfTime(name)
+
+    t0 = time.monotonic()
+    print(f"== {name} (budget {budget:.0f}s)", flush=True)
+    _WINDOW[0] = cpu_counters()
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, budget)
+    try:
+        fn()
+    except OutOfTime:
+        print(f"!! {name} ran out of its {budget:.0f}s budget", flush=True)
+        row(name, "OUT OF TIME", error=f"budget {budget:.0f}s")
+        _restart(workers)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - keep the other sections
+        print(f"!! {name} failed: {type(exc).__name__}: {exc}", flush=True)
+        row(name, "FAILED", error=f"{type(exc).__name__}: {exc}"[:300])
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    if not (name == "scale" and not teardown):
+        lo.cleanup()
+    print(f"== {name} took {time.monotonic() - t0:.1f}s", flush=True)
+
+
+def _restart(workers: dict[str, Worker]) -> None:
+    """Workers may be mid-call after an interrupted section: start them afresh."""
+    for w in workers.values():
+        w.kill()
+        w.start()
+
+
+def _doc(meta: dict[str, Any]) -> dict[str, Any]:
+    return {"meta": meta, "rows": ROWS, "leftovers": LEFT}
+
+
+def render(paths: list[str]) -> int:
+    """One table of several --json-out files (one lab run per section)."""
+    meta: dict[str, Any] = {}
+    for path in paths:
+        with open(path) as f:
+            doc = json.load(f)
+        meta = meta or doc["meta"]
+        ROWS.extend(doc["rows"])
+        for sec, found in doc["leftovers"].items():
+            LEFT.setdefault(sec, {}).update(found)
+    if not meta:
+        return 1
+    print(table(meta))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=7)
@@ -699,8 +1075,26 @@ def main() -> int:
     ap.add_argument(
         "--sections",
         default="latency,concurrency,concurrency-nvme,failures,discovery",
-        help="comma list of latency,concurrency,concurrency-nvme,failures,discovery",
+        help="comma list of latency,concurrency,concurrency-nvme,failures,discovery,"
+        "scale,fill-iscsi,fill-nvme",
     )
+    ap.add_argument(
+        "--budget",
+        action="append",
+        default=[],
+        metavar="SECTION=SECONDS",
+        help="time budget of a section (default: BUDGETS); a section out of time keeps "
+        "the rows it made, the next one starts",
+    )
+    ap.add_argument("--scale-sizes", default="0,64,256,1024")
+    ap.add_argument("--scale-rounds", type=int, default=3)
+    ap.add_argument(
+        "--no-dense-teardown",
+        action="store_true",
+        help="leave the dense host's devices when the scale section ends (its own VM run: "
+        "the VM goes anyway, and removing 1024 devices takes minutes under TCG)",
+    )
+    ap.add_argument("--fill-volumes", type=int, default=256)
     ap.add_argument("--discovery-sizes", default="16,32,64")
     ap.add_argument(
         "--iscsi-rounds",
@@ -722,15 +1116,15 @@ def main() -> int:
     ap.add_argument("--synthetic-sizes", default="256,512,1024,2048,4096")
     ap.add_argument("--daemon", action="store_true", help="both tools through privsep daemons")
     ap.add_argument("--json-out", help="also write rows/leftovers as JSON here")
-    ap.add_argument("--render", metavar="JSON", help="print the table of an earlier --json-out")
+    ap.add_argument(
+        "--render",
+        metavar="JSON",
+        nargs="+",
+        help="print the table of earlier --json-out files (several: one table)",
+    )
     args = ap.parse_args()
     if args.render:
-        with open(args.render) as f:
-            doc = json.load(f)
-        ROWS.extend(doc["rows"])
-        LEFT.update(doc["leftovers"])
-        print(table(doc["meta"]))
-        return 0
+        return render(args.render)
     osb_ver = "?"
     try:
         import subprocess
@@ -758,6 +1152,8 @@ def main() -> int:
         if os.environ.get("BRICK_LAB")
         else "host (synthetic trees)",
     }
+    if not args.synthetic:
+        META.update(meta)
     lock_dir = tempfile.mkdtemp(prefix="bench-locks-", dir="/var/tmp")
     t_start = time.monotonic()
     if args.synthetic:
@@ -780,6 +1176,17 @@ def main() -> int:
         }
         steps: list[tuple[str, Callable[[], None]]] = [
             ("latency", lambda: latency(workers, args.n)),
+            (
+                "scale",
+                lambda: scale(
+                    workers,
+                    [int(x) for x in args.scale_sizes.split(",")],
+                    args.scale_rounds,
+                    teardown=not args.no_dense_teardown,
+                ),
+            ),
+            ("fill-iscsi", lambda: fill(workers, "ISCSI", args.fill_volumes, 16)),
+            ("fill-nvme", lambda: fill(workers, "NVME", args.fill_volumes, 16)),
             ("concurrency", lambda: concurrency(workers, "ISCSI", args.iscsi_rounds)),
             ("concurrency-nvme", lambda: concurrency(workers, "NVME", args.nvme_rounds)),
             ("failures", lambda: failures(workers)),
@@ -788,25 +1195,21 @@ def main() -> int:
                 lambda: discovery_lab(workers, [int(x) for x in args.discovery_sizes.split(",")]),
             ),
         ]
+        budgets = {**BUDGETS, **dict(_budget(b) for b in args.budget)}
         try:
             for name, fn in steps:
                 if name in sections:
-                    t0 = time.monotonic()
-                    print(f"== {name}", flush=True)
-                    try:
-                        fn()
-                    except Exception as exc:  # noqa: BLE001 - keep the other sections
-                        print(f"!! {name} failed: {type(exc).__name__}: {exc}", flush=True)
-                        row(name, "FAILED", error=f"{type(exc).__name__}: {exc}"[:300])
-                        lo.cleanup()
-                    print(f"== {name} took {time.monotonic() - t0:.1f}s", flush=True)
+                    run_section(
+                        name, fn, budgets.get(name, 600.0), workers, not args.no_dense_teardown
+                    )
+                    print("BENCH_JSON_PARTIAL " + json.dumps(_doc(meta), default=str), flush=True)
         finally:
             for w in workers.values():
                 w.close()
     print()
     print(table(meta))
     print(f"\n(total {time.monotonic() - t_start:.0f}s)")
-    doc = {"meta": meta, "rows": ROWS, "leftovers": LEFT}
+    doc = _doc(meta)
     print("BENCH_JSON " + json.dumps(doc, default=str))
     if args.json_out:
         with open(args.json_out, "w") as f:

@@ -18,6 +18,8 @@ Prints medians, the ratio ours/floor, and a JSON line.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import glob
 import json
 import os
 import statistics
@@ -64,6 +66,56 @@ def floor_detach(t: LioIscsiTarget, portals: list[str]) -> None:
         wait_path(f"/dev/disk/by-path/ip-{portals[0]}-iscsi-{t.iqn}-lun-0", False)
     else:
         wait_path(f"/dev/disk/by-id/dm-uuid-mpath-{t.luns[0].scsi_id}", False)
+
+
+def _lun_disks(iqns: set[str]) -> set[str]:
+    """Disk names of the LUNs the sessions to ``iqns`` have (sysfs only, no udev)."""
+    out = set()
+    for sess in glob.glob("/sys/class/iscsi_session/session*"):
+        try:
+            with open(os.path.join(sess, "targetname")) as f:
+                if f.read().strip() not in iqns:
+                    continue
+        except OSError:
+            continue
+        for block in glob.glob(os.path.join(sess, "device", "target*", "*:*", "block", "*")):
+            name = os.path.basename(block)
+            if os.path.exists(f"/dev/{name}"):
+                out.add(name)
+    return out
+
+
+def floor_attach_many(targets: list[LioIscsiTarget], luns: int, timeout: float = 120.0) -> None:
+    """The kernel's share of attaching every LUN of ``targets``: all logins at once (the
+    login's own scan of the target), until ``luns`` disks exist with their /dev node."""
+
+    def login(t: LioIscsiTarget) -> None:
+        sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", t.portals[0], "--op", "new")
+        sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", t.portals[0], "--login")
+
+    with concurrent.futures.ThreadPoolExecutor(len(targets)) as pool:
+        list(pool.map(login, targets))
+    iqns = {t.iqn for t in targets}
+    end = time.monotonic() + timeout
+    while len(_lun_disks(iqns)) < luns:
+        if time.monotonic() > end:
+            raise RuntimeError(f"only {len(_lun_disks(iqns))} of {luns} LUNs appeared")
+        time.sleep(0.005)
+
+
+def floor_detach_many(targets: list[LioIscsiTarget]) -> None:
+    """The matching detach: delete every LUN's device, then all logouts at once."""
+    iqns = {t.iqn for t in targets}
+    for name in _lun_disks(iqns):
+        with open(f"/sys/block/{name}/device/delete", "w") as f:
+            f.write("1")
+
+    def logout(t: LioIscsiTarget) -> None:
+        sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", t.portals[0], "--logout")
+        sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", t.portals[0], "--op", "delete")
+
+    with concurrent.futures.ThreadPoolExecutor(len(targets)) as pool:
+        list(pool.map(logout, targets))
 
 
 def timed(fn, *args) -> float:

@@ -50,6 +50,26 @@ nvme disconnect -n "$NQN" >/dev/null
 echo "$t0 $EPOCHREALTIME"
 """
 
+#: FLOOR_ATTACH on a host with many other namespaces: looks only under the subsystem of
+#: ``$NQN`` (FLOOR_ATTACH's loop over every NVMe block device would grow with the host).
+FLOOR_ATTACH_SUBSYS = r"""
+set -u
+exec 9<> <(:)
+t0=$EPOCHREALTIME
+nvme connect -t tcp -a 127.0.0.1 -s 4420 -n "$NQN" -q "$HOSTNQN" -I "$HOSTID" >/dev/null
+for s in /sys/class/nvme-subsystem/nvme-subsys*; do
+  n=; read -r n < "$s/subsysnqn" 2>/dev/null; [ "$n" = "$NQN" ] && break
+done
+while :; do
+  for d in "$s"/nvme*n*; do
+    u=; read -r u < "$d/uuid" 2>/dev/null
+    [ "$u" = "$UUID" ] && [ -b "/dev/${d##*/}" ] && break 2
+  done
+  read -r -t 0.005 -u 9 || :
+done
+echo "$t0 $EPOCHREALTIME ${d##*/}"
+"""
+
 #: Floor of the concurrency section: connect every subsystem at once (``$NQNS``), wait
 #: until each UUID of ``$UUIDS`` is a block device in /dev.
 FLOOR_ATTACH_MANY = r"""

@@ -404,6 +404,7 @@ class FibreChannelConnector(Connector):
         if connection_properties is not None:
             wanted = set(parse_fc(connection_properties).target_wwpns)
         out = []
+        maps = self.ops.slave_maps()
         for hba, d, target_wwpn in fc_view.fc_scsi_devices(self.roots):
             if wanted is not None and target_wwpn not in wanted:
                 continue
@@ -414,7 +415,7 @@ class FibreChannelConnector(Connector):
                     "target_wwpn": target_wwpn,
                     "lun": d.hctl.lun,
                     "hctl": str(d.hctl),
-                    **self.ops.listing_fields(d),
+                    **self.ops.listing_fields(d, maps),
                 }
             )
         return out

@@ -58,10 +58,16 @@ from brick_agent.errors import (
 from brick_agent.deadline import Clock, Deadline
 from brick_agent.host import sysfs
 from brick_agent.host.block import block_device_for_path
-from brick_agent.host.iscsi import IscsiSession, iscsi_sessions, session_devices, session_targets
+from brick_agent.host.iscsi import (
+    IscsiSession,
+    iscsi_sessions,
+    session_devices,
+    session_luns,
+    session_targets,
+)
 from brick_agent.host.multipath import MultipathMap, map_for_wwid
 from brick_agent.host.roots import HostRoots
-from brick_agent.host.scsi import Hctl, ScsiDevice, scsi_device_by_name
+from brick_agent.host.scsi import Hctl, ScsiDevice, disks_by_hctl, scsi_device_by_name
 from brick_agent.properties.iscsi import IscsiProperties, IscsiTarget, parse_iscsi
 
 LOG = logging.getLogger(__name__)
@@ -551,10 +557,13 @@ class ISCSIConnector(Connector):
         if connection_properties is not None:
             iqns = {t.iqn for t in self._parse(connection_properties).targets}
         out = []
+        maps = self.ops.slave_maps()
+        # every disk's name in one pass when listing them all
+        disks = disks_by_hctl(self.roots) if iqns is None else None
         for s in iscsi_sessions(self.roots):
             if iqns is not None and s.target_iqn not in iqns:
                 continue
-            for d in session_devices(self.roots, s):
+            for d in session_luns(self.roots, s, disks):
                 out.append(
                     {
                         "portal": s.portal,
@@ -562,7 +571,7 @@ class ISCSIConnector(Connector):
                         "lun": d.hctl.lun,
                         "hctl": str(d.hctl),
                         "session": s.sid,
-                        **self.ops.listing_fields(d),
+                        **self.ops.listing_fields(d, maps),
                     }
                 )
         return out

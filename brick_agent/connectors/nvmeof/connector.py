@@ -43,6 +43,7 @@ from typing import Any, TypeVar
 
 from brick_agent import ledger, locking, metrics
 from brick_agent.connectors import presence
+from brick_agent.ledger import store as ledgermod
 from brick_agent.connectors.base import Connector, DeviceInfo
 from brick_agent.connectors.nvmeof.actions import (
     AlreadyConnected,
@@ -963,7 +964,7 @@ class NVMeOFConnector(Connector):
             f"{p} not resolved to a namespace device" for p in ctrl.namespaces if p not in known
         ]
         try:
-            data = self.ledger.read()
+            data = self.ledger.view()
         except (BrickError, OSError) as exc:
             return reasons + [f"attachment ledger unreadable: {exc}"]
         reasons += ledger_claims(data, target.nqn, others)
@@ -1211,7 +1212,8 @@ def ledger_claims(
         for k in p.get("lookup", ())
     ):
         out.append(f"an attach to {nqn} is pending")
-    for key, entry in data.get("volumes", {}).items():
+    names = set().union(*(_identities(nqn, ns) for ns in namespaces)) if namespaces else set()
+    for key, entry in ledgermod.entries_named(data, names):
         said = {str(entry.get("identity") or "").strip().lower()}
         said |= {str(k).lower() for k in entry.get("lookup", ())}
         out += [

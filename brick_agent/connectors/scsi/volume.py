@@ -49,10 +49,17 @@ from brick_agent.errors import (
 from brick_agent.host import udev
 from brick_agent.host.block import block_device_for_path, read_block_device
 from brick_agent.host.holders import open_holders
-from brick_agent.host.multipath import MultipathMap, map_for_slave, map_for_wwid, read_map
+from brick_agent.host.multipath import (
+    MultipathMap,
+    map_for_slave,
+    map_for_wwid,
+    maps_by_slave,
+    read_map,
+)
 from brick_agent.host.roots import HostRoots
 from brick_agent.host.scsi import (
     Hctl,
+    ListedLun,
     ScsiDevice,
     same_wwid,
     scsi_device,
@@ -546,11 +553,23 @@ class ScsiVolumeOps:
                         break
         return m
 
-    def listing_fields(self, dev: ScsiDevice) -> dict[str, Any]:
-        """``wwid``, ``path`` and ``multipath`` of one disk: the tail of a listed volume's row."""
-        mpath = map_for_slave(self.roots, dev.name) if dev.name else None
+    def slave_maps(self) -> dict[str, MultipathMap]:
+        """Path device -> its multipath map, for :meth:`listing_fields` over many disks."""
+        return maps_by_slave(self.roots)
+
+    def listing_fields(
+        self, dev: ScsiDevice | ListedLun, maps: Mapping[str, MultipathMap] | None = None
+    ) -> dict[str, Any]:
+        """``wwid``, ``path`` and ``multipath`` of one disk: the tail of a listed volume's row.
+
+        ``maps``: :func:`maps_by_slave`, read once for a listing of many disks.
+        """
+        if maps is not None:
+            mpath = maps.get(dev.name) if dev.name else None
+        else:
+            mpath = map_for_slave(self.roots, dev.name) if dev.name else None
         return {
-            "wwid": udev_wwid(dev),
+            "wwid": scsi_wwid_to_udev(dev.wwid) if dev.wwid else None,
             "path": self.roots.devfs(dev.name) if dev.name else None,
             "multipath": self.roots.devfs(mpath.dm_name) if mpath else None,
         }
