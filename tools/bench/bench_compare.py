@@ -143,16 +143,7 @@ def latency(workers: dict[str, Worker], n: int) -> None:
             "ns_id": 1,
             "portals": [["127.0.0.1", 4420, "tcp"]],
         }
-        env = {
-            "NQN": sub.nqn,
-            "UUID": ns.uuid,
-            "HOSTNQN": open("/etc/nvme/hostnqn").read().strip(),
-            "HOSTID": open("/etc/nvme/hostid").read().strip(),
-        }
-
-        def elapsed(script: str) -> float:
-            start, end = bn._bash(script, env)[:2]
-            return float(end) - float(start)
+        elapsed = _nvme_floor_timer(sub.nqn, ns.uuid)
 
         _latency_rounds(
             workers,
@@ -163,6 +154,27 @@ def latency(workers: dict[str, Worker], n: int) -> None:
             props,
             (lambda: elapsed(bn.FLOOR_ATTACH), lambda: elapsed(bn.FLOOR_DETACH)),
         )
+
+
+def host_identity_env() -> dict[str, str]:
+    """This host's NVMe identity for the floor scripts' ``nvme connect``."""
+    return {
+        "HOSTNQN": open("/etc/nvme/hostnqn").read().strip(),
+        "HOSTID": open("/etc/nvme/hostid").read().strip(),
+    }
+
+
+def _nvme_floor_timer(nqn: str, uuid: str) -> Callable[[str], float]:
+    """Seconds one floor script (bench_nvmeof's FLOOR_*) takes for namespace ``uuid``."""
+    import bench_nvmeof as bn
+
+    env = {"NQN": nqn, "UUID": uuid, **host_identity_env()}
+
+    def elapsed(script: str) -> float:
+        start, end = bn._bash(script, env)[:2]
+        return float(end) - float(start)
+
+    return elapsed
 
 
 def _latency_rounds(
@@ -405,8 +417,7 @@ def _nvme_floor_many(targets: list[Any]) -> dict[str, Any]:
     env = {
         "NQNS": " ".join(t.nqn for t in targets),
         "UUIDS": " ".join(ns.uuid for t in targets for ns in t.namespaces.values()),
-        "HOSTNQN": open("/etc/nvme/hostnqn").read().strip(),
-        "HOSTID": open("/etc/nvme/hostid").read().strip(),
+        **host_identity_env(),
     }
     with HostLoad() as load:
         start, end = bn._bash(bn.FLOOR_ATTACH_MANY, env)[:2]
@@ -488,16 +499,7 @@ def _scale_rounds(
         section="6 scale",
     )
     ns = sub.namespaces[1]
-    env = {
-        "NQN": sub.nqn,
-        "UUID": ns.uuid,
-        "HOSTNQN": open("/etc/nvme/hostnqn").read().strip(),
-        "HOSTID": open("/etc/nvme/hostid").read().strip(),
-    }
-
-    def elapsed(script: str) -> float:
-        start, end = bn._bash(script, env)[:2]
-        return float(end) - float(start)
+    elapsed = _nvme_floor_timer(sub.nqn, ns.uuid)
 
     nprops = {
         "target_nqn": sub.nqn,
