@@ -41,6 +41,7 @@ import dataclasses
 import functools
 import os
 import re
+import threading
 import uuid as uuidlib
 
 from brick_agent.host import sysfs
@@ -579,6 +580,7 @@ def subsystem_view(
     *,
     lean: bool = False,
     nsid: int | None = None,
+    after_removal: bool = False,
 ) -> tuple[list[NvmeController], list[NvmeNamespace]]:
     """Controllers and namespace devices of the subsystem(s) with NQN ``nqn`` only.
 
@@ -593,6 +595,10 @@ def subsystem_view(
     the heads' scan stops at the one that has it (``nsid``: the head to try first).
     ``lean``: controllers are read with ``read_controller(lean=True)`` (what an
     attach needs; ``cntlid``/``hostid`` None).
+    ``after_removal``: the caller just deleted controllers of ``nqn`` and asks what is
+    left of them; when the subsystem entry :data:`SUBSYSTEM_NAMES` remembers is gone
+    (or now another NQN's), nothing is: the subsystem went with its last controller
+    and no other is read.
     """
     ctrls: list[NvmeController] = []
     namespaces: list[NvmeNamespace] = []
@@ -602,18 +608,86 @@ def subsystem_view(
     ctrl_base = _class_dir(roots.sysfs("class", "nvme"))
     if class_base is None:
         return ctrls, namespaces
-    for sname in _entries(class_base, _SUBSYS_RE):
-        # the NQN through the class link first: one read per other subsystem
-        if (_read(os.path.join(class_base, sname, "subsysnqn")) or None) != nqn:
-            continue
+    found: list[str] = []
+    for sname in SUBSYSTEM_NAMES.candidates(class_base, nqn, after_removal=after_removal):
         real = _resolve_in(class_base, sname)
         if real is None or (_read(os.path.join(real, "subsysnqn")) or None) != nqn:
             continue
+        found.append(sname)
         mine = _linked_controllers(roots, real, ctrl_base, sname, nqn, lean)
         ctrls += mine
         namespaces += _head_namespaces(roots, real, sname, mine, want_wwid, nsid)
         namespaces += _controller_namespaces(roots, sname, mine, want_wwid)
+    SUBSYSTEM_NAMES.remember(class_base, nqn, found)
     return ctrls, namespaces
+
+
+class SubsystemNames:
+    """Which ``nvme-subsysS`` entry carries an NQN, remembered between lookups.
+
+    sysfs has no index by NQN: finding a subsystem means reading ``subsysnqn`` of
+    every other one, and an attach+detach looks its subsystem up several times.  The
+    kernel keeps one subsystem per NQN (a new controller of a known NQN joins its
+    subsystem; only discovery controllers, never a volume's, get one each), so a
+    remembered entry that still reads the NQN is the answer, one read instead of one
+    per subsystem.  An entry that reads another NQN or is gone (instance names are
+    reused) is forgotten and every entry is read, as is the case of an NQN not seen.
+    """
+
+    def __init__(self, size: int = 1024) -> None:
+        self._size = size
+        self._names: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+
+    def candidates(self, class_base: str, nqn: str, *, after_removal: bool = False) -> list[str]:
+        """The entries of ``class_base`` that may be subsystem ``nqn``, read through
+        their class links (the caller checks each one's canonical directory);
+        ``after_removal``: see :func:`subsystem_view`."""
+        with self._lock:
+            known = self._names.get((class_base, nqn))
+        if known is not None:
+            if (_read(os.path.join(class_base, known, "subsysnqn")) or None) == nqn:
+                return [known]
+            self.remember(class_base, nqn, [])
+            if after_removal:
+                return []
+        return [
+            sname
+            for sname in _entries(class_base, _SUBSYS_RE)
+            if (_read(os.path.join(class_base, sname, "subsysnqn")) or None) == nqn
+        ]
+
+    def suggest(self, class_base: str, nqn: str, sname: str) -> None:
+        """``sname`` is likely subsystem ``nqn`` (unless another entry is remembered)."""
+        with self._lock:
+            known = self._names.get((class_base, nqn))
+        if known is None:
+            self.remember(class_base, nqn, [sname])
+
+    def remember(self, class_base: str, nqn: str, found: list[str]) -> None:
+        """What a lookup of ``nqn`` found (one entry remembered; none or several: none)."""
+        with self._lock:
+            if len(found) == 1:
+                self._names.pop((class_base, nqn), None)
+                self._names[(class_base, nqn)] = found[0]
+                while len(self._names) > self._size:  # the oldest first
+                    del self._names[next(iter(self._names))]
+            else:
+                self._names.pop((class_base, nqn), None)
+
+
+#: The process's memory of subsystem entries by NQN (validated on every use).
+SUBSYSTEM_NAMES = SubsystemNames()
+
+
+def note_new_controller(roots: HostRoots, nqn: str, ctrl_name: str) -> None:
+    """Controller ``ctrl_name`` of subsystem ``nqn`` was just created: a new subsystem
+    takes the instance of its first controller (``nvme3`` -> ``nvme-subsys3``), so
+    that entry is the first one a lookup of ``nqn`` tries (validated like any other)."""
+    m = _CTRL_RE.fullmatch(ctrl_name)
+    class_base = _class_dir(roots.sysfs("class", "nvme-subsystem"))
+    if m is not None and class_base is not None:
+        SUBSYSTEM_NAMES.suggest(class_base, nqn, f"nvme-subsys{m.group(1)}")
 
 
 def _may_carry(path: str, want_wwid: str | None) -> tuple[bool, str | None]:

@@ -218,11 +218,20 @@ class NVMeOFConnector(Connector):
         with self._rw(target).exclusive():
             yield
 
-    def _topology(self, nqn: str, hostnqn: str | None, only: NvmeTarget | None = None) -> _Topology:
+    def _topology(
+        self,
+        nqn: str,
+        hostnqn: str | None,
+        only: NvmeTarget | None = None,
+        *,
+        after_removal: bool = False,
+    ) -> _Topology:
         """Our controllers of subsystem ``nqn`` and its namespaces (only that subsystem's
         sysfs directories are read: the cost does not grow with the host's other volumes).
 
         ``only``: namespaces that cannot be this target's (another UUID) may be left out.
+        ``after_removal``: what is left after deleting controllers of ``nqn``
+        (:func:`hostnvme.subsystem_view`).
         """
         all_ctrls, all_nss = hostnvme.subsystem_view(
             self.roots,
@@ -230,6 +239,7 @@ class NVMeOFConnector(Connector):
             uuid=only.uuid if only is not None else None,
             lean=True,
             nsid=only.nsid if only is not None else None,
+            after_removal=after_removal,
         )
         ctrls = [
             c
@@ -524,6 +534,8 @@ class NVMeOFConnector(Connector):
             errors[req.describe()] = str(exc)
             return None
         LOG.debug("connected %s as %s in %.3fs", req.describe(), name, time.monotonic() - start)
+        if name:
+            hostnvme.note_new_controller(self.roots, req.subsysnqn, name)
         return name
 
     @metrics.step("scan")
@@ -894,7 +906,7 @@ class NVMeOFConnector(Connector):
         if not doomed:
             return []
         # what is left that should have gone
-        after = self._topology(target.nqn, hostnqn, only=target)
+        after = self._topology(target.nqn, hostnqn, only=target, after_removal=True)
         left = [f"controller {c.name}" for c in after.controllers if c.name in doomed]
         left += [
             self.roots.devfs(ns.name)
