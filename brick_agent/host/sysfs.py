@@ -106,12 +106,36 @@ def list_dir(
     return sorted(names, key=natural_key) if sort else names
 
 
+#: What the kernel appends to a descriptor's path once its file is gone.
+_DELETED = " (deleted)"
+
+
 def resolve(path: str) -> str | None:
-    """Canonical path with every symlink resolved; ``None`` if any part is missing."""
+    """Canonical path with every symlink resolved; ``None`` if any part is missing.
+
+    The kernel resolves it: an ``O_PATH`` descriptor (nothing is opened for I/O, a
+    device node included) and its ``/proc/self/fd`` link, three system calls where
+    ``os.path.realpath`` takes an ``lstat`` per component (ten or more for a sysfs
+    device path).  Without ``/proc``, ``realpath``.
+    """
     try:
-        return os.path.realpath(path, strict=True)
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        real = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        real = None
+    finally:
+        os.close(fd)
+    if real is None or not real.startswith("/"):
+        try:
+            return os.path.realpath(path, strict=True)
+        except OSError:
+            return None
+    if real.endswith(_DELETED) and not os.path.exists(real):
+        return None  # removed meanwhile
+    return real
 
 
 def link_name(path: str) -> str | None:

@@ -11,14 +11,18 @@ seconds, and the median detach.
 from __future__ import annotations
 
 import argparse
+import cProfile
+import functools
 import logging
 import os
+import pstats
 import statistics
 import sys
 import tempfile
 import time
 
-from profile_nvme_concurrency import STATS, report, timed  # beside this script
+from host import udev_settle  # beside this script
+from profile_nvme_concurrency import STATS, report, timed, timed_cm
 
 
 def instrument() -> None:
@@ -27,7 +31,10 @@ def instrument() -> None:
     from brick_agent.connectors.iscsi import sessions as iscsi_sessions
     from brick_agent.connectors.scsi import actions as scsi_privileged
     from brick_agent.connectors.scsi import volume as scsi_volume
+    from brick_agent import commands
     from brick_agent.host import udev
+    from brick_agent.ledger import reconcile
+    from brick_agent.ledger import store as ledger_store
 
     timed(iscsi.ISCSIConnector, "_volume_devices", "iscsi._volume_devices")
     timed(scsi_volume.ScsiVolumeOps, "confirmed", "ops.confirmed")
@@ -40,6 +47,34 @@ def instrument() -> None:
     timed(iscsi_privileged.PrivilegedIscsiActions, "logout", "actions.logout")
     timed(udev.DeviceWatch, "open", "DeviceWatch.open")
     timed(udev.DeviceWatch, "close", "DeviceWatch.close")
+    timed(udev.DeviceWatch, "wait_for", "DeviceWatch.wait_for")
+    timed(udev.DeviceWatch, "wait_gone", "DeviceWatch.wait_gone")
+    timed_cm(ledger_store.AttachmentLedger, "transaction", "ledger.transaction")
+    timed(reconcile, "_disconnect", "reconcile._disconnect (the whole detach)")
+    timed(reconcile, "_detach_decision", "reconcile._detach_decision")
+    _time_commands(commands)
+
+
+def _time_commands(commands: object) -> None:
+    """Time each external command by its kind (``iscsiadm -m node --logout`` ...)."""
+    run = commands.run  # type: ignore[attr-defined]
+
+    def kind(argv: object) -> str:
+        words = [str(a) for a in argv]  # type: ignore[attr-defined]
+        keep = [w for w in words if w.startswith("-") or w in ("node", "session")]
+        return "cmd " + os.path.basename(words[0]) + " " + " ".join(keep[:6])
+
+    @functools.wraps(run)
+    def wrapper(argv, *a, **kw):
+        t0 = time.monotonic()
+        try:
+            return run(argv, *a, **kw)
+        finally:
+            from profile_nvme_concurrency import _note
+
+            _note(kind(argv), time.monotonic() - t0)
+
+    commands.run = wrapper  # type: ignore[attr-defined]
 
 
 class EventLog:
@@ -80,6 +115,14 @@ def main() -> int:
         action="store_true",
         help="also a floor round (bench_iscsi's shell steps) after each, with --events",
     )
+    ap.add_argument(
+        "--cprofile",
+        type=int,
+        default=0,
+        metavar="TOP",
+        help="also a cProfile of the detaches (their sum), the TOP functions by own time "
+        "and by cumulative time",
+    )
     args = ap.parse_args()
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING,
@@ -89,8 +132,13 @@ def main() -> int:
     from brick_agent.connectors.iscsi.connector import ISCSIConnector
     from brick_lab import LioIscsiTarget
 
+    lock_path = tempfile.mkdtemp(prefix="brick-prof-")
     conf = config.new_conf(
-        overrides={"lock_path": tempfile.mkdtemp(prefix="brick-prof-"), "privsep_in_process": True}
+        overrides={
+            "lock_path": lock_path,
+            "ledger_path": os.path.join(lock_path, "ledger.json"),  # as the benchmark's
+            "privsep_in_process": True,
+        }
     )
     connector = ISCSIConnector(conf=conf)
     portal = "127.0.0.1:3260"
@@ -100,6 +148,7 @@ def main() -> int:
         instrument()
         STATS.clear()
         detaches = []
+        prof = cProfile.Profile() if args.cprofile else None
         events = EventLog() if args.events else None
         for _ in range(args.n):
             t_attach = time.monotonic()
@@ -113,9 +162,14 @@ def main() -> int:
                     "udev db present: "
                     f"{os.path.exists(udev.udev_db_path(udev.DEFAULT_ROOTS, name) or '-')}"
                 )
+            udev_settle()  # as the benchmark: a detach comes long after its attach
             STATS.clear()
             t0 = time.monotonic()
+            if prof is not None:
+                prof.enable()
             connector.disconnect_volume(props, info)
+            if prof is not None:
+                prof.disable()
             detaches.append(time.monotonic() - t0)
             report(f"detach {detaches[-1]:.3f}s")
             if events is not None:
@@ -127,6 +181,7 @@ def main() -> int:
 
                 t_attach = time.monotonic()
                 bench_iscsi.floor_attach(t, [portal])
+                udev_settle()
                 t0 = time.monotonic()
                 bench_iscsi.floor_detach(t, [portal])
                 print(f"  floor detach {time.monotonic() - t0:.3f}s")
@@ -134,6 +189,10 @@ def main() -> int:
                     time.sleep(0.5)
                     print(f"  floor uevents (detach started at {t0 - t_attach:.3f})")
                     events.show(t_attach)
+        if prof is not None:
+            for key in ("tottime", "cumulative"):
+                print(f"\n## cProfile of {args.n} detaches, by {key}")
+                pstats.Stats(prof, stream=sys.stdout).sort_stats(key).print_stats(args.cprofile)
         print(
             f"median detach {statistics.median(detaches):.3f}s  all "
             f"{[round(x, 3) for x in detaches]}"

@@ -78,6 +78,43 @@ def test_resolve_and_link_name(tmp_path):
     assert sysfs.link_name(str(tmp_path / "devices")) is None
 
 
+def test_resolve_is_realpath_through_link_chains_loops_device_nodes_and_removal(
+    tmp_path, monkeypatch
+):
+    """The kernel's answer (an O_PATH descriptor's /proc link) equals realpath(strict)."""
+    (tmp_path / "devices" / "platform" / "host2" / "session1").mkdir(parents=True)
+    os.symlink("devices/platform", tmp_path / "bus")  # a link in the middle of the path
+    (tmp_path / "class").mkdir()
+    os.symlink("../bus/host2/session1", tmp_path / "class" / "session1")
+    os.symlink("session1", tmp_path / "class" / "alias")  # link to a link
+    os.symlink("loop-b", tmp_path / "class" / "loop-a")
+    os.symlink("loop-a", tmp_path / "class" / "loop-b")
+    cases = ["class/session1", "class/alias", "class/alias/../session1", "bus/host2", "."]
+    for rel in cases:
+        path = str(tmp_path / rel)
+        assert sysfs.resolve(path) == os.path.realpath(path, strict=True), rel
+    assert sysfs.resolve(str(tmp_path / "class" / "loop-a")) is None
+    assert sysfs.resolve(str(tmp_path / "class" / "missing" / "x")) is None
+    assert sysfs.resolve("/dev/null") == "/dev/null"  # a device node is not opened for I/O
+    monkeypatch.chdir(tmp_path / "class")
+    assert sysfs.resolve("alias") == str((tmp_path / "devices/platform/host2/session1").resolve())
+
+
+def test_resolve_without_proc_falls_back_to_realpath(tmp_path, monkeypatch):
+    (tmp_path / "d").mkdir()
+    os.symlink("d", tmp_path / "l")
+    real_readlink = os.readlink
+
+    def no_proc(path, *a, **kw):
+        if str(path).startswith("/proc/self/fd/"):
+            raise FileNotFoundError(path)
+        return real_readlink(path, *a, **kw)
+
+    monkeypatch.setattr(os, "readlink", no_proc)
+    assert sysfs.resolve(str(tmp_path / "l")) == str((tmp_path / "d").resolve())
+    assert sysfs.resolve(str(tmp_path / "nothing")) is None
+
+
 def test_rebase():
     assert sysfs.rebase("/dev/sdb", "/dev", "/t/dev") == "/t/dev/sdb"
     assert sysfs.rebase("/dev", "/dev", "/t/dev") == "/t/dev"
