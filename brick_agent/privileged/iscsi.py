@@ -10,6 +10,7 @@ they can never be parsed as an option, whatever they start with.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 
 from brick_agent import commands
@@ -224,11 +225,53 @@ def do_node_delete(
     *,
     timeout: float = 30.0,
     run: Runner = commands.run,
+    db_root: str | None = None,
+    lock_dir: str | None = None,
 ) -> dict:
     """``--op delete``; no record (exit 21) counts as success.  Never of a boot target or
-    a session whose LUNs the host uses."""
+    a session whose LUNs the host uses.
+
+    With the record database (``db_root``, its lock in ``lock_dir``), a static record
+    and nothing else of that node, with no session to the target at that portal, is
+    removed here without starting iscsiadm (:mod:`.iscsi_records`)."""
     argv = _releasable_node_argv(roots, target_iqn, portal, iface) + ["--op", "delete"]
-    return _result(run(argv, timeout=v.timeout_arg(timeout), ok_codes=(0, ERR_NO_OBJS_FOUND)))
+    timeout = v.timeout_arg(timeout)
+    if db_root is not None and lock_dir is not None:
+        done = _remove_static_record(roots, target_iqn, portal, iface, db_root, lock_dir, timeout)
+        if done is not None:
+            return done
+    return _result(run(argv, timeout=timeout, ok_codes=(0, ERR_NO_OBJS_FOUND)))
+
+
+def _remove_static_record(
+    roots: HostRoots,
+    target_iqn: str,
+    portal: str,
+    iface: str,
+    db_root: str,
+    lock_dir: str,
+    timeout: float,
+) -> dict | None:
+    """The result of removing the node's static record here; None: iscsiadm's case."""
+    from brick_agent.host import iscsi as hiscsi
+    from brick_agent.privileged import iscsi_records
+
+    start = time.monotonic()
+    addr, port = hiscsi.split_portal(v.portal(portal))
+    with iscsi_records.idbm_lock(lock_dir, wait=min(timeout, iscsi_records.LOCK_WAIT)):
+        if hiscsi.find_sessions(roots, target_iqn, addr, port):
+            return None  # iscsiadm refuses while a session uses the record: its error
+        path = iscsi_records.static_record(db_root, target_iqn, portal, iface)
+        if path is None:
+            return None
+        iscsi_records.remove_static_record(path)
+    return {
+        "returncode": 0,
+        "stdout": "",
+        "stderr": "",
+        "duration": time.monotonic() - start,
+        "removed": path,
+    }
 
 
 def do_discover(
@@ -301,7 +344,22 @@ def node_logout(
 def node_delete(
     target_iqn: str, portal: str, iface: str = "default", timeout: float = 30.0
 ) -> dict:
-    return do_node_delete(DEFAULT_ROOTS, target_iqn, portal, iface, timeout=timeout)
+    from brick_agent.errors import DeviceNotFound
+    from brick_agent.privileged import iscsi_records
+
+    try:
+        root: str | None = iscsi_records.db_root()
+    except DeviceNotFound:
+        root = None  # no database where we know it: iscsiadm's
+    return do_node_delete(
+        DEFAULT_ROOTS,
+        target_iqn,
+        portal,
+        iface,
+        timeout=timeout,
+        db_root=root,
+        lock_dir=iscsi_records.LOCK_DIR,
+    )
 
 
 @entrypoint

@@ -25,20 +25,14 @@ import glob
 import logging
 import os
 import tempfile
-import time
-from collections.abc import Iterator
 
-from brick_agent.errors import DeviceNotFound, InvalidArgument, LockTimeout
+from brick_agent.errors import DeviceNotFound, InvalidArgument
 from brick_agent.privileged import _validate as v
 from brick_agent.privileged import entrypoint
 from brick_agent.privileged import iscsi as piscsi
+from brick_agent.privileged.iscsi_records import LOCK_DIR, db_root, idbm_lock
 
 LOG = logging.getLogger("brick_agent.privileged")
-
-#: open-iscsi's database root (Debian/Ubuntu/SUSE; Red Hat builds use /var/lib/iscsi).
-DB_ROOTS = ("/etc/iscsi", "/var/lib/iscsi")
-LOCK_DIR = "/run/lock/iscsi"
-LOCK_WAIT = 30.0  # what iscsiadm itself waits (3000 x 10 ms) before going ahead
 
 
 def _auth_items(settings: list, allowed: dict) -> list[tuple[str, str]]:
@@ -53,16 +47,6 @@ def _auth_items(settings: list, allowed: dict) -> list[tuple[str, str]]:
 def _address_port(portal: str) -> tuple[str, str]:
     addr, _, port = v.portal(portal).rpartition(":")
     return addr.strip("[]"), port
-
-
-def db_root(candidates: tuple[str, ...] = DB_ROOTS) -> str:
-    """The first candidate holding a ``nodes`` or ``send_targets`` directory."""
-    for root in candidates:
-        if os.path.isdir(os.path.join(root, "nodes")) or os.path.isdir(
-            os.path.join(root, "send_targets")
-        ):
-            return root
-    raise DeviceNotFound(f"no open-iscsi database under {', '.join(candidates)}")
 
 
 def node_record_path(root: str, target_iqn: str, portal: str, iface: str) -> str:
@@ -89,28 +73,6 @@ def discovery_record_path(root: str, portal: str) -> str:
     if not os.path.isfile(path) or os.path.islink(path):
         raise DeviceNotFound(f"discovery record of {portal} not found (create it first)")
     return path
-
-
-@contextlib.contextmanager
-def idbm_lock(lock_dir: str = LOCK_DIR, wait: float = LOCK_WAIT) -> Iterator[None]:
-    """iscsiadm's database lock: ``lock.write`` exists (a hard link of ``lock``) while held."""
-    os.makedirs(lock_dir, mode=0o700, exist_ok=True)
-    lock, held = os.path.join(lock_dir, "lock"), os.path.join(lock_dir, "lock.write")
-    os.close(os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600))
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            os.link(lock, held)
-            break
-        except FileExistsError:
-            if time.monotonic() >= deadline:
-                raise LockTimeout(f"iscsiadm database lock {held} held for {wait:g}s") from None
-            time.sleep(0.01)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(held)
 
 
 def _record_line_name(line: str) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import functools
 import logging
 import os
 import pstats
@@ -31,8 +30,8 @@ def instrument() -> None:
     from brick_agent.connectors.iscsi import sessions as iscsi_sessions
     from brick_agent.connectors.scsi import actions as scsi_privileged
     from brick_agent.connectors.scsi import volume as scsi_volume
-    from brick_agent import commands
     from brick_agent.host import udev
+    from brick_agent.privileged import iscsi as iscsi_privileged_bodies
     from brick_agent.ledger import reconcile
     from brick_agent.ledger import store as ledger_store
 
@@ -52,29 +51,10 @@ def instrument() -> None:
     timed_cm(ledger_store.AttachmentLedger, "transaction", "ledger.transaction")
     timed(reconcile, "_disconnect", "reconcile._disconnect (the whole detach)")
     timed(reconcile, "_detach_decision", "reconcile._detach_decision")
-    _time_commands(commands)
-
-
-def _time_commands(commands: object) -> None:
-    """Time each external command by its kind (``iscsiadm -m node --logout`` ...)."""
-    run = commands.run  # type: ignore[attr-defined]
-
-    def kind(argv: object) -> str:
-        words = [str(a) for a in argv]  # type: ignore[attr-defined]
-        keep = [w for w in words if w.startswith("-") or w in ("node", "session")]
-        return "cmd " + os.path.basename(words[0]) + " " + " ".join(keep[:6])
-
-    @functools.wraps(run)
-    def wrapper(argv, *a, **kw):
-        t0 = time.monotonic()
-        try:
-            return run(argv, *a, **kw)
-        finally:
-            from profile_nvme_concurrency import _note
-
-            _note(kind(argv), time.monotonic() - t0)
-
-    commands.run = wrapper  # type: ignore[attr-defined]
+    # the privileged bodies (the entrypoints call them by name): iscsiadm's share
+    timed(iscsi_privileged_bodies, "do_node_logout", "iscsiadm --logout (body)")
+    timed(iscsi_privileged_bodies, "do_node_delete", "node record delete (body)")
+    timed(iscsi_privileged_bodies, "_remove_static_record", "  of which: without iscsiadm")
 
 
 class EventLog:

@@ -12,10 +12,16 @@ import uuid
 import pytest
 
 from brick_agent.host import nvme as hostnvme
+from brick_agent.host.roots import HostRoots
 from tests.unit.connectors.nvmeof_fakes import FakeNs
-from tests.unit.connectors.test_nvmeof import NQN, NQN2, U1, U2, make, props, roots, tcp  # noqa: F401 - roots is a fixture
+from tests.unit.connectors.test_nvmeof import NQN, U1, U2, make, props, tcp
 
 OTHERS = 12
+
+
+@pytest.fixture
+def roots(tmp_path):
+    return HostRoots.under(str(tmp_path / "host"))
 
 
 @pytest.fixture
