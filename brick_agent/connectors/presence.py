@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from brick_agent.host import sysfs
@@ -76,8 +76,11 @@ class VolumePresence:
         }
 
 
-def stacked_objects(roots: HostRoots, names: Sequence[str]) -> list[VolumeObject]:
-    """Multipath maps over the devices ``names`` and the /dev/disk links to any of them."""
+def stacked_objects(
+    roots: HostRoots, names: Sequence[str], links: Mapping[str, tuple[str, ...]] | None = None
+) -> list[VolumeObject]:
+    """Multipath maps over the devices ``names`` and the /dev/disk links to any of them
+    (``links``: :func:`disk_links` when the caller read it already)."""
     out: list[VolumeObject] = []
     targets = list(dict.fromkeys(names))
     for name in list(targets):
@@ -90,9 +93,9 @@ def stacked_objects(roots: HostRoots, names: Sequence[str]) -> list[VolumeObject
                     MAP, label, f"{m.dm_name} (WWID {m.wwid}) over {', '.join(m.slaves) or '-'}"
                 )
             )
-    links = disk_links(roots)
+    by_device = disk_links(roots) if links is None else links
     for name in targets:
-        for link in links.get(name, ()):
+        for link in by_device.get(name, ()):
             out.append(VolumeObject(LINK, _shown(roots, link), f"-> {name}"))
     return out
 

@@ -232,6 +232,34 @@ def session_devices(roots: HostRoots, session: IscsiSession) -> list[ScsiDevice]
     return scsi_devices(roots, host=session.host_number)
 
 
+def session_lun(roots: HostRoots, session: IscsiSession, lun: int) -> ScsiDevice | None:
+    """LUN ``lun`` of ``session`` (any state), or None: only that LUN's directory is read,
+    whatever the number of other LUNs on the session (the first in address order, as
+    :func:`session_devices` would list it)."""
+    if not (session.device_path and os.path.isdir(session.device_path)):
+        return next((d for d in session_devices(roots, session) if d.hctl.lun == lun), None)
+    for entry in sysfs.list_dir(session.device_path, _TARGET_RE):
+        m = _TARGET_RE.fullmatch(entry)
+        assert m is not None  # list_dir returns matching names only
+        hctl = Hctl(int(m.group(1)), int(m.group(2)), int(m.group(3)), lun)
+        dev = read_scsi_device(
+            os.path.join(session.device_path, entry, str(hctl)), hctl, resolved=True
+        )
+        if dev is not None:
+            return dev
+    return None
+
+
+def session_has_luns(roots: HostRoots, session: IscsiSession) -> bool:
+    """Does ``session`` carry any LUN (its directory only: nothing of a LUN is read)?"""
+    if not (session.device_path and os.path.isdir(session.device_path)):
+        return bool(session_devices(roots, session))
+    return any(
+        sysfs.list_dir(os.path.join(session.device_path, entry), _LUN_RE, sort=False)
+        for entry in sysfs.list_dir(session.device_path, _TARGET_RE, sort=False)
+    )
+
+
 def session_luns(
     roots: HostRoots, session: IscsiSession, disks: Mapping[str, str] | None = None
 ) -> list[ListedLun]:

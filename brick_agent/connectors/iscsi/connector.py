@@ -61,12 +61,12 @@ from brick_agent.host.block import block_device_for_path
 from brick_agent.host.iscsi import (
     IscsiSession,
     iscsi_sessions,
-    session_devices,
+    session_has_luns,
+    session_lun,
     session_luns,
     session_targets,
 )
 from brick_agent.host.multipath import MultipathMap, map_for_wwid
-from brick_agent.host.roots import HostRoots
 from brick_agent.host.scsi import Hctl, ScsiDevice, disks_by_hctl, scsi_device_by_name
 from brick_agent.properties.iscsi import IscsiProperties, IscsiTarget, parse_iscsi
 
@@ -292,7 +292,7 @@ class ISCSIConnector(Connector):
         with self._watch_factory() as watch:
             with self.sessions.target_lock(target):
                 session = self.sessions.ensure(props, target, deadline, record)
-                existing = _session_lun(self.roots, session, lun)
+                existing = session_lun(self.roots, session, lun)
                 if existing is not None:
                     existing = self.ops.revalidate(existing)
                 if existing is None:
@@ -302,7 +302,7 @@ class ISCSIConnector(Connector):
             try:
                 with metrics.phase(self.protocol, "wait"):
                     device = watch.wait_for(
-                        lambda: self.ops.disk_ready(_session_lun(self.roots, session, lun)),
+                        lambda: self.ops.disk_ready(session_lun(self.roots, session, lun)),
                         deadline,
                         what=f"LUN {target.lun} of {target.iqn} via {target.portal.address}",
                     )
@@ -335,7 +335,7 @@ class ISCSIConnector(Connector):
             self._note_scan(Hctl(session.host_number, channel, target_id, lun), target, record)
         self.actions.scan_lun(session.host_number, channel, target_id, lun)
         if channel is None:
-            dev = _session_lun(self.roots, session, lun)
+            dev = session_lun(self.roots, session, lun)
             if dev is not None:
                 self._note_scan(dev.hctl, target, record)
 
@@ -396,16 +396,22 @@ class ISCSIConnector(Connector):
 
     # ---------------------------------------------------------------- detach
     def _volume_devices(
-        self, props: IscsiProperties, mpath: MultipathMap | None = None
+        self,
+        props: IscsiProperties,
+        mpath: MultipathMap | None = None,
+        per_target: list[list[IscsiSession]] | None = None,
     ) -> tuple[list[tuple[IscsiSession, ScsiDevice]], list[IscsiSession]]:
         """(session, LUN) pairs at this volume's targets (plus ``mpath``'s iSCSI paths),
-        and every session looked at."""
+        and every session looked at; ``per_target``: each target's sessions, when the
+        caller looked them up already."""
         seen: dict[tuple[int, Hctl], tuple[IscsiSession, ScsiDevice]] = {}
         looked: dict[int, IscsiSession] = {}
         iqns = {t.iqn for t in props.targets}
         want: list[tuple[IscsiSession, int]] = []
-        for t in props.targets:
-            for s in self.sessions.find(t):
+        if per_target is None:
+            per_target = [self.sessions.find(t) for t in props.targets]
+        for t, sessions in zip(props.targets, per_target, strict=True):
+            for s in sessions:
                 want.append((s, props.scsi_lun(t.lun)))
         if props.use_multipath:
             lun = props.scsi_lun()
@@ -414,7 +420,7 @@ class ISCSIConnector(Connector):
                     want.append((s, lun))
         for s, lun in want:
             looked[s.sid] = s
-            dev = _session_lun(self.roots, s, lun)
+            dev = session_lun(self.roots, s, lun)
             if dev is not None:
                 seen[(s.sid, dev.hctl)] = (s, dev)
         if mpath is not None:  # every iSCSI path of the map (discovered portals included)
@@ -514,7 +520,8 @@ class ISCSIConnector(Connector):
         ``missing``: the target portals without the LUN (all of them with multipath, else
         only when no portal has it)."""
         props = self._parse(connection_properties)
-        found, looked = self._volume_devices(props)
+        per_target = [self.sessions.find(t) for t in props.targets]
+        found, looked = self._volume_devices(props, per_target=per_target)
         result = VolumePresence()
         for s, d in found:
             result.objects.append(
@@ -527,7 +534,7 @@ class ISCSIConnector(Connector):
             )
         result.add_stacked(self.roots, [d.name for _, d in found if d.name])
         for s in looked:
-            if not session_devices(self.roots, s):
+            if not session_has_luns(self.roots, s):
                 result.objects.append(
                     presence.VolumeObject(
                         presence.SESSION, s.name, f"{s.portal} {s.target_iqn}: no LUN at all"
@@ -536,15 +543,22 @@ class ISCSIConnector(Connector):
         result.objects += presence.dangling_links(
             self.roots, {f"-iscsi-{t.iqn}-lun-{t.lun}" for t in props.targets}, ("by-path",)
         )
-        result.missing = self._missing_paths(props)
+        result.missing = self._missing_paths(props, per_target, found)
         return result
 
-    def _missing_paths(self, props: IscsiProperties) -> list[str]:
-        """Target addresses without the volume's LUN on this host."""
+    @staticmethod
+    def _missing_paths(
+        props: IscsiProperties,
+        per_target: list[list[IscsiSession]],
+        found: list[tuple[IscsiSession, ScsiDevice]],
+    ) -> list[str]:
+        """Target addresses without the volume's LUN on this host (``per_target``: each
+        target's sessions; ``found``: the volume's LUNs on them)."""
+        have = {(s.sid, d.hctl.lun) for s, d in found}
         missing = []
-        for t in props.targets:
+        for t, sessions in zip(props.targets, per_target, strict=True):
             lun = props.scsi_lun(t.lun)
-            if not any(_session_lun(self.roots, s, lun) for s in self.sessions.find(t)):
+            if not any((s.sid, lun) in have for s in sessions):
                 missing.append(f"{t.portal.address} {t.iqn} LUN {t.lun}")
         if props.use_multipath and props.plural_targets:
             return missing
@@ -597,14 +611,6 @@ class ISCSIConnector(Connector):
 
 
 # ----------------------------------------------------------------------------- module helpers
-def _session_lun(roots: HostRoots, session: IscsiSession, lun: int) -> ScsiDevice | None:
-    """The LUN ``lun`` of ``session`` (any state), or None."""
-    for dev in session_devices(roots, session):
-        if dev.hctl.lun == lun:
-            return dev
-    return None
-
-
 def _by_path_name(session: IscsiSession, dev: ScsiDevice) -> str:
     lun = dev.hctl.lun
     lun_text = str(lun) if lun < 256 else f"0x{lun & 0xFFFF:04x}{(lun >> 16) & 0xFFFF:04x}00000000"

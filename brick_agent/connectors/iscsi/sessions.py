@@ -21,7 +21,7 @@ from brick_agent import locking, metrics
 from brick_agent.connectors.iscsi.actions import IscsiActions, NodeSettings
 from brick_agent.deadline import Deadline
 from brick_agent.errors import BrickError, DeviceNotFound, TargetUnreachable
-from brick_agent.host.iscsi import IscsiSession, find_sessions, read_session, session_devices
+from brick_agent.host.iscsi import IscsiSession, find_sessions, read_session, session_has_luns
 from brick_agent.host.roots import HostRoots
 from brick_agent.host.scsi import Hctl
 from brick_agent.properties.iscsi import IscsiProperties, IscsiTarget, Portal
@@ -210,7 +210,7 @@ class IscsiSessions:
             try:
                 with self.target_lock(target, budget()):
                     session = read_session(self.roots, sid)
-                    if session is None or session_devices(self.roots, session):
+                    if session is None or session_has_luns(self.roots, session):
                         continue
                     if in_use is not None and in_use(session):
                         LOG.info(
@@ -238,13 +238,8 @@ class IscsiSessions:
                 now = read_session(self.roots, session.sid)
                 if now is None:
                     return None
-                remaining = session_devices(self.roots, now)
-                if remaining:
-                    LOG.debug(
-                        "session%d keeps %d other LUN(s): staying logged in",
-                        session.sid,
-                        len(remaining),
-                    )
+                if session_has_luns(self.roots, now):
+                    LOG.debug("session%d keeps other LUN(s): staying logged in", session.sid)
                     return None
                 self.actions.logout(now.portal or "", now.target_iqn or "", self.iface)
         except BrickError as exc:

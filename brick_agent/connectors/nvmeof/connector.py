@@ -67,6 +67,7 @@ from brick_agent.errors import (
     VolumeIdentityMismatch,
 )
 from brick_agent.host import nvme as hostnvme
+from brick_agent.host.block import disk_links
 from brick_agent.host.multipath import MultipathMap
 from brick_agent.host.udev import DeviceWatch
 from brick_agent.host.usage import device_users
@@ -151,6 +152,25 @@ def is_stale(ns: hostnvme.NvmeNamespace, target: NvmeTarget) -> bool:
     if target.uuid and target.nguid and ns.uuid and ns.nguid:
         return (ns.uuid == target.uuid) != (ns.nguid == target.nguid)
     return False
+
+
+class _LedgerOnce:
+    """The ledger's view, read at most once (None: no ledger, or unreadable)."""
+
+    def __init__(self, ledger: ledgermod.AttachmentLedger | None) -> None:
+        self._ledger = ledger
+        self._read = False
+        self._data: Mapping[str, Any] | None = None
+
+    def data(self) -> Mapping[str, Any] | None:
+        if not self._read:
+            self._read = True
+            if self._ledger is not None:
+                try:
+                    self._data = self._ledger.view()
+                except (BrickError, OSError):
+                    self._data = None
+        return self._data
 
 
 class NVMeOFConnector(Connector):
@@ -1030,9 +1050,13 @@ class NVMeOFConnector(Connector):
         absent namespace."""
         props = parse_nvmeof(connection_properties)
         result = VolumePresence()
+        claims = _LedgerOnce(self.ledger)
+        links: dict[str, tuple[str, ...]] | None = None  # /dev/disk, read once for all namespaces
         for target in props.targets:
             topo = self._topology(target.nqn, None)
             found = [ns for ns in topo.namespaces if target.identified and matches(ns, target)]
+            if found and links is None:
+                links = disk_links(self.roots)
             for ns in found:
                 obj = presence.VolumeObject(
                     presence.DEVICE,
@@ -1041,9 +1065,10 @@ class NVMeOFConnector(Connector):
                     f"on {', '.join(ns.controllers) or 'no controller'}",
                 )
                 # the namespace and what udev stacked on it: kept with it, or left with it
-                into = result.shared if self._kept_for_others(ns, target, topo) else result.objects
+                kept = self._kept_for_others(ns, target, topo, claims.data())
+                into = result.shared if kept else result.objects
                 into.append(obj)
-                into += presence.stacked_objects(self.roots, [ns.name, *ns.paths])
+                into += presence.stacked_objects(self.roots, [ns.name, *ns.paths], links)
             for c in topo.controllers:
                 if not any(c.name in ns.controllers for ns in topo.namespaces):
                     result.objects.append(
@@ -1056,16 +1081,17 @@ class NVMeOFConnector(Connector):
         return result
 
     def _kept_for_others(
-        self, ns: hostnvme.NvmeNamespace, target: NvmeTarget, topo: _Topology
+        self,
+        ns: hostnvme.NvmeNamespace,
+        target: NvmeTarget,
+        topo: _Topology,
+        data: Mapping[str, Any] | None,
     ) -> bool:
         """Does every controller showing ``ns`` serve another namespace a volume uses
-        (attached through brick_agent per the ledger, or used on the host)?  Unlike a
-        detach, this leans to "no": without a readable ledger ``ns`` counts as left."""
-        if not ns.controllers or self.ledger is None:
-            return False
-        try:
-            data = self.ledger.read()
-        except (BrickError, OSError):
+        (attached through brick_agent per the ledger ``data``, or used on the host)?
+        Unlike a detach, this leans to "no": without a readable ledger (``data`` None)
+        ``ns`` counts as left."""
+        if not ns.controllers or data is None:
             return False
         for c in ns.controllers:
             others = [o for o in topo.namespaces if o is not ns and c in o.controllers]

@@ -43,13 +43,15 @@ NVME = {
 
 
 class _Ledger:
-    """The ledger content a connector reads (AttachmentLedger.read's shape)."""
+    """The ledger content a connector reads (AttachmentLedger.read's and view's shape)."""
 
     def __init__(self, *uuids: str) -> None:
         self.data = {"volumes": {f"v{i}": {"identity": u} for i, u in enumerate(uuids)}}
 
     def read(self):
         return self.data
+
+    view = read
 
 
 def _presence(protocol, host, props, multipath=False, ledger=None):

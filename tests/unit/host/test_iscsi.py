@@ -97,3 +97,40 @@ def test_split_and_format_portal():
 def test_no_iscsi_at_all(fake):
     assert iscsi.iscsi_sessions(fake.roots) == []
     assert iscsi.find_session(fake.roots, IQN) is None
+
+
+def test_session_lun_reads_only_that_lun_and_agrees_with_session_devices(fake, monkeypatch):
+    """A shared target with many LUNs: finding one LUN must not read the others."""
+    s = fake.iscsi_session(7, 8, IQN, "127.0.0.1")
+    for lun in range(64):
+        fake.scsi_disk(
+            s, f"8:0:0:{lun}", f"sd{lun}x", wwid=f"naa.60014050000000000000000000{lun:06x}"
+        )
+    session = iscsi.read_session(fake.roots, 7)
+    listed = {d.hctl.lun: d for d in iscsi.session_devices(fake.roots, session)}
+    read: list[str] = []
+    real = iscsi.read_scsi_device
+
+    def counting(lun_dir, hctl, resolved=False):
+        read.append(str(hctl))
+        return real(lun_dir, hctl, resolved=resolved)
+
+    monkeypatch.setattr(iscsi, "read_scsi_device", counting)
+    for lun in (0, 17, 63):
+        read.clear()
+        assert iscsi.session_lun(fake.roots, session, lun) == listed[lun]
+        assert read == [f"8:0:0:{lun}"]
+    assert iscsi.session_lun(fake.roots, session, 64) is None
+    assert iscsi.session_has_luns(fake.roots, session)
+    import dataclasses
+
+    blind = dataclasses.replace(session, device_path=None)  # the host's LUNs instead
+    assert iscsi.session_lun(fake.roots, blind, 17) == listed[17]
+
+
+def test_session_has_luns_without_reading_any(fake):
+    _tree(fake)
+    s1, s5 = iscsi.read_session(fake.roots, 1), iscsi.read_session(fake.roots, 5)
+    assert iscsi.session_has_luns(fake.roots, s1) and not iscsi.session_has_luns(fake.roots, s5)
+    fake.p("sys/devices/platform/host6/session5/target6:0:0").mkdir(parents=True)
+    assert not iscsi.session_has_luns(fake.roots, s5)  # a target without LUNs
