@@ -570,7 +570,7 @@ def _check_unused_controllers(
     (``attachments``: the ledger's content) nor used on the host: the last detach of a
     shared subsystem kept the controller while the array still exports them."""
     from brick_agent.connectors.nvmeof.connector import ledger_claims
-    from brick_agent.host.usage import device_users
+    from brick_agent.host.usage import devices_users
 
     for c in snap.controllers or []:
         if (c.transport or "").lower() == "pcie" or c.subsysnqn == NVME_DISCOVERY_NQN:
@@ -578,7 +578,7 @@ def _check_unused_controllers(
         nss = [ns for ns in snap.namespaces or [] if c.name in ns.controllers]
         if not nss or ledger_claims(attachments, c.subsysnqn or "", nss):
             continue
-        if any(device_users(roots, ns.name) for ns in nss):
+        if devices_users(roots, [ns.name for ns in nss]):
             continue
         report.add(
             NVME_CONTROLLER_NAMESPACES_UNUSED,

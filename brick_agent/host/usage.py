@@ -22,6 +22,7 @@ import errno
 import ipaddress
 import os
 import re
+from collections.abc import Sequence
 
 from brick_agent.host import sysfs
 from brick_agent.host.block import block_device_for_path, name_for_devnum
@@ -218,9 +219,18 @@ def device_users(roots: HostRoots, name: str) -> list[str]:
         if users:   # ['nvme0n2 held by dm-3', 'nvme0n2 open by pid 812 (dd)', ...]
             keep()
     """
+    return devices_users(roots, [name])
+
+
+def devices_users(roots: HostRoots, devices: Sequence[str]) -> list[str]:
+    """:func:`device_users` of several block devices together: the processes' open
+    descriptors are read once for all of them (one pass over ``/proc/*/fd``, which
+    costs the same for one device as for many)."""
     from brick_agent.host.holders import open_holders
 
-    names = [name] + _partitions(roots, name)
+    if not devices:
+        return []
+    names = [n for d in devices for n in [d, *_partitions(roots, d)]]
     users = [
         f"{n} held by {h}"
         for n in names
@@ -231,9 +241,8 @@ def device_users(roots: HostRoots, name: str) -> list[str]:
     except OSError as exc:
         users.append(f"unknown (mount or swap table unreadable: {exc.strerror})")
     unreadable: list[str] = []
-    users += [
-        f"{name} open by pid {pid} ({command})"
-        for pid, command in open_holders(roots, names, unreadable=unreadable)
-    ]
+    opened = open_holders(roots, names, unreadable=unreadable)
+    what = devices[0] if len(devices) == 1 else f"one of {', '.join(devices)}"
+    users += [f"{what} open by pid {pid} ({command})" for pid, command in opened]
     users += [f"unknown (/proc/{pid}/fd unreadable)" for pid in unreadable]
     return users

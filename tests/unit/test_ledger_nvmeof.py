@@ -178,3 +178,31 @@ def test_last_detach_keeps_the_controller_without_a_ledger_to_ask(tmp_path, root
     conn.connect_volume(props())
     conn.disconnect_volume(props(), None)
     assert nvme_dirs(roots) == ["nvme0"]
+
+
+def test_a_detach_reads_the_hosts_open_descriptors_at_most_once(tmp_path, roots, monkeypatch):  # noqa: F811
+    """16 concurrent detaches of a subsystem queue on its lock: while another of its
+    namespaces is attached through us the controller stays, and /proc is not read at all;
+    the last detach reads it once for all the other namespaces (not once per namespace)."""
+    from brick_agent.host import holders
+    from tests.unit.connectors.test_nvmeof import U1, U2, U3
+
+    kernel, conn, led = make(tmp_path, roots)
+    sub = kernel.subsystems[NQN]
+    sub.namespaces[2] = FakeNs(2, U2, None)
+    sub.namespaces[3] = FakeNs(3, U3, None)
+    infos = {u: conn.connect_volume(props(vol_uuid=u)) for u in (U1, U2)}
+    scans: list[list[str]] = []
+    real = holders.open_holders
+
+    def counting(roots_, names, **kw):
+        scans.append(list(names))
+        return real(roots_, names, **kw)
+
+    monkeypatch.setattr(holders, "open_holders", counting)
+    conn.disconnect_volume(props(vol_uuid=U1), infos[U1])  # U2 is still attached
+    assert scans == [] and nvme_dirs(roots) == ["nvme0"]
+    others = sorted([_device_of(roots, U1), _device_of(roots, U3)])
+    conn.disconnect_volume(props(vol_uuid=U2), infos[U2])  # the last one
+    assert [sorted(names) for names in scans] == [others]  # one pass for both others
+    assert nvme_dirs(roots) == [] and led.entries() == {}

@@ -70,7 +70,7 @@ from brick_agent.host import nvme as hostnvme
 from brick_agent.host.block import disk_links
 from brick_agent.host.multipath import MultipathMap
 from brick_agent.host.udev import DeviceWatch
-from brick_agent.host.usage import device_users
+from brick_agent.host.usage import devices_users
 from brick_agent.properties import NvmeofProperties, NvmePortal, NvmeTarget, parse_nvmeof
 
 LOG = logging.getLogger(__name__)
@@ -1000,9 +1000,9 @@ class NVMeOFConnector(Connector):
         except (BrickError, OSError) as exc:
             return reasons + [f"attachment ledger unreadable: {exc}"]
         reasons += ledger_claims(data, target.nqn, others)
-        for ns in others:
-            reasons += device_users(self.roots, ns.name)
-        return reasons
+        if reasons:
+            return reasons  # kept: the host's own use of the others need not be read
+        return devices_users(self.roots, [ns.name for ns in others])
 
     def _foreign_namespaces(
         self, ctrl: hostnvme.NvmeController, topo: _Topology, targets: list[NvmeTarget]
@@ -1095,8 +1095,8 @@ class NVMeOFConnector(Connector):
             return False
         for c in ns.controllers:
             others = [o for o in topo.namespaces if o is not ns and c in o.controllers]
-            if not ledger_claims(data, target.nqn, others) and not any(
-                device_users(self.roots, o.name) for o in others
+            if not ledger_claims(data, target.nqn, others) and not devices_users(
+                self.roots, [o.name for o in others]
             ):
                 return False
         return True
