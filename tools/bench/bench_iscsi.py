@@ -87,12 +87,18 @@ def _lun_disks(iqns: set[str]) -> set[str]:
 
 def floor_attach_many(targets: list[LioIscsiTarget], luns: int, timeout: float = 120.0) -> None:
     """The kernel's share of attaching every LUN of ``targets``: all logins at once (the
-    login's own scan of the target), until ``luns`` disks exist with their /dev node."""
+    login's own scan of the target), until ``luns`` disks exist with their /dev node.
+
+    The node records are made one at a time before (and deleted one at a time after the
+    logouts): iscsiadm changing a record while another iscsiadm walks the node database
+    fails (exit 6, ISCSI_ERR_IDBM; seen in the lab), which is why brick_agent holds its
+    node-database lock around record changes."""
 
     def login(t: LioIscsiTarget) -> None:
-        sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", t.portals[0], "--op", "new")
         sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", t.portals[0], "--login")
 
+    for t in targets:  # the records first, one at a time (see _node_records)
+        sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", t.portals[0], "--op", "new")
     with concurrent.futures.ThreadPoolExecutor(len(targets)) as pool:
         list(pool.map(login, targets))
     iqns = {t.iqn for t in targets}
@@ -112,10 +118,11 @@ def floor_detach_many(targets: list[LioIscsiTarget]) -> None:
 
     def logout(t: LioIscsiTarget) -> None:
         sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", t.portals[0], "--logout")
-        sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", t.portals[0], "--op", "delete")
 
     with concurrent.futures.ThreadPoolExecutor(len(targets)) as pool:
         list(pool.map(logout, targets))
+    for t in targets:  # then the records, one at a time
+        sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", t.portals[0], "--op", "delete")
 
 
 def timed(fn, *args) -> float:
