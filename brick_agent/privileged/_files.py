@@ -29,7 +29,7 @@ def write_attr(root: str, path: str, data: str, timeout: float | None = None) ->
     if timeout is None:
         _write_existing(path, real, data)
     else:
-        _bounded(lambda: _write_existing(path, real, data), timeout, f"write of {data!r} to {real}")
+        bounded(lambda: _write_existing(path, real, data), timeout, f"write of {data!r} to {real}")
     LOG.debug("wrote %r to %s", data, real)
     return real
 
@@ -49,7 +49,7 @@ def _write_existing(path: str, real: str, data: str) -> None:
         os.close(fd)
 
 
-def _bounded(action: Callable[[], None], timeout: float, what: str) -> None:
+def bounded(action: Callable[[], None], timeout: float, what: str) -> None:
     """Run ``action`` in a daemon thread; its error, or KernelActionTimeout after ``timeout``
     (the thread, stuck in the kernel where it cannot be interrupted, is left to finish)."""
     outcome: list[BaseException | None] = []
@@ -67,7 +67,7 @@ def _bounded(action: Callable[[], None], timeout: float, what: str) -> None:
                 LOG.info("abandoned %s completed late", what)
 
     abandoned = threading.Event()
-    worker = threading.Thread(target=run, name="bounded-sysfs-write", daemon=True)
+    worker = threading.Thread(target=run, name="bounded-kernel-action", daemon=True)
     worker.start()
     worker.join(max(0.0, timeout))
     if not outcome:

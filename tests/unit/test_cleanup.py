@@ -210,7 +210,9 @@ class FakeActions:
         shutil.rmtree(self.h.base / "etc" / "iscsi" / "nodes" / iqn / f"{addr},{port},1")
 
     def flush(self, device: str) -> None:
-        block.do_flush_block_device(self.roots, device, run=self._run)
+        block.do_flush_block_device(
+            self.roots, device, flush=lambda dev, timeout: self.ran.append(["flush", dev])
+        )
 
     def delete_scsi_device(self, hctl: Hctl) -> None:
         scsi.do_delete_scsi_device(self.roots, str(hctl))
@@ -381,8 +383,8 @@ def test_apply_removes_exactly_the_planned_leftovers(tmp_path):
     assert not h.exists("dev", "mapper", "mpathz")
     assert ["multipath", "-w", STALE_WWID] in actions.ran
     assert ["multipath", "-f", "mpathz"] in actions.ran
-    assert ["blockdev", "--flushbufs", str(h.base / "dev" / "sdc")] in actions.ran
-    assert ["blockdev", "--flushbufs", str(h.base / "dev" / "nvme2n1")] in actions.ran
+    assert ["flush", str(h.base / "dev" / "sdc")] in actions.ran
+    assert ["flush", str(h.base / "dev" / "nvme2n1")] in actions.ran
     # survivors
     for part in (
         ("sys", "bus", "scsi", "devices", "2:0:0:1"),

@@ -73,6 +73,10 @@ class Recorder:
         self.returncode = returncode
         self.stdout = stdout
 
+    def flush(self, dev, timeout):
+        """The block flush (done in the daemon, no command): recorded like one."""
+        self.calls.append((["flush", dev], {"timeout": timeout}))
+
     def __call__(self, argv, **kwargs):
         self.calls.append((list(argv), kwargs))
         return commands.CommandResult(
@@ -268,18 +272,18 @@ def test_delete_missing_device(roots):
 
 
 # ------------------------------------------------------------------ block
-def test_flush_runs_blockdev_on_dev_path(roots, tmp_path):
+def test_flush_flushes_the_dev_path(roots, tmp_path):
     fh = FakeHost(tmp_path / "host")  # fabric volumes: an iSCSI LUN, its map, an NVMe/TCP one
     session = fh.iscsi_session(1, 2, IQN, "192.0.2.10")
     fh.scsi_disk(session, "2:0:0:1", "sdb", wwid="naa.6001405aa6d2dc160f6b68a70cef7b43")
     run = Recorder()
-    block.do_flush_block_device(roots, "sdb", timeout=5, run=run)
-    assert run.calls == [(["blockdev", "--flushbufs", roots.devfs("sdb")], {"timeout": 5.0})]
+    block.do_flush_block_device(roots, "sdb", timeout=5, flush=run.flush)
+    assert run.calls == [(["flush", roots.devfs("sdb")], {"timeout": 5.0})]
     fh.attr("etc/nvme/hostnqn", HOSTNQN)
     fh.nvme_ns(fh.nvme_ctrl(1, None, NQN, hostnqn=HOSTNQN), "nvme1n2", 2)
     fh.dm(3, "mpatha", "mpath-36001405aa6d2dc160f6b68a70cef7b43", ["sdb"])
-    block.do_flush_block_device(roots, "nvme1n2", run=run)
-    block.do_flush_block_device(roots, "dm-3", run=run)
+    block.do_flush_block_device(roots, "nvme1n2", flush=run.flush)
+    block.do_flush_block_device(roots, "dm-3", flush=run.flush)
     assert [c[0][-1] for c in run.calls[1:]] == [roots.devfs("nvme1n2"), roots.devfs("dm-3")]
 
 
@@ -306,14 +310,14 @@ def test_flush_runs_blockdev_on_dev_path(roots, tmp_path):
 def test_flush_rejects_bad_names(roots, name):
     run = Recorder()
     with pytest.raises(InvalidArgument):
-        block.do_flush_block_device(roots, name, run=run)
+        block.do_flush_block_device(roots, name, flush=run.flush)
     assert run.calls == []
 
 
 def test_flush_missing_device(roots):
     run = Recorder()
     with pytest.raises(DeviceNotFound):
-        block.do_flush_block_device(roots, "sdz", run=run)
+        block.do_flush_block_device(roots, "sdz", flush=run.flush)
     assert run.calls == []
 
 
@@ -321,7 +325,7 @@ def test_flush_missing_device(roots):
 def test_flush_rejects_bad_timeout(roots, timeout):
     os.makedirs(roots.sysfs("block", "sdb"))
     with pytest.raises(InvalidArgument):
-        block.do_flush_block_device(roots, "sdb", timeout=timeout, run=Recorder())
+        block.do_flush_block_device(roots, "sdb", timeout=timeout, flush=Recorder().flush)
 
 
 # ------------------------------------------------------------------ iscsi
@@ -768,7 +772,7 @@ def test_multipath_accepts_a_non_native_nvme_namespace_path(roots):
 def test_option_like_and_meta_rejected_everywhere(roots, bad):
     run = Recorder()
     with pytest.raises(InvalidArgument):
-        block.do_flush_block_device(roots, bad, run=run)
+        block.do_flush_block_device(roots, bad, flush=run.flush)
     with pytest.raises(InvalidArgument):
         scsi.do_delete_scsi_device(roots, bad)
     with pytest.raises(InvalidArgument):

@@ -30,7 +30,7 @@ from tests.unit.test_privileged_ownership import (
 )
 
 #: Injected by the test, never fuzzed.
-_INJECTED = {"roots", "run", "io", "resolve", "set_auth", "db_root", "lock_dir"}
+_INJECTED = {"roots", "run", "io", "resolve", "set_auth", "db_root", "lock_dir", "flush"}
 BODIES = sorted(
     (
         (f"{mod.__name__.rsplit('.', 1)[1]}.{name}", func)
@@ -166,6 +166,7 @@ def _call(func, roots, values, extra):
                 "io": Fabrics(),
                 "resolve": lambda name: "192.0.2.40",
                 "set_auth": lambda record, items: None,
+                "flush": lambda dev, timeout: None,
                 # open-iscsi's record database and its lock, in the fake host's tree
                 "db_root": roots.etcfs("iscsi"),
                 "lock_dir": roots.runfs("lock", "iscsi"),

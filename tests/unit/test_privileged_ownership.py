@@ -123,6 +123,10 @@ class Runner:
         self.calls.append(list(argv))
         return commands.CommandResult(list(argv), 0, "", "", 0.01)
 
+    def flush(self, dev, timeout):
+        """The block flush (done in the daemon, no command): recorded like one."""
+        self.calls.append(["flush", dev])
+
 
 def _lun_attr(roots, hctl, attr):
     with open(roots.sysfs("class", "scsi_device", hctl, "device", attr)) as f:
@@ -194,7 +198,7 @@ def test_a_missing_lun_is_not_found_not_refused(roots):
 def test_setro_and_flush_refuse_local_devices(roots, name, words):
     run = Runner()
     _refused(lambda: block.do_set_block_device_read_only(roots, name, True, run=run), *words)
-    _refused(lambda: block.do_flush_block_device(roots, name, run=run), *words)
+    _refused(lambda: block.do_flush_block_device(roots, name, flush=run.flush), *words)
     assert run.calls == []
 
 
@@ -217,7 +221,7 @@ def test_fabric_devices_are_still_set_and_flushed(roots):
     run = Runner()
     for name in ("sdb", "sde", "dm-0", "nvme1n1", "sdg"):
         block.do_set_block_device_read_only(roots, name, True, run=run)
-    block.do_flush_block_device(roots, "dm-1", run=run)  # flushing a mounted map is harmless
+    block.do_flush_block_device(roots, "dm-1", flush=run.flush)  # a mounted map: harmless
     assert [c[-1] for c in run.calls] == [
         roots.devfs(n) for n in ("sdb", "sde", "dm-0", "nvme1n1", "sdg", "dm-1")
     ]

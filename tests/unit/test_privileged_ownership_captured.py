@@ -26,7 +26,7 @@ def test_dm_multipath_maps_over_iscsi_paths(tmp_path):
         multipath.do_flush_map(roots, name, run=run)
         multipath.do_resize_map(roots, name, run=run)
     for dev in ("dm-0", "dm-1", "sda", "sdd"):
-        block.do_flush_block_device(roots, dev, run=run)
+        block.do_flush_block_device(roots, dev, flush=run.flush)
     multipath.do_del_path(roots, "sdb", run=run)
     assert len(run.calls) == 9
 
