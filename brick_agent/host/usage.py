@@ -126,10 +126,17 @@ def host_uses(roots: HostRoots = DEFAULT_ROOTS) -> dict[str, str]:
 
 
 def _partitions(roots: HostRoots, name: str) -> list[str]:
+    """The partitions of disk ``name``: its subdirectories named after it (``sdb1``,
+    ``nvme0n1p1``) that have a ``partition`` attribute; the disk's other entries (a score
+    of attributes and directories) are not looked at."""
     real = sysfs.resolve(roots.sysfs("class", "block", name))
     if real is None:
         return []
-    return [e for e in sysfs.list_dir(real) if os.path.exists(os.path.join(real, e, "partition"))]
+    return [
+        e
+        for e in sysfs.list_dir(real)
+        if e.startswith(name) and os.path.exists(os.path.join(real, e, "partition"))
+    ]
 
 
 def stacked_on(roots: HostRoots, name: str) -> list[str]:
