@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Profile brick_agent's concurrent iSCSI attach/detach in the lab VM (where the time goes).
+
+    tools/kernel-lab/lab run -- .venv/bin/python tools/bench/profile_iscsi_concurrency.py
+        [--rounds N] [--no-ledger]
+
+Two LIO targets of 8 LUNs, 16 threads attach then detach (as bench_compare's concurrency
+section), then the bare floor (both logins at once until the 16 disks exist; the
+matching detach).  Wraps the library's inner steps with timers (summed over threads) and
+prints, per step, calls / total / max seconds.  For a CPU profile of the whole run, wrap
+it in ``.venv/bin/py-spy record --format raw -o results/x.raw --``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+
+import bench_iscsi  # beside this script
+from host import udev_settle
+from profile_nvme_concurrency import STATS, report, timed, timed_cm
+
+
+def instrument() -> None:
+    from brick_agent.connectors.iscsi import actions as iscsi_actions
+    from brick_agent.connectors.iscsi import connector as iscsi
+    from brick_agent.connectors.iscsi import sessions as iscsi_sessions
+    from brick_agent.connectors.scsi import actions as scsi_actions
+    from brick_agent.connectors.scsi import volume as scsi_volume
+    from brick_agent.host import udev
+    from brick_agent.ledger import reconcile
+    from brick_agent.ledger import store as ledger
+    from brick_agent.privileged import iscsi as iscsi_bodies
+    from brick_agent.privileged import scsi as scsi_bodies
+
+    timed_cm(reconcile, "_volume_lock", "ledger volume lock")
+    timed_cm(ledger.AttachmentLedger, "transaction", "ledger transaction")
+    for owner, attrs, prefix in (
+        (iscsi.ISCSIConnector, ("_volume_devices",), "iscsi."),
+        (iscsi_sessions.IscsiSessions, ("logout_if_empty",), "sessions."),
+        (
+            scsi_volume.ScsiVolumeOps,
+            ("remove_volume", "_wait_removed", "udev_entries", "confirmed"),
+            "ops.",
+        ),
+        (scsi_actions.PrivilegedScsiActions, ("flush", "delete_device", "scan_lun"), "actions."),
+        (iscsi_actions.PrivilegedIscsiActions, ("login", "logout"), "actions."),
+        (udev.DeviceWatch, ("open", "wait_for", "wait_gone"), "DeviceWatch."),
+        (iscsi_bodies, ("do_node_login", "do_node_logout", "do_node_delete"), "body."),
+        (iscsi_bodies, ("do_node_create", "do_node_update"), "body."),
+        (scsi_bodies, ("do_scan_scsi_lun", "do_delete_scsi_device"), "body."),
+    ):
+        for attr in attrs:
+            if hasattr(owner, attr):
+                timed(owner, attr, prefix + attr)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--no-ledger", action="store_true")
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--debug", action="store_true", help="library DEBUG log to stderr")
+    args = ap.parse_args()
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(relativeCreated)7d %(threadName)s %(name)s %(message)s",
+    )
+    from brick_lab import LioIscsiTarget
+
+    import worker as w
+
+    lock_path = tempfile.mkdtemp(prefix="brick-prof-")
+    tool = w.Tool("ours", lock_path, False, None)
+    if args.no_ledger:
+        tool.conf.set_override("ledger_path", "", group="brick_agent")
+    instrument()
+    for rnd in range(args.rounds):
+        for who in ("ours", "floor"):
+            targets = [
+                LioIscsiTarget(
+                    luns=8,
+                    lun_size=1 << 20,
+                    initiators=["local"],
+                    portals=(f"127.0.0.{k + 1}:3260",),
+                )
+                for k in range(2)
+            ]
+            try:
+                for t in targets:
+                    t.create()
+                udev_settle()
+                if who == "floor":
+                    start = time.monotonic()
+                    bench_iscsi.floor_attach_many(targets, 16)
+                    attach = time.monotonic() - start
+                    udev_settle()
+                    start = time.monotonic()
+                    bench_iscsi.floor_detach_many(targets)
+                    print(
+                        f"round {rnd} floor attach {attach:.3f} "
+                        f"detach {time.monotonic() - start:.3f}"
+                    )
+                    continue
+                items = [
+                    {"props": {"target_portal": t.portals[0], "target_iqn": t.iqn, "target_lun": n}}
+                    for t in targets
+                    for n in range(8)
+                ]
+                tool._conns.clear()
+                STATS.clear()
+                cpu = time.process_time()
+                ra = w.handle(tool, {"op": "attach_many", "protocol": "ISCSI", "items": items})
+                ts = sorted(r["t"] for r in ra["results"])
+                print(
+                    f"round {rnd} attach wall {ra['t']:.3f} cpu {time.process_time() - cpu:.3f} "
+                    f"p50 {ts[len(ts) // 2]:.3f} max {ts[-1]:.3f} ok={ra['ok']}"
+                )
+                report("attach")
+                udev_settle()
+                infos = [
+                    dict(it, info=r.get("info")) for it, r in zip(items, ra["results"], strict=True)
+                ]
+                cpu = time.process_time()
+                rd = w.handle(tool, {"op": "detach_many", "protocol": "ISCSI", "items": infos})
+                ts = sorted(r["t"] for r in rd["results"])
+                print(
+                    f"round {rnd} detach wall {rd['t']:.3f} cpu {time.process_time() - cpu:.3f} "
+                    f"p50 {ts[len(ts) // 2]:.3f} max {ts[-1]:.3f} ok={rd['ok']}"
+                )
+                report("detach")
+            finally:
+                for t in targets:
+                    t.destroy()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
