@@ -58,6 +58,22 @@ def instrument() -> None:
                 timed(owner, attr, prefix + attr)
 
 
+def _timed_op(tool: object, op: str, items: list[dict], rnd: int) -> dict:
+    """Run the worker's ``attach_many``/``detach_many`` of ``items``; print wall, our CPU,
+    the per-volume p50/max and the step timers; the worker's answer."""
+    import worker as w
+
+    cpu = time.process_time()
+    res = w.handle(tool, {"op": f"{op}_many", "protocol": "ISCSI", "items": items})
+    ts = sorted(r["t"] for r in res["results"])
+    print(
+        f"round {rnd} {op} wall {res['t']:.3f} cpu {time.process_time() - cpu:.3f} "
+        f"p50 {ts[len(ts) // 2]:.3f} max {ts[-1]:.3f} ok={res['ok']}"
+    )
+    report(op)
+    return res
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--no-ledger", action="store_true")
@@ -111,26 +127,12 @@ def main() -> int:
                 ]
                 tool._conns.clear()
                 STATS.clear()
-                cpu = time.process_time()
-                ra = w.handle(tool, {"op": "attach_many", "protocol": "ISCSI", "items": items})
-                ts = sorted(r["t"] for r in ra["results"])
-                print(
-                    f"round {rnd} attach wall {ra['t']:.3f} cpu {time.process_time() - cpu:.3f} "
-                    f"p50 {ts[len(ts) // 2]:.3f} max {ts[-1]:.3f} ok={ra['ok']}"
-                )
-                report("attach")
+                ra = _timed_op(tool, "attach", items, rnd)
                 udev_settle()
                 infos = [
                     dict(it, info=r.get("info")) for it, r in zip(items, ra["results"], strict=True)
                 ]
-                cpu = time.process_time()
-                rd = w.handle(tool, {"op": "detach_many", "protocol": "ISCSI", "items": infos})
-                ts = sorted(r["t"] for r in rd["results"])
-                print(
-                    f"round {rnd} detach wall {rd['t']:.3f} cpu {time.process_time() - cpu:.3f} "
-                    f"p50 {ts[len(ts) // 2]:.3f} max {ts[-1]:.3f} ok={rd['ok']}"
-                )
-                report("detach")
+                _timed_op(tool, "detach", infos, rnd)
             finally:
                 for t in targets:
                     t.destroy()
