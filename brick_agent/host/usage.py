@@ -22,7 +22,8 @@ import errno
 import ipaddress
 import os
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from brick_agent.host import sysfs
 from brick_agent.host.block import block_device_for_path, name_for_devnum
@@ -229,14 +230,40 @@ def device_users(roots: HostRoots, name: str) -> list[str]:
     return devices_users(roots, [name])
 
 
-def devices_users(roots: HostRoots, devices: Sequence[str]) -> list[str]:
+#: Command names of udev's workers (``/proc/PID/comm``), which open a block device for a
+#: moment to probe it after its "add" or "change" event.
+UDEV_WORKERS = frozenset({"(udev-worker)", "systemd-udevd", "udevd"})
+
+
+def devices_users(
+    roots: HostRoots,
+    devices: Sequence[str],
+    *,
+    udev_grace: float = 0.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[str]:
     """:func:`device_users` of several block devices together: the processes' open
     descriptors are read once for all of them (one pass over ``/proc/*/fd``, which
-    costs the same for one device as for many)."""
+    costs the same for one device as for many).
+
+    ``udev_grace``: when udev's workers are the only users (probing a device added or
+    changed a moment ago, as right after an attach), read again for up to that many
+    seconds until they are done; any other user answers at once.
+    """
+    deadline = time.monotonic() + udev_grace
+    while True:
+        users, udev_only = _users(roots, devices)
+        if not (users and udev_only) or time.monotonic() >= deadline:
+            return users
+        sleep(0.05)
+
+
+def _users(roots: HostRoots, devices: Sequence[str]) -> tuple[list[str], bool]:
+    """(the users of ``devices``, whether udev's workers are all of them)."""
     from brick_agent.host.holders import open_holders
 
     if not devices:
-        return []
+        return [], False
     names = [n for d in devices for n in [d, *_partitions(roots, d)]]
     users = [
         f"{n} held by {h}"
@@ -249,7 +276,9 @@ def devices_users(roots: HostRoots, devices: Sequence[str]) -> list[str]:
         users.append(f"unknown (mount or swap table unreadable: {exc.strerror})")
     unreadable: list[str] = []
     opened = open_holders(roots, names, unreadable=unreadable)
+    udev_only = bool(opened) and not users and not unreadable
+    udev_only = udev_only and all(command in UDEV_WORKERS for _, command in opened)
     what = devices[0] if len(devices) == 1 else f"one of {', '.join(devices)}"
     users += [f"{what} open by pid {pid} ({command})" for pid, command in opened]
     users += [f"unknown (/proc/{pid}/fd unreadable)" for pid in unreadable]
-    return users
+    return users, udev_only

@@ -154,6 +154,11 @@ def is_stale(ns: hostnvme.NvmeNamespace, target: NvmeTarget) -> bool:
     return False
 
 
+#: Seconds a detach waits for udev's workers to finish probing the other namespaces of a
+#: controller it would delete (a detach right after an attach) before it keeps it.
+UDEV_PROBE_GRACE = 3.0
+
+
 class _LedgerOnce:
     """The ledger's view, read at most once (None: no ledger, or unreadable)."""
 
@@ -1002,7 +1007,8 @@ class NVMeOFConnector(Connector):
         reasons += ledger_claims(data, target.nqn, others)
         if reasons:
             return reasons  # kept: the host's own use of the others need not be read
-        return devices_users(self.roots, [ns.name for ns in others])
+        # udev may still be probing a namespace attached a moment ago: not a user
+        return devices_users(self.roots, [ns.name for ns in others], udev_grace=UDEV_PROBE_GRACE)
 
     def _foreign_namespaces(
         self, ctrl: hostnvme.NvmeController, topo: _Topology, targets: list[NvmeTarget]

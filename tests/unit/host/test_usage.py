@@ -94,3 +94,34 @@ def test_a_process_whose_descriptors_cannot_be_read_counts_as_a_user(tmp_path):
     fh.p("proc/88").mkdir(parents=True)
     fh.p("proc/88/fd").write_text("not a directory")  # listdir fails: ENOTDIR
     assert device_users(fh.roots, "sdb") == ["unknown (/proc/88/fd unreadable)"]
+
+
+def test_udev_probing_a_new_device_is_waited_for_any_other_user_answers_at_once(tmp_path):
+    """A detach right after an attach: udev's worker still has the device open for its
+    probe.  That alone is waited for (bounded); any other user is a user at once."""
+    fh = _host(tmp_path)
+    fh.p("proc/55/fd").mkdir(parents=True)
+    (fh.p("proc/55/fd") / "9").symlink_to("/dev/sdb")
+    fh.attr("proc/55/comm", "(udev-worker)")
+    slept: list[float] = []
+
+    def probe_ends(seconds):  # the worker closes the device after the second look
+        slept.append(seconds)
+        if len(slept) == 2:
+            (fh.p("proc/55/fd") / "9").unlink()
+
+    assert usage.devices_users(fh.roots, ["sdb"], udev_grace=5.0, sleep=probe_ends) == []
+    assert len(slept) == 2
+    # without a grace, or past it, udev's open is reported like any other
+    (fh.p("proc/55/fd") / "9").symlink_to("/dev/sdb")
+    assert usage.devices_users(fh.roots, ["sdb"]) == ["sdb open by pid 55 ((udev-worker))"]
+    assert usage.devices_users(fh.roots, ["sdb"], udev_grace=0.1, sleep=lambda s: None) == [
+        "sdb open by pid 55 ((udev-worker))"
+    ]
+    # another process besides udev: no waiting at all
+    fh.p("proc/77/fd").mkdir(parents=True)
+    (fh.p("proc/77/fd") / "4").symlink_to("/dev/sdb")
+    fh.attr("proc/77/comm", "qemu-img")
+    waited: list[float] = []
+    users = usage.devices_users(fh.roots, ["sdb"], udev_grace=5.0, sleep=waited.append)
+    assert waited == [] and "sdb open by pid 77 (qemu-img)" in users
