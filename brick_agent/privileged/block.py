@@ -29,13 +29,11 @@ Flusher = Callable[[str, float], None]
 
 
 def flush_device(dev: str, timeout: float) -> None:
-    """``fsync`` then ``BLKFLSBUF`` on block device ``dev``, within ``timeout`` seconds.
-
-    ``fsync`` writes the dirty pages and sends the device a cache flush (FLUSH /
-    SYNCHRONIZE CACHE); ``BLKFLSBUF`` (what ``blockdev --flushbufs`` does) then drops the
-    cached pages.  Done here, in the daemon, rather than by starting ``blockdev``: a whole
-    process per detach, most of an NVMe detach's own time under load.  A flush the kernel
-    keeps blocked (a target gone) is abandoned after ``timeout``
+    """``BLKFLSBUF`` on block device ``dev`` (what ``blockdev --flushbufs`` does: write the
+    dirty pages, drop the cached ones) within ``timeout`` seconds, here in the daemon rather
+    than by starting ``blockdev`` (a whole process per detach).  No cache FLUSH is sent: an
+    ``fsync`` would, and fails with ENOLINK on a multipath path whose port is gone.  A flush
+    the kernel keeps blocked (a target gone) is abandoned after ``timeout``
     (:class:`KernelActionTimeout`); an open the device refuses (ENXIO: a transport-offline
     disk) is :class:`CommandFailed`.
     """
@@ -50,11 +48,12 @@ def flush_device(dev: str, timeout: float) -> None:
         try:
             if not stat.S_ISBLK(os.fstat(fd).st_mode):
                 raise InvalidArgument(f"{dev} is not a block device")
-            for step, act in (("fsync", os.fsync), ("BLKFLSBUF", _flushbufs)):
-                try:
-                    act(fd)
-                except OSError as exc:
-                    raise CommandFailed([step, dev], exc.errno, exc.strerror or str(exc)) from None
+            try:  # no fsync: its cache FLUSH fails (ENOLINK) on a path whose port is gone
+                _flushbufs(fd)
+            except OSError as exc:
+                raise CommandFailed(
+                    ["BLKFLSBUF", dev], exc.errno, exc.strerror or str(exc)
+                ) from None
         finally:
             os.close(fd)
 
