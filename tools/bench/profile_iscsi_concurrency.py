@@ -14,14 +14,12 @@ it in ``.venv/bin/py-spy record --format raw -o results/x.raw --``.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-import tempfile
 import time
 
 import bench_iscsi  # beside this script
 from host import udev_settle
-from profile_nvme_concurrency import STATS, report, timed, timed_cm
+from profile_nvme_concurrency import STATS, common_args, ours, report, timed, timed_cm
 
 
 def instrument() -> None:
@@ -76,22 +74,11 @@ def _timed_op(tool: object, op: str, items: list[dict], rnd: int) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--no-ledger", action="store_true")
-    ap.add_argument("--rounds", type=int, default=1)
-    ap.add_argument("--debug", action="store_true", help="library DEBUG log to stderr")
+    common_args(ap)
     args = ap.parse_args()
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING,
-        format="%(relativeCreated)7d %(threadName)s %(name)s %(message)s",
-    )
     from brick_lab import LioIscsiTarget
 
-    import worker as w
-
-    lock_path = tempfile.mkdtemp(prefix="brick-prof-")
-    tool = w.Tool("ours", lock_path, False, None)
-    if args.no_ledger:
-        tool.conf.set_override("ledger_path", "", group="brick_agent")
+    tool = ours(args)
     instrument()
     for rnd in range(args.rounds):
         for who in ("ours", "floor"):

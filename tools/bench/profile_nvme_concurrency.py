@@ -158,11 +158,31 @@ def report(title: str) -> None:
     STATS.clear()
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
+def common_args(ap: argparse.ArgumentParser) -> None:
+    """The options every concurrency profiler takes."""
     ap.add_argument("--no-ledger", action="store_true")
     ap.add_argument("--debug", action="store_true", help="library DEBUG log to stderr")
     ap.add_argument("--rounds", type=int, default=1)
+
+
+def ours(args: argparse.Namespace):  # -> worker.Tool
+    """Logging as ``--debug`` says and brick_agent's worker tool (in-process privsep, a
+    fresh lock directory, no ledger with ``--no-ledger``)."""
+    import worker as w
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(relativeCreated)7d %(threadName)s %(name)s %(message)s",
+    )
+    tool = w.Tool("ours", tempfile.mkdtemp(prefix="brick-prof-"), False, None)
+    if args.no_ledger:
+        tool.conf.set_override("ledger_path", "", group="brick_agent")
+    return tool
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    common_args(ap)
     ap.add_argument("--timeline", action="store_true", help="print each thread's steps")
     ap.add_argument(
         "--switch-interval",
@@ -173,17 +193,10 @@ def main() -> int:
     args = ap.parse_args()
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING,
-        format="%(relativeCreated)7d %(threadName)s %(name)s %(message)s",
-    )
     from brick_lab import NvmetSubsystem
     import worker as w
 
-    lock_path = tempfile.mkdtemp(prefix="brick-prof-")
-    tool = w.Tool("ours", lock_path, False, None)
-    if args.no_ledger:
-        tool.conf.set_override("ledger_path", "", group="brick_agent")
+    tool = ours(args)
     instrument()
     for rnd in range(args.rounds):
         targets = [NvmetSubsystem(namespaces=8, ns_size=1 << 20) for _ in range(2)]
