@@ -24,7 +24,7 @@ import dataclasses
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from brick_agent.host import sysfs
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
@@ -388,17 +388,23 @@ _NODE_EVIDENCE = (
 )
 
 
-def _record_settings(path: str) -> dict[str, str]:
+def record_fields(lines: Iterable[str], names: Collection[str]) -> dict[str, str]:
+    """The ``name = value`` lines of a node record whose name is in ``names``, as open-iscsi
+    reads them (the last line of a name wins); other lines (CHAP secrets) are not kept."""
     out: dict[str, str] = {}
+    for line in lines:
+        key, sep, value = line.partition("=")
+        if sep and key.strip() in names:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def _record_settings(path: str) -> dict[str, str]:
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, sep, value = line.partition("=")
-                if sep and key.strip() in _NODE_EVIDENCE:
-                    out[key.strip()] = value.strip()
+            return record_fields(f, _NODE_EVIDENCE)
     except OSError:
-        pass
-    return out
+        return {}
 
 
 def _record(iqn: str, entry: str, iface: str, path: str) -> IscsiNodeRecord | None:

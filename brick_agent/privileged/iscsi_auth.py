@@ -30,7 +30,7 @@ from brick_agent.errors import DeviceNotFound, InvalidArgument
 from brick_agent.privileged import _validate as v
 from brick_agent.privileged import entrypoint
 from brick_agent.privileged import iscsi as piscsi
-from brick_agent.privileged.iscsi_records import LOCK_DIR, db_root, idbm_lock
+from brick_agent.privileged.iscsi_records import LOCK_DIR, address_port, db_root, idbm_lock
 
 LOG = logging.getLogger("brick_agent.privileged")
 
@@ -44,14 +44,9 @@ def _auth_items(settings: list, allowed: dict) -> list[tuple[str, str]]:
     return items
 
 
-def _address_port(portal: str) -> tuple[str, str]:
-    addr, _, port = v.portal(portal).rpartition(":")
-    return addr.strip("[]"), port
-
-
 def node_record_path(root: str, target_iqn: str, portal: str, iface: str) -> str:
     """The existing record file of one node (old or new layout)."""
-    addr, port = _address_port(portal)
+    addr, port = address_port(portal)
     base = os.path.join(root, "nodes", v.iqn(target_iqn, "target IQN"), f"{addr},{port}")
     if os.path.isfile(base) and not os.path.islink(base):
         return base
@@ -68,7 +63,7 @@ def node_record_path(root: str, target_iqn: str, portal: str, iface: str) -> str
 
 
 def discovery_record_path(root: str, portal: str) -> str:
-    addr, port = _address_port(portal)
+    addr, port = address_port(portal)
     path = os.path.join(root, "send_targets", f"{addr},{port}", "st_config")
     if not os.path.isfile(path) or os.path.islink(path):
         raise DeviceNotFound(f"discovery record of {portal} not found (create it first)")

@@ -24,9 +24,10 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 
 from brick_agent.errors import DeviceNotFound, LockTimeout
+from brick_agent.host.iscsi import record_fields
 from brick_agent.privileged import _validate as v
 
 LOG = logging.getLogger("brick_agent.privileged")
@@ -72,9 +73,16 @@ def idbm_lock(lock_dir: str = LOCK_DIR, wait: float = LOCK_WAIT) -> Iterator[Non
             os.unlink(held)
 
 
-def _fields(path: str) -> dict[str, str] | None:
-    """``name = value`` fields of the regular file ``path`` (last one wins, as idbm's
-    parser); None when it is not a regular file, or unreadable."""
+def address_port(portal: str) -> tuple[str, str]:
+    """A validated portal's address (IPv6 without brackets) and port, as the record
+    database names them (``<address>,<port>``)."""
+    addr, _, port = v.portal(portal).rpartition(":")
+    return addr.strip("[]"), port
+
+
+def _fields(path: str, names: Collection[str]) -> dict[str, str] | None:
+    """The fields ``names`` of the regular file ``path`` (:func:`record_fields`); None
+    when it is not a regular file, or unreadable."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
@@ -85,22 +93,14 @@ def _fields(path: str) -> dict[str, str] | None:
         data = handle.read(_MAX_RECORD + 1)
     if len(data) > _MAX_RECORD:
         return None
-    out = {}
-    for line in data.decode("utf-8", "surrogateescape").splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        name, _, value = line.partition("=")
-        out[name.strip()] = value.strip()
-    return out
+    return record_fields(data.decode("utf-8", "surrogateescape").splitlines(), names)
 
 
 def static_record(root: str, target_iqn: str, portal: str, iface: str) -> str | None:
     """The static record file of exactly this node, when that is the only record
     iscsiadm would delete for it; else None (the caller runs iscsiadm)."""
     iqn = v.iqn(target_iqn, "target IQN")
-    addr, _, port = v.portal(portal).rpartition(":")
-    addr = addr.strip("[]")
+    addr, port = address_port(portal)
     try:
         ipaddress.ip_address(addr)
     except ValueError:
@@ -108,9 +108,6 @@ def static_record(root: str, target_iqn: str, portal: str, iface: str) -> str | 
     base = os.path.join(root, "nodes", iqn, f"{addr},{port}")
     if glob.glob(glob.escape(base) + ",*"):
         return None  # records of discovery: iscsiadm deletes them and their links
-    fields = _fields(base)
-    if fields is None:
-        return None
     expected = {
         "node.name": iqn,
         "node.conn[0].address": addr,
@@ -119,6 +116,9 @@ def static_record(root: str, target_iqn: str, portal: str, iface: str) -> str | 
         "node.discovery_type": "static",
     }
     defaults = {"iface.iscsi_ifacename": "default", "node.discovery_type": "static"}
+    fields = _fields(base, expected)
+    if fields is None:
+        return None
     for name, want in expected.items():
         if fields.get(name, defaults.get(name)) != want:
             LOG.debug("node record %s: %s is %r, not %r", base, name, fields.get(name), want)
