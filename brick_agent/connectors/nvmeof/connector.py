@@ -159,25 +159,6 @@ def is_stale(ns: hostnvme.NvmeNamespace, target: NvmeTarget) -> bool:
 UDEV_PROBE_GRACE = 3.0
 
 
-class _LedgerOnce:
-    """The ledger's view, read at most once (None: no ledger, or unreadable)."""
-
-    def __init__(self, ledger: ledgermod.AttachmentLedger | None) -> None:
-        self._ledger = ledger
-        self._read = False
-        self._data: Mapping[str, Any] | None = None
-
-    def data(self) -> Mapping[str, Any] | None:
-        if not self._read:
-            self._read = True
-            if self._ledger is not None:
-                try:
-                    self._data = self._ledger.view()
-                except (BrickError, OSError):
-                    self._data = None
-        return self._data
-
-
 class NVMeOFConnector(Connector):
     """Attach/detach NVMe-oF namespaces (os-brick ``NVMeOFConnector`` compatible)."""
 
@@ -1056,7 +1037,7 @@ class NVMeOFConnector(Connector):
         absent namespace."""
         props = parse_nvmeof(connection_properties)
         result = VolumePresence()
-        claims = _LedgerOnce(self.ledger)
+        claims = self._ledger_view()  # read once for every namespace
         links: dict[str, tuple[str, ...]] | None = None  # /dev/disk, read once for all namespaces
         for target in props.targets:
             topo = self._topology(target.nqn, None)
@@ -1071,7 +1052,7 @@ class NVMeOFConnector(Connector):
                     f"on {', '.join(ns.controllers) or 'no controller'}",
                 )
                 # the namespace and what udev stacked on it: kept with it, or left with it
-                kept = self._kept_for_others(ns, target, topo, claims.data())
+                kept = self._kept_for_others(ns, target, topo, claims)
                 into = result.shared if kept else result.objects
                 into.append(obj)
                 into += presence.stacked_objects(self.roots, [ns.name, *ns.paths], links)
@@ -1085,6 +1066,15 @@ class NVMeOFConnector(Connector):
             result.objects += presence.dangling_links(self.roots, _id_link_suffixes(target))
             result.missing += _missing_paths(target, topo, found)
         return result
+
+    def _ledger_view(self) -> Mapping[str, Any] | None:
+        """The ledger's current content (None: no ledger, or unreadable)."""
+        if self.ledger is None:
+            return None
+        try:
+            return self.ledger.view()
+        except (BrickError, OSError):
+            return None
 
     def _kept_for_others(
         self,
