@@ -18,7 +18,7 @@ from brick_agent.connectors.iscsi.actions import NodeSettings
 from brick_agent.connectors.iscsi.actions import PrivilegedIscsiActions, _chap_settings, _split_auth
 from brick_agent.errors import InvalidConnectionProperties
 from brick_agent.privileged import iscsi as piscsi
-from brick_agent.privileged import iscsi_auth
+from brick_agent.privileged import iscsi_auth, iscsi_records
 from brick_agent.privileged import nvme as pnvme
 from brick_agent.privileged import _validate as v
 from brick_agent.properties import parse_fc, parse_iscsi, parse_nvmeof
@@ -284,7 +284,7 @@ def _iscsi_argv(data: dict) -> list[list[str]]:
         argvs.append(piscsi._update_argv(base, piscsi._settings(settings, piscsi.NODE_PARAMS)))
         if auth:
             assert iscsi_auth._auth_items(auth, piscsi.NODE_PARAMS)
-            assert iscsi_auth._address_port(node.portal)[1] == str(target.portal.port)
+            assert iscsi_records.address_port(node.portal)[1] == str(target.portal.port)
         v.int_arg(props.scsi_lun(target.lun), "lun", minimum=0, maximum=2**64 - 1)
     if props.discovery_auth is not None:
         items = _chap_settings("discovery.sendtargets.auth", props.discovery_auth)
