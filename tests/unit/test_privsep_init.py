@@ -6,6 +6,8 @@ the command the daemon would be started with and the client mode.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from oslo_config import cfg
 
@@ -164,3 +166,33 @@ def test_a_running_daemon_is_used_again_after_an_in_process_interlude(fresh_priv
     privileged.configure(config.new_conf(overrides={"privsep_in_process": False}))
     privileged.ensure_initialised()
     assert privileged.default.client_mode is True
+
+
+def test_start_daemon_starts_it_once_with_the_callers_root_helper(fresh_privsep, monkeypatch):
+    """An operation starts the daemon before its deadline; with one started, nothing
+    happens (PrivContext.start would warn), and concurrent operations start one."""
+    import threading
+
+    conn = NVMeOFConnector(NOVA_HELPER, conf=config.new_conf(), ledger=False)
+    starts = []
+
+    def start(method=None):
+        starts.append(privileged.default.helper_command("/tmp/p.sock")[:4])
+        time.sleep(0.05)  # the other threads arrive while it starts
+        privileged.default.channel = object()
+
+    monkeypatch.setattr(privileged.default, "start", start)
+    threads = [threading.Thread(target=conn.actions.start_daemon) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert starts == [NOVA_HELPER.split() + ["privsep-helper"]]
+    conn.actions.start_daemon()
+    assert len(starts) == 1
+
+
+def test_start_daemon_in_process_starts_nothing(fresh_privsep):
+    privileged.configure(config.new_conf(overrides={"privsep_in_process": True}))
+    privileged.start_daemon()  # the probe would raise Started
+    assert fresh_privsep == [] and privileged.default.channel is None

@@ -148,6 +148,7 @@ class FibreChannelConnector(Connector):
     @ledger.records_attach
     def connect_volume(self, connection_properties: Mapping[str, Any]) -> DeviceInfo:
         props = parse_fc(connection_properties)
+        self.actions.start_daemon()  # its first start is not this call's deadline
         deadline = Deadline.after(self.opts.device_wait_timeout)
         record = _AttachRecord()
         start = time.monotonic()
@@ -361,6 +362,7 @@ class FibreChannelConnector(Connector):
         ignore_errors: bool = False,
     ) -> None:
         props = parse_fc(connection_properties)
+        self.actions.start_daemon()  # its first start is not this call's deadline
         info = dict(device_info or {})
         start = time.monotonic()
         with self._host_slot(), self._target_lock(props):
@@ -428,6 +430,7 @@ class FibreChannelConnector(Connector):
 
     def extend_volume(self, connection_properties: Mapping[str, Any]) -> int:
         props = parse_fc(connection_properties)
+        self.actions.start_daemon()  # its first start is not this call's deadline
         devices = self._volume_devices(props)[0]
         if not devices:
             raise DeviceNotFound(f"no device of {self._describe(props)} to extend")

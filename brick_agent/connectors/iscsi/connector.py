@@ -191,6 +191,7 @@ class ISCSIConnector(Connector):
     @ledger.records_attach
     def connect_volume(self, connection_properties: Mapping[str, Any]) -> DeviceInfo:
         props = self._parse(connection_properties)
+        self.actions.start_daemon()  # its first start is not this call's deadline
         deadline = Deadline.after(self.opts.device_wait_timeout, self.clock)
         work = deadline.reserving(undo_reserve(deadline.budget))  # the rest is the undo's
         record = AttachRecord()
@@ -443,6 +444,7 @@ class ISCSIConnector(Connector):
         ignore_errors: bool = False,
     ) -> None:
         props = self._parse(connection_properties)
+        self.actions.start_daemon()  # its first start is not this call's deadline
         info = dict(device_info or {})
         start = time.monotonic()
         with self._host_slot():
@@ -604,6 +606,7 @@ class ISCSIConnector(Connector):
 
     def extend_volume(self, connection_properties: Mapping[str, Any]) -> int:
         props = self._parse(connection_properties)
+        self.actions.start_daemon()  # its first start is not this call's deadline
         found, _ = self._volume_devices(props)
         size = self.ops.extend([d for _, d in found], self._describe(props))
         LOG.info("iSCSI extend of %s: %d bytes", self._describe(props), size)

@@ -80,6 +80,10 @@ def write_host_identity(hostnqn: str, hostid: str) -> None:
 class NvmeActions(Protocol):
     """What the connector asks privileged code to do (nothing here decides)."""
 
+    def start_daemon(self) -> None:
+        """Start the privileged side now if it runs apart and has not started (else nothing):
+        an operation calls it before its deadline starts."""
+
     def connect(self, request: ConnectRequest) -> str:
         """Create a controller; return its name (``nvme3``).
 
@@ -132,6 +136,11 @@ class PrivilegedNvmeActions:
 
     def __init__(self, roots: HostRoots = DEFAULT_ROOTS) -> None:
         self.roots = roots
+
+    def start_daemon(self) -> None:
+        from brick_agent import privileged
+
+        privileged.start_daemon()
 
     def connect(self, request: ConnectRequest) -> str:
         from brick_agent.privileged import nvme

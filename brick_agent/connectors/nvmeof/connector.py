@@ -318,6 +318,7 @@ class NVMeOFConnector(Connector):
     @ledger.records_attach
     def connect_volume(self, connection_properties: Mapping[str, Any]) -> DeviceInfo:
         props = parse_nvmeof(connection_properties)
+        self.actions.start_daemon()  # its first start is not this call's deadline
         deadline = Deadline.after(self.opts.device_wait_timeout)
         start = time.monotonic()
         if props.replicated and props.replica_count > 1:
@@ -799,6 +800,7 @@ class NVMeOFConnector(Connector):
         ignore_errors: bool = False,
     ) -> None:
         props = parse_nvmeof(connection_properties)
+        self.actions.start_daemon()  # its first start is not this call's deadline
         leftovers: list[str] = []
         errors: list[str] = []
         # every kernel action of this detach (flushes, delete_controller) ends by then
@@ -1146,6 +1148,7 @@ class NVMeOFConnector(Connector):
     # ------------------------------------------------------------------ extend
     def extend_volume(self, connection_properties: Mapping[str, Any]) -> int:
         props = parse_nvmeof(connection_properties)
+        self.actions.start_daemon()  # its first start is not this call's deadline
         targets = list(props.targets)
         before = {}
         for target in targets:

@@ -32,6 +32,10 @@ class ScsiActions(Protocol):
     (iSCSI's adapter extends it with iscsiadm).
     """
 
+    def start_daemon(self) -> None:
+        """Start the privileged side now if it runs apart and has not started (else nothing):
+        an operation calls it before its deadline starts."""
+
     def scan_lun(self, host: int, channel: int | None, target: int | None, lun: int) -> None:
         """Write ``"c t l"`` to the host's scan file (None means the '-' wildcard)."""
 
@@ -68,6 +72,9 @@ class PrivilegedScsiActions:
         self.opts = conf.brick_agent
         self.roots = roots
         privileged.configure(conf)  # applied before the first entrypoint call
+
+    def start_daemon(self) -> None:
+        privileged.start_daemon()
 
     # SCSI / block ----------------------------------------------------------------
     def scan_lun(self, host: int, channel: int | None, target: int | None, lun: int) -> None:

@@ -81,6 +81,7 @@ class FakeNvmeKernel:
         self.fail_map_remove = 0  # next N map removals fail ("map in use"); -1: all
         self.mp_log: list[tuple] = []
         self._dm = 0
+        self.daemon_starts = 0
         _write(
             roots.sysfs("module", "nvme_core", "parameters", "multipath"), "Y" if native else "N"
         )
@@ -92,6 +93,9 @@ class FakeNvmeKernel:
             roots.etc,
         ):
             os.makedirs(d, exist_ok=True)
+
+    def start_daemon(self) -> None:
+        self.daemon_starts += 1
 
     # ---------------------------------------------------------------- target side
     def add_target(

@@ -47,6 +47,10 @@ class FakeScsiKernel:
 
     udev = False
     fail_map_remove = 0  # next N map removals fail ("map in use"); -1: all
+    daemon_starts = 0  # start_daemon calls (the real one starts the privsep daemon once)
+
+    def start_daemon(self) -> None:
+        self.daemon_starts += 1
 
     # ------------------------------------------------------------ tree helpers
     def _read(self, rel: str) -> str | None:

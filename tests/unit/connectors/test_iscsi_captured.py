@@ -31,6 +31,9 @@ class TreeActions:
         self.roots = roots
         self.done: list[tuple] = []
 
+    def start_daemon(self):
+        """In-process privileged code: no daemon to start."""
+
     def manual_scan_supported(self):
         return True
 

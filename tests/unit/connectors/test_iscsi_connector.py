@@ -672,6 +672,27 @@ def test_missing_lun_error_and_its_undo_end_within_the_configured_deadline(conf,
     assert timeout is not None and at + timeout <= start + 30.0
 
 
+def test_the_privileged_daemons_first_start_is_not_charged_to_the_device_wait(conf, host, fake):
+    """Nova as its service user starts the daemon through sudo and rootwrap: 15 s in the
+    lab, inside an 18 s attach deadline (CI, 2026-12-07).  The start comes before the
+    deadline: an attach whose own steps fit still succeeds."""
+    conf.set_override("device_wait_timeout", 18.0, group="brick_agent")
+    clock = FakeClock()
+
+    def slow_start():
+        fake.daemon_starts += 1
+        clock.now += 30.0  # longer than the whole deadline
+
+    fake.start_daemon = slow_start
+    c = clocked(conf, host, fake, clock)
+    info = c.connect_volume(props(lun=0))
+    assert info["scsi_wwn"] == udev_of(1)
+    assert fake.daemon_starts == 1
+    c.disconnect_volume(props(lun=0), info)
+    assert fake.daemon_starts == 2  # asked again: a no-op once it runs
+    assert fake.state() == EMPTY
+
+
 def test_a_hung_undo_is_cut_at_the_deadline(conf, host, fake):
     from brick_agent.errors import CommandFailed
 

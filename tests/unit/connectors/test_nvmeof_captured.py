@@ -35,6 +35,9 @@ class TreeActions:
         self.connects: list[ConnectRequest] = []
         self.flushed: list[str] = []
 
+    def start_daemon(self):
+        """In-process privileged code: no daemon to start."""
+
     def connect(self, request):
         self.connects.append(request)
         raise TargetUnreachable("no network in a captured tree")
