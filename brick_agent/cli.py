@@ -224,7 +224,7 @@ def cmd_health(args: argparse.Namespace, stdin: TextIO) -> Any:
         privsep_probe=None if args.host_root else lambda t: start_privsep(conf, t),
         multipath=args.multipath,
     )
-    report = health.run(ctx, args.protocol)
+    report = health.run(ctx, args.protocol, args.check or ())
     args.exit_code = EXIT_OK if report.healthy else EXIT_UNHEALTHY
     return Text("\n".join(report.lines()) + "\n") if args.human else report.to_dict()
 
@@ -381,6 +381,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=str.upper,
         choices=("ISCSI", "NVMEOF", "FIBRE_CHANNEL"),
         help="check this protocol (repeatable; default: those this host is set up for)",
+    )
+    p.add_argument(
+        "--check",
+        action="append",
+        metavar="NAME",
+        help="report only this check or the checks under this prefix (iscsi.iscsid, local; "
+        "repeatable), e.g. to look again at what was fixed; the privsep daemon is started "
+        "only for local.privsep",
     )
     p.add_argument(  # also after the command: `brick-agent health --human`
         "--human", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS

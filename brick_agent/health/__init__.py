@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from brick_agent import commands
+from brick_agent.errors import InvalidArgument
 from brick_agent.host import fc as hostfc
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
 
@@ -122,11 +123,22 @@ def _protocol_checks(protocol: str) -> Sequence[Callable[[Context], Iterable[Che
     }[protocol]
 
 
-def run(ctx: Context, protocols: Sequence[str] | None = None) -> Report:
+def run(ctx: Context, protocols: Sequence[str] | None = None, only: Sequence[str] = ()) -> Report:
     """Run the checks of ``protocols`` (default: :func:`detect_protocols`), then those every
-    protocol needs (multipath, lock directory, ledger, privsep helper)."""
+    protocol needs (multipath, lock directory, ledger, privsep helper).
+
+    ``only``: report just the checks with these names or under these prefixes
+    (``iscsi.iscsid``, ``local``), e.g. to look again at what was fixed; the privsep
+    helper (a daemon start) is tried only when ``local.privsep`` is among them.  A name
+    that selects no check is an InvalidArgument, never an empty healthy report.
+    """
     from brick_agent.health import local, multipath
 
+    def kept(name: str) -> bool:
+        return not only or any(name == o or name.startswith(o + ".") for o in only)
+
+    if not kept("local.privsep"):
+        ctx = dataclasses.replace(ctx, privsep_probe=None)
     chosen = list(protocols) if protocols else detect_protocols(ctx.roots)
     checks: list[Check] = []
     for protocol in chosen:
@@ -134,4 +146,12 @@ def run(ctx: Context, protocols: Sequence[str] | None = None) -> Report:
             checks.extend(check(ctx))
     for check in (*multipath.CHECKS, *local.CHECKS):
         checks.extend(check(ctx))
-    return Report(chosen, checks)
+    unknown = [
+        o for o in only if not any(c.name == o or c.name.startswith(o + ".") for c in checks)
+    ]
+    if unknown:
+        raise InvalidArgument(
+            f"no check named {', '.join(unknown)} for {', '.join(chosen) or 'no protocol'} "
+            f"(checks: {', '.join(c.name for c in checks)})"
+        )
+    return Report(chosen, [c for c in checks if kept(c.name)])

@@ -12,7 +12,7 @@ import pytest
 
 from brick_agent import cli, config, health
 from brick_agent.commands import CommandResult
-from brick_agent.errors import CommandFailed
+from brick_agent.errors import CommandFailed, InvalidArgument
 from brick_agent.health import fc, iscsi, local, multipath, nvme
 from brick_agent.host.roots import HostRoots
 from tests.unit.sysfs_trees import extract_tree
@@ -388,6 +388,44 @@ def test_cli_health_on_a_host_tree_exits_7_and_names_each_failure(iscsi_host, tm
     lines = human.getvalue().splitlines()
     assert lines[0].startswith("OK    iscsi.iscsid: running (pid 321)")
     assert lines[-1] == "healthy (ISCSI checked)"
+
+
+def test_only_the_named_checks_are_reported_and_privsep_is_started_only_for_its_own(
+    iscsi_host, tmp_path
+):
+    started = []
+
+    def probe(timeout):
+        started.append(timeout)
+        return {"pid": 42, "uid": 0, "cap_eff": 1 << local.CAP_SYS_ADMIN}
+
+    ctx = ctx_for(iscsi_host, tmp_path, probe=probe)
+    report = health.run(ctx, ["ISCSI"], only=["iscsi.iscsid", "local.lock_path"])
+    assert [c.name for c in report.checks] == ["iscsi.iscsid", "local.lock_path"]
+    assert started == []  # the daemon start is not paid for a check nobody asked for
+    assert report.healthy is False  # iscsid is not running in the tree: still a failure
+    by_prefix = health.run(ctx, ["ISCSI"], only=["local"])
+    assert {c.name for c in by_prefix.checks} == {
+        "local.lock_path",
+        "local.ledger",
+        "local.privsep",
+    }
+    assert len(started) == 1 and by_prefix.checks[-1].status == "ok"
+    assert len(health.run(ctx, ["ISCSI"]).checks) > len(by_prefix.checks)  # no filter: all
+
+
+def test_a_check_name_that_selects_nothing_is_refused_not_reported_healthy(iscsi_host, tmp_path):
+    ctx = ctx_for(iscsi_host, tmp_path)
+    with pytest.raises(InvalidArgument, match="no check named iscsi.iscsd"):
+        health.run(ctx, ["ISCSI"], only=["iscsi.iscsd"])
+    with pytest.raises(InvalidArgument, match="nvme"):  # not a protocol checked
+        health.run(ctx, ["ISCSI"], only=["nvme"])
+    out = io.StringIO()
+    argv = ["--host-root", os.path.dirname(iscsi_host.sys), "health", "--protocol", "ISCSI"]
+    assert cli.main([*argv, "--check", "iscsi.versionz"], stdout=out) == cli.EXIT_USAGE
+    out = io.StringIO()
+    assert cli.main([*argv, "--check", "local.lock_path"], stdout=out) in (cli.EXIT_OK, 7)
+    assert [c["name"] for c in json.loads(out.getvalue())["checks"]] == ["local.lock_path"]
 
 
 def test_cli_metrics_prints_the_state_beside_the_ledger(tmp_path):
