@@ -46,6 +46,39 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def _meminfo_mib() -> dict[str, int]:
+    out = {}
+    with open("/proc/meminfo") as fh:
+        for line in fh:
+            key, _, rest = line.partition(":")
+            out[key] = int(rest.split()[0]) // 1024
+    return out
+
+
+_LOWEST_MEMORY: dict[str, object] = {}
+
+
+def pytest_runtest_logfinish(nodeid: str, location: tuple) -> None:
+    """The VM's lowest available memory after a test (a VM that runs out of it dies
+    without a report: the summary says how close the suite came)."""
+    if not IN_LAB:
+        return
+    available = _meminfo_mib().get("MemAvailable", 0)
+    if not _LOWEST_MEMORY or available < int(str(_LOWEST_MEMORY["mib"])):
+        _LOWEST_MEMORY.update(mib=available, after=nodeid)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not IN_LAB or not _LOWEST_MEMORY:
+        return
+    now = _meminfo_mib()
+    terminalreporter.write_line(
+        f"lab VM memory: lowest available {_LOWEST_MEMORY['mib']} MiB after "
+        f"{_LOWEST_MEMORY['after']}; at the end {now.get('MemAvailable')} MiB available of "
+        f"{now.get('MemTotal')}, {now.get('Shmem')} MiB in tmpfs"
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if IN_LAB:
         return
