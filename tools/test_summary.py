@@ -18,7 +18,7 @@ import xml.etree.ElementTree as ET
 #: the exit code of ``tools/kernel-lab/lab run`` when the VM failed or timed out
 VM_FAILED = 125
 #: console lines quoted from a lab stage without a pytest summary
-TAIL_LINES = 40
+TAIL_LINES = 60
 
 
 def junit_files(results: pathlib.Path, stage: str) -> list[pathlib.Path]:
