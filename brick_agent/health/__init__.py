@@ -134,8 +134,11 @@ def run(ctx: Context, protocols: Sequence[str] | None = None, only: Sequence[str
     """
     from brick_agent.health import local, multipath
 
+    def selects(wanted: str, name: str) -> bool:
+        return name == wanted or name.startswith(wanted + ".")
+
     def kept(name: str) -> bool:
-        return not only or any(name == o or name.startswith(o + ".") for o in only)
+        return not only or any(selects(o, name) for o in only)
 
     if not kept("local.privsep"):
         ctx = dataclasses.replace(ctx, privsep_probe=None)
@@ -146,9 +149,7 @@ def run(ctx: Context, protocols: Sequence[str] | None = None, only: Sequence[str
             checks.extend(check(ctx))
     for check in (*multipath.CHECKS, *local.CHECKS):
         checks.extend(check(ctx))
-    unknown = [
-        o for o in only if not any(c.name == o or c.name.startswith(o + ".") for c in checks)
-    ]
+    unknown = [o for o in only if not any(selects(o, c.name) for c in checks)]
     if unknown:
         raise InvalidArgument(
             f"no check named {', '.join(unknown)} for {', '.join(chosen) or 'no protocol'} "
