@@ -55,7 +55,8 @@ def _meminfo_mib() -> dict[str, int]:
     return out
 
 
-_LOWEST_MEMORY: dict[str, object] = {}
+#: (MiB available, the test after which) of the lowest reading so far
+_LOWEST_MEMORY: list[tuple[int, str]] = []
 
 
 def pytest_runtest_logfinish(nodeid: str, location: tuple) -> None:
@@ -63,19 +64,18 @@ def pytest_runtest_logfinish(nodeid: str, location: tuple) -> None:
     without a report: the summary says how close the suite came)."""
     if not IN_LAB:
         return
-    available = _meminfo_mib().get("MemAvailable", 0)
-    if not _LOWEST_MEMORY or available < int(str(_LOWEST_MEMORY["mib"])):
-        _LOWEST_MEMORY.update(mib=available, after=nodeid)
+    reading = (_meminfo_mib().get("MemAvailable", 0), nodeid)
+    _LOWEST_MEMORY[:] = [min([*_LOWEST_MEMORY, reading], key=lambda r: r[0])]
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not IN_LAB or not _LOWEST_MEMORY:
         return
-    now = _meminfo_mib()
+    (lowest, after), now = _LOWEST_MEMORY[0], _meminfo_mib()
     terminalreporter.write_line(
-        f"lab VM memory: lowest available {_LOWEST_MEMORY['mib']} MiB after "
-        f"{_LOWEST_MEMORY['after']}; at the end {now.get('MemAvailable')} MiB available of "
-        f"{now.get('MemTotal')}, {now.get('Shmem')} MiB in tmpfs"
+        f"lab VM memory: lowest available {lowest} MiB after {after}; at the end "
+        f"{now.get('MemAvailable')} MiB available of {now.get('MemTotal')}, "
+        f"{now.get('Shmem')} MiB in tmpfs"
     )
 
 
