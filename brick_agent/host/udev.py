@@ -38,6 +38,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import select
+import selectors
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -58,6 +60,27 @@ _MAX_MONITOR_ERRORS = 3  # then fall back to polling
 
 _CONTEXT: Any = None
 _CONTEXT_LOCK = threading.Lock()
+
+
+def monitor_poll(monitor: Any, timeout: float, *, select_has_poll: bool | None = None) -> Any:
+    """``monitor.poll(timeout)``: the next event, or ``None`` after ``timeout`` seconds.
+
+    pyudev waits with ``select.poll``, which eventlet's monkey patching deletes: in
+    Cinder's services (cinder-volume, cinder-backup run eventlet-patched) every
+    ``Monitor.poll`` raises ``AttributeError``.  There the socket is waited on through
+    ``selectors``, which eventlet replaces with a green version (other green threads run
+    meanwhile), and the event is received without blocking (pyudev puts the socket in
+    non-blocking mode when the monitor starts)."""
+    if select_has_poll is None:
+        select_has_poll = hasattr(select, "poll")
+    receive = getattr(monitor, "_receive_device", None)
+    if select_has_poll or receive is None:
+        return monitor.poll(timeout=timeout)
+    with selectors.DefaultSelector() as selector:
+        selector.register(monitor.fileno(), selectors.EVENT_READ)
+        if not selector.select(timeout):
+            return None
+    return receive()
 
 
 def shared_context() -> Any:
@@ -172,7 +195,7 @@ class DeviceWatch:
                 self._sleep(timeout)
             return False
         try:  # pyudev rounds to whole milliseconds: never ask for a 0 ms (busy) wait
-            event = self._monitor.poll(timeout=max(timeout, 0.001))
+            event = monitor_poll(self._monitor, max(timeout, 0.001))
         except (OSError, ValueError) as exc:  # e.g. ENOBUFS after an event storm: re-check anyway
             self._errors += 1
             LOG.debug("udev monitor error %s (%d)", exc, self._errors)
@@ -180,12 +203,18 @@ class DeviceWatch:
                 LOG.debug("too many udev monitor errors; switching to polling")
                 self.mode = "poll"
             return True
+        except Exception:  # a monitor that cannot wait here at all: the sysfs re-checks go on
+            LOG.warning(
+                "udev monitor failed; polling every %.2fs", self.poll_interval, exc_info=True
+            )
+            self.mode = "poll"
+            return True
         if event is None:
             return False
         self._note(event)
         for _ in range(_MAX_DRAIN):  # coalesce a burst into one re-check
             try:
-                more = self._monitor.poll(timeout=0)
+                more = monitor_poll(self._monitor, 0)
             except (OSError, ValueError):
                 break
             if more is None:

@@ -1,4 +1,8 @@
+import json
 import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -122,6 +126,96 @@ def test_monitor_errors_fall_back_to_polling():
     assert w.wait_for(lambda: next(appear), Deadline.after(2)) == "x"
     assert w.mode == "poll"
     assert len(mon.polls) == 3  # gave up on the monitor after 3 errors
+
+
+def test_a_monitor_that_cannot_wait_turns_the_watch_to_polling():
+    class Broken(FakeMonitor):
+        def poll(self, timeout=None):
+            self.polls.append(timeout)
+            raise AttributeError("module 'select' has no attribute 'poll'")
+
+    mon = Broken()
+    appear = iter([None, None, "x"])
+    w = DeviceWatch(monitor=mon, poll_interval=0.01)
+    assert w.wait_for(lambda: next(appear), Deadline.after(2)) == "x"
+    assert w.mode == "poll" and len(mon.polls) == 1
+
+
+class SocketMonitor:
+    """pyudev's Monitor as monitor_poll sees it: a non-blocking socket and a receive."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        sock.setblocking(False)
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    def _receive_device(self):
+        try:
+            return self.sock.recv(64).decode()
+        except BlockingIOError:
+            return None
+
+    def poll(self, timeout=None):
+        raise AssertionError("select.poll is not there to wait with")
+
+
+def test_monitor_poll_without_select_poll_waits_on_the_socket():
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        mon = SocketMonitor(ours)
+        t0 = time.monotonic()
+        assert udev.monitor_poll(mon, 0.1, select_has_poll=False) is None
+        assert 0.09 <= time.monotonic() - t0 < 1
+        assert udev.monitor_poll(mon, 0, select_has_poll=False) is None
+        threading.Timer(0.05, lambda: theirs.send(b"add sdb")).start()
+        assert udev.monitor_poll(mon, 5, select_has_poll=False) == "add sdb"
+
+
+def test_monitor_poll_uses_pyudevs_poll_where_select_has_it():
+    mon = FakeMonitor(events=["add sdb"])
+    assert udev.monitor_poll(mon, 0.5, select_has_poll=True) == "add sdb"
+    assert mon.polls == [0.5]
+
+
+EVENTLET_WAIT = """
+import eventlet
+eventlet.monkey_patch()  # what cinder-volume and cinder-backup do first
+import json, threading, time
+from brick_agent.deadline import Deadline
+from brick_agent.errors import DeviceNotFound
+from brick_agent.host.udev import DeviceWatch
+start = time.monotonic()
+ran = []
+threading.Thread(target=lambda: (time.sleep(0.1), ran.append(time.monotonic() - start))).start()
+with DeviceWatch(subsystems=("block",), poll_interval=5) as watch:
+    mode = watch.mode
+    try:
+        watch.wait_for(lambda: None, Deadline.after(1.0))
+        outcome = "found"
+    except DeviceNotFound:
+        outcome = "not found"
+print(json.dumps({"mode": mode, "outcome": outcome, "other_thread_ran_at": ran}))
+"""
+
+
+def test_the_netlink_wait_works_in_an_eventlet_patched_process():
+    """Cinder's services run eventlet-patched, where select.poll is gone: the wait on the
+    udev socket neither fails nor blocks the process's other green threads."""
+    pytest.importorskip("eventlet")
+    proc = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", EVENTLET_WAIT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.splitlines()[-1])
+    if not out["mode"].startswith("netlink"):
+        pytest.skip(f"no netlink uevent socket here ({out['mode']})")
+    assert out["outcome"] == "not found"
+    assert out["other_thread_ran_at"] and out["other_thread_ran_at"][0] < 0.6, out
 
 
 def test_wait_gone():
