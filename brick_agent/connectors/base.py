@@ -158,14 +158,18 @@ class Connector(abc.ABC):
 
 
 def read_first_block(path: str, size: int = 4096) -> bool:
-    """Read one block from a device; False on any I/O error or missing device."""
+    """Read one block from a device; False on any I/O error or missing device.
+
+    ``os.pread``, not ``os.read``: eventlet's monkey patching (Cinder's services) makes
+    ``os.read`` of anything but a regular file wait in epoll first, which refuses a block
+    device (EPERM), so every check would say False there."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         LOG.debug("cannot open %s: %s", path, exc)
         return False
     try:
-        os.read(fd, size)
+        os.pread(fd, size, 0)
         return True
     except OSError as exc:
         LOG.debug("cannot read %s: %s", path, errno.errorcode.get(exc.errno or 0, exc))

@@ -48,7 +48,7 @@ def do_block_device_readable(roots: HostRoots, name: str, size: int = BLOCK) -> 
     try:
         if not stat.S_ISBLK(os.fstat(fd).st_mode):
             raise InvalidArgument(f"{path} is not a block device")
-        os.read(fd, size)
+        os.pread(fd, size, 0)  # not os.read: see connectors.base.read_first_block
         return True
     except OSError:
         return False
