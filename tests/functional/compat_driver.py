@@ -11,7 +11,8 @@ Protocol: one JSON object per line on stdin, one JSON reply per line on stdout.
 * first line: ``{"flow": "nova"|"cinder", "driver": "iscsi"|"nvme"|"fc",
   "config_file": path}`` (nova: the driver built first; each command names its own); set up
   like nova-compute / cinder-backup do at start
-  (config parsed, ``priv_context.init(root_helper=...)``, ``os_brick.setup(CONF)``);
+  (concurrency: nova native threads, cinder eventlet monkey patching; config parsed,
+  ``priv_context.init(root_helper=...)``, ``os_brick.setup(CONF)``);
   reply: what was set up (compat state, connector class, privsep helper command).
 * then ``{"op": ...}`` commands (nova: connect / extend / disconnect, with ``driver`` and
   optionally ``volume``, the BDM's key when one driver attaches several volumes;
@@ -191,11 +192,29 @@ def describe(flow: Any) -> dict[str, Any]:
     return out
 
 
+def start_concurrency(flow: str) -> str:
+    """The concurrency model the service's entry point sets before any other import:
+    nova-compute runs native threads with eventlet's import poisoned
+    (nova/cmd/compute.py), cinder-backup and cinder-volume run eventlet-patched
+    (cinder/cmd/backup.py, cinder/cmd/volume.py)."""
+    if flow == "nova":
+        from nova import monkey_patch as nova_patch
+
+        nova_patch.patch(backend="threading")
+        return "eventlet" if nova_patch.is_patched() else "threading"
+    from cinder import monkey_patch as cinder_patch
+
+    cinder_patch.patch()
+    return "eventlet" if cinder_patch.is_patched() else "threading"
+
+
 def main() -> int:
     first = json.loads(sys.stdin.readline())
     try:
+        concurrency = start_concurrency(first["flow"])
         cls = NovaFlow if first["flow"] == "nova" else CinderFlow
         flow = cls(first["driver"], first["config_file"])
+        flow.state["concurrency"] = concurrency
         reply({"ok": True, "result": describe(flow)})
     except BaseException as exc:
         reply(

@@ -104,6 +104,8 @@ class Callers:
             # goes through sudo and the service's rootwrap, as os-brick's daemon would
             assert setup["enabled"] and setup["enabled_by"] in ("pth", "explicit"), setup
             assert setup["privsep_client_mode"], setup
+            # nova-compute 34 runs native threads; cinder-backup/-volume 29 run eventlet
+            assert setup["concurrency"] == {"nova": "threading", "cinder": "eventlet"}[flow]
             start = (
                 f"sudo {flow}-rootwrap /etc/{flow}/rootwrap.conf privsep-helper"
                 if user
