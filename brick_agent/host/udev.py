@@ -107,6 +107,148 @@ class MonitorLike(Protocol):
     def poll(self, timeout: float | None = None) -> Any: ...
 
 
+#: How long a hub's reader blocks on its socket before it looks whether it is still needed.
+_HUB_POLL = 0.2
+
+
+class _Subscription:
+    """One watch's queue of the events a hub received since the watch subscribed."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.events: list[Any] = []
+        self.errors = 0
+
+    def put(self, event: Any) -> None:
+        with self.cond:
+            self.events.append(event)
+            self.cond.notify()
+
+    def fail(self) -> None:
+        with self.cond:
+            self.errors += 1
+            self.cond.notify()
+
+    def take(self, timeout: float) -> tuple[list[Any], int]:
+        """The events (and socket errors) queued, waiting up to ``timeout`` for the first."""
+        with self.cond:
+            if not self.events and not self.errors and timeout > 0:
+                self.cond.wait(timeout)
+            events, errors = self.events, self.errors
+            self.events, self.errors = [], 0
+        return events, errors
+
+
+class _EventHub:
+    """One netlink monitor of the process for a (source, subsystems), read by one thread.
+
+    Every uevent reaches each netlink socket listening for it and is parsed by each
+    reader: 16 concurrent attaches with a monitor each parsed every event 16 times (their
+    CPU grew with the square of the concurrency).  Watches of the same kind instead
+    subscribe to one hub; its reader parses each event once and queues it to every
+    subscriber.  The hub's monitor is started before its first subscriber returns from
+    ``open``; an event is queued to every watch subscribed when the reader dispatches it
+    (one that arrived just before a watch subscribed only adds a re-check).  The hub
+    closes its socket when its last subscriber leaves.
+    """
+
+    def __init__(self, monitor: Any, key: tuple[Any, ...], first: _Subscription) -> None:
+        self.monitor = monitor
+        self.key = key
+        self.pid = os.getpid()
+        self.subscribers: set[_Subscription] = {first}
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._read, name="udev-event-hub", daemon=True)
+
+    def _read(self) -> None:
+        errors = 0
+        while True:
+            with self.lock:
+                subscribers = list(self.subscribers)
+            if not subscribers and self._closed_if_unused():
+                return
+            try:
+                event = self.monitor.poll(timeout=_HUB_POLL)
+            except (OSError, ValueError) as exc:  # ENOBUFS after a storm: everyone re-checks
+                errors += 1
+                LOG.debug("udev monitor error %s (%d)", exc, errors)
+                if errors >= _MAX_MONITOR_ERRORS:
+                    self._give_up()
+                    return
+                for sub in subscribers:
+                    sub.fail()
+                continue
+            except Exception:  # noqa: BLE001 - never leave watches waiting on a dead reader
+                LOG.exception("udev event reader failed; the watches poll instead")
+                self._give_up()
+                return
+            if event is None:
+                continue
+            with self.lock:
+                subscribers = list(self.subscribers)
+            for sub in subscribers:
+                sub.put(event)
+
+    def _closed_if_unused(self) -> bool:
+        """Leave the process's hubs when nobody subscribed meanwhile (lock order: the
+        registry's, then the hub's, as in :func:`_subscribe`)."""
+        with _HUBS_LOCK, self.lock:
+            if self.subscribers:
+                return False
+            if _HUBS.get(self.key) is self:
+                del _HUBS[self.key]
+            return True
+
+    def _give_up(self) -> None:
+        """A socket that keeps failing: the hub leaves and its watches poll instead."""
+        with _HUBS_LOCK, self.lock:
+            if _HUBS.get(self.key) is self:
+                del _HUBS[self.key]
+            for sub in self.subscribers:
+                with sub.cond:
+                    sub.errors = _MAX_MONITOR_ERRORS
+                    sub.cond.notify()
+
+
+#: The process's hubs by (context, source, subsystems), under _HUBS_LOCK.
+_HUBS: dict[tuple[Any, ...], _EventHub] = {}
+_HUBS_LOCK = threading.Lock()
+
+
+def _subscribe(
+    context: Any, source: str, subsystems: tuple[str, ...]
+) -> tuple[_EventHub, _Subscription]:
+    """A subscription to the process's hub for ``source`` and ``subsystems`` (created, its
+    monitor started, when there is none).  Raises what pyudev raises."""
+    import pyudev  # local import: no import-time side effects, optional at runtime
+
+    key = (id(context), source, subsystems)
+    sub = _Subscription()
+    with _HUBS_LOCK:
+        hub = _HUBS.get(key)
+        if hub is not None and (hub.pid != os.getpid() or not hub.thread.is_alive()):
+            del _HUBS[key]  # a forked child's copy, or a reader that ended: a new one
+            hub = None
+        if hub is not None:
+            with hub.lock:
+                hub.subscribers.add(sub)
+            return hub, sub
+        with _CONTEXT_LOCK:  # libudev objects are not thread-safe: one creation at a time
+            monitor = pyudev.Monitor.from_netlink(context, source=source)
+        for subsystem in subsystems:
+            monitor.filter_by(subsystem)
+        monitor.start()
+        hub = _EventHub(monitor, key, sub)
+        _HUBS[key] = hub
+        hub.thread.start()
+    return hub, sub
+
+
+def _unsubscribe(hub: _EventHub, sub: _Subscription) -> None:
+    with hub.lock:
+        hub.subscribers.discard(sub)
+
+
 class DeviceWatch:
     """Listen for device events while waiting on a predicate (see module doc)."""
 
@@ -140,6 +282,8 @@ class DeviceWatch:
         self.open_error: str | None = None
         #: kernel names of devices whose "remove" event this watch received
         self.removed: set[str] = set()
+        self._hub: _EventHub | None = None
+        self._sub: _Subscription | None = None
 
     # ------------------------------------------------------------ lifecycle
     def __enter__(self) -> DeviceWatch:
@@ -161,14 +305,8 @@ class DeviceWatch:
             return
         source = self._source or ("udev" if udev_running(self.roots) else "kernel")
         try:
-            import pyudev  # local import: no import-time side effects, optional at runtime
-
             context = self._context or shared_context()
-            with _CONTEXT_LOCK:  # libudev objects are not thread-safe: one creation at a time
-                monitor = pyudev.Monitor.from_netlink(context, source=source)
-            for subsystem in self.subsystems:
-                monitor.filter_by(subsystem)
-            monitor.start()
+            self._hub, self._sub = _subscribe(context, source, tuple(sorted(self.subsystems)))
         except Exception as exc:  # ImportError, OSError (no netlink in a container), ...
             self.open_error = f"{type(exc).__name__}: {exc}"
             LOG.debug(
@@ -179,10 +317,12 @@ class DeviceWatch:
             self._monitor = None
             self.mode = "poll"
             return
-        self._monitor = monitor
         self.mode = f"netlink-{source}"
 
     def close(self) -> None:
+        if self._hub is not None and self._sub is not None:
+            _unsubscribe(self._hub, self._sub)
+        self._hub = self._sub = None
         if not self._injected:
             self._monitor = None
         self.mode = "closed"
@@ -190,6 +330,8 @@ class DeviceWatch:
     # ------------------------------------------------------------ waiting
     def _wait_event(self, timeout: float) -> bool:
         """Block up to ``timeout`` for an event; True if one (or more) arrived."""
+        if self._sub is not None and self.mode != "poll":
+            return self._wait_hub(self._sub, timeout)
         if self._monitor is None or self.mode == "poll":
             if timeout > 0:
                 self._sleep(timeout)
@@ -221,6 +363,18 @@ class DeviceWatch:
                 break
             self._note(more)
         return True
+
+    def _wait_hub(self, sub: _Subscription, timeout: float) -> bool:
+        """:meth:`_wait_event` on the process's hub: what it queued for this watch."""
+        events, errors = sub.take(timeout)
+        for event in events:
+            self._note(event)
+        if errors:
+            self._errors += errors
+            if self._errors >= _MAX_MONITOR_ERRORS:
+                LOG.debug("too many udev monitor errors; switching to polling")
+                self.mode = "poll"
+        return bool(events or errors)
 
     def _note(self, event: Any) -> None:
         self.events_seen += 1

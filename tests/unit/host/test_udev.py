@@ -14,6 +14,13 @@ from brick_agent.host import udev
 from brick_agent.host.udev import DeviceWatch
 
 
+class Ev:
+    """A uevent as pyudev gives it (action, sys_name)."""
+
+    def __init__(self, action, sys_name):
+        self.action, self.sys_name = action, sys_name
+
+
 class FakeMonitor:
     """Monitor-like: delivers queued events; ``on_event`` runs as each is delivered."""
 
@@ -260,6 +267,9 @@ def test_one_shared_context_per_process(monkeypatch):
         def start(self):
             pass
 
+        def poll(self, timeout=None):
+            time.sleep(timeout or 0)
+
     monkeypatch.setattr(udev, "_CONTEXT", None)
     monkeypatch.setattr(pyudev, "Context", CountingContext)
     monkeypatch.setattr(pyudev, "Monitor", FakeMonitor)
@@ -274,8 +284,118 @@ def test_one_shared_context_per_process(monkeypatch):
     for t in threads:
         t.join()
     open_watch()
-    assert len(made) == 1 and len(monitors) == 9
+    assert len(made) == 1 and 1 <= len(monitors) <= 9  # watches at once share a monitor
     assert all(c is made[0] for c in monitors) and udev.shared_context() is made[0]
+
+
+class HubMonitor:
+    """A pyudev Monitor stand-in: events put in a queue come out of poll()."""
+
+    made: list = []
+
+    def __init__(self):
+        import queue
+
+        self.q = queue.Queue()
+        self.filters = []
+        HubMonitor.made.append(self)
+
+    @classmethod
+    def from_netlink(cls, context, source):
+        return cls()
+
+    def filter_by(self, subsystem):
+        self.filters.append(subsystem)
+
+    def start(self):
+        pass
+
+    def poll(self, timeout=None):
+        import queue
+
+        try:
+            item = self.q.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+
+@pytest.fixture
+def hub_monitors(monkeypatch):
+    pyudev = pytest.importorskip("pyudev")
+    HubMonitor.made = []
+    monkeypatch.setattr(udev, "_CONTEXT", object())
+    monkeypatch.setattr(pyudev, "Monitor", HubMonitor)
+    monkeypatch.setattr(udev, "_HUB_POLL", 0.02)
+    yield HubMonitor.made
+    deadline = time.monotonic() + 2
+    while udev._HUBS and time.monotonic() < deadline:  # the readers leave with their watches
+        time.sleep(0.01)
+
+
+def test_concurrent_watches_share_one_monitor_and_each_sees_every_event(hub_monitors):
+    """16 attaches waiting at once: one socket, each event parsed once, queued to all."""
+    watches = [udev.DeviceWatch(subsystems=("scsi", "block"), source="udev") for _ in range(16)]
+    for w in watches:
+        w.open()
+    assert len(hub_monitors) == 1 and sorted(hub_monitors[0].filters) == ["block", "scsi"]
+    assert {w.mode for w in watches} == {"netlink-udev"}
+    for name in ("sdb", "sdc"):
+        hub_monitors[0].q.put(Ev("remove", name))
+    for w in watches:
+        seen = w.wait_for(
+            lambda w=w: True if w.removed == {"sdb", "sdc"} else None, Deadline.after(2)
+        )
+        assert seen and w.events_seen == 2
+    for w in watches:
+        w.close()
+    deadline = time.monotonic() + 2
+    while udev._HUBS and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not udev._HUBS  # the last watch gone, the hub closed its socket
+    with udev.DeviceWatch(subsystems=("block", "scsi"), source="udev") as again:
+        assert again.mode == "netlink-udev"
+    assert len(hub_monitors) == 2  # a new one for the next watch
+
+
+def test_a_watch_subscribed_later_gets_only_later_events(hub_monitors):
+    first = udev.DeviceWatch(source="udev")
+    first.open()
+    hub_monitors[0].q.put(Ev("add", "sdb"))
+    assert first.wait_for(lambda: first.last_event, Deadline.after(2)).sys_name == "sdb"
+    second = udev.DeviceWatch(source="udev")
+    second.open()
+    assert len(hub_monitors) == 1
+    hub_monitors[0].q.put(Ev("remove", "sdc"))
+    second.wait_for(lambda: True if second.removed else None, Deadline.after(2))
+    assert second.removed == {"sdc"} and second.events_seen == 1
+    first.close()
+    second.close()
+
+
+def test_a_failing_socket_turns_every_watch_to_polling(hub_monitors):
+    watches = [udev.DeviceWatch(source="kernel", poll_interval=0.02) for _ in range(3)]
+    for w in watches:
+        w.open()
+    for _ in range(udev._MAX_MONITOR_ERRORS):
+        hub_monitors[0].q.put(OSError(105, "No buffer space available"))
+    for w in watches:
+        with pytest.raises(DeviceNotFound):
+            w.wait_for(lambda: None, Deadline.after(0.3))
+        assert w.mode == "poll"
+        w.close()
+
+
+def test_a_broken_reader_does_not_leave_watches_waiting(hub_monitors):
+    w = udev.DeviceWatch(source="kernel", poll_interval=0.02)
+    w.open()
+    hub_monitors[0].q.put(RuntimeError("libudev went away"))
+    with pytest.raises(DeviceNotFound):
+        w.wait_for(lambda: None, Deadline.after(0.3))
+    assert w.mode == "poll" and not udev._HUBS
+    w.close()
 
 
 def test_invalid_poll_interval():
