@@ -168,7 +168,7 @@ class _EventHub:
             if not subscribers and self._closed_if_unused():
                 return
             try:
-                event = self.monitor.poll(timeout=_HUB_POLL)
+                event = monitor_poll(self.monitor, _HUB_POLL)
             except (OSError, ValueError) as exc:  # ENOBUFS after a storm: everyone re-checks
                 errors += 1
                 LOG.debug("udev monitor error %s (%d)", exc, errors)
