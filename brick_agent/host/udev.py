@@ -336,8 +336,12 @@ class DeviceWatch:
             if timeout > 0:
                 self._sleep(timeout)
             return False
+        return self._wait_monitor(self._monitor, timeout)
+
+    def _wait_monitor(self, monitor: MonitorLike, timeout: float) -> bool:
+        """:meth:`_wait_event` on a monitor of this watch's own (an injected one)."""
         try:  # pyudev rounds to whole milliseconds: never ask for a 0 ms (busy) wait
-            event = monitor_poll(self._monitor, max(timeout, 0.001))
+            event = monitor_poll(monitor, max(timeout, 0.001))
         except (OSError, ValueError) as exc:  # e.g. ENOBUFS after an event storm: re-check anyway
             self._errors += 1
             LOG.debug("udev monitor error %s (%d)", exc, self._errors)
@@ -356,7 +360,7 @@ class DeviceWatch:
         self._note(event)
         for _ in range(_MAX_DRAIN):  # coalesce a burst into one re-check
             try:
-                more = monitor_poll(self._monitor, 0)
+                more = monitor_poll(monitor, 0)
             except (OSError, ValueError):
                 break
             if more is None:
