@@ -1,5 +1,5 @@
-"""The privileged block flush: fsync (dirty pages and a cache flush to the device), then
-BLKFLSBUF, in the daemon itself and bounded by the caller's timeout.  A real block device
+"""The privileged block flush: BLKFLSBUF (the dirty pages written, the clean ones dropped),
+in the daemon itself and bounded by the caller's timeout.  A real block device
 is flushed in every lab detach; here the system calls are observed."""
 
 from __future__ import annotations
@@ -68,6 +68,19 @@ def test_missing_device_and_not_a_block_device(tmp_path):
     (tmp_path / "regular").write_bytes(b"")
     with pytest.raises(InvalidArgument):
         block.flush_device(str(tmp_path / "regular"), 5.0)
+
+
+def test_a_device_the_kernel_refuses_to_open_is_a_typed_error(tmp_path):
+    """A transport-offline disk answers open(2) with ENXIO (seen on the real kernel after
+    replacement_timeout); a unix socket does the same, so it stands in for /dev/sdX."""
+    import socket
+
+    node = tmp_path / "sdy"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(node))
+        with pytest.raises(CommandFailed) as err:
+            block.flush_device(str(node), 5.0)
+    assert err.value.returncode == errno.ENXIO and str(node) in str(err.value)
 
 
 def test_the_daemon_side_body_uses_it_by_default():

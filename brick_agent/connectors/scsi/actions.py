@@ -18,7 +18,7 @@ from typing import Protocol
 from oslo_config import cfg
 
 from brick_agent import privileged
-from brick_agent.errors import CommandFailed, DeviceNotFound
+from brick_agent.errors import CommandFailed
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
 from brick_agent.host.scsi import Hctl
 
@@ -102,30 +102,20 @@ class PrivilegedScsiActions:
             ) from None
 
     def flush(self, device: str) -> None:
-        """fsync the device when this process may open it, else the privileged flush.
+        """The privileged flush of fabric device ``device`` (``BLKFLSBUF``, what os-brick's
+        ``blockdev --flushbufs`` does), bounded by ``flush_timeout``.
 
-        fsync(2) on a block device writes its dirty pages and sends a cache flush;
-        doing it here saves a privsep round trip and a ``blockdev`` exec.
+        Never an ``fsync`` of the caller's own: it is unbounded (a path whose target is
+        gone holds it until the SCSI error handling gives up, with a queueing map for
+        ever), it blocks every green thread of an eventlet-patched caller (Cinder's
+        services), and it would flush whatever the path names, fabric volume or not.
+        The kernel sends the disk's cache flush itself when the device is deleted.
         """
-        try:
-            fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-        except PermissionError:
-            fd = None
-        except FileNotFoundError:
-            raise DeviceNotFound(f"{device} does not exist") from None
-        except OSError as exc:  # ENXIO: a transport-offline disk (dead target) refuses opens
-            raise CommandFailed(["open", device], exc.errno, exc.strerror or str(exc)) from None
-        if fd is None:
-            from brick_agent.privileged import block
+        from brick_agent.privileged import block
 
-            block.flush_block_device(os.path.basename(device), timeout=self.opts.flush_timeout)
-            return
-        try:
-            os.fsync(fd)
-        except OSError as exc:
-            raise CommandFailed(["fsync", device], exc.errno, exc.strerror or str(exc)) from None
-        finally:
-            os.close(fd)
+        block.flush_block_device(
+            os.path.basename(os.path.realpath(device)), timeout=self.opts.flush_timeout
+        )
 
     # multipath ---------------------------------------------------------------------
     def multipath_add(self, wwid: str, devices: list[str]) -> None:

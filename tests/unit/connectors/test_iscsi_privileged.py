@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
 import pytest
 
-from brick_agent import config
+from brick_agent import config, errors
 from brick_agent.connectors.iscsi import actions as ip
 from brick_agent.errors import AuthenticationFailed, CommandFailed, TargetUnreachable
 from brick_agent.host.roots import HostRoots
@@ -81,15 +82,38 @@ def test_node_db_lock_is_shared_for_logins_exclusive_for_record_changes(tmp_path
     assert events == ["two readers", "reader done", "writer"]
 
 
-def test_flush_fsyncs_a_device_this_process_can_open(tmp_path):
+def test_flush_is_the_bounded_privileged_flush_of_the_device(tmp_path, monkeypatch):
+    """Never an fsync of this process's own (unbounded, and of whatever the path names):
+    the privileged flush, which checks the device is a fabric volume's, bounded by
+    flush_timeout; reached through a link as through the node."""
+    from brick_agent.privileged import block
+
+    conf = config.new_conf()
+    conf.set_override("privsep_in_process", True, group="brick_agent")
+    conf.set_override("flush_timeout", 7.5, group="brick_agent")
+    a = ip.PrivilegedIscsiActions(conf)
+    asked: list[tuple[str, float]] = []
+    monkeypatch.setattr(block, "flush_block_device", lambda n, timeout: asked.append((n, timeout)))
+    monkeypatch.setattr(os, "fsync", lambda fd: pytest.fail("fsync in the caller"))
+    node = tmp_path / "sdz"
+    node.write_bytes(b"x" * 4096)  # a node this process could open
+    link = tmp_path / "ip-127.0.0.1:3260-iscsi-iqn-lun-0"
+    link.symlink_to(node)
+    a.flush(str(node))
+    a.flush(str(link))
+    assert asked == [("sdz", 7.5), ("sdz", 7.5)]
+
+
+def test_flush_of_a_device_that_is_no_fabric_volume_is_refused():
+    """The real privileged flush on this host: /dev/null exists but is no block device of
+    a fabric volume; a name with no device at all is not found."""
     conf = config.new_conf()
     conf.set_override("privsep_in_process", True, group="brick_agent")
     a = ip.PrivilegedIscsiActions(conf)
-    dev = tmp_path / "sdz"
-    dev.write_bytes(b"x" * 4096)
-    a.flush(str(dev))  # a regular file stands in for the node
-    with pytest.raises(Exception, match="does not exist"):
-        a.flush(str(tmp_path / "missing"))
+    with pytest.raises(errors.BrickError):
+        a.flush("/dev/null")
+    with pytest.raises(errors.DeviceNotFound):
+        a.flush("/dev/sdzz")
 
 
 def test_iscsiadm_without_manual_scan_falls_back_and_is_remembered(tmp_path, monkeypatch):
@@ -134,20 +158,3 @@ def test_iscsid_login_attempts_fit_in_the_login_timeout(login_timeout):
     per_try = int(settings["node.conn[0].timeo.login_timeout"])
     assert per_try >= 1
     assert attempts * per_try <= login_timeout
-
-
-def test_flush_of_a_node_the_kernel_refuses_to_open_is_a_typed_error(tmp_path):
-    """A transport-offline disk answers open(2) with ENXIO (seen on the real kernel after
-    replacement_timeout); a unix socket does the same, so it stands in for /dev/sdX."""
-    import errno
-    import socket
-
-    conf = config.new_conf()
-    conf.set_override("privsep_in_process", True, group="brick_agent")
-    a = ip.PrivilegedIscsiActions(conf)
-    node = tmp_path / "sdy"
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.bind(str(node))
-        with pytest.raises(CommandFailed) as err:
-            a.flush(str(node))
-    assert err.value.returncode == errno.ENXIO and str(node) in str(err.value)
