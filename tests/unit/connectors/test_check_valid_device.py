@@ -7,8 +7,6 @@ process cannot open (it does not exist here), so each branch shows in the result
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -16,6 +14,7 @@ from brick_agent import config, errors
 from brick_agent.connectors.nvmeof.connector import NVMeOFConnector
 from brick_agent.host.roots import HostRoots
 from brick_agent.privileged import reads
+from tests.unit.eventlet_process import run_patched
 
 
 @pytest.fixture
@@ -73,8 +72,6 @@ def test_root_caller_and_fake_trees_read_in_process(
 
 
 READ_UNDER_EVENTLET = """
-import eventlet
-eventlet.monkey_patch()  # what cinder-volume and cinder-backup do first
 from brick_agent.connectors.base import read_first_block
 print(read_first_block("/dev/zero"))
 """
@@ -83,12 +80,4 @@ print(read_first_block("/dev/zero"))
 def test_a_device_reads_in_an_eventlet_patched_process():
     """Cinder's services run eventlet-patched, whose os.read waits in epoll first and so
     fails on a device file (EPERM): /dev/zero, like a disk, cannot be polled."""
-    pytest.importorskip("eventlet")
-    proc = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", READ_UNDER_EVENTLET],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["True"]
+    assert run_patched(READ_UNDER_EVENTLET).split() == ["True"]

@@ -1,8 +1,6 @@
 import json
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -12,6 +10,7 @@ from brick_agent.deadline import Deadline
 from brick_agent.errors import DeviceNotFound
 from brick_agent.host import udev
 from brick_agent.host.udev import DeviceWatch
+from tests.unit.eventlet_process import run_patched
 
 
 class Ev:
@@ -187,8 +186,6 @@ def test_monitor_poll_uses_pyudevs_poll_where_select_has_it():
 
 
 EVENTLET_WAIT = """
-import eventlet
-eventlet.monkey_patch()  # what cinder-volume and cinder-backup do first
 import json, os, threading, time
 from brick_agent.deadline import Deadline
 from brick_agent.errors import DeviceNotFound
@@ -221,15 +218,7 @@ def test_the_netlink_wait_works_in_an_eventlet_patched_process():
     """Cinder's services run eventlet-patched, where select.poll is gone: the wait on the
     udev socket neither fails nor blocks the process's other green threads, and a uevent
     (a ``change`` written to /sys/class/mem/null, when this user may) wakes it."""
-    pytest.importorskip("eventlet")
-    proc = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", EVENTLET_WAIT],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout.splitlines()[-1])
+    out = json.loads(run_patched(EVENTLET_WAIT).splitlines()[-1])
     if not out["mode"].startswith("netlink"):
         pytest.skip(f"no netlink uevent socket here ({out['mode']})")
     assert out["mode_after"] == out["mode"], out  # the socket still served the watch
