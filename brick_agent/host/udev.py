@@ -21,6 +21,11 @@ Event sources, in order (``watch.mode`` records which one was used, for logs):
 * ``netlink-kernel``: pyudev monitor on raw kernel uevents (no udevd on the host);
 * ``poll``: no netlink socket available: sleep ``poll_interval`` between checks.
 
+The netlink watches of one kind share the process's monitor (:class:`_EventHub`: one
+socket, one reader thread that parses each event once for every watch).  In an
+eventlet-patched process (Cinder's services) the socket is waited on through
+``selectors`` (:func:`monitor_poll`).
+
 Nothing here acts on devices; pyudev is only used to listen.
 
 Removal: :func:`udev_entry` (read before a device is deleted) and
