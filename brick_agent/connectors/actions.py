@@ -2,17 +2,21 @@
 
 Protocol actions live in each protocol's ``actions`` module; these are the few
 a connector needs whatever its protocol: configuring how the privileged daemon
-starts, a yes/no read of a volume device for a caller that is not root, and a
-device's read-only flag (access modes of the attachment ledger).
+starts, a yes/no read of a volume device and the users of volume devices for a
+caller that is not root, and a device's read-only flag (access modes of the
+attachment ledger).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from oslo_config import cfg
+
+from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
 
 LOG = logging.getLogger(__name__)
 
@@ -39,6 +43,28 @@ def volume_device_readable(path: str) -> bool:
     except InvalidArgument as exc:  # NotOwned: not a fabric volume's device
         LOG.warning("check_valid_device: %s refused: %s", path, exc)
         return False
+
+
+def volume_devices_users(
+    roots: HostRoots, names: Sequence[str], *, udev_grace: float = 0.0
+) -> list[str]:
+    """Who uses block devices ``names`` on the host (:func:`usage.devices_users`); ``[]``
+    when nobody.
+
+    A process that is not root cannot read other users' ``/proc/PID/fd``, and each
+    unreadable one counts as a use (fail closed): as a service user (nova, cinder) a
+    detach would keep every controller shared with another namespace.  On the real host
+    such a caller asks the privileged side, which answers for fabric volume devices only.
+    """
+    from brick_agent.host.usage import devices_users
+
+    if not names:
+        return []
+    if os.geteuid() == 0 or roots != DEFAULT_ROOTS:
+        return devices_users(roots, names, udev_grace=udev_grace)
+    from brick_agent.privileged import reads
+
+    return list(reads.volume_devices_users(list(names), udev_grace))
 
 
 def set_read_only(name: str, read_only: bool) -> None:

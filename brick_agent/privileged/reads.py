@@ -2,8 +2,10 @@
 
 Each entrypoint returns the least it can: whether one block of a volume device
 reads (never the data; only a fabric volume's device, see
-:mod:`~brick_agent.privileged._owned`), the DMI product UUID (validated), the
-iSCSI initiator name (validated).  Files that are root-only on common distributions
+:mod:`~brick_agent.privileged._owned`), who uses fabric volume devices (holders,
+mounts, swap, the processes holding them open: another user's ``/proc/PID/fd`` is
+unreadable to a service user), the DMI product UUID (validated), the iSCSI
+initiator name (validated).  Files that are root-only on common distributions
 (``/sys/class/dmi/id/product_uuid`` 0400, ``/etc/iscsi/initiatorname.iscsi``
 0600) are why these exist.
 """
@@ -56,6 +58,31 @@ def do_block_device_readable(roots: HostRoots, name: str, size: int = BLOCK) -> 
         os.close(fd)
 
 
+#: devices one users query may name (a subsystem's namespaces on one controller)
+MAX_USERS_QUERY = 1024
+#: the longest a users query waits for udev's probe to end
+MAX_UDEV_GRACE = 10.0
+
+
+def do_volume_devices_users(roots: HostRoots, names: object, udev_grace: object = 0.0) -> list[str]:
+    """Who uses fabric volume devices ``names`` (:func:`~brick_agent.host.usage.devices_users`:
+    holders, mounts, swap, open descriptors); ``[]`` when nobody.  A name the kernel no
+    longer has is skipped; one that is no fabric volume's device is refused (NotOwned)."""
+    from brick_agent.host.usage import devices_users
+
+    if not isinstance(names, (list, tuple)) or not 1 <= len(names) <= MAX_USERS_QUERY:
+        raise InvalidArgument(f"names must be a list of 1 to {MAX_USERS_QUERY} device names")
+    checked = [v.device_name(n, VOLUME_DEVICE) for n in names]
+    if isinstance(udev_grace, bool) or not isinstance(udev_grace, (int, float)):
+        raise InvalidArgument("udev_grace must be a number of seconds")
+    if not 0 <= udev_grace <= MAX_UDEV_GRACE:
+        raise InvalidArgument(f"udev_grace must be in [0, {MAX_UDEV_GRACE}]")
+    present = [n for n in checked if os.path.isdir(roots.sysfs("class", "block", n))]
+    for name in present:
+        require_volume_device(roots, name)
+    return devices_users(roots, present, udev_grace=float(udev_grace)) if present else []
+
+
 def require_volume_device(roots: HostRoots, name: str) -> None:
     """Refuse (NotOwned) a device that is not a fabric volume's: a SCSI LUN, NVMe namespace
     or multipath map over fabric paths, or an md array of such members."""
@@ -100,6 +127,11 @@ def do_iscsi_initiator_name(roots: HostRoots) -> str | None:
 @entrypoint
 def block_device_readable(name: str) -> bool:
     return do_block_device_readable(DEFAULT_ROOTS, name)
+
+
+@entrypoint
+def volume_devices_users(names: list[str], udev_grace: float = 0.0) -> list[str]:
+    return do_volume_devices_users(DEFAULT_ROOTS, names, udev_grace)
 
 
 @entrypoint

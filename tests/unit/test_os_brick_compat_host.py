@@ -144,7 +144,12 @@ def test_host_ids_has_only_known_keys(roots, tmp_path):
 # ------------------------------------------------------------------ privileged reads
 def test_reads_entrypoints_are_narrow_and_in_our_context():
     eps = {name: obj for name, obj in vars(reads).items() if privileged.default.is_entrypoint(obj)}
-    assert set(eps) == {"block_device_readable", "dmi_product_uuid", "iscsi_initiator_name"}
+    assert set(eps) == {
+        "block_device_readable",
+        "volume_devices_users",
+        "dmi_product_uuid",
+        "iscsi_initiator_name",
+    }
     for name, ep in eps.items():
         params = inspect.signature(ep.args[0].__wrapped__).parameters
         assert not set(params) & {"roots", "run", "path", "cmd", "argv"}, name
@@ -212,3 +217,59 @@ def test_dmi_product_uuid_and_initiator_name(roots):
     _write(roots.etcfs("iscsi", "initiatorname.iscsi"), "InitiatorName=not an iqn;\n")
     assert reads.do_dmi_product_uuid(roots) is None
     assert reads.do_iscsi_initiator_name(roots) is None
+
+
+# ------------------------------------------------------------------ users of volume devices
+@pytest.mark.parametrize("name", ["sda", "nvme0n1", "md127", "dm-2"])
+def test_volume_devices_users_refuses_devices_no_fabric_volume_owns(owned, name):
+    with pytest.raises(NotOwned):
+        reads.do_volume_devices_users(owned, ["sdb", name])
+
+
+@pytest.mark.parametrize(
+    "names, grace",
+    [
+        ([], 0.0),
+        ("sdb", 0.0),
+        (["../sda"], 0.0),
+        (["sdb"] * 1025, 0.0),
+        (["sdb"], -1),
+        (["sdb"], 11.0),
+        (["sdb"], True),
+        (["sdb"], "1"),
+    ],
+)
+def test_volume_devices_users_validates_before_reading(owned, names, grace):
+    with pytest.raises(InvalidArgument):
+        reads.do_volume_devices_users(owned, names, grace)
+
+
+def test_volume_devices_users_names_the_uses_of_fabric_devices(owned):
+    """A map over a fabric LUN mounted, a fabric LUN used as swap, a free one; a name
+    the kernel no longer has is skipped, not refused."""
+    users = reads.do_volume_devices_users(owned, ["dm-1", "sdd", "sdb", "sdz"])
+    assert any("dm-1" in u and "/srv/data" in u for u in users), users
+    assert any("sdd" in u and "swap" in u for u in users), users
+    assert reads.do_volume_devices_users(owned, ["sdb", "sdz"]) == []
+
+
+def test_a_caller_that_is_not_root_asks_the_privileged_side_for_users(monkeypatch):
+    """Another user's /proc/PID/fd is unreadable (a use, failing closed): a service user
+    asks the privileged side; root, or a fake tree, reads the host itself."""
+    from brick_agent.connectors import actions
+    from brick_agent.host import usage
+    from brick_agent.host.roots import DEFAULT_ROOTS
+
+    asked: list[tuple[list[str], float]] = []
+    monkeypatch.setattr(reads, "volume_devices_users", lambda n, g: asked.append((n, g)) or [])
+    read_here: list[list[str]] = []
+    monkeypatch.setattr(
+        usage, "devices_users", lambda roots, n, udev_grace=0.0: read_here.append(list(n)) or []
+    )
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert actions.volume_devices_users(DEFAULT_ROOTS, ["nvme1n2"], udev_grace=3.0) == []
+    assert asked == [(["nvme1n2"], 3.0)] and read_here == []
+    assert actions.volume_devices_users(DEFAULT_ROOTS, []) == [] and len(asked) == 1
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    actions.volume_devices_users(DEFAULT_ROOTS, ["nvme1n2"])
+    assert read_here == [["nvme1n2"]] and len(asked) == 1

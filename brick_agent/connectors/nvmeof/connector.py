@@ -43,6 +43,7 @@ from typing import Any, TypeVar
 
 from brick_agent import ledger, locking, metrics
 from brick_agent.connectors import presence
+from brick_agent.connectors.actions import volume_devices_users
 from brick_agent.ledger import store as ledgermod
 from brick_agent.connectors.base import Connector, DeviceInfo
 from brick_agent.connectors.nvmeof.actions import (
@@ -70,7 +71,6 @@ from brick_agent.host import nvme as hostnvme
 from brick_agent.host.block import disk_links
 from brick_agent.host.multipath import MultipathMap
 from brick_agent.host.udev import DeviceWatch
-from brick_agent.host.usage import devices_users
 from brick_agent.properties import NvmeofProperties, NvmePortal, NvmeTarget, parse_nvmeof
 
 LOG = logging.getLogger(__name__)
@@ -991,7 +991,9 @@ class NVMeOFConnector(Connector):
         if reasons:
             return reasons  # kept: the host's own use of the others need not be read
         # udev may still be probing a namespace attached a moment ago: not a user
-        return devices_users(self.roots, [ns.name for ns in others], udev_grace=UDEV_PROBE_GRACE)
+        return volume_devices_users(
+            self.roots, [ns.name for ns in others], udev_grace=UDEV_PROBE_GRACE
+        )
 
     def _foreign_namespaces(
         self, ctrl: hostnvme.NvmeController, topo: _Topology, targets: list[NvmeTarget]
@@ -1093,7 +1095,7 @@ class NVMeOFConnector(Connector):
             return False
         for c in ns.controllers:
             others = [o for o in topo.namespaces if o is not ns and c in o.controllers]
-            if not ledger_claims(data, target.nqn, others) and not devices_users(
+            if not ledger_claims(data, target.nqn, others) and not volume_devices_users(
                 self.roots, [o.name for o in others]
             ):
                 return False
