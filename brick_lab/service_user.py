@@ -109,12 +109,14 @@ class ServiceUser:
             if not mode & 0o001:
                 d.chmod(mode | 0o001)
 
-    def write_conf(self, text: str) -> pathlib.Path:
-        """The service's config file, root:<service> 0640 as packages install it."""
-        self.conf_file.write_text(text)
-        os.chown(self.conf_file, 0, self.gid)
-        self.conf_file.chmod(0o640)
-        return self.conf_file
+    def write_conf(self, text: str, name: str | None = None) -> pathlib.Path:
+        """The service's config file (``<name>.conf`` beside it when named: a second process
+        of the service with its own options), root:<service> 0640 as packages install it."""
+        path = self.conf_file if name is None else self.etc / f"{name}.conf"
+        path.write_text(text)
+        os.chown(path, 0, self.gid)
+        path.chmod(0o640)
+        return path
 
     # ------------------------------------------------------------ running as the user
     @property

@@ -49,6 +49,7 @@ class Caller:
     ) -> None:
         self.flow = flow
         self.user = user
+        conf_name = name
         name = name or flow
         state = state or (user.state if user else workdir)
         # what an operator's nova.conf / cinder.conf holds for this; root: no rootwrap
@@ -71,7 +72,7 @@ class Caller:
             "device_wait_timeout = 20\n" + extra_conf
         )
         if user:
-            self.conf_file = user.write_conf(text)
+            self.conf_file = user.write_conf(text, conf_name)
         else:
             self.conf_file = workdir / f"{name}.conf"
             self.conf_file.write_text(text)

@@ -2,7 +2,8 @@
 
 It runs what a compute host runs for a volume during a live migration, and nothing else
 decides for it: Nova's own libvirt volume drivers (compat_driver.py in ``.venv-nova``, on
-brick_agent through the os-brick compatibility layer) and brick_agent's gate app bound to
+brick_agent through the os-brick compatibility layer), run as the ``nova`` service user that
+reaches root only through sudo and nova-rootwrap, and brick_agent's gate app bound to
 the lab network with a bearer token.  The test driver on host 1 (the array) sends it one
 JSON command per line over TCP and gets one reply per line:
 
@@ -37,6 +38,7 @@ from typing import Any
 
 from brick_lab.initiator import iscsi_node, nvme_disconnect, sh
 from brick_lab.rawhost import BLOCK, read, wait
+from brick_lab.service_user import ServiceUser
 from tests.functional.callers import NOVA_PY, Caller
 
 CONTROL_PORT = 7781
@@ -76,14 +78,16 @@ class ComputeNode:
     def __init__(self, address: str) -> None:
         self.address = address
         self.work = pathlib.Path(tempfile.mkdtemp(prefix="compute-"))
-        self.state = self.work / "state"
-        self.state.mkdir()
+        #: Nova runs as its service user, reaching root through sudo and nova-rootwrap
+        self.user = ServiceUser("nova", NOVA_PY.parent.parent)
+        self.state = self.user.state  # its locks and ledger; the gate (root) reads them
         self.callers: dict[str, Caller] = {}
         self.gate: subprocess.Popen[bytes] | None = None
         self.gate_url = f"http://{address}:{GATE_PORT}"
 
     # ---------------------------------------------------------------- setup
     def op_setup(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        self.user.create()
         conf = self.work / "gate.conf"
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -127,10 +131,9 @@ class ComputeNode:
         """Nova's process: ``single`` (volume_use_multipath off) or ``multipath`` (on)."""
         if kind not in self.callers:
             extra = "[libvirt]\nvolume_use_multipath = True\n" if kind == "multipath" else ""
-            c = Caller(
-                NOVA_PY, "nova", self.work, state=self.state, extra_conf=extra, name=f"nova-{kind}"
-            )
+            c = Caller(NOVA_PY, "nova", self.work, self.user, extra_conf=extra, name=f"nova-{kind}")
             self.callers[kind] = c.ready()
+            assert c.uid() == self.user.uid, "Nova's process is not its service user's"
         return self.callers[kind]
 
     # ------------------------------------------------------------- commands

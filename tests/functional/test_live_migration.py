@@ -3,7 +3,8 @@
 Host 1 is the array (LIO iSCSI on two portals 10.77.0.1 and 10.77.0.11, nvmet NVMe/TCP)
 and the gate job; hosts 2 (source) and 3 (destination) are compute hosts, each with its
 own initiator IQN, host NQN/ID, udev, iscsid, multipathd, Nova (its libvirt volume
-drivers on brick_agent through the os-brick layer) and brick_agent's gate app on
+drivers on brick_agent through the os-brick layer, as the ``nova`` service user behind
+sudo and nova-rootwrap) and brick_agent's gate app on
 ``10.77.0.I:8776`` with a bearer token (tests/functional/migration_node.py).  The driver
 learns each host's connector from its gate (``GET /v1/connector``, as Nova's
 ``get_volume_connector`` feeds Cinder), exports the volumes to those initiators, runs
