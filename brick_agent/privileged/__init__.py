@@ -13,16 +13,21 @@ Capabilities kept by the daemon (everything else is dropped):
   we need on it: ``BLKFLSBUF`` (``blockdev --flushbufs``), the DM ioctls
   behind ``multipath -f`` / ``multipathd resize map``, and NVMe/SCSI
   management paths that call ``capable(CAP_SYS_ADMIN)``.
+* ``CAP_SYS_PTRACE`` and ``CAP_DAC_READ_SEARCH`` — for one read only: who holds a
+  volume device open (:func:`.reads.volume_devices_users`), which lists every
+  process's ``/proc/PID/fd``.  The kernel lets a process read another's descriptors
+  only with ptrace read access, which a daemon holding fewer capabilities than a
+  root process lacks without ``CAP_SYS_PTRACE``, and lists the descriptors of a
+  process of another uid (qemu's) only with ``CAP_DAC_READ_SEARCH``.  Without them a
+  service user's NVMe detach could not tell whether the host uses the other
+  namespaces of a shared controller, and kept every such controller.
 
 Deliberately not kept:
 
-* ``CAP_DAC_OVERRIDE`` / ``CAP_DAC_READ_SEARCH`` — the daemon stays uid 0 and
-  every file it writes (sysfs ``scan``/``delete``/``rescan``/
-  ``delete_controller``/``rescan_controller`` attributes, ``/etc/nvme``,
-  ``/etc/iscsi``) is root-owned with an owner-write bit, so plain owner DAC
-  suffices; all reads happen unprivileged in the caller.  Add it only when
-  running the daemon under a non-root ``user`` (then iscsid and multipathd,
-  which check the peer uid, would refuse anyway).
+* ``CAP_DAC_OVERRIDE`` — the daemon stays uid 0 and every file it writes (sysfs
+  ``scan``/``delete``/``rescan``/``delete_controller``/``rescan_controller``
+  attributes, ``/etc/nvme``, ``/etc/iscsi``) is root-owned with an owner-write bit,
+  so plain owner DAC suffices; the other reads happen unprivileged in the caller.
 * ``CAP_NET_ADMIN`` — iscsiadm talks to iscsid over a unix socket (iscsid does
   the iSCSI netlink work); the NVMe connect writes ``/dev/nvme-fabrics``
   (root-owned, 0600); no entrypoint configures network interfaces or offload
@@ -66,7 +71,7 @@ from brick_agent.errors import CommandFailed
 
 CFG_SECTION = "brick_agent_privileged"
 
-CAPABILITIES = [caps.CAP_SYS_ADMIN]
+CAPABILITIES = [caps.CAP_SYS_ADMIN, caps.CAP_SYS_PTRACE, caps.CAP_DAC_READ_SEARCH]
 
 default = priv_context.PrivContext(
     "brick_agent",

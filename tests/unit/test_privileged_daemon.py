@@ -21,6 +21,8 @@ from brick_agent.privileged import block, diag, iscsi, scsi
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CAP_SYS_ADMIN = 21
+CAP_SYS_PTRACE = 19
+CAP_DAC_READ_SEARCH = 2
 # the helper of the environment running the tests, found also when its bin directory
 # is not on PATH (``.venv/bin/python -m pytest``)
 HELPER = shutil.which("privsep-helper", path=os.path.dirname(sys.executable)) or shutil.which(
@@ -45,11 +47,13 @@ def daemon():
     cfg.CONF.clear_override("helper_command", group=privileged.CFG_SECTION)
 
 
-def test_daemon_is_a_separate_process_with_only_sys_admin(daemon):
+def test_daemon_is_a_separate_process_with_only_its_three_capabilities(daemon):
+    """CAP_SYS_ADMIN for the block and dm operations; CAP_SYS_PTRACE and
+    CAP_DAC_READ_SEARCH to read who holds a volume device open (/proc/PID/fd)."""
     ident = diag.identity()
     assert ident["pid"] != os.getpid()
     assert ident["uid"] == 0
-    assert ident["cap_eff"] == 1 << CAP_SYS_ADMIN
+    assert ident["cap_eff"] == (1 << CAP_SYS_ADMIN | 1 << CAP_SYS_PTRACE | 1 << CAP_DAC_READ_SEARCH)
     # documented limitation: a uid-0 daemon's exec'd tools regain the bounding set
     assert ident["child_cap_eff"] & (1 << CAP_SYS_ADMIN)
 
