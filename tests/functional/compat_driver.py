@@ -27,6 +27,7 @@ call into os-brick.
 from __future__ import annotations
 
 import json
+import logging
 import shlex
 import sys
 import time
@@ -212,6 +213,12 @@ def main() -> int:
     first = json.loads(sys.stdin.readline())
     try:
         concurrency = start_concurrency(first["flow"])
+        # the services log at INFO (oslo.log's default); here to stderr, the caller's log
+        logging.basicConfig(
+            level=logging.INFO,
+            stream=sys.stderr,
+            format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        )
         cls = NovaFlow if first["flow"] == "nova" else CinderFlow
         flow = cls(first["driver"], first["config_file"])
         flow.state["concurrency"] = concurrency

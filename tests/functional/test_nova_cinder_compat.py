@@ -380,6 +380,29 @@ def test_nova_nvme_lvm_nvmet(nova, lvm_nvmet_subsystem, audit_baseline):
 
 
 @AS
+def test_nova_nvme_shared_subsystem_last_detach_removes_the_controller(nova, audit_baseline):
+    """Two volumes of one subsystem (a shared target): the first detach keeps the
+    controller the other uses, the last removes it, as root and as the service user
+    (who cannot read other users' open descriptors to tell whether the host uses the
+    other namespace)."""
+    with NvmetSubsystem(nqn=f"nqn.nvme-subsystem-1-{uuid.uuid4()}", namespaces=0) as s:
+        vols = {"a": str(uuid.uuid4()), "b": str(uuid.uuid4())}
+        paths = {}
+        for nsid, (key, vol) in zip((10, 11), vols.items(), strict=True):
+            s.add_namespace(nsid=nsid, uuid=vol)
+            info = nova_connection_info("nvme", vol, nvmet_data(s, nsid))
+            r = nova.call("connect", driver="nvme", volume=key, connection_info=info)
+            paths[key] = r["result"]["data"]["device_path"]
+        assert len(nvme_ctrls_of(s.nqn)) == 1
+        nova.call("disconnect", driver="nvme", volume="a", force=False)
+        assert len(nvme_ctrls_of(s.nqn)) == 1, "the controller volume b uses went"
+        io_roundtrip(paths["b"])
+        nova.call("disconnect", driver="nvme", volume="b", force=False)
+        assert nvme_ctrls_of(s.nqn) == [], nova.stderr_tail()
+    assert_no_new_findings(audit_baseline)
+
+
+@AS
 def test_nova_fibre_channel(nova, fc_target, audit_baseline):
     t = fc_target
     lun = t.luns[1]
