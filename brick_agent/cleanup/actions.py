@@ -70,10 +70,9 @@ class PrivilegedCleanupActions:
         self.iscsi.logout(portal, iqn, iface)
 
     def flush(self, device: str) -> None:
-        if device.startswith("nvme"):
-            self.nvme.flush(self.roots.devfs(device), self.opts.flush_timeout)
-        else:
-            self.iscsi.flush(self.roots.devfs(device))
+        from brick_agent.connectors.actions import flush_device
+
+        flush_device(self.roots.devfs(device), self.opts.flush_timeout)
 
     def delete_scsi_device(self, hctl: Hctl) -> None:
         self.iscsi.delete_device(hctl)

@@ -3,8 +3,8 @@
 Protocol actions live in each protocol's ``actions`` module; these are the few
 a connector needs whatever its protocol: configuring how the privileged daemon
 starts, a yes/no read of a volume device and the users of volume devices for a
-caller that is not root, and a device's read-only flag (access modes of the
-attachment ledger).
+caller that is not root, the flush of a volume device, and a device's read-only
+flag (access modes of the attachment ledger).
 """
 
 from __future__ import annotations
@@ -45,6 +45,12 @@ def volume_device_readable(path: str) -> bool:
         return False
 
 
+def reads_host_itself(roots: HostRoots) -> bool:
+    """Whether this process reads the host's root-only state itself: it is root, or
+    ``roots`` is a fake tree.  A service user on the real host asks the privileged side."""
+    return os.geteuid() == 0 or roots != DEFAULT_ROOTS
+
+
 def volume_devices_users(
     roots: HostRoots, names: Sequence[str], *, udev_grace: float = 0.0
 ) -> list[str]:
@@ -60,11 +66,23 @@ def volume_devices_users(
 
     if not names:
         return []
-    if os.geteuid() == 0 or roots != DEFAULT_ROOTS:
+    if reads_host_itself(roots):
         return devices_users(roots, names, udev_grace=udev_grace)
     from brick_agent.privileged import reads
 
     return list(reads.volume_devices_users(list(names), udev_grace))
+
+
+def flush_device(path: str, timeout: float) -> None:
+    """The privileged flush of the fabric volume device at ``path`` (its /dev node or a
+    link to it): ``BLKFLSBUF``, what os-brick's ``blockdev --flushbufs`` does, within
+    ``timeout`` (:func:`brick_agent.privileged.block.flush_device`).  Never an ``fsync``
+    of the caller's own: that is unbounded on a path whose target is gone, blocks every
+    green thread of an eventlet-patched caller (Cinder's services), and would flush
+    whatever the path names."""
+    from brick_agent.privileged import block
+
+    block.flush_block_device(os.path.basename(os.path.realpath(path)), timeout=timeout)
 
 
 def set_read_only(name: str, read_only: bool) -> None:

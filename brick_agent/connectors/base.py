@@ -186,6 +186,6 @@ def device_readable(path: str, run_as_root: bool = True, roots: HostRoots = DEFA
     namespace, multipath map or md array over them) and returns only yes/no.
     Otherwise (root already, ``run_as_root=False``, a fake tree) this process reads.
     """
-    if not run_as_root or os.geteuid() == 0 or roots != DEFAULT_ROOTS:
+    if not run_as_root or actions.reads_host_itself(roots):
         return read_first_block(path)
     return actions.volume_device_readable(path)

@@ -184,9 +184,9 @@ class PrivilegedNvmeActions:
         nvme.rescan_controller(controller)
 
     def flush(self, device: str, timeout: float) -> None:
-        from brick_agent.privileged import block
+        from brick_agent.connectors.actions import flush_device
 
-        block.flush_block_device(os.path.basename(os.path.realpath(device)), timeout=timeout)
+        flush_device(device, timeout)
 
     def write_host_identity(self, hostnqn: str, hostid: str) -> None:
         write_host_identity(hostnqn, hostid)

@@ -102,20 +102,12 @@ class PrivilegedScsiActions:
             ) from None
 
     def flush(self, device: str) -> None:
-        """The privileged flush of fabric device ``device`` (``BLKFLSBUF``, what os-brick's
-        ``blockdev --flushbufs`` does), bounded by ``flush_timeout``.
+        """The privileged flush of ``device`` within ``flush_timeout``
+        (:func:`brick_agent.connectors.actions.flush_device`); the kernel sends the disk's
+        cache flush itself when the device is deleted."""
+        from brick_agent.connectors.actions import flush_device
 
-        Never an ``fsync`` of the caller's own: it is unbounded (a path whose target is
-        gone holds it until the SCSI error handling gives up, with a queueing map for
-        ever), it blocks every green thread of an eventlet-patched caller (Cinder's
-        services), and it would flush whatever the path names, fabric volume or not.
-        The kernel sends the disk's cache flush itself when the device is deleted.
-        """
-        from brick_agent.privileged import block
-
-        block.flush_block_device(
-            os.path.basename(os.path.realpath(device)), timeout=self.opts.flush_timeout
-        )
+        flush_device(device, self.opts.flush_timeout)
 
     # multipath ---------------------------------------------------------------------
     def multipath_add(self, wwid: str, devices: list[str]) -> None:
