@@ -206,3 +206,96 @@ def test_a_detach_reads_the_hosts_open_descriptors_at_most_once(tmp_path, roots,
     conn.disconnect_volume(props(vol_uuid=U2), infos[U2])  # the last one
     assert [sorted(names) for names in scans] == [others]  # one pass for both others
     assert nvme_dirs(roots) == [] and led.entries() == {}
+
+
+# ---------------------------------------------------------------- two last detaches at once
+def _run_in_another_thread(func, *args):
+    """Run ``func`` to its end in a thread of its own (the ledger's per-thread state
+    then sees a separate call, as two callers' threads are)."""
+    import threading
+
+    failures: list[BaseException] = []
+
+    def body():
+        try:
+            func(*args)
+        except BaseException as exc:  # re-raised in the caller's thread
+            failures.append(exc)
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join(30)
+    assert not t.is_alive()
+    if failures:
+        raise failures[0]
+
+
+def test_last_two_detaches_of_a_subsystem_remove_its_controller_whatever_their_order(
+    tmp_path,
+    roots,  # noqa: F811  (the imported fixture)
+):
+    """B's detach keeps the controller (A is attached) and releases the subsystem lock;
+    its ledger entry, its attachments cleared, goes only after that.  A's detach in that
+    window must not count B's entry as an attachment, or each detach keeps the controller
+    for the other and nobody removes it (a leak the audit reports)."""
+    from tests.unit.connectors.test_nvmeof import U2
+
+    kernel, conn, led = make(tmp_path, roots)
+    kernel.subsystems[NQN].namespaces[2] = FakeNs(2, U2, None)
+    pa, pb = props(attachment_id="a"), props(vol_uuid=U2, attachment_id="b")
+    a = conn.connect_volume(pa)
+    b = conn.connect_volume(pb)
+    real_finish = conn._finish
+    windows: list[list[str]] = []
+
+    def finish_then_detach_a(leftovers, errors, ignore_errors):
+        real_finish(leftovers, errors, ignore_errors)
+        if not windows:  # B's kernel part is done, its entry not yet dropped
+            windows.append(nvme_dirs(roots))
+            _run_in_another_thread(conn.disconnect_volume, pa, a)
+
+    conn._finish = finish_then_detach_a
+    conn.disconnect_volume(pb, b)
+    assert windows == [["nvme0"]]  # B kept the controller for A
+    assert nvme_dirs(roots) == [] and led.entries() == {}
+
+
+def test_a_detach_whose_namespace_went_with_the_controller_meanwhile_succeeds(
+    tmp_path,
+    roots,  # noqa: F811  (the imported fixture)
+):
+    """A's last detach deletes the controller while B's detach is about to flush B's
+    namespace (B's attachments already cleared, its device not open): B's flush finds no
+    device, which needs no flush, and B's detach succeeds with nothing left behind."""
+    from brick_agent.errors import DeviceNotFound
+    from tests.unit.connectors.test_nvmeof import U2
+
+    kernel, conn, led = make(tmp_path, roots)
+    kernel.subsystems[NQN].namespaces[2] = FakeNs(2, U2, None)
+    pa, pb = props(attachment_id="a"), props(vol_uuid=U2, attachment_id="b")
+    a = conn.connect_volume(pa)
+    b = conn.connect_volume(pb)
+    b_dev = roots.devfs(_device_of(roots, U2))
+    real_flush = kernel.flush
+
+    def flush(device, timeout):
+        if device == b_dev:
+            _run_in_another_thread(conn.disconnect_volume, pa, a)  # deletes the controller
+            assert nvme_dirs(roots) == []
+            raise DeviceNotFound(f"block device {device} does not exist")
+        real_flush(device, timeout)
+
+    kernel.flush = flush
+    conn.disconnect_volume(pb, b)  # no LeftoversRemain
+    assert nvme_dirs(roots) == [] and led.entries() == {}
+
+
+def test_a_failed_flush_of_a_device_still_present_fails_the_detach(tmp_path, roots):  # noqa: F811
+    from brick_agent.errors import LeftoversRemain
+
+    kernel, conn, led = make(tmp_path, roots)
+    info = conn.connect_volume(props())
+    kernel.fail_flush.add(info["path"])
+    with pytest.raises(LeftoversRemain, match="device busy"):
+        conn.disconnect_volume(props(), info)
+    assert nvme_dirs(roots) == ["nvme0"]

@@ -871,10 +871,18 @@ class NVMeOFConnector(Connector):
 
     @metrics.step("flush")
     def _flush(self, path: str, force: bool, errors: list[str], deadline: Deadline) -> bool:
+        """Flush the device at ``path`` (a namespace or a map) before it goes; False when
+        that failed (without ``force``).  A device that is gone by the time the flush
+        failed needs none: another volume's last detach of the subsystem deleted the
+        controller meanwhile (the kernel syncs a disk as it removes it), or the kernel
+        dropped it; nothing of it is left to keep."""
         try:
             self.actions.flush(path, max(deadline.remaining(), KERNEL_ACTION_MIN))
             return True
         except BrickError as exc:
+            if not os.path.isdir(self.roots.sysfs("class", "block", os.path.basename(path))):
+                LOG.info("%s is gone: nothing left to flush (%s)", path, exc)
+                return True
             errors.append(f"flush {path}: {exc}")
             return force
 
@@ -1241,8 +1249,14 @@ def ledger_claims(
     data: Mapping[str, Any], nqn: str, namespaces: Collection[hostnvme.NvmeNamespace]
 ) -> list[str]:
     """Which of ``namespaces`` (of subsystem ``nqn``) the ledger content ``data``
-    (:meth:`AttachmentLedger.read`) holds, matched by identity or lookup key; an attach
-    to ``nqn`` still pending counts for all of them."""
+    (:meth:`AttachmentLedger.read`) holds attached, matched by identity or lookup key; an
+    attach to ``nqn`` still pending counts for all of them.
+
+    An entry without attachments holds nothing: its detach is under way (the ledger
+    clears them before the kernel work and drops the entry after it, outside the
+    subsystem lock) or failed half way.  Counting it would let two last detaches of one
+    subsystem each keep the controller for the other; whether its namespace is still
+    used is the host's to tell (:func:`volume_devices_users`)."""
     out = []
     prefix = f"nvme:{nqn.lower()}:"
     if any(
@@ -1253,6 +1267,8 @@ def ledger_claims(
         out.append(f"an attach to {nqn} is pending")
     names = set().union(*(_identities(nqn, ns) for ns in namespaces)) if namespaces else set()
     for key, entry in ledgermod.entries_named(data, names):
+        if not entry.get("attachments"):
+            continue
         said = {str(entry.get("identity") or "").strip().lower()}
         said |= {str(k).lower() for k in entry.get("lookup", ())}
         out += [

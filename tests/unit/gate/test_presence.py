@@ -46,7 +46,12 @@ class _Ledger:
     """The ledger content a connector reads (AttachmentLedger.read's and view's shape)."""
 
     def __init__(self, *uuids: str) -> None:
-        self.data = {"volumes": {f"v{i}": {"identity": u} for i, u in enumerate(uuids)}}
+        self.data = {
+            "volumes": {
+                f"v{i}": {"identity": u, "attachments": {"a": {"access_mode": "rw"}}}
+                for i, u in enumerate(uuids)
+            }
+        }
 
     def read(self):
         return self.data
