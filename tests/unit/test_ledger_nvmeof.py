@@ -299,3 +299,33 @@ def test_a_failed_flush_of_a_device_still_present_fails_the_detach(tmp_path, roo
     with pytest.raises(LeftoversRemain, match="device busy"):
         conn.disconnect_volume(props(), info)
     assert nvme_dirs(roots) == ["nvme0"]
+
+
+def test_a_detach_that_keeps_the_controller_for_an_attached_volume_needs_no_exclusive_lock(
+    tmp_path,
+    roots,  # noqa: F811  (the imported fixture)
+):
+    """While another caller holds the subsystem lock shared (an attach returning a visible
+    namespace), the detach of one of two attached volumes keeps the controller at once:
+    it does not queue for the exclusive lock.  The last detach still removes it."""
+    import threading
+
+    from brick_agent import locking
+    from tests.unit.connectors.test_nvmeof import U2
+
+    kernel, conn, led = make(tmp_path, roots)
+    kernel.subsystems[NQN].namespaces[2] = FakeNs(2, U2, None)
+    pa, pb = props(attachment_id="a"), props(vol_uuid=U2, attachment_id="b")
+    a = conn.connect_volume(pa)
+    b = conn.connect_volume(pb)
+    rw = locking.target_rw_lock("nvme", NQN, lock_path=conn.opts.lock_path)
+    done = threading.Event()
+    with rw.shared():
+        t = threading.Thread(target=lambda: (conn.disconnect_volume(pa, a), done.set()))
+        t.start()
+        assert done.wait(10), "the keeping detach waited for the exclusive lock"
+    t.join()
+    assert nvme_dirs(roots) == ["nvme0"] and kernel.flushed == [a["path"]]
+    assert [list(e["attachments"]) for e in led.entries().values()] == [["b"]]
+    conn.disconnect_volume(pb, b)
+    assert nvme_dirs(roots) == [] and led.entries() == {}

@@ -823,6 +823,8 @@ class NVMeOFConnector(Connector):
                 if left:
                     leftovers += left
                     continue
+                if self._kept_for_attached_others(target, flushed):
+                    continue
             with self._lock(target):
                 leftovers += self._detach_target(
                     target,
@@ -856,6 +858,47 @@ class NVMeOFConnector(Connector):
                 return flushed, [self.roots.devfs(ns.name)]
             flushed.add(ns.name)
         return flushed, []
+
+    def _kept_for_attached_others(self, target: NvmeTarget, flushed: Collection[str]) -> bool:
+        """Under the shared subsystem lock: does every controller of ``target`` stay for
+        another namespace attached through brick_agent (or an attach pending)?  Then this
+        detach's part is done (its namespaces flushed, none under a map) without the
+        exclusive lock, for which the subsystem's other detaches and attaches queue.
+
+        A concurrent last detach cannot leave the controller to nobody: the ledger
+        clears a volume's attachments before its detach looks here, so of two detaches
+        the one clearing last sees the other's cleared and goes on to the exclusive
+        path.  Anything else (no ledger, a namespace not visible or not flushed, a
+        controller whose others are not attached) is the exclusive path's to decide."""
+        if self.ledger is None or not target.identified:
+            return False
+        hostnqn = self._hostnqn(target)
+        with self._rw(target).shared():
+            topo = self._topology(target.nqn, hostnqn, only=target)
+            ours = [ns for ns in topo.namespaces if matches(ns, target)]
+            if not topo.controllers or not ours or any(ns.name not in flushed for ns in ours):
+                return False
+            full = self._topology(target.nqn, hostnqn)
+            try:
+                data = self.ledger.view()
+            except (BrickError, OSError):
+                return False
+            for ctrl in topo.controllers:
+                others = [
+                    ns
+                    for ns in full.namespaces
+                    if ctrl.name in ns.controllers and not matches(ns, target)
+                ]
+                claims = ledger_claims(data, target.nqn, others) if others else []
+                if not claims:
+                    return False
+                LOG.info(
+                    "keeping controller %s of %s: its other namespace(s) are in use (%s)",
+                    ctrl.name,
+                    target.nqn,
+                    "; ".join(claims),
+                )
+            return True
 
     def _finish(self, leftovers: list[str], errors: list[str], ignore_errors: bool) -> None:
         if not leftovers and not errors:
