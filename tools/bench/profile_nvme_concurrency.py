@@ -87,12 +87,17 @@ def instrument() -> None:
         "_detach_target",
         "_connect_portals",
         "_flush",
+        "_preflush",
+        "_kept_for_attached_others",
+        "_disconnect_controllers",
+        "_users_of_others",
     ):
         timed(C, attr, f"nvmeof.{attr}")
     timed_cm(C, "_lock", "nvmeof target lock")
     timed_cm(reconcile, "_volume_lock", "ledger volume lock")
     timed_cm(ledger.AttachmentLedger, "transaction", "ledger transaction")
     timed(ledger, "device_identity", "ledger.device_identity")
+    timed(nvmeof, "volume_devices_users", "volume_devices_users")
     reconcile.ledgermod = ledger
     timed(ledger.AttachmentLedger, "_write_locked", "ledger write")
     timed(hostnvme, "nvme_namespaces", "host.nvme_namespaces")
@@ -241,7 +246,13 @@ def main() -> int:
             infos = [
                 dict(it, info=r.get("info")) for it, r in zip(items, ra["results"], strict=True)
             ]
-            rd = w.handle(tool, {"op": "detach_many", "protocol": "NVME", "items": infos})
+            udev_settle()
+            SPANS.clear()
+            t_start = time.monotonic()
+            with IdleSampler() as idle:
+                rd = w.handle(tool, {"op": "detach_many", "protocol": "NVME", "items": infos})
+            if args.timeline:
+                timeline(t_start, idle)
             ts = sorted(r["t"] for r in rd["results"])
             print(
                 f"round {rnd} detach wall {rd['t']:.3f} p50 {ts[len(ts) // 2]:.3f} "
