@@ -52,6 +52,13 @@ def lookup_forms(entry: Mapping[str, Any]) -> set[str]:
     return keys | {k.lower() for k in keys}
 
 
+def scope_forms(entry: Mapping[str, Any]) -> set[str]:
+    """What each lookup key addresses less its last part, lowercased: the target of
+    ``iscsi:<iqn>:<lun>`` and ``fc:<wwpn>:<lun>``, the subsystem of
+    ``nvme:<nqn>:<namespace>`` (an NQN may hold colons; the last part never does)."""
+    return {k.rsplit(":", 1)[0].lower() for k in lookups_of(entry) if ":" in k}
+
+
 def has_unknown_attachment(entry: Mapping[str, Any]) -> bool:
     atts = entry.get("attachments")
     return isinstance(atts, dict) and UNKNOWN_ATTACHMENT in atts
@@ -70,6 +77,7 @@ class State:
         self.top: dict[str, Any] = {k: v for k, v in data.items() if k != "volumes"}
         self.by_lookup: dict[str, set[str]] = {}
         self.by_identity: dict[str, set[str]] = {}
+        self.by_scope: dict[str, set[str]] = {}
         self.unknown: set[str] = set()
         self.files: Any = None
         for key, entry in data["volumes"].items():
@@ -83,6 +91,8 @@ class State:
             self.by_lookup.setdefault(lookup, set()).add(key)
         for form in identity_forms(entry.get("identity")):
             self.by_identity.setdefault(form, set()).add(key)
+        for scope in scope_forms(entry):
+            self.by_scope.setdefault(scope, set()).add(key)
         if has_unknown_attachment(entry):
             self.unknown.add(key)
 
@@ -94,6 +104,8 @@ class State:
             _discard(self.by_lookup, lookup, key)
         for form in identity_forms(old.get("identity")):
             _discard(self.by_identity, form, key)
+        for scope in scope_forms(old):
+            _discard(self.by_scope, scope, key)
         self.unknown.discard(key)
 
     def apply(self, record: Mapping[str, Any]) -> None:

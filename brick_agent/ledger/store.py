@@ -101,6 +101,7 @@ from brick_agent.ledger.state import (
     has_unknown_attachment,
     identity_forms,
     lookups_of,
+    scope_forms,
     transaction_view,
 )
 
@@ -931,6 +932,17 @@ def entries_named(data: Mapping[str, Any], names: Iterable[str]) -> list[tuple[s
     return [(k, vols[k]) for k in keys if k in vols]
 
 
+def entries_of_scope(data: Mapping[str, Any], scope: str) -> list[tuple[str, dict]]:
+    """Entries with a lookup key under ``scope`` (:func:`state.scope_forms`: an iSCSI or
+    FC target, an NVMe subsystem ``nvme:<nqn>``), from the index on indexed content."""
+    vols = data.get("volumes", {})
+    wanted = scope.lower()
+    keys = candidate_keys(data, "scope", {wanted})
+    if keys is None:
+        return [(k, e) for k, e in vols.items() if wanted in scope_forms(e)]
+    return [(k, vols[k]) for k in keys if k in vols and wanted in scope_forms(vols[k])]
+
+
 def _first(
     data: Mapping[str, Any], keys: list[str] | None, match: Callable[[dict], bool]
 ) -> tuple[str, dict] | None:
@@ -955,9 +967,8 @@ def candidate_keys(data: Mapping[str, Any], index: str, wanted: Iterable[str]) -
         with state.lock:
             found = set(state.unknown)
     else:
-        found = state.candidates(
-            state.by_lookup if index == "lookup" else state.by_identity, wanted
-        )
+        indexes = {"lookup": state.by_lookup, "scope": state.by_scope}
+        found = state.candidates(indexes.get(index, state.by_identity), wanted)
     found |= set(vols.touched())
     return sorted(k for k in found if k in vols)
 

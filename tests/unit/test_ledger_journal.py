@@ -388,3 +388,38 @@ def test_nvme_ledger_claims_from_the_indexes_equal_a_scan(led):
     by_scan = ledger_claims(led.read(), nqn, nss)
     assert sorted(by_index) == sorted(by_scan)
     assert len(by_index) == 2 and not any("nvme1n4" in c for c in by_index)
+
+
+def test_subsystem_attached_from_the_index_equals_a_scan_and_follows_the_attachments(led):
+    """A detach asks whether the ledger holds any attached volume of its subsystem before
+    it reads a namespace: the subsystem index answers on a view (and inside a transaction,
+    for entries it changed), a scan on the plain content, alike; an entry whose
+    attachments were cleared (its detach under way) holds nothing."""
+    from brick_agent.connectors.nvmeof.connector import subsystem_attached
+
+    nqn = "nqn.2014-08.org.Example:Sub"  # an NQN holds colons, and compares lowercase
+    other = "nqn.2014-08.org.Example:Sub2"
+    _fill(led)
+    with led.transaction() as data:
+        data["volumes"]["NVMEOF:uuid.1"] = {
+            "protocol": "NVMEOF",
+            "identity": "uuid.00000000-0000-4000-8000-000000000001",
+            "lookup": [f"nvme:{nqn}:00000000-0000-4000-8000-000000000001"],
+            "attachments": {"a": {}},
+        }
+
+    def both(name):
+        return subsystem_attached(led.view(), name), subsystem_attached(led.read(), name)
+
+    assert both(nqn) == (True, True) and both(nqn.lower()) == (True, True)
+    assert both(other) == (False, False) and both("nqn.2014-08.org.Example") == (False, False)
+    with led.transaction() as data:
+        data["volumes"]["NVMEOF:uuid.1"]["attachments"].clear()
+        assert subsystem_attached(data, nqn) is False  # changed in this transaction
+    assert both(nqn) == (False, False)
+    with led.transaction() as data:
+        data["pending"].append({"lookup": [f"nvme:{other}:nsid2"], "attachment_id": "p"})
+    assert both(other) == (True, True)
+    with led.transaction() as data:
+        del data["volumes"]["NVMEOF:uuid.1"]
+    assert both(nqn) == (False, False)

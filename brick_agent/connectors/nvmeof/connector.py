@@ -860,33 +860,37 @@ class NVMeOFConnector(Connector):
         return flushed, []
 
     def _kept_for_attached_others(self, target: NvmeTarget, flushed: Collection[str]) -> bool:
-        """Under the shared subsystem lock: does every controller of ``target`` stay for
-        another namespace attached through brick_agent (or an attach pending)?  Then this
-        detach's part is done (its namespaces flushed, none under a map) without the
-        exclusive lock, for which the subsystem's other detaches and attaches queue.
+        """Does every controller of ``target`` stay for another namespace attached through
+        brick_agent (the ledger) or an attach pending?  Then this detach's part is done
+        (its namespaces flushed, none under a map) without the exclusive subsystem lock,
+        for which the subsystem's other detaches and new controllers queue.  Decided under
+        the shared lock, and only read when the ledger has another volume of the
+        subsystem at all (the subsystem index: no sysfs read otherwise).
 
         A concurrent last detach cannot leave the controller to nobody: the ledger
         clears a volume's attachments before its detach looks here, so of two detaches
         the one clearing last sees the other's cleared and goes on to the exclusive
-        path.  Anything else (no ledger, a namespace not visible or not flushed, a
+        path.  Anything else (no ledger, a map, a namespace not visible or not flushed, a
         controller whose others are not attached) is the exclusive path's to decide."""
         if self.ledger is None or not target.identified:
             return False
+        try:
+            data = self.ledger.view()
+        except (BrickError, OSError):
+            return False
+        if not subsystem_attached(data, target.nqn):
+            return False
         hostnqn = self._hostnqn(target)
         with self._rw(target).shared():
-            topo = self._topology(target.nqn, hostnqn, only=target)
+            topo = self._topology(target.nqn, hostnqn)
             ours = [ns for ns in topo.namespaces if matches(ns, target)]
             if not topo.controllers or not ours or any(ns.name not in flushed for ns in ours):
                 return False
-            full = self._topology(target.nqn, hostnqn)
-            try:
-                data = self.ledger.view()
-            except (BrickError, OSError):
-                return False
+            data = self.ledger.view()  # as of now, under the lock
             for ctrl in topo.controllers:
                 others = [
                     ns
-                    for ns in full.namespaces
+                    for ns in topo.namespaces
                     if ctrl.name in ns.controllers and not matches(ns, target)
                 ]
                 claims = ledger_claims(data, target.nqn, others) if others else []
@@ -1286,6 +1290,20 @@ def _identities(nqn: str, ns: hostnvme.NvmeNamespace) -> set[str]:
     }
     plain = {str(n).strip().lower() for n in names if n}
     return plain | {f"nvme:{nqn.lower()}:{n}" for n in plain}
+
+
+def subsystem_attached(data: Mapping[str, Any], nqn: str) -> bool:
+    """Whether the ledger content ``data`` holds any volume of subsystem ``nqn`` attached
+    (an entry with attachments) or an attach to it pending: a bound on
+    :func:`ledger_claims` that reads no namespace."""
+    prefix = f"nvme:{nqn.lower()}:"
+    if any(
+        str(k).lower().startswith(prefix)
+        for p in data.get("pending", ())
+        for k in p.get("lookup", ())
+    ):
+        return True
+    return any(e.get("attachments") for _, e in ledgermod.entries_of_scope(data, f"nvme:{nqn}"))
 
 
 def ledger_claims(
