@@ -137,6 +137,34 @@ def test_2_shared_subsystem_detach_keeps_controller_for_other_namespace(connecto
         assert ctrls(sub.nqn) == []
 
 
+def test_2b_concurrent_detaches_of_one_subsystem_keep_then_remove_its_controller(connector):
+    """Eight volumes of one subsystem: four detached at once keep the controller for the
+    other four, which stay readable; the last four detached at once remove it, and none
+    of the eight detaches fails (one whose namespace went with the controller of
+    another's last detach included)."""
+    import concurrent.futures
+
+    def detach_at_once(pairs):
+        with concurrent.futures.ThreadPoolExecutor(len(pairs)) as pool:
+            list(pool.map(lambda pi: connector.disconnect_volume(pi[0], pi[1]), pairs))
+
+    with NvmetSubsystem(namespaces=8) as sub:
+        ps = [props(sub, nsid) for nsid in range(1, 9)]
+        infos = [connector.connect_volume(p) for p in ps]
+        assert len(ctrls(sub.nqn)) == 1 and len({i["path"] for i in infos}) == 8
+        detach_at_once(list(zip(ps[:4], infos[:4], strict=True)))
+        assert len(ctrls(sub.nqn)) == 1
+        for info in infos[4:]:
+            io_roundtrip(info["path"])
+        detach_at_once(list(zip(ps[4:], infos[4:], strict=True)))
+        assert ctrls(sub.nqn) == []
+        wait(
+            lambda: not any(os.path.exists(i["path"]) for i in infos),
+            15.0,
+            "namespace devices removal",
+        )
+
+
 # ------------------------------------------------------------------ 5: namespace reuse
 
 
