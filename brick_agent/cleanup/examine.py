@@ -333,7 +333,7 @@ def _foreign_controller(ctx: Context, c: nvme.NvmeController) -> str | None:
 def _ns_claims(ctx: Context, c: nvme.NvmeController, nss: list[nvme.NvmeNamespace]) -> str | None:
     from brick_agent.connectors.nvmeof.connector import ledger_claims
 
-    claims = ledger_claims(ctx.ledger or {}, c.subsysnqn or "", nss)
+    claims = ledger_claims(ctx.ledger or {}, c.subsysnqn or "", nss, attached_only=False)
     return "; ".join(claims) if claims else None
 
 

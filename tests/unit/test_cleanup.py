@@ -325,6 +325,19 @@ def test_with_the_ledger_as_authority_unowned_fabric_luns_and_controllers_join(t
     assert not objects & {"2:0:0:1", "mpatha", "0:0:0:0", "nvme0", "nvme3"}
 
 
+def test_a_recorded_namespace_whose_attachments_are_cleared_is_no_leftover(tmp_path):
+    """An entry whose attachments are cleared (its detach under way, or failed half way)
+    still records the volume: with the ledger as authority its controller is kept, as a
+    recorded LUN is (a detach's own decision counts only attached volumes)."""
+    h, _ = _host(tmp_path)
+    volume = _volume("NVMEOF", f"uuid.{UUID1}", f"nvme:{NQN}:{UUID1}", "/dev/nvme0n1")
+    volume["attachments"] = {}
+    led = _ledger(tmp_path, {f"NVMEOF:uuid.{UUID1}": volume})
+    plan = build_plan(h.roots, led, authoritative=True)
+    assert "nvme0" not in {i.object for i in plan.items}
+    assert "nvme2" in {i.object for i in plan.items}
+
+
 def test_a_lun_whose_wwid_no_longer_matches_the_ledger_at_its_address(tmp_path):
     h, _ = _host(tmp_path)
     led = _ledger(

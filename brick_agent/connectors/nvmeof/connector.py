@@ -1307,7 +1307,11 @@ def subsystem_attached(data: Mapping[str, Any], nqn: str) -> bool:
 
 
 def ledger_claims(
-    data: Mapping[str, Any], nqn: str, namespaces: Collection[hostnvme.NvmeNamespace]
+    data: Mapping[str, Any],
+    nqn: str,
+    namespaces: Collection[hostnvme.NvmeNamespace],
+    *,
+    attached_only: bool = True,
 ) -> list[str]:
     """Which of ``namespaces`` (of subsystem ``nqn``) the ledger content ``data``
     (:meth:`AttachmentLedger.read`) holds attached, matched by identity or lookup key; an
@@ -1317,7 +1321,9 @@ def ledger_claims(
     clears them before the kernel work and drops the entry after it, outside the
     subsystem lock) or failed half way.  Counting it would let two last detaches of one
     subsystem each keep the controller for the other; whether its namespace is still
-    used is the host's to tell (:func:`volume_devices_users`)."""
+    used is the host's to tell (:func:`volume_devices_users`).  ``attached_only=False``
+    counts every entry (the cleanup's rule: nothing a ledger volume records is a
+    leftover)."""
     out = []
     prefix = f"nvme:{nqn.lower()}:"
     if any(
@@ -1328,7 +1334,7 @@ def ledger_claims(
         out.append(f"an attach to {nqn} is pending")
     names = set().union(*(_identities(nqn, ns) for ns in namespaces)) if namespaces else set()
     for key, entry in ledgermod.entries_named(data, names):
-        if not entry.get("attachments"):
+        if attached_only and not entry.get("attachments"):
             continue
         said = {str(entry.get("identity") or "").strip().lower()}
         said |= {str(k).lower() for k in entry.get("lookup", ())}
