@@ -99,6 +99,18 @@ wait
 echo "$t0 $EPOCHREALTIME"
 """
 
+#: FLOOR_DETACH_MANY with the flush a detach owes each namespace first: ``blockdev
+#: --flushbufs`` of every namespace device ($DEVS) at once, then both disconnects.
+FLOOR_DETACH_MANY_FLUSH = r"""
+set -u
+t0=$EPOCHREALTIME
+for d in $DEVS; do blockdev --flushbufs "$d" & done
+wait
+for n in $NQNS; do nvme disconnect -n "$n" >/dev/null & done
+wait
+echo "$t0 $EPOCHREALTIME"
+"""
+
 
 def _bash(script: str, env: dict[str, str]) -> list[str]:
     out = subprocess.run(

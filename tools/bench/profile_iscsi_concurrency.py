@@ -19,7 +19,17 @@ import time
 
 import bench_iscsi  # beside this script
 from host import udev_settle
-from profile_nvme_concurrency import STATS, common_args, ours, report, timed, timed_cm
+from profile_nvme_concurrency import (
+    SPANS,
+    STATS,
+    IdleSampler,
+    common_args,
+    ours,
+    report,
+    timed,
+    timed_cm,
+    timeline,
+)
 
 
 def instrument() -> None:
@@ -37,11 +47,19 @@ def instrument() -> None:
     timed_cm(reconcile, "_volume_lock", "ledger volume lock")
     timed_cm(ledger.AttachmentLedger, "transaction", "ledger transaction")
     for owner, attrs, prefix in (
-        (iscsi.ISCSIConnector, ("_volume_devices",), "iscsi."),
-        (iscsi_sessions.IscsiSessions, ("logout_if_empty",), "sessions."),
+        (iscsi.ISCSIConnector, ("_volume_devices", "_attach_path", "_scan"), "iscsi."),
+        (iscsi_sessions.IscsiSessions, ("logout_if_empty", "ensure"), "sessions."),
         (
             scsi_volume.ScsiVolumeOps,
-            ("remove_volume", "_wait_removed", "udev_entries", "confirmed"),
+            (
+                "remove_volume",
+                "_wait_removed",
+                "udev_entries",
+                "confirmed",
+                "require_wwid",
+                "device_info",
+                "revalidate",
+            ),
             "ops.",
         ),
         (scsi_actions.PrivilegedScsiActions, ("flush", "delete_device", "scan_lun"), "actions."),
@@ -54,15 +72,22 @@ def instrument() -> None:
         for attr in attrs:
             if hasattr(owner, attr):
                 timed(owner, attr, prefix + attr)
+    timed_cm(iscsi_sessions.IscsiSessions, "_lock", "target/session lock")
 
 
-def _timed_op(tool: object, op: str, items: list[dict], rnd: int) -> dict:
+def _timed_op(tool: object, op: str, items: list[dict], rnd: int, show: bool = False) -> dict:
     """Run the worker's ``attach_many``/``detach_many`` of ``items``; print wall, our CPU,
-    the per-volume p50/max and the step timers; the worker's answer."""
+    the per-volume p50/max and the step timers (``show``: each thread's timeline too);
+    the worker's answer."""
     import worker as w
 
     cpu = time.process_time()
-    res = w.handle(tool, {"op": f"{op}_many", "protocol": "ISCSI", "items": items})
+    SPANS.clear()
+    t_start = time.monotonic()
+    with IdleSampler() as idle:
+        res = w.handle(tool, {"op": f"{op}_many", "protocol": "ISCSI", "items": items})
+    if show:
+        timeline(t_start, idle)
     ts = sorted(r["t"] for r in res["results"])
     print(
         f"round {rnd} {op} wall {res['t']:.3f} cpu {time.process_time() - cpu:.3f} "
@@ -75,6 +100,7 @@ def _timed_op(tool: object, op: str, items: list[dict], rnd: int) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser()
     common_args(ap)
+    ap.add_argument("--timeline", action="store_true", help="print each thread's steps")
     args = ap.parse_args()
     from brick_lab import LioIscsiTarget
 
@@ -114,12 +140,12 @@ def main() -> int:
                 ]
                 tool._conns.clear()
                 STATS.clear()
-                ra = _timed_op(tool, "attach", items, rnd)
+                ra = _timed_op(tool, "attach", items, rnd, args.timeline)
                 udev_settle()
                 infos = [
                     dict(it, info=r.get("info")) for it, r in zip(items, ra["results"], strict=True)
                 ]
-                _timed_op(tool, "detach", infos, rnd)
+                _timed_op(tool, "detach", infos, rnd, args.timeline)
             finally:
                 for t in targets:
                     t.destroy()

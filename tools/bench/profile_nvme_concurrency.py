@@ -138,7 +138,17 @@ class IdleSampler:
 
 def timeline(t0: float, idle: IdleSampler) -> None:
     """Each step's spans (ms from t0) by thread, then the idle share per 50 ms."""
-    keep = ("nvmeof.", "actions.", "ledger transaction", "nvmeof target lock", "DeviceWatch.wait")
+    keep = (
+        "nvmeof.",
+        "iscsi.",
+        "sessions.",
+        "ops.",
+        "actions.",
+        "ledger transaction",
+        "nvmeof target lock",
+        "target/session lock",
+        "DeviceWatch.wait",
+    )
     by_thread: dict[str, list[str]] = collections.defaultdict(list)
     for start, end, thread, name in sorted(SPANS):
         if start >= t0 and name.startswith(keep):
