@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from brick_agent.connectors.nvmeof.connector import NVMeOFConnector
@@ -328,4 +330,45 @@ def test_a_detach_that_keeps_the_controller_for_an_attached_volume_needs_no_excl
     assert nvme_dirs(roots) == ["nvme0"] and kernel.flushed == [a["path"]]
     assert [list(e["attachments"]) for e in led.entries().values()] == [["b"]]
     conn.disconnect_volume(pb, b)
+    assert nvme_dirs(roots) == [] and led.entries() == {}
+
+
+def test_a_keeping_detach_reads_one_other_namespace_not_the_whole_subsystem(
+    tmp_path,
+    roots,  # noqa: F811  (the imported fixture)
+    monkeypatch,
+):
+    """On a subsystem of 12 attached volumes, a detach that keeps the controller finds
+    another attached volume's namespace by its recorded UUID and head: it reads the
+    identity of its own namespace (its NSID the head tried first) and that one, not of
+    all twelve (the cost does not grow with the subsystem's size)."""
+    import uuid as uuidmod
+
+    from brick_agent.host import nvme as hostnvme
+
+    kernel, conn, led = make(tmp_path, roots)
+    uuids = [props()["vol_uuid"]] + [str(uuidmod.UUID(int=0x5000 + i)) for i in range(2, 13)]
+    for nsid, u in enumerate(uuids[1:], start=2):
+        kernel.subsystems[NQN].namespaces[nsid] = FakeNs(nsid, u, None)
+    nsids = {u: nsid for nsid, u in enumerate(uuids, start=1)}  # as Cinder's nvmet sends
+
+    def p(u):
+        return props(vol_uuid=u, ns_id=nsids[u])
+
+    infos = {u: conn.connect_volume(p(u)) for u in uuids}
+    reads: list[str] = []
+    real = hostnvme._may_carry
+
+    def counting(path, want_wwid):
+        reads.append(os.path.basename(path))
+        return real(path, want_wwid)
+
+    monkeypatch.setattr(hostnvme, "_may_carry", counting)
+    conn.disconnect_volume(p(uuids[5]), infos[uuids[5]])
+    assert nvme_dirs(roots) == ["nvme0"]
+    assert 1 <= len(reads) <= 4, reads
+    monkeypatch.setattr(hostnvme, "_may_carry", real)
+    for u in uuids:
+        if u != uuids[5]:
+            conn.disconnect_volume(p(u), infos[u])
     assert nvme_dirs(roots) == [] and led.entries() == {}

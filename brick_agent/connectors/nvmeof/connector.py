@@ -36,6 +36,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -864,14 +865,15 @@ class NVMeOFConnector(Connector):
         brick_agent (the ledger) or an attach pending?  Then this detach's part is done
         (its namespaces flushed, none under a map) without the exclusive subsystem lock,
         for which the subsystem's other detaches and new controllers queue.  Decided under
-        the shared lock, and only read when the ledger has another volume of the
-        subsystem at all (the subsystem index: no sysfs read otherwise).
+        the shared lock, from the volumes the ledger's subsystem index names (each found
+        by its recorded UUID: one namespace read, not the subsystem's every namespace).
 
         A concurrent last detach cannot leave the controller to nobody: the ledger
         clears a volume's attachments before its detach looks here, so of two detaches
         the one clearing last sees the other's cleared and goes on to the exclusive
         path.  Anything else (no ledger, a map, a namespace not visible or not flushed, a
-        controller whose others are not attached) is the exclusive path's to decide."""
+        controller no attached volume's namespace shows) is the exclusive path's to
+        decide."""
         if self.ledger is None or not target.identified:
             return False
         try:
@@ -882,27 +884,57 @@ class NVMeOFConnector(Connector):
             return False
         hostnqn = self._hostnqn(target)
         with self._rw(target).shared():
-            topo = self._topology(target.nqn, hostnqn)
+            topo = self._topology(target.nqn, hostnqn, only=target)
             ours = [ns for ns in topo.namespaces if matches(ns, target)]
             if not topo.controllers or not ours or any(ns.name not in flushed for ns in ours):
                 return False
-            data = self.ledger.view()  # as of now, under the lock
-            for ctrl in topo.controllers:
-                others = [
-                    ns
-                    for ns in topo.namespaces
-                    if ctrl.name in ns.controllers and not matches(ns, target)
-                ]
-                claims = ledger_claims(data, target.nqn, others) if others else []
-                if not claims:
-                    return False
-                LOG.info(
-                    "keeping controller %s of %s: its other namespace(s) are in use (%s)",
-                    ctrl.name,
-                    target.nqn,
-                    "; ".join(claims),
-                )
-            return True
+            wanted = {c.name for c in topo.controllers}
+            kept = self._controllers_showing_attached(target, hostnqn, self.ledger.view(), wanted)
+            if set(kept) != wanted:
+                return False
+        for name, why in sorted(kept.items()):
+            LOG.info("keeping controller %s of %s: %s", name, target.nqn, why)
+        return True
+
+    #: Volumes of the subsystem a keeping detach looks up before it leaves the decision to
+    #: the exclusive path (one namespace read each).
+    max_attached_looks = 4
+
+    def _controllers_showing_attached(
+        self, target: NvmeTarget, hostnqn: str, data: Mapping[str, Any], wanted: set[str]
+    ) -> dict[str, str]:
+        """Which of controllers ``wanted`` show a namespace of another volume the ledger
+        ``data`` holds attached (all of them while an attach to the subsystem is pending):
+        ``{controller: why}``.  Each volume's namespace is found by the UUID of its
+        recorded identity, its recorded head tried first; a volume recorded by another
+        identity is not looked at (the exclusive path reads every namespace)."""
+        prefix = f"nvme:{target.nqn.lower()}:"
+        for p in data.get("pending", ()):
+            if any(str(k).lower().startswith(prefix) for k in p.get("lookup", ())):
+                return {c: f"an attach to {target.nqn} is pending" for c in wanted}
+        own = hostnvme.canonical_uuid(target.uuid)
+        out: dict[str, str] = {}
+        looks = 0
+        for key, entry in ledgermod.entries_of_scope(data, f"nvme:{target.nqn}"):
+            uuid = hostnvme.canonical_uuid(_uuid_of(entry.get("identity")))
+            if not entry.get("attachments") or uuid is None or uuid == own:
+                continue
+            if looks == self.max_attached_looks:
+                break
+            looks += 1
+            head = os.path.basename(str((entry.get("device_info") or {}).get("path") or ""))
+            hint = _HEAD_NSID.fullmatch(head)
+            other = dataclasses.replace(
+                target, uuid=uuid, nguid=None, nsid=int(hint.group(1)) if hint else None
+            )
+            for ns in self._topology(target.nqn, hostnqn, only=other).namespaces:
+                if hostnvme.canonical_uuid(ns.uuid) != uuid:
+                    continue
+                for c in wanted.intersection(ns.controllers).difference(out):
+                    out[c] = f"its namespace {ns.name} is attached through brick_agent ({key})"
+            if set(out) == wanted:
+                break
+        return out
 
     def _finish(self, leftovers: list[str], errors: list[str], ignore_errors: bool) -> None:
         if not leftovers and not errors:
@@ -1290,6 +1322,16 @@ def _identities(nqn: str, ns: hostnvme.NvmeNamespace) -> set[str]:
     }
     plain = {str(n).strip().lower() for n in names if n}
     return plain | {f"nvme:{nqn.lower()}:{n}" for n in plain}
+
+
+#: A namespace head's name: nvme<subsystem instance>n<namespace instance>.
+_HEAD_NSID = re.compile(r"nvme\d+n(\d+)")
+
+
+def _uuid_of(identity: Any) -> str | None:
+    """The UUID of an NVMe identity ``uuid.<uuid>`` (None for the eui./nvme. forms)."""
+    text = str(identity or "").strip().lower()
+    return text[len("uuid.") :] if text.startswith("uuid.") else None
 
 
 def subsystem_attached(data: Mapping[str, Any], nqn: str) -> bool:
