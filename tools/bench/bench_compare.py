@@ -571,7 +571,13 @@ def fill(workers: dict[str, Worker], protocol: str, volumes: int, batch: int) ->
         detached = _in_batches(workers["ours"], protocol, "detach_many", attached, batch)
         check(f"7 fill {protocol}", "ours", before)
         for op, done in (("attach", attached), ("detach", detached)):
-            _quarter_row(protocol, op, [d["t"] for d in done], sum(not d["ok"] for d in done))
+            _quarter_row(
+                protocol,
+                op,
+                [d["t"] for d in done],
+                sum(not d["ok"] for d in done),
+                sorted({str(d["error"]) for d in done if not d["ok"]})[:2],
+            )
     finally:
         for tg in targets:
             try:
@@ -614,14 +620,18 @@ def _in_batches(
             raise RuntimeError(f"{op}: {r.get('error') or r}")
         for it, res in zip(chunk, r["results"], strict=True):  # failures are counted
             info = res.get("info") if op == "attach_many" else it.get("info")
-            out.append({**it, "t": res["t"], "ok": res["ok"], "info": info})
+            out.append(
+                {**it, "t": res["t"], "ok": res["ok"], "info": info, "error": res.get("error")}
+            )
     return out
 
 
-def _quarter_row(protocol: str, op: str, times: list[float], failures: int) -> None:
+def _quarter_row(
+    protocol: str, op: str, times: list[float], failures: int, errors: list[str] | None = None
+) -> None:
     q = max(1, len(times) // 4)
     quarters = [times[k * q : (k + 1) * q] for k in range(4)]
-    vals: dict[str, Any] = {"failures": failures}
+    vals: dict[str, Any] = {"failures": failures, "errors": list(errors or [])}
     for k, qt in enumerate(quarters, 1):
         vals[f"q{k}_p50"] = statistics.median(qt) if qt else None
         vals[f"q{k}_p95"] = p(qt, 0.95) if qt else None
