@@ -335,6 +335,11 @@ def read_controller(
     )
 
 
+def controller_state(roots: HostRoots, name: str) -> str | None:
+    """Controller ``name``'s ``state`` ('live', 'deleting', ...); None when it is gone."""
+    return _read(roots.sysfs("class", "nvme", name, "state"))
+
+
 def nvme_controllers(roots: HostRoots = DEFAULT_ROOTS) -> list[NvmeController]:
     """All NVMe controllers (fabrics and PCIe), by number; vanished ones skipped."""
     mapping = _controller_to_subsystem(roots)

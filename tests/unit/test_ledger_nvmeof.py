@@ -372,3 +372,31 @@ def test_a_keeping_detach_reads_one_other_namespace_not_the_whole_subsystem(
         if u != uuids[5]:
             conn.disconnect_volume(p(u), infos[u])
     assert nvme_dirs(roots) == [] and led.entries() == {}
+
+
+def test_a_flush_that_fails_while_the_controller_is_being_deleted_waits_for_the_device(
+    tmp_path,
+    roots,  # noqa: F811  (the imported fixture)
+):
+    """The flush of a namespace whose controller another detach is deleting fails (the
+    privileged side no longer finds its fabric controller) while the device is still
+    there: with no live controller left, the detach waits for the device to go (it goes
+    with the controller) instead of failing."""
+    import threading
+
+    from brick_agent.errors import NotOwned
+
+    kernel, conn, led = make(tmp_path, roots)
+    info = conn.connect_volume(props())
+    (ctrl,) = nvme_dirs(roots)
+    state = roots.sysfs("class", "nvme", ctrl, "state")
+
+    def flush(device, timeout):
+        with open(state, "w") as f:
+            f.write("deleting\n")
+        threading.Timer(0.2, kernel.disconnect, args=(ctrl,)).start()
+        raise NotOwned(f"block device {device}", "no fabric controller")
+
+    kernel.flush = flush
+    conn.disconnect_volume(props(), info)  # no LeftoversRemain
+    assert nvme_dirs(roots) == [] and led.entries() == {}

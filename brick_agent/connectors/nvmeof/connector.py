@@ -855,7 +855,7 @@ class NVMeOFConnector(Connector):
             return set(), []
         flushed: set[str] = set()
         for ns in ours:
-            if not self._flush(self.roots.devfs(ns.name), force, errors, deadline):
+            if not self._flush(self.roots.devfs(ns.name), force, errors, deadline, ns.controllers):
                 return flushed, [self.roots.devfs(ns.name)]
             flushed.add(ns.name)
         return flushed, []
@@ -948,22 +948,54 @@ class NVMeOFConnector(Connector):
             return
         raise LeftoversRemain("; ".join(errors) or "NVMe-oF detach incomplete", leftovers)
 
+    #: Seconds a device whose flush failed while none of its controllers was live gets to
+    #: go with them (another volume's last detach deleting the controller meanwhile).
+    removal_grace = 3.0
+
     @metrics.step("flush")
-    def _flush(self, path: str, force: bool, errors: list[str], deadline: Deadline) -> bool:
+    def _flush(
+        self,
+        path: str,
+        force: bool,
+        errors: list[str],
+        deadline: Deadline,
+        controllers: Collection[str] = (),
+    ) -> bool:
         """Flush the device at ``path`` (a namespace or a map) before it goes; False when
         that failed (without ``force``).  A device that is gone by the time the flush
-        failed needs none: another volume's last detach of the subsystem deleted the
+        failed, or goes within :attr:`removal_grace` while none of its ``controllers`` is
+        live, needs none: another volume's last detach of the subsystem deleted the
         controller meanwhile (the kernel syncs a disk as it removes it), or the kernel
         dropped it; nothing of it is left to keep."""
         try:
             self.actions.flush(path, max(deadline.remaining(), KERNEL_ACTION_MIN))
             return True
         except BrickError as exc:
-            if not os.path.isdir(self.roots.sysfs("class", "block", os.path.basename(path))):
-                LOG.info("%s is gone: nothing left to flush (%s)", path, exc)
+            if self._gone_with_its_controllers(path, controllers, deadline):
+                LOG.info("%s went with its controller meanwhile: nothing to flush (%s)", path, exc)
                 return True
             errors.append(f"flush {path}: {exc}")
             return force
+
+    def _gone_with_its_controllers(
+        self, path: str, controllers: Collection[str], deadline: Deadline
+    ) -> bool:
+        """Is the device at ``path`` gone, or going (none of its ``controllers`` live, and
+        gone within :attr:`removal_grace`, waited for on uevents)?"""
+        sysdir = self.roots.sysfs("class", "block", os.path.basename(path))
+        if not os.path.isdir(sysdir):
+            return True
+        if not controllers or any(
+            hostnvme.controller_state(self.roots, c) == "live" for c in controllers
+        ):
+            return False
+        grace = Deadline.after(min(self.removal_grace, max(deadline.remaining(), 0.1)))
+        with self._watch() as watch:
+            try:
+                watch.wait_gone(lambda: os.path.isdir(sysdir), grace, what=path)
+            except DeviceNotFound:
+                return False
+        return True
 
     def _detach_target(
         self,
@@ -995,7 +1027,9 @@ class NVMeOFConnector(Connector):
             for ns in ours:
                 if ns.name in flushed:
                     continue
-                if not self._flush(self.roots.devfs(ns.name), force, errors, deadline):
+                if not self._flush(
+                    self.roots.devfs(ns.name), force, errors, deadline, ns.controllers
+                ):
                     return [self.roots.devfs(ns.name)]
         doomed = self._disconnect_controllers(topo, target, hostnqn, errors, deadline)
         if not doomed:
