@@ -21,6 +21,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import statistics
 import sys
@@ -447,6 +448,8 @@ def _namespace_devices(uuids: list[str]) -> list[str]:
     wanted = set(uuids)
     out = []
     for d in glob.glob("/sys/block/nvme*n*"):
+        if not re.fullmatch(r"nvme\d+n\d+", os.path.basename(d)):
+            continue  # a path of a native multipath head (nvmeXcYnZ), hidden
         try:
             with open(os.path.join(d, "uuid")) as f:
                 if f.read().strip() in wanted:
