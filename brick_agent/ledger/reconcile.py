@@ -566,7 +566,7 @@ def _detach_decision(
             # detach to the identity this address carried when we attached it
             target = tombs[-1]
         if not target.get("identity") or (
-            self.protocol == "NVMEOF" and not _uuid_of(target["identity"])
+            self.protocol == "NVMEOF" and not ledgermod.nvme_identity_uuid(target["identity"])
         ):
             LOG.warning(
                 "disconnect of %s: the recorded device is gone or reused and its "
@@ -677,12 +677,6 @@ def _unknown_decision(
     return {}
 
 
-def _uuid_of(identity: str | None) -> str | None:
-    """The namespace UUID of an NVMe wwid ``uuid.<uuid>`` (None for eui./nvme. forms)."""
-    ident = (identity or "").strip().lower()
-    return ident[len("uuid.") :] if ident.startswith("uuid.") and len(ident) == 41 else None
-
-
 def _anchor_info(protocol: str, identity: str) -> dict[str, Any]:
     """A device_info that names only the identity (SCSI: the WWID the connector verifies)."""
     if protocol == "NVMEOF":
@@ -697,5 +691,5 @@ def _anchored_props(
     recorded UUID, so the connector removes only that namespace."""
     if protocol != "NVMEOF" or props.get("vol_uuid") or "target_nqn" not in props:
         return props
-    uuid = _uuid_of(identity)
+    uuid = ledgermod.nvme_identity_uuid(identity)
     return {**props, "vol_uuid": uuid} if uuid else props

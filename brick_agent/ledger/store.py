@@ -932,6 +932,12 @@ def entries_named(data: Mapping[str, Any], names: Iterable[str]) -> list[tuple[s
     return [(k, vols[k]) for k in keys if k in vols]
 
 
+def nvme_identity_uuid(identity: Any) -> str | None:
+    """The namespace UUID of an NVMe wwid ``uuid.<uuid>`` (None for eui./nvme. forms)."""
+    ident = str(identity or "").strip().lower()
+    return ident[len("uuid.") :] if ident.startswith("uuid.") and len(ident) == 41 else None
+
+
 def entries_of_scope(data: Mapping[str, Any], scope: str) -> list[tuple[str, dict]]:
     """Entries with a lookup key under ``scope`` (:func:`state.scope_forms`: an iSCSI or
     FC target, an NVMe subsystem ``nvme:<nqn>``), from the index on indexed content."""

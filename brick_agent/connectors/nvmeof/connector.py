@@ -889,7 +889,11 @@ class NVMeOFConnector(Connector):
             if not topo.controllers or not ours or any(ns.name not in flushed for ns in ours):
                 return False
             wanted = {c.name for c in topo.controllers}
-            kept = self._controllers_showing_attached(target, hostnqn, self.ledger.view(), wanted)
+            try:
+                data = self.ledger.view()  # as of now, under the lock
+            except (BrickError, OSError):
+                return False
+            kept = self._controllers_showing_attached(target, hostnqn, data, wanted)
             if set(kept) != wanted:
                 return False
         for name, why in sorted(kept.items()):
@@ -908,15 +912,13 @@ class NVMeOFConnector(Connector):
         ``{controller: why}``.  Each volume's namespace is found by the UUID of its
         recorded identity, its recorded head tried first; a volume recorded by another
         identity is not looked at (the exclusive path reads every namespace)."""
-        prefix = f"nvme:{target.nqn.lower()}:"
-        for p in data.get("pending", ()):
-            if any(str(k).lower().startswith(prefix) for k in p.get("lookup", ())):
-                return {c: f"an attach to {target.nqn} is pending" for c in wanted}
+        if attach_pending(data, target.nqn):
+            return {c: f"an attach to {target.nqn} is pending" for c in wanted}
         own = hostnvme.canonical_uuid(target.uuid)
         out: dict[str, str] = {}
         looks = 0
         for key, entry in ledgermod.entries_of_scope(data, f"nvme:{target.nqn}"):
-            uuid = hostnvme.canonical_uuid(_uuid_of(entry.get("identity")))
+            uuid = hostnvme.canonical_uuid(ledgermod.nvme_identity_uuid(entry.get("identity")))
             if not entry.get("attachments") or uuid is None or uuid == own:
                 continue
             if looks == self.max_attached_looks:
@@ -1362,24 +1364,23 @@ def _identities(nqn: str, ns: hostnvme.NvmeNamespace) -> set[str]:
 _HEAD_NSID = re.compile(r"nvme\d+n(\d+)")
 
 
-def _uuid_of(identity: Any) -> str | None:
-    """The UUID of an NVMe identity ``uuid.<uuid>`` (None for the eui./nvme. forms)."""
-    text = str(identity or "").strip().lower()
-    return text[len("uuid.") :] if text.startswith("uuid.") else None
+def attach_pending(data: Mapping[str, Any], nqn: str) -> bool:
+    """Whether the ledger content ``data`` holds an attach to subsystem ``nqn`` pending."""
+    prefix = f"nvme:{nqn.lower()}:"
+    return any(
+        str(k).lower().startswith(prefix)
+        for p in data.get("pending", ())
+        for k in p.get("lookup", ())
+    )
 
 
 def subsystem_attached(data: Mapping[str, Any], nqn: str) -> bool:
     """Whether the ledger content ``data`` holds any volume of subsystem ``nqn`` attached
     (an entry with attachments) or an attach to it pending: a bound on
     :func:`ledger_claims` that reads no namespace."""
-    prefix = f"nvme:{nqn.lower()}:"
-    if any(
-        str(k).lower().startswith(prefix)
-        for p in data.get("pending", ())
-        for k in p.get("lookup", ())
-    ):
-        return True
-    return any(e.get("attachments") for _, e in ledgermod.entries_of_scope(data, f"nvme:{nqn}"))
+    return attach_pending(data, nqn) or any(
+        e.get("attachments") for _, e in ledgermod.entries_of_scope(data, f"nvme:{nqn}")
+    )
 
 
 def ledger_claims(
@@ -1401,12 +1402,7 @@ def ledger_claims(
     counts every entry (the cleanup's rule: nothing a ledger volume records is a
     leftover)."""
     out = []
-    prefix = f"nvme:{nqn.lower()}:"
-    if any(
-        str(k).lower().startswith(prefix)
-        for p in data.get("pending", ())
-        for k in p.get("lookup", ())
-    ):
+    if attach_pending(data, nqn):
         out.append(f"an attach to {nqn} is pending")
     names = set().union(*(_identities(nqn, ns) for ns in namespaces)) if namespaces else set()
     for key, entry in ledgermod.entries_named(data, names):
