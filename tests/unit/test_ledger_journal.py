@@ -352,6 +352,17 @@ def test_writers_in_two_processes_lose_nothing_in_a_journaled_ledger(led, monkey
     assert len(vols) == N + 80 and vols == _fresh(led)["volumes"]
 
 
+def _add_nvme_volume(led, nqn):
+    """One attached NVMe volume of subsystem ``nqn`` (UUID ...0001)."""
+    with led.transaction() as data:
+        data["volumes"]["NVMEOF:uuid.1"] = {
+            "protocol": "NVMEOF",
+            "identity": "uuid.00000000-0000-4000-8000-000000000001",
+            "lookup": [f"nvme:{nqn}:00000000-0000-4000-8000-000000000001"],
+            "attachments": {"a": {}},
+        }
+
+
 def test_nvme_ledger_claims_from_the_indexes_equal_a_scan(led):
     """The NVMe detach asks which other namespaces of a controller the ledger holds:
     answered from the indexes on a view, by scanning on the plain content, alike."""
@@ -360,13 +371,8 @@ def test_nvme_ledger_claims_from_the_indexes_equal_a_scan(led):
 
     nqn = "nqn.2014-08.org.Example:Sub"  # mixed case: keys compare lowercase
     _fill(led)
+    _add_nvme_volume(led, nqn)
     with led.transaction() as data:
-        data["volumes"]["NVMEOF:uuid.1"] = {
-            "protocol": "NVMEOF",
-            "identity": "uuid.00000000-0000-4000-8000-000000000001",
-            "lookup": [f"nvme:{nqn}:00000000-0000-4000-8000-000000000001"],
-            "attachments": {"a": {}},
-        }
         data["volumes"]["NVMEOF:nsid"] = {
             "protocol": "NVMEOF",
             "identity": "eui.00aa",
@@ -400,13 +406,7 @@ def test_subsystem_attached_from_the_index_equals_a_scan_and_follows_the_attachm
     nqn = "nqn.2014-08.org.Example:Sub"  # an NQN holds colons, and compares lowercase
     other = "nqn.2014-08.org.Example:Sub2"
     _fill(led)
-    with led.transaction() as data:
-        data["volumes"]["NVMEOF:uuid.1"] = {
-            "protocol": "NVMEOF",
-            "identity": "uuid.00000000-0000-4000-8000-000000000001",
-            "lookup": [f"nvme:{nqn}:00000000-0000-4000-8000-000000000001"],
-            "attachments": {"a": {}},
-        }
+    _add_nvme_volume(led, nqn)
 
     def both(name):
         return subsystem_attached(led.view(), name), subsystem_attached(led.read(), name)

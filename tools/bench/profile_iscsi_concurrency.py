@@ -19,17 +19,7 @@ import time
 
 import bench_iscsi  # beside this script
 from host import udev_settle
-from profile_nvme_concurrency import (
-    SPANS,
-    STATS,
-    IdleSampler,
-    common_args,
-    ours,
-    report,
-    timed,
-    timed_cm,
-    timeline,
-)
+from profile_nvme_concurrency import STATS, common_args, ours, report, run_timed, timed, timed_cm
 
 
 def instrument() -> None:
@@ -79,15 +69,8 @@ def _timed_op(tool: object, op: str, items: list[dict], rnd: int, show: bool = F
     """Run the worker's ``attach_many``/``detach_many`` of ``items``; print wall, our CPU,
     the per-volume p50/max and the step timers (``show``: each thread's timeline too);
     the worker's answer."""
-    import worker as w
-
     cpu = time.process_time()
-    SPANS.clear()
-    t_start = time.monotonic()
-    with IdleSampler() as idle:
-        res = w.handle(tool, {"op": f"{op}_many", "protocol": "ISCSI", "items": items})
-    if show:
-        timeline(t_start, idle)
+    res = run_timed(tool, op, "ISCSI", items, show)
     ts = sorted(r["t"] for r in res["results"])
     print(
         f"round {rnd} {op} wall {res['t']:.3f} cpu {time.process_time() - cpu:.3f} "

@@ -173,6 +173,20 @@ def report(title: str) -> None:
     STATS.clear()
 
 
+def run_timed(tool: object, op: str, protocol: str, items: list[dict], show: bool) -> dict:
+    """The worker's ``<op>_many`` of ``items`` with the steps' spans and the VM's idle share
+    sampled (printed as each thread's timeline when ``show``); the worker's answer."""
+    import worker as w
+
+    SPANS.clear()
+    t_start = time.monotonic()
+    with IdleSampler() as idle:
+        res = w.handle(tool, {"op": f"{op}_many", "protocol": protocol, "items": items})
+    if show:
+        timeline(t_start, idle)
+    return res
+
+
 def common_args(ap: argparse.ArgumentParser) -> None:
     """The options every concurrency profiler takes."""
     ap.add_argument("--no-ledger", action="store_true")
@@ -209,7 +223,6 @@ def main() -> int:
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
     from brick_lab import NvmetSubsystem
-    import worker as w
 
     tool = ours(args)
     instrument()
@@ -234,12 +247,7 @@ def main() -> int:
             udev_settle()
             cpu = time.process_time()
             host0 = cpu_times()
-            SPANS.clear()
-            t_start = time.monotonic()
-            with IdleSampler() as idle:
-                ra = w.handle(tool, {"op": "attach_many", "protocol": "NVME", "items": items})
-            if args.timeline:
-                timeline(t_start, idle)
+            ra = run_timed(tool, "attach", "NVME", items, args.timeline)
             cpu = time.process_time() - cpu
             host = [b - a for a, b in zip(host0, cpu_times(), strict=True)]
             print(
@@ -257,12 +265,7 @@ def main() -> int:
                 dict(it, info=r.get("info")) for it, r in zip(items, ra["results"], strict=True)
             ]
             udev_settle()
-            SPANS.clear()
-            t_start = time.monotonic()
-            with IdleSampler() as idle:
-                rd = w.handle(tool, {"op": "detach_many", "protocol": "NVME", "items": infos})
-            if args.timeline:
-                timeline(t_start, idle)
+            rd = run_timed(tool, "detach", "NVME", infos, args.timeline)
             ts = sorted(r["t"] for r in rd["results"])
             print(
                 f"round {rnd} detach wall {rd['t']:.3f} p50 {ts[len(ts) // 2]:.3f} "
