@@ -46,7 +46,6 @@ def instrument() -> None:
                 "_wait_removed",
                 "udev_entries",
                 "confirmed",
-                "require_wwid",
                 "device_info",
                 "revalidate",
             ),
