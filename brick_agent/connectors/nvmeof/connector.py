@@ -889,10 +889,6 @@ class NVMeOFConnector(Connector):
             if not topo.controllers or not ours or any(ns.name not in flushed for ns in ours):
                 return False
             wanted = {c.name for c in topo.controllers}
-            try:
-                data = self.ledger.view()  # as of now, under the lock
-            except (BrickError, OSError):
-                return False
             kept = self._controllers_showing_attached(target, hostnqn, data, wanted)
             if set(kept) != wanted:
                 return False
