@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import glob
 import json
 import math
 import os
 import platform
-import re
 import shutil
 import statistics
 import sys
@@ -444,20 +442,12 @@ def _nvme_floor_many(targets: list[Any], flush: bool = False) -> dict[str, Any]:
 
 
 def _namespace_devices(uuids: list[str]) -> list[str]:
-    """/dev paths of the NVMe namespace devices with these UUIDs (read from sysfs)."""
-    wanted = set(uuids)
-    out = []
-    for d in glob.glob("/sys/block/nvme*n*"):
-        if not re.fullmatch(r"nvme\d+n\d+", os.path.basename(d)):
-            continue  # a path of a native multipath head (nvmeXcYnZ), hidden
-        try:
-            with open(os.path.join(d, "uuid")) as f:
-                if f.read().strip() in wanted:
-                    out.append("/dev/" + os.path.basename(d))
-        except OSError:
-            continue
-    assert len(out) == len(wanted), f"namespace devices {out} for {len(wanted)} UUIDs"
-    return sorted(out)
+    """/dev paths of the NVMe namespace heads with these UUIDs (read from sysfs)."""
+    from brick_lab.rawhost import nvme_heads_with
+
+    out = sorted("/dev/" + name for uuid in uuids for name in nvme_heads_with(uuid))
+    assert len(out) == len(set(uuids)), f"namespace devices {out} for {len(uuids)} UUIDs"
+    return out
 
 
 def _iscsi_floor_many(targets: list[Any]) -> dict[str, Any]:
