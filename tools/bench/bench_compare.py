@@ -36,6 +36,9 @@ from host import cpu_times, udev_settle
 TOOLS = ("ours", "osbrick")
 #: the NVMe concurrency floor whose detach first flushes each namespace, as ours does
 FLUSHED_FLOOR = "floor+flush"
+#: the iSCSI concurrency floor that does what ours must: manual-scan logins and one
+#: targeted scan per LUN (never the whole target), a flush of each disk before its delete
+TARGETED_FLOOR = "floor+targeted"
 FAIL_CAP = 60.0  # seconds: a failure attempt still running then is reported as "> cap"
 ROWS: list[dict[str, Any]] = []
 LEFT: dict[str, dict[str, list[str]]] = {}
@@ -308,7 +311,7 @@ def concurrency(workers: dict[str, Worker], protocol: str, rounds: int = 1) -> N
     read again.  NVMe also has a floor: bare ``nvme connect`` of both subsystems at once.
     """
     results: dict[str, list[dict[str, Any]]] = {}
-    floors = ("floor", FLUSHED_FLOOR) if protocol == "NVME" else ("floor",)
+    floors = ("floor", FLUSHED_FLOOR) if protocol == "NVME" else ("floor", TARGETED_FLOOR)
     for rnd in range(rounds):
         order = floors + TOOLS
         for who in order[rnd % len(order) :] + order[: rnd % len(order)]:
@@ -349,10 +352,10 @@ def _concurrency_round(workers: dict[str, Worker], protocol: str, who: str) -> d
         for t in targets:
             t.create()
         udev_settle()
-        if who in ("floor", FLUSHED_FLOOR):
+        if who in ("floor", FLUSHED_FLOOR, TARGETED_FLOOR):
             if protocol == "NVME":
                 return _nvme_floor_many(targets, flush=who == FLUSHED_FLOOR)
-            return _iscsi_floor_many(targets)
+            return _iscsi_floor_many(targets, targeted=who == TARGETED_FLOOR)
         if protocol == "ISCSI":
             items = [
                 {"props": {"target_portal": t.portals[0], "target_iqn": t.iqn, "target_lun": lun}}
@@ -450,19 +453,21 @@ def _namespace_devices(uuids: list[str]) -> list[str]:
     return out
 
 
-def _iscsi_floor_many(targets: list[Any]) -> dict[str, Any]:
+def _iscsi_floor_many(targets: list[Any], targeted: bool = False) -> dict[str, Any]:
     """The kernel's share of the iSCSI concurrency section: both logins at once (each
-    scanning its target) until the 16 disks exist; the detach deletes them and logs out."""
+    scanning its target) until the 16 disks exist; the detach deletes them and logs out.
+    ``targeted`` (:data:`TARGETED_FLOOR`): manual-scan logins, then one scan per LUN, all
+    at once; the detach flushes every disk first."""
     import bench_iscsi as bi
 
     luns = sum(len(t.luns) for t in targets)
     with HostLoad() as load:
         t0 = time.monotonic()
-        bi.floor_attach_many(targets, luns)
+        bi.floor_attach_many(targets, luns, targeted=targeted)
         attach = time.monotonic() - t0
     udev_settle()
     t0 = time.monotonic()
-    bi.floor_detach_many(targets)
+    bi.floor_detach_many(targets, flush=targeted)
     detach = time.monotonic() - t0
     udev_settle()
     return {
@@ -897,22 +902,25 @@ def table(meta: dict[str, Any]) -> str:
             ],
         )
         for proto in ("ISCSI", "NVME"):
-            w = {
-                who: next(
-                    (r["wall"] for r in con if r["what"] == f"{proto} 16 volumes attach [{who}]"),
-                    None,
-                )
-                for who in ("floor",) + TOOLS
-            }
-            if w["ours"] and w["osbrick"]:
-                L.append(
-                    f"| {proto} attach speed-up os-brick/ours | "
-                    f"{w['osbrick'] / w['ours']:.1f}x | | | | | | |"
-                )
-            if w["ours"] and w["floor"]:
-                L.append(
-                    f"| {proto} attach ours/floor | {w['ours'] / w['floor']:.2f}x | | | | | | |"
-                )
+            for op in ("attach", "detach"):
+                w = {
+                    who: next(
+                        (r["wall"] for r in con if r["what"] == f"{proto} 16 volumes {op} [{who}]"),
+                        None,
+                    )
+                    for who in ("floor", FLUSHED_FLOOR, TARGETED_FLOOR) + TOOLS
+                }
+                if w["ours"] and w["osbrick"]:
+                    L.append(
+                        f"| {proto} {op} speed-up os-brick/ours | "
+                        f"{w['osbrick'] / w['ours']:.1f}x | | | | | | |"
+                    )
+                for floor in ("floor", FLUSHED_FLOOR, TARGETED_FLOOR):
+                    if w["ours"] and w[floor]:
+                        L.append(
+                            f"| {proto} {op} ours/{floor} | {w['ours'] / w[floor]:.2f}x "
+                            "| | | | | | |"
+                        )
         L.append("")
         L += [
             f"- walls of the rounds, {r['what']}: " + ", ".join(f"{w:.3f}" for w in r["rounds"])
@@ -1014,7 +1022,7 @@ def table(meta: dict[str, Any]) -> str:
 #: seconds per section (a lab run per section adds ~2 min of boot and setup)
 BUDGETS = {
     "latency": 300.0,
-    "concurrency": 540.0,  # 3 rounds of floor, ours and os-brick
+    "concurrency": 600.0,  # 3 rounds of floor, floor+targeted, ours and os-brick
     "concurrency-nvme": 300.0,  # 3 rounds of floor, floor+flush, ours and os-brick
     "failures": 360.0,
     "discovery": 300.0,

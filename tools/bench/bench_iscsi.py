@@ -22,6 +22,7 @@ import concurrent.futures
 import glob
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -85,9 +86,16 @@ def _lun_disks(iqns: set[str]) -> set[str]:
     return out
 
 
-def floor_attach_many(targets: list[LioIscsiTarget], luns: int, timeout: float = 120.0) -> None:
+def floor_attach_many(
+    targets: list[LioIscsiTarget], luns: int, timeout: float = 120.0, targeted: bool = False
+) -> None:
     """The kernel's share of attaching every LUN of ``targets``: all logins at once (the
     login's own scan of the target), until ``luns`` disks exist with their /dev node.
+
+    ``targeted``: what ours must do instead (manual-scan sessions, never a whole-target
+    scan): the records get ``node.session.scan = manual``, then every LUN is scanned on
+    its own (``c t l`` written to the session's SCSI host, all at once, as bare shell
+    writes would).
 
     The node records are made one at a time before (and deleted one at a time after the
     logouts): iscsiadm changing a record while another iscsiadm walks the node database
@@ -99,8 +107,22 @@ def floor_attach_many(targets: list[LioIscsiTarget], luns: int, timeout: float =
 
     for t in targets:  # the records first, one at a time (see _node_records)
         sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", t.portals[0], "--op", "new")
+        if targeted:
+            sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", t.portals[0], "--op", "update",
+               "-n", "node.session.scan", "-v", "manual")  # fmt: skip
     with concurrent.futures.ThreadPoolExecutor(len(targets)) as pool:
         list(pool.map(login, targets))
+    if targeted:
+        scans = [
+            (host, f"0 {tid} {lun}")
+            for t in targets
+            for host, tid in [_session_host_and_target(t.iqn)]
+            for lun in sorted(t.luns)
+        ]
+        with concurrent.futures.ThreadPoolExecutor(len(scans)) as pool:
+            list(
+                pool.map(lambda hs: _write(f"/sys/class/scsi_host/host{hs[0]}/scan", hs[1]), scans)
+            )
     iqns = {t.iqn for t in targets}
     end = time.monotonic() + timeout
     while len(_lun_disks(iqns)) < luns:
@@ -109,10 +131,37 @@ def floor_attach_many(targets: list[LioIscsiTarget], luns: int, timeout: float =
         time.sleep(0.005)
 
 
-def floor_detach_many(targets: list[LioIscsiTarget]) -> None:
-    """The matching detach: delete every LUN's device, then all logouts at once."""
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _session_host_and_target(iqn: str) -> tuple[int, int]:
+    """(SCSI host number, target id) of the session to ``iqn`` (sysfs)."""
+    for sess in glob.glob("/sys/class/iscsi_session/session*"):
+        with open(os.path.join(sess, "targetname")) as f:
+            if f.read().strip() != iqn:
+                continue
+        with open(os.path.join(sess, "target_id")) as f:
+            tid = int(f.read().strip())
+        # /sys/devices/platform/host<N>/session<M>/iscsi_session/session<M>
+        host = re.search(r"/host(\d+)/session\d+/", os.path.realpath(sess))
+        assert host is not None, f"no SCSI host in {os.path.realpath(sess)}"
+        return int(host.group(1)), tid
+    raise RuntimeError(f"no session to {iqn}")
+
+
+def floor_detach_many(targets: list[LioIscsiTarget], flush: bool = False) -> None:
+    """The matching detach: delete every LUN's device, then all logouts at once.
+    ``flush``: first flush every disk (``blockdev --flushbufs``, all at once), the
+    guarantee a detach of ours keeps."""
     iqns = {t.iqn for t in targets}
-    for name in _lun_disks(iqns):
+    disks = sorted(_lun_disks(iqns))
+    if flush:
+        procs = [subprocess.Popen(["blockdev", "--flushbufs", f"/dev/{d}"]) for d in disks]
+        if any(p.wait(timeout=120) for p in procs):
+            raise RuntimeError("a floor flush failed")
+    for name in disks:
         with open(f"/sys/block/{name}/device/delete", "w") as f:
             f.write("1")
 
