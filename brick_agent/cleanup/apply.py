@@ -33,7 +33,7 @@ def _lock(item: PlanItem, lock_path: str | None, timeout: float) -> Any:
     portal, target, nqn = ev.get("portal"), ev.get("target"), ev.get("subsysnqn")
     if item.kind in (K.ISCSI_SESSION, K.ISCSI_NODE, K.SCSI_DEVICE) and portal and target:
         key = locking.iscsi_target_key(str(portal), str(target))
-        return locking.target_lock("iscsi", key, lock_path=lock_path, timeout=timeout)
+        return locking.target_rw_lock("iscsi", key, lock_path=lock_path).exclusive(timeout)
     if item.kind in (K.NVME_CONTROLLER, K.NVME_UNUSED) and nqn:
         return locking.target_rw_lock("nvme", str(nqn), lock_path=lock_path).exclusive(timeout)
     return contextlib.nullcontext()  # (evidence without them cannot match: skipped below)

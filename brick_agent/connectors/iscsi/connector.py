@@ -291,7 +291,7 @@ class ISCSIConnector(Connector):
     ) -> _Path:
         lun = props.scsi_lun(target.lun)
         with self._watch_factory() as watch:
-            with self.sessions.target_lock(target):
+            with self.sessions.target_lock(target, shared=True):
                 session = self.sessions.ensure(props, target, deadline, record)
                 existing = session_lun(self.roots, session, lun)
                 if existing is not None:
@@ -492,7 +492,7 @@ class ISCSIConnector(Connector):
             wwid,
             info,
             force,
-            lock_for=lambda d: self.sessions.session_lock(session_of[d.hctl]),
+            lock_for=lambda d: self.sessions.session_lock(session_of[d.hctl], shared=True),
             then=log_out,
         )
         return leftovers

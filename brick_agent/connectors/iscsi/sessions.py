@@ -67,20 +67,27 @@ class IscsiSessions:
         # bounded: a stuck holder must not hang every later attach of that target
         return self.opts.login_timeout + self.opts.device_wait_timeout + self.opts.command_timeout
 
-    def target_lock(self, target: IscsiTarget, timeout: float | None = None):
-        """The lock of ``target`` (portal+IQN); ``timeout`` defaults to :meth:`lock_timeout`."""
-        return self._lock(target.portal.address, target.iqn, timeout)
+    def target_lock(
+        self, target: IscsiTarget, timeout: float | None = None, *, shared: bool = False
+    ):
+        """The lock of ``target`` (portal+IQN); ``timeout`` defaults to :meth:`lock_timeout`.
 
-    def session_lock(self, session: IscsiSession):
-        return self._lock(session.portal or "unknown", session.target_iqn or "?")
+        Held shared by what adds to a session or takes one LUN from it (an attach's login
+        and scan, a detach's LUN delete: the LUNs of one session are independent, and the
+        kernel orders the scans of one SCSI host), exclusive by what ends a session or
+        decides from all of its LUNs (logouts, an attach's undo)."""
+        return self._lock(target.portal.address, target.iqn, timeout, shared)
 
-    def _lock(self, portal: str, iqn: str, timeout: float | None = None):
-        return locking.target_lock(
-            "iscsi",
-            locking.iscsi_target_key(portal, iqn),
-            lock_path=self.opts.lock_path,
-            timeout=self.lock_timeout() if timeout is None else timeout,
+    def session_lock(self, session: IscsiSession, *, shared: bool = False):
+        """:meth:`target_lock` of the session's target."""
+        return self._lock(session.portal or "unknown", session.target_iqn or "?", None, shared)
+
+    def _lock(self, portal: str, iqn: str, timeout: float | None, shared: bool):
+        lock = locking.target_rw_lock(
+            "iscsi", locking.iscsi_target_key(portal, iqn), lock_path=self.opts.lock_path
         )
+        timeout = self.lock_timeout() if timeout is None else timeout
+        return lock.shared(timeout) if shared else lock.exclusive(timeout)
 
     # ---------------------------------------------------------------- lookup
     def find(self, target: IscsiTarget) -> list[IscsiSession]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import os
+import time
 
 import pytest
 
@@ -527,6 +528,58 @@ def test_eight_volumes_from_two_targets_concurrently(conf, host, fake):
             )
         )
     assert fake.state() == EMPTY
+
+
+def test_attaches_of_two_luns_of_one_target_scan_at_once(conf, host, fake):
+    """The target lock is shared by attaches: the scan of one LUN does not wait for
+    another LUN's (the kernel orders the scans of one SCSI host itself)."""
+    import threading
+
+    both_scanning = threading.Barrier(2, timeout=3)
+    real_scan = fake.scan_lun
+
+    def scan_lun(host_no, channel, target, lun):
+        both_scanning.wait()  # broken (an error) unless the other scan runs meanwhile
+        real_scan(host_no, channel, target, lun)
+
+    fake.scan_lun = scan_lun
+    c = make(conf, host, fake)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        infos = list(pool.map(lambda lun: c.connect_volume(props(lun=lun)), (0, 1)))
+    assert [i["scsi_wwn"] for i in infos] == [udev_of(1), udev_of(2)]
+    assert fake.count("login") == 1
+    for lun, info in enumerate(infos):
+        c.disconnect_volume(props(lun=lun), info)
+    assert fake.state() == EMPTY
+
+
+def test_a_logout_waits_for_an_attach_scanning_on_its_session(conf, host, fake):
+    """The last detach of a session's LUN deletes it while another volume's attach scans
+    on that session: the logout (exclusive) waits for the scan and then keeps the session."""
+    import threading
+
+    c = make(conf, host, fake)
+    first = c.connect_volume(props(lun=0))
+    deleted = threading.Event()
+    real_delete, real_scan = fake.delete_device, fake.scan_lun
+
+    def delete_device(hctl):
+        real_delete(hctl)
+        deleted.set()
+
+    def scan_lun(host_no, channel, target, lun):
+        deleted.wait(2)  # the detach gets as far as it can meanwhile
+        time.sleep(0.2)
+        real_scan(host_no, channel, target, lun)
+
+    fake.delete_device, fake.scan_lun = delete_device, scan_lun
+    attach = _run(lambda: c.connect_volume(props(lun=1)))
+    c.disconnect_volume(props(lun=0), first)
+    second = attach.result(5)
+    assert fake.count("logout") == 0
+    assert fake.state()["devices"] == [os.path.basename(second["path"])]
+    c.disconnect_volume(props(lun=1), second)
+    assert fake.count("logout") == 1 and fake.state() == EMPTY
 
 
 # ---------------------------------------------------------------- misc contract
