@@ -155,17 +155,19 @@ class PrivilegedIscsiActions(PrivilegedScsiActions):
         ``--op new``/``update``/``delete`` of any other record makes it fail with
         "iSCSI database failure" (exit 6).  Record changes take this lock
         exclusively, logins and logouts shared (so they still run in parallel).
+        A waiting record change holds back new logins (:class:`ReaderWriterLock`
+        prefers writers): the first logins of two targets then write both records
+        and log in at the same time, instead of the second waiting for the whole
+        first login before it may write its record.
         The wait is bounded (:class:`LockTimeout`): by default a login plus a
         command, what one holder can take.
         """
         if timeout is None:
             timeout = self.opts.login_timeout + LOGIN_COMMAND_SLACK + self.opts.command_timeout
-        return locking.host_file_lock(
-            locking.safe_lock_name("iscsi-nodedb"),
-            lock_path=self.opts.lock_path,
-            exclusive=exclusive,
-            timeout=timeout,
+        lock = locking.rw_lock(
+            locking.safe_lock_name("iscsi-nodedb"), lock_path=self.opts.lock_path
         )
+        return lock.exclusive(timeout) if exclusive else lock.shared(timeout)
 
     def manual_scan_supported(self) -> bool:
         return iscsiadm.iscsi_manual_scan_supported()

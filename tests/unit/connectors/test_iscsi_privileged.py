@@ -82,6 +82,51 @@ def test_node_db_lock_is_shared_for_logins_exclusive_for_record_changes(tmp_path
     assert events == ["two readers", "reader done", "writer"]
 
 
+def test_a_second_targets_record_is_written_before_the_first_login_not_after_it(
+    tmp_path, monkeypatch
+):
+    """Two targets' first logins at once: the second record write does not wait for the
+    first whole login (it holds back the first login instead), so the logins overlap."""
+    from brick_agent.connectors.iscsi.actions import NodeSettings
+    from brick_agent.privileged import iscsi as piscsi
+
+    conf = config.new_conf()
+    conf.set_override("lock_path", str(tmp_path), group="brick_agent")
+    conf.set_override("privsep_in_process", True, group="brick_agent")
+    a = ip.PrivilegedIscsiActions(conf)
+    spans: dict[str, list[float]] = {}
+    a_written = threading.Event()
+
+    def node_update(iqn, portal, iface, settings, timeout=30.0):
+        time.sleep(0.1)
+        if iqn.endswith(":a"):
+            a_written.set()
+            time.sleep(0.2)  # B asks for the record lock meanwhile
+        return {}
+
+    def node_login(iqn, portal, iface, timeout=30.0):
+        start = time.monotonic()
+        time.sleep(0.5)
+        spans[iqn] = [start, time.monotonic()]
+        return {}
+
+    monkeypatch.setattr(piscsi, "node_create", lambda *a, **k: {})
+    monkeypatch.setattr(piscsi, "node_update", node_update)
+    monkeypatch.setattr(piscsi, "node_login", node_login)
+
+    def login(iqn: str) -> None:
+        a.login(NodeSettings(portal="127.0.0.1:3260", iqn=iqn, manual_scan=False))
+
+    first = threading.Thread(target=login, args=(IQN + ":a",))
+    first.start()
+    assert a_written.wait(5)
+    login(IQN + ":b")
+    first.join(5)
+    (a_start, a_end), (b_start, _) = spans[IQN + ":a"], spans[IQN + ":b"]
+    assert b_start < a_end, "the second login waited for the first to end"
+    assert a_start > 0
+
+
 def test_flush_is_the_bounded_privileged_flush_of_the_device(tmp_path, monkeypatch):
     """Never an fsync of this process's own (unbounded, and of whatever the path names):
     the privileged flush, which checks the device is a fabric volume's, bounded by
