@@ -98,15 +98,18 @@ def _roots(args: argparse.Namespace):
 
 
 def _conf(args: argparse.Namespace):
-    """Parse the configuration once per invocation and apply it process-wide."""
+    """Parse the configuration once per invocation and apply it process-wide.
+
+    The privileged side takes it (as the default configuration) at its first call: a
+    command that makes none (health checks, audit, listings) never imports oslo.privsep
+    and eventlet, a third of a command's start under emulation."""
     if getattr(args, "conf", None) is not None:
         return args.conf
-    from brick_agent import config, locking, privileged
+    from brick_agent import config, locking
 
     conf = config.new_conf(config_files=args.config_file or config.default_config_files())
     config.set_default_conf(conf)
     locking.configure(conf)
-    privileged.init(conf)
     args.conf = conf
     return conf
 
