@@ -1,4 +1,4 @@
-"""CHAP secrets into open-iscsi's records without any argv.
+"""Node settings and CHAP secrets written into open-iscsi's records, with no argv and no exec.
 
 ``iscsiadm`` takes a record value only on its command line (``-v VALUE``),
 where any local user reads it in ``/proc/PID/cmdline``; open-iscsi 2.1.8 has no
@@ -10,6 +10,12 @@ into the record file itself: read, replace the ``*.auth.*`` lines, write a 0600
 temporary file beside it, fsync, rename over — holding iscsiadm's own database
 lock (``link(LOCK_FILE, LOCK_WRITE_FILE)`` in ``/run/lock/iscsi``) so no
 iscsiadm read-modify-write interleaves.
+
+A new node's other settings (manual scan, login attempts and timeouts) go the same way,
+in the same write, instead of one more ``iscsiadm --op update`` (which, like every
+``-m node`` call, reads every record of the host and waits for the node database):
+only the lines ``--op new`` wrote are replaced, so a setting this iscsiadm does not
+know (no line) is left to ``--op update``, whose refusal says so.
 
 Record locations (usr/idbm.c ``idbm_rec_write``): ``--op new`` without a tpgt
 writes ``nodes/<iqn>/<address>,<port>`` (a file); with a tpgt (discovery)
@@ -74,8 +80,8 @@ def _record_line_name(line: str) -> str:
     return line.split("=", 1)[0].strip()
 
 
-def rewrite_record(path: str, items: list[tuple[str, str]]) -> None:
-    """Replace ``items`` in the record file ``path``: 0600 temporary file, fsync, rename."""
+def _record_lines(path: str) -> list[str]:
+    """The lines of the record file ``path`` (never through a symlink)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError as exc:
@@ -83,7 +89,12 @@ def rewrite_record(path: str, items: list[tuple[str, str]]) -> None:
             raise InvalidArgument(f"{path} is a symlink") from None
         raise
     with os.fdopen(fd, encoding="utf-8", errors="surrogateescape") as handle:
-        lines = handle.read().splitlines()
+        return handle.read().splitlines()
+
+
+def rewrite_record(path: str, items: list[tuple[str, str]]) -> None:
+    """Replace ``items`` in the record file ``path``: 0600 temporary file, fsync, rename."""
+    lines = _record_lines(path)
     names = {name for name, _ in items}
     kept = [line for line in lines if _record_line_name(line) not in names]
     text = "\n".join(kept + [f"{name} = {value}" for name, value in items]) + "\n"
@@ -102,7 +113,7 @@ def rewrite_record(path: str, items: list[tuple[str, str]]) -> None:
     LOG.debug("set %s in %s", ", ".join(sorted(names)), path)
 
 
-def do_node_set_auth(
+def do_node_set_settings(
     target_iqn: str,
     portal: str,
     iface: str,
@@ -111,11 +122,21 @@ def do_node_set_auth(
     root: str | None = None,
     lock_dir: str = LOCK_DIR,
 ) -> dict:
-    """Write node CHAP settings into the existing node record (never on an argv)."""
-    items = _auth_items(settings, piscsi.NODE_PARAMS)
+    """Write node settings into the existing node record in one rewrite.
+
+    A CHAP setting replaces its line or adds it (an empty one has none); any other
+    replaces the line ``--op new`` wrote for it and is left out when there is none.
+    ``{"set": names written, "absent": names left out}``.
+    """
+    items = piscsi._settings(settings, piscsi.NODE_PARAMS)
     with idbm_lock(lock_dir):
-        rewrite_record(node_record_path(root or db_root(), target_iqn, portal, iface), items)
-    return {"set": [name for name, _ in items]}
+        path = node_record_path(root or db_root(), target_iqn, portal, iface)
+        present = {_record_line_name(line) for line in _record_lines(path)}
+        chosen = [(name, value) for name, value in items if ".auth." in name or name in present]
+        if chosen:
+            rewrite_record(path, chosen)
+    written = [name for name, _ in chosen]
+    return {"set": written, "absent": [name for name, _ in items if name not in written]}
 
 
 def do_discovery_set_auth(
@@ -129,8 +150,8 @@ def do_discovery_set_auth(
 
 
 @entrypoint
-def node_set_auth(target_iqn: str, portal: str, iface: str, settings: list) -> dict:
-    return do_node_set_auth(target_iqn, portal, iface, settings)
+def node_set_settings(target_iqn: str, portal: str, iface: str, settings: list) -> dict:
+    return do_node_set_settings(target_iqn, portal, iface, settings)
 
 
 @entrypoint

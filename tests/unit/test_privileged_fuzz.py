@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from brick_agent.errors import BrickError
-from brick_agent.privileged import block, iscsi, links, md, multipath, nvme, scsi
+from brick_agent.privileged import block, iscsi, iscsi_auth, links, md, multipath, nvme, scsi
 from tests.unit.host.fakehost import FakeHost
 from tests.unit.test_privileged_ownership import (
     DATA_IQN,
@@ -30,11 +30,11 @@ from tests.unit.test_privileged_ownership import (
 )
 
 #: Injected by the test, never fuzzed.
-_INJECTED = {"roots", "run", "io", "resolve", "set_auth", "db_root", "lock_dir", "flush"}
+_INJECTED = {"roots", "run", "io", "resolve", "set_auth", "db_root", "root", "lock_dir", "flush"}
 BODIES = sorted(
     (
         (f"{mod.__name__.rsplit('.', 1)[1]}.{name}", func)
-        for mod in (scsi, block, iscsi, nvme, multipath, md, links)
+        for mod in (scsi, block, iscsi, iscsi_auth, nvme, multipath, md, links)
         for name, func in vars(mod).items()
         if name.startswith("do_") and inspect.isfunction(func) and func.__module__ == mod.__name__
     ),
@@ -65,6 +65,16 @@ VALID: dict[str, tuple] = {
         "default",
         [("node.session.scan", "manual")],
         5.0,
+    ),
+    "iscsi_auth.do_discovery_set_auth": (
+        FREE_PORTAL,
+        [("discovery.sendtargets.auth.authmethod", "None")],
+    ),
+    "iscsi_auth.do_node_set_settings": (
+        FREE_IQN,
+        FREE_PORTAL,
+        "default",
+        [("node.session.scan", "manual"), ("node.session.auth.authmethod", "None")],
     ),
     "links.do_remove_dangling_link": ("by-path", DANGLING, "../../sdzz"),
     "md.do_create_or_assemble_raid1": ("vol-2", ["nvme1n1", "nvme4n1"]),
@@ -150,6 +160,10 @@ def roots(tmp_path_factory):
     fh = build(FakeHost(tmp_path_factory.mktemp("fuzz") / "host"))
     fh.attr("etc/multipath/wwids", f"# Multipath wwids, Version : 1.0\n/{STALE_WWID}/")
     fh.link(f"dev/disk/by-path/{DANGLING}", "dev/sdzz")
+    # the records iscsiadm --op new and a discovery write, for the record-file bodies
+    address, port = FREE_PORTAL.rsplit(":", 1)
+    fh.attr(f"etc/iscsi/nodes/{FREE_IQN}/{address},{port}", "node.session.scan = auto\n")
+    fh.attr(f"etc/iscsi/send_targets/{address},{port}/st_config", "discovery.type = 0\n")
     return fh.roots
 
 
@@ -169,6 +183,7 @@ def _call(func, roots, values, extra):
                 "flush": lambda dev, timeout: None,
                 # open-iscsi's record database and its lock, in the fake host's tree
                 "db_root": roots.etcfs("iscsi"),
+                "root": roots.etcfs("iscsi"),
                 "lock_dir": roots.runfs("lock", "iscsi"),
             }[p.name]
             (

@@ -1,4 +1,4 @@
-"""CHAP settings written into open-iscsi's record files (never on an argv), on a tmp tree."""
+"""Node settings and CHAP written into open-iscsi's record files (never on an argv), tmp tree."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def _record(root, rel: str, text: str = RECORD):
 )  # discovered
 def test_node_auth_goes_into_the_record_file(tmp_path, rel):
     record = _record(tmp_path / "db", rel)
-    iscsi_auth.do_node_set_auth(
+    iscsi_auth.do_node_set_settings(
         IQN,
         "192.0.2.10:3260",
         "default",
@@ -69,7 +69,7 @@ def test_node_auth_goes_into_the_record_file(tmp_path, rel):
     assert stat.S_IMODE(os.stat(record).st_mode) == 0o600
     assert sorted(os.listdir(record.parent)) == [record.name]  # no temp file left
     assert not os.path.exists(tmp_path / "lock" / "lock.write")  # lock released
-    iscsi_auth.do_node_set_auth(
+    iscsi_auth.do_node_set_settings(
         IQN,
         "192.0.2.10:3260",
         "default",
@@ -83,7 +83,7 @@ def test_node_auth_goes_into_the_record_file(tmp_path, rel):
 def test_ipv6_portal_and_discovery_record(tmp_path):
     root = tmp_path / "db"
     record = _record(root, f"nodes/{IQN}/2001:db8::1,3260")
-    iscsi_auth.do_node_set_auth(
+    iscsi_auth.do_node_set_settings(
         IQN, "[2001:db8::1]:3260", "default", CHAP, root=str(root), lock_dir=str(tmp_path / "lock")
     )
     assert _parse(record)["node.session.auth.password"] == PW
@@ -101,7 +101,7 @@ def test_refuses_what_is_not_a_record_or_not_auth(tmp_path):
     root = tmp_path / "db"
     lock = str(tmp_path / "lock")
     with pytest.raises(DeviceNotFound):
-        iscsi_auth.do_node_set_auth(
+        iscsi_auth.do_node_set_settings(
             IQN, "192.0.2.10:3260", "default", CHAP, root=str(root), lock_dir=lock
         )
     target = _record(tmp_path, "elsewhere", "x = y\n")
@@ -109,14 +109,14 @@ def test_refuses_what_is_not_a_record_or_not_auth(tmp_path):
     link.parent.mkdir(parents=True)
     link.symlink_to(target)
     with pytest.raises(DeviceNotFound):
-        iscsi_auth.do_node_set_auth(
+        iscsi_auth.do_node_set_settings(
             IQN, "192.0.2.10:3260", "default", CHAP, root=str(root), lock_dir=lock
         )
     assert target.read_text() == "x = y\n"
     _record(root, f"nodes/{IQN}/192.0.2.11,3260")
-    for bad in ([("node.session.scan", "manual")], [("node.session.auth.password", "a\nb")]):
+    for bad in ([("node.session.bogus", "x")], [("node.session.auth.password", "a\nb")]):
         with pytest.raises(InvalidArgument) as ei:
-            iscsi_auth.do_node_set_auth(
+            iscsi_auth.do_node_set_settings(
                 IQN, "192.0.2.11:3260", "default", bad, root=str(root), lock_dir=lock
             )
         assert "a\nb" not in str(ei.value)
@@ -131,7 +131,7 @@ def test_waits_for_iscsiadms_database_lock(tmp_path):
     os.link(lock_dir / "lock", lock_dir / "lock.write")  # iscsiadm holds it
     threading.Timer(0.3, os.unlink, [lock_dir / "lock.write"]).start()
     start = time.monotonic()
-    iscsi_auth.do_node_set_auth(
+    iscsi_auth.do_node_set_settings(
         IQN, "192.0.2.10:3260", "default", CHAP, root=str(root), lock_dir=str(lock_dir)
     )
     assert time.monotonic() - start >= 0.25
@@ -140,3 +140,29 @@ def test_waits_for_iscsiadms_database_lock(tmp_path):
     with pytest.raises(LockTimeout):
         with iscsi_auth.idbm_lock(str(lock_dir), wait=0.1):
             pass
+
+
+def test_other_settings_replace_only_the_lines_the_record_has(tmp_path):
+    """A setting ``--op new`` wrote a line for is replaced in place of it; one without a
+    line (this iscsiadm does not know it) is left out and named, for ``--op update``."""
+    record = _record(tmp_path / "db", f"nodes/{IQN}/192.0.2.10,3260")
+    out = iscsi_auth.do_node_set_settings(
+        IQN,
+        "192.0.2.10:3260",
+        "default",
+        [
+            ("node.session.scan", "manual"),
+            ("node.conn[0].timeo.login_timeout", "7"),
+            *CHAP,
+        ],
+        root=str(tmp_path / "db"),
+        lock_dir=str(tmp_path / "lock"),
+    )
+    assert out == {
+        "set": ["node.session.scan", *(name for name, _ in CHAP)],
+        "absent": ["node.conn[0].timeo.login_timeout"],
+    }
+    values = _parse(record)
+    assert values["node.session.scan"] == "manual" and values["node.session.auth.password"] == PW
+    assert "node.conn[0].timeo.login_timeout" not in values
+    assert record.read_text().count("node.session.scan") == 1

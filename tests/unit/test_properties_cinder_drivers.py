@@ -15,7 +15,7 @@ import copy
 import pytest
 
 from brick_agent.connectors.iscsi.actions import NodeSettings
-from brick_agent.connectors.iscsi.actions import PrivilegedIscsiActions, _chap_settings, _split_auth
+from brick_agent.connectors.iscsi.actions import PrivilegedIscsiActions, _chap_settings
 from brick_agent.errors import InvalidConnectionProperties
 from brick_agent.privileged import iscsi as piscsi
 from brick_agent.privileged import iscsi_auth, iscsi_records
@@ -277,14 +277,14 @@ def _iscsi_argv(data: dict) -> list[list[str]]:
     for target in props.targets:
         node = NodeSettings(portal=target.portal.address, iqn=target.iqn, auth=props.auth)
         base = piscsi._node_argv(node.iqn, node.portal, node.iface)
-        settings, auth = _split_auth(
-            PrivilegedIscsiActions._node_settings(node), node.auth is not None
-        )
+        settings = PrivilegedIscsiActions._node_settings(node)
         argvs.append(base + ["--op", "new"])
-        argvs.append(piscsi._update_argv(base, piscsi._settings(settings, piscsi.NODE_PARAMS)))
-        if auth:
-            assert iscsi_auth._auth_items(auth, piscsi.NODE_PARAMS)
-            assert iscsi_records.address_port(node.portal)[1] == str(target.portal.port)
+        # every setting is valid for the record file (node_set_settings); one the record
+        # lacks goes to --op update, never a CHAP one (those are added to the file)
+        assert piscsi._settings(settings, piscsi.NODE_PARAMS)
+        plain = [item for item in settings if ".auth." not in item[0]]
+        argvs.append(piscsi._update_argv(base, piscsi._settings(plain, piscsi.NODE_PARAMS)))
+        assert iscsi_records.address_port(node.portal)[1] == str(target.portal.port)
         v.int_arg(props.scsi_lun(target.lun), "lun", minimum=0, maximum=2**64 - 1)
     if props.discovery_auth is not None:
         items = _chap_settings("discovery.sendtargets.auth", props.discovery_auth)

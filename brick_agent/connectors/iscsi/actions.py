@@ -117,18 +117,6 @@ def _chap_settings(prefix: str, auth: ChapCredentials | None) -> list[tuple[str,
     ]
 
 
-def _split_auth(
-    settings: list[tuple[str, str]], chap: bool
-) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(settings for iscsiadm's argv, CHAP settings for the record file)."""
-    if not chap:
-        return settings, []
-    return (
-        [item for item in settings if ".auth." not in item[0]],
-        [item for item in settings if ".auth." in item[0]],
-    )
-
-
 def _login_error(exc: CommandFailed, portal: str, iqn: str) -> Exception:
     where = f"{iqn} at {portal}"
     if exc.returncode == ERR_LOGIN_AUTH_FAILED:
@@ -206,30 +194,43 @@ class PrivilegedIscsiActions(PrivilegedScsiActions):
         return settings
 
     def _write_node(self, node: NodeSettings) -> None:
-        """``--op new`` + the settings (caller holds the exclusive node-DB lock)."""
+        """``--op new``, then the settings written into the new record (CHAP never on an
+        argv; no second iscsiadm walk of the node database); a setting the record has no
+        line for goes through ``--op update`` (caller holds the exclusive node-DB lock)."""
         from brick_agent.privileged import iscsi as piscsi
+        from brick_agent.privileged import iscsi_auth
 
         timeout = max(1.0, node.login_timeout)
         piscsi.node_create(node.iqn, node.portal, node.iface, timeout=timeout)
-        settings, auth = _split_auth(self._node_settings(node), node.auth is not None)
-        if auth:  # CHAP goes into the record file, never on iscsiadm's argv
-            from brick_agent.privileged import iscsi_auth
+        settings = self._node_settings(node)
+        written = iscsi_auth.node_set_settings(node.iqn, node.portal, node.iface, settings)
+        rest = [item for item in settings if item[0] in written["absent"]]
+        if rest:
+            rest = self._update_node(node, rest, timeout)
+        if node.manual_scan:
+            scan = ("node.session.scan", "manual")
+            iscsiadm.note_manual_scan_result(scan in rest or "node.session.scan" in written["set"])
 
-            iscsi_auth.node_set_auth(node.iqn, node.portal, node.iface, auth)
+    @staticmethod
+    def _update_node(
+        node: NodeSettings, settings: list[tuple[str, str]], timeout: float
+    ) -> list[tuple[str, str]]:
+        """``--op update`` of ``settings``; the settings it took.  An iscsiadm without
+        ``node.session.scan`` (gobrick's "exit 7" case) gets the rest without it: automatic
+        scans, remembered by the caller (guard_connection then locks)."""
+        from brick_agent.privileged import iscsi as piscsi
+
         try:
             piscsi.node_update(node.iqn, node.portal, node.iface, settings, timeout=timeout)
+            return settings
         except CommandFailed as exc:
             if not node.manual_scan or exc.returncode != ERR_INVAL:
                 raise
-            # an iscsiadm without node.session.scan (gobrick's "exit 7" case): fall back
-            # to automatic scans and remember it (guard_connection then locks)
             LOG.warning("iscsiadm rejected node.session.scan (%s): automatic LUN scans", exc)
-            iscsiadm.note_manual_scan_result(False)
             settings = [item for item in settings if item[0] != "node.session.scan"]
-            piscsi.node_update(node.iqn, node.portal, node.iface, settings, timeout=timeout)
-        else:
-            if node.manual_scan:
-                iscsiadm.note_manual_scan_result(True)
+            if settings:
+                piscsi.node_update(node.iqn, node.portal, node.iface, settings, timeout=timeout)
+            return settings
 
     def prepare_nodes(self, nodes: list[NodeSettings]) -> None:
         with self._node_db(exclusive=True):

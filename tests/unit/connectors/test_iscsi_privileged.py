@@ -89,6 +89,7 @@ def test_a_second_targets_record_is_written_before_the_first_login_not_after_it(
     first whole login (it holds back the first login instead), so the logins overlap."""
     from brick_agent.connectors.iscsi.actions import NodeSettings
     from brick_agent.privileged import iscsi as piscsi
+    from brick_agent.privileged import iscsi_auth
 
     conf = config.new_conf()
     conf.set_override("lock_path", str(tmp_path), group="brick_agent")
@@ -97,12 +98,12 @@ def test_a_second_targets_record_is_written_before_the_first_login_not_after_it(
     spans: dict[str, list[float]] = {}
     a_written = threading.Event()
 
-    def node_update(iqn, portal, iface, settings, timeout=30.0):
+    def node_set_settings(iqn, portal, iface, settings):
         time.sleep(0.1)
         if iqn.endswith(":a"):
             a_written.set()
             time.sleep(0.2)  # B asks for the record lock meanwhile
-        return {}
+        return {"set": [n for n, _ in settings], "absent": []}
 
     def node_login(iqn, portal, iface, timeout=30.0):
         start = time.monotonic()
@@ -111,7 +112,7 @@ def test_a_second_targets_record_is_written_before_the_first_login_not_after_it(
         return {}
 
     monkeypatch.setattr(piscsi, "node_create", lambda *a, **k: {})
-    monkeypatch.setattr(piscsi, "node_update", node_update)
+    monkeypatch.setattr(iscsi_auth, "node_set_settings", node_set_settings)
     monkeypatch.setattr(piscsi, "node_login", node_login)
 
     def login(iqn: str) -> None:
@@ -161,32 +162,98 @@ def test_flush_of_a_device_that_is_no_fabric_volume_is_refused():
         a.flush("/dev/sdzz")
 
 
-def test_iscsiadm_without_manual_scan_falls_back_and_is_remembered(tmp_path, monkeypatch):
-    from brick_agent.connectors.iscsi.actions import NodeSettings
-    from brick_agent.host import iscsiadm
-    from brick_agent.privileged import iscsi as piscsi
+#: the lines ``iscsiadm --op new`` (2.1.8) writes for the settings a login sets
+NEW_RECORD = (
+    "# BEGIN RECORD 2.1.8\nnode.name = {iqn}\nnode.session.initial_login_retry_max = 4\n"
+    "node.session.auth.authmethod = None\nnode.session.timeo.replacement_timeout = 120\n"
+    "node.session.scan = auto\nnode.conn[0].timeo.login_timeout = 30\n# END RECORD\n"
+)
 
-    conf = config.new_conf()
-    conf.set_override("lock_path", str(tmp_path), group="brick_agent")
-    conf.set_override("privsep_in_process", True, group="brick_agent")
-    a = ip.PrivilegedIscsiActions(conf)
-    updates: list[list[str]] = []
+
+def _fake_record_db(tmp_path, monkeypatch, record: str = NEW_RECORD) -> dict[str, list]:
+    """iscsiadm's ``--op new`` and the record writes on a tmp database: what ran."""
+    from brick_agent.privileged import iscsi as piscsi
+    from brick_agent.privileged import iscsi_auth
+
+    ran: dict[str, list] = {"update": [], "login": []}
+
+    def node_create(iqn, portal, iface="default", timeout=30.0):
+        path = tmp_path / "db" / "nodes" / iqn / portal.replace(":", ",")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(record.format(iqn=iqn))
+        return {}
+
+    def node_set_settings(iqn, portal, iface, settings):
+        return iscsi_auth.do_node_set_settings(
+            iqn, portal, iface, settings, root=str(tmp_path / "db"), lock_dir=str(tmp_path)
+        )
 
     def node_update(iqn, portal, iface, settings, timeout=30.0):
         names = [n for n, _ in settings]
         if "node.session.scan" in names:
             raise CommandFailed(["iscsiadm", "--op", "update"], 7, "unknown parameter")
-        updates.append(names)
-        return []
+        ran["update"].append(names)
+        return {}
 
-    monkeypatch.setattr(piscsi, "node_create", lambda *a, **k: {})
+    monkeypatch.setattr(piscsi, "node_create", node_create)
+    monkeypatch.setattr(iscsi_auth, "node_set_settings", node_set_settings)
     monkeypatch.setattr(piscsi, "node_update", node_update)
-    monkeypatch.setattr(piscsi, "node_login", lambda *a, **k: {})
+    monkeypatch.setattr(piscsi, "node_login", lambda *a, **k: ran["login"].append(a) or {})
+    return ran
+
+
+def _record_values(tmp_path) -> dict[str, str]:
+    (path,) = [p for p in (tmp_path / "db" / "nodes").rglob("*") if p.is_file()]
+    lines = [line.split("=", 1) for line in path.read_text().splitlines() if " = " in line]
+    return {name.strip(): value.strip() for name, value in lines}
+
+
+def test_a_new_nodes_settings_go_into_its_record_without_an_update_exec(tmp_path, monkeypatch):
+    from brick_agent.connectors.iscsi.actions import NodeSettings
+    from brick_agent.host import iscsiadm
+    from brick_agent.properties.iscsi import ChapCredentials
+    from brick_agent.secrets import Secret
+
+    conf = config.new_conf()
+    conf.set_override("lock_path", str(tmp_path), group="brick_agent")
+    conf.set_override("privsep_in_process", True, group="brick_agent")
+    ran = _fake_record_db(tmp_path, monkeypatch)
     noted: list[bool] = []
     monkeypatch.setattr(iscsiadm, "note_manual_scan_result", noted.append)
-    a.login(NodeSettings("127.0.0.1:3260", IQN, manual_scan=True))
+    auth = ChapCredentials("brickuser", Secret("Pa55-w0rd"))
+    ip.PrivilegedIscsiActions(conf).login(
+        NodeSettings("127.0.0.1:3260", IQN, auth=auth, login_timeout=15.0, replacement_timeout=15)
+    )
+    values = _record_values(tmp_path)
+    assert values["node.session.scan"] == "manual"
+    assert values["node.session.initial_login_retry_max"] == "1"
+    assert values["node.conn[0].timeo.login_timeout"] == "7"
+    assert values["node.session.timeo.replacement_timeout"] == "15"
+    assert values["node.session.auth.authmethod"] == "CHAP"
+    assert values["node.session.auth.password"] == "Pa55-w0rd"
+    assert ran["update"] == [] and len(ran["login"]) == 1
+    assert noted == [True]
+
+
+def test_iscsiadm_without_manual_scan_falls_back_and_is_remembered(tmp_path, monkeypatch):
+    """An iscsiadm that does not know node.session.scan writes no line for it: the setting
+    goes to --op update, whose refusal (exit 7) means automatic scans, remembered."""
+    from brick_agent.connectors.iscsi.actions import NodeSettings
+    from brick_agent.host import iscsiadm
+
+    conf = config.new_conf()
+    conf.set_override("lock_path", str(tmp_path), group="brick_agent")
+    conf.set_override("privsep_in_process", True, group="brick_agent")
+    old = NEW_RECORD.replace("node.session.scan = auto\n", "")
+    ran = _fake_record_db(tmp_path, monkeypatch, old)
+    noted: list[bool] = []
+    monkeypatch.setattr(iscsiadm, "note_manual_scan_result", noted.append)
+    ip.PrivilegedIscsiActions(conf).login(NodeSettings("127.0.0.1:3260", IQN, manual_scan=True))
     assert noted == [False]
-    assert updates and "node.session.scan" not in updates[0]
+    assert ran["update"] == []  # nothing else was left for it
+    values = _record_values(tmp_path)
+    assert "node.session.scan" not in values and values["node.conn[0].timeo.login_timeout"] == "7"
+    assert len(ran["login"]) == 1
 
 
 @pytest.mark.parametrize("login_timeout", [2.0, 3.0, 7.5, 15.0, 15.9, 60.0])
