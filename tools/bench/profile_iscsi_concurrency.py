@@ -5,8 +5,9 @@
         [--rounds N] [--no-ledger]
 
 Two LIO targets of 8 LUNs, 16 threads attach then detach (as bench_compare's concurrency
-section), then the bare floor (both logins at once until the 16 disks exist; the
-matching detach).  Wraps the library's inner steps with timers (summed over threads) and
+section), then the bare floor that does what ours must (manual-scan logins, one scan per
+LUN, all at once, until the 16 disks exist; the detach flushes each disk, deletes, logs
+out).  Wraps the library's inner steps with timers (summed over threads) and
 prints, per step, calls / total / max seconds.  For a CPU profile of the whole run, wrap
 it in ``.venv/bin/py-spy record --format raw -o results/x.raw --``.
 """
@@ -32,6 +33,7 @@ def instrument() -> None:
     from brick_agent.ledger import reconcile
     from brick_agent.ledger import store as ledger
     from brick_agent.privileged import iscsi as iscsi_bodies
+    from brick_agent.privileged import iscsi_auth as record_bodies
     from brick_agent.privileged import scsi as scsi_bodies
 
     timed_cm(reconcile, "_volume_lock", "ledger volume lock")
@@ -56,6 +58,7 @@ def instrument() -> None:
         (udev.DeviceWatch, ("open", "wait_for", "wait_gone"), "DeviceWatch."),
         (iscsi_bodies, ("do_node_login", "do_node_logout", "do_node_delete"), "body."),
         (iscsi_bodies, ("do_node_create", "do_node_update"), "body."),
+        (record_bodies, ("do_node_set_settings",), "body."),
         (scsi_bodies, ("do_scan_scsi_lun", "do_delete_scsi_device"), "body."),
     ):
         for attr in attrs:
@@ -105,11 +108,11 @@ def main() -> int:
                 udev_settle()
                 if who == "floor":
                     start = time.monotonic()
-                    bench_iscsi.floor_attach_many(targets, 16)
+                    bench_iscsi.floor_attach_many(targets, 16, targeted=True)
                     attach = time.monotonic() - start
                     udev_settle()
                     start = time.monotonic()
-                    bench_iscsi.floor_detach_many(targets)
+                    bench_iscsi.floor_detach_many(targets, flush=True)
                     print(
                         f"round {rnd} floor attach {attach:.3f} "
                         f"detach {time.monotonic() - start:.3f}"
