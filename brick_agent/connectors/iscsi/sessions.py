@@ -239,7 +239,15 @@ class IscsiSessions:
 
     @metrics.step("logout")
     def logout_if_empty(self, session: IscsiSession) -> BrickError | None:
-        """Log out of ``session`` if it carries no LUN any more; the error, if any."""
+        """Log out of ``session`` if it carries no LUN any more; the error, if any.
+
+        A session that still shows a LUN is left without taking its lock: its last LUN's
+        detach logs out (a LUN deleted through sysfs is gone when the write returns, so of
+        two last detaches the later one sees the session empty).  Only a session that
+        looks empty is read again under the exclusive lock, where no scan is under way."""
+        now = read_session(self.roots, session.sid)
+        if now is None or session_has_luns(self.roots, now):
+            return None
         try:
             with self.session_lock(session):
                 now = read_session(self.roots, session.sid)

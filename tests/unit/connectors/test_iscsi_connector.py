@@ -582,6 +582,25 @@ def test_a_logout_waits_for_an_attach_scanning_on_its_session(conf, host, fake):
     assert fake.count("logout") == 1 and fake.state() == EMPTY
 
 
+def test_only_the_last_detach_of_a_session_takes_its_exclusive_lock(conf, host, fake):
+    """Detaches that leave LUNs on the session do not queue for its exclusive lock (only
+    to find it still in use): the one that empties it takes it, and logs out."""
+    from brick_agent import locking
+
+    c = make(conf, host, fake)
+    infos = [c.connect_volume(props(lun=lun)) for lun in range(3)]
+    lock = locking.target_rw_lock(
+        "iscsi", locking.iscsi_target_key(P1, IQN_A), lock_path=conf.brick_agent.lock_path
+    )
+    before = lock.writes
+    for lun in (0, 1):
+        c.disconnect_volume(props(lun=lun), infos[lun])
+    assert lock.writes == before and fake.count("logout") == 0
+    c.disconnect_volume(props(lun=2), infos[2])
+    assert lock.writes == before + 1 and fake.count("logout") == 1
+    assert fake.state() == EMPTY
+
+
 # ---------------------------------------------------------------- misc contract
 def test_initiator_name(tmp_path):
     from brick_agent.host.roots import HostRoots
