@@ -56,6 +56,7 @@ def instrument() -> None:
         (scsi_actions.PrivilegedScsiActions, ("flush", "delete_device", "scan_lun"), "actions."),
         (iscsi_actions.PrivilegedIscsiActions, ("login", "logout"), "actions."),
         (udev.DeviceWatch, ("open", "wait_for", "wait_gone"), "DeviceWatch."),
+        (udev, ("_subscribe",), "udev."),
         (iscsi_bodies, ("do_node_login", "do_node_logout", "do_node_delete"), "body."),
         (iscsi_bodies, ("do_node_create", "do_node_update"), "body."),
         (record_bodies, ("do_node_set_settings",), "body."),
