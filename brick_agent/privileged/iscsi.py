@@ -176,7 +176,7 @@ def _no_secrets(items: list[tuple[str, str]]) -> list[tuple[str, str]]:
         if name in SECRET_PARAMS:
             raise InvalidArgument(
                 f"{name} never goes on iscsiadm's command line "
-                "(use node_set_auth / discovery_set_auth)"
+                "(use node_set_settings / discovery_set_auth)"
             )
     return items
 
