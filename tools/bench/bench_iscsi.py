@@ -31,6 +31,7 @@ import time
 from brick_agent import config
 from brick_agent.connectors.iscsi.connector import ISCSIConnector
 from brick_lab import LioIscsiTarget
+from brick_lab.rawhost import read, sessions_of
 from host import udev_settle  # tools/bench/host.py, beside this script
 
 
@@ -138,17 +139,14 @@ def _write(path: str, text: str) -> None:
 
 def _session_host_and_target(iqn: str) -> tuple[int, int]:
     """(SCSI host number, target id) of the session to ``iqn`` (sysfs)."""
-    for sess in glob.glob("/sys/class/iscsi_session/session*"):
-        with open(os.path.join(sess, "targetname")) as f:
-            if f.read().strip() != iqn:
-                continue
-        with open(os.path.join(sess, "target_id")) as f:
-            tid = int(f.read().strip())
-        # /sys/devices/platform/host<N>/session<M>/iscsi_session/session<M>
-        host = re.search(r"/host(\d+)/session\d+/", os.path.realpath(sess))
-        assert host is not None, f"no SCSI host in {os.path.realpath(sess)}"
-        return int(host.group(1)), tid
-    raise RuntimeError(f"no session to {iqn}")
+    sessions = sessions_of(iqn)
+    if not sessions:
+        raise RuntimeError(f"no session to {iqn}")
+    path = f"/sys/class/iscsi_session/{sessions[0]}"
+    # /sys/devices/platform/host<N>/session<M>/iscsi_session/session<M>
+    host = re.search(r"/host(\d+)/session\d+/", os.path.realpath(path))
+    assert host is not None, f"no SCSI host in {os.path.realpath(path)}"
+    return int(host.group(1)), int(read(f"{path}/target_id") or "")
 
 
 def floor_detach_many(targets: list[LioIscsiTarget], flush: bool = False) -> None:
@@ -162,8 +160,7 @@ def floor_detach_many(targets: list[LioIscsiTarget], flush: bool = False) -> Non
         if any(p.wait(timeout=120) for p in procs):
             raise RuntimeError("a floor flush failed")
     for name in disks:
-        with open(f"/sys/block/{name}/device/delete", "w") as f:
-            f.write("1")
+        _write(f"/sys/block/{name}/device/delete", "1")
 
     def logout(t: LioIscsiTarget) -> None:
         sh("iscsiadm", "-m", "node", "-T", t.iqn, "-p", t.portals[0], "--logout")
