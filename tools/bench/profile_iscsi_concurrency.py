@@ -39,7 +39,16 @@ def instrument() -> None:
     timed_cm(reconcile, "_volume_lock", "ledger volume lock")
     timed_cm(ledger.AttachmentLedger, "transaction", "ledger transaction")
     for owner, attrs, prefix in (
-        (iscsi.ISCSIConnector, ("_volume_devices", "_attach_path", "_scan"), "iscsi."),
+        (
+            iscsi.ISCSIConnector,
+            ("connect_volume", "disconnect_volume", "_volume_devices", "_attach_path", "_scan"),
+            "iscsi.",
+        ),
+        (
+            reconcile,
+            ("_identities_now", "_rebuilt_identities", "_result_identity", "_apply_access"),
+            "ledger.",
+        ),
         (iscsi_sessions.IscsiSessions, ("logout_if_empty", "ensure"), "sessions."),
         (
             scsi_volume.ScsiVolumeOps,
