@@ -307,6 +307,11 @@ class _Flusher:
             time.sleep(FLUSH_DELAY)
             self.drain()
 
+    def forget(self) -> None:
+        """Drop the places waiting to be written (tests)."""
+        with self.cond:
+            self.targets = []
+
     def drain(self) -> None:
         with self.cond:
             targets, self.targets = self.targets, []
@@ -487,12 +492,15 @@ def write_textfile(path: str, state: Mapping[str, Any]) -> None:
 
 @contextlib.contextmanager
 def recording_reset() -> Iterator[None]:
-    """Tests: start with nothing recorded in this process, and drop it after."""
+    """Tests: start with nothing recorded or waiting to be written in this process, and
+    drop it after (a write another test asked for would take this test's numbers)."""
     _recorded.take()
+    _flusher.forget()
     try:
         yield
     finally:
         _recorded.take()
+        _flusher.forget()
 
 
 def pending_series() -> dict[str, Any]:
