@@ -119,6 +119,19 @@ class State:
             self.top.pop(key, None)
 
     # ------------------------------------------------------------ reading
+    def content_with(self, record: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The content as the file format has it, with ``record`` applied, for rendering:
+        new top-level dicts over the same entries (the caller holds ``lock`` and does
+        not change what it gets)."""
+        record = record or {}
+        volumes = {**self.volumes, **record.get("v", {})}
+        for key in record.get("vd", ()):
+            volumes.pop(key, None)
+        top = {**self.top, **record.get("t", {})}
+        for key in record.get("td", ()):
+            top.pop(key, None)
+        return {**top, "volumes": volumes}
+
     def plain(self) -> dict[str, Any]:
         """A deep copy of the whole content, as the file format has it."""
         with self.lock:

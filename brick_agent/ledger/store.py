@@ -37,6 +37,10 @@ File format (JSON, ``[brick_agent] ledger_path``, version 1)::
   the journal of the previous gen is complete (that journal is ignored); a journal
   beside a version-1 snapshot is a leftover (removed).  A transaction body sees an
   overlay: entries are copied in as it reads them, and only those are compared.
+  Below :data:`JOURNAL_FROM` the process keeps the content too, with the text it
+  read or wrote: a read that finds exactly that text in the file uses it without
+  parsing (the text, not the file's stat, says nothing changed: a rename can reuse
+  an inode within one timestamp tick).
 * **Write-ahead intent**: a connect records a ``pending`` intent (lookup keys +
   attachment id) before any kernel action and replaces it with the attachment
   afterwards.  A crash in between leaves the intent, so the next call knows the
@@ -277,17 +281,21 @@ class AttachmentLedger:
             _forget_state(self.path)
             raise
         with _STATES_MUTEX:
-            if state.files.gen is not None:
-                _STATES[self.path] = state
-            else:
-                _STATES.pop(self.path, None)
+            _STATES[self.path] = state
         return state
 
     def _catch_up(self, state: State, locked: bool) -> bool:
         """Apply what was appended to the journal since ``state`` was read; False when
-        the snapshot or the journal was replaced (read afresh then)."""
+        the snapshot or the journal was replaced (read afresh then).  An unjournaled
+        state is current while the snapshot's text is the one it was read from."""
         with state.lock:
             files = state.files
+            if files.gen is None:
+                if not files.text_known or _read_snapshot(self.path)[0] != files.text:
+                    return False
+                if locked:
+                    self._drop_stale_journal()
+                return True
             if files.journal is None or _stat_key(self.path) != files.snapshot:
                 return False
             ino, applied = files.journal
@@ -324,6 +332,7 @@ class AttachmentLedger:
             state = State(data)
             state.files = _Files(snapshot=key, snapshot_size=size, gen=gen)
             if gen is None:
+                state.files.text, state.files.text_known = text, True
                 if locked:
                     self._drop_stale_journal()
                 return state
@@ -397,9 +406,10 @@ class AttachmentLedger:
             aside,
             len(data["volumes"]),
         )
-        self._write_locked(data)
+        text = self._write_locked(data)
         state = State(data)
         state.files = _Files(snapshot=_stat_key(self.path), snapshot_size=0, gen=None)
+        state.files.text, state.files.text_known = text, True
         return state
 
     def _sweep_temp_files(self) -> None:
@@ -413,9 +423,11 @@ class AttachmentLedger:
                         LOG.warning("removed %s, left by a writer that crashed", name)
         self._swept = True
 
-    def _write_locked(self, data: Mapping[str, Any]) -> None:
-        """Replace the snapshot with ``data`` (unjournaled, format version 1)."""
-        self._write_text(render(data))
+    def _write_locked(self, data: Mapping[str, Any]) -> str:
+        """Replace the snapshot with ``data`` (unjournaled, format version 1); the text."""
+        text = render(data)
+        self._write_text(text)
+        return text
 
     def _write_text(self, text: str) -> None:
         directory = os.path.dirname(self.path)
@@ -463,40 +475,41 @@ class AttachmentLedger:
 
     def _rewrite(self, state: State, rec: dict[str, Any]) -> None:
         """An unjournaled ledger: the whole new content; journaled from now on when it
-        holds more than :data:`JOURNAL_FROM` volumes."""
-        new = State(state.plain())
-        new.apply(rec)
-        self._snapshot(new, journaled=len(new.volumes) > JOURNAL_FROM)
+        holds more than :data:`JOURNAL_FROM` volumes.  (Under ``state.lock``.)"""
+        content = state.content_with(rec)
+        files = self._snapshot(content, journaled=len(content["volumes"]) > JOURNAL_FROM)
         state.apply(rec)
-        state.files = new.files
+        state.files = files
 
-    def _snapshot(self, state: State, journaled: bool) -> None:
-        """Fold everything into a new snapshot: with a new gen and an empty journal of it,
-        or unjournaled (the journal removed).  The snapshot's rename is the commit point."""
-        content = state.plain()
+    def _snapshot(self, content: Mapping[str, Any], journaled: bool) -> _Files:
+        """Fold ``content`` into a new snapshot: with a new gen and an empty journal of
+        it, or unjournaled (the journal removed); the files it is now in.  The
+        snapshot's rename is the commit point."""
         gen = os.urandom(8).hex() if journaled else None
         if gen is None:
-            self._write_locked(content)
+            text: str | None = self._write_locked(content)
         else:
+            text = None
             self._write_text(render({**content, "version": JOURNALED_VERSION, "journal": gen}))
         key, size = _stat_key(self.path), os.path.getsize(self.path)
-        state.files = _Files(snapshot=key, snapshot_size=size, gen=gen)
+        files = _Files(snapshot=key, snapshot_size=size, gen=gen)
         if gen is None:
+            files.text, files.text_known = text, True
             self._drop_stale_journal()
         else:
-            state.files.journal = journal.create(self.journal_path, gen)
+            files.journal = journal.create(self.journal_path, gen)
+        return files
 
     def _compact_quietly(self, state: State) -> None:
-        """Compaction after a durable commit: a failure is logged, not the commit's."""
+        """Compaction after a durable commit (under ``state.lock``): a failure is
+        logged, not the commit's."""
         try:
-            self._snapshot(state, journaled=len(state.volumes) > JOURNAL_FROM // 2)
+            state.files = self._snapshot(
+                state.content_with(), journaled=len(state.volumes) > JOURNAL_FROM // 2
+            )
         except OSError as exc:
             LOG.warning("attachment ledger %s: compaction failed (%s)", self.path, exc)
             _forget_state(self.path)
-        else:
-            with _STATES_MUTEX:
-                if state.files.gen is None:
-                    _STATES.pop(self.path, None)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[dict[str, Any]]:
@@ -781,11 +794,14 @@ class _Files:
     snapshot_size: int
     gen: str | None  # journaled: the gen the snapshot and its journal share
     journal: tuple[int, int] | None = None  # (inode, bytes applied) of that journal
+    # unjournaled: the snapshot's text as read or written (None: there was none)
+    text: str | None = None
+    text_known: bool = False
 
 
 _READ_ATTEMPTS = 5
 _STATES_MUTEX = threading.Lock()
-_STATES: dict[str, State] = {}  # ledger path -> journaled content, caught up per use
+_STATES: dict[str, State] = {}  # ledger path -> content, caught up (or checked) per use
 
 
 def _forget_state(path: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import threading
 
@@ -21,9 +22,9 @@ class CountingLedger(AttachmentLedger):
         super().__init__(*a, **kw)
         self.writes = 0
 
-    def _write_locked(self, data) -> None:
+    def _write_locked(self, data) -> str:
         self.writes += 1
-        super()._write_locked(data)
+        return super()._write_locked(data)
 
 
 @pytest.fixture
@@ -153,6 +154,65 @@ def test_file_has_one_line_per_volume_and_round_trips(led):
     assert sum('"ISCSI:a"' in ln for ln in lines) == 1
     assert sum('"NVMEOF:b"' in ln for ln in lines) == 1
     assert any(ln.strip().startswith('{"attachment_id":"y"') for ln in lines)
+
+
+def _counting_parses(monkeypatch) -> list[str]:
+    parsed: list[str] = []
+    real = ledgermod._parse
+
+    def parse(path, text):
+        parsed.append(path)
+        return real(path, text)
+
+    monkeypatch.setattr(ledgermod, "_parse", parse)
+    return parsed
+
+
+def _volume(volume_id: str) -> dict:
+    return {
+        "lookup": ["iscsi:iqn.2010-10.org.test:t:1"],
+        "volume_id": volume_id,
+        "attachments": {"a": {"access_mode": "rw"}},
+    }
+
+
+def test_a_small_ledger_this_process_wrote_is_not_parsed_again(led, monkeypatch):
+    """Below the journal's threshold the file is rewritten whole: the content this
+    process wrote is kept, and a read that finds the same text uses it."""
+    with led.transaction() as data:
+        data["volumes"]["ISCSI:naa.1"] = _volume("vol-a")
+    parsed = _counting_parses(monkeypatch)
+    found = ledgermod.find_entry(led.view(), ["iscsi:iqn.2010-10.org.test:t:1"])
+    assert found is not None and found[1]["volume_id"] == "vol-a"
+    with led.transaction() as data:
+        data["volumes"]["ISCSI:naa.1"]["attachments"]["b"] = {"access_mode": "ro"}
+    assert sorted(led.view()["volumes"]["ISCSI:naa.1"]["attachments"]) == ["a", "b"]
+    assert parsed == []
+    assert json.loads(pathlib.Path(led.path).read_text())["version"] == 1
+    assert led.writes == 2
+
+
+def test_a_small_ledger_rewritten_elsewhere_is_read_afresh_even_at_the_same_size_and_time(
+    led, monkeypatch
+):
+    """Another process's write is seen by its text, not by the file's stat: here it
+    has the same size and modification time as the content this process holds."""
+    with led.transaction() as data:
+        data["volumes"]["ISCSI:naa.1"] = _volume("vol-a")
+    before = os.stat(led.path)
+    text = pathlib.Path(led.path).read_text()
+    other = pathlib.Path(led.path + ".other")
+    other.write_text(text.replace('"vol-a"', '"vol-b"'))
+    os.replace(other, led.path)
+    os.utime(led.path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(led.path).st_size == before.st_size
+    parsed = _counting_parses(monkeypatch)
+    assert led.view()["volumes"]["ISCSI:naa.1"]["volume_id"] == "vol-b"
+    with led.transaction() as data:
+        assert data["volumes"]["ISCSI:naa.1"]["volume_id"] == "vol-b"
+        data["volumes"]["ISCSI:naa.1"]["attachments"]["c"] = {"access_mode": "rw"}
+    assert len(parsed) == 1  # once, then the content is current again
+    assert led.read()["volumes"]["ISCSI:naa.1"]["volume_id"] == "vol-b"
 
 
 @pytest.mark.parametrize("tree", ["iscsi-single", "iscsi-shared-multipath", "nvme-tcp"])
