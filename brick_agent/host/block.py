@@ -131,7 +131,15 @@ def resolve_dev_path(roots: HostRoots, path: str) -> str | None:
 
 
 def block_device_for_path(roots: HostRoots, path: str) -> BlockDevice | None:
-    """The block device a /dev path (node or symlink) refers to, or ``None``.
+    """The block device a /dev path (node or symlink) refers to, or ``None``
+    (found as :func:`block_device_name` finds it)."""
+    name = block_device_name(roots, path)
+    return read_block_device(roots, name) if name else None
+
+
+def block_device_name(roots: HostRoots, path: str) -> str | None:
+    """Kernel name of the block device a /dev path (node or symlink) refers to, or
+    ``None``; nothing of the device is read.
 
     Follows symlinks under roots.dev; if the final name is not a kernel block
     device name (e.g. /dev/mapper/x is a device node made by dmsetup without
@@ -141,17 +149,15 @@ def block_device_for_path(roots: HostRoots, path: str) -> BlockDevice | None:
     if final is None:
         return None
     name = os.path.basename(final)
-    dev = read_block_device(roots, name)
-    if dev is not None:
-        return dev
+    if os.path.isdir(roots.sysfs("class", "block", name)):
+        return name
     try:
         st = os.stat(final)
     except OSError:
         return None
     if not stat.S_ISBLK(st.st_mode):
         return None
-    kname = name_for_devnum(roots, os.major(st.st_rdev), os.minor(st.st_rdev))
-    return read_block_device(roots, kname) if kname else None
+    return name_for_devnum(roots, os.major(st.st_rdev), os.minor(st.st_rdev))
 
 
 def disk_links(

@@ -231,7 +231,8 @@ def _lun_dirs(roots: HostRoots) -> dict[str, str]:
     return found
 
 
-def _disk_name(lun_dir: str) -> str | None:
+def lun_disk_name(lun_dir: str) -> str | None:
+    """The disk (``sdX``) of the canonical LUN directory ``lun_dir``; None if it has none."""
     names = sysfs.list_dir(os.path.join(lun_dir, "block"))
     if names:
         return names[0]
@@ -260,7 +261,7 @@ def read_scsi_device(lun_dir: str, hctl: Hctl, resolved: bool = False) -> ScsiDe
 
     return ScsiDevice(
         hctl=hctl,
-        name=_disk_name(real),
+        name=lun_disk_name(real),
         wwid=attr("wwid") or None,
         vendor=attr("vendor"),
         model=attr("model"),
@@ -308,7 +309,7 @@ def list_lun(lun_dir: str, hctl: Hctl, disks: Mapping[str, str] | None = None) -
     """
     name = disks.get(lun_dir.rsplit("/", 1)[-1]) if disks is not None else None
     if name is None:
-        name = _disk_name(lun_dir)
+        name = lun_disk_name(lun_dir)
     wwid = sysfs.read_attr(f"{lun_dir}/wwid") or None
     if name is None and wwid is None and not os.path.isdir(lun_dir):
         return None

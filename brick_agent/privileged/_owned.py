@@ -31,7 +31,7 @@ from brick_agent.host import multipath as hmultipath
 from brick_agent.host import nvme_identity, sysfs, usage
 from brick_agent.host.nvme import head_name
 from brick_agent.host.roots import HostRoots
-from brick_agent.host.scsi import Hctl, hctl_of_path, read_scsi_device
+from brick_agent.host.scsi import Hctl, hctl_of_path, lun_disk_name
 
 #: SCSI transport classes whose hosts carry fabric volumes.
 FABRIC_SCSI_CLASSES = ("iscsi_host", "fc_host")
@@ -92,8 +92,8 @@ def require_fabric_scsi_device(roots: HostRoots, hctl: Hctl, *, unused: bool = F
     if scsi_host_transport(roots, hctl.host) is None and not _FABRIC_LUN_PATH.search(lun):
         raise NotOwned(what, f"not on an iSCSI or FC host ({_driver(roots, hctl.host)})")
     if unused:
-        dev = read_scsi_device(lun, hctl, resolved=True)
-        require_unused(roots, what, [dev.name] if dev and dev.name else [])
+        name = lun_disk_name(lun)
+        require_unused(roots, what, [name] if name else [])
 
 
 # ------------------------------------------------------------------ NVMe

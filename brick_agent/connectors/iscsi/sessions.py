@@ -245,8 +245,7 @@ class IscsiSessions:
         detach logs out (a LUN deleted through sysfs is gone when the write returns, so of
         two last detaches the later one sees the session empty).  Only a session that
         looks empty is read again under the exclusive lock, where no scan is under way."""
-        now = read_session(self.roots, session.sid)
-        if now is None or session_has_luns(self.roots, now):
+        if session_has_luns(self.roots, session):  # a vanished session shows none
             return None
         try:
             with self.session_lock(session):

@@ -47,7 +47,7 @@ from brick_agent.errors import (
     VolumeIdentityMismatch,
 )
 from brick_agent.host import udev
-from brick_agent.host.block import block_device_for_path, read_block_device
+from brick_agent.host.block import block_device_for_path, block_device_name, read_block_device
 from brick_agent.host.holders import open_holders
 from brick_agent.host.multipath import (
     MultipathMap,
@@ -582,11 +582,11 @@ class ScsiVolumeOps:
         names = {d.name for d in ours if d.name}
         path = info.get("path")
         if isinstance(path, str) and path:
-            dev = block_device_for_path(self.roots, path)
-            if dev is not None and (
-                dev.name in names or (mpath is not None and dev.name == mpath.dm_name)
+            name = block_device_name(self.roots, path)
+            if name is not None and (
+                name in names or (mpath is not None and name == mpath.dm_name)
             ):
-                return dev.name
+                return name
         if mpath is not None:
             return mpath.dm_name
         if len(names) == 1:
