@@ -122,8 +122,11 @@ def lock_directory(lock_path: str | None = None) -> str:
     A directory of another owner is used as it is unless anyone may write to it.
     """
     path = _lock_path(lock_path)
-    os.makedirs(path, mode=LOCK_DIR_MODE, exist_ok=True)
-    st = os.lstat(path)
+    try:
+        st = os.lstat(path)  # (one call: this runs for every lock taken)
+    except FileNotFoundError:
+        os.makedirs(path, mode=LOCK_DIR_MODE, exist_ok=True)
+        st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode):
         raise InvalidArgument(f"lock_path {path} is not a directory")
     if stat.S_IMODE(st.st_mode) & 0o077:

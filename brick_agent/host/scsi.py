@@ -38,6 +38,7 @@ and ``wwn-0x...`` to the dm device.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -97,12 +98,23 @@ class ScsiDevice:
     hctl: Hctl
     name: str | None  # 'sdb' once the disk is bound to sd, else None
     wwid: str | None  # kernel's device/wwid, stripped ('naa.6001405...'); None if unreadable
-    vendor: str | None
-    model: str | None
     state: str | None  # 'running', 'offline', 'blocked', 'transport-offline', ...
     sysfs_path: str  # resolved LUN directory
     scsi_type: int | None = None  # 0 = disk
-    rev: str | None = None
+
+    # What describes the LUN and decides nothing: read when asked (an attach reads its
+    # LUN two or three times and needs none of it).
+    @functools.cached_property
+    def vendor(self) -> str | None:
+        return sysfs.read_attr(os.path.join(self.sysfs_path, "vendor"))
+
+    @functools.cached_property
+    def model(self) -> str | None:
+        return sysfs.read_attr(os.path.join(self.sysfs_path, "model"))
+
+    @functools.cached_property
+    def rev(self) -> str | None:
+        return sysfs.read_attr(os.path.join(self.sysfs_path, "rev"))
 
     def wwid_candidates(self) -> tuple[str, ...]:
         """Spellings of this LUN's WWID used by the kernel, udev and multipath."""
@@ -263,12 +275,9 @@ def read_scsi_device(lun_dir: str, hctl: Hctl, resolved: bool = False) -> ScsiDe
         hctl=hctl,
         name=lun_disk_name(real),
         wwid=attr("wwid") or None,
-        vendor=attr("vendor"),
-        model=attr("model"),
         state=attr("state"),
         sysfs_path=real,
         scsi_type=sysfs.read_int(os.path.join(real, "type")),
-        rev=attr("rev"),
     )
 
 
