@@ -126,6 +126,9 @@ def _host_number(path: str | None) -> int | None:
 
 def _connection_dir(roots: HostRoots, sid: int, device_path: str | None) -> str | None:
     cls = roots.sysfs("class", "iscsi_connection")
+    first = os.path.join(cls, f"connection{sid}:0")  # open-iscsi's only one: no listing
+    if os.path.isdir(first):
+        return first
     names = sysfs.list_dir(cls, re.compile(rf"connection{sid}:\d+"))
     if names:
         return os.path.join(cls, names[0])

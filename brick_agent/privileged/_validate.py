@@ -12,6 +12,7 @@ import re
 import uuid as uuidlib
 
 from brick_agent.errors import InvalidArgument
+from brick_agent.host import sysfs
 from brick_agent.nqn import nqn_problem
 
 #: Characters never accepted in a non-secret argument (shell/globbing metas,
@@ -207,9 +208,10 @@ def fc_address(value: object, what: str = "FC address") -> str:
 
 
 def path_under(root: str, path: str) -> str:
-    """``path`` resolved (symlinks followed); must stay below ``root``."""
+    """``path`` resolved (symlinks followed: by the kernel when it exists, three calls
+    where ``realpath`` takes one per component); must stay below ``root``."""
     real_root = os.path.realpath(root)
-    real = os.path.realpath(path)
+    real = sysfs.resolve(path) or os.path.realpath(path)
     if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
         raise InvalidArgument(f"{path} resolves outside {root}")
     return real
