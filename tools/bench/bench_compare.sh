@@ -31,9 +31,23 @@ last_json() {
     sed 's/^BENCH_JSON[A-Z_]* //'
 }
 
+# a section's budget: the last --budget SECTION=SECONDS among the arguments, else BUDGETS
 budget_of() {
+  local sec=$1 budget="" prev=""
+  shift
+  for arg in "$@"; do
+    case "$prev:$arg" in
+      --budget:"$sec"=*) budget=${arg#*=} ;;
+      *:--budget="$sec"=*) budget=${arg#--budget="$sec"=} ;;
+    esac
+    prev=$arg
+  done
+  if [ -n "$budget" ]; then
+    printf '%.0f\n' "$budget"
+    return
+  fi
   .venv/bin/python -c "import sys; sys.path.insert(0, 'tools/bench'); import bench_compare as b
-print(int(b.BUDGETS.get('$1', 600)))"
+print(int(b.BUDGETS.get('$sec', 600)))"
 }
 
 # (the guest's /var/tmp is a throw-away overlay: results come back through stdout)
@@ -45,7 +59,7 @@ if [ "${BENCH_ONE_VM:-0}" = 1 ]; then
 else
   jsons=()
   for sec in ${sections//,/ }; do
-    budget=$(budget_of "$sec")
+    budget=$(budget_of "$sec" "$@")
     # its own VM: the dense host's devices need no removal (minutes under TCG)
     tools/kernel-lab/lab run --timeout $((budget + 120)) -- .venv/bin/python \
       tools/bench/bench_compare.py --osbrick-python "$venv/bin/python" --sections "$sec" \
