@@ -56,40 +56,27 @@ def main() -> int:
     args = ap.parse_args()
     code = os.path.abspath(args.code)
     sys.path[:0] = [HERE, code]
-    from host import udev_settle
+    from host import in_process_connectors, udev_settle
 
-    from brick_agent import config, privileged
-    from brick_agent.connectors.iscsi.connector import ISCSIConnector
-    from brick_agent.connectors.nvmeof.connector import NVMeOFConnector
     from brick_lab import LioIscsiTarget, NvmetSubsystem
 
-    lock_dir = tempfile.mkdtemp(prefix="cpu-per-call-", dir="/var/tmp")
-    conf = config.new_conf(
-        overrides={
-            "lock_path": lock_dir,
-            "ledger_path": os.path.join(lock_dir, "ledger.json"),
-            "privsep_in_process": True,
-        }
-    )
-    privileged.init(conf)
+    iscsi, nvme = in_process_connectors(tempfile.mkdtemp(prefix="cpu-per-call-", dir="/var/tmp"))
     rows = []
     with LioIscsiTarget(luns=2, lun_size=1 << 20, initiators=["local"]) as t:
         props = {"target_portal": "127.0.0.1:3260", "target_iqn": t.iqn, "target_lun": 0}
-        conn = ISCSIConnector(None, None, conf=conf)
         rows.append(
-            ("iSCSI", *_cycles(conn, props, {**props, "target_lun": 1}, args.n, udev_settle))
+            ("iSCSI", *_cycles(iscsi, props, {**props, "target_lun": 1}, args.n, udev_settle))
         )
     with NvmetSubsystem(namespaces=2, ns_size=1 << 20) as sub:
 
-        def nvme(nsid: int) -> dict:
+        def ns(nsid: int) -> dict:
             return {
                 "target_nqn": sub.nqn,
                 "vol_uuid": sub.namespaces[nsid].uuid,
                 "portals": [["127.0.0.1", 4420, "tcp"]],
             }
 
-        conn = NVMeOFConnector(None, None, conf=conf)
-        rows.append(("NVMe/TCP", *_cycles(conn, nvme(1), nvme(2), args.n, udev_settle)))
+        rows.append(("NVMe/TCP", *_cycles(nvme, ns(1), ns(2), args.n, udev_settle)))
     for name, attach, detach in rows:
         print(
             f"{name} ({code}): CPU per attach {attach * 1000:.1f} ms, "

@@ -1,9 +1,11 @@
-"""The lab VM's state for the benchmarks and profilers: settle udev, read CPU time."""
+"""The lab VM's state for the benchmarks and profilers: settle udev, read CPU time, our
+connectors with their privileged work in this process."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+from typing import Any
 
 
 def udev_settle(timeout: int = 30) -> None:
@@ -23,3 +25,21 @@ def cpu_times() -> tuple[float, float, float, float]:
         v = [int(x) for x in f.readline().split()[1:8]]
     hz = os.sysconf("SC_CLK_TCK")
     return (v[0] + v[1]) / hz, v[2] / hz, (v[5] + v[6]) / hz, (v[3] + v[4]) / hz
+
+
+def in_process_connectors(lock_dir: str) -> tuple[Any, Any]:
+    """brick_agent's iSCSI and NVMe-oF connectors, privileged work in this process, their
+    locks and ledger in ``lock_dir`` (brick_agent imported from ``sys.path`` as it is)."""
+    from brick_agent import config, privileged
+    from brick_agent.connectors.iscsi.connector import ISCSIConnector
+    from brick_agent.connectors.nvmeof.connector import NVMeOFConnector
+
+    conf = config.new_conf(
+        overrides={
+            "lock_path": lock_dir,
+            "ledger_path": os.path.join(lock_dir, "ledger.json"),
+            "privsep_in_process": True,
+        }
+    )
+    privileged.init(conf)
+    return ISCSIConnector(None, None, conf=conf), NVMeOFConnector(None, None, conf=conf)

@@ -29,7 +29,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 
-from host import udev_settle  # noqa: E402
+from host import in_process_connectors, udev_settle  # noqa: E402
 
 #: what we wait on: (label, predicate on (file, function), cumulative?) - the first two are
 #: cumulative times of our calls, the others the builtins' own time
@@ -55,22 +55,6 @@ BUCKETS = (
     ),
     ("fsync (ledger, flush)", lambda f, n: n == "<built-in method posix.fsync>"),
 )
-
-
-def _connectors(lock_dir: str) -> tuple[Any, Any]:
-    from brick_agent import config, privileged
-    from brick_agent.connectors.iscsi.connector import ISCSIConnector
-    from brick_agent.connectors.nvmeof.connector import NVMeOFConnector
-
-    conf = config.new_conf(
-        overrides={
-            "lock_path": lock_dir,
-            "ledger_path": os.path.join(lock_dir, "ledger.json"),
-            "privsep_in_process": True,
-        }
-    )
-    privileged.init(conf)
-    return ISCSIConnector(None, None, conf=conf), NVMeOFConnector(None, None, conf=conf)
 
 
 def _profile(conn: Any, props: dict[str, Any], n: int) -> dict[str, Any]:
@@ -122,7 +106,7 @@ def main() -> int:
     from dense import DenseHost
 
     lock_dir = tempfile.mkdtemp(prefix="profile-dense-", dir="/var/tmp")
-    iscsi, nvme = _connectors(lock_dir)
+    iscsi, nvme = in_process_connectors(lock_dir)
     host = DenseHost()
     results: dict[tuple[int, str], dict[str, Any]] = {}
     with (
