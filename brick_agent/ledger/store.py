@@ -92,7 +92,7 @@ from typing import Any
 from brick_agent import locking
 from brick_agent.errors import BrickError, InvalidArgument, LockTimeout
 from brick_agent.host import sysfs
-from brick_agent.host.block import BlockDevice, block_device_for_path, resolve_dev_path
+from brick_agent.host.block import BlockDevice, block_device_name
 from brick_agent.host.roots import DEFAULT_ROOTS, HostRoots
 from brick_agent.host.scsi import Hctl, same_wwid
 from brick_agent.ledger import journal
@@ -199,12 +199,11 @@ def device_identity(roots: HostRoots, path: str | None) -> str | None:
     """
     if not path:
         return None
-    final = resolve_dev_path(roots, path)
+    name = block_device_name(roots, path)
+    if name is None:
+        return None
     # read through the class link (the kernel follows it: no lstat per component)
-    real = None if final is None else roots.sysfs("class", "block", os.path.basename(final))
-    if real is None or not os.path.isdir(real):
-        # not a kernel name (a dm node made without udev...): the slow way
-        return identity_of(block_device_for_path(roots, path))
+    real = roots.sysfs("class", "block", name)
     dm_uuid = sysfs.read_attr(os.path.join(real, "dm", "uuid"))
     if dm_uuid and dm_uuid.startswith("mpath-"):
         return dm_uuid[len("mpath-") :]
@@ -291,7 +290,7 @@ class AttachmentLedger:
         with state.lock:
             files = state.files
             if files.gen is None:
-                if not files.text_known or _read_snapshot(self.path)[0] != files.text:
+                if _read_snapshot(self.path)[0] != files.text:
                     return False
                 if locked:
                     self._drop_stale_journal()
@@ -332,7 +331,7 @@ class AttachmentLedger:
             state = State(data)
             state.files = _Files(snapshot=key, snapshot_size=size, gen=gen)
             if gen is None:
-                state.files.text, state.files.text_known = text, True
+                state.files.text = text
                 if locked:
                     self._drop_stale_journal()
                 return state
@@ -408,8 +407,7 @@ class AttachmentLedger:
         )
         text = self._write_locked(data)
         state = State(data)
-        state.files = _Files(snapshot=_stat_key(self.path), snapshot_size=0, gen=None)
-        state.files.text, state.files.text_known = text, True
+        state.files = _Files(snapshot=_stat_key(self.path), snapshot_size=0, gen=None, text=text)
         return state
 
     def _sweep_temp_files(self) -> None:
@@ -492,9 +490,8 @@ class AttachmentLedger:
             text = None
             self._write_text(render({**content, "version": JOURNALED_VERSION, "journal": gen}))
         key, size = _stat_key(self.path), os.path.getsize(self.path)
-        files = _Files(snapshot=key, snapshot_size=size, gen=gen)
+        files = _Files(snapshot=key, snapshot_size=size, gen=gen, text=text)
         if gen is None:
-            files.text, files.text_known = text, True
             self._drop_stale_journal()
         else:
             files.journal = journal.create(self.journal_path, gen)
@@ -796,7 +793,6 @@ class _Files:
     journal: tuple[int, int] | None = None  # (inode, bytes applied) of that journal
     # unjournaled: the snapshot's text as read or written (None: there was none)
     text: str | None = None
-    text_known: bool = False
 
 
 _READ_ATTEMPTS = 5
