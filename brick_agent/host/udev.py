@@ -112,6 +112,36 @@ class MonitorLike(Protocol):
     def poll(self, timeout: float | None = None) -> Any: ...
 
 
+@dataclasses.dataclass(frozen=True)
+class UdevEvent:
+    """What a watch needs of a uevent, read once by the thread that received it.
+
+    libudev's device objects are not thread-safe: their getters fill fields lazily
+    (``udev_device_get_sysname`` sets and replaces the name it returns), so two threads
+    reading one device can each free the string the other is reading.  A hub therefore
+    hands its subscribers this plain copy, never pyudev's device."""
+
+    action: str | None
+    sys_name: str | None
+    subsystem: str | None = None
+
+    @classmethod
+    def of(cls, device: Any) -> UdevEvent:
+        """The copy of pyudev ``device``; a field it cannot give (a name that is not
+        UTF-8) is None: the event still wakes every watch to re-check."""
+        return cls(
+            _field(device, "action"), _field(device, "sys_name"), _field(device, "subsystem")
+        )
+
+
+def _field(device: Any, name: str) -> str | None:
+    try:
+        value = getattr(device, name, None)
+    except Exception:  # noqa: BLE001 - a malformed event must not stop the reader
+        return None
+    return value if isinstance(value, str) else None
+
+
 #: How long a hub's reader blocks on its socket before it looks whether it is still needed.
 _HUB_POLL = 0.2
 
@@ -150,11 +180,12 @@ class _EventHub:
     Every uevent reaches each netlink socket listening for it and is parsed by each
     reader: 16 concurrent attaches with a monitor each parsed every event 16 times (their
     CPU grew with the square of the concurrency).  Watches of the same kind instead
-    subscribe to one hub; its reader parses each event once and queues it to every
-    subscriber.  The hub's monitor is started before its first subscriber returns from
-    ``open``; an event is queued to every watch subscribed when the reader dispatches it
-    (one that arrived just before a watch subscribed only adds a re-check).  The hub
-    closes its socket when its last subscriber leaves.
+    subscribe to one hub; its reader parses each event once and queues a plain copy of
+    it (:class:`UdevEvent`) to every subscriber.  The hub's monitor is started before
+    its first subscriber returns from ``open``; an event is queued to every watch
+    subscribed when the reader dispatches it (one that arrived just before a watch
+    subscribed only adds a re-check).  The hub closes its socket when its last
+    subscriber leaves.
     """
 
     def __init__(self, monitor: Any, key: tuple[Any, ...], first: _Subscription) -> None:
@@ -189,10 +220,12 @@ class _EventHub:
                 return
             if event is None:
                 continue
+            copy = UdevEvent.of(event)  # libudev's object stays in this thread
+            del event
             with self.lock:
                 subscribers = list(self.subscribers)
             for sub in subscribers:
-                sub.put(event)
+                sub.put(copy)
 
     def _closed_if_unused(self) -> bool:
         """Leave the process's hubs when nobody subscribed meanwhile (lock order: the

@@ -366,6 +366,58 @@ def test_concurrent_watches_share_one_monitor_and_each_sees_every_event(hub_moni
     assert len(hub_monitors) == 2  # a new one for the next watch
 
 
+class LibudevLikeEv:
+    """A pyudev device whose getters note the thread that calls them (libudev's device
+    objects fill fields lazily and are not thread-safe)."""
+
+    def __init__(self, action, sys_name, readers):
+        self._action, self._sys_name, self._readers = action, sys_name, readers
+
+    @property
+    def action(self):
+        self._readers.append(("action", threading.current_thread().name))
+        return self._action
+
+    @property
+    def sys_name(self):
+        self._readers.append(("sys_name", threading.current_thread().name))
+        if self._sys_name is None:  # a name libudev returned torn: pyudev's strict decode
+            raise UnicodeDecodeError("utf-8", b"\xc0", 0, 1, "invalid start byte")
+        return self._sys_name
+
+
+def test_only_the_hub_reader_touches_an_event_and_watches_get_a_plain_copy(hub_monitors):
+    """16 watches waiting on one hub: each event is read once, by the reader thread; the
+    watches get a :class:`udev.UdevEvent`, so no two threads share a libudev device."""
+    readers: list[tuple[str, str]] = []
+    watches = [udev.DeviceWatch(source="udev") for _ in range(16)]
+    for w in watches:
+        w.open()
+    for name in ("sdb", "sdc"):
+        hub_monitors[0].q.put(LibudevLikeEv("remove", name, readers))
+    for w in watches:
+        assert w.wait_for(
+            lambda w=w: True if w.removed == {"sdb", "sdc"} else None, Deadline.after(2)
+        )
+        assert w.last_event == udev.UdevEvent("remove", "sdc")
+    for w in watches:
+        w.close()
+    # (``subsystem`` is read too; this event has none)
+    assert sorted(readers) == sorted(
+        [("action", "udev-event-hub"), ("sys_name", "udev-event-hub")] * 2
+    )
+
+
+def test_an_event_whose_name_cannot_be_read_still_wakes_the_watches(hub_monitors):
+    readers: list[tuple[str, str]] = []
+    with udev.DeviceWatch(source="udev") as w:
+        hub_monitors[0].q.put(LibudevLikeEv("remove", None, readers))
+        assert w.wait_for(lambda: True if w.events_seen else None, Deadline.after(2))
+        assert w.last_event == udev.UdevEvent("remove", None) and w.removed == set()
+        hub_monitors[0].q.put(LibudevLikeEv("remove", "sdd", readers))  # the reader goes on
+        assert w.wait_for(lambda: True if w.removed == {"sdd"} else None, Deadline.after(2))
+
+
 def test_a_watch_subscribed_later_gets_only_later_events(hub_monitors):
     first = udev.DeviceWatch(source="udev")
     first.open()
