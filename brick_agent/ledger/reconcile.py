@@ -139,26 +139,43 @@ def _volume_lock(self: Connector, keys: list[str]):
     )
 
 
-def _identities_now(self: Connector, keys: list[str]) -> dict[str, str | None]:
+def _identities_now(
+    self: Connector,
+    keys: list[str],
+    view: Mapping[str, Any] | None = None,
+    known: Mapping[str, str | None] | None = None,
+) -> dict[str, str | None]:
     """What the kernel says the volume's recorded device is now: ``{path: identity}``.
 
     Read from a lock-free snapshot of the ledger (atomic renames make it
-    consistent) *before* the host-wide ledger lock is taken, so sysfs reads never
-    run under that lock.  Only this volume's entry can change meanwhile, and
-    every call on it holds the volume lock we hold.  A corrupt ledger reads as
-    nothing here (the transaction rebuilds it); an unreadable one raises.
+    consistent; ``view``: one the caller read under the same volume lock) *before*
+    the host-wide ledger lock is taken, so sysfs reads never run under that lock.
+    Only this volume's entry can change meanwhile, and every call on it holds the
+    volume lock we hold.  ``known``: identities of paths the caller read under that
+    lock.  A corrupt ledger reads as nothing here (the transaction rebuilds it); an
+    unreadable one raises.
     """
-    assert self.ledger is not None
-    try:
-        found = ledgermod.find_entry(self.ledger.view(), keys)
-    except ledgermod.LedgerCorrupt:
-        return {}
+    if view is None:
+        view = _lock_free_view(self)
+    found = None if view is None else ledgermod.find_entry(view, keys)
     if found is None:
         return {}
     path = (found[1].get("device_info") or {}).get("path")
     if not path:
         return {}
+    if known is not None and path in known:
+        return {path: known[path]}
     return {path: ledgermod.device_identity(self.roots, path)}
+
+
+def _lock_free_view(self: Connector) -> Mapping[str, Any] | None:
+    """The ledger's content read without its lock; None when it is corrupt (the next
+    transaction rebuilds it); an unreadable ledger raises."""
+    assert self.ledger is not None
+    try:
+        return self.ledger.view()
+    except ledgermod.LedgerCorrupt:
+        return None
 
 
 def _drop_stale(data: dict[str, Any], key: str, why: str) -> None:
@@ -451,14 +468,13 @@ class _Claim:
         )
         # Nova's data['device_path'] (or device_info's path): only a contradiction counts,
         # since the kernel reuses names ('sda' can be the new volume now)
-        paths = [
-            p
+        #: identity of each path the call names, as the kernel says now
+        self.identity_of: dict[str, str | None] = {
+            p: ledgermod.device_identity(self_.roots, p)
             for p in (info.get("path"), props.get("device_path"))
             if isinstance(p, str) and p.startswith("/")
-        ]
-        self.path_identities = [
-            i for i in (ledgermod.device_identity(self_.roots, p) for p in paths) if i
-        ]
+        }
+        self.path_identities = [i for i in self.identity_of.values() if i]
 
     def verdict(self, entry: Mapping[str, Any]) -> str:
         """'same' (the entry's volume), 'other' (another volume), 'unknown' (cannot tell)."""
@@ -504,10 +520,11 @@ def _disconnect(
     ledger = self.ledger
     assert ledger is not None
     att = ledgermod.attachment_id(props)
-    claim = _Claim(self, props, device_info)
     with _volume_lock(self, keys):
-        seen = _identities_now(self, keys)
-        rebuilt_ids = _rebuilt_identities(self, props, keys)
+        claim = _Claim(self, props, device_info)
+        view = _lock_free_view(self)
+        seen = _identities_now(self, keys, view, known=claim.identity_of)
+        rebuilt_ids = _rebuilt_identities(self, props, keys, view)
         with ledger.transaction() as data:
             ledgermod.drop_pending(data, keys, att)
             outcome = _detach_decision(self, data, keys, att, claim, seen, rebuilt_ids, force)
@@ -636,18 +653,16 @@ def _detach_decision(
     return {"device_info": dict(entry["device_info"]), "identity": entry.get("identity")}
 
 
-def _rebuilt_identities(self: Connector, props: Mapping[str, Any], keys: list[str]) -> list[str]:
+def _rebuilt_identities(
+    self: Connector, props: Mapping[str, Any], keys: list[str], data: Mapping[str, Any] | None
+) -> list[str]:
     """Identities of the volume's devices now, when the ledger holds rebuilt entries.
 
     Only then can a disconnect without an entry at its address be one of them; the
-    common case costs nothing (read before the ledger lock, like the identities).
-    A corrupt ledger is about to be rebuilt: every volume will be unknown.
+    common case costs nothing (read before the ledger lock, like the identities;
+    ``data``: :func:`_lock_free_view`).  A corrupt ledger (None) is about to be
+    rebuilt: every volume will be unknown.
     """
-    assert self.ledger is not None
-    try:
-        data = self.ledger.view()
-    except ledgermod.LedgerCorrupt:
-        data = None
     if data is not None and (
         ledgermod.find_entry(data, keys) is not None or not ledgermod.unknown_entries(data)
     ):
