@@ -236,3 +236,20 @@ def _hctl_of_lun(conn, lun):
 
     (dev,) = [d for d in scsi_devices(conn.roots) if d.hctl.lun == lun]
     return dev.hctl
+
+
+def test_a_detach_reads_the_named_device_once_and_still_removes_it(conn, fake, led, monkeypatch):
+    """The path the caller names is the recorded device's: its identity is read once,
+    under the volume lock, for both the claim and the recorded entry."""
+    info = conn.connect_volume(props(lun=1))
+    reads: list[str] = []
+    real = ledgermod.device_identity
+
+    def counting(roots, path):
+        reads.append(path)
+        return real(roots, path)
+
+    monkeypatch.setattr(ledgermod, "device_identity", counting)
+    conn.disconnect_volume(props(lun=1), info)
+    assert reads == [info["path"]]
+    assert fake.state() == EMPTY and led.entries() == {}
