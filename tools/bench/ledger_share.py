@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""The attachment ledger's share of the 16-volume concurrency (lab VM, as root).
+
+    tools/kernel-lab/lab run -- .venv/bin/python tools/bench/ledger_share.py \
+        [--protocol iscsi|nvme] [--rounds 6]
+
+Section 2's workload (16 volumes over 2 targets or subsystems, 16 threads, fresh targets
+for each run, each attach and detach started on a settled udev), run in turn by three
+doers in one VM run: brick_agent with its ledger (as deployed), brick_agent without it
+(``ledger_path`` empty), and the floor the issue defines (iSCSI: manual-scan logins and
+one ``c t l`` scan per LUN, the detach flushing every disk; NVMe/TCP: both ``nvme
+connect`` at once, the detach flushing every namespace).  The order rotates every round;
+round 0 is a warm-up.  Prints each run, then the median wall and our process's CPU per
+doer and operation, and the ratios to the floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import bench_compare  # noqa: E402
+import bench_iscsi  # noqa: E402
+import worker  # noqa: E402
+from host import udev_settle  # noqa: E402
+
+DOERS = ("ledger", "no-ledger", "floor")
+OPS = ("attach", "detach")
+
+
+def _ours(ledger: bool) -> worker.Tool:
+    tool = worker.Tool("ours", tempfile.mkdtemp(prefix="brick-ledger-share-"), False, None)
+    if not ledger:
+        tool.conf.set_override("ledger_path", "", group="brick_agent")
+    return tool
+
+
+# ------------------------------------------------------------------ iSCSI
+def _iscsi_targets() -> list[Any]:
+    from brick_lab import LioIscsiTarget
+
+    return [
+        LioIscsiTarget(
+            luns=8, lun_size=1 << 20, initiators=["local"], portals=(f"127.0.0.{k + 1}:3260",)
+        )
+        for k in range(2)
+    ]
+
+
+def _iscsi_items(targets: list[Any]) -> list[dict[str, Any]]:
+    return [
+        {"props": {"target_portal": t.portals[0], "target_iqn": t.iqn, "target_lun": n}}
+        for t in targets
+        for n in range(8)
+    ]
+
+
+def _iscsi_floor(targets: list[Any]) -> dict[str, float]:
+    start = time.monotonic()
+    bench_iscsi.floor_attach_many(targets, 16, targeted=True)
+    attach = time.monotonic() - start
+    udev_settle()
+    start = time.monotonic()
+    bench_iscsi.floor_detach_many(targets, flush=True)
+    return {"attach": attach, "detach": time.monotonic() - start}
+
+
+def _iscsi_cleanup(targets: list[Any]) -> None:
+    for t in targets:
+        t.destroy()
+
+
+# ------------------------------------------------------------------ NVMe/TCP
+def _nvme_targets() -> list[Any]:
+    from brick_lab import NvmetSubsystem
+
+    return [NvmetSubsystem(namespaces=8, ns_size=1 << 20) for _ in range(2)]
+
+
+def _nvme_items(targets: list[Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "props": {
+                "target_nqn": t.nqn,
+                "vol_uuid": ns.uuid,
+                "ns_id": nsid,
+                "portals": [["127.0.0.1", 4420, "tcp"]],
+            }
+        }
+        for t in targets
+        for nsid, ns in sorted(t.namespaces.items())
+    ]
+
+
+def _nvme_floor(targets: list[Any]) -> dict[str, float]:
+    got = bench_compare._nvme_floor_many(targets, flush=True)
+    return {"attach": got["attach"]["wall"], "detach": got["detach"]["wall"]}
+
+
+def _nvme_cleanup(targets: list[Any]) -> None:
+    """Namespaces out, then the controllers a shared-subsystem detach may keep."""
+    from brick_agent.host import nvme as hostnvme
+
+    for t in targets:
+        for nsid in sorted(t.namespaces):
+            with contextlib.suppress(Exception):
+                t.remove_namespace(nsid)
+    time.sleep(1.0)
+    nqns = {t.nqn for t in targets}
+    for c in hostnvme.nvme_controllers():
+        if c.subsysnqn in nqns:
+            with contextlib.suppress(OSError):
+                with open(f"/sys/class/nvme/{c.name}/delete_controller", "w") as f:
+                    f.write("1")
+    time.sleep(0.5)
+    for t in targets:
+        with contextlib.suppress(Exception):
+            t.destroy()
+
+
+PROTOCOLS: dict[str, tuple[str, Callable, Callable, Callable, Callable]] = {
+    "iscsi": ("ISCSI", _iscsi_targets, _iscsi_items, _iscsi_floor, _iscsi_cleanup),
+    "nvme": ("NVME", _nvme_targets, _nvme_items, _nvme_floor, _nvme_cleanup),
+}
+
+
+def _ours_run(tool: worker.Tool, protocol: str, items: list[dict]) -> dict[str, tuple]:
+    """(wall, our CPU) of the 16 attaches, then of the 16 detaches."""
+    tool._conns.clear()
+    out = {}
+    for op in OPS:
+        c0, t0 = time.process_time(), time.monotonic()
+        got = worker.handle(tool, {"op": f"{op}_many", "protocol": protocol, "items": items})
+        out[op] = (time.monotonic() - t0, time.process_time() - c0)
+        if not got["ok"]:
+            raise SystemExit(f"{op} failed: {[r for r in got['results'] if not r['ok']][:2]}")
+        if op == "attach":
+            items = [
+                dict(it, info=r.get("info")) for it, r in zip(items, got["results"], strict=True)
+            ]
+        udev_settle()
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--protocol", choices=sorted(PROTOCOLS), default="iscsi")
+    ap.add_argument("--rounds", type=int, default=6)
+    args = ap.parse_args()
+    protocol, make, items_of, floor, cleanup = PROTOCOLS[args.protocol]
+    tools = {"ledger": _ours(True), "no-ledger": _ours(False)}
+    got: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for rnd in range(args.rounds + 1):
+        order = DOERS[rnd % 3 :] + DOERS[: rnd % 3]
+        for doer in order:
+            targets = make()
+            try:
+                for t in targets:
+                    t.create()
+                udev_settle()
+                if doer == "floor":
+                    run = {op: (wall, 0.0) for op, wall in floor(targets).items()}
+                else:
+                    run = _ours_run(tools[doer], protocol, items_of(targets))
+            finally:
+                cleanup(targets)
+            for op, (wall, cpu) in run.items():
+                print(f"round {rnd} {doer:9s} {op} wall {wall:.3f} cpu {cpu:.3f}", flush=True)
+                if rnd:  # round 0: warm-up
+                    got.setdefault((doer, op), []).append((wall, cpu))
+    medians = {k: statistics.median(w for w, _ in v) for k, v in got.items()}
+    print(f"{args.protocol}, {args.rounds} rounds: median wall (our CPU), ratio to the floor")
+    for op in OPS:
+        for doer in DOERS:
+            runs = got[(doer, op)]
+            cpu = statistics.median(c for _, c in runs)
+            ratio = medians[(doer, op)] / medians[("floor", op)]
+            print(
+                f"  {op} {doer:9s} {medians[(doer, op)]:.3f} s ({cpu:.3f} s)  {ratio:.2f}x  "
+                + " ".join(f"{w:.3f}" for w, _ in runs)
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
