@@ -31,7 +31,7 @@ from typing import Any
 # the other modules of tools/bench/, beside this script
 import leftovers as lo
 from client import Worker, WorkerTimeout
-from host import cpu_times, udev_settle
+from host import concurrency_items, cpu_times, udev_settle
 
 TOOLS = ("ours", "osbrick")
 #: the NVMe concurrency floor whose detach first flushes each namespace, as ours does
@@ -356,25 +356,7 @@ def _concurrency_round(workers: dict[str, Worker], protocol: str, who: str) -> d
             if protocol == "NVME":
                 return _nvme_floor_many(targets, flush=who == FLUSHED_FLOOR)
             return _iscsi_floor_many(targets, targeted=who == TARGETED_FLOOR)
-        if protocol == "ISCSI":
-            items = [
-                {"props": {"target_portal": t.portals[0], "target_iqn": t.iqn, "target_lun": lun}}
-                for t in targets
-                for lun in range(8)
-            ]
-        else:
-            items = [
-                {
-                    "props": {
-                        "target_nqn": t.nqn,
-                        "vol_uuid": ns.uuid,
-                        "ns_id": nsid,
-                        "portals": [["127.0.0.1", 4420, "tcp"]],
-                    }
-                }
-                for t in targets
-                for nsid, ns in sorted(t.namespaces.items())
-            ]
+        items = concurrency_items(protocol, targets)
         before = lo.snapshot()
         with HostLoad() as load:
             ra = workers[who].call(

@@ -43,3 +43,27 @@ def in_process_connectors(lock_dir: str) -> tuple[Any, Any]:
     )
     privileged.init(conf)
     return ISCSIConnector(None, None, conf=conf), NVMeOFConnector(None, None, conf=conf)
+
+
+def concurrency_items(protocol: str, targets: list[Any]) -> list[dict[str, Any]]:
+    """The worker's items (connection properties) of every volume of section 2's
+    ``targets``: LIO iSCSI targets (``ISCSI``, LUNs 0-7 at their first portal) or nvmet
+    subsystems (``NVME``, each namespace by UUID and NSID over TCP at 127.0.0.1:4420)."""
+    if protocol == "ISCSI":
+        return [
+            {"props": {"target_portal": t.portals[0], "target_iqn": t.iqn, "target_lun": lun}}
+            for t in targets
+            for lun in sorted(t.luns)
+        ]
+    return [
+        {
+            "props": {
+                "target_nqn": t.nqn,
+                "vol_uuid": ns.uuid,
+                "ns_id": nsid,
+                "portals": [["127.0.0.1", 4420, "tcp"]],
+            }
+        }
+        for t in targets
+        for nsid, ns in sorted(t.namespaces.items())
+    ]

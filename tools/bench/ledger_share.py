@@ -29,9 +29,8 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import bench_compare  # noqa: E402
-import bench_iscsi  # noqa: E402
 import worker  # noqa: E402
-from host import udev_settle  # noqa: E402
+from host import concurrency_items, udev_settle  # noqa: E402
 
 DOERS = ("ledger", "no-ledger", "floor")
 OPS = ("attach", "detach")
@@ -56,22 +55,9 @@ def _iscsi_targets() -> list[Any]:
     ]
 
 
-def _iscsi_items(targets: list[Any]) -> list[dict[str, Any]]:
-    return [
-        {"props": {"target_portal": t.portals[0], "target_iqn": t.iqn, "target_lun": n}}
-        for t in targets
-        for n in range(8)
-    ]
-
-
 def _iscsi_floor(targets: list[Any]) -> dict[str, float]:
-    start = time.monotonic()
-    bench_iscsi.floor_attach_many(targets, 16, targeted=True)
-    attach = time.monotonic() - start
-    udev_settle()
-    start = time.monotonic()
-    bench_iscsi.floor_detach_many(targets, flush=True)
-    return {"attach": attach, "detach": time.monotonic() - start}
+    got = bench_compare._iscsi_floor_many(targets, targeted=True)
+    return {"attach": got["attach"]["wall"], "detach": got["detach"]["wall"]}
 
 
 def _iscsi_cleanup(targets: list[Any]) -> None:
@@ -84,21 +70,6 @@ def _nvme_targets() -> list[Any]:
     from brick_lab import NvmetSubsystem
 
     return [NvmetSubsystem(namespaces=8, ns_size=1 << 20) for _ in range(2)]
-
-
-def _nvme_items(targets: list[Any]) -> list[dict[str, Any]]:
-    return [
-        {
-            "props": {
-                "target_nqn": t.nqn,
-                "vol_uuid": ns.uuid,
-                "ns_id": nsid,
-                "portals": [["127.0.0.1", 4420, "tcp"]],
-            }
-        }
-        for t in targets
-        for nsid, ns in sorted(t.namespaces.items())
-    ]
 
 
 def _nvme_floor(targets: list[Any]) -> dict[str, float]:
@@ -127,9 +98,9 @@ def _nvme_cleanup(targets: list[Any]) -> None:
             t.destroy()
 
 
-PROTOCOLS: dict[str, tuple[str, Callable, Callable, Callable, Callable]] = {
-    "iscsi": ("ISCSI", _iscsi_targets, _iscsi_items, _iscsi_floor, _iscsi_cleanup),
-    "nvme": ("NVME", _nvme_targets, _nvme_items, _nvme_floor, _nvme_cleanup),
+PROTOCOLS: dict[str, tuple[str, Callable, Callable, Callable]] = {
+    "iscsi": ("ISCSI", _iscsi_targets, _iscsi_floor, _iscsi_cleanup),
+    "nvme": ("NVME", _nvme_targets, _nvme_floor, _nvme_cleanup),
 }
 
 
@@ -156,7 +127,7 @@ def main() -> int:
     ap.add_argument("--protocol", choices=sorted(PROTOCOLS), default="iscsi")
     ap.add_argument("--rounds", type=int, default=6)
     args = ap.parse_args()
-    protocol, make, items_of, floor, cleanup = PROTOCOLS[args.protocol]
+    protocol, make, floor, cleanup = PROTOCOLS[args.protocol]
     tools = {"ledger": _ours(True), "no-ledger": _ours(False)}
     got: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for rnd in range(args.rounds + 1):
@@ -170,7 +141,7 @@ def main() -> int:
                 if doer == "floor":
                     run = {op: (wall, 0.0) for op, wall in floor(targets).items()}
                 else:
-                    run = _ours_run(tools[doer], protocol, items_of(targets))
+                    run = _ours_run(tools[doer], protocol, concurrency_items(protocol, targets))
             finally:
                 cleanup(targets)
             for op, (wall, cpu) in run.items():

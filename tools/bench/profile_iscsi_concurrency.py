@@ -19,7 +19,7 @@ import sys
 import time
 
 import bench_iscsi  # beside this script
-from host import udev_settle
+from host import concurrency_items, udev_settle
 from profile_nvme_concurrency import STATS, common_args, ours, report, run_timed, timed, timed_cm
 
 
@@ -128,11 +128,7 @@ def main() -> int:
                         f"detach {time.monotonic() - start:.3f}"
                     )
                     continue
-                items = [
-                    {"props": {"target_portal": t.portals[0], "target_iqn": t.iqn, "target_lun": n}}
-                    for t in targets
-                    for n in range(8)
-                ]
+                items = concurrency_items("ISCSI", targets)
                 tool._conns.clear()
                 STATS.clear()
                 ra = _timed_op(tool, "attach", items, rnd, args.timeline)

@@ -21,7 +21,8 @@ import tempfile
 import threading
 import time
 
-from host import cpu_times, udev_settle  # tools/bench/host.py, beside this script
+# tools/bench/host.py, beside this script
+from host import concurrency_items, cpu_times, udev_settle
 
 STATS: dict[str, list[float]] = collections.defaultdict(list)
 SPANS: list[tuple[float, float, str, str]] = []  # (start, end, thread, step)
@@ -233,18 +234,7 @@ def main() -> int:
         try:
             for t in targets:
                 t.create()
-            items = [
-                {
-                    "props": {
-                        "target_nqn": t.nqn,
-                        "vol_uuid": ns.uuid,
-                        "ns_id": nsid,
-                        "portals": [["127.0.0.1", 4420, "tcp"]],
-                    }
-                }
-                for t in targets
-                for nsid, ns in sorted(t.namespaces.items())
-            ]
+            items = concurrency_items("NVME", targets)
             tool._conns.clear()
             udev_settle()
             cpu = time.process_time()
