@@ -47,7 +47,7 @@ def in_process_connectors(lock_dir: str) -> tuple[Any, Any]:
 
 def concurrency_items(protocol: str, targets: list[Any]) -> list[dict[str, Any]]:
     """The worker's items (connection properties) of every volume of section 2's
-    ``targets``: LIO iSCSI targets (``ISCSI``, LUNs 0-7 at their first portal) or nvmet
+    ``targets``: LIO iSCSI targets (``ISCSI``, every LUN at its first portal) or nvmet
     subsystems (``NVME``, each namespace by UUID and NSID over TCP at 127.0.0.1:4420)."""
     if protocol == "ISCSI":
         return [
