@@ -31,7 +31,7 @@ from typing import Any
 # the other modules of tools/bench/, beside this script
 import leftovers as lo
 from client import Worker, WorkerTimeout
-from host import concurrency_items, cpu_times, udev_settle
+from host import concurrency_items, concurrency_targets, cpu_times, udev_settle
 
 TOOLS = ("ours", "osbrick")
 #: the NVMe concurrency floor whose detach first flushes each namespace, as ours does
@@ -337,17 +337,7 @@ def concurrency(workers: dict[str, Worker], protocol: str, rounds: int = 1) -> N
 def _concurrency_round(workers: dict[str, Worker], protocol: str, who: str) -> dict[str, Any]:
     """One round of one tool (or the NVMe floor): {"attach"/"detach": {"wall", "times",
     load fields}, "failures", "errors"}; leftovers go to LEFT."""
-    from brick_lab import LioIscsiTarget, NvmetSubsystem
-
-    if protocol == "ISCSI":
-        targets: list[Any] = [
-            LioIscsiTarget(
-                luns=8, lun_size=1 << 20, initiators=["local"], portals=(f"127.0.0.{k + 1}:3260",)
-            )
-            for k in range(2)
-        ]
-    else:
-        targets = [NvmetSubsystem(namespaces=8, ns_size=1 << 20) for _ in range(2)]
+    targets = concurrency_targets(protocol)
     try:
         for t in targets:
             t.create()

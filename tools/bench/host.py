@@ -45,6 +45,45 @@ def in_process_connectors(lock_dir: str) -> tuple[Any, Any]:
     return ISCSIConnector(None, None, conf=conf), NVMeOFConnector(None, None, conf=conf)
 
 
+def concurrency_targets(protocol: str) -> list[Any]:
+    """Section 2's two targets, not created yet: LIO iSCSI targets of 8 LUNs at portals
+    127.0.0.1 and 127.0.0.2 (``ISCSI``), or nvmet subsystems of 8 namespaces (``NVME``)."""
+    from brick_lab import LioIscsiTarget, NvmetSubsystem
+
+    if protocol == "ISCSI":
+        return [
+            LioIscsiTarget(
+                luns=8, lun_size=1 << 20, initiators=["local"], portals=(f"127.0.0.{k + 1}:3260",)
+            )
+            for k in range(2)
+        ]
+    return [NvmetSubsystem(namespaces=8, ns_size=1 << 20) for _ in range(2)]
+
+
+def release_nvme_targets(targets: list[Any]) -> None:
+    """Unmap every namespace of ``targets`` (nvmet subsystems), delete the controllers a
+    shared-subsystem detach kept for them, destroy the subsystems (best effort)."""
+    import contextlib
+    import time
+
+    from brick_agent.host import nvme as hostnvme
+
+    for t in targets:
+        for nsid in sorted(t.namespaces):
+            with contextlib.suppress(Exception):
+                t.remove_namespace(nsid)
+    time.sleep(1.0)
+    nqns = {t.nqn for t in targets}
+    for c in hostnvme.nvme_controllers():
+        if c.subsysnqn in nqns:
+            with contextlib.suppress(OSError):
+                with open(f"/sys/class/nvme/{c.name}/delete_controller", "w") as f:
+                    f.write("1")
+    for t in targets:
+        with contextlib.suppress(Exception):
+            t.destroy()
+
+
 def concurrency_items(protocol: str, targets: list[Any]) -> list[dict[str, Any]]:
     """The worker's items (connection properties) of every volume of section 2's
     ``targets``: LIO iSCSI targets (``ISCSI``, every LUN at its first portal) or nvmet

@@ -17,7 +17,6 @@ doer and operation, and the ratios to the floor.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import statistics
 import sys
@@ -30,7 +29,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import bench_compare  # noqa: E402
 import worker  # noqa: E402
-from host import concurrency_items, udev_settle  # noqa: E402
+from host import (  # noqa: E402
+    concurrency_items,
+    concurrency_targets,
+    release_nvme_targets,
+    udev_settle,
+)
 
 DOERS = ("ledger", "no-ledger", "floor")
 OPS = ("attach", "detach")
@@ -43,33 +47,9 @@ def _ours(ledger: bool) -> worker.Tool:
     return tool
 
 
-# ------------------------------------------------------------------ iSCSI
-def _iscsi_targets() -> list[Any]:
-    from brick_lab import LioIscsiTarget
-
-    return [
-        LioIscsiTarget(
-            luns=8, lun_size=1 << 20, initiators=["local"], portals=(f"127.0.0.{k + 1}:3260",)
-        )
-        for k in range(2)
-    ]
-
-
 def _iscsi_floor(targets: list[Any]) -> dict[str, float]:
     got = bench_compare._iscsi_floor_many(targets, targeted=True)
     return {"attach": got["attach"]["wall"], "detach": got["detach"]["wall"]}
-
-
-def _iscsi_cleanup(targets: list[Any]) -> None:
-    for t in targets:
-        t.destroy()
-
-
-# ------------------------------------------------------------------ NVMe/TCP
-def _nvme_targets() -> list[Any]:
-    from brick_lab import NvmetSubsystem
-
-    return [NvmetSubsystem(namespaces=8, ns_size=1 << 20) for _ in range(2)]
 
 
 def _nvme_floor(targets: list[Any]) -> dict[str, float]:
@@ -77,30 +57,15 @@ def _nvme_floor(targets: list[Any]) -> dict[str, float]:
     return {"attach": got["attach"]["wall"], "detach": got["detach"]["wall"]}
 
 
-def _nvme_cleanup(targets: list[Any]) -> None:
-    """Namespaces out, then the controllers a shared-subsystem detach may keep."""
-    from brick_agent.host import nvme as hostnvme
-
+def _destroy(targets: list[Any]) -> None:
     for t in targets:
-        for nsid in sorted(t.namespaces):
-            with contextlib.suppress(Exception):
-                t.remove_namespace(nsid)
-    time.sleep(1.0)
-    nqns = {t.nqn for t in targets}
-    for c in hostnvme.nvme_controllers():
-        if c.subsysnqn in nqns:
-            with contextlib.suppress(OSError):
-                with open(f"/sys/class/nvme/{c.name}/delete_controller", "w") as f:
-                    f.write("1")
-    time.sleep(0.5)
-    for t in targets:
-        with contextlib.suppress(Exception):
-            t.destroy()
+        t.destroy()
 
 
-PROTOCOLS: dict[str, tuple[str, Callable, Callable, Callable]] = {
-    "iscsi": ("ISCSI", _iscsi_targets, _iscsi_floor, _iscsi_cleanup),
-    "nvme": ("NVME", _nvme_targets, _nvme_floor, _nvme_cleanup),
+#: --protocol: (the worker's protocol, the floor's run, the targets' teardown)
+PROTOCOLS: dict[str, tuple[str, Callable, Callable]] = {
+    "iscsi": ("ISCSI", _iscsi_floor, _destroy),
+    "nvme": ("NVME", _nvme_floor, release_nvme_targets),
 }
 
 
@@ -127,13 +92,13 @@ def main() -> int:
     ap.add_argument("--protocol", choices=sorted(PROTOCOLS), default="iscsi")
     ap.add_argument("--rounds", type=int, default=6)
     args = ap.parse_args()
-    protocol, make, floor, cleanup = PROTOCOLS[args.protocol]
+    protocol, floor, cleanup = PROTOCOLS[args.protocol]
     tools = {"ledger": _ours(True), "no-ledger": _ours(False)}
     got: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for rnd in range(args.rounds + 1):
         order = DOERS[rnd % 3 :] + DOERS[: rnd % 3]
         for doer in order:
-            targets = make()
+            targets = concurrency_targets(protocol)
             try:
                 for t in targets:
                     t.create()

@@ -19,7 +19,7 @@ import sys
 import time
 
 import bench_iscsi  # beside this script
-from host import concurrency_items, udev_settle
+from host import concurrency_items, concurrency_targets, udev_settle
 from profile_nvme_concurrency import STATS, common_args, ours, report, run_timed, timed, timed_cm
 
 
@@ -97,21 +97,11 @@ def main() -> int:
     common_args(ap)
     ap.add_argument("--timeline", action="store_true", help="print each thread's steps")
     args = ap.parse_args()
-    from brick_lab import LioIscsiTarget
-
     tool = ours(args)
     instrument()
     for rnd in range(args.rounds):
         for who in ("ours", "floor"):
-            targets = [
-                LioIscsiTarget(
-                    luns=8,
-                    lun_size=1 << 20,
-                    initiators=["local"],
-                    portals=(f"127.0.0.{k + 1}:3260",),
-                )
-                for k in range(2)
-            ]
+            targets = concurrency_targets("ISCSI")
             try:
                 for t in targets:
                     t.create()

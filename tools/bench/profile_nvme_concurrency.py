@@ -22,7 +22,13 @@ import threading
 import time
 
 # tools/bench/host.py, beside this script
-from host import concurrency_items, cpu_times, udev_settle
+from host import (
+    concurrency_items,
+    concurrency_targets,
+    cpu_times,
+    release_nvme_targets,
+    udev_settle,
+)
 
 STATS: dict[str, list[float]] = collections.defaultdict(list)
 SPANS: list[tuple[float, float, str, str]] = []  # (start, end, thread, step)
@@ -225,12 +231,10 @@ def main() -> int:
     args = ap.parse_args()
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
-    from brick_lab import NvmetSubsystem
-
     tool = ours(args)
     instrument()
     for rnd in range(args.rounds):
-        targets = [NvmetSubsystem(namespaces=8, ns_size=1 << 20) for _ in range(2)]
+        targets = concurrency_targets("NVME")
         try:
             for t in targets:
                 t.create()
@@ -266,22 +270,7 @@ def main() -> int:
             )
             report("detach")
         finally:
-            for t in targets:
-                for nsid in sorted(t.namespaces):
-                    with contextlib.suppress(Exception):
-                        t.remove_namespace(nsid)
-            time.sleep(1.0)
-            # controllers left by the shared-subsystem rule: delete them
-            from brick_agent.host import nvme as hostnvme
-
-            for c in hostnvme.nvme_controllers():
-                if c.subsysnqn in {t.nqn for t in targets}:
-                    with contextlib.suppress(OSError):
-                        with open(f"/sys/class/nvme/{c.name}/delete_controller", "w") as f:
-                            f.write("1")
-            for t in targets:
-                with contextlib.suppress(Exception):
-                    t.destroy()
+            release_nvme_targets(targets)
     return 0
 
 
