@@ -221,7 +221,6 @@ class _EventHub:
             if event is None:
                 continue
             copy = UdevEvent.of(event)  # libudev's object stays in this thread
-            del event
             with self.lock:
                 subscribers = list(self.subscribers)
             for sub in subscribers:

@@ -474,7 +474,11 @@ class _Claim:
             for p in (info.get("path"), props.get("device_path"))
             if isinstance(p, str) and p.startswith("/")
         }
-        self.path_identities = [i for i in self.identity_of.values() if i]
+
+    @property
+    def path_identities(self) -> list[str]:
+        """The identities of the named paths that resolve to a device."""
+        return [i for i in self.identity_of.values() if i]
 
     def verdict(self, entry: Mapping[str, Any]) -> str:
         """'same' (the entry's volume), 'other' (another volume), 'unknown' (cannot tell)."""
