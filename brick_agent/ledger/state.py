@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from brick_agent.host.scsi import wwid_candidates
@@ -32,6 +32,35 @@ def copy_json(value: Any) -> Any:
 def canonical(value: Any) -> str:
     """Compact, key-sorted JSON (json's C encoder: it is not used when indenting)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def item_text_line(key: str, value: Any) -> str:
+    """A dict item's line of the file: ``  "key": <canonical value>``."""
+    return f"  {json.dumps(key)}: {canonical(value)}"
+
+
+class CanonCache:
+    """The canonical text of values that are replaced, never changed in place, by key.
+
+    A hit needs the very object the text was made of (``is``): the cache holds it, so
+    its id cannot be reused, and a key that names a new object is made afresh.
+    """
+
+    __slots__ = ("_texts",)
+
+    def __init__(self) -> None:
+        self._texts: dict[str, tuple[Any, str]] = {}
+
+    def text(self, key: str, value: Any, make: Callable[[Any], str] = canonical) -> str:
+        hit = self._texts.get(key)
+        if hit is not None and hit[0] is value:
+            return hit[1]
+        text = make(value)
+        self._texts[key] = (value, text)
+        return text
+
+    def forget(self, key: str) -> None:
+        self._texts.pop(key, None)
 
 
 def identity_forms(identity: Any) -> set[str]:
@@ -68,7 +97,11 @@ class State:
     """Committed content and its indexes; ``lock`` guards them (readers and the committer).
 
     The store also keeps here which files it was read from (``files``), to read
-    only what was appended since.
+    only what was appended since, and the canonical text of each committed entry and
+    top-level value (``entry_texts``, ``top_texts``; the file's lines and blocks in
+    ``entry_lines``, ``block_texts``): a commit renders and compares only what its batch changed.
+    Committed values are never changed in place (readers get copies), which is what
+    makes these caches sound.
     """
 
     def __init__(self, data: Mapping[str, Any]) -> None:
@@ -80,6 +113,10 @@ class State:
         self.by_scope: dict[str, set[str]] = {}
         self.unknown: set[str] = set()
         self.files: Any = None
+        self.entry_texts = CanonCache()
+        self.entry_lines = CanonCache()
+        self.top_texts = CanonCache()
+        self.block_texts = CanonCache()
         for key, entry in data["volumes"].items():
             self.put(key, entry)
 
@@ -100,6 +137,8 @@ class State:
         old = self.volumes.pop(key, None)
         if old is None:
             return
+        self.entry_texts.forget(key)
+        self.entry_lines.forget(key)
         for lookup in lookup_forms(old):
             _discard(self.by_lookup, lookup, key)
         for form in identity_forms(old.get("identity")):
@@ -117,8 +156,16 @@ class State:
         self.top.update(record.get("t", {}))
         for key in record.get("td", ()):
             self.top.pop(key, None)
+            self.top_texts.forget(key)
+            self.block_texts.forget(key)
 
     # ------------------------------------------------------------ reading
+    def entry_line(self, key: str, entry: Any) -> str:
+        """The file's line of volume ``key`` (cached while the entry is the same object)."""
+        return self.entry_lines.text(
+            key, entry, lambda e: f"  {json.dumps(key)}: {self.entry_texts.text(key, e)}"
+        )
+
     def content_with(self, record: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The content as the file format has it, with ``record`` applied, for rendering:
         new top-level dicts over the same entries (the caller holds ``lock`` and does
@@ -160,11 +207,18 @@ class Overlay(dict[str, Any]):
     :meth:`changes` compares what was touched with ``base``.
     """
 
-    def __init__(self, base: Mapping[str, Any], lock: Any, state: State | None = None) -> None:
+    def __init__(
+        self,
+        base: Mapping[str, Any],
+        lock: Any,
+        state: State | None = None,
+        texts: CanonCache | None = None,
+    ) -> None:
         super().__init__()
         self._base = base
         self._lock = lock
         self.state = state  # the indexes, when base is a State's volumes
+        self._texts = texts  # canonical texts of base's values
         self._deleted: set[str] = set()
         self._full = False
         self._undo: dict[str, tuple[Any, bool]] | None = None
@@ -333,7 +387,7 @@ class Overlay(dict[str, Any]):
             if value is skip and skip is not None:
                 continue
             old = self._base_get(key)
-            if old is _ABSENT or canonical(old) != canonical(value):
+            if old is _ABSENT or self._canonical_base(key, old) != canonical(value):
                 changed[key] = value
         removed = [
             k
@@ -342,10 +396,15 @@ class Overlay(dict[str, Any]):
         ]
         return changed, sorted(removed)
 
+    def _canonical_base(self, key: str, value: Any) -> str:
+        return canonical(value) if self._texts is None else self._texts.text(key, value)
+
 
 def transaction_view(state: State) -> Overlay:
     """The top-level dict a transaction body changes: ``volumes`` is an :class:`Overlay`
     over the state's volumes (with its indexes), every other key one over the rest."""
-    top = Overlay(state.top, state.lock)
-    dict.__setitem__(top, "volumes", Overlay(state.volumes, state.lock, state))
+    top = Overlay(state.top, state.lock, texts=state.top_texts)
+    dict.__setitem__(
+        top, "volumes", Overlay(state.volumes, state.lock, state, texts=state.entry_texts)
+    )
     return top

@@ -80,6 +80,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -102,6 +103,7 @@ from brick_agent.ledger.state import (
     State,
     canonical,
     copy_json,
+    item_text_line,
     has_unknown_attachment,
     identity_forms,
     lookups_of,
@@ -292,8 +294,9 @@ class AttachmentLedger:
             if files.gen is None:
                 if _read_snapshot(self.path)[0] != files.text:
                     return False
-                if locked:
+                if locked and not files.swept:
                     self._drop_stale_journal()
+                    files.swept = True
                 return True
             if files.journal is None or _stat_key(self.path) != files.snapshot:
                 return False
@@ -334,6 +337,7 @@ class AttachmentLedger:
                 state.files.text = text
                 if locked:
                     self._drop_stale_journal()
+                    state.files.swept = True
                 return state
             if self._replay(state, locked) or locked or _stat_key(self.path) == key:
                 return state
@@ -407,7 +411,9 @@ class AttachmentLedger:
         )
         text = self._write_locked(data)
         state = State(data)
-        state.files = _Files(snapshot=_stat_key(self.path), snapshot_size=0, gen=None, text=text)
+        state.files = _Files(
+            snapshot=_stat_key(self.path), snapshot_size=0, gen=None, text=text, swept=True
+        )
         return state
 
     def _sweep_temp_files(self) -> None:
@@ -421,16 +427,20 @@ class AttachmentLedger:
                         LOG.warning("removed %s, left by a writer that crashed", name)
         self._swept = True
 
-    def _write_locked(self, data: Mapping[str, Any]) -> str:
-        """Replace the snapshot with ``data`` (unjournaled, format version 1); the text."""
-        text = render(data)
+    def _write_locked(self, data: Mapping[str, Any], state: State | None = None) -> str:
+        """Replace the snapshot with ``data`` (unjournaled, format version 1); the text.
+        ``state``: the committed state ``data`` was made from (its cached texts)."""
+        text = render(data, state)
         self._write_text(text)
         return text
 
     def _write_text(self, text: str) -> None:
         directory = os.path.dirname(self.path)
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".ledger-", suffix=".tmp", dir=directory)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".ledger-", suffix=".tmp", dir=directory)
+        except FileNotFoundError:  # the first write: the directory is made private
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".ledger-", suffix=".tmp", dir=directory)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text)
@@ -475,24 +485,29 @@ class AttachmentLedger:
         """An unjournaled ledger: the whole new content; journaled from now on when it
         holds more than :data:`JOURNAL_FROM` volumes.  (Under ``state.lock``.)"""
         content = state.content_with(rec)
-        files = self._snapshot(content, journaled=len(content["volumes"]) > JOURNAL_FROM)
+        files = self._snapshot(content, state, journaled=len(content["volumes"]) > JOURNAL_FROM)
         state.apply(rec)
         state.files = files
 
-    def _snapshot(self, content: Mapping[str, Any], journaled: bool) -> _Files:
-        """Fold ``content`` into a new snapshot: with a new gen and an empty journal of
-        it, or unjournaled (the journal removed); the files it is now in.  The
-        snapshot's rename is the commit point."""
+    def _snapshot(self, content: Mapping[str, Any], state: State, journaled: bool) -> _Files:
+        """Fold ``content`` (made from ``state``) into a new snapshot: with a new gen and
+        an empty journal of it, or unjournaled (the journal removed); the files it is
+        now in.  The snapshot's rename is the commit point."""
         gen = os.urandom(8).hex() if journaled else None
         if gen is None:
-            text: str | None = self._write_locked(content)
+            text: str | None = self._write_locked(content, state)
         else:
             text = None
-            self._write_text(render({**content, "version": JOURNALED_VERSION, "journal": gen}))
-        key, size = _stat_key(self.path), os.path.getsize(self.path)
-        files = _Files(snapshot=key, snapshot_size=size, gen=gen, text=text)
+            self._write_text(
+                render({**content, "version": JOURNALED_VERSION, "journal": gen}, state)
+            )
+        st = os.stat(self.path)
+        files = _Files(snapshot=_key_of(st), snapshot_size=st.st_size, gen=gen, text=text)
         if gen is None:
-            self._drop_stale_journal()
+            before = state.files
+            if before is None or before.gen is not None or not before.swept:
+                self._drop_stale_journal()
+            files.swept = True
         else:
             files.journal = journal.create(self.journal_path, gen)
         return files
@@ -502,7 +517,7 @@ class AttachmentLedger:
         logged, not the commit's."""
         try:
             state.files = self._snapshot(
-                state.content_with(), journaled=len(state.volumes) > JOURNAL_FROM // 2
+                state.content_with(), state, journaled=len(state.volumes) > JOURNAL_FROM // 2
             )
         except OSError as exc:
             LOG.warning("attachment ledger %s: compaction failed (%s)", self.path, exc)
@@ -793,6 +808,8 @@ class _Files:
     journal: tuple[int, int] | None = None  # (inode, bytes applied) of that journal
     # unjournaled: the snapshot's text as read or written (None: there was none)
     text: str | None = None
+    # unjournaled: a journal left beside it was looked for (and removed) under the lock
+    swept: bool = False
 
 
 _READ_ATTEMPTS = 5
@@ -856,37 +873,37 @@ def _kernel_volumes(roots: HostRoots) -> list[dict[str, Any]]:
     return out
 
 
-def render(data: Mapping[str, Any]) -> str:
+def render(data: Mapping[str, Any], state: State | None = None) -> str:
     """The file text: a JSON object with one line per volume and per pending intent.
 
     Still readable, but built by the C encoder (``json.dump`` with ``indent``
-    runs the pure-Python one, which dominated a transaction's cost).
+    runs the pure-Python one, which dominated a transaction's cost).  ``state``:
+    the committed state ``data`` was made from (:meth:`State.content_with`), whose
+    cached texts stand for every entry and top-level value the batch did not change.
     """
-    lines = ["{"]
-    keys = sorted(data)
-    for i, key in enumerate(keys):
+    blocks = []
+    for key in sorted(data):
         value = data[key]
-        sep = "," if i < len(keys) - 1 else ""
-        name = json.dumps(key)
-        if isinstance(value, dict) and value:
-            items = sorted(value.items())
-            lines.append(f" {name}: {{")
-            lines += [
-                f"  {json.dumps(k)}: {canonical(v)}" + ("," if j < len(items) - 1 else "")
-                for j, (k, v) in enumerate(items)
-            ]
-            lines.append(f" }}{sep}")
-        elif isinstance(value, list) and value:
-            lines.append(f" {name}: [")
-            lines += [
-                f"  {canonical(v)}" + ("," if j < len(value) - 1 else "")
-                for j, v in enumerate(value)
-            ]
-            lines.append(f" ]{sep}")
+        if state is None:
+            blocks.append(_block(key, value))
+        elif key == "volumes":
+            blocks.append(_block(key, value, state.entry_line))
         else:
-            lines.append(f" {name}: {canonical(value)}{sep}")
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+            blocks.append(state.block_texts.text(key, value, functools.partial(_block, key)))
+    return "{\n" + ",\n".join(blocks) + "\n}\n" if blocks else "{\n}\n"
+
+
+def _block(key: str, value: Any, item_line: Callable[[str, Any], str] | None = None) -> str:
+    """One top-level key's lines (no trailing comma): a dict or list item per line."""
+    name = json.dumps(key)
+    if isinstance(value, dict) and value:
+        make = item_line or item_text_line
+        lines = ",\n".join(make(k, v) for k, v in sorted(value.items()))
+        return f" {name}: {{\n{lines}\n }}"
+    if isinstance(value, list) and value:
+        lines = ",\n".join(f"  {canonical(v)}" for v in value)
+        return f" {name}: [\n{lines}\n ]"
+    return f" {name}: {canonical(value)}"
 
 
 # -------------------------------------------------------------- content helpers

@@ -22,9 +22,9 @@ class CountingLedger(AttachmentLedger):
         super().__init__(*a, **kw)
         self.writes = 0
 
-    def _write_locked(self, data) -> str:
+    def _write_locked(self, data, state=None) -> str:
         self.writes += 1
-        return super()._write_locked(data)
+        return super()._write_locked(data, state)
 
 
 @pytest.fixture
