@@ -634,21 +634,25 @@ def test_multipath_map_built_by_multipathd_needs_no_explicit_add(conf, host, fak
 def test_a_session_whose_connection_is_down_does_not_break_attach(conf, host, fake, monkeypatch):
     """Reading a down connection's current 'address' fails with ENOTCONN on a real kernel."""
     import errno
-    from brick_agent.host import sysfs
+    import os
 
     c = make(conf, host, fake)
     c.connect_volume(props(lun=0, iqn=IQN_B))  # another session, soon "down"
-    real_open = open
+    real_read = os.read
+    refused = []
 
-    def kernel_open(path, *a, **kw):  # what the kernel does on reading those attributes
-        if "connection1:0" in str(path) and str(path).endswith(("/address", "/port")):
+    def kernel_read(fd, n):  # what the kernel does on reading those attributes
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        if "connection1:0" in path and path.endswith(("/address", "/port")):
+            refused.append(path)
             raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
-        return real_open(path, *a, **kw)
+        return real_read(fd, n)
 
-    monkeypatch.setattr(sysfs, "open", kernel_open, raising=False)
+    monkeypatch.setattr(os, "read", kernel_read)
     info = c.connect_volume(props(lun=1))
     assert info["scsi_wwn"] == udev_of(2)
     assert len(c.get_all_available_volumes()) == 2
+    assert refused  # the down connection's attributes were read, and refused
 
 
 def test_map_briefly_in_use_is_retried_then_removed(conf, host, fake):

@@ -22,19 +22,20 @@ def test_read_attr_under_a_file_is_none(tmp_path):
 
 
 def test_read_attr_of_a_down_connection_is_none(tmp_path, monkeypatch):
-    """A down iSCSI connection's current 'address' fails with ENOTCONN (real kernel)."""
+    """A down iSCSI connection's current 'address' fails with ENOTCONN (real kernel: the
+    attribute opens, its read fails)."""
     import errno
 
     (tmp_path / "address").write_text("10.0.0.1\n")
     (tmp_path / "persistent_address").write_text("10.0.0.1\n")
-    real_open = open
+    real_read = os.read
 
-    def kernel_open(path, *a, **kw):
-        if str(path).endswith("/address"):
+    def kernel_read(fd, n):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("/address"):
             raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
-        return real_open(path, *a, **kw)
+        return real_read(fd, n)
 
-    monkeypatch.setattr(sysfs, "open", kernel_open, raising=False)
+    monkeypatch.setattr(os, "read", kernel_read)
     assert sysfs.read_attr(str(tmp_path / "address")) is None
     assert sysfs.read_attr(str(tmp_path / "persistent_address")) == "10.0.0.1"
 
