@@ -140,6 +140,11 @@ def lock_directory(lock_path: str | None = None) -> str:
 def open_lock_file(path: str) -> int:
     """Open (create 0600) the lock file ``path``: never through a symlink, never a
     non-regular file; an existing file of ours that is open to others is tightened."""
+    return _open_lock_file(path)[0]
+
+
+def _open_lock_file(path: str) -> tuple[int, os.stat_result]:
+    """:func:`open_lock_file`, and the file's ``fstat`` (its inode: what the lock is on)."""
     try:
         fd = os.open(
             path,
@@ -161,7 +166,7 @@ def open_lock_file(path: str) -> int:
     except BaseException:
         os.close(fd)
         raise
-    return fd
+    return fd, st
 
 
 def _give_to_directory_owner(fd: int, directory: str) -> None:
@@ -213,13 +218,14 @@ def _wait_lock(fd: int, exclusive: bool, deadline: float | None, kind: LockKind)
     return True
 
 
-def _same_file(fd: int, path: str) -> bool:
-    """Whether ``path`` still names the file open on ``fd``."""
+def _same_file(fd: int, path: str, held: os.stat_result | None = None) -> bool:
+    """Whether ``path`` still names the file open on ``fd`` (``held``: its ``fstat``)."""
     try:
         st = os.stat(path, follow_symlinks=False)
     except FileNotFoundError:
         return False
-    held = os.fstat(fd)
+    if held is None:
+        held = os.fstat(fd)
     return (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)
 
 
@@ -232,12 +238,12 @@ def lock_file(
     may have removed it meanwhile); if not, the current file is locked instead.
     """
     while True:
-        fd = open_lock_file(path)
+        fd, held = _open_lock_file(path)
         try:
             if not _wait_lock(fd, exclusive, deadline, kind):
                 os.close(fd)
                 return None
-            if _same_file(fd, path):
+            if _same_file(fd, path, held):
                 return fd
         except BaseException:
             os.close(fd)
@@ -314,13 +320,16 @@ def _others_use(slot: _NameSlot) -> bool:
 
 @contextlib.contextmanager
 def external_lock(
-    name: str, *, lock_path: str | None = None, timeout: float | None = None
+    name: str, *, lock_path: str | None = None, timeout: float | None = None, keep: bool = False
 ) -> Iterator[None]:
     """Hold the external (file) lock ``name`` (already a safe name).
 
     Threads of this process serialise on a per-name lock, other processes on the
     lock file, which is removed on release unless another thread here waits for
-    it.  ``timeout`` (seconds, None = wait forever) raises :class:`LockTimeout`.
+    it, or ``keep`` (one fixed name taken on every call, like the ledger's: a file
+    made and removed each time costs two namespace operations, and a holder that
+    removes it still leaves every taker locking the file the name shows).
+    ``timeout`` (seconds, None = wait forever) raises :class:`LockTimeout`.
     """
     if "/" in name or name in (".", "..") or not name:
         raise InvalidArgument(f"bad lock name {name!r}")
@@ -342,7 +351,7 @@ def external_lock(
             try:
                 yield
             finally:
-                unlock_file(fd, path, remove=not _others_use(slot))
+                unlock_file(fd, path, remove=not keep and not _others_use(slot))
                 LOG.debug("lock %s released after holding %.3fs", name, time.monotonic() - acquired)
         finally:
             slot.lock.release()

@@ -517,3 +517,36 @@ def test_single_flight_shares_errors():
     t2.join(5)
     assert errors == ["login failed", "login failed"]
     assert not sf.in_flight("k")
+
+
+def test_a_kept_lock_file_stays_and_a_remover_beside_it_still_excludes(lock_dir):
+    """The ledger's lock (taken on every transaction) keeps its file; a taker that
+    removes it (another version) leaves the next taker locking the file the name shows."""
+    with locking.external_lock("brick_agent-ledger", lock_path=lock_dir, keep=True):
+        pass
+    path = os.path.join(lock_dir, "brick_agent-ledger")
+    inode = os.stat(path).st_ino
+    with locking.external_lock("brick_agent-ledger", lock_path=lock_dir, keep=True):
+        assert os.stat(path).st_ino == inode  # the same file, not made again
+    assert _lock_files(lock_dir) == ["brick_agent-ledger"]
+    with locking.external_lock("brick_agent-ledger", lock_path=lock_dir):
+        pass
+    assert _lock_files(lock_dir) == []  # removed by the remover
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with locking.external_lock("brick_agent-ledger", lock_path=lock_dir, keep=True):
+            held.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(5)
+    # an open-file-description lock conflicts with this process's own lockf lock
+    fd = locking.lock_file(path, deadline=time.monotonic() + 0.2, kind="ofd")
+    assert fd is None  # the kept file is the one locked
+    release.set()
+    holder.join(5)
+    fd = locking.lock_file(path, deadline=time.monotonic() + 2, kind="ofd")
+    assert fd is not None
+    locking.unlock_file(fd, path, remove=True)
