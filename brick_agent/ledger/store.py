@@ -442,10 +442,11 @@ class AttachmentLedger:
             os.makedirs(directory, mode=0o700, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".ledger-", suffix=".tmp", dir=directory)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
+            try:
+                _write_all(fd, text.encode("utf-8"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             os.replace(tmp, self.path)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -552,7 +553,9 @@ class AttachmentLedger:
         name = locking.safe_lock_name(LOCK_NAME)
         own_error: BaseException | None = None
         try:
-            with locking.external_lock(name, lock_path=self.lock_path, timeout=self.lock_timeout):
+            with locking.external_lock(
+                name, lock_path=self.lock_path, timeout=self.lock_timeout, keep=True
+            ):
                 with _BATCH_MUTEX:  # closed: later arrivals form the next batch
                     if _OPEN_BATCHES.get(self.path) is batch:
                         del _OPEN_BATCHES[self.path]
@@ -714,17 +717,42 @@ def _read_snapshot(path: str) -> tuple[str | None, tuple[int, ...] | None, int]:
     """(text, stat key, size) of the snapshot; (None, None, 0) when it does not exist;
     :class:`LedgerUnreadable` when it cannot be read."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
-            key = _key_of(os.fstat(f.fileno()))
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None, None, 0
     except OSError as exc:
         raise LedgerUnreadable(f"attachment ledger {path} cannot be read: {exc}") from exc
     try:
+        st = os.fstat(fd)
+        raw = _read_to_end(fd, st.st_size)
+        key = _key_of(st)
+    except OSError as exc:
+        raise LedgerUnreadable(f"attachment ledger {path} cannot be read: {exc}") from exc
+    finally:
+        os.close(fd)
+    try:
         return raw.decode("utf-8"), key, len(raw)
     except UnicodeDecodeError as exc:
         raise LedgerCorrupt(f"attachment ledger {path} is not UTF-8: {exc}") from None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _read_to_end(fd: int, size: int) -> bytes:
+    """The file's bytes, ``size`` of them expected: one ``read`` when that is all (a
+    regular file reads short only at its end), more while it keeps giving."""
+    chunks = []
+    want = size + 1
+    while True:
+        chunk = os.read(fd, want)
+        chunks.append(chunk)
+        if len(chunk) < want:
+            return b"".join(chunks)
+        want = 65536
 
 
 def _key_of(st: os.stat_result) -> tuple[int, ...]:

@@ -178,3 +178,30 @@ def test_set_read_only_missing_device(roots):
     with pytest.raises(DeviceNotFound):
         block.do_set_block_device_read_only(roots, "sdz", True, run=run)
     assert run.calls == []
+
+
+def test_transactions_lock_one_kept_lock_file(led):
+    """The ledger's lock file is made once, not made and removed by every transaction."""
+    with led.transaction() as data:
+        data["pending"].append({"lookup": ["a"]})
+    lock = os.path.join(led.lock_path, "brick_agent-ledger")
+    inode = os.stat(lock).st_ino
+    with led.transaction() as data:
+        data["pending"].append({"lookup": ["b"]})
+    assert os.stat(lock).st_ino == inode
+    assert os.listdir(led.lock_path) == ["brick_agent-ledger"]
+
+
+def test_a_snapshot_read_takes_every_byte_even_past_the_size_it_expected(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 200_000)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert ledgermod._read_to_end(fd, 10) == b"x" * 200_000
+    finally:
+        os.close(fd)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert ledgermod._read_to_end(fd, 200_000) == b"x" * 200_000
+    finally:
+        os.close(fd)
