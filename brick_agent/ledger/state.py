@@ -34,9 +34,14 @@ def canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
+def item_line(key: str, text: str) -> str:
+    """A dict item's line of the file: ``  "key": <text>``."""
+    return f"  {json.dumps(key)}: {text}"
+
+
 def item_text_line(key: str, value: Any) -> str:
-    """A dict item's line of the file: ``  "key": <canonical value>``."""
-    return f"  {json.dumps(key)}: {canonical(value)}"
+    """A dict item's line of the file, its value in canonical text."""
+    return item_line(key, canonical(value))
 
 
 class CanonCache:
@@ -163,7 +168,7 @@ class State:
     def entry_line(self, key: str, entry: Any) -> str:
         """The file's line of volume ``key`` (cached while the entry is the same object)."""
         return self.entry_lines.text(
-            key, entry, lambda e: f"  {json.dumps(key)}: {self.entry_texts.text(key, e)}"
+            key, entry, lambda e: item_line(key, self.entry_texts.text(key, e))
         )
 
     def content_with(self, record: Mapping[str, Any] | None = None) -> dict[str, Any]:
