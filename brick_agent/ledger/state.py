@@ -103,8 +103,8 @@ class State:
 
     The store also keeps here which files it was read from (``files``), to read
     only what was appended since, and the canonical text of each committed entry and
-    top-level value (``entry_texts``, ``top_texts``; the file's lines and blocks in
-    ``entry_lines``, ``block_texts``): a commit renders and compares only what its batch changed.
+    top-level value (``entry_texts``, ``top_texts``; the file's blocks of top-level values
+    in ``block_texts``): a commit renders and compares only what its batch changed.
     Committed values are never changed in place (readers get copies), which is what
     makes these caches sound.
     """
@@ -119,7 +119,6 @@ class State:
         self.unknown: set[str] = set()
         self.files: Any = None
         self.entry_texts = CanonCache()
-        self.entry_lines = CanonCache()
         self.top_texts = CanonCache()
         self.block_texts = CanonCache()
         for key, entry in data["volumes"].items():
@@ -143,7 +142,6 @@ class State:
         if old is None:
             return
         self.entry_texts.forget(key)
-        self.entry_lines.forget(key)
         for lookup in lookup_forms(old):
             _discard(self.by_lookup, lookup, key)
         for form in identity_forms(old.get("identity")):
@@ -166,10 +164,8 @@ class State:
 
     # ------------------------------------------------------------ reading
     def entry_line(self, key: str, entry: Any) -> str:
-        """The file's line of volume ``key`` (cached while the entry is the same object)."""
-        return self.entry_lines.text(
-            key, entry, lambda e: item_line(key, self.entry_texts.text(key, e))
-        )
+        """The file's line of volume ``key``, from its cached canonical text."""
+        return item_line(key, self.entry_texts.text(key, entry))
 
     def content_with(self, record: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The content as the file format has it, with ``record`` applied, for rendering:
