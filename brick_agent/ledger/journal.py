@@ -153,26 +153,43 @@ def fsync_dir(directory: str) -> None:
             os.close(dfd)
 
 
-def create(path: str, gen: str) -> tuple[int, int]:
-    """A new journal holding only the header for ``gen``, renamed into place; (inode, size)."""
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte of ``data`` to ``fd``."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def replace_durably(path: str, data: bytes) -> None:
+    """Make ``path`` hold ``data`` atomically and durably: a temporary file beside it
+    (``.ledger-*.tmp``: the ledger sweeps those a crash left), ``fsync``, rename over
+    ``path``, ``fsync`` of the directory.  A missing directory is made private (0700)."""
     directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=".ledger-", suffix=".tmp", dir=directory)
     try:
-        data = encode(header(gen))
-        os.write(fd, data)
-        os.fsync(fd)
-        ino = os.fstat(fd).st_ino
-        os.close(fd)
-        fd = -1
+        fd, tmp = tempfile.mkstemp(prefix=".ledger-", suffix=".tmp", dir=directory)
+    except FileNotFoundError:  # the first write: the directory is made private
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".ledger-", suffix=".tmp", dir=directory)
+    try:
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        if fd >= 0:
-            os.close(fd)
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
     fsync_dir(directory)
-    return ino, len(data)
+
+
+def create(path: str, gen: str) -> tuple[int, int]:
+    """A new journal holding only the header for ``gen``, renamed into place; (inode, size)
+    (under the ledger lock: nobody replaces it meanwhile)."""
+    data = encode(header(gen))
+    replace_durably(path, data)
+    return os.stat(path).st_ino, len(data)
 
 
 def append(path: str, data: bytes, ino: int, size: int) -> int:
@@ -184,9 +201,7 @@ def append(path: str, data: bytes, ino: int, size: int) -> int:
         if st.st_ino != ino or st.st_size != size:
             raise OSError(f"journal {path} changed under the ledger lock")
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, data)
             os.fsync(fd)
         except BaseException:
             with contextlib.suppress(OSError):

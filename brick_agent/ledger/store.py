@@ -84,7 +84,6 @@ import functools
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -435,24 +434,7 @@ class AttachmentLedger:
         return text
 
     def _write_text(self, text: str) -> None:
-        directory = os.path.dirname(self.path)
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=".ledger-", suffix=".tmp", dir=directory)
-        except FileNotFoundError:  # the first write: the directory is made private
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".ledger-", suffix=".tmp", dir=directory)
-        try:
-            try:
-                _write_all(fd, text.encode("utf-8"))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        journal.fsync_dir(directory)
+        journal.replace_durably(self.path, text.encode("utf-8"))
 
     # ------------------------------------------------------------ commit
     def _commit(self, state: State, data: dict[str, Any]) -> None:
@@ -734,12 +716,6 @@ def _read_snapshot(path: str) -> tuple[str | None, tuple[int, ...] | None, int]:
         return raw.decode("utf-8"), key, len(raw)
     except UnicodeDecodeError as exc:
         raise LedgerCorrupt(f"attachment ledger {path} is not UTF-8: {exc}") from None
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _read_to_end(fd: int, size: int) -> bytes:
